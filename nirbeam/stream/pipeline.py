@@ -1,0 +1,458 @@
+"""Pipeline assembly: uncal segments -> integration records -> detector1 -> zarr cubes.
+
+The driver does the small, once-per-exposure work (scan headers, plan segments, choose and
+cut reference files, create the store template, find what a previous run completed); Beam
+does the per-integration work (read one ramp, calibrate it, write its region). Results
+return through the store, never through the driver's memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+
+from nirbeam import __version__
+from nirbeam.sinks import zarr_store
+from nirbeam.stream.records import (
+    DeadLetter,
+    ExposureMeta,
+    IntegrationKey,
+    IntegrationRecord,
+    IntTimes,
+)
+from nirbeam.stream.runners import RunnerSpec, make_runner
+from nirbeam.stream.uncal import (
+    BadInputError,
+    ExposurePlan,
+    SegmentInfo,
+    find_uncal_files,
+    plan_exposures,
+    read_ramp,
+    scan_segment,
+)
+from nirbeam.transforms.common import DEAD, RecordStep, StepFailed
+from nirbeam.transforms.reference import ReferenceArrays
+
+__all__ = ["ReadItem", "read_record", "RunResult", "run"]
+
+log = logging.getLogger("nirbeam")
+
+RATEINTS = "rateints"
+RATE_ARRAYS = {
+    "sci": np.float32,
+    "err": np.float32,
+    "dq": np.uint32,
+    "var_poisson": np.float32,
+    "var_rnoise": np.float32,
+}
+RATE_ATTRS = {
+    "sci": {"units": "DN/s", "description": "count rate per integration (rateints SCI)"},
+    "err": {"units": "DN/s", "description": "1-sigma error of sci"},
+    "dq": {"units": "", "description": "pixel DQ, JWST bit values"},
+    "var_poisson": {"units": "(DN/s)^2", "description": "Poisson variance of sci"},
+    "var_rnoise": {"units": "(DN/s)^2", "description": "read-noise variance of sci"},
+    "integration_number": {"units": "", "description": "1-based integration number (INT_TIMES)"},
+    "int_mid_BJD_TDB": {"units": "d", "description": "integration mid-time, BJD_TDB"},
+    "int_mid_MJD_UTC": {"units": "d", "description": "integration mid-time, MJD UTC"},
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Per-integration work items and record functions (picklable, no driver state)
+
+
+@dataclass(frozen=True)
+class ReadItem:
+    """What a worker needs to read one integration: its key, segment and times."""
+
+    key: IntegrationKey
+    segment: SegmentInfo
+    times: IntTimes
+
+
+def read_record(item: ReadItem) -> IntegrationRecord:
+    """Read one integration's ramp into a record of stage ``ramp``."""
+    ramp = read_ramp(item.segment, item.key.integration)
+    return IntegrationRecord(
+        key=item.key,
+        meta=item.segment.meta,
+        times=item.times,
+        stage="ramp",
+        source=item.segment.path,
+        ramp=ramp,
+    )
+
+
+_REF_CACHE: dict[tuple[str, str], ReferenceArrays] = {}
+_REF_LOCK = threading.Lock()
+
+
+def refs_from_store(root: str, group: str) -> ReferenceArrays:
+    """Load (once per process) the cut references the driver saved in the store."""
+    k = (root, group)
+    with _REF_LOCK:
+        r = _REF_CACHE.get(k)
+    if r is None:
+        arrays, attrs = zarr_store.load_arrays(root, f"{group}/references")
+        r = ReferenceArrays(
+            mask=arrays["mask"],
+            saturation=arrays["saturation"],
+            saturation_dq=arrays["saturation_dq"],
+            superbias=arrays.get("superbias"),
+            superbias_dq=arrays["superbias_dq"],
+            linearity=arrays.get("linearity"),
+            linearity_dq=arrays["linearity_dq"],
+            dark=arrays.get("dark"),
+            dark_dq=arrays["dark_dq"],
+            readnoise=arrays["readnoise"],
+            gain=arrays["gain"],
+            sources=dict(attrs.get("sources", {})),
+        )
+        with _REF_LOCK:
+            _REF_CACHE[k] = r
+    return r
+
+
+def save_refs_to_store(root: str, group: str, refs: ReferenceArrays, provenance: dict) -> None:
+    """Write the cut references (and where they came from) into the store."""
+    zarr_store.save_arrays(
+        root,
+        f"{group}/references",
+        {
+            "mask": refs.mask, "saturation": refs.saturation, "saturation_dq": refs.saturation_dq,
+            "superbias": refs.superbias, "superbias_dq": refs.superbias_dq,
+            "linearity": refs.linearity, "linearity_dq": refs.linearity_dq,
+            "dark": refs.dark, "dark_dq": refs.dark_dq, "readnoise": refs.readnoise,
+            "gain": refs.gain,
+        },
+        attrs={"sources": refs.sources, "provenance": provenance},
+    )
+    with _REF_LOCK:
+        _REF_CACHE.pop((root, group), None)
+
+
+@dataclass(frozen=True)
+class Calibrate:
+    """detector1 on one record, with the references from the store."""
+
+    root: str
+    params: Any
+
+    def __call__(self, rec: IntegrationRecord) -> IntegrationRecord:
+        from nirbeam.transforms.detector1 import calibrate_record
+
+        refs = refs_from_store(self.root, rec.key.group)
+        return calibrate_record(rec, refs, self.params)
+
+
+@dataclass(frozen=True)
+class WriteRateints:
+    """Write a rateints record's region into the store, then its completion marker."""
+
+    root: str
+
+    def __call__(self, rec: IntegrationRecord) -> IntegrationRecord:
+        zarr_store.write_integration(
+            self.root, rec.key.group, RATEINTS, rec.key.integration,
+            {"sci": rec.rate, "err": rec.err, "dq": rec.dq,
+             "var_poisson": rec.var_poisson, "var_rnoise": rec.var_rnoise},
+        )
+        return rec.replace(rate=None, err=None, var_poisson=None, var_rnoise=None)
+
+
+@dataclass(frozen=True)
+class WriteDeadLetter:
+    """Write one dead letter as its own small JSON file (idempotent per key and step)."""
+
+    folder: str
+
+    def __call__(self, dl: DeadLetter) -> None:
+        os.makedirs(self.folder, exist_ok=True)
+        k = dl.key
+        name = f"{k.group}_{k.integration:05d}" if k else f"input_{abs(hash(dl.source)):x}"
+        path = os.path.join(self.folder, f"{name}.{dl.step}.json")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(dl.to_json(), fh)
+        os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------
+# The driver
+
+
+@dataclass
+class RunResult:
+    """What a run did (also written as ``run.json``)."""
+
+    outdir: str
+    summary: dict[str, Any] = field(default_factory=dict)
+    exit_code: int = 0
+
+
+def _progress(root: str, groups: dict[str, int], stop: threading.Event, stage: str, every=2.0):
+    last = None
+    while not stop.wait(every):
+        try:
+            done = sum(int(zarr_store.completed(root, g, stage).sum()) for g in groups)
+        except Exception:  # noqa: BLE001 - progress is best effort
+            continue
+        total = sum(groups.values())
+        if done != last:
+            print(f"[nirbeam] {stage}: {done}/{total} integrations", file=sys.stderr, flush=True)
+            last = done
+
+
+def _times_arrays(plan: ExposurePlan, times: dict[int, IntTimes]):
+    n = plan.meta.nints
+    bjd = np.full(n, np.nan)
+    mjd = np.full(n, np.nan)
+    for i, t in times.items():
+        bjd[i - 1] = t.int_mid_bjd_tdb
+        mjd[i - 1] = t.int_mid_mjd_utc
+    return bjd, mjd
+
+
+def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, config) -> dict:
+    """Choose references and create the store template for one exposure/detector."""
+    from nirbeam.stream.refs import load_references, standin_references
+
+    meta = plan.meta
+    group = meta.group_name
+    first = plan.segments[0]
+    first_ramp = read_ramp(first, first.intstart)
+    if refs_dir:
+        refs, prov = load_references(refs_dir, meta, ref_index, first_ramp=first_ramp)
+    else:
+        refs, prov = standin_references(meta, first_ramp)
+    save_refs_to_store(root, group, refs, prov)
+    times: dict[int, IntTimes] = {}
+    for s in plan.segments:
+        times.update(s.times)
+    bjd, mjd = _times_arrays(plan, times)
+    zarr_store.prepare_stage(
+        root, group, RATEINTS, meta.nints, meta.image_shape, RATE_ARRAYS,
+        coords={
+            "integration_number": np.arange(1, meta.nints + 1, dtype=np.int32),
+            "int_mid_BJD_TDB": bjd,
+            "int_mid_MJD_UTC": mjd,
+        },
+        array_attrs=RATE_ATTRS,
+    )
+    zarr_store.set_attrs(
+        root, group,
+        {"exposure": meta.header_dict(), "nirbeam_version": __version__,
+         "references": prov, "notes": list(plan.notes), "config": config},
+    )
+    return {"refs": prov, "times": times}
+
+
+def run(
+    inputs: list[str],
+    outdir: str,
+    *,
+    refs_dir: str | None = None,
+    config: dict | None = None,
+    runner: RunnerSpec | None = None,
+    progress: bool = True,
+    after_detector1: Callable | None = None,
+) -> RunResult:
+    """Run the batch pipeline over uncal files/folders into OUTDIR.
+
+    Raises
+    ------
+    BadInputError
+        Inputs that cannot be processed (the CLI turns it into exit code 2).
+    """
+    from nirbeam.stream.refs import index_references
+    from nirbeam.stream.settings import Settings
+
+    t_start = time.time()
+    runner = runner or RunnerSpec()
+    settings = Settings.from_dict(config or {})
+    files = find_uncal_files(inputs)
+    infos = [scan_segment(f) for f in files]
+    plans = plan_exposures(infos)
+    _check_outdir(outdir)
+    root = os.path.join(outdir, "cubes.zarr")
+    zarr_store.open_root(root)
+    ref_index = index_references(refs_dir) if refs_dir else None
+    timings = {"scan": time.time() - t_start}
+
+    items: list[ReadItem] = []
+    per_group: dict[str, dict] = {}
+    t0 = time.time()
+    for plan in plans:
+        info = prepare_exposure(root, plan, refs_dir, ref_index, settings.as_json())
+        group = plan.meta.group_name
+        done = zarr_store.completed(root, group, RATEINTS)
+        todo = [i for i in plan.present if not done[i - 1]]
+        per_group[group] = {
+            "exposure": plan.meta.exposure,
+            "detector": plan.meta.detector,
+            "nints": plan.meta.nints,
+            "present": len(plan.present),
+            "missing": list(plan.missing),
+            "skipped_complete": len(plan.present) - len(todo),
+            "segments": [os.path.basename(s.path) for s in plan.segments],
+            "references": info["refs"],
+            "notes": list(plan.notes),
+        }
+        for i in todo:
+            seg = plan.segment_of(i)
+            items.append(ReadItem(
+                IntegrationKey(plan.meta.exposure, plan.meta.detector, i),
+                replace(seg, times={}),
+                info["times"][i],
+            ))
+    timings["prepare"] = time.time() - t0
+
+    dead_dir = os.path.join(outdir, "_deadletters")
+    t0 = time.time()
+    metrics = {}
+    if items:
+        metrics = _run_detector1(items, root, dead_dir, settings, runner, per_group, progress)
+    timings["detector1"] = time.time() - t0
+
+    if after_detector1 is not None:
+        t0 = time.time()
+        after_detector1(root, plans, settings)
+        timings["spectra"] = time.time() - t0
+
+    summary = _account(outdir, root, plans, per_group, dead_dir)
+    summary.update({
+        "nirbeam_version": __version__,
+        "command": "run",
+        "inputs": files,
+        "outdir": os.path.abspath(outdir),
+        "refs_dir": os.path.abspath(refs_dir) if refs_dir else None,
+        "runner": {"name": runner.name, "workers": runner.workers, "beam_args": list(runner.beam_args)},
+        "config": settings.as_json(),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "metrics": metrics,
+        "wall_s": round(time.time() - t_start, 3),
+    })
+    _write_json_atomic(os.path.join(outdir, "run.json"), summary)
+    return RunResult(outdir, summary, 0)
+
+
+def _run_detector1(items, root, dead_dir, settings, runner, per_group, progress) -> dict:
+    beam_runner, options, cleanup = make_runner(runner)
+    stop = threading.Event()
+    th = None
+    if progress:
+        totals = {g: v["nints"] for g, v in per_group.items()}
+        th = threading.Thread(target=_progress, args=(root, totals, stop, RATEINTS), daemon=True)
+        th.start()
+    try:
+        p = beam.Pipeline(runner=beam_runner, options=options)
+        recs = (
+            p
+            | "Plan" >> beam.Create(items, reshuffle=False)
+            | "Distribute" >> beam.Reshuffle()
+        )
+        read = recs | RecordStep(read_record, "read")
+        cal = read.records | RecordStep(Calibrate(root, settings.detector1), "detector1")
+        written = cal.records | RecordStep(WriteRateints(root), "write_rateints")
+        dead = (read.deadletter, cal.deadletter, written.deadletter) | "AllDead" >> beam.Flatten()
+        _ = dead | "WriteDead" >> beam.Map(WriteDeadLetter(dead_dir))
+        result = p.run()
+        result.wait_until_finish()
+        return _metrics(result)
+    finally:
+        stop.set()
+        if th is not None:
+            th.join(timeout=5)
+        if cleanup:
+            cleanup()
+
+
+def _metrics(result) -> dict:
+    out = {}
+    try:
+        m = result.metrics().query()
+    except Exception:  # noqa: BLE001 - some runners have no metrics
+        return out
+    for c in m.get("counters", []):
+        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + c.committed
+    for d in m.get("distributions", []):
+        v = d.committed
+        if v is not None and v.count:
+            out[d.key.metric.name] = {"count": v.count, "mean": round(v.sum / v.count, 3), "max": v.max}
+    return out
+
+
+def _check_outdir(outdir: str) -> None:
+    try:
+        os.makedirs(outdir, exist_ok=True)
+        probe = os.path.join(outdir, ".nirbeam-write-test")
+        with open(probe, "w") as fh:
+            fh.write("ok")
+        os.remove(probe)
+    except OSError as exc:
+        raise BadInputError(outdir, f"output folder is not writable ({exc.strerror})") from None
+
+
+def _account(outdir, root, plans, per_group, dead_dir) -> dict:
+    """Every input integration: processed, flagged or dead-lettered; write deadletter.jsonl."""
+    dead: list[dict] = []
+    if os.path.isdir(dead_dir):
+        for n in sorted(os.listdir(dead_dir)):
+            if n.endswith(".json"):
+                with open(os.path.join(dead_dir, n)) as fh:
+                    dead.append(json.load(fh))
+    exposures = []
+    for plan in plans:
+        g = plan.meta.group_name
+        done = zarr_store.completed(root, g, RATEINTS)
+        key = (plan.meta.exposure, plan.meta.detector)
+        d_here = [d for d in dead if (d["exposure"], d["detector"]) == key]
+        dead_ints = {d["integration"] for d in d_here}
+        # an integration dead in an earlier run but completed now is not dead any more
+        d_here = [d for d in d_here if not done[d["integration"] - 1]]
+        for i in plan.missing:
+            if i not in dead_ints:
+                d_here.append({
+                    "exposure": key[0], "detector": key[1], "integration": i,
+                    "step": "read", "reason": "integration is in no input segment (missing segment)",
+                    "source": "",
+                })
+        processed = int(done.sum())
+        n_dead = len({d["integration"] for d in d_here})
+        info = dict(per_group[g])
+        info.update({
+            "processed": processed,
+            "deadlettered": n_dead,
+            "accounted": processed + n_dead,
+            "complete": processed + n_dead == plan.meta.nints,
+        })
+        exposures.append(info)
+        dead_final = d_here
+        per_group[g]["dead"] = dead_final
+    lines = [d for g in per_group.values() for d in g.get("dead", [])]
+    tmp = os.path.join(outdir, "deadletter.jsonl.tmp")
+    with open(tmp, "w") as fh:
+        for d in sorted(lines, key=lambda d: (d["exposure"], d["detector"], d["integration"] or 0)):
+            fh.write(json.dumps(d) + "\n")
+    os.replace(tmp, os.path.join(outdir, "deadletter.jsonl"))
+    return {"exposures": exposures}
+
+
+def _write_json_atomic(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+__all__ += ["ExposureMeta", "prepare_exposure", "refs_from_store"]

@@ -1,0 +1,194 @@
+"""FITS writers of the simulator: CRDS-format references, uncal segments, truth files.
+
+Formats follow the archive's level-1b uncal files (SCI uint16 written as BITPIX=16 with
+BZERO=32768, GROUP and INT_TIMES tables) and CRDS reference files (PRIMARY with REFTYPE
+and the selection keywords, SCI/ERR/DQ/DQ_DEF or COEFFS).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from nirbeam import dqflags
+
+__all__ = [
+    "dq_def_hdu",
+    "write_reference",
+    "UncalSegmentWriter",
+    "int_times_hdu",
+    "group_table_hdu",
+]
+
+_DQ_DESCR = {
+    "DO_NOT_USE": "Bad pixel. Do not use.",
+    "SATURATED": "Pixel saturated during exposure",
+    "DEAD": "Dead pixel",
+    "HOT": "Hot pixel",
+    "WARM": "Warm pixel",
+    "NO_SAT_CHECK": "Saturation check not available",
+    "NO_LIN_CORR": "Linearity correction not available",
+    "UNRELIABLE_BIAS": "Bias variance large",
+    "UNRELIABLE_DARK": "Dark variance large",
+    "REFERENCE_PIXEL": "Pixel is a reference pixel",
+    "NONLINEAR": "Pixel highly nonlinear",
+}
+
+
+def dq_def_hdu(names: list[str]) -> fits.BinTableHDU:
+    """DQ_DEF table (Bit, Value, Name, Description) for the given standard flag names."""
+    vals = [int(getattr(dqflags, n)) for n in names]
+    bits = [int(v).bit_length() - 1 for v in vals]
+    cols = [
+        fits.Column("Bit", "J", array=np.array(bits, np.int32)),
+        fits.Column("Value", "K", array=np.array(vals, np.int64)),
+        fits.Column("Name", "40A", array=np.array(names)),
+        fits.Column("Description", "80A", array=np.array([_DQ_DESCR.get(n, n) for n in names])),
+    ]
+    return fits.BinTableHDU.from_columns(cols, name="DQ_DEF")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+
+
+def write_reference(
+    path: Path,
+    reftype: str,
+    common: dict,
+    images: dict[str, np.ndarray],
+    dq_names: list[str] | None,
+    extra: dict | None = None,
+    bunit: str | None = None,
+) -> Path:
+    """Write one CRDS-format reference file.
+
+    Parameters
+    ----------
+    path : Path
+    reftype : str
+        SUPERBIAS, DARK, LINEARITY, SATURATION, READNOISE, GAIN or MASK.
+    common : dict
+        Primary keywords shared by all references (INSTRUME, DETECTOR, SUBARRAY...).
+    images : dict
+        EXTNAME -> array, written in order.
+    dq_names : list of str or None
+        Flag names for the DQ_DEF table (None: no DQ_DEF).
+    """
+    ph = fits.Header()
+    ph["DATE"] = (_now(), "Date this file was created (UTC)")
+    ph["ORIGIN"] = ("NIRBEAM", "Organization responsible for creating file")
+    ph["FILENAME"] = (path.name, "Name of the file")
+    ph["TELESCOP"] = "JWST"
+    ph["REFTYPE"] = (reftype, "Reference file type")
+    for k, v in common.items():
+        ph[k] = v
+    for k, v in (extra or {}).items():
+        ph[k] = v
+    hdus = [fits.PrimaryHDU(header=ph)]
+    for name, arr in images.items():
+        h = fits.ImageHDU(arr, name=name)
+        if bunit and name in ("SCI", "ERR"):
+            h.header["BUNIT"] = bunit
+        hdus.append(h)
+    if dq_names is not None:
+        hdus.append(dq_def_hdu(dq_names))
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+    return path
+
+
+def int_times_hdu(times: dict[str, np.ndarray]) -> fits.BinTableHDU:
+    """INT_TIMES table for all integrations of the exposure."""
+    n = times["int_mid_MJD_UTC"].size
+    cols = [fits.Column("integration_number", "J", array=np.arange(1, n + 1, dtype=np.int32))]
+    for k in (
+        "int_start_MJD_UTC", "int_mid_MJD_UTC", "int_end_MJD_UTC",
+        "int_start_BJD_TDB", "int_mid_BJD_TDB", "int_end_BJD_TDB",
+    ):
+        cols.append(fits.Column(k, "D", array=np.asarray(times[k], np.float64)))
+    return fits.BinTableHDU.from_columns(cols, name="INT_TIMES")
+
+
+def group_table_hdu(cfg, int_numbers: np.ndarray, times: dict[str, np.ndarray], tgroup: float, ny: int, nx: int) -> fits.BinTableHDU:
+    """GROUP table (one row per integration and group of the segment), level-1b layout."""
+    from astropy.time import Time
+
+    G = cfg.ngroups
+    ii = np.repeat(int_numbers, G)
+    gg = np.tile(np.arange(1, G + 1), int_numbers.size)
+    start = times["int_start_MJD_UTC"][ii - 1]
+    end_mjd = start + (cfg.nresets * cfg.tframe + gg * tgroup) / 86400.0
+    bary = times["int_start_BJD_TDB"][ii - 1] + (end_mjd - start)
+    t = Time(end_mjd, format="mjd", scale="utc")
+    iso = np.array(t.isot)
+    day = np.floor(end_mjd - 51544.0).astype(np.int16)  # days since 2000-01-01
+    ms_day = (end_mjd - np.floor(end_mjd)) * 86400e3
+    ms = np.floor(ms_day).astype(np.int32)
+    subms = np.floor((ms_day - ms) * 1e3).astype(np.int16)
+    n = ii.size
+    cols = [
+        fits.Column("integration_number", "I", array=ii.astype(np.int16)),
+        fits.Column("group_number", "I", array=gg.astype(np.int16)),
+        fits.Column("end_day", "I", array=day),
+        fits.Column("end_milliseconds", "J", array=ms),
+        fits.Column("end_submilliseconds", "I", array=subms),
+        fits.Column("group_end_time", "26A", array=iso),
+        fits.Column("number_of_columns", "I", array=np.full(n, nx, np.int16)),
+        fits.Column("number_of_rows", "I", array=np.full(n, ny, np.int16)),
+        fits.Column("number_of_gaps", "I", array=np.zeros(n, np.int16)),
+        fits.Column("completion_code_number", "I", array=np.zeros(n, np.int16)),
+        fits.Column("completion_code_text", "36A", array=np.full(n, "COMPLETE")),
+        fits.Column("bary_end_time", "D", array=bary),
+        fits.Column("helio_end_time", "D", array=bary),
+    ]
+    return fits.BinTableHDU.from_columns(cols, name="GROUP")
+
+
+class UncalSegmentWriter:
+    """Stream one uncal segment to disk, integration by integration.
+
+    The PRIMARY header is written first, then the SCI header; each :meth:`write` appends
+    one integration (uint16 stored as int16 with BZERO=32768, as the archive does); on
+    :meth:`close` the GROUP and INT_TIMES tables are appended.
+    """
+
+    def __init__(self, path: Path, primary: fits.Header, shape: tuple[int, int, int, int]):
+        self.path = Path(path)
+        fits.PrimaryHDU(header=primary).writeto(self.path, overwrite=True)
+        nint, ng, ny, nx = shape
+        h = fits.Header()
+        h["XTENSION"] = "IMAGE"
+        h["BITPIX"] = 16
+        h["NAXIS"] = 4
+        h["NAXIS1"] = nx
+        h["NAXIS2"] = ny
+        h["NAXIS3"] = ng
+        h["NAXIS4"] = nint
+        h["PCOUNT"] = 0
+        h["GCOUNT"] = 1
+        h["BSCALE"] = 1
+        h["BZERO"] = 32768
+        h["EXTNAME"] = ("SCI", "extension name")
+        h["BUNIT"] = ("DN", "physical units of the array values")
+        self._stream = fits.StreamingHDU(self.path, h)
+        self._expected = nint
+        self._written = 0
+
+    def write(self, ramp: np.ndarray) -> None:
+        """Append one integration: uint16 (ngroups, ny, nx)."""
+        if ramp.dtype != np.uint16:
+            raise TypeError(f"{self.path.name}: SCI expects uint16 ramps, got {ramp.dtype}")
+        self._stream.write((ramp.view(np.int16) ^ np.int16(-32768)).astype(">i2"))
+        self._written += 1
+
+    def close(self, tables: list[fits.BinTableHDU]) -> Path:
+        self._stream.close()
+        if self._written != self._expected:
+            raise RuntimeError(f"{self.path.name}: SCI wrote {self._written} of {self._expected} integrations")
+        with fits.open(self.path, mode="append") as f:
+            for t in tables:
+                f.append(t)
+        return self.path

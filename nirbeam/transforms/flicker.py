@@ -1,0 +1,753 @@
+"""1/f ("flicker") noise cleaning kernels for NIRSpec subarray time series.
+
+NIRSpec 1/f noise shows as vertical stripes in DMS orientation: arrays are ``(ny, nx)``
+(``ny = 32`` for BOTS subarrays), ``y`` is the fast-read direction, so every column
+is read in one burst of ``ny`` pixel times and carries its own offset, plus weak
+low-frequency structure along the column. The stripes change from read to read, so
+they are removed per group difference (before ramp fitting) or per rate image.
+
+Two algorithms, both fitted to background pixels only (``mask`` True):
+
+``clean_median``
+    Per column, the median (or sigma-clipped mean) of the masked background pixels
+    (after removing an optional smooth background) is the stripe offset. After
+    Willott's ``image1overf`` / jwst ``clean_flicker_noise fit_method='median'``.
+``clean_fft``
+    NSClean style (Rauscher 2024): the correlated noise along each column's readout
+    is a low-pass Fourier (cosine) series in readout time, fitted by weighted least
+    squares to the masked pixels of the column. The constant term is the stripe
+    offset, higher terms capture structure along the column. See the notes of
+    :func:`clean_fft` for how this differs from jwst's subarray variant.
+
+Group level: :func:`clean_groups` cleans each group difference and re-integrates the
+ramp (first group kept); :func:`make_group_hook` adapts it to detector1's group hook.
+Rate level: :func:`clean_rate`. The scene mask comes from :func:`scene_mask`.
+
+Pure numpy/scipy; no Beam imports.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from nirbeam import dqflags
+
+__all__ = [
+    "FlickerParams",
+    "GROUP_BAD_BITS",
+    "clean_fft",
+    "clean_groups",
+    "clean_median",
+    "clean_rate",
+    "cosine_basis",
+    "draft_mask_from_groups",
+    "make_group_hook",
+    "scene_mask",
+]
+
+#: Group-DQ bits that make a group difference unusable for the noise fit.
+GROUP_BAD_BITS = (
+    dqflags.DO_NOT_USE
+    | dqflags.SATURATED
+    | dqflags.JUMP_DET
+    | dqflags.DROPOUT
+    | dqflags.AD_FLOOR
+    | dqflags.CHARGELOSS
+)
+
+_MAD_TO_SIGMA = 1.482602218505602
+
+_METHODS = ("median", "fft")
+_LEVELS = ("group", "rate")
+_STATISTICS = ("median", "mean")
+
+
+# --------------------------------------------------------------------------- params
+@dataclass(frozen=True)
+class FlickerParams:
+    """Parameters of 1/f cleaning.
+
+    Attributes
+    ----------
+    method : {'median', 'fft'}
+        Noise model: per-column robust offset, or low-pass cosine series per column.
+    level : {'group', 'rate'}
+        Clean group differences before ramp fitting, or rate images after it.
+    n_sigma : float
+        Scene-mask threshold (sigma above the column background) for source pixels.
+    mask_dilate : int
+        Rows (along y) by which the detected trace is grown on each side; the trace is
+        also grown by one column on each side.
+    mask_smooth : int
+        Columns averaged along x (dispersion) to detect the trace in the draft image.
+    statistic : {'median', 'mean'}
+        ``clean_median`` statistic: median, or 3-sigma-clipped mean.
+    fft_n_freq : int
+        Number of non-constant cosine terms along the column in ``clean_fft`` (0 gives a
+        weighted per-column mean).
+    fft_ridge : float
+        Ridge penalty on the non-constant terms, in units of fully weighted pixels.
+    fft_alternating : bool
+        Also fit an alternating-row term ``(-1)**y`` per column (NSClean's Nyquist
+        term, "alternating column noise" in detector coordinates).
+    min_pixels : int
+        Columns with fewer usable background pixels take the mean model of the
+        nearest usable column on each side.
+    background : {'median', None}
+        Background removed before fitting and kept in the output: scalar median of
+        the masked pixels of each image, or nothing (TSO after bias: ~0).
+    enabled : bool
+        False turns cleaning into the identity.
+    """
+
+    method: str = "median"
+    level: str = "group"
+    n_sigma: float = 2.0
+    mask_dilate: int = 2
+    mask_smooth: int = 9
+    statistic: str = "median"
+    fft_n_freq: int = 1
+    fft_ridge: float = 4.0
+    fft_alternating: bool = False
+    min_pixels: int = 4
+    background: str | None = None
+    enabled: bool = True
+
+    def __post_init__(self):
+        if self.method not in _METHODS:
+            raise ValueError(f"FlickerParams.method: expected one of {_METHODS}, got {self.method!r}")
+        if self.level not in _LEVELS:
+            raise ValueError(f"FlickerParams.level: expected one of {_LEVELS}, got {self.level!r}")
+        if self.statistic not in _STATISTICS:
+            raise ValueError(
+                f"FlickerParams.statistic: expected one of {_STATISTICS}, got {self.statistic!r}"
+            )
+        if self.background not in (None, "median"):
+            raise ValueError(
+                f"FlickerParams.background: expected None or 'median', got {self.background!r}"
+            )
+        if not self.n_sigma > 0:
+            raise ValueError(f"FlickerParams.n_sigma: expected > 0, got {self.n_sigma!r}")
+        for name in ("mask_dilate", "fft_n_freq"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"FlickerParams.{name}: expected >= 0, got {getattr(self, name)!r}")
+        for name in ("mask_smooth", "min_pixels"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"FlickerParams.{name}: expected >= 1, got {getattr(self, name)!r}")
+        if self.fft_ridge < 0:
+            raise ValueError(f"FlickerParams.fft_ridge: expected >= 0, got {self.fft_ridge!r}")
+
+    def cleaner_kwargs(self) -> dict:
+        """Keyword arguments for :func:`clean_median` / :func:`clean_fft`."""
+        common = {"background": self.background, "min_pixels": self.min_pixels}
+        if self.method == "median":
+            return {**common, "statistic": self.statistic}
+        return {
+            **common,
+            "n_freq": self.fft_n_freq,
+            "ridge": self.fft_ridge,
+            "alternating": self.fft_alternating,
+        }
+
+    def mask_kwargs(self) -> dict:
+        """Keyword arguments for :func:`scene_mask`."""
+        return {"n_sigma": self.n_sigma, "dilate": self.mask_dilate, "smooth": self.mask_smooth}
+
+
+# --------------------------------------------------------------------------- helpers
+def _check_2d(name: str, arr: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D (ny, nx) array, got shape {arr.shape}")
+    if shape is not None and arr.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {arr.shape}")
+    return arr
+
+
+def _out_dtype(image: np.ndarray) -> np.dtype:
+    return np.dtype(np.float64) if image.dtype == np.float64 else np.dtype(np.float32)
+
+
+def _nan_column_median(data: np.ndarray) -> np.ndarray:
+    """Median along axis 0 ignoring NaN; NaN for all-NaN columns, no warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(data, axis=0)
+
+
+def _resolve_background(background, image: np.ndarray, use: np.ndarray) -> np.ndarray | float:
+    """Background to remove before fitting: None, 'median', a scalar or an (ny, nx) array."""
+    if background is None:
+        return 0.0
+    if isinstance(background, str):
+        if background != "median":
+            raise ValueError(f"background: expected None, 'median', a number or an array, got {background!r}")
+        vals = image[use]
+        return float(np.median(vals)) if vals.size else 0.0
+    bg = np.asarray(background, dtype=np.float64)
+    if bg.ndim == 0:
+        return float(bg)
+    return _check_2d("background", bg, image.shape)
+
+
+def _fill_columns(values: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """Replace bad columns by the mean of the nearest good column on each side.
+
+    Parameters
+    ----------
+    values : float64, (nx, ...)
+        Per-column quantities (offsets, or model columns).
+    good : bool, (nx,)
+
+    Returns
+    -------
+    float64, (nx, ...)
+        Copy with bad columns filled; zeros everywhere if no column is good.
+    """
+    nx = good.size
+    out = np.array(values, dtype=np.float64, copy=True)
+    if good.all():
+        return out
+    if not good.any():
+        out[...] = 0.0
+        return out
+    idx = np.arange(nx)
+    left = np.where(good, idx, -1)
+    left = np.maximum.accumulate(left)
+    right = np.where(good, idx, nx)
+    right = np.minimum.accumulate(right[::-1])[::-1]
+    bad = np.flatnonzero(~good)
+    lo, hi = left[bad], right[bad]
+    has_lo, has_hi = lo >= 0, hi < nx
+    acc = np.zeros((bad.size,) + out.shape[1:])
+    cnt = (has_lo.astype(np.float64) + has_hi.astype(np.float64)).reshape((-1,) + (1,) * (out.ndim - 1))
+    acc[has_lo] += out[lo[has_lo]]
+    acc[has_hi] += out[hi[has_hi]]
+    out[bad] = acc / cnt
+    return out
+
+
+def _robust_sigma(resid: np.ndarray, use: np.ndarray) -> float:
+    vals = resid[use]
+    if vals.size == 0:
+        return 0.0
+    med = np.median(vals)
+    return float(_MAD_TO_SIGMA * np.median(np.abs(vals - med)))
+
+
+# --------------------------------------------------------------------------- scene mask
+def scene_mask(
+    image: np.ndarray,
+    err: np.ndarray | None = None,
+    dq: np.ndarray | None = None,
+    trace_mask: np.ndarray | None = None,
+    n_sigma: float = 2.0,
+    *,
+    sigma_lower: float = 3.0,
+    dilate: int = 2,
+    smooth: int = 9,
+    bad_bits: int = dqflags.DO_NOT_USE,
+    user_mask: np.ndarray | None = None,
+    background: np.ndarray | float | None = None,
+    n_iter: int = 2,
+) -> np.ndarray:
+    """Background pixels usable for the 1/f fit, from a draft rate image.
+
+    Excluded: non-finite pixels, pixels with any of ``bad_bits`` in ``dq``, the pixels
+    of ``trace_mask`` (e.g. from an aperture model), pixels outside ``user_mask``, the
+    spectral trace detected in ``image``, and single-pixel outliers.
+
+    Detection works on the residual ``r = image - background - column median``
+    (median over the still-usable pixels of each column). Per pixel, ``r > n_sigma *
+    sigma`` (signal) or ``r < -sigma_lower * sigma`` (bad low values) are excluded, as
+    in jwst ``clip_to_background``. The trace is found on ``r`` averaged over
+    ``smooth`` columns along x (the dispersion direction, where the trace is
+    continuous) against ``n_sigma`` times the noise of that average; it is then grown
+    by ``dilate`` rows along y and one column along x. ``sigma`` is ``err`` where given
+    (finite, > 0), else the MAD-based sigma of ``r`` over usable pixels, re-estimated
+    ``n_iter`` times after excluding what was found.
+
+    Parameters
+    ----------
+    image : float, (ny, nx), DN/s or DN
+        Draft rate image (or one group difference).
+    err : float, (ny, nx), same unit as ``image``, optional
+        Per-pixel 1-sigma uncertainty.
+    dq : uint32, (ny, nx), optional
+        Pixel DQ; pixels with any of ``bad_bits`` are excluded.
+    trace_mask : bool, (ny, nx), optional
+        True on known source pixels (excluded).
+    n_sigma : float
+        Upper clipping threshold, sigma.
+    sigma_lower : float
+        Lower clipping threshold, sigma.
+    dilate : int
+        Growth of the detected trace along y, pixels.
+    smooth : int
+        Columns averaged for trace detection (1 disables averaging).
+    bad_bits : int
+        DQ bits that exclude a pixel.
+    user_mask : bool, (ny, nx), optional
+        False excludes a pixel (combined with AND).
+    background : float or float (ny, nx), optional
+        Smooth background subtracted before detection.
+    n_iter : int
+        Iterations of sigma estimation / detection.
+
+    Returns
+    -------
+    mask : bool, (ny, nx)
+        True where the pixel is background usable for the noise fit.
+    """
+    img = _check_2d("scene_mask image", image).astype(np.float64)
+    shape = img.shape
+    valid = np.isfinite(img)
+    if dq is not None:
+        valid &= (_check_2d("scene_mask dq", dq, shape).astype(np.uint32) & np.uint32(bad_bits)) == 0
+    if trace_mask is not None:
+        valid &= ~_check_2d("scene_mask trace_mask", trace_mask, shape).astype(bool)
+    if user_mask is not None:
+        valid &= _check_2d("scene_mask user_mask", user_mask, shape).astype(bool)
+    if background is not None:
+        bg = np.asarray(background, dtype=np.float64)
+        if bg.ndim:
+            _check_2d("scene_mask background", bg, shape)
+        img = img - bg
+    pix_sigma = None
+    if err is not None:
+        pix_sigma = _check_2d("scene_mask err", err, shape).astype(np.float64)
+        pix_sigma = np.where(np.isfinite(pix_sigma) & (pix_sigma > 0), pix_sigma, np.nan)
+
+    use = valid.copy()
+    smooth = max(int(smooth), 1)
+    for _ in range(max(int(n_iter), 1)):
+        colmed = _nan_column_median(np.where(use, img, np.nan))
+        colmed = np.where(np.isfinite(colmed), colmed, 0.0)
+        resid = np.where(valid, img - colmed[None, :], 0.0)
+        glob = _robust_sigma(resid, use)
+        sig = np.full(shape, glob) if pix_sigma is None else np.where(np.isnan(pix_sigma), glob, pix_sigma)
+        high = resid > n_sigma * sig
+        low = resid < -sigma_lower * sig
+        # trace: running mean along x of the residual, against its own noise
+        w = valid.astype(np.float64)
+        num = ndimage.uniform_filter1d(resid * w, smooth, axis=1, mode="nearest")
+        den = ndimage.uniform_filter1d(w, smooth, axis=1, mode="nearest")
+        var = ndimage.uniform_filter1d(sig**2 * w, smooth, axis=1, mode="nearest")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = num / den
+            noise = np.sqrt(var / den) / np.sqrt(den * smooth)
+        trace = (den > 0) & (mean > n_sigma * noise)
+        if dilate > 0 or smooth > 1:
+            structure = np.ones((2 * int(dilate) + 1, 3 if smooth > 1 else 1), dtype=bool)
+            trace = ndimage.binary_dilation(trace, structure=structure)
+        use = valid & ~high & ~low & ~trace
+    return use
+
+
+# --------------------------------------------------------------------------- median
+def clean_median(
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    background=None,
+    statistic: str = "median",
+    clip_sigma: float = 3.0,
+    min_pixels: int = 4,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Remove per-column 1/f offsets measured on background pixels.
+
+    Parameters
+    ----------
+    image : float32 or float64, (ny, nx), DN (group difference) or DN/s (rate)
+    mask : bool, (ny, nx)
+        True on background pixels usable for the fit. Non-finite pixels are ignored.
+    background : None, 'median', float or float (ny, nx)
+        Smooth background removed before measuring the offsets and kept in the
+        output: None (zero), the scalar median of the masked pixels, or given values
+        (e.g. a scaled median image across integrations).
+    statistic : {'median', 'mean'}
+        Column median, or sigma-clipped mean (median/MAD clip at ``clip_sigma``,
+        3 iterations).
+    clip_sigma : float
+        Clip threshold for ``statistic='mean'``.
+    min_pixels : int
+        Columns with fewer usable pixels get the mean offset of the nearest usable
+        column on each side.
+
+    Returns
+    -------
+    cleaned : same float dtype as ``image`` (float32 for other dtypes), (ny, nx)
+        ``image - model``.
+    model : float64, (ny, nx)
+        Fitted noise (the column offsets, broadcast along y).
+    """
+    img = _check_2d("clean_median image", image)
+    msk = _check_2d("clean_median mask", mask, img.shape).astype(bool)
+    if statistic not in _STATISTICS:
+        raise ValueError(f"clean_median statistic: expected one of {_STATISTICS}, got {statistic!r}")
+    x = img.astype(np.float64)
+    use = msk & np.isfinite(x)
+    bg = _resolve_background(background, x, use)
+    d = np.where(use, x - bg, np.nan)
+    off = _nan_column_median(d)
+    if statistic == "mean":
+        keep = use.copy()
+        for _ in range(3):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                dev = np.abs(d - off[None, :])
+                s = _MAD_TO_SIGMA * np.nanmedian(np.where(keep, dev, np.nan), axis=0)
+            keep = use & (dev <= clip_sigma * np.where(np.isfinite(s), s, 0.0)[None, :])
+            n = keep.sum(axis=0)
+            tot = np.where(keep, d, 0.0).sum(axis=0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                off = np.where(n > 0, tot / np.maximum(n, 1), np.nan)
+    good = (use.sum(axis=0) >= int(min_pixels)) & np.isfinite(off)
+    off = _fill_columns(np.where(good, off, 0.0), good)
+    model = np.broadcast_to(off[None, :], x.shape).copy()
+    cleaned = (x - model).astype(_out_dtype(img))
+    return cleaned, model
+
+
+# --------------------------------------------------------------------------- fft
+def cosine_basis(ny: int, n_freq: int, alternating: bool = False) -> np.ndarray:
+    """Low-pass Fourier cosine basis along a column.
+
+    Parameters
+    ----------
+    ny : int
+        Pixels along the column (fast-read direction).
+    n_freq : int
+        Non-constant terms: ``cos(pi * k * (y + 1/2) / ny)`` for ``k = 1..n_freq``
+        (half-cycles over the column readout), after the constant ``k = 0``.
+    alternating : bool
+        Append ``(-1)**y`` (the Nyquist term).
+
+    Returns
+    -------
+    basis : float64, (ny, 1 + n_freq [+ 1])
+    """
+    y = np.arange(ny, dtype=np.float64)
+    k = np.arange(int(n_freq) + 1, dtype=np.float64)
+    basis = np.cos(np.pi * k[None, :] * (y[:, None] + 0.5) / ny)
+    if alternating:
+        basis = np.hstack([basis, np.where(np.arange(ny) % 2 == 0, 1.0, -1.0)[:, None]])
+    return basis
+
+
+def _exclude_outliers(d: np.ndarray, use: np.ndarray, n_sigma: float) -> np.ndarray:
+    """Drop background pixels deviating > n_sigma (MAD) from their column median, and
+    their 4 nearest neighbours (as jwst's subarray NSClean)."""
+    colmed = _nan_column_median(np.where(use, d, np.nan))
+    resid = np.where(use, d - np.where(np.isfinite(colmed), colmed, 0.0)[None, :], 0.0)
+    sig = _robust_sigma(resid, use)
+    out = use & (np.abs(resid) > n_sigma * sig)
+    if not out.any():
+        return use
+    grown = out.copy()
+    grown[1:] |= out[:-1]
+    grown[:-1] |= out[1:]
+    grown[:, 1:] |= out[:, :-1]
+    grown[:, :-1] |= out[:, 1:]
+    return use & ~grown
+
+
+def clean_fft(
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    n_freq: int = 1,
+    ridge: float = 4.0,
+    alternating: bool = False,
+    weights: np.ndarray | None = None,
+    background=None,
+    min_pixels: int = 4,
+    exclude_outliers: bool = True,
+    outlier_sigma: float = 4.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Remove 1/f noise with a low-pass Fourier series per column (NSClean style).
+
+    For every column the noise along its readout is modelled as
+    ``m(y) = sum_k a_k cos(pi k (y + 1/2) / ny)``, ``k = 0..n_freq`` (plus
+    ``b (-1)**y`` if ``alternating``), fitted by weighted least squares to the masked
+    pixels of that column, with a ridge penalty ``ridge`` on the non-constant terms
+    (so a column with a masked trace in its middle does not extrapolate wildly across
+    it) and none on the constant. A pure per-column offset is therefore fitted exactly.
+    Columns with fewer than ``3 * nterms`` usable pixels drop their highest terms;
+    columns with fewer than ``min_pixels`` take the mean model of the nearest usable
+    column on each side.
+
+    Parameters
+    ----------
+    image : float32 or float64, (ny, nx), DN or DN/s
+    mask : bool, (ny, nx)
+        True on background pixels. Non-finite pixels are ignored.
+    n_freq : int
+        Non-constant cosine terms (half-cycles over the column readout).
+    ridge : float
+        Penalty on non-constant coefficients, in units of fully weighted pixels.
+    alternating : bool
+        Also fit the alternating-row (Nyquist) term.
+    weights : float, (ny, nx), optional
+        Fit weights (e.g. inverse variance); normalised to mean 1 over usable pixels.
+    background : None, 'median', float or float (ny, nx)
+        Removed before fitting and kept in the output (see :func:`clean_median`).
+    min_pixels : int
+        Minimum usable pixels for a column to be fitted on its own.
+    exclude_outliers : bool
+        Drop background pixels beyond ``outlier_sigma`` (MAD about the column median)
+        and their 4 neighbours from the fit.
+    outlier_sigma : float
+        Threshold for ``exclude_outliers``.
+
+    Returns
+    -------
+    cleaned : same float dtype as ``image`` (float32 for other dtypes), (ny, nx)
+    model : float64, (ny, nx)
+        Fitted noise.
+
+    Notes
+    -----
+    jwst's subarray variant (``fft_clean_subarray``) fits one Fourier series in
+    readout time (12-pixel line overhead, 10 us per pixel) to sections of ~512 usable
+    pixels with a ~1.1 kHz low-pass, i.e. it smooths offsets over ~2 columns. Here
+    every column keeps its own offset (exact per-column removal) and the low-pass
+    series models the structure within the column's readout. Information is not
+    shared between columns except through the neighbour fill.
+    """
+    img = _check_2d("clean_fft image", image)
+    msk = _check_2d("clean_fft mask", mask, img.shape).astype(bool)
+    ny, nx = img.shape
+    x = img.astype(np.float64)
+    use = msk & np.isfinite(x)
+    w = np.ones_like(x)
+    if weights is not None:
+        w = _check_2d("clean_fft weights", weights, img.shape).astype(np.float64)
+        use &= np.isfinite(w) & (w > 0)
+    bg = _resolve_background(background, x, use)
+    d = np.where(use, x - bg, 0.0)
+    if exclude_outliers:
+        use = _exclude_outliers(d, use, outlier_sigma)
+    w = np.where(use, w, 0.0)
+    if use.any():
+        w /= w[use].mean()
+    d = np.where(use, d, 0.0)
+
+    basis = cosine_basis(ny, n_freq, alternating)  # (ny, p)
+    p = basis.shape[1]
+    outer = (basis[:, :, None] * basis[:, None, :]).reshape(ny, p * p)
+    normal = (w.T @ outer).reshape(nx, p, p)
+    rhs = (w * d).T @ basis  # (nx, p)
+    n_use = use.sum(axis=0)
+    # penalties: ridge on non-constant terms; drop high terms where data are scarce
+    pen = np.full((nx, p), float(ridge))
+    pen[:, 0] = 0.0
+    n_terms = np.clip(n_use // 3, 1, p)
+    order = np.arange(p)[None, :]
+    pen = np.where(order >= n_terms[:, None], 1e12, pen)
+    good = n_use >= max(int(min_pixels), 1)
+    normal[np.arange(nx)[:, None], order, order] += pen
+    normal[~good] = np.eye(p)
+    rhs[~good] = 0.0
+    coef = np.linalg.solve(normal, rhs[:, :, None])[:, :, 0]  # (nx, p)
+    coef[~good] = 0.0
+    coef = _fill_columns(coef, good)
+    model = (coef @ basis.T).T  # (ny, nx)
+    cleaned = (x - model).astype(_out_dtype(img))
+    return cleaned, model
+
+
+# --------------------------------------------------------------------------- levels
+def _cleaner(method: str) -> Callable:
+    if method == "median":
+        return clean_median
+    if method == "fft":
+        return clean_fft
+    raise ValueError(f"1/f cleaning method: expected one of {_METHODS}, got {method!r}")
+
+
+def clean_rate(
+    rate: np.ndarray, mask: np.ndarray, method: str = "median", **kwargs
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clean 1/f stripes from rate images.
+
+    Parameters
+    ----------
+    rate : float32, (ny, nx) or (nint, ny, nx), DN/s
+    mask : bool, (ny, nx) or (nint, ny, nx)
+        Background pixels (one mask for all integrations, or one per integration).
+    method : {'median', 'fft'}
+    **kwargs
+        Passed to :func:`clean_median` or :func:`clean_fft`.
+
+    Returns
+    -------
+    cleaned : float32 (float64 for float64 input), shape of ``rate``
+    model : float64, shape of ``rate``
+    """
+    fn = _cleaner(method)
+    r = np.asarray(rate)
+    m = np.asarray(mask, dtype=bool)
+    if r.ndim == 2:
+        return fn(r, m, **kwargs)
+    if r.ndim != 3:
+        raise ValueError(f"clean_rate rate: expected (ny, nx) or (nint, ny, nx), got shape {r.shape}")
+    if m.shape not in (r.shape, r.shape[1:]):
+        raise ValueError(f"clean_rate mask: expected shape {r.shape[1:]} or {r.shape}, got {m.shape}")
+    cleaned = np.empty(r.shape, _out_dtype(r))
+    model = np.empty(r.shape, np.float64)
+    for i in range(r.shape[0]):
+        cleaned[i], model[i] = fn(r[i], m if m.ndim == 2 else m[i], **kwargs)
+    return cleaned, model
+
+
+def draft_mask_from_groups(
+    groups: np.ndarray, pixeldq: np.ndarray | None = None, **mask_kwargs
+) -> np.ndarray:
+    """Scene mask from a ramp when no draft rate image is available.
+
+    The draft image is the per-pixel median of the group differences (DN/group).
+
+    Parameters
+    ----------
+    groups : float, (ngroups, ny, nx), DN
+    pixeldq : uint32, (ny, nx), optional
+    **mask_kwargs
+        Passed to :func:`scene_mask`.
+
+    Returns
+    -------
+    mask : bool, (ny, nx)
+    """
+    g = np.asarray(groups, dtype=np.float64)
+    if g.shape[0] < 2:
+        draft = g[0]
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            draft = np.nanmedian(np.diff(g, axis=0), axis=0)
+    return scene_mask(draft, dq=pixeldq, **mask_kwargs)
+
+
+def clean_groups(
+    groups: np.ndarray,
+    groupdq: np.ndarray,
+    pixeldq: np.ndarray,
+    mask: np.ndarray | None,
+    method: str = "median",
+    *,
+    bad_group_bits: int = GROUP_BAD_BITS,
+    bad_pixel_bits: int = dqflags.DO_NOT_USE,
+    return_model: bool = False,
+    **kwargs,
+):
+    """Clean 1/f noise on group differences and rebuild the ramp.
+
+    Each difference ``groups[g] - groups[g-1]`` is cleaned with ``method`` using the
+    background pixels of ``mask`` that are good in the pixel DQ and in both groups'
+    DQ; the ramp is rebuilt as ``groups[0] + cumsum(cleaned differences)``, i.e.
+    ``groups[g] - sum_{j<=g} model_j``: the first group is kept unchanged (its own
+    1/f pattern relative to the bias is not corrected), all later groups are shifted
+    by the cumulative noise model. Every pixel is corrected, including flagged ones
+    (the noise is in the readout, not the pixel); DQ is not changed.
+
+    Parameters
+    ----------
+    groups : float32, (ngroups, ny, nx), DN
+    groupdq : uint8, (ngroups, ny, nx)
+    pixeldq : uint32, (ny, nx)
+    mask : bool, (ny, nx) or None
+        Background pixels; None derives one with :func:`draft_mask_from_groups`.
+    method : {'median', 'fft'}
+    bad_group_bits : int
+        Group-DQ bits (in either group of a difference) that exclude a pixel from the fit.
+    bad_pixel_bits : int
+        Pixel-DQ bits that exclude a pixel from the fit.
+    return_model : bool
+        Also return the per-difference noise models.
+    **kwargs
+        Passed to the cleaner (``background`` may be (ngroups - 1, ny, nx)).
+
+    Returns
+    -------
+    cleaned : float32, (ngroups, ny, nx), DN
+    model : float64, (ngroups - 1, ny, nx), DN, only if ``return_model``
+    """
+    fn = _cleaner(method)
+    g = np.asarray(groups)
+    if g.ndim != 3:
+        raise ValueError(f"clean_groups groups: expected (ngroups, ny, nx), got shape {g.shape}")
+    ngroups, ny, nx = g.shape
+    gdq = np.asarray(groupdq)
+    if gdq.shape != g.shape:
+        raise ValueError(f"clean_groups groupdq: expected shape {g.shape}, got {gdq.shape}")
+    pdq = _check_2d("clean_groups pixeldq", pixeldq, (ny, nx)).astype(np.uint32)
+    if mask is None:
+        mask = draft_mask_from_groups(g, pdq)
+    msk = _check_2d("clean_groups mask", mask, (ny, nx)).astype(bool)
+    msk = msk & ((pdq & np.uint32(bad_pixel_bits)) == 0)
+    x = g.astype(np.float64)
+    models = np.zeros((max(ngroups - 1, 0), ny, nx))
+    bg_all = kwargs.pop("background", None)
+    badg = (gdq.astype(np.uint32) & np.uint32(bad_group_bits)) != 0
+    for k in range(ngroups - 1):
+        diff = x[k + 1] - x[k]
+        mk = msk & ~badg[k] & ~badg[k + 1]
+        bg = bg_all
+        if isinstance(bg, np.ndarray) and bg.ndim == 3:
+            bg = bg[k]
+        _, models[k] = fn(diff, mk, background=bg, **kwargs)
+    out = x.copy()
+    if ngroups > 1:
+        out[1:] -= np.cumsum(models, axis=0)
+    out = out.astype(np.float32)
+    if return_model:
+        return out, models
+    return out
+
+
+def make_group_hook(
+    params: FlickerParams, mask: np.ndarray | None = None
+) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """Detector1 group hook ``hook(groups, groupdq, pixeldq) -> groups`` for 1/f cleaning.
+
+    Parameters
+    ----------
+    params : FlickerParams
+        ``enabled=False`` or ``level='rate'`` give an identity hook.
+    mask : bool, (ny, nx), optional
+        Background pixels (e.g. :func:`scene_mask` of a draft rate image). None: each
+        integration derives its own from its ramp (:func:`draft_mask_from_groups`).
+
+    Returns
+    -------
+    hook : callable
+        ``groups float32 (ngroups, ny, nx), groupdq uint8, pixeldq uint32 ->
+        float32 (ngroups, ny, nx)``.
+    """
+    if not isinstance(params, FlickerParams):
+        raise TypeError(f"make_group_hook params: expected FlickerParams, got {type(params).__name__}")
+    fixed = None if mask is None else np.asarray(mask, dtype=bool).copy()
+    if fixed is not None and fixed.ndim != 2:
+        raise ValueError(f"make_group_hook mask: expected (ny, nx), got shape {fixed.shape}")
+
+    if not params.enabled or params.level != "group":
+
+        def identity(groups, groupdq, pixeldq):
+            return groups
+
+        return identity
+
+    kwargs = params.cleaner_kwargs()
+    mask_kwargs = params.mask_kwargs()
+
+    def hook(groups, groupdq, pixeldq):
+        m = fixed if fixed is not None else draft_mask_from_groups(groups, pixeldq, **mask_kwargs)
+        return clean_groups(groups, groupdq, pixeldq, m, params.method, **kwargs)
+
+    return hook

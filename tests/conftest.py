@@ -1,0 +1,73 @@
+"""Shared test helpers: a minimal uncal writer (real JWST layout) for reader tests."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def write_uncal(
+    path,
+    sci: np.ndarray,
+    *,
+    nints_total: int | None = None,
+    intstart: int = 1,
+    segnum: int = 1,
+    segtot: int = 1,
+    detector: str = "NRS1",
+    int_times: bool = True,
+    header: dict | None = None,
+    t0: float = 60000.0,
+    tframe: float = 0.22616,
+):
+    """Write a small uncal file: PRIMARY keywords, SCI uint16 4-D, INT_TIMES for all ints."""
+    nints_seg, ngroups, ny, nx = sci.shape
+    nints_total = nints_total or nints_seg
+    ph = fits.Header()
+    cards = {
+        "TELESCOP": "JWST", "INSTRUME": "NIRSPEC", "DETECTOR": detector,
+        "EXP_TYPE": "NRS_BRIGHTOBJ", "TSOVISIT": True, "READPATT": "NRSRAPID",
+        "SUBARRAY": "SUB512", "SUBSTRT1": 1025, "SUBSTRT2": 957, "SUBSIZE1": nx, "SUBSIZE2": ny,
+        "NINTS": nints_total, "NGROUPS": ngroups, "NFRAMES": 1, "GROUPGAP": 0,
+        "TFRAME": tframe, "TGROUP": tframe, "EFFINTTM": tframe * (ngroups - 1),
+        "INTSTART": intstart, "INTEND": intstart + nints_seg - 1,
+        "EXSEGNUM": segnum, "EXSEGTOT": segtot, "EXPSTART": t0, "FILTER": "CLEAR",
+        "GRATING": "PRISM", "TARGNAME": "TEST",
+    }
+    cards.update(header or {})
+    for k, v in cards.items():
+        if v is None:
+            continue
+        ph[k] = v
+    hdus = [fits.PrimaryHDU(header=ph)]
+    if sci is not None:
+        hdus.append(fits.ImageHDU(sci, name="SCI"))
+    if int_times:
+        n = np.arange(1, nints_total + 1)
+        dt = tframe * (ngroups + 1) / 86400.0
+        start = t0 + (n - 1) * dt
+        cols = [fits.Column("integration_number", "J", array=n)]
+        for scale, off in (("MJD_UTC", 0.0), ("BJD_TDB", 0.0009)):
+            cols += [
+                fits.Column(f"int_start_{scale}", "D", array=start + off),
+                fits.Column(f"int_mid_{scale}", "D", array=start + dt / 2 + off),
+                fits.Column(f"int_end_{scale}", "D", array=start + dt + off),
+            ]
+        hdus.append(fits.BinTableHDU.from_columns(cols, name="INT_TIMES"))
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+    return str(path)
+
+
+@pytest.fixture
+def uncal_writer():
+    return write_uncal
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
