@@ -32,7 +32,9 @@ def _save(fig, path) -> Path:
     return path
 
 
-def bin_points(x: np.ndarray, y: np.ndarray, nbin: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bin_points(
+    x: np.ndarray, y: np.ndarray, nbin: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Average consecutive points in groups of ``nbin``: (x_mean, y_mean, y_sem)."""
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
@@ -91,7 +93,11 @@ def plot_white_light(
     tt = t - t_off
     nrow = 2 if model is not None else 1
     fig, axes = plt.subplots(
-        nrow, 1, figsize=(8, 5.5 if nrow == 2 else 4), sharex=True, squeeze=False,
+        nrow,
+        1,
+        figsize=(8, 5.5 if nrow == 2 else 4),
+        sharex=True,
+        squeeze=False,
         gridspec_kw={"height_ratios": [3, 1][:nrow]},
     )
     ax = axes[0, 0]
@@ -151,9 +157,14 @@ def plot_spectroscopic_image(
     t_off = np.floor(np.nanmin(t)) if t.size else 0.0
     fig, ax = plt.subplots(figsize=(8, 4.5))
     im = ax.imshow(
-        f.T, aspect="auto", origin="lower", interpolation="nearest", cmap="viridis",
+        f.T,
+        aspect="auto",
+        origin="lower",
+        interpolation="nearest",
+        cmap="viridis",
         extent=[t[0] - t_off, t[-1] - t_off, w[0], w[-1]] if t.size > 1 and w.size > 1 else None,
-        vmin=vmin, vmax=vmax,
+        vmin=vmin,
+        vmax=vmax,
     )
     ax.set_xlabel(f"Time - {t_off:.0f} [d]")
     ax.set_ylabel("Wavelength [µm]")
@@ -189,8 +200,15 @@ def plot_rate_image(
     disp = np.arcsinh(im / scale)
     vmin, vmax = _robust_limits(disp, 1, 99.8)
     fig, ax = plt.subplots(figsize=(10, max(2.5, 10 * ny / nx + 1.2)))
-    m = ax.imshow(disp, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax,
-                  interpolation="nearest")
+    m = ax.imshow(
+        disp,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        vmin=vmin,
+        vmax=vmax,
+        interpolation="nearest",
+    )
     if trace is not None:
         x = np.arange(nx)
         yc = trace.center(x)
@@ -259,8 +277,9 @@ def plot_fit(result, path: str | Path, *, nbin: int = 10, title: str | None = No
     t = result.time
     det = result.flux / result.baseline
     tt = t - result.params["t0"]
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True,
-                                  gridspec_kw={"height_ratios": [3, 1]})
+    fig, (ax, ax2) = plt.subplots(
+        2, 1, figsize=(8, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     ax.plot(tt * 24, det, ".", ms=2, color="0.6", label="data / baseline")
     xb, yb, eb = bin_points(tt * 24, det, nbin)
     if nbin > 1 and xb.size:
@@ -270,8 +289,13 @@ def plot_fit(result, path: str | Path, *, nbin: int = 10, title: str | None = No
     ax.legend(fontsize=8, loc="lower left")
     rp = result.params["rp"]
     erp = result.errors.get("rp", float("nan"))
-    ax.set_title(title or (f"Rp/R* = {rp:.5f} ± {erp:.5f}   χ²/dof = {result.reduced_chi2:.2f}"
-                           f"   RMS = {result.rms_ppm:.0f} ppm"))
+    ax.set_title(
+        title
+        or (
+            f"Rp/R* = {rp:.5f} ± {erp:.5f}   χ²/dof = {result.reduced_chi2:.2f}"
+            f"   RMS = {result.rms_ppm:.0f} ppm"
+        )
+    )
     r = (result.flux - result.model) / result.model * 1e6
     ax2.plot(tt * 24, r, ".", ms=2, color="0.6")
     xr, yr, er = bin_points(tt * 24, r, nbin)

@@ -14,7 +14,7 @@ import os
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["ConfigError", "build_dataclass", "load_config_file", "to_jsonable"]
@@ -151,6 +151,4 @@ class ProductsConfig:
     x1dints_fits: bool = True
     plots: bool = True
     parquet: bool = True
-
-
-_ = field  # re-exported for section classes defined elsewhere
+    fit: bool = True

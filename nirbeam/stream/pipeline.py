@@ -14,7 +14,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -123,7 +122,9 @@ def refs_from_store(root: str, group: str) -> ReferenceArrays:
     return r
 
 
-def save_refs_to_store(root: str, group: str, refs: ReferenceArrays, provenance: dict) -> None:
+def save_refs_to_store(
+    root: str, group: str, refs: ReferenceArrays, provenance: dict, scene_mask=None
+) -> None:
     """Write the cut references (and where they came from) into the store."""
     zarr_store.save_arrays(
         root,
@@ -134,25 +135,66 @@ def save_refs_to_store(root: str, group: str, refs: ReferenceArrays, provenance:
             "linearity": refs.linearity, "linearity_dq": refs.linearity_dq,
             "dark": refs.dark, "dark_dq": refs.dark_dq, "readnoise": refs.readnoise,
             "gain": refs.gain,
+            "scene_mask": None if scene_mask is None else scene_mask.astype(np.uint8),
         },
         attrs={"sources": refs.sources, "provenance": provenance},
     )
     with _REF_LOCK:
         _REF_CACHE.pop((root, group), None)
+        _MASK_CACHE.pop((root, group), None)
+
+
+_MASK_CACHE: dict[tuple[str, str], np.ndarray | None] = {}
+
+
+def scene_mask_from_store(root: str, group: str) -> np.ndarray | None:
+    """The 1/f scene mask the driver saved (None when group-level cleaning is off)."""
+    k = (root, group)
+    if k not in _MASK_CACHE:
+        arrays, _ = zarr_store.load_arrays(root, f"{group}/references")
+        m = arrays.get("scene_mask")
+        _MASK_CACHE[k] = None if m is None else m.astype(bool)
+    return _MASK_CACHE[k]
 
 
 @dataclass(frozen=True)
 class Calibrate:
-    """detector1 on one record, with the references from the store."""
+    """detector1 on one record (1/f cleaning of group differences as its group hook)."""
 
     root: str
-    params: Any
+    settings: Any
 
     def __call__(self, rec: IntegrationRecord) -> IntegrationRecord:
         from nirbeam.transforms.detector1 import calibrate_record
+        from nirbeam.transforms.flicker import make_group_hook
 
         refs = refs_from_store(self.root, rec.key.group)
-        return calibrate_record(rec, refs, self.params)
+        fl = self.settings.flicker
+        hook = None
+        if fl.enabled and fl.level == "group":
+            hook = make_group_hook(fl, scene_mask_from_store(self.root, rec.key.group))
+        out = calibrate_record(rec, refs, self.settings.detector1, hook)
+        if hook is not None:
+            out = out.with_step("flicker", f"level=group method={fl.method} n_sigma={fl.n_sigma}")
+        return out
+
+
+def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int = 3) -> np.ndarray:
+    """1/f scene mask from the median draft rate of the first few integrations."""
+    from nirbeam.transforms.detector1 import RampTiming, run_detector1
+    from nirbeam.transforms.flicker import scene_mask
+    from nirbeam.transforms.refpix import SubarrayGeometry
+
+    meta = plan.meta
+    rates, dqs = [], []
+    for i in plan.present[:n]:
+        res = run_detector1(read_ramp(plan.segment_of(i), i), refs, RampTiming.from_meta(meta),
+                            settings.detector1, SubarrayGeometry.from_meta(meta))
+        rates.append(res.rate)
+        dqs.append(res.dq)
+    rate = np.median(np.stack(rates), axis=0)
+    dq = np.bitwise_and.reduce(np.stack(dqs), axis=0)
+    return scene_mask(rate, dq=dq, **settings.flicker.mask_kwargs())
 
 
 @dataclass(frozen=True)
@@ -223,7 +265,7 @@ def _times_arrays(plan: ExposurePlan, times: dict[int, IntTimes]):
     return bjd, mjd
 
 
-def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, config) -> dict:
+def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, settings) -> dict:
     """Choose references and create the store template for one exposure/detector."""
     from nirbeam.stream.refs import load_references, standin_references
 
@@ -235,7 +277,9 @@ def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, config)
         refs, prov = load_references(refs_dir, meta, ref_index, first_ramp=first_ramp)
     else:
         refs, prov = standin_references(meta, first_ramp)
-    save_refs_to_store(root, group, refs, prov)
+    fl = settings.flicker
+    mask = draft_scene_mask(plan, refs, settings) if fl.enabled and fl.level == "group" else None
+    save_refs_to_store(root, group, refs, prov, mask)
     times: dict[int, IntTimes] = {}
     for s in plan.segments:
         times.update(s.times)
@@ -252,7 +296,7 @@ def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, config)
     zarr_store.set_attrs(
         root, group,
         {"exposure": meta.header_dict(), "nirbeam_version": __version__,
-         "references": prov, "notes": list(plan.notes), "config": config},
+         "references": prov, "notes": list(plan.notes), "config": settings.as_json()},
     )
     return {"refs": prov, "times": times}
 
@@ -265,7 +309,6 @@ def run(
     config: dict | None = None,
     runner: RunnerSpec | None = None,
     progress: bool = True,
-    after_detector1: Callable | None = None,
 ) -> RunResult:
     """Run the batch pipeline over uncal files/folders into OUTDIR.
 
@@ -293,7 +336,7 @@ def run(
     per_group: dict[str, dict] = {}
     t0 = time.time()
     for plan in plans:
-        info = prepare_exposure(root, plan, refs_dir, ref_index, settings.as_json())
+        info = prepare_exposure(root, plan, refs_dir, ref_index, settings)
         group = plan.meta.group_name
         done = zarr_store.completed(root, group, RATEINTS)
         todo = [i for i in plan.present if not done[i - 1]]
@@ -324,10 +367,14 @@ def run(
         metrics = _run_detector1(items, root, dead_dir, settings, runner, per_group, progress)
     timings["detector1"] = time.time() - t0
 
-    if after_detector1 is not None:
-        t0 = time.time()
-        after_detector1(root, plans, settings)
-        timings["spectra"] = time.time() - t0
+    from nirbeam.stream.products import finalize_products, run_spectra_stage
+
+    t0 = time.time()
+    metrics.update(run_spectra_stage(root, plans, settings, runner, dead_dir))
+    timings["spectra"] = time.time() - t0
+    t0 = time.time()
+    products = finalize_products(outdir, root, plans, settings)
+    timings["products"] = time.time() - t0
 
     summary = _account(outdir, root, plans, per_group, dead_dir)
     summary.update({
@@ -338,6 +385,8 @@ def run(
         "refs_dir": os.path.abspath(refs_dir) if refs_dir else None,
         "runner": {"name": runner.name, "workers": runner.workers, "beam_args": list(runner.beam_args)},
         "config": settings.as_json(),
+        "config_input": config or {},
+        "products": products,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "metrics": metrics,
         "wall_s": round(time.time() - t_start, 3),
@@ -362,7 +411,7 @@ def _run_detector1(items, root, dead_dir, settings, runner, per_group, progress)
             | "Distribute" >> beam.Reshuffle()
         )
         read = recs | RecordStep(read_record, "read")
-        cal = read.records | RecordStep(Calibrate(root, settings.detector1), "detector1")
+        cal = read.records | RecordStep(Calibrate(root, settings), "detector1")
         written = cal.records | RecordStep(WriteRateints(root), "write_rateints")
         dead = (read.deadletter, cal.deadletter, written.deadletter) | "AllDead" >> beam.Flatten()
         _ = dead | "WriteDead" >> beam.Map(WriteDeadLetter(dead_dir))

@@ -262,7 +262,9 @@ def load_references(
     sources = {}
 
     def note(t, ref):
-        prov[t] = {"file": os.path.basename(ref.path), "path": ref.path, "sha256": _sha256(ref.path)}
+        prov.setdefault(t, {}).update(
+            {"file": os.path.basename(ref.path), "path": ref.path, "sha256": _sha256(ref.path)}
+        )
         sources[t] = os.path.basename(ref.path)
 
     def bad_nan(arr, dqarr, flag, fill, t, ref):

@@ -173,7 +173,7 @@ class UncalSegmentWriter:
         h["BZERO"] = 32768
         h["EXTNAME"] = ("SCI", "extension name")
         h["BUNIT"] = ("DN", "physical units of the array values")
-        self._stream = fits.StreamingHDU(self.path, h)
+        self._stream = fits.StreamingHDU(str(self.path), h)
         self._expected = nint
         self._written = 0
 
@@ -188,7 +188,7 @@ class UncalSegmentWriter:
         self._stream.close()
         if self._written != self._expected:
             raise RuntimeError(f"{self.path.name}: SCI wrote {self._written} of {self._expected} integrations")
-        with fits.open(self.path, mode="append") as f:
+        with fits.open(str(self.path), mode="append") as f:
             for t in tables:
                 f.append(t)
         return self.path

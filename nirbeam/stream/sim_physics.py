@@ -214,10 +214,10 @@ def linearity_coeffs(beta: np.ndarray, ncoeffs: int = 6) -> np.ndarray:
     """
     h = _h_coeffs(ncoeffs)
     b = beta.astype(np.float64)
-    c = np.zeros((ncoeffs,) + beta.shape, np.float64)
+    c = np.zeros((ncoeffs,) + beta.shape, np.float32)
     for j, hj in enumerate(h):
         c[j + 1] = hj * b**j
-    return c.astype(np.float32)
+    return c
 
 
 def apply_linearity(m: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
@@ -264,7 +264,7 @@ def _throughput(lam: np.ndarray, lo: float, hi: float, grating: str) -> np.ndarr
     edge = 0.03 if grating == "PRISM" else 0.015
     win = 0.5 * (1 + np.tanh((lam - lo) / edge)) * 0.5 * (1 + np.tanh((hi - lam) / edge))
     if grating == "PRISM":
-        shape = 0.25 + np.exp(-0.5 * ((lam - 1.4) / 0.9) ** 2)
+        shape = (0.3 + np.exp(-0.5 * ((lam - 1.2) / 0.8) ** 2)) * lam**1.5
     else:
         shape = 0.6 + 0.4 * np.exp(-0.5 * ((lam - 0.5 * (lo + hi)) / (0.6 * (hi - lo))) ** 2)
     return win * shape

@@ -190,7 +190,9 @@ def box_extract(
     r = np.asarray(rate, np.float64)
     v = np.asarray(var, np.float64)
     if r.ndim != 2 or v.shape != r.shape:
-        raise ValueError(f"box_extract: rate and var must be equal 2-D shapes, got {r.shape}, {v.shape}")
+        raise ValueError(
+            f"box_extract: rate and var must be equal 2-D shapes, got {r.shape}, {v.shape}"
+        )
     ny, nx = r.shape
     w = aperture_weights(trace, r.shape, half_width)
     if background_region is not None:
@@ -272,15 +274,17 @@ def build_profile(
     *,
     dq: np.ndarray | None = None,
     background: np.ndarray | None = None,
-    smooth: int = 7,
+    smooth: int = 9,
     bad_bits: int = BAD_PIXEL_BITS,
 ) -> np.ndarray:
     """Spatial profile for optimal extraction from a stack of rate images.
 
     Each integration's columns are normalised to unit sum inside the aperture (removing
     transit and flux variations), the median over integrations is taken (bad pixels
-    ignored), smoothed along x with a running mean of ``smooth`` columns, clipped to be
-    non-negative and re-normalised to unit column sum.
+    ignored), smoothed along x (Savitzky-Golay, ``smooth`` columns), normalised to
+    unit column sum and then clipped to be non-negative (no renormalisation after the
+    clip, which would bias the optimal flux high by the clipped wing noise; column sums
+    are therefore 1 + the positive part of the wing noise, typically < 1e-3).
 
     Parameters
     ----------
@@ -292,14 +296,14 @@ def build_profile(
     background : float, (nint, nx) or (nx,), optional
         Per-column background to subtract first.
     smooth : int
-        Running-mean length along x (1 = none).
+        Savitzky-Golay window (columns, made odd; quadratic) along x; <= 2: none.
 
     Returns
     -------
     profile : float64, (ny, nx)
-        >= 0, each column sums to 1 over the support pixels (whole pixels touched by the
-        aperture ``|y - y_c| <= half_width``; 0 outside); columns without usable pixels
-        are all-zero.
+        >= 0, each column normalised to 1 over the support pixels (whole pixels touched
+        by the aperture ``|y - y_c| <= half_width``; 0 outside) before the clip of
+        negatives; columns without usable pixels are all-zero.
     """
     im = np.asarray(images, np.float64)
     if im.ndim == 2:
@@ -328,14 +332,22 @@ def build_profile(
             norm = vals / np.where(csum > 0, csum, np.nan)[:, None, :]
             med = np.nanmedian(norm, axis=0)
     med = np.where(np.isfinite(med) & sup, med, 0.0)
-    if smooth > 1:
-        from scipy.ndimage import uniform_filter1d
+    if smooth > 2 and nx > smooth:
+        # Savitzky-Golay (local quadratic) rather than a running mean: a curved trace moves
+        # the profile by (slope x window) px, which a running mean blurs (biasing the
+        # optimal flux high where the PSF is narrow); a local quadratic follows it.
+        from scipy.signal import savgol_filter
 
-        med = uniform_filter1d(med, size=int(smooth), axis=1, mode="nearest")
-    med = np.clip(med, 0.0, None) * sup
+        win = int(smooth) | 1
+        med = savgol_filter(med, win, 2, axis=1, mode="interp")
+    med = med * sup
+    # Normalise BEFORE clipping negatives: the noise in the faint wings has zero mean, so
+    # the column sum is unbiased; clipping first would bias the sum high (and the optimal
+    # flux high by ~ sum of the clipped noise, 0.1% in tests). Clipped wing pixels then
+    # carry P = 0 without renormalisation, which leaves f = sum(PD/V)/sum(P^2/V) unbiased.
     col = np.sum(med, axis=0)
     prof = np.where(col > 0, med / np.where(col > 0, col, 1.0), 0.0)
-    return prof
+    return np.clip(prof, 0.0, None)
 
 
 def optimal_extract(
@@ -459,7 +471,9 @@ def optimal_extract(
     flag = np.zeros(nx, np.uint32)
     if dq is not None:
         d = np.asarray(dq).astype(np.uint32)
-        flag = np.bitwise_or.reduce(np.where((bad | rejected) & sup, d, 0).astype(np.uint32), axis=0)
+        flag = np.bitwise_or.reduce(
+            np.where((bad | rejected) & sup, d, 0).astype(np.uint32), axis=0
+        )
     flag = flag | np.where(rejected.any(axis=0), np.uint32(dqflags.OUTLIER), np.uint32(0))
     nonfin = (bad & sup & ~np.isfinite(r)).any(axis=0)
     flag = flag | np.where(nonfin, np.uint32(dqflags.DO_NOT_USE), np.uint32(0))
@@ -502,7 +516,7 @@ class ProfileAccumulator:
         half_width: float,
         *,
         n_first: int = 20,
-        smooth: int = 7,
+        smooth: int = 9,
         refresh: int = 50,
     ):
         self.trace = trace

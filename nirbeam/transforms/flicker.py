@@ -173,11 +173,23 @@ def _out_dtype(image: np.ndarray) -> np.dtype:
     return np.dtype(np.float64) if image.dtype == np.float64 else np.dtype(np.float32)
 
 
-def _nan_column_median(data: np.ndarray) -> np.ndarray:
-    """Median along axis 0 ignoring NaN; NaN for all-NaN columns, no warnings."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(data, axis=0)
+def _masked_column_median(data: np.ndarray, use: np.ndarray) -> np.ndarray:
+    """Median along axis 0 of ``data[use]`` per column; NaN where a column has none.
+
+    Same value as ``np.nanmedian`` (mean of the two middle values for even counts),
+    via one sort instead of numpy's slow NaN-median path. ``use`` must exclude
+    non-finite values.
+    """
+    n = use.sum(axis=0)
+    s = np.sort(np.where(use, data, np.inf), axis=0)
+    cols = np.arange(data.shape[1])
+    lo = np.maximum((n - 1) // 2, 0)
+    hi = np.maximum(n // 2, 0)
+    hi = np.where(n > 0, hi, 0)
+    with np.errstate(invalid="ignore"):
+        med = 0.5 * (s[lo, cols] + s[hi, cols])
+    med[n == 0] = np.nan
+    return med
 
 
 def _resolve_background(background, image: np.ndarray, use: np.ndarray) -> np.ndarray | float:
@@ -241,6 +253,25 @@ def _robust_sigma(resid: np.ndarray, use: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------- scene mask
+def _keep_extended(
+    detected: np.ndarray, signif: np.ndarray, min_extent: int, min_peak: float
+) -> np.ndarray:
+    """Keep connected detections that extend >= min_extent columns along x (a trace)
+    or peak above min_peak sigma (a compact bright source); drop noise clumps."""
+    labels, n = ndimage.label(detected)
+    if n == 0:
+        return detected
+    keep = np.zeros(n + 1, dtype=bool)
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        if sl[1].stop - sl[1].start >= min_extent:
+            keep[i] = True
+    peaks = ndimage.maximum(signif, labels, index=np.arange(1, n + 1))
+    keep[1:] |= np.asarray(peaks) >= min_peak
+    return keep[labels]
+
+
 def scene_mask(
     image: np.ndarray,
     err: np.ndarray | None = None,
@@ -267,8 +298,10 @@ def scene_mask(
     sigma`` (signal) or ``r < -sigma_lower * sigma`` (bad low values) are excluded, as
     in jwst ``clip_to_background``. The trace is found on ``r`` averaged over
     ``smooth`` columns along x (the dispersion direction, where the trace is
-    continuous) against ``n_sigma`` times the noise of that average; it is then grown
-    by ``dilate`` rows along y and one column along x. ``sigma`` is ``err`` where given
+    continuous) against ``n_sigma`` times the noise of that average; connected
+    detections are kept if they extend over ``2 * smooth`` columns (a trace) or peak
+    above 5 sigma (a compact source), so noise clumps are not grown into holes; the
+    kept ones are grown by ``dilate`` rows along y and one column along x. ``sigma`` is ``err`` where given
     (finite, > 0), else the MAD-based sigma of ``r`` over usable pixels, re-estimated
     ``n_iter`` times after excluding what was found.
 
@@ -326,7 +359,7 @@ def scene_mask(
     use = valid.copy()
     smooth = max(int(smooth), 1)
     for _ in range(max(int(n_iter), 1)):
-        colmed = _nan_column_median(np.where(use, img, np.nan))
+        colmed = _masked_column_median(img, use)
         colmed = np.where(np.isfinite(colmed), colmed, 0.0)
         resid = np.where(valid, img - colmed[None, :], 0.0)
         glob = _robust_sigma(resid, use)
@@ -341,7 +374,9 @@ def scene_mask(
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = num / den
             noise = np.sqrt(var / den) / np.sqrt(den * smooth)
-        trace = (den > 0) & (mean > n_sigma * noise)
+        signif = np.where(den > 0, mean / noise, 0.0)
+        trace = signif > n_sigma
+        trace = _keep_extended(trace, signif, min_extent=2 * smooth, min_peak=5.0)
         if dilate > 0 or smooth > 1:
             structure = np.ones((2 * int(dilate) + 1, 3 if smooth > 1 else 1), dtype=bool)
             trace = ndimage.binary_dilation(trace, structure=structure)
@@ -394,14 +429,13 @@ def clean_median(
     use = msk & np.isfinite(x)
     bg = _resolve_background(background, x, use)
     d = np.where(use, x - bg, np.nan)
-    off = _nan_column_median(d)
+    off = _masked_column_median(d, use)
     if statistic == "mean":
         keep = use.copy()
         for _ in range(3):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
+            with np.errstate(invalid="ignore"):
                 dev = np.abs(d - off[None, :])
-                s = _MAD_TO_SIGMA * np.nanmedian(np.where(keep, dev, np.nan), axis=0)
+            s = _MAD_TO_SIGMA * _masked_column_median(dev, keep & np.isfinite(dev))
             keep = use & (dev <= clip_sigma * np.where(np.isfinite(s), s, 0.0)[None, :])
             n = keep.sum(axis=0)
             tot = np.where(keep, d, 0.0).sum(axis=0)
@@ -443,7 +477,7 @@ def cosine_basis(ny: int, n_freq: int, alternating: bool = False) -> np.ndarray:
 def _exclude_outliers(d: np.ndarray, use: np.ndarray, n_sigma: float) -> np.ndarray:
     """Drop background pixels deviating > n_sigma (MAD) from their column median, and
     their 4 nearest neighbours (as jwst's subarray NSClean)."""
-    colmed = _nan_column_median(np.where(use, d, np.nan))
+    colmed = _masked_column_median(d, use)
     resid = np.where(use, d - np.where(np.isfinite(colmed), colmed, 0.0)[None, :], 0.0)
     sig = _robust_sigma(resid, use)
     out = use & (np.abs(resid) > n_sigma * sig)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from nirbeam import dqflags
 
@@ -40,6 +41,45 @@ __all__ = [
 
 #: Column DQ bits excluded from the bin statistic (the column is still OR'ed into DQ).
 SKIP_BITS = dqflags.DO_NOT_USE
+
+
+@njit(cache=True)
+def _bin_core(f, e, d, idx, ncols, skip_bits, as_sum):
+    """Sequential per-row sums (identical arithmetic for any number of rows)."""
+    nint, nx = f.shape
+    nbin = ncols.size
+    out_f = np.zeros((nint, nbin))
+    out_e = np.zeros((nint, nbin))
+    out_d = np.zeros((nint, nbin), np.uint32)
+    out_n = np.zeros((nint, nbin), np.int64)
+    for i in range(nint):
+        for x in range(nx):
+            k = idx[x]
+            if k < 0:
+                continue
+            out_d[i, k] |= d[i, x]
+            if (d[i, x] & skip_bits) != 0 or not np.isfinite(f[i, x]) or not np.isfinite(e[i, x]):
+                continue
+            out_f[i, k] += f[i, x]
+            out_e[i, k] += e[i, x] * e[i, x]
+            out_n[i, k] += 1
+        for k in range(nbin):
+            n = out_n[i, k]
+            if n == 0:
+                out_f[i, k] = np.nan
+                out_e[i, k] = np.nan
+                out_d[i, k] |= np.uint32(1)  # DO_NOT_USE
+                continue
+            out_e[i, k] = np.sqrt(out_e[i, k])
+            if as_sum:
+                if n != ncols[k]:
+                    scale = ncols[k] / n
+                    out_f[i, k] *= scale
+                    out_e[i, k] *= scale
+            else:
+                out_f[i, k] /= n
+                out_e[i, k] /= n
+    return out_f, out_e, out_d, out_n
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,38 +214,10 @@ def bin_spectra(
     edges = np.asarray(edges, np.float64)
     idx = bin_index(wavelength, edges)
     nbin = edges.size - 1
-    good = np.isfinite(f) & np.isfinite(e) & ((d & np.uint32(skip_bits)) == 0)
-    out_f = np.zeros((nint, nbin))
-    out_e = np.zeros((nint, nbin))
-    out_d = np.zeros((nint, nbin), np.uint32)
-    out_n = np.zeros((nint, nbin), np.int64)
-    for k in range(nbin):
-        cols = np.nonzero(idx == k)[0]
-        if cols.size == 0:
-            out_f[:, k] = np.nan
-            out_e[:, k] = np.nan
-            out_d[:, k] = dqflags.DO_NOT_USE
-            continue
-        g = good[:, cols]
-        n = g.sum(axis=1)
-        fs = np.sum(np.where(g, f[:, cols], 0.0), axis=1)
-        es = np.sum(np.where(g, e[:, cols] ** 2, 0.0), axis=1)
-        with np.errstate(all="ignore"):
-            scale = (cols.size if statistic == "sum" else 1.0) / n
-        all_good = n == cols.size
-        if statistic == "sum":
-            # exact plain sums when nothing is masked
-            out_f[:, k] = np.where(all_good, fs, fs * scale)
-            out_e[:, k] = np.where(all_good, np.sqrt(es), np.sqrt(es) * scale)
-        else:
-            out_f[:, k] = fs * scale
-            out_e[:, k] = np.sqrt(es) * scale
-        out_d[:, k] = np.bitwise_or.reduce(d[:, cols], axis=1)
-        empty = n == 0
-        out_f[empty, k] = np.nan
-        out_e[empty, k] = np.nan
-        out_d[empty, k] |= np.uint32(dqflags.DO_NOT_USE)
-        out_n[:, k] = n
+    ncols = np.bincount(idx[idx >= 0], minlength=nbin).astype(np.int64)
+    out_f, out_e, out_d, out_n = _bin_core(
+        f, e, d, idx, ncols, np.uint32(skip_bits), statistic == "sum"
+    )
     return LightCurves(
         flux=out_f,
         error=out_e,

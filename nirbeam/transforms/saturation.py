@@ -192,7 +192,8 @@ def partial_sat_groups(ramp, satidx, thresh, nosat, dilution):
 
 
 @njit(cache=True, inline="always")
-def flag_pixel(ramp, y, x, gdq, s, psat, n_grow, thresh, bias, mean0, last2, nreads1, readpatt):
+def flag_pixel(ramp, y, x, gdq, s, psat, n_grow, thresh, bias, mean0, last2, nreads1, readpatt,
+               check_adf=True):
     """Saturation / A/D floor flags of pixel (y, x), ORed into ``gdq[:ngroups]``.
 
     Parameters
@@ -205,13 +206,16 @@ def flag_pixel(ramp, y, x, gdq, s, psat, n_grow, thresh, bias, mean0, last2, nre
     thresh, bias : float, threshold and bias of the pixel
     mean0, last2, nreads1 : float, read-pattern constants for the group-2 check
     readpatt : bool
+    check_adf : bool
+        Flag A/D floor groups here (the fused kernel does it while reading the ramp).
     """
     ng, ny, nx = ramp.shape
     for g in range(s, ng):
         gdq[g] |= _SAT
-    for g in range(ng):
-        if ramp[g, y, x] <= 0:
-            gdq[g] |= _ADF | _DNU
+    if check_adf:
+        for g in range(ng):
+            if ramp[g, y, x] <= 0:
+                gdq[g] |= _ADF | _DNU
     if psat.shape[0] > 0:
         for yy in range(max(0, y - n_grow), min(ny, y + n_grow + 1)):
             for xx in range(max(0, x - n_grow), min(nx, x + n_grow + 1)):

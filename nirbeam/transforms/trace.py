@@ -264,7 +264,8 @@ def robust_polyfit(
     weights : float, (n,), optional
         Weights (1/sigma) for numpy's ``polyfit``.
     sigma : float
-        Clip points with ``|resid| > sigma * 1.4826 * MAD``.
+        Clip points with ``|resid - median| > sigma * 1.4826 * MAD`` (re-admitting
+        points back inside the band), until the set of used points is stable.
 
     Returns
     -------
@@ -285,11 +286,12 @@ def robust_polyfit(
         coef = np.polynomial.polynomial.polyfit(x[used], y[used], deg, w=w[used])
         res = y - np.polynomial.polynomial.polyval(x, coef)
         r_used = res[used]
-        mad = 1.4826 * np.median(np.abs(r_used - np.median(r_used)))
+        med = np.median(r_used)
+        mad = 1.4826 * np.median(np.abs(r_used - med))
         if mad <= 0:
             break
         # points inside the band are (re)admitted: standard iterative clipping
-        new = (np.isfinite(res) & np.isfinite(w) & (w > 0)) & (np.abs(res) <= sigma * mad)
+        new = (np.isfinite(res) & np.isfinite(w) & (w > 0)) & (np.abs(res - med) <= sigma * mad)
         if new.sum() < deg + 1 or np.array_equal(new, used):
             break
         used = new

@@ -37,8 +37,16 @@ __all__ = [
 ]
 
 _TRANSIT_PARAMS = ("t0", "per", "rp", "a", "inc", "ecc", "w", "u1", "u2", "u3", "u4")
-_N_LD = {"uniform": 0, "linear": 1, "quadratic": 2, "squareroot": 2, "logarithmic": 2,
-         "exponential": 2, "power2": 2, "nonlinear": 4}
+_N_LD = {
+    "uniform": 0,
+    "linear": 1,
+    "quadratic": 2,
+    "squareroot": 2,
+    "logarithmic": 2,
+    "exponential": 2,
+    "power2": 2,
+    "nonlinear": 4,
+}
 _BOUNDS = {
     "rp": (1e-4, 1.0),
     "a": (1.01, 1e4),
@@ -205,8 +213,9 @@ class FitResult:
             "n_points": int(self.time.size),
             "success": self.success,
             "message": self.message,
-            "config": {k: (list(v) if isinstance(v, tuple) else v)
-                       for k, v in asdict(self.config).items()},
+            "config": {
+                k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.config).items()
+            },
         }
 
 
@@ -317,8 +326,13 @@ def fit_transit(
         e = e / norm
     t_ref = float(np.median(t))
     base = {
-        "t0": t0, "per": config.per, "rp": config.rp, "a": config.a, "inc": config.inc,
-        "ecc": config.ecc, "w": config.w,
+        "t0": t0,
+        "per": config.per,
+        "rp": config.rp,
+        "a": config.a,
+        "inc": config.inc,
+        "ecc": config.ecc,
+        "w": config.w,
     }
     for i, u in enumerate(config.u):
         base[f"u{i + 1}"] = float(u)
@@ -335,7 +349,7 @@ def fit_transit(
         p = dict(base)
         for i, name in enumerate(free):
             p[name] = x[i]
-        c = x[len(free):]
+        c = x[len(free) :]
         return p, c
 
     def model_parts(x):
@@ -355,12 +369,22 @@ def fit_transit(
     if "t0" in free:
         i = free.index("t0")
         lo[i], hi[i] = t0 - 0.25 * config.per, t0 + 0.25 * config.per
-    x0 = [min(max(v, a_ + 1e-9 * max(1, abs(a_))), b_ - 1e-9 * max(1, abs(b_)))
-          if np.isfinite(a_) and np.isfinite(b_) else v for v, a_, b_ in zip(x0, lo, hi, strict=True)]
+    x0 = [
+        min(max(v, a_ + 1e-9 * max(1, abs(a_))), b_ - 1e-9 * max(1, abs(b_)))
+        if np.isfinite(a_) and np.isfinite(b_)
+        else v
+        for v, a_, b_ in zip(x0, lo, hi, strict=True)
+    ]
     xs = [1e-3 if n == "t0" else max(abs(v), 1e-3) * 0.1 for n, v in zip(free, x0, strict=False)]
     xs += [1e-3] * nfree_base
-    sol = least_squares(resid, np.asarray(x0), bounds=(lo, hi), x_scale=np.asarray(xs),
-                        max_nfev=config.max_nfev, method="trf")
+    sol = least_squares(
+        resid,
+        np.asarray(x0),
+        bounds=(lo, hi),
+        x_scale=np.asarray(xs),
+        max_nfev=config.max_nfev,
+        method="trf",
+    )
     r = sol.fun
     chi2 = float(np.sum(r**2))
     dof = int(t.size - sol.x.size)
@@ -445,22 +469,27 @@ def read_lightcurve_table(
         def col(n):
             return df[n].to_numpy(dtype=np.float64)
     else:
-        raise ValueError(f"{path}: unsupported light-curve table type {suffix!r} "
-                         "(expected .ecsv, .csv or .parquet)")
+        raise ValueError(
+            f"{path}: unsupported light-curve table type {suffix!r} "
+            "(expected .ecsv, .csv or .parquet)"
+        )
     columns = dict(columns or {})
 
     def pick(key, candidates, required=True):
         if key in columns and columns[key] is not None:
             if columns[key] not in names:
-                raise KeyError(f"{path}: column {columns[key]!r} (for {key}) not found; "
-                               f"columns are {names}")
+                raise KeyError(
+                    f"{path}: column {columns[key]!r} (for {key}) not found; columns are {names}"
+                )
             return columns[key]
         for c in candidates:
             if c in names:
                 return c
         if required:
-            raise KeyError(f"{path}: no {key} column; expected one of {list(candidates)} "
-                           f"(or pass columns={{'{key}': name}}); columns are {names}")
+            raise KeyError(
+                f"{path}: no {key} column; expected one of {list(candidates)} "
+                f"(or pass columns={{'{key}': name}}); columns are {names}"
+            )
         return None
 
     tname = pick("time", TIME_COLUMNS)
@@ -548,10 +577,20 @@ def fit_spectroscopic(
     nld = len(wc.u)
     rps, rpe, red, res = [], [], [], []
     for k in range(nbin):
-        uk = tuple(float(v) for v in (u[k] if u is not None else [p[f"u{i + 1}"] for i in range(nld)]))
+        uk = tuple(
+            float(v) for v in (u[k] if u is not None else [p[f"u{i + 1}"] for i in range(nld)])
+        )
         cfg = replace(
-            wc, t0=p["t0"], per=p["per"], a=p["a"], inc=p["inc"], ecc=p["ecc"], w=p["w"],
-            rp=p["rp"], u=uk, free=("rp",),
+            wc,
+            t0=p["t0"],
+            per=p["per"],
+            a=p["a"],
+            inc=p["inc"],
+            ecc=p["ecc"],
+            w=p["w"],
+            rp=p["rp"],
+            u=uk,
+            free=("rp",),
         )
         m = None
         if mask is not None:

@@ -1,0 +1,95 @@
+"""Light-curve tables: ECSV (astropy) and Parquet (pandas), written atomically.
+
+A reader never sees a half-written file: each table goes to a temporary name in the same
+folder and is renamed over the old one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from astropy.table import Table
+
+__all__ = ["write_table", "write_json", "atomic_path"]
+
+
+class atomic_path:  # noqa: N801 - used as a context manager, reads like a function
+    """``with atomic_path(final) as tmp:`` write to ``tmp``; renamed to ``final`` on success."""
+
+    def __init__(self, final: str):
+        self.final = final
+
+    def __enter__(self) -> str:
+        folder = os.path.dirname(os.path.abspath(self.final))
+        os.makedirs(folder, exist_ok=True)
+        base = os.path.basename(self.final)
+        # keep the extension: some writers choose the format from it
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=os.path.splitext(base)[1], dir=folder)
+        os.close(fd)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            os.chmod(self.tmp, 0o644)  # mkstemp makes 0600; products are for everyone
+            os.replace(self.tmp, self.final)
+        elif os.path.exists(self.tmp):
+            os.remove(self.tmp)
+        return False
+
+
+def _clean_meta(meta: Mapping[str, Any]) -> dict:
+    out = {}
+    for k, v in meta.items():
+        if isinstance(v, np.generic):
+            v = v.item()
+        elif isinstance(v, np.ndarray):
+            v = v.tolist()
+        out[k] = v
+    return out
+
+
+def write_table(
+    path_stem: str,
+    columns: Mapping[str, np.ndarray],
+    meta: Mapping[str, Any],
+    units: Mapping[str, str] | None = None,
+    descriptions: Mapping[str, str] | None = None,
+    parquet: bool = True,
+) -> list[str]:
+    """Write ``path_stem.ecsv`` (and ``.parquet``) from equal-length columns.
+
+    Returns
+    -------
+    list of str
+        Paths written.
+    """
+    t = Table({k: np.asarray(v) for k, v in columns.items()}, meta=_clean_meta(meta))
+    for k, u in (units or {}).items():
+        if k in t.colnames and u:
+            t[k].unit = u
+    for k, d in (descriptions or {}).items():
+        if k in t.colnames:
+            t[k].description = d
+    written = []
+    with atomic_path(path_stem + ".ecsv") as tmp:
+        t.write(tmp, format="ascii.ecsv", overwrite=True)
+    written.append(path_stem + ".ecsv")
+    if parquet:
+        df = t.to_pandas()
+        df.attrs = {"meta": json.loads(json.dumps(_clean_meta(meta), default=str))}
+        with atomic_path(path_stem + ".parquet") as tmp:
+            df.to_parquet(tmp, index=False)
+        written.append(path_stem + ".parquet")
+    return written
+
+
+def write_json(path: str, obj) -> str:
+    """Write JSON atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=2, default=str)
+    return path

@@ -1,0 +1,147 @@
+"""``nirbeam`` command line: simulate, run, fit, plot.
+
+Exit codes: 0 success; 2 bad input or bad usage (a file, keyword, config value or output
+folder that cannot be used — the message names it); 1 an internal error (a bug: please
+report it with the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_BAD_INPUT = 2
+
+
+def _add_runner_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runner", default="direct",
+                   help="direct (in-process, default), multiprocess, dask or portable")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (multiprocess, local dask)")
+    p.add_argument("--dask-address", default=None, help="dask.distributed scheduler address")
+    p.add_argument("--dask-scheduler-file", default=None, help="dask scheduler file (SLURM/jobqueue)")
+    p.add_argument("--job-endpoint", default=None, help="Beam job service HOST:PORT (portable runner)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by the docs)."""
+    ap = argparse.ArgumentParser(
+        prog="nirbeam",
+        description="JWST NIRSpec time series on Apache Beam: uncal ramps to light curves.",
+    )
+    ap.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("simulate", help="write a simulated NIRSpec BOTS exposure (uncal + refs + truth)")
+    s.add_argument("outdir")
+    s.add_argument("--preset", default="prism-sub512")
+    s.add_argument("--nints", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+
+    r = sub.add_parser("run", help="process uncal files or folders into OUTDIR")
+    r.add_argument("inputs", nargs="+", help="uncal files or folders of them")
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--refs", default=None, help="folder of CRDS-format reference files (e.g. a CRDS cache)")
+    r.add_argument("--config", default=None, help="TOML or JSON config file")
+    r.add_argument("--no-progress", action="store_true", help="do not print progress")
+    _add_runner_args(r)
+
+    f = sub.add_parser("fit", help="quick-look transit fit of a light-curve table")
+    f.add_argument("table", help="ECSV, CSV or Parquet light curve")
+    f.add_argument("--config", default=None)
+    f.add_argument("--out", default=None, help="output folder (default: next to the table)")
+
+    pl = sub.add_parser("plot", help="re-draw the plots of a run's OUTDIR")
+    pl.add_argument("outdir")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``nirbeam`` console script."""
+    args, beam_args = build_parser().parse_known_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    logging.getLogger("root").setLevel(logging.ERROR)
+    if beam_args and args.command != "run":
+        print(f"nirbeam {args.command}: unrecognised arguments {beam_args}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from nirbeam.stream.config import ConfigError
+    from nirbeam.stream.uncal import BadInputError
+
+    try:
+        return _dispatch(args, beam_args)
+    except (BadInputError, ConfigError) as exc:
+        print(f"nirbeam: bad input: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("nirbeam: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+        print("nirbeam: internal error (a bug): please report the traceback above", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _dispatch(args, beam_args) -> int:
+    if args.command == "simulate":
+        from nirbeam.stream.simulator import PRESETS, simulate
+
+        if args.preset not in PRESETS:
+            from nirbeam.stream.config import ConfigError
+
+            raise ConfigError(f"--preset {args.preset!r}: expected one of {sorted(PRESETS)}")
+        res = simulate(args.outdir, preset=args.preset, nints=args.nints, seed=args.seed)
+        print(f"simulated {args.preset} into {os.path.abspath(args.outdir)}")
+        print(f"  refs:  {res.refs_dir}")
+        for p in res.uncal_files:
+            print(f"  uncal: {os.path.basename(p)}")
+        return EXIT_OK
+    if args.command == "run":
+        from nirbeam.stream.config import ConfigError, load_config_file
+        from nirbeam.stream.pipeline import run
+        from nirbeam.stream.runners import RunnerSpec
+
+        spec = RunnerSpec(
+            name=args.runner, workers=args.workers, dask_address=args.dask_address,
+            dask_scheduler_file=args.dask_scheduler_file, job_endpoint=args.job_endpoint,
+            beam_args=tuple(beam_args),
+        )
+        try:
+            spec.validate()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        config = load_config_file(args.config)
+        res = run(args.inputs, args.out, refs_dir=args.refs, config=config, runner=spec,
+                  progress=not args.no_progress)
+        _print_summary(res.summary)
+        return res.exit_code
+    if args.command == "fit":
+        from nirbeam.stream.products import fit_command
+
+        return fit_command(args.table, args.config, args.out)
+    if args.command == "plot":
+        from nirbeam.stream.products import plot_command
+
+        return plot_command(args.outdir)
+    raise AssertionError(args.command)
+
+
+def _print_summary(summary: dict) -> None:
+    for e in summary.get("exposures", []):
+        print(
+            f"{e['exposure']} {e['detector']}: {e['processed']} processed, "
+            f"{e['deadlettered']} dead-lettered of NINTS={e['nints']}"
+            + ("" if e["complete"] else "  (INCOMPLETE: see deadletter.jsonl)")
+        )
+    print(f"products in {summary.get('outdir')} ({summary.get('wall_s')} s)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

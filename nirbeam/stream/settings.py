@@ -1,0 +1,141 @@
+"""All run settings in one frozen object, built and validated from a config dict.
+
+Config file (TOML) sections and their classes::
+
+    [detector1]   nirbeam.transforms.detector1.Detector1Params (nested per step:
+                  [detector1.jump], [detector1.ramp_fit], ...)
+    [flicker]     nirbeam.transforms.flicker.FlickerParams   (1/f cleaning)
+    [outliers]    OutlierConfig                                 (time-domain outliers)
+    [extract]     ExtractConfig                                 (trace, wavelengths, extraction)
+    [lightcurve]  LightcurveConfig                              (white light and bins)
+    [fit]         nirbeam.transforms.transit.FitConfig          (quick-look transit fit)
+    [products]    nirbeam.stream.config.ProductsConfig          (optional products)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from nirbeam.stream.config import ConfigError, ProductsConfig, build_dataclass, to_jsonable
+from nirbeam.transforms.detector1 import Detector1Params
+from nirbeam.transforms.flicker import FlickerParams
+from nirbeam.transforms.transit import FitConfig
+
+__all__ = ["Settings", "OutlierConfig", "ExtractConfig", "LightcurveConfig"]
+
+
+@dataclass(frozen=True)
+class OutlierConfig:
+    """Per-pixel outlier rejection along time (jwst tso outlier_detection defaults)."""
+
+    enabled: bool = True
+    window: int = 25
+    n_sigma: float = 5.0
+
+    def validate(self):
+        """Range checks."""
+        if self.window < 3:
+            raise ValueError(f"window must be >= 3 integrations, got {self.window}")
+        if self.n_sigma <= 0:
+            raise ValueError(f"n_sigma must be > 0, got {self.n_sigma}")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Trace, wavelengths and 1-D extraction.
+
+    Attributes
+    ----------
+    method : 'optimal' or 'box'
+        Which extraction feeds the light curves (both are written).
+    half_width : float
+        Aperture half-width in pixels, perpendicular offset from the trace centre.
+    background_region : (inner, outer)
+        Background pixels lie between these distances (px) from the trace centre;
+        ``()`` for no background subtraction.
+    trace_deg : int
+        Degree of the robust polynomial fit of the trace centre.
+    trace_coefficients : tuple
+        Trace y_center(x) polynomial (numpy.polyval order, highest power first) from
+        the config instead of the data.
+    wavelength_coefficients : tuple
+        Wavelength (um) per column as a polynomial in x (numpy.polyval order).
+    wavelength_map : str
+        FITS file with a 2-D WAVELENGTH extension (e.g. a jwst calints product); the
+        value along the trace is used.
+    profile_nints : int
+        Integrations sampled (evenly) for the median image, trace and profile.
+    sigma_clip : float
+        Outlier rejection threshold in the optimal extraction.
+    """
+
+    method: str = "optimal"
+    half_width: float = 4.0
+    background_region: tuple[float, ...] = (8.0, 15.0)
+    trace_deg: int = 2
+    trace_coefficients: tuple[float, ...] = ()
+    wavelength_coefficients: tuple[float, ...] = ()
+    wavelength_map: str = ""
+    profile_nints: int = 64
+    sigma_clip: float = 5.0
+
+    def validate(self):
+        """Range checks."""
+        if self.method not in ("optimal", "box"):
+            raise ValueError(f"method must be 'optimal' or 'box', got {self.method!r}")
+        if not self.half_width > 0:
+            raise ValueError(f"half_width must be > 0, got {self.half_width}")
+        if self.background_region and (
+            len(self.background_region) != 2
+            or not 0 <= self.background_region[0] < self.background_region[1]
+        ):
+            raise ValueError(
+                f"background_region must be [inner, outer] with 0 <= inner < outer, got "
+                f"{list(self.background_region)}"
+            )
+
+
+@dataclass(frozen=True)
+class LightcurveConfig:
+    """White-light range and spectroscopic binning."""
+
+    wmin: float | None = None
+    wmax: float | None = None
+    binning: str = "resolution"
+    resolution: float = 50.0
+    edges: tuple[float, ...] = ()
+
+    def validate(self):
+        """Range checks."""
+        if self.binning not in ("resolution", "edges", "native"):
+            raise ValueError(f"binning must be 'resolution', 'edges' or 'native', got {self.binning!r}")
+        if self.binning == "edges" and len(self.edges) < 2:
+            raise ValueError("binning = 'edges' needs at least two edges")
+        if self.binning == "resolution" and not self.resolution > 0:
+            raise ValueError(f"resolution must be > 0, got {self.resolution}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run may be configured with; defaults are the documented ones."""
+
+    detector1: Detector1Params = field(default_factory=Detector1Params)
+    flicker: FlickerParams = field(default_factory=FlickerParams)
+    outliers: OutlierConfig = field(default_factory=OutlierConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    lightcurve: LightcurveConfig = field(default_factory=LightcurveConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    products: ProductsConfig = field(default_factory=ProductsConfig)
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any] | None, where: str = "config") -> Settings:
+        """Build from a parsed config file; unknown sections and keys are refused."""
+        config = dict(config or {})
+        if "fit" in config and "enabled" in config["fit"]:
+            raise ConfigError(f"{where}.fit.enabled: use [products] fit = false instead")
+        return build_dataclass(cls, config, where)
+
+    def as_json(self) -> dict:
+        """All values, as written into run.json and the store attributes."""
+        return to_jsonable(self)

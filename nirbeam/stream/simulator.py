@@ -1,0 +1,734 @@
+"""Simulator of NIRSpec BOTS exposures in the JWST level-1b (uncal) format, with truth.
+
+:func:`simulate` writes, for each detector,
+
+* uncal segments ``OUTDIR/<exposure>-segNNN_<det>_uncal.fits`` (SCI uint16
+  (nints_seg, ngroups, ny, nx) stored BITPIX=16/BZERO=32768, GROUP, INT_TIMES),
+* CRDS-format references ``OUTDIR/refs/jwst_nirspec_<reftype>_nirbeamsim_<det>.fits``
+  (superbias, dark, linearity, saturation, readnoise, gain, mask),
+* a truth file ``OUTDIR/<exposure>_<det>_truth.fits``:
+
+  ``TRUE_RATE`` float32 (nints, ny, nx), DN/s
+      Source (star) rate per pixel per integration, linear, dark excluded: what the
+      pipeline should recover after superbias, linearity, dark and ramp fitting.
+      Dead pixels keep the sky rate (their data are zero; MASK flags them).
+  ``REL_FLUX`` float64 (nints, nx)
+      Transit depth factor per column per integration (batman).
+  ``NONLIN_BETA`` float32 (ny, nx), 1/DN; ``DARK_RATE`` float32 (ny, nx), DN/s;
+  ``SAT_HARD`` float32 (ny, nx), raw DN where the pixel stops rising.
+  ``TRACE`` table: x, y_center, sigma_psf, wavelength_um, stellar_flux_dn_s, rp_rs.
+  ``LIGHTCURVE`` table: integration_number, int_mid_BJD_TDB, relative_flux,
+      white_flux_dn_s, aperture_flux_dn_s, theoretical_sigma_white.
+  ``COSMIC_RAYS`` table: integration (1-based), group (0-based first group holding the
+      charge), y, x (0-based subarray), amplitude_dn (linear DN deposited), kind
+      (``CR`` or ``SNOWBALL``).
+  ``HOT_PIXELS`` table: y, x, rate (DN/s), flagged (bool, in MASK).
+
+  The PRIMARY header carries the seed, every SimConfig value (``HIERARCH SIM <NAME>``),
+  the transit parameters (T0, PER, RP, A_RS, INC, ECC, W, U1, U2, LDLAW), mean gain,
+  read noise and the 1/f amplitude.
+
+Randomness: one :class:`numpy.random.Generator` per (seed, detector, purpose,
+integration), so the data do not depend on segmenting or batching.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time as _time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from nirbeam import dqflags
+from nirbeam.stream import sim_physics as phys
+from nirbeam.stream.sim_fits import (
+    UncalSegmentWriter,
+    group_table_hdu,
+    int_times_hdu,
+    write_reference,
+)
+
+__all__ = ["SimConfig", "SimulationResult", "PRESETS", "simulate", "main_args", "exposure_times"]
+
+DETECTORS = ("NRS1", "NRS2")
+SCA_ID = {"NRS1": 491, "NRS2": 492}
+FASTSLOW = {"NRS1": (2, 1), "NRS2": (-2, -1)}
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Every knob of a simulated exposure. Override any field through :func:`simulate`."""
+
+    preset: str = "custom"
+    # detector / readout
+    subarray: str = "SUB512"
+    substrt1: int = 1025
+    substrt2: int = 957  # NRS1
+    substrt2_nrs2: int = 1059
+    subsize1: int = 512
+    subsize2: int = 32
+    readpatt: str = "NRSRAPID"
+    nframes: int = 1
+    groupgap: int = 0
+    nresets: int = 1
+    tframe: float = 0.22616
+    ngroups: int = 5
+    nints: int = 400
+    ints_per_segment: int = 150
+    detectors: tuple[str, ...] = ("NRS1",)
+    filter: str = "CLEAR"
+    grating: str = "PRISM"
+    # identity
+    program: str = "01366"
+    observation: str = "004"
+    visit: str = "001"
+    visit_group: str = "04"
+    seq_id: str = "1"
+    act_id: str = "01"
+    exposure_number: str = "00001"
+    targname: str = "WASP-39"
+    ra: float = 217.326714
+    dec: float = -3.444497
+    expstart_mjd: float = 59771.5
+    # scene
+    teff: float = 5400.0
+    peak_signal_dn: float = 47000.0
+    wave_range: tuple[tuple[float, float], ...] = ((0.55, 5.35), (0.55, 5.35))
+    band: tuple[tuple[float, float], ...] = ((0.6, 5.3), (0.6, 5.3))
+    wave_curvature: float = 0.4
+    trace_poly: tuple[float, float, float] = (14.6, 0.8, 2.0)
+    psf_sigma: tuple[float, float] = (0.7, 1.5)
+    psf_wing: float = 0.02
+    aperture_halfwidth: int = 4
+    # transit (batman, quadratic limb darkening); per=None: chosen so that the
+    # transit (T14) spans transit_fraction of the exposure, centred at t0
+    transit: bool = True
+    t0_offset_s: float = 0.0
+    per: float | None = None
+    transit_fraction: float = 0.45
+    rp: float = 0.1457
+    a_rs: float = 11.55
+    inc: float = 87.75
+    ecc: float = 0.0
+    w: float = 90.0
+    u1: float = 0.12
+    u2: float = 0.25
+    rp_feature_amp: float = 0.02
+    # detector
+    bias_mean: float = 12500.0
+    bias_sigma: float = 400.0
+    bias_int_sigma: float = 8.0
+    bias_drift_dn: float = 3.0
+    gain_mean: float = 1.05
+    readnoise_cds: float = 14.0
+    nonlin_beta: tuple[float, float] = (1.0e-6, 1.5e-6)
+    linearity_ncoeffs: int = 6
+    dark_rate_dn_s: float = 0.006
+    dark_ngroups: int | None = None
+    hot_pixel_fraction: float = 5e-4
+    hot_flagged_fraction: float = 0.7
+    dead_pixel_fraction: float = 1e-4
+    one_over_f: bool = True
+    one_over_f_dn: float = 4.0
+    cosmic_rays: bool = True
+    cr_rate: float = 2e-5  # primary events per pixel per second
+    cr_amplitude_dn: tuple[float, float] = (100.0, 5000.0)
+    snowball_rate: float = 2e-7  # per pixel per second
+    # output
+    full_frame_refs: bool = False
+    write_int_times: bool = True
+    write_group_table: bool = True
+
+    def __post_init__(self):
+        if self.nframes != 1:
+            raise ValueError(f"SimConfig.nframes: only NFRAMES=1 is simulated, got {self.nframes}")
+        if self.ngroups < 2 or self.nints < 1 or self.ints_per_segment < 1:
+            raise ValueError(f"SimConfig: need ngroups>=2, nints>=1, ints_per_segment>=1; got {self.ngroups}, {self.nints}, {self.ints_per_segment}")
+        for d in self.detectors:
+            if d not in DETECTORS:
+                raise ValueError(f"SimConfig.detectors: {d!r} is not one of {DETECTORS}")
+        object.__setattr__(self, "detectors", tuple(self.detectors))
+
+    @property
+    def tgroup(self) -> float:
+        return self.tframe * (self.nframes + self.groupgap)
+
+    @property
+    def cadence_s(self) -> float:
+        """Start-to-start time of integrations (resets + groups), s."""
+        return self.tframe * self.nresets + self.tgroup * self.ngroups
+
+    @property
+    def exposure_id(self) -> str:
+        return (
+            f"jw{self.program}{self.observation}{self.visit}_{self.visit_group}{self.seq_id}"
+            f"{self.act_id}_{self.exposure_number}"
+        )
+
+    @property
+    def nsegments(self) -> int:
+        return -(-self.nints // self.ints_per_segment)
+
+    def substrt2_for(self, det: str) -> int:
+        return self.substrt2 if det == "NRS1" else self.substrt2_nrs2
+
+
+PRESETS: dict[str, SimConfig] = {
+    "prism-sub512": SimConfig(preset="prism-sub512"),
+    # SUBSTRT2 for G395H from ESA-JWST-SCI-NRS-TN-2018-002 (NRS1 963, NRS2 1055)
+    "g395h-sub2048": SimConfig(
+        preset="g395h-sub2048",
+        subarray="SUB2048",
+        substrt1=1,
+        substrt2=963,
+        substrt2_nrs2=1055,
+        subsize1=2048,
+        subsize2=32,
+        tframe=0.90156,
+        ngroups=70,
+        nints=20,
+        ints_per_segment=8,
+        filter="F290LP",
+        grating="G395H",
+        observation="003",
+        expstart_mjd=59791.5,
+        teff=5400.0,
+        peak_signal_dn=30000.0,
+        wave_range=((2.70, 3.73), (3.80, 5.20)),
+        band=((2.87, 3.72), (3.82, 5.18)),
+        wave_curvature=0.05,
+        trace_poly=(15.5, -1.2, 1.0),
+        psf_sigma=(0.8, 1.1),
+        rp_feature_amp=0.03,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """What :func:`simulate` wrote.
+
+    Attributes
+    ----------
+    outdir : Path
+    exposure : str
+        Exposure id, e.g. ``jw01366004001_04101_00001``.
+    uncal : tuple of Path
+        All uncal segments, detector by detector, in segment order.
+    uncal_by_detector : dict
+        ``"NRS1" -> (seg001, seg002, ...)``.
+    refs_dir : Path
+    refs : dict
+        ``"NRS1" -> {"superbias": Path, "dark": ..., ...}``.
+    truth : dict
+        ``"NRS1" -> Path`` of the truth file.
+    truth_file : Path
+        Truth file of the first detector.
+    config : SimConfig
+    seed : int
+    elapsed_s : float
+    """
+
+    outdir: Path
+    exposure: str
+    uncal: tuple[Path, ...]
+    uncal_by_detector: dict[str, tuple[Path, ...]]
+    refs_dir: Path
+    refs: dict[str, dict[str, Path]]
+    truth: dict[str, Path]
+    truth_file: Path
+    config: SimConfig
+    seed: int
+    elapsed_s: float = field(default=0.0, compare=False)
+
+
+# ----------------------------------------------------------------------------------------
+# Times
+# ----------------------------------------------------------------------------------------
+def exposure_times(cfg: SimConfig) -> dict[str, np.ndarray]:
+    """INT_TIMES columns for all integrations (MJD UTC and BJD_TDB - 2400000.5, days).
+
+    Integration i starts at EXPSTART + i * cadence and ends one cadence later (reset frame
+    included). BJD_TDB: geocentric observer (JWST taken at Earth's centre), barycentric
+    light-travel time to the target from astropy (vectorised).
+    """
+    import astropy.units as u
+    from astropy.coordinates import EarthLocation, SkyCoord
+    from astropy.time import Time
+
+    n = cfg.nints
+    day = 86400.0
+    start = cfg.expstart_mjd + np.arange(n) * cfg.cadence_s / day
+    end = start + cfg.cadence_s / day
+    mid = 0.5 * (start + end)
+    allt = np.concatenate([start, mid, end])
+    t = Time(allt, format="mjd", scale="utc")
+    coord = SkyCoord(cfg.ra * u.deg, cfg.dec * u.deg, frame="icrs")
+    loc = EarthLocation.from_geocentric(0.0, 0.0, 0.0, unit=u.m)
+    ltt = t.light_travel_time(coord, kind="barycentric", location=loc)
+    bjd = (t.tdb + ltt).mjd
+    return {
+        "int_start_MJD_UTC": start,
+        "int_mid_MJD_UTC": mid,
+        "int_end_MJD_UTC": end,
+        "int_start_BJD_TDB": bjd[:n],
+        "int_mid_BJD_TDB": bjd[n : 2 * n],
+        "int_end_BJD_TDB": bjd[2 * n :],
+    }
+
+
+def _transit_period(cfg: SimConfig, duration_days: float) -> float:
+    """Period giving T14 = transit_fraction * duration for the configured geometry."""
+    if cfg.per is not None:
+        return float(cfg.per)
+    inc = np.radians(cfg.inc)
+    b = cfg.a_rs * np.cos(inc)
+    arg = np.sqrt(max((1 + cfg.rp) ** 2 - b**2, 1e-6)) / (cfg.a_rs * np.sin(inc))
+    frac = np.arcsin(min(arg, 1.0)) / np.pi  # T14 / P
+    return cfg.transit_fraction * duration_days / frac
+
+
+# ----------------------------------------------------------------------------------------
+# Headers
+# ----------------------------------------------------------------------------------------
+def _iso(mjd: float) -> tuple[str, str]:
+    from astropy.time import Time
+
+    s = Time(mjd, format="mjd", scale="utc").isot
+    d, t = s.split("T")
+    return d, t
+
+
+def _primary_header(cfg: SimConfig, det: str, seg: int, int_lo: int, int_hi: int, times, fname: str) -> fits.Header:
+    h = fits.Header()
+    fast, slow = FASTSLOW[det]
+    date_obs, time_obs = _iso(times["int_start_MJD_UTC"][0])
+    cards = [
+        ("DATE", _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime()), "UTC date file created"),
+        ("ORIGIN", "NIRBEAM", "simulated by nirbeam.stream.simulator"),
+        ("TIMESYS", "UTC", "principal time system for time-related keywords"),
+        ("FILENAME", fname, "Name of the file"),
+        ("FILETYPE", "uncalibrated", "Type of data in the file"),
+        ("DATAMODL", "Level1bModel", "Type of data model"),
+        ("TELESCOP", "JWST", "Telescope used to acquire the data"),
+        ("SIMULATD", True, "nirbeam simulation"),
+        ("TARGNAME", cfg.targname, "Standard astronomical catalog name for target"),
+        ("TARGPROP", cfg.targname, "Proposer's name for the target"),
+        ("TARG_RA", cfg.ra, "Target RA at mid time of exposure"),
+        ("TARG_DEC", cfg.dec, "Target Dec at mid time of exposure"),
+        ("PROGRAM", cfg.program, "JWST program number"),
+        ("OBSERVTN", cfg.observation, "Observation number"),
+        ("VISIT", cfg.visit, "Visit number"),
+        ("VISITGRP", cfg.visit_group, "Visit group identifier"),
+        ("SEQ_ID", cfg.seq_id, "Parallel sequence identifier"),
+        ("ACT_ID", cfg.act_id, "Activity identifier"),
+        ("EXPOSURE", cfg.exposure_number, "Exposure request number"),
+        ("TSOVISIT", True, "Time Series Observation visit indicator"),
+        ("INSTRUME", "NIRSPEC", "Instrument used to acquire the data"),
+        ("DETECTOR", det, "Name of detector used to acquire the data"),
+        ("FILTER", cfg.filter, "Name of the filter element used"),
+        ("GRATING", cfg.grating, "Name of the grating element used"),
+        ("FXD_SLIT", "S1600A1", "Name of fixed slit aperture used"),
+        ("LAMP", "NONE", "Internal lamp state"),
+        ("PATT_NUM", 1, "Position number in primary pattern"),
+        ("PATTTYPE", "NONE", "Primary dither pattern type"),
+        ("NUMDTHPT", 1, "Total number of points in pattern"),
+        ("PATTSTRT", 1, "Starting point in pattern"),
+        ("NOD_TYPE", "NONE", "Nod pattern type"),
+        ("PATTSIZE", "NONE", "Primary dither pattern size"),
+        ("EXP_TYPE", "NRS_BRIGHTOBJ", "Type of data in the exposure"),
+        ("EXPSTART", float(times["int_start_MJD_UTC"][0]), "UTC exposure start time (MJD)"),
+        ("EXPMID", float(0.5 * (times["int_start_MJD_UTC"][0] + times["int_end_MJD_UTC"][-1])), "UTC exposure mid time (MJD)"),
+        ("EXPEND", float(times["int_end_MJD_UTC"][-1]), "UTC exposure end time (MJD)"),
+        ("DATE-OBS", date_obs, "UTC date at start of exposure"),
+        ("TIME-OBS", time_obs, "UTC time at start of exposure"),
+        ("READPATT", cfg.readpatt, "Readout pattern"),
+        ("NINTS", cfg.nints, "Number of integrations in exposure"),
+        ("INTSTART", int_lo, "Starting integration number in this segment"),
+        ("INTEND", int_hi, "Ending integration number in this segment"),
+        ("NGROUPS", cfg.ngroups, "Number of groups in integration"),
+        ("NFRAMES", cfg.nframes, "Number of frames per group"),
+        ("GROUPGAP", cfg.groupgap, "Number of frames dropped between groups"),
+        ("NRESETS", cfg.nresets, "Number of resets between integrations"),
+        ("NSAMPLES", 1, "Number of A/D samples per pixel"),
+        ("TSAMPLE", 10.0, "[us] Time between samples"),
+        ("TFRAME", cfg.tframe, "[s] Time between frames"),
+        ("TGROUP", cfg.tgroup, "[s] Time between groups"),
+        ("EFFINTTM", cfg.tgroup * (cfg.ngroups - 1), "[s] Effective integration time"),
+        ("EFFEXPTM", cfg.tgroup * (cfg.ngroups - 1) * cfg.nints, "[s] Effective exposure time"),
+        ("DURATION", cfg.cadence_s * cfg.nints, "[s] Total duration of exposure"),
+        ("EXSEGNUM", seg, "Segment number"),
+        ("EXSEGTOT", cfg.nsegments, "Total number of segments"),
+        ("ZEROFRAM", False, "T if a zero frame was read separately"),
+        ("DATAPROB", False, "Science telemetry indicated a problem"),
+        ("SUBARRAY", cfg.subarray, "Subarray used"),
+        ("SUBSTRT1", cfg.substrt1, "Starting pixel in axis 1 direction"),
+        ("SUBSTRT2", cfg.substrt2_for(det), "Starting pixel in axis 2 direction"),
+        ("SUBSIZE1", cfg.subsize1, "Number of pixels in axis 1 direction"),
+        ("SUBSIZE2", cfg.subsize2, "Number of pixels in axis 2 direction"),
+        ("FASTAXIS", fast, "Fast readout axis direction"),
+        ("SLOWAXIS", slow, "Slow readout axis direction"),
+    ]
+    for k, v, c in cards:
+        h[k] = (v, c)
+    return h
+
+
+def _ref_common(cfg: SimConfig, det: str, full: bool) -> dict:
+    fast, slow = FASTSLOW[det]
+    if full:
+        sub = {"SUBARRAY": "FULL", "SUBSTRT1": 1, "SUBSTRT2": 1, "SUBSIZE1": 2048, "SUBSIZE2": 2048}
+    else:
+        sub = {
+            "SUBARRAY": cfg.subarray, "SUBSTRT1": cfg.substrt1, "SUBSTRT2": cfg.substrt2_for(det),
+            "SUBSIZE1": cfg.subsize1, "SUBSIZE2": cfg.subsize2,
+        }
+    return {
+        "INSTRUME": "NIRSPEC", "DETECTOR": det, "SCA_ID": SCA_ID[det], **sub,
+        "FASTAXIS": fast, "SLOWAXIS": slow, "READPATT": "ANY", "EXP_TYPE": "NRS_BRIGHTOBJ",
+        "USEAFTER": "2015-01-01T00:00:00", "PEDIGREE": "DUMMY", "AUTHOR": "nirbeam simulator",
+        "TELESCOP": "JWST",
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# References
+# ----------------------------------------------------------------------------------------
+def _write_refs(cfg: SimConfig, det: str, props: phys.DetectorProps, refs_dir: Path, seed: int, det_idx: int) -> dict[str, Path]:
+    f32 = np.float32
+    ny, nx = props.shape
+    d = det.lower()
+    out: dict[str, Path] = {}
+
+    def p(reftype):
+        return refs_dir / f"jwst_nirspec_{reftype}_nirbeamsim_{d}.fits"
+
+    sub = _ref_common(cfg, det, False)
+    zero_dq = np.zeros((ny, nx), np.uint32)
+    dead = (props.mask & dqflags.DEAD) != 0
+
+    out["superbias"] = write_reference(
+        p("superbias"), "SUPERBIAS", {**sub, "DESCRIP": "Simulated superbias"},
+        {"SCI": props.bias.astype(f32), "ERR": np.full((ny, nx), 1.0, f32), "DQ": zero_dq},
+        ["DO_NOT_USE", "UNRELIABLE_BIAS"], bunit="DN",
+    )
+    ngd = max(cfg.dark_ngroups or 0, cfg.ngroups)
+    tg = phys.group_times(dataclasses.replace(cfg, ngroups=ngd))
+    dark = (props.dark_rate[None, :, :] * tg[:, None, None]).astype(f32)
+    dark_dq = np.zeros((ny, nx), np.uint32)
+    hot = props.dark_rate > 1.0
+    dark_dq[hot] |= dqflags.HOT
+    dark_dq[(props.dark_rate > 0.15) & ~hot] |= dqflags.WARM
+    out["dark"] = write_reference(
+        p("dark"), "DARK",
+        {**sub, "READPATT": cfg.readpatt, "DESCRIP": "Simulated dark (DN per group, NFRAMES=1)",
+         "NFRAMES": 1, "GROUPGAP": 0, "NGROUPS": ngd, "NINTS": 1},
+        {"SCI": dark, "ERR": np.full_like(dark, 0.05), "DQ": dark_dq},
+        ["DO_NOT_USE", "HOT", "WARM", "UNRELIABLE_DARK"], bunit="DN",
+    )
+    full = cfg.full_frame_refs
+    if full:
+        ff = phys.full_frame_fields(np.random.default_rng([seed, det_idx, 3]), cfg, props)
+        com = _ref_common(cfg, det, True)
+        beta, sat, rn, gain, mask = ff["beta"], ff["sat_ref"], ff["rn_cds"], ff["gain"], ff["mask"]
+        dead_f = (mask & dqflags.DEAD) != 0
+        refp = (mask & dqflags.REFERENCE_PIXEL) != 0
+    else:
+        com = sub
+        beta, sat, rn, gain, mask = props.beta, props.sat_ref, props.rn_cds, props.gain, props.mask
+        dead_f = dead
+        refp = props.refpix
+    coeffs = phys.linearity_coeffs(beta, cfg.linearity_ncoeffs)
+    lin_dq = np.zeros(beta.shape, np.uint32)
+    lin_dq[dead_f] |= dqflags.NO_LIN_CORR
+    out["linearity"] = write_reference(
+        p("linearity"), "LINEARITY",
+        {**com, "DESCRIP": "Simulated linearity: corrected = sum_k c_k raw**k (bias-subtracted DN)",
+         "NCOEFFS": cfg.linearity_ncoeffs},
+        {"COEFFS": coeffs, "DQ": lin_dq}, ["DO_NOT_USE", "NO_LIN_CORR"],
+    )
+    sat_dq = np.zeros(beta.shape, np.uint32)
+    sat_dq[dead_f | refp] |= dqflags.NO_SAT_CHECK
+    out["saturation"] = write_reference(
+        p("saturation"), "SATURATION", {**com, "DESCRIP": "Simulated saturation (raw DN, bias included)"},
+        {"SCI": sat.astype(f32), "DQ": sat_dq}, ["DO_NOT_USE", "NO_SAT_CHECK"], bunit="DN",
+    )
+    out["readnoise"] = write_reference(
+        p("readnoise"), "READNOISE", {**com, "DESCRIP": "Simulated read noise of a CDS difference (DN)"},
+        {"SCI": rn.astype(f32)}, None, bunit="DN",
+    )
+    out["gain"] = write_reference(
+        p("gain"), "GAIN", {**com, "DESCRIP": "Simulated gain"}, {"SCI": gain.astype(f32)}, None, bunit="electrons/DN",
+    )
+    out["mask"] = write_reference(
+        p("mask"), "MASK", {**com, "DESCRIP": "Simulated bad-pixel mask"}, {"DQ": mask.astype(np.uint32)},
+        ["DO_NOT_USE", "DEAD", "HOT", "WARM", "REFERENCE_PIXEL"],
+    )
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# Truth
+# ----------------------------------------------------------------------------------------
+def _truth_header(cfg: SimConfig, det: str, seed: int, exposure: str, t0: float, per: float, props) -> fits.Header:
+    h = fits.Header()
+    h["ORIGIN"] = "NIRBEAM"
+    h["FILETYPE"] = ("truth", "nirbeam simulator truth")
+    h["EXPOSURE"] = exposure
+    h["DETECTOR"] = det
+    h["SEED"] = (seed, "numpy SeedSequence root")
+    h["T0"] = (t0, "mid-transit, BJD_TDB - 2400000.5")
+    h["PER"] = (per, "orbital period, d")
+    h["RP"] = (cfg.rp, "Rp/R* (white)")
+    h["A_RS"] = (cfg.a_rs, "a/R*")
+    h["INC"] = (cfg.inc, "inclination, deg")
+    h["ECC"] = cfg.ecc
+    h["W"] = (cfg.w, "argument of periastron, deg")
+    h["U1"] = cfg.u1
+    h["U2"] = cfg.u2
+    h["LDLAW"] = "quadratic"
+    h["TRANSIT"] = cfg.transit
+    h["GAIN"] = (float(np.mean(props.gain)), "mean gain, e-/DN")
+    h["RNOISE"] = (float(np.mean(props.rn_cds)), "mean CDS read noise, DN")
+    h["RNREAD"] = (float(np.mean(props.rn_cds)) / np.sqrt(2), "mean single-read noise, DN")
+    h["OOF_AMP"] = (cfg.one_over_f_dn if cfg.one_over_f else 0.0, "1/f column-offset rms per read, DN")
+    h["APHALFW"] = (cfg.aperture_halfwidth, "white-light aperture half-width, px")
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, tuple):
+            v = repr(v)
+        elif v is None:
+            v = "None"
+        h[f"HIERARCH SIM {f.name.upper()}"] = v
+    return h
+
+
+def _table(name: str, cols: dict[str, np.ndarray]) -> fits.BinTableHDU:
+    return fits.BinTableHDU(fits.FITS_rec.from_columns(fits.ColDefs([
+        fits.Column(k, _fmt(v), array=v) for k, v in cols.items()
+    ])), name=name)
+
+
+def _fmt(v: np.ndarray) -> str:
+    v = np.asarray(v)
+    if v.dtype.kind in "US":
+        return f"{max(1, int(max((len(s) for s in v), default=1)))}A"
+    return {
+        np.dtype(np.int8): "I", np.dtype(np.int16): "I", np.dtype(np.int32): "J",
+        np.dtype(np.int64): "K", np.dtype(np.float32): "E", np.dtype(np.float64): "D",
+        np.dtype(bool): "L",
+    }[v.dtype]
+
+
+# ----------------------------------------------------------------------------------------
+# Driver
+# ----------------------------------------------------------------------------------------
+def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, seed: int = 0, **overrides) -> SimulationResult:
+    """Simulate one NIRSpec BOTS exposure: uncal segments, CRDS-format references, truth.
+
+    Parameters
+    ----------
+    outdir : str or Path
+        Created if missing; files are overwritten.
+    preset : str
+        Key of :data:`PRESETS` (``prism-sub512``, ``g395h-sub2048``).
+    nints : int, optional
+        Number of integrations (default: the preset's).
+    seed : int
+        Root of all randomness; the same seed and config give identical data.
+    **overrides
+        Any :class:`SimConfig` field, e.g. ``one_over_f=False, detectors=("NRS1", "NRS2")``.
+
+    Returns
+    -------
+    SimulationResult
+    """
+    t_start = _time.perf_counter()
+    if preset not in PRESETS:
+        raise ValueError(f"simulate: unknown preset {preset!r}; known: {sorted(PRESETS)}")
+    names = {f.name for f in dataclasses.fields(SimConfig)}
+    bad = sorted(set(overrides) - names)
+    if bad:
+        raise TypeError(f"simulate: unknown SimConfig field(s) {bad}")
+    if nints is not None:
+        overrides["nints"] = int(nints)
+    cfg = dataclasses.replace(PRESETS[preset], **overrides)
+    seed = int(seed)
+    outdir = Path(outdir)
+    refs_dir = outdir / "refs"
+    refs_dir.mkdir(parents=True, exist_ok=True)
+
+    times = exposure_times(cfg)
+    exposure = cfg.exposure_id
+    t_mid = times["int_mid_BJD_TDB"]
+    duration = times["int_end_BJD_TDB"][-1] - times["int_start_BJD_TDB"][0]
+    t0 = 0.5 * (times["int_start_BJD_TDB"][0] + times["int_end_BJD_TDB"][-1]) + cfg.t0_offset_s / 86400.0
+    per = _transit_period(cfg, duration)
+    tcfg = dataclasses.replace(cfg, per=per)
+    it_hdu = int_times_hdu(times)
+
+    uncal_by_det: dict[str, tuple[Path, ...]] = {}
+    refs: dict[str, dict[str, Path]] = {}
+    truth: dict[str, Path] = {}
+    for det in cfg.detectors:
+        didx = DETECTORS.index(det)
+        dcfg = dataclasses.replace(cfg, substrt2=cfg.substrt2_for(det))
+        props = phys.make_detector_props(np.random.default_rng([seed, didx, 1]), dcfg)
+        refs[det] = _write_refs(dcfg, det, props, refs_dir, seed, didx)
+        scene = phys.make_scene(dcfg, didx, props.refpix, cfg.tgroup)
+        rel = phys.transit_relflux(tcfg, t_mid, scene.rp, t0)  # (nints, nx)
+        rate_oot = scene.rate_oot
+        ny, nx = rate_oot.shape
+        t_collect = cfg.tgroup * cfg.ngroups
+
+        true_rate = np.empty((cfg.nints, ny, nx), np.float32)
+        cr_rows: list[tuple] = []
+        paths = []
+        for s in range(cfg.nsegments):
+            lo = s * cfg.ints_per_segment
+            hi = min(cfg.nints, lo + cfg.ints_per_segment)
+            fname = f"{exposure}-seg{s + 1:03d}_{det.lower()}_uncal.fits"
+            path = outdir / fname
+            hdr = _primary_header(dcfg, det, s + 1, lo + 1, hi, times, fname)
+            w = UncalSegmentWriter(path, hdr, (hi - lo, cfg.ngroups, ny, nx))
+            for i in range(lo, hi):
+                rate = rate_oot * rel[i][None, :]
+                true_rate[i] = rate
+                rng = np.random.default_rng([seed, didx, 2, i])
+                ramp, hits = phys.simulate_integration(rng, dcfg, props, rate, t_collect)
+                w.write(ramp)
+                if hits.y.size:
+                    cr_rows.append((np.full(hits.y.size, i + 1, np.int32), hits))
+            tables = []
+            if cfg.write_group_table:
+                tables.append(group_table_hdu(cfg, np.arange(lo + 1, hi + 1), times, cfg.tgroup, ny, nx))
+            if cfg.write_int_times:
+                tables.append(it_hdu.copy())
+            paths.append(w.close(tables))
+        uncal_by_det[det] = tuple(paths)
+        truth[det] = _write_truth(
+            outdir / f"{exposure}_{det.lower()}_truth.fits", tcfg, det, seed, exposure, t0, per,
+            props, scene, rel, true_rate, cr_rows, t_mid,
+        )
+
+    uncal = tuple(p for det in cfg.detectors for p in uncal_by_det[det])
+    return SimulationResult(
+        outdir=outdir, exposure=exposure, uncal=uncal, uncal_by_detector=uncal_by_det,
+        refs_dir=refs_dir, refs=refs, truth=truth, truth_file=truth[cfg.detectors[0]],
+        config=tcfg, seed=seed, elapsed_s=_time.perf_counter() - t_start,
+    )
+
+
+def _write_truth(path, cfg, det, seed, exposure, t0, per, props, scene, rel, true_rate, cr_rows, t_mid) -> Path:
+    ny, nx = props.shape
+    nints = true_rate.shape[0]
+    # white light and its theoretical noise in a box aperture around the trace
+    yy = np.arange(ny)[:, None]
+    ap = (np.abs(yy - scene.y_center[None, :]) <= cfg.aperture_halfwidth) & (props.qe > 0)
+    white = (rel * scene.column_flux[None, :]).sum(axis=1)  # float64 sum of TRUE_RATE
+    ap_flux = (true_rate * ap).reshape(nints, -1).sum(axis=1, dtype=np.float64)
+    white_oot = scene.column_flux.sum()
+    sig = np.empty(nints)
+    for i in range(nints):
+        var = phys.ramp_variance(
+            true_rate[i].astype(np.float64) + props.dark_rate, props.gain, props.rn_cds, cfg.ngroups, cfg.tgroup,
+        )
+        sig[i] = np.sqrt(var[ap].sum()) / ap_flux[i] if ap_flux[i] > 0 else np.nan
+    rel_white = white / white_oot if white_oot > 0 else np.ones(nints)
+
+    if cr_rows:
+        ints = np.concatenate([r[0] for r in cr_rows])
+        hits = [r[1] for r in cr_rows]
+        cr = {
+            "integration": ints,
+            "group": np.concatenate([h.group for h in hits]).astype(np.int32),
+            "y": np.concatenate([h.y for h in hits]).astype(np.int32),
+            "x": np.concatenate([h.x for h in hits]).astype(np.int32),
+            "amplitude_dn": np.concatenate([h.amplitude_dn for h in hits]).astype(np.float32),
+            "kind": np.where(np.concatenate([h.kind for h in hits]) == 1, "SNOWBALL", "CR"),
+        }
+    else:
+        cr = {
+            "integration": np.zeros(0, np.int32), "group": np.zeros(0, np.int32),
+            "y": np.zeros(0, np.int32), "x": np.zeros(0, np.int32),
+            "amplitude_dn": np.zeros(0, np.float32), "kind": np.array([], dtype="U8"),
+        }
+    if cr["kind"].size == 0:
+        cr["kind"] = np.array([], dtype="U8")
+
+    hdr = _truth_header(cfg, det, seed, exposure, t0, per, props)
+    hdus = [
+        fits.PrimaryHDU(header=hdr),
+        fits.ImageHDU(true_rate, name="TRUE_RATE"),
+        fits.ImageHDU(rel, name="REL_FLUX"),
+        fits.ImageHDU(props.beta.astype(np.float32), name="NONLIN_BETA"),
+        fits.ImageHDU(props.dark_rate.astype(np.float32), name="DARK_RATE"),
+        fits.ImageHDU(props.sat_hard.astype(np.float32), name="SAT_HARD"),
+        _table("TRACE", {
+            "x": np.arange(nx, dtype=np.int32),
+            "y_center": scene.y_center.astype(np.float64),
+            "sigma_psf": scene.sigma.astype(np.float64),
+            "wavelength_um": scene.wavelength.astype(np.float64),
+            "stellar_flux_dn_s": scene.column_flux.astype(np.float64),
+            "rp_rs": scene.rp.astype(np.float64),
+        }),
+        _table("LIGHTCURVE", {
+            "integration_number": np.arange(1, nints + 1, dtype=np.int32),
+            "int_mid_BJD_TDB": np.asarray(t_mid, np.float64),
+            "relative_flux": rel_white.astype(np.float64),
+            "white_flux_dn_s": white,
+            "aperture_flux_dn_s": ap_flux,
+            "theoretical_sigma_white": sig,
+        }),
+        _table("COSMIC_RAYS", cr),
+        _table("HOT_PIXELS", {
+            "y": props.hot_y.astype(np.int32), "x": props.hot_x.astype(np.int32),
+            "rate": props.hot_rate.astype(np.float32), "flagged": props.hot_flagged.astype(bool),
+        }),
+    ]
+    hdus[1].header["BUNIT"] = "DN/s"
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+    return path
+
+
+def _parse_value(field_type, text: str):
+    """Parse ``text`` for a SimConfig field (bool/int/float/str/tuple)."""
+    import ast
+
+    t = str(field_type)
+    if t.startswith("bool"):
+        return text.lower() in ("1", "true", "t", "yes", "y")
+    if t.startswith("tuple"):
+        if "str" in t:
+            return tuple(s.strip() for s in text.split(","))
+        v = ast.literal_eval(text)
+        return tuple(v) if isinstance(v, list | tuple) else (v,)
+    if text == "None":
+        return None
+    if t.startswith("int"):
+        return int(text)
+    if t.startswith("float"):
+        return float(text)
+    return text
+
+
+def main_args(outdir, preset: str = "prism-sub512", nints: int | None = None, seed: int = 0, set: Sequence[str] = ()) -> SimulationResult:  # noqa: A002
+    """CLI-friendly entry: ``set`` holds ``FIELD=VALUE`` strings for SimConfig overrides.
+
+    Example: ``main_args("out", "g395h-sub2048", nints=20, set=["detectors=NRS1,NRS2"])``.
+    """
+    types = {f.name: f.type for f in dataclasses.fields(SimConfig)}
+    overrides = {}
+    for item in set:
+        if "=" not in item:
+            raise ValueError(f"simulate --set: expected FIELD=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        k = k.strip()
+        if k not in types:
+            raise ValueError(f"simulate --set: unknown SimConfig field {k!r}")
+        overrides[k] = _parse_value(types[k], v.strip())
+    return simulate(outdir, preset=preset, nints=nints, seed=seed, **overrides)

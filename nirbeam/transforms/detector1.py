@@ -1,0 +1,654 @@
+"""detector1: one integration's raw ramp -> rate images, fused in one numba pass.
+
+Steps (jwst calwebb_detector1 near-IR order, those on by default for NIRSpec TSO):
+dq_init -> saturation -> superbias -> refpix -> linearity -> dark_current -> jump ->
+[group hook, e.g. 1/f cleaning] -> ramp_fit. Each step lives in its own module
+(``nirbeam.transforms.<step>``) with per-pixel numba helpers; this module chains them.
+
+Three entry points:
+
+* :func:`calibrate_groups` runs dq_init..jump step by step on whole arrays and returns
+  the calibrated groups and DQ (the intermediate a group hook needs);
+* :func:`fit_ramps` fits them;
+* :func:`run_detector1` does both. Without a hook it runs the **fused** kernel: after
+  light prepasses (first saturated group per pixel with growth, reference-pixel means,
+  whether any group is DO_NOT_USE everywhere) it walks the rows once, calibrating and
+  jump-testing each pixel in a small per-pixel buffer, keeps a 3-row ring so the
+  neighbour flags of jumps reach the row above and below, and fits each row as soon as
+  its neighbours are known. Nothing of size (ngroups, ny, nx) besides the input is
+  allocated. Fused and unfused paths give identical results (tested).
+
+The Beam layer (:class:`Detector1`, :func:`calibrate_record`) is at the end; kernels
+import nothing of Beam.
+
+Known differences from jwst/stcal (all documented in the step modules):
+the jump step is per integration (stcal's across-integration sigma clipping for
+>= 100 integrations is not done), the Poisson variance uses this integration's median
+rate (stcal averages the median rate over all integrations of the exposure), the
+reference-pixel correction is a plain even/odd mean (no sigma clipping), and the
+average dark current entering the Poisson variance is zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import njit, prange
+
+from nirbeam import dqflags
+from nirbeam.transforms import dark as _dark
+from nirbeam.transforms import jump as _jump
+from nirbeam.transforms import linearity as _lin
+from nirbeam.transforms import ramp_fit as _rf
+from nirbeam.transforms import refpix as _refpix
+from nirbeam.transforms import saturation as _sat
+from nirbeam.transforms import superbias as _sb
+from nirbeam.transforms.dark import DarkParams
+from nirbeam.transforms.dq_init import DQInitParams, dq_init
+from nirbeam.transforms.jump import JumpParams
+from nirbeam.transforms.linearity import LinearityParams
+from nirbeam.transforms.ramp_fit import RampFitParams
+from nirbeam.transforms.reference import ReferenceArrays
+from nirbeam.transforms.refpix import RefPixParams, SubarrayGeometry
+from nirbeam.transforms.saturation import SaturationParams
+from nirbeam.transforms.superbias import SuperbiasParams
+
+__all__ = [
+    "RampTiming",
+    "SubarrayGeometry",
+    "Detector1Params",
+    "RateResult",
+    "calibrate_groups",
+    "fit_ramps",
+    "run_detector1",
+    "calibrate_record",
+    "Detector1",
+]
+
+_SAT = np.uint8(dqflags.SATURATED)
+_DNU = np.uint8(dqflags.DO_NOT_USE)
+_ADF = np.uint8(dqflags.AD_FLOOR)
+_JUMP = np.uint8(dqflags.JUMP_DET)
+_BAD = np.uint8(dqflags.SATURATED | dqflags.DO_NOT_USE)
+_U_BADGAIN = np.uint32(dqflags.NO_GAIN_VALUE | dqflags.DO_NOT_USE)
+
+
+@dataclass(frozen=True)
+class RampTiming:
+    """Readout timing of one integration.
+
+    Attributes
+    ----------
+    ngroups, nframes, groupgap : int
+    tframe, tgroup : float, s
+    """
+
+    ngroups: int
+    nframes: int = 1
+    groupgap: int = 0
+    tframe: float = 0.90156
+    tgroup: float = 0.90156
+
+    @classmethod
+    def from_meta(cls, meta) -> RampTiming:
+        """From an :class:`~nirbeam.stream.records.ExposureMeta`."""
+        return cls(int(meta.ngroups), int(meta.nframes), int(meta.groupgap), float(meta.tframe),
+                   float(meta.tgroup))
+
+
+@dataclass(frozen=True)
+class Detector1Params:
+    """Parameters of every detector1 step (jwst defaults)."""
+
+    dq_init: DQInitParams = field(default_factory=DQInitParams)
+    saturation: SaturationParams = field(default_factory=SaturationParams)
+    superbias: SuperbiasParams = field(default_factory=SuperbiasParams)
+    refpix: RefPixParams = field(default_factory=RefPixParams)
+    linearity: LinearityParams = field(default_factory=LinearityParams)
+    dark: DarkParams = field(default_factory=DarkParams)
+    jump: JumpParams = field(default_factory=JumpParams)
+    ramp_fit: RampFitParams = field(default_factory=RampFitParams)
+
+    def describe(self) -> str:
+        """Compact text of the non-default settings, for provenance."""
+        default = Detector1Params()
+        parts = []
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(default, f.name)
+            if a != b:
+                diff = {k: v for k, v in dataclasses.asdict(a).items()
+                        if v != dataclasses.asdict(b)[k]}
+                parts.append(f"{f.name}={diff}")
+        return "defaults" if not parts else "; ".join(parts)
+
+
+@dataclass
+class RateResult:
+    """Rate images of one integration.
+
+    Attributes
+    ----------
+    rate, err : float32, (ny, nx), DN/s
+    dq : uint32, (ny, nx)
+    var_poisson, var_rnoise : float32, (ny, nx), (DN/s)^2
+    n_jumps : int, primary jumps flagged (groups)
+    jump_skipped : bool, True when the jump step had too few usable groups
+    """
+
+    rate: np.ndarray
+    err: np.ndarray
+    dq: np.ndarray
+    var_poisson: np.ndarray
+    var_rnoise: np.ndarray
+    n_jumps: int = 0
+    jump_skipped: bool = False
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+
+
+def _check_inputs(ramp, refs: ReferenceArrays, timing: RampTiming):
+    if ramp.ndim != 3:
+        raise ValueError(f"detector1: ramp must be (ngroups, ny, nx), got shape {ramp.shape}")
+    ng, ny, nx = ramp.shape
+    if ng != timing.ngroups:
+        raise ValueError(f"detector1: NGROUPS={timing.ngroups} but the ramp has {ng} groups")
+    if refs.shape != (ny, nx):
+        raise ValueError(f"detector1: references are {refs.shape}, ramp is {(ny, nx)}")
+    if refs.dark is not None and refs.dark.shape[0] < ng:
+        raise ValueError(f"detector1: DARK has {refs.dark.shape[0]} groups, ramp has {ng}")
+
+
+def _f32(a):
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _u32(a):
+    return np.ascontiguousarray(a, dtype=np.uint32)
+
+
+@functools.lru_cache(maxsize=32)
+def _tables(ng: int):
+    return _rf.weight_tables(ng)
+
+
+def _time32(t: float) -> float:
+    return float(np.float32(t))
+
+
+def _refpix_setup(refs, geometry, nx, params: Detector1Params):
+    if not params.refpix.enabled or geometry is None:
+        return np.zeros(0, np.int64), 0
+    cols = _refpix.reference_columns(geometry, nx)
+    return cols, (geometry.substrt1 - 1) % 2
+
+
+# ---------------------------------------------------------------------------------------
+# unfused path
+
+
+def calibrate_groups(ramp, refs: ReferenceArrays, timing: RampTiming,
+                     params: Detector1Params = Detector1Params(),
+                     subarray_geometry: SubarrayGeometry | None = None):
+    """dq_init .. jump on one integration, step by step.
+
+    Parameters
+    ----------
+    ramp : uint16, (ngroups, ny, nx), DN, raw (bias included)
+    refs : ReferenceArrays, cut to the subarray
+    timing : RampTiming
+    params : Detector1Params
+    subarray_geometry : SubarrayGeometry or None (None: no reference-pixel correction)
+
+    Returns
+    -------
+    groups : float32, (ngroups, ny, nx), DN
+    groupdq : uint8, (ngroups, ny, nx)
+    pixeldq : uint32, (ny, nx)
+    info : dict with ``n_jumps`` (int) and ``jump_skipped`` (bool)
+    """
+    _check_inputs(ramp, refs, timing)
+    ng, ny, nx = ramp.shape
+    groups = ramp.astype(np.float32)
+    groupdq, pixeldq = dq_init(refs.mask, ng, params.dq_init.enabled)
+    if params.saturation.enabled:
+        _sat.flag_saturation(ramp, groupdq, pixeldq, refs.saturation, refs.saturation_dq,
+                             refs.superbias, timing.nframes, timing.groupgap, params.saturation)
+    if params.superbias.enabled and refs.superbias is not None:
+        _sb.subtract_superbias(groups, pixeldq, _f32(refs.superbias), _u32(refs.superbias_dq))
+    cols, parity0 = _refpix_setup(refs, subarray_geometry, nx, params)
+    if cols.size:
+        means = _refpix.refpix_means(groups, np.zeros((ny, nx), np.float32), pixeldq, cols,
+                                     parity0, params.refpix.odd_even_columns)
+        _refpix.apply_refpix(groups, means, parity0)
+    if params.linearity.enabled and refs.linearity is not None:
+        _lin.apply_linearity(groups, groupdq, pixeldq, _f32(refs.linearity),
+                             _u32(refs.linearity_dq))
+    if params.dark.enabled and refs.dark is not None:
+        _dark.subtract_dark(groups, pixeldq, _f32(refs.dark), _u32(refs.dark_dq))
+    n_jumps, skipped = 0, False
+    if params.jump.enabled:
+        n_jumps, skipped = _jump.detect_jumps(groups, groupdq, pixeldq, _f32(refs.readnoise),
+                                              _f32(refs.gain), timing.nframes, params.jump)
+    return groups, groupdq, pixeldq, {"n_jumps": n_jumps, "jump_skipped": skipped}
+
+
+def fit_ramps(groups, groupdq, pixeldq, refs: ReferenceArrays, timing: RampTiming,
+              params: Detector1Params = Detector1Params()) -> RateResult:
+    """Fit calibrated groups (stcal OLS_C conventions, one integration).
+
+    Parameters
+    ----------
+    groups : float32, (ngroups, ny, nx), DN
+    groupdq : uint8, (ngroups, ny, nx) (not modified)
+    pixeldq : uint32, (ny, nx)
+    refs : ReferenceArrays (readnoise, gain used)
+    timing : RampTiming
+    params : Detector1Params
+
+    Returns
+    -------
+    RateResult
+    """
+    ng, ny, nx = groups.shape
+    out = _empty_result(ny, nx)
+    _rf.fit_ramps_cube(
+        _f32(groups), np.array(groupdq, np.uint8, copy=True), _u32(pixeldq),
+        _f32(refs.readnoise), _f32(refs.gain), int(timing.nframes), _time32(timing.tgroup),
+        _time32(timing.tframe), np.zeros((ny, nx), np.float32),
+        bool(params.ramp_fit.suppress_one_group), out.rate, out.err, out.dq, out.var_poisson,
+        out.var_rnoise,
+    )
+    return out
+
+
+def _empty_result(ny, nx) -> RateResult:
+    return RateResult(
+        rate=np.zeros((ny, nx), np.float32), err=np.zeros((ny, nx), np.float32),
+        dq=np.zeros((ny, nx), np.uint32), var_poisson=np.zeros((ny, nx), np.float32),
+        var_rnoise=np.zeros((ny, nx), np.float32),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# fused path
+
+
+@njit(cache=True)
+def _count_all_dnu_groups_fused(ramp, satidx, psat, n_grow, thresh, bias, mean0, last2, nreads1,
+                                readpatt):
+    """Groups DO_NOT_USE in every pixel after saturation flagging (early exit)."""
+    ng, ny, nx = ramp.shape
+    seen = np.zeros(ng, np.bool_)
+    nseen = 0
+    q = np.zeros(ng, np.uint8)
+    for y in range(ny):
+        for x in range(nx):
+            for g in range(ng):
+                q[g] = 0
+            _sat.flag_pixel(ramp, y, x, q, satidx[y, x], psat, n_grow, thresh[y, x], bias[y, x],
+                            mean0, last2, nreads1, readpatt, True)
+            for g in range(ng):
+                if not seen[g] and not (q[g] & _DNU):
+                    seen[g] = True
+                    nseen += 1
+            if nseen == ng:
+                return 0
+    return ng - nseen
+
+
+@njit(cache=True)
+def _fused_band(ramp, r0, r1,
+                do_dqinit, mask,
+                do_sat, satidx, psat, n_grow, thresh, sat_pdq, readpatt, mean0, last2, nreads1,
+                bias, sb_dq,
+                refmeans, parity0, do_refpix,
+                do_lin, coeffs, lin_dq,
+                do_dark, dark, dark_dq,
+                do_jump, readnoise, gain, nframes, single_pass, rej, thr2, thr3, do_nb, nb_min,
+                nb_max,
+                tgroup, tframe, suppress1g, wtab, stab,
+                rate, err, dq, var_p, var_r):
+    ng, ny, nx = ramp.shape
+    D = np.empty((3, nx, ng), np.float32)
+    Q = np.empty((3, nx, ng), np.uint8)
+    NB = np.zeros((3, nx, ng), np.uint8)
+    PANY = np.zeros((3, nx), np.bool_)
+    RANY = np.zeros(3, np.bool_)
+    PDQ = np.zeros((3, nx), np.uint32)
+    fd = np.empty(ng + 1, np.float64)
+    wk = np.empty(ng + 1, np.float64)
+    ss = np.empty(ng + 1, np.int64)
+    se = np.empty(ng + 1, np.int64)
+    gl = np.empty(ng, np.uint8)
+    dcur = 0.0
+    total = 0
+    c0 = max(r0 - 1, 0)
+    c1 = min(r1 + 1, ny)
+    for cr in range(c0, c1 + 1):
+        if cr < c1:
+            # ---- calibrate + jump-test row cr into ring slot s
+            s = cr % 3
+            rany = False
+            for x in range(nx):
+                d = D[s, x]
+                q = Q[s, x]
+                for g in range(ng):
+                    q[g] = 0
+                pdq = mask[cr, x] if do_dqinit else np.uint32(0)
+                if do_sat:
+                    _sat.flag_pixel(ramp, cr, x, q, satidx[cr, x], psat, n_grow, thresh[cr, x],
+                                    bias[cr, x], mean0, last2, nreads1, readpatt, False)
+                    pdq |= sat_pdq[cr, x]
+                b = bias[cr, x]
+                pdq |= sb_dq[cr, x]
+                par = (x + parity0) % 2
+                for g in range(ng):
+                    r = ramp[g, cr, x]
+                    if do_sat and r <= 0:
+                        q[g] |= _ADF | _DNU
+                    v = np.float32(np.float32(r) - b)
+                    if do_refpix:
+                        v = np.float32(v - refmeans[g, par])
+                    d[g] = v
+                if do_lin:
+                    ok, extra = _lin.linearity_pixel_status(coeffs, lin_dq, cr, x)
+                    pdq |= lin_dq[cr, x] | extra
+                    if ok:
+                        _lin.correct_pixel(d, q, ng, coeffs, cr, x)
+                if do_dark:
+                    for g in range(ng):
+                        d[g] = np.float32(d[g] - _dark.dark_value(dark[g, cr, x]))
+                    pdq |= dark_dq[cr, x]
+                anynb = False
+                if do_jump:
+                    gn = gain[cr, x]
+                    if not (gn > 0):
+                        pdq |= _U_BADGAIN
+                    n, anynb = _jump.jump_pixel(d, q, ng, gn, readnoise[cr, x], nframes,
+                                                single_pass, rej, thr2, thr3, do_nb, nb_min,
+                                                nb_max, fd, wk, NB[s, x])
+                    total += n
+                PANY[s, x] = anynb
+                rany = rany or anynb
+                PDQ[s, x] = pdq
+            RANY[s] = rany
+        # ---- finalize row f = cr - 1 (its neighbours cr - 2 and cr are done)
+        f = cr - 1
+        if f < r0 or f >= r1:
+            continue
+        sf = f % 3
+        up = (f - 1) % 3 if f - 1 >= c0 else -1
+        dn = (f + 1) % 3 if f + 1 < c1 else -1
+        near = RANY[sf] or (up >= 0 and RANY[up]) or (dn >= 0 and RANY[dn])
+        for x in range(nx):
+            q = Q[sf, x]
+            if near:
+                cand = ((up >= 0 and PANY[up, x]) or (dn >= 0 and PANY[dn, x])
+                        or (x > 0 and PANY[sf, x - 1]) or (x < nx - 1 and PANY[sf, x + 1]))
+                if cand:
+                    for g in range(1, ng):
+                        if q[g] & _BAD:
+                            continue
+                        if ((up >= 0 and NB[up, x, g]) or (dn >= 0 and NB[dn, x, g])
+                                or (x > 0 and NB[sf, x - 1, g])
+                                or (x < nx - 1 and NB[sf, x + 1, g])):
+                            q[g] |= _JUMP
+            for g in range(ng):
+                gl[g] = q[g]
+            rr, ee, qq, vp, vr = _rf.fit_pixel(D[sf, x], gl, ng, PDQ[sf, x], gain[f, x],
+                                               readnoise[f, x], nframes, tgroup, tframe, dcur,
+                                               suppress1g, wtab, stab, wk, ss, se)
+            rate[f, x] = rr
+            err[f, x] = ee
+            dq[f, x] = qq
+            var_p[f, x] = vp
+            var_r[f, x] = vr
+    return total
+
+
+@njit(cache=True, parallel=True)
+def _fused_parallel(ramp, nbands,
+                    do_dqinit, mask,
+                    do_sat, satidx, psat, n_grow, thresh, sat_pdq, readpatt, mean0, last2,
+                    nreads1, bias, sb_dq,
+                    refmeans, parity0, do_refpix,
+                    do_lin, coeffs, lin_dq,
+                    do_dark, dark, dark_dq,
+                    do_jump, readnoise, gain, nframes, single_pass, rej, thr2, thr3, do_nb,
+                    nb_min, nb_max,
+                    tgroup, tframe, suppress1g, wtab, stab,
+                    rate, err, dq, var_p, var_r):
+    ny = ramp.shape[1]
+    total = 0
+    for b in prange(nbands):
+        r0 = (b * ny) // nbands
+        r1 = ((b + 1) * ny) // nbands
+        total += _fused_band(ramp, r0, r1, do_dqinit, mask, do_sat, satidx, psat, n_grow, thresh,
+                             sat_pdq, readpatt, mean0, last2, nreads1, bias, sb_dq, refmeans,
+                             parity0, do_refpix, do_lin, coeffs, lin_dq, do_dark, dark, dark_dq,
+                             do_jump, readnoise, gain, nframes, single_pass, rej, thr2, thr3,
+                             do_nb, nb_min, nb_max, tgroup, tframe, suppress1g, wtab, stab,
+                             rate, err, dq, var_p, var_r)
+    return total
+
+
+def _fused(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detector1Params,
+           geometry: SubarrayGeometry | None, parallel: bool) -> RateResult:
+    ng, ny, nx = ramp.shape
+    if ramp.dtype != np.uint16:
+        ramp = np.ascontiguousarray(ramp, np.float32)
+    p = params
+    z32 = np.zeros((ny, nx), np.uint32)
+    mask = _u32(refs.mask)
+    # saturation prepass
+    do_sat = p.saturation.enabled
+    sb_on = p.superbias.enabled and refs.superbias is not None
+    bias_sat = (np.zeros((ny, nx), np.float32) if refs.superbias is None
+                else np.nan_to_num(_f32(refs.superbias), nan=0.0))
+    mean0, last2, nreads1 = _sat.readpatt_constants(timing.nframes, timing.groupgap)
+    if do_sat:
+        thresh, nosat, sat_pdq = _sat.effective_thresholds(_f32(refs.saturation),
+                                                           _u32(refs.saturation_dq))
+        satidx = _sat.grow_min(_sat.first_saturated_group(ramp, thresh),
+                               p.saturation.n_pix_grow_sat)
+        psat, _ = _sat.saturation_aux(ramp, satidx, thresh, nosat, timing.nframes,
+                                      timing.groupgap, p.saturation)
+    else:
+        thresh = np.zeros((ny, nx), np.float32)
+        sat_pdq = z32
+        satidx = np.full((ny, nx), ng, np.int16)
+        psat = np.full((0, 0), -1, np.int16)
+    # bias actually subtracted (superbias step)
+    bias = bias_sat if sb_on else np.zeros((ny, nx), np.float32)
+    sb_dq = _u32(refs.superbias_dq) if sb_on else z32
+    # refpix prepass
+    cols, parity0 = _refpix_setup(refs, geometry, nx, p)
+    do_refpix = cols.size > 0
+    if do_refpix:
+        pdq_ref = (mask if p.dq_init.enabled else z32) | sat_pdq | sb_dq
+        refmeans = _refpix.refpix_means(ramp, bias, pdq_ref, cols, parity0,
+                                        p.refpix.odd_even_columns)
+    else:
+        refmeans = np.zeros((ng, 2), np.float32)
+    do_lin = p.linearity.enabled and refs.linearity is not None
+    coeffs = _f32(refs.linearity) if do_lin else np.zeros((2, 1, 1), np.float32)
+    lin_dq = _u32(refs.linearity_dq) if do_lin else z32
+    do_dark = p.dark.enabled and refs.dark is not None
+    dark = _f32(refs.dark) if do_dark else np.zeros((1, 1, 1), np.float32)
+    dark_dq = _u32(refs.dark_dq) if do_dark else z32
+    # jump mode
+    do_jump = p.jump.enabled
+    skipped = False
+    single = False
+    if do_jump:
+        n_all_dnu = 0
+        if do_sat:
+            n_all_dnu = int(_count_all_dnu_groups_fused(
+                ramp, satidx, psat, p.saturation.n_pix_grow_sat, thresh, bias_sat, mean0, last2,
+                np.float32(nreads1), p.saturation.use_readpatt))
+        skipped, single = _jump.jump_mode(ng, n_all_dnu, p.jump)
+    readnoise = _f32(refs.readnoise)
+    gain = _f32(refs.gain)
+    wtab, stab = _tables(ng)
+    out = _empty_result(ny, nx)
+    args = (
+        p.dq_init.enabled, mask,
+        do_sat, satidx, psat, int(p.saturation.n_pix_grow_sat), thresh, sat_pdq,
+        bool(p.saturation.use_readpatt), float(mean0), float(last2), np.float32(nreads1),
+        bias, sb_dq,
+        refmeans, int(parity0), do_refpix,
+        do_lin, coeffs, lin_dq,
+        do_dark, dark, dark_dq,
+        do_jump and not skipped, readnoise, gain, int(timing.nframes), single,
+        float(p.jump.rejection_threshold), float(p.jump.three_group_rejection_threshold),
+        float(p.jump.four_group_rejection_threshold), bool(p.jump.flag_4_neighbors),
+        float(p.jump.min_jump_to_flag_neighbors), float(p.jump.max_jump_to_flag_neighbors),
+        _time32(timing.tgroup), _time32(timing.tframe), bool(p.ramp_fit.suppress_one_group),
+        wtab, stab,
+        out.rate, out.err, out.dq, out.var_poisson, out.var_rnoise,
+    )
+    if parallel:
+        from numba import get_num_threads
+
+        nbands = max(1, min(ny, 4 * get_num_threads()))
+        n = _fused_parallel(ramp, nbands, *args)
+    else:
+        n = _fused_band(ramp, 0, ny, *args)
+    if do_jump and skipped:
+        out.dq[~(gain > 0)] |= _U_BADGAIN
+    out.n_jumps = int(n)
+    out.jump_skipped = bool(do_jump and skipped)
+    return out
+
+
+def run_detector1(ramp, refs: ReferenceArrays, timing: RampTiming,
+                  params: Detector1Params = Detector1Params(),
+                  geometry: SubarrayGeometry | None = None,
+                  group_hook: Callable | None = None, *, fused: bool = True,
+                  parallel: bool = False) -> RateResult:
+    """Raw ramp of one integration -> rate images.
+
+    Parameters
+    ----------
+    ramp : uint16, (ngroups, ny, nx), DN, raw
+    refs : ReferenceArrays, cut to the subarray
+    timing : RampTiming
+    params : Detector1Params
+    geometry : SubarrayGeometry or None (None: no reference-pixel correction)
+    group_hook : callable ``(groups, groupdq, pixeldq) -> groups`` or None
+        Run between jump and ramp fit (1/f cleaning). Forces the unfused path.
+    fused : bool
+        Use the fused single-pass kernel when no hook is given (default).
+    parallel : bool
+        Fused kernel over row bands on the numba thread pool.
+
+    Returns
+    -------
+    RateResult
+    """
+    _check_inputs(ramp, refs, timing)
+    if not params.ramp_fit.enabled:
+        raise ValueError("detector1: ramp_fit.enabled=False has no rate output; "
+                         "use calibrate_groups() for the groups")
+    if group_hook is None and fused:
+        return _fused(ramp, refs, timing, params, geometry, parallel)
+    groups, gdq, pdq, info = calibrate_groups(ramp, refs, timing, params, geometry)
+    if group_hook is not None:
+        groups = np.asarray(group_hook(groups, gdq, pdq), np.float32)
+        if groups.shape != ramp.shape:
+            raise ValueError(f"detector1: group_hook returned shape {groups.shape}, "
+                             f"expected {ramp.shape}")
+    res = fit_ramps(groups, gdq, pdq, refs, timing, params)
+    res.n_jumps = info["n_jumps"]
+    res.jump_skipped = info["jump_skipped"]
+    return res
+
+
+# ---------------------------------------------------------------------------------------
+# Beam layer
+
+
+def _calibrate_record(rec, refs, params, group_hook):
+    if rec.stage != "ramp" or rec.ramp is None:
+        raise ValueError(f"detector1: {rec.key} has stage {rec.stage!r} / no ramp; expected "
+                         "stage 'ramp' with a uint16 (ngroups, ny, nx) ramp")
+    res = run_detector1(rec.ramp, refs, RampTiming.from_meta(rec.meta), params,
+                        SubarrayGeometry.from_meta(rec.meta), group_hook)
+    prov = f"{params.describe()}; jumps={res.n_jumps}"
+    if res.jump_skipped:
+        prov += "; jump skipped (fewer than minimum_groups usable groups)"
+    out = rec.replace(stage="rateints", ramp=None, groupdq=None, pixeldq=None, rate=res.rate,
+                      err=res.err, dq=res.dq, var_poisson=res.var_poisson,
+                      var_rnoise=res.var_rnoise)
+    return out.with_step("detector1", prov), res
+
+
+def calibrate_record(rec, refs: ReferenceArrays, params: Detector1Params = Detector1Params(),
+                     group_hook: Callable | None = None):
+    """An ``IntegrationRecord`` of stage ``ramp`` -> a record of stage ``rateints``.
+
+    Timing and subarray geometry come from ``rec.meta``; rate, err, dq, var_poisson,
+    var_rnoise are set, the ramp (and any group/pixel DQ) dropped, and
+    ``("detector1", parameters; jumps=N)`` appended to the provenance.
+    """
+    return _calibrate_record(rec, refs, params, group_hook)[0]
+
+
+@dataclass(frozen=True)
+class _Detector1Fn:
+    """Record function for :class:`~nirbeam.transforms.common.RecordStep` (picklable)."""
+
+    refs_for: Callable
+    params: Detector1Params
+    hook_for: Callable | None = None
+
+    def __call__(self, rec):
+        from apache_beam.metrics import Metrics
+
+        hook = self.hook_for(rec.meta) if self.hook_for is not None else None
+        out, res = _calibrate_record(rec, self.refs_for(rec.meta), self.params, hook)
+        Metrics.counter("nirbeam", "detector1.jumps").inc(res.n_jumps)
+        if res.jump_skipped:
+            Metrics.counter("nirbeam", "detector1.jump_skipped").inc()
+        return out
+
+
+def _beam_ptransform():
+    import apache_beam as beam
+
+    return beam.PTransform
+
+
+@dataclass
+class Detector1(_beam_ptransform()):
+    """Beam PTransform: ``ramp`` records -> ``rateints`` records (+ ``deadletter`` tag).
+
+    Parameters
+    ----------
+    refs_for : callable ``meta -> ReferenceArrays``
+    params : Detector1Params
+    hook_for : optional callable ``meta -> group_hook`` (e.g. 1/f cleaning)
+
+    The output is :class:`~nirbeam.transforms.common.RecordStep`'s: ``.records`` and
+    ``.deadletter``. Counters (namespace ``nirbeam``): ``detector1.records``,
+    ``detector1.deadletters``, ``detector1.jumps``, ``detector1.jump_skipped``.
+    """
+
+    refs_for: Callable
+    params: Detector1Params = field(default_factory=Detector1Params)
+    hook_for: Callable | None = None
+
+    def __post_init__(self):
+        super().__init__(label="Detector1")
+
+    def expand(self, pcoll):
+        from nirbeam.transforms.common import RecordStep
+
+        return pcoll | RecordStep(_Detector1Fn(self.refs_for, self.params, self.hook_for),
+                                  "detector1")

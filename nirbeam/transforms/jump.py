@@ -1,0 +1,370 @@
+"""jump: two-point-difference cosmic-ray detection for one integration (stcal twopoint_difference).
+
+Per pixel, as stcal 1.20 ``find_crs`` called on a single integration (so the
+across-integration sigma-clipping branch never applies):
+
+* data are scaled to electrons (``data * gain``), groups flagged DO_NOT_USE or
+  SATURATED are NaN, first differences are taken;
+* sigma = sqrt(|median diff| + (readnoise * gain)**2 / NFRAMES): the READNOISE
+  reference is the noise of a CDS (two-read) difference;
+* with >= ``min_diffs_single_pass`` (10) usable differences (counted over groups
+  that are DO_NOT_USE in every pixel), one pass flags every difference whose
+  ``|diff - median| / sigma`` exceeds ``rejection_threshold``;
+* otherwise iterative: median of the absolute differences with the largest clipped
+  (>= 4 usable), plain median (3) or minimum (2); flag the largest ratio when it
+  exceeds the threshold for the number of usable differences (4 / 5 / 6 sigma for
+  >= 4 / 3 / 2 differences), mask it and repeat;
+* the 4 neighbours of a jump whose ratio (against the plain median) lies between
+  ``min_jump_to_flag_neighbors`` and ``max_jump_to_flag_neighbors`` are flagged in
+  the same group unless that group is SATURATED or DO_NOT_USE;
+* JUMP_DET is removed from groups that are also DO_NOT_USE or SATURATED;
+* skipped (recorded by the caller) when fewer than ``minimum_groups`` (3) groups are
+  usable; pixels with gain <= 0 or NaN get NO_GAIN_VALUE | DO_NOT_USE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from nirbeam import dqflags
+
+__all__ = ["JumpParams", "jump_mode", "jump_pixel", "flag_neighbours", "detect_jumps",
+           "nanmedian_inplace"]
+
+_SAT = np.uint8(dqflags.SATURATED)
+_DNU = np.uint8(dqflags.DO_NOT_USE)
+_JUMP = np.uint8(dqflags.JUMP_DET)
+_BAD = np.uint8(dqflags.SATURATED | dqflags.DO_NOT_USE)
+
+
+@dataclass(frozen=True)
+class JumpParams:
+    """Jump step parameters (jwst/stcal defaults)."""
+
+    enabled: bool = True
+    rejection_threshold: float = 4.0
+    three_group_rejection_threshold: float = 6.0
+    four_group_rejection_threshold: float = 5.0
+    flag_4_neighbors: bool = True
+    max_jump_to_flag_neighbors: float = 1000.0
+    min_jump_to_flag_neighbors: float = 10.0
+    minimum_groups: int = 3
+    min_diffs_single_pass: int = 10
+
+
+def jump_mode(ngroups: int, n_all_dnu_groups: int, params: JumpParams) -> tuple[bool, bool]:
+    """(skip, single_pass) for one integration.
+
+    ``n_all_dnu_groups`` is the number of groups that are DO_NOT_USE in every pixel.
+    """
+    usable = ngroups - n_all_dnu_groups
+    skip = usable < params.minimum_groups
+    single = (usable - 1) >= params.min_diffs_single_pass
+    return skip, single
+
+
+@njit(cache=True)
+def count_all_dnu_groups(groupdq):
+    """Number of groups where every pixel has DO_NOT_USE."""
+    ng, ny, nx = groupdq.shape
+    n = 0
+    for g in range(ng):
+        alldnu = True
+        for y in range(ny):
+            for x in range(nx):
+                if not (groupdq[g, y, x] & _DNU):
+                    alldnu = False
+                    break
+            if not alldnu:
+                break
+        if alldnu:
+            n += 1
+    return n
+
+
+@njit(cache=True, inline="always")
+def _select(a, lo, hi, k):
+    """Partially order a[lo:hi] so that a[k] is the k-th smallest (Hoare quickselect)."""
+    while hi - lo > 1:
+        mid = (lo + hi - 1) // 2
+        # median of three pivot
+        x0 = a[lo]
+        x1 = a[mid]
+        x2 = a[hi - 1]
+        if x0 > x1:
+            x0, x1 = x1, x0
+        if x1 > x2:
+            x1 = x2
+            if x0 > x1:
+                x1 = x0
+        pivot = x1
+        i = lo
+        j = hi - 1
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                t = a[i]
+                a[i] = a[j]
+                a[j] = t
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j + 1
+        elif k >= i:
+            lo = i
+        else:
+            return
+
+
+@njit(cache=True)
+def nanmedian_inplace(a, m):
+    """Median of ``a[:m]`` (finite values already compacted); reorders ``a``. NaN if m == 0."""
+    if m == 0:
+        return np.nan
+    if m == 1:
+        return a[0]
+    if m == 2:
+        return (a[0] + a[1]) / 2.0
+    k = m // 2
+    _select(a, 0, m, k)
+    hi = a[k]
+    if m % 2 == 1:
+        return hi
+    lo = a[0]
+    for i in range(1, k):
+        if a[i] > lo:
+            lo = a[i]
+    return (lo + hi) / 2.0
+
+
+@njit(cache=True)
+def jump_pixel(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3, do_nb, nb_min,
+               nb_max, fd, wk, nb):
+    """Two-point-difference jump detection of one pixel.
+
+    Parameters
+    ----------
+    d : float32, (>= ng,), DN, calibrated groups of the pixel
+    gdq : uint8, (>= ng,); JUMP_DET ORed in place
+    ng : int, number of groups
+    gain : float32, e-/DN
+    rn : float32, DN, CDS read noise
+    nframes : int
+    single_pass : bool
+    rej, thr2, thr3 : float, thresholds for >= 4 (and single pass), 2 and 3 usable
+        differences
+    do_nb : bool, compute neighbour flags
+    nb_min, nb_max : float, neighbour-flag ratio window
+    fd, wk : float64, (>= ng,), work buffers
+    nb : uint8, (>= ng,); set to 1 at groups whose jump qualifies for neighbour
+        flagging, 0 elsewhere
+
+    Returns
+    -------
+    n_primary : int, number of groups flagged here
+    any_nb : bool, True if any ``nb`` entry is set
+    """
+    nd = ng - 1
+    g32 = np.float32(gain)
+    rn_e = np.float32(np.float32(rn) * g32)
+    rn2 = np.float64(np.float32(rn_e * rn_e))
+    noise = rn2 / (0.5 * 2.0 * nframes)
+    # first differences in electrons (float32 values held in float64)
+    prev = np.float32(np.nan)
+    if not (gdq[0] & _BAD):
+        prev = np.float32(d[0] * g32)
+    m = 0
+    for k in range(nd):
+        cur = np.float32(np.nan)
+        if not (gdq[k + 1] & _BAD):
+            cur = np.float32(d[k + 1] * g32)
+        v = np.float64(np.float32(cur - prev))
+        fd[k] = v
+        prev = cur
+        if np.isfinite(v):
+            wk[m] = v
+            m += 1
+    med = nanmedian_inplace(wk, m)
+    sigma = np.sqrt(np.abs(med) + noise)
+    if sigma == 0.0:
+        sigma = np.nan
+    n_primary = 0
+    if single_pass:
+        for k in range(nd):
+            v = fd[k]
+            if np.isfinite(v) and np.abs(v - med) / sigma > rej:
+                gdq[k + 1] |= _JUMP
+                n_primary += 1
+    else:
+        # iterative on absolute differences; nb holds a "masked" marker meanwhile
+        for k in range(nd):
+            nb[k] = 0
+        for it in range(nd):
+            n = 0
+            vmax = -np.inf
+            for k in range(nd):
+                if nb[k] == 0 and np.isfinite(fd[k]):
+                    a = np.abs(fd[k])
+                    wk[n] = a
+                    n += 1
+                    if a > vmax:
+                        vmax = a
+            if n >= 4:
+                j = 0
+                for i in range(n):
+                    if wk[i] != vmax:
+                        wk[j] = wk[i]
+                        j += 1
+                mi = nanmedian_inplace(wk, j)
+            elif n == 3:
+                mi = nanmedian_inplace(wk, 3)
+            elif n == 2:
+                mi = min(wk[0], wk[1])
+            else:
+                break
+            if it > 0:
+                mi = np.float64(np.float32(mi))
+            sig = np.sqrt(np.abs(mi) + noise)
+            if sig == 0.0:
+                sig = np.nan
+            if n >= 4:
+                thr = rej
+            elif n == 3:
+                thr = thr3
+            else:
+                thr = thr2
+            rmax = -1.0
+            for k in range(nd):
+                if nb[k] == 0 and np.isfinite(fd[k]):
+                    r = np.abs(np.float32(np.abs(fd[k]) - mi)) / sig
+                    if r > rmax:
+                        rmax = r
+            if not (rmax > thr):
+                break
+            for k in range(nd):
+                if nb[k] == 0 and np.isfinite(fd[k]):
+                    r = np.abs(np.float32(np.abs(fd[k]) - mi)) / sig
+                    if r == rmax:
+                        gdq[k + 1] |= _JUMP
+                        nb[k] = 1
+                        n_primary += 1
+    any_nb = False
+    nb[ng - 1] = 0
+    for k in range(nd - 1, -1, -1):
+        flag = np.uint8(0)
+        if do_nb and (gdq[k + 1] & _JUMP):
+            r = np.abs(fd[k] - med) / sigma
+            if r < nb_max and r > nb_min:
+                flag = np.uint8(1)
+                any_nb = True
+        nb[k + 1] = flag
+    nb[0] = 0
+    return n_primary, any_nb
+
+
+@njit(cache=True)
+def flag_neighbours(groupdq, nbflags):
+    """Flag the 4 neighbours of qualifying jumps (same group, not SAT/DNU) in place.
+
+    Parameters
+    ----------
+    groupdq : uint8, (ngroups, ny, nx)
+    nbflags : uint8, (ngroups, ny, nx), 1 where the pixel's jump qualifies
+    """
+    ng, ny, nx = groupdq.shape
+    for g in range(ng):
+        for y in range(ny):
+            for x in range(nx):
+                if groupdq[g, y, x] & _BAD:
+                    continue
+                f = False
+                if y > 0 and nbflags[g, y - 1, x]:
+                    f = True
+                elif y < ny - 1 and nbflags[g, y + 1, x]:
+                    f = True
+                elif x > 0 and nbflags[g, y, x - 1]:
+                    f = True
+                elif x < nx - 1 and nbflags[g, y, x + 1]:
+                    f = True
+                if f:
+                    groupdq[g, y, x] |= _JUMP
+
+
+@njit(cache=True)
+def _detect_cube(groups, groupdq, pixeldq, readnoise, gain, nframes, single_pass, rej, thr2,
+                 thr3, do_nb, nb_min, nb_max):
+    ng, ny, nx = groups.shape
+    d = np.empty(ng, np.float32)
+    gdq = np.empty(ng, np.uint8)
+    fd = np.empty(ng, np.float64)
+    wk = np.empty(ng, np.float64)
+    nb = np.empty(ng, np.uint8)
+    nbflags = np.zeros((ng, ny, nx), np.uint8)
+    total = 0
+    for y in range(ny):
+        for x in range(nx):
+            g = gain[y, x]
+            if not (g > 0):
+                pixeldq[y, x] |= np.uint32(dqflags.NO_GAIN_VALUE | dqflags.DO_NOT_USE)
+            for k in range(ng):
+                d[k] = groups[k, y, x]
+                gdq[k] = groupdq[k, y, x]
+            n, anynb = jump_pixel(d, gdq, ng, g, readnoise[y, x], nframes, single_pass, rej,
+                                  thr2, thr3, do_nb, nb_min, nb_max, fd, wk, nb)
+            total += n
+            for k in range(ng):
+                groupdq[k, y, x] = gdq[k]
+                nbflags[k, y, x] = nb[k]
+    if do_nb:
+        flag_neighbours(groupdq, nbflags)
+    jd = np.uint8(dqflags.JUMP_DET)
+    for k in range(ng):
+        for y in range(ny):
+            for x in range(nx):
+                q = groupdq[k, y, x]
+                if (q & jd) and (q & _BAD):
+                    groupdq[k, y, x] = q & ~jd
+    return total
+
+
+def detect_jumps(groups, groupdq, pixeldq, readnoise, gain, nframes: int,
+                 params: JumpParams = JumpParams()) -> tuple[int, bool]:
+    """Detect jumps in one integration, updating ``groupdq``/``pixeldq`` in place.
+
+    Parameters
+    ----------
+    groups : float32, (ngroups, ny, nx), DN, calibrated (bias, linearity, dark done)
+    groupdq : uint8, (ngroups, ny, nx)
+    pixeldq : uint32, (ny, nx)
+    readnoise : float32, (ny, nx), DN (CDS)
+    gain : float32, (ny, nx), e-/DN
+    nframes : int
+    params : JumpParams
+
+    Returns
+    -------
+    n_primary : int
+        Number of groups flagged as primary jumps (before neighbour flagging).
+    skipped : bool
+        True when too few groups were usable (nothing flagged).
+    """
+    ng = groups.shape[0]
+    skip, single = jump_mode(ng, int(count_all_dnu_groups(groupdq)), params)
+    if skip:
+        bad = ~(np.asarray(gain) > 0)
+        pixeldq[bad] |= np.uint32(dqflags.NO_GAIN_VALUE | dqflags.DO_NOT_USE)
+        return 0, True
+    n = _detect_cube(
+        groups, groupdq, pixeldq, np.asarray(readnoise, np.float32), np.asarray(gain, np.float32),
+        int(nframes), single, float(params.rejection_threshold),
+        float(params.three_group_rejection_threshold),
+        float(params.four_group_rejection_threshold), bool(params.flag_4_neighbors),
+        float(params.min_jump_to_flag_neighbors), float(params.max_jump_to_flag_neighbors),
+    )
+    return int(n), False

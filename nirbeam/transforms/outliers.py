@@ -1,0 +1,382 @@
+"""Per-integration outlier rejection along time (jwst ``outlier_detection`` TSO mode).
+
+For every pixel, the median over a window of ``window`` integrations (default 25) is
+the reference; an integration's pixel is flagged ``DO_NOT_USE | OUTLIER`` when
+``|x - median| > n_sigma * err`` (default 5), as jwst's ``flag_crs``. Data are never
+modified; only DQ gains bits, and only on flagged pixels.
+
+Window and edges
+----------------
+Integrations are indexed ``j = 0..n-1`` in order. The window of ``j`` is
+``[s, s + window)`` with ``s = clip(j - window // 2, 0, n - window)``: centred (for
+odd ``window``) away from the ends and *shifted* (not truncated) at the ends, so every
+integration is compared with a full window — the same edge behaviour as jwst's
+``moving_median_over_zeroth_axis`` (edges take the value of the first/last full
+window). With ``n <= window`` the window is all integrations (jwst: plain median).
+The pixel itself is part of its window, as in jwst.
+
+Differences from jwst
+---------------------
+* Pixels with DO_NOT_USE (``bad_bits``) or non-finite data are *ignored* in the
+  median (NaN-median); jwst puts NaN there and ``np.median`` then returns NaN for the
+  whole window, so nothing is flagged in that pixel for up to ``window`` integrations.
+* Pixels already DO_NOT_USE, or with non-finite data or err, are not flagged again.
+
+Two forms with identical results: :func:`flag_outliers` on an in-memory stack, and
+:class:`RollingOutlierFlagger`, which holds only a bounded buffer of integrations
+(optionally a band of rows) and releases each integration once its window has arrived.
+
+numpy + numba; no Beam imports.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from nirbeam import dqflags
+
+__all__ = [
+    "OUTLIER_BITS",
+    "RollingOutlierFlagger",
+    "flag_outliers",
+    "window_bounds",
+    "window_median",
+]
+
+#: Bits set on a flagged pixel (jwst: DO_NOT_USE | OUTLIER).
+OUTLIER_BITS = dqflags.DO_NOT_USE | dqflags.OUTLIER
+
+
+@numba.njit(cache=True, inline="always")
+def _select(buf, n, k):  # pragma: no cover - compiled
+    """Rearrange buf[:n] so that buf[k] is its k-th smallest (Hoare selection)."""
+    lo = 0
+    hi = n - 1
+    while lo < hi:
+        pivot = buf[(lo + hi) // 2]
+        i = lo
+        j = hi
+        while i <= j:
+            while buf[i] < pivot:
+                i += 1
+            while buf[j] > pivot:
+                j -= 1
+            if i <= j:
+                t = buf[i]
+                buf[i] = buf[j]
+                buf[j] = t
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return buf[k]
+
+
+@numba.njit(cache=True, parallel=True)
+def _window_median(stack, valid):  # pragma: no cover - compiled
+    w, ny, nx = stack.shape
+    out = np.empty((ny, nx), np.float64)
+    for y in numba.prange(ny):
+        buf = np.empty(w, np.float64)
+        for x in range(nx):
+            n = 0
+            for k in range(w):
+                if valid[k, y, x]:
+                    buf[n] = np.float64(stack[k, y, x])
+                    n += 1
+            if n == 0:
+                out[y, x] = np.nan
+            else:
+                h = n // 2
+                upper = _select(buf, n, h)
+                if n % 2 == 1:
+                    out[y, x] = upper
+                else:
+                    lower = buf[0]
+                    for i in range(1, h):
+                        if buf[i] > lower:
+                            lower = buf[i]
+                    out[y, x] = 0.5 * (lower + upper)
+    return out
+
+
+def window_median(stack: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Median along axis 0 over the valid entries (NaN where none).
+
+    Parameters
+    ----------
+    stack : float32 or float64, (w, ny, nx)
+    valid : bool, (w, ny, nx)
+
+    Returns
+    -------
+    median : float64, (ny, nx)
+    """
+    stack = np.ascontiguousarray(stack)
+    valid = np.ascontiguousarray(valid, dtype=np.bool_)
+    if stack.ndim != 3 or valid.shape != stack.shape:
+        raise ValueError(
+            f"window_median: expected stack (w, ny, nx) and valid of the same shape, got {stack.shape} and {valid.shape}"
+        )
+    return _window_median(stack, valid)
+
+
+def window_bounds(j: int, n: int, window: int) -> tuple[int, int]:
+    """Window ``[start, stop)`` (0-based) of integration ``j`` among ``n`` (shifted edges)."""
+    if n <= window:
+        return 0, n
+    s = min(max(j - window // 2, 0), n - window)
+    return s, s + window
+
+
+def _valid(data: np.ndarray, dq: np.ndarray, bad_bits: int) -> np.ndarray:
+    return np.isfinite(data) & ((dq.astype(np.uint32) & np.uint32(bad_bits)) == 0)
+
+
+def _flag_target(median, data, err, valid, dq, n_sigma):
+    """New DQ of one integration given its window median."""
+    e = err.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        hit = valid & np.isfinite(e) & (np.abs(data.astype(np.float64) - median) > n_sigma * e)
+    out = dq.astype(np.uint32, copy=True)
+    out[hit] |= np.uint32(OUTLIER_BITS)
+    return out
+
+
+def _check_params(window: int, n_sigma: float) -> None:
+    if int(window) < 1:
+        raise ValueError(f"outlier window: expected >= 1 integrations, got {window!r}")
+    if not n_sigma > 0:
+        raise ValueError(f"outlier n_sigma: expected > 0, got {n_sigma!r}")
+
+
+def flag_outliers(
+    cube: np.ndarray,
+    err: np.ndarray,
+    dq: np.ndarray,
+    window: int = 25,
+    n_sigma: float = 5.0,
+    *,
+    bad_bits: int = dqflags.DO_NOT_USE,
+) -> np.ndarray:
+    """Flag outliers along time in a stack of integrations (batch form).
+
+    Parameters
+    ----------
+    cube : float32, (nint, ny, nx), DN/s
+        Rates per integration, in integration order.
+    err : float32, (nint, ny, nx), DN/s
+        1-sigma uncertainty of ``cube``.
+    dq : uint32, (nint, ny, nx)
+        Pixel DQ; pixels with ``bad_bits`` are ignored in the median and not flagged.
+    window : int
+        Integrations in the rolling window (jwst ``rolling_window_width``, 25).
+    n_sigma : float
+        Threshold in units of ``err`` (jwst ``snr``, 5).
+    bad_bits : int
+        DQ bits that exclude a pixel.
+
+    Returns
+    -------
+    new_dq : uint32, (nint, ny, nx)
+        ``dq`` with ``DO_NOT_USE | OUTLIER`` added on flagged pixels; unchanged
+        elsewhere. Inputs are not modified.
+    """
+    _check_params(window, n_sigma)
+    cube = np.asarray(cube)
+    if cube.ndim != 3:
+        raise ValueError(f"flag_outliers cube: expected (nint, ny, nx), got shape {cube.shape}")
+    err = np.asarray(err)
+    dq = np.asarray(dq)
+    for name, arr in (("err", err), ("dq", dq)):
+        if arr.shape != cube.shape:
+            raise ValueError(f"flag_outliers {name}: expected shape {cube.shape}, got {arr.shape}")
+    n = cube.shape[0]
+    valid = _valid(cube, dq, bad_bits)
+    new_dq = np.empty(cube.shape, np.uint32)
+    cached = (None, None)
+    for j in range(n):
+        bounds = window_bounds(j, n, int(window))
+        if cached[0] != bounds:
+            s, e = bounds
+            cached = (bounds, window_median(cube[s:e], valid[s:e]))
+        new_dq[j] = _flag_target(cached[1], cube[j], err[j], valid[j], dq[j], n_sigma)
+    return new_dq
+
+
+class RollingOutlierFlagger:
+    """Streaming outlier flagger holding a bounded buffer of integrations.
+
+    Integrations are pushed with their number (consecutive from ``start``, e.g. the
+    1-based INT_TIMES number), possibly out of order. Each integration is released,
+    in number order, with its new DQ as soon as every integration of its window (see
+    module notes) has arrived; the last ones are released by :meth:`finish` (or as
+    soon as their window is complete when ``nints`` is given). Results are identical
+    to :func:`flag_outliers` on the whole stack.
+
+    Memory: the buffer holds at most ``window`` released integrations plus those not
+    yet releasable (bounded by how late integrations arrive).
+
+    Parameters
+    ----------
+    window : int
+        Integrations in the rolling window.
+    n_sigma : float
+        Threshold in units of ``err``.
+    rows : slice, optional
+        If given, pushed arrays are full frames and only these rows are kept and
+        flagged (so the state can be split by pixel band); released DQ arrays are the
+        band. None keeps whatever is pushed.
+    start : int
+        Number of the first integration.
+    nints : int, optional
+        Total number of integrations, if known (releases the tail without ``finish``).
+    bad_bits : int
+        DQ bits that exclude a pixel.
+    """
+
+    def __init__(
+        self,
+        window: int = 25,
+        n_sigma: float = 5.0,
+        *,
+        rows: slice | None = None,
+        start: int = 1,
+        nints: int | None = None,
+        bad_bits: int = dqflags.DO_NOT_USE,
+    ):
+        _check_params(window, n_sigma)
+        if nints is not None and int(nints) < 1:
+            raise ValueError(f"RollingOutlierFlagger nints: expected >= 1, got {nints!r}")
+        self.window = int(window)
+        self.n_sigma = float(n_sigma)
+        self.rows = rows
+        self.start = int(start)
+        self.nints = None if nints is None else int(nints)
+        self.bad_bits = int(bad_bits)
+        self._buf: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._next = 0  # next 0-based index to release
+        self._max_seen = -1
+        self._shape: tuple[int, ...] | None = None
+        self._finished = False
+
+    # -- state --------------------------------------------------------------
+    @property
+    def buffered(self) -> int:
+        """Integrations held now."""
+        return len(self._buf)
+
+    @property
+    def next_integration(self) -> int:
+        """Number of the next integration to be released."""
+        return self.start + self._next
+
+    # -- api ----------------------------------------------------------------
+    def push(
+        self, integration_number: int, rate: np.ndarray, err: np.ndarray, dq: np.ndarray
+    ) -> list[tuple[int, np.ndarray]]:
+        """Add one integration; return every integration that can now be released.
+
+        Parameters
+        ----------
+        integration_number : int
+        rate, err : float32, (ny, nx) (or the band if ``rows`` is None), DN/s
+        dq : uint32, same shape
+
+        Returns
+        -------
+        list of (int, uint32 (ny_band, nx))
+            ``(integration_number, new_dq)`` in increasing number.
+        """
+        if self._finished:
+            raise RuntimeError("RollingOutlierFlagger.push: called after finish()")
+        j = int(integration_number) - self.start
+        if j < 0 or (self.nints is not None and j >= self.nints):
+            raise ValueError(
+                f"RollingOutlierFlagger.push: integration {integration_number} outside "
+                f"[{self.start}, {self.start + (self.nints or 10**12) - 1}]"
+            )
+        if j < self._next or j in self._buf:
+            raise ValueError(
+                f"RollingOutlierFlagger.push: integration {integration_number} duplicated or "
+                f"arrived after its slot was released (next is {self.next_integration})"
+            )
+        arrays = []
+        for name, a in (("rate", rate), ("err", err), ("dq", dq)):
+            a = np.asarray(a)
+            if a.ndim != 2:
+                raise ValueError(f"RollingOutlierFlagger.push {name}: expected (ny, nx), got shape {a.shape}")
+            if self.rows is not None:
+                a = a[self.rows]
+            arrays.append(a)
+        if self._shape is None:
+            self._shape = arrays[0].shape
+        for name, a in zip(("rate", "err", "dq"), arrays, strict=True):
+            if a.shape != self._shape:
+                raise ValueError(
+                    f"RollingOutlierFlagger.push {name}: expected shape {self._shape}, got {a.shape}"
+                )
+        data = np.array(arrays[0], copy=True)
+        e = np.array(arrays[1], copy=True)
+        d = np.array(arrays[2], dtype=np.uint32, copy=True)
+        self._buf[j] = (data, e, d, _valid(data, d, self.bad_bits))
+        self._max_seen = max(self._max_seen, j)
+        return self._release(self.nints)
+
+    def finish(self) -> list[tuple[int, np.ndarray]]:
+        """Release every remaining integration (end of stream).
+
+        Raises
+        ------
+        ValueError
+            If integrations between the last released and the highest received are
+            missing (flags would differ from the batch form).
+        """
+        n = self.nints if self.nints is not None else self._max_seen + 1
+        missing = [self.start + k for k in range(self._next, n) if k not in self._buf]
+        if missing:
+            raise ValueError(
+                f"RollingOutlierFlagger.finish: integrations {missing[:10]} never arrived "
+                f"(expected {self.start}..{self.start + n - 1})"
+            )
+        out = self._release(n)
+        self._finished = True
+        self._buf.clear()
+        return out
+
+    # -- internals ----------------------------------------------------------
+    def _bounds(self, j: int, n: int | None) -> tuple[int, int]:
+        if n is not None:
+            return window_bounds(j, n, self.window)
+        s = max(j - self.window // 2, 0)
+        return s, s + self.window
+
+    def _release(self, n: int | None) -> list[tuple[int, np.ndarray]]:
+        out = []
+        cached = (None, None)
+        while n is None or self._next < n:
+            j = self._next
+            s, e = self._bounds(j, n)
+            if any(k not in self._buf for k in range(s, e)):
+                break
+            if cached[0] != (s, e):
+                data = np.stack([self._buf[k][0] for k in range(s, e)])
+                valid = np.stack([self._buf[k][3] for k in range(s, e)])
+                cached = ((s, e), window_median(data, valid))
+            data, err, dq, valid = self._buf[j]
+            out.append((self.start + j, _flag_target(cached[1], data, err, valid, dq, self.n_sigma)))
+            self._next += 1
+            self._evict(n)
+        return out
+
+    def _evict(self, n: int | None) -> None:
+        # future windows start at >= min(next - window//2, n_min - window), n_min >= max_seen + 1
+        n_min = n if n is not None else self._max_seen + 1
+        keep_from = min(self._next - self.window // 2, n_min - self.window)
+        for k in [k for k in self._buf if k < keep_from]:
+            del self._buf[k]

@@ -1,0 +1,377 @@
+"""ramp_fit: optimally weighted OLS ramp fitting of one integration (stcal ``OLS_C``).
+
+Conventions copied from stcal 1.20 ``slope_fitter.c`` for one integration:
+
+* read noise per read in electrons: ``rn_e = READNOISE * gain / sqrt(2 * NFRAMES)``
+  (the reference is a CDS noise);
+* segments are runs of good groups (group DQ 0, PERSISTENCE ignored), a segment may
+  start with a group flagged only JUMP_DET; one-group segments are dropped when a
+  longer one exists, else only the first is kept;
+* per segment of n >= 3 groups: weights ``|(i - mid)/mid|**P`` with P from the segment
+  S/N (<5: 0, <10: 0.4, <20: 1, <50: 3, <100: 6, else 10); 2 groups: plain
+  difference; 1 group: value / time (the 0th group uses ``(NFRAMES+1)/2 * TFRAME``);
+* Poisson variance ``(median rate + dark rate) / (tgroup * gain * (n - 1))`` (n - 1 -> 1
+  for 1-2 group segments), read-noise variance ``12 rn_e**2 / ((n**3 - n) tgroup**2
+  gain**2)`` (n=1, 2 use the n=2 value), total = their sum; the median rate is the
+  median of the first differences of non-jump, non-DNU/SAT groups;
+* segments combine with inverse variances; the slope is weighted by the read-noise
+  inverse variances only (JP-4318); ERR = sqrt(1 / sum(1/var_total));
+* DQ = pixel DQ (| DO_NOT_USE | NO_GAIN_VALUE for bad gain) | JUMP_DET if any group has
+  it | SATURATED if any group has it | DO_NOT_USE when no group is usable (rate NaN,
+  variances and ERR 0); a ramp saturated from group 1 gets SATURATED | DO_NOT_USE;
+* ``suppress_one_group`` (jwst default True): ramps with exactly one good group are
+  treated as having none.
+
+Times: ``tgroup``/``tframe`` are rounded to float32 as stcal reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from nirbeam import dqflags
+from nirbeam.transforms.jump import nanmedian_inplace
+
+__all__ = ["RampFitParams", "weight_tables", "fit_pixel", "fit_ramps_cube", "POWERS"]
+
+_SAT = np.uint8(dqflags.SATURATED)
+_DNU = np.uint8(dqflags.DO_NOT_USE)
+_JUMP = np.uint8(dqflags.JUMP_DET)
+_PERS = np.uint8(dqflags.PERSISTENCE)
+_NPERS = np.uint8(0xFF ^ dqflags.PERSISTENCE)
+_U_DNU = np.uint32(dqflags.DO_NOT_USE)
+_U_SAT = np.uint32(dqflags.SATURATED)
+_U_JUMP = np.uint32(dqflags.JUMP_DET)
+_U_PERS = np.uint32(dqflags.PERSISTENCE)
+_U_NGV = np.uint32(dqflags.NO_GAIN_VALUE)
+LARGE_VARIANCE_THRESHOLD = 1.0e6
+POWERS = np.array([0.0, 0.4, 1.0, 3.0, 6.0, 10.0], np.float32)
+
+
+@dataclass(frozen=True)
+class RampFitParams:
+    """Ramp-fit parameters (jwst defaults)."""
+
+    enabled: bool = True
+    weighting: str = "optimal"
+    suppress_one_group: bool = True
+
+    def __post_init__(self):
+        if self.weighting != "optimal":
+            raise ValueError(f"ramp_fit: weighting={self.weighting!r}; only 'optimal' is supported")
+
+
+@njit(cache=True)
+def weight_tables(ng):
+    """Optimal-weight tables for segment lengths 3..ng and the 6 S/N powers.
+
+    Returns
+    -------
+    w : float64, (6, ng + 1, ng), weight of group i of an n-group segment
+    sums : float64, (6, ng + 1, 3), (sum w, sum w i, sum w i^2 * sum w - (sum w i)^2)
+    """
+    w = np.zeros((6, ng + 1, max(ng, 1)), np.float64)
+    sums = np.zeros((6, ng + 1, 3), np.float64)
+    for p in range(6):
+        pw = POWERS[p]
+        for n in range(3, ng + 1):
+            mid = (n - 1) / 2.0
+            invmid = 1.0 / mid
+            sw = 0.0
+            sx = 0.0
+            sxx = 0.0
+            for i in range(n):
+                a = np.float32(np.abs((i - mid) * invmid))
+                wi = np.float64(a ** pw)
+                w[p, n, i] = wi
+                sw += wi
+                sx += wi * i
+                sxx += wi * i * i
+            sums[p, n, 0] = sw
+            sums[p, n, 1] = sx
+            sums[p, n, 2] = sw * sxx - sx * sx
+    return w, sums
+
+
+@njit(cache=True, inline="always")
+def _power_index(snr):
+    if snr < 5.0:
+        return 0
+    elif snr < 10.0:
+        return 1
+    elif snr < 20.0:
+        return 2
+    elif snr < 50.0:
+        return 3
+    elif snr < 100.0:
+        return 4
+    return 5
+
+
+@njit(cache=True)
+def fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, suppress1g,
+              wtab, stab, wk, seg_s, seg_e):
+    """Fit one pixel's ramp (one integration).
+
+    Parameters
+    ----------
+    d : float32, (>= ng,), DN, calibrated groups
+    gdq : uint8, (>= ng,); may be modified (suppress_one_group adds DO_NOT_USE)
+    ng : int
+    pixeldq : uint32
+    gain : float32, e-/DN
+    rn : float32, DN, CDS read noise (READNOISE reference)
+    nframes : int
+    tgroup, tframe : float, s (already rounded to float32 like stcal)
+    dcur : float, DN/s, average dark current (0 in jwst for NIRSpec)
+    suppress1g : bool
+    wtab, stab : from :func:`weight_tables`
+    wk : float64, (>= ng,) work buffer
+    seg_s, seg_e : int64, (>= ng,) work buffers
+
+    Returns
+    -------
+    rate, err, dq, var_poisson, var_rnoise : float64, float64, uint32, float64, float64
+    """
+    g = np.float64(np.float32(gain))
+    rn_e = np.float64(np.float32(np.float64(rn) * (np.float64(np.float32(gain))
+                                                   / np.sqrt(2.0 * nframes))))
+    one_group_time = (np.float64(np.float32(nframes)) + 1.0) * np.float64(tframe) / 2.0
+    dq = np.uint32(pixeldq)
+    if not (g > 0.0):
+        dq |= _U_DNU | _U_NGV
+    # suppress one good group ramps
+    if suppress1g and ng > 1:
+        ngood = 0
+        for k in range(ng):
+            if (gdq[k] & _NPERS) == 0:
+                ngood += 1
+        if ngood == 1:
+            for k in range(ng):
+                gdq[k] |= _DNU
+    cnt_good = 0
+    cnt_dnu_sat = 0
+    cnt_sat = 0
+    jump_det = False
+    pers = False
+    for k in range(ng):
+        q = gdq[k]
+        if q & _JUMP:
+            jump_det = True
+        if q & _PERS:
+            pers = True
+        if q == 0:
+            cnt_good += 1
+        if q & (_DNU | _SAT):
+            cnt_dnu_sat += 1
+        if q & _SAT:
+            cnt_sat += 1
+    is_0th = (not suppress1g) and cnt_good == 1 and gdq[0] == 0
+    if jump_det:
+        dq |= _U_JUMP
+    if pers:
+        dq |= _U_PERS
+    # median rate
+    if ng == 1:
+        mrate = np.nan
+        if not (gdq[0] & _SAT):
+            mrate = np.float64(d[0]) / one_group_time
+    elif is_0th:
+        mrate = np.float64(d[0]) / one_group_time
+        if np.isnan(mrate):
+            mrate = 0.0
+    else:
+        m = 0
+        prev = np.nan
+        if not (gdq[0] & (_SAT | _DNU)):
+            prev = np.float64(d[0]) / tgroup
+        loc0 = prev
+        for k in range(ng - 1):
+            cur = np.nan
+            if not (gdq[k + 1] & (_SAT | _DNU)):
+                cur = np.float64(d[k + 1]) / tgroup
+            if not (gdq[k + 1] & _JUMP):
+                v = cur - prev
+                if not np.isnan(v):
+                    wk[m] = v
+                    m += 1
+            prev = cur
+        if m == 0 and not np.isnan(loc0):
+            wk[0] = loc0
+            m = 1
+        if m == 0:
+            mrate = 0.0
+        elif m == 1:
+            mrate = wk[0]
+        elif m == 2:
+            mrate = (wk[0] + wk[1]) / 2.0
+        else:
+            mrate = nanmedian_inplace(wk, m)
+        if np.isnan(mrate):
+            mrate = 0.0
+    slope = 0.0
+    var_p_out = 0.0
+    var_r_out = 0.0
+    err = 0.0
+    # whole ramp saturated from the first group
+    if gdq[0] & _SAT:
+        dq |= _U_DNU | _U_SAT
+        return np.nan, 0.0, dq, 0.0, 0.0
+    # segments
+    nseg = 0
+    in_seg = False
+    start = 0
+    maxlen = 0
+    for k in range(ng):
+        q = gdq[k] & _NPERS
+        if q == 0:
+            if not in_seg:
+                if k > 0 and (gdq[k - 1] & _NPERS) == _JUMP:
+                    start = k - 1
+                else:
+                    start = k
+                in_seg = True
+        elif in_seg:
+            seg_s[nseg] = start
+            seg_e[nseg] = k
+            maxlen = max(maxlen, k - start)
+            nseg += 1
+            in_seg = False
+    if in_seg:
+        seg_s[nseg] = start
+        seg_e[nseg] = ng
+        maxlen = max(maxlen, ng - start)
+        nseg += 1
+    if cnt_dnu_sat == ng:
+        dq |= _U_DNU
+        if cnt_sat == ng:
+            dq |= _U_SAT
+        if cnt_sat > 0:
+            dq |= _U_SAT
+        return np.nan, 0.0, dq, 0.0, 0.0
+    invvar_r = 0.0
+    invvar_p = 0.0
+    invvar_e = 0.0
+    num = 0.0
+    rn2 = rn_e * rn_e
+    gvalid = g > 0.0
+    if nseg > 0:
+        for si in range(nseg):
+            s0 = seg_s[si]
+            n = seg_e[si] - s0
+            if n == 1:
+                if nseg > 1 and maxlen > 1:
+                    continue
+                if nseg > 1 and si > 0:
+                    continue  # only the first one-group segment is kept
+                timing = one_group_time if is_0th else tgroup
+                sl = np.float64(d[s0]) / timing
+                pden = timing * g
+                vp = ((mrate + dcur) if mrate > 0.0 else dcur) / pden
+                rnum = rn_e / timing
+                vr = 12.0 * rnum * rnum / (6.0 * g * g)
+            elif n == 2:
+                sl = (np.float64(d[s0 + 1]) - np.float64(d[s0])) / tgroup
+                pden = tgroup * g
+                vp = ((mrate + dcur) if mrate > 0.0 else dcur) / pden
+                rnum = rn_e / tgroup
+                vr = 12.0 * rnum * rnum / (6.0 * g * g)
+            else:
+                dd = np.float64(d[s0 + n - 1]) - np.float64(d[s0])
+                den = rn2 + dd * g
+                if den <= 0.0 or g == 0.0:
+                    snr = 0.0
+                else:
+                    snr = dd * g / np.sqrt(den)
+                    if snr < 0.0:
+                        snr = 0.0
+                p = _power_index(snr)
+                sy = 0.0
+                sxy = 0.0
+                for i in range(n):
+                    v = np.float64(d[s0 + i])
+                    if np.isnan(v):
+                        v = 0.0
+                    wv = wtab[p, n, i] * v
+                    sy += wv
+                    sxy += wv * i
+                if rn_e == 0.0 or not np.isfinite(rn_e):
+                    sl = np.nan
+                else:
+                    sl = (stab[p, n, 0] * sxy - stab[p, n, 1] * sy) / stab[p, n, 2] / tgroup
+                pden = tgroup * g * (n - 1.0)
+                vp = ((mrate + dcur) if mrate > 0.0 else dcur) / pden
+                if gvalid:
+                    rnum = rn_e / tgroup
+                    vr = 12.0 * rnum * rnum / ((n * n * n - n) * g * g)
+                else:
+                    vr = 0.0
+            invvar_r += 1.0 / vr
+            if vp > 0.0:
+                invvar_p += 1.0 / vp
+            invvar_e += 1.0 / (vp + vr)
+            num += sl / vr
+        if invvar_p > 0.0:
+            var_p_out = 1.0 / invvar_p
+        if var_p_out >= LARGE_VARIANCE_THRESHOLD:
+            var_p_out = 0.0
+        var_r_out = 1.0 / invvar_r
+        if var_r_out >= LARGE_VARIANCE_THRESHOLD:
+            var_r_out = 0.0
+        if dq & (_U_DNU | _U_SAT):
+            slope = np.nan
+            var_p_out = 0.0
+            var_r_out = 0.0
+            err = 0.0
+        else:
+            ve = 1.0 / invvar_e
+            slope = num * var_r_out
+            err = 0.0 if ve > LARGE_VARIANCE_THRESHOLD else np.sqrt(ve)
+    if dq & _U_DNU:
+        slope = np.nan
+    if dq & _U_SAT:
+        slope = np.nan
+    if cnt_sat > 0:
+        dq |= _U_SAT
+    return slope, err, dq, var_p_out, var_r_out
+
+
+@njit(cache=True)
+def fit_ramps_cube(groups, groupdq, pixeldq, readnoise, gain, nframes, tgroup, tframe, dcur,
+                   suppress1g, rate, err, dq, var_poisson, var_rnoise):
+    """Fit every pixel of one integration; outputs written to the given arrays.
+
+    Parameters
+    ----------
+    groups : float32, (ngroups, ny, nx), DN
+    groupdq : uint8, (ngroups, ny, nx)
+    pixeldq : uint32, (ny, nx)
+    readnoise, gain : float32, (ny, nx); DN (CDS), e-/DN
+    nframes : int; tgroup, tframe : float, s; dcur : float32, (ny, nx), DN/s
+    suppress1g : bool
+    rate, err, var_poisson, var_rnoise : float32, (ny, nx), DN/s, (DN/s)^2
+    dq : uint32, (ny, nx)
+    """
+    ng, ny, nx = groups.shape
+    wtab, stab = weight_tables(ng)
+    d = np.empty(ng, np.float32)
+    gdq = np.empty(ng, np.uint8)
+    wk = np.empty(ng + 1, np.float64)
+    ss = np.empty(ng + 1, np.int64)
+    se = np.empty(ng + 1, np.int64)
+    for y in range(ny):
+        for x in range(nx):
+            for k in range(ng):
+                d[k] = groups[k, y, x]
+                gdq[k] = groupdq[k, y, x]
+            r, e, q, vp, vr = fit_pixel(d, gdq, ng, pixeldq[y, x], gain[y, x], readnoise[y, x],
+                                        nframes, tgroup, tframe, dcur[y, x], suppress1g, wtab,
+                                        stab, wk, ss, se)
+            rate[y, x] = r
+            err[y, x] = e
+            dq[y, x] = q
+            var_poisson[y, x] = vp
+            var_rnoise[y, x] = vr
