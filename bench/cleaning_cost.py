@@ -24,6 +24,7 @@ from nirbeam.transforms.flicker import clean_groups, clean_rate, scene_mask
 from nirbeam.transforms.outliers import RollingOutlierFlagger, flag_outliers
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cleaning_cost.json"
+NINT, WINDOW = 100, 25  # outlier benchmark: integrations in the stack, rolling window
 
 
 def simulate_groups(rng, ngroups, ny, nx):
@@ -31,7 +32,9 @@ def simulate_groups(rng, ngroups, ny, nx):
     x = np.arange(nx)[None, :]
     yc = ny / 2 + 3 * np.sin(2 * np.pi * 0.7 * x / nx)
     flux = 500.0 * np.exp(-0.5 * ((y - yc) / 1.5) ** 2)
-    ramp = np.cumsum(rng.poisson(np.broadcast_to(flux, (ngroups, ny, nx))), axis=0).astype(np.float32)
+    ramp = np.cumsum(rng.poisson(np.broadcast_to(flux, (ngroups, ny, nx))), axis=0).astype(
+        np.float32
+    )
     ramp += rng.normal(0, 7, ramp.shape).astype(np.float32)
     ramp += rng.normal(0, 15, (ngroups, 1, nx)).astype(np.float32)  # column offsets per read
     return ramp, flux
@@ -83,7 +86,8 @@ def main(argv=None):
             }
             for method in ("median", "fft"):
                 t = timeit(
-                    lambda g=groups, q=gdq, p=pdq, m=mask, k=method: clean_groups(g, q, p, m, k), repeat
+                    lambda g=groups, q=gdq, p=pdq, m=mask, k=method: clean_groups(g, q, p, m, k),
+                    repeat,
                 )
                 entry[f"group_{method}_ms"] = 1e3 * t
                 entry[f"group_{method}_vs_baseline"] = t / t_base
@@ -102,15 +106,15 @@ def main(argv=None):
     # outlier flagging, per integration
     out_rows = []
     for nx in (512, 2048):
-        ny, nint, window = 32, 100, 25
+        ny, nint, window = 32, NINT, WINDOW
         cube = rng.normal(1000, 10, (nint, ny, nx)).astype(np.float32)
         err = np.full(cube.shape, 10, np.float32)
         dq = np.zeros(cube.shape, np.uint32)
-        t_batch = timeit(lambda c=cube, e=err, d=dq: flag_outliers(c, e, d, window), repeat) / nint
+        t_batch = timeit(lambda c=cube, e=err, d=dq: flag_outliers(c, e, d, WINDOW), repeat) / nint
 
         def stream(c=cube, e=err, d=dq):
-            fl = RollingOutlierFlagger(window)
-            for j in range(nint):
+            fl = RollingOutlierFlagger(WINDOW)
+            for j in range(NINT):
                 fl.push(j + 1, c[j], e[j], d[j])
             fl.finish()
 
@@ -118,9 +122,9 @@ def main(argv=None):
 
         def numpy_ref(c=cube):
             # plain numpy rolling median (np.median over the window), same windows
-            for j in range(nint):
-                s = min(max(j - window // 2, 0), nint - window)
-                np.median(c[s : s + window], axis=0)
+            for j in range(NINT):
+                s = min(max(j - WINDOW // 2, 0), NINT - WINDOW)
+                np.median(c[s : s + WINDOW], axis=0)
 
         t_np = timeit(numpy_ref, max(1, repeat // 2)) / nint
         e = {

@@ -139,7 +139,9 @@ def test_median_matches_plain_numpy_and_fills_columns():
     mask[2:, 4] = False  # 2 pixels < min_pixels
     mask[:, 0] = False  # edge column: only a right neighbour
     _, model = clean_median(image, mask, min_pixels=4)
-    ref = np.array([np.median(image[mask[:, c], c]) if mask[:, c].sum() >= 4 else np.nan for c in range(nx)])
+    ref = np.array(
+        [np.median(image[mask[:, c], c]) if mask[:, c].sum() >= 4 else np.nan for c in range(nx)]
+    )
     ok = np.isfinite(ref)
     np.testing.assert_allclose(model[0, ok], ref[ok], rtol=1e-6)
     np.testing.assert_allclose(model[0, 3], 0.5 * (ref[2] + ref[5]), rtol=1e-6)
@@ -272,7 +274,9 @@ def test_clean_groups_reintegrates_ramp(method):
     d_noise = np.diff(reads_1f, axis=0)
     for k in range(ng - 1):
         before = striping_power(d_noise[k])
-        after = striping_power(np.diff(out.astype(np.float64), axis=0)[k] - np.diff(clean, axis=0)[k])
+        after = striping_power(
+            np.diff(out.astype(np.float64), axis=0)[k] - np.diff(clean, axis=0)[k]
+        )
         assert 1 - after / before >= 0.9
 
 
@@ -305,10 +309,14 @@ def test_group_hook_and_params():
         params = FlickerParams(method=method)
         hook = make_group_hook(params, mask)
         kw = params.cleaner_kwargs()
-        np.testing.assert_array_equal(hook(groups, gdq, pdq), clean_groups(groups, gdq, pdq, mask, method, **kw))
+        np.testing.assert_array_equal(
+            hook(groups, gdq, pdq), clean_groups(groups, gdq, pdq, mask, method, **kw)
+        )
         # no mask: derived from the ramp itself, still cleans
         out = make_group_hook(params)(groups, gdq, pdq)
-        assert striping_power(np.diff(out.astype(float), axis=0)[0] - np.diff(clean, axis=0)[0]) < 0.1 * striping_power(
+        assert striping_power(
+            np.diff(out.astype(float), axis=0)[0] - np.diff(clean, axis=0)[0]
+        ) < 0.1 * striping_power(
             np.diff(groups.astype(float), axis=0)[0] - np.diff(clean, axis=0)[0]
         )
     assert make_group_hook(FlickerParams(enabled=False), mask)(groups, gdq, pdq) is groups

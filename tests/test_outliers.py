@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -50,13 +52,12 @@ def reference_flags(cube, err, dq, window, n_sigma):
         else:
             s = min(max(j - window // 2, 0), n - window)
             e = s + window
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                med = np.nanmedian(data[s:e], axis=0)
-            hit = np.isfinite(data[j]) & (np.abs(data[j] - med) > n_sigma * err[j].astype(np.float64))
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(data[s:e], axis=0)
+            hit = np.isfinite(data[j]) & (
+                np.abs(data[j] - med) > n_sigma * err[j].astype(np.float64)
+            )
         new[j][hit] |= OUTLIER_BITS
     return new
 
@@ -116,7 +117,9 @@ def test_rejects_bad_input():
     with pytest.raises(ValueError, match="flag_outliers err"):
         flag_outliers(np.zeros((3, 2, 2)), np.zeros((3, 2, 1)), np.zeros((3, 2, 2), np.uint32))
     with pytest.raises(ValueError, match="window"):
-        flag_outliers(np.zeros((3, 2, 2)), np.zeros((3, 2, 2)), np.zeros((3, 2, 2), np.uint32), window=0)
+        flag_outliers(
+            np.zeros((3, 2, 2)), np.zeros((3, 2, 2)), np.zeros((3, 2, 2), np.uint32), window=0
+        )
 
 
 # ----------------------------------------------------------------- streaming

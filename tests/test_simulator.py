@@ -270,7 +270,9 @@ def test_slopes_match_true_rate(clean):
         assert abs(z.mean()) < 5 / np.sqrt(bright.sum()) + 0.05
     chi = np.concatenate(chis)
     red = chi.mean()
-    assert 0.9 < red < 1.1, f"chi2/dof = {red:.3f} over {chi.size} pixel-integrations"
+    print(f"chi2/dof = {red:.4f} over {chi.size} pixel-integrations")
+    # ~1e5 samples: the mean has a statistical spread of ~0.005
+    assert 0.96 < red < 1.04, f"chi2/dof = {red:.3f} over {chi.size} pixel-integrations"
     # tails: no gross outliers with cosmic rays off
     assert (chi > 49).mean() < 1e-4
 
@@ -313,6 +315,7 @@ def test_cosmic_rays_appear_as_jumps(tmp_path):
         noise = np.sqrt(2 * r["rn"][y, x] ** 2 + 2 * true_rate[i, y, x] * 0.23 + 4 * amp / r["gain"][y, x] * 0 + 50)
         assert abs(jump - amp) < 0.03 * amp + 6 * noise, (i, g, y, x, jump, amp)
         checked += 1
+    print(f"{checked} cosmic-ray jumps checked")
     assert checked > 50
     # pixels never hit show no jump larger than 1000 DN
     big = (diffs - np.median(diffs, axis=1, keepdims=True)) > 1000
@@ -453,3 +456,45 @@ def test_api_errors_and_main_args(tmp_path):
     res = main_args(tmp_path / "m", "prism-sub512", nints=2, seed=1, set=["one_over_f=false", "ngroups=4"])
     assert res.config.one_over_f is False and res.config.ngroups == 4
     assert fits.getheader(res.uncal[0])["NGROUPS"] == 4
+
+
+def test_theoretical_white_noise_matches_scatter(tmp_path):
+    """White-light OLS slopes in the truth aperture scatter as theoretical_sigma_white says."""
+    res = simulate(
+        tmp_path, "prism-sub512", nints=48, seed=8, transit=False, cosmic_rays=False,
+        one_over_f=False, bias_drift_dn=0.0,
+    )
+    cfg = res.config
+    ramps = _ramps(res).astype(np.float64)
+    r = _refs(res)
+    with fits.open(res.truth_file) as t:
+        lc = t["LIGHTCURVE"].data
+        yc = t["TRACE"].data["y_center"]
+        apw = t[0].header["APHALFW"]
+    G, tg = cfg.ngroups, cfg.tgroup
+    tk = np.arange(1, G + 1) * tg
+    w = (tk - tk.mean()) / ((tk - tk.mean()) ** 2).sum()
+    ap = (np.abs(np.arange(32)[:, None] - yc[None, :]) <= apw) & (r["mask"] & dqflags.DEAD == 0)
+    lin = phys.apply_linearity(ramps - r["bias"], r["coeffs"]) - r["dark"][:G]
+    white = (np.einsum("g,igyx->iyx", w, lin) * ap).sum(axis=(1, 2))
+    emp = white.std(ddof=1) / white.mean()
+    theory = lc["theoretical_sigma_white"].mean()
+    print(f"white-light scatter {emp:.3e}, theoretical {theory:.3e}")
+    assert 0.7 < emp / theory < 1.3  # 48 integrations: ~10% precision on a std
+    assert np.allclose(white.mean(), lc["aperture_flux_dn_s"].mean(), rtol=2e-3)
+
+
+def test_snowballs(tmp_path):
+    res = simulate(tmp_path, "prism-sub512", nints=3, seed=12, cr_rate=0.0, snowball_rate=2e-4, one_over_f=False)
+    cr = fits.getdata(res.truth_file, "COSMIC_RAYS")
+    sb = cr[cr["kind"] == "SNOWBALL"]
+    assert len(sb) > 20 and len(sb) == len(cr)
+    assert sb["amplitude_dn"].max() > 20000
+    # round clusters: every snowball pixel lies within 4 px of a core pixel (>= 20 kDN)
+    # of a snowball in the same integration and group
+    for row in sb:
+        same = sb[(sb["integration"] == row["integration"]) & (sb["group"] == row["group"])]
+        core = same[same["amplitude_dn"] >= 20000]
+        assert len(core) > 0
+        assert np.hypot(core["y"] - row["y"], core["x"] - row["x"]).min() <= 4.5
+    assert (cr["group"] < res.config.ngroups).all() and (cr["group"] >= 0).all()

@@ -332,7 +332,10 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
         err = np.where(done[:, None], S["flux_error"], np.nan)
         cdq = np.where(done[:, None], S["dq"], dqflags.DO_NOT_USE).astype(np.uint32)
         cfg = settings.lightcurve
-        wf, we, _ = white_light(flux, err, cdq, wl, cfg.wmin, cfg.wmax)
+        # Columns are never dropped for a flagged pixel: the extraction already replaced
+        # flagged pixels through the profile, and dropping a column in some integrations
+        # only would add scatter. Only non-finite fluxes are skipped.
+        wf, we, _ = white_light(flux, err, cdq, wl, cfg.wmin, cfg.wmax, skip_bits=0)
         good = done & np.isfinite(wf) & np.isfinite(we)
         wdq = np.where(good, 0, dqflags.DO_NOT_USE).astype(np.uint32)
         wdq[_rolling_outliers(wf, good)] |= np.uint32(dqflags.OUTLIER)
@@ -341,7 +344,7 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
                   float(cfg.wmax if cfg.wmax is not None else finite.max()))
         wl_rows[g] = [meta, num, bjd, mjd, wf, we, wdq, wrange]
         edges = _lightcurve_edges(cfg, wl)
-        lc = bin_spectra(flux, err, cdq, wl, edges)
+        lc = bin_spectra(flux, err, cdq, wl, edges, skip_bits=0)
         sdq = np.where(np.isfinite(lc.flux), 0, dqflags.DO_NOT_USE).astype(np.uint32) | wdq[:, None]
         # zarr: time x wavelength light curves
         zarr_store.save_arrays(root, f"{g}/lightcurves", {

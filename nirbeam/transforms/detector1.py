@@ -279,7 +279,7 @@ def _empty_result(ny, nx) -> RateResult:
 # fused path
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _count_all_dnu_groups_fused(ramp, satidx, psat, n_grow, thresh, bias, mean0, last2, nreads1,
                                 readpatt):
     """Groups DO_NOT_USE in every pixel after saturation flagging (early exit)."""
@@ -302,7 +302,7 @@ def _count_all_dnu_groups_fused(ramp, satidx, psat, n_grow, thresh, bias, mean0,
     return ng - nseen
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _fused_band(ramp, r0, r1,
                 do_dqinit, mask,
                 do_sat, satidx, psat, n_grow, thresh, sat_pdq, readpatt, mean0, last2, nreads1,
@@ -412,7 +412,7 @@ def _fused_band(ramp, r0, r1,
     return total
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _fused_parallel(ramp, nbands,
                     do_dqinit, mask,
                     do_sat, satidx, psat, n_grow, thresh, sat_pdq, readpatt, mean0, last2,

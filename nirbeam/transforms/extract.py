@@ -274,6 +274,7 @@ def build_profile(
     *,
     dq: np.ndarray | None = None,
     background: np.ndarray | None = None,
+    background_region: tuple[float, float] | None = None,
     smooth: int = 9,
     bad_bits: int = BAD_PIXEL_BITS,
 ) -> np.ndarray:
@@ -295,6 +296,11 @@ def build_profile(
     dq : uint32, same shape as images, optional
     background : float, (nint, nx) or (nx,), optional
         Per-column background to subtract first.
+    background_region : (inner, outer) px, optional
+        If given (and ``background`` is None), the background of each image is
+        estimated with :func:`column_background` (median) and subtracted. Without
+        either, any background pedestal becomes part of the profile and biases the
+        optimal flux (by ~ pedestal x support pixels / column flux).
     smooth : int
         Savitzky-Golay window (columns, made odd; quadratic) along x; <= 2: none.
 
@@ -311,6 +317,22 @@ def build_profile(
     if im.ndim != 3:
         raise ValueError(f"build_profile: images must be (nint, ny, nx), got {im.shape}")
     nint, ny, nx = im.shape
+    if background is None and background_region is not None:
+        d3 = None if dq is None else np.asarray(dq)
+        if d3 is not None and d3.ndim == 2:
+            d3 = np.broadcast_to(d3, im.shape)
+        background = np.stack(
+            [
+                column_background(
+                    im[i],
+                    None if d3 is None else d3[i],
+                    trace,
+                    background_region,
+                    bad_bits=bad_bits,
+                )[0]
+                for i in range(nint)
+            ]
+        )
     if background is not None:
         b = np.asarray(background, np.float64)
         im = im - (b[:, None, :] if b.ndim == 2 else b[None, None, :])

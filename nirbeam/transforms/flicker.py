@@ -120,7 +120,9 @@ class FlickerParams:
 
     def __post_init__(self):
         if self.method not in _METHODS:
-            raise ValueError(f"FlickerParams.method: expected one of {_METHODS}, got {self.method!r}")
+            raise ValueError(
+                f"FlickerParams.method: expected one of {_METHODS}, got {self.method!r}"
+            )
         if self.level not in _LEVELS:
             raise ValueError(f"FlickerParams.level: expected one of {_LEVELS}, got {self.level!r}")
         if self.statistic not in _STATISTICS:
@@ -135,10 +137,14 @@ class FlickerParams:
             raise ValueError(f"FlickerParams.n_sigma: expected > 0, got {self.n_sigma!r}")
         for name in ("mask_dilate", "fft_n_freq"):
             if int(getattr(self, name)) < 0:
-                raise ValueError(f"FlickerParams.{name}: expected >= 0, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"FlickerParams.{name}: expected >= 0, got {getattr(self, name)!r}"
+                )
         for name in ("mask_smooth", "min_pixels"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"FlickerParams.{name}: expected >= 1, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"FlickerParams.{name}: expected >= 1, got {getattr(self, name)!r}"
+                )
         if self.fft_ridge < 0:
             raise ValueError(f"FlickerParams.fft_ridge: expected >= 0, got {self.fft_ridge!r}")
 
@@ -198,7 +204,9 @@ def _resolve_background(background, image: np.ndarray, use: np.ndarray) -> np.nd
         return 0.0
     if isinstance(background, str):
         if background != "median":
-            raise ValueError(f"background: expected None, 'median', a number or an array, got {background!r}")
+            raise ValueError(
+                f"background: expected None, 'median', a number or an array, got {background!r}"
+            )
         vals = image[use]
         return float(np.median(vals)) if vals.size else 0.0
     bg = np.asarray(background, dtype=np.float64)
@@ -237,7 +245,9 @@ def _fill_columns(values: np.ndarray, good: np.ndarray) -> np.ndarray:
     lo, hi = left[bad], right[bad]
     has_lo, has_hi = lo >= 0, hi < nx
     acc = np.zeros((bad.size,) + out.shape[1:])
-    cnt = (has_lo.astype(np.float64) + has_hi.astype(np.float64)).reshape((-1,) + (1,) * (out.ndim - 1))
+    cnt = (has_lo.astype(np.float64) + has_hi.astype(np.float64)).reshape(
+        (-1,) + (1,) * (out.ndim - 1)
+    )
     acc[has_lo] += out[lo[has_lo]]
     acc[has_hi] += out[hi[has_hi]]
     out[bad] = acc / cnt
@@ -341,7 +351,9 @@ def scene_mask(
     shape = img.shape
     valid = np.isfinite(img)
     if dq is not None:
-        valid &= (_check_2d("scene_mask dq", dq, shape).astype(np.uint32) & np.uint32(bad_bits)) == 0
+        valid &= (
+            _check_2d("scene_mask dq", dq, shape).astype(np.uint32) & np.uint32(bad_bits)
+        ) == 0
     if trace_mask is not None:
         valid &= ~_check_2d("scene_mask trace_mask", trace_mask, shape).astype(bool)
     if user_mask is not None:
@@ -363,7 +375,11 @@ def scene_mask(
         colmed = np.where(np.isfinite(colmed), colmed, 0.0)
         resid = np.where(valid, img - colmed[None, :], 0.0)
         glob = _robust_sigma(resid, use)
-        sig = np.full(shape, glob) if pix_sigma is None else np.where(np.isnan(pix_sigma), glob, pix_sigma)
+        sig = (
+            np.full(shape, glob)
+            if pix_sigma is None
+            else np.where(np.isnan(pix_sigma), glob, pix_sigma)
+        )
         high = resid > n_sigma * sig
         low = resid < -sigma_lower * sig
         # trace: running mean along x of the residual, against its own noise
@@ -424,7 +440,9 @@ def clean_median(
     img = _check_2d("clean_median image", image)
     msk = _check_2d("clean_median mask", mask, img.shape).astype(bool)
     if statistic not in _STATISTICS:
-        raise ValueError(f"clean_median statistic: expected one of {_STATISTICS}, got {statistic!r}")
+        raise ValueError(
+            f"clean_median statistic: expected one of {_STATISTICS}, got {statistic!r}"
+        )
     x = img.astype(np.float64)
     use = msk & np.isfinite(x)
     bg = _resolve_background(background, x, use)
@@ -630,9 +648,13 @@ def clean_rate(
     if r.ndim == 2:
         return fn(r, m, **kwargs)
     if r.ndim != 3:
-        raise ValueError(f"clean_rate rate: expected (ny, nx) or (nint, ny, nx), got shape {r.shape}")
+        raise ValueError(
+            f"clean_rate rate: expected (ny, nx) or (nint, ny, nx), got shape {r.shape}"
+        )
     if m.shape not in (r.shape, r.shape[1:]):
-        raise ValueError(f"clean_rate mask: expected shape {r.shape[1:]} or {r.shape}, got {m.shape}")
+        raise ValueError(
+            f"clean_rate mask: expected shape {r.shape[1:]} or {r.shape}, got {m.shape}"
+        )
     cleaned = np.empty(r.shape, _out_dtype(r))
     model = np.empty(r.shape, np.float64)
     for i in range(r.shape[0]):
@@ -725,21 +747,25 @@ def clean_groups(
         mask = draft_mask_from_groups(g, pdq)
     msk = _check_2d("clean_groups mask", mask, (ny, nx)).astype(bool)
     msk = msk & ((pdq & np.uint32(bad_pixel_bits)) == 0)
-    x = g.astype(np.float64)
-    models = np.zeros((max(ngroups - 1, 0), ny, nx))
+    models = np.zeros((max(ngroups - 1, 0), ny, nx)) if return_model else None
     bg_all = kwargs.pop("background", None)
     badg = (gdq.astype(np.uint32) & np.uint32(bad_group_bits)) != 0
+    out = np.empty(g.shape, np.float32)
+    out[0] = g[0]
+    prev = g[0].astype(np.float64)
+    acc = np.zeros((ny, nx))  # cumulative noise model
     for k in range(ngroups - 1):
-        diff = x[k + 1] - x[k]
+        cur = g[k + 1].astype(np.float64)
         mk = msk & ~badg[k] & ~badg[k + 1]
         bg = bg_all
         if isinstance(bg, np.ndarray) and bg.ndim == 3:
             bg = bg[k]
-        _, models[k] = fn(diff, mk, background=bg, **kwargs)
-    out = x.copy()
-    if ngroups > 1:
-        out[1:] -= np.cumsum(models, axis=0)
-    out = out.astype(np.float32)
+        _, model = fn(cur - prev, mk, background=bg, **kwargs)
+        acc += model
+        out[k + 1] = cur - acc
+        if models is not None:
+            models[k] = model
+        prev = cur
     if return_model:
         return out, models
     return out
@@ -765,7 +791,9 @@ def make_group_hook(
         float32 (ngroups, ny, nx)``.
     """
     if not isinstance(params, FlickerParams):
-        raise TypeError(f"make_group_hook params: expected FlickerParams, got {type(params).__name__}")
+        raise TypeError(
+            f"make_group_hook params: expected FlickerParams, got {type(params).__name__}"
+        )
     fixed = None if mask is None else np.asarray(mask, dtype=bool).copy()
     if fixed is not None and fixed.ndim != 2:
         raise ValueError(f"make_group_hook mask: expected (ny, nx), got shape {fixed.shape}")

@@ -66,7 +66,7 @@ def jump_mode(ngroups: int, n_all_dnu_groups: int, params: JumpParams) -> tuple[
     return skip, single
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def count_all_dnu_groups(groupdq):
     """Number of groups where every pixel has DO_NOT_USE."""
     ng, ny, nx = groupdq.shape
@@ -85,7 +85,7 @@ def count_all_dnu_groups(groupdq):
     return n
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _select(a, lo, hi, k):
     """Partially order a[lo:hi] so that a[k] is the k-th smallest (Hoare quickselect)."""
     while hi - lo > 1:
@@ -122,7 +122,7 @@ def _select(a, lo, hi, k):
             return
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def nanmedian_inplace(a, m):
     """Median of ``a[:m]`` (finite values already compacted); reorders ``a``. NaN if m == 0."""
     if m == 0:
@@ -143,7 +143,7 @@ def nanmedian_inplace(a, m):
     return (lo + hi) / 2.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def jump_pixel(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3, do_nb, nb_min,
                nb_max, fd, wk, nb):
     """Two-point-difference jump detection of one pixel.
@@ -268,7 +268,7 @@ def jump_pixel(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3, do_n
     return n_primary, any_nb
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def flag_neighbours(groupdq, nbflags):
     """Flag the 4 neighbours of qualifying jumps (same group, not SAT/DNU) in place.
 
@@ -296,7 +296,7 @@ def flag_neighbours(groupdq, nbflags):
                     groupdq[g, y, x] |= _JUMP
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _detect_cube(groups, groupdq, pixeldq, readnoise, gain, nframes, single_pass, rej, thr2,
                  thr3, do_nb, nb_min, nb_max):
     ng, ny, nx = groups.shape

@@ -64,7 +64,7 @@ class RampFitParams:
             raise ValueError(f"ramp_fit: weighting={self.weighting!r}; only 'optimal' is supported")
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def weight_tables(ng):
     """Optimal-weight tables for segment lengths 3..ng and the 6 S/N powers.
 
@@ -96,7 +96,7 @@ def weight_tables(ng):
     return w, sums
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _power_index(snr):
     if snr < 5.0:
         return 0
@@ -111,7 +111,7 @@ def _power_index(snr):
     return 5
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, suppress1g,
               wtab, stab, wk, seg_s, seg_e):
     """Fit one pixel's ramp (one integration).
@@ -339,7 +339,7 @@ def fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, supp
     return slope, err, dq, var_p_out, var_r_out
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def fit_ramps_cube(groups, groupdq, pixeldq, readnoise, gain, nframes, tgroup, tframe, dcur,
                    suppress1g, rate, err, dq, var_poisson, var_rnoise):
     """Fit every pixel of one integration; outputs written to the given arrays.

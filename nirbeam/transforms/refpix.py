@@ -77,7 +77,7 @@ def reference_columns(geometry: SubarrayGeometry, nx: int) -> np.ndarray:
     return np.asarray(cols, np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def refpix_means(groups_or_raw, bias, pixeldq, refcols, parity0, odd_even):
     """Per-group means of the reference pixels, per column parity.
 
@@ -123,7 +123,7 @@ def refpix_means(groups_or_raw, bias, pixeldq, refcols, parity0, odd_even):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def apply_refpix(groups, means, parity0):
     """Subtract the per-group parity means in place.
 

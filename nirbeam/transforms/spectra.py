@@ -39,6 +39,8 @@ SPECTRUM_ARRAYS = {
     "box_flux_error": np.float64,
 }
 
+#: Only DO_NOT_USE excludes a pixel: SATURATED or JUMP_DET in a rate DQ mean the ramp fit
+#: used the good groups, and the rate is valid (as jwst extract_1d treats them).
 BAD_BITS = dqflags.DO_NOT_USE
 
 
@@ -148,12 +150,13 @@ def build_extraction_model(
     med_dq = np.where(np.all(bad, axis=0), dqflags.DO_NOT_USE, 0).astype(np.uint32)
     median = np.where(np.isfinite(median), median, 0.0)
     if trace is None:
-        trace = find_trace(median, med_dq, deg=trace_deg)
+        trace = find_trace(median, med_dq, deg=trace_deg, bad_bits=BAD_BITS)
     ny, nx = median.shape
     if wavelength is None:
         wavelength = WavelengthSolution(np.arange(nx, dtype=np.float64), "none: column index")
     profile = build_profile(images, trace, max(half_width, 4.0 * float(np.max(trace.width(np.arange(nx))))),
-                            dq=np.asarray(dq))
+                            dq=np.asarray(dq), bad_bits=BAD_BITS,
+                            background_region=tuple(background_region) if background_region else None)
     fp = flicker or FlickerParams()
     y = np.arange(ny)[:, None]
     aperture = np.abs(y - trace.center(np.arange(nx))[None, :]) <= half_width + fp.mask_dilate
@@ -202,10 +205,11 @@ def extract_integration(
     bad = ~np.isfinite(var) | (var <= 0)
     var = np.where(bad, np.asarray(err, np.float64) ** 2, var)
     box = box_extract(rate, var, dq, model.trace, model.half_width, model.background_region,
-                      profile=model.profile)
+                      profile=model.profile, bad_bits=BAD_BITS)
     if model.method == "optimal":
         spec = optimal_extract(rate, var, dq, model.profile, background=box.background,
-                               var_rnoise=vr, var_poisson=vp, sigma_clip=model.sigma_clip)
+                               var_rnoise=vr, var_poisson=vp, sigma_clip=model.sigma_clip,
+                               bad_bits=BAD_BITS)
     else:
         spec = box
     # split the variance into Poisson and read-noise parts in the ratio of the aperture

@@ -1,0 +1,178 @@
+"""Fused single-pass kernel == step-by-step path; edge cases; the Beam layer."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from test_detector1_sim import simulate
+
+from nirbeam import dqflags
+from nirbeam.transforms.detector1 import (
+    Detector1Params,
+    RampTiming,
+    calibrate_groups,
+    fit_ramps,
+    run_detector1,
+)
+from nirbeam.transforms.jump import JumpParams
+from nirbeam.transforms.reference import ReferenceArrays
+from nirbeam.transforms.refpix import SubarrayGeometry
+from nirbeam.transforms.saturation import SaturationParams
+
+FIELDS = ("rate", "err", "dq", "var_poisson", "var_rnoise")
+
+
+def _rich_refs(sim, seed=0, lin=True, dark=True):
+    ng, ny, nx = sim.ramp.shape
+    rng = np.random.default_rng(seed)
+    bias = (10000.0 + rng.normal(0, 20, (ny, nx))).astype(np.float32)
+    bias[1, 2] = np.nan
+    sat = rng.uniform(12000, 40000, (ny, nx)).astype(np.float32)
+    sat[0, 3] = np.nan
+    coeffs = np.zeros((3, ny, nx), np.float32)
+    coeffs[1] = 1.0
+    coeffs[2] = 1e-6
+    coeffs[1, 2, 2] = np.nan
+    dk = rng.normal(0.5, 0.3, (ng, ny, nx)).astype(np.float32)
+    mask = np.zeros((ny, nx), np.uint32)
+    mask[3, :2] = dqflags.DO_NOT_USE | dqflags.DEAD
+    gain = sim.refs.gain.copy()
+    gain[4, 4] = 0.0
+    rn = sim.refs.readnoise.copy()
+    rn[5, 5] = 0.0
+    z = np.zeros((ny, nx), np.uint32)
+    return ReferenceArrays(mask, sat, z.copy(), bias, z.copy(), coeffs if lin else None, z.copy(),
+                           dk if dark else None, z.copy(), rn, gain)
+
+
+def _assert_same(a, b):
+    for f in FIELDS:
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+    assert a.n_jumps == b.n_jumps and a.jump_skipped == b.jump_skipped
+
+
+CONFIGS = {
+    "default": Detector1Params(),
+    "no_neighbours": Detector1Params(jump=JumpParams(flag_4_neighbors=False)),
+    "grow2_noreadpatt": Detector1Params(saturation=SaturationParams(n_pix_grow_sat=2,
+                                                                    use_readpatt=False)),
+    "all_off": Detector1Params(**{
+        f.name: dataclasses.replace(getattr(Detector1Params(), f.name), enabled=False)
+        for f in dataclasses.fields(Detector1Params) if f.name != "ramp_fit"}),
+    "keep_one_group": Detector1Params(ramp_fit=dataclasses.replace(
+        Detector1Params().ramp_fit, suppress_one_group=False)),
+}
+
+
+@pytest.mark.parametrize("ng", [1, 2, 3, 6, 14])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_fused_equals_unfused(ng, name):
+    sim = simulate(seed=ng, ng=ng, ny=17, nx=23, rate_range=(0.5, 3000.0), ncr=25 if ng > 2 else 0,
+                   cr_amp=(100, 20000))
+    refs = _rich_refs(sim, seed=ng)
+    geom = SubarrayGeometry(2030, 23, 1, 17)  # contains full-frame columns 2045..2048
+    params = CONFIGS[name]
+    timing = RampTiming(ng, 1, 0, 1.0, 1.0)
+    fused = run_detector1(sim.ramp, refs, timing, params, geom)
+    unfused = run_detector1(sim.ramp, refs, timing, params, geom, fused=False)
+    _assert_same(fused, unfused)
+    par = run_detector1(sim.ramp, refs, timing, params, geom, parallel=True)
+    _assert_same(fused, par)
+    hooked = run_detector1(sim.ramp, refs, timing, params, geom,
+                           group_hook=lambda g, q, p: g)
+    _assert_same(fused, hooked)
+
+
+def test_fused_equals_unfused_nframes4():
+    sim = simulate(seed=7, ng=6, ny=12, nx=12, rate_range=(100, 6000.0), ncr=10)
+    refs = _rich_refs(sim, seed=7)
+    timing = RampTiming(6, 4, 1, 0.25, 1.25)
+    _assert_same(run_detector1(sim.ramp, refs, timing),
+                 run_detector1(sim.ramp, refs, timing, fused=False))
+
+
+def test_group_hook_is_applied():
+    sim = simulate(seed=2, ng=6, ny=8, nx=9, rate=10.0)
+    timing = sim.timing
+    base = run_detector1(sim.ramp, sim.refs, timing)
+
+    def hook(groups, gdq, pdq):
+        assert groups.dtype == np.float32 and gdq.dtype == np.uint8 and pdq.dtype == np.uint32
+        return groups + np.arange(groups.shape[0], dtype=np.float32)[:, None, None] * 5.0
+
+    res = run_detector1(sim.ramp, sim.refs, timing, group_hook=hook)
+    np.testing.assert_allclose(res.rate - base.rate, 5.0, rtol=1e-4)
+    groups, gdq, pdq, _ = calibrate_groups(sim.ramp, sim.refs, timing)
+    _assert_same(fit_ramps(groups, gdq, pdq, sim.refs, timing), base)
+
+
+def test_fully_saturated_and_edge_pixels():
+    ng, ny, nx = 5, 6, 6
+    sim = simulate(seed=1, ng=ng, ny=ny, nx=nx, rate=50.0)
+    ramp = sim.ramp.copy()
+    ramp[:, 0, 0] = 65535  # saturated from group 1
+    ramp[:, 5, 5] = 0  # A/D floor everywhere
+    refs = dataclasses.replace(sim.refs, saturation=np.full((ny, nx), 60000.0, np.float32))
+    res = run_detector1(ramp, refs, sim.timing,
+                        Detector1Params(saturation=SaturationParams(n_pix_grow_sat=0)))
+    assert np.isnan(res.rate[0, 0]) and res.err[0, 0] == 0 and res.var_poisson[0, 0] == 0
+    assert res.dq[0, 0] & dqflags.SATURATED and res.dq[0, 0] & dqflags.DO_NOT_USE
+    assert np.isnan(res.rate[5, 5]) and res.dq[5, 5] & dqflags.DO_NOT_USE
+    ok = np.ones((ny, nx), bool)
+    ok[0, 0] = ok[5, 5] = False
+    assert np.all(np.isfinite(res.rate[ok]))
+
+
+def test_one_and_two_groups():
+    for ng in (1, 2):
+        sim = simulate(seed=ng, ng=ng, ny=20, nx=20, rate=300.0)
+        res = run_detector1(sim.ramp, sim.refs, sim.timing)
+        assert res.jump_skipped
+        assert abs(np.median(res.rate) - 300.0) < 10.0, np.median(res.rate)
+        assert not np.any(res.dq & dqflags.JUMP_DET)
+
+
+def test_input_errors():
+    sim = simulate(seed=0, ng=4, ny=5, nx=6)
+    with pytest.raises(ValueError, match="NGROUPS"):
+        run_detector1(sim.ramp, sim.refs, RampTiming(5))
+    with pytest.raises(ValueError, match="references"):
+        run_detector1(sim.ramp, ReferenceArrays.flat(5, 7, 4), sim.timing)
+
+
+def test_beam_transform_rateints_records():
+    beam = pytest.importorskip("apache_beam")
+    from apache_beam.testing.util import assert_that
+
+    from nirbeam.stream.records import ExposureMeta, IntegrationKey, IntegrationRecord, IntTimes
+    from nirbeam.transforms.detector1 import Detector1
+
+    ng, ny, nx = 6, 8, 10
+    sims = [simulate(seed=s, ng=ng, ny=ny, nx=nx, rate=40.0, ncr=3) for s in range(3)]
+    meta = ExposureMeta("jw0_01", "NRS1", "NIRSPEC", "NRS_BRIGHTOBJ", "NRSRAPID", "SUB",
+                        1000, 1, nx, ny, 3, ng, 1, 0, 1.0, 1.0, 6.0)
+    times = IntTimes(0, 0, 0, 0, 0, 0)
+    recs = [IntegrationRecord(IntegrationKey("jw0_01", "NRS1", i + 1), meta, times, ramp=s.ramp)
+            for i, s in enumerate(sims)]
+    refs = sims[0].refs
+    expect = [run_detector1(s.ramp, refs, RampTiming.from_meta(meta)) for s in sims]
+
+    def check(outs):
+        assert len(outs) == 3
+        for o in outs:
+            e = expect[o.key.integration - 1]
+            assert o.stage == "rateints" and o.ramp is None
+            assert o.provenance[-1][0] == "detector1"
+            np.testing.assert_array_equal(o.rate, e.rate)
+            np.testing.assert_array_equal(o.dq, e.dq)
+
+    opts = beam.options.pipeline_options.PipelineOptions(["--runner=FnApiRunner"])
+    with beam.Pipeline(options=opts) as p:
+        out = p | beam.Create(recs) | Detector1(lambda m: refs)
+        assert_that(out.records, check)
+    res = p.result.metrics().query()
+    counters = {c.key.metric.name: c.committed for c in res["counters"]}
+    assert counters["detector1.records"] == 3
+    assert counters["detector1.jumps"] == sum(e.n_jumps for e in expect)
