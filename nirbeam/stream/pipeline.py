@@ -39,7 +39,7 @@ from nirbeam.stream.uncal import (
     read_ramp,
     scan_segment,
 )
-from nirbeam.transforms.common import DEAD, RecordStep, StepFailed
+from nirbeam.transforms.common import RecordStep
 from nirbeam.transforms.reference import ReferenceArrays
 
 __all__ = ["ReadItem", "read_record", "RunResult", "run"]

@@ -124,7 +124,8 @@ def prepare_spectra(root: str, plan, settings) -> ExtractionModel | None:
     wl = find_wavelengths(plan, cfg, model.trace, nx)
     model = ExtractionModel(**{**model.__dict__, "wavelength": wl})
     arrays, attrs = model.to_arrays()
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         arrays["median_image"] = np.nanmedian(np.where((dq & 1) != 0, np.nan, sci), axis=0)
     attrs["settings"] = _extraction_settings(settings)
     zarr_store.save_arrays(root, f"{group}/{EXTRACTION}", arrays, attrs)
@@ -293,10 +294,13 @@ def _rolling_outliers(flux: np.ndarray, good: np.ndarray, window=25, n_sigma=5.0
     return out
 
 
-def _lightcurve_edges(cfg, wl: np.ndarray) -> np.ndarray:
+def _lightcurve_edges(cfg, wl: np.ndarray, wl_source: str = "") -> np.ndarray:
     from nirbeam.transforms.lightcurve import edges_from_resolution, native_edges
 
     finite = wl[np.isfinite(wl)]
+    if wl_source.startswith("none") and cfg.binning == "resolution":
+        # no wavelength solution: "wavelengths" are column indices; bins of 16 columns
+        return np.arange(finite.min() - 0.5, finite.max() + 16.5, 16.0)
     lo = cfg.wmin if cfg.wmin is not None else float(finite.min())
     hi = cfg.wmax if cfg.wmax is not None else float(np.nextafter(finite.max(), np.inf))
     if cfg.binning == "edges":
@@ -343,7 +347,7 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
         wrange = (float(cfg.wmin if cfg.wmin is not None else finite.min()),
                   float(cfg.wmax if cfg.wmax is not None else finite.max()))
         wl_rows[g] = [meta, num, bjd, mjd, wf, we, wdq, wrange]
-        edges = _lightcurve_edges(cfg, wl)
+        edges = _lightcurve_edges(cfg, wl, _wl_source(root, g))
         lc = bin_spectra(flux, err, cdq, wl, edges, skip_bits=0)
         sdq = np.where(np.isfinite(lc.flux), 0, dqflags.DO_NOT_USE).astype(np.uint32) | wdq[:, None]
         # zarr: time x wavelength light curves
@@ -465,7 +469,7 @@ def _fit_and_plot(outdir, root, fits_done, settings) -> dict:
 
     results = {}
     fitted = {}
-    for g, (_meta, bjd, wf, we, wdq, lc, sdq) in sorted(fits_done.items()):
+    for g, (_meta, bjd, wf, we, wdq, lc, _sdq) in sorted(fits_done.items()):
         use = (wdq == 0) & np.isfinite(wf) & np.isfinite(we) & (we > 0)
         if use.sum() < 10:
             results[g] = {"error": "fewer than 10 good white-light points: no fit"}

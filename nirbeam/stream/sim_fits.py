@@ -19,6 +19,7 @@ __all__ = [
     "dq_def_hdu",
     "write_reference",
     "UncalSegmentWriter",
+    "StreamingImageWriter",
     "int_times_hdu",
     "group_table_hdu",
 ]
@@ -147,48 +148,64 @@ def group_table_hdu(cfg, int_numbers: np.ndarray, times: dict[str, np.ndarray], 
     return fits.BinTableHDU.from_columns(cols, name="GROUP")
 
 
-class UncalSegmentWriter:
-    """Stream one uncal segment to disk, integration by integration.
+class StreamingImageWriter:
+    """Write PRIMARY plus one image extension, appended one plane at a time.
 
-    The PRIMARY header is written first, then the SCI header; each :meth:`write` appends
-    one integration (uint16 stored as int16 with BZERO=32768, as the archive does); on
-    :meth:`close` the GROUP and INT_TIMES tables are appended.
+    ``dtype`` uint16 is stored as the archive does (BITPIX=16, BZERO=32768); float32 as
+    BITPIX=-32. After :meth:`close`, further HDUs (tables) are appended.
+    """
+
+    def __init__(self, path: Path, primary: fits.Header, extname: str, shape: tuple[int, ...], dtype, bunit: str | None = None):
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        fits.PrimaryHDU(header=primary).writeto(self.path, overwrite=True)
+        h = fits.Header()
+        h["XTENSION"] = "IMAGE"
+        h["BITPIX"] = {np.dtype(np.uint16): 16, np.dtype(np.float32): -32}[self.dtype]
+        h["NAXIS"] = len(shape)
+        for i, n in enumerate(shape[::-1], start=1):
+            h[f"NAXIS{i}"] = n
+        h["PCOUNT"] = 0
+        h["GCOUNT"] = 1
+        if self.dtype == np.uint16:
+            h["BSCALE"] = 1
+            h["BZERO"] = 32768
+        h["EXTNAME"] = (extname, "extension name")
+        if bunit:
+            h["BUNIT"] = (bunit, "physical units of the array values")
+        # astropy's StreamingHDU wants a str path (it mangles Path objects)
+        self._stream = fits.StreamingHDU(str(self.path), h)
+        self._expected = shape[0]
+        self._plane = tuple(shape[1:])
+        self._written = 0
+
+    def write(self, plane: np.ndarray) -> None:
+        """Append one plane (shape[1:]) of the declared dtype."""
+        if plane.dtype != self.dtype or plane.shape != self._plane:
+            raise TypeError(f"{self.path.name}: expected {self.dtype} {self._plane}, got {plane.dtype} {plane.shape}")
+        if self.dtype == np.uint16:
+            out = (plane.view(np.int16) ^ np.int16(-32768)).astype(">i2")
+        else:
+            out = plane.astype(">f4")
+        self._stream.write(out)
+        self._written += 1
+
+    def close(self, tables: list[fits.hdu.base.ExtensionHDU] = ()) -> Path:
+        self._stream.close()
+        if self._written != self._expected:
+            raise RuntimeError(f"{self.path.name}: wrote {self._written} of {self._expected} planes")
+        if tables:
+            with fits.open(str(self.path), mode="append") as f:
+                for t in tables:
+                    f.append(t)
+        return self.path
+
+
+class UncalSegmentWriter(StreamingImageWriter):
+    """Stream one uncal segment: PRIMARY, SCI (uint16, BZERO=32768), then GROUP/INT_TIMES.
+
+    :meth:`write` appends one integration, uint16 (ngroups, ny, nx).
     """
 
     def __init__(self, path: Path, primary: fits.Header, shape: tuple[int, int, int, int]):
-        self.path = Path(path)
-        fits.PrimaryHDU(header=primary).writeto(self.path, overwrite=True)
-        nint, ng, ny, nx = shape
-        h = fits.Header()
-        h["XTENSION"] = "IMAGE"
-        h["BITPIX"] = 16
-        h["NAXIS"] = 4
-        h["NAXIS1"] = nx
-        h["NAXIS2"] = ny
-        h["NAXIS3"] = ng
-        h["NAXIS4"] = nint
-        h["PCOUNT"] = 0
-        h["GCOUNT"] = 1
-        h["BSCALE"] = 1
-        h["BZERO"] = 32768
-        h["EXTNAME"] = ("SCI", "extension name")
-        h["BUNIT"] = ("DN", "physical units of the array values")
-        self._stream = fits.StreamingHDU(str(self.path), h)
-        self._expected = nint
-        self._written = 0
-
-    def write(self, ramp: np.ndarray) -> None:
-        """Append one integration: uint16 (ngroups, ny, nx)."""
-        if ramp.dtype != np.uint16:
-            raise TypeError(f"{self.path.name}: SCI expects uint16 ramps, got {ramp.dtype}")
-        self._stream.write((ramp.view(np.int16) ^ np.int16(-32768)).astype(">i2"))
-        self._written += 1
-
-    def close(self, tables: list[fits.BinTableHDU]) -> Path:
-        self._stream.close()
-        if self._written != self._expected:
-            raise RuntimeError(f"{self.path.name}: SCI wrote {self._written} of {self._expected} integrations")
-        with fits.open(str(self.path), mode="append") as f:
-            for t in tables:
-                f.append(t)
-        return self.path
+        super().__init__(path, primary, "SCI", shape, np.uint16, bunit="DN")

@@ -245,6 +245,8 @@ class SpectralScene:
     profile : float64, (ny, nx), pixel-integrated spatial profile (sum over y of
         column_flux * profile equals column_flux exactly: profile is renormalised)
     rp : float64, (nx,), Rp/R* per column
+    scale : float
+        Factor from the model photon spectrum to DN/s.
     """
 
     wavelength: np.ndarray
@@ -253,6 +255,7 @@ class SpectralScene:
     column_flux: np.ndarray
     profile: np.ndarray
     rp: np.ndarray
+    scale: float = 1.0
 
     @property
     def rate_oot(self) -> np.ndarray:
@@ -276,8 +279,12 @@ def _photon_spectrum(lam: np.ndarray, teff: float) -> np.ndarray:
     return lam**-4 / np.expm1(x)
 
 
-def make_scene(cfg, det_index: int, refpix: np.ndarray, tgroup: float) -> SpectralScene:
-    """Build the deterministic (noise-free) scene for detector ``det_index``."""
+def make_scene(cfg, det_index: int, refpix: np.ndarray, tgroup: float, scale: float | None = None) -> SpectralScene:
+    """Build the deterministic (noise-free) scene for detector ``det_index``.
+
+    ``scale`` (model units -> DN/s) defaults to the value that makes this detector's
+    brightest pixel accumulate ``cfg.peak_signal_dn`` by the last group.
+    """
     ny, nx = cfg.subsize2, cfg.subsize1
     x = np.arange(nx, dtype=np.float64)
     s = x / (nx - 1)
@@ -308,9 +315,10 @@ def make_scene(cfg, det_index: int, refpix: np.ndarray, tgroup: float) -> Spectr
     prof[refpix] = 0.0
     colsum = prof.sum(axis=0)
     # brightest pixel accumulates peak_signal_dn by the last group
-    peak_pix = (spec[None, :] * prof).max()
-    t_last = tgroup * cfg.ngroups
-    scale = cfg.peak_signal_dn / t_last / peak_pix if peak_pix > 0 else 0.0
+    if scale is None:
+        peak_pix = (spec[None, :] * prof).max()
+        t_last = tgroup * cfg.ngroups
+        scale = cfg.peak_signal_dn / t_last / peak_pix if peak_pix > 0 else 0.0
     column_flux = spec * colsum * scale
     with np.errstate(invalid="ignore", divide="ignore"):
         profile = np.where(colsum[None, :] > 0, prof / colsum[None, :], 0.0)
@@ -320,7 +328,7 @@ def make_scene(cfg, det_index: int, refpix: np.ndarray, tgroup: float) -> Spectr
         + cfg.rp_feature_amp
         * (np.exp(-0.5 * ((lam - 4.3) / 0.08) ** 2) + 0.5 * np.exp(-0.5 * ((lam - 2.8) / 0.25) ** 2))
     )
-    return SpectralScene(lam, yc, sig, column_flux, profile, rp)
+    return SpectralScene(lam, yc, sig, column_flux, profile, rp, float(scale))
 
 
 def transit_relflux(cfg, t_bjd: np.ndarray, rp: np.ndarray, t0: float) -> np.ndarray:

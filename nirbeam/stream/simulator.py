@@ -46,6 +46,7 @@ from astropy.io import fits
 from nirbeam import dqflags
 from nirbeam.stream import sim_physics as phys
 from nirbeam.stream.sim_fits import (
+    StreamingImageWriter,
     UncalSegmentWriter,
     group_table_hdu,
     int_times_hdu,
@@ -97,8 +98,9 @@ class SimConfig:
     # scene
     teff: float = 5400.0
     peak_signal_dn: float = 47000.0
-    wave_range: tuple[tuple[float, float], ...] = ((0.55, 5.35), (0.55, 5.35))
-    band: tuple[tuple[float, float], ...] = ((0.6, 5.3), (0.6, 5.3))
+    # per detector (NRS1, NRS2); PRISM light does not reach NRS2 (band (0, 0): dark only)
+    wave_range: tuple[tuple[float, float], ...] = ((0.55, 5.35), (5.4, 5.6))
+    band: tuple[tuple[float, float], ...] = ((0.6, 5.3), (0.0, 0.0))
     wave_curvature: float = 0.4
     trace_poly: tuple[float, float, float] = (14.6, 0.8, 2.0)
     psf_sigma: tuple[float, float] = (0.7, 1.5)
@@ -419,10 +421,8 @@ def _write_refs(cfg: SimConfig, det: str, props: phys.DetectorProps, refs_dir: P
     ngd = max(cfg.dark_ngroups or 0, cfg.ngroups)
     tg = phys.group_times(dataclasses.replace(cfg, ngroups=ngd))
     dark = (props.dark_rate[None, :, :] * tg[:, None, None]).astype(f32)
-    dark_dq = np.zeros((ny, nx), np.uint32)
-    hot = props.dark_rate > 1.0
-    dark_dq[hot] |= dqflags.HOT
-    dark_dq[(props.dark_rate > 0.15) & ~hot] |= dqflags.WARM
+    # the dark's DQ flags the same hot/warm pixels as MASK (not all of them)
+    dark_dq = (props.mask & np.uint32(dqflags.HOT | dqflags.WARM)).astype(np.uint32)
     out["dark"] = write_reference(
         p("dark"), "DARK",
         {**sub, "READPATT": cfg.readpatt, "DESCRIP": "Simulated dark (DN per group, NFRAMES=1)",
@@ -571,6 +571,11 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
     tcfg = dataclasses.replace(cfg, per=per)
     it_hdu = int_times_hdu(times)
 
+    # one flux scale for all detectors: the brightest NRS1 pixel reaches peak_signal_dn
+    ref_cfg = dataclasses.replace(cfg, substrt2=cfg.substrt2_for("NRS1"))
+    ref_pix = phys.refpix_mask(ref_cfg.substrt1, ref_cfg.substrt2, cfg.subsize2, cfg.subsize1)
+    flux_scale = phys.make_scene(ref_cfg, 0, ref_pix, cfg.tgroup).scale
+
     uncal_by_det: dict[str, tuple[Path, ...]] = {}
     refs: dict[str, dict[str, Path]] = {}
     truth: dict[str, Path] = {}
@@ -579,13 +584,22 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
         dcfg = dataclasses.replace(cfg, substrt2=cfg.substrt2_for(det))
         props = phys.make_detector_props(np.random.default_rng([seed, didx, 1]), dcfg)
         refs[det] = _write_refs(dcfg, det, props, refs_dir, seed, didx)
-        scene = phys.make_scene(dcfg, didx, props.refpix, cfg.tgroup)
+        scene = phys.make_scene(dcfg, didx, props.refpix, cfg.tgroup, scale=flux_scale)
         rel = phys.transit_relflux(tcfg, t_mid, scene.rp, t0)  # (nints, nx)
         rate_oot = scene.rate_oot
         ny, nx = rate_oot.shape
         t_collect = cfg.tgroup * cfg.ngroups
 
-        true_rate = np.empty((cfg.nints, ny, nx), np.float32)
+        # truth: TRUE_RATE is streamed like the uncal data (never the whole exposure)
+        truth_path = outdir / f"{exposure}_{det.lower()}_truth.fits"
+        tw = StreamingImageWriter(
+            truth_path, _truth_header(tcfg, det, seed, exposure, t0, per, props),
+            "TRUE_RATE", (cfg.nints, ny, nx), np.float32, bunit="DN/s",
+        )
+        yy = np.arange(ny)[:, None]
+        ap = (np.abs(yy - scene.y_center[None, :]) <= cfg.aperture_halfwidth) & (props.qe > 0)
+        ap_flux = np.empty(cfg.nints)
+        sig_white = np.empty(cfg.nints)
         cr_rows: list[tuple] = []
         paths = []
         for s in range(cfg.nsegments):
@@ -597,10 +611,14 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
             w = UncalSegmentWriter(path, hdr, (hi - lo, cfg.ngroups, ny, nx))
             for i in range(lo, hi):
                 rate = rate_oot * rel[i][None, :]
-                true_rate[i] = rate
                 rng = np.random.default_rng([seed, didx, 2, i])
                 ramp, hits = phys.simulate_integration(rng, dcfg, props, rate, t_collect)
                 w.write(ramp)
+                rate32 = rate.astype(np.float32)
+                tw.write(rate32)
+                ap_flux[i] = rate32[ap].sum(dtype=np.float64)
+                var = phys.ramp_variance(rate + props.dark_rate, props.gain, props.rn_cds, cfg.ngroups, cfg.tgroup)
+                sig_white[i] = np.sqrt(var[ap].sum()) / ap_flux[i] if ap_flux[i] > 0 else np.nan
                 if hits.y.size:
                     cr_rows.append((np.full(hits.y.size, i + 1, np.int32), hits))
             tables = []
@@ -610,10 +628,7 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
                 tables.append(it_hdu.copy())
             paths.append(w.close(tables))
         uncal_by_det[det] = tuple(paths)
-        truth[det] = _write_truth(
-            outdir / f"{exposure}_{det.lower()}_truth.fits", tcfg, det, seed, exposure, t0, per,
-            props, scene, rel, true_rate, cr_rows, t_mid,
-        )
+        truth[det] = tw.close(_truth_tables(props, scene, rel, ap_flux, sig_white, cr_rows, t_mid))
 
     uncal = tuple(p for det in cfg.detectors for p in uncal_by_det[det])
     return SimulationResult(
@@ -623,28 +638,17 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
     )
 
 
-def _write_truth(path, cfg, det, seed, exposure, t0, per, props, scene, rel, true_rate, cr_rows, t_mid) -> Path:
-    ny, nx = props.shape
-    nints = true_rate.shape[0]
-    # white light and its theoretical noise in a box aperture around the trace
-    yy = np.arange(ny)[:, None]
-    ap = (np.abs(yy - scene.y_center[None, :]) <= cfg.aperture_halfwidth) & (props.qe > 0)
+def _truth_tables(props, scene, rel, ap_flux, sig_white, cr_rows, t_mid) -> list:
+    """Truth extensions after TRUE_RATE (images then tables)."""
+    nx = props.shape[1]
+    nints = rel.shape[0]
     white = (rel * scene.column_flux[None, :]).sum(axis=1)  # float64 sum of TRUE_RATE
-    ap_flux = (true_rate * ap).reshape(nints, -1).sum(axis=1, dtype=np.float64)
     white_oot = scene.column_flux.sum()
-    sig = np.empty(nints)
-    for i in range(nints):
-        var = phys.ramp_variance(
-            true_rate[i].astype(np.float64) + props.dark_rate, props.gain, props.rn_cds, cfg.ngroups, cfg.tgroup,
-        )
-        sig[i] = np.sqrt(var[ap].sum()) / ap_flux[i] if ap_flux[i] > 0 else np.nan
     rel_white = white / white_oot if white_oot > 0 else np.ones(nints)
-
     if cr_rows:
-        ints = np.concatenate([r[0] for r in cr_rows])
         hits = [r[1] for r in cr_rows]
         cr = {
-            "integration": ints,
+            "integration": np.concatenate([r[0] for r in cr_rows]),
             "group": np.concatenate([h.group for h in hits]).astype(np.int32),
             "y": np.concatenate([h.y for h in hits]).astype(np.int32),
             "x": np.concatenate([h.x for h in hits]).astype(np.int32),
@@ -659,11 +663,7 @@ def _write_truth(path, cfg, det, seed, exposure, t0, per, props, scene, rel, tru
         }
     if cr["kind"].size == 0:
         cr["kind"] = np.array([], dtype="U8")
-
-    hdr = _truth_header(cfg, det, seed, exposure, t0, per, props)
-    hdus = [
-        fits.PrimaryHDU(header=hdr),
-        fits.ImageHDU(true_rate, name="TRUE_RATE"),
+    return [
         fits.ImageHDU(rel, name="REL_FLUX"),
         fits.ImageHDU(props.beta.astype(np.float32), name="NONLIN_BETA"),
         fits.ImageHDU(props.dark_rate.astype(np.float32), name="DARK_RATE"),
@@ -682,7 +682,7 @@ def _write_truth(path, cfg, det, seed, exposure, t0, per, props, scene, rel, tru
             "relative_flux": rel_white.astype(np.float64),
             "white_flux_dn_s": white,
             "aperture_flux_dn_s": ap_flux,
-            "theoretical_sigma_white": sig,
+            "theoretical_sigma_white": sig_white,
         }),
         _table("COSMIC_RAYS", cr),
         _table("HOT_PIXELS", {
@@ -690,9 +690,6 @@ def _write_truth(path, cfg, det, seed, exposure, t0, per, props, scene, rel, tru
             "rate": props.hot_rate.astype(np.float32), "flagged": props.hot_flagged.astype(bool),
         }),
     ]
-    hdus[1].header["BUNIT"] = "DN/s"
-    fits.HDUList(hdus).writeto(path, overwrite=True)
-    return path
 
 
 def _parse_value(field_type, text: str):

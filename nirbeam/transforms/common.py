@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 

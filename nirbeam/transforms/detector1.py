@@ -373,7 +373,8 @@ def _fused_band(ramp, r0, r1,
                     n, anynb = _jump.jump_pixel(d, q, ng, gn, readnoise[cr, x], nframes,
                                                 single_pass, rej, thr2, thr3, do_nb, nb_min,
                                                 nb_max, fd, wk, NB[s, x])
-                    total += n
+                    if cr >= r0 and cr < r1:  # halo rows are counted by their own band
+                        total += n
                 PANY[s, x] = anynb
                 rany = rany or anynb
                 PDQ[s, x] = pdq

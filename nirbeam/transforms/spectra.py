@@ -8,6 +8,7 @@ streaming (integrations as they arrive). No Beam here: the Beam steps live in
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,7 +146,8 @@ def build_extraction_model(
     images = np.asarray(images, np.float64)
     bad = (np.asarray(dq) & BAD_BITS) != 0
     masked = np.where(bad, np.nan, images)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: handled below
         median = np.nanmedian(masked, axis=0)
     med_dq = np.where(np.all(bad, axis=0), dqflags.DO_NOT_USE, 0).astype(np.uint32)
     median = np.where(np.isfinite(median), median, 0.0)

@@ -1,0 +1,247 @@
+"""Benchmark: nirbeam's full detector1 chain vs stcal's jump + ramp_fit (OLS_C), one core.
+
+Both run in this process on the same simulated arrays, single-threaded (numba threads = 1,
+stcal ``max_cores='none'``). nirbeam runs every step (dq_init, saturation, superbias,
+refpix, linearity, dark, jump, ramp_fit) from the uint16 ramp per integration; stcal runs
+only jump (``detect_jumps_data``) and ramp fitting (``ramp_fit_data``, OLS_C) on the
+already calibrated float32 groups of the whole exposure, as jwst calls them.
+
+Reported: pixel-groups per second (nints*ngroups*ny*nx / wall time) for each, their ratio,
+peak resident memory above the pre-run level (VmHWM reset through /proc/self/clear_refs,
+so it includes numba's allocations), and agreement of the outputs. Written to
+``bench/results/detector1_vs_stcal.json``.
+
+Usage: ``python bench/detector1_vs_stcal.py [--nints-large N] [--nints-small N]``.
+Note: with >= 100 integrations stcal's jump step switches to sigma clipping across
+integrations (jwst default ``only_use_ints``); nirbeam always works per integration.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["NUMBA_NUM_THREADS"] = "1"
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from nirbeam import dqflags  # noqa: E402
+from nirbeam.transforms.detector1 import (  # noqa: E402
+    Detector1Params,
+    RampTiming,
+    calibrate_groups,
+    run_detector1,
+)
+from nirbeam.transforms.reference import ReferenceArrays  # noqa: E402
+from nirbeam.transforms.refpix import SubarrayGeometry  # noqa: E402
+
+DQFLAGS = dict(dqflags.FLAGS)
+TGROUP = 0.90156
+
+
+def _rss_kb(field="VmRSS"):
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def make_data(nints, ngroups, ny, nx, seed=0, cr_rate=0.002):
+    """uint16 ramps (nints, ngroups, ny, nx): bias + Poisson + read noise + cosmic rays."""
+    rng = np.random.default_rng(seed)
+    gain, rn = 1.0, 14.0
+    bias = (12000 + rng.normal(0, 200, (ny, nx))).astype(np.float32)
+    rate = rng.gamma(1.2, 30.0, (ny, nx)).astype(np.float32)  # DN/s, spread of S/N
+    rate[ny // 2 - 3: ny // 2 + 3] += 2000.0  # a bright trace
+    ramps = np.empty((nints, ngroups, ny, nx), np.uint16)
+    for i in range(nints):
+        acc = np.cumsum(rng.poisson(rate * gain * TGROUP, (ngroups, ny, nx)), axis=0,
+                        dtype=np.float32)
+        acc += bias
+        acc += rng.normal(0, rn / np.sqrt(2), (ngroups, ny, nx)).astype(np.float32)
+        ncr = rng.poisson(cr_rate * ny * nx * ngroups / 10)
+        ys, xs, gs = (rng.integers(0, ny, ncr), rng.integers(0, nx, ncr),
+                      rng.integers(1, ngroups, ncr))
+        for y, x, g in zip(ys, xs, gs, strict=True):
+            acc[g:, y, x] += rng.uniform(100, 5000)
+        ramps[i] = np.clip(acc, 0, 65535)
+    coeffs = np.zeros((5, ny, nx), np.float32)
+    coeffs[1] = 1.0
+    coeffs[2] = 1.5e-6
+    coeffs[3] = 2e-12
+    z = np.zeros((ny, nx), np.uint32)
+    refs = ReferenceArrays(
+        mask=z.copy(), saturation=np.full((ny, nx), 60000.0, np.float32), saturation_dq=z.copy(),
+        superbias=bias, superbias_dq=z.copy(), linearity=coeffs, linearity_dq=z.copy(),
+        dark=(np.arange(ngroups, dtype=np.float32)[:, None, None] * 0.01
+              + np.zeros((ngroups, ny, nx), np.float32)),
+        dark_dq=z.copy(), readnoise=np.full((ny, nx), rn, np.float32),
+        gain=np.full((ny, nx), gain, np.float32), sources={"bench": "synthetic"},
+    )
+    return ramps, refs
+
+
+def run_nirbeam(ramps, refs, timing, geom, params):
+    out = []
+    for i in range(ramps.shape[0]):
+        out.append(run_detector1(ramps[i], refs, timing, params, geom))
+    return out
+
+
+def run_stcal(groups4, gdq4, pdq, refs, timing):
+    from stcal.jump.jump import detect_jumps_data
+    from stcal.jump.jump_class import JumpData
+    from stcal.ramp_fitting.ramp_fit import ramp_fit_data
+    from stcal.ramp_fitting.ramp_fit_class import RampData
+
+    jd = JumpData(gain2d=refs.gain.copy(), rnoise2d=refs.readnoise.copy(), dqflags=DQFLAGS)
+    jd.init_arrays_from_arrays(groups4, gdq4, pdq)
+    jd.nframes = timing.nframes
+    jd.dt_group = np.ones(1)
+    jd.n_reads_groupdiff = np.ones(1) * 2 * timing.nframes
+    jd.max_cores = "none"
+    gdq, pdq, _, _ = detect_jumps_data(jd)
+    rd = RampData()
+    rd.set_arrays(groups4, gdq, pdq, np.zeros(pdq.shape, np.float32))
+    rd.set_meta(name="NIRSPEC", frame_time=timing.tframe, group_time=timing.tgroup,
+                groupgap=timing.groupgap, nframes=timing.nframes, drop_frames1=None)
+    rd.set_dqflags(DQFLAGS)
+    rd.start_row = 0
+    rd.num_rows = groups4.shape[2]
+    rd.algorithm = "OLS_C"
+    rd.suppress_one_group_ramps = True
+    _, integ, _ = ramp_fit_data(rd, False, refs.readnoise.copy(), refs.gain.copy(), "OLS_C",
+                                "optimal", "none")
+    return integ
+
+
+def bench_shape(nints, ngroups, ny, nx, substrt1, repeat_nirbeam=1):
+    label = f"{nints}x{ngroups}x{ny}x{nx}"
+    print(f"\n== shape {label} (nints x ngroups x ny x nx) ==", flush=True)
+    t0 = time.perf_counter()
+    ramps, refs = make_data(nints, ngroups, ny, nx)
+    timing = RampTiming(ngroups, 1, 0, TGROUP, TGROUP)
+    geom = SubarrayGeometry(substrt1, nx, 1, ny)
+    params = Detector1Params()
+    print(f"data made in {time.perf_counter() - t0:.1f} s", flush=True)
+    npg = nints * ngroups * ny * nx
+    # warm-up (compile / load numba caches) on one integration
+    run_detector1(ramps[0], refs, timing, params, geom)
+
+    # calibrated groups for stcal (untimed): nirbeam's calibrate_groups without jump
+    no_jump = Detector1Params(jump=type(params.jump)(enabled=False))
+    groups4 = np.empty(ramps.shape, np.float32)
+    gdq4 = np.empty(ramps.shape, np.uint8)
+    pdq = None
+    for i in range(nints):
+        g, q, p, _ = calibrate_groups(ramps[i], refs, timing, no_jump, geom)
+        groups4[i] = g
+        gdq4[i] = q
+        pdq = p
+
+    base = _rss_kb()
+    _reset_peak()
+    best = np.inf
+    for _ in range(repeat_nirbeam):
+        t0 = time.perf_counter()
+        res = run_nirbeam(ramps, refs, timing, geom, params)
+        best = min(best, time.perf_counter() - t0)
+    nb_peak = (_rss_kb("VmHWM") - base) / 1024.0
+    t_nb = best
+    print(f"nirbeam full chain : {t_nb:8.2f} s  {npg / t_nb / 1e6:8.2f} Mpix-groups/s  "
+          f"peak +{nb_peak:.0f} MiB", flush=True)
+
+    logging.getLogger("stcal").setLevel(logging.WARNING)
+    g_in, q_in, p_in = groups4.copy(), gdq4.copy(), pdq.copy()
+    base = _rss_kb()
+    _reset_peak()
+    t0 = time.perf_counter()
+    integ = run_stcal(g_in, q_in, p_in, refs, timing)
+    t_st = time.perf_counter() - t0
+    st_peak = (_rss_kb("VmHWM") - base) / 1024.0
+    print(f"stcal jump+ramp_fit: {t_st:8.2f} s  {npg / t_st / 1e6:8.2f} Mpix-groups/s  "
+          f"peak +{st_peak:.0f} MiB", flush=True)
+    ratio = t_st / t_nb
+    print(f"speed ratio nirbeam/stcal = {ratio:.2f}x", flush=True)
+
+    rate = np.stack([r.rate for r in res])
+    dq = np.stack([r.dq for r in res])
+    both = np.isfinite(rate) & np.isfinite(integ["slope"]) & (dq == integ["dq"])
+    rel = np.abs(rate[both] - integ["slope"][both]) / np.maximum(np.abs(integ["slope"][both]),
+                                                                  1e-3)
+    agree = {
+        "dq_equal_fraction": float(np.mean(dq == integ["dq"])),
+        "jump_flag_agreement": float(np.mean((dq & 4) == (integ["dq"] & 4))),
+        "rate_rel_diff_median": float(np.median(rel)),
+        "rate_rel_diff_p99": float(np.percentile(rel, 99)),
+        "rate_rel_diff_max": float(rel.max()),
+    }
+    print("agreement:", json.dumps(agree), flush=True)
+    return {
+        "shape": {"nints": nints, "ngroups": ngroups, "ny": ny, "nx": nx},
+        "pixel_groups": npg,
+        "nirbeam_s": t_nb, "stcal_s": t_st,
+        "nirbeam_pixel_groups_per_s": npg / t_nb,
+        "stcal_pixel_groups_per_s": npg / t_st,
+        "ratio_nirbeam_over_stcal": ratio,
+        "nirbeam_peak_rss_mib": nb_peak, "stcal_peak_rss_mib": st_peak,
+        "stcal_jump_mode": ("sigma-clip across integrations" if nints >= 100
+                            else "two-point difference per integration"),
+        "agreement": agree,
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nints-small", type=int, default=20, help="nints of the 20x20x32x2048 shape")
+    ap.add_argument("--nints-large", type=int, default=465,
+                    help="nints of the 465x70x32x512 shape (reduce if stcal is too slow)")
+    ap.add_argument("--skip-large", action="store_true")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                  "detector1_vs_stcal.json"))
+    args = ap.parse_args(argv)
+    numba.set_num_threads(1)
+    results = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "python": sys.version,
+                    "numba": numba.__version__, "numpy": np.__version__,
+                    "numba_threads": numba.get_num_threads()},
+        "shapes": [],
+    }
+    import stcal
+
+    results["machine"]["stcal"] = stcal.__version__
+    results["shapes"].append(bench_shape(args.nints_small, 20, 32, 2048, substrt1=1))
+    if not args.skip_large:
+        r = bench_shape(args.nints_large, 70, 32, 512, substrt1=1025)
+        r["nints_reduced_from"] = 465 if args.nints_large != 465 else None
+        results["shapes"].append(r)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(results, fh, indent=2)
+    print(f"\nwritten {args.out}")
+
+
+if __name__ == "__main__":
+    main()
