@@ -104,6 +104,20 @@ def test_window_bounds_shifted_edges():
     assert window_bounds(3, 10, 25) == (0, 10)
 
 
+def test_edges_use_shifted_full_window():
+    """A step in time: at the start, the window is [0, 25), not truncated [0, 13)."""
+    n, w = 30, 25
+    cube = np.zeros((n, 1, 1), np.float32)
+    cube[10:] = 100.0
+    err = np.ones_like(cube)
+    dq = np.zeros(cube.shape, np.uint32)
+    new = flag_outliers(cube, err, dq, window=w)
+    # shifted window for j < 13 holds 10 zeros and 15 hundreds: median 100
+    assert ((new[:10, 0, 0] & dqflags.OUTLIER) != 0).all()
+    assert not (new[10:, 0, 0] & dqflags.OUTLIER).any()
+    np.testing.assert_array_equal(new, reference_flags(cube, err, dq, w, 5.0))
+
+
 def test_window_median_even_odd_and_invalid():
     stack = np.array([1.0, 5.0, 2.0, 8.0], np.float32).reshape(4, 1, 1)
     valid = np.ones((4, 1, 1), bool)

@@ -98,10 +98,15 @@ def _dispatch(args, beam_args) -> int:
 
             raise ConfigError(f"--preset {args.preset!r}: expected one of {sorted(PRESETS)}")
         res = simulate(args.outdir, preset=args.preset, nints=args.nints, seed=args.seed)
-        print(f"simulated {args.preset} into {os.path.abspath(args.outdir)}")
-        print(f"  refs:  {res.refs_dir}")
-        for p in res.uncal_files:
-            print(f"  uncal: {os.path.basename(p)}")
+        cfg = write_sim_config(res)
+        print(f"simulated {args.preset} ({res.config.nints} integrations, {res.elapsed_s:.1f} s) "
+              f"into {os.path.abspath(args.outdir)}")
+        print(f"  refs:   {res.refs_dir}")
+        for p in res.uncal:
+            print(f"  uncal:  {os.path.basename(p)}")
+        for det, p in res.truth.items():
+            print(f"  truth:  {os.path.basename(p)} ({det})")
+        print(f"  config: {cfg} (transit parameters for the quick-look fit)")
         return EXIT_OK
     if args.command == "run":
         from nirbeam.stream.config import ConfigError, load_config_file
@@ -131,6 +136,29 @@ def _dispatch(args, beam_args) -> int:
 
         return plot_command(args.outdir)
     raise AssertionError(args.command)
+
+
+def write_sim_config(res) -> str:
+    """Write ``OUTDIR/nirbeam.toml``: a run config with the simulated transit's parameters.
+
+    Observers start a quick-look fit from literature values; for a simulated exposure the
+    equivalent is the simulator's own (period, a/R*, inclination, limb darkening, t0).
+    """
+    from astropy.io import fits
+
+    h = fits.getheader(res.truth_file)
+    path = os.path.join(str(res.outdir), "nirbeam.toml")
+    with open(path, "w") as fh:
+        fh.write("# nirbeam run config for this simulated exposure (written by nirbeam simulate)\n")
+        fh.write("[fit]\n")
+        fh.write(f"per = {float(h['PER'])!r}\n")
+        fh.write(f"t0 = {float(h['T0'])!r}\n")
+        fh.write(f"rp = {float(h['RP'])!r}\n")
+        fh.write(f"a = {float(h['A_RS'])!r}\n")
+        fh.write(f"inc = {float(h['INC'])!r}\n")
+        fh.write(f"u = [{float(h['U1'])!r}, {float(h['U2'])!r}]\n")
+        fh.write('free = ["t0", "rp", "a", "inc"]\n')
+    return path
 
 
 def _print_summary(summary: dict) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "group_times",
     "simulate_integration",
     "one_over_f_columns",
+    "one_over_f_pixels",
     "draw_cosmic_rays",
     "ramp_variance",
 ]
@@ -370,15 +371,8 @@ def group_times(cfg) -> np.ndarray:
     return cfg.tframe * (1 + np.arange(cfg.ngroups) * (cfg.nframes + cfg.groupgap))
 
 
-def one_over_f_columns(rng: np.random.Generator, ngroups: int, nx: int, amp: float, overhead: int = 8) -> np.ndarray:
-    """(ngroups, nx) per-column offsets (DN) from one continuous 1/f series per integration.
-
-    The series is sampled once per column read (the fast direction, y, takes a column in
-    a few hundred microseconds, so a column is one sample); ``overhead`` idle column slots
-    separate frames. Normalised to an expected standard deviation ``amp``.
-    """
-    ncol = nx + overhead
-    n = ngroups * ncol
+def _one_over_f_series(rng: np.random.Generator, n: int, amp: float) -> np.ndarray:
+    """One real 1/f (pink) series of n samples, expected standard deviation ``amp``."""
     nf = n // 2 + 1
     k = np.arange(nf, dtype=np.float64)
     amp_k = np.zeros(nf)
@@ -386,8 +380,72 @@ def one_over_f_columns(rng: np.random.Generator, ngroups: int, nx: int, amp: flo
     spec = (rng.standard_normal(nf) + 1j * rng.standard_normal(nf)) * amp_k
     series = np.fft.irfft(spec, n)
     expected_var = (2.0 / n**2) * 2.0 * np.sum(amp_k[1:] ** 2)
-    series *= amp / np.sqrt(expected_var)
+    return series * (amp / np.sqrt(expected_var))
+
+
+def one_over_f_columns(rng: np.random.Generator, ngroups: int, nx: int, amp: float, overhead: int = 8) -> np.ndarray:
+    """(ngroups, nx) per-column offsets (DN) from one continuous 1/f series per integration.
+
+    The series is sampled once per column read; ``overhead`` idle column slots separate
+    frames. Normalised to an expected standard deviation ``amp``.
+    """
+    ncol = nx + overhead
+    series = _one_over_f_series(rng, ngroups * ncol, amp)
     return series.reshape(ngroups, ncol)[:, :nx]
+
+
+def _harmonic(n: int) -> float:
+    return float(np.sum(1.0 / np.arange(1, max(n, 1) + 1)))
+
+
+def one_over_f_pixels(
+    rng: np.random.Generator,
+    ngroups: int,
+    ny: int,
+    nx: int,
+    amp: float,
+    fast_reversed: bool = False,
+    line_overhead: int = 12,
+    frame_overhead: int = 8,
+) -> np.ndarray:
+    """(ngroups, ny, nx) 1/f noise (DN) of the pixel clock over one integration.
+
+    Readout: the fast direction is y (a column of ``ny`` pixels plus ``line_overhead``
+    idle clocks), the slow one x; ``frame_overhead`` idle columns separate frames. NRS2
+    reads both axes in reverse (``fast_reversed``).
+
+    A pink (1/f) series sampled at the pixel clock over the whole ramp is split at the
+    column-read frequency: the low part (most of the power) is one continuous series at
+    the column cadence, i.e. an offset per column per group, correlated across groups
+    (vertical stripes); the high part, drawn per group, varies pixel to pixel within a
+    column. Each part carries its share of the variance of the full 1/f series
+    (harmonic-sum ratio), so the total has expected standard deviation ``amp``.
+    """
+    from scipy.fft import next_fast_len
+
+    nline = ny + line_overhead
+    ncol = nx + frame_overhead
+    n_total = ngroups * ncol * nline
+    n_low = ngroups * ncol
+    f_low = _harmonic(n_low // 2) / _harmonic(n_total // 2)
+    low = one_over_f_columns(rng, ngroups, nx, amp * np.sqrt(f_low), frame_overhead)
+    # high part: per group, frequencies above the column-read frequency only
+    n_g = ncol * nline
+    m = next_fast_len(n_g, real=True)
+    nf = m // 2 + 1
+    k = np.arange(nf, dtype=np.float64)
+    kc = int(np.ceil(ncol * m / n_g / 2.0))
+    a = np.zeros(nf, np.float32)
+    a[kc:] = (k[kc:] ** -0.5).astype(np.float32)
+    spec = rng.standard_normal((ngroups, nf), dtype=np.float32) + 1j * rng.standard_normal((ngroups, nf), dtype=np.float32)
+    spec *= a
+    hi = np.fft.irfft(spec, m, axis=-1)[:, :n_g]
+    expected_var = (4.0 / m**2) * float(np.sum(a.astype(np.float64) ** 2))
+    hi *= amp * np.sqrt(max(1.0 - f_low, 0.0)) / np.sqrt(expected_var)
+    cube = hi.reshape(ngroups, ncol, nline)[:, :nx, :ny].transpose(0, 2, 1) + low[:, None, :]
+    if fast_reversed:
+        cube = cube[:, ::-1, ::-1]
+    return cube
 
 
 @dataclass(frozen=True)
@@ -464,6 +522,7 @@ def simulate_integration(
     props: DetectorProps,
     rate_src: np.ndarray,
     t_int: float,
+    fast_reversed: bool = False,
 ) -> tuple[np.ndarray, CosmicRayHits]:
     """Raw ramp of one integration.
 
@@ -477,6 +536,8 @@ def simulate_integration(
         True source rate during this integration (TRUE_RATE).
     t_int : float, s
         Photon-collecting time (for cosmic-ray counts).
+    fast_reversed : bool
+        Readout runs towards decreasing x and y (NRS2: FASTAXIS=-2, SLOWAXIS=-1).
 
     Returns
     -------
@@ -504,7 +565,7 @@ def simulate_integration(
         raw += drift[:, None, None] + eo[:, None, None] * parity[None, None, :]
     raw += rng.standard_normal((G, ny, nx)) * (props.rn_cds / np.sqrt(2.0))
     if cfg.one_over_f and cfg.one_over_f_dn > 0:
-        raw += one_over_f_columns(rng, G, nx, cfg.one_over_f_dn)[:, None, :]
+        raw += one_over_f_pixels(rng, G, ny, nx, cfg.one_over_f_dn, fast_reversed=fast_reversed)
     np.minimum(raw, props.sat_hard, out=raw)
     np.rint(raw, out=raw)
     np.clip(raw, 0, 65535, out=raw)

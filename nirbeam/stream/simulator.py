@@ -495,7 +495,7 @@ def _truth_header(cfg: SimConfig, det: str, seed: int, exposure: str, t0: float,
     h["GAIN"] = (float(np.mean(props.gain)), "mean gain, e-/DN")
     h["RNOISE"] = (float(np.mean(props.rn_cds)), "mean CDS read noise, DN")
     h["RNREAD"] = (float(np.mean(props.rn_cds)) / np.sqrt(2), "mean single-read noise, DN")
-    h["OOF_AMP"] = (cfg.one_over_f_dn if cfg.one_over_f else 0.0, "1/f column-offset rms per read, DN")
+    h["OOF_AMP"] = (cfg.one_over_f_dn if cfg.one_over_f else 0.0, "1/f rms per read (pixel clock), DN")
     h["APHALFW"] = (cfg.aperture_halfwidth, "white-light aperture half-width, px")
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
@@ -612,7 +612,7 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
             for i in range(lo, hi):
                 rate = rate_oot * rel[i][None, :]
                 rng = np.random.default_rng([seed, didx, 2, i])
-                ramp, hits = phys.simulate_integration(rng, dcfg, props, rate, t_collect)
+                ramp, hits = phys.simulate_integration(rng, dcfg, props, rate, t_collect, fast_reversed=det == "NRS2")
                 w.write(ramp)
                 rate32 = rate.astype(np.float32)
                 tw.write(rate32)

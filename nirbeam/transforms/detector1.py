@@ -332,11 +332,12 @@ def _fused_band(ramp, r0, r1,
     c1 = min(r1 + 1, ny)
     for cr in range(c0, c1 + 1):
         if cr < c1:
-            # ---- calibrate + jump-test row cr into ring slot s
+            # ---- calibrate + jump-test row cr into ring slot s. Loops that touch the
+            # (ngroups, ny, nx) inputs run group-outer / column-inner (contiguous rows,
+            # no TLB thrashing); per-pixel work runs on the ring's pixel-major buffers.
             s = cr % 3
             rany = False
             for x in range(nx):
-                d = D[s, x]
                 q = Q[s, x]
                 for g in range(ng):
                     q[g] = 0
@@ -345,39 +346,43 @@ def _fused_band(ramp, r0, r1,
                     _sat.flag_pixel(ramp, cr, x, q, satidx[cr, x], psat, n_grow, thresh[cr, x],
                                     bias[cr, x], mean0, last2, nreads1, readpatt, False)
                     pdq |= sat_pdq[cr, x]
-                b = bias[cr, x]
-                pdq |= sb_dq[cr, x]
-                par = (x + parity0) % 2
-                for g in range(ng):
+                PDQ[s, x] = pdq | sb_dq[cr, x]
+            for g in range(ng):
+                m0 = refmeans[g, parity0 % 2]
+                m1 = refmeans[g, (parity0 + 1) % 2]
+                for x in range(nx):
                     r = ramp[g, cr, x]
                     if do_sat and r <= 0:
-                        q[g] |= _ADF | _DNU
-                    v = np.float32(np.float32(r) - b)
+                        Q[s, x, g] |= _ADF | _DNU
+                    v = np.float32(np.float32(r) - bias[cr, x])
                     if do_refpix:
-                        v = np.float32(v - refmeans[g, par])
-                    d[g] = v
-                if do_lin:
+                        v = np.float32(v - (m0 if x % 2 == 0 else m1))
+                    D[s, x, g] = v
+            if do_lin:
+                for x in range(nx):
                     ok, extra = _lin.linearity_pixel_status(coeffs, lin_dq, cr, x)
-                    pdq |= lin_dq[cr, x] | extra
+                    PDQ[s, x] |= lin_dq[cr, x] | extra
                     if ok:
-                        _lin.correct_pixel(d, q, ng, coeffs, cr, x)
-                if do_dark:
-                    for g in range(ng):
-                        d[g] = np.float32(d[g] - _dark.dark_value(dark[g, cr, x]))
-                    pdq |= dark_dq[cr, x]
+                        _lin.correct_pixel(D[s, x], Q[s, x], ng, coeffs, cr, x)
+            if do_dark:
+                for g in range(ng):
+                    for x in range(nx):
+                        D[s, x, g] = np.float32(D[s, x, g] - _dark.dark_value(dark[g, cr, x]))
+                for x in range(nx):
+                    PDQ[s, x] |= dark_dq[cr, x]
+            for x in range(nx):
                 anynb = False
                 if do_jump:
                     gn = gain[cr, x]
                     if not (gn > 0):
-                        pdq |= _U_BADGAIN
-                    n, anynb = _jump.jump_pixel(d, q, ng, gn, readnoise[cr, x], nframes,
-                                                single_pass, rej, thr2, thr3, do_nb, nb_min,
-                                                nb_max, fd, wk, NB[s, x])
+                        PDQ[s, x] |= _U_BADGAIN
+                    n, anynb = _jump.jump_pixel(D[s, x], Q[s, x], ng, gn, readnoise[cr, x],
+                                                nframes, single_pass, rej, thr2, thr3, do_nb,
+                                                nb_min, nb_max, fd, wk, NB[s, x])
                     if cr >= r0 and cr < r1:  # halo rows are counted by their own band
                         total += n
                 PANY[s, x] = anynb
                 rany = rany or anynb
-                PDQ[s, x] = pdq
             RANY[s] = rany
         # ---- finalize row f = cr - 1 (its neighbours cr - 2 and cr are done)
         f = cr - 1

@@ -107,6 +107,118 @@ def _window_median(stack, valid):  # pragma: no cover - compiled
     return out
 
 
+@numba.njit(cache=True)
+def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits):  # pragma: no cover - compiled
+    """Batch kernel: per row, keep every pixel's window sorted while sliding in time."""
+    n, ny, nx = cube.shape
+    out = dq.astype(np.uint32)
+    buf = np.empty((nx, max(window, 1)), np.float64)
+    cnt = np.zeros(nx, np.int64)
+    for y in range(ny):
+        cnt[:] = 0
+        ps = 0
+        pe = 0
+        for j in range(n):
+            if n <= window:
+                s = 0
+                e = n
+            else:
+                s = min(max(j - window // 2, 0), n - window)
+                e = s + window
+            while ps < s:  # drop integration ps (removals first: capacity is window)
+                for x in range(nx):
+                    if valid[ps, y, x]:
+                        v = np.float64(cube[ps, y, x])
+                        c = cnt[x]
+                        i = 0
+                        while buf[x, i] != v:
+                            i += 1
+                        for q in range(i, c - 1):
+                            buf[x, q] = buf[x, q + 1]
+                        cnt[x] = c - 1
+                ps += 1
+            while pe < e:  # add integration pe
+                for x in range(nx):
+                    if valid[pe, y, x]:
+                        v = np.float64(cube[pe, y, x])
+                        c = cnt[x]
+                        i = c
+                        while i > 0 and buf[x, i - 1] > v:
+                            buf[x, i] = buf[x, i - 1]
+                            i -= 1
+                        buf[x, i] = v
+                        cnt[x] = c + 1
+                pe += 1
+            for x in range(nx):
+                c = cnt[x]
+                if c == 0 or not valid[j, y, x]:
+                    continue
+                h = c // 2
+                if c % 2 == 1:
+                    med = buf[x, h]
+                else:
+                    med = 0.5 * (buf[x, h - 1] + buf[x, h])
+                ev = np.float64(err[j, y, x])
+                if np.isfinite(ev) and abs(np.float64(cube[j, y, x]) - med) > n_sigma * ev:
+                    out[j, y, x] |= bits
+    return out
+
+
+@numba.njit(cache=True)
+def _insert_frame(buf, cnt, frame, valid):  # pragma: no cover - compiled
+    """Insert one integration into every pixel's sorted window (buf (ny, nx, w))."""
+    ny, nx = frame.shape
+    for y in range(ny):
+        for x in range(nx):
+            if valid[y, x]:
+                v = np.float64(frame[y, x])
+                c = cnt[y, x]
+                i = c
+                while i > 0 and buf[y, x, i - 1] > v:
+                    buf[y, x, i] = buf[y, x, i - 1]
+                    i -= 1
+                buf[y, x, i] = v
+                cnt[y, x] = c + 1
+
+
+@numba.njit(cache=True)
+def _remove_frame(buf, cnt, frame, valid):  # pragma: no cover - compiled
+    """Remove one integration (inserted before) from every pixel's sorted window."""
+    ny, nx = frame.shape
+    for y in range(ny):
+        for x in range(nx):
+            if valid[y, x]:
+                v = np.float64(frame[y, x])
+                c = cnt[y, x]
+                i = 0
+                while buf[y, x, i] != v:
+                    i += 1
+                for q in range(i, c - 1):
+                    buf[y, x, q] = buf[y, x, q + 1]
+                cnt[y, x] = c - 1
+
+
+@numba.njit(cache=True)
+def _flag_frame(buf, cnt, data, err, valid, dq, n_sigma, bits):  # pragma: no cover - compiled
+    """New DQ of one integration against the current sorted windows."""
+    ny, nx = data.shape
+    out = dq.astype(np.uint32)
+    for y in range(ny):
+        for x in range(nx):
+            c = cnt[y, x]
+            if c == 0 or not valid[y, x]:
+                continue
+            h = c // 2
+            if c % 2 == 1:
+                med = buf[y, x, h]
+            else:
+                med = 0.5 * (buf[y, x, h - 1] + buf[y, x, h])
+            ev = np.float64(err[y, x])
+            if np.isfinite(ev) and abs(np.float64(data[y, x]) - med) > n_sigma * ev:
+                out[y, x] |= bits
+    return out
+
+
 def window_median(stack: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Median along axis 0 over the valid entries (NaN where none).
 
@@ -138,16 +250,6 @@ def window_bounds(j: int, n: int, window: int) -> tuple[int, int]:
 
 def _valid(data: np.ndarray, dq: np.ndarray, bad_bits: int) -> np.ndarray:
     return np.isfinite(data) & ((dq.astype(np.uint32) & np.uint32(bad_bits)) == 0)
-
-
-def _flag_target(median, data, err, valid, dq, n_sigma):
-    """New DQ of one integration given its window median."""
-    e = err.astype(np.float64)
-    with np.errstate(invalid="ignore"):
-        hit = valid & np.isfinite(e) & (np.abs(data.astype(np.float64) - median) > n_sigma * e)
-    out = dq.astype(np.uint32, copy=True)
-    out[hit] |= np.uint32(OUTLIER_BITS)
-    return out
 
 
 def _check_params(window: int, n_sigma: float) -> None:
@@ -198,17 +300,16 @@ def flag_outliers(
     for name, arr in (("err", err), ("dq", dq)):
         if arr.shape != cube.shape:
             raise ValueError(f"flag_outliers {name}: expected shape {cube.shape}, got {arr.shape}")
-    n = cube.shape[0]
     valid = _valid(cube, dq, bad_bits)
-    new_dq = np.empty(cube.shape, np.uint32)
-    cached = (None, None)
-    for j in range(n):
-        bounds = window_bounds(j, n, int(window))
-        if cached[0] != bounds:
-            s, e = bounds
-            cached = (bounds, window_median(cube[s:e], valid[s:e]))
-        new_dq[j] = _flag_target(cached[1], cube[j], err[j], valid[j], dq[j], n_sigma)
-    return new_dq
+    return _flag_rolling(
+        np.ascontiguousarray(cube),
+        np.ascontiguousarray(err),
+        valid,
+        np.ascontiguousarray(dq, dtype=np.uint32),
+        int(window),
+        float(n_sigma),
+        np.uint32(OUTLIER_BITS),
+    )
 
 
 class RollingOutlierFlagger:
@@ -266,6 +367,11 @@ class RollingOutlierFlagger:
         self._max_seen = -1
         self._shape: tuple[int, ...] | None = None
         self._finished = False
+        # sorted per-pixel windows of integrations [_ps, _pe), slid as releases advance
+        self._sorted: np.ndarray | None = None
+        self._count: np.ndarray | None = None
+        self._ps = 0
+        self._pe = 0
 
     # -- state --------------------------------------------------------------
     @property
@@ -351,6 +457,7 @@ class RollingOutlierFlagger:
         out = self._release(n)
         self._finished = True
         self._buf.clear()
+        self._sorted = self._count = None
         return out
 
     # -- internals ----------------------------------------------------------
@@ -362,27 +469,37 @@ class RollingOutlierFlagger:
 
     def _release(self, n: int | None) -> list[tuple[int, np.ndarray]]:
         out = []
-        cached = (None, None)
         while n is None or self._next < n:
             j = self._next
             s, e = self._bounds(j, n)
             if any(k not in self._buf for k in range(s, e)):
                 break
-            if cached[0] != (s, e):
-                data = np.stack([self._buf[k][0] for k in range(s, e)])
-                valid = np.stack([self._buf[k][3] for k in range(s, e)])
-                cached = ((s, e), window_median(data, valid))
+            if self._sorted is None:
+                ny, nx = self._shape
+                self._sorted = np.empty((ny, nx, self.window), np.float64)
+                self._count = np.zeros((ny, nx), np.int64)
+            # slide the sorted windows from [ps, pe) to [s, e): both ends only advance
+            while self._ps < s:
+                data, _, _, valid = self._buf[self._ps]
+                _remove_frame(self._sorted, self._count, data, valid)
+                self._ps += 1
+            while self._pe < e:
+                data, _, _, valid = self._buf[self._pe]
+                _insert_frame(self._sorted, self._count, data, valid)
+                self._pe += 1
             data, err, dq, valid = self._buf[j]
-            out.append(
-                (self.start + j, _flag_target(cached[1], data, err, valid, dq, self.n_sigma))
+            new_dq = _flag_frame(
+                self._sorted,
+                self._count,
+                data,
+                err,
+                valid,
+                dq,
+                self.n_sigma,
+                np.uint32(OUTLIER_BITS),
             )
+            out.append((self.start + j, new_dq))
             self._next += 1
-            self._evict(n)
+            for k in [k for k in self._buf if k < self._ps]:  # never needed again
+                del self._buf[k]
         return out
-
-    def _evict(self, n: int | None) -> None:
-        # future windows start at >= min(next - window//2, n_min - window), n_min >= max_seen + 1
-        n_min = n if n is not None else self._max_seen + 1
-        keep_from = min(self._next - self.window // 2, n_min - self.window)
-        for k in [k for k in self._buf if k < keep_from]:
-            del self._buf[k]
