@@ -166,3 +166,28 @@ def test_unwritable_outdir(sim, tmp_path, capsys):
     rc = main(["run", str(sim.outdir), "--out", str(ro / "file" / "sub"), "--no-progress"])
     assert rc == EXIT_BAD_INPUT
     assert "not writable" in capsys.readouterr().err
+
+
+def test_two_detectors_kept_apart(tmp_path):
+    res = simulate(tmp_path / "sim2", preset="prism-sub512", nints=8, seed=5,
+                   detectors=("NRS1", "NRS2"), ints_per_segment=4)
+    out = tmp_path / "out2"
+    rc = main(["run", str(res.outdir), "--refs", str(res.refs_dir), "--out", str(out), "--no-progress"])
+    assert rc == 0
+    rj = json.loads((out / "run.json").read_text())
+    assert [(e["detector"], e["processed"]) for e in rj["exposures"]] == [("NRS1", 8), ("NRS2", 8)]
+    t = Table.read(out / "whitelight.ecsv")
+    assert list(t["detector"]) == ["NRS1"] * 8 + ["NRS2"] * 8  # never interleaved
+    assert list(t["integration_number"]) == list(range(1, 9)) * 2
+    g = zarr.open_group(str(out / "cubes.zarr"), mode="r")
+    for det in ("NRS1", "NRS2"):
+        truth = fits.getdata(res.truth[det], "TRUE_RATE")
+        r = g[f"{res.exposure}_{det.lower()}"]["rateints"]
+        sci, err, dq = r["sci"][:], r["err"][:], r["dq"][:]
+        # each detector's rates follow its own truth (PRISM light falls on NRS1 only)
+        ok = ((dq & 5) == 0) & (err > 0)
+        assert ok.mean() > 0.99
+        chi2 = np.mean(((sci - truth) / err)[ok] ** 2)
+        assert 0.8 < chi2 < 1.25, (det, chi2)
+    with fits.open(out / "x1dints.fits") as h:
+        assert [h[i].header["DETECTOR"] for i in (1, 2)] == ["NRS1", "NRS2"]

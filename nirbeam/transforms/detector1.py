@@ -323,6 +323,10 @@ def _fused_band(ramp, r0, r1,
     PDQ = np.zeros((3, nx), np.uint32)
     fd = np.empty(ng + 1, np.float64)
     wk = np.empty(ng + 1, np.float64)
+    keys = np.empty(ng + 1, np.float32)
+    kpos = np.empty(ng + 1, np.int64)
+    KLO = np.full((3, nx), -1, np.int64)
+    KHI = np.full((3, nx), -1, np.int64)
     ss = np.empty(ng + 1, np.int64)
     se = np.empty(ng + 1, np.int64)
     gl = np.empty(ng, np.uint8)
@@ -376,9 +380,11 @@ def _fused_band(ramp, r0, r1,
                     gn = gain[cr, x]
                     if not (gn > 0):
                         PDQ[s, x] |= _U_BADGAIN
-                    n, anynb = _jump.jump_pixel(D[s, x], Q[s, x], ng, gn, readnoise[cr, x],
-                                                nframes, single_pass, rej, thr2, thr3, do_nb,
-                                                nb_min, nb_max, fd, wk, NB[s, x])
+                    n, anynb, klo, khi = _jump.jump_pixel(
+                        D[s, x], Q[s, x], ng, gn, readnoise[cr, x], nframes, single_pass, rej,
+                        thr2, thr3, do_nb, nb_min, nb_max, fd, wk, NB[s, x], keys, kpos)
+                    KLO[s, x] = klo
+                    KHI[s, x] = khi
                     if cr >= r0 and cr < r1:  # halo rows are counted by their own band
                         total += n
                 PANY[s, x] = anynb
@@ -409,7 +415,8 @@ def _fused_band(ramp, r0, r1,
                 gl[g] = q[g]
             rr, ee, qq, vp, vr = _rf.fit_pixel(D[sf, x], gl, ng, PDQ[sf, x], gain[f, x],
                                                readnoise[f, x], nframes, tgroup, tframe, dcur,
-                                               suppress1g, wtab, stab, wk, ss, se)
+                                               suppress1g, wtab, stab, keys, ss, se,
+                                               KLO[sf, x], KHI[sf, x], do_jump)
             rate[f, x] = rr
             err[f, x] = ee
             dq[f, x] = qq

@@ -610,11 +610,15 @@ def clean_fft(
 
     basis = cosine_basis(ny, n_freq, alternating)  # (ny, p)
     p = basis.shape[1]
-    outer = (basis[:, :, None] * basis[:, None, :]).reshape(ny, p * p)
-    # einsum, not BLAS matmul: these products are tiny, and a multithreaded BLAS in
-    # every worker process oversubscribes the cores (measured 30-300x slower here)
-    normal = np.einsum("yc,yq->cq", w, outer).reshape(nx, p, p)
-    rhs = np.einsum("yc,yp->cp", w * d, basis)  # (nx, p)
+    # p is small (2-4): p*(p+1)/2 weighted column sums beat einsum/BLAS here (a
+    # multithreaded BLAS in every worker process also oversubscribes the cores)
+    normal = np.empty((nx, p, p))
+    for a in range(p):
+        wa = w * basis[:, a, None]
+        for b in range(a, p):
+            normal[:, a, b] = normal[:, b, a] = (wa * basis[:, b, None]).sum(axis=0)
+    wd = w * d
+    rhs = np.stack([(wd * basis[:, a, None]).sum(axis=0) for a in range(p)], axis=1)  # (nx, p)
     n_use = use.sum(axis=0)
     # penalties: ridge on non-constant terms; drop high terms where data are scarce
     pen = np.full((nx, p), float(ridge))
@@ -629,7 +633,9 @@ def clean_fft(
     coef = np.linalg.solve(normal, rhs[:, :, None])[:, :, 0]  # (nx, p)
     coef[~good] = 0.0
     coef = _fill_columns(coef, good)
-    model = np.einsum("cp,yp->yc", coef, basis)  # (ny, nx)
+    model = np.zeros((ny, nx))
+    for a in range(p):
+        model += basis[:, a, None] * coef[None, :, a]
     cleaned = (x - model).astype(_out_dtype(img))
     return cleaned, model
 
@@ -767,7 +773,7 @@ def clean_nsclean(
             scales = np.concatenate([apod[kk_idx], apod[kk_idx[has_sin]]])
             u = use[:, sec]
             bu = basis[u]
-            normal = np.einsum("ip,iq->pq", bu, bu)  # einsum: see clean_fft
+            normal = np.einsum("ip,iq->pq", bu, bu)  # not BLAS: avoids thread oversubscription
             normal[np.diag_indices_from(normal)] += 1e-10 * np.trace(normal) / len(normal)
             coef = np.linalg.solve(normal, np.einsum("ip,i->p", bu, d[:, sec][u]))
             sec_model = np.einsum("ycp,p->yc", basis, coef * scales)

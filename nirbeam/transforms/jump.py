@@ -143,9 +143,43 @@ def nanmedian_inplace(a, m):
     return (lo + hi) / 2.0
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def median_positions(keys, m):
+    """Positions (lo, hi) of the two middle elements of ``keys[:m]`` (lo == hi for odd m).
+
+    Ranks are by (value, position), so ties resolve deterministically. Branch-free rank
+    counting (vectorised compares) beats quickselect for the short arrays of a ramp.
+    Returns (-1, -1) for m == 0.
+    """
+    if m == 0:
+        return -1, -1
+    k = m // 2
+    even = m % 2 == 0
+    p_hi = -1
+    p_lo = -1 if even else 0
+    for i in range(m):
+        v = keys[i]
+        r = 0
+        for j in range(i):
+            r += keys[j] <= v
+        for j in range(i + 1, m):
+            r += keys[j] < v
+        if r == k:
+            p_hi = i
+            if p_lo >= 0:
+                break
+        elif even and r == k - 1:
+            p_lo = i
+            if p_hi >= 0:
+                break
+    if not even:
+        p_lo = p_hi
+    return p_lo, p_hi
+
+
 @njit(cache=True, error_model="numpy")
 def jump_pixel(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3, do_nb, nb_min,
-               nb_max, fd, wk, nb):
+               nb_max, fd, wk, nb, keys, kpos):
     """Two-point-difference jump detection of one pixel.
 
     Parameters
@@ -164,11 +198,14 @@ def jump_pixel(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3, do_n
     fd, wk : float64, (>= ng,), work buffers
     nb : uint8, (>= ng,); set to 1 at groups whose jump qualifies for neighbour
         flagging, 0 elsewhere
+    keys : float32, (>= ng,), kpos : int64, (>= ng,), work buffers
 
     Returns
     -------
     n_primary : int, number of groups flagged here
     any_nb : bool, True if any ``nb`` entry is set
+    k_lo, k_hi : int, difference indices of the median of the usable differences, ranked
+        by ``float32(d[k+1] - d[k])`` (-1 when none); ramp fitting reuses them
     """
     nd = ng - 1
     g32 = np.float32(gain)
@@ -188,9 +225,18 @@ def jump_pixel(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3, do_n
         fd[k] = v
         prev = cur
         if np.isfinite(v):
-            wk[m] = v
+            keys[m] = np.float32(d[k + 1] - d[k])
+            kpos[m] = k
             m += 1
-    med = nanmedian_inplace(wk, m)
+    p_lo, p_hi = median_positions(keys, m)
+    k_lo = kpos[p_lo] if m > 0 else -1
+    k_hi = kpos[p_hi] if m > 0 else -1
+    if m == 0:
+        med = np.nan
+    elif m % 2 == 1:
+        med = fd[k_hi]
+    else:
+        med = (fd[k_lo] + fd[k_hi]) / 2.0
     sigma = np.sqrt(np.abs(med) + noise)
     if sigma == 0.0:
         sigma = np.nan
@@ -265,7 +311,7 @@ def jump_pixel(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3, do_n
                 any_nb = True
         nb[k + 1] = flag
     nb[0] = 0
-    return n_primary, any_nb
+    return n_primary, any_nb, k_lo, k_hi
 
 
 @njit(cache=True, error_model="numpy")
@@ -305,6 +351,8 @@ def _detect_cube(groups, groupdq, pixeldq, readnoise, gain, nframes, single_pass
     fd = np.empty(ng, np.float64)
     wk = np.empty(ng, np.float64)
     nb = np.empty(ng, np.uint8)
+    keys = np.empty(ng, np.float32)
+    kpos = np.empty(ng, np.int64)
     nbflags = np.zeros((ng, ny, nx), np.uint8)
     total = 0
     for y in range(ny):
@@ -315,8 +363,9 @@ def _detect_cube(groups, groupdq, pixeldq, readnoise, gain, nframes, single_pass
             for k in range(ng):
                 d[k] = groups[k, y, x]
                 gdq[k] = groupdq[k, y, x]
-            n, anynb = jump_pixel(d, gdq, ng, g, readnoise[y, x], nframes, single_pass, rej,
-                                  thr2, thr3, do_nb, nb_min, nb_max, fd, wk, nb)
+            n, anynb, _, _ = jump_pixel(d, gdq, ng, g, readnoise[y, x], nframes, single_pass,
+                                        rej, thr2, thr3, do_nb, nb_min, nb_max, fd, wk, nb, keys,
+                                        kpos)
             total += n
             for k in range(ng):
                 groupdq[k, y, x] = gdq[k]

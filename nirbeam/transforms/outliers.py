@@ -25,6 +25,10 @@ Differences from jwst
 Two forms with identical results: :func:`flag_outliers` on an in-memory stack, and
 :class:`RollingOutlierFlagger`, which holds only a bounded buffer of integrations
 (optionally a band of rows) and releases each integration once its window has arrived.
+Both keep every pixel's window sorted and slide it (remove the integration leaving,
+insert the one entering: O(window) per pixel and integration, numba); the median of
+the same set of values is the same float whichever way it is found, and the test-suite
+checks flags against a plain ``np.nanmedian`` reference and batch against streaming.
 
 numpy + numba; no Beam imports.
 """
@@ -322,8 +326,9 @@ class RollingOutlierFlagger:
     soon as their window is complete when ``nints`` is given). Results are identical
     to :func:`flag_outliers` on the whole stack.
 
-    Memory: the buffer holds at most ``window`` released integrations plus those not
-    yet releasable (bounded by how late integrations arrive).
+    Memory: the integrations of the current window plus those not yet releasable
+    (bounded by how late integrations arrive), and the sorted windows,
+    ``ny_band * nx * window`` float64 (13 MB for 32 x 2048, window 25).
 
     Parameters
     ----------

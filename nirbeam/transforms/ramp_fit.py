@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit
 
 from nirbeam import dqflags
-from nirbeam.transforms.jump import nanmedian_inplace
+from nirbeam.transforms.jump import median_positions
 
 __all__ = ["RampFitParams", "weight_tables", "fit_pixel", "fit_ramps_cube", "POWERS"]
 
@@ -113,7 +113,7 @@ def _power_index(snr):
 
 @njit(cache=True, error_model="numpy")
 def fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, suppress1g,
-              wtab, stab, wk, seg_s, seg_e):
+              wtab, stab, keys, seg_s, seg_e, k_lo=-1, k_hi=-1, have_k=False):
     """Fit one pixel's ramp (one integration).
 
     Parameters
@@ -129,8 +129,12 @@ def fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, supp
     dcur : float, DN/s, average dark current (0 in jwst for NIRSpec)
     suppress1g : bool
     wtab, stab : from :func:`weight_tables`
-    wk : float64, (>= ng,) work buffer
+    keys : float32, (>= ng,) work buffer
     seg_s, seg_e : int64, (>= ng,) work buffers
+    k_lo, k_hi, have_k : median difference indices from the jump step (see
+        :func:`~nirbeam.transforms.jump.jump_pixel`), used when the pixel has no JUMP_DET
+        group (then the usable differences are the same set); the median rate is then
+        identical to recomputing it.
 
     Returns
     -------
@@ -144,12 +148,14 @@ def fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, supp
     if not (g > 0.0):
         dq |= _U_DNU | _U_NGV
     # suppress one good group ramps
+    suppressed = False
     if suppress1g and ng > 1:
         ngood = 0
         for k in range(ng):
             if (gdq[k] & _NPERS) == 0:
                 ngood += 1
         if ngood == 1:
+            suppressed = True
             for k in range(ng):
                 gdq[k] |= _DNU
     cnt_good = 0
@@ -179,39 +185,42 @@ def fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, supp
         mrate = np.nan
         if not (gdq[0] & _SAT):
             mrate = np.float64(d[0]) / one_group_time
-    elif True:
-        mrate = 10.0
     elif is_0th:
         mrate = np.float64(d[0]) / one_group_time
         if np.isnan(mrate):
             mrate = 0.0
     else:
-        m = 0
-        prev = np.nan
-        if not (gdq[0] & (_SAT | _DNU)):
-            prev = np.float64(d[0]) / tgroup
-        loc0 = prev
-        for k in range(ng - 1):
-            cur = np.nan
-            if not (gdq[k + 1] & (_SAT | _DNU)):
-                cur = np.float64(d[k + 1]) / tgroup
-            if not (gdq[k + 1] & _JUMP):
-                v = cur - prev
-                if not np.isnan(v):
-                    wk[m] = v
-                    m += 1
-            prev = cur
-        if m == 0 and not np.isnan(loc0):
-            wk[0] = loc0
-            m = 1
-        if m == 0:
-            mrate = 0.0
-        elif m == 1:
-            mrate = wk[0]
-        elif m == 2:
-            mrate = (wk[0] + wk[1]) / 2.0
+        # median of the first differences (DN/s) of groups neither DO_NOT_USE nor
+        # SATURATED, skipping differences into a JUMP_DET group; ranked by
+        # float32(d[k+1] - d[k]) (the order of d[k+1]/tg - d[k]/tg up to rounding)
+        if have_k and not jump_det and not suppressed:
+            lo = k_lo
+            hi = k_hi
+            m = 0 if k_hi < 0 else 1
         else:
-            mrate = nanmedian_inplace(wk, m)
+            m = 0
+            for k in range(ng - 1):
+                if (gdq[k] & (_SAT | _DNU)) or (gdq[k + 1] & (_SAT | _DNU | _JUMP)):
+                    continue
+                keys[m] = np.float32(d[k + 1] - d[k])
+                seg_s[m] = k
+                m += 1
+            lo = -1
+            hi = -1
+            if m > 0:
+                p_lo, p_hi = median_positions(keys, m)
+                lo = seg_s[p_lo]
+                hi = seg_s[p_hi]
+        if m > 0:
+            f_hi = np.float64(d[hi + 1]) / tgroup - np.float64(d[hi]) / tgroup
+            if lo == hi:
+                mrate = f_hi
+            else:
+                mrate = (np.float64(d[lo + 1]) / tgroup - np.float64(d[lo]) / tgroup + f_hi) / 2.0
+        elif not (gdq[0] & (_SAT | _DNU)):
+            mrate = np.float64(d[0]) / tgroup
+        else:
+            mrate = 0.0
         if np.isnan(mrate):
             mrate = 0.0
     slope = 0.0
@@ -361,7 +370,7 @@ def fit_ramps_cube(groups, groupdq, pixeldq, readnoise, gain, nframes, tgroup, t
     wtab, stab = weight_tables(ng)
     d = np.empty(ng, np.float32)
     gdq = np.empty(ng, np.uint8)
-    wk = np.empty(ng + 1, np.float64)
+    keys = np.empty(ng + 1, np.float32)
     ss = np.empty(ng + 1, np.int64)
     se = np.empty(ng + 1, np.int64)
     for y in range(ny):
@@ -371,7 +380,7 @@ def fit_ramps_cube(groups, groupdq, pixeldq, readnoise, gain, nframes, tgroup, t
                 gdq[k] = groupdq[k, y, x]
             r, e, q, vp, vr = fit_pixel(d, gdq, ng, pixeldq[y, x], gain[y, x], readnoise[y, x],
                                         nframes, tgroup, tframe, dcur[y, x], suppress1g, wtab,
-                                        stab, wk, ss, se)
+                                        stab, keys, ss, se)
             rate[y, x] = r
             err[y, x] = e
             dq[y, x] = q
