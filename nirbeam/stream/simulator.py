@@ -305,6 +305,12 @@ def _iso(mjd: float) -> tuple[str, str]:
     return d, t
 
 
+def _isot(mjd: float) -> str:
+    from astropy.time import Time
+
+    return Time(mjd, format="mjd", scale="utc").isot
+
+
 def _primary_header(cfg: SimConfig, det: str, seg: int, int_lo: int, int_hi: int, times, fname: str) -> fits.Header:
     h = fits.Header()
     fast, slow = FASTSLOW[det]
@@ -346,6 +352,8 @@ def _primary_header(cfg: SimConfig, det: str, seg: int, int_lo: int, int_hi: int
         ("EXPSTART", float(times["int_start_MJD_UTC"][0]), "UTC exposure start time (MJD)"),
         ("EXPMID", float(0.5 * (times["int_start_MJD_UTC"][0] + times["int_end_MJD_UTC"][-1])), "UTC exposure mid time (MJD)"),
         ("EXPEND", float(times["int_end_MJD_UTC"][-1]), "UTC exposure end time (MJD)"),
+        ("DATE-BEG", _isot(times["int_start_MJD_UTC"][0]), "Date-time start of exposure"),
+        ("DATE-END", _isot(times["int_end_MJD_UTC"][-1]), "Date-time end of exposure"),
         ("DATE-OBS", date_obs, "UTC date at start of exposure"),
         ("TIME-OBS", time_obs, "UTC time at start of exposure"),
         ("READPATT", cfg.readpatt, "Readout pattern"),
@@ -356,6 +364,8 @@ def _primary_header(cfg: SimConfig, det: str, seg: int, int_lo: int, int_hi: int
         ("NFRAMES", cfg.nframes, "Number of frames per group"),
         ("GROUPGAP", cfg.groupgap, "Number of frames dropped between groups"),
         ("NRESETS", cfg.nresets, "Number of resets between integrations"),
+        ("DRPFRMS1", 0, "Number of frames dropped prior to first integration"),
+        ("DRPFRMS3", 0, "Number of frames dropped between integrations"),
         ("NSAMPLES", 1, "Number of A/D samples per pixel"),
         ("TSAMPLE", 10.0, "[us] Time between samples"),
         ("TFRAME", cfg.tframe, "[s] Time between frames"),
