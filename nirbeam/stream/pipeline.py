@@ -452,8 +452,18 @@ def _check_outdir(outdir: str) -> None:
         raise BadInputError(outdir, f"output folder is not writable ({exc.strerror})") from None
 
 
+_STAGE_OF_STEP = {"read": RATEINTS, "detector1": RATEINTS, "write_rateints": RATEINTS,
+                  "extract": "spectra"}
+
+
 def _account(outdir, root, plans, per_group, dead_dir) -> dict:
-    """Every input integration: processed, flagged or dead-lettered; write deadletter.jsonl."""
+    """Every input integration: processed or dead-lettered; write deadletter.jsonl.
+
+    ``processed`` counts integrations with a complete rateints region; ``deadlettered``
+    those without one (each has a line in deadletter.jsonl saying where and why);
+    ``processed + deadlettered == nints``. Of the processed, ``extracted`` have a spectrum
+    and ``extract_failed`` a dead letter of the extract step.
+    """
     dead: list[dict] = []
     if os.path.isdir(dead_dir):
         for n in sorted(os.listdir(dead_dir)):
@@ -461,37 +471,46 @@ def _account(outdir, root, plans, per_group, dead_dir) -> dict:
                 with open(os.path.join(dead_dir, n)) as fh:
                     dead.append(json.load(fh))
     exposures = []
+    lines = []
     for plan in plans:
         g = plan.meta.group_name
-        done = zarr_store.completed(root, g, RATEINTS)
+        n = plan.meta.nints
+        done = {RATEINTS: zarr_store.completed(root, g, RATEINTS),
+                "spectra": zarr_store.completed(root, g, "spectra")}
+        if done["spectra"].size == 0:
+            done["spectra"] = np.zeros(n, bool)
         key = (plan.meta.exposure, plan.meta.detector)
-        d_here = [d for d in dead if (d["exposure"], d["detector"]) == key]
-        dead_ints = {d["integration"] for d in d_here}
-        # an integration dead in an earlier run but completed now is not dead any more
-        d_here = [d for d in d_here if not done[d["integration"] - 1]]
+        here = {}
+        for d in dead:
+            if (d["exposure"], d["detector"]) != key or not d.get("integration"):
+                continue
+            stage = _STAGE_OF_STEP.get(d["step"], RATEINTS)
+            if done[stage][d["integration"] - 1]:
+                continue  # failed in an earlier run, complete now
+            here[(d["integration"], d["step"])] = d
         for i in plan.missing:
-            if i not in dead_ints:
-                d_here.append({
-                    "exposure": key[0], "detector": key[1], "integration": i,
-                    "step": "read", "reason": "integration is in no input segment (missing segment)",
-                    "source": "",
-                })
-        processed = int(done.sum())
-        n_dead = len({d["integration"] for d in d_here})
+            here.setdefault((i, "read"), {
+                "exposure": key[0], "detector": key[1], "integration": i, "step": "read",
+                "reason": "integration is in no input segment (missing segment)", "source": "",
+            })
+        rate_dead = {i for (i, step) in here if _STAGE_OF_STEP.get(step, RATEINTS) == RATEINTS}
+        ext_dead = {i for (i, step) in here if step == "extract"}
+        processed = int(done[RATEINTS].sum())
+        extracted = int(done["spectra"].sum())
         info = dict(per_group[g])
         info.update({
             "processed": processed,
-            "deadlettered": n_dead,
-            "accounted": processed + n_dead,
-            "complete": processed + n_dead == plan.meta.nints,
+            "deadlettered": len(rate_dead),
+            "extracted": extracted,
+            "extract_failed": len(ext_dead),
+            "accounted": processed + len(rate_dead),
+            "complete": processed + len(rate_dead) == n and extracted + len(ext_dead) == processed,
         })
         exposures.append(info)
-        dead_final = d_here
-        per_group[g]["dead"] = dead_final
-    lines = [d for g in per_group.values() for d in g.get("dead", [])]
+        lines.extend(here.values())
     tmp = os.path.join(outdir, "deadletter.jsonl.tmp")
     with open(tmp, "w") as fh:
-        for d in sorted(lines, key=lambda d: (d["exposure"], d["detector"], d["integration"] or 0)):
+        for d in sorted(lines, key=lambda d: (d["exposure"], d["detector"], d["integration"], d["step"])):
             fh.write(json.dumps(d) + "\n")
     os.replace(tmp, os.path.join(outdir, "deadletter.jsonl"))
     return {"exposures": exposures}

@@ -91,8 +91,12 @@ def _sample_indices(done: np.ndarray, n: int) -> np.ndarray:
     return idx[np.linspace(0, idx.size - 1, n).round().astype(int)]
 
 
-def prepare_spectra(root: str, plan, settings) -> ExtractionModel | None:
-    """Build and save the extraction model; create the spectra and cleaned stages."""
+def prepare_spectra(root: str, plan, settings) -> ExtractionModel | str | None:
+    """Build and save the extraction model; create the spectra and cleaned stages.
+
+    Returns the model, None when no integration has rates, or a string saying why no
+    model could be built.
+    """
     from nirbeam.transforms.trace import TraceModel
 
     meta = plan.meta
@@ -115,12 +119,10 @@ def prepare_spectra(root: str, plan, settings) -> ExtractionModel | None:
     trace = None
     if cfg.trace_coefficients:
         trace = TraceModel.from_config(cfg.trace_coefficients, 1.0, (0.0, nx - 1.0), scaled=False)
-    model = build_extraction_model(
-        sci, dq, half_width=cfg.half_width,
-        background_region=tuple(cfg.background_region) if cfg.background_region else None,
-        trace_deg=cfg.trace_deg, trace=trace, method=cfg.method, sigma_clip=cfg.sigma_clip,
-        flicker=settings.flicker,
-    )
+    model_or_reason = _build_model(sci, dq, cfg, trace, settings)
+    if isinstance(model_or_reason, str):
+        return model_or_reason
+    model = model_or_reason
     wl = find_wavelengths(plan, cfg, model.trace, nx)
     model = ExtractionModel(**{**model.__dict__, "wavelength": wl})
     arrays, attrs = model.to_arrays()
@@ -155,6 +157,19 @@ def prepare_spectra(root: str, plan, settings) -> ExtractionModel | None:
         array_attrs={"dq": {"description": "rateints DQ plus OUTLIER flags along time"}},
     )
     return model
+
+
+def _build_model(sci, dq, cfg, trace, settings) -> ExtractionModel | str:
+    """The extraction model, or the reason it cannot be built (e.g. no trace on NRS2)."""
+    try:
+        return build_extraction_model(
+            sci, dq, half_width=cfg.half_width,
+            background_region=tuple(cfg.background_region) if cfg.background_region else None,
+            trace_deg=cfg.trace_deg, trace=trace, method=cfg.method, sigma_clip=cfg.sigma_clip,
+            flicker=settings.flicker,
+        )
+    except ValueError as exc:
+        return f"no spectral trace could be measured on the median rate image ({exc})"
 
 
 def _extraction_settings(settings) -> dict:
@@ -244,6 +259,13 @@ def run_spectra_stage(root: str, plans, settings, runner_spec, dead_dir) -> dict
         if model is None:
             continue
         g = plan.meta.group_name
+        if isinstance(model, str):
+            write = WriteDeadLetter(dead_dir)
+            for i in np.flatnonzero(zarr_store.completed(root, g, RATEINTS)) + 1:
+                write(DeadLetter(IntegrationKey(plan.meta.exposure, plan.meta.detector, int(i)),
+                                 "extract", model))
+            log.warning("%s: %s", g, model)
+            continue
         rate_done = zarr_store.completed(root, g, RATEINTS)
         spec_done = zarr_store.completed(root, g, SPECTRA)
         todo = np.flatnonzero(rate_done & ~spec_done) + 1

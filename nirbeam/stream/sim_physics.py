@@ -28,6 +28,7 @@ __all__ = [
     "simulate_integration",
     "one_over_f_columns",
     "one_over_f_pixels",
+    "one_over_f_pixel_variance",
     "draw_cosmic_rays",
     "ramp_variance",
 ]
@@ -398,6 +399,18 @@ def _harmonic(n: int) -> float:
     return float(np.sum(1.0 / np.arange(1, max(n, 1) + 1)))
 
 
+def one_over_f_pixel_variance(ngroups: int, ny: int, nx: int, amp: float, line_overhead: int = 12, frame_overhead: int = 8) -> float:
+    """Per-read variance (DN^2) of the pixel-scale (above column frequency) 1/f part.
+
+    This part is independent from group to group and cannot be removed by column
+    destriping; the READNOISE reference includes it (see :func:`one_over_f_pixels`).
+    """
+    n_total = ngroups * (nx + frame_overhead) * (ny + line_overhead)
+    n_low = ngroups * (nx + frame_overhead)
+    f_low = _harmonic(n_low // 2) / _harmonic(n_total // 2)
+    return float(amp**2 * max(1.0 - f_low, 0.0))
+
+
 def one_over_f_pixels(
     rng: np.random.Generator,
     ngroups: int,
@@ -425,10 +438,8 @@ def one_over_f_pixels(
 
     nline = ny + line_overhead
     ncol = nx + frame_overhead
-    n_total = ngroups * ncol * nline
-    n_low = ngroups * ncol
-    f_low = _harmonic(n_low // 2) / _harmonic(n_total // 2)
-    low = one_over_f_columns(rng, ngroups, nx, amp * np.sqrt(f_low), frame_overhead)
+    var_hi = one_over_f_pixel_variance(ngroups, ny, nx, amp, line_overhead, frame_overhead)
+    low = one_over_f_columns(rng, ngroups, nx, np.sqrt(max(amp**2 - var_hi, 0.0)), frame_overhead)
     # high part: per group, frequencies above the column-read frequency only
     n_g = ncol * nline
     m = next_fast_len(n_g, real=True)
@@ -441,7 +452,7 @@ def one_over_f_pixels(
     spec *= a
     hi = np.fft.irfft(spec, m, axis=-1)[:, :n_g]
     expected_var = (4.0 / m**2) * float(np.sum(a.astype(np.float64) ** 2))
-    hi *= amp * np.sqrt(max(1.0 - f_low, 0.0)) / np.sqrt(expected_var)
+    hi *= np.sqrt(var_hi / expected_var)
     cube = hi.reshape(ngroups, ncol, nline)[:, :nx, :ny].transpose(0, 2, 1) + low[:, None, :]
     if fast_reversed:
         cube = cube[:, ::-1, ::-1]

@@ -364,8 +364,8 @@ def _primary_header(cfg: SimConfig, det: str, seg: int, int_lo: int, int_hi: int
         ("NFRAMES", cfg.nframes, "Number of frames per group"),
         ("GROUPGAP", cfg.groupgap, "Number of frames dropped between groups"),
         ("NRESETS", cfg.nresets, "Number of resets between integrations"),
-        ("DRPFRMS1", 0, "Number of frames dropped prior to first integration"),
-        ("DRPFRMS3", 0, "Number of frames dropped between integrations"),
+        ("DRPFRMS1", 0, "Frames dropped before first integration"),
+        ("DRPFRMS3", 0, "Frames dropped between integrations"),
         ("NSAMPLES", 1, "Number of A/D samples per pixel"),
         ("TSAMPLE", 10.0, "[us] Time between samples"),
         ("TFRAME", cfg.tframe, "[s] Time between frames"),
@@ -410,6 +410,13 @@ def _ref_common(cfg: SimConfig, det: str, full: bool) -> dict:
 # ----------------------------------------------------------------------------------------
 # References
 # ----------------------------------------------------------------------------------------
+def _rn_extra_var(cfg: SimConfig) -> float:
+    """CDS variance (DN^2) added to the white read noise by the pixel-scale 1/f part."""
+    if not (cfg.one_over_f and cfg.one_over_f_dn > 0):
+        return 0.0
+    return 2.0 * phys.one_over_f_pixel_variance(cfg.ngroups, cfg.subsize2, cfg.subsize1, cfg.one_over_f_dn)
+
+
 def _write_refs(cfg: SimConfig, det: str, props: phys.DetectorProps, refs_dir: Path, seed: int, det_idx: int) -> dict[str, Path]:
     f32 = np.float32
     ny, nx = props.shape
@@ -467,9 +474,12 @@ def _write_refs(cfg: SimConfig, det: str, props: phys.DetectorProps, refs_dir: P
         p("saturation"), "SATURATION", {**com, "DESCRIP": "Simulated saturation (raw DN, bias included)"},
         {"SCI": sat.astype(f32), "DQ": sat_dq}, ["DO_NOT_USE", "NO_SAT_CHECK"], bunit="DN",
     )
+    # READNOISE: CDS noise of a pixel after column destriping = white read noise plus the
+    # pixel-scale part of the 1/f noise (which no column correction removes)
+    rn_ref = np.sqrt(rn.astype(np.float64) ** 2 + _rn_extra_var(cfg))
     out["readnoise"] = write_reference(
         p("readnoise"), "READNOISE", {**com, "DESCRIP": "Simulated read noise of a CDS difference (DN)"},
-        {"SCI": rn.astype(f32)}, None, bunit="DN",
+        {"SCI": rn_ref.astype(f32)}, None, bunit="DN",
     )
     out["gain"] = write_reference(
         p("gain"), "GAIN", {**com, "DESCRIP": "Simulated gain"}, {"SCI": gain.astype(f32)}, None, bunit="electrons/DN",
@@ -503,8 +513,11 @@ def _truth_header(cfg: SimConfig, det: str, seed: int, exposure: str, t0: float,
     h["LDLAW"] = "quadratic"
     h["TRANSIT"] = cfg.transit
     h["GAIN"] = (float(np.mean(props.gain)), "mean gain, e-/DN")
-    h["RNOISE"] = (float(np.mean(props.rn_cds)), "mean CDS read noise, DN")
-    h["RNREAD"] = (float(np.mean(props.rn_cds)) / np.sqrt(2), "mean single-read noise, DN")
+    rn_eff = np.sqrt(props.rn_cds.astype(np.float64) ** 2 + _rn_extra_var(cfg))
+    h["RNOISE"] = (float(np.mean(rn_eff)), "mean CDS noise as in READNOISE ref, DN")
+    h["RNWHITE"] = (float(np.mean(props.rn_cds)), "mean white CDS read noise, DN")
+    h["RNREAD"] = (float(np.mean(props.rn_cds)) / np.sqrt(2), "mean white single-read noise, DN")
+    h["OOFPIXV"] = (_rn_extra_var(cfg) / 2, "pixel-scale 1/f variance per read, DN^2")
     h["OOF_AMP"] = (cfg.one_over_f_dn if cfg.one_over_f else 0.0, "1/f rms per read (pixel clock), DN")
     h["APHALFW"] = (cfg.aperture_halfwidth, "white-light aperture half-width, px")
     for f in dataclasses.fields(cfg):
@@ -608,6 +621,7 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
         )
         yy = np.arange(ny)[:, None]
         ap = (np.abs(yy - scene.y_center[None, :]) <= cfg.aperture_halfwidth) & (props.qe > 0)
+        rn_eff = np.sqrt(props.rn_cds.astype(np.float64) ** 2 + _rn_extra_var(dcfg))
         ap_flux = np.empty(cfg.nints)
         sig_white = np.empty(cfg.nints)
         cr_rows: list[tuple] = []
@@ -627,7 +641,7 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
                 rate32 = rate.astype(np.float32)
                 tw.write(rate32)
                 ap_flux[i] = rate32[ap].sum(dtype=np.float64)
-                var = phys.ramp_variance(rate + props.dark_rate, props.gain, props.rn_cds, cfg.ngroups, cfg.tgroup)
+                var = phys.ramp_variance(rate + props.dark_rate, props.gain, rn_eff, cfg.ngroups, cfg.tgroup)
                 sig_white[i] = np.sqrt(var[ap].sum()) / ap_flux[i] if ap_flux[i] > 0 else np.nan
                 if hits.y.size:
                     cr_rows.append((np.full(hits.y.size, i + 1, np.int32), hits))

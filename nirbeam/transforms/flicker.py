@@ -45,6 +45,7 @@ from nirbeam import dqflags
 __all__ = [
     "FlickerParams",
     "GROUP_BAD_BITS",
+    "MASK_BAD_BITS",
     "clean_fft",
     "clean_groups",
     "clean_median",
@@ -65,6 +66,9 @@ GROUP_BAD_BITS = (
     | dqflags.AD_FLOOR
     | dqflags.CHARGELOSS
 )
+
+#: Pixel-DQ bits that keep a pixel out of the scene mask by default.
+MASK_BAD_BITS = dqflags.DO_NOT_USE | dqflags.SATURATED | dqflags.DEAD | dqflags.HOT
 
 _MAD_TO_SIGMA = 1.482602218505602
 
@@ -94,7 +98,10 @@ class FlickerParams:
     mask_smooth : int
         Columns averaged along x (dispersion) to detect the trace in the draft image.
     statistic : {'median', 'mean'}
-        ``clean_median`` statistic: median, or 3-sigma-clipped mean.
+        ``clean_median`` statistic: median (jwst), or 3-sigma-clipped mean (default:
+        ~1.6x less estimation noise added to every pixel; with the median, group-level
+        cleaning pushed the end-to-end rateints chi^2 to 1.24, with the mean it stays
+        below 1.2).
     fft_n_freq : int
         Number of non-constant cosine terms along the column in ``clean_fft`` (0 gives a
         weighted per-column mean).
@@ -121,7 +128,7 @@ class FlickerParams:
     n_sigma: float = 2.0
     mask_dilate: int = 2
     mask_smooth: int = 9
-    statistic: str = "median"
+    statistic: str = "mean"
     fft_n_freq: int = 1
     fft_ridge: float = 4.0
     fft_alternating: bool = False
@@ -165,7 +172,9 @@ class FlickerParams:
             raise ValueError(f"FlickerParams.fft_ridge: expected >= 0, got {self.fft_ridge!r}")
 
     def cleaner_kwargs(self) -> dict:
-        """Keyword arguments for :func:`clean_median` / :func:`clean_fft`."""
+        """Keyword arguments for the cleaner of ``method`` (:func:`clean_median`,
+        :func:`clean_fft` or :func:`clean_nsclean`); use as
+        ``clean_rate(rate, mask, p.method, **p.cleaner_kwargs())`` at rate level."""
         common = {"background": self.background, "min_pixels": self.min_pixels}
         if self.method == "median":
             return {**common, "statistic": self.statistic}
@@ -310,7 +319,7 @@ def scene_mask(
     sigma_lower: float = 3.0,
     dilate: int = 2,
     smooth: int = 9,
-    bad_bits: int = dqflags.DO_NOT_USE,
+    bad_bits: int = MASK_BAD_BITS,
     user_mask: np.ndarray | None = None,
     background: np.ndarray | float | None = None,
     n_iter: int = 2,
@@ -352,7 +361,7 @@ def scene_mask(
     smooth : int
         Columns averaged for trace detection (1 disables averaging).
     bad_bits : int
-        DQ bits that exclude a pixel.
+        DQ bits that exclude a pixel (default DO_NOT_USE | SATURATED | DEAD | HOT).
     user_mask : bool, (ny, nx), optional
         False excludes a pixel (combined with AND).
     background : float or float (ny, nx), optional
@@ -672,6 +681,7 @@ def clean_nsclean(
     exclude_outliers: bool = True,
     outlier_sigma: float = 4.0,
     min_pixels: int = 4,
+    damping: float = 1e-3,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Remove 1/f noise with an apodized Fourier series in readout time (NSClean subarray).
 
@@ -715,6 +725,10 @@ def clean_nsclean(
     outlier_sigma : float
     min_pixels : int
         Below this many usable pixels in the whole image, nothing is corrected.
+    damping : float
+        Ridge on every non-constant coefficient, relative to the mean diagonal of the normal
+        matrix (jwst uses a pseudo-inverse; without damping, a section whose usable
+        pixels leave gaps of a few columns, e.g. after jump flags, can blow up).
 
     Returns
     -------
@@ -774,7 +788,11 @@ def clean_nsclean(
             u = use[:, sec]
             bu = basis[u]
             normal = np.einsum("ip,iq->pq", bu, bu)  # not BLAS: avoids thread oversubscription
-            normal[np.diag_indices_from(normal)] += 1e-10 * np.trace(normal) / len(normal)
+            # Tikhonov damping relative to the mean diagonal: negligible where the data
+            # constrain a frequency, keeps coefficients bounded across wide gaps
+            damp = np.full(len(normal), damping * np.trace(normal) / len(normal))
+            damp[: (kk_idx == 0).sum()] = 0.0  # the constant is always constrained
+            normal[np.diag_indices_from(normal)] += damp
             coef = np.linalg.solve(normal, np.einsum("ip,i->p", bu, d[:, sec][u]))
             sec_model = np.einsum("ycp,p->yc", basis, coef * scales)
         wgt = 1.001 - np.abs(np.linspace(-1, 1, di))
@@ -900,7 +918,8 @@ def clean_groups(
         Background pixels; None derives one with :func:`draft_mask_from_groups`.
     method : {'median', 'fft', 'nsclean'}
     bad_group_bits : int
-        Group-DQ bits (in either group of a difference) that exclude a pixel from the fit.
+        Group-DQ bits that exclude a pixel from the fit of a difference: in either of
+        its two groups, except JUMP_DET, which counts only on the later group.
     bad_pixel_bits : int
         Pixel-DQ bits that exclude a pixel from the fit.
     return_model : bool
@@ -928,14 +947,20 @@ def clean_groups(
     msk = msk & ((pdq & np.uint32(bad_pixel_bits)) == 0)
     models = np.zeros((max(ngroups - 1, 0), ny, nx)) if return_model else None
     bg_all = kwargs.pop("background", None)
-    badg = (gdq.astype(np.uint32) & np.uint32(bad_group_bits)) != 0
+    gdq32 = gdq.astype(np.uint32)
+    # a difference k -> k+1 is bad if either group has a bad bit, except JUMP_DET, which
+    # marks the jump in the difference *ending* at the flagged group
+    jump = np.uint32(bad_group_bits & dqflags.JUMP_DET)
+    other = np.uint32(bad_group_bits & ~dqflags.JUMP_DET)
+    badg = (gdq32 & other) != 0
+    jumped = (gdq32 & jump) != 0
     out = np.empty(g.shape, np.float32)
     out[0] = g[0]
     prev = g[0].astype(np.float64)
     acc = np.zeros((ny, nx))  # cumulative noise model
     for k in range(ngroups - 1):
         cur = g[k + 1].astype(np.float64)
-        mk = msk & ~badg[k] & ~badg[k + 1]
+        mk = msk & ~badg[k] & ~badg[k + 1] & ~jumped[k + 1]
         bg = bg_all
         if isinstance(bg, np.ndarray) and bg.ndim == 3:
             bg = bg[k]

@@ -160,10 +160,9 @@ def median_positions(keys, m):
     for i in range(m):
         v = keys[i]
         r = 0
-        for j in range(i):
-            r += keys[j] <= v
-        for j in range(i + 1, m):
-            r += keys[j] < v
+        for j in range(m):
+            kj = keys[j]
+            r += np.int32(kj < v) + np.int32((kj == v) & (j < i))
         if r == k:
             p_hi = i
             if p_lo >= 0:

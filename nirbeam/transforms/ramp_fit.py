@@ -147,34 +147,35 @@ def fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, supp
     dq = np.uint32(pixeldq)
     if not (g > 0.0):
         dq |= _U_DNU | _U_NGV
-    # suppress one good group ramps
+    # group statistics (one pass; redone if the one-good-group suppression applies)
     suppressed = False
-    if suppress1g and ng > 1:
-        ngood = 0
+    for _ in range(2):
+        ngood_np = 0
+        cnt_good = 0
+        cnt_dnu_sat = 0
+        cnt_sat = 0
+        jump_det = False
+        pers = False
         for k in range(ng):
-            if (gdq[k] & _NPERS) == 0:
-                ngood += 1
-        if ngood == 1:
+            q = gdq[k]
+            if (q & _NPERS) == 0:
+                ngood_np += 1
+            if q & _JUMP:
+                jump_det = True
+            if q & _PERS:
+                pers = True
+            if q == 0:
+                cnt_good += 1
+            if q & (_DNU | _SAT):
+                cnt_dnu_sat += 1
+            if q & _SAT:
+                cnt_sat += 1
+        if suppress1g and ng > 1 and ngood_np == 1 and not suppressed:
             suppressed = True
             for k in range(ng):
                 gdq[k] |= _DNU
-    cnt_good = 0
-    cnt_dnu_sat = 0
-    cnt_sat = 0
-    jump_det = False
-    pers = False
-    for k in range(ng):
-        q = gdq[k]
-        if q & _JUMP:
-            jump_det = True
-        if q & _PERS:
-            pers = True
-        if q == 0:
-            cnt_good += 1
-        if q & (_DNU | _SAT):
-            cnt_dnu_sat += 1
-        if q & _SAT:
-            cnt_sat += 1
+        else:
+            break
     is_0th = (not suppress1g) and cnt_good == 1 and gdq[0] == 0
     if jump_det:
         dq |= _U_JUMP
@@ -304,8 +305,7 @@ def fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, supp
                 sxy = 0.0
                 for i in range(n):
                     v = np.float64(d[s0 + i])
-                    if np.isnan(v):
-                        v = 0.0
+                    v = v if v == v else 0.0  # NaN -> 0 as stcal
                     wv = wtab[p, n, i] * v
                     sy += wv
                     sxy += wv * i

@@ -105,13 +105,12 @@ def first_saturated_group(ramp, thresh):
     """
     ng, ny, nx = ramp.shape
     out = np.full((ny, nx), ng, np.int16)
-    for y in range(ny):
-        for x in range(nx):
-            t = thresh[y, x]
-            for g in range(ng):
-                if ramp[g, y, x] >= t:
+    # group-outer so every pass reads contiguous rows of the ramp
+    for g in range(ng - 1, -1, -1):
+        for y in range(ny):
+            for x in range(nx):
+                if ramp[g, y, x] >= thresh[y, x]:
                     out[y, x] = g
-                    break
     return out
 
 
