@@ -93,8 +93,8 @@ def stcal_ramp_fit(groups, groupdq, pixeldq, readnoise, gain, tgroup, tframe, nf
     rd = RampData()
     rd.set_arrays(data.copy(), gdq.copy(), np.array(pixeldq, np.uint32).copy(),
                   np.zeros(data.shape[-2:], np.float32))
-    rd.set_meta(name="NIRSPEC", frame_time=tframe, group_time=tgroup, groupgap=0,
-                nframes=nframes, drop_frames1=None)
+    rd.set_meta(name="NIRSPEC", frame_time=tframe, group_time=tgroup,
+                groupgap=1 if nframes > 1 else 0, nframes=nframes, drop_frames1=None)
     rd.set_dqflags(DQFLAGS)
     rd.start_row = 0
     rd.num_rows = data.shape[2]

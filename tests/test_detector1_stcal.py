@@ -81,8 +81,9 @@ def _compare_fit(res, ref, slope_rtol=1e-3):
     return both
 
 
+@pytest.mark.parametrize("nframes,tframe,tgroup", [(1, 1.0, 1.0), (4, 0.25, 1.25)])
 @pytest.mark.parametrize("ng", [1, 2, 3, 5, 12, 30])
-def test_ramp_fit_matches_stcal(ng):
+def test_ramp_fit_matches_stcal(ng, nframes, tframe, tgroup):
     sim = simulate(seed=200 + ng, ng=ng, ny=30, nx=30, rate_range=(0.2, 3000.0),
                    ncr=60 if ng > 2 else 0)
     groups = _groups(sim)
@@ -106,9 +107,10 @@ def test_ramp_fit_matches_stcal(ng):
                            sim.refs.superbias, sim.refs.superbias_dq, None,
                            sim.refs.linearity_dq, None, sim.refs.dark_dq, sim.refs.readnoise,
                            gain)
-    timing = RampTiming(ng, 1, 0, 1.0, 1.0) if ng > 1 else RampTiming(ng, 1, 0, 1.0, 1.0)
+    timing = RampTiming(ng, nframes, 1 if nframes > 1 else 0, tframe, tgroup)
     res = fit_ramps(groups, gdq, pdq, refs, timing)
-    ref = stcal_ramp_fit(groups, gdq, pdq, sim.refs.readnoise, gain, 1.0, 1.0)
+    ref = stcal_ramp_fit(groups, gdq, pdq, sim.refs.readnoise, gain, tgroup, tframe,
+                         nframes=nframes)
     both = _compare_fit(res, ref)
     assert both.mean() > 0.8
 

@@ -9,7 +9,12 @@ from nirbeam import dqflags
 from nirbeam.transforms.dark import subtract_dark
 from nirbeam.transforms.dq_init import dq_init
 from nirbeam.transforms.linearity import apply_linearity
-from nirbeam.transforms.refpix import SubarrayGeometry, apply_refpix, reference_columns, refpix_means
+from nirbeam.transforms.refpix import (
+    SubarrayGeometry,
+    apply_refpix,
+    reference_columns,
+    refpix_means,
+)
 from nirbeam.transforms.saturation import SaturationParams, flag_saturation
 from nirbeam.transforms.superbias import subtract_superbias
 

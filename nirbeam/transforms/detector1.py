@@ -21,12 +21,13 @@ Three entry points:
 The Beam layer (:class:`Detector1`, :func:`calibrate_record`) is at the end; kernels
 import nothing of Beam.
 
-Known differences from jwst/stcal (all documented in the step modules):
-the jump step is per integration (stcal's across-integration sigma clipping for
->= 100 integrations is not done), the Poisson variance uses this integration's median
-rate (stcal averages the median rate over all integrations of the exposure), the
-reference-pixel correction is a plain even/odd mean (no sigma clipping), and the
-average dark current entering the Poisson variance is zero.
+Known differences from jwst/stcal (all documented in the step modules): everything is
+per integration, so equal to stcal called on one integration, while jwst calls stcal on
+the whole exposure, where the jump step takes the median difference over all
+integrations (and sigma-clips across integrations for >= 100 of them) and the Poisson
+variance uses the median rate averaged over integrations; the reference-pixel correction
+is a plain even/odd mean (no sigma clipping, no IRS2); the average dark current entering
+the Poisson variance is zero; CHARGELOSS read-noise recomputation is not done.
 """
 
 from __future__ import annotations
@@ -325,6 +326,7 @@ def _fused_band(ramp, r0, r1,
     wk = np.empty(ng + 1, np.float64)
     keys = np.empty(ng + 1, np.float32)
     kpos = np.empty(ng + 1, np.int64)
+    LOK = np.zeros(nx, np.bool_)
     KLO = np.full((3, nx), -1, np.int64)
     KHI = np.full((3, nx), -1, np.int64)
     ss = np.empty(ng + 1, np.int64)
@@ -366,8 +368,11 @@ def _fused_band(ramp, r0, r1,
                 for x in range(nx):
                     ok, extra = _lin.linearity_pixel_status(coeffs, lin_dq, cr, x)
                     PDQ[s, x] |= lin_dq[cr, x] | extra
-                    if ok:
-                        _lin.correct_pixel(D[s, x], Q[s, x], ng, coeffs, cr, x)
+                    LOK[x] = ok
+                for g in range(ng):
+                    for x in range(nx):
+                        if LOK[x] and not (Q[s, x, g] & _SAT):
+                            D[s, x, g] = _lin.correct_value(D[s, x, g], coeffs, cr, x)
             if do_dark:
                 for g in range(ng):
                     for x in range(nx):

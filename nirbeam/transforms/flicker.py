@@ -449,8 +449,8 @@ def clean_median(
         output: None (zero), the scalar median of the masked pixels, or given values
         (e.g. a scaled median image across integrations).
     statistic : {'median', 'mean'}
-        Column median, or sigma-clipped mean (median/MAD clip at ``clip_sigma``,
-        3 iterations).
+        Column median, or sigma-clipped mean (first clip about the median at
+        ``clip_sigma`` MAD-sigma, then 3 rounds about the mean at ``clip_sigma`` std).
     clip_sigma : float
         Clip threshold for ``statistic='mean'``.
     min_pixels : int
@@ -476,16 +476,19 @@ def clean_median(
     d = np.where(use, x - bg, np.nan)
     off = _masked_column_median(d, use)
     if statistic == "mean":
-        keep = use.copy()
+        # robust start (median, MAD), then 3 rounds of mean/std clipping: 2 sorts only
+        dz = np.where(use, d, 0.0)
+        with np.errstate(invalid="ignore"):
+            scale = _MAD_TO_SIGMA * _masked_column_median(np.abs(d - off[None, :]), use)
         for _ in range(3):
             with np.errstate(invalid="ignore"):
-                dev = np.abs(d - off[None, :])
-            s = _MAD_TO_SIGMA * _masked_column_median(dev, keep & np.isfinite(dev))
-            keep = use & (dev <= clip_sigma * np.where(np.isfinite(s), s, 0.0)[None, :])
+                lim = clip_sigma * np.where(np.isfinite(scale), scale, 0.0)
+                keep = use & (np.abs(dz - off[None, :]) <= lim[None, :])
             n = keep.sum(axis=0)
-            tot = np.where(keep, d, 0.0).sum(axis=0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                off = np.where(n > 0, tot / np.maximum(n, 1), np.nan)
+            nn = np.maximum(n, 1)
+            off = np.where(n > 0, np.where(keep, dz, 0.0).sum(axis=0) / nn, np.nan)
+            resid2 = np.where(keep, (dz - np.where(n > 0, off, 0.0)[None, :]) ** 2, 0.0)
+            scale = np.sqrt(resid2.sum(axis=0) / nn)
     good = (use.sum(axis=0) >= int(min_pixels)) & np.isfinite(off)
     off = _fill_columns(np.where(good, off, 0.0), good)
     model = np.broadcast_to(off[None, :], x.shape).copy()

@@ -140,6 +140,7 @@ def fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, supp
     -------
     rate, err, dq, var_poisson, var_rnoise : float64, float64, uint32, float64, float64
     """
+    suppress1g = suppress1g and ng > 1  # stcal never suppresses single-group exposures
     g = np.float64(np.float32(gain))
     rn_e = np.float64(np.float32(np.float64(rn) * (np.float64(np.float32(gain))
                                                    / np.sqrt(2.0 * nframes))))
