@@ -14,12 +14,25 @@ Chunks hold one integration along time, so parallel writers never share a chunk.
 integration's region is written first and its ``done`` marker last: a marker of 1 means
 the region is complete, whatever chunks exist. Rewriting a region writes the same bytes,
 so retries are idempotent.
+
+Conventions (so that ``xarray.open_zarr(store, group=...)`` gives a labelled Dataset):
+every array carries zarr v3 ``dimension_names`` (``integration``, ``y``, ``x``,
+``wavelength``...), ``units`` and ``description`` attributes; arrays that are coordinates
+(``integration_number``, ``int_mid_BJD_TDB``, ``int_mid_MJD_UTC``, ``wavelength``...) are
+named in the ``coordinates`` attribute of the data arrays (CF style). Unwritten regions
+hold the fill value 0; ``done`` says which integrations are complete.
+
+Consolidated metadata (every group's ``zarr.json`` carries its subtree) is written by
+:func:`consolidate` at the end of a run. It can never go stale: any writer that opens the
+store through :func:`open_root` first strips it (subgroups first, root last), and region
+writes change no metadata.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,7 +51,24 @@ __all__ = [
     "save_arrays",
     "load_arrays",
     "set_attrs",
+    "save_lightcurves",
+    "consolidate",
+    "unconsolidate",
+    "is_consolidated",
+    "COORD_ATTRS",
+    "LAYOUT",
 ]
+
+LAYOUT = "nirbeam-cubes/1"
+"""Name and version of the store layout (root attribute ``layout``)."""
+
+COORD_ATTRS: dict[str, dict[str, str]] = {
+    "integration_number": {"units": "", "description": "1-based integration number (INT_TIMES)"},
+    "int_mid_BJD_TDB": {"units": "d", "description": "integration mid-time, BJD_TDB"},
+    "int_mid_MJD_UTC": {"units": "d", "description": "integration mid-time, MJD UTC"},
+    "wavelength": {"units": "um", "description": "wavelength"},
+}
+"""Default attributes of the coordinate arrays (explicit ``array_attrs`` win)."""
 
 
 class StoreError(RuntimeError):
@@ -55,8 +85,76 @@ _ARRAYS: dict[tuple[str, str], Any] = {}
 
 
 def open_root(root: str, mode: str = "a") -> zarr.Group:
-    """Open (or create) the store's root group; ``root`` is a path or fsspec URL."""
-    return zarr.open_group(root, mode=mode, zarr_format=3)
+    """Open (or create) the store's root group; ``root`` is a path or fsspec URL.
+
+    In a writing mode the consolidated metadata is stripped first (see
+    :func:`unconsolidate`), so nothing written afterwards can make it stale; the group
+    returned never reads through consolidated metadata.
+    """
+    if mode == "r":
+        return zarr.open_group(root, mode="r", zarr_format=3)
+    unconsolidate(root)
+    return zarr.open_group(root, mode=mode, zarr_format=3, use_consolidated=False)
+
+
+def _group_paths(g: zarr.Group, prefix: str = "") -> list[str]:
+    """Paths of every group below ``g`` (depth first, parents before children)."""
+    out = []
+    for name, sub in sorted(g.groups(), key=lambda t: t[0]):
+        p = f"{prefix}{name}"
+        out.append(p)
+        out.extend(_group_paths(sub, p + "/"))
+    return out
+
+
+def is_consolidated(root: str, path: str = "") -> bool:
+    """True when the group at ``path`` carries consolidated metadata."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            g = zarr.open_group(root, path=path or None, mode="r", zarr_format=3)
+    except (FileNotFoundError, zarr.errors.NodeNotFoundError, zarr.errors.GroupNotFoundError):
+        return False
+    return g.metadata.consolidated_metadata is not None
+
+
+def _strip(root: str, path: str) -> None:
+    g = zarr.open_group(root, path=path or None, mode="r+", zarr_format=3, use_consolidated=False)
+    g.update_attributes({})  # rewrites zarr.json from the parsed (unconsolidated) metadata
+
+
+def unconsolidate(root: str) -> bool:
+    """Remove consolidated metadata from every group (children first, root last).
+
+    Returns True when there was some. The root is checked first: :func:`consolidate`
+    writes the root first and this removes it last, so a root without consolidated
+    metadata means no group has any (also after either was interrupted).
+    """
+    if not is_consolidated(root):
+        return False
+    g = zarr.open_group(root, mode="r", zarr_format=3, use_consolidated=False)
+    for p in reversed(_group_paths(g)):
+        if is_consolidated(root, p):
+            _strip(root, p)
+    _strip(root, "")
+    return True
+
+
+def consolidate(root: str, attrs: Mapping[str, Any] | None = None) -> None:
+    """Write consolidated metadata into every group (root first), so one read opens any group.
+
+    Call when no other writer is active (end of a run). ``attrs`` update the root's
+    attributes first (``layout`` is always set).
+    """
+    g = open_root(root)  # strips old consolidated metadata
+    g.update_attributes({"layout": LAYOUT, **dict(attrs or {})})
+    paths = _group_paths(g)
+    forget_cache()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "consolidated metadata is not in the v3 spec"
+        zarr.consolidate_metadata(root, zarr_format=3)
+        for p in paths:
+            zarr.consolidate_metadata(root, path=p, zarr_format=3)
 
 
 def _array(root: str, path: str):
@@ -138,7 +236,7 @@ def prepare_stage(
         g.create_array(
             "done", shape=(nints,), dtype="uint8", chunks=(1,), fill_value=0,
             dimension_names=("integration",),
-            attributes={"description": "1 when the integration's region is completely written"},
+            attributes={"units": "", "description": "1 when the integration's region is completely written"},
         )
     for name, values in (coords or {}).items():
         values = np.asarray(values)
@@ -148,7 +246,7 @@ def prepare_stage(
             continue
         g.create_array(
             name, data=values, chunks=(max(len(values), 1),), dimension_names=("integration",),
-            attributes=dict((array_attrs or {}).get(name, {})),
+            attributes={**COORD_ATTRS.get(name, {}), **dict((array_attrs or {}).get(name, {}))},
         )
     if attrs:
         g.attrs.update(dict(attrs))
@@ -199,24 +297,137 @@ def read_stack(root: str, group: str, stage: str, name: str, sel=slice(None)) ->
     return zarr.open_array(root, path=f"{group}/{stage}/{name}", mode="r", zarr_format=3)[sel]
 
 
-def save_arrays(root: str, path: str, arrays: Mapping[str, np.ndarray | None], attrs=None) -> None:
-    """Write small whole arrays (references, traces) under a group, replacing old ones."""
+def _default_dims(name: str, shape: tuple[int, ...], nx: int | None) -> tuple[str, ...]:
+    """Dimension names of a small array: trailing (y, x) of images, x for per-column vectors."""
+    if len(shape) == 0:
+        return ()
+    if len(shape) >= 2:
+        return (*(f"{name}_axis{k}" for k in range(len(shape) - 2)), "y", "x")
+    if nx is not None and shape[0] == nx:
+        return ("x",)
+    return (f"{name}_axis0",)
+
+
+def save_arrays(
+    root: str,
+    path: str,
+    arrays: Mapping[str, np.ndarray | None],
+    attrs=None,
+    *,
+    dims: Mapping[str, Sequence[str]] | None = None,
+    array_attrs: Mapping[str, Mapping[str, Any]] | None = None,
+    coords: Iterable[str] = (),
+) -> None:
+    """Write small whole arrays (references, traces, light curves), replacing old ones.
+
+    One writer (the driver) owns the whole group, and each array is a single chunk.
+
+    Parameters
+    ----------
+    dims : mapping, optional
+        Array name -> dimension names. Default: the last two axes of a >= 2-D array are
+        ``(y, x)`` (leading ones ``<name>_axis<k>``); a 1-D array as long as those images
+        are wide is ``(x,)``; any other 1-D array ``(<name>_axis0,)``.
+    array_attrs : mapping, optional
+        Array name -> attributes (``units``, ``description``...). Known coordinate names get
+        :data:`COORD_ATTRS` by default.
+    coords : iterable of str
+        Names (among ``arrays``) that are coordinates: listed in the ``coordinates``
+        attribute of every other array, so xarray sets them as coordinates.
+    """
     g = open_root(root).require_group(path)
-    for name, value in arrays.items():
-        if value is None:
-            continue
-        value = np.ascontiguousarray(value)
+    present = {k: np.ascontiguousarray(v) for k, v in arrays.items() if v is not None}
+    nx = next((v.shape[-1] for v in present.values() if v.ndim >= 2), None)
+    coords = [c for c in coords if c in present]
+    for name, value in present.items():
+        d = tuple((dims or {}).get(name) or _default_dims(name, value.shape, nx))
+        if len(d) != value.ndim:
+            raise StoreError(f"{root}/{path}/{name}: {value.ndim}-D array given {len(d)} dimension names {d}")
+        at = {**COORD_ATTRS.get(name, {}), **dict((array_attrs or {}).get(name, {}))}
+        if coords and name not in coords:
+            at["coordinates"] = " ".join(coords)
         g.create_array(
             name, data=value, chunks=value.shape or (1,), compressors=CUBE_CODEC(value.dtype),
-            overwrite=True,
+            dimension_names=d, attributes=at, overwrite=True,
         )
     if attrs:
         g.attrs.update(dict(attrs))
 
 
+def save_lightcurves(
+    root: str,
+    path: str,
+    *,
+    flux: np.ndarray,
+    flux_error: np.ndarray,
+    dq: np.ndarray,
+    bin_edges: np.ndarray,
+    integration_number: np.ndarray,
+    int_mid_BJD_TDB: np.ndarray,  # noqa: N803 - the INT_TIMES column name
+    int_mid_MJD_UTC: np.ndarray,  # noqa: N803
+    white_flux: np.ndarray | None = None,
+    white_flux_error: np.ndarray | None = None,
+    white_dq: np.ndarray | None = None,
+    units: str = "DN/s",
+    wavelength_units: str = "um",
+    attrs: Mapping[str, Any] | None = None,
+) -> None:
+    """Write binned (spectroscopic) and white light curves as a labelled group.
+
+    Parameters
+    ----------
+    flux, flux_error : float, (nints, nbins), ``units``
+    dq : uint32, (nints, nbins)
+    bin_edges : float, (nbins + 1,), ``wavelength_units``
+    integration_number, int_mid_BJD_TDB, int_mid_MJD_UTC : (nints,)
+    white_flux, white_flux_error : float, (nints,); white_dq : uint32, (nints,)
+
+    Layout: ``flux``, ``flux_error``, ``dq`` on (integration, wavelength); ``white_*`` on
+    (integration,); coordinates ``wavelength`` (bin centres), ``wavelength_low`` and
+    ``wavelength_high`` (bin limits) on (wavelength,), ``bin_edges`` on (bin_edge,), and
+    the integration numbers and mid-times on (integration,).
+    """
+    e = np.asarray(bin_edges, np.float64)
+    flux = np.asarray(flux)
+    if e.ndim != 1 or flux.ndim != 2 or e.size != flux.shape[1] + 1:
+        raise StoreError(f"{root}/{path}: bin_edges {e.shape} do not bound flux {flux.shape} bins")
+    it = ("integration",)
+    lc = ("integration", "wavelength")
+    wv = ("wavelength",)
+    arrays = {
+        "flux": flux, "flux_error": flux_error, "dq": dq,
+        "white_flux": white_flux, "white_flux_error": white_flux_error, "white_dq": white_dq,
+        "wavelength": 0.5 * (e[:-1] + e[1:]), "wavelength_low": e[:-1], "wavelength_high": e[1:],
+        "bin_edges": e, "integration_number": integration_number,
+        "int_mid_BJD_TDB": int_mid_BJD_TDB, "int_mid_MJD_UTC": int_mid_MJD_UTC,
+    }
+    dims = {"flux": lc, "flux_error": lc, "dq": lc, "white_flux": it, "white_flux_error": it,
+            "white_dq": it, "wavelength": wv, "wavelength_low": wv, "wavelength_high": wv,
+            "bin_edges": ("bin_edge",), "integration_number": it, "int_mid_BJD_TDB": it,
+            "int_mid_MJD_UTC": it}
+    wu = {"units": wavelength_units}
+    array_attrs = {
+        "flux": {"units": units, "description": "spectroscopic light curve: flux summed over the bin"},
+        "flux_error": {"units": units, "description": "1-sigma error of flux"},
+        "dq": {"units": "", "description": "0 good; DQ bits (1 DO_NOT_USE, 16 OUTLIER in white light)"},
+        "white_flux": {"units": units, "description": "white-light flux"},
+        "white_flux_error": {"units": units, "description": "1-sigma error of white_flux"},
+        "white_dq": {"units": "", "description": "0 good; 1 DO_NOT_USE; 16 OUTLIER"},
+        "wavelength": {**wu, "description": "bin centre"},
+        "wavelength_low": {**wu, "description": "bin lower limit"},
+        "wavelength_high": {**wu, "description": "bin upper limit"},
+        "bin_edges": {**wu, "description": "bin limits: bin k spans bin_edges[k]..bin_edges[k+1]"},
+    }
+    save_arrays(
+        root, path, arrays, attrs, dims=dims, array_attrs=array_attrs,
+        coords=("wavelength", "wavelength_low", "wavelength_high", "bin_edges",
+                "integration_number", "int_mid_BJD_TDB", "int_mid_MJD_UTC"),
+    )
+
+
 def load_arrays(root: str, path: str) -> tuple[dict[str, np.ndarray], dict]:
     """Read every array of a group written by :func:`save_arrays`, and its attributes."""
-    g = zarr.open_group(root, path=path, mode="r", zarr_format=3)
+    g = zarr.open_group(root, path=path, mode="r", zarr_format=3, use_consolidated=False)
     return {k: v[...] for k, v in g.arrays()}, dict(g.attrs)
 
 

@@ -57,6 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plot", help="re-draw the plots of a run's OUTDIR")
     pl.add_argument("outdir")
+
+    st = sub.add_parser("stream", help="light curves while an exposure arrives in a watched folder")
+    st.add_argument("watch_dir", help="folder watched for *_uncal.fits segments (with "
+                    "--replay-speed: an existing exposure to replay)")
+    st.add_argument("--out", required=True, help="output folder")
+    st.add_argument("--refs", default=None, help="folder of CRDS-format reference files")
+    st.add_argument("--config", default=None, help="TOML or JSON config file")
+    st.add_argument("--until-complete", action="store_true",
+                    help="exit once every exposure/detector seen has all NINTS integrations")
+    st.add_argument("--poll", type=float, default=1.0, help="seconds between folder polls (1)")
+    st.add_argument("--replay-speed", type=float, default=None,
+                    help="replay WATCH_DIR's exposure at X times real time (inf: at once)")
+    st.add_argument("--live-model-nints", type=int, default=8,
+                    help="integrations the live extraction model is built from (8)")
+    st.add_argument("--plot-every", type=float, default=30.0, help="seconds between live plots (30)")
+    st.add_argument("--runner", default="direct",
+                    help="runner of the final stage (direct or portable; dask is refused)")
+    st.add_argument("--job-endpoint", default=None, help="Beam job service HOST:PORT (portable)")
     return ap
 
 
@@ -123,8 +141,41 @@ def _dispatch(args, beam_args) -> int:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         config = load_config_file(args.config)
-        res = run(args.inputs, args.out, refs_dir=args.refs, config=config, runner=spec,
-                  progress=not args.no_progress)
+        restore = _exit_on_interrupt()
+        try:
+            res = run(args.inputs, args.out, refs_dir=args.refs, config=config, runner=spec,
+                      progress=not args.no_progress)
+        finally:
+            restore()
+        _print_summary(res.summary)
+        return res.exit_code
+    if args.command == "stream":
+        from nirbeam.stream.config import ConfigError, load_config_file
+        from nirbeam.stream.runners import STREAMING_CAPABLE, RunnerSpec
+        from nirbeam.stream.streaming import run_stream
+
+        spec = RunnerSpec(name=args.runner, job_endpoint=args.job_endpoint)
+        try:
+            spec.validate()
+            if spec.name not in STREAMING_CAPABLE:
+                raise ValueError(f"--runner {spec.name!r} cannot honour event-time windows in "
+                                 f"streaming mode; use one of {list(STREAMING_CAPABLE)}")
+            if args.poll <= 0 or (args.replay_speed is not None and not args.replay_speed > 0):
+                raise ValueError("--poll and --replay-speed must be > 0")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        config = load_config_file(args.config)
+        print(f"nirbeam stream: {'replaying' if args.replay_speed else 'watching'} "
+              f"{os.path.abspath(args.watch_dir)} -> {os.path.abspath(args.out)} (Ctrl-C to stop)",
+              file=sys.stderr, flush=True)
+        res = run_stream(args.watch_dir, args.out, refs_dir=args.refs, config=config,
+                         until_complete=args.until_complete, poll=args.poll,
+                         replay_speed=args.replay_speed, runner=spec,
+                         live_model_nints=args.live_model_nints, plot_every=args.plot_every)
+        s = res.summary.get("streaming", {})
+        if s.get("stopped_by_signal"):
+            print("nirbeam stream: stopped; in-flight integration finished, products finalised "
+                  "over what arrived (rerun to continue)", file=sys.stderr)
         _print_summary(res.summary)
         return res.exit_code
     if args.command == "fit":
@@ -136,6 +187,35 @@ def _dispatch(args, beam_args) -> int:
 
         return plot_command(args.outdir)
     raise AssertionError(args.command)
+
+
+def _exit_on_interrupt():
+    """Ctrl-C / SIGTERM end a batch run at once, saying how to resume.
+
+    Beam's in-process runner retries a bundle that raised KeyboardInterrupt, so the
+    default handler would not stop it. Nothing is lost by stopping hard: every zarr chunk
+    is written atomically and an integration counts as done only once its completion
+    marker is written, so a rerun of the same command completes the run.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum, _frame):
+        name = signal.Signals(signum).name
+        print(f"\nnirbeam: {name}: stopped; rerun the same command to resume "
+              "(completed integrations are kept)", file=sys.stderr, flush=True)
+        os._exit(130 if signum == signal.SIGINT else 128 + signum)
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore():
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    return restore
 
 
 def write_sim_config(res) -> str:

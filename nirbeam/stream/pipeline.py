@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -92,13 +93,13 @@ def read_record(item: ReadItem) -> IntegrationRecord:
     )
 
 
-_REF_CACHE: dict[tuple[str, str], ReferenceArrays] = {}
+_REF_CACHE: dict[tuple[str, str, str], ReferenceArrays] = {}
 _REF_LOCK = threading.Lock()
 
 
-def refs_from_store(root: str, group: str) -> ReferenceArrays:
-    """Load (once per process) the cut references the driver saved in the store."""
-    k = (root, group)
+def refs_from_store(root: str, group: str, token: str = "") -> ReferenceArrays:
+    """Load (once per process and run token) the cut references the driver saved."""
+    k = (root, group, token)
     with _REF_LOCK:
         r = _REF_CACHE.get(k)
     if r is None:
@@ -138,18 +139,20 @@ def save_refs_to_store(
             "scene_mask": None if scene_mask is None else scene_mask.astype(np.uint8),
         },
         attrs={"sources": refs.sources, "provenance": provenance},
+        dims={"dark": ("group", "y", "x"), "linearity": ("coefficient", "y", "x")},
     )
     with _REF_LOCK:
-        _REF_CACHE.pop((root, group), None)
-        _MASK_CACHE.pop((root, group), None)
+        for cache in (_REF_CACHE, _MASK_CACHE):
+            for k in [k for k in cache if k[:2] == (root, group)]:
+                cache.pop(k, None)
 
 
-_MASK_CACHE: dict[tuple[str, str], np.ndarray | None] = {}
+_MASK_CACHE: dict[tuple[str, str, str], np.ndarray | None] = {}
 
 
-def scene_mask_from_store(root: str, group: str) -> np.ndarray | None:
+def scene_mask_from_store(root: str, group: str, token: str = "") -> np.ndarray | None:
     """The 1/f scene mask the driver saved (None when group-level cleaning is off)."""
-    k = (root, group)
+    k = (root, group, token)
     if k not in _MASK_CACHE:
         arrays, _ = zarr_store.load_arrays(root, f"{group}/references")
         m = arrays.get("scene_mask")
@@ -163,16 +166,17 @@ class Calibrate:
 
     root: str
     settings: Any
+    token: str = ""  # this run's id: worker caches of references key on it
 
     def __call__(self, rec: IntegrationRecord) -> IntegrationRecord:
         from nirbeam.transforms.detector1 import calibrate_record
         from nirbeam.transforms.flicker import make_group_hook
 
-        refs = refs_from_store(self.root, rec.key.group)
+        refs = refs_from_store(self.root, rec.key.group, self.token)
         fl = self.settings.flicker
         hook = None
         if fl.enabled and fl.level == "group":
-            hook = make_group_hook(fl, scene_mask_from_store(self.root, rec.key.group))
+            hook = make_group_hook(fl, scene_mask_from_store(self.root, rec.key.group, self.token))
         out = calibrate_record(rec, refs, self.settings.detector1, hook)
         if hook is not None:
             out = out.with_step("flicker", f"level=group method={fl.method} n_sigma={fl.n_sigma}")
@@ -265,6 +269,22 @@ def _times_arrays(plan: ExposurePlan, times: dict[int, IntTimes]):
     return bjd, mjd
 
 
+def _exposure_notes(meta: ExposureMeta, settings) -> list[str]:
+    """What the data cannot support, said once per exposure (also in provenance)."""
+    notes = []
+    if meta.ngroups < 3 and settings.detector1.jump.enabled:
+        notes.append(
+            f"NGROUPS={meta.ngroups}: jump detection needs at least 3 groups and was skipped; "
+            "slopes fitted from the groups available"
+        )
+    if meta.ngroups == 1:
+        notes.append(
+            "NGROUPS=1: no slope can be fitted; the rate is the bias-subtracted group divided "
+            "by its effective time ((NFRAMES+1)/2 * TFRAME), as stcal does"
+        )
+    return notes
+
+
 def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, settings) -> dict:
     """Choose references and create the store template for one exposure/detector."""
     from nirbeam.stream.refs import load_references, standin_references
@@ -349,7 +369,7 @@ def run(
             "skipped_complete": len(plan.present) - len(todo),
             "segments": [os.path.basename(s.path) for s in plan.segments],
             "references": info["refs"],
-            "notes": list(plan.notes),
+            "notes": list(plan.notes) + _exposure_notes(plan.meta, settings),
         }
         for i in todo:
             seg = plan.segment_of(i)
@@ -374,6 +394,7 @@ def run(
     timings["spectra"] = time.time() - t0
     t0 = time.time()
     products = finalize_products(outdir, root, plans, settings)
+    zarr_store.consolidate(root, {"nirbeam_version": __version__})
     timings["products"] = time.time() - t0
 
     summary = _account(outdir, root, plans, per_group, dead_dir)
@@ -411,7 +432,7 @@ def _run_detector1(items, root, dead_dir, settings, runner, per_group, progress)
             | "Distribute" >> beam.Reshuffle()
         )
         read = recs | RecordStep(read_record, "read")
-        cal = read.records | RecordStep(Calibrate(root, settings), "detector1")
+        cal = read.records | RecordStep(Calibrate(root, settings, uuid.uuid4().hex), "detector1")
         written = cal.records | RecordStep(WriteRateints(root), "write_rateints")
         dead = (read.deadletter, cal.deadletter, written.deadletter) | "AllDead" >> beam.Flatten()
         _ = dead | "WriteDead" >> beam.Map(WriteDeadLetter(dead_dir))

@@ -9,6 +9,7 @@ the x1dints file, the quick-look fit and the plots.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import warnings
@@ -105,13 +106,21 @@ def prepare_spectra(root: str, plan, settings) -> ExtractionModel | str | None:
     if not done.any():
         return None
     cfg = settings.extract
+    # The model (and every spectrum and outlier flag made with it) depends on the set of
+    # integrations with rates: when that set changed since (a resumed run that completed
+    # integrations an earlier run lost), rebuild and redo the stage, so products equal
+    # those of an uninterrupted run.
+    digest = _done_digest(done)
     try:
         arrays, attrs = zarr_store.load_arrays(root, f"{group}/{EXTRACTION}")
         model = ExtractionModel.from_arrays(arrays, attrs)
-        if attrs.get("settings") == _extraction_settings(settings):
+        if (attrs.get("settings") == _extraction_settings(settings)
+                and attrs.get("rateints_digest") == digest):
             return model
     except Exception:  # noqa: BLE001 - absent or stale: rebuild
         pass
+    for stage in (SPECTRA, CLEANED):
+        _reset_completed(root, group, stage)
     sel = _sample_indices(done, cfg.profile_nints)
     sci = zarr_store.read_stack(root, group, RATEINTS, "sci", sel)
     dq = zarr_store.read_stack(root, group, RATEINTS, "dq", sel)
@@ -130,6 +139,7 @@ def prepare_spectra(root: str, plan, settings) -> ExtractionModel | str | None:
         warnings.simplefilter("ignore", RuntimeWarning)
         arrays["median_image"] = np.nanmedian(np.where((dq & 1) != 0, np.nan, sci), axis=0)
     attrs["settings"] = _extraction_settings(settings)
+    attrs["rateints_digest"] = digest
     zarr_store.save_arrays(root, f"{group}/{EXTRACTION}", arrays, attrs)
     coords = {
         n: zarr_store.read_stack(root, group, RATEINTS, n)
@@ -140,6 +150,8 @@ def prepare_spectra(root: str, plan, settings) -> ExtractionModel | str | None:
         "flux_error": {"units": "DN/s", "description": "1-sigma error of flux"},
         "box_flux": {"units": "DN/s", "description": "curved-box flux per column"},
         "box_flux_error": {"units": "DN/s", "description": "1-sigma error of box_flux"},
+        "flux_var_poisson": {"units": "(DN/s)^2", "description": "Poisson variance of flux"},
+        "flux_var_rnoise": {"units": "(DN/s)^2", "description": "read-noise variance of flux"},
         "dq": {"units": "", "description": "OR of DQ of pixels masked in the aperture"},
         "npixels": {"units": "", "description": "pixels used"},
         "background": {"units": "DN/s", "description": "background per pixel subtracted"},
@@ -154,9 +166,25 @@ def prepare_spectra(root: str, plan, settings) -> ExtractionModel | str | None:
                        attributes={"units": "um", "source": wl.source})
     zarr_store.prepare_stage(
         root, group, CLEANED, meta.nints, (ny, nx), {"dq": np.uint32}, coords=coords,
-        array_attrs={"dq": {"description": "rateints DQ plus OUTLIER flags along time"}},
+        array_attrs={"dq": {"units": "", "description": "rateints DQ plus OUTLIER flags along time"}},
     )
     return model
+
+
+def _done_digest(done: np.ndarray) -> str:
+    return hashlib.sha256(np.packbits(done).tobytes()).hexdigest()
+
+
+def _reset_completed(root: str, group: str, stage: str) -> None:
+    """Mark every integration of a stage as not done (the stage will be redone)."""
+    import zarr
+
+    try:
+        done = zarr.open_array(root, path=f"{group}/{stage}/done", mode="r+", zarr_format=3)
+    except Exception:  # noqa: BLE001 - stage not created yet: nothing to reset
+        return
+    if done[:].any():
+        done[:] = 0
 
 
 def _build_model(sci, dq, cfg, trace, settings) -> ExtractionModel | str:
@@ -192,6 +220,7 @@ class SpectraBlock:
     nints: int
     start: int
     stop: int
+    model_token: str = ""  # digest of the extraction model's inputs: worker caches key on it
 
     @property
     def group(self) -> str:
@@ -199,7 +228,7 @@ class SpectraBlock:
         return f"{self.exposure}_{self.detector.lower()}"
 
 
-_MODELS: dict[tuple[str, str], ExtractionModel] = {}
+_MODELS: dict[tuple[str, str, str], ExtractionModel] = {}
 
 
 @dataclass(frozen=True)
@@ -212,7 +241,7 @@ class ProcessBlock:
     def __call__(self, block: SpectraBlock) -> list[DeadLetter]:
         s = self.settings
         g = block.group
-        k = (self.root, g)
+        k = (self.root, g, block.model_token)
         if k not in _MODELS:
             arrays, attrs = zarr_store.load_arrays(self.root, f"{g}/{EXTRACTION}")
             _MODELS[k] = ExtractionModel.from_arrays(arrays, attrs)
@@ -275,7 +304,8 @@ def run_spectra_stage(root: str, plans, settings, runner_spec, dead_dir) -> dict
         for start in range(1, n + 1, BLOCK):
             stop = min(n, start + BLOCK - 1)
             if np.any((todo >= start) & (todo <= stop)):
-                blocks.append(SpectraBlock(plan.meta.exposure, plan.meta.detector, n, start, stop))
+                blocks.append(SpectraBlock(plan.meta.exposure, plan.meta.detector, n, start, stop,
+                                           _done_digest(rate_done)))
     if not blocks:
         return {}
     beam_runner, options, cleanup = make_runner(runner_spec)
@@ -373,12 +403,12 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
         lc = bin_spectra(flux, err, cdq, wl, edges, skip_bits=0)
         sdq = np.where(np.isfinite(lc.flux), 0, dqflags.DO_NOT_USE).astype(np.uint32) | wdq[:, None]
         # zarr: time x wavelength light curves
-        zarr_store.save_arrays(root, f"{g}/lightcurves", {
-            "flux": lc.flux, "flux_error": lc.error, "dq": sdq,
-            "wavelength": lc.centers, "bin_edges": lc.edges,
-            "white_flux": wf, "white_flux_error": we, "white_dq": wdq,
-        }, attrs={"dims": {"flux": ["integration", "wavelength"]}, "units": "DN/s",
-                  "wavelength_units": "um", "wavelength_source": _wl_source(root, g)})
+        zarr_store.save_lightcurves(
+            root, f"{g}/lightcurves", flux=lc.flux, flux_error=lc.error, dq=sdq,
+            bin_edges=lc.edges, integration_number=num, int_mid_BJD_TDB=bjd, int_mid_MJD_UTC=mjd,
+            white_flux=wf, white_flux_error=we, white_dq=wdq,
+            attrs={"units": "DN/s", "wavelength_units": "um",
+                   "wavelength_source": _wl_source(root, g)})
         # spectroscopic table (long format)
         nb = lc.centers.size
         n = flux.shape[0]
@@ -611,6 +641,8 @@ def plot_command(outdir: str) -> int:
         summary = json.load(fh)
     settings = Settings.from_dict(summary.get("config_input", {}))
     plans = plan_exposures([scan_segment(p) for p in summary["inputs"]])
-    finalize_products(outdir, os.path.join(outdir, "cubes.zarr"), plans, settings)
+    root = os.path.join(outdir, "cubes.zarr")
+    finalize_products(outdir, root, plans, settings)
+    zarr_store.consolidate(root, {"nirbeam_version": __version__})
     print(f"plots in {os.path.join(outdir, 'plots')}")
     return 0

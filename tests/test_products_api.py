@@ -1,0 +1,141 @@
+"""A real (small) run's store opens labelled in xarray; nirbeam.open_products reads it all."""
+
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from astropy.table import Table
+
+import nirbeam
+from nirbeam.sinks import zarr_store
+from nirbeam.stream.cli import main
+from nirbeam.stream.simulator import simulate
+
+NINTS = 8
+DIMS = {"integration", "y", "x", "wavelength", "bin_edge", "group", "coefficient"}
+TIME_COORDS = {"integration_number", "int_mid_BJD_TDB", "int_mid_MJD_UTC"}
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    return simulate(tmp_path_factory.mktemp("sim"), preset="prism-sub512", nints=NINTS, seed=11)
+
+
+@pytest.fixture(scope="module")
+def out(sim, tmp_path_factory):
+    o = tmp_path_factory.mktemp("out") / "products"
+    rc = main(["run", str(sim.outdir), "--refs", str(sim.refs_dir), "--out", str(o), "--no-progress"])
+    assert rc == 0
+    return o
+
+
+def _group(sim):
+    return f"{sim.exposure}_nrs1"
+
+
+def _open(store, group):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "falling back to unconsolidated" warning either
+        return xr.open_zarr(store, group=group, consolidated=True)
+
+
+def test_every_group_opens_labelled(out, sim):
+    store = str(out / "cubes.zarr")
+    root = zarr.open_group(store, mode="r")
+    assert root.attrs["layout"] == zarr_store.LAYOUT
+    g = _group(sim)
+    stages = sorted(n for n, _ in root[g].groups())
+    assert stages == ["cleaned", "extraction", "lightcurves", "rateints", "references", "spectra"]
+    for stage in stages:
+        ds = _open(store, f"{g}/{stage}")
+        assert set(ds.dims) <= DIMS, (stage, dict(ds.sizes))
+        for name, v in ds.variables.items():
+            assert "units" in v.attrs or stage in ("references", "extraction"), (stage, name)
+        if stage in ("rateints", "cleaned", "spectra", "lightcurves"):
+            assert TIME_COORDS <= set(ds.coords), stage
+            assert ds.sizes["integration"] == NINTS
+            np.testing.assert_array_equal(ds["integration_number"], np.arange(1, NINTS + 1))
+            assert ds["int_mid_BJD_TDB"].attrs["units"] == "d"
+    rate = _open(store, f"{g}/rateints")
+    assert rate["sci"].dims == ("integration", "y", "x") and rate.sizes["x"] == 512
+    spec = _open(store, f"{g}/spectra")
+    assert spec["flux"].dims == ("integration", "wavelength") and "wavelength" in spec.indexes
+    assert spec["wavelength"].attrs["units"] == "um"
+    refs = _open(store, f"{g}/references")
+    assert refs["dark"].dims == ("group", "y", "x") and refs["linearity"].dims[0] == "coefficient"
+    lc = _open(store, f"{g}/lightcurves")
+    assert lc["flux"].dims == ("integration", "wavelength")
+    np.testing.assert_allclose(lc["wavelength"], 0.5 * (lc["bin_edges"][:-1].values + lc["bin_edges"][1:].values))
+    attrs = dict(root[g].attrs)
+    assert attrs["exposure"]["NINTS"] == NINTS and attrs["nirbeam_version"] == nirbeam.__version__
+    assert all(len(v["sha256"]) == 64 for v in attrs["references"].values())
+    assert "extract" in attrs["config"]
+
+
+def test_open_products_api(out, sim):
+    p = nirbeam.open_products(out)
+    g = _group(sim)
+    assert p.groups == [g] and p.consolidated and "lightcurves" in p.stages()
+    assert p.run["exposures"][0]["processed"] == NINTS
+    rate = p.rateints("nrs1")
+    direct = zarr.open_group(str(out / "cubes.zarr"), mode="r")[g]["rateints"]["sci"][:]
+    np.testing.assert_array_equal(rate["sci"].values, direct)
+    assert p.attrs()["exposure"]["DETECTOR"] == "NRS1"
+    # light curves: the zarr cube, the long table and the white-light table agree
+    lc = p.lightcurves()
+    df = p.speclc()
+    wide = df.pivot(index="integration_number", columns="wavelength", values="flux")
+    np.testing.assert_allclose(wide.to_numpy(), lc["flux"].values, rtol=0, atol=0, equal_nan=True)
+    np.testing.assert_allclose(wide.columns.to_numpy(), lc["wavelength"].values)
+    wl = p.whitelight()
+    np.testing.assert_array_equal(wl["flux"].to_numpy(), lc["white_flux"].values)
+    t = p.whitelight("astropy")
+    assert isinstance(t, Table) and str(t["flux"].unit) == "DN / s"
+    np.testing.assert_array_equal(t["int_mid_BJD_TDB"], lc["int_mid_BJD_TDB"].values)
+    assert p.deadletters().empty
+    spec = p.spectra()
+    assert spec.sizes["integration"] == NINTS and p.x1dints.endswith("x1dints.fits")
+    with pytest.raises(KeyError, match="no stage 'nope'"):
+        p.cube("nope")
+    with pytest.raises(KeyError, match="no group 'nrs3'"):
+        p.cube("rateints", "nrs3")
+
+
+def test_complete_only_drops_unfinished(out, sim, tmp_path):
+    o = tmp_path / "partial"
+    shutil.copytree(out, o)
+    g = zarr.open_group(str(o / "cubes.zarr"), mode="r+", use_consolidated=False)[_group(sim)]
+    g["rateints"]["done"][3] = 0  # region writes change no metadata: consolidation stays valid
+    p = nirbeam.open_products(o)
+    assert p.consolidated
+    ds = p.rateints(complete_only=True)
+    assert ds["integration_number"].values.tolist() == [1, 2, 3, 5, 6, 7, 8]
+
+
+def test_consolidated_metadata_valid_after_resume(out, sim, tmp_path):
+    o = tmp_path / "resumed"
+    shutil.copytree(out, o)
+    store = str(o / "cubes.zarr")
+    g = zarr.open_group(store, mode="r+", use_consolidated=False)[_group(sim)]
+    for i in (1, 5):
+        g["rateints"]["done"][i] = 0
+        g["spectra"]["done"][i] = 0
+    shutil.rmtree(o / "cubes.zarr" / _group(sim) / "lightcurves")  # rewritten by the rerun
+    rc = main(["run", str(sim.outdir), "--refs", str(sim.refs_dir), "--out", str(o), "--no-progress"])
+    assert rc == 0
+    assert json.loads((o / "run.json").read_text())["metrics"]["detector1.records"] == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cons = zarr.open_group(store, mode="r", use_consolidated=True)
+        walk = zarr.open_group(store, mode="r", use_consolidated=False)
+        a = {k: (dict(v.attrs), getattr(v, "shape", None)) for k, v in cons.members(max_depth=None)}
+        b = {k: (dict(v.attrs), getattr(v, "shape", None)) for k, v in walk.members(max_depth=None)}
+    assert a == b and f"{_group(sim)}/lightcurves/flux" in a
+    ds = _open(store, f"{_group(sim)}/lightcurves")
+    ref = _open(str(out / "cubes.zarr"), f"{_group(sim)}/lightcurves")
+    np.testing.assert_array_equal(ds["flux"].values, ref["flux"].values)
+    assert zarr_store.is_consolidated(store, f"{_group(sim)}/spectra")

