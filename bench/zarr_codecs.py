@@ -230,6 +230,26 @@ def main(argv=None) -> int:
                 print(f"  {preset} all arrays {c:28s} {t['bytes_per_integration']:>9d} B/int "
                       f"x{t['ratio']:<6} write {t['write_MBps']:>7} MB/s read {t['read_MBps']:>7} MB/s "
                       f"encode {t.get('encode_MBps', '-'):>7} decode {t.get('decode_MBps', '-'):>7}")
+    cfg = zarr_store.CUBE_CODEC(np.float32).to_dict()["configuration"]
+    default = f"blosc-{cfg['cname']}-{cfg['clevel']}-{cfg['shuffle']}"
+    results["default"] = default
+    results["decision"] = {}
+    for preset, pres in results["presets"].items():
+        tot = pres["total_per_integration"]
+        d = tot.get(default)
+        if d is None:
+            continue
+        smallest = min((k for k in tot if k != "none"), key=lambda k: tot[k]["bytes_per_integration"])
+        results["decision"][preset] = {
+            "default_bytes_per_integration": d["bytes_per_integration"],
+            "size_vs_smallest": round(d["bytes_per_integration"] / tot[smallest]["bytes_per_integration"], 3),
+            "smallest": smallest,
+            "size_vs_zstd-3": round(d["bytes_per_integration"] / tot["zstd-3"]["bytes_per_integration"], 3),
+            "encode_vs_blosc-zstd-5-shuffle": round(d["encode_MBps"] / tot["blosc-zstd-5-shuffle"]["encode_MBps"], 2),
+            "size_vs_blosc-zstd-5-shuffle": round(
+                d["bytes_per_integration"] / tot["blosc-zstd-5-shuffle"]["bytes_per_integration"], 3),
+        }
+    print(json.dumps(results["decision"], indent=1))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(results, fh, indent=1)

@@ -191,3 +191,31 @@ def test_two_detectors_kept_apart(tmp_path):
         assert 0.8 < chi2 < 1.25, (det, chi2)
     with fits.open(out / "x1dints.fits") as h:
         assert [h[i].header["DETECTOR"] for i in (1, 2)] == ["NRS1", "NRS2"]
+
+
+def test_rateints_fits_product(sim, run1, tmp_path):
+    out = tmp_path / "withfits"
+    shutil.copytree(run1, out)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[products]\nrateints_fits = true\n")
+    assert main(["run", str(sim.outdir), "--refs", str(sim.refs_dir), "--out", str(out),
+                 "--config", str(cfg), "--no-progress"]) == 0
+    g = zarr.open_group(str(out / "cubes.zarr"), mode="r")[_group(sim)]["rateints"]
+    with fits.open(out / f"{_group(sim)}_rateints.fits") as h:
+        assert [x.name for x in h[1:]] == ["SCI", "ERR", "DQ", "VAR_POISSON", "VAR_RNOISE", "INT_TIMES"]
+        np.testing.assert_array_equal(h["SCI"].data, g["sci"][:])
+        np.testing.assert_array_equal(h["DQ"].data, g["dq"][:])
+        assert h["DQ"].data.dtype == np.uint32
+        assert len(h["INT_TIMES"].data) == NINTS
+        assert h[0].header["DETECTOR"] == "NRS1"
+
+
+def test_resume_with_other_detector1_settings_refused(sim, run1, tmp_path, capsys):
+    out = tmp_path / "other"
+    shutil.copytree(run1, out)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[detector1.jump]\nrejection_threshold = 6.0\n")
+    rc = main(["run", str(sim.outdir), "--refs", str(sim.refs_dir), "--out", str(out),
+               "--config", str(cfg), "--no-progress"])
+    assert rc == EXIT_BAD_INPUT
+    assert "other detector1/flicker settings" in capsys.readouterr().err

@@ -139,3 +139,23 @@ def test_consolidated_metadata_valid_after_resume(out, sim, tmp_path):
     ref = _open(str(out / "cubes.zarr"), f"{_group(sim)}/lightcurves")
     np.testing.assert_array_equal(ds["flux"].values, ref["flux"].values)
     assert zarr_store.is_consolidated(store, f"{_group(sim)}/spectra")
+
+
+def test_readme_reading_examples_run(out, sim, tmp_path, monkeypatch):
+    """The README's "Reading them" code blocks run as written on a real run's products."""
+    import os
+    import re
+
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    section = readme[readme.index("Reading them:"): readme.index("## Configuration")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) >= 3
+    monkeypatch.chdir(tmp_path)
+    assert sim.exposure == "jw01366004001_04101_00001"  # the name the README uses
+    ns: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for b in blocks:
+            exec(b.replace("demo-out/products", str(out)), ns)  # noqa: S102
+    assert (tmp_path / "speclc.png").stat().st_size > 1000
+    assert ns["ds"].flux.dims == ("integration", "wavelength")

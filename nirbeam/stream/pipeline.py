@@ -285,12 +285,40 @@ def _exposure_notes(meta: ExposureMeta, settings) -> list[str]:
     return notes
 
 
+def _rate_settings(settings) -> dict:
+    """The settings that shape the rateints (detector1 and group-level 1/f cleaning)."""
+    j = settings.as_json()
+    return {"detector1": j["detector1"], "flicker": j["flicker"]}
+
+
+def _check_same_rate_settings(root: str, group: str, settings) -> None:
+    """Refuse to resume a store whose completed rates were made with other settings."""
+    from nirbeam.stream.config import ConfigError
+
+    if not zarr_store.completed(root, group, RATEINTS).any():
+        return
+    try:
+        old = dict(zarr_store.open_root(root)[group].attrs).get("config")
+    except KeyError:
+        return
+    if old is None:
+        return
+    new = _rate_settings(settings)
+    before = {"detector1": old.get("detector1"), "flicker": old.get("flicker")}
+    if json.loads(json.dumps(before)) != json.loads(json.dumps(new)):
+        raise ConfigError(
+            f"{root}/{group}: this OUTDIR holds rates made with other detector1/flicker "
+            "settings; resuming would mix them. Use a new --out folder (or the old config)."
+        )
+
+
 def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, settings) -> dict:
     """Choose references and create the store template for one exposure/detector."""
     from nirbeam.stream.refs import load_references, standin_references
 
     meta = plan.meta
     group = meta.group_name
+    _check_same_rate_settings(root, group, settings)
     first = plan.segments[0]
     first_ramp = read_ramp(first, first.intstart)
     if refs_dir:

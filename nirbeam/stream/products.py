@@ -473,6 +473,9 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
         descriptions={"dq": "0 good; 1 DO_NOT_USE (no spectrum); 16 OUTLIER (>5 sigma from running median)"},
         parquet=settings.products.parquet,
     )
+    if settings.products.rateints_fits:
+        for plan in plans:
+            _write_rateints_fits(outdir, root, plan)
     if settings.products.x1dints_fits and x1d_tables:
         write_x1dints(os.path.join(outdir, "x1dints.fits"), x1d_tables)
     if settings.products.fit:
@@ -480,6 +483,22 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
     elif settings.products.plots:
         _plots(outdir, root, fits_done, {}, settings)
     return out
+
+
+def _write_rateints_fits(outdir: str, root: str, plan) -> str:
+    """``<exposure>_<det>_rateints.fits`` in the JWST layout, one integration at a time."""
+    from nirbeam.sinks.fits_products import write_rateints_fits
+
+    meta = plan.meta
+    g = meta.group_name
+    names = ("sci", "err", "dq", "var_poisson", "var_rnoise")
+
+    def get(i):
+        return zarr_store.read_integration(root, g, RATEINTS, i + 1, names)
+
+    path = os.path.join(outdir, f"{g}_rateints.fits")
+    return write_rateints_fits(path, meta.header_dict(), meta.nints, meta.image_shape, get,
+                               _all_times(plan))
 
 
 def _wl_source(root, g) -> str:
