@@ -16,11 +16,14 @@ Example
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
 from functools import cached_property
 from typing import Any
+
+from nirbeam.sinks import fs
 
 __all__ = ["Products", "open_products"]
 
@@ -33,13 +36,13 @@ class Products:
     Parameters
     ----------
     outdir : str or os.PathLike
-        The ``--out`` folder of ``nirbeam run``.
+        The ``--out`` folder of ``nirbeam run``: a path or an fsspec URL (``s3://...``).
     """
 
     def __init__(self, outdir: str | os.PathLike):
-        self.outdir = os.fspath(outdir)
-        self.store = os.path.join(self.outdir, "cubes.zarr")
-        if not os.path.isdir(self.outdir):
+        self.outdir = fs.normalize(outdir)
+        self.store = fs.join(self.outdir, "cubes.zarr")
+        if not fs.isdir(self.outdir):
             raise FileNotFoundError(f"{self.outdir}: no such nirbeam output folder")
 
     def __repr__(self) -> str:
@@ -49,17 +52,16 @@ class Products:
     @cached_property
     def run(self) -> dict[str, Any]:
         """``run.json`` as a dict (empty when the run has not finished)."""
-        p = os.path.join(self.outdir, "run.json")
-        if not os.path.isfile(p):
+        p = fs.join(self.outdir, "run.json")
+        if not fs.isfile(p):
             return {}
-        with open(p) as fh:
-            return json.load(fh)
+        return json.loads(fs.read_text(p))
 
     # --- zarr cubes ------------------------------------------------------------------
     def _root(self):
         import zarr
 
-        if not os.path.isdir(self.store):
+        if not fs.isdir(self.store):
             raise FileNotFoundError(f"{self.store}: no cube store in {self.outdir}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -138,9 +140,9 @@ class Products:
 
     # --- tables ----------------------------------------------------------------------
     def _table_path(self, stem: str, ext: str) -> str:
-        p = os.path.join(self.outdir, stem + ext)
-        if not os.path.isfile(p):
-            raise FileNotFoundError(f"{p}: not written (run unfinished, or products.parquet off)")
+        p = fs.join(self.outdir, stem + ext)
+        if not fs.isfile(p):
+            raise FileNotFoundError(f"{p}: not written (run unfinished, or that product is switched off in the config)")
         return p
 
     def whitelight(self, kind: str = "pandas"):
@@ -155,7 +157,8 @@ class Products:
         if kind == "astropy":
             from astropy.table import Table
 
-            return Table.read(self._table_path(stem, ".ecsv"), format="ascii.ecsv")
+            return Table.read(fs.read_text(self._table_path(stem, ".ecsv")),  # data, not a name
+                              format="ascii.ecsv")
         if kind != "pandas":
             raise ValueError(f"kind must be 'pandas' or 'astropy', not {kind!r}")
         import pandas as pd
@@ -163,25 +166,22 @@ class Products:
         try:
             return pd.read_parquet(self._table_path(stem, ".parquet"))
         except FileNotFoundError:
-            from astropy.table import Table
-
-            return Table.read(self._table_path(stem, ".ecsv"), format="ascii.ecsv").to_pandas()
+            return self._table(stem, "astropy").to_pandas()
 
     def deadletters(self):
         """``deadletter.jsonl`` as a DataFrame (one row per integration that failed)."""
         import pandas as pd
 
-        p = os.path.join(self.outdir, "deadletter.jsonl")
+        p = fs.join(self.outdir, "deadletter.jsonl")
         cols = ["exposure", "detector", "integration", "step", "reason", "source"]
-        if not os.path.isfile(p) or os.path.getsize(p) == 0:
+        text = fs.read_text(p) if fs.isfile(p) else ""
+        if not text.strip():
             return pd.DataFrame(columns=cols)
-        return pd.read_json(p, lines=True)
+        return pd.read_json(io.StringIO(text), lines=True)
 
     def fit(self, group: str | None = None) -> dict[str, Any]:
         """The quick-look white-light fit (``fit_<group>.json``)."""
-        p = self._table_path(f"fit_{self._group(group)}", ".json")
-        with open(p) as fh:
-            return json.load(fh)
+        return json.loads(fs.read_text(self._table_path(f"fit_{self._group(group)}", ".json")))
 
     @property
     def x1dints(self) -> str:

@@ -165,3 +165,30 @@ def test_find_uncal_files_errors(tmp_path):
         find_uncal_files([str(tmp_path / "nope.fits")])
     with pytest.raises(BadInputError, match="no \\*_uncal.fits"):
         find_uncal_files([str(tmp_path)])
+
+
+def test_simulator_round_trip(tmp_path):
+    """simulate -> read: every integration's ramp and times equal what was written."""
+    from astropy.io import fits
+
+    from nirbeam.stream.simulator import simulate
+
+    res = simulate(tmp_path, preset="prism-sub512", nints=7, seed=9, ints_per_segment=3,
+                   detectors=("NRS1", "NRS2"))
+    plans = plan_exposures([scan_segment(str(p)) for p in res.uncal])
+    assert [(p.meta.detector, len(p.segments), p.missing) for p in plans] == [
+        ("NRS1", 3, ()), ("NRS2", 3, ())]
+    for plan in plans:
+        for seg in plan.segments:
+            with fits.open(seg.path) as h:
+                sci = h["SCI"].data
+                it = h["INT_TIMES"].data
+            assert sci.dtype == np.uint16
+            for i in range(seg.intstart, seg.intend + 1):
+                np.testing.assert_array_equal(read_ramp(seg, i), sci[i - seg.intstart])
+                row = it[it["integration_number"] == i][0]
+                t = seg.times[i]
+                assert t.int_mid_bjd_tdb == row["int_mid_BJD_TDB"]
+                assert t.int_mid_mjd_utc == row["int_mid_MJD_UTC"]
+                assert t.int_start_mjd_utc == row["int_start_MJD_UTC"]
+        assert plan.meta.ngroups == 5 and plan.meta.subarray == "SUB512"

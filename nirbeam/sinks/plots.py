@@ -25,11 +25,14 @@ __all__ = [
 
 
 def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    from nirbeam.sinks import fs  # path or fsspec URL, written atomically
+
+    try:
+        with fs.atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return path if fs.is_url(path) else Path(path)
 
 
 def bin_points(

@@ -1,45 +1,22 @@
 """Light-curve tables: ECSV (astropy) and Parquet (pandas), written atomically.
 
 A reader never sees a half-written file: each table goes to a temporary name in the same
-folder and is renamed over the old one.
+folder and is renamed over the old one (on an object store: uploaded in one put; see
+:mod:`nirbeam.sinks.fs`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from astropy.table import Table
 
+from nirbeam.sinks.fs import atomic_path  # local path or fsspec URL
+
 __all__ = ["write_table", "write_json", "atomic_path"]
-
-
-class atomic_path:  # noqa: N801 - used as a context manager, reads like a function
-    """``with atomic_path(final) as tmp:`` write to ``tmp``; renamed to ``final`` on success."""
-
-    def __init__(self, final: str):
-        self.final = final
-
-    def __enter__(self) -> str:
-        folder = os.path.dirname(os.path.abspath(self.final))
-        os.makedirs(folder, exist_ok=True)
-        base = os.path.basename(self.final)
-        # keep the extension: some writers choose the format from it
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=os.path.splitext(base)[1], dir=folder)
-        os.close(fd)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            os.chmod(self.tmp, 0o644)  # mkstemp makes 0600; products are for everyone
-            os.replace(self.tmp, self.final)
-        elif os.path.exists(self.tmp):
-            os.remove(self.tmp)
-        return False
 
 
 def _clean_meta(meta: Mapping[str, Any]) -> dict:

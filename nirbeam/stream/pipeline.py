@@ -22,7 +22,7 @@ import apache_beam as beam
 import numpy as np
 
 from nirbeam import __version__
-from nirbeam.sinks import zarr_store
+from nirbeam.sinks import fs, zarr_store
 from nirbeam.stream.records import (
     DeadLetter,
     ExposureMeta,
@@ -223,14 +223,10 @@ class WriteDeadLetter:
     folder: str
 
     def __call__(self, dl: DeadLetter) -> None:
-        os.makedirs(self.folder, exist_ok=True)
+        fs.makedirs(self.folder)
         k = dl.key
         name = f"{k.group}_{k.integration:05d}" if k else f"input_{abs(hash(dl.source)):x}"
-        path = os.path.join(self.folder, f"{name}.{dl.step}.json")
-        tmp = path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(dl.to_json(), fh)
-        os.replace(tmp, path)
+        fs.write_text(fs.join(self.folder, f"{name}.{dl.step}.json"), json.dumps(dl.to_json()))
 
 
 # ---------------------------------------------------------------------------------------
@@ -375,7 +371,7 @@ def run(
     infos = [scan_segment(f) for f in files]
     plans = plan_exposures(infos)
     _check_outdir(outdir)
-    root = os.path.join(outdir, "cubes.zarr")
+    root = fs.join(outdir, "cubes.zarr")
     zarr_store.open_root(root)
     ref_index = index_references(refs_dir) if refs_dir else None
     timings = {"scan": time.time() - t_start}
@@ -408,7 +404,7 @@ def run(
             ))
     timings["prepare"] = time.time() - t0
 
-    dead_dir = os.path.join(outdir, "_deadletters")
+    dead_dir = fs.join(outdir, "_deadletters")
     t0 = time.time()
     metrics = {}
     if items:
@@ -430,7 +426,7 @@ def run(
         "nirbeam_version": __version__,
         "command": "run",
         "inputs": files,
-        "outdir": os.path.abspath(outdir),
+        "outdir": fs.abspath(outdir),
         "refs_dir": os.path.abspath(refs_dir) if refs_dir else None,
         "runner": {"name": runner.name, "workers": runner.workers, "beam_args": list(runner.beam_args)},
         "config": settings.as_json(),
@@ -440,7 +436,7 @@ def run(
         "metrics": metrics,
         "wall_s": round(time.time() - t_start, 3),
     })
-    _write_json_atomic(os.path.join(outdir, "run.json"), summary)
+    _write_json_atomic(fs.join(outdir, "run.json"), summary)
     return RunResult(outdir, summary, 0)
 
 
@@ -492,11 +488,10 @@ def _metrics(result) -> dict:
 
 def _check_outdir(outdir: str) -> None:
     try:
-        os.makedirs(outdir, exist_ok=True)
-        probe = os.path.join(outdir, ".nirbeam-write-test")
-        with open(probe, "w") as fh:
-            fh.write("ok")
-        os.remove(probe)
+        fs.makedirs(outdir)
+        probe = fs.join(outdir, ".nirbeam-write-test")
+        fs.write_text(probe, "ok")
+        fs.remove(probe)
     except OSError as exc:
         raise BadInputError(outdir, f"output folder is not writable ({exc.strerror})") from None
 
@@ -514,11 +509,9 @@ def _account(outdir, root, plans, per_group, dead_dir) -> dict:
     and ``extract_failed`` a dead letter of the extract step.
     """
     dead: list[dict] = []
-    if os.path.isdir(dead_dir):
-        for n in sorted(os.listdir(dead_dir)):
-            if n.endswith(".json"):
-                with open(os.path.join(dead_dir, n)) as fh:
-                    dead.append(json.load(fh))
+    for n in fs.listdir(dead_dir):
+        if n.endswith(".json") and not n.startswith("."):  # ".name.*.json": a temporary
+            dead.append(json.loads(fs.read_text(fs.join(dead_dir, n))))
     exposures = []
     lines = []
     for plan in plans:
@@ -557,19 +550,14 @@ def _account(outdir, root, plans, per_group, dead_dir) -> dict:
         })
         exposures.append(info)
         lines.extend(here.values())
-    tmp = os.path.join(outdir, "deadletter.jsonl.tmp")
-    with open(tmp, "w") as fh:
-        for d in sorted(lines, key=lambda d: (d["exposure"], d["detector"], d["integration"], d["step"])):
-            fh.write(json.dumps(d) + "\n")
-    os.replace(tmp, os.path.join(outdir, "deadletter.jsonl"))
+    fs.write_text(fs.join(outdir, "deadletter.jsonl"), "".join(
+        json.dumps(d) + "\n"
+        for d in sorted(lines, key=lambda d: (d["exposure"], d["detector"], d["integration"], d["step"]))))
     return {"exposures": exposures}
 
 
 def _write_json_atomic(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2, default=str)
-    os.replace(tmp, path)
+    fs.write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 __all__ += ["ExposureMeta", "prepare_exposure", "refs_from_store"]

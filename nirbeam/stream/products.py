@@ -19,7 +19,7 @@ import apache_beam as beam
 import numpy as np
 
 from nirbeam import __version__, dqflags
-from nirbeam.sinks import zarr_store
+from nirbeam.sinks import fs, zarr_store
 from nirbeam.stream.records import DeadLetter, IntegrationKey
 from nirbeam.transforms.spectra import (
     SPECTRUM_ARRAYS,
@@ -413,7 +413,7 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
         nb = lc.centers.size
         n = flux.shape[0]
         write_table(
-            os.path.join(outdir, f"speclc_{g}"),
+            fs.join(outdir, f"speclc_{g}"),
             {
                 "integration_number": np.repeat(num, nb),
                 "int_mid_BJD_TDB": np.repeat(bjd, nb),
@@ -466,7 +466,7 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
     tmeta["detectors"] = [m.detector for m, _, _ in metas]
     tmeta["wavelength_range_um"] = {m.detector: list(w) for m, w, _ in metas}
     write_table(
-        os.path.join(outdir, "whitelight"),
+        fs.join(outdir, "whitelight"),
         {k: np.concatenate(v) for k, v in cols.items()},
         tmeta,
         units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "flux": "DN/s", "flux_error": "DN/s"},
@@ -477,7 +477,7 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
         for plan in plans:
             _write_rateints_fits(outdir, root, plan)
     if settings.products.x1dints_fits and x1d_tables:
-        write_x1dints(os.path.join(outdir, "x1dints.fits"), x1d_tables)
+        write_x1dints(fs.join(outdir, "x1dints.fits"), x1d_tables)
     if settings.products.fit:
         out["fit"] = _fit_and_plot(outdir, root, fits_done, settings)
     elif settings.products.plots:
@@ -496,7 +496,7 @@ def _write_rateints_fits(outdir: str, root: str, plan) -> str:
     def get(i):
         return zarr_store.read_integration(root, g, RATEINTS, i + 1, names)
 
-    path = os.path.join(outdir, f"{g}_rateints.fits")
+    path = fs.join(outdir, f"{g}_rateints.fits")
     return write_rateints_fits(path, meta.header_dict(), meta.nints, meta.image_shape, get,
                                _all_times(plan))
 
@@ -562,7 +562,8 @@ def _fit_and_plot(outdir, root, fits_done, settings) -> dict:
         except Exception as exc:  # noqa: BLE001 - a quick look must not kill the run
             results[g] = {"error": f"white-light fit failed: {type(exc).__name__}: {exc}"}
             continue
-        write_fit_json(res, os.path.join(outdir, f"fit_{g}.json"))
+        with fs.atomic_path(fs.join(outdir, f"fit_{g}.json")) as tmp:
+            write_fit_json(res, tmp)
         entry = {"rp": res.params.get("rp"), "rp_error": res.errors.get("rp"),
                  "rms_ppm": res.rms_ppm, "reduced_chi2": res.reduced_chi2, "success": res.success}
         try:
@@ -570,7 +571,7 @@ def _fit_and_plot(outdir, root, fits_done, settings) -> dict:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ts = fit_spectroscopic(bjd[okb], lc.flux[okb], lc.error[okb], lc.centers, res)
-            write_json(os.path.join(outdir, f"transmission_{g}.json"), {
+            write_json(fs.join(outdir, f"transmission_{g}.json"), {
                 "wavelength_um": ts.wavelength.tolist(), "rp": ts.rp.tolist(),
                 "rp_error": ts.rp_error.tolist(), "depth": ts.depth.tolist(),
                 "depth_error": ts.depth_error.tolist(), "reduced_chi2": ts.reduced_chi2.tolist(),
@@ -590,27 +591,27 @@ def _plots(outdir, root, fits_done, fitted, settings) -> None:
     from nirbeam.sinks import plots
     from nirbeam.transforms.spectra import ExtractionModel
 
-    pdir = os.path.join(outdir, "plots")
-    os.makedirs(pdir, exist_ok=True)
+    pdir = fs.join(outdir, "plots")
+    fs.makedirs(pdir)
     for g, (_meta, bjd, wf, we, wdq, lc, _sdq) in sorted(fits_done.items()):
         try:
             res, ts, use = fitted.get(g, (None, None, None))
             if res is not None:
-                plots.plot_fit(res, os.path.join(pdir, f"whitelight_{g}.png"))
+                plots.plot_fit(res, fs.join(pdir, f"whitelight_{g}.png"))
             else:
-                plots.plot_white_light(bjd, wf, os.path.join(pdir, f"whitelight_{g}.png"),
+                plots.plot_white_light(bjd, wf, fs.join(pdir, f"whitelight_{g}.png"),
                                        error=we, dq=wdq)
             plots.plot_spectroscopic_image(bjd, lc.centers, lc.flux,
-                                           os.path.join(pdir, f"speclc_{g}.png"))
+                                           fs.join(pdir, f"speclc_{g}.png"))
             arrays, attrs = zarr_store.load_arrays(root, f"{g}/{EXTRACTION}")
             model = ExtractionModel.from_arrays(arrays, attrs)
-            plots.plot_rate_image(arrays["median_image"], os.path.join(pdir, f"rate_{g}.png"),
+            plots.plot_rate_image(arrays["median_image"], fs.join(pdir, f"rate_{g}.png"),
                                   trace=model.trace, half_width=model.half_width,
                                   background_region=model.background_region)
             if ts is not None:
                 plots.plot_transmission_spectrum(
                     ts.wavelength, ts.depth, ts.depth_error,
-                    os.path.join(pdir, f"transmission_{g}.png"), bin_edges=lc.edges,
+                    fs.join(pdir, f"transmission_{g}.png"), bin_edges=lc.edges,
                     white_depth=res.params.get("rp", np.nan) ** 2)
         except Exception as exc:  # noqa: BLE001 - plots must not kill a run
             log.warning("plots for %s failed: %s", g, exc)
@@ -653,15 +654,14 @@ def plot_command(outdir: str) -> int:
     from nirbeam.stream.settings import Settings
     from nirbeam.stream.uncal import BadInputError, plan_exposures, scan_segment
 
-    rj = os.path.join(outdir, "run.json")
-    if not os.path.isfile(rj):
+    rj = fs.join(outdir, "run.json")
+    if not fs.isfile(rj):
         raise BadInputError(outdir, "no run.json: not a nirbeam output folder")
-    with open(rj) as fh:
-        summary = json.load(fh)
+    summary = json.loads(fs.read_text(rj))
     settings = Settings.from_dict(summary.get("config_input", {}))
     plans = plan_exposures([scan_segment(p) for p in summary["inputs"]])
-    root = os.path.join(outdir, "cubes.zarr")
+    root = fs.join(outdir, "cubes.zarr")
     finalize_products(outdir, root, plans, settings)
     zarr_store.consolidate(root, {"nirbeam_version": __version__})
-    print(f"plots in {os.path.join(outdir, 'plots')}")
+    print(f"plots in {fs.join(outdir, 'plots')}")
     return 0

@@ -25,11 +25,15 @@ refuses a streaming pipeline on it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-__all__ = ["RunnerSpec", "RUNNERS", "make_runner", "STREAMING_CAPABLE", "DaskRunner"]
+__all__ = [
+    "RunnerSpec", "RUNNERS", "make_runner", "STREAMING_CAPABLE", "DaskRunner",
+    "local_dask_cluster", "close_local_dask_clusters",
+]
 
 RUNNERS = ("direct", "multiprocess", "dask", "portable")
 #: Runners that honour event-time windows and triggers in streaming mode.
@@ -66,8 +70,9 @@ class RunnerSpec:
 def make_runner(spec: RunnerSpec, streaming: bool = False):
     """Return ``(runner, PipelineOptions, cleanup)`` for a spec.
 
-    ``cleanup`` is None or a callable to run after the pipeline finished (it closes a
-    local Dask cluster this function started).
+    ``cleanup`` is None or a callable to run after the pipeline finished. A local Dask
+    cluster (``--runner dask`` with neither address nor scheduler file) is kept for the
+    next stage of the run and closed at exit (:func:`close_local_dask_clusters`).
 
     Raises
     ------
@@ -106,14 +111,8 @@ def make_runner(spec: RunnerSpec, streaming: bool = False):
         elif spec.dask_scheduler_file:
             args += [f"--dask_scheduler_file={spec.dask_scheduler_file}"]
         else:
-            from distributed import LocalCluster
-
-            cluster = LocalCluster(
-                n_workers=spec.workers or 2, threads_per_worker=1, processes=True,
-                dashboard_address=None,
-            )
+            cluster = local_dask_cluster(spec.workers or 2)
             args += [f"--dask_client_address={cluster.scheduler_address}"]
-            cleanup = cluster.close
     else:  # portable
         from apache_beam.runners.portability.portable_runner import PortableRunner
 
@@ -124,6 +123,40 @@ def make_runner(spec: RunnerSpec, streaming: bool = False):
     if streaming:
         args += ["--streaming"]
     return runner, PipelineOptions(args), cleanup
+
+
+_LOCAL_CLUSTERS: dict = {}
+
+
+def local_dask_cluster(workers: int):
+    """A local dask.distributed cluster of ``workers`` processes (1 thread each).
+
+    Started once per process and reused by every stage of a run (both Beam stages of
+    ``nirbeam run``), closed at exit or by :func:`close_local_dask_clusters`.
+    """
+    c = _LOCAL_CLUSTERS.get(workers)
+    if c is not None and c.status.name == "running":
+        return c
+    import atexit
+
+    from distributed import LocalCluster
+
+    c = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                     dashboard_address=None, silence_logs=logging.WARNING)
+    if not _LOCAL_CLUSTERS:
+        atexit.register(close_local_dask_clusters)
+    _LOCAL_CLUSTERS[workers] = c
+    return c
+
+
+def close_local_dask_clusters() -> None:
+    """Close the local Dask clusters :func:`make_runner` started."""
+    while _LOCAL_CLUSTERS:
+        _, c = _LOCAL_CLUSTERS.popitem()
+        try:
+            c.close()
+        except Exception:  # noqa: BLE001 - closing at exit is best effort
+            pass
 
 
 # ---------------------------------------------------------------------------------------
