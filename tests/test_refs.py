@@ -76,9 +76,11 @@ def test_other_detector_is_not_used(tmp_path):
     assert select_reference(idx, "SUPERBIAS", m) is None
 
 
-def test_dark_with_too_few_groups_refused():
-    with pytest.raises(BadInputError, match=r"dark has 10 groups.*NGROUPS=12"):
-        load_references(CRDS, meta(ngroups=12), first_ramp=np.zeros((12, 32, 512), np.uint16))
+def test_dark_with_too_few_groups_skipped_and_said():
+    refs, prov = load_references(CRDS, meta(ngroups=12), first_ramp=np.zeros((12, 32, 512), np.uint16))
+    assert refs.dark is None
+    assert "dark has 10 groups" in prov["DARK"]["standin"] and "NGROUPS=12" in prov["DARK"]["standin"]
+    assert "dark not subtracted" in refs.sources["DARK"]
 
 
 def test_nan_in_reference_flagged_not_propagated(tmp_path):

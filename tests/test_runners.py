@@ -53,9 +53,9 @@ def reference(sim, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
-    from distributed import LocalCluster
-
     import logging
+
+    from distributed import LocalCluster
 
     c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                      dashboard_address=None, silence_logs=logging.WARNING)
@@ -115,7 +115,11 @@ def test_bad_runner_specs_refused():
 
 
 class _Split(beam.DoFn):
+    def __init__(self):
+        self.n = beam.metrics.Metrics.counter("test", "split")
+
     def process(self, x):
+        self.n.inc()
         if x % 2:
             yield beam.pvalue.TaggedOutput("odd", x)
         else:
@@ -146,8 +150,8 @@ def test_dask_runner_routes_tagged_outputs_and_runs_every_branch(cluster, tmp_pa
     res.wait_until_finish()
     assert sorted(int(x) for x in os.listdir(tmp_path / "even")) == [0, 2, 4, 6, 8]
     assert sorted(int(x) for x in os.listdir(tmp_path / "odd")) == [1, 3, 5, 7, 9]
-    counters = {c.key.step: c.committed for c in res.metrics().query()["counters"]}
-    assert counters  # element counts per step come back from the workers
+    counters = {c.key.metric.name: c.committed for c in res.metrics().query()["counters"]}
+    assert counters == {"split": 10}  # counted on the workers, merged once per bundle
 
 
 # ---------------------------------------------------------------------------------------

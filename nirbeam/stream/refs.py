@@ -321,14 +321,21 @@ def load_references(
     if chosen["DARK"]:
         ref = chosen["DARK"]
         frames, d, hdr = _read_ref(ref, meta, "SCI")
-        dark_dq = d if d is not None else z.copy()
-        dark = _dark_per_group(frames, hdr, meta, ref.path)
-        badd = ~np.all(np.isfinite(dark), axis=0)
-        if badd.any():
-            dark[:, badd] = 0.0
-            dark_dq[badd] |= np.uint32(dqflags.UNRELIABLE_DARK)
-            prov.setdefault("DARK", {})["nan_pixels"] = int(badd.sum())
-        note("DARK", ref)
+        try:
+            dark = _dark_per_group(frames, hdr, meta, ref.path)
+        except BadInputError as exc:
+            # as jwst's dark_current step: a dark that cannot cover the exposure is not
+            # applied (the step is skipped), and the run says so
+            dark = None
+            prov["DARK"] = {"standin": f"dark not subtracted: {exc}", "file": os.path.basename(ref.path)}
+        if dark is not None:
+            dark_dq = d if d is not None else z.copy()
+            badd = ~np.all(np.isfinite(dark), axis=0)
+            if badd.any():
+                dark[:, badd] = 0.0
+                dark_dq[badd] |= np.uint32(dqflags.UNRELIABLE_DARK)
+                prov.setdefault("DARK", {})["nan_pixels"] = int(badd.sum())
+            note("DARK", ref)
     else:
         prov["DARK"] = {"standin": "no DARK reference: dark not subtracted"}
 
