@@ -321,3 +321,257 @@ def test_build_profile_background_region():
     )
     assert abs(b_auto) < 1e-3
     assert abs(b_none) > 3 * abs(b_auto)
+
+
+# ---------------------------------------------------------------------------------------
+# numba kernels against the previous numpy implementation (kept as ``_*_reference``).
+# Both evaluate the same float64 expressions with sums over rows in increasing y, so they
+# agree to rounding; the kernels are bit-identical in practice, the tests allow 1e-12 of
+# each output array's largest magnitude (a relative bound that stays meaningful for flux
+# values near zero after background subtraction). DQ flags and pixel counts: exact.
+# ---------------------------------------------------------------------------------------
+
+from unittest import mock  # noqa: E402
+
+from nirbeam.transforms import extract as _ex  # noqa: E402
+
+RTOL_KERNEL = 1e-12
+
+
+def assert_spectra_equal(new, ref, what=""):
+    for name in ("flux", "flux_error", "npixels", "background"):
+        a, b = np.asarray(getattr(new, name)), np.asarray(getattr(ref, name))
+        assert a.shape == b.shape, (what, name)
+        fin = np.abs(b[np.isfinite(b)])
+        scale = float(np.max(fin)) if fin.size else 0.0
+        np.testing.assert_allclose(
+            a, b, rtol=RTOL_KERNEL, atol=RTOL_KERNEL * scale, err_msg=f"{what} {name}"
+        )
+    assert new.dq.dtype == np.uint32
+    np.testing.assert_array_equal(new.dq, ref.dq, err_msg=f"{what} dq")
+    assert new.method == ref.method
+
+
+def damaged_scene(seed, nx=96, *, nan_frac=0.02, dq_frac=0.03, ties=False):
+    """One integration of the synthetic scene with NaNs, flagged pixels, empty columns."""
+    rng = np.random.default_rng(seed)
+    sc = make_scene(nint=12, nx=nx, seed=seed, background=3.0)
+    tr = truth_trace(nx)
+    prof = build_profile(sc.rate, tr, 6.0, background_region=(9.0, 15.0))
+    rate = sc.rate[0].astype(np.float64)
+    if ties:  # integer-valued: equal values, even/odd counts, MAD = 0 columns
+        rate = np.round(rate)
+        rate[:, 5] = 4.0
+    var = sc.var[0].astype(np.float64)
+    dq = np.zeros(rate.shape, np.uint32)
+    nan = rng.random(rate.shape) < nan_frac
+    rate[nan] = np.nan
+    var[rng.random(rate.shape) < nan_frac / 2] = np.inf
+    flagged = rng.random(rate.shape) < dq_frac
+    dq[flagged] = rng.choice(
+        [dqflags.DO_NOT_USE, dqflags.DO_NOT_USE | dqflags.HOT, dqflags.JUMP_DET], flagged.sum()
+    )
+    dq[rng.random(rate.shape) < 0.02] |= dqflags.SATURATED  # not a bad bit below
+    rate[:, 10] = np.nan  # a column with nothing usable at all
+    dq[:, 11] = dqflags.DO_NOT_USE  # ... and one flagged throughout
+    y = np.arange(rate.shape[0])[:, None]
+    dist = np.abs(y - tr.center(np.arange(nx))[None, :])
+    off = dist >= 9.0
+    rate[:, 20][off[:, 20]] = np.nan  # no background pixels, aperture intact
+    dq[:, 21][off[:, 21]] = dqflags.DO_NOT_USE
+    region = np.flatnonzero((dist[:, 22] >= 9.0) & (dist[:, 22] <= 15.0))
+    dq[region[1:], 22] = dqflags.DO_NOT_USE  # a single background pixel (n = 1)
+    rate[region[0], 22], dq[region[0], 22] = 3.5, 0
+    # cosmic rays near the core, several in two columns (several rejection passes)
+    for x, dy in ((30, (0,)), (31, (-1, 0, 1)), (45, (1, -2)), (60, (0,))):
+        for d in dy:
+            rate[int(round(sc.yc[x])) + d, x] += 1500.0 * (1 + abs(d))
+    vp = np.clip(np.nan_to_num(rate, nan=0.0), 0, None) / sc.t_int
+    vr = np.full(rate.shape, (12.0 / sc.t_int) ** 2)
+    vr[3, 7] = np.nan
+    return rate, var, dq, vp, vr, tr, prof
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("ties", [False, True])
+def test_column_background_kernel_matches_reference(seed, ties):
+    rate, _, dq, _, _, tr, _ = damaged_scene(seed, ties=ties)
+    bits = dqflags.DO_NOT_USE
+    for method in ("median", "mean"):
+        for clip in (3.0, 1.0, None):
+            for region in ((9.0, 15.0), (6.5, 7.5), (40.0, 50.0)):  # last: no pixels
+                kw = dict(method=method, sigma_clip=clip, bad_bits=bits)
+                b1, v1 = column_background(rate, dq, tr, region, **kw)
+                b0, v0 = _ex._column_background_reference(rate, dq, tr, region, **kw)
+                what = f"{method} clip={clip} region={region}"
+                np.testing.assert_allclose(b1, b0, rtol=RTOL_KERNEL, atol=0, err_msg=what)
+                np.testing.assert_allclose(v1, v0, rtol=RTOL_KERNEL, atol=0, err_msg=what)
+                if region == (9.0, 15.0):
+                    assert b1[10] == 0 and v1[10] == 0 and b1[20] == 0  # no usable pixel
+                    assert v1[22] == 0 and b1[22] != 0  # one pixel: level, no variance
+    # dq None and float32 input
+    b1, v1 = column_background(rate.astype(np.float32), None, tr, (9.0, 15.0))
+    b0, v0 = _ex._column_background_reference(rate.astype(np.float32), None, tr, (9.0, 15.0))
+    np.testing.assert_allclose(b1, b0, rtol=RTOL_KERNEL, atol=0)
+    np.testing.assert_allclose(v1, v0, rtol=RTOL_KERNEL, atol=0)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_box_extract_kernel_matches_reference(seed):
+    rate, var, dq, _, _, tr, prof = damaged_scene(seed)
+    nx = rate.shape[1]
+    for bits in (dqflags.DO_NOT_USE, dqflags.DO_NOT_USE | dqflags.JUMP_DET):
+        for region in ((9.0, 15.0), None):
+            for p in (prof, None):
+                for method in ("median", "mean"):
+                    for hw in (3.3, 5.0, 14.0):  # 14: aperture runs off the detector
+                        kw = dict(
+                            background_method=method, profile=p, bad_bits=bits
+                        )
+                        new = box_extract(rate, var, dq, tr, hw, region, **kw)
+                        ref = _ex._box_extract_reference(rate, var, dq, tr, hw, region, **kw)
+                        assert_spectra_equal(
+                            new, ref, f"bits={bits} region={region} prof={p is not None} "
+                            f"{method} hw={hw}"
+                        )
+    new = box_extract(rate, var, None, tr, 5.0, (9.0, 15.0))
+    ref = _ex._box_extract_reference(rate, var, None, tr, 5.0, (9.0, 15.0))
+    assert_spectra_equal(new, ref, "dq=None")
+    # the damaged columns really exercise the flag paths
+    assert new.dq[10] & dqflags.DO_NOT_USE and new.npixels[10] == 0
+    # the aperture-weight cache follows the trace: alternate two traces
+    other = TraceModel.from_config(12.0, 1.0, (0.0, nx - 1.0))
+    for t in (tr, other, tr, other):
+        assert_spectra_equal(
+            box_extract(rate, var, dq, t, 4.0, (9.0, 15.0)),
+            _ex._box_extract_reference(rate, var, dq, t, 4.0, (9.0, 15.0)),
+            "trace swap",
+        )
+    np.testing.assert_array_equal(
+        _ex._aperture_weights_fast(other, rate.shape, 4.0),
+        aperture_weights(other, rate.shape, 4.0),
+    )
+    assert not _ex._aperture_weights_fast(other, rate.shape, 4.0).flags.writeable
+    assert aperture_weights(other, rate.shape, 4.0).flags.writeable  # public: a fresh copy
+    # straight box goes through the same kernel
+    s = straight_box_extract(rate, var, dq, tr, 5.0, (9.0, 15.0))
+    flat = TraceModel.from_config(float(np.mean(tr.center(np.arange(nx)))), 1.0, (0.0, nx - 1.0))
+    ref = _ex._box_extract_reference(rate, var, dq, flat, 5.0, (9.0, 15.0), _method="straight_box")
+    assert_spectra_equal(s, ref, "straight")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 4])
+def test_optimal_extract_kernel_matches_reference(seed):
+    rate, var, dq, vp, vr, tr, prof = damaged_scene(seed)
+    bk, bv = _ex._column_background_reference(rate, dq, tr, (9.0, 15.0), bad_bits=1)
+    passes = []
+    for model in (True, False):
+        for clip in (5.0, 3.0, None):
+            for max_iter in (20, 1, 2):
+                for bvar in (bv, None):
+                    kw = dict(
+                        background=bk,
+                        background_var=bvar,
+                        sigma_clip=clip,
+                        max_iter=max_iter,
+                        bad_bits=dqflags.DO_NOT_USE,
+                    )
+                    if model:
+                        kw.update(var_rnoise=vr, var_poisson=vp)
+                    new = optimal_extract(rate, var, dq, prof, **kw)
+                    ref = _ex._optimal_extract_reference(rate, var, dq, prof, **kw)
+                    assert_spectra_equal(
+                        new, ref, f"model={model} clip={clip} iter={max_iter} bvar={bvar is not None}"
+                    )
+                    if clip == 3.0 and max_iter == 20:
+                        passes.append(ref.npixels)
+    # iterative rejection happened, several pixels in one column (several passes)
+    kw = dict(background=bk, var_rnoise=vr, var_poisson=vp, bad_bits=dqflags.DO_NOT_USE)
+    kept = optimal_extract(rate, var, dq, prof, sigma_clip=None, **kw).npixels
+    assert np.max(kept - passes[0]) >= 3
+    assert np.count_nonzero(kept - passes[0]) >= 4
+    # no dq, no background, scalar-broadcast read noise
+    new = optimal_extract(rate, var, None, prof, var_rnoise=0.5, var_poisson=vp)
+    ref = _ex._optimal_extract_reference(rate, var, None, prof, var_rnoise=0.5, var_poisson=vp)
+    assert_spectra_equal(new, ref, "dq=None")
+
+
+def test_optimal_extract_kernel_odd_profiles():
+    """Profiles the pipeline never builds: negative values, NaN (propagated as 0 x NaN by
+    the reference), empty columns, support over every row."""
+    rate, var, dq, vp, vr, tr, prof = damaged_scene(7)
+    p = prof.copy()
+    p[0, 3] = -0.01
+    p[:, 12] = 0.0  # no support
+    p[5, 14] = np.nan
+    p[:, 16] = 1.0 / p.shape[0]  # support on every row
+    p[int(round(15.3)), 17] = np.inf  # f = inf / inf = NaN: NaN residuals, no rejection
+    for kw in (dict(var_rnoise=vr, var_poisson=vp), {}):
+        new = optimal_extract(rate, var, dq, p, **kw)
+        with np.errstate(invalid="ignore"):  # the reference's 0 x inf
+            ref = _ex._optimal_extract_reference(rate, var, dq, p, **kw)
+        assert_spectra_equal(new, ref, f"odd profile {sorted(kw)}")
+        assert new.dq[12] & dqflags.DO_NOT_USE and new.flux[12] == 0
+    allzero = np.zeros_like(prof)
+    assert_spectra_equal(
+        optimal_extract(rate, var, dq, allzero),
+        _ex._optimal_extract_reference(rate, var, dq, allzero),
+        "zero profile",
+    )
+
+
+def test_extract_integration_unchanged_by_kernels():
+    """The per-integration stage gives the same arrays with the numpy references."""
+    from nirbeam.transforms import spectra
+
+    sc = make_scene(nint=8, nx=80, seed=17, background=2.0)
+    dq = np.zeros(sc.rate.shape, np.uint32)
+    model = spectra.build_extraction_model(
+        sc.rate, dq, half_width=4.0, background_region=(9.0, 15.0)
+    )
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        rate = sc.rate[i].copy()
+        d = dq[i].copy()
+        bad = rng.random(rate.shape) < 0.03
+        rate[bad] = np.nan
+        d[bad] = dqflags.DO_NOT_USE
+        rate[int(round(sc.yc[33])), 33] += 4000.0
+        args = (rate, np.sqrt(sc.var[i]), d, sc.var_poisson[i], sc.var_rnoise[i], model)
+        new = spectra.extract_integration(*args)
+        with (
+            mock.patch.object(spectra, "box_extract", _ex._box_extract_reference),
+            mock.patch.object(spectra, "optimal_extract", _ex._optimal_extract_reference),
+        ):
+            ref = spectra.extract_integration(*args)
+        assert new.keys() == ref.keys()
+        for k in ref:
+            scale = float(np.max(np.abs(ref[k])))
+            np.testing.assert_allclose(
+                new[k], ref[k], rtol=RTOL_KERNEL, atol=RTOL_KERNEL * scale, err_msg=k
+            )
+
+
+def test_optimal_extract_kernel_ties_reject_first_row():
+    """Equal largest residuals in a column: like np.argmax, the lower row goes first."""
+    ny, nx = 16, 3
+    yc = 7.0
+    y = np.arange(ny)[:, None]
+    prof = np.exp(-0.5 * ((y - yc) / 1.3) ** 2) * np.ones((1, nx))
+    prof[np.abs(y[:, 0] - yc) > 4] = 0.0
+    prof /= prof.sum(axis=0)
+    rate = 1000.0 * prof
+    rate[5, :] += 300.0  # symmetric about row 7: bitwise-equal residuals
+    rate[9, :] += 300.0
+    var = np.full(rate.shape, 4.0)
+    dq = np.zeros(rate.shape, np.uint32)
+    dq[5, :] = dqflags.JUMP_DET  # not a bad bit: tells which pixel was rejected
+    dq[9, :] = dqflags.SATURATED
+    for max_iter in (1, 2, 20):
+        new = optimal_extract(rate, var, dq, prof, max_iter=max_iter, bad_bits=1)
+        ref = _ex._optimal_extract_reference(rate, var, dq, prof, max_iter=max_iter, bad_bits=1)
+        assert_spectra_equal(new, ref, f"ties max_iter={max_iter}")
+        if max_iter == 1:
+            assert np.all(new.dq & dqflags.JUMP_DET) and not np.any(new.dq & dqflags.SATURATED)
+        else:
+            assert np.all(new.dq & dqflags.JUMP_DET) and np.all(new.dq & dqflags.SATURATED)

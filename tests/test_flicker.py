@@ -469,3 +469,165 @@ def test_nsclean_via_params_and_hook():
     before = striping_power(np.diff(groups, axis=0)[0] - np.diff(clean, axis=0)[0])
     after = striping_power(np.diff(out.astype(float), axis=0)[0] - np.diff(clean, axis=0)[0])
     assert after < 0.2 * before
+
+
+# ----------------------------------------------------------------- fast group path
+def _flagged_ramp(rng, ng, ny, nx, *, integer=False, dtype=np.float32):
+    """Ramp with column offsets per read, JUMP_DET / SATURATED group flags, DO_NOT_USE
+    pixels, NaNs, big outliers, and columns with too few (or no) background pixels."""
+    ramp = np.cumsum(rng.normal(40.0, 8.0, (ng, ny, nx)), axis=0)
+    ramp += rng.normal(0.0, 15.0, (ng, 1, nx))
+    if integer:
+        ramp = np.round(ramp + 1000.0)  # many ties in the column statistics
+    ramp = ramp.astype(dtype)
+    gdq = np.zeros(ramp.shape, np.uint8)
+    gdq[rng.random(ramp.shape) < 0.04] |= dqflags.JUMP_DET
+    gdq[rng.random(ramp.shape) < 0.02] |= dqflags.SATURATED
+    pdq = np.zeros((ny, nx), np.uint32)
+    pdq[rng.random((ny, nx)) < 0.05] = dqflags.DO_NOT_USE
+    pdq[rng.random((ny, nx)) < 0.05] |= dqflags.HOT  # not a bad_pixel_bits bit: still used
+    if np.issubdtype(ramp.dtype, np.floating):
+        ramp[rng.random(ramp.shape) < 0.005] = np.nan
+        ramp[rng.random(ramp.shape) < 0.003] += 5e3
+    mask = rng.random((ny, nx)) > 0.3
+    mask[:, 0] = False  # edge column without background pixels: right neighbour only
+    mask[2:, 5] = False  # 2 pixels < min_pixels
+    mask[:, 9:12] = False  # a run of empty columns
+    mask[:, -1] = False
+    return ramp, gdq, pdq, mask
+
+
+FAST_CASES = [
+    ("median", {"statistic": "mean"}),  # FlickerParams() default
+    ("median", {}),
+    ("median", {"statistic": "mean", "clip_sigma": 2.0, "min_pixels": 6}),
+    ("median", {"statistic": "mean", "background": "median"}),
+    ("median", {"background": -3.25}),
+    ("fft", {}),
+    ("fft", {"n_freq": 2, "alternating": True, "ridge": 0.5}),
+    ("fft", {"background": "median", "outlier_sigma": 3.0}),
+    ("fft", {"exclude_outliers": False, "min_pixels": 9, "n_freq": 0}),
+]
+
+
+@pytest.mark.parametrize(("method", "kw"), FAST_CASES)
+@pytest.mark.parametrize(
+    ("ny", "nx", "integer", "dtype"),
+    [(32, 70, False, np.float32), (13, 131, True, np.float32), (16, 40, False, np.float64)],
+)
+def test_clean_groups_fast_path_equals_reference(method, kw, ny, nx, integer, dtype):
+    """The numba path of clean_groups gives bit-identical ramps and models to the
+    per-difference numpy reference (tolerance 0; NaN where the reference has NaN)."""
+    rng = np.random.default_rng(20 + ny + nx)
+    groups, gdq, pdq, mask = _flagged_ramp(rng, 6, ny, nx, integer=integer, dtype=dtype)
+    out, models = clean_groups(groups, gdq, pdq, mask, method, return_model=True, **kw)
+    ref, ref_models = flicker._clean_groups_reference(
+        groups, gdq, pdq, mask, method, return_model=True, **kw
+    )
+    assert out.dtype == np.float32 and models.dtype == np.float64
+    assert np.isnan(out).any() and np.isnan(out).sum() == np.isnan(ref).sum()
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(models, ref_models)
+    assert np.abs(models).max() > 1.0  # the column offsets were fitted
+    np.testing.assert_array_equal(clean_groups(groups, gdq, pdq, mask, method, **kw), ref)
+
+
+@pytest.mark.parametrize(
+    ("method", "kw"),
+    [
+        ("fft", {}),
+        ("fft", {"background": "median"}),
+        ("median", {"statistic": "mean", "background": "median"}),
+    ],
+)
+def test_clean_groups_fast_path_equals_reference_large_image(method, kw):
+    """> 4096 usable pixels per difference: the sample-bracketed global medians (fft
+    outlier sigma, 'median' background) are exact too."""
+    rng = np.random.default_rng(35)
+    groups, gdq, pdq, mask = _flagged_ramp(rng, 4, 32, 300)
+    assert (mask & (pdq == 0)).sum() > 4096
+    out, models = clean_groups(groups, gdq, pdq, mask, method, return_model=True, **kw)
+    ref, ref_models = flicker._clean_groups_reference(
+        groups, gdq, pdq, mask, method, return_model=True, **kw
+    )
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(models, ref_models)
+
+
+def test_clean_groups_fast_path_integer_ramp_and_flags():
+    """uint16 ramps, uint32 group DQ, custom bad bits and a jump-only DQ: same as reference."""
+    rng = np.random.default_rng(31)
+    groups, gdq, pdq, mask = _flagged_ramp(rng, 5, 32, 67, integer=True, dtype=np.uint16)
+    for kw in (
+        {"bad_group_bits": dqflags.JUMP_DET},
+        {"bad_group_bits": dqflags.SATURATED, "bad_pixel_bits": 0},
+    ):
+        for method in ("median", "fft"):
+            got = clean_groups(groups, gdq.astype(np.uint32), pdq, mask, method, **kw)
+            ref = flicker._clean_groups_reference(groups, gdq, pdq, mask, method, **kw)
+            np.testing.assert_array_equal(got, ref)
+
+
+def test_clean_groups_reference_fallbacks():
+    """Settings outside the fast path (array background, weights, nsclean) still run."""
+    rng = np.random.default_rng(32)
+    ng, ny, nx = 4, 16, 24
+    groups, gdq, pdq, mask = _flagged_ramp(rng, ng, ny, nx)
+    bg = rng.normal(0, 1, (ng - 1, ny, nx))
+    for method, kw in [
+        ("median", {"background": bg}),
+        ("fft", {"weights": np.full((ny, nx), 2.0)}),
+        ("nsclean", {}),
+    ]:
+        got = clean_groups(groups, gdq, pdq, mask, method, **kw)
+        ref = flicker._clean_groups_reference(groups, gdq, pdq, mask, method, **kw)
+        np.testing.assert_array_equal(got, ref)
+    with pytest.raises(TypeError):
+        clean_groups(groups, gdq, pdq, mask, "median", n_freq=2)  # not a clean_median kwarg
+    with pytest.raises(ValueError, match="statistic"):
+        clean_groups(groups, gdq, pdq, mask, "median", statistic="mode")
+
+
+def test_group_hook_equals_reference_for_default_params():
+    rng = np.random.default_rng(33)
+    groups, gdq, pdq, mask = _flagged_ramp(rng, 7, 32, 80)
+    for params in (FlickerParams(), FlickerParams(method="fft")):
+        got = make_group_hook(params, mask)(groups, gdq, pdq)
+        ref = flicker._clean_groups_reference(
+            groups, gdq, pdq, mask, params.method, **params.cleaner_kwargs()
+        )
+        np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 16, 31, 32, 33, 64])
+def test_sorting_network_sorts_columns(n):
+    rng = np.random.default_rng(n)
+    comps = flicker._sorting_network(n)
+    assert comps.shape[1] == 2 and np.all(comps[:, 0] < comps[:, 1]) and np.all(comps < n)
+    s = np.empty((n, flicker._BLOCK))
+    s[:] = rng.integers(0, 4, s.shape) if n % 2 else rng.normal(0, 1, s.shape)
+    s[rng.random(s.shape) < 0.2] = np.inf
+    ref = np.sort(s, axis=0)
+    flicker._sort_columns(s, comps, s.shape[1] - 3)
+    np.testing.assert_array_equal(s[:, :-3], ref[:, :-3])
+
+
+def test_large_median_equals_numpy_median():
+    """Sample-bracketed selection (and its fallback when the sample misses) == np.median."""
+    rng = np.random.default_rng(34)
+    buf = np.empty(60001)
+    cases = [
+        rng.normal(0, 1, 60001),
+        rng.standard_cauchy(50000),
+        np.round(rng.normal(0, 2, 40000)),  # ties
+        np.sort(rng.normal(0, 1, 9000)),
+        rng.normal(0, 1, 1001),  # small: direct selection
+    ]
+    n = 10000  # sample positions all hold the maximum: the bracket misses, fallback
+    bad = rng.normal(0, 1, n)
+    ns = max(min(int(n ** (2.0 / 3.0)), n // 8), 64)
+    bad[(np.arange(ns) * n) // ns] = 1e6
+    cases.append(bad)
+    for a in cases:
+        assert flicker._median(a, a.size, buf) == np.median(a)
+        assert flicker._median(a, a.size - 1, buf) == np.median(a[:-1])

@@ -55,6 +55,7 @@ def reference(sim, tmp_path_factory):
 def cluster():
     import logging
 
+    pytest.importorskip("distributed", reason="Beam on Dask needs apache-beam[dask]")
     from distributed import LocalCluster
 
     c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -108,6 +109,7 @@ def test_bad_runner_specs_refused():
         RunnerSpec(name="dask", dask_address="tcp://h:1", dask_scheduler_file="f").validate()
     with pytest.raises(ValueError, match="need --runner dask"):
         RunnerSpec(name="direct", dask_address="tcp://h:1").validate()
+    pytest.importorskip("distributed", reason="Beam on Dask needs apache-beam[dask]")
     _, opts, _ = make_runner(RunnerSpec(name="dask", dask_address="tcp://h:1",
                                         beam_args=("--dask_npartitions=3",)))
     d = opts.get_all_options()
@@ -174,16 +176,8 @@ def test_dask_cluster_gives_identical_products(sim, reference, cluster, tmp_path
     assert len(workers) == 2, workers  # both worker processes did integrations
 
 
-def test_dask_worker_killed_mid_run_loses_and_duplicates_nothing(sim, reference, cluster,
-                                                                 tmp_path):
-    from distributed import Client
-
-    out = tmp_path / "killed"
-    root = str(out / "cubes.zarr")
-    g = _group(sim)
-    with Client(cluster.scheduler_address) as client:
-        pids = client.run(os.getpid)
-    victim = sorted(pids.values())[0]
+def _kill_when_started(pid, root, group, after=2):
+    """SIGKILL ``pid`` once ``after`` integrations of the run have their markers."""
     killed = {}
     stop = threading.Event()
 
@@ -192,30 +186,40 @@ def test_dask_worker_killed_mid_run_loses_and_duplicates_nothing(sim, reference,
 
         while not stop.wait(0.02):
             try:
-                n = int(zarr_store.completed(root, g, "rateints").sum())
+                n = int(zarr_store.completed(root, group, "rateints").sum())
             except Exception:  # noqa: BLE001 - store not created yet
                 continue
-            if n >= 2:
-                os.kill(victim, signal.SIGKILL)
+            if n >= after:
+                os.kill(pid, signal.SIGKILL)
                 killed["at"] = n
                 return
 
     th = threading.Thread(target=killer, daemon=True)
     th.start()
+    return killed, stop, th
+
+
+def test_dask_worker_killed_mid_run_loses_and_duplicates_nothing(sim, reference, cluster,
+                                                                 tmp_path):
+    """Default retries: the run completes through Dask; products as if nothing happened."""
+    from distributed import Client
+
+    out = tmp_path / "killed"
+    root = str(out / "cubes.zarr")
+    g = _group(sim)
+    with Client(cluster.scheduler_address) as client:
+        pids = client.run(os.getpid)
+    victim = sorted(pids.values())[0]
+    killed, stop, th = _kill_when_started(victim, root, g)
     spec = RunnerSpec(name="dask", dask_address=cluster.scheduler_address)
-    reruns = 0
     try:
-        res = _run(sim, out, spec)
-    except Exception:  # noqa: BLE001 - the run may fail: a rerun must then complete it
-        reruns = 1
-        res = _run(sim, out, spec)
+        res = _run(sim, out, spec)  # Dask recomputes the lost tasks on the other worker
     finally:
         stop.set()
         th.join(5)
     assert killed and killed["at"] < NINTS, killed  # the worker died mid-stage
     rj = assert_same_products(reference, out, g)
-    if not reruns:  # retries on the surviving worker: each bundle counted once
-        assert rj["metrics"]["detector1.records"] == NINTS
+    assert rj["metrics"]["detector1.records"] == NINTS  # each bundle counted once
     assert res.summary["exposures"][0]["processed"] == NINTS
     # the nanny restarted the dead worker
     with Client(cluster.scheduler_address) as client:
@@ -292,3 +296,39 @@ def test_multiprocess_two_workers(sim, reference, tmp_path):
     _run(sim, out, RunnerSpec(name="multiprocess", workers=2))
     rj = assert_same_products(reference, out, _group(sim))
     assert rj["runner"] == {"name": "multiprocess", "workers": 2, "beam_args": []}
+
+
+def test_dask_run_failed_by_a_killed_worker_is_completed_by_a_rerun(sim, reference, cluster,
+                                                                     tmp_path):
+    """No retries allowed: the kill fails the run; a rerun into OUTDIR completes it."""
+    from distributed import Client
+
+    from nirbeam.sinks import zarr_store
+
+    out = tmp_path / "failed"
+    root = str(out / "cubes.zarr")
+    g = _group(sim)
+    with Client(cluster.scheduler_address) as client:
+        client.wait_for_workers(2, timeout=60)
+        victim = sorted(client.run(os.getpid).values())[0]
+    spec = RunnerSpec(name="dask", dask_address=cluster.scheduler_address)
+    allowed = cluster.scheduler.allowed_failures
+    cluster.scheduler.allowed_failures = 0  # a task on a dead worker fails the job
+    killed, stop, th = _kill_when_started(victim, root, g)
+    try:
+        with pytest.raises(Exception, match="KilledWorker|died"):
+            _run(sim, out, spec)
+    finally:
+        stop.set()
+        th.join(5)
+        cluster.scheduler.allowed_failures = allowed
+    assert killed and not (out / "run.json").exists()
+    with Client(cluster.scheduler_address) as client:
+        client.wait_for_workers(2, timeout=60)
+    partial = int(zarr_store.completed(root, g, "rateints").sum())
+    assert killed["at"] <= partial < NINTS
+    res = _run(sim, out, spec)
+    rj = assert_same_products(reference, out, g)
+    assert rj["exposures"][0]["skipped_complete"] == partial
+    assert rj["metrics"]["detector1.records"] == NINTS - partial  # only the rest redone
+    assert res.summary["exposures"][0]["processed"] == NINTS

@@ -410,16 +410,19 @@ def run(
     if items:
         metrics = _run_detector1(items, root, dead_dir, settings, runner, per_group, progress)
     timings["detector1"] = time.time() - t0
+    peak = {"detector1": _peak_rss_mib()}
 
     from nirbeam.stream.products import finalize_products, run_spectra_stage
 
     t0 = time.time()
     metrics.update(run_spectra_stage(root, plans, settings, runner, dead_dir))
     timings["spectra"] = time.time() - t0
+    peak["spectra"] = _peak_rss_mib()
     t0 = time.time()
     products = finalize_products(outdir, root, plans, settings)
     zarr_store.consolidate(root, {"nirbeam_version": __version__})
     timings["products"] = time.time() - t0
+    peak["products"] = _peak_rss_mib()
 
     summary = _account(outdir, root, plans, per_group, dead_dir)
     summary.update({
@@ -433,6 +436,7 @@ def run(
         "config_input": config or {},
         "products": products,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "peak_rss_mib_after": peak,
         "metrics": metrics,
         "wall_s": round(time.time() - t_start, 3),
     })
@@ -484,6 +488,13 @@ def _metrics(result) -> dict:
         if v is not None and v.count:
             out[d.key.metric.name] = {"count": v.count, "mean": round(v.sum / v.count, 3), "max": v.max}
     return out
+
+
+def _peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (MiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _check_outdir(outdir: str) -> None:

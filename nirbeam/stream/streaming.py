@@ -222,14 +222,15 @@ class _FlagState:
     given_up: set = field(default_factory=set)    # integrations replaced by placeholders
     shape: tuple | None = None
     nints: int | None = None
+    cycle_us: int = 0
+    key: tuple = ()
+    last: tuple | None = None                      # (highest integration seen, its time)
 
 
 _STATE = ReadModifyWriteStateSpec("flags", PickleCoder())
 _LATE = TimerSpec("late", TimeDomain.WATERMARK)
-_END = TimerSpec("end", TimeDomain.WATERMARK)
 _STATE_P = beam.DoFn.StateParam(_STATE)
 _LATE_P = beam.DoFn.TimerParam(_LATE)
-_END_P = beam.DoFn.TimerParam(_END)
 
 
 class RollingOutlierDoFn(beam.DoFn):
@@ -242,14 +243,17 @@ class RollingOutlierDoFn(beam.DoFn):
     :func:`~nirbeam.transforms.outliers.flag_outliers` over the whole exposure.
 
     Lateness: integrations may arrive in any order. A missing integration ``k`` is given
-    up when the watermark passes ``t_j + allowed_lateness`` for an integration ``j > k``
-    that has arrived (``k`` should have come before ``j``): it is replaced by the batch
-    placeholder (rate 0, DQ DO_NOT_USE: never in a median) and a dead letter
-    (step ``outliers``) says so. An integration arriving after it was given up, after its
-    slot was released, or twice, goes to the dead letters too (its rateints are still in
-    the store, so the finalised products include it). At the end of the window (the end of
-    the stream) the missing tail is given up and everything left is released; records
-    released then carry the provenance ``("outliers", "flushed")``.
+    up when the watermark passes its deadline, ``t_j + allowed_lateness`` for the first
+    integration ``j > k`` that has arrived (``k`` should have come before ``j``), or, for
+    the tail (no later integration yet), ``t_last + (k - last) * cycle + allowed_lateness``
+    with the integration cycle from the readout pattern (NGROUPS, NFRAMES, GROUPGAP,
+    TFRAME; one reset frame). A given-up integration is replaced by the batch placeholder
+    (rate 0, DQ DO_NOT_USE: never in a median) and a dead letter (step ``outliers``) says
+    so. An integration arriving after it was given up, after its slot was released, or
+    twice, goes to the dead letters too (its rateints are in the store regardless, so the
+    finalised products include it). The end of the input (watermark to +inf) fires every
+    pending deadline, so the exposure's tail is always released; records released because
+    the tail was given up carry the provenance ``("outliers", "flushed")``.
     """
 
     def __init__(self, window: int = 25, n_sigma: float = 5.0, allowed_lateness_s: float = 60.0,
@@ -259,8 +263,8 @@ class RollingOutlierDoFn(beam.DoFn):
         self.lateness_us = int(round(allowed_lateness_s * 1e6))
         self.enabled = enabled
 
-    def process(self, element, timestamp=beam.DoFn.TimestampParam, w=beam.DoFn.WindowParam,
-                state=_STATE_P, late=_LATE_P, end=_END_P):
+    def process(self, element, timestamp=beam.DoFn.TimestampParam,
+                state=_STATE_P, late=_LATE_P):
         _, rec = element
         if not self.enabled:
             yield beam.window.TimestampedValue(rec.replace(stage="cleaned"), timestamp)
@@ -268,8 +272,12 @@ class RollingOutlierDoFn(beam.DoFn):
         st = state.read() or _FlagState()
         i = rec.key.integration
         if st.flagger is None:
-            st.nints = int(rec.meta.nints)
+            m = rec.meta
+            st.nints = int(m.nints)
             st.shape = tuple(np.shape(rec.rate))
+            st.cycle_us = int(round((m.ngroups * (m.nframes + m.groupgap) - m.groupgap + 1)
+                                    * m.tframe * 1e6))
+            st.key = (rec.key.exposure, rec.key.detector)
             st.flagger = RollingOutlierFlagger(self.window, self.n_sigma, nints=st.nints)
         if i < st.flagger.next_integration or i in st.given_up or i in st.recs:
             why = ("arrived after it was given up (later than the allowed lateness)"
@@ -278,15 +286,29 @@ class RollingOutlierDoFn(beam.DoFn):
             return
         st.recs[i] = rec
         st.times[i] = int(timestamp.micros)
-        released = st.flagger.push(i, rec.rate, rec.err, rec.dq)
-        yield from self._emit(st, released, False)
+        if st.last is None or i > st.last[0]:
+            st.last = (i, int(timestamp.micros))
+        yield from self._emit(st, st.flagger.push(i, rec.rate, rec.err, rec.dq), False)
         self._arm(st, late)
-        end.set(w.max_timestamp())
         state.write(st)
 
+    def _first_missing(self, st) -> int | None:
+        k = st.flagger.next_integration
+        while k in st.recs or k in st.given_up:
+            k += 1
+        return k if k <= st.nints else None
+
+    def _deadline(self, st, k: int) -> int:
+        later = [t for j, t in st.times.items() if j > k]
+        if later:
+            return min(later) + self.lateness_us
+        j, t = st.last
+        return t + (k - j) * st.cycle_us + self.lateness_us
+
     def _arm(self, st, late) -> None:
-        if st.recs:
-            late.set(Timestamp(micros=min(st.times.values()) + self.lateness_us))
+        k = self._first_missing(st)
+        if k is not None:
+            late.set(Timestamp(micros=self._deadline(st, k)))
 
     def _emit(self, st: _FlagState, released, flushed: bool):
         for j, new_dq in released:
@@ -299,55 +321,26 @@ class RollingOutlierDoFn(beam.DoFn):
                 out = out.with_step("outliers", "flushed")
             yield beam.window.TimestampedValue(out, Timestamp(micros=t))
 
-    def _give_up(self, st: _FlagState, ks, reason):
-        out = []
-        for k in ks:
-            st.given_up.add(k)
-            key = IntegrationKey(*self._key_of(st), k)
-            out.append(beam.pvalue.TaggedOutput(DEAD, DeadLetter(key, "outliers", reason)))
-            out.extend(("released", r) for r in st.flagger.push(k, *_placeholder(st.shape)))
-        return out
-
-    @staticmethod
-    def _key_of(st):
-        r = next(iter(st.recs.values()))
-        return r.key.exposure, r.key.detector
-
     @on_timer(_LATE)
     def on_late(self, fire=beam.DoFn.TimestampParam, state=_STATE_P, late=_LATE_P):
         st = state.read()
-        if st is None or st.flagger is None or not st.recs:
-            return
-        now = int(fire.micros)
-        while st.recs:
-            k = st.flagger.next_integration
-            while k in st.recs:
-                k += 1
-            overdue = [j for j in st.recs if j > k and st.times[j] + self.lateness_us <= now]
-            if not overdue:
-                break
-            for o in self._give_up(st, [k], "did not arrive within the allowed lateness"):
-                if isinstance(o, tuple):
-                    yield from self._emit(st, [o[1]], False)
-                else:
-                    yield o
-        self._arm(st, late)
-        state.write(st)
-
-    @on_timer(_END)
-    def on_end(self, state=_STATE_P):
-        st = state.read()
         if st is None or st.flagger is None:
             return
-        if st.recs:
-            missing = [k for k in range(st.flagger.next_integration, st.nints + 1)
-                       if k not in st.recs and k not in st.given_up]
-            for o in self._give_up(st, missing, "never arrived (end of stream)"):
-                if isinstance(o, tuple):
-                    yield from self._emit(st, [o[1]], True)
-                else:
-                    yield o
-        state.clear()
+        now = int(fire.micros)
+        while True:
+            k = self._first_missing(st)
+            if k is None or self._deadline(st, k) > now:
+                break
+            tail = k > st.last[0]
+            st.given_up.add(k)
+            yield beam.pvalue.TaggedOutput(DEAD, DeadLetter(
+                IntegrationKey(*st.key, k), "outliers", "did not arrive within the allowed lateness"))
+            yield from self._emit(st, st.flagger.push(k, *_placeholder(st.shape)), tail)
+        if st.flagger.next_integration > st.nints:
+            state.clear()
+            return
+        self._arm(st, late)
+        state.write(st)
 
 
 class _PointFn(beam.DoFn):
@@ -463,6 +456,7 @@ class _Group:
     flagger: RollingOutlierFlagger | None = None
     unreleased: dict = field(default_factory=dict)  # integration -> rec awaiting flags
     given_up: set = field(default_factory=set)
+    stored: set = field(default_factory=set)       # rateints complete from an earlier run
 
     @property
     def nints(self) -> int:
@@ -529,6 +523,7 @@ class StreamSession:
         self._last_plot = time.time()
         self.available: dict[tuple[str, int], float] = {}
         self.latency: dict[str, list[float]] = {"provisional": [], "flagged": []}
+        self.latency_steady: dict[str, list[float]] = {"provisional": [], "flagged": []}
         self.notes: list[str] = []
         self.counts = {"integrations": 0, "live_points": 0, "table_writes": 0, "plots": 0}
         self.t_start = time.time()
@@ -557,9 +552,12 @@ class StreamSession:
             self.available[(seg.meta.group_name, i)] = arrival.available
 
     def _resume(self, g: _Group) -> None:
-        """An OUTDIR from an earlier run of the same exposure: reuse its references."""
+        """An OUTDIR from an earlier run of the same exposure: reuse its references and
+        the integrations it calibrated (read once here, not per integration)."""
         if RATEINTS in zarr_store.open_root(self.root).get(g.meta.group_name, {}):
             g.prepared = True
+            done = zarr_store.completed(self.root, g.meta.group_name, RATEINTS)
+            g.stored = {int(i) + 1 for i in np.flatnonzero(done)}
 
     def _write_times(self, g: _Group, seg: SegmentInfo) -> None:
         """Fill the rateints time coordinates of a segment (known only once it arrived)."""
@@ -606,8 +604,7 @@ class StreamSession:
         item = ReadItem(key, replace(seg, times={}), seg.times[i])
         step = "read"
         try:
-            done = zarr_store.completed(self.root, g.meta.group_name, RATEINTS)
-            if done.size and done[i - 1]:  # an earlier run of this OUTDIR calibrated it
+            if i in g.stored:  # an earlier run of this OUTDIR calibrated it
                 a = zarr_store.read_integration(self.root, g.meta.group_name, RATEINTS, i,
                                                 ("sci", "err", "dq", "var_poisson", "var_rnoise"))
                 rec = IntegrationRecord(key, g.meta, seg.times[i], "rateints", seg.path,
@@ -703,17 +700,10 @@ class StreamSession:
                 self._build_model(g)
             if g.flagger is None:
                 continue
-            top = max(list(g.processed) + list(g.dead), default=0)
-            n = g.nints if self.complete_group(g) else top
-            for k in range(g.flagger.next_integration, n + 1):
-                if k not in g.unreleased:
+            # what never came is, for the flags, what batch sees for it: a placeholder
+            for k in range(g.flagger.next_integration, g.nints + 1):
+                if k not in g.unreleased and k not in g.given_up:
                     self._give_up(g, k)
-            if g.unreleased:  # the tail (stopped before NINTS): release against what is there
-                self._released(g, g.flagger.finish())
-
-    @staticmethod
-    def complete_group(g: _Group) -> bool:
-        return g.complete()
 
     def complete(self) -> bool:
         """Every exposure/detector seen has all NINTS processed or dead-lettered."""
@@ -756,6 +746,8 @@ class StreamSession:
             a = self.available.get(k)
             if a is not None:
                 self.latency[status].append(now - a)
+                if k[1] > self.live_model_nints:  # steady state: the live model exists
+                    self.latency_steady[status].append(now - a)
         self._dirty = []
         self._last_write = now
         self.counts["table_writes"] += 1
@@ -764,7 +756,7 @@ class StreamSession:
         from nirbeam.sinks import plots
 
         self._last_plot = time.time()
-        if not self.settings.products.plots:
+        if self.plot_every <= 0:
             return
         for g in self.groups.values():
             pts = sorted((p for p in self.points.values() if p.group == g.meta.group_name),
@@ -837,6 +829,7 @@ class StreamSession:
                 "live_table_writes": self.counts["table_writes"],
                 "live_plots": self.counts["plots"],
                 "latency_s": {k: _stats(v) for k, v in self.latency.items()},
+                "latency_s_after_live_model": {k: _stats(v) for k, v in self.latency_steady.items()},
                 "finalize_s": round(t_final, 3),
                 "notes": list(source_notes) + self.notes,
             },
@@ -934,6 +927,8 @@ def run_stream(
                 session.process(*w)
                 n += 1
                 session.maybe_write_live(idle=False)
+                if on_progress is not None:
+                    on_progress(session)
                 if n % 8 == 0:  # keep picking up arrivals while working through a backlog
                     for a in source.poll(0):
                         session.add(a)

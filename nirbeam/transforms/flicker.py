@@ -28,16 +28,18 @@ Group level: :func:`clean_groups` cleans each group difference and re-integrates
 ramp (first group kept); :func:`make_group_hook` adapts it to detector1's group hook.
 Rate level: :func:`clean_rate`. The scene mask comes from :func:`scene_mask`.
 
-Pure numpy/scipy; no Beam imports.
+numpy/scipy, numba for the group-level kernels; no Beam imports.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from scipy import ndimage
 
 from nirbeam import dqflags
@@ -890,6 +892,620 @@ def draft_mask_from_groups(
     return scene_mask(draft, dq=pixeldq, **mask_kwargs)
 
 
+# --------------------------------------------------------------------------- group kernels
+# Fast path of :func:`clean_groups`: numba kernels over the whole cube (group
+# differences, per-column statistics of the usable background pixels of every
+# difference, ramp re-integration), vectorised across columns. Every floating-point
+# operation is the one the numpy reference (:func:`_clean_groups_reference`) does, in
+# the same order (column sums run along y from 0.0, medians are
+# ``0.5 * (s[(n-1)//2] + s[n//2])`` of the sorted values), so results are identical.
+_BG_NONE, _BG_SCALAR, _BG_MEDIAN = 0, 1, 2
+_BLOCK = 64  # columns per block of the column sorts (ny x 64 float64 stay in L1)
+
+
+@functools.lru_cache(maxsize=16)
+def _sorting_network(n: int) -> np.ndarray:
+    """Batcher odd-even merge sorting network for ``n`` values.
+
+    Built for the next power of two; comparators touching positions ``>= n`` are
+    dropped (positions padded with +inf are never moved by them).
+
+    Returns
+    -------
+    int64, (ncomparators, 2)
+        Pairs ``(i, j)``, ``i < j``: after ``a[i], a[j] = min, max`` over all pairs in
+        order, ``a`` is sorted.
+    """
+    size = 1
+    while size < n:
+        size *= 2
+    comps = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < n:
+                        comps.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return np.array(comps, dtype=np.int64).reshape(-1, 2)
+
+
+@njit(cache=True, error_model="numpy")
+def _sort_columns(s, comps, w):
+    """Sort each of the first ``w`` columns of ``s`` (float64, (ny, B)) along axis 0
+    with the comparators ``comps`` (:func:`_sorting_network` of ny); no NaN allowed."""
+    for t in range(comps.shape[0]):
+        i = comps[t, 0]
+        j = comps[t, 1]
+        for cc in range(w):
+            a = s[i, cc]
+            b = s[j, cc]
+            s[i, cc] = a if a <= b else b
+            s[j, cc] = b if a <= b else a
+
+
+@njit(cache=True, error_model="numpy")
+def _select(a, n, k):
+    """k-th smallest of ``a[:n]`` (Wirth's selection; ties handled in O(n)).
+
+    Partitions ``a[:n]`` in place: on return ``a[:k] <= a[k] <= a[k + 1:n]``. Values
+    must not be NaN.
+    """
+    lo = 0
+    hi = n - 1
+    while lo < hi:
+        x = a[k]
+        i = lo
+        j = hi
+        while True:
+            while a[i] < x:
+                i += 1
+            while x < a[j]:
+                j -= 1
+            if i <= j:
+                t = a[i]
+                a[i] = a[j]
+                a[j] = t
+                i += 1
+                j -= 1
+            if i > j:
+                break
+        if j < k:
+            lo = i
+        if k < i:
+            hi = j
+    return a[k]
+
+
+@njit(cache=True, error_model="numpy")
+def _median_inplace(a, n, lo, hi):
+    """``0.5 * (s[lo] + s[hi])`` of ``s = sorted(a[:n])`` (``hi`` is ``lo`` or ``lo + 1``);
+    reorders ``a[:n]``."""
+    v = _select(a, n, lo)
+    w = v
+    if hi != lo:
+        w = a[hi]
+        for i in range(hi + 1, n):
+            if a[i] < w:
+                w = a[i]
+    return 0.5 * (v + w)
+
+
+@njit(cache=True, error_model="numpy")
+def _order_pair(a, n, lo, hi, buf):
+    """``0.5 * (s[lo] + s[hi])`` of ``s = sorted(a[:n])`` (``hi`` is ``lo`` or ``lo + 1``;
+    no NaN); ``a`` is kept, ``buf`` (>= n values) is scratch.
+
+    Floyd-Rivest style: two pivots from an evenly spaced sample bracket the ranks, one
+    branch-free pass counts the values below and collects those between, and the
+    selection runs on those only; it falls back to a full selection if the bracket
+    misses.
+    """
+    if n > 4096:
+        ns = max(min(int(n ** (2.0 / 3.0)), n // 8), 64)
+        for i in range(ns):
+            buf[i] = a[(i * n) // ns]
+        delta = int(2.0 * np.sqrt(ns)) + 2
+        r = (lo * ns) // n
+        r1 = max(r - delta, 0)
+        r2 = min(r + delta, ns - 1)
+        p1 = _select(buf, ns, r1)
+        p2 = _select(buf, ns, r2)
+        nb = 0
+        ni = 0
+        for i in range(n):
+            v = a[i]
+            nb += v < p1
+            buf[ni] = v
+            ni += (v >= p1) & (v <= p2)
+        if nb <= lo and nb + ni > hi:
+            return _median_inplace(buf, ni, lo - nb, hi - nb)
+    for i in range(n):
+        buf[i] = a[i]
+    return _median_inplace(buf, n, lo, hi)
+
+
+@njit(cache=True, error_model="numpy")
+def _median(a, n, buf):
+    """Median of ``a[:n]`` (n >= 1, no NaN) as numpy's ``np.median``; ``a`` is kept,
+    ``buf`` (>= n values) is scratch."""
+    return _order_pair(a, n, (n - 1) // 2, n // 2, buf)
+
+
+@njit(cache=True, error_model="numpy")
+def _fill_columns_inplace(values, good):
+    """:func:`_fill_columns` in place on float64 (nx, p): bad columns get the mean of
+    the nearest good column on each side (zeros everywhere if none is good)."""
+    nx, p = values.shape
+    n_good = 0
+    for c in range(nx):
+        if good[c]:
+            n_good += 1
+    if n_good == nx:
+        return
+    if n_good == 0:
+        for c in range(nx):
+            for a in range(p):
+                values[c, a] = 0.0
+        return
+    right = np.empty(nx, np.int64)
+    nxt = nx
+    for c in range(nx - 1, -1, -1):
+        if good[c]:
+            nxt = c
+        right[c] = nxt
+    prv = -1
+    for c in range(nx):
+        if good[c]:
+            prv = c
+            continue
+        hi = right[c]
+        cnt = (1.0 if prv >= 0 else 0.0) + (1.0 if hi < nx else 0.0)
+        for a in range(p):
+            s = 0.0
+            if prv >= 0:
+                s += values[prv, a]
+            if hi < nx:
+                s += values[hi, a]
+            values[c, a] = s / cnt
+
+
+@njit(cache=True, error_model="numpy")
+def _diff_median_background(g, gdq, msk, other, jump, k, allv, buf):
+    """Median of the usable background pixels of difference ``k -> k + 1`` (0.0 if
+    none): ``background='median'``."""
+    ny, nx = msk.shape
+    nall = 0
+    for y in range(ny):
+        for c in range(nx):
+            v = np.float64(g[k + 1, y, c]) - np.float64(g[k, y, c])
+            q0 = np.int64(gdq[k, y, c])
+            q1 = np.int64(gdq[k + 1, y, c])
+            u = msk[y, c] & (((q0 | q1) & other) == 0) & ((q1 & jump) == 0) & np.isfinite(v)
+            allv[nall] = v
+            nall += u
+    return _median(allv, nall, buf) if nall > 0 else 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def _diff_block(g, gdq, msk, other, jump, k, bg, c0, w, use, d, s, n):
+    """Columns ``c0 : c0 + w`` of difference ``k -> k + 1``: usable background pixels
+    ``use``, values ``d = x - bg`` (0 where not usable), ``s`` = ``d`` with +inf where
+    not usable (for sorting), usable count per column ``n``."""
+    ny = use.shape[0]
+    for cc in range(w):
+        n[cc] = 0
+    for y in range(ny):
+        # row views: contiguous, non-negative indices (the loop vectorises)
+        g1 = g[k + 1, y, c0 : c0 + w]
+        g0 = g[k, y, c0 : c0 + w]
+        q1r = gdq[k + 1, y, c0 : c0 + w]
+        q0r = gdq[k, y, c0 : c0 + w]
+        mr = msk[y, c0 : c0 + w]
+        ur = use[y]
+        dr = d[y]
+        sr = s[y]
+        for cc in range(w):
+            v = np.float64(g1[cc]) - np.float64(g0[cc])
+            q0 = np.int64(q0r[cc])
+            q1 = np.int64(q1r[cc])
+            u = mr[cc] & ((((q0 | q1) & other) | (q1 & jump)) == 0) & np.isfinite(v)
+            dv = v - bg
+            ur[cc] = u
+            dr[cc] = dv if u else 0.0
+            sr[cc] = dv if u else np.inf
+            n[cc] += u
+
+
+@njit(cache=True, error_model="numpy")
+def _groups_median_kernel(
+    g,
+    gdq,
+    msk,
+    other,
+    jump,
+    bg_mode,
+    bg_value,
+    use_mean,
+    clip_sigma,
+    min_pixels,
+    comps,
+    out,
+    models,
+):
+    """clean_median on every difference of the ramp ``g`` and re-integration into
+    ``out`` (float32, shape of ``g``); models into ``models`` if it has ng - 1 planes."""
+    ng, ny, nx = g.shape
+    want = models.shape[0] > 0
+    bw = _BLOCK
+    acc = np.zeros((ny, nx))
+    off = np.empty((nx, 1))
+    good = np.empty(nx, np.bool_)
+    use = np.empty((ny, bw), np.bool_)
+    keep = np.empty((ny, bw), np.bool_)
+    d = np.empty((ny, bw))
+    s = np.empty((ny, bw))
+    n = np.empty(bw, np.int64)
+    m = np.empty(bw, np.int64)
+    om = np.empty(bw)
+    oz = np.empty(bw)
+    scale = np.empty(bw)
+    lim = np.empty(bw)
+    tot = np.empty(bw)
+    allv = np.empty(ny * nx if bg_mode == 2 else 1)
+    buf = np.empty(ny * nx if bg_mode == 2 else 1)
+    for y in range(ny):
+        for c in range(nx):
+            out[0, y, c] = g[0, y, c]
+    for k in range(ng - 1):
+        bg = bg_value
+        if bg_mode == 2:
+            bg = _diff_median_background(g, gdq, msk, other, jump, k, allv, buf)
+        for c0 in range(0, nx, bw):
+            w = min(bw, nx - c0)
+            _diff_block(g, gdq, msk, other, jump, k, bg, c0, w, use, d, s, n)
+            _sort_columns(s, comps, w)
+            for cc in range(w):
+                nn = n[cc]
+                om[cc] = 0.5 * (s[(nn - 1) // 2, cc] + s[nn // 2, cc]) if nn > 0 else np.nan
+            if use_mean:
+                # robust start (median, MAD), then 3 rounds of mean/std clipping
+                for y in range(ny):
+                    for cc in range(w):
+                        s[y, cc] = np.abs(d[y, cc] - om[cc]) if use[y, cc] else np.inf
+                _sort_columns(s, comps, w)
+                for cc in range(w):
+                    nn = n[cc]
+                    mad = 0.5 * (s[(nn - 1) // 2, cc] + s[nn // 2, cc]) if nn > 0 else np.nan
+                    scale[cc] = _MAD_TO_SIGMA * mad
+                for _ in range(3):
+                    for cc in range(w):
+                        lim[cc] = clip_sigma * (scale[cc] if np.isfinite(scale[cc]) else 0.0)
+                        tot[cc] = 0.0
+                        m[cc] = 0
+                    for y in range(ny):
+                        for cc in range(w):
+                            dv = d[y, cc]
+                            kp = use[y, cc] & (np.abs(dv - om[cc]) <= lim[cc])
+                            keep[y, cc] = kp
+                            tot[cc] += dv if kp else 0.0
+                            m[cc] += kp
+                    for cc in range(w):
+                        om[cc] = tot[cc] / max(m[cc], 1) if m[cc] > 0 else np.nan
+                        oz[cc] = om[cc] if m[cc] > 0 else 0.0
+                        tot[cc] = 0.0
+                    for y in range(ny):
+                        for cc in range(w):
+                            r = d[y, cc] - oz[cc]
+                            tot[cc] += r * r if keep[y, cc] else 0.0
+                    for cc in range(w):
+                        scale[cc] = np.sqrt(tot[cc] / max(m[cc], 1))
+            for cc in range(w):
+                ok = (n[cc] >= min_pixels) & np.isfinite(om[cc])
+                good[c0 + cc] = ok
+                off[c0 + cc, 0] = om[cc] if ok else 0.0
+        _fill_columns_inplace(off, good)
+        for y in range(ny):
+            for c in range(nx):
+                a = acc[y, c] + off[c, 0]
+                acc[y, c] = a
+                out[k + 1, y, c] = np.float32(np.float64(g[k + 1, y, c]) - a)
+        if want:
+            for y in range(ny):
+                for c in range(nx):
+                    models[k, y, c] = off[c, 0]
+
+
+@njit(cache=True, error_model="numpy")
+def _groups_fft_normal_kernel(
+    g,
+    gdq,
+    msk,
+    other,
+    jump,
+    bg_mode,
+    bg_value,
+    basis,
+    ridge,
+    min_pixels,
+    exclude,
+    outlier_sigma,
+    comps,
+    normal,
+    rhs,
+    good,
+):
+    """Normal equations of clean_fft for every difference of ``g``: ``normal`` (ndiff, nx,
+    p, p), ``rhs`` (ndiff, nx, p, 1), ``good`` (ndiff, nx), penalties included."""
+    ng, ny, nx = g.shape
+    p = basis.shape[1]
+    bw = _BLOCK
+    d = np.empty((ny, nx))
+    use = np.empty((ny, nx), np.bool_)
+    outl = np.empty((ny, nx), np.bool_)
+    resid = np.empty((ny, nx))
+    ub = np.empty((ny, bw), np.bool_)
+    db = np.empty((ny, bw))
+    s = np.empty((ny, bw))
+    nb = np.empty(bw, np.int64)
+    nuse = np.empty(nx, np.int64)
+    colmed = np.empty(nx)
+    allv = np.empty(ny * nx)
+    buf = np.empty(ny * nx)
+    nrm = np.empty((p, p, nx))
+    rh = np.empty((p, nx))
+    min_pix = max(min_pixels, 1)
+    for k in range(ng - 1):
+        bg = bg_value
+        if bg_mode == 2:
+            bg = _diff_median_background(g, gdq, msk, other, jump, k, allv, buf)
+        for c0 in range(0, nx, bw):
+            w = min(bw, nx - c0)
+            _diff_block(g, gdq, msk, other, jump, k, bg, c0, w, ub, db, s, nb)
+            for y in range(ny):
+                for cc in range(w):
+                    use[y, c0 + cc] = ub[y, cc]
+                    d[y, c0 + cc] = db[y, cc]
+            if exclude:
+                _sort_columns(s, comps, w)
+                for cc in range(w):
+                    nn = nb[cc]
+                    colmed[c0 + cc] = (
+                        0.5 * (s[(nn - 1) // 2, cc] + s[nn // 2, cc]) if nn > 0 else 0.0
+                    )
+        if exclude:
+            # _exclude_outliers: MAD about the column median (global sigma), grown by 1
+            # residuals of the usable pixels; the others -inf (ranks shifted by their
+            # number) so that no compaction is needed
+            nall = 0
+            for y in range(ny):
+                ur = use[y]
+                dr = d[y]
+                rr = resid[y]
+                for c in range(nx):
+                    u = ur[c]
+                    rr[c] = dr[c] - colmed[c] if u else -np.inf
+                    nall += u
+            npad = ny * nx - nall
+            flat = resid.ravel()
+            sig = 0.0
+            if nall > 0:
+                lo = (nall - 1) // 2
+                hi = nall // 2
+                med = _order_pair(flat, ny * nx, npad + lo, npad + hi, buf)
+                for i in range(ny * nx):
+                    allv[i] = np.abs(flat[i] - med)  # the -inf become +inf: same ranks
+                sig = _MAD_TO_SIGMA * _order_pair(allv, ny * nx, lo, hi, buf)
+            thr = outlier_sigma * sig
+            n_out = 0
+            for y in range(ny):
+                ur = use[y]
+                rr = resid[y]
+                orow = outl[y]
+                for c in range(nx):
+                    o = ur[c] & (np.abs(rr[c]) > thr)
+                    orow[c] = o
+                    n_out += o
+            if n_out > 0:
+                for y in range(ny):
+                    ur = use[y]
+                    orow = outl[y]
+                    for c in range(nx):
+                        ur[c] = ur[c] & ~orow[c]
+                    if y > 0:
+                        oup = outl[y - 1]
+                        for c in range(nx):
+                            ur[c] = ur[c] & ~oup[c]
+                    if y < ny - 1:
+                        odn = outl[y + 1]
+                        for c in range(nx):
+                            ur[c] = ur[c] & ~odn[c]
+                    for c in range(1, nx):
+                        ur[c] = ur[c] & ~orow[c - 1]
+                    for c in range(nx - 1):
+                        ur[c] = ur[c] & ~orow[c + 1]
+        # weights: 1 on usable pixels (normalised by their mean, 1), 0 elsewhere;
+        # column sums along y from 0.0 as numpy's
+        for c in range(nx):
+            nuse[c] = 0
+        for a in range(p):
+            for c in range(nx):
+                rh[a, c] = 0.0
+            for b in range(p):
+                for c in range(nx):
+                    nrm[a, b, c] = 0.0
+        for y in range(ny):
+            for c in range(nx):
+                nuse[c] += use[y, c]
+            for a in range(p):
+                ba = basis[y, a]
+                for b in range(a, p):
+                    bb = basis[y, b]
+                    for c in range(nx):
+                        wt = 1.0 if use[y, c] else 0.0
+                        nrm[a, b, c] += (wt * ba) * bb
+                for c in range(nx):
+                    wt = 1.0 if use[y, c] else 0.0
+                    dv = d[y, c] if use[y, c] else 0.0
+                    rh[a, c] += (wt * dv) * ba
+        for c in range(nx):
+            n_terms = min(max(nuse[c] // 3, 1), p)
+            ok = nuse[c] >= min_pix
+            good[k, c] = ok
+            for a in range(p):
+                for b in range(p):
+                    if ok:
+                        normal[k, c, a, b] = nrm[min(a, b), max(a, b), c]
+                    else:
+                        normal[k, c, a, b] = 1.0 if a == b else 0.0
+                if ok:
+                    pen = ridge if a > 0 else 0.0
+                    if a >= n_terms:
+                        pen = 1e12
+                    normal[k, c, a, a] = normal[k, c, a, a] + pen
+                    rhs[k, c, a, 0] = rh[a, c]
+                else:
+                    rhs[k, c, a, 0] = 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def _groups_fft_model_kernel(g, coef, good, basis, out, models):
+    """Models ``basis @ coef`` (bad columns filled from their neighbours) of every
+    difference, re-integrated into ``out``."""
+    ng, ny, nx = g.shape
+    p = basis.shape[1]
+    want = models.shape[0] > 0
+    acc = np.zeros((ny, nx))
+    model = np.empty(nx)
+    for y in range(ny):
+        for c in range(nx):
+            out[0, y, c] = g[0, y, c]
+    for k in range(ng - 1):
+        ck = coef[k]
+        for c in range(nx):
+            if not good[k, c]:
+                for a in range(p):
+                    ck[c, a] = 0.0
+        _fill_columns_inplace(ck, good[k])
+        for y in range(ny):
+            for c in range(nx):
+                model[c] = 0.0
+            for a in range(p):
+                ba = basis[y, a]
+                for c in range(nx):
+                    model[c] += ba * ck[c, a]
+            for c in range(nx):
+                s = acc[y, c] + model[c]
+                acc[y, c] = s
+                out[k + 1, y, c] = np.float32(np.float64(g[k + 1, y, c]) - s)
+                if want:
+                    models[k, y, c] = model[c]
+
+
+_MEDIAN_KW = frozenset({"background", "statistic", "clip_sigma", "min_pixels"})
+_FFT_KW = frozenset(
+    {
+        "n_freq",
+        "ridge",
+        "alternating",
+        "weights",
+        "background",
+        "min_pixels",
+        "exclude_outliers",
+        "outlier_sigma",
+    }
+)
+
+
+def _fast_background(background):
+    """(mode, value) of a background the fast path handles, or None."""
+    if background is None:
+        return _BG_NONE, 0.0
+    if isinstance(background, str):
+        return (_BG_MEDIAN, 0.0) if background == "median" else None
+    bg = np.asarray(background)
+    if bg.ndim == 0 and bg.dtype.kind in "biuf" and np.isfinite(bg):
+        return _BG_SCALAR, float(bg)
+    return None
+
+
+def _clean_groups_fast(g, gdq, msk, method, bad_group_bits, return_model, kwargs):
+    """Fast path of :func:`clean_groups`; None where it does not apply (the reference
+    implementation then runs)."""
+    ngroups, ny, nx = g.shape
+    if ngroups < 2 or ny == 0 or nx == 0:
+        return None
+    if method == "median":
+        if not set(kwargs) <= _MEDIAN_KW or kwargs.get("statistic", "median") not in _STATISTICS:
+            return None
+    elif method == "fft":
+        if not set(kwargs) <= _FFT_KW or kwargs.get("weights") is not None:
+            return None
+    else:
+        return None
+    bgm = _fast_background(kwargs.get("background"))
+    if bgm is None:
+        return None
+    if g.dtype not in (np.float32, np.float64):
+        g = g.astype(np.float64)
+    g = np.ascontiguousarray(g)
+    if gdq.dtype not in (np.uint8, np.uint16, np.uint32):
+        gdq = gdq.astype(np.uint32)
+    gdq = np.ascontiguousarray(gdq)
+    msk = np.ascontiguousarray(msk)
+    jump = int(np.uint32(bad_group_bits & dqflags.JUMP_DET))
+    other = int(np.uint32(bad_group_bits & ~dqflags.JUMP_DET))
+    out = np.empty(g.shape, np.float32)
+    models = np.zeros((ngroups - 1 if return_model else 0, ny, nx))
+    if method == "median":
+        _groups_median_kernel(
+            g,
+            gdq,
+            msk,
+            other,
+            jump,
+            bgm[0],
+            bgm[1],
+            kwargs.get("statistic", "median") == "mean",
+            float(kwargs.get("clip_sigma", 3.0)),
+            int(kwargs.get("min_pixels", 4)),
+            _sorting_network(ny),
+            out,
+            models,
+        )
+    else:
+        basis = cosine_basis(ny, kwargs.get("n_freq", 1), kwargs.get("alternating", False))
+        p = basis.shape[1]
+        normal = np.empty((ngroups - 1, nx, p, p))
+        rhs = np.empty((ngroups - 1, nx, p, 1))
+        good = np.empty((ngroups - 1, nx), np.bool_)
+        _groups_fft_normal_kernel(
+            g,
+            gdq,
+            msk,
+            other,
+            jump,
+            bgm[0],
+            bgm[1],
+            basis,
+            float(kwargs.get("ridge", 4.0)),
+            int(kwargs.get("min_pixels", 4)),
+            bool(kwargs.get("exclude_outliers", True)),
+            float(kwargs.get("outlier_sigma", 4.0)),
+            _sorting_network(ny),
+            normal,
+            rhs,
+            good,
+        )
+        # one batched LAPACK call: the same per-column solves as clean_fft
+        coef = np.ascontiguousarray(np.linalg.solve(normal, rhs)[..., 0])
+        _groups_fft_model_kernel(g, coef, good, basis, out, models)
+    return (out, models) if return_model else out
+
+
 def clean_groups(
     groups: np.ndarray,
     groupdq: np.ndarray,
@@ -911,6 +1527,11 @@ def clean_groups(
     1/f pattern relative to the bias is not corrected), all later groups are shifted
     by the cumulative noise model. Every pixel is corrected, including flagged ones
     (the noise is in the readout, not the pixel); DQ is not changed.
+
+    ``method='median'`` and ``'fft'`` (without ``weights``; ``background`` None,
+    ``'median'`` or a scalar) run as numba kernels in one pass over the cube, with
+    results identical to the per-difference cleaners (:func:`_clean_groups_reference`);
+    other settings run the per-difference cleaners.
 
     Parameters
     ----------
@@ -934,6 +1555,52 @@ def clean_groups(
     -------
     cleaned : float32, (ngroups, ny, nx), DN
     model : float64, (ngroups - 1, ny, nx), DN, only if ``return_model``
+    """
+    _cleaner(method)
+    g = np.asarray(groups)
+    if g.ndim != 3:
+        raise ValueError(f"clean_groups groups: expected (ngroups, ny, nx), got shape {g.shape}")
+    ngroups, ny, nx = g.shape
+    gdq = np.asarray(groupdq)
+    if gdq.shape != g.shape:
+        raise ValueError(f"clean_groups groupdq: expected shape {g.shape}, got {gdq.shape}")
+    pdq = _check_2d("clean_groups pixeldq", pixeldq, (ny, nx)).astype(np.uint32)
+    if mask is None:
+        mask = draft_mask_from_groups(g, pdq)
+    msk = _check_2d("clean_groups mask", mask, (ny, nx)).astype(bool)
+    fast_msk = msk & ((pdq & np.uint32(bad_pixel_bits)) == 0)
+    res = _clean_groups_fast(g, gdq, fast_msk, method, bad_group_bits, return_model, kwargs)
+    if res is not None:
+        return res
+    return _clean_groups_reference(
+        g,
+        gdq,
+        pdq,
+        msk,
+        method,
+        bad_group_bits=bad_group_bits,
+        bad_pixel_bits=bad_pixel_bits,
+        return_model=return_model,
+        **kwargs,
+    )
+
+
+def _clean_groups_reference(
+    groups: np.ndarray,
+    groupdq: np.ndarray,
+    pixeldq: np.ndarray,
+    mask: np.ndarray | None,
+    method: str = "median",
+    *,
+    bad_group_bits: int = GROUP_BAD_BITS,
+    bad_pixel_bits: int = dqflags.DO_NOT_USE,
+    return_model: bool = False,
+    **kwargs,
+):
+    """Plain numpy :func:`clean_groups`: one cleaner call (numpy temporaries) per
+    difference. Reference for the numba fast path (tests, bench); same parameters and
+    results. Also runs what the fast path does not cover (``nsclean``, array
+    backgrounds, ``weights``).
     """
     fn = _cleaner(method)
     g = np.asarray(groups)
