@@ -129,24 +129,45 @@ def bench_case(preset: str, nints: int, workdir: Path, repeat: int) -> dict:
         vp = np.asarray(arrays["var_poisson"][i], np.float64)
         vr = np.asarray(arrays["var_rnoise"][i], np.float64)
         var = vp + vr  # as extract_integration builds it
-        var = np.where(~np.isfinite(var) | (var <= 0), np.asarray(arrays["err"][i], np.float64) ** 2, var)
+        var = np.where(
+            ~np.isfinite(var) | (var <= 0), np.asarray(arrays["err"][i], np.float64) ** 2, var
+        )
         raw = tuple(arrays[k][i] for k in ("sci", "err", "dq", "var_poisson", "var_rnoise"))
         bkg = ex._box_extract_reference(
-            rate, var, arrays["dq"][i], model.trace, model.half_width, model.background_region,
-            profile=model.profile, bad_bits=bits,
+            rate,
+            var,
+            arrays["dq"][i],
+            model.trace,
+            model.half_width,
+            model.background_region,
+            profile=model.profile,
+            bad_bits=bits,
         ).background
         inputs.append(dict(rate=rate, var=var, vp=vp, vr=vr, dq=arrays["dq"][i], bkg=bkg, raw=raw))
 
     def box(fn):
         return lambda x: fn(
-            x["rate"], x["var"], x["dq"], model.trace, model.half_width, model.background_region,
-            profile=model.profile, bad_bits=bits,
+            x["rate"],
+            x["var"],
+            x["dq"],
+            model.trace,
+            model.half_width,
+            model.background_region,
+            profile=model.profile,
+            bad_bits=bits,
         )
 
     def opt(fn):
         return lambda x: fn(
-            x["rate"], x["var"], x["dq"], model.profile, background=x["bkg"],
-            var_rnoise=x["vr"], var_poisson=x["vp"], sigma_clip=model.sigma_clip, bad_bits=bits,
+            x["rate"],
+            x["var"],
+            x["dq"],
+            model.profile,
+            background=x["bkg"],
+            var_rnoise=x["vr"],
+            var_poisson=x["vp"],
+            sigma_clip=model.sigma_clip,
+            bad_bits=bits,
         )
 
     def full_new(x):
@@ -172,8 +193,13 @@ def bench_case(preset: str, nints: int, workdir: Path, repeat: int) -> dict:
         diffs: dict[str, float] = {}
         for x in inputs:
             a, b = new(x), old(x)
-            items = a.items() if isinstance(a, dict) else (
-                (k, getattr(a, k)) for k in ("flux", "flux_error", "dq", "npixels", "background")
+            items = (
+                a.items()
+                if isinstance(a, dict)
+                else (
+                    (k, getattr(a, k))
+                    for k in ("flux", "flux_error", "dq", "npixels", "background")
+                )
             )
             for k, v in items:
                 ref = b[k] if isinstance(b, dict) else getattr(b, k)
@@ -199,7 +225,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 repeats instead of 15")
     ap.add_argument("--repeat", type=int, default=None)
-    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "nirbeam-bench-extract"))
+    ap.add_argument(
+        "--workdir", default=os.path.join(tempfile.gettempdir(), "nirbeam-bench-extract")
+    )
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     repeat = args.repeat or (3 if args.quick else 15)

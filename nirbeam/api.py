@@ -150,7 +150,13 @@ class Products:
         return self._table("whitelight", kind)
 
     def speclc(self, group: str | None = None, kind: str = "pandas"):
-        """Spectroscopic light curves in long format (one row per integration and bin)."""
+        """Spectroscopic light curves.
+
+        ``kind='pandas'``: long format from the Parquet file (one row per integration and
+        wavelength bin). ``kind='astropy'``: the ECSV table in wide format (one row per
+        integration; ``flux``, ``flux_error``, ``dq`` are vectors over the bins whose centres
+        and edges are in ``meta['wavelength_um']`` and ``meta['bin_edges_um']``).
+        """
         return self._table(f"speclc_{self._group(group)}", kind)
 
     def _table(self, stem: str, kind: str):

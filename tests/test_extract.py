@@ -425,14 +425,13 @@ def test_box_extract_kernel_matches_reference(seed):
             for p in (prof, None):
                 for method in ("median", "mean"):
                     for hw in (3.3, 5.0, 14.0):  # 14: aperture runs off the detector
-                        kw = dict(
-                            background_method=method, profile=p, bad_bits=bits
-                        )
+                        kw = dict(background_method=method, profile=p, bad_bits=bits)
                         new = box_extract(rate, var, dq, tr, hw, region, **kw)
                         ref = _ex._box_extract_reference(rate, var, dq, tr, hw, region, **kw)
                         assert_spectra_equal(
-                            new, ref, f"bits={bits} region={region} prof={p is not None} "
-                            f"{method} hw={hw}"
+                            new,
+                            ref,
+                            f"bits={bits} region={region} prof={p is not None} {method} hw={hw}",
                         )
     new = box_extract(rate, var, None, tr, 5.0, (9.0, 15.0))
     ref = _ex._box_extract_reference(rate, var, None, tr, 5.0, (9.0, 15.0))
@@ -481,7 +480,9 @@ def test_optimal_extract_kernel_matches_reference(seed):
                     new = optimal_extract(rate, var, dq, prof, **kw)
                     ref = _ex._optimal_extract_reference(rate, var, dq, prof, **kw)
                     assert_spectra_equal(
-                        new, ref, f"model={model} clip={clip} iter={max_iter} bvar={bvar is not None}"
+                        new,
+                        ref,
+                        f"model={model} clip={clip} iter={max_iter} bvar={bvar is not None}",
                     )
                     if clip == 3.0 and max_iter == 20:
                         passes.append(ref.npixels)

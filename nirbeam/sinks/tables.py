@@ -37,8 +37,11 @@ def write_table(
     units: Mapping[str, str] | None = None,
     descriptions: Mapping[str, str] | None = None,
     parquet: bool = True,
+    ecsv: bool = True,
 ) -> list[str]:
-    """Write ``path_stem.ecsv`` (and ``.parquet``) from equal-length columns.
+    """Write ``path_stem.ecsv`` (and/or ``.parquet``) from equal-length columns.
+
+    Columns may be 2-D (a vector per row) for ECSV; Parquet takes 1-D columns.
 
     Returns
     -------
@@ -53,9 +56,10 @@ def write_table(
         if k in t.colnames:
             t[k].description = d
     written = []
-    with atomic_path(path_stem + ".ecsv") as tmp:
-        t.write(tmp, format="ascii.ecsv", overwrite=True)
-    written.append(path_stem + ".ecsv")
+    if ecsv:
+        with atomic_path(path_stem + ".ecsv") as tmp:
+            t.write(tmp, format="ascii.ecsv", overwrite=True)
+        written.append(path_stem + ".ecsv")
     if parquet:
         df = t.to_pandas()
         df.attrs = {"meta": json.loads(json.dumps(_clean_meta(meta), default=str))}

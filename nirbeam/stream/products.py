@@ -409,26 +409,41 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
             white_flux=wf, white_flux_error=we, white_dq=wdq,
             attrs={"units": "DN/s", "wavelength_units": "um",
                    "wavelength_source": _wl_source(root, g)})
-        # spectroscopic table (long format)
+        # spectroscopic light curves: Parquet in long format (one row per integration and
+        # bin, for pandas), ECSV in wide format (one row per integration, a vector of bins;
+        # bin centres and edges in the meta): the same numbers, and the ECSV stays small
+        # and quick to write for thousands of integrations.
         nb = lc.centers.size
         n = flux.shape[0]
+        smeta = _table_meta(meta, wrange, root, g)
+        lunits = {"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "wavelength": "um",
+                  "bin_lo": "um", "bin_hi": "um", "flux": "DN/s", "flux_error": "DN/s"}
+        if settings.products.parquet:
+            write_table(
+                fs.join(outdir, f"speclc_{g}"),
+                {
+                    "integration_number": np.repeat(num, nb),
+                    "int_mid_BJD_TDB": np.repeat(bjd, nb),
+                    "int_mid_MJD_UTC": np.repeat(mjd, nb),
+                    "wavelength": np.tile(lc.centers, n),
+                    "bin_lo": np.tile(lc.edges[:-1], n),
+                    "bin_hi": np.tile(lc.edges[1:], n),
+                    "flux": lc.flux.ravel(),
+                    "flux_error": lc.error.ravel(),
+                    "dq": sdq.ravel(),
+                },
+                smeta, units=lunits, parquet=True, ecsv=False,
+            )
         write_table(
             fs.join(outdir, f"speclc_{g}"),
-            {
-                "integration_number": np.repeat(num, nb),
-                "int_mid_BJD_TDB": np.repeat(bjd, nb),
-                "int_mid_MJD_UTC": np.repeat(mjd, nb),
-                "wavelength": np.tile(lc.centers, n),
-                "bin_lo": np.tile(lc.edges[:-1], n),
-                "bin_hi": np.tile(lc.edges[1:], n),
-                "flux": lc.flux.ravel(),
-                "flux_error": lc.error.ravel(),
-                "dq": sdq.ravel(),
-            },
-            _table_meta(meta, wrange, root, g),
-            units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "wavelength": "um",
-                   "bin_lo": "um", "bin_hi": "um", "flux": "DN/s", "flux_error": "DN/s"},
-            parquet=settings.products.parquet,
+            {"integration_number": num, "int_mid_BJD_TDB": bjd, "int_mid_MJD_UTC": mjd,
+             "flux": lc.flux, "flux_error": lc.error, "dq": sdq},
+            {**smeta, "wavelength_um": lc.centers.tolist(), "bin_edges_um": lc.edges.tolist(),
+             "layout": "one row per integration; flux/flux_error/dq are vectors over the "
+                       "wavelength bins in meta wavelength_um (edges in bin_edges_um)"},
+            units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "flux": "DN/s",
+                   "flux_error": "DN/s"},
+            parquet=False,
         )
         times = _all_times(plan)
         x1d_tables.append(X1dTable(

@@ -294,7 +294,7 @@ def _column_background_kernel(
             bvar[x] = 0.0
             continue
         if use_median:
-            b = _median_sorted(S[below[x]:, x], mx)
+            b = _median_sorted(S[below[x] :, x], mx)
         else:
             b = avg[x]
         bkg[x] = b if math.isfinite(b) else 0.0
@@ -309,8 +309,23 @@ def _column_background_kernel(
 
 @njit(cache=True, error_model="numpy")
 def _box_kernel(
-    r, v, dq, w, prof, has_prof, center, has_bkg, inner, outer, bad_bits, use_median,
-    flux, ferr, flag, npix, bkg,
+    r,
+    v,
+    dq,
+    w,
+    prof,
+    has_prof,
+    center,
+    has_bkg,
+    inner,
+    outer,
+    bad_bits,
+    use_median,
+    flux,
+    ferr,
+    flag,
+    npix,
+    bkg,
 ):
     """Curved box (see :func:`box_extract`); fills the (nx,) outputs."""
     ny, nx = r.shape
@@ -423,8 +438,24 @@ def _solve_one(M, V, P, Dz, y0, x):
 
 @njit(cache=True, error_model="numpy")
 def _optimal_kernel(
-    r, v0, dq, P, bkg, bvar, has_bvar, vr_in, vp, model_var, do_clip, thr, max_iter,
-    bad_bits, flux, ferr, flag, npix,
+    r,
+    v0,
+    dq,
+    P,
+    bkg,
+    bvar,
+    has_bvar,
+    vr_in,
+    vp,
+    model_var,
+    do_clip,
+    thr,
+    max_iter,
+    bad_bits,
+    flux,
+    ferr,
+    flag,
+    npix,
 ):
     """Optimal extraction with iterative rejection (see :func:`optimal_extract`).
 
@@ -639,7 +670,6 @@ def column_background(
     return bkg, bvar
 
 
-
 def box_extract(
     rate: np.ndarray,
     var: np.ndarray,
@@ -684,9 +714,7 @@ def box_extract(
     :func:`_box_extract_reference` (numpy) to rounding.
     """
     if background_region is not None and background_method not in ("median", "mean"):
-        raise ValueError(
-            f"background method must be 'median' or 'mean', got {background_method!r}"
-        )
+        raise ValueError(f"background method must be 'median' or 'mean', got {background_method!r}")
     r = np.asarray(rate, np.float64)
     v = np.asarray(var, np.float64)
     if r.ndim != 2 or v.shape != r.shape:
@@ -699,7 +727,9 @@ def box_extract(
     has_prof = profile is not None
     prof = _as_f64(profile, r.shape) if has_prof else np.zeros((1, 1))
     has_bkg = background_region is not None
-    inner, outer = (float(background_region[0]), float(background_region[1])) if has_bkg else (0.0, 0.0)
+    inner, outer = (
+        (float(background_region[0]), float(background_region[1])) if has_bkg else (0.0, 0.0)
+    )
     flux = np.empty(nx)
     ferr = np.empty(nx)
     flag = np.empty(nx, np.uint32)
