@@ -192,8 +192,13 @@ def prepare_stage(
     coords: Mapping[str, np.ndarray] | None = None,
     attrs: Mapping[str, Any] | None = None,
     array_attrs: Mapping[str, Mapping[str, Any]] | None = None,
+    time_chunk: int = 1,
 ) -> zarr.Group:
     """Create a stage's arrays once (idempotent); check an existing stage matches.
+
+    ``time_chunk`` integrations share a chunk: 1 (the default) where integrations are
+    written by independent workers; a block size for stages written a whole aligned block
+    at a time by one writer (:func:`write_block`), which saves many tiny chunk files.
 
     Parameters
     ----------
@@ -232,7 +237,7 @@ def prepare_stage(
             name,
             shape=shape,
             dtype=dtype,
-            chunks=(1, *frame_shape),
+            chunks=(time_chunk, *frame_shape),
             compressors=CUBE_CODEC(dtype),
             fill_value=0,
             dimension_names=dims,
@@ -240,7 +245,7 @@ def prepare_stage(
         )
     if "done" not in g:
         g.create_array(
-            "done", shape=(nints,), dtype="uint8", chunks=(1,), fill_value=0,
+            "done", shape=(nints,), dtype="uint8", chunks=(time_chunk,), fill_value=0,
             dimension_names=("integration",),
             attributes={"units": "", "description": "1 when the integration's region is completely written"},
         )
@@ -282,6 +287,37 @@ def write_integration(
             raise StoreError(f"{group}/{stage}: integration {integration} outside 1..{a.shape[0]}")
         a[i] = value.astype(a.dtype, copy=False)
     _array(root, f"{group}/{stage}/done")[i] = 1
+
+
+def write_block(
+    root: str, group: str, stage: str, start: int, arrays: Mapping[str, np.ndarray],
+    ok: np.ndarray,
+) -> None:
+    """Write integrations ``start .. start+n-1`` of each array, then their markers.
+
+    The block must cover whole chunks along time (or run to the end of the exposure), so
+    one writer owns every chunk it touches. ``ok`` (bool, (n,)) says which integrations are
+    complete; the others keep a marker of 0.
+    """
+    i0 = int(start) - 1
+    ok = np.asarray(ok, bool)
+    n = ok.size
+    for name, value in arrays.items():
+        a = _array(root, f"{group}/{stage}/{name}")
+        value = np.asarray(value)
+        c = a.chunks[0]
+        if value.shape != (n, *a.shape[1:]):
+            raise StoreError(
+                f"{group}/{stage}/{name} integrations {start}..{start + n - 1}: shape "
+                f"{value.shape} does not match the store's {(n, *a.shape[1:])}"
+            )
+        if i0 % c or (n % c and i0 + n != a.shape[0]):
+            raise StoreError(
+                f"{group}/{stage}/{name}: block {start}..{start + n - 1} is not aligned with "
+                f"chunks of {c} integrations (parallel writers would share a chunk)"
+            )
+        a[i0 : i0 + n] = value.astype(a.dtype, copy=False)
+    _array(root, f"{group}/{stage}/done")[i0 : i0 + n] = ok.astype(np.uint8)
 
 
 def completed(root: str, group: str, stage: str) -> np.ndarray:

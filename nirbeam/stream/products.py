@@ -158,7 +158,7 @@ def prepare_spectra(root: str, plan, settings) -> ExtractionModel | str | None:
     }
     g = zarr_store.prepare_stage(
         root, group, SPECTRA, meta.nints, (nx,), SPECTRUM_ARRAYS, frame_dims=("wavelength",),
-        coords=coords, array_attrs=spec_attrs,
+        coords=coords, array_attrs=spec_attrs, time_chunk=BLOCK,
         attrs={"wavelength_source": wl.source, "method": cfg.method},
     )
     if "wavelength" not in g:
@@ -166,6 +166,7 @@ def prepare_spectra(root: str, plan, settings) -> ExtractionModel | str | None:
                        attributes={"units": "um", "source": wl.source})
     zarr_store.prepare_stage(
         root, group, CLEANED, meta.nints, (ny, nx), {"dq": np.uint32}, coords=coords,
+        time_chunk=BLOCK,
         array_attrs={"dq": {"units": "", "description": "rateints DQ plus OUTLIER flags along time"}},
     )
     return model
@@ -260,6 +261,10 @@ class ProcessBlock:
         else:
             new_dq = dq
         dead = []
+        n = block.stop - block.start + 1
+        nx = model.profile.shape[1]
+        spec = {k: np.zeros((n, nx), dt) for k, dt in SPECTRUM_ARRAYS.items()}
+        ok = np.zeros(n, bool)
         for i in range(block.start, block.stop + 1):
             j = i - lo
             if not done[i - 1]:
@@ -269,11 +274,17 @@ class ProcessBlock:
                     read["sci"][j], read["err"][j], new_dq[j], read["var_poisson"][j],
                     read["var_rnoise"][j], model, s.flicker,
                 )
-                zarr_store.write_integration(self.root, g, CLEANED, i, {"dq": new_dq[j]})
-                zarr_store.write_integration(self.root, g, SPECTRA, i, out)
             except Exception as exc:  # noqa: BLE001 - becomes a dead letter
                 dead.append(DeadLetter(IntegrationKey(block.exposure, block.detector, i),
                                        "extract", f"{type(exc).__name__}: {exc}"))
+                continue
+            for k, v in out.items():
+                spec[k][i - block.start] = v
+            ok[i - block.start] = True
+        # one writer owns the block's chunks: write them whole, then the markers
+        a, b = block.start - lo, block.stop - lo + 1
+        zarr_store.write_block(self.root, g, CLEANED, block.start, {"dq": new_dq[a:b]}, ok)
+        zarr_store.write_block(self.root, g, SPECTRA, block.start, spec, ok)
         return dead
 
 
