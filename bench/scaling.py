@@ -144,6 +144,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     config = {"products": {"plots": False, "fit": False}}
 
+    digest0 = _source_digest()
     print(f"simulating into {work} ...", flush=True)
     sims = _simulate(work, args.preset, args.nints, many)
     ngroups, ny, nx = sims["shape"]
@@ -229,9 +230,13 @@ def main(argv=None) -> int:
                    "workers": workers, "runners": ["direct", *runners],
                    "simulate_s_not_timed": round(sims["simulate_s"], 1),
                    "command": " ".join([os.path.basename(sys.argv[0]), *(argv or sys.argv[1:])])},
+        "source_sha256_16": {"start": digest0, "end": _source_digest()},
         "runs": rows,
         "scaling": scaling,
     }
+    if digest0 != result["source_sha256_16"]["end"]:
+        print("WARNING: nirbeam's sources changed during the benchmark: workers started "
+              "later ran other code than the driver; rerun on a quiet tree", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(scaling, indent=2))
@@ -239,6 +244,21 @@ def main(argv=None) -> int:
     if not args.keep and not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _source_digest() -> str:
+    """sha256 of nirbeam's sources: workers import them afresh, so they must not change
+    while the benchmark runs (the driver would run other code than its workers)."""
+    import hashlib
+
+    import nirbeam
+
+    h = hashlib.sha256()
+    base = Path(nirbeam.__file__).parent
+    for f in sorted(base.rglob("*.py")):
+        h.update(str(f.relative_to(base)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _cpu_model() -> str:

@@ -246,7 +246,7 @@ def _progress(root: str, groups: dict[str, int], stop: threading.Event, stage: s
     last = None
     while not stop.wait(every):
         try:
-            done = sum(int(zarr_store.completed(root, g, stage).sum()) for g in groups)
+            done = sum(zarr_store.count_completed(root, g, stage) for g in groups)
         except Exception:  # noqa: BLE001 - progress is best effort
             continue
         total = sum(groups.values())

@@ -222,6 +222,13 @@ class SpectraBlock:
     start: int
     stop: int
     model_token: str = ""  # digest of the extraction model's inputs: worker caches key on it
+    rate_done_bits: bytes = b""  # np.packbits of the rateints completion markers (driver)
+
+    def rate_done(self) -> np.ndarray | None:
+        """The rateints markers the driver read (None: read them from the store)."""
+        if not self.rate_done_bits:
+            return None
+        return np.unpackbits(np.frombuffer(self.rate_done_bits, np.uint8))[: self.nints].astype(bool)
 
     @property
     def group(self) -> str:
@@ -251,7 +258,9 @@ class ProcessBlock:
         lo = max(1, block.start - w)
         hi = min(block.nints, block.stop + w)
         sel = slice(lo - 1, hi)
-        done = zarr_store.completed(self.root, g, RATEINTS)
+        done = block.rate_done()
+        if done is None:
+            done = zarr_store.completed(self.root, g, RATEINTS)
         read = {n: zarr_store.read_stack(self.root, g, RATEINTS, n, sel)
                 for n in ("sci", "err", "dq", "var_poisson", "var_rnoise")}
         dq = read["dq"].copy()
@@ -312,11 +321,13 @@ def run_spectra_stage(root: str, plans, settings, runner_spec, dead_dir) -> dict
         if todo.size == 0:
             continue
         n = plan.meta.nints
+        digest = _done_digest(rate_done)
+        bits = np.packbits(rate_done).tobytes()
         for start in range(1, n + 1, BLOCK):
             stop = min(n, start + BLOCK - 1)
             if np.any((todo >= start) & (todo <= stop)):
                 blocks.append(SpectraBlock(plan.meta.exposure, plan.meta.detector, n, start, stop,
-                                           _done_digest(rate_done)))
+                                           digest, bits))
     if not blocks:
         return {}
     beam_runner, options, cleanup = make_runner(runner_spec)

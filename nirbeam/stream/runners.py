@@ -4,7 +4,7 @@ Beam on Dask, or a portable job service (Flink, Spark, Dataflow).
 No runner here downloads anything: the default is ``FnApiRunner`` (the DirectRunner would
 first try to fetch a binary).
 
-Beam on Dask (``apache_beam.runners.dask.dask_runner.DaskRunner``, Beam 2.77) has three
+Beam on Dask (``apache_beam.runners.dask.dask_runner.DaskRunner``, Beam 2.77) has four
 defects that break a real pipeline; :class:`DaskRunner` below is that runner with them
 fixed, and nothing else changed:
 
