@@ -100,6 +100,18 @@ def test_streaming_refused_where_windows_are_not_honoured():
     assert cleanup is None
 
 
+def test_stream_command_refuses_runners_without_windows(tmp_path, capsys):
+    from nirbeam.stream.cli import EXIT_BAD_INPUT, main
+
+    for name in ("dask", "multiprocess"):
+        rc = main(["stream", str(tmp_path), "--out", str(tmp_path / "o"), "--runner", name])
+        assert rc == EXIT_BAD_INPUT
+        err = capsys.readouterr().err
+        assert f"--runner '{name}' cannot honour event-time windows" in err
+        assert "'direct', 'portable'" in err
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
 def test_bad_runner_specs_refused():
     with pytest.raises(ValueError, match="expected one of"):
         RunnerSpec(name="spark").validate()

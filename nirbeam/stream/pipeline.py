@@ -203,9 +203,14 @@ def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int
 
 @dataclass(frozen=True)
 class WriteRateints:
-    """Write a rateints record's region into the store, then its completion marker."""
+    """Write a rateints record's region into the store, then its completion marker.
+
+    The record passed on drops its 2-D arrays unless ``keep`` (streaming extracts from
+    them next).
+    """
 
     root: str
+    keep: bool = False
 
     def __call__(self, rec: IntegrationRecord) -> IntegrationRecord:
         zarr_store.write_integration(
@@ -213,6 +218,8 @@ class WriteRateints:
             {"sci": rec.rate, "err": rec.err, "dq": rec.dq,
              "var_poisson": rec.var_poisson, "var_rnoise": rec.var_rnoise},
         )
+        if self.keep:
+            return rec
         return rec.replace(rate=None, err=None, var_poisson=None, var_rnoise=None)
 
 

@@ -393,21 +393,6 @@ class StreamingLightCurves(beam.PTransform):
         return {"points": pts.points, "deadletter": dead}
 
 
-@dataclass(frozen=True)
-class _WriteRateintsKeep:
-    """Write the rateints region (batch function) and keep the arrays for extraction."""
-
-    root: str
-
-    def __call__(self, rec: IntegrationRecord) -> IntegrationRecord:
-        zarr_store.write_integration(
-            self.root, rec.key.group, RATEINTS, rec.key.integration,
-            {"sci": rec.rate, "err": rec.err, "dq": rec.dq,
-             "var_poisson": rec.var_poisson, "var_rnoise": rec.var_rnoise},
-        )
-        return rec
-
-
 class StreamingChain(beam.PTransform):
     """The whole streaming chain on Beam: ReadItem -> event time -> read -> detector1 ->
     rateints in the store -> :class:`StreamingLightCurves`.
@@ -424,13 +409,13 @@ class StreamingChain(beam.PTransform):
         self.lateness = allowed_lateness_s
 
     def expand(self, items):
-        from nirbeam.stream.pipeline import Calibrate, read_record
+        from nirbeam.stream.pipeline import Calibrate, WriteRateints, read_record
         from nirbeam.transforms.common import RecordStep
 
         stamped = items | "ItemTime" >> WithEventTime()
         read = stamped | "Read" >> RecordStep(read_record, "read")
         cal = read.records | "Detector1" >> RecordStep(Calibrate(self.root, self.settings), "detector1")
-        wr = cal.records | "WriteRateints" >> RecordStep(_WriteRateintsKeep(self.root), "write_rateints")
+        wr = cal.records | "WriteRateints" >> RecordStep(WriteRateints(self.root, keep=True), "write_rateints")
         lc = wr.records | "LightCurves" >> StreamingLightCurves(
             LiveModelFromStore(self.root), self.settings, self.lateness)
         dead = (read.deadletter, cal.deadletter, wr.deadletter, lc["deadletter"]) | "AllDead" >> beam.Flatten()
@@ -596,7 +581,7 @@ class StreamSession:
 
     def process(self, g: _Group, i: int) -> None:
         """detector1 (or the stored result of an earlier run), rateints, live points."""
-        from nirbeam.stream.pipeline import ReadItem, WriteDeadLetter, read_record
+        from nirbeam.stream.pipeline import ReadItem, WriteDeadLetter, WriteRateints, read_record
 
         g.pending.pop(i)
         seg = g.seg_of(i)
@@ -615,7 +600,7 @@ class StreamSession:
                 step = "detector1"
                 rec = self.calibrate(rec)
                 step = "write_rateints"
-                _WriteRateintsKeep(self.root)(rec)
+                WriteRateints(self.root, keep=True)(rec)
         except Exception as exc:  # noqa: BLE001 - becomes a dead letter, as in batch
             WriteDeadLetter(self.dead_dir)(DeadLetter(key, step, f"{type(exc).__name__}: {exc}",
                                                       seg.path))
