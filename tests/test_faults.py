@@ -202,3 +202,31 @@ def test_non_tso_file_refused_with_exit_code(sim, tmp_path, capsys):
     assert main(["run", str(d), "--out", str(tmp_path / "o"), "--no-progress"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert str(dst) in err and "EXP_TYPE" in err and "not a time-series" in err
+
+
+def test_full_output_folder_dead_letters_with_reason(sim, tmp_path, monkeypatch):
+    """A disk that fills up mid-run: the integrations that could not be written are
+    dead-lettered with the OS's reason; the run says so and a rerun completes it."""
+    import errno
+
+    import nirbeam.sinks.zarr_store as zs
+
+    real = zs._write_concurrently
+
+    def full(writes, i):
+        if i >= 9:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(writes, i)
+
+    monkeypatch.setattr(zs, "_write_concurrently", full)
+    out = tmp_path / "out"
+    assert _run(sim, out) == 0
+    rj = json.loads((out / "run.json").read_text())
+    e = rj["exposures"][0]
+    assert (e["processed"], e["deadlettered"]) == (9, NINTS - 9)
+    lines = [json.loads(x) for x in (out / "deadletter.jsonl").read_text().splitlines()]
+    assert {x["step"] for x in lines} == {"write_rateints"}
+    assert all("No space left on device" in x["reason"] for x in lines)
+    monkeypatch.setattr(zs, "_write_concurrently", real)
+    assert _run(sim, out) == 0
+    assert json.loads((out / "run.json").read_text())["exposures"][0]["processed"] == NINTS
