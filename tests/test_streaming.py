@@ -287,6 +287,14 @@ def _live_rows(out):
         return 0
 
 
+def _live_speclc_rows(out):
+    try:
+        (f,) = (out / "live").glob("speclc_*.ecsv")
+        return len(Table.read(f))
+    except Exception:  # noqa: BLE001 - not there yet
+        return 0
+
+
 @pytest.fixture(scope="module")
 def streamed(sim, tmp_path_factory):
     """``nirbeam stream --until-complete`` while segments are dropped into its folder."""
@@ -302,6 +310,8 @@ def streamed(sim, tmp_path_factory):
         s1, s2, s3 = sim.uncal
         _drop(s1, watch)
         assert _wait_for(lambda: _live_rows(out) >= 8, 60, proc), proc.stderr.read() if proc.poll() else ""
+        # live spectroscopic light curves while the stream runs (segment 2 not there yet)
+        assert _wait_for(lambda: _live_speclc_rows(out) == 8, 30, proc)
         # a duplicate of segment 1 under another name, and segment 1 written again: used once
         shutil.copy(s1, watch / s1.name.replace("seg001", "seg009"))
         shutil.copy(s1, watch / s1.name)
@@ -370,6 +380,7 @@ def test_sigint_exits_cleanly_with_readable_products(sim, tmp_path):
     t = Table.read(out / "whitelight.ecsv")
     assert len(t) == NINTS and np.all(np.isfinite(t["flux"][: e["processed"]]))
     assert len(Table.read(out / "live" / "whitelight.ecsv")) >= 10
+    assert _live_speclc_rows(out) == len(Table.read(out / "live" / "whitelight.ecsv"))
     assert os.path.isfile(out / "live" / "plots" / f"whitelight_{sim.exposure}_nrs1.png")
 
 
@@ -406,6 +417,114 @@ def test_beam_chain_gives_the_service_live_points(sim, streamed):
     assert_that(got, equal_to(expected), label="points")
     assert_that(res["deadletter"], equal_to([]), label="dead")
     p.run().wait_until_finish()
+
+
+def _live_spectra(out, settings):
+    """Re-extract every integration as the service's live flagged points do: rateints from
+    the store, outlier flags of batch's flag_outliers over the whole stack (equal to the
+    rolling flags, tests above), the live model saved in the store."""
+    from nirbeam.sinks import zarr_store
+    from nirbeam.stream.streaming import RATEINTS, LiveModelFromStore
+    from nirbeam.transforms.spectra import extract_integration
+
+    root = str(out / "cubes.zarr")
+    (group,) = [g for g in zarr_store.open_root(root) if not g.startswith("_")]
+    names = ("sci", "err", "dq", "var_poisson", "var_rnoise")
+    a = {n: np.stack([zarr_store.read_integration(root, group, RATEINTS, i, (n,))[n]
+                      for i in range(1, NINTS + 1)]) for n in names}
+    o = settings.outliers
+    cdq = flag_outliers(a["sci"], a["err"], a["dq"], window=o.window, n_sigma=o.n_sigma)
+    model = LiveModelFromStore(root)(group)
+    spec = [extract_integration(a["sci"][k], a["err"][k], cdq[k], a["var_poisson"][k],
+                                a["var_rnoise"][k], model, settings.flicker) for k in range(NINTS)]
+    return group, model, {n: np.stack([s[n] for s in spec]) for n in ("flux", "flux_error", "dq")}
+
+
+def test_live_speclc_equals_binning_of_the_live_spectra(streamed, batch):
+    """live/speclc_<group>: one row per integration, each row exactly bin_spectra (batch's
+    binning, skip_bits=0) of the live spectrum of that integration, on the bin edges of
+    batch's rule for the live model's wavelengths. (The live model differs from batch's --
+    other sample -- so rows are checked against the live spectra, not against batch's.)"""
+    import pandas as pd
+
+    from nirbeam.stream.products import _lightcurve_edges
+    from nirbeam.stream.settings import Settings
+    from nirbeam.transforms.lightcurve import bin_spectra
+
+    out = streamed
+    settings = Settings.from_dict({"products": {"fit": False, "plots": False}})
+    group, model, spec = _live_spectra(out, settings)
+    t = Table.read(out / "live" / f"speclc_{group}.ecsv")
+    assert len(t) == NINTS and set(t["status"]) == {"flagged"}
+    np.testing.assert_array_equal(t["integration_number"], np.arange(1, NINTS + 1))
+    wl = model.wavelength.wavelength
+    edges = _lightcurve_edges(settings.lightcurve, wl, model.wavelength.source)
+    np.testing.assert_array_equal(t.meta["bin_edges_um"], edges)
+    lc = bin_spectra(spec["flux"], spec["flux_error"], spec["dq"], wl, edges, skip_bits=0)
+    assert lc.flux.shape == (NINTS, edges.size - 1) and edges.size > 3
+    assert np.isfinite(lc.flux).mean() > 0.9  # real numbers are compared, not NaN == NaN
+    np.testing.assert_array_equal(np.asarray(t["flux"]), lc.flux)
+    np.testing.assert_array_equal(np.asarray(t["flux_error"]), lc.error)
+    live = Table.read(out / "live" / "whitelight.ecsv")
+    sdq = (np.where(np.isfinite(lc.flux), 0, dqflags.DO_NOT_USE).astype(np.uint32)
+           | np.asarray(live["dq"], np.uint32)[:, None])
+    np.testing.assert_array_equal(np.asarray(t["dq"]), sdq)
+    # same layout as batch's speclc (wide ECSV); bins of the same rule, close in flux (the
+    # two models differ by up to ~30 DN/s in the faint blue bins: ~2 per cent there)
+    b = Table.read(batch / f"speclc_{group}.ecsv")
+    assert t["flux"].shape == b["flux"].shape
+    ok = np.isfinite(lc.flux) & np.isfinite(np.asarray(b["flux"]))
+    assert ok.mean() > 0.9
+    np.testing.assert_allclose(np.asarray(t["flux"])[ok], np.asarray(b["flux"])[ok], rtol=5e-2)
+    # Parquet: long format, the same numbers
+    df = pd.read_parquet(out / "live" / f"speclc_{group}.parquet")
+    assert len(df) == lc.flux.size
+    np.testing.assert_array_equal(df["flux"].to_numpy(), lc.flux.ravel())
+    np.testing.assert_array_equal(df["integration_number"].to_numpy(),
+                                  np.repeat(np.arange(1, NINTS + 1), edges.size - 1))
+
+
+def test_live_fit_written_and_failure_keeps_previous(streamed, tmp_path, monkeypatch, caplog):
+    """The stream leaves live/fit_<group>.json (params.rp); a fit that raises logs a
+    warning, keeps the previous file and does not raise."""
+    from nirbeam.stream.settings import Settings
+    from nirbeam.stream.streaming import MIN_FIT_POINTS, LivePoint, StreamSession
+    from nirbeam.transforms import transit
+
+    out = streamed
+    (fit_file,) = (out / "live").glob("fit_*.json")
+    fit = json.loads(fit_file.read_text())
+    assert np.isfinite(fit["params"]["rp"])
+    assert json.loads((out / "run.json").read_text())["streaming"]["live_fits"] >= 1
+
+    live = Table.read(out / "live" / "whitelight.ecsv")
+    s = StreamSession(str(tmp_path / "o"), None, Settings.from_dict({}), plot_every=1.0)
+
+    def put(n, status):
+        for r in live[:n]:
+            p = LivePoint(str(r["exposure"]), str(r["detector"]), int(r["integration_number"]),
+                          float(r["int_mid_BJD_TDB"]), float(r["int_mid_MJD_UTC"]),
+                          float(r["flux"]), float(r["flux_error"]), int(r["dq"]), status)
+            s.points[(p.group, p.integration)] = p
+
+    put(MIN_FIT_POINTS - 1, "provisional")
+    (g,) = s.write_live_fits()
+    path = tmp_path / "o" / "live" / f"fit_{g}.json"
+    assert not path.exists()  # too few points
+    put(NINTS, "provisional")
+    assert s.write_live_fits() == {g: "written"} and path.exists()
+    before = path.read_bytes()
+    assert s.write_live_fits() == {}  # nothing new: no refit
+
+    def boom(*a, **k):
+        raise RuntimeError("no convergence")
+
+    monkeypatch.setattr(transit, "fit_transit", boom)
+    put(NINTS, "flagged")
+    with caplog.at_level("WARNING", logger="nirbeam"):
+        got = s.write_live_fits()
+    assert got[g].startswith("failed") and "no convergence" in caplog.text
+    assert path.read_bytes() == before and s.counts["fit_failures"] == 1
 
 
 def test_watcher_reads_only_complete_files_once(sim, tmp_path):

@@ -30,8 +30,15 @@ equals ``nirbeam run``'s on the same files bit for bit. The live model is kept a
 Live products (``OUTDIR/live/``): ``whitelight.ecsv``/``.parquet`` rewritten atomically
 as points arrive (a row per integration, ``status`` ``provisional`` -- rateints DQ, no
 time-domain outlier flags yet -- then ``flagged`` once the integration's outlier window
-has arrived, ~window/2 integrations later), and ``plots/whitelight.png`` redrawn every
-``plot_every`` seconds.
+has arrived, ~window/2 integrations later); ``speclc_<group>.ecsv`` (wide: one row per
+integration, vector columns over the bins, bin centres/edges in the meta) and ``.parquet``
+(long), rewritten at the same moments: each integration's live spectrum binned with
+:func:`~nirbeam.transforms.lightcurve.bin_spectrum` on the bin edges of batch's rule
+(``products._lightcurve_edges``) for the live model's wavelengths -- the same arithmetic
+as batch's ``bin_spectra``; ``plots/whitelight_<group>.png`` redrawn and
+``fit_<group>.json`` (quick-look white-light transit fit, batch's configuration rule,
+once >= :data:`MIN_FIT_POINTS` good points) refreshed every ``plot_every`` seconds and at
+the end. A failing live fit logs a warning and keeps the previous file.
 """
 
 from __future__ import annotations
@@ -72,6 +79,8 @@ __all__ = [
     "LiveModelFromStore",
     "build_live_model",
     "live_point",
+    "live_point_and_bins",
+    "quicklook_fit_config",
     "StreamSession",
     "run_stream",
 ]
@@ -125,19 +134,45 @@ def live_point(rec: IntegrationRecord, dq: np.ndarray, model: ExtractionModel, s
     in the configured wavelength range, flagged pixels replaced through the profile,
     ``skip_bits=0``); the point's dq is DO_NOT_USE when it is not finite.
     """
-    from nirbeam.transforms.lightcurve import white_light_point
+    return live_point_and_bins(rec, dq, model, settings, status)[0]
+
+
+def live_point_and_bins(rec: IntegrationRecord, dq: np.ndarray, model: ExtractionModel,
+                        settings, status: str, edges: np.ndarray | None = None
+                        ) -> tuple[LivePoint, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+    """:func:`live_point` plus the integration's spectrum binned on ``edges``.
+
+    The bins are :func:`~nirbeam.transforms.lightcurve.bin_spectrum` of the live spectrum
+    (``skip_bits=0``, as batch's ``bin_spectra`` in :func:`products.finalize_products`);
+    their dq is batch's rule: DO_NOT_USE where the bin flux is not finite, OR the point's dq.
+
+    Returns
+    -------
+    point : LivePoint
+    bins : (flux float64 (nbin,) DN/s, flux_error float64 (nbin,) DN/s, dq uint32 (nbin,))
+        or None when ``edges`` is None.
+    """
+    from nirbeam.transforms.lightcurve import bin_spectrum, white_light_point
 
     out = extract_integration(rec.rate, rec.err, dq, rec.var_poisson, rec.var_rnoise, model,
                               settings.flicker)
     cfg = settings.lightcurve
+    wl = model.wavelength.wavelength
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         f, e, _ = white_light_point(out["flux"], out["flux_error"], out["dq"],
-                                    model.wavelength.wavelength, cfg.wmin, cfg.wmax, skip_bits=0)
-    good = math.isfinite(f) and math.isfinite(e)
+                                    wl, cfg.wmin, cfg.wmax, skip_bits=0)
+        good = math.isfinite(f) and math.isfinite(e)
+        pdq = 0 if good else dqflags.DO_NOT_USE
+        bins = None
+        if edges is not None:
+            bf, be, _, _ = bin_spectrum(out["flux"], out["flux_error"], out["dq"], wl, edges,
+                                        skip_bits=0)
+            bdq = np.where(np.isfinite(bf), 0, dqflags.DO_NOT_USE).astype(np.uint32) | np.uint32(pdq)
+            bins = (bf, be, bdq)
     k = rec.key
     return LivePoint(k.exposure, k.detector, k.integration, rec.times.int_mid_bjd_tdb,
-                     rec.times.int_mid_mjd_utc, f, e, 0 if good else dqflags.DO_NOT_USE, status)
+                     rec.times.int_mid_mjd_utc, f, e, pdq, status), bins
 
 
 def build_live_model(plan_or_meta, rates: np.ndarray, dqs: np.ndarray, settings,
@@ -442,6 +477,7 @@ class _Group:
     unreleased: dict = field(default_factory=dict)  # integration -> rec awaiting flags
     given_up: set = field(default_factory=set)
     stored: set = field(default_factory=set)       # rateints complete from an earlier run
+    edges: np.ndarray | None = None                # live spectroscopic bin edges, um
 
     @property
     def nints(self) -> int:
@@ -474,7 +510,7 @@ class StreamSession:
         A missing integration is given up for the live flagged points once an integration
         this many numbers later was processed (it is still processed if it comes).
     plot_every : float
-        Seconds between live plot refreshes (0: never).
+        Seconds between live plot and quick-look fit refreshes (0: never).
     live_write_every : float
         Longest time live points wait to be written while integrations keep coming (the
         table is written whenever the input queue is empty, and at least this often).
@@ -503,6 +539,10 @@ class StreamSession:
         self.live_write_every = float(live_write_every)
         self.groups: dict[tuple[str, str], _Group] = {}
         self.points: dict[tuple[str, int], LivePoint] = {}
+        # (group, integration) -> binned live spectrum (flux, flux_error, dq), (nbin,) each
+        self.bins: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._last_fit = 0.0
+        self._fit_sig: dict[str, tuple[int, int]] = {}  # group -> (points, flagged) last fitted
         self._dirty: list[tuple[tuple[str, int], str]] = []
         self._last_write = 0.0
         self._last_plot = time.time()
@@ -510,7 +550,8 @@ class StreamSession:
         self.latency: dict[str, list[float]] = {"provisional": [], "flagged": []}
         self.latency_steady: dict[str, list[float]] = {"provisional": [], "flagged": []}
         self.notes: list[str] = []
-        self.counts = {"integrations": 0, "live_points": 0, "table_writes": 0, "plots": 0}
+        self.counts = {"integrations": 0, "live_points": 0, "table_writes": 0, "plots": 0,
+                       "fits": 0, "fit_failures": 0}
         self.t_start = time.time()
 
     # -- input ------------------------------------------------------------
@@ -629,12 +670,29 @@ class StreamSession:
             self.notes.append(f"{g.meta.group_name}: no live points: {m}")
         else:
             save_live_model(self.root, g.meta.group_name, m, len(recs))
+            g.edges = self._live_edges(g, m)
         for r in sorted(recs, key=lambda r: r.key.integration):
             self._point_and_flag(g, r)
 
+    def _live_edges(self, g: _Group, m: ExtractionModel) -> np.ndarray | None:
+        """Spectroscopic bin edges of the live model: batch's rule (``_lightcurve_edges``)."""
+        from nirbeam.stream.products import _lightcurve_edges
+
+        try:
+            e = np.asarray(_lightcurve_edges(self.settings.lightcurve, m.wavelength.wavelength,
+                                             m.wavelength.source), float)
+            if e.ndim != 1 or e.size < 2:
+                raise ValueError(f"{e.size} bin edges")
+            return e
+        except Exception as exc:  # noqa: BLE001 - no live speclc, the rest goes on
+            self.notes.append(f"{g.meta.group_name}: no live spectroscopic light curves: "
+                              f"bin edges: {type(exc).__name__}: {exc}")
+            return None
+
     def _point_and_flag(self, g: _Group, rec: IntegrationRecord) -> None:
         if isinstance(g.model, ExtractionModel):
-            self._add_point(live_point(rec, rec.dq, g.model, self.settings, "provisional"))
+            self._add_point(*live_point_and_bins(rec, rec.dq, g.model, self.settings,
+                                                 "provisional", g.edges))
         self._flag(g, rec.key.integration, rec)
 
     def _flag(self, g: _Group, i: int, rec: IntegrationRecord | None) -> None:
@@ -670,11 +728,14 @@ class StreamSession:
             rec = g.unreleased.pop(j, None)
             if rec is None or not isinstance(g.model, ExtractionModel):
                 continue
-            self._add_point(live_point(rec, new_dq, g.model, self.settings, "flagged"))
+            self._add_point(*live_point_and_bins(rec, new_dq, g.model, self.settings,
+                                                 "flagged", g.edges))
 
-    def _add_point(self, p: LivePoint) -> None:
+    def _add_point(self, p: LivePoint, bins=None) -> None:
         k = (p.group, p.integration)
         self.points[k] = p
+        if bins is not None:
+            self.bins[k] = bins
         self._dirty.append((k, p.status))
         self.counts["live_points"] += 1
 
@@ -696,14 +757,17 @@ class StreamSession:
 
     # -- live products ----------------------------------------------------
     def maybe_write_live(self, idle: bool, force: bool = False) -> None:
-        """Write the live table if points are waiting and the queue is empty (or it is time)."""
+        """Write the live tables if points are waiting and the queue is empty (or it is
+        time); redraw the plot and refit at the plot cadence."""
         now = time.time()
         if self._dirty and (idle or force or now - self._last_write >= self.live_write_every):
             self.write_live_table()
         if self.plot_every > 0 and self.points and (force or now - self._last_plot >= self.plot_every):
             self.write_live_plot()
+            self.write_live_fits()
 
     def write_live_table(self) -> None:
+        """Rewrite ``live/whitelight`` and the changed groups' ``live/speclc_<group>``."""
         from nirbeam.sinks.tables import write_table
 
         pts = sorted(self.points.values(), key=lambda p: (p.exposure, p.detector, p.integration))
@@ -726,6 +790,11 @@ class StreamSession:
                     units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "flux": "DN/s",
                            "flux_error": "DN/s"},
                     parquet=self.settings.products.parquet)
+        for gname in sorted({k[0] for k, _ in self._dirty}):
+            try:
+                self.write_live_speclc(gname)
+            except Exception as exc:  # noqa: BLE001 - a live product must not stop the stream
+                log.warning("live spectroscopic light curves of %s failed: %s", gname, exc)
         now = time.time()
         for k, status in self._dirty:
             a = self.available.get(k)
@@ -736,6 +805,121 @@ class StreamSession:
         self._dirty = []
         self._last_write = now
         self.counts["table_writes"] += 1
+
+    def _group_named(self, gname: str) -> _Group | None:
+        return next((g for g in self.groups.values() if g.meta.group_name == gname), None)
+
+    def write_live_speclc(self, gname: str) -> list[str]:
+        """Rewrite ``live/speclc_<group>.ecsv`` (wide) and ``.parquet`` (long) atomically.
+
+        Same layout as batch's ``speclc_<group>`` (:func:`products.finalize_products`):
+        ECSV one row per integration with vector columns over the bins (centres and edges
+        in the meta), Parquet one row per integration and bin. Rows: the integrations with
+        a live point, latest status (``provisional`` or ``flagged``).
+        """
+        from nirbeam.sinks.tables import write_table
+        from nirbeam.stream.products import _table_meta
+
+        g = self._group_named(gname)
+        if g is None or g.edges is None or not isinstance(g.model, ExtractionModel):
+            return []
+        keys = sorted((k for k in self.bins if k[0] == gname), key=lambda k: k[1])
+        if not keys:
+            return []
+        pts = [self.points[k] for k in keys]
+        flux = np.stack([self.bins[k][0] for k in keys])
+        err = np.stack([self.bins[k][1] for k in keys])
+        sdq = np.stack([self.bins[k][2] for k in keys]).astype(np.uint32)
+        num = np.array([k[1] for k in keys], np.int64)
+        bjd = np.array([p.int_mid_bjd_tdb for p in pts])
+        mjd = np.array([p.int_mid_mjd_utc for p in pts])
+        status = [p.status for p in pts]
+        edges = g.edges
+        centers = 0.5 * (edges[:-1] + edges[1:])
+        cfg = self.settings.lightcurve
+        wl = g.model.wavelength.wavelength
+        finite = wl[np.isfinite(wl)]
+        wrange = (float(cfg.wmin if cfg.wmin is not None else finite.min()),
+                  float(cfg.wmax if cfg.wmax is not None else finite.max()))
+        smeta = {**_table_meta(g.meta, wrange, self.root, gname),
+                 "wavelength_source": g.model.wavelength.source,
+                 "provisional": True,
+                 "note": "live spectroscopic light curves: extraction model from the first "
+                         "integrations; status 'provisional' has no time-domain outlier "
+                         "flags yet. Final products: OUTDIR/speclc_<group> once the "
+                         "exposure completes.",
+                 "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        stem = os.path.join(self.live_dir, f"speclc_{gname}")
+        written = []
+        nb, n = centers.size, num.size
+        if self.settings.products.parquet:
+            written += write_table(
+                stem,
+                {"integration_number": np.repeat(num, nb),
+                 "int_mid_BJD_TDB": np.repeat(bjd, nb), "int_mid_MJD_UTC": np.repeat(mjd, nb),
+                 "wavelength": np.tile(centers, n), "bin_lo": np.tile(edges[:-1], n),
+                 "bin_hi": np.tile(edges[1:], n), "flux": flux.ravel(),
+                 "flux_error": err.ravel(), "dq": sdq.ravel(),
+                 "status": np.repeat(np.array(status), nb)},
+                smeta, units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "wavelength": "um",
+                              "bin_lo": "um", "bin_hi": "um", "flux": "DN/s", "flux_error": "DN/s"},
+                parquet=True, ecsv=False)
+        written += write_table(
+            stem,
+            {"integration_number": num, "int_mid_BJD_TDB": bjd, "int_mid_MJD_UTC": mjd,
+             "flux": flux, "flux_error": err, "dq": sdq, "status": status},
+            {**smeta, "wavelength_um": centers.tolist(), "bin_edges_um": edges.tolist(),
+             "layout": "one row per integration; flux/flux_error/dq are vectors over the "
+                       "wavelength bins in meta wavelength_um (edges in bin_edges_um)"},
+            units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "flux": "DN/s",
+                   "flux_error": "DN/s"},
+            parquet=False)
+        return written
+
+    def write_live_fits(self) -> dict[str, str]:
+        """Quick-look white-light transit fit per group -> ``live/fit_<group>.json``.
+
+        Refit only when the group's live points changed since the last fit and at least
+        :data:`MIN_FIT_POINTS` of them are good (dq 0, finite, error > 0). Configuration as
+        batch's ``products._fit_and_plot`` (:func:`quicklook_fit_config`). A failing fit
+        logs a warning and keeps the previous file. Returns ``group -> outcome``.
+        """
+        from nirbeam.sinks import fs
+        from nirbeam.transforms.transit import fit_transit, write_fit_json
+
+        self._last_fit = time.time()
+        out = {}
+        for gname in sorted({k[0] for k in self.points}):
+            pts = sorted((p for p in self.points.values() if p.group == gname),
+                         key=lambda p: p.integration)
+            sig = (len(pts), sum(p.status == "flagged" for p in pts))
+            if self._fit_sig.get(gname) == sig:
+                continue
+            t = np.array([p.int_mid_bjd_tdb for p in pts])
+            f = np.array([p.flux for p in pts])
+            e = np.array([p.flux_error for p in pts])
+            dq = np.array([p.dq for p in pts], np.uint32)
+            use = (dq == 0) & np.isfinite(f) & np.isfinite(e) & (e > 0) & np.isfinite(t)
+            if use.sum() < MIN_FIT_POINTS:
+                out[gname] = f"{int(use.sum())} good points: no fit yet"
+                continue
+            self._fit_sig[gname] = sig
+            try:
+                cfg = quicklook_fit_config(self.settings.fit, t[use], f[use])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    res = fit_transit(t[use], f[use], e[use], cfg)
+                with fs.atomic_path(os.path.join(self.live_dir, f"fit_{gname}.json")) as tmp:
+                    write_fit_json(res, tmp)
+            except Exception as exc:  # noqa: BLE001 - a quick look must not stop the stream
+                log.warning("live fit of %s failed (previous fit file kept): %s: %s",
+                            gname, type(exc).__name__, exc)
+                self.counts["fit_failures"] += 1
+                out[gname] = f"failed: {type(exc).__name__}: {exc}"
+                continue
+            self.counts["fits"] += 1
+            out[gname] = "written"
+        return out
 
     def write_live_plot(self) -> None:
         from nirbeam.sinks import plots
@@ -773,6 +957,8 @@ class StreamSession:
         if self._dirty:
             self.write_live_table()
         self.write_live_plot()
+        if self.plot_every > 0:
+            self.write_live_fits()
         groups = [g for g in self.groups.values() if g.prepared]
         plans = plan_exposures([s for g in groups for s in g.segments.values()]) if groups else []
         t0 = time.time()
@@ -813,6 +999,8 @@ class StreamSession:
                 "live_points": self.counts["live_points"],
                 "live_table_writes": self.counts["table_writes"],
                 "live_plots": self.counts["plots"],
+                "live_fits": self.counts["fits"],
+                "live_fit_failures": self.counts["fit_failures"],
                 "latency_s": {k: _stats(v) for k, v in self.latency.items()},
                 "latency_s_after_live_model": {k: _stats(v) for k, v in self.latency_steady.items()},
                 "finalize_s": round(t_final, 3),
@@ -824,6 +1012,32 @@ class StreamSession:
             summary["streaming"].update(extra)
         _write_json_atomic(os.path.join(self.outdir, "run.json"), summary)
         return summary
+
+
+MIN_FIT_POINTS = 20  # good live white-light points before the first quick-look fit
+
+
+def quicklook_fit_config(cfg, time_d: np.ndarray, flux: np.ndarray):
+    """The fit configuration batch's ``products._fit_and_plot`` uses on good points.
+
+    ``cfg.t0`` when configured; otherwise the time of the deepest point of the flux
+    (normalised by its median) smoothed over ``max(3, n // 50)`` points, or the median time
+    when there are too few points to smooth.
+
+    Parameters
+    ----------
+    cfg : FitConfig
+    time_d : float, (n,), days (BJD_TDB - 2400000.5)
+    flux : float, (n,), good points only
+    """
+    if cfg.t0 is not None:
+        return cfg
+    n = flux.size
+    f = flux / np.nanmedian(flux)
+    k = max(3, n // 50)
+    sm = np.convolve(f, np.ones(k) / k, mode="same")
+    t0 = float(time_d[np.argmin(sm[k:-k]) + k]) if n > 2 * k else float(np.median(time_d))
+    return replace(cfg, t0=t0)
 
 
 def _stats(v: list[float]) -> dict:
