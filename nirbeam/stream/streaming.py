@@ -965,6 +965,7 @@ class StreamSession:
         metrics = run_spectra_stage(self.root, plans, self.settings, runner or RunnerSpec(),
                                     self.dead_dir) if plans else {}
         products = finalize_products(self.outdir, self.root, plans, self.settings) if plans else {}
+        zarr_store.consolidate(self.root, {"nirbeam_version": __version__})  # as batch does
         t_final = time.time() - t0
         per_group = {}
         for plan in plans:
