@@ -43,7 +43,17 @@ from nirbeam.stream.uncal import (
 from nirbeam.transforms.common import RecordStep
 from nirbeam.transforms.reference import ReferenceArrays
 
-__all__ = ["ReadItem", "read_record", "RunResult", "run"]
+__all__ = [
+    "Calibrate",
+    "ReadItem",
+    "RunResult",
+    "WriteDeadLetter",
+    "WriteRateints",
+    "prepare_exposure",
+    "read_record",
+    "refs_from_store",
+    "run",
+]
 
 log = logging.getLogger("nirbeam")
 
@@ -577,5 +587,3 @@ def _account(outdir, root, plans, per_group, dead_dir) -> dict:
 def _write_json_atomic(path: str, obj) -> None:
     fs.write_text(path, json.dumps(obj, indent=2, default=str))
 
-
-__all__ += ["ExposureMeta", "prepare_exposure", "refs_from_store"]
