@@ -43,6 +43,7 @@ from numba import njit
 from scipy import ndimage
 
 from nirbeam import dqflags
+from nirbeam.transforms._select import select_kth
 
 __all__ = [
     "FlickerParams",
@@ -948,43 +949,10 @@ def _sort_columns(s, comps, w):
 
 
 @njit(cache=True, error_model="numpy")
-def _select(a, n, k):
-    """k-th smallest of ``a[:n]`` (Wirth's selection; ties handled in O(n)).
-
-    Partitions ``a[:n]`` in place: on return ``a[:k] <= a[k] <= a[k + 1:n]``. Values
-    must not be NaN.
-    """
-    lo = 0
-    hi = n - 1
-    while lo < hi:
-        x = a[k]
-        i = lo
-        j = hi
-        while True:
-            while a[i] < x:
-                i += 1
-            while x < a[j]:
-                j -= 1
-            if i <= j:
-                t = a[i]
-                a[i] = a[j]
-                a[j] = t
-                i += 1
-                j -= 1
-            if i > j:
-                break
-        if j < k:
-            lo = i
-        if k < i:
-            hi = j
-    return a[k]
-
-
-@njit(cache=True, error_model="numpy")
 def _median_inplace(a, n, lo, hi):
     """``0.5 * (s[lo] + s[hi])`` of ``s = sorted(a[:n])`` (``hi`` is ``lo`` or ``lo + 1``);
     reorders ``a[:n]``."""
-    v = _select(a, n, lo)
+    v = select_kth(a, n, lo)
     w = v
     if hi != lo:
         w = a[hi]
@@ -1012,8 +980,8 @@ def _order_pair(a, n, lo, hi, buf):
         r = (lo * ns) // n
         r1 = max(r - delta, 0)
         r2 = min(r + delta, ns - 1)
-        p1 = _select(buf, ns, r1)
-        p2 = _select(buf, ns, r2)
+        p1 = select_kth(buf, ns, r1)
+        p2 = select_kth(buf, ns, r2)
         nb = 0
         ni = 0
         for i in range(n):

@@ -30,6 +30,7 @@ import numpy as np
 from numba import njit
 
 from nirbeam import dqflags
+from nirbeam.transforms._select import select_kth
 
 __all__ = ["JumpParams", "jump_mode", "jump_pixel", "flag_neighbours", "detect_jumps",
            "nanmedian_inplace"]
@@ -85,43 +86,6 @@ def count_all_dnu_groups(groupdq):
     return n
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _select(a, lo, hi, k):
-    """Partially order a[lo:hi] so that a[k] is the k-th smallest (Hoare quickselect)."""
-    while hi - lo > 1:
-        mid = (lo + hi - 1) // 2
-        # median of three pivot
-        x0 = a[lo]
-        x1 = a[mid]
-        x2 = a[hi - 1]
-        if x0 > x1:
-            x0, x1 = x1, x0
-        if x1 > x2:
-            x1 = x2
-            if x0 > x1:
-                x1 = x0
-        pivot = x1
-        i = lo
-        j = hi - 1
-        while i <= j:
-            while a[i] < pivot:
-                i += 1
-            while a[j] > pivot:
-                j -= 1
-            if i <= j:
-                t = a[i]
-                a[i] = a[j]
-                a[j] = t
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j + 1
-        elif k >= i:
-            lo = i
-        else:
-            return
-
-
 @njit(cache=True, error_model="numpy")
 def nanmedian_inplace(a, m):
     """Median of ``a[:m]`` (finite values already compacted); reorders ``a``. NaN if m == 0."""
@@ -132,8 +96,7 @@ def nanmedian_inplace(a, m):
     if m == 2:
         return (a[0] + a[1]) / 2.0
     k = m // 2
-    _select(a, 0, m, k)
-    hi = a[k]
+    hi = select_kth(a, m, k)
     if m % 2 == 1:
         return hi
     lo = a[0]

@@ -39,6 +39,7 @@ import numba
 import numpy as np
 
 from nirbeam import dqflags
+from nirbeam.transforms._select import select_kth
 
 __all__ = [
     "OUTLIER_BITS",
@@ -50,35 +51,6 @@ __all__ = [
 
 #: Bits set on a flagged pixel (jwst: DO_NOT_USE | OUTLIER).
 OUTLIER_BITS = dqflags.DO_NOT_USE | dqflags.OUTLIER
-
-
-@numba.njit(cache=True, inline="always")
-def _select(buf, n, k):  # pragma: no cover - compiled
-    """Rearrange buf[:n] so that buf[k] is its k-th smallest (Hoare selection)."""
-    lo = 0
-    hi = n - 1
-    while lo < hi:
-        pivot = buf[(lo + hi) // 2]
-        i = lo
-        j = hi
-        while i <= j:
-            while buf[i] < pivot:
-                i += 1
-            while buf[j] > pivot:
-                j -= 1
-            if i <= j:
-                t = buf[i]
-                buf[i] = buf[j]
-                buf[j] = t
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            break
-    return buf[k]
 
 
 @numba.njit(cache=True)
@@ -99,7 +71,7 @@ def _window_median(stack, valid):  # pragma: no cover - compiled
                 out[y, x] = np.nan
             else:
                 h = n // 2
-                upper = _select(buf, n, h)
+                upper = select_kth(buf, n, h)
                 if n % 2 == 1:
                     out[y, x] = upper
                 else:
