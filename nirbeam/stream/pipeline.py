@@ -272,16 +272,6 @@ def _progress(root: str, groups: dict[str, int], stop: threading.Event, stage: s
             last = done
 
 
-def _times_arrays(plan: ExposurePlan, times: dict[int, IntTimes]):
-    n = plan.meta.nints
-    bjd = np.full(n, np.nan)
-    mjd = np.full(n, np.nan)
-    for i, t in times.items():
-        bjd[i - 1] = t.int_mid_bjd_tdb
-        mjd[i - 1] = t.int_mid_mjd_utc
-    return bjd, mjd
-
-
 def _exposure_notes(meta: ExposureMeta, settings) -> list[str]:
     """What the data cannot support, said once per exposure (also in provenance)."""
     notes = []
@@ -344,7 +334,8 @@ def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, setting
     times: dict[int, IntTimes] = {}
     for s in plan.segments:
         times.update(s.times)
-    bjd, mjd = _times_arrays(plan, times)
+    it = plan.int_times()
+    bjd, mjd = it["int_mid_BJD_TDB"], it["int_mid_MJD_UTC"]
     zarr_store.prepare_stage(
         root, group, RATEINTS, meta.nints, meta.image_shape, RATE_ARRAYS,
         coords={

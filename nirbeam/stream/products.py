@@ -467,7 +467,7 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
                    "flux_error": "DN/s"},
             parquet=False,
         )
-        times = _all_times(plan)
+        times = plan.int_times()
         x1d_tables.append(X1dTable(
             detector=meta.detector, header=meta.header_dict(), int_num=num,
             wavelength=wl, flux=flux, flux_error=err,
@@ -535,7 +535,7 @@ def _write_rateints_fits(outdir: str, root: str, plan) -> str:
 
     path = fs.join(outdir, f"{g}_rateints.fits")
     return write_rateints_fits(path, meta.header_dict(), meta.nints, meta.image_shape, get,
-                               _all_times(plan))
+                               plan.int_times())
 
 
 def _wl_source(root, g) -> str:
@@ -557,18 +557,29 @@ def _table_meta(meta, wrange, root, g) -> dict:
     }
 
 
-def _all_times(plan) -> dict[str, np.ndarray]:
-    n = plan.meta.nints
-    names = ("int_start_MJD_UTC", "int_mid_MJD_UTC", "int_end_MJD_UTC",
-             "int_start_BJD_TDB", "int_mid_BJD_TDB", "int_end_BJD_TDB")
-    out = {k: np.full(n, np.nan) for k in names}
-    for s in plan.segments:
-        for i, t in s.times.items():
-            vals = (t.int_start_mjd_utc, t.int_mid_mjd_utc, t.int_end_mjd_utc,
-                    t.int_start_bjd_tdb, t.int_mid_bjd_tdb, t.int_end_bjd_tdb)
-            for k, v in zip(names, vals, strict=True):
-                out[k][i - 1] = v
-    return out
+def quicklook_fit_config(cfg, time_d: np.ndarray, flux: np.ndarray):
+    """The quick-look fit configuration for good white-light points (batch and live).
+
+    ``cfg.t0`` when configured; otherwise the time of the deepest point of the flux
+    (normalised by its median) smoothed over ``max(3, n // 50)`` points, or the median time
+    when there are too few points to smooth.
+
+    Parameters
+    ----------
+    cfg : FitConfig
+    time_d : float, (n,), days (BJD_TDB - 2400000.5)
+    flux : float, (n,), good points only
+    """
+    from dataclasses import replace
+
+    if cfg.t0 is not None:
+        return cfg
+    n = flux.size
+    f = flux / np.nanmedian(flux)
+    k = max(3, n // 50)
+    sm = np.convolve(f, np.ones(k) / k, mode="same")
+    t0 = float(time_d[np.argmin(sm[k:-k]) + k]) if n > 2 * k else float(np.median(time_d))
+    return replace(cfg, t0=t0)
 
 
 def _fit_and_plot(outdir, root, fits_done, settings) -> dict:
@@ -582,16 +593,7 @@ def _fit_and_plot(outdir, root, fits_done, settings) -> dict:
         if use.sum() < 10:
             results[g] = {"error": "fewer than 10 good white-light points: no fit"}
             continue
-        cfg = settings.fit
-        if cfg.t0 is None:
-            # quick-look default: the transit mid-point is the deepest smoothed point
-            from dataclasses import replace
-
-            f = wf[use] / np.nanmedian(wf[use])
-            k = max(3, use.sum() // 50)
-            sm = np.convolve(f, np.ones(k) / k, mode="same")
-            cfg = replace(cfg, t0=float(bjd[use][np.argmin(sm[k:-k]) + k]) if use.sum() > 2 * k
-                          else float(np.median(bjd[use])))
+        cfg = quicklook_fit_config(settings.fit, bjd[use], wf[use])
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -64,6 +64,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from nirbeam import __version__, dqflags
 from nirbeam.sinks import zarr_store
+from nirbeam.stream.products import quicklook_fit_config
 from nirbeam.stream.records import DeadLetter, IntegrationKey, IntegrationRecord
 from nirbeam.stream.uncal import ExposurePlan, SegmentInfo, plan_exposures
 from nirbeam.transforms.outliers import RollingOutlierFlagger
@@ -881,7 +882,7 @@ class StreamSession:
 
         Refit only when the group's live points changed since the last fit and at least
         :data:`MIN_FIT_POINTS` of them are good (dq 0, finite, error > 0). Configuration as
-        batch's ``products._fit_and_plot`` (:func:`quicklook_fit_config`). A failing fit
+        batch's ``products._fit_and_plot`` (:func:`products.quicklook_fit_config`). A failing fit
         logs a warning and keeps the previous file. Returns ``group -> outcome``.
         """
         from nirbeam.sinks import fs
@@ -1016,29 +1017,6 @@ class StreamSession:
 
 
 MIN_FIT_POINTS = 20  # good live white-light points before the first quick-look fit
-
-
-def quicklook_fit_config(cfg, time_d: np.ndarray, flux: np.ndarray):
-    """The fit configuration batch's ``products._fit_and_plot`` uses on good points.
-
-    ``cfg.t0`` when configured; otherwise the time of the deepest point of the flux
-    (normalised by its median) smoothed over ``max(3, n // 50)`` points, or the median time
-    when there are too few points to smooth.
-
-    Parameters
-    ----------
-    cfg : FitConfig
-    time_d : float, (n,), days (BJD_TDB - 2400000.5)
-    flux : float, (n,), good points only
-    """
-    if cfg.t0 is not None:
-        return cfg
-    n = flux.size
-    f = flux / np.nanmedian(flux)
-    k = max(3, n // 50)
-    sm = np.convolve(f, np.ones(k) / k, mode="same")
-    t0 = float(time_d[np.argmin(sm[k:-k]) + k]) if n > 2 * k else float(np.median(time_d))
-    return replace(cfg, t0=t0)
 
 
 def _stats(v: list[float]) -> dict:

@@ -502,6 +502,22 @@ class ExposurePlan:
         """Integration numbers held by the segments."""
         return [i for s in self.segments for i in range(s.intstart, s.intend + 1)]
 
+    def int_times(self) -> dict[str, np.ndarray]:
+        """INT_TIMES columns over the whole exposure, float64 (NINTS,), NaN where missing.
+
+        Keys: ``int_{start,mid,end}_MJD_UTC`` and ``int_{start,mid,end}_BJD_TDB`` (days).
+        """
+        names = ("int_start_MJD_UTC", "int_mid_MJD_UTC", "int_end_MJD_UTC",
+                 "int_start_BJD_TDB", "int_mid_BJD_TDB", "int_end_BJD_TDB")
+        out = {k: np.full(self.meta.nints, np.nan) for k in names}
+        for s in self.segments:
+            for i, t in s.times.items():
+                vals = (t.int_start_mjd_utc, t.int_mid_mjd_utc, t.int_end_mjd_utc,
+                        t.int_start_bjd_tdb, t.int_mid_bjd_tdb, t.int_end_bjd_tdb)
+                for k, v in zip(names, vals, strict=True):
+                    out[k][i - 1] = v
+        return out
+
     def keys(self) -> list[IntegrationKey]:
         """Keys of the integrations present, in order."""
         return [IntegrationKey(self.meta.exposure, self.meta.detector, i) for i in self.present]
