@@ -44,7 +44,7 @@ CASES = (("prism-sub512", 8), ("g395h-sub2048", 4))
 def make_scene(workdir: Path, preset: str, nints: int) -> Path:
     """Simulate ``preset`` and run the pipeline once; return the products folder."""
     from nirbeam.stream.cli import main as cli_main
-    from nirbeam.stream.simulator import simulate
+    from nirbeam.sim.simulator import simulate
 
     sim = workdir / f"{preset}-n{nints}"
     out = workdir / f"{preset}-n{nints}-out"

@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--nints", default="100,400,1600")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "pipeline_memory.json"))
     args = ap.parse_args()
-    from nirbeam.stream.simulator import PRESETS
+    from nirbeam.sim.simulator import PRESETS
 
     rows = []
     nirbeam = [sys.executable, "-m", "nirbeam.stream.cli"]

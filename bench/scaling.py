@@ -47,7 +47,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "scaling.json"
 
 
 def _simulate(workdir: Path, preset: str, nints: int, many: tuple[int, int]) -> dict:
-    from nirbeam.stream.simulator import simulate
+    from nirbeam.sim.simulator import simulate
 
     t0 = time.perf_counter()
     one = simulate(workdir / "one", preset=preset, nints=nints, seed=1)

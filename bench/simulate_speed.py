@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nirbeam.stream.simulator import simulate
+from nirbeam.sim.simulator import simulate
 
 
 def run(outdir: Path, preset: str, nints: int, **kw) -> None:

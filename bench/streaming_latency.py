@@ -187,7 +187,7 @@ def main() -> int:
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
 
-    from nirbeam.stream.simulator import simulate
+    from nirbeam.sim.simulator import simulate
 
     work = Path(args.workdir)
     sim_dir = work / f"sim{args.nints}"
@@ -203,7 +203,7 @@ def main() -> int:
         RESULTS.write_text(json.dumps(result, indent=2))
         print(f"updated {RESULTS}")
         return 0
-    from nirbeam.stream.simulator import PRESETS
+    from nirbeam.sim.simulator import PRESETS
 
     cadence = PRESETS["prism-sub512"].cadence_s
     runs = []

@@ -144,7 +144,7 @@ def run_preset(preset: str, nints: int, workdir: str, outdir: str | None) -> str
     """Simulate and process an exposure (or reuse OUTDIR); return its cube store path."""
     if outdir is None:
         from nirbeam.stream.cli import main
-        from nirbeam.stream.simulator import simulate
+        from nirbeam.sim.simulator import simulate
 
         sim = simulate(os.path.join(workdir, f"sim-{preset}"), preset=preset, nints=nints, seed=7)
         outdir = os.path.join(workdir, f"out-{preset}")

@@ -15,7 +15,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from nirbeam.stream.cli import EXIT_BAD_INPUT, main
-from nirbeam.stream.simulator import simulate
+from nirbeam.sim.simulator import simulate
 
 NINTS = 16
 

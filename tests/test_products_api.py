@@ -13,7 +13,7 @@ from astropy.table import Table
 import nirbeam
 from nirbeam.sinks import zarr_store
 from nirbeam.stream.cli import main
-from nirbeam.stream.simulator import simulate
+from nirbeam.sim.simulator import simulate
 
 NINTS = 8
 DIMS = {"integration", "y", "x", "wavelength", "bin_edge", "group", "coefficient"}

@@ -23,7 +23,7 @@ import zarr
 
 from nirbeam.stream.pipeline import run
 from nirbeam.stream.runners import RunnerSpec, make_runner
-from nirbeam.stream.simulator import simulate
+from nirbeam.sim.simulator import simulate
 
 NINTS = 16
 #: plots and the transit fit are driver-side and runner-independent: skipped for speed

@@ -17,7 +17,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from nirbeam.stream.cli import main, write_sim_config
-from nirbeam.stream.simulator import simulate
+from nirbeam.sim.simulator import simulate
 
 LC = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "lightcurves")
 WASP107 = os.path.abspath(os.path.join(LC, "wasp107b_g395h_nrs1_white_eureka_s5.ecsv"))

@@ -7,8 +7,8 @@ import pytest
 from astropy.io import fits
 
 from nirbeam import dqflags
-from nirbeam.stream import sim_physics as phys
-from nirbeam.stream.simulator import PRESETS, SimConfig, main_args, simulate
+from nirbeam.sim import physics as phys
+from nirbeam.sim.simulator import PRESETS, SimConfig, main_args, simulate
 
 PRIMARY_KEYS = [
     "TELESCOP", "INSTRUME", "DETECTOR", "EXP_TYPE", "TSOVISIT", "READPATT", "SUBARRAY",

@@ -24,7 +24,7 @@ from astropy.table import Table
 
 from nirbeam import dqflags
 from nirbeam.stream.records import ExposureMeta, IntegrationKey, IntegrationRecord, IntTimes
-from nirbeam.stream.simulator import simulate
+from nirbeam.sim.simulator import simulate
 from nirbeam.stream.streaming import (
     DEAD,
     RollingOutlierDoFn,

@@ -171,7 +171,7 @@ def test_simulator_round_trip(tmp_path):
     """simulate -> read: every integration's ramp and times equal what was written."""
     from astropy.io import fits
 
-    from nirbeam.stream.simulator import simulate
+    from nirbeam.sim.simulator import simulate
 
     res = simulate(tmp_path, preset="prism-sub512", nints=7, seed=9, ints_per_segment=3,
                    detectors=("NRS1", "NRS2"))

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args, beam_args) -> int:
     if args.command == "simulate":
-        from nirbeam.stream.simulator import PRESETS, simulate
+        from nirbeam.sim.simulator import PRESETS, simulate
 
         if args.preset not in PRESETS:
             from nirbeam.stream.config import ConfigError

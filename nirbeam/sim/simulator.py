@@ -44,8 +44,8 @@ import numpy as np
 from astropy.io import fits
 
 from nirbeam import dqflags
-from nirbeam.stream import sim_physics as phys
-from nirbeam.stream.sim_fits import (
+from nirbeam.sim import physics as phys
+from nirbeam.sim.fits_writer import (
     StreamingImageWriter,
     UncalSegmentWriter,
     group_table_hdu,
@@ -317,7 +317,7 @@ def _primary_header(cfg: SimConfig, det: str, seg: int, int_lo: int, int_hi: int
     date_obs, time_obs = _iso(times["int_start_MJD_UTC"][0])
     cards = [
         ("DATE", _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime()), "UTC date file created"),
-        ("ORIGIN", "NIRBEAM", "simulated by nirbeam.stream.simulator"),
+        ("ORIGIN", "NIRBEAM", "simulated by nirbeam.sim.simulator"),
         ("TIMESYS", "UTC", "principal time system for time-related keywords"),
         ("FILENAME", fname, "Name of the file"),
         ("FILETYPE", "uncalibrated", "Type of data in the file"),
