@@ -1,9 +1,10 @@
 """JWST-layout FITS products: ``x1dints`` (TSOMultiSpecModel) and ``rateints``.
 
-x1dints follows jwst >= 1.19: one ``EXTRACT1D`` binary table per detector (EXTVER 1, 2..),
-one row per integration, vector columns WAVELENGTH, FLUX, FLUX_ERROR, FLUX_VAR_POISSON,
-FLUX_VAR_RNOISE, SURF_BRIGHT, DQ, BACKGROUND, NPIXELS and scalar INT_NUM, MJD-BEG/AVG/END,
-TDB-BEG/MID/END; detectors are never interleaved. rateints is written integration by
+x1dints follows jwst >= 1.19 (stdatamodels ``tso_spectable.schema``): one file per
+exposure and detector, named as jwst names it (``<exposure>_<det>_x1dints.fits``), with
+one ``EXTRACT1D`` table (a row per integration, every schema column with its dtype), an
+``INT_TIMES`` table and the exposure's own primary header; detectors are never
+interleaved. rateints is written integration by
 integration through a memory map, so it never holds the cube in memory.
 """
 
@@ -17,12 +18,35 @@ from astropy.io import fits
 
 from nirbeam.sinks.tables import atomic_path
 
-__all__ = ["X1dTable", "write_x1dints", "write_rateints_fits"]
+__all__ = ["X1dTable", "write_x1dints", "x1dints_hdulist", "write_rateints_fits", "X1DINTS_COLUMNS"]
 
 
 @dataclass(frozen=True)
 class X1dTable:
-    """One detector's spectra: arrays (nint, nwave) and per-integration times (nint,)."""
+    """One exposure/detector's spectra: arrays (nint, nwave), per-integration (nint,).
+
+    Attributes
+    ----------
+    detector : str
+    header : mapping
+        The exposure's own primary-header keywords.
+    int_num : int, (nint,)
+    wavelength : float, (nwave,), µm, or NaN without a wavelength solution
+    flux, flux_error : float, (nint, nwave), ``flux_unit``
+    flux_var_poisson, flux_var_rnoise : float, (nint, nwave), ``flux_unit`` squared
+    dq : uint32, (nint, nwave)
+    background : float, (nint, nwave), ``flux_unit`` per pixel
+    npixels : float, (nint, nwave)
+    times : mapping of (nint,) arrays
+        ``int_start/mid/end_MJD_UTC`` and ``int_start/mid/end_BJD_TDB`` of these rows.
+    segment : int, (nint,), optional
+        Segment number (EXSEGNUM) holding each integration.
+    flux_unit : str
+    wavelength_source : str
+        Where the wavelengths come from (``none: ...`` when there are none).
+    int_times : mapping, optional
+        The exposure's whole INT_TIMES table (``integration_number`` and the six times).
+    """
 
     detector: str
     header: Mapping[str, object]
@@ -36,52 +60,133 @@ class X1dTable:
     background: np.ndarray
     npixels: np.ndarray
     times: Mapping[str, np.ndarray]  # int_start/mid/end_MJD_UTC, int_start/mid/end_BJD_TDB
+    segment: np.ndarray | None = None
+    flux_unit: str = "DN/s"
+    wavelength_source: str = ""
+    int_times: Mapping[str, np.ndarray] | None = None
 
 
 def _primary(header: Mapping[str, object], model: str) -> fits.PrimaryHDU:
     ph = fits.Header()
     for k, v in header.items():
-        if isinstance(v, bool | int | float | str) and len(k) <= 8:
-            ph[k] = v
+        if isinstance(v, bool | int | float | str) and len(k) <= 8 and k not in _STRUCTURAL:
+            try:
+                ph[k] = v
+            except (ValueError, TypeError):  # a value FITS cannot hold: left out
+                continue
     ph["DATAMODL"] = model
     ph["TELESCOP"] = "JWST"
     ph["ORIGIN"] = "nirbeam"
     return fits.PrimaryHDU(header=ph)
 
 
-def write_x1dints(path: str, tables: Sequence[X1dTable]) -> str:
-    """Write an x1dints file with one EXTRACT1D table per detector (never interleaved)."""
-    hdus = [_primary(tables[0].header, "TSOMultiSpecModel")]
-    for ver, t in enumerate(tables, start=1):
-        n, nw = t.flux.shape
-        wl = np.broadcast_to(t.wavelength, (n, nw))
-        cols = [
-            fits.Column("WAVELENGTH", f"{nw}D", unit="um", array=wl),
-            fits.Column("FLUX", f"{nw}D", unit="DN/s", array=t.flux),
-            fits.Column("FLUX_ERROR", f"{nw}D", unit="DN/s", array=t.flux_error),
-            fits.Column("FLUX_VAR_POISSON", f"{nw}D", unit="(DN/s)^2", array=t.flux_var_poisson),
-            fits.Column("FLUX_VAR_RNOISE", f"{nw}D", unit="(DN/s)^2", array=t.flux_var_rnoise),
-            fits.Column("FLUX_VAR_FLAT", f"{nw}D", unit="(DN/s)^2", array=np.zeros((n, nw))),
-            fits.Column("SURF_BRIGHT", f"{nw}D", unit="MJy/sr", array=np.full((n, nw), np.nan)),
-            fits.Column("DQ", f"{nw}J", array=t.dq.astype(np.int32)),
-            fits.Column("BACKGROUND", f"{nw}D", unit="DN/s", array=t.background),
-            fits.Column("NPIXELS", f"{nw}D", array=t.npixels),
-            fits.Column("INT_NUM", "J", array=t.int_num),
-            fits.Column("MJD-BEG", "D", array=t.times["int_start_MJD_UTC"]),
-            fits.Column("MJD-AVG", "D", array=t.times["int_mid_MJD_UTC"]),
-            fits.Column("MJD-END", "D", array=t.times["int_end_MJD_UTC"]),
-            fits.Column("TDB-BEG", "D", array=t.times["int_start_BJD_TDB"]),
-            fits.Column("TDB-MID", "D", array=t.times["int_mid_BJD_TDB"]),
-            fits.Column("TDB-END", "D", array=t.times["int_end_BJD_TDB"]),
-        ]
-        h = fits.BinTableHDU.from_columns(cols, name="EXTRACT1D")
-        h.header["EXTVER"] = ver
-        h.header["DETECTOR"] = t.detector
-        h.header["SPORDER"] = 1
-        h.header["SRCTYPE"] = "POINT"
-        hdus.append(h)
+_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "NAXIS4", "EXTEND",
+               "XTENSION", "PCOUNT", "GCOUNT", "BZERO", "BSCALE", "EXTNAME", "EXTVER",
+               "DATAMODL", "FILENAME", "FILETYPE"}
+
+#: TSOMultiSpecModel spec table (stdatamodels ``tso_spectable.schema``): name, FITS
+#: type code of one element ("D" float64, "J" int32, "UJ" uint32), vector or scalar.
+X1DINTS_COLUMNS = (
+    ("INT_NUM", "J", False), ("WAVELENGTH", "D", True), ("FLUX", "D", True),
+    ("FLUX_ERROR", "D", True), ("FLUX_VAR_POISSON", "D", True),
+    ("FLUX_VAR_RNOISE", "D", True), ("FLUX_VAR_FLAT", "D", True),
+    ("SURF_BRIGHT", "D", True), ("SB_ERROR", "D", True), ("SB_VAR_POISSON", "D", True),
+    ("SB_VAR_RNOISE", "D", True), ("SB_VAR_FLAT", "D", True), ("DQ", "UJ", True),
+    ("BACKGROUND", "D", True), ("BKGD_ERROR", "D", True), ("BKGD_VAR_POISSON", "D", True),
+    ("BKGD_VAR_RNOISE", "D", True), ("BKGD_VAR_FLAT", "D", True), ("NPIXELS", "D", True),
+    ("N_ALONGDISP", "UJ", True), ("SEGMENT", "J", False), ("MJD-BEG", "D", False),
+    ("MJD-AVG", "D", False), ("MJD-END", "D", False), ("TDB-BEG", "D", False),
+    ("TDB-MID", "D", False), ("TDB-END", "D", False),
+)
+
+INT_TIMES_COLUMNS = ("integration_number", "int_start_MJD_UTC", "int_mid_MJD_UTC",
+                     "int_end_MJD_UTC", "int_start_BJD_TDB", "int_mid_BJD_TDB",
+                     "int_end_BJD_TDB")
+
+
+def _column(name, code, vector, nw, array, unit=None):
+    fmt = (f"{nw}" if vector else "") + ("J" if code == "UJ" else code)
+    if code == "UJ":  # FITS has no uint32: int32 with TZERO = 2**31 (astropy maps it)
+        return fits.Column(name, fmt, unit=unit, array=np.asarray(array, np.uint32),
+                           bzero=2147483648)
+    dt = np.int32 if code == "J" else np.float64
+    return fits.Column(name, fmt, unit=unit, array=np.asarray(array, dt))
+
+
+def x1dints_hdulist(t: X1dTable) -> fits.HDUList:
+    """The TSOMultiSpecModel HDUs of one exposure/detector (see :func:`write_x1dints`)."""
+    n, nw = t.flux.shape
+    pixel = (t.wavelength_source or "none").startswith("none")
+    wl = np.broadcast_to(np.full(nw, np.nan) if pixel else np.asarray(t.wavelength, float),
+                         (n, nw))
+    fu = t.flux_unit
+    nan = np.full((n, nw), np.nan)
+    seg = t.segment if t.segment is not None else np.ones(n, np.int32)
+    values = {
+        "INT_NUM": t.int_num, "WAVELENGTH": wl, "FLUX": t.flux, "FLUX_ERROR": t.flux_error,
+        "FLUX_VAR_POISSON": t.flux_var_poisson, "FLUX_VAR_RNOISE": t.flux_var_rnoise,
+        "FLUX_VAR_FLAT": np.zeros((n, nw)),
+        "SURF_BRIGHT": nan, "SB_ERROR": nan, "SB_VAR_POISSON": nan, "SB_VAR_RNOISE": nan,
+        "SB_VAR_FLAT": nan, "DQ": t.dq, "BACKGROUND": t.background, "BKGD_ERROR": nan,
+        "BKGD_VAR_POISSON": nan, "BKGD_VAR_RNOISE": nan, "BKGD_VAR_FLAT": nan,
+        "NPIXELS": t.npixels, "N_ALONGDISP": np.ones((n, nw), np.uint32), "SEGMENT": seg,
+        "MJD-BEG": t.times["int_start_MJD_UTC"], "MJD-AVG": t.times["int_mid_MJD_UTC"],
+        "MJD-END": t.times["int_end_MJD_UTC"], "TDB-BEG": t.times["int_start_BJD_TDB"],
+        "TDB-MID": t.times["int_mid_BJD_TDB"], "TDB-END": t.times["int_end_BJD_TDB"],
+    }
+    units = {"WAVELENGTH": None if pixel else "um", "FLUX": fu, "FLUX_ERROR": fu,
+             "FLUX_VAR_POISSON": f"({fu})^2", "FLUX_VAR_RNOISE": f"({fu})^2",
+             "FLUX_VAR_FLAT": f"({fu})^2", "BACKGROUND": fu, "MJD-BEG": "d", "MJD-AVG": "d",
+             "MJD-END": "d", "TDB-BEG": "d", "TDB-MID": "d", "TDB-END": "d"}
+    cols = [_column(name, code, vec, nw, values[name], units.get(name))
+            for name, code, vec in X1DINTS_COLUMNS]
+    h = fits.BinTableHDU.from_columns(cols, name="EXTRACT1D")
+    hd = h.header
+    hd["EXTVER"] = 1
+    hd["DETECTOR"] = t.detector
+    hd["SPORDER"] = 1
+    hd["SRCTYPE"] = "POINT"
+    hd["DISPAXIS"] = 1
+    hd["SLTNAME"] = str(t.header.get("FXD_SLIT", "S1600A1"))
+    hd["TIMESYS"] = "UTC"
+    hd["TIMEUNIT"] = "d"
+    hd["BUNIT"] = (fu, "unit of FLUX, FLUX_ERROR, BACKGROUND")
+    if fu == "DN/s":
+        hd["COMMENT"] = ("FLUX is in DN/s (count rate), NOT Jy: no PHOTOM calibration was "
+                         "applied. SURF_BRIGHT, SB_*, BKGD_ERROR, BKGD_VAR_* are NaN (not "
+                         "measured). FLUX_VAR_FLAT is 0: no flat field was applied.")
+    if pixel:
+        hd["COMMENT"] = ("WAVELENGTH is NaN: this exposure has no wavelength solution; the "
+                         "spectrum's element k is detector column k (0-based) of the "
+                         "subarray.")
+    hd["WLSOURCE"] = (str(t.wavelength_source)[:60], "where the wavelengths come from")
+    it = t.int_times
+    if it is None:
+        it = {"integration_number": t.int_num, **{k: t.times[k] for k in INT_TIMES_COLUMNS[1:]}}
+    ith = fits.BinTableHDU.from_columns(
+        [fits.Column("integration_number", "J", array=np.asarray(it["integration_number"],
+                                                                  np.int32))]
+        + [fits.Column(k, "D", array=np.asarray(it[k], np.float64)) for k in INT_TIMES_COLUMNS[1:]],
+        name="INT_TIMES",
+    )
+    ph = _primary(t.header, "TSOMultiSpecModel")
+    ph.header["BUNIT"] = fu
+    return fits.HDUList([ph, h, ith])
+
+
+def write_x1dints(path: str, table: X1dTable) -> str:
+    """Write one exposure/detector's ``x1dints`` file (TSOMultiSpecModel layout).
+
+    One ``EXTRACT1D`` table (a row per integration, every column of stdatamodels'
+    ``tso_spectable.schema`` with its dtype), the exposure's ``INT_TIMES`` table and its
+    own primary header. FLUX is in DN/s (``BUNIT``/``TUNIT`` say so) unless the table's
+    ``flux_unit`` says otherwise; without wavelengths, WAVELENGTH is NaN and the header
+    says why.
+    """
+    if not isinstance(table, X1dTable):
+        raise TypeError("write_x1dints: one X1dTable per file (one file per exposure)")
     with atomic_path(path) as tmp:
-        fits.HDUList(hdus).writeto(tmp, overwrite=True)
+        x1dints_hdulist(table).writeto(tmp, overwrite=True)
     return path
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from nirbeam import __version__, dqflags
 from nirbeam.sinks import fs, zarr_store
 from nirbeam.stream.records import DeadLetter, IntegrationKey
+from nirbeam.stream.wavelengths import axis_units, is_pixel_axis
 from nirbeam.transforms.spectra import (
     SPECTRUM_ARRAYS,
     ExtractionModel,
@@ -45,44 +46,27 @@ BLOCK = 32
 
 
 def find_wavelengths(plan, cfg, trace, nx: int):
-    """Choose the wavelength solution: config map, config polynomial, simulator truth."""
-    from astropy.io import fits
+    """The exposure's wavelengths from the user's sources, or the pixel axis.
 
-    from nirbeam.transforms.trace import WavelengthSolution
+    See :mod:`nirbeam.stream.wavelengths`: a jwst product or wavelength map, a polynomial,
+    optionally jwst's assign_wcs; never a simulator's truth file.
+    """
+    from nirbeam.stream.wavelengths import find_wavelengths as _find
 
-    if cfg.wavelength_map:
-        with fits.open(cfg.wavelength_map) as h:
-            names = [x.name for x in h]
-            if "WAVELENGTH" not in names:
-                from nirbeam.stream.uncal import BadInputError
-
-                raise BadInputError(cfg.wavelength_map, "no WAVELENGTH extension", "WAVELENGTH")
-            wm = np.asarray(h["WAVELENGTH"].data, np.float64)
-        if wm.ndim == 3:
-            wm = wm[0]
-        return WavelengthSolution.from_map(wm, trace, name=os.path.basename(cfg.wavelength_map))
-    if cfg.wavelength_coefficients:
-        return WavelengthSolution.from_coefficients(cfg.wavelength_coefficients, nx)
-    folder = os.path.dirname(plan.segments[0].path)
-    truth = os.path.join(folder, f"{plan.meta.exposure}_{plan.meta.detector.lower()}_truth.fits")
-    if os.path.isfile(truth):
-        with fits.open(truth) as h:
-            if "TRACE" in [x.name for x in h]:
-                t = h["TRACE"].data
-                cols = {c.lower(): c for c in t.names}
-                if "x" in cols and "wavelength_um" in cols:
-                    return WavelengthSolution.from_table(
-                        np.asarray(t[cols["x"]], float), np.asarray(t[cols["wavelength_um"]], float),
-                        nx, name=f"simulator truth {os.path.basename(truth)}",
-                    )
-    return WavelengthSolution(
-        np.arange(nx, dtype=np.float64),
-        "none: no wavelength map, polynomial or simulator solution; wavelengths are column indices",
-    )
+    return _find(plan, cfg, trace, nx)
 
 
 # ---------------------------------------------------------------------------------------
 # Preparing the stage (driver)
+
+
+def _axis_attrs(source: str) -> dict:
+    """Attributes of the spectral-axis coordinate: µm, or pixels said in plain words."""
+    if is_pixel_axis(source):
+        return {"units": "pixel", "source": source,
+                "description": "NO WAVELENGTH SOLUTION: 0-based detector column index "
+                               "(pixels), not a wavelength"}
+    return {"units": "um", "source": source, "description": "wavelength along the trace"}
 
 
 def _sample_indices(done: np.ndarray, n: int) -> np.ndarray:
@@ -159,11 +143,12 @@ def prepare_spectra(root: str, plan, settings) -> ExtractionModel | str | None:
     g = zarr_store.prepare_stage(
         root, group, SPECTRA, meta.nints, (nx,), SPECTRUM_ARRAYS, frame_dims=("wavelength",),
         coords=coords, array_attrs=spec_attrs, time_chunk=BLOCK,
-        attrs={"wavelength_source": wl.source, "method": cfg.method},
+        attrs={"wavelength_source": wl.source, "method": cfg.method,
+               "spectral_axis_units": axis_units(wl.source)},
     )
     if "wavelength" not in g:
         g.create_array("wavelength", data=wl.wavelength, dimension_names=("wavelength",),
-                       attributes={"units": "um", "source": wl.source})
+                       attributes=_axis_attrs(wl.source))
     zarr_store.prepare_stage(
         root, group, CLEANED, meta.nints, (ny, nx), {"dq": np.uint32}, coords=coords,
         time_chunk=BLOCK,
@@ -369,19 +354,37 @@ def _rolling_outliers(flux: np.ndarray, good: np.ndarray, window=25, n_sigma=5.0
 
 
 def _lightcurve_edges(cfg, wl: np.ndarray, wl_source: str = "") -> np.ndarray:
+    """Spectroscopic bin edges on the spectral axis (µm, or pixels without wavelengths).
+
+    ``auto`` is ``resolution`` with wavelengths and ``columns`` without; ``resolution`` and
+    ``edges`` (and ``wmin``/``wmax``) are refused on a pixel axis.
+    """
     from nirbeam.transforms.lightcurve import edges_from_resolution, native_edges
 
+    pixel = is_pixel_axis(wl_source)
+    binning = cfg.binning
+    if binning == "auto":
+        binning = "columns" if pixel else "resolution"
+    if pixel and (binning in ("resolution", "edges") or cfg.wmin is not None
+                  or cfg.wmax is not None):
+        raise ValueError(
+            f"[lightcurve] binning = {cfg.binning!r} (or wmin/wmax) needs wavelengths, and "
+            "this exposure has no wavelength source; give [extract] wavelength_map or "
+            "wavelength_coefficients, or use binning = 'native' or 'columns'")
     finite = wl[np.isfinite(wl)]
-    if wl_source.startswith("none") and cfg.binning == "resolution":
-        # no wavelength solution: "wavelengths" are column indices; bins of 16 columns
-        return np.arange(finite.min() - 0.5, finite.max() + 16.5, 16.0)
+    if binning == "edges":
+        return np.asarray(cfg.edges, float)
+    if binning == "native":
+        return native_edges(wl)
+    if binning == "columns":
+        e = native_edges(wl)
+        k = int(cfg.column_width)
+        out = e[::k]
+        if out[-1] != e[-1]:
+            out = np.append(out, e[-1])
+        return out
     lo = cfg.wmin if cfg.wmin is not None else float(finite.min())
     hi = cfg.wmax if cfg.wmax is not None else float(np.nextafter(finite.max(), np.inf))
-    if cfg.binning == "edges":
-        return np.asarray(cfg.edges, float)
-    if cfg.binning == "native":
-        e = native_edges(wl)
-        return e
     return edges_from_resolution(lo, hi, cfg.resolution)
 
 

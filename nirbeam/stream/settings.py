@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nirbeam.stream.config import ConfigError, ProductsConfig, build_dataclass, to_jsonable
+from nirbeam.stream.wavelengths import has_wavelength_source
 from nirbeam.transforms.detector1 import Detector1Params
 from nirbeam.transforms.flicker import FlickerParams
 from nirbeam.transforms.transit import FitConfig
@@ -60,10 +61,14 @@ class ExtractConfig:
         Trace y_center(x) polynomial (numpy.polyval order, highest power first) from
         the config instead of the data.
     wavelength_coefficients : tuple
-        Wavelength (um) per column as a polynomial in x (numpy.polyval order).
+        Wavelength (um) per column as a polynomial in the 0-based column x, lowest order
+        first (``sum_k c_k x**k``).
     wavelength_map : str
-        FITS file with a 2-D WAVELENGTH extension (e.g. a jwst calints product); the
-        value along the trace is used.
+        FITS file giving the wavelengths: a WAVELENGTH image extension (a jwst calints
+        product or a wavelength map; the value along the trace is used) or EXTRACT1D
+        tables with a WAVELENGTH column (a jwst x1dints product); ``{detector}`` in the
+        path becomes ``nrs1``/``nrs2``. ``"jwst:assign_wcs"``: jwst's assign_wcs (optional
+        ``nirbeam[jwst]`` extra and a CRDS cache). See :mod:`nirbeam.stream.wavelengths`.
     profile_nints : int
         Integrations sampled (evenly) for the median image, trace and profile.
     sigma_clip : float
@@ -98,18 +103,29 @@ class ExtractConfig:
 
 @dataclass(frozen=True)
 class LightcurveConfig:
-    """White-light range and spectroscopic binning."""
+    """White-light range and spectroscopic binning.
+
+    ``binning``: ``"resolution"`` (constant R, needs wavelengths), ``"edges"`` (µm, needs
+    wavelengths), ``"native"`` (one bin per column), ``"columns"`` (``column_width``
+    columns per bin), or ``"auto"`` (the default: ``resolution`` when the exposure has a
+    wavelength source, ``columns`` when it has none). ``wmin``/``wmax`` are µm and need
+    wavelengths too.
+    """
 
     wmin: float | None = None
     wmax: float | None = None
-    binning: str = "resolution"
+    binning: str = "auto"
     resolution: float = 50.0
     edges: tuple[float, ...] = ()
+    column_width: int = 16
 
     def validate(self):
         """Range checks."""
-        if self.binning not in ("resolution", "edges", "native"):
-            raise ValueError(f"binning must be 'resolution', 'edges' or 'native', got {self.binning!r}")
+        if self.binning not in ("auto", "resolution", "edges", "native", "columns"):
+            raise ValueError(f"binning must be 'auto', 'resolution', 'edges', 'native' or "
+                             f"'columns', got {self.binning!r}")
+        if self.column_width < 1:
+            raise ValueError(f"column_width must be >= 1, got {self.column_width}")
         if self.binning == "edges" and len(self.edges) < 2:
             raise ValueError("binning = 'edges' needs at least two edges")
         if self.binning == "resolution" and not self.resolution > 0:
@@ -134,7 +150,20 @@ class Settings:
         config = dict(config or {})
         if "fit" in config and "enabled" in config["fit"]:
             raise ConfigError(f"{where}.fit.enabled: use [products] fit = false instead")
-        return build_dataclass(cls, config, where)
+        settings = build_dataclass(cls, config, where)
+        lc = settings.lightcurve
+        if not has_wavelength_source(settings.extract):
+            asked = [k for k, bad in (
+                (f"binning = {lc.binning!r}", lc.binning in ("resolution", "edges")),
+                ("wmin", lc.wmin is not None), ("wmax", lc.wmax is not None)) if bad]
+            if asked:
+                raise ConfigError(
+                    f"{where}.lightcurve: {', '.join(asked)} needs wavelengths, and "
+                    f"{where}.extract gives no wavelength source: set [extract] "
+                    "wavelength_map (a jwst calints/x1dints or wavelength-map FITS file) or "
+                    "wavelength_coefficients, or bin by pixel with binning = 'native' or "
+                    "'columns' (and no wmin/wmax)")
+        return settings
 
     def as_json(self) -> dict:
         """All values, as written into run.json and the store attributes."""
