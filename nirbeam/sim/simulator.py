@@ -233,6 +233,10 @@ class SimulationResult:
     config : SimConfig
     seed : int
     elapsed_s : float
+    wavelength_maps : dict
+        ``"NRS1" -> Path`` of ``<exposure>_<det>_wavelength.fits``: the simulated
+        wavelengths as a user's wavelength map (WAVELENGTH image, µm), which the
+        ``nirbeam.toml`` written by ``nirbeam simulate`` references.
     """
 
     outdir: Path
@@ -246,6 +250,7 @@ class SimulationResult:
     config: SimConfig
     seed: int
     elapsed_s: float = field(default=0.0, compare=False)
+    wavelength_maps: dict[str, Path] = field(default_factory=dict, compare=False)
 
 
 # ----------------------------------------------------------------------------------------
@@ -602,6 +607,7 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
     uncal_by_det: dict[str, tuple[Path, ...]] = {}
     refs: dict[str, dict[str, Path]] = {}
     truth: dict[str, Path] = {}
+    wl_maps: dict[str, Path] = {}
     for det in cfg.detectors:
         didx = DETECTORS.index(det)
         dcfg = dataclasses.replace(cfg, substrt2=cfg.substrt2_for(det))
@@ -653,13 +659,37 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
             paths.append(w.close(tables))
         uncal_by_det[det] = tuple(paths)
         truth[det] = tw.close(_truth_tables(props, scene, rel, ap_flux, sig_white, cr_rows, t_mid))
+        wl_maps[det] = _write_wavelength_map(outdir / f"{exposure}_{det.lower()}_wavelength.fits",
+                                             det, scene.wavelength, ny)
 
     uncal = tuple(p for det in cfg.detectors for p in uncal_by_det[det])
     return SimulationResult(
         outdir=outdir, exposure=exposure, uncal=uncal, uncal_by_detector=uncal_by_det,
         refs_dir=refs_dir, refs=refs, truth=truth, truth_file=truth[cfg.detectors[0]],
         config=tcfg, seed=seed, elapsed_s=_time.perf_counter() - t_start,
+        wavelength_maps=wl_maps,
     )
+
+
+def _write_wavelength_map(path: Path, det: str, wavelength_um: np.ndarray, ny: int) -> Path:
+    """The simulated wavelengths as a user would give them: a WAVELENGTH map (µm).
+
+    Same layout as the WAVELENGTH extension of a jwst calints product over the subarray
+    (each column's wavelength on every row); ``nirbeam run`` reads it through
+    ``[extract] wavelength_map``, never through the truth file.
+    """
+    ph = fits.Header()
+    ph["TELESCOP"] = "JWST"
+    ph["INSTRUME"] = "NIRSPEC"
+    ph["DETECTOR"] = det
+    ph["FILETYPE"] = ("wavelength map", "simulated wavelengths per pixel")
+    ph["ORIGIN"] = "nirbeam simulator"
+    img = np.broadcast_to(np.asarray(wavelength_um, np.float32)[None, :],
+                          (ny, np.size(wavelength_um)))
+    h = fits.ImageHDU(np.ascontiguousarray(img), name="WAVELENGTH")
+    h.header["BUNIT"] = "um"
+    fits.HDUList([fits.PrimaryHDU(header=ph), h]).writeto(path, overwrite=True)
+    return path
 
 
 def _truth_tables(props, scene, rel, ap_flux, sig_white, cr_rows, t_mid) -> list:

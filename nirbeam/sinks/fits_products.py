@@ -10,7 +10,7 @@ integration through a memory map, so it never holds the cube in memory.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,7 +159,7 @@ def x1dints_hdulist(t: X1dTable) -> fits.HDUList:
         hd["COMMENT"] = ("WAVELENGTH is NaN: this exposure has no wavelength solution; the "
                          "spectrum's element k is detector column k (0-based) of the "
                          "subarray.")
-    hd["WLSOURCE"] = (str(t.wavelength_source)[:60], "where the wavelengths come from")
+    hd["WLSOURCE"] = (str(t.wavelength_source)[:60], "wavelength source")
     it = t.int_times
     if it is None:
         it = {"integration_number": t.int_num, **{k: t.times[k] for k in INT_TIMES_COLUMNS[1:]}}

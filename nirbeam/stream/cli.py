@@ -238,6 +238,13 @@ def write_sim_config(res) -> str:
         fh.write(f"inc = {float(h['INC'])!r}\n")
         fh.write(f"u = [{float(h['U1'])!r}, {float(h['U2'])!r}]\n")
         fh.write('free = ["t0", "rp", "a", "inc"]\n')
+        maps = getattr(res, "wavelength_maps", {})
+        if maps:  # the simulated wavelengths, given as a user gives a wavelength map
+            p0 = os.path.abspath(str(next(iter(maps.values()))))
+            det0 = next(iter(maps)).lower()
+            tmpl = p0[: p0.rfind(det0)] + "{detector}" + p0[p0.rfind(det0) + len(det0):]
+            fh.write("[extract]\n")
+            fh.write(f"wavelength_map = {tmpl!r}\n".replace("'", '"'))
     return path
 
 

@@ -389,14 +389,16 @@ def _lightcurve_edges(cfg, wl: np.ndarray, wl_source: str = "") -> np.ndarray:
 
 
 def finalize_products(outdir: str, root: str, plans, settings) -> dict:
-    """Write white-light and spectroscopic light curves, x1dints, fit and plots."""
-    from nirbeam.sinks.fits_products import X1dTable, write_x1dints
-    from nirbeam.sinks.tables import write_table
+    """Write white-light and spectroscopic light curves, x1dints, fit and plots.
+
+    Per exposure/detector: ``speclc_<group>`` tables, ``<group>_x1dints.fits`` and the
+    trace diagnostics (``<group>/trace`` in the store); per exposure, calwebb_tso3's
+    ``<exposure>_whtlt.ecsv``; over all, nirbeam's ``whitelight`` table.
+    """
     from nirbeam.transforms.lightcurve import bin_spectra, white_light
 
     out: dict = {"exposures": {}}
     wl_rows: dict[str, list] = {}
-    x1d_tables = []
     fits_done = {}
     for plan in plans:
         meta = plan.meta
@@ -409,6 +411,8 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
         bjd = zarr_store.read_stack(root, g, SPECTRA, "int_mid_BJD_TDB")
         mjd = zarr_store.read_stack(root, g, SPECTRA, "int_mid_MJD_UTC")
         num = zarr_store.read_stack(root, g, SPECTRA, "integration_number")
+        source = _wl_source(root, g)
+        pixel = is_pixel_axis(source)
         flux = np.where(done[:, None], S["flux"], np.nan)
         err = np.where(done[:, None], S["flux_error"], np.nan)
         cdq = np.where(done[:, None], S["dq"], dqflags.DO_NOT_USE).astype(np.uint32)
@@ -416,82 +420,215 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
         # Columns are never dropped for a flagged pixel: the extraction already replaced
         # flagged pixels through the profile, and dropping a column in some integrations
         # only would add scatter. Only non-finite fluxes are skipped.
-        wf, we, _ = white_light(flux, err, cdq, wl, cfg.wmin, cfg.wmax, skip_bits=0)
+        wmin = None if pixel else cfg.wmin
+        wmax = None if pixel else cfg.wmax
+        wf, we, _ = white_light(flux, err, cdq, wl, wmin, wmax, skip_bits=0)
         good = done & np.isfinite(wf) & np.isfinite(we)
         wdq = np.where(good, 0, dqflags.DO_NOT_USE).astype(np.uint32)
         wdq[_rolling_outliers(wf, good)] |= np.uint32(dqflags.OUTLIER)
         finite = wl[np.isfinite(wl)]
-        wrange = (float(cfg.wmin if cfg.wmin is not None else finite.min()),
-                  float(cfg.wmax if cfg.wmax is not None else finite.max()))
-        wl_rows[g] = [meta, num, bjd, mjd, wf, we, wdq, wrange]
-        edges = _lightcurve_edges(cfg, wl, _wl_source(root, g))
-        lc = bin_spectra(flux, err, cdq, wl, edges, skip_bits=0)
-        sdq = np.where(np.isfinite(lc.flux), 0, dqflags.DO_NOT_USE).astype(np.uint32) | wdq[:, None]
-        # zarr: time x wavelength light curves
-        zarr_store.save_lightcurves(
-            root, f"{g}/lightcurves", flux=lc.flux, flux_error=lc.error, dq=sdq,
-            bin_edges=lc.edges, integration_number=num, int_mid_BJD_TDB=bjd, int_mid_MJD_UTC=mjd,
-            white_flux=wf, white_flux_error=we, white_dq=wdq,
-            attrs={"units": "DN/s", "wavelength_units": "um",
-                   "wavelength_source": _wl_source(root, g)})
-        # spectroscopic light curves: Parquet in long format (one row per integration and
-        # bin, for pandas), ECSV in wide format (one row per integration, a vector of bins;
-        # bin centres and edges in the meta): the same numbers, and the ECSV stays small
-        # and quick to write for thousands of integrations.
-        nb = lc.centers.size
-        n = flux.shape[0]
-        smeta = _table_meta(meta, wrange, root, g)
-        lunits = {"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "wavelength": "um",
-                  "bin_lo": "um", "bin_hi": "um", "flux": "DN/s", "flux_error": "DN/s"}
-        if settings.products.parquet:
-            write_table(
-                fs.join(outdir, f"speclc_{g}"),
-                {
-                    "integration_number": np.repeat(num, nb),
-                    "int_mid_BJD_TDB": np.repeat(bjd, nb),
-                    "int_mid_MJD_UTC": np.repeat(mjd, nb),
-                    "wavelength": np.tile(lc.centers, n),
-                    "bin_lo": np.tile(lc.edges[:-1], n),
-                    "bin_hi": np.tile(lc.edges[1:], n),
-                    "flux": lc.flux.ravel(),
-                    "flux_error": lc.error.ravel(),
-                    "dq": sdq.ravel(),
-                },
-                smeta, units=lunits, parquet=True, ecsv=False,
-            )
-        write_table(
-            fs.join(outdir, f"speclc_{g}"),
-            {"integration_number": num, "int_mid_BJD_TDB": bjd, "int_mid_MJD_UTC": mjd,
-             "flux": lc.flux, "flux_error": lc.error, "dq": sdq},
-            {**smeta, "wavelength_um": lc.centers.tolist(), "bin_edges_um": lc.edges.tolist(),
-             "layout": "one row per integration; flux/flux_error/dq are vectors over the "
-                       "wavelength bins in meta wavelength_um (edges in bin_edges_um)"},
-            units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "flux": "DN/s",
-                   "flux_error": "DN/s"},
-            parquet=False,
-        )
-        times = plan.int_times()
-        x1d_tables.append(X1dTable(
-            detector=meta.detector, header=meta.header_dict(), int_num=num,
-            wavelength=wl, flux=flux, flux_error=err,
-            flux_var_poisson=S["flux_var_poisson"], flux_var_rnoise=S["flux_var_rnoise"],
-            dq=cdq, background=S["background"], npixels=S["npixels"], times=times,
-        ))
-        fits_done[g] = (meta, bjd, wf, we, wdq, lc, sdq)
-        out["exposures"][g] = {
-            "wavelength_source": _wl_source(root, g),
+        wrange = (float(wmin if wmin is not None else finite.min()),
+                  float(wmax if wmax is not None else finite.max()))
+        diag = _trace_diagnostics(root, g, done)
+        wl_rows[g] = [meta, num, bjd, mjd, wf, we, wdq, wrange, diag, source]
+        entry = out["exposures"][g] = {
+            "wavelength_source": source,
+            "spectral_axis": spectral_axis_words(source),
             "white_light_points": int(good.sum()),
             "white_light_flagged_outliers": int(((wdq & dqflags.OUTLIER) != 0).sum()),
-            "nbins": int(nb),
+            "trace_centroid_y_median_px": _nanmedian(diag["centroid_y"]),
+            "trace_width_median_px": _nanmedian(diag["width"]),
         }
+        try:
+            edges = _lightcurve_edges(cfg, wl, source)
+        except ValueError as exc:
+            entry["spectroscopic_light_curves"] = f"not written: {exc}"
+            log.warning("%s: %s", g, exc)
+            edges = None
+        lc = sdq = None
+        if edges is not None:
+            lc = bin_spectra(flux, err, cdq, wl, edges, skip_bits=0)
+            sdq = (np.where(np.isfinite(lc.flux), 0, dqflags.DO_NOT_USE).astype(np.uint32)
+                   | wdq[:, None])
+            _write_speclc(outdir, root, g, meta, settings, lc, sdq, num, bjd, mjd, wf, we, wdq,
+                          wrange, source)
+            entry["nbins"] = int(lc.centers.size)
+            entry["binning"] = ("columns" if pixel else "resolution") if cfg.binning == "auto" \
+                else cfg.binning
+        if settings.products.x1dints_fits:
+            entry["x1dints"] = _write_x1dints(outdir, plan, num, wl, flux, err, cdq, S, source)
+        fits_done[g] = (meta, bjd, wf, we, wdq, lc, sdq)
     if not wl_rows:
         return out
-    # white light: one file, rows per integration, detectors kept apart (sorted)
+    _write_whitelight(outdir, root, wl_rows, settings)
+    out["whtlt"] = _write_whtlt(outdir, wl_rows)
+    if settings.products.rateints_fits:
+        for plan in plans:
+            _write_rateints_fits(outdir, root, plan)
+    if settings.products.fit:
+        out["fit"] = _fit_and_plot(outdir, root, {g: v for g, v in fits_done.items()
+                                                 if v[5] is not None}, settings)
+    elif settings.products.plots:
+        _plots(outdir, root, {g: v for g, v in fits_done.items() if v[5] is not None}, {},
+               settings)
+    return out
+
+
+def spectral_axis_words(source: str) -> str:
+    """The spectral axis in plain words, for every product's metadata and run.json."""
+    if is_pixel_axis(source):
+        return ("pixel: NO wavelength solution was given, so the spectral axis is the 0-based "
+                "detector column of the subarray; no value in these products is a wavelength. "
+                "Give [extract] wavelength_map (jwst calints/x1dints or a wavelength-map FITS "
+                "file) or wavelength_coefficients to get wavelengths in um.")
+    return f"wavelength in um, from {source}"
+
+
+def _nanmedian(x) -> float | None:
+    x = np.asarray(x, float)
+    return float(np.nanmedian(x)) if np.isfinite(x).any() else None
+
+
+TRACE = "trace"
+
+
+def _trace_diagnostics(root: str, g: str, done: np.ndarray) -> dict[str, np.ndarray]:
+    """Trace centroid and width per integration from the rates; saved in ``<g>/trace``."""
+    from nirbeam.transforms.spectra import ExtractionModel
+    from nirbeam.transforms.trace_diagnostics import trace_diagnostics_block
+
+    n = done.size
+    out = {k: np.full(n, np.nan) for k in ("centroid_offset", "centroid_y", "width")}
+    try:
+        arrays, attrs = zarr_store.load_arrays(root, f"{g}/{EXTRACTION}")
+        model = ExtractionModel.from_arrays(arrays, attrs)
+    except Exception:  # noqa: BLE001 - no model: no diagnostics (said by NaN)
+        return out
+    nx = model.profile.shape[1]
+    center = model.trace.center(np.arange(nx))
+    half = int(np.ceil(max(model.half_width, 3.0 * float(np.max(model.trace.width(np.arange(nx)))))))
+    rdone = zarr_store.completed(root, g, RATEINTS) & done
+    for start in range(0, n, BLOCK):
+        sel = slice(start, min(n, start + BLOCK))
+        if not rdone[sel].any():
+            continue
+        sci = zarr_store.read_stack(root, g, RATEINTS, "sci", sel)
+        dq = zarr_store.read_stack(root, g, RATEINTS, "dq", sel)
+        d = trace_diagnostics_block(sci, dq, center, half)
+        for k in out:
+            out[k][sel] = np.where(rdone[sel], d[k], np.nan)
+    coords = {c: zarr_store.read_stack(root, g, SPECTRA, c)
+              for c in ("integration_number", "int_mid_BJD_TDB", "int_mid_MJD_UTC")}
+    it = ("integration",)
+    zarr_store.save_arrays(
+        root, f"{g}/{TRACE}", {**out, **coords},
+        {"description": "trace position and width per integration, from the first two "
+                        "moments of the cross-dispersion profile summed along the trace "
+                        "(nirbeam.transforms.trace_diagnostics)",
+         "profile_half_width_px": half},
+        dims={k: it for k in (*out, *coords)},
+        array_attrs={
+            "centroid_offset": {"units": "pixel", "description": "mean offset of the profile "
+                                "from the fitted trace (+y up)"},
+            "centroid_y": {"units": "pixel", "description": "trace row (0-based, subarray) "
+                           "averaged over columns, plus centroid_offset"},
+            "width": {"units": "pixel", "description": "standard deviation of the "
+                      "cross-dispersion profile"},
+            **{c: zarr_store.COORD_ATTRS[c] for c in coords},
+        },
+        coords=tuple(coords),
+    )
+    return out
+
+
+def _write_speclc(outdir, root, g, meta, settings, lc, sdq, num, bjd, mjd, wf, we, wdq,
+                  wrange, source) -> None:
+    """Spectroscopic light curves: zarr group, Parquet (long) and ECSV (wide)."""
+    from nirbeam.sinks.tables import write_table
+
+    pixel = is_pixel_axis(source)
+    au = axis_units(source)
+    zarr_store.save_lightcurves(
+        root, f"{g}/lightcurves", flux=lc.flux, flux_error=lc.error, dq=sdq,
+        bin_edges=lc.edges, integration_number=num, int_mid_BJD_TDB=bjd, int_mid_MJD_UTC=mjd,
+        white_flux=wf, white_flux_error=we, white_dq=wdq,
+        attrs={"units": "DN/s", "wavelength_units": au, "wavelength_source": source,
+               "spectral_axis": spectral_axis_words(source)},
+        wavelength_units=au)
+    # Parquet in long format (one row per integration and bin, for pandas), ECSV in wide
+    # format (one row per integration, a vector of bins; bin centres and edges in the meta)
+    nb = lc.centers.size
+    n = lc.flux.shape[0]
+    smeta = _table_meta(meta, wrange, root, g)
+    axis = "column" if pixel else "wavelength"
+    lunits = {"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", axis: au,
+              "bin_lo": au, "bin_hi": au, "flux": "DN/s", "flux_error": "DN/s"}
+    stem = fs.join(outdir, f"speclc_{g}")
+    if settings.products.parquet:
+        write_table(
+            stem,
+            {"integration_number": np.repeat(num, nb), "int_mid_BJD_TDB": np.repeat(bjd, nb),
+             "int_mid_MJD_UTC": np.repeat(mjd, nb), axis: np.tile(lc.centers, n),
+             "bin_lo": np.tile(lc.edges[:-1], n), "bin_hi": np.tile(lc.edges[1:], n),
+             "flux": lc.flux.ravel(), "flux_error": lc.error.ravel(), "dq": sdq.ravel()},
+            smeta, units=lunits, parquet=True, ecsv=False,
+        )
+    centers_key, edges_key = (("bin_centers_pixel", "bin_edges_pixel") if pixel
+                              else ("wavelength_um", "bin_edges_um"))
+    write_table(
+        stem,
+        {"integration_number": num, "int_mid_BJD_TDB": bjd, "int_mid_MJD_UTC": mjd,
+         "flux": lc.flux, "flux_error": lc.error, "dq": sdq},
+        {**smeta, centers_key: lc.centers.tolist(), edges_key: lc.edges.tolist(),
+         "layout": "one row per integration; flux/flux_error/dq are vectors over the "
+                   f"bins in meta {centers_key} (edges in {edges_key})"},
+        units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "flux": "DN/s",
+               "flux_error": "DN/s"},
+        parquet=False,
+    )
+
+
+def _segment_of(plan, num: np.ndarray) -> np.ndarray:
+    seg = np.zeros(num.size, np.int32)
+    for s in plan.segments:
+        seg[(num >= s.intstart) & (num <= s.intend)] = s.segnum
+    return seg
+
+
+def _write_x1dints(outdir, plan, num, wl, flux, err, cdq, S, source) -> str:
+    """``<exposure>_<det>_x1dints.fits`` (TSOMultiSpecModel), one per exposure/detector."""
+    from nirbeam.sinks.fits_products import X1dTable, write_x1dints
+
+    meta = plan.meta
+    times = plan.int_times()
+    inum = np.asarray(times.get("integration_number", np.arange(1, meta.nints + 1)))
+    row = {k: np.asarray(v) for k, v in times.items()}
+    # the rows are the store's integrations (1..NINTS); times from the exposure's INT_TIMES
+    idx = np.searchsorted(inum, num) if inum.size == meta.nints else np.asarray(num) - 1
+    rtimes = {k: v[idx] for k, v in row.items() if k != "integration_number"}
+    t = X1dTable(
+        detector=meta.detector, header=meta.header_dict(), int_num=np.asarray(num, np.int32),
+        wavelength=wl, flux=flux, flux_error=err, flux_var_poisson=S["flux_var_poisson"],
+        flux_var_rnoise=S["flux_var_rnoise"], dq=cdq, background=S["background"],
+        npixels=S["npixels"], times=rtimes, segment=_segment_of(plan, np.asarray(num)),
+        flux_unit="DN/s", wavelength_source=source,
+        int_times={"integration_number": inum, **{k: v for k, v in row.items()
+                                                  if k != "integration_number"}},
+    )
+    name = f"{meta.group_name}_x1dints.fits"
+    write_x1dints(fs.join(outdir, name), t)
+    return name
+
+
+def _write_whitelight(outdir, root, wl_rows, settings) -> None:
+    """nirbeam's white light: one file, a row per integration and detector (sorted)."""
+    from nirbeam.sinks.tables import write_table
+
     cols: dict[str, list] = {k: [] for k in (
         "exposure", "detector", "integration_number", "int_mid_BJD_TDB", "int_mid_MJD_UTC",
-        "flux", "flux_error", "dq")}
+        "flux", "flux_error", "dq", "trace_centroid_y", "trace_width")}
     metas = []
-    for _g, (meta, num, bjd, mjd, wf, we, wdq, wrange) in sorted(wl_rows.items()):
+    for g, (meta, num, bjd, mjd, wf, we, wdq, wrange, diag, source) in sorted(wl_rows.items()):
         cols["exposure"].append(np.full(num.size, meta.exposure))
         cols["detector"].append(np.full(num.size, meta.detector))
         cols["integration_number"].append(num)
@@ -500,29 +637,88 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
         cols["flux"].append(wf)
         cols["flux_error"].append(we)
         cols["dq"].append(wdq)
-        metas.append((meta, wrange, _g))
-    meta0, wrange0, g0 = metas[0]
+        cols["trace_centroid_y"].append(diag["centroid_y"])
+        cols["trace_width"].append(diag["width"])
+        metas.append((meta, wrange, g, source))
+    meta0, wrange0, g0, _ = metas[0]
     tmeta = _table_meta(meta0, wrange0, root, g0)
-    tmeta["detectors"] = [m.detector for m, _, _ in metas]
-    tmeta["wavelength_range_um"] = {m.detector: list(w) for m, w, _ in metas}
+    tmeta["detectors"] = [m.detector for m, _, _, _ in metas]
+    tmeta["wavelength_source"] = {m.detector: s for m, _, _, s in metas}
+    tmeta["spectral_axis"] = {m.detector: spectral_axis_words(s) for m, _, _, s in metas}
+    tmeta.pop("wavelength_range_um", None)
+    tmeta.pop("spectral_range_pixel", None)
+    ranges = {m.detector: list(w) for m, w, _, s in metas if not is_pixel_axis(s)}
+    if ranges:
+        tmeta["wavelength_range_um"] = ranges
+    pranges = {m.detector: list(w) for m, w, _, s in metas if is_pixel_axis(s)}
+    if pranges:
+        tmeta["column_range_pixel"] = pranges
     write_table(
         fs.join(outdir, "whitelight"),
         {k: np.concatenate(v) for k, v in cols.items()},
         tmeta,
-        units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "flux": "DN/s", "flux_error": "DN/s"},
-        descriptions={"dq": "0 good; 1 DO_NOT_USE (no spectrum); 16 OUTLIER (>5 sigma from running median)"},
+        units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "flux": "DN/s",
+               "flux_error": "DN/s", "trace_centroid_y": "pix", "trace_width": "pix"},
+        descriptions={
+            "dq": "0 good; 1 DO_NOT_USE (no spectrum); 16 OUTLIER (>5 sigma from running median)",
+            "trace_centroid_y": "trace row (0-based, subarray) of this integration",
+            "trace_width": "standard deviation of the cross-dispersion profile"},
         parquet=settings.products.parquet,
     )
-    if settings.products.rateints_fits:
-        for plan in plans:
-            _write_rateints_fits(outdir, root, plan)
-    if settings.products.x1dints_fits and x1d_tables:
-        write_x1dints(fs.join(outdir, "x1dints.fits"), x1d_tables)
-    if settings.products.fit:
-        out["fit"] = _fit_and_plot(outdir, root, fits_done, settings)
-    elif settings.products.plots:
-        _plots(outdir, root, fits_done, {}, settings)
-    return out
+
+
+def _write_whtlt(outdir, wl_rows) -> list[str]:
+    """calwebb_tso3's ``<exposure>_whtlt.ecsv``: per-detector columns, one per exposure.
+
+    Columns ``MJD_UTC_<det>``, ``BJD_TDB_<det>``, ``whitelight_flux_<det>`` (as jwst's
+    white_light step for NRS_BRIGHTOBJ), plus nirbeam's ``whitelight_flux_error_<det>`` and
+    ``dq_<det>``; flux in DN/s (jwst's is in the x1dints FLUX unit). Flagged integrations
+    keep their row (``dq`` says why); never-processed ones are NaN.
+    """
+    from astropy.table import QTable
+
+    from nirbeam.sinks.tables import atomic_path
+
+    by_exp: dict[str, list] = {}
+    for g, row in sorted(wl_rows.items()):
+        by_exp.setdefault(row[0].exposure, []).append((g, row))
+    written = []
+    for exposure, rows in sorted(by_exp.items()):
+        meta0 = rows[0][1][0]
+        t = QTable(meta={
+            "instrument": "NIRSPEC",
+            "detector": (rows[0][1][0].detector if len(rows) == 1
+                         else [r[0].detector for _, r in rows]),
+            "exp_type": meta0.exp_type, "subarray": meta0.subarray, "filter": meta0.filter,
+            "grating": meta0.grating, "pupil": None, "target_name": meta0.target,
+            "number_of_integrations": int(meta0.nints),
+            "flux_units": "DN/s",
+            "spectral_axis": {r[0].detector: spectral_axis_words(r[9]) for _, r in rows},
+            "origin": f"nirbeam {__version__}",
+        })
+        n = max(int(r[0].nints) for _, r in rows)
+        for _, (meta, num, bjd, mjd, wf, we, wdq, *_rest) in rows:
+            d = meta.detector
+            idx = np.asarray(num, int) - 1
+
+            def place(v, fill=np.nan, dtype=np.float64, idx=idx, n=n):
+                a = np.full(n, fill, dtype)
+                a[idx] = v
+                return a
+
+            t[f"MJD_UTC_{d}"] = place(mjd)
+            t[f"BJD_TDB_{d}"] = place(bjd)
+            t[f"whitelight_flux_{d}"] = place(wf)
+            t[f"whitelight_flux_error_{d}"] = place(we)
+            t[f"dq_{d}"] = place(wdq, dqflags.DO_NOT_USE, np.uint32)
+            for c, u in ((f"MJD_UTC_{d}", "d"), (f"BJD_TDB_{d}", "d"),
+                         (f"whitelight_flux_{d}", "DN/s"), (f"whitelight_flux_error_{d}", "DN/s")):
+                t[c].unit = u
+        name = f"{exposure}_whtlt.ecsv"
+        with atomic_path(fs.join(outdir, name)) as tmp:
+            t.write(tmp, format="ascii.ecsv", overwrite=True)
+        written.append(name)
+    return written
 
 
 def _write_rateints_fits(outdir: str, root: str, plan) -> str:
@@ -550,13 +746,15 @@ def _wl_source(root, g) -> str:
 
 
 def _table_meta(meta, wrange, root, g) -> dict:
+    source = _wl_source(root, g)
+    range_key = "column_range_pixel" if is_pixel_axis(source) else "wavelength_range_um"
     return {
         "instrument": "NIRSPEC", "exp_type": meta.exp_type, "exposure": meta.exposure,
         "detector": meta.detector, "subarray": meta.subarray, "filter": meta.filter,
         "grating": meta.grating, "target": meta.target, "readpatt": meta.readpatt,
-        "number_of_integrations": meta.nints, "wavelength_range_um": list(wrange),
-        "wavelength_source": _wl_source(root, g), "nirbeam_version": __version__,
-        "flux_units": "DN/s",
+        "number_of_integrations": meta.nints, range_key: list(wrange),
+        "wavelength_source": source, "spectral_axis": spectral_axis_words(source),
+        "nirbeam_version": __version__, "flux_units": "DN/s",
     }
 
 
@@ -596,6 +794,10 @@ def _fit_and_plot(outdir, root, fits_done, settings) -> dict:
         if use.sum() < 10:
             results[g] = {"error": "fewer than 10 good white-light points: no fit"}
             continue
+        if settings.fit.per is None:
+            results[g] = {"error": "no fit: no orbital period given; set [fit] per (days) "
+                                   "from the planet's ephemeris (nirbeam has no default planet)"}
+            continue
         cfg = quicklook_fit_config(settings.fit, bjd[use], wf[use])
         try:
             with warnings.catch_warnings():
@@ -607,16 +809,27 @@ def _fit_and_plot(outdir, root, fits_done, settings) -> dict:
         with fs.atomic_path(fs.join(outdir, f"fit_{g}.json")) as tmp:
             write_fit_json(res, tmp)
         entry = {"rp": res.params.get("rp"), "rp_error": res.errors.get("rp"),
-                 "rms_ppm": res.rms_ppm, "reduced_chi2": res.reduced_chi2, "success": res.success}
+                 "rms_ppm": res.rms_ppm, "reduced_chi2": res.reduced_chi2, "beta": res.beta,
+                 "success": res.success, "assumptions": res.assumptions}
         try:
             okb = use & np.all(np.isfinite(lc.flux), axis=1)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ts = fit_spectroscopic(bjd[okb], lc.flux[okb], lc.error[okb], lc.centers, res)
+            u_bin, u_err = ts.limb_darkening()
+            source = _wl_source(root, g)
             write_json(fs.join(outdir, f"transmission_{g}.json"), {
-                "wavelength_um": ts.wavelength.tolist(), "rp": ts.rp.tolist(),
+                ("column_pixel" if is_pixel_axis(source) else "wavelength_um"):
+                    ts.wavelength.tolist(),
+                "spectral_axis": spectral_axis_words(source),
+                "rp": ts.rp.tolist(),
                 "rp_error": ts.rp_error.tolist(), "depth": ts.depth.tolist(),
                 "depth_error": ts.depth_error.tolist(), "reduced_chi2": ts.reduced_chi2.tolist(),
+                "limb_darkening": u_bin.tolist(), "limb_darkening_error": u_err.tolist(),
+                "limb_darkening_law": res.config.limb_dark,
+                "beta": [r.beta if r is not None else None for r in ts.results],
+                "assumptions": (ts.results[0].assumptions if ts.results and ts.results[0]
+                                else []),
             })
             entry["nbins_fitted"] = int(np.isfinite(ts.depth).sum())
         except Exception as exc:  # noqa: BLE001
@@ -663,29 +876,55 @@ def _plots(outdir, root, fits_done, fitted, settings) -> None:
 # CLI commands
 
 
-def fit_command(table: str, config_path: str | None, out: str | None) -> int:
-    """``nirbeam fit TABLE``: fit a light-curve table, write fit.json and a plot."""
+def fit_command(table: str, config_path: str | None, out: str | None,
+                joint: bool = False) -> int:
+    """``nirbeam fit TABLE``: fit each detector's light curve on its own.
+
+    TABLE: nirbeam's ``whitelight``/``speclc`` tables, jwst's ``*_whtlt.ecsv`` or Eureka's
+    ``LCData.h5``/Stage 5 tables (see :func:`transit.read_lightcurve_tables`). Writes
+    ``fit_<label>.json`` and ``fit_<label>.png`` per curve (``fit.json``/``fit.png`` for a
+    table holding one unlabelled curve). NRS1 and NRS2 are never mixed.
+    """
     from nirbeam.sinks import plots
-    from nirbeam.stream.config import build_dataclass, load_config_file
+    from nirbeam.stream.config import ConfigError, build_dataclass, load_config_file
     from nirbeam.stream.uncal import BadInputError
-    from nirbeam.transforms.transit import FitConfig, fit_table, write_fit_json
+    from nirbeam.transforms.transit import (
+        FitConfig,
+        fit_transit,
+        read_lightcurve_tables,
+        write_fit_json,
+    )
 
     if not os.path.isfile(table):
         raise BadInputError(table, "no such light-curve table")
+    if joint:
+        raise ConfigError("nirbeam fit --joint: a joint NRS1+NRS2 fit is not implemented yet; "
+                          "each detector is fitted on its own")
     cfg = load_config_file(config_path)
     columns = cfg.pop("columns", None) if isinstance(cfg.get("columns"), dict) else None
     fit_cfg = build_dataclass(FitConfig, cfg.get("fit", {}), "config.fit")
+    if fit_cfg.per is None:
+        raise ConfigError("nirbeam fit: no orbital period: set [fit] per (days) in --config "
+                          "(nirbeam has no default planet)")
     out = out or os.path.dirname(os.path.abspath(table))
     os.makedirs(out, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = fit_table(table, fit_cfg, columns=columns)
-    write_fit_json(res, os.path.join(out, "fit.json"))
-    plots.plot_fit(res, os.path.join(out, "fit.png"))
-    rp, drp = res.params.get("rp"), res.errors.get("rp")
-    print(f"Rp/R* = {rp:.5f} +/- {drp:.5f}; residual RMS {res.rms_ppm:.0f} ppm; "
-          f"chi2/dof {res.reduced_chi2:.3f}")
-    print(f"wrote {os.path.join(out, 'fit.json')} and fit.png")
+    try:
+        curves = read_lightcurve_tables(table, columns)
+    except (KeyError, ValueError) as exc:
+        raise BadInputError(table, str(exc).strip("'\"")) from None
+    for label, c in curves.items():
+        stem = f"fit_{label}" if label else "fit"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = fit_transit(c["time"], c["flux"], c["error"], fit_cfg, mask=c["use"])
+        if c["notes"]:
+            res.assumptions.extend(f"input: {n}" for n in c["notes"])
+        write_fit_json(res, os.path.join(out, f"{stem}.json"))
+        plots.plot_fit(res, os.path.join(out, f"{stem}.png"))
+        rp, drp = res.params.get("rp"), res.errors.get("rp")
+        print(f"{label or 'light curve'}: Rp/R* = {rp:.5f} +/- {drp:.5f}; residual RMS "
+              f"{res.rms_ppm:.0f} ppm; chi2/dof {res.reduced_chi2:.3f}; beta {res.beta:.2f}")
+        print(f"wrote {os.path.join(out, stem + '.json')} and {stem}.png")
     return 0
 
 

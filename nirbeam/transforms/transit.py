@@ -7,10 +7,24 @@ from ``batman`` and ``t_ref`` the median time. Fitted with
 ``scipy.optimize.least_squares`` on ``(F - data) / error``.
 
 Uncertainties: ``cov = (J^T J)^-1`` from the Jacobian at the solution. When the reduced
-chi-square exceeds 1 the errors are underestimated (correlated/excess noise), so every
-uncertainty is multiplied by ``sqrt(chi2 / dof)`` (recorded in ``FitResult.error_scale``);
-below 1 they are left as they are. This is a quick look, not a posterior: parameters near
-a bound (e.g. inc -> 90) get Jacobian errors that ignore the bound.
+chi-square exceeds 1 the errors are underestimated (excess noise), so every uncertainty is
+multiplied by ``sqrt(chi2 / dof)``; below 1 they are left as they are. Correlated (red)
+noise is accounted for by the time-averaging factor ``beta`` (Pont, Zucker & Queloz 2006;
+Winn et al. 2008): the residuals are binned over ``N`` points for a range of ``N``, the
+ratio of their RMS to the white-noise expectation ``sigma_1 / sqrt(N) * sqrt(M / (M - 1))``
+is averaged over the bin sizes, and the errors are multiplied by ``max(1, beta)`` too
+(``FitResult.error_scale`` is the product). This is a quick look, not a posterior:
+parameters near a bound (e.g. inc -> 90) get Jacobian errors that ignore the bound.
+
+Gaussian priors (``priors={"u1": (mu, sigma)}``) enter as extra residuals
+``(p - mu) / sigma``. :func:`fit_spectroscopic` fits each bin with the geometry fixed to the
+white light and, by default, the limb darkening free with Gaussian priors centred on the
+white-light values (``FitConfig.ld_prior_sigma`` wide), so each bin gets its own
+coefficients instead of the white light's.
+
+There is no default orbit: ``per`` must come from the configuration (a fit without it is
+refused), and :attr:`FitResult.assumptions` lists every value that was not fitted or was
+started from a guess.
 """
 
 from __future__ import annotations
@@ -34,6 +48,8 @@ __all__ = [
     "fit_table",
     "write_fit_json",
     "fit_spectroscopic",
+    "time_averaging_beta",
+    "read_lightcurve_tables",
 ]
 
 _TRANSIT_PARAMS = ("t0", "per", "rp", "a", "inc", "ecc", "w", "u1", "u2", "u3", "u4")
@@ -73,7 +89,8 @@ class FitConfig:
 
     Attributes
     ----------
-    per : float, days
+    per : float or None, days
+        Orbital period; required (no default planet): None refuses the fit.
     t0 : float or None
         Mid-transit time; None: the time of the minimum of the median-smoothed curve.
     rp : float
@@ -95,9 +112,18 @@ class FitConfig:
         batman integration over the exposure (1 / 0: none).
     normalise : bool
         Divide flux and error by the out-of-transit median before fitting.
+    spec_ld : 'prior' or 'fixed'
+        Limb darkening of the spectroscopic bins: free with Gaussian priors centred on the
+        white-light values (``prior``, default) or fixed to them (``fixed``).
+    ld_prior_sigma : float
+        Width of those priors (floor; the white-light error is used when larger).
+    red_noise : bool
+        Multiply the errors by the time-averaging beta (correlated noise).
+    beta_max_bin : int
+        Largest bin (points) in the beta average (default: n // 10, at least 10 bins).
     """
 
-    per: float = 5.7214742
+    per: float | None = None
     t0: float | None = None
     rp: float = 0.1
     a: float = 15.0
@@ -112,8 +138,18 @@ class FitConfig:
     exp_time: float = 0.0
     normalise: bool = True
     max_nfev: int = 2000
+    spec_ld: str = "prior"
+    ld_prior_sigma: float = 0.1
+    red_noise: bool = True
+    beta_max_bin: int = 0
 
     def __post_init__(self):
+        if self.per is not None and not self.per > 0:
+            raise ValueError(f"FitConfig.per must be > 0 days, got {self.per}")
+        if self.spec_ld not in ("prior", "fixed"):
+            raise ValueError(f"FitConfig.spec_ld must be 'prior' or 'fixed', got {self.spec_ld!r}")
+        if not self.ld_prior_sigma > 0:
+            raise ValueError(f"FitConfig.ld_prior_sigma must be > 0, got {self.ld_prior_sigma}")
         if self.limb_dark not in _N_LD:
             raise ValueError(f"FitConfig.limb_dark: unknown law {self.limb_dark!r}")
         if len(self.u) != _N_LD[self.limb_dark]:
@@ -143,7 +179,13 @@ class FitResult:
     free : tuple of str
     chi2, dof, reduced_chi2 : float
     error_scale : float
-        ``max(1, sqrt(reduced_chi2))``, applied to ``errors``.
+        ``max(1, sqrt(reduced_chi2)) * beta``, applied to ``errors``.
+    beta : float
+        Time-averaging red-noise factor (>= 1; 1 when ``red_noise`` is off).
+    assumptions : list of str
+        What was assumed (fixed values, starting guesses, priors), in plain words.
+    priors : dict
+        ``name -> (mu, sigma)`` Gaussian priors used.
     rms_ppm : float
         RMS of the normalised residuals (data/model - 1), ppm.
     time, flux, error : float64, (n,)
@@ -178,6 +220,9 @@ class FitResult:
     success: bool
     message: str
     config: FitConfig = field(default_factory=FitConfig)
+    beta: float = 1.0
+    assumptions: list = field(default_factory=list)
+    priors: dict = field(default_factory=dict)
 
     @property
     def residuals(self) -> np.ndarray:
@@ -204,7 +249,11 @@ class FitResult:
             "dof": self.dof,
             "reduced_chi2": self.reduced_chi2,
             "error_scale": self.error_scale,
-            "error_note": "1-sigma from (J^T J)^-1, multiplied by sqrt(chi2/dof) when > 1",
+            "error_note": "1-sigma from (J^T J)^-1, multiplied by sqrt(chi2/dof) when > 1 "
+                          "and by the time-averaging beta (correlated noise)",
+            "beta": self.beta,
+            "assumptions": list(self.assumptions),
+            "priors": {k: [float(a), float(b)] for k, (a, b) in self.priors.items()},
             "rms_ppm": self.rms_ppm,
             "depth": self.depth,
             "depth_error": self.depth_error,
@@ -287,6 +336,7 @@ def fit_transit(
     config: FitConfig = FitConfig(),
     *,
     mask: np.ndarray | None = None,
+    priors: dict | None = None,
 ) -> FitResult:
     """Fit a transit + polynomial baseline by least squares.
 
@@ -298,12 +348,30 @@ def fit_transit(
     config : FitConfig
     mask : bool, (n,), optional
         True = use the point (default: all finite points).
+    priors : dict, optional
+        ``name -> (mu, sigma)``: Gaussian priors on free transit parameters.
 
     Returns
     -------
     FitResult
+
+    Raises
+    ------
+    ValueError
+        Without ``config.per`` (no default period), or with too few points.
     """
     from scipy.optimize import least_squares
+
+    if config.per is None:
+        raise ValueError(
+            "fit: no orbital period: set [fit] per (days) from the planet's ephemeris; "
+            "nirbeam has no default planet")
+    priors = {k: (float(m), float(sg)) for k, (m, sg) in (priors or {}).items()}
+    for k, (_m, sg) in priors.items():
+        if k not in config.free:
+            raise ValueError(f"fit: prior on {k!r}, which is not free ({list(config.free)})")
+        if not sg > 0:
+            raise ValueError(f"fit: prior on {k!r} needs sigma > 0, got {sg}")
 
     t = np.asarray(time, np.float64)
     f = np.asarray(flux, np.float64)
@@ -359,11 +427,17 @@ def fit_transit(
         bl = np.polynomial.polynomial.polyval(dt, c)
         return tr, bl
 
+    prior_idx = [(free.index(k), m, sg) for k, (m, sg) in priors.items()]
+
     def resid(x):
         tr, bl = model_parts(x)
-        return (tr * bl - f) / e
+        r = (tr * bl - f) / e
+        if prior_idx:
+            r = np.concatenate([r, [(x[i] - m) / sg for i, m, sg in prior_idx]])
+        return r
 
-    x0 = [base[n] for n in free] + [1.0] + [0.0] * config.baseline_order
+    x0 = [priors[n][0] if n in priors else base[n] for n in free]
+    x0 += [1.0] + [0.0] * config.baseline_order
     lo = [(_BOUNDS.get(n, (-np.inf, np.inf))[0]) for n in free] + [-np.inf] * nfree_base
     hi = [(_BOUNDS.get(n, (-np.inf, np.inf))[1]) for n in free] + [np.inf] * nfree_base
     if "t0" in free:
@@ -385,11 +459,15 @@ def fit_transit(
         max_nfev=config.max_nfev,
         method="trf",
     )
-    r = sol.fun
+    r = sol.fun[: t.size]
     chi2 = float(np.sum(r**2))
     dof = int(t.size - sol.x.size)
     red = chi2 / dof if dof > 0 else float("nan")
     scale = max(1.0, math.sqrt(red)) if np.isfinite(red) else 1.0
+    tr_, bl_ = model_parts(sol.x)
+    beta = time_averaging_beta(f / (tr_ * bl_) - 1.0, config.beta_max_bin) \
+        if config.red_noise else 1.0
+    scale *= beta
     J = sol.jac
     try:
         cov = np.linalg.inv(J.T @ J)
@@ -426,7 +504,69 @@ def fit_transit(
         success=bool(sol.success),
         message=str(sol.message),
         config=config,
+        beta=float(beta),
+        assumptions=_assumptions(config, base, free, priors, beta),
+        priors=priors,
     )
+
+
+def _assumptions(config: FitConfig, base: dict, free, priors, beta) -> list[str]:
+    """What the fit took as given, in plain words."""
+    out = [f"period fixed at {config.per} d (from the configuration)"]
+    for k in ("t0", "rp", "a", "inc", "ecc", "w"):
+        if k not in free:
+            out.append(f"{k} fixed at {base[k]}")
+    if "t0" in free and config.t0 is None:
+        out.append(f"t0 started at {base['t0']:.6f} (minimum of the smoothed light curve)")
+    nld = len(config.u)
+    for i in range(nld):
+        k = f"u{i + 1}"
+        if k in priors:
+            out.append(f"{config.limb_dark} limb darkening {k}: Gaussian prior "
+                       f"{priors[k][0]:.4f} +/- {priors[k][1]:.4f}")
+        elif k in free:
+            out.append(f"{config.limb_dark} limb darkening {k} free, started at {base[k]}")
+        else:
+            out.append(f"{config.limb_dark} limb darkening {k} fixed at {base[k]}")
+    out.append(f"baseline: polynomial of order {config.baseline_order} in time")
+    if config.red_noise:
+        out.append(f"errors multiplied by the time-averaging beta = {beta:.3f} (correlated "
+                   "noise) and by sqrt(chi2/dof) when > 1")
+    else:
+        out.append("errors: white noise only (red_noise = false), times sqrt(chi2/dof) when > 1")
+    return out
+
+
+def time_averaging_beta(residuals: np.ndarray, max_bin: int = 0, min_bins: int = 10) -> float:
+    """Red-noise factor beta from binned residuals (Pont et al. 2006; Winn et al. 2008).
+
+    For bin sizes ``N = 2 .. max_bin`` (default ``n // min_bins``), ``M = n // N`` bins:
+    ``beta_N = sigma_N / (sigma_1 / sqrt(N) * sqrt(M / (M - 1)))``; beta is the mean of
+    ``beta_N``, floored at 1.
+
+    Parameters
+    ----------
+    residuals : float, (n,)
+        Time-ordered residuals (any unit).
+    """
+    r = np.asarray(residuals, np.float64)
+    r = r[np.isfinite(r)]
+    n = r.size
+    top = max_bin if max_bin > 0 else n // min_bins
+    if n < 2 * min_bins or top < 2:
+        return 1.0
+    s1 = float(np.std(r))
+    if not s1 > 0:
+        return 1.0
+    betas = []
+    for nb in range(2, top + 1):
+        m = n // nb
+        if m < 2:
+            break
+        means = r[: m * nb].reshape(m, nb).mean(axis=1)
+        expect = s1 / math.sqrt(nb) * math.sqrt(m / (m - 1))
+        betas.append(float(np.std(means)) / expect)
+    return max(1.0, float(np.mean(betas))) if betas else 1.0
 
 
 def read_lightcurve_table(
@@ -504,6 +644,139 @@ def read_lightcurve_table(
     return time, flux, err, use
 
 
+def _robust_point_scatter(flux: np.ndarray) -> float:
+    """White-noise sigma per point from first differences: 1.4826 MAD(diff) / sqrt(2)."""
+    d = np.diff(flux[np.isfinite(flux)])
+    if d.size < 3:
+        return float("nan")
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2))
+
+
+def read_lightcurve_tables(
+    path: str | Path, columns: dict | None = None
+) -> dict[str, dict]:
+    """Every light curve in a table, one per detector, never mixed.
+
+    Reads
+
+    - nirbeam's ``whitelight.ecsv``/``.parquet`` (a ``detector`` column, and ``exposure``):
+      one curve per exposure and detector;
+    - jwst calwebb_tso3's ``*_whtlt.ecsv`` (``BJD_TDB_<det>`` or ``MJD_UTC_<det>``,
+      ``whitelight_flux_<det>``; older files ``MJD``/``BJD_TDB`` + ``whitelight_flux``):
+      one curve per detector; jwst writes no error column, so the error is the robust
+      point-to-point scatter (said in the curve's ``notes``) unless nirbeam's
+      ``whitelight_flux_error_<det>`` is there;
+    - Eureka's Stage 4 ``*_LCData.h5`` (``time``, ``flux_white``, ``err_white``,
+      ``mask_white``) and Stage 5 tables (``time``, ``lcdata``, ``lcerr``);
+    - any ECSV/CSV/Parquet with the columns of :func:`read_lightcurve_table`.
+
+    Returns
+    -------
+    dict
+        ``label -> {"time", "flux", "error", "use", "notes"}`` (label: ``<exposure>_<det>``,
+        ``<det>`` or ``""`` for a single unlabelled curve).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5", ".nc"):
+        return _read_eureka_lcdata(path)
+    if suffix == ".ecsv":
+        from astropy.table import Table
+
+        tab = Table.read(path, format="ascii.ecsv")
+        names = list(tab.colnames)
+
+        def col(n):
+            return np.asarray(tab[n], dtype=np.float64)
+
+        def scol(n):
+            return np.asarray(tab[n]).astype(str)
+    elif suffix in (".csv", ".parquet", ".pq"):
+        import pandas as pd
+
+        df = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+        names = list(df.columns)
+
+        def col(n):
+            return df[n].to_numpy(dtype=np.float64)
+
+        def scol(n):
+            return df[n].astype(str).to_numpy()
+    else:
+        raise ValueError(
+            f"{path}: unsupported light-curve table type {suffix!r} "
+            "(expected .ecsv, .csv, .parquet or Eureka's .h5)"
+        )
+    dets = [n[len("whitelight_flux_"):] for n in names
+            if n.startswith("whitelight_flux_") and not n.startswith("whitelight_flux_error_")]
+    if dets and not columns:
+        out = {}
+        for d in dets:
+            tname = next((c for c in (f"BJD_TDB_{d}", f"MJD_UTC_{d}") if c in names), None)
+            if tname is None:
+                raise KeyError(f"{path}: whitelight_flux_{d} but no BJD_TDB_{d} or MJD_UTC_{d} "
+                               f"column; columns are {names}")
+            t, f = col(tname), col(f"whitelight_flux_{d}")
+            notes = [f"time from {tname}"]
+            if f"whitelight_flux_error_{d}" in names:
+                e = col(f"whitelight_flux_error_{d}")
+            else:
+                sig = _robust_point_scatter(f / np.nanmedian(f)) * np.nanmedian(f)
+                e = np.full(f.size, sig)
+                notes.append("no error column (jwst whtlt): error per point = robust "
+                             f"point-to-point scatter {sig:.4g}")
+            use = np.isfinite(t) & np.isfinite(f)
+            if f"dq_{d}" in names:
+                use &= col(f"dq_{d}") == 0
+            out[d] = {"time": t, "flux": f, "error": e, "use": use, "notes": notes}
+        return out
+    if "whitelight_flux" in names and not columns and not any(
+            c in names for c in ERROR_COLUMNS):
+        tname = next((c for c in ("BJD_TDB", "int_mid_BJD_TDB", "MJD_UTC", "MJD") if c in names),
+                     None)
+        if tname is None:
+            raise KeyError(f"{path}: whitelight_flux but no time column; columns are {names}")
+        t, f = col(tname), col("whitelight_flux")
+        sig = _robust_point_scatter(f / np.nanmedian(f)) * np.nanmedian(f)
+        det = ""
+        return {det: {"time": t, "flux": f, "error": np.full(f.size, sig),
+                      "use": np.isfinite(t) & np.isfinite(f),
+                      "notes": [f"time from {tname}", "no error column (jwst whtlt): error per "
+                                f"point = robust point-to-point scatter {sig:.4g}"]}}
+    t, f, e, use = read_lightcurve_table(path, columns)
+    if "detector" in names:
+        det = scol("detector")
+        exp = scol("exposure") if "exposure" in names else np.full(det.size, "")
+        out = {}
+        for key in sorted(set(zip(exp, det, strict=True))):
+            sel = (exp == key[0]) & (det == key[1])
+            label = f"{key[0]}_{key[1].lower()}" if key[0] else key[1]
+            out[label] = {"time": t[sel], "flux": f[sel], "error": e[sel], "use": use[sel],
+                          "notes": [f"rows with detector {key[1]}"
+                                    + (f" and exposure {key[0]}" if key[0] else "")]}
+        return out
+    return {"": {"time": t, "flux": f, "error": e, "use": use, "notes": []}}
+
+
+def _read_eureka_lcdata(path: Path) -> dict[str, dict]:
+    """Eureka Stage 4 ``LCData.h5``: the white light (mask True = bad, as Eureka)."""
+    try:
+        import h5py
+    except ImportError:
+        raise ValueError(f"{path}: reading Eureka's LCData.h5 needs h5py "
+                         "(pip install h5py)") from None
+    with h5py.File(path, "r") as h:
+        missing = [k for k in ("time", "flux_white", "err_white") if k not in h]
+        if missing:
+            raise KeyError(f"{path}: not an Eureka LCData file: no {missing}; has {list(h)}")
+        t = np.asarray(h["time"][...], np.float64)
+        f = np.asarray(h["flux_white"][...], np.float64)
+        e = np.asarray(h["err_white"][...], np.float64)
+        bad = np.asarray(h["mask_white"][...], bool) if "mask_white" in h else np.zeros(t.size, bool)
+    return {"": {"time": t, "flux": f, "error": e, "use": ~bad & np.isfinite(f),
+                 "notes": ["Eureka LCData: flux_white, err_white, mask_white (True = bad)"]}}
+
+
 def fit_table(
     path: str | Path,
     config: FitConfig = FitConfig(),
@@ -543,6 +816,19 @@ class TransmissionSpectrum:
     reduced_chi2: np.ndarray
     results: list = field(default_factory=list)
 
+    def limb_darkening(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-bin limb-darkening coefficients and errors, (nbin, nld) each (NaN: none)."""
+        nld = max((len(r.config.u) for r in self.results if r is not None), default=0)
+        u = np.full((len(self.results), nld), np.nan)
+        ue = np.full_like(u, np.nan)
+        for k, r in enumerate(self.results):
+            if r is None:
+                continue
+            for i in range(nld):
+                u[k, i] = r.params.get(f"u{i + 1}", np.nan)
+                ue[k, i] = r.errors.get(f"u{i + 1}", np.nan)
+        return u, ue
+
 
 def fit_spectroscopic(
     time: np.ndarray,
@@ -557,16 +843,19 @@ def fit_spectroscopic(
     """Fit each spectroscopic bin with the geometry fixed to the white-light fit.
 
     ``t0``, ``a``, ``inc`` (and ``per``, ``ecc``, ``w``) are taken from ``white`` and
-    fixed; ``rp`` and the baseline are free; limb darkening from ``u[k]`` or the
-    white-light values.
+    fixed; ``rp`` and the baseline are free. Limb darkening per bin: with
+    ``white.config.spec_ld == "prior"`` (default) the coefficients are free with Gaussian
+    priors centred on ``u[k]`` or the white-light values, of width ``max(ld_prior_sigma,
+    white-light error)``; with ``"fixed"`` they are fixed to those values.
 
     Parameters
     ----------
     time : float, (nint,)
     flux, error : float, (nint, nbin)
-    wavelength : float, (nbin,), µm
+    wavelength : float, (nbin,), µm (or pixels without a wavelength solution)
     white : FitResult
     u : (nbin, nld), optional
+        Prior centres (or fixed values) per bin, e.g. from a model atmosphere.
     mask : bool, (nint,) or (nint, nbin), optional
     """
     f = np.asarray(flux, np.float64)
@@ -575,11 +864,19 @@ def fit_spectroscopic(
     wc = white.config
     p = white.params
     nld = len(wc.u)
+    ld_names = tuple(f"u{i + 1}" for i in range(nld))
+    free_ld = wc.spec_ld == "prior" and nld > 0
     rps, rpe, red, res = [], [], [], []
     for k in range(nbin):
         uk = tuple(
             float(v) for v in (u[k] if u is not None else [p[f"u{i + 1}"] for i in range(nld)])
         )
+        priors = None
+        if free_ld:
+            priors = {n: (uk[i], max(wc.ld_prior_sigma,
+                                     float(white.errors.get(n, 0.0)) if np.isfinite(
+                                         white.errors.get(n, 0.0)) else 0.0))
+                      for i, n in enumerate(ld_names)}
         cfg = replace(
             wc,
             t0=p["t0"],
@@ -590,7 +887,7 @@ def fit_spectroscopic(
             w=p["w"],
             rp=p["rp"],
             u=uk,
-            free=("rp",),
+            free=("rp", *ld_names) if free_ld else ("rp",),
         )
         m = None
         if mask is not None:
@@ -602,7 +899,7 @@ def fit_spectroscopic(
             red.append(np.nan)
             res.append(None)
             continue
-        r = fit_transit(time, f[:, k], e[:, k], cfg, mask=m)
+        r = fit_transit(time, f[:, k], e[:, k], cfg, mask=m, priors=priors)
         rps.append(r.params["rp"])
         rpe.append(r.errors["rp"])
         red.append(r.reduced_chi2)
