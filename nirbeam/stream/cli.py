@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--config", default=None)
     f.add_argument("--out", default=None, help="output folder (default: next to the table)")
 
+    f.add_argument("--joint", action="store_true",
+                   help="fit NRS1 and NRS2 together (default: each detector on its own)")
+
+    ex = sub.add_parser("export", help="write a run's products in another tool's format")
+    ex.add_argument("format", choices=["eureka"], help="eureka: Stage 3 SpecData.h5 + Stage 4 LCData.h5")
+    ex.add_argument("outdir", help="a finished nirbeam run's --out folder")
+    ex.add_argument("--to", default=None, help="destination folder (default OUTDIR/eureka)")
+
     pl = sub.add_parser("plot", help="re-draw the plots of a run's OUTDIR")
     pl.add_argument("outdir")
 
@@ -181,7 +189,11 @@ def _dispatch(args, beam_args) -> int:
     if args.command == "fit":
         from nirbeam.stream.products import fit_command
 
-        return fit_command(args.table, args.config, args.out)
+        return fit_command(args.table, args.config, args.out, joint=args.joint)
+    if args.command == "export":
+        from nirbeam.stream.export import export_command
+
+        return export_command(args.format, args.outdir, args.to)
     if args.command == "plot":
         from nirbeam.stream.products import plot_command
 
