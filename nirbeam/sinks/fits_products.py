@@ -159,7 +159,7 @@ def x1dints_hdulist(t: X1dTable) -> fits.HDUList:
         hd["COMMENT"] = ("WAVELENGTH is NaN: this exposure has no wavelength solution; the "
                          "spectrum's element k is detector column k (0-based) of the "
                          "subarray.")
-    hd["WLSOURCE"] = (str(t.wavelength_source)[:60], "wavelength source")
+    hd["WLSOURCE"] = str(t.wavelength_source)[:68]
     it = t.int_times
     if it is None:
         it = {"integration_number": t.int_num, **{k: t.times[k] for k in INT_TIMES_COLUMNS[1:]}}
