@@ -191,8 +191,12 @@ class Products:
 
     @property
     def x1dints(self) -> str:
-        """Path of ``x1dints.fits`` (open with astropy.io.fits or stdatamodels)."""
-        return self._table_path("x1dints", ".fits")
+        """Path of the only group's ``<group>_x1dints.fits`` (see :meth:`x1dints_path`)."""
+        return self.x1dints_path()
+
+    def x1dints_path(self, group: str | None = None) -> str:
+        """Path of ``<exposure>_<det>_x1dints.fits`` (TSOMultiSpecModel: stdatamodels opens it)."""
+        return self._table_path(f"{self._group(group)}_x1dints", ".fits")
 
 
 def open_products(outdir: str | os.PathLike) -> Products:

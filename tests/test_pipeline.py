@@ -68,7 +68,9 @@ def test_whitelight_table_and_times(run1, sim):
     assert len(t) == NINTS and list(t["integration_number"]) == list(range(1, NINTS + 1))
     it = fits.getdata(sim.uncal[0], "INT_TIMES")
     np.testing.assert_array_equal(t["int_mid_BJD_TDB"], it["int_mid_BJD_TDB"][:NINTS])
-    assert t.meta["instrument"] == "NIRSPEC" and "wavelength_range_um" in t.meta
+    # no wavelength source given to this run: the spectral axis is in pixels, and says so
+    assert t.meta["instrument"] == "NIRSPEC" and "column_range_pixel" in t.meta
+    assert "wavelength_range_um" not in t.meta and t.meta["wavelength_source"]["NRS1"].startswith("none")
     truth = fits.getdata(sim.truth_file, "LIGHTCURVE")["white_flux_dn_s"]
     ratio = np.asarray(t["flux"]) / truth
     assert np.std(ratio / np.median(ratio)) < 3 * np.median(
@@ -79,14 +81,17 @@ def test_whitelight_table_and_times(run1, sim):
     np.testing.assert_array_equal(df["flux"].to_numpy(), np.asarray(t["flux"]))
 
 
-def test_x1dints_layout(run1):
-    with fits.open(run1 / "x1dints.fits") as h:
-        ext = h["EXTRACT1D", 1]
+def test_x1dints_layout(run1, sim):
+    # one file per exposure and detector, named as jwst names it, every schema column
+    from nirbeam.sinks.fits_products import X1DINTS_COLUMNS
+
+    with fits.open(run1 / f"{_group(sim)}_x1dints.fits") as h:
+        ext = h["EXTRACT1D"]
         assert ext.header["DETECTOR"] == "NRS1"
         assert len(ext.data) == NINTS
-        for c in ("WAVELENGTH", "FLUX", "FLUX_ERROR", "DQ", "INT_NUM", "MJD-AVG", "TDB-MID", "NPIXELS"):
-            assert c in ext.columns.names
+        assert ext.columns.names == [c for c, _, _ in X1DINTS_COLUMNS]
         assert ext.data["FLUX"].shape == (NINTS, 512)
+        assert len(h["INT_TIMES"].data) == NINTS
 
 
 def test_rerun_skips_completed_and_is_identical(run1, sim, tmp_path):
@@ -189,8 +194,9 @@ def test_two_detectors_kept_apart(tmp_path):
         assert ok.mean() > 0.99
         chi2 = np.mean(((sci - truth) / err)[ok] ** 2)
         assert 0.8 < chi2 < 1.25, (det, chi2)
-    with fits.open(out / "x1dints.fits") as h:
-        assert [h[i].header["DETECTOR"] for i in (1, 2)] == ["NRS1", "NRS2"]
+    for det in ("NRS1", "NRS2"):  # one x1dints per detector, each under its own header
+        with fits.open(out / f"{res.exposure}_{det.lower()}_x1dints.fits") as h:
+            assert h[0].header["DETECTOR"] == det and h["EXTRACT1D"].header["DETECTOR"] == det
 
 
 def test_rateints_fits_product(sim, run1, tmp_path):

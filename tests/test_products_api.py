@@ -26,9 +26,19 @@ def sim(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def out(sim, tmp_path_factory):
+def wl_config(sim, tmp_path_factory):
+    """The simulator's wavelengths, given as a user gives a wavelength map."""
+    p = tmp_path_factory.mktemp("cfg") / "wl.toml"
+    m = str(sim.wavelength_maps["NRS1"])
+    p.write_text(f'[extract]\nwavelength_map = "{m}"\n')
+    return str(p)
+
+
+@pytest.fixture(scope="module")
+def out(sim, wl_config, tmp_path_factory):
     o = tmp_path_factory.mktemp("out") / "products"
-    rc = main(["run", str(sim.outdir), "--refs", str(sim.refs_dir), "--out", str(o), "--no-progress"])
+    rc = main(["run", str(sim.outdir), "--refs", str(sim.refs_dir), "--out", str(o),
+               "--config", wl_config, "--no-progress"])
     assert rc == 0
     return o
 
@@ -49,13 +59,14 @@ def test_every_group_opens_labelled(out, sim):
     assert root.attrs["layout"] == zarr_store.LAYOUT
     g = _group(sim)
     stages = sorted(n for n, _ in root[g].groups())
-    assert stages == ["cleaned", "extraction", "lightcurves", "rateints", "references", "spectra"]
+    assert stages == ["cleaned", "extraction", "lightcurves", "rateints", "references", "spectra",
+                      "trace"]
     for stage in stages:
         ds = _open(store, f"{g}/{stage}")
         assert set(ds.dims) <= DIMS, (stage, dict(ds.sizes))
         for name, v in ds.variables.items():
             assert "units" in v.attrs or stage in ("references", "extraction"), (stage, name)
-        if stage in ("rateints", "cleaned", "spectra", "lightcurves"):
+        if stage in ("rateints", "cleaned", "spectra", "lightcurves", "trace"):
             assert TIME_COORDS <= set(ds.coords), stage
             assert ds.sizes["integration"] == NINTS
             np.testing.assert_array_equal(ds["integration_number"], np.arange(1, NINTS + 1))
@@ -116,7 +127,7 @@ def test_complete_only_drops_unfinished(out, sim, tmp_path):
     assert ds["integration_number"].values.tolist() == [1, 2, 3, 5, 6, 7, 8]
 
 
-def test_consolidated_metadata_valid_after_resume(out, sim, tmp_path):
+def test_consolidated_metadata_valid_after_resume(out, sim, tmp_path, wl_config):
     o = tmp_path / "resumed"
     shutil.copytree(out, o)
     store = str(o / "cubes.zarr")
@@ -125,7 +136,8 @@ def test_consolidated_metadata_valid_after_resume(out, sim, tmp_path):
         g["rateints"]["done"][i] = 0
         g["spectra"]["done"][i] = 0
     shutil.rmtree(o / "cubes.zarr" / _group(sim) / "lightcurves")  # rewritten by the rerun
-    rc = main(["run", str(sim.outdir), "--refs", str(sim.refs_dir), "--out", str(o), "--no-progress"])
+    rc = main(["run", str(sim.outdir), "--refs", str(sim.refs_dir), "--out", str(o),
+               "--config", wl_config, "--no-progress"])
     assert rc == 0
     assert json.loads((o / "run.json").read_text())["metrics"]["detector1.records"] == 2
     with warnings.catch_warnings():
@@ -161,7 +173,7 @@ def test_readme_reading_examples_run(out, sim, tmp_path, monkeypatch):
     assert ns["ds"].flux.dims == ("integration", "wavelength")
 
 
-def test_run_to_fsspec_url_matches_local(out, sim):
+def test_run_to_fsspec_url_matches_local(out, sim, wl_config):
     """OUTDIR as an fsspec URL (memory://): every sink writes there; same products as on disk."""
     import uuid
 
@@ -170,7 +182,8 @@ def test_run_to_fsspec_url_matches_local(out, sim):
     url = f"memory://nirbeam-{uuid.uuid4().hex}/products"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rc = main(["run", str(sim.outdir), "--refs", str(sim.refs_dir), "--out", url, "--no-progress"])
+        rc = main(["run", str(sim.outdir), "--refs", str(sim.refs_dir), "--out", url,
+                   "--config", wl_config, "--no-progress"])
     assert rc == 0
     mem = fsspec.filesystem("memory")
     names = {n.rsplit("/", 1)[-1] for n in mem.ls(url.replace("memory://", "/"), detail=False)}
@@ -183,7 +196,7 @@ def test_run_to_fsspec_url_matches_local(out, sim):
     np.testing.assert_array_equal(p.lightcurves()["flux"].values, q.lightcurves()["flux"].values)
     np.testing.assert_array_equal(p.whitelight()["flux"], q.whitelight()["flux"])
     assert len(p.whitelight("astropy")) == NINTS and p.deadletters().empty
-    with fsspec.open(f"{url}/x1dints.fits", "rb") as fh:
+    with fsspec.open(f"{url}/{_group(sim)}_x1dints.fits", "rb") as fh:
         assert fh.read(6) == b"SIMPLE"
 
 

@@ -182,8 +182,20 @@ def test_spectroscopic_depths():
     print("spectroscopic rp pulls", np.round(pull, 2))
     assert np.all(np.abs(pull) < 3.5)
     np.testing.assert_allclose(ts.depth, ts.rp**2)
+    # limb darkening per bin: free with Gaussian priors centred on the white light's
     for r in ts.results:
-        assert r.free == ("rp",) and r.params["inc"] == white.params["inc"]
+        assert r.free == ("rp", "u1", "u2") and r.params["inc"] == white.params["inc"]
+        assert r.priors["u1"][0] == white.params["u1"]
+    fixed = fit_spectroscopic(t, flux, err, np.array([3.0, 3.5, 4.0, 4.5]),
+                              replace_config(white, spec_ld="fixed"))
+    for r in fixed.results:
+        assert r.free == ("rp",) and r.params["u1"] == white.params["u1"]
+
+
+def replace_config(res, **kw):
+    from dataclasses import replace
+
+    return replace(res, config=replace(res.config, **kw))
 
 
 def test_config_validation_and_duration():
