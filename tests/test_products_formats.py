@@ -79,6 +79,16 @@ def test_config_references_the_wavelength_map_not_the_truth(sim):
         assert os.path.isfile(str(res.wavelength_maps[det]))
 
 
+def _tso_spectable_schema():
+    """stdatamodels' own TSO spectral-table schema: [{'name', 'datatype'}, ...]."""
+    import yaml
+    from stdatamodels.jwst import datamodels
+
+    path = os.path.join(os.path.dirname(datamodels.__file__), "schemas", "tso_spectable.schema.yaml")
+    with open(path) as fh:
+        return yaml.safe_load(fh)["datatype"]
+
+
 def test_every_x1dints_opens_as_tsomultispecmodel(with_wl, sim):
     datamodels = pytest.importorskip("stdatamodels.jwst.datamodels")
     res, _ = sim
@@ -95,6 +105,16 @@ def test_every_x1dints_opens_as_tsomultispecmodel(with_wl, sim):
         assert len(tab) == NINTS and tab["DQ"].dtype == np.uint32
         assert len(m.int_times) == NINTS
         np.testing.assert_array_equal(m.int_times["integration_number"], np.arange(1, NINTS + 1))
+        # the file itself holds every schema column, in order, with the schema's dtype
+        # (stdatamodels fills a missing column from the schema default when opening)
+        schema = _tso_spectable_schema()
+        with fits.open(f) as h:
+            data = h["EXTRACT1D"].data
+            assert list(data.columns.names) == [c["name"] for c in schema]
+            for c in schema:
+                got = data[c["name"]].dtype.base
+                assert (got.kind, got.itemsize) == (np.dtype(c["datatype"]).kind,
+                                                    np.dtype(c["datatype"]).itemsize), (c, got)
         # the exposure's own header, and its own detector's wavelengths (from the map)
         with fits.open(f) as h:
             assert h[0].header["DETECTOR"] == det and h[0].header["NINTS"] == NINTS
@@ -176,6 +196,8 @@ def test_trace_diagnostics_match_the_truth(with_wl, sim):
         expect = np.sqrt(np.mean(tr["sigma_psf"]) ** 2 + 1 / 12)  # pixel-integrated Gaussian
         assert np.all(np.abs(wd / expect - 1) < 0.1), (wd, expect)
         np.testing.assert_array_equal(wl[wl["detector"] == det]["trace_centroid_y"], cy)
+        sl = Table.read(with_wl / f"speclc_{_group(res, det)}.ecsv")
+        np.testing.assert_array_equal(sl["trace_width"], wd)
 
 
 def test_fit_one_output_per_detector(with_wl, sim, tmp_path):

@@ -238,7 +238,10 @@ CONFIG = "[products]\nfit = false\nplots = false\n"  # fast; neither touches the
 def sim(tmp_path_factory):
     d = tmp_path_factory.mktemp("sim")
     res = simulate(d, preset="prism-sub512", nints=NINTS, seed=11, ints_per_segment=8)
-    (d / "fast.toml").write_text(CONFIG)
+    # the orbit (no default planet) and the wavelengths, as a user gives them
+    wmap = str(res.wavelength_maps["NRS1"])
+    (d / "fast.toml").write_text(CONFIG + f"[fit]\nper = {res.config.per!r}\n"
+                                 f'[extract]\nwavelength_map = "{wmap}"\n')
     return res
 
 
@@ -302,8 +305,8 @@ def streamed(sim, tmp_path_factory):
     watch = tmp_path / "watch"
     watch.mkdir()
     out = tmp_path / "out"
-    # the wavelength solution comes from the simulator's truth file next to the segments,
-    # as in the batch run: put it there first
+    # the wavelengths come from the config's wavelength map; a truth file next to the
+    # segments is never read (production code does not look for simulator files)
     shutil.copy(sim.truth_file, watch)
     proc = _start(watch, out, sim, "--until-complete")
     try:

@@ -451,7 +451,7 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
             sdq = (np.where(np.isfinite(lc.flux), 0, dqflags.DO_NOT_USE).astype(np.uint32)
                    | wdq[:, None])
             _write_speclc(outdir, root, g, meta, settings, lc, sdq, num, bjd, mjd, wf, we, wdq,
-                          wrange, source)
+                          wrange, source, diag)
             entry["nbins"] = int(lc.centers.size)
             entry["binning"] = ("columns" if pixel else "resolution") if cfg.binning == "auto" \
                 else cfg.binning
@@ -542,7 +542,7 @@ def _trace_diagnostics(root: str, g: str, done: np.ndarray) -> dict[str, np.ndar
 
 
 def _write_speclc(outdir, root, g, meta, settings, lc, sdq, num, bjd, mjd, wf, we, wdq,
-                  wrange, source) -> None:
+                  wrange, source, diag) -> None:
     """Spectroscopic light curves: zarr group, Parquet (long) and ECSV (wide)."""
     from nirbeam.sinks.tables import write_table
 
@@ -570,20 +570,24 @@ def _write_speclc(outdir, root, g, meta, settings, lc, sdq, num, bjd, mjd, wf, w
             {"integration_number": np.repeat(num, nb), "int_mid_BJD_TDB": np.repeat(bjd, nb),
              "int_mid_MJD_UTC": np.repeat(mjd, nb), axis: np.tile(lc.centers, n),
              "bin_lo": np.tile(lc.edges[:-1], n), "bin_hi": np.tile(lc.edges[1:], n),
-             "flux": lc.flux.ravel(), "flux_error": lc.error.ravel(), "dq": sdq.ravel()},
-            smeta, units=lunits, parquet=True, ecsv=False,
+             "flux": lc.flux.ravel(), "flux_error": lc.error.ravel(), "dq": sdq.ravel(),
+             "trace_centroid_y": np.repeat(diag["centroid_y"], nb),
+             "trace_width": np.repeat(diag["width"], nb)},
+            smeta, units={**lunits, "trace_centroid_y": "pix", "trace_width": "pix"},
+            parquet=True, ecsv=False,
         )
     centers_key, edges_key = (("bin_centers_pixel", "bin_edges_pixel") if pixel
                               else ("wavelength_um", "bin_edges_um"))
     write_table(
         stem,
         {"integration_number": num, "int_mid_BJD_TDB": bjd, "int_mid_MJD_UTC": mjd,
-         "flux": lc.flux, "flux_error": lc.error, "dq": sdq},
+         "flux": lc.flux, "flux_error": lc.error, "dq": sdq,
+         "trace_centroid_y": diag["centroid_y"], "trace_width": diag["width"]},
         {**smeta, centers_key: lc.centers.tolist(), edges_key: lc.edges.tolist(),
          "layout": "one row per integration; flux/flux_error/dq are vectors over the "
                    f"bins in meta {centers_key} (edges in {edges_key})"},
         units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "flux": "DN/s",
-               "flux_error": "DN/s"},
+               "flux_error": "DN/s", "trace_centroid_y": "pix", "trace_width": "pix"},
         parquet=False,
     )
 
@@ -856,14 +860,20 @@ def _plots(outdir, root, fits_done, fitted, settings) -> None:
             else:
                 plots.plot_white_light(bjd, wf, fs.join(pdir, f"whitelight_{g}.png"),
                                        error=we, dq=wdq)
-            plots.plot_spectroscopic_image(bjd, lc.centers, lc.flux,
-                                           fs.join(pdir, f"speclc_{g}.png"))
+            # the spectral-axis plots label their axis in µm: not drawn on a pixel axis
+            pixel = is_pixel_axis(_wl_source(root, g))
+            if pixel:
+                log.warning("%s: no wavelength solution: speclc/transmission plots (axes in "
+                            "um) not drawn", g)
+            else:
+                plots.plot_spectroscopic_image(bjd, lc.centers, lc.flux,
+                                               fs.join(pdir, f"speclc_{g}.png"))
             arrays, attrs = zarr_store.load_arrays(root, f"{g}/{EXTRACTION}")
             model = ExtractionModel.from_arrays(arrays, attrs)
             plots.plot_rate_image(arrays["median_image"], fs.join(pdir, f"rate_{g}.png"),
                                   trace=model.trace, half_width=model.half_width,
                                   background_region=model.background_region)
-            if ts is not None:
+            if ts is not None and not pixel:
                 plots.plot_transmission_spectrum(
                     ts.wavelength, ts.depth, ts.depth_error,
                     fs.join(pdir, f"transmission_{g}.png"), bin_edges=lc.edges,

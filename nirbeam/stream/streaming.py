@@ -851,6 +851,11 @@ class StreamSession:
                          "exposure completes.",
                  "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         stem = os.path.join(self.live_dir, f"speclc_{gname}")
+        from nirbeam.stream.wavelengths import axis_units  # "um", or "pixel" without a solution
+
+        au = axis_units(g.model.wavelength.source)
+        ck, ek = ("wavelength_um", "bin_edges_um") if au == "um" else ("bin_centers_pixel",
+                                                                      "bin_edges_pixel")
         written = []
         nb, n = centers.size, num.size
         if self.settings.products.parquet:
@@ -862,14 +867,14 @@ class StreamSession:
                  "bin_hi": np.tile(edges[1:], n), "flux": flux.ravel(),
                  "flux_error": err.ravel(), "dq": sdq.ravel(),
                  "status": np.repeat(np.array(status), nb)},
-                smeta, units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "wavelength": "um",
-                              "bin_lo": "um", "bin_hi": "um", "flux": "DN/s", "flux_error": "DN/s"},
+                smeta, units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "wavelength": au,
+                              "bin_lo": au, "bin_hi": au, "flux": "DN/s", "flux_error": "DN/s"},
                 parquet=True, ecsv=False)
         written += write_table(
             stem,
             {"integration_number": num, "int_mid_BJD_TDB": bjd, "int_mid_MJD_UTC": mjd,
              "flux": flux, "flux_error": err, "dq": sdq, "status": status},
-            {**smeta, "wavelength_um": centers.tolist(), "bin_edges_um": edges.tolist(),
+            {**smeta, ck: centers.tolist(), ek: edges.tolist(),
              "layout": "one row per integration; flux/flux_error/dq are vectors over the "
                        "wavelength bins in meta wavelength_um (edges in bin_edges_um)"},
             units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "flux": "DN/s",
