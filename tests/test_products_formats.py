@@ -286,3 +286,108 @@ def test_eureka_export_matches_the_real_files(with_wl, sim, tmp_path):
 def test_eureka_export_refused_on_a_pixel_axis(no_wl, tmp_path, capsys):
     assert main(["export", "eureka", str(no_wl), "--to", str(tmp_path)]) == EXIT_BAD_INPUT
     assert "microns" in capsys.readouterr().err
+
+
+def _photom_ref(path, photmj=2.5e-7):
+    """A CRDS-layout NIRSpec FS PHOTOM reference (written by stdatamodels' own model)."""
+    from stdatamodels.jwst.datamodels import NrsFsPhotomModel
+
+    n = 50
+    t = np.zeros(2, dtype=[("filter", "S12"), ("grating", "S15"), ("slit", "S15"),
+                           ("photmj", "f4"), ("uncertainty", "f4"), ("nelem", "i2"),
+                           ("wavelength", "f4", (n,)), ("relresponse", "f4", (n,)),
+                           ("reluncertainty", "f4", (n,))])
+    t["filter"] = ["F290LP", "F290LP"]
+    t["grating"] = ["G395H", "G395H"]
+    t["slit"] = ["S200A1", "S1600A1"]
+    t["photmj"] = [1.0, photmj]
+    t["nelem"] = [n, n - 10]
+    w = np.linspace(2.6e-6, 5.3e-6, n)  # metres, as some CRDS files give them
+    t["wavelength"] = [w, w]
+    t["relresponse"] = [np.ones(n), 1.0 + 0.2 * (w - 4e-6) / 1e-6]
+    m = NrsFsPhotomModel()
+    m.phot_table = t
+    m.meta.instrument.name = "NIRSPEC"
+    m.meta.instrument.detector = "NRS1"
+    m.meta.exposure.type = "NRS_BRIGHTOBJ"
+    m.meta.reftype = "PHOTOM"
+    m.save(str(path))
+    return w[: n - 10] * 1e6, (1.0 + 0.2 * (w - 4e-6) / 1e-6)[: n - 10], photmj
+
+
+def test_x1dints_in_jy_with_a_photom_reference(with_wl, sim, tmp_path):
+    """FLUX = DN/s x PHOTMJ x RELRESPONSE(lambda) x 1e6 (jwst photom for a point source in
+    the fixed slit, then extract_1d's sum), from a PHOTOM file, only with wavelengths."""
+    import shutil
+
+    pytest.importorskip("stdatamodels")
+    from stdatamodels.jwst import datamodels
+
+    from nirbeam.stream.products import finalize_products
+    from nirbeam.stream.settings import Settings
+    from nirbeam.stream.uncal import plan_exposures, scan_segment
+
+    res, cfg = sim
+    ref = tmp_path / "jwst_nirspec_photom_test.fits"
+    w_ref, r_ref, photmj = _photom_ref(ref)
+    out = tmp_path / "jy"
+    shutil.copytree(with_wl, out)
+    summary = json.loads((out / "run.json").read_text())
+    conf = dict(summary["config_input"])
+    conf["extract"] = {**conf.get("extract", {}), "photom": str(ref)}
+    conf["products"] = {"fit": False, "plots": False}
+    settings = Settings.from_dict(conf)
+    plans = plan_exposures([scan_segment(p) for p in summary["inputs"]])
+    finalize_products(str(out), str(out / "cubes.zarr"), plans, settings)
+    for det in DETS:
+        name = f"{_group(res, det)}_x1dints.fits"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            jy = datamodels.open(str(out / name))
+        dn = datamodels.open(str(with_wl / name))
+        wl = dn.spec[0].spec_table["WAVELENGTH"][0]
+        expect = photmj * np.interp(wl, w_ref, r_ref, left=np.nan, right=np.nan) * 1e6
+        got = jy.spec[0].spec_table["FLUX"] / dn.spec[0].spec_table["FLUX"]
+        ok = np.isfinite(expect)
+        assert ok.sum() > 1000
+        np.testing.assert_allclose(got[:, ok], np.broadcast_to(expect[ok], got[:, ok].shape),
+                                   rtol=1e-6)
+        assert np.isnan(jy.spec[0].spec_table["FLUX"][:, ~ok]).all()
+        with fits.open(out / name) as h:
+            assert h["EXTRACT1D"].header["BUNIT"] == "Jy"
+            assert h["EXTRACT1D"].columns["FLUX"].unit == "Jy"
+            assert "PHOTMJ" in str(h["EXTRACT1D"].header["COMMENT"])
+    # the light curves stay in DN/s (said in their units)
+    assert Table.read(out / "whitelight.ecsv")["flux"].unit == "DN / s"
+
+
+def test_photom_refused_rows_name_what_exists(tmp_path):
+    from nirbeam.stream.photom import read_photom
+    from nirbeam.stream.uncal import BadInputError
+
+    ref = tmp_path / "p.fits"
+    _photom_ref(ref)
+    with pytest.raises(BadInputError, match="no row for FILTER=CLEAR, GRATING=PRISM"):
+        read_photom(str(ref), "CLEAR", "PRISM")
+
+
+def test_photom_without_wavelengths_stays_dn_per_s(no_wl, sim, tmp_path):
+    import shutil
+
+    pytest.importorskip("stdatamodels")
+    from nirbeam.stream.products import finalize_products
+    from nirbeam.stream.settings import Settings
+    from nirbeam.stream.uncal import plan_exposures, scan_segment
+
+    res, _ = sim
+    ref = tmp_path / "photom.fits"
+    _photom_ref(ref)
+    out = tmp_path / "dn"
+    shutil.copytree(no_wl, out)
+    summary = json.loads((out / "run.json").read_text())
+    settings = Settings.from_dict({"extract": {"photom": str(ref)},
+                                   "products": {"fit": False, "plots": False}})
+    plans = plan_exposures([scan_segment(p) for p in summary["inputs"]])
+    finalize_products(str(out), str(out / "cubes.zarr"), plans, settings)
+    with fits.open(out / f"{_group(res, 'NRS1')}_x1dints.fits") as h:
+        assert h["EXTRACT1D"].header["BUNIT"] == "DN/s"

@@ -240,7 +240,7 @@ def sim(tmp_path_factory):
     res = simulate(d, preset="prism-sub512", nints=NINTS, seed=11, ints_per_segment=8)
     # the orbit (no default planet) and the wavelengths, as a user gives them
     wmap = str(res.wavelength_maps["NRS1"])
-    (d / "fast.toml").write_text(CONFIG + f"[fit]\nper = {res.config.per!r}\n"
+    (d / "fast.toml").write_text(CONFIG + f"[fit]\nper = {float(res.config.per)!r}\n"
                                  f'[extract]\nwavelength_map = "{wmap}"\n')
     return res
 

@@ -46,6 +46,8 @@ class X1dTable:
         Where the wavelengths come from (``none: ...`` when there are none).
     int_times : mapping, optional
         The exposure's whole INT_TIMES table (``integration_number`` and the six times).
+    calibration : str
+        How FLUX was calibrated (empty: not calibrated, DN/s).
     """
 
     detector: str
@@ -64,6 +66,7 @@ class X1dTable:
     flux_unit: str = "DN/s"
     wavelength_source: str = ""
     int_times: Mapping[str, np.ndarray] | None = None
+    calibration: str = ""
 
 
 def _primary(header: Mapping[str, object], model: str) -> fits.PrimaryHDU:
@@ -160,6 +163,8 @@ def x1dints_hdulist(t: X1dTable) -> fits.HDUList:
                          "spectrum's element k is detector column k (0-based) of the "
                          "subarray.")
     hd["WLSOURCE"] = str(t.wavelength_source)[:68]
+    if t.calibration:
+        hd["COMMENT"] = f"FLUX calibrated: {t.calibration}"
     it = t.int_times
     if it is None:
         it = {"integration_number": t.int_num, **{k: t.times[k] for k in INT_TIMES_COLUMNS[1:]}}

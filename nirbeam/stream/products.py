@@ -456,7 +456,8 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
             entry["binning"] = ("columns" if pixel else "resolution") if cfg.binning == "auto" \
                 else cfg.binning
         if settings.products.x1dints_fits:
-            entry["x1dints"] = _write_x1dints(outdir, plan, num, wl, flux, err, cdq, S, source)
+            entry["x1dints"], entry["x1dints_flux_units"] = _write_x1dints(
+                outdir, plan, num, wl, flux, err, cdq, S, source, settings.extract.photom)
         fits_done[g] = (meta, bjd, wf, we, wdq, lc, sdq)
     if not wl_rows:
         return out
@@ -599,11 +600,32 @@ def _segment_of(plan, num: np.ndarray) -> np.ndarray:
     return seg
 
 
-def _write_x1dints(outdir, plan, num, wl, flux, err, cdq, S, source) -> str:
-    """``<exposure>_<det>_x1dints.fits`` (TSOMultiSpecModel), one per exposure/detector."""
+def _write_x1dints(outdir, plan, num, wl, flux, err, cdq, S, source,
+                   photom: str = "") -> tuple[str, str]:
+    """``<exposure>_<det>_x1dints.fits`` (TSOMultiSpecModel), one per exposure/detector.
+
+    FLUX in Jy when a PHOTOM reference is configured and the run has wavelengths, else
+    DN/s. Returns (file name, flux unit).
+    """
     from nirbeam.sinks.fits_products import X1dTable, write_x1dints
 
     meta = plan.meta
+    unit = "DN/s"
+    calibration = ""
+    vp, vr, bkg = S["flux_var_poisson"], S["flux_var_rnoise"], S["background"]
+    if photom and not is_pixel_axis(source):
+        from nirbeam.stream.photom import conversion_jy_per_dn_s, read_photom
+
+        row = read_photom(photom, meta.filter, meta.grating,
+                          str(meta.header_dict().get("FXD_SLIT", "S1600A1")) or "S1600A1")
+        c = conversion_jy_per_dn_s(row, wl)[None, :]
+        flux, err, bkg = flux * c, err * c, bkg * c
+        vp, vr = vp * c**2, vr * c**2
+        unit = "Jy"
+        calibration = f"PHOTOM {row.source}: FLUX = DN/s x PHOTMJ x RELRESPONSE x 1e6"
+    elif photom:
+        log.warning("%s: [extract] photom given but no wavelength solution: x1dints FLUX "
+                    "stays in DN/s", meta.group_name)
     times = plan.int_times()
     inum = np.asarray(times.get("integration_number", np.arange(1, meta.nints + 1)))
     row = {k: np.asarray(v) for k, v in times.items()}
@@ -612,16 +634,16 @@ def _write_x1dints(outdir, plan, num, wl, flux, err, cdq, S, source) -> str:
     rtimes = {k: v[idx] for k, v in row.items() if k != "integration_number"}
     t = X1dTable(
         detector=meta.detector, header=meta.header_dict(), int_num=np.asarray(num, np.int32),
-        wavelength=wl, flux=flux, flux_error=err, flux_var_poisson=S["flux_var_poisson"],
-        flux_var_rnoise=S["flux_var_rnoise"], dq=cdq, background=S["background"],
+        wavelength=wl, flux=flux, flux_error=err, flux_var_poisson=vp,
+        flux_var_rnoise=vr, dq=cdq, background=bkg,
         npixels=S["npixels"], times=rtimes, segment=_segment_of(plan, np.asarray(num)),
-        flux_unit="DN/s", wavelength_source=source,
+        flux_unit=unit, wavelength_source=source, calibration=calibration,
         int_times={"integration_number": inum, **{k: v for k, v in row.items()
                                                   if k != "integration_number"}},
     )
     name = f"{meta.group_name}_x1dints.fits"
     write_x1dints(fs.join(outdir, name), t)
-    return name
+    return name, unit
 
 
 def _write_whitelight(outdir, root, wl_rows, settings) -> None:

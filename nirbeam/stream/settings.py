@@ -69,6 +69,9 @@ class ExtractConfig:
         tables with a WAVELENGTH column (a jwst x1dints product); ``{detector}`` in the
         path becomes ``nrs1``/``nrs2``. ``"jwst:assign_wcs"``: jwst's assign_wcs (optional
         ``nirbeam[jwst]`` extra and a CRDS cache). See :mod:`nirbeam.stream.wavelengths`.
+    photom : str
+        CRDS NIRSpec fixed-slit PHOTOM reference (FITS): with a wavelength solution the
+        x1dints FLUX is in Jy (see :mod:`nirbeam.stream.photom`); otherwise DN/s.
     profile_nints : int
         Integrations sampled (evenly) for the median image, trace and profile.
     sigma_clip : float
@@ -82,6 +85,7 @@ class ExtractConfig:
     trace_coefficients: tuple[float, ...] = ()
     wavelength_coefficients: tuple[float, ...] = ()
     wavelength_map: str = ""
+    photom: str = ""
     profile_nints: int = 64
     sigma_clip: float = 5.0
 
