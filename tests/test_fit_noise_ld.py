@@ -151,3 +151,39 @@ def test_reads_eurekas_lcdata():
         np.testing.assert_array_equal(c["flux"], h["flux_white"][...])
         np.testing.assert_array_equal(c["use"], ~h["mask_white"][...].astype(bool))
     assert c["time"].size == 24
+
+
+def test_joint_fit_only_on_request(tmp_path):
+    from nirbeam.stream.cli import main
+    from nirbeam.transforms.transit import fit_joint
+
+    # the same planet seen by two detectors (different levels and baselines)
+    rng = np.random.default_rng(9)
+    t = np.linspace(-0.15, 0.15, 300)
+    same = {}
+    for det, level in (("NRS1", 1000.0), ("NRS2", 600.0)):
+        f = level * transit_model(t, TRUE) * (1 + 2e-3 * t) + level * rng.normal(0, 300e-6, t.size)
+        same[det] = (t, f, np.full(t.size, level * 300e-6), np.ones(t.size, bool))
+    cfg = FitConfig(per=3.0, t0=0.0, rp=0.11, a=10.0, inc=88.5, u=(0.15, 0.25), free=("rp",))
+    j = fit_joint(same, cfg)
+    one = fit_transit(*same["NRS1"][:3], cfg)
+    assert abs(j["params"]["rp"] - 0.12) < 4 * j["errors"]["rp"]
+    # two curves of equal quality: the joint error is ~1/sqrt(2) of one curve's
+    assert j["errors"]["rp"] / one.errors["rp"] == pytest.approx(2 ** -0.5, rel=0.25)
+    assert set(j["baselines"]) == {"NRS1", "NRS2"}
+    # through the CLI: per detector by default, one joint file with --joint
+    q = QTable()
+    for det, (tt, f, _e, _u) in same.items():
+        q[f"BJD_TDB_{det}"] = tt
+        q[f"whitelight_flux_{det}"] = f
+        q[f"whitelight_flux_error_{det}"] = _e
+    q.write(tmp_path / "x_whtlt.ecsv")
+    (tmp_path / "c.toml").write_text('[fit]\nper = 3.0\nt0 = 0.0\nrp = 0.11\na = 10.0\n'
+                                     'inc = 88.5\nu = [0.15, 0.25]\nfree = ["rp"]\n')
+    assert main(["fit", str(tmp_path / "x_whtlt.ecsv"), "--config", str(tmp_path / "c.toml"),
+                 "--out", str(tmp_path / "sep")]) == 0
+    assert sorted(p.name for p in (tmp_path / "sep").glob("*.json")) == ["fit_NRS1.json",
+                                                                         "fit_NRS2.json"]
+    assert main(["fit", str(tmp_path / "x_whtlt.ecsv"), "--config", str(tmp_path / "c.toml"),
+                 "--out", str(tmp_path / "joint"), "--joint"]) == 0
+    assert [p.name for p in (tmp_path / "joint").glob("*.json")] == ["fit_joint.json"]

@@ -487,7 +487,7 @@ def test_live_speclc_equals_binning_of_the_live_spectra(streamed, batch):
                                   np.repeat(np.arange(1, NINTS + 1), edges.size - 1))
 
 
-def test_live_fit_written_and_failure_keeps_previous(streamed, tmp_path, monkeypatch, caplog):
+def test_live_fit_written_and_failure_keeps_previous(streamed, sim, tmp_path, monkeypatch, caplog):
     """The stream leaves live/fit_<group>.json (params.rp); a fit that raises logs a
     warning, keeps the previous file and does not raise."""
     from nirbeam.stream.settings import Settings
@@ -501,7 +501,8 @@ def test_live_fit_written_and_failure_keeps_previous(streamed, tmp_path, monkeyp
     assert json.loads((out / "run.json").read_text())["streaming"]["live_fits"] >= 1
 
     live = Table.read(out / "live" / "whitelight.ecsv")
-    s = StreamSession(str(tmp_path / "o"), None, Settings.from_dict({}), plot_every=1.0)
+    s = StreamSession(str(tmp_path / "o"), None,  # the orbit from the config: no default
+                      Settings.from_dict({"fit": {"per": float(sim.config.per)}}), plot_every=1.0)
 
     def put(n, status):
         for r in live[:n]:

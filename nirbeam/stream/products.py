@@ -929,9 +929,6 @@ def fit_command(table: str, config_path: str | None, out: str | None,
 
     if not os.path.isfile(table):
         raise BadInputError(table, "no such light-curve table")
-    if joint:
-        raise ConfigError("nirbeam fit --joint: a joint NRS1+NRS2 fit is not implemented yet; "
-                          "each detector is fitted on its own")
     cfg = load_config_file(config_path)
     columns = cfg.pop("columns", None) if isinstance(cfg.get("columns"), dict) else None
     fit_cfg = build_dataclass(FitConfig, cfg.get("fit", {}), "config.fit")
@@ -944,6 +941,23 @@ def fit_command(table: str, config_path: str | None, out: str | None,
         curves = read_lightcurve_tables(table, columns)
     except (KeyError, ValueError) as exc:
         raise BadInputError(table, str(exc).strip("'\"")) from None
+    if joint:
+        from nirbeam.sinks.tables import write_json
+        from nirbeam.transforms.transit import fit_joint
+
+        if len(curves) < 2:
+            raise ConfigError(f"nirbeam fit --joint: {table} holds {len(curves)} light curve(s); "
+                              "a joint fit needs two or more (e.g. NRS1 and NRS2)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = fit_joint({k: (c["time"], c["flux"], c["error"], c["use"])
+                             for k, c in curves.items()}, fit_cfg)
+        write_json(os.path.join(out, "fit_joint.json"), res)
+        rp, drp = res["params"]["rp"], res["errors"].get("rp", float("nan"))
+        print(f"joint {res['curves']}: Rp/R* = {rp:.5f} +/- {drp:.5f}; chi2/dof "
+              f"{res['reduced_chi2']:.3f}")
+        print(f"wrote {os.path.join(out, 'fit_joint.json')}")
+        return 0
     for label, c in curves.items():
         stem = f"fit_{label}" if label else "fit"
         with warnings.catch_warnings():

@@ -50,6 +50,7 @@ __all__ = [
     "fit_spectroscopic",
     "time_averaging_beta",
     "read_lightcurve_tables",
+    "fit_joint",
 ]
 
 _TRANSIT_PARAMS = ("t0", "per", "rp", "a", "inc", "ecc", "w", "u1", "u2", "u3", "u4")
@@ -508,6 +509,116 @@ def fit_transit(
         assumptions=_assumptions(config, base, free, priors, beta),
         priors=priors,
     )
+
+
+def fit_joint(curves: dict, config: FitConfig) -> dict:
+    """Fit several light curves (e.g. NRS1 and NRS2) with one shared transit.
+
+    Each curve keeps its own normalisation and polynomial baseline; the transit parameters
+    in ``config.free`` are shared. Only on request: detectors are otherwise fitted apart.
+
+    Parameters
+    ----------
+    curves : dict
+        ``label -> (time, flux, error, use)`` (days; any flux unit; use: bool mask).
+    config : FitConfig
+
+    Returns
+    -------
+    dict
+        JSON-ready: shared ``params``/``errors``, per-curve ``baselines``, ``chi2``, ``dof``,
+        ``beta`` per curve, ``rms_ppm`` per curve, ``assumptions``.
+    """
+    from scipy.optimize import least_squares
+
+    if config.per is None:
+        raise ValueError("fit: no orbital period: set [fit] per (days); nirbeam has no "
+                         "default planet")
+    data = {}
+    for lab, (t, f, e, use) in curves.items():
+        t, f, e = (np.asarray(x, np.float64) for x in (t, f, e))
+        m = np.isfinite(t) & np.isfinite(f) & np.isfinite(e) & (e > 0) & np.asarray(use, bool)
+        o = np.argsort(t[m])
+        t, f, e = t[m][o], f[m][o], e[m][o]
+        norm = float(np.median(f))
+        data[lab] = (t, f / norm, e / norm, norm)
+    allt = np.concatenate([d[0] for d in data.values()])
+    allf = np.concatenate([d[1] for d in data.values()])
+    t0 = _guess_t0(np.sort(allt), allf[np.argsort(allt)]) if config.t0 is None else config.t0
+    base = {"t0": t0, "per": config.per, "rp": config.rp, "a": config.a, "inc": config.inc,
+            "ecc": config.ecc, "w": config.w}
+    nld = len(config.u)
+    for i, u in enumerate(config.u):
+        base[f"u{i + 1}"] = float(u)
+    free = tuple(config.free)
+    nb = config.baseline_order + 1
+    labels = list(data)
+    models = {lab: _batman().TransitModel(_params_obj(base, config.limb_dark, nld), d[0])
+              for lab, d in data.items()}
+
+    def unpack(x):
+        p = dict(base)
+        for i, n in enumerate(free):
+            p[n] = x[i]
+        return p
+
+    def parts(x):
+        p = unpack(x)
+        tp = _params_obj(p, config.limb_dark, nld)
+        out = {}
+        for j, lab in enumerate(labels):
+            t = data[lab][0]
+            c = x[len(free) + j * nb: len(free) + (j + 1) * nb]
+            out[lab] = (models[lab].light_curve(tp),
+                        np.polynomial.polynomial.polyval(t - np.median(t), c))
+        return out
+
+    def resid(x):
+        pr = parts(x)
+        return np.concatenate([(pr[lab][0] * pr[lab][1] - data[lab][1]) / data[lab][2]
+                               for lab in labels])
+
+    x0 = [base[n] for n in free] + ([1.0] + [0.0] * config.baseline_order) * len(labels)
+    lo = [_BOUNDS.get(n, (-np.inf, np.inf))[0] for n in free] + [-np.inf] * nb * len(labels)
+    hi = [_BOUNDS.get(n, (-np.inf, np.inf))[1] for n in free] + [np.inf] * nb * len(labels)
+    if "t0" in free:
+        i = free.index("t0")
+        lo[i], hi[i] = t0 - 0.25 * config.per, t0 + 0.25 * config.per
+    xs = [1e-3 if n == "t0" else max(abs(v), 1e-3) * 0.1 for n, v in zip(free, x0, strict=False)]
+    xs += [1e-3] * nb * len(labels)
+    sol = least_squares(resid, np.asarray(x0, float), bounds=(lo, hi), x_scale=np.asarray(xs),
+                        max_nfev=config.max_nfev, method="trf")
+    r = sol.fun
+    chi2 = float(np.sum(r**2))
+    dof = int(r.size - sol.x.size)
+    red = chi2 / dof if dof > 0 else float("nan")
+    pr = parts(sol.x)
+    betas = {lab: (time_averaging_beta(data[lab][1] / (pr[lab][0] * pr[lab][1]) - 1.0,
+                                       config.beta_max_bin) if config.red_noise else 1.0)
+             for lab in labels}
+    beta = max(betas.values())
+    scale = (max(1.0, math.sqrt(red)) if np.isfinite(red) else 1.0) * beta
+    try:
+        err = np.sqrt(np.clip(np.diag(np.linalg.inv(sol.jac.T @ sol.jac)), 0, None)) * scale
+    except np.linalg.LinAlgError:
+        err = np.full(sol.x.size, np.nan)
+    p = unpack(sol.x)
+    return {
+        "joint": True, "curves": labels,
+        "params": {k: float(v) for k, v in p.items()},
+        "errors": {n: float(err[i]) for i, n in enumerate(free)},
+        "baselines": {lab: [float(v) for v in sol.x[len(free) + j * nb: len(free) + (j + 1) * nb]]
+                      for j, lab in enumerate(labels)},
+        "norm": {lab: data[lab][3] for lab in labels},
+        "chi2": chi2, "dof": dof, "reduced_chi2": red, "error_scale": scale,
+        "beta": betas,
+        "rms_ppm": {lab: float(np.std(data[lab][1] / (pr[lab][0] * pr[lab][1]) - 1) * 1e6)
+                    for lab in labels},
+        "success": bool(sol.success), "message": str(sol.message),
+        "assumptions": _assumptions(config, base, free, {}, beta) + [
+            f"joint fit of {labels}: transit parameters shared, each curve normalised by its "
+            "median with its own baseline; errors scaled by the largest beta"],
+    }
 
 
 def _assumptions(config: FitConfig, base: dict, free, priors, beta) -> list[str]:
