@@ -671,8 +671,10 @@ def _write_whitelight(outdir, root, wl_rows, settings) -> None:
     tmeta["detectors"] = [m.detector for m, _, _, _ in metas]
     tmeta["exposures"] = sorted({m.exposure for m, _, _, _ in metas})
     if len(tmeta["exposures"]) > 1:  # the rows say which; no single exposure's keywords
-        for k in ("exposure", "detector", "number_of_integrations"):
+        for k in ("exposure", "number_of_integrations"):
             tmeta.pop(k, None)
+    if len(metas) > 1:
+        tmeta.pop("detector", None)  # "detectors" lists them; rows say which
     tmeta["wavelength_source"] = {m.detector: s for m, _, _, s in metas}
     tmeta["spectral_axis"] = {m.detector: spectral_axis_words(s) for m, _, _, s in metas}
     tmeta.pop("wavelength_range_um", None)
