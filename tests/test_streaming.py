@@ -498,7 +498,8 @@ def test_live_fit_written_and_failure_keeps_previous(streamed, tmp_path, monkeyp
     assert json.loads((out / "run.json").read_text())["streaming"]["live_fits"] >= 1
 
     live = Table.read(out / "live" / "whitelight.ecsv")
-    s = StreamSession(str(tmp_path / "o"), None, Settings.from_dict({}), plot_every=1.0)
+    s = StreamSession(str(tmp_path / "o"), None, Settings.from_dict({}), plot_every=1.0,
+                      allow_standins=True)
 
     def put(n, status):
         for r in live[:n]:

@@ -306,6 +306,14 @@ def _print_summary(summary: dict) -> None:
             + ("" if e.get("whitelight_points", 1) else "; no white-light curve")
             + ("" if e["complete"] else "  (INCOMPLETE: see deadletter.jsonl)")
         )
+    used = sorted({t for e in summary.get("exposures", []) for t in e.get("standins", {})})
+    if used:
+        print(f"nirbeam: stand-ins used for {', '.join(used)} (--allow-standins); what each "
+              "costs is in run.json (exposures[].standins)", file=sys.stderr)
+    bad = sum(len(e.get("bad_int_times", {})) for e in summary.get("exposures", []))
+    if bad:
+        print(f"nirbeam: {bad} integration(s) with a bad INT_TIMES row flagged DO_NOT_USE "
+              "(run.json exposures[].bad_int_times)", file=sys.stderr)
     n = summary.get("deadletters")
     if n:
         print(f"{n} dead letters in deadletter.jsonl: products are incomplete (exit code 3)")

@@ -91,6 +91,9 @@ class SegmentInfo:
         integration number -> IntTimes for this segment's integrations.
     notes : tuple of str
         Things the reader substituted or repaired (e.g. derived times), for provenance.
+    bad_times : tuple of (int, str)
+        Integrations whose INT_TIMES row failed a check, with the reason: their times are
+        interpolated from the good rows and the integration is flagged DO_NOT_USE.
     """
 
     path: str
@@ -102,6 +105,7 @@ class SegmentInfo:
     sci_bitpix: int
     times: dict = field(hash=False, compare=False)
     notes: tuple[str, ...] = ()
+    bad_times: tuple[tuple[int, str], ...] = ()
 
     @property
     def nints(self) -> int:
@@ -309,7 +313,7 @@ def _scan_open(hdul, path, size, require_tso):
         expstart=float(ph.get("EXPSTART", 0.0)),
         extra=tuple(extra),
     )
-    times, notes = _read_int_times(hdul, path, meta, intstart, intend, ph)
+    times, notes, bad = _read_int_times(hdul, path, meta, intstart, intend, ph)
     return SegmentInfo(
         path=os.path.abspath(path),
         meta=meta,
@@ -320,6 +324,7 @@ def _scan_open(hdul, path, size, require_tso):
         sci_bitpix=bitpix,
         times=times,
         notes=tuple(notes),
+        bad_times=tuple(sorted(bad.items())),
     )
 
 
@@ -334,9 +339,15 @@ _TIME_COLS = (
 
 
 def _read_int_times(hdul, path, meta, intstart, intend, ph):
+    """INT_TIMES rows of this segment's integrations, checked.
+
+    Returns ``(rows, notes, bad)``: integration -> IntTimes, provenance notes, and
+    integration -> reason for rows that failed a check (see :func:`check_int_times`).
+    """
     notes = []
     it = _find_ext(hdul, "INT_TIMES")
     rows = {}
+    bad: dict[int, str] = {}
     if it is not None:
         data = hdul[it].data
         names = {n.lower(): n for n in (data.names if data is not None else [])}
@@ -349,10 +360,9 @@ def _read_int_times(hdul, path, meta, intstart, intend, ph):
             )
         else:
             num = np.asarray(data[names["integration_number"]]).astype(np.int64)
-            cols = [np.asarray(data[names[c.lower()]], dtype=np.float64) for c in _TIME_COLS]
-            for j, n in enumerate(num):
-                if intstart <= n <= intend:
-                    rows[int(n)] = IntTimes(*(float(c[j]) for c in cols))
+            cols = np.stack([np.asarray(data[names[c.lower()]], dtype=np.float64) for c in _TIME_COLS], 1)
+            rows, bad, more = check_int_times(num, cols, meta, intstart, intend, path)
+            notes.extend(more)
     need = set(range(intstart, intend + 1))
     lacking = sorted(need - set(rows))
     if lacking:
@@ -375,7 +385,119 @@ def _read_int_times(hdul, path, meta, intstart, intend, ph):
             )
         derived = derive_int_times(meta, np.array(lacking), ph)
         rows.update(derived)
-    return rows, notes
+    return rows, notes, bad
+
+
+def cycle_seconds(meta: ExposureMeta) -> float:
+    """Integration cadence the readout promises: ``(NGROUPS*(NFRAMES+GROUPGAP) - GROUPGAP + 1)
+    * TFRAME`` seconds (one reset frame between integrations)."""
+    return (meta.ngroups * (meta.nframes + meta.groupgap) - meta.groupgap + 1) * meta.tframe
+
+
+def check_int_times(num: np.ndarray, cols: np.ndarray, meta: ExposureMeta, intstart: int,
+                    intend: int, path: str):
+    """Check INT_TIMES rows: finite, ordered, unique, on the cadence the headers promise.
+
+    Parameters
+    ----------
+    num : int, (nrows,)
+        ``integration_number`` column.
+    cols : float64, (nrows, 6), days
+        int_start/mid/end MJD_UTC, int_start/mid/end BJD_TDB.
+
+    Returns
+    -------
+    rows : dict int -> IntTimes
+        One row per integration of ``intstart..intend`` found in the table; rows that failed
+        a check are replaced by times interpolated on the cadence of the good rows
+        (``derived=True``).
+    bad : dict int -> str
+        The integrations whose row failed, and why (non-finite, start/mid/end out of
+        order, BJD-MJD beyond light travel time, off the cadence, too long).
+    notes : list of str
+
+    Raises
+    ------
+    BadInputError
+        The same integration_number twice with different times (which is right cannot be
+        told), or a cadence that disagrees with TFRAME/TGROUP/NGROUPS by more than 10%.
+    """
+    name = os.path.basename(path)
+    notes: list[str] = []
+    sel = (num >= intstart) & (num <= intend)
+    num, cols = num[sel], cols[sel]
+    first: dict[int, int] = {}
+    for j, n in enumerate(num):
+        n = int(n)
+        if n in first:
+            k = first[n]
+            if np.array_equal(cols[k], cols[j], equal_nan=True):
+                notes.append(f"{name}[INT_TIMES] lists integration {n} twice (identical rows): used once")
+                continue
+            raise BadInputError(
+                path, f"integration_number {n} appears twice (rows {k + 1} and {j + 1}) with "
+                "different times: which is right cannot be told", "INT_TIMES", "integration_number")
+        first[n] = j
+    order = sorted(first)
+    if not order:
+        return {}, {}, notes
+    n_arr = np.array(order, np.int64)
+    c = cols[[first[n] for n in order]]
+    cycle = cycle_seconds(meta) / SECONDS_PER_DAY
+    bad: dict[int, str] = {}
+    for k, n in enumerate(order):
+        r = c[k]
+        if not np.all(np.isfinite(r)):
+            bad[n] = "non-finite time in INT_TIMES"
+        elif not (r[0] <= r[1] <= r[2] and r[3] <= r[4] <= r[5]):
+            bad[n] = "int_start <= int_mid <= int_end does not hold"
+        elif abs(r[4] - r[1]) > 0.02:
+            bad[n] = f"BJD_TDB - MJD_UTC = {(r[4] - r[1]) * 86400:.0f} s, beyond any light travel time"
+        elif r[2] - r[0] > 2 * cycle + 1 / SECONDS_PER_DAY:
+            bad[n] = (f"lasts {(r[2] - r[0]) * 86400:.3f} s, more than two integration cycles "
+                      f"({cycle * 86400:.3f} s)")
+    good = np.array([n not in bad for n in order])
+    cadence = cycle
+    if good.sum() >= 3:
+        ng, sg = n_arr[good], c[good, 0]
+        steps = np.diff(sg) / np.diff(ng)
+        cadence = float(np.median(steps))
+        if cycle > 0 and abs(cadence - cycle) > 0.1 * cycle:
+            raise BadInputError(
+                path, f"INT_TIMES rows are {cadence * 86400:.4f} s apart, but TFRAME={meta.tframe}, "
+                f"NGROUPS={meta.ngroups}, NFRAMES={meta.nframes}, GROUPGAP={meta.groupgap} give "
+                f"an integration cycle of {cycle * 86400:.4f} s", "INT_TIMES", "int_start_MJD_UTC")
+    tol = max(0.5 * cadence, 1 / SECONDS_PER_DAY)
+    if good.sum() >= 3:
+        # robust reference: the median offset of the good rows from a regular cadence;
+        # a row off it by more than half a cycle (swapped, jumped, duplicated) is bad
+        ref0 = float(np.median(c[good, 0] - (n_arr[good] - 1) * cadence))
+        for k, n in enumerate(order):
+            if good[k] and abs(c[k, 0] - (ref0 + (n - 1) * cadence)) > tol:
+                bad[n] = (f"int_start is {(c[k, 0] - (ref0 + (n - 1) * cadence)) * 86400:+.3f} s "
+                          f"off the cadence of the other rows ({cadence * 86400:.4f} s): out of "
+                          "order, duplicated or jumped")
+        good = np.array([n not in bad for n in order])
+    elif meta.expstart > 0:
+        for k, n in enumerate(order):
+            off = c[k, 0] - (meta.expstart + (n - 1) * cycle)
+            if good[k] and abs(off) > max(tol, 60 / SECONDS_PER_DAY):
+                bad[n] = f"int_start is {off * 86400:+.1f} s from EXPSTART + (n-1) cycles"
+        good = np.array([n not in bad for n in order])
+    rows: dict[int, IntTimes] = {}
+    if good.any():
+        offs = np.median(c[good] - ((n_arr[good] - 1) * cadence)[:, None], axis=0)
+    for k, n in enumerate(order):
+        if n not in bad:
+            rows[n] = IntTimes(*(float(v) for v in c[k]))
+        elif good.any():
+            rows[n] = IntTimes(*(float(v) for v in offs + (n - 1) * cadence), derived=True)
+    if bad:
+        first_bad = min(bad)
+        notes.append(f"{name}[INT_TIMES]: {len(bad)} row(s) failed the time checks (first: "
+                     f"integration {first_bad}: {bad[first_bad]}); their times are interpolated "
+                     "and the integrations flagged DO_NOT_USE")
+    return rows, bad, notes
 
 
 def derive_int_times(meta: ExposureMeta, numbers: np.ndarray, header=None) -> dict[int, IntTimes]:
