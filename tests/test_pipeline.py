@@ -130,9 +130,10 @@ def test_missing_segment_goes_to_dead_letters(sim, tmp_path):
             shutil.copy(p, d)
     out = tmp_path / "out"
     rc = main(["run", str(d), "--refs", str(sim.refs_dir), "--out", str(out), "--no-progress"])
-    assert rc == 0
+    assert rc == 3  # products incomplete (the missing integrations)
     rj = json.loads((out / "run.json").read_text())
     e = rj["exposures"][0]
+    assert not e["products_complete"] and rj["deadletters"] == 10
     assert e["processed"] == NINTS - 10 and e["deadlettered"] == 10 and e["complete"]
     lines = [json.loads(x) for x in (out / "deadletter.jsonl").read_text().splitlines()]
     assert sorted(x["integration"] for x in lines) == list(range(11, 21))

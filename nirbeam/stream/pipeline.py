@@ -564,10 +564,10 @@ def run(
     files = find_uncal_files(inputs)
     infos = [scan_segment(f) for f in files]
     plans = plan_exposures(infos)
+    _check_outdir(outdir)
     if not refs_dir and not allow_standins:
         raise _no_refs_error()
     ref_index = index_references(refs_dir) if refs_dir else None
-    _check_outdir(outdir)
     root = fs.join(outdir, "cubes.zarr")
     zarr_store.open_root(root)
     dead_dir = fs.join(outdir, "_deadletters")

@@ -11,6 +11,7 @@ and what was expected.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import warnings
@@ -328,6 +329,8 @@ def _scan_open(hdul, path, size, require_tso):
     )
 
 
+_TIME_FIELDS = tuple(f for f in dataclasses.fields(IntTimes) if f.name != "derived")
+
 _TIME_COLS = (
     "int_start_MJD_UTC",
     "int_mid_MJD_UTC",
@@ -396,7 +399,10 @@ def cycle_seconds(meta: ExposureMeta) -> float:
 
 def check_int_times(num: np.ndarray, cols: np.ndarray, meta: ExposureMeta, intstart: int,
                     intend: int, path: str):
-    """Check INT_TIMES rows: finite, ordered, unique, on the cadence the headers promise.
+    """Row checks of one segment's INT_TIMES: unique, finite, ordered, plausible.
+
+    The cadence checks need the rows of every segment and are made by
+    :func:`check_cadence` when the segments are planned.
 
     Parameters
     ----------
@@ -408,19 +414,17 @@ def check_int_times(num: np.ndarray, cols: np.ndarray, meta: ExposureMeta, intst
     Returns
     -------
     rows : dict int -> IntTimes
-        One row per integration of ``intstart..intend`` found in the table; rows that failed
-        a check are replaced by times interpolated on the cadence of the good rows
-        (``derived=True``).
+        The rows of ``intstart..intend`` found in the table, as given.
     bad : dict int -> str
-        The integrations whose row failed, and why (non-finite, start/mid/end out of
-        order, BJD-MJD beyond light travel time, off the cadence, too long).
+        Integrations whose row failed a check, and why (non-finite, start/mid/end out of
+        order, BJD-MJD beyond any light travel time, longer than two cycles).
     notes : list of str
 
     Raises
     ------
     BadInputError
         The same integration_number twice with different times (which is right cannot be
-        told), or a cadence that disagrees with TFRAME/TGROUP/NGROUPS by more than 10%.
+        told).
     """
     name = os.path.basename(path)
     notes: list[str] = []
@@ -438,15 +442,12 @@ def check_int_times(num: np.ndarray, cols: np.ndarray, meta: ExposureMeta, intst
                 path, f"integration_number {n} appears twice (rows {k + 1} and {j + 1}) with "
                 "different times: which is right cannot be told", "INT_TIMES", "integration_number")
         first[n] = j
-    order = sorted(first)
-    if not order:
-        return {}, {}, notes
-    n_arr = np.array(order, np.int64)
-    c = cols[[first[n] for n in order]]
     cycle = cycle_seconds(meta) / SECONDS_PER_DAY
+    rows: dict[int, IntTimes] = {}
     bad: dict[int, str] = {}
-    for k, n in enumerate(order):
-        r = c[k]
+    for n in sorted(first):
+        r = cols[first[n]]
+        rows[n] = IntTimes(*(float(v) for v in r))
         if not np.all(np.isfinite(r)):
             bad[n] = "non-finite time in INT_TIMES"
         elif not (r[0] <= r[1] <= r[2] and r[3] <= r[4] <= r[5]):
@@ -456,48 +457,78 @@ def check_int_times(num: np.ndarray, cols: np.ndarray, meta: ExposureMeta, intst
         elif r[2] - r[0] > 2 * cycle + 1 / SECONDS_PER_DAY:
             bad[n] = (f"lasts {(r[2] - r[0]) * 86400:.3f} s, more than two integration cycles "
                       f"({cycle * 86400:.3f} s)")
-    good = np.array([n not in bad for n in order])
+    return rows, bad, notes
+
+
+def check_cadence(segments: list[SegmentInfo]) -> list[SegmentInfo]:
+    """Check every INT_TIMES row of an exposure against one regular cadence.
+
+    The cadence is the median step between the rows that passed the row checks; it must
+    agree within 10% with the cycle TFRAME/NGROUPS/NFRAMES/GROUPGAP promise (else the
+    exposure is refused). With three or more such rows, a row more than half a cycle off
+    the cadence (out of order, duplicated time, a jump) is bad; with fewer, a row more
+    than a minute from EXPSTART + (n-1) cycles is. Bad rows get times on the cadence of
+    the good ones (``derived=True``) and are listed in the segment's ``bad_times``.
+
+    Returns the segments, with updated ``times``/``bad_times`` where something was bad.
+    """
+    meta = segments[0].meta
+    bad: dict[int, str] = {i: r for s in segments for i, r in s.bad_times}
+    row = {i: t for s in segments for i, t in s.times.items() if not t.derived}
+    order = sorted(i for i in row if i not in bad)
+    cycle = cycle_seconds(meta) / SECONDS_PER_DAY
+
+    def start(i):
+        return row[i].int_start_mjd_utc
+
     cadence = cycle
-    if good.sum() >= 3:
-        ng, sg = n_arr[good], c[good, 0]
-        steps = np.diff(sg) / np.diff(ng)
-        cadence = float(np.median(steps))
+    if len(order) >= 2:
+        n = np.array(order)
+        st = np.array([start(i) for i in order])
+        cadence = float(np.median(np.diff(st) / np.diff(n)))
         if cycle > 0 and abs(cadence - cycle) > 0.1 * cycle:
             raise BadInputError(
-                path, f"INT_TIMES rows are {cadence * 86400:.4f} s apart, but TFRAME={meta.tframe}, "
+                segments[0].path,
+                f"INT_TIMES rows are {cadence * 86400:.4f} s apart, but TFRAME={meta.tframe}, "
                 f"NGROUPS={meta.ngroups}, NFRAMES={meta.nframes}, GROUPGAP={meta.groupgap} give "
                 f"an integration cycle of {cycle * 86400:.4f} s", "INT_TIMES", "int_start_MJD_UTC")
     tol = max(0.5 * cadence, 1 / SECONDS_PER_DAY)
-    if good.sum() >= 3:
-        # robust reference: the median offset of the good rows from a regular cadence;
-        # a row off it by more than half a cycle (swapped, jumped, duplicated) is bad
-        ref0 = float(np.median(c[good, 0] - (n_arr[good] - 1) * cadence))
-        for k, n in enumerate(order):
-            if good[k] and abs(c[k, 0] - (ref0 + (n - 1) * cadence)) > tol:
-                bad[n] = (f"int_start is {(c[k, 0] - (ref0 + (n - 1) * cadence)) * 86400:+.3f} s "
-                          f"off the cadence of the other rows ({cadence * 86400:.4f} s): out of "
-                          "order, duplicated or jumped")
-        good = np.array([n not in bad for n in order])
+    if len(order) >= 3:
+        ref0 = float(np.median([start(i) - (i - 1) * cadence for i in order]))
+        for i in order:
+            off = start(i) - (ref0 + (i - 1) * cadence)
+            if abs(off) > tol:
+                bad[i] = (f"int_start is {off * 86400:+.3f} s off the cadence of the other rows "
+                          f"({cadence * 86400:.4f} s): out of order, duplicated or jumped")
     elif meta.expstart > 0:
-        for k, n in enumerate(order):
-            off = c[k, 0] - (meta.expstart + (n - 1) * cycle)
-            if good[k] and abs(off) > max(tol, 60 / SECONDS_PER_DAY):
-                bad[n] = f"int_start is {off * 86400:+.1f} s from EXPSTART + (n-1) cycles"
-        good = np.array([n not in bad for n in order])
-    rows: dict[int, IntTimes] = {}
-    if good.any():
-        offs = np.median(c[good] - ((n_arr[good] - 1) * cadence)[:, None], axis=0)
-    for k, n in enumerate(order):
-        if n not in bad:
-            rows[n] = IntTimes(*(float(v) for v in c[k]))
-        elif good.any():
-            rows[n] = IntTimes(*(float(v) for v in offs + (n - 1) * cadence), derived=True)
-    if bad:
-        first_bad = min(bad)
-        notes.append(f"{name}[INT_TIMES]: {len(bad)} row(s) failed the time checks (first: "
-                     f"integration {first_bad}: {bad[first_bad]}); their times are interpolated "
-                     "and the integrations flagged DO_NOT_USE")
-    return rows, bad, notes
+        for i in order:
+            off = start(i) - (meta.expstart + (i - 1) * cycle)
+            if abs(off) > max(tol, 60 / SECONDS_PER_DAY):
+                bad[i] = f"int_start is {off * 86400:+.1f} s from EXPSTART + (n-1) cycles"
+    if not bad:
+        return segments
+    good = [i for i in order if i not in bad]
+    if good:
+        vals = np.array([[getattr(row[i], f.name) for f in _TIME_FIELDS] for i in good])
+        offs = np.median(vals - ((np.array(good) - 1) * cadence)[:, None], axis=0)
+        fix = {i: IntTimes(*(float(v) for v in offs + (i - 1) * cadence), derived=True) for i in bad}
+    else:
+        fix = derive_int_times(meta, np.array(sorted(bad)))
+    out = []
+    for s in segments:
+        mine = {i: r for i, r in bad.items() if s.intstart <= i <= s.intend}
+        if not mine:
+            out.append(s)
+            continue
+        times = dict(s.times)
+        times.update({i: fix[i] for i in mine})
+        i0 = min(mine)
+        note = (f"{os.path.basename(s.path)}[INT_TIMES]: {len(mine)} row(s) failed the time "
+                f"checks (first: integration {i0}: {mine[i0]}); their times are set on the "
+                "cadence of the good rows and the integrations flagged DO_NOT_USE")
+        out.append(dataclasses.replace(s, times=times, bad_times=tuple(sorted(mine.items())),
+                                       notes=(*s.notes, note)))
+    return out
 
 
 def derive_int_times(meta: ExposureMeta, numbers: np.ndarray, header=None) -> dict[int, IntTimes]:
@@ -708,6 +739,7 @@ def plan_exposures(infos: list[SegmentInfo]) -> list[ExposurePlan]:
                     "INTSTART",
                 )
             kept.append(s)
+        kept = check_cadence(kept)
         have = {i for s in kept for i in range(s.intstart, s.intend + 1)}
         missing = tuple(i for i in range(1, first.meta.nints + 1) if i not in have)
         if missing:
