@@ -219,4 +219,6 @@ def test_resume_with_other_detector1_settings_refused(sim, run1, tmp_path, capsy
     rc = main(["run", str(sim.outdir), "--refs", str(sim.refs_dir), "--out", str(out),
                "--config", str(cfg), "--no-progress"])
     assert rc == EXIT_BAD_INPUT
-    assert "other detector1/flicker settings" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "resuming would mix them" in err
+    assert "setting detector1.jump.rejection_threshold: 4.0 -> 6.0" in err
