@@ -655,26 +655,25 @@ def test_dead_letter_exits_3_and_gaps_read_as_missing(ctx, capsys, monkeypatch):
     _accounting_agrees(ctx, 0)
 
 
-def test_full_disk_in_the_driver_exits_4_and_rerun_resumes(ctx, capsys, monkeypatch):
-    """Issue 20.8: ENOSPC while the driver writes products: a clean message, exit 4, no
-    traceback; the rerun completes."""
+@pytest.mark.parametrize("where", ["driver: tables.write_table", "Beam stage: zarr_store.write_block"])
+def test_full_disk_exits_4_and_rerun_resumes(where, ctx, capsys, monkeypatch):
+    """Issue 20.8: ENOSPC while the driver writes products, or inside a Beam stage (the
+    spectra blocks): a clean message, exit 4, no traceback; the rerun completes."""
     import nirbeam.sinks.tables as tables
+    import nirbeam.sinks.zarr_store as zs
 
-    real = tables.write_table
+    mod, name = (tables, "write_table") if where.startswith("driver") else (zs, "write_block")
+    real = getattr(mod, name)
 
     def full(*a, **k):
-        raise OSError(errno.ENOSPC, "No space left on device", str(ctx.out / "whitelight.ecsv"))
+        raise OSError(errno.ENOSPC, "No space left on device", str(ctx.out))
 
-    monkeypatch.setattr(tables, "write_table", full)
+    monkeypatch.setattr(mod, name, full)
     rc = main(ctx.run_args())
     err = capsys.readouterr().err
-    assert rc == 4 and "Traceback" not in err
+    assert rc == 4 and "Traceback" not in err, err
     assert "No space left on device" in err and "rerun the same command" in err
-    monkeypatch.setattr(tables, "write_table", real)
+    monkeypatch.setattr(mod, name, real)
     assert main(ctx.run_args()) == 0
     rj = _accounting_agrees(ctx, 0)
     assert rj["exposures"][0]["skipped_complete"] == NINTS
-
-
-def test_catalogue_size():
-    assert len(CATALOGUE) + 7 >= 40
