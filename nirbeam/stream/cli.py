@@ -3,7 +3,8 @@
 Exit codes: 0 success; 2 bad input or bad usage (a file, keyword, config value, option or
 output folder that cannot be used — the message names it); 3 the run ended but its
 products are incomplete (dead letters, or an exposure without a white-light curve: see
-run.json and deadletter.jsonl); 4 an operating-system error (disk full, permission, I/O:
+run.json and deadletter.jsonl; a ``stream`` stopped by Ctrl-C exits 0 with run.json saying
+what is incomplete); 4 an operating-system error (disk full, permission, I/O:
 the message names it; rerun the same command once it is fixed, completed integrations are
 kept); 1 an internal error (a bug: please report it with the traceback); 130 interrupted.
 
@@ -226,6 +227,8 @@ def _dispatch(args, beam_args) -> int:
         _print_summary(res.summary)
         from nirbeam.stream.pipeline import exit_status
 
+        if s.get("stopped_by_signal"):  # a stop the user asked for: products over what came
+            return res.exit_code
         return max(res.exit_code, exit_status(res.summary))
     if args.command == "fit":
         from nirbeam.stream.products import fit_command
