@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nints", type=int, default=None)
     s.add_argument("--seed", type=int, default=0)
 
-    r = sub.add_parser("run", help="process uncal files or folders into OUTDIR")
+    r = sub.add_parser("run", help="process uncal files or folders into OUTDIR",
+                       epilog="Options for Apache Beam go after '--' or as --beam-NAME=VALUE. "
+                              "Exit codes: 0 ok, 2 bad input, 3 incomplete products, 4 OS error.")
     r.add_argument("inputs", nargs="+", help="uncal files or folders of them")
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--refs", default=None, help="folder of CRDS-format reference files (e.g. a CRDS cache)")
