@@ -147,3 +147,19 @@ def test_nan_gain_refused_partial_nan_flagged(refdir):
         h["SCI"].data[:] = np.nan
     with pytest.raises(BadInputError, match="mostly unusable"):
         load_references(str(refdir), meta(), first_ramp=RAMP)
+
+
+def test_other_instruments_and_broken_files_in_a_cache_do_not_block(refdir):
+    """A CRDS cache holds every instrument's files: a MIRI 4-D DARK, which breaks the NIRSpec
+    DARK layout, and a FITS file too broken to open do not stop a NIRSpec run; the broken
+    file is named once a type turns out to be missing."""
+    ph = fits.PrimaryHDU(header=fits.Header({"REFTYPE": "DARK", "INSTRUME": "MIRI",
+                                             "DETECTOR": "MIRIMAGE", "SUBARRAY": "FULL"}))
+    fits.HDUList([ph, fits.ImageHDU(np.zeros((2, 3, 16, 16), np.float32), name="SCI")]).writeto(
+        refdir / "jwst_miri_dark_0001.fits")
+    (refdir / "jwst_nirspec_gain_broken.fits").write_bytes(b"SIMPLE  =" + b"x" * 100)
+    refs, prov = load_references(str(refdir), meta(), first_ramp=RAMP)
+    assert prov["DARK"]["file"] == "jwst_nirspec_dark_0001.fits"
+    (refdir / "jwst_nirspec_gain_0001.fits").unlink()
+    with pytest.raises(BadInputError, match=r"no GAIN reference .*could not be read: .*gain_broken"):
+        load_references(str(refdir), meta(), first_ramp=RAMP)

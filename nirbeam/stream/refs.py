@@ -10,9 +10,11 @@ on all of these are refused, naming both. Arrays are read as sections (a
 full-frame DARK is never loaded whole), cut with SUBSTRT/SUBSIZE, and DQ values are
 translated to the standard JWST bits through each file's DQ_DEF table.
 
-Every file is checked against what its REFTYPE promises (extension, dimensions,
+Every file chosen is checked against what its REFTYPE promises (extension, dimensions,
 DATAMODL, COEFFS >= 2, plausible values, finite positive gain and read noise on most
-pixels); a file that cannot be read, or that is cut short, is refused.
+pixels); a chosen file that cannot be read, or that is cut short, is refused. Other
+instruments' files in a CRDS cache are only indexed (headers); FITS files that cannot be
+opened at all are named when a type turns out to be missing.
 
 A type with no applicable file is an error unless stand-ins are allowed
 (``--allow-standins``); :func:`standin_references` derives what can soundly be derived from
@@ -37,7 +39,9 @@ from nirbeam.transforms.reference import ReferenceArrays
 
 __all__ = [
     "RefFile",
+    "RefIndex",
     "index_references",
+    "verify_reference",
     "select_reference",
     "load_references",
     "standin_references",
@@ -183,18 +187,39 @@ def _check_content(hd, path: str, reftype: str) -> None:
                                 "COEFFS", "NAXIS3")
 
 
-def index_references(folder: str) -> list[RefFile]:
-    """Index every FITS reference file under a folder (recursively).
+class RefIndex(list):
+    """The reference files of a folder (a list of :class:`RefFile`), and the FITS files
+    that could not be read at all (``unreadable``: (path, reason))."""
 
-    Raises
-    ------
-    BadInputError
-        For a FITS file that cannot be read or is cut short, and for a reference file
-        whose content does not match its REFTYPE.
+    unreadable: list[tuple[str, str]]
+
+
+def verify_reference(ref: RefFile) -> None:
+    """Refuse a chosen reference file that is cut short or whose content does not match
+    its REFTYPE (extension, dimensions, DATAMODL, file name, COEFFS >= 2)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(ref.path, memmap=False, lazy_load_hdus=False) as hd:
+                _check_complete(hd, ref.path)
+                _check_content(hd, ref.path, ref.reftype)
+    except BadInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - astropy raises several types
+        raise BadInputError(ref.path, f"cannot be read as a FITS reference file ({exc})") from None
+
+
+def index_references(folder: str) -> RefIndex:
+    """Index every FITS reference file under a folder (recursively), from headers only.
+
+    A CRDS cache holds every instrument's files: contents are checked only for the
+    files chosen (:func:`verify_reference`). Files that cannot be opened are listed in
+    ``unreadable`` and named when a type turns out to be missing.
     """
     if not os.path.isdir(folder):
         raise BadInputError(folder, "reference folder does not exist")
-    out = []
+    out = RefIndex()
+    out.unreadable = []
     for root, _dirs, files in os.walk(folder):
         for n in sorted(files):
             if not n.lower().endswith(".fits"):
@@ -208,14 +233,11 @@ def index_references(folder: str) -> list[RefFile]:
                         reftype = str(h.get("REFTYPE", "")).strip().upper()
                         if reftype not in REFTYPES:
                             continue
-                        _check_complete(hd, p)
-                        _check_content(hd, p, reftype)
                         shape = _first_image_shape(hd)
                         region = _region_from_header(h, shape) if shape else None
-            except BadInputError:
-                raise
             except Exception as exc:  # noqa: BLE001 - astropy raises several types
-                raise BadInputError(p, f"cannot be read as a FITS reference file ({exc})") from None
+                out.unreadable.append((p, f"{type(exc).__name__}: {exc}"))
+                continue
             if region is None:
                 continue
             out.append(
@@ -286,9 +308,11 @@ def select_reference(index: list[RefFile], reftype: str, meta: ExposureMeta) -> 
 
     ranked = sorted(covering, key=lambda r: (rank(r), r.path))
     best = ranked[0]
+    verify_reference(best)
     for other in ranked[1:]:
         if rank(other) != rank(best):
             break
+        verify_reference(other)  # a relabelled file is named as such, not as a tie
         if _sha256(other.path) != _sha256(best.path):
             raise BadInputError(
                 best.path,
@@ -418,6 +442,10 @@ def _missing_message(folder, index, reftype, meta) -> str:
     others = sorted({f"{r.detector or 'ANY'}/{r.subarray or '?'}/{r.readpatt or 'ANY'}"
                      for r in index if r.reftype == reftype})
     found = f"; {reftype} files found for {', '.join(others)}" if others else ""
+    bad = getattr(index, "unreadable", [])
+    if bad:
+        found += (f"; {len(bad)} FITS file(s) could not be read: "
+                  + ", ".join(f"{p} ({why})" for p, why in bad[:3]))
     return (f"no {reftype} reference applies to {meta.instrume} {meta.detector} {meta.subarray} "
             f"READPATT={meta.readpatt}{found}. Add one, or pass --allow-standins to use a "
             f"stand-in ({STANDIN_COST[reftype]})")
