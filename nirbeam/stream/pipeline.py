@@ -426,8 +426,9 @@ def check_resume(root: str, group: str, key: dict, overwrite: bool) -> bool:
         Naming every difference, when results exist, differ and ``overwrite`` is False.
     """
     has = zarr_store.completed(root, group, RATEINTS)
-    if not has.any():
-        return stored_resume_key(root, group) is not None
+    if not has.any():  # nothing to mix; stale references or dead letters are cleared
+        old = stored_resume_key(root, group)
+        return old is not None and bool(resume_differences(old, key))
     diffs = resume_differences(stored_resume_key(root, group), key)
     if not diffs:
         return False
