@@ -135,9 +135,10 @@ def test_missing_segment_goes_to_dead_letters(sim, tmp_path):
             shutil.copy(p, d)
     out = tmp_path / "out"
     rc = main(["run", str(d), "--refs", str(sim.refs_dir), "--out", str(out), "--no-progress"])
-    assert rc == 0
+    assert rc == 3  # products incomplete (the missing integrations)
     rj = json.loads((out / "run.json").read_text())
     e = rj["exposures"][0]
+    assert not e["products_complete"] and rj["deadletters"] == 10
     assert e["processed"] == NINTS - 10 and e["deadlettered"] == 10 and e["complete"]
     lines = [json.loads(x) for x in (out / "deadletter.jsonl").read_text().splitlines()]
     assert sorted(x["integration"] for x in lines) == list(range(11, 21))
@@ -224,4 +225,6 @@ def test_resume_with_other_detector1_settings_refused(sim, run1, tmp_path, capsy
     rc = main(["run", str(sim.outdir), "--refs", str(sim.refs_dir), "--out", str(out),
                "--config", str(cfg), "--no-progress"])
     assert rc == EXIT_BAD_INPUT
-    assert "other detector1/flicker settings" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "resuming would mix them" in err
+    assert "setting detector1.jump.rejection_threshold: 4.0 -> 6.0" in err

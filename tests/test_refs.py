@@ -31,7 +31,7 @@ def meta(substrt1=1025, substrt2=957, nx=512, ny=32, subarray="SUB512", ngroups=
 
 def test_real_superbias_and_dark_load_full_subarray():
     ramp = np.full((5, 32, 512), 12000, np.uint16)
-    refs, prov = load_references(CRDS, meta(), first_ramp=ramp)
+    refs, prov = load_references(CRDS, meta(), first_ramp=ramp, allow_standins=True)
     sb = fits.getdata(SB, "SCI")
     dk = fits.getdata(DARK, "SCI")
     np.testing.assert_array_equal(refs.superbias, sb)
@@ -43,7 +43,8 @@ def test_real_superbias_and_dark_load_full_subarray():
 
 def test_real_references_cut_to_a_smaller_subarray():
     m = meta(substrt1=1025 + 100, substrt2=957 + 8, nx=64, ny=16, subarray="GENERIC")
-    refs, _ = load_references(CRDS, m, first_ramp=np.full((5, 16, 64), 12000, np.uint16))
+    refs, _ = load_references(CRDS, m, first_ramp=np.full((5, 16, 64), 12000, np.uint16),
+                              allow_standins=True)
     sb = fits.getdata(SB, "SCI")
     dk = fits.getdata(DARK, "SCI")
     np.testing.assert_array_equal(refs.superbias, sb[8:24, 100:164])
@@ -51,7 +52,8 @@ def test_real_references_cut_to_a_smaller_subarray():
 
 
 def test_dq_translated_through_dq_def():
-    refs, _ = load_references(CRDS, meta(), first_ramp=np.full((5, 32, 512), 1, np.uint16))
+    refs, _ = load_references(CRDS, meta(), first_ramp=np.full((5, 32, 512), 1, np.uint16),
+                              allow_standins=True)
     raw = fits.getdata(SB, "DQ").astype(np.uint32)
     # superbias DQ_DEF: bit value 2 is UNRELIABLE_BIAS, 1 is DO_NOT_USE
     expect = np.zeros_like(raw)
@@ -76,8 +78,10 @@ def test_other_detector_is_not_used(tmp_path):
     assert select_reference(idx, "SUPERBIAS", m) is None
 
 
-def test_dark_with_too_few_groups_skipped_and_said():
-    refs, prov = load_references(CRDS, meta(ngroups=12), first_ramp=np.zeros((12, 32, 512), np.uint16))
+def test_dark_with_too_few_groups_skipped_with_opt_in():
+    # without --allow-standins it is refused (tests/test_badinput_catalogue.py)
+    refs, prov = load_references(CRDS, meta(ngroups=12), first_ramp=np.zeros((12, 32, 512), np.uint16),
+                                 allow_standins=True)
     assert refs.dark is None
     assert "dark has 10 groups" in prov["DARK"]["standin"] and "NGROUPS=12" in prov["DARK"]["standin"]
     assert "dark not subtracted" in refs.sources["DARK"]
@@ -89,7 +93,8 @@ def test_nan_in_reference_flagged_not_propagated(tmp_path):
     shutil.copy(SB, d)
     with fits.open(d / os.path.basename(SB), mode="update") as h:
         h["SCI"].data[3, 7] = np.nan
-    refs, prov = load_references(str(d), meta(), first_ramp=np.full((5, 32, 512), 1, np.uint16))
+    refs, prov = load_references(str(d), meta(), first_ramp=np.full((5, 32, 512), 1, np.uint16),
+                                 allow_standins=True)
     assert np.isfinite(refs.superbias).all()
     assert refs.superbias_dq[3, 7] & dqflags.UNRELIABLE_BIAS
     assert refs.superbias_dq[3, 7] & dqflags.DO_NOT_USE
@@ -97,13 +102,14 @@ def test_nan_in_reference_flagged_not_propagated(tmp_path):
 
 
 def test_full_frame_reference_cut(tmp_path):
-    full = np.arange(2048 * 2048, dtype=np.float32).reshape(2048, 2048)
+    full = 1 + np.arange(2048 * 2048, dtype=np.float32).reshape(2048, 2048) * 1e-7  # e-/DN
     ph = fits.Header({"REFTYPE": "GAIN", "INSTRUME": "NIRSPEC", "DETECTOR": "NRS1",
                       "SUBARRAY": "FULL", "SUBSTRT1": 1, "SUBSTRT2": 1, "SUBSIZE1": 2048,
                       "SUBSIZE2": 2048})
     fits.HDUList([fits.PrimaryHDU(header=ph), fits.ImageHDU(full, name="SCI")]).writeto(
         tmp_path / "jwst_nirspec_gain_0001.fits")
     shutil.copy(SB, tmp_path)
-    refs, prov = load_references(str(tmp_path), meta(), first_ramp=np.ones((5, 32, 512), np.uint16))
+    refs, prov = load_references(str(tmp_path), meta(), first_ramp=np.ones((5, 32, 512), np.uint16),
+                                 allow_standins=True)
     np.testing.assert_array_equal(refs.gain, full[956:988, 1024:1536])
     assert prov["GAIN"]["file"] == "jwst_nirspec_gain_0001.fits"

@@ -502,7 +502,8 @@ def test_live_fit_written_and_failure_keeps_previous(streamed, sim, tmp_path, mo
 
     live = Table.read(out / "live" / "whitelight.ecsv")
     s = StreamSession(str(tmp_path / "o"), None,  # the orbit from the config: no default
-                      Settings.from_dict({"fit": {"per": float(sim.config.per)}}), plot_every=1.0)
+                      Settings.from_dict({"fit": {"per": float(sim.config.per)}}), plot_every=1.0,
+                      allow_standins=True)
 
     def put(n, status):
         for r in live[:n]:

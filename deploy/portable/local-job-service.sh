@@ -35,5 +35,5 @@ for port in "$JOB_PORT" "$POOL_PORT"; do
 done
 
 nirbeam run "$@" --runner portable --job-endpoint "localhost:$JOB_PORT" \
-  --environment_type=EXTERNAL --environment_config="localhost:$POOL_PORT"
+  --beam-environment_type=EXTERNAL --beam-environment_config="localhost:$POOL_PORT"
 echo "service logs: $LOGS"

@@ -20,7 +20,9 @@ every array carries zarr v3 ``dimension_names`` (``integration``, ``y``, ``x``,
 ``wavelength``...), ``units`` and ``description`` attributes; arrays that are coordinates
 (``integration_number``, ``int_mid_BJD_TDB``, ``int_mid_MJD_UTC``, ``wavelength``...) are
 named in the ``coordinates`` attribute of the data arrays (CF style). Unwritten regions
-hold the fill value 0; ``done`` says which integrations are complete.
+read as missing in any zarr reader: float arrays have the fill value NaN, ``dq`` arrays
+DO_NOT_USE (1), other integer arrays 0; ``done`` (fill 0) says which integrations are
+complete.
 
 Consolidated metadata (every group's ``zarr.json`` carries its subtree) is written by
 :func:`consolidate` at the end of a run. It can never go stale: any writer that opens the
@@ -180,6 +182,16 @@ def forget_cache() -> None:
         _ARRAYS.clear()
 
 
+def fill_value_for(name: str, dtype):
+    """What an unwritten region reads as: NaN for floats, DO_NOT_USE (1) for DQ, else 0."""
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return float("nan")
+    if name == "dq" or name.endswith("_dq"):
+        return 1  # dqflags.DO_NOT_USE (sinks import nothing of the pipeline)
+    return 0
+
+
 def prepare_stage(
     root: str,
     group: str,
@@ -239,7 +251,7 @@ def prepare_stage(
             dtype=dtype,
             chunks=(time_chunk, *frame_shape),
             compressors=CUBE_CODEC(dtype),
-            fill_value=0,
+            fill_value=fill_value_for(name, dtype),
             dimension_names=dims,
             attributes=at,
         )

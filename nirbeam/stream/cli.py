@@ -1,8 +1,16 @@
 """``nirbeam`` command line: simulate, run, fit, plot.
 
-Exit codes: 0 success; 2 bad input or bad usage (a file, keyword, config value or output
-folder that cannot be used — the message names it); 1 an internal error (a bug: please
-report it with the traceback).
+Exit codes: 0 success; 2 bad input or bad usage (a file, keyword, config value, option or
+output folder that cannot be used — the message names it); 3 the run ended but its
+products are incomplete (dead letters, or an exposure without a white-light curve: see
+run.json and deadletter.jsonl; a ``stream`` stopped by Ctrl-C exits 0 with run.json saying
+what is incomplete); 4 an operating-system error (disk full, permission, I/O:
+the message names it; rerun the same command once it is fixed, completed integrations are
+kept); 1 an internal error (a bug: please report it with the traceback); 130 interrupted.
+
+Options are strict: an unknown option is an error (with a "did you mean"). Options for
+Apache Beam go after ``--`` (``nirbeam run IN --out O -- --direct_num_workers=2``) or carry
+a ``--beam-`` prefix (``--beam-direct_num_workers=2``); unknown Beam options are refused too.
 """
 
 from __future__ import annotations
@@ -13,9 +21,20 @@ import os
 import sys
 import traceback
 
+from nirbeam.stream.argv import (
+    StrictParser,
+    UsageError,
+    check_beam_args,
+    os_error_in,
+    split_beam_args,
+    unrecognised,
+)
+
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
+EXIT_INCOMPLETE = 3
+EXIT_OS_ERROR = 4
 
 
 def _add_runner_args(p: argparse.ArgumentParser) -> None:
@@ -29,7 +48,7 @@ def _add_runner_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by the docs)."""
-    ap = argparse.ArgumentParser(
+    ap = StrictParser(
         prog="nirbeam",
         description="JWST NIRSpec time series on Apache Beam: uncal ramps to light curves.",
     )
@@ -42,12 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nints", type=int, default=None)
     s.add_argument("--seed", type=int, default=0)
 
-    r = sub.add_parser("run", help="process uncal files or folders into OUTDIR")
+    r = sub.add_parser("run", help="process uncal files or folders into OUTDIR",
+                       epilog="Options for Apache Beam go after '--' or as --beam-NAME=VALUE. "
+                              "Exit codes: 0 ok, 2 bad input, 3 incomplete products, 4 OS error.")
     r.add_argument("inputs", nargs="+", help="uncal files or folders of them")
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--refs", default=None, help="folder of CRDS-format reference files (e.g. a CRDS cache)")
     r.add_argument("--config", default=None, help="TOML or JSON config file")
     r.add_argument("--no-progress", action="store_true", help="do not print progress")
+    r.add_argument("--allow-standins", action="store_true",
+                   help="accept data-derived stand-ins for missing reference types (see "
+                        "run.json for what each costs); without it a missing type is an error")
+    r.add_argument("--overwrite", action="store_true",
+                   help="recompute exposures whose earlier results in OUTDIR were made from "
+                        "other inputs, references, settings or nirbeam version")
     _add_runner_args(r)
 
     f = sub.add_parser("fit", help="quick-look transit fit of a light-curve table")
@@ -72,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", required=True, help="output folder")
     st.add_argument("--refs", default=None, help="folder of CRDS-format reference files")
     st.add_argument("--config", default=None, help="TOML or JSON config file")
+    st.add_argument("--allow-standins", action="store_true",
+                    help="accept data-derived stand-ins for missing reference types")
     st.add_argument("--until-complete", action="store_true",
                     help="exit once every exposure/detector seen has all NINTS integrations")
     st.add_argument("--poll", type=float, default=1.0, help="seconds between folder polls (1)")
@@ -88,16 +117,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nirbeam`` console script."""
-    args, beam_args = build_parser().parse_known_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = build_parser()
+    try:
+        ours, beam_args = split_beam_args(argv)
+        args, extras = ap.parse_known_args(ours)
+        if extras:
+            raise UsageError(unrecognised(ap, getattr(args, "command", None), extras))
+        if beam_args and args.command != "run":
+            raise UsageError(f"nirbeam {args.command}: takes no Beam options (got {beam_args})")
+        check_beam_args(beam_args)
+    except UsageError as exc:
+        print(f"{exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
     logging.getLogger("root").setLevel(logging.ERROR)
-    if beam_args and args.command != "run":
-        print(f"nirbeam {args.command}: unrecognised arguments {beam_args}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     from nirbeam.stream.config import ConfigError
     from nirbeam.stream.uncal import BadInputError
 
@@ -109,7 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nirbeam: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except Exception:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001
+        ose = os_error_in(exc)
+        if ose is not None:
+            where = f": {ose.filename}" if getattr(ose, "filename", None) else ""
+            print(f"nirbeam: operating-system error: {ose.strerror or ose}{where} "
+                  f"(errno {ose.errno}). Fix it (free space, permissions) and rerun the same "
+                  "command: completed integrations are kept", file=sys.stderr)
+            return EXIT_OS_ERROR
         traceback.print_exc()
         print("nirbeam: internal error (a bug): please report the traceback above", file=sys.stderr)
         return EXIT_INTERNAL
@@ -118,11 +165,12 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args, beam_args) -> int:
     if args.command == "simulate":
         from nirbeam.sim.simulator import PRESETS, simulate
+        from nirbeam.stream.config import ConfigError
 
         if args.preset not in PRESETS:
-            from nirbeam.stream.config import ConfigError
-
             raise ConfigError(f"--preset {args.preset!r}: expected one of {sorted(PRESETS)}")
+        if args.nints is not None and args.nints < 1:
+            raise ConfigError(f"--nints {args.nints}: expected >= 1")
         res = simulate(args.outdir, preset=args.preset, nints=args.nints, seed=args.seed)
         cfg = write_sim_config(res)
         print(f"simulated {args.preset} ({res.config.nints} integrations, {res.elapsed_s:.1f} s) "
@@ -152,7 +200,8 @@ def _dispatch(args, beam_args) -> int:
         restore = _exit_on_interrupt()
         try:
             res = run(args.inputs, args.out, refs_dir=args.refs, config=config, runner=spec,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, allow_standins=args.allow_standins,
+                      overwrite=args.overwrite)
         finally:
             restore()
         _print_summary(res.summary)
@@ -179,15 +228,27 @@ def _dispatch(args, beam_args) -> int:
         res = run_stream(args.watch_dir, args.out, refs_dir=args.refs, config=config,
                          until_complete=args.until_complete, poll=args.poll,
                          replay_speed=args.replay_speed, runner=spec,
-                         live_model_nints=args.live_model_nints, plot_every=args.plot_every)
+                         live_model_nints=args.live_model_nints, plot_every=args.plot_every,
+                         allow_standins=args.allow_standins)
         s = res.summary.get("streaming", {})
         if s.get("stopped_by_signal"):
             print("nirbeam stream: stopped; in-flight integration finished, products finalised "
                   "over what arrived (rerun to continue)", file=sys.stderr)
         _print_summary(res.summary)
-        return res.exit_code
+        from nirbeam.stream.pipeline import exit_status
+
+        if s.get("stopped_by_signal"):  # a stop the user asked for: products over what came
+            return res.exit_code
+        return max(res.exit_code, exit_status(res.summary))
     if args.command == "fit":
         from nirbeam.stream.products import fit_command
+        from nirbeam.stream.uncal import BadInputError
+
+        if not os.path.isfile(args.table):
+            raise BadInputError(args.table, "no such light-curve table")
+        if not args.table.lower().endswith((".ecsv", ".csv", ".parquet", ".pq")):
+            raise BadInputError(args.table, "not a light-curve table: expected an .ecsv, .csv "
+                                "or .parquet file (e.g. OUTDIR/whitelight.ecsv)")
 
         return fit_command(args.table, args.config, args.out, joint=args.joint)
     if args.command == "export":
@@ -265,8 +326,21 @@ def _print_summary(summary: dict) -> None:
         print(
             f"{e['exposure']} {e['detector']}: {e['processed']} processed, "
             f"{e['deadlettered']} dead-lettered of NINTS={e['nints']}"
+            + (f"; {e['extract_failed']} extraction failures" if e.get("extract_failed") else "")
+            + ("" if e.get("whitelight_points", 1) else "; no white-light curve")
             + ("" if e["complete"] else "  (INCOMPLETE: see deadletter.jsonl)")
         )
+    used = sorted({t for e in summary.get("exposures", []) for t in e.get("standins", {})})
+    if used:
+        print(f"nirbeam: stand-ins used for {', '.join(used)} (--allow-standins); what each "
+              "costs is in run.json (exposures[].standins)", file=sys.stderr)
+    bad = sum(len(e.get("bad_int_times", {})) for e in summary.get("exposures", []))
+    if bad:
+        print(f"nirbeam: {bad} integration(s) with a bad INT_TIMES row flagged DO_NOT_USE "
+              "(run.json exposures[].bad_int_times)", file=sys.stderr)
+    n = summary.get("deadletters")
+    if n:
+        print(f"{n} dead letters in deadletter.jsonl: products are incomplete (exit code 3)")
     print(f"products in {summary.get('outdir')} ({summary.get('wall_s')} s)")
 
 

@@ -91,9 +91,13 @@ class ReadItem:
 
 
 def read_record(item: ReadItem) -> IntegrationRecord:
-    """Read one integration's ramp into a record of stage ``ramp``."""
+    """Read one integration's ramp into a record of stage ``ramp``.
+
+    An integration whose INT_TIMES row failed its checks carries an ``int_times`` step in
+    its provenance; :class:`Calibrate` flags it DO_NOT_USE.
+    """
     ramp = read_ramp(item.segment, item.key.integration)
-    return IntegrationRecord(
+    rec = IntegrationRecord(
         key=item.key,
         meta=item.segment.meta,
         times=item.times,
@@ -101,6 +105,14 @@ def read_record(item: ReadItem) -> IntegrationRecord:
         source=item.segment.path,
         ramp=ramp,
     )
+    bad = dict(item.segment.bad_times).get(item.key.integration)
+    if bad:
+        rec = rec.with_step(BAD_TIME_STEP, bad)
+    return rec
+
+
+BAD_TIME_STEP = "int_times"
+"""Provenance step of an integration whose INT_TIMES row failed its checks."""
 
 
 _REF_CACHE: dict[tuple[str, str, str], ReferenceArrays] = {}
@@ -190,6 +202,11 @@ class Calibrate:
         out = calibrate_record(rec, refs, self.settings.detector1, hook)
         if hook is not None:
             out = out.with_step("flicker", f"level=group method={fl.method} n_sigma={fl.n_sigma}")
+        if any(step == BAD_TIME_STEP for step, _ in rec.provenance):
+            # its time is not known: the rates are kept, every pixel says do not use
+            from nirbeam import dqflags
+
+            out = out.replace(dq=out.dq | np.uint32(dqflags.DO_NOT_USE))
         return out
 
 
@@ -294,40 +311,197 @@ def _rate_settings(settings) -> dict:
     return {"detector1": j["detector1"], "flicker": j["flicker"]}
 
 
-def _check_same_rate_settings(root: str, group: str, settings) -> None:
-    """Refuse to resume a store whose completed rates were made with other settings."""
-    from nirbeam.stream.config import ConfigError
+class ResumeMismatch(BadInputError):
+    """OUTDIR holds results made from other inputs, references, settings or version."""
 
-    if not zarr_store.completed(root, group, RATEINTS).any():
-        return
+
+RESUME_KEY_VERSION = 1
+_FULL_HASH_BYTES = 64 << 20  # inputs up to this size are hashed whole
+_SAMPLE_BLOCKS, _SAMPLE_BYTES = 64, 64 << 10
+
+
+def input_fingerprint(seg: SegmentInfo) -> dict:
+    """Size, mtime and a sha256 of one segment: whole file up to 64 MiB, else every byte
+    outside the SCI cube (headers, INT_TIMES...) plus 64 blocks of 64 KiB spread evenly
+    over the SCI data (4 MiB read whatever the size)."""
+    import hashlib
+
+    st = os.stat(seg.path)
+    h = hashlib.sha256()
+    with open(seg.path, "rb") as fh:
+        if st.st_size <= _FULL_HASH_BYTES:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+            method = "full"
+        else:
+            sci_end = seg.data_offset + seg.integration_bytes * seg.nints
+            h.update(fh.read(seg.data_offset))
+            span = sci_end - seg.data_offset
+            for k in range(_SAMPLE_BLOCKS):
+                fh.seek(seg.data_offset + (span - _SAMPLE_BYTES) * k // (_SAMPLE_BLOCKS - 1))
+                h.update(fh.read(_SAMPLE_BYTES))
+            fh.seek(sci_end)
+            h.update(fh.read(_FULL_HASH_BYTES))
+            method = f"headers+tables+{_SAMPLE_BLOCKS}x{_SAMPLE_BYTES >> 10}KiB of SCI"
+    return {"size": st.st_size, "mtime": st.st_mtime, "sha256": h.hexdigest(), "method": method}
+
+
+def resume_key(plan: ExposurePlan, prov: dict, settings) -> dict:
+    """Everything an exposure's rates depend on: inputs' content, references' sha256 (or
+    the stand-in used), detector1 and group-level 1/f settings, nirbeam version."""
+    refs = {t: (v["sha256"] if "sha256" in v else _standin_label(v.get("standin", "?")))
+            for t, v in sorted(prov.items())}
+    return {
+        "version": RESUME_KEY_VERSION,
+        "nirbeam_version": __version__,
+        "inputs": {os.path.basename(s.path): input_fingerprint(s) for s in plan.segments},
+        "references": refs,
+        "settings": json.loads(json.dumps(_rate_settings(settings))),
+    }
+
+
+def _standin_label(text: str) -> str:
+    return text if text.startswith("stand-in") else f"stand-in ({text})"
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resume_differences(old: dict | None, new: dict) -> list[str]:
+    """What changed between the key stored with earlier results and this run's."""
+    if not old:
+        return ["the store has no resume key (written by an older nirbeam or interrupted "
+                "before its first integration was prepared)"]
+    out = []
+    if old.get("nirbeam_version") != new["nirbeam_version"]:
+        out.append(f"nirbeam version {old.get('nirbeam_version')} -> {new['nirbeam_version']}")
+    for name, f in new["inputs"].items():
+        o = (old.get("inputs") or {}).get(name)
+        if o is None:
+            continue  # a segment added since (e.g. one that was missing): nothing to mix
+        if (o.get("size"), o.get("sha256")) != (f["size"], f["sha256"]):
+            out.append(f"input {name}: content changed (size {o.get('size')} -> {f['size']}, "
+                       f"sha256 {str(o.get('sha256'))[:12]}.. -> {f['sha256'][:12]}..)")
+    for t in sorted(set(old.get("references", {})) | set(new["references"])):
+        a, b = old.get("references", {}).get(t), new["references"].get(t)
+        if a != b:
+            out.append(f"reference {t}: {_short(a)} -> {_short(b)}")
+    fo, fn = _flat(old.get("settings")), _flat(new["settings"])
+    for k in sorted(set(fo) | set(fn)):
+        if fo.get(k) != fn.get(k):
+            out.append(f"setting {k}: {fo.get(k)!r} -> {fn.get(k)!r}")
+    return out
+
+
+def _short(v) -> str:
+    if v is None:
+        return "(none)"
+    v = str(v)
+    return f"sha256 {v[:12]}.." if len(v) == 64 and not v.startswith("stand-in") else v[:80]
+
+
+def stored_resume_key(root: str, group: str) -> dict | None:
+    """The resume key of an exposure's earlier results, or None."""
     try:
-        old = dict(zarr_store.open_root(root)[group].attrs).get("config")
-    except KeyError:
-        return
-    if old is None:
-        return
-    new = _rate_settings(settings)
-    before = {"detector1": old.get("detector1"), "flicker": old.get("flicker")}
-    if json.loads(json.dumps(before)) != json.loads(json.dumps(new)):
-        raise ConfigError(
-            f"{root}/{group}: this OUTDIR holds rates made with other detector1/flicker "
-            "settings; resuming would mix them. Use a new --out folder (or the old config)."
-        )
+        return dict(zarr_store.open_root(root, mode="r")[group].attrs).get("resume_key")
+    except (KeyError, FileNotFoundError, Exception):  # noqa: BLE001 - no store or group yet
+        return None
 
 
-def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, settings) -> dict:
-    """Choose references and create the store template for one exposure/detector."""
+def check_resume(root: str, group: str, key: dict, overwrite: bool) -> bool:
+    """Refuse (or, under ``overwrite``, allow) reusing results made from something else.
+
+    Returns True when the group's earlier results must be removed before this run.
+
+    Raises
+    ------
+    ResumeMismatch
+        Naming every difference, when results exist, differ and ``overwrite`` is False.
+    """
+    has = zarr_store.completed(root, group, RATEINTS)
+    if not has.any():  # nothing to mix; stale references or dead letters are cleared
+        old = stored_resume_key(root, group)
+        return old is not None and bool(resume_differences(old, key))
+    diffs = resume_differences(stored_resume_key(root, group), key)
+    if not diffs:
+        return False
+    if overwrite:
+        log.warning("%s: recomputing (--overwrite): %s", group, "; ".join(diffs))
+        return True
+    raise ResumeMismatch(
+        root,
+        f"exposure {group}: this OUTDIR holds {int(has.sum())} integrations' rates made from something "
+        f"else; resuming would mix them. Changed: {'; '.join(diffs)}. Rerun with --overwrite "
+        "to recompute them, or use a new --out folder.",
+    )
+
+
+def _reset_group(root: str, group: str, dead_dir: str | None) -> None:
+    """Remove an exposure's earlier results (store group and its dead letters)."""
+    g = zarr_store.open_root(root)
+    if group in g:
+        del g[group]
+    zarr_store.forget_cache()
+    with _REF_LOCK:
+        for cache in (_REF_CACHE, _MASK_CACHE):
+            for k in [k for k in cache if k[:2] == (root, group)]:
+                cache.pop(k, None)
+    if dead_dir:
+        for n in fs.listdir(dead_dir):
+            if n.startswith(f"{group}_"):
+                fs.remove(fs.join(dead_dir, n))
+
+
+def load_exposure_refs(plan: ExposurePlan, refs_dir, ref_index, allow_standins: bool):
+    """References for one exposure/detector (files, or stand-ins when allowed)."""
     from nirbeam.stream.refs import load_references, standin_references
 
-    meta = plan.meta
-    group = meta.group_name
-    _check_same_rate_settings(root, group, settings)
     first = plan.segments[0]
     first_ramp = read_ramp(first, first.intstart)
     if refs_dir:
-        refs, prov = load_references(refs_dir, meta, ref_index, first_ramp=first_ramp)
+        return load_references(refs_dir, plan.meta, ref_index, first_ramp=first_ramp,
+                               allow_standins=allow_standins)
+    if not allow_standins:
+        raise _no_refs_error()
+    return standin_references(plan.meta, first_ramp)
+
+
+def _no_refs_error() -> BadInputError:
+    from nirbeam.stream.refs import STANDIN_COST
+
+    costs = "; ".join(f"{t}: {c}" for t, c in STANDIN_COST.items())
+    return BadInputError(
+        "--refs", "no reference folder given. Pass --refs DIR (CRDS-format files, e.g. your CRDS "
+        f"cache), or --allow-standins to derive stand-ins from the data, which costs: {costs}")
+
+
+def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, settings, *,
+                     allow_standins: bool = False, overwrite: bool = False,
+                     loaded=None, dead_dir: str | None = None) -> dict:
+    """Choose references, check the resume key, create the store template for one
+    exposure/detector.
+
+    ``loaded`` is ``(refs, provenance, key)`` from a first pass that checked every exposure
+    before anything was written (the batch driver); without it they are made here.
+    """
+    meta = plan.meta
+    group = meta.group_name
+    if loaded is None:
+        refs, prov = load_exposure_refs(plan, refs_dir, ref_index, allow_standins)
+        key = resume_key(plan, prov, settings)
+        if check_resume(root, group, key, overwrite):
+            _reset_group(root, group, dead_dir)
     else:
-        refs, prov = standin_references(meta, first_ramp)
+        refs, prov, key = loaded
+    old = stored_resume_key(root, group) or {}
+    key = {**key, "inputs": {**(old.get("inputs") or {}), **key["inputs"]}}
     fl = settings.flicker
     mask = draft_scene_mask(plan, refs, settings) if fl.enabled and fl.level == "group" else None
     save_refs_to_store(root, group, refs, prov, mask)
@@ -348,7 +522,8 @@ def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, setting
     zarr_store.set_attrs(
         root, group,
         {"exposure": meta.header_dict(), "nirbeam_version": __version__,
-         "references": prov, "notes": list(plan.notes), "config": settings.as_json()},
+         "references": prov, "notes": list(plan.notes), "config": settings.as_json(),
+         "resume_key": key},
     )
     return {"refs": prov, "times": times}
 
@@ -361,8 +536,20 @@ def run(
     config: dict | None = None,
     runner: RunnerSpec | None = None,
     progress: bool = True,
+    allow_standins: bool = False,
+    overwrite: bool = False,
 ) -> RunResult:
     """Run the batch pipeline over uncal files/folders into OUTDIR.
+
+    Every exposure's references and resume key are checked before anything is written:
+    an OUTDIR whose results were made from other inputs, references, settings or nirbeam
+    version is refused (``overwrite``: those exposures are recomputed).
+
+    Returns
+    -------
+    RunResult
+        ``exit_code`` 0, or :data:`EXIT_INCOMPLETE` (3) when any integration is
+        dead-lettered or an exposure has no good white-light point.
 
     Raises
     ------
@@ -379,16 +566,27 @@ def run(
     infos = [scan_segment(f) for f in files]
     plans = plan_exposures(infos)
     _check_outdir(outdir)
+    if not refs_dir and not allow_standins:
+        raise _no_refs_error()
+    ref_index = index_references(refs_dir) if refs_dir else None
     root = fs.join(outdir, "cubes.zarr")
     zarr_store.open_root(root)
-    ref_index = index_references(refs_dir) if refs_dir else None
+    dead_dir = fs.join(outdir, "_deadletters")
     timings = {"scan": time.time() - t_start}
 
     items: list[ReadItem] = []
     per_group: dict[str, dict] = {}
     t0 = time.time()
-    for plan in plans:
-        info = prepare_exposure(root, plan, refs_dir, ref_index, settings)
+    loaded, reset = [], []
+    for plan in plans:  # every check first: nothing is written if one exposure is refused
+        refs, prov = load_exposure_refs(plan, refs_dir, ref_index, allow_standins)
+        key = resume_key(plan, prov, settings)
+        reset.append(check_resume(root, plan.meta.group_name, key, overwrite))
+        loaded.append((refs, prov, key))
+    for plan, ld, rs in zip(plans, loaded, reset, strict=True):
+        if rs:
+            _reset_group(root, plan.meta.group_name, dead_dir)
+        info = prepare_exposure(root, plan, refs_dir, ref_index, settings, loaded=ld)
         group = plan.meta.group_name
         done = zarr_store.completed(root, group, RATEINTS)
         todo = [i for i in plan.present if not done[i - 1]]
@@ -401,6 +599,9 @@ def run(
             "skipped_complete": len(plan.present) - len(todo),
             "segments": [os.path.basename(s.path) for s in plan.segments],
             "references": info["refs"],
+            "standins": {t: v["cost"] for t, v in info["refs"].items() if "standin" in v},
+            "bad_int_times": {str(i): r for s in plan.segments for i, r in s.bad_times},
+            "recomputed": bool(rs),
             "notes": list(plan.notes) + _exposure_notes(plan.meta, settings),
         }
         for i in todo:
@@ -412,7 +613,6 @@ def run(
             ))
     timings["prepare"] = time.time() - t0
 
-    dead_dir = fs.join(outdir, "_deadletters")
     t0 = time.time()
     metrics = {}
     if items:
@@ -448,8 +648,21 @@ def run(
         "metrics": metrics,
         "wall_s": round(time.time() - t_start, 3),
     })
+    summary["exit_code"] = exit_status(summary)
     _write_json_atomic(fs.join(outdir, "run.json"), summary)
-    return RunResult(outdir, summary, 0)
+    return RunResult(outdir, summary, summary["exit_code"])
+
+
+EXIT_INCOMPLETE = 3
+"""Exit code of a run that ended with incomplete products (documented in the CLI)."""
+
+
+def exit_status(summary: dict) -> int:
+    """0, or :data:`EXIT_INCOMPLETE` when any exposure's products are incomplete."""
+    exps = summary.get("exposures", [])
+    if any(not e.get("products_complete", e.get("complete", True)) for e in exps):
+        return EXIT_INCOMPLETE
+    return 0
 
 
 def _run_detector1(items, root, dead_dir, settings, runner, per_group, progress) -> dict:
@@ -559,6 +772,7 @@ def _account(outdir, root, plans, per_group, dead_dir) -> dict:
         processed = int(done[RATEINTS].sum())
         extracted = int(done["spectra"].sum())
         info = dict(per_group[g])
+        wl_good = _whitelight_points(root, g)
         info.update({
             "processed": processed,
             "deadlettered": len(rate_dead),
@@ -566,13 +780,27 @@ def _account(outdir, root, plans, per_group, dead_dir) -> dict:
             "extract_failed": len(ext_dead),
             "accounted": processed + len(rate_dead),
             "complete": processed + len(rate_dead) == n and extracted + len(ext_dead) == processed,
+            "whitelight_points": wl_good,
+            # what the exit status says: every integration calibrated and extracted, and a
+            # white-light curve with at least one good point
+            "products_complete": not here and processed == n and extracted == n and wl_good > 0,
         })
         exposures.append(info)
         lines.extend(here.values())
     fs.write_text(fs.join(outdir, "deadletter.jsonl"), "".join(
         json.dumps(d) + "\n"
         for d in sorted(lines, key=lambda d: (d["exposure"], d["detector"], d["integration"], d["step"]))))
-    return {"exposures": exposures}
+    return {"exposures": exposures, "deadletters": len(lines),
+            "products_complete": all(e["products_complete"] for e in exposures)}
+
+
+def _whitelight_points(root: str, group: str) -> int:
+    """Good (DQ 0) white-light points of an exposure's light curves (0 when none)."""
+    try:
+        wdq = zarr_store.read_stack(root, group, "lightcurves", "white_dq")
+    except Exception:  # noqa: BLE001 - no light curves written
+        return 0
+    return int(np.sum(np.asarray(wdq) == 0))
 
 
 def _write_json_atomic(path: str, obj) -> None:

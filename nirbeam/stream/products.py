@@ -257,7 +257,9 @@ class ProcessBlock:
         dead = []
         n = block.stop - block.start + 1
         nx = model.profile.shape[1]
-        spec = {k: np.zeros((n, nx), dt) for k, dt in SPECTRUM_ARRAYS.items()}
+        # integrations not extracted keep the store's fill (NaN, DQ DO_NOT_USE): missing
+        spec = {k: np.full((n, nx), zarr_store.fill_value_for(k, dt), dt)
+                for k, dt in SPECTRUM_ARRAYS.items()}
         ok = np.zeros(n, bool)
         for i in range(block.start, block.stop + 1):
             j = i - lo

@@ -3,18 +3,28 @@
 A folder (a user's CRDS cache works as it is: files are found recursively) is indexed by
 the PRIMARY keywords REFTYPE, INSTRUME, DETECTOR, READPATT, SUBARRAY, SUBSTRT1/2,
 SUBSIZE1/2 and USEAFTER. For each reference type the best file for an exposure is chosen:
-same instrument and detector, a read pattern that matches (or ANY/N/A), a region that
-covers the science subarray (exact subarray first, then the smallest cover), newest
-USEAFTER not after the exposure start. Arrays are cut with SUBSTRT/SUBSIZE and DQ values
-are translated to the standard JWST bits through each file's DQ_DEF table.
+same instrument and detector, a read pattern that matches (or ANY/N/A) for every type, a
+region that covers the science subarray (exact subarray first, then the smallest cover),
+the newest USEAFTER not after the exposure start (EXPSTART). Two different files that tie
+on all of these are refused, naming both. Arrays are read as sections (a
+full-frame DARK is never loaded whole), cut with SUBSTRT/SUBSIZE, and DQ values are
+translated to the standard JWST bits through each file's DQ_DEF table.
 
-With no folder, :func:`standin_references` derives what can soundly be derived from the
-data and records every substitution.
+Every file chosen is checked against what its REFTYPE promises (extension, dimensions,
+DATAMODL, COEFFS >= 2, plausible values, finite positive gain and read noise on most
+pixels); a chosen file that cannot be read, or that is cut short, is refused. Other
+instruments' files in a CRDS cache are only indexed (headers); FITS files that cannot be
+opened at all are named when a type turns out to be missing.
+
+A type with no applicable file is an error unless stand-ins are allowed
+(``--allow-standins``); :func:`standin_references` derives what can soundly be derived from
+the data, and each substitution is recorded with what it costs (:data:`STANDIN_COST`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -29,16 +39,49 @@ from nirbeam.transforms.reference import ReferenceArrays
 
 __all__ = [
     "RefFile",
+    "RefIndex",
     "index_references",
+    "verify_reference",
     "select_reference",
     "load_references",
     "standin_references",
     "REFTYPES",
+    "STANDIN_COST",
 ]
 
 REFTYPES = ("MASK", "SATURATION", "SUPERBIAS", "LINEARITY", "DARK", "READNOISE", "GAIN")
 FULL = 2048
 _ANY = {"", "ANY", "N/A", "NONE", "GENERIC"}
+
+STANDIN_COST = {
+    "MASK": "no pixels flagged a priori: known dead, hot and open pixels enter the spectra "
+            "unflagged",
+    "SATURATION": "65535 DN (the A/D limit): groups saturated below it are not flagged, so "
+                  "bright pixels' slopes and the transit depth are biased low",
+    "SUPERBIAS": "bias from 2*group1 - group2 of the first integration: one read's noise in "
+                 "every pixel's zero point; linearity and saturation are judged on that",
+    "LINEARITY": "no linearity correction: rates biased low by the detector's "
+                 "non-linearity (percent level at high signal), depths biased",
+    "DARK": "dark current not subtracted: it stays in the rates",
+    "READNOISE": "one read-noise value from second differences of the first integration: "
+                 "per-pixel weights, errors and jump thresholds approximate",
+    "GAIN": "1.0 e-/DN: Poisson variances and errors off by the true gain (NIRSpec ~1-2 "
+            "e-/DN), and jump thresholds with them",
+}
+"""What each stand-in costs (said in run.json and on stderr when it is used)."""
+
+# What each REFTYPE promises: the extension with its data, its dimensions, the
+# stdatamodels model name (DATAMODL), and the range of the median a NIRSpec file of the
+# type can have (a file of another type relabelled is caught by its values).
+_CONTENT = {
+    "MASK": ("DQ", (2,), ("MaskModel",), None),
+    "SATURATION": ("SCI", (2,), ("SaturationModel",), (1000.0, 70000.0, "DN")),
+    "SUPERBIAS": ("SCI", (2,), ("SuperBiasModel",), (0.0, 65535.0, "DN")),
+    "LINEARITY": ("COEFFS", (3,), ("LinearityModel",), None),
+    "DARK": ("SCI", (2, 3), ("DarkModel", "DarkNirspecModel"), (-1000.0, 1000.0, "DN")),
+    "READNOISE": ("SCI", (2,), ("ReadnoiseModel",), (2.0, 100.0, "DN (CDS)")),
+    "GAIN": ("SCI", (2,), ("GainModel",), (0.3, 10.0, "e-/DN")),
+}
 
 
 @dataclass(frozen=True)
@@ -56,6 +99,7 @@ class RefFile:
     subsize1: int
     subsize2: int
     useafter: str
+    useafter_mjd: float = -math.inf
 
     def covers(self, meta: ExposureMeta) -> bool:
         """True when this file's region contains the science subarray."""
@@ -84,11 +128,98 @@ def _first_image_shape(hdul):
     return None
 
 
-def index_references(folder: str) -> list[RefFile]:
-    """Index every FITS reference file under a folder (recursively)."""
+def _useafter_mjd(value: str, path: str) -> float:
+    """USEAFTER ('2015-01-01T00:00:00', or CRDS's old 'Jan 01 2015 00:00:00') as MJD."""
+    from datetime import datetime
+
+    v = value.strip()
+    if not v:
+        return -math.inf
+    for fmt in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d",
+                "%b %d %Y %H:%M:%S"):
+        try:
+            t = datetime.strptime(v, fmt)
+        except ValueError:
+            continue
+        return (t - datetime(1858, 11, 17)).total_seconds() / 86400.0
+    raise BadInputError(path, f"USEAFTER={value!r} is not a date (expected e.g. "
+                        "'2015-01-01T00:00:00')", "PRIMARY", "USEAFTER")
+
+
+def _check_complete(hd, path: str) -> None:
+    """Refuse a file whose HDUs need more bytes than it has (cut short)."""
+    size = os.path.getsize(path)
+    for h in hd:
+        info = h.fileinfo()
+        end = int(info["datLoc"]) + int(info.get("datSpan") or 0)
+        if end > size:
+            raise BadInputError(path, f"reference file is truncated: {h.name} needs {end} bytes, "
+                                f"the file has {size}", h.name)
+
+
+def _check_content(hd, path: str, reftype: str) -> None:
+    """Refuse a file whose extensions or DATAMODL do not match its REFTYPE."""
+    ext, ndims, models, _ = _CONTENT[reftype]
+    names = [h.name for h in hd]
+    if ext not in names:
+        raise BadInputError(path, f"REFTYPE={reftype} but the file has no {ext} extension "
+                            f"(it has {names})", "PRIMARY", "REFTYPE")
+    nd = hd[ext].header.get("NAXIS", 0)
+    if nd not in ndims:
+        raise BadInputError(path, f"REFTYPE={reftype} needs a {' or '.join(map(str, ndims))}-D "
+                            f"{ext}; it is {nd}-D", ext, "NAXIS")
+    model = str(hd[0].header.get("DATAMODL", "")).strip()
+    if model and not any(model.lower() == m.lower() for m in models):
+        raise BadInputError(path, f"REFTYPE={reftype} but DATAMODL={model!r} (expected "
+                            f"{' or '.join(models)}): a file of another type relabelled?",
+                            "PRIMARY", "DATAMODL")
+    n = os.path.basename(path).lower()
+    for t in REFTYPES:
+        if t != reftype and n.startswith(f"jwst_nirspec_{t.lower()}_"):
+            raise BadInputError(path, f"REFTYPE={reftype} but the file is named as a {t} "
+                                "reference: a file of another type relabelled?", "PRIMARY",
+                                "REFTYPE")
+    if reftype == "LINEARITY":
+        nc = hd["COEFFS"].header.get("NAXIS3", 0)
+        if nc < 2:
+            raise BadInputError(path, f"COEFFS holds {nc} coefficient plane(s); a linearity "
+                                "correction needs at least 2 (offset and linear term)",
+                                "COEFFS", "NAXIS3")
+
+
+class RefIndex(list):
+    """The reference files of a folder (a list of :class:`RefFile`), and the FITS files
+    that could not be read at all (``unreadable``: (path, reason))."""
+
+    unreadable: list[tuple[str, str]]
+
+
+def verify_reference(ref: RefFile) -> None:
+    """Refuse a chosen reference file that is cut short or whose content does not match
+    its REFTYPE (extension, dimensions, DATAMODL, file name, COEFFS >= 2)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(ref.path, memmap=False, lazy_load_hdus=False) as hd:
+                _check_complete(hd, ref.path)
+                _check_content(hd, ref.path, ref.reftype)
+    except BadInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - astropy raises several types
+        raise BadInputError(ref.path, f"cannot be read as a FITS reference file ({exc})") from None
+
+
+def index_references(folder: str) -> RefIndex:
+    """Index every FITS reference file under a folder (recursively), from headers only.
+
+    A CRDS cache holds every instrument's files: contents are checked only for the
+    files chosen (:func:`verify_reference`). Files that cannot be opened are listed in
+    ``unreadable`` and named when a type turns out to be missing.
+    """
     if not os.path.isdir(folder):
         raise BadInputError(folder, "reference folder does not exist")
-    out = []
+    out = RefIndex()
+    out.unreadable = []
     for root, _dirs, files in os.walk(folder):
         for n in sorted(files):
             if not n.lower().endswith(".fits"):
@@ -97,14 +228,15 @@ def index_references(folder: str) -> list[RefFile]:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    with fits.open(p, memmap=False, lazy_load_hdus=True) as hd:
+                    with fits.open(p, memmap=False, lazy_load_hdus=False) as hd:
                         h = hd[0].header
                         reftype = str(h.get("REFTYPE", "")).strip().upper()
                         if reftype not in REFTYPES:
                             continue
                         shape = _first_image_shape(hd)
                         region = _region_from_header(h, shape) if shape else None
-            except OSError:
+            except Exception as exc:  # noqa: BLE001 - astropy raises several types
+                out.unreadable.append((p, f"{type(exc).__name__}: {exc}"))
                 continue
             if region is None:
                 continue
@@ -121,6 +253,7 @@ def index_references(folder: str) -> list[RefFile]:
                     subsize1=region[2],
                     subsize2=region[3],
                     useafter=str(h.get("USEAFTER", "")).strip(),
+                    useafter_mjd=_useafter_mjd(str(h.get("USEAFTER", "")), p),
                 )
             )
     return out
@@ -139,11 +272,21 @@ def select_reference(index: list[RefFile], reftype: str, meta: ExposureMeta) -> 
         if r.reftype == reftype
         and r.instrume in (meta.instrume, *_ANY)
         and r.detector in (meta.detector, *_ANY)
+        and r.readpatt in (meta.readpatt.upper(), *_ANY)
     ]
-    if reftype == "DARK":
-        cands = [r for r in cands if r.readpatt in (meta.readpatt.upper(), *_ANY)]
     if not cands:
         return None
+    if meta.expstart > 0:
+        usable = [r for r in cands if r.useafter_mjd <= meta.expstart]
+        if not usable:
+            have = ", ".join(f"{os.path.basename(r.path)} (USEAFTER={r.useafter})" for r in cands)
+            raise BadInputError(
+                cands[0].path,
+                f"every {reftype} reference for {meta.detector} has a USEAFTER later than the "
+                f"exposure start EXPSTART={meta.expstart:.5f} (MJD): {have}",
+                "PRIMARY", "USEAFTER",
+            )
+        cands = usable
     covering = [r for r in cands if r.covers(meta)]
     if not covering:
         have = ", ".join(
@@ -161,14 +304,24 @@ def select_reference(index: list[RefFile], reftype: str, meta: ExposureMeta) -> 
 
     def rank(r: RefFile):
         exact = r.subarray == meta.subarray.upper() and r.subsize1 == meta.subsize1
-        return (not exact, r.subsize1 * r.subsize2, _neg(r.useafter), r.path)
+        return (not exact, r.subsize1 * r.subsize2, -r.useafter_mjd)
 
-    return sorted(covering, key=rank)[0]
-
-
-def _neg(s: str) -> tuple:
-    # newest USEAFTER first
-    return tuple(-ord(c) for c in s)
+    ranked = sorted(covering, key=lambda r: (rank(r), r.path))
+    best = ranked[0]
+    verify_reference(best)
+    for other in ranked[1:]:
+        if rank(other) != rank(best):
+            break
+        verify_reference(other)  # a relabelled file is named as such, not as a tie
+        if _sha256(other.path) != _sha256(best.path):
+            raise BadInputError(
+                best.path,
+                f"two {reftype} references apply equally to {meta.detector} {meta.subarray} "
+                f"(same subarray, READPATT and USEAFTER={best.useafter or '(none)'}) and differ: "
+                f"{best.path} and {other.path}; remove one (or give them distinct USEAFTER)",
+                "PRIMARY", "USEAFTER",
+            )
+    return best
 
 
 def _sha256(path: str) -> str:
@@ -199,10 +352,11 @@ def _translate_dq(hdul, dq: np.ndarray, path: str) -> np.ndarray:
     return out
 
 
-def _cut(arr: np.ndarray, ref: RefFile, meta: ExposureMeta, ext: str) -> np.ndarray:
+def _window(shape, ref: RefFile, meta: ExposureMeta, ext: str) -> tuple[slice, slice]:
+    """The (y, x) slices of the science subarray in a reference array of ``shape``."""
     x0 = meta.substrt1 - ref.substrt1
     y0 = meta.substrt2 - ref.substrt2
-    ny, nx = arr.shape[-2:]
+    ny, nx = shape[-2:]
     if (ny, nx) != (ref.subsize2, ref.subsize1):
         raise BadInputError(
             ref.path,
@@ -210,8 +364,26 @@ def _cut(arr: np.ndarray, ref: RefFile, meta: ExposureMeta, ext: str) -> np.ndar
             ext,
             "SUBSIZE1",
         )
-    out = arr[..., y0 : y0 + meta.subsize2, x0 : x0 + meta.subsize1]
-    return np.ascontiguousarray(out)
+    return slice(y0, y0 + meta.subsize2), slice(x0, x0 + meta.subsize1)
+
+
+def _cut(arr: np.ndarray, ref: RefFile, meta: ExposureMeta, ext: str) -> np.ndarray:
+    ys, xs = _window(arr.shape, ref, meta, ext)
+    return np.ascontiguousarray(arr[..., ys, xs])
+
+
+def _section(hdu, ref: RefFile, meta: ExposureMeta, ext: str, planes: int | None = None):
+    """Read only the science subarray (and the first ``planes`` planes) of an image HDU.
+
+    Through ``hdu.section``, which reads only the bytes of the window from the file (also
+    for scaled integer images, which astropy cannot memory-map): a full-frame cube is
+    never loaded whole (a real full-frame DARK is GB-scale).
+    """
+    shape = tuple(hdu.shape)
+    ys, xs = _window(shape, ref, meta, ext)
+    lead = tuple(slice(0, planes if planes is not None and k == 0 else n)
+                 for k, n in enumerate(shape[:-2]))
+    return np.ascontiguousarray(hdu.section[(*lead, ys, xs)])
 
 
 def _ext(hdul, name, path):
@@ -221,19 +393,62 @@ def _ext(hdul, name, path):
     raise BadInputError(path, f"reference file has no {name} extension", name)
 
 
-def _read_ref(ref: RefFile, meta: ExposureMeta, ext: str, with_dq: bool = True):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with fits.open(ref.path, memmap=False) as hd:
-            data = _cut(np.asarray(_ext(hd, ext, ref.path).data, dtype=np.float32), ref, meta, ext)
-            dq = None
-            if with_dq and any(h.name == "DQ" for h in hd):
-                raw = np.asarray(_ext(hd, "DQ", ref.path).data)
-                if raw.ndim == 3:  # some files carry DQ per plane
-                    raw = np.bitwise_or.reduce(raw.astype(np.uint32), axis=0)
-                dq = _cut(_translate_dq(hd, raw, ref.path), ref, meta, "DQ")
-            header = hd[0].header.copy()
+def _read_ref(ref: RefFile, meta: ExposureMeta, ext: str, with_dq: bool = True,
+              planes: int | None = None, dtype=np.float32):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(ref.path, memmap=False) as hd:
+                data = _section(_ext(hd, ext, ref.path), ref, meta, ext, planes).astype(dtype)
+                dq = None
+                if with_dq and any(h.name == "DQ" for h in hd):
+                    raw = _section(_ext(hd, "DQ", ref.path), ref, meta, "DQ")
+                    if raw.ndim == 3:  # some files carry DQ per plane
+                        raw = np.bitwise_or.reduce(raw.astype(np.uint32), axis=0)
+                    dq = _translate_dq(hd, raw, ref.path)
+                header = hd[0].header.copy()
+    except BadInputError:
+        raise
+    except (OSError, ValueError, TypeError, IndexError) as exc:
+        raise BadInputError(ref.path, f"cannot read {ext} ({exc})", ext) from None
     return data, dq, header
+
+
+def _check_values(arr: np.ndarray, ref: RefFile, ext: str, plane: int | None = None) -> None:
+    """Refuse a reference whose values cannot be of its REFTYPE, or are mostly unusable."""
+    a = arr if plane is None else arr[plane]
+    t = ref.reftype
+    good = np.isfinite(a)
+    if t in ("GAIN", "READNOISE"):
+        good &= a > 0
+    if good.mean() < 0.5:
+        raise BadInputError(ref.path, f"{t}: {100 * (1 - good.mean()):.0f}% of the pixels of the "
+                            f"science subarray are {'not finite and positive' if t in ('GAIN', 'READNOISE') else 'not finite'}"
+                            "; refusing a reference that is mostly unusable", ext)
+    lim = _CONTENT[t][3]
+    med = float(np.median(a[good]))
+    if t == "LINEARITY":
+        if not 0.5 <= med <= 2.0:
+            raise BadInputError(ref.path, f"LINEARITY: median linear coefficient {med:.4g}; a "
+                                "linearity correction has a linear term near 1", ext, "COEFFS")
+        return
+    if lim is not None and not lim[0] <= med <= lim[1]:
+        raise BadInputError(ref.path, f"{t}: median {med:.4g} {lim[2]} is not a plausible NIRSpec "
+                            f"{t.lower()} (expected {lim[0]:g}..{lim[1]:g}): is this file really "
+                            f"a {t} reference?", ext, "REFTYPE")
+
+
+def _missing_message(folder, index, reftype, meta) -> str:
+    others = sorted({f"{r.detector or 'ANY'}/{r.subarray or '?'}/{r.readpatt or 'ANY'}"
+                     for r in index if r.reftype == reftype})
+    found = f"; {reftype} files found for {', '.join(others)}" if others else ""
+    bad = getattr(index, "unreadable", [])
+    if bad:
+        found += (f"; {len(bad)} FITS file(s) could not be read: "
+                  + ", ".join(f"{p} ({why})" for p, why in bad[:3]))
+    return (f"no {reftype} reference applies to {meta.instrume} {meta.detector} {meta.subarray} "
+            f"READPATT={meta.readpatt}{found}. Add one, or pass --allow-standins to use a "
+            f"stand-in ({STANDIN_COST[reftype]})")
 
 
 def load_references(
@@ -241,31 +456,49 @@ def load_references(
     meta: ExposureMeta,
     index: list[RefFile] | None = None,
     first_ramp: np.ndarray | None = None,
+    allow_standins: bool = False,
 ):
-    """Load and cut the references for one exposure/detector.
+    """Load, check and cut the references for one exposure/detector.
 
-    Types with no file in the folder get the stand-ins of :func:`standin_references`
-    (superbias and read noise from ``first_ramp``, the first integration's ramp) and
-    the substitution is recorded.
+    A type with no applicable file in the folder is an error unless ``allow_standins``;
+    then it gets the stand-in of :func:`standin_references` (superbias and read noise from
+    ``first_ramp``, the first integration's ramp) and the substitution is recorded with its
+    cost. So is a DARK with fewer frames than the exposure needs (jwst's dark_current skips
+    the step for such a dark; here that needs the same opt-in).
 
     Returns
     -------
     refs : ReferenceArrays
     provenance : dict
-        REFTYPE -> {"file", "sha256"} or {"standin": description}.
+        REFTYPE -> {"file", "sha256"} or {"standin": description, "cost": ...}.
+
+    Raises
+    ------
+    BadInputError
+        A missing type (without ``allow_standins``), a file whose content does not fit
+        its REFTYPE, a file that cannot be read, two files that tie.
     """
     index = index if index is not None else index_references(folder)
     ny, nx = meta.image_shape
     chosen = {t: select_reference(index, t, meta) for t in REFTYPES}
+    missing = [t for t in REFTYPES if chosen[t] is None]
+    if missing and not allow_standins:
+        raise BadInputError(folder, _missing_message(folder, index, missing[0], meta)
+                            + (f" (also missing: {', '.join(missing[1:])})" if missing[1:] else ""),
+                            None, "REFTYPE")
     prov: dict[str, dict] = {}
     z = np.zeros((ny, nx), np.uint32)
     sources = {}
 
     def note(t, ref):
         prov.setdefault(t, {}).update(
-            {"file": os.path.basename(ref.path), "path": ref.path, "sha256": _sha256(ref.path)}
+            {"file": os.path.basename(ref.path), "path": ref.path, "sha256": _sha256(ref.path),
+             "useafter": ref.useafter}
         )
         sources[t] = os.path.basename(ref.path)
+
+    def standin(t, what):
+        prov[t] = {"standin": what, "cost": STANDIN_COST[t]}
 
     def bad_nan(arr, dqarr, flag, fill, t, ref):
         bad = ~np.isfinite(arr)
@@ -278,26 +511,29 @@ def load_references(
     mask = z.copy()
     if chosen["MASK"]:
         ref = chosen["MASK"]
+        raw, _, _ = _read_ref(ref, meta, "DQ", with_dq=False, dtype=np.uint32)
         with fits.open(ref.path, memmap=False) as hd:
-            mask = _cut(_translate_dq(hd, _ext(hd, "DQ", ref.path).data, ref.path), ref, meta, "DQ")
+            mask = _translate_dq(hd, raw, ref.path)
         note("MASK", ref)
     else:
-        prov["MASK"] = {"standin": "no MASK reference: no pixels flagged a priori"}
+        standin("MASK", "no MASK reference: no pixels flagged a priori")
 
     if chosen["SATURATION"]:
         ref = chosen["SATURATION"]
         sat, sat_dq, _ = _read_ref(ref, meta, "SCI")
+        _check_values(sat, ref, "SCI")
         sat_dq = sat_dq if sat_dq is not None else z.copy()
         sat, sat_dq = bad_nan(sat, sat_dq, dqflags.NO_SAT_CHECK, 65535.0, "SATURATION", ref)
         note("SATURATION", ref)
     else:
         sat, sat_dq = np.full((ny, nx), 65535.0, np.float32), z.copy()
-        prov["SATURATION"] = {"standin": "no SATURATION reference: 65535 DN (the A/D limit)"}
+        standin("SATURATION", "no SATURATION reference: 65535 DN (the A/D limit)")
 
     sb, sb_dq = None, z.copy()
     if chosen["SUPERBIAS"]:
         ref = chosen["SUPERBIAS"]
         sb, d, _ = _read_ref(ref, meta, "SCI")
+        _check_values(sb, ref, "SCI")
         sb_dq = d if d is not None else z.copy()
         sb, sb_dq = bad_nan(sb, sb_dq, dqflags.UNRELIABLE_BIAS | dqflags.DO_NOT_USE, 0.0, "SUPERBIAS", ref)
         note("SUPERBIAS", ref)
@@ -306,6 +542,7 @@ def load_references(
     if chosen["LINEARITY"]:
         ref = chosen["LINEARITY"]
         lin, d, _ = _read_ref(ref, meta, "COEFFS")
+        _check_values(lin, ref, "COEFFS", plane=1)
         lin_dq = d if d is not None else z.copy()
         badlin = ~np.all(np.isfinite(lin), axis=0)
         if badlin.any():
@@ -315,19 +552,28 @@ def load_references(
             prov.setdefault("LINEARITY", {})["nan_pixels"] = int(badlin.sum())
         note("LINEARITY", ref)
     else:
-        prov["LINEARITY"] = {"standin": "no LINEARITY reference: no correction"}
+        standin("LINEARITY", "no LINEARITY reference: no correction")
 
     dark, dark_dq = None, z.copy()
     if chosen["DARK"]:
         ref = chosen["DARK"]
-        frames, d, hdr = _read_ref(ref, meta, "SCI")
+        hdr = fits.getheader(ref.path)
+        frames, d, hdr = _read_ref(ref, meta, "SCI", planes=_dark_planes(hdr, meta))
+        _check_values(frames, ref, "SCI")
         try:
             dark = _dark_per_group(frames, hdr, meta, ref.path)
         except BadInputError as exc:
+            if not allow_standins:
+                raise BadInputError(
+                    ref.path, f"{str(exc).split(': ', 1)[-1]}. jwst's dark_current step skips "
+                    "the dark for the whole exposure in this case; give a dark that covers the "
+                    "exposure, or pass --allow-standins to do the same as jwst", exc.extension,
+                    exc.keyword) from None
             # as jwst's dark_current step: a dark that cannot cover the exposure is not
             # applied (the step is skipped), and the run says so
             dark = None
-            prov["DARK"] = {"standin": f"dark not subtracted: {exc}", "file": os.path.basename(ref.path)}
+            standin("DARK", f"dark not subtracted: {exc}")
+            prov["DARK"]["file"] = os.path.basename(ref.path)
         if dark is not None:
             dark_dq = d if d is not None else z.copy()
             badd = ~np.all(np.isfinite(dark), axis=0)
@@ -337,14 +583,15 @@ def load_references(
                 prov.setdefault("DARK", {})["nan_pixels"] = int(badd.sum())
             note("DARK", ref)
     else:
-        prov["DARK"] = {"standin": "no DARK reference: dark not subtracted"}
+        standin("DARK", "no DARK reference: dark not subtracted")
 
     if chosen["READNOISE"]:
         ref = chosen["READNOISE"]
         rn, _, _ = _read_ref(ref, meta, "SCI", with_dq=False)
+        _check_values(rn, ref, "SCI")
         good = np.isfinite(rn) & (rn > 0)
         if not good.all():
-            fill = float(np.median(rn[good])) if good.any() else 14.0
+            fill = float(np.median(rn[good]))
             mask[~good] |= np.uint32(dqflags.DO_NOT_USE | dqflags.UNRELIABLE_ERROR)
             rn[~good] = fill
             prov.setdefault("READNOISE", {})["bad_pixels"] = int((~good).sum())
@@ -354,6 +601,7 @@ def load_references(
     if chosen["GAIN"]:
         ref = chosen["GAIN"]
         gain, _, _ = _read_ref(ref, meta, "SCI", with_dq=False)
+        _check_values(gain, ref, "SCI")
         good = np.isfinite(gain) & (gain > 0)
         if not good.all():
             mask[~good] |= np.uint32(dqflags.NO_GAIN_VALUE | dqflags.DO_NOT_USE)
@@ -362,7 +610,7 @@ def load_references(
         note("GAIN", ref)
     else:
         gain = np.ones((ny, nx), np.float32)
-        prov["GAIN"] = {"standin": "no GAIN reference: 1.0 e-/DN"}
+        standin("GAIN", "no GAIN reference: 1.0 e-/DN")
     if sb is None or rn is None:
         if first_ramp is None:
             missing = [t for t, a in (("SUPERBIAS", sb), ("READNOISE", rn)) if a is None]
@@ -370,12 +618,12 @@ def load_references(
                 folder, f"no {'/'.join(missing)} reference for {meta.detector} {meta.subarray} "
                 "and no ramp to derive a stand-in from", None, "REFTYPE",
             )
-        standin, sprov = standin_references(meta, first_ramp)
+        standin_refs, sprov = standin_references(meta, first_ramp)
         if sb is None:
-            sb = standin.superbias
+            sb = standin_refs.superbias
             prov["SUPERBIAS"] = sprov["SUPERBIAS"]
         if rn is None:
-            rn = standin.readnoise
+            rn = standin_refs.readnoise
             prov["READNOISE"] = sprov["READNOISE"]
     for t, v in prov.items():
         if "standin" in v:
@@ -387,6 +635,14 @@ def load_references(
         gain=gain, sources=sources,
     )
     return refs, prov
+
+
+def _dark_planes(hdr, meta: ExposureMeta) -> int:
+    """How many leading planes of a dark cube the exposure needs (the rest is not read)."""
+    if (int(hdr.get("NFRAMES", 1)), int(hdr.get("GROUPGAP", 0))) == (meta.nframes, meta.groupgap):
+        return meta.ngroups
+    step = meta.nframes + meta.groupgap
+    return (meta.ngroups - 1) * step + meta.nframes
 
 
 def _dark_per_group(frames: np.ndarray, hdr, meta: ExposureMeta, path: str) -> np.ndarray:
@@ -478,4 +734,6 @@ def standin_references(meta: ExposureMeta, first_ramp: np.ndarray, second_ramp=N
         "DARK": {"standin": "none: dark not subtracted"},
         "MASK": {"standin": "none: no pixels flagged a priori"},
     }
+    for t, v in prov.items():
+        v["cost"] = STANDIN_COST[t]
     return refs, prov

@@ -14,6 +14,9 @@ Config file (TOML) sections and their classes::
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,3 +175,100 @@ class Settings:
     def as_json(self) -> dict:
         """All values, as written into run.json and the store attributes."""
         return to_jsonable(self)
+
+    def validate(self):
+        """Every range check of every section, before any work starts.
+
+        Raises ValueError naming the key (``section.key``), the value and the allowed range.
+        """
+        _check_finite(self, "")
+        for path, ok, want in _range_rules(self):
+            if not ok:
+                raise ValueError(f"{path} = {_value(self, path)!r}: expected {want}")
+        wm = self.extract.wavelength_map
+        if wm and not os.path.isfile(wm):
+            raise ValueError(f"extract.wavelength_map = {wm!r}: no such file (expected a FITS "
+                             "file with a 2-D WAVELENGTH extension)")
+        if wm:
+            _check_wavelength_map(wm)
+
+
+def _value(obj, path: str):
+    for part in path.split("."):
+        obj = getattr(obj, part.split("[")[0])
+    return obj
+
+
+def _check_finite(obj, where: str) -> None:
+    """Refuse NaN and infinities anywhere in the settings (no field means them)."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        here = f"{where}.{f.name}" if where else f.name
+        if dataclasses.is_dataclass(v):
+            _check_finite(v, here)
+            continue
+        values = v if isinstance(v, tuple) else (v,)
+        for k, x in enumerate(values):
+            if isinstance(x, float) and not math.isfinite(x):
+                at = f"{here}[{k}]" if isinstance(v, tuple) else here
+                raise ValueError(f"{at} = {x!r}: expected a finite number")
+
+
+def _increasing(v) -> bool:
+    return all(b > a for a, b in zip(v, v[1:], strict=False))
+
+
+def _range_rules(s: Settings):
+    """(key, condition, what is expected) for every bounded setting."""
+    j, ex, lc, ft, fl = s.detector1.jump, s.extract, s.lightcurve, s.fit, s.flicker
+    return [
+        ("detector1.jump.rejection_threshold", j.rejection_threshold > 0, "> 0 (sigma)"),
+        ("detector1.jump.three_group_rejection_threshold", j.three_group_rejection_threshold > 0,
+         "> 0 (sigma)"),
+        ("detector1.jump.four_group_rejection_threshold", j.four_group_rejection_threshold > 0,
+         "> 0 (sigma)"),
+        ("detector1.jump.min_jump_to_flag_neighbors", j.min_jump_to_flag_neighbors >= 0, ">= 0"),
+        ("detector1.jump.max_jump_to_flag_neighbors",
+         j.max_jump_to_flag_neighbors >= j.min_jump_to_flag_neighbors,
+         ">= detector1.jump.min_jump_to_flag_neighbors"),
+        ("detector1.jump.minimum_groups", j.minimum_groups >= 1, ">= 1"),
+        ("detector1.jump.min_diffs_single_pass", j.min_diffs_single_pass >= 1, ">= 1"),
+        ("detector1.saturation.n_pix_grow_sat", 0 <= s.detector1.saturation.n_pix_grow_sat <= 10,
+         "0..10 pixels"),
+        ("flicker.n_sigma", fl.n_sigma > 0, "> 0"),
+        ("outliers.window", s.outliers.window >= 3, ">= 3 integrations"),
+        ("outliers.n_sigma", s.outliers.n_sigma > 0, "> 0 (sigma)"),
+        ("extract.half_width", 0 < ex.half_width <= 1000, "0 < half_width <= 1000 pixels"),
+        ("extract.trace_deg", 0 <= ex.trace_deg <= 10, "0..10"),
+        ("extract.profile_nints", ex.profile_nints >= 1, ">= 1 integration"),
+        ("extract.sigma_clip", ex.sigma_clip > 0, "> 0 (sigma)"),
+        ("lightcurve.wmax",
+         lc.wmin is None or lc.wmax is None or lc.wmin < lc.wmax, "> lightcurve.wmin"),
+        ("lightcurve.wmin", lc.wmin is None or lc.wmin >= 0, ">= 0 (um)"),
+        ("lightcurve.edges", not lc.edges or _increasing(lc.edges),
+         "strictly increasing bin edges (um)"),
+        ("lightcurve.resolution", lc.resolution > 0, "> 0"),
+        ("fit.per", ft.per > 0, "> 0 days"),
+        ("fit.rp", ft.rp > 0, "> 0 (Rp/R*)"),
+        ("fit.a", ft.a > 1, "> 1 (a/R*)"),
+        ("fit.inc", 0 < ft.inc <= 90, "0 < inc <= 90 degrees"),
+        ("fit.ecc", 0 <= ft.ecc < 1, "0 <= ecc < 1"),
+        ("fit.supersample_factor", ft.supersample_factor >= 1, ">= 1"),
+        ("fit.exp_time", ft.exp_time >= 0, ">= 0 days"),
+        ("fit.max_nfev", ft.max_nfev >= 1, ">= 1"),
+    ]
+
+
+def _check_wavelength_map(path: str) -> None:
+    from astropy.io import fits
+
+    try:
+        with fits.open(path, memmap=True) as h:
+            names = [x.name for x in h]
+            if "WAVELENGTH" not in names:
+                raise ValueError(f"extract.wavelength_map = {path!r}: no WAVELENGTH extension "
+                                 f"(has {names})")
+            if h["WAVELENGTH"].header.get("NAXIS", 0) != 2:
+                raise ValueError(f"extract.wavelength_map = {path!r}: WAVELENGTH is not 2-D")
+    except OSError as exc:
+        raise ValueError(f"extract.wavelength_map = {path!r}: not a readable FITS file ({exc})") from None

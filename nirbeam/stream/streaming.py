@@ -519,10 +519,13 @@ class StreamSession:
 
     def __init__(self, outdir: str, refs_dir: str | None, settings, *, live_model_nints: int = 8,
                  max_lateness_ints: int = 200, plot_every: float = 30.0,
-                 live_write_every: float = 1.0):
-        from nirbeam.stream.pipeline import Calibrate, _check_outdir
+                 live_write_every: float = 1.0, allow_standins: bool = False):
+        from nirbeam.stream.pipeline import Calibrate, _check_outdir, _no_refs_error
         from nirbeam.stream.refs import index_references
 
+        if not refs_dir and not allow_standins:
+            raise _no_refs_error()
+        self.allow_standins = allow_standins
         _check_outdir(outdir)
         self.outdir = outdir
         self.root = os.path.join(outdir, "cubes.zarr")
@@ -604,7 +607,8 @@ class StreamSession:
     def _prepare(self, g: _Group) -> None:
         from nirbeam.stream.pipeline import prepare_exposure
 
-        prepare_exposure(self.root, g.plan(), self.refs_dir, self.ref_index, self.settings)
+        prepare_exposure(self.root, g.plan(), self.refs_dir, self.ref_index, self.settings,
+                         allow_standins=self.allow_standins)
         g.prepared = True
         for seg in g.segments.values():
             self._write_times(g, seg)
@@ -1048,6 +1052,7 @@ def run_stream(
     replay_limit: int | None = None,
     on_progress=None,
     handle_sigint: bool = True,
+    allow_standins: bool = False,
 ):
     """Run the streaming service until stopped, or until the exposure completes.
 
@@ -1086,7 +1091,7 @@ def run_stream(
         source = FolderWatcher(watch_dir, poll)
         mode = "watch"
     session = StreamSession(outdir, refs_dir, settings, live_model_nints=live_model_nints,
-                            plot_every=plot_every)
+                            plot_every=plot_every, allow_standins=allow_standins)
     old = None
     if handle_sigint and threading.current_thread() is threading.main_thread():
         def _on_sigint(signum, frame):

@@ -11,6 +11,7 @@ and what was expected.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import warnings
@@ -91,6 +92,9 @@ class SegmentInfo:
         integration number -> IntTimes for this segment's integrations.
     notes : tuple of str
         Things the reader substituted or repaired (e.g. derived times), for provenance.
+    bad_times : tuple of (int, str)
+        Integrations whose INT_TIMES row failed a check, with the reason: their times are
+        interpolated from the good rows and the integration is flagged DO_NOT_USE.
     """
 
     path: str
@@ -102,6 +106,7 @@ class SegmentInfo:
     sci_bitpix: int
     times: dict = field(hash=False, compare=False)
     notes: tuple[str, ...] = ()
+    bad_times: tuple[tuple[int, str], ...] = ()
 
     @property
     def nints(self) -> int:
@@ -309,7 +314,7 @@ def _scan_open(hdul, path, size, require_tso):
         expstart=float(ph.get("EXPSTART", 0.0)),
         extra=tuple(extra),
     )
-    times, notes = _read_int_times(hdul, path, meta, intstart, intend, ph)
+    times, notes, bad = _read_int_times(hdul, path, meta, intstart, intend, ph)
     return SegmentInfo(
         path=os.path.abspath(path),
         meta=meta,
@@ -320,8 +325,11 @@ def _scan_open(hdul, path, size, require_tso):
         sci_bitpix=bitpix,
         times=times,
         notes=tuple(notes),
+        bad_times=tuple(sorted(bad.items())),
     )
 
+
+_TIME_FIELDS = tuple(f for f in dataclasses.fields(IntTimes) if f.name != "derived")
 
 _TIME_COLS = (
     "int_start_MJD_UTC",
@@ -334,9 +342,15 @@ _TIME_COLS = (
 
 
 def _read_int_times(hdul, path, meta, intstart, intend, ph):
+    """INT_TIMES rows of this segment's integrations, checked.
+
+    Returns ``(rows, notes, bad)``: integration -> IntTimes, provenance notes, and
+    integration -> reason for rows that failed a check (see :func:`check_int_times`).
+    """
     notes = []
     it = _find_ext(hdul, "INT_TIMES")
     rows = {}
+    bad: dict[int, str] = {}
     if it is not None:
         data = hdul[it].data
         names = {n.lower(): n for n in (data.names if data is not None else [])}
@@ -349,10 +363,9 @@ def _read_int_times(hdul, path, meta, intstart, intend, ph):
             )
         else:
             num = np.asarray(data[names["integration_number"]]).astype(np.int64)
-            cols = [np.asarray(data[names[c.lower()]], dtype=np.float64) for c in _TIME_COLS]
-            for j, n in enumerate(num):
-                if intstart <= n <= intend:
-                    rows[int(n)] = IntTimes(*(float(c[j]) for c in cols))
+            cols = np.stack([np.asarray(data[names[c.lower()]], dtype=np.float64) for c in _TIME_COLS], 1)
+            rows, bad, more = check_int_times(num, cols, meta, intstart, intend, path)
+            notes.extend(more)
     need = set(range(intstart, intend + 1))
     lacking = sorted(need - set(rows))
     if lacking:
@@ -375,7 +388,147 @@ def _read_int_times(hdul, path, meta, intstart, intend, ph):
             )
         derived = derive_int_times(meta, np.array(lacking), ph)
         rows.update(derived)
-    return rows, notes
+    return rows, notes, bad
+
+
+def cycle_seconds(meta: ExposureMeta) -> float:
+    """Integration cadence the readout promises: ``(NGROUPS*(NFRAMES+GROUPGAP) - GROUPGAP + 1)
+    * TFRAME`` seconds (one reset frame between integrations)."""
+    return (meta.ngroups * (meta.nframes + meta.groupgap) - meta.groupgap + 1) * meta.tframe
+
+
+def check_int_times(num: np.ndarray, cols: np.ndarray, meta: ExposureMeta, intstart: int,
+                    intend: int, path: str):
+    """Row checks of one segment's INT_TIMES: unique, finite, ordered, plausible.
+
+    The cadence checks need the rows of every segment and are made by
+    :func:`check_cadence` when the segments are planned.
+
+    Parameters
+    ----------
+    num : int, (nrows,)
+        ``integration_number`` column.
+    cols : float64, (nrows, 6), days
+        int_start/mid/end MJD_UTC, int_start/mid/end BJD_TDB.
+
+    Returns
+    -------
+    rows : dict int -> IntTimes
+        The rows of ``intstart..intend`` found in the table, as given.
+    bad : dict int -> str
+        Integrations whose row failed a check, and why (non-finite, start/mid/end out of
+        order, BJD-MJD beyond any light travel time, longer than two cycles).
+    notes : list of str
+
+    Raises
+    ------
+    BadInputError
+        The same integration_number twice with different times (which is right cannot be
+        told).
+    """
+    name = os.path.basename(path)
+    notes: list[str] = []
+    sel = (num >= intstart) & (num <= intend)
+    num, cols = num[sel], cols[sel]
+    first: dict[int, int] = {}
+    for j, n in enumerate(num):
+        n = int(n)
+        if n in first:
+            k = first[n]
+            if np.array_equal(cols[k], cols[j], equal_nan=True):
+                notes.append(f"{name}[INT_TIMES] lists integration {n} twice (identical rows): used once")
+                continue
+            raise BadInputError(
+                path, f"integration_number {n} appears twice (rows {k + 1} and {j + 1}) with "
+                "different times: which is right cannot be told", "INT_TIMES", "integration_number")
+        first[n] = j
+    cycle = cycle_seconds(meta) / SECONDS_PER_DAY
+    rows: dict[int, IntTimes] = {}
+    bad: dict[int, str] = {}
+    for n in sorted(first):
+        r = cols[first[n]]
+        rows[n] = IntTimes(*(float(v) for v in r))
+        if not np.all(np.isfinite(r)):
+            bad[n] = "non-finite time in INT_TIMES"
+        elif not (r[0] <= r[1] <= r[2] and r[3] <= r[4] <= r[5]):
+            bad[n] = "int_start <= int_mid <= int_end does not hold"
+        elif abs(r[4] - r[1]) > 0.02:
+            bad[n] = f"BJD_TDB - MJD_UTC = {(r[4] - r[1]) * 86400:.0f} s, beyond any light travel time"
+        elif r[2] - r[0] > 2 * cycle + 1 / SECONDS_PER_DAY:
+            bad[n] = (f"lasts {(r[2] - r[0]) * 86400:.3f} s, more than two integration cycles "
+                      f"({cycle * 86400:.3f} s)")
+    return rows, bad, notes
+
+
+def check_cadence(segments: list[SegmentInfo]) -> list[SegmentInfo]:
+    """Check every INT_TIMES row of an exposure against one regular cadence.
+
+    The cadence is the median step between the rows that passed the row checks; it must
+    agree within 10% with the cycle TFRAME/NGROUPS/NFRAMES/GROUPGAP promise (else the
+    exposure is refused). With three or more such rows, a row more than half a cycle off
+    the cadence (out of order, duplicated time, a jump) is bad; with fewer, a row more
+    than a minute from EXPSTART + (n-1) cycles is. Bad rows get times on the cadence of
+    the good ones (``derived=True``) and are listed in the segment's ``bad_times``.
+
+    Returns the segments, with updated ``times``/``bad_times`` where something was bad.
+    """
+    meta = segments[0].meta
+    bad: dict[int, str] = {i: r for s in segments for i, r in s.bad_times}
+    row = {i: t for s in segments for i, t in s.times.items() if not t.derived}
+    order = sorted(i for i in row if i not in bad)
+    cycle = cycle_seconds(meta) / SECONDS_PER_DAY
+
+    def start(i):
+        return row[i].int_start_mjd_utc
+
+    cadence = cycle
+    if len(order) >= 2:
+        n = np.array(order)
+        st = np.array([start(i) for i in order])
+        cadence = float(np.median(np.diff(st) / np.diff(n)))
+        if cycle > 0 and abs(cadence - cycle) > 0.1 * cycle:
+            raise BadInputError(
+                segments[0].path,
+                f"INT_TIMES rows are {cadence * 86400:.4f} s apart, but TFRAME={meta.tframe}, "
+                f"NGROUPS={meta.ngroups}, NFRAMES={meta.nframes}, GROUPGAP={meta.groupgap} give "
+                f"an integration cycle of {cycle * 86400:.4f} s", "INT_TIMES", "int_start_MJD_UTC")
+    tol = max(0.5 * cadence, 1 / SECONDS_PER_DAY)
+    if len(order) >= 3:
+        ref0 = float(np.median([start(i) - (i - 1) * cadence for i in order]))
+        for i in order:
+            off = start(i) - (ref0 + (i - 1) * cadence)
+            if abs(off) > tol:
+                bad[i] = (f"int_start is {off * 86400:+.3f} s off the cadence of the other rows "
+                          f"({cadence * 86400:.4f} s): out of order, duplicated or jumped")
+    elif meta.expstart > 0:
+        for i in order:
+            off = start(i) - (meta.expstart + (i - 1) * cycle)
+            if abs(off) > max(tol, 60 / SECONDS_PER_DAY):
+                bad[i] = f"int_start is {off * 86400:+.1f} s from EXPSTART + (n-1) cycles"
+    if not bad:
+        return segments
+    good = [i for i in order if i not in bad]
+    if good:
+        vals = np.array([[getattr(row[i], f.name) for f in _TIME_FIELDS] for i in good])
+        offs = np.median(vals - ((np.array(good) - 1) * cadence)[:, None], axis=0)
+        fix = {i: IntTimes(*(float(v) for v in offs + (i - 1) * cadence), derived=True) for i in bad}
+    else:
+        fix = derive_int_times(meta, np.array(sorted(bad)))
+    out = []
+    for s in segments:
+        mine = {i: r for i, r in bad.items() if s.intstart <= i <= s.intend}
+        if not mine:
+            out.append(s)
+            continue
+        times = dict(s.times)
+        times.update({i: fix[i] for i in mine})
+        i0 = min(mine)
+        note = (f"{os.path.basename(s.path)}[INT_TIMES]: {len(mine)} row(s) failed the time "
+                f"checks (first: integration {i0}: {mine[i0]}); their times are set on the "
+                "cadence of the good rows and the integrations flagged DO_NOT_USE")
+        out.append(dataclasses.replace(s, times=times, bad_times=tuple(sorted(mine.items())),
+                                       notes=(*s.notes, note)))
+    return out
 
 
 def derive_int_times(meta: ExposureMeta, numbers: np.ndarray, header=None) -> dict[int, IntTimes]:
@@ -586,6 +739,7 @@ def plan_exposures(infos: list[SegmentInfo]) -> list[ExposurePlan]:
                     "INTSTART",
                 )
             kept.append(s)
+        kept = check_cadence(kept)
         have = {i for s in kept for i in range(s.intstart, s.intend + 1)}
         missing = tuple(i for i in range(1, first.meta.nints + 1) if i not in have)
         if missing:
