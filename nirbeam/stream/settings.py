@@ -248,7 +248,7 @@ def _range_rules(s: Settings):
         ("lightcurve.edges", not lc.edges or _increasing(lc.edges),
          "strictly increasing bin edges (um)"),
         ("lightcurve.resolution", lc.resolution > 0, "> 0"),
-        ("fit.per", ft.per > 0, "> 0 days"),
+        ("fit.per", ft.per is None or ft.per > 0, "> 0 days (or unset: no fit)"),
         ("fit.rp", ft.rp > 0, "> 0 (Rp/R*)"),
         ("fit.a", ft.a > 1, "> 1 (a/R*)"),
         ("fit.inc", 0 < ft.inc <= 90, "0 < inc <= 90 degrees"),
