@@ -1,101 +1,124 @@
-"""Streaming: light curves while the exposure is still arriving.
+"""``nirbeam stream``: the batch transforms on a Beam streaming pipeline.
 
-Two forms of the same per-integration chain (read -> detector1 -> write rateints ->
-rolling outlier flags -> extraction -> white-light point):
+The graph (:class:`StreamGraph`), one box per Beam step::
 
-* Beam streaming transforms (:class:`WithEventTime`, :class:`RollingOutlierDoFn`,
-  :class:`StreamingLightCurves`, :class:`StreamingChain`): event time = int_mid_BJD_TDB
-  (:func:`beam_timestamp`), the outlier buffer in keyed state per (exposure, detector)
-  with an event-time timer for bounded lateness and an end-of-window flush. Only records
-  keyed by a small (exposure, detector) key reach the stateful step; no 2-D array goes
-  through GroupByKey/Reshuffle. Tested with TestStream on ``BundleBasedDirectRunner``.
-* :func:`run_stream`, the ``nirbeam stream`` service: a driver loop that pulls arrivals
-  from a source (:mod:`nirbeam.stream.watch`) and runs the same functions in-process
-  (Beam's local runners cannot run an unbounded custom source offline). It writes
-  provisional live products while the run goes on and, when the exposure completes (or
-  on a stop signal), finalises through the batch code over the same store.
+    Ticks (unbounded, every --poll s) -> WatchFolder (stateful: complete files, dedup)
+      -> PrepareExposure (stateful per exposure/detector: references, store template)
+      -> Read -> Detector1 -> WriteRateints          (batch's RecordSteps: the same code)
+      -> RollingOutliers (stateful per exposure/detector, released by the data)
+      -> LiveExtract (stateful: live model from the first integrations; live points)
+      -> LiveSink (stateful: OUTDIR/live/ rewritten after each bundle)
+    and, beside them, Completion (stateful: every integration processed or dead-lettered
+    -> the source stops when --until-complete), WriteDead (batch's dead-letter writer).
 
-Identity with batch
--------------------
-``rateints`` are written by the batch functions (:class:`pipeline.Calibrate` with the
-references and 1/f scene mask that :func:`pipeline.prepare_exposure` derives from the
-first segment, exactly as batch does). The *live* extraction model is built from the
-first ``live_model_nints`` integrations (batch samples the whole exposure, which a stream
-cannot), so live points are provisional. At completion the stream runs the batch stage 2
-(:func:`products.run_spectra_stage`, model from a sample over the whole exposure) and
-:func:`products.finalize_products` over the same store: the final ``whitelight.ecsv``
-equals ``nirbeam run``'s on the same files bit for bit. The live model is kept apart
-(``<group>/live_extraction``) so that it never replaces the batch one.
+``Read``, ``Detector1`` and ``WriteRateints`` are :class:`~nirbeam.transforms.common.RecordStep`
+with batch's record functions (:func:`pipeline.read_record` behind a file-signature check,
+:class:`pipeline.Calibrate`, :class:`pipeline.WriteRateints`), and the exposure is prepared
+by batch's :func:`pipeline.prepare_exposure`; so the ``rateints`` in the store are batch's.
+When the source stops (exposure complete with ``--until-complete``, Ctrl-C, or a stop
+event), the pipeline drains (every integration already found is processed) and the driver
+finalises with batch's stage 2 and product builders (:func:`products.run_spectra_stage`,
+:func:`products.finalize_products`) over the same store: the final products equal
+``nirbeam run``'s on the same files.
 
-Live products (``OUTDIR/live/``): ``whitelight.ecsv``/``.parquet`` rewritten atomically
-as points arrive (a row per integration, ``status`` ``provisional`` -- rateints DQ, no
-time-domain outlier flags yet -- then ``flagged`` once the integration's outlier window
-has arrived, ~window/2 integrations later); ``speclc_<group>.ecsv`` (wide: one row per
-integration, vector columns over the bins, bin centres/edges in the meta) and ``.parquet``
-(long), rewritten at the same moments: each integration's live spectrum binned with
-:func:`~nirbeam.transforms.lightcurve.bin_spectrum` on the bin edges of batch's rule
-(``products._lightcurve_edges``) for the live model's wavelengths -- the same arithmetic
-as batch's ``bin_spectra``; ``plots/whitelight_<group>.png`` redrawn and
-``fit_<group>.json`` (quick-look white-light transit fit, batch's configuration rule,
-once >= :data:`MIN_FIT_POINTS` good points) refreshed every ``plot_every`` seconds and at
-the end. A failing live fit logs a warning and keeps the previous file.
+Time and lateness (measured, Beam 2.77, see ../shared/FIELD.md): on the local runner the
+watermark of an impulse-driven source follows the wall clock, and event-time timers fire
+as soon as they are set, so nothing on the live path waits for a watermark: the outlier
+window is released by the data (an integration is released once its whole window has
+arrived; an integration that failed upstream enters the window as batch's placeholder; one
+still missing ``max_lateness_ints`` integrations after the newest is given up); the live
+sink sets a timer at the element's (wall-clock) time only to write once per bundle. Records
+carry their INT_TIMES mid-time as event time (:func:`beam_timestamp`). The outlier DoFn's
+event-time lateness (``allowed_lateness_s``) is for sources whose watermark follows the data
+(TestStream, a source with a data-driven watermark estimator); the service leaves it off.
+
+Runners: ``direct`` (default) runs the unbounded source on the in-process ``FnApiRunner``,
+which runs splittable DoFns with deferred remainders in real time and never downloads
+anything (``DirectRunner`` would first try to fetch Prism, then fall back to it);
+``portable`` submits to a job service (Flink, Dataflow's portable endpoint) with
+``--streaming``; runners that cannot stream (``dask``, ``multiprocess``) are refused. The
+stop marker, the journal of accepted segments and the live state go through files under
+``OUTDIR/_stream/``, so they work wherever the workers share OUTDIR. On Dataflow or Flink
+the watched folder is replaced by an object-notification source (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
+import pickle
 import signal
 import sys
 import threading
 import time
-import warnings
+import typing
+import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.coders import PickleCoder
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from nirbeam import __version__, dqflags
+from nirbeam import __version__
+from nirbeam.core.schema import RATEINTS
 from nirbeam.sinks import zarr_store
-from nirbeam.stream.products import quicklook_fit_config
+from nirbeam.stream.live import (
+    MIN_FIT_POINTS,
+    LiveModelFromStore,
+    LivePoint,
+    LiveState,
+    LiveWriter,
+    build_live_model,
+    latency_stats,
+    live_edges,
+    live_point,
+    live_point_and_bins,
+    save_live_model,
+)
+from nirbeam.stream.pipeline import (
+    Calibrate,
+    ReadItem,
+    RunResult,
+    WriteDeadLetter,
+    WriteRateints,
+    read_record,
+)
 from nirbeam.stream.records import DeadLetter, IntegrationKey, IntegrationRecord
-from nirbeam.stream.uncal import ExposurePlan, SegmentInfo, plan_exposures
+from nirbeam.stream.watch import Arrival, WatchState, file_signature, poll_folder
+from nirbeam.transforms.common import RecordStep, StepFailed
 from nirbeam.transforms.outliers import RollingOutlierFlagger
-from nirbeam.transforms.spectra import ExtractionModel, extract_integration
 
 __all__ = [
-    "LivePoint",
-    "beam_timestamp",
-    "WithEventTime",
-    "RollingOutlierDoFn",
-    "StreamingLightCurves",
-    "StreamingChain",
-    "LiveModelFromStore",
-    "build_live_model",
-    "live_point",
-    "live_point_and_bins",
-    "quicklook_fit_config",
-    "StreamSession",
-    "run_stream",
+    "DEAD", "RATEINTS", "MIN_FIT_POINTS", "LivePoint", "live_point", "live_point_and_bins",
+    "build_live_model", "LiveModelFromStore", "beam_timestamp", "WithEventTime",
+    "RollingOutlierDoFn", "Ticks", "WatchFolderDoFn", "PrepareExposureDoFn", "StreamItem",
+    "read_checked", "LiveExtractDoFn", "LiveSinkDoFn", "CheckComplete", "StreamConfig",
+    "StreamGraph", "make_stream_runner", "run_stream",
 ]
 
 log = logging.getLogger("nirbeam")
 
-RATEINTS = "rateints"
-LIVE_EXTRACTION = "live_extraction"
 SECONDS_PER_DAY = 86400.0
 DEAD = "deadletter"
+STREAM_DIR = "_stream"  # OUTDIR/_stream: stop marker, journal, live state
+#: Steps whose dead letter means an integration has no rateints.
+RATE_STEPS = ("read", "detector1", "write_rateints")
+
+
+def _counter(name: str):
+    return Metrics.counter("nirbeam", name)
 
 
 # ---------------------------------------------------------------------------------------
-# Shared per-integration pieces
+# Event time
 
 
 def beam_timestamp(bjd_tdb: float) -> Timestamp:
@@ -105,135 +128,6 @@ def beam_timestamp(bjd_tdb: float) -> Timestamp:
     cadence is >= 0.2 s), so monotone in the mid-time.
     """
     return Timestamp(micros=int(round(float(bjd_tdb) * SECONDS_PER_DAY * 1e3)) * 1000)
-
-
-@dataclass(frozen=True)
-class LivePoint:
-    """One white-light point of one integration (provisional or outlier-flagged)."""
-
-    exposure: str
-    detector: str
-    integration: int
-    int_mid_bjd_tdb: float
-    int_mid_mjd_utc: float
-    flux: float
-    flux_error: float
-    dq: int
-    status: str  # "provisional" (rateints DQ) or "flagged" (with time-domain outlier flags)
-
-    @property
-    def group(self) -> str:
-        """Store group name."""
-        return f"{self.exposure}_{self.detector.lower()}"
-
-
-def live_point(rec: IntegrationRecord, dq: np.ndarray, model: ExtractionModel, settings,
-               status: str) -> LivePoint:
-    """Extract one integration (batch kernel) and sum it to a white-light point.
-
-    The white light uses the same rule as :func:`products.finalize_products` (all columns
-    in the configured wavelength range, flagged pixels replaced through the profile,
-    ``skip_bits=0``); the point's dq is DO_NOT_USE when it is not finite.
-    """
-    return live_point_and_bins(rec, dq, model, settings, status)[0]
-
-
-def live_point_and_bins(rec: IntegrationRecord, dq: np.ndarray, model: ExtractionModel,
-                        settings, status: str, edges: np.ndarray | None = None
-                        ) -> tuple[LivePoint, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
-    """:func:`live_point` plus the integration's spectrum binned on ``edges``.
-
-    The bins are :func:`~nirbeam.transforms.lightcurve.bin_spectrum` of the live spectrum
-    (``skip_bits=0``, as batch's ``bin_spectra`` in :func:`products.finalize_products`);
-    their dq is batch's rule: DO_NOT_USE where the bin flux is not finite, OR the point's dq.
-
-    Returns
-    -------
-    point : LivePoint
-    bins : (flux float64 (nbin,) DN/s, flux_error float64 (nbin,) DN/s, dq uint32 (nbin,))
-        or None when ``edges`` is None.
-    """
-    from nirbeam.transforms.lightcurve import bin_spectrum, white_light_point
-
-    out = extract_integration(rec.rate, rec.err, dq, rec.var_poisson, rec.var_rnoise, model,
-                              settings.flicker)
-    cfg = settings.lightcurve
-    wl = model.wavelength.wavelength
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        f, e, _ = white_light_point(out["flux"], out["flux_error"], out["dq"],
-                                    wl, cfg.wmin, cfg.wmax, skip_bits=0)
-        good = math.isfinite(f) and math.isfinite(e)
-        pdq = 0 if good else dqflags.DO_NOT_USE
-        bins = None
-        if edges is not None:
-            bf, be, _, _ = bin_spectrum(out["flux"], out["flux_error"], out["dq"], wl, edges,
-                                        skip_bits=0)
-            bdq = np.where(np.isfinite(bf), 0, dqflags.DO_NOT_USE).astype(np.uint32) | np.uint32(pdq)
-            bins = (bf, be, bdq)
-    k = rec.key
-    return LivePoint(k.exposure, k.detector, k.integration, rec.times.int_mid_bjd_tdb,
-                     rec.times.int_mid_mjd_utc, f, e, pdq, status), bins
-
-
-def build_live_model(plan_or_meta, rates: np.ndarray, dqs: np.ndarray, settings,
-                     plan: ExposurePlan | None = None) -> ExtractionModel | str:
-    """Extraction model from the first integrations (same builder as batch, other sample).
-
-    Returns the model, or the reason none could be built (e.g. no trace on NRS2).
-    """
-    from nirbeam.stream.products import _build_model, find_wavelengths
-    from nirbeam.transforms.trace import TraceModel
-
-    meta = plan_or_meta.meta if hasattr(plan_or_meta, "meta") else plan_or_meta
-    cfg = settings.extract
-    ny, nx = meta.image_shape
-    trace = None
-    if cfg.trace_coefficients:
-        trace = TraceModel.from_config(cfg.trace_coefficients, 1.0, (0.0, nx - 1.0), scaled=False)
-    m = _build_model(rates, dqs, cfg, trace, settings)
-    if isinstance(m, str):
-        return m
-    if plan is not None:
-        wl = find_wavelengths(plan, cfg, m.trace, nx)
-        m = ExtractionModel(**{**m.__dict__, "wavelength": wl})
-    return m
-
-
-@dataclass(frozen=True)
-class LiveModelFromStore:
-    """``group -> ExtractionModel`` read (once per process) from ``<group>/live_extraction``."""
-
-    root: str
-
-    def __call__(self, group: str) -> ExtractionModel:
-        k = (self.root, group)
-        m = _LIVE_MODELS.get(k)
-        if m is None:
-            arrays, attrs = zarr_store.load_arrays(self.root, f"{group}/{LIVE_EXTRACTION}")
-            m = _LIVE_MODELS[k] = ExtractionModel.from_arrays(arrays, attrs)
-        return m
-
-
-_LIVE_MODELS: dict[tuple[str, str], ExtractionModel] = {}
-
-
-def save_live_model(root: str, group: str, model: ExtractionModel, n: int) -> None:
-    """Keep the live model next to (never in place of) batch's ``extraction`` group."""
-    arrays, attrs = model.to_arrays()
-    attrs["built_from"] = f"first {n} integrations (live, provisional)"
-    zarr_store.save_arrays(root, f"{group}/{LIVE_EXTRACTION}", arrays, attrs)
-    _LIVE_MODELS[(root, group)] = model
-
-
-def _placeholder(shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """What batch stage 2 sees for an integration without rateints: 0, 0, DO_NOT_USE."""
-    return (np.zeros(shape, np.float32), np.zeros(shape, np.float32),
-            np.full(shape, dqflags.DO_NOT_USE, np.uint32))
-
-
-# ---------------------------------------------------------------------------------------
-# Beam streaming transforms
 
 
 class _EventTimeFn(beam.DoFn):
@@ -248,6 +142,18 @@ class WithEventTime(beam.PTransform):
         return pcoll | "EventTime" >> beam.ParDo(_EventTimeFn())
 
 
+# ---------------------------------------------------------------------------------------
+# Stateful outlier window
+
+
+def _placeholder(shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What batch stage 2 sees for an integration without rateints: 0, 0, DO_NOT_USE."""
+    from nirbeam import dqflags
+
+    return (np.zeros(shape, np.float32), np.zeros(shape, np.float32),
+            np.full(shape, dqflags.DO_NOT_USE, np.uint32))
+
+
 @dataclass
 class _FlagState:
     """Keyed state of :class:`RollingOutlierDoFn` for one (exposure, detector)."""
@@ -256,6 +162,7 @@ class _FlagState:
     recs: dict = field(default_factory=dict)      # integration -> record awaiting release
     times: dict = field(default_factory=dict)     # integration -> event time (micros)
     given_up: set = field(default_factory=set)    # integrations replaced by placeholders
+    early_dead: list = field(default_factory=list)  # dead letters before the first record
     shape: tuple | None = None
     nints: int | None = None
     cycle_us: int = 0
@@ -272,61 +179,120 @@ _LATE_P = beam.DoFn.TimerParam(_LATE)
 class RollingOutlierDoFn(beam.DoFn):
     """Stateful outlier flags along time, per (exposure, detector) key.
 
-    Input ``((exposure, detector), record)`` with rate/err/dq (stage rateints); output the
-    record with ``dq`` = rateints DQ plus ``DO_NOT_USE | OUTLIER`` on flagged pixels (stage
-    ``cleaned``), stamped with its own event time, in integration order, once every
-    integration of its window has arrived -- identical to batch's
+    Input ``((exposure, detector), record)`` with rate/err/dq (stage rateints), or
+    ``((exposure, detector), DeadLetter)`` for an integration that failed upstream (it
+    enters the window as batch's placeholder: rate 0, DQ DO_NOT_USE, never in a median).
+    Output: the record with ``dq`` = rateints DQ plus ``DO_NOT_USE | OUTLIER`` on flagged
+    pixels (stage ``cleaned``), stamped with its own event time, in integration order, once
+    every integration of its window has arrived -- identical to batch's
     :func:`~nirbeam.transforms.outliers.flag_outliers` over the whole exposure.
 
-    Lateness: integrations may arrive in any order. A missing integration ``k`` is given
-    up when the watermark passes its deadline, ``t_j + allowed_lateness`` for the first
-    integration ``j > k`` that has arrived (``k`` should have come before ``j``), or, for
-    the tail (no later integration yet), ``t_last + (k - last) * cycle + allowed_lateness``
-    with the integration cycle from the readout pattern (NGROUPS, NFRAMES, GROUPGAP,
-    TFRAME; one reset frame). A given-up integration is replaced by the batch placeholder
-    (rate 0, DQ DO_NOT_USE: never in a median) and a dead letter (step ``outliers``) says
-    so. An integration arriving after it was given up, after its slot was released, or
-    twice, goes to the dead letters too (its rateints are in the store regardless, so the
-    finalised products include it). The end of the input (watermark to +inf) fires every
-    pending deadline, so the exposure's tail is always released; records released because
-    the tail was given up carry the provenance ``("outliers", "flushed")``.
+    Lateness, two policies (either may be off):
+
+    * ``max_lateness_ints`` (data-driven; the service's): a missing integration ``k`` is
+      given up once an integration numbered above ``k + max_lateness_ints`` has arrived.
+    * ``allowed_lateness_s`` (event time; for sources whose watermark follows the data):
+      ``k`` is given up when the watermark passes ``t_j + allowed_lateness`` for the first
+      integration ``j > k`` that has arrived, or, for the tail,
+      ``t_last + (k - last) * cycle + allowed_lateness`` with the integration cycle from
+      the readout pattern. The end of the input fires every pending deadline.
+
+    A given-up integration is replaced by the placeholder and a dead letter (step
+    ``outliers``) says so; one arriving after it was given up, after its slot was
+    released, or twice, goes to the dead letters too. Records released because the tail
+    was given up carry the provenance ``("outliers", "flushed")``.
     """
 
-    def __init__(self, window: int = 25, n_sigma: float = 5.0, allowed_lateness_s: float = 60.0,
-                 enabled: bool = True):
+    def __init__(self, window: int = 25, n_sigma: float = 5.0,
+                 allowed_lateness_s: float | None = 60.0, enabled: bool = True,
+                 max_lateness_ints: int | None = None, passthrough: bool = False,
+                 dead_dir: str | None = None):
         self.window = int(window)
         self.n_sigma = float(n_sigma)
-        self.lateness_us = int(round(allowed_lateness_s * 1e6))
+        self.lateness_us = None if allowed_lateness_s is None else int(round(allowed_lateness_s * 1e6))
+        self.max_lateness = None if max_lateness_ints is None else int(max_lateness_ints)
         self.enabled = enabled
+        self.passthrough = passthrough
+        self.dead_dir = dead_dir
+
+    def setup(self):
+        self.released = _counter("outliers.records")
+
+    def _init(self, st: _FlagState, rec: IntegrationRecord) -> None:
+        m = rec.meta
+        st.nints = int(m.nints)
+        st.shape = tuple(np.shape(rec.rate))
+        st.cycle_us = int(round((m.ngroups * (m.nframes + m.groupgap) - m.groupgap + 1)
+                                * m.tframe * 1e6))
+        st.key = (rec.key.exposure, rec.key.detector)
+        st.flagger = RollingOutlierFlagger(self.window if self.enabled else 1, self.n_sigma,
+                                           nints=st.nints)
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam,
                 state=_STATE_P, late=_LATE_P):
         _, rec = element
-        if not self.enabled:
-            yield beam.window.TimestampedValue(rec.replace(stage="cleaned"), timestamp)
-            return
         st = state.read() or _FlagState()
-        i = rec.key.integration
-        if st.flagger is None:
-            m = rec.meta
-            st.nints = int(m.nints)
-            st.shape = tuple(np.shape(rec.rate))
-            st.cycle_us = int(round((m.ngroups * (m.nframes + m.groupgap) - m.groupgap + 1)
-                                    * m.tframe * 1e6))
-            st.key = (rec.key.exposure, rec.key.detector)
-            st.flagger = RollingOutlierFlagger(self.window, self.n_sigma, nints=st.nints)
-        if i < st.flagger.next_integration or i in st.given_up or i in st.recs:
-            why = ("arrived after it was given up (later than the allowed lateness)"
-                   if i in st.given_up else "duplicate or arrived after its slot was released")
-            yield beam.pvalue.TaggedOutput(DEAD, DeadLetter(rec.key, "outliers", why, rec.source))
-            return
-        st.recs[i] = rec
-        st.times[i] = int(timestamp.micros)
-        if st.last is None or i > st.last[0]:
-            st.last = (i, int(timestamp.micros))
-        yield from self._emit(st, st.flagger.push(i, rec.rate, rec.err, rec.dq), False)
-        self._arm(st, late)
+        if isinstance(rec, DeadLetter):
+            if st.flagger is None:
+                st.early_dead.append(rec)
+                state.write(st)
+                return
+            yield from self._placeholder_for(st, rec.key.integration)
+        else:
+            if st.flagger is None:
+                self._init(st, rec)
+            i = rec.key.integration
+            if i < st.flagger.next_integration or i in st.given_up or i in st.recs:
+                why = ("arrived after it was given up (later than the allowed lateness)"
+                       if i in st.given_up else "duplicate or arrived after its slot was released")
+                yield beam.pvalue.TaggedOutput(DEAD, DeadLetter(rec.key, "outliers", why, rec.source))
+                state.write(st)
+                return
+            if self.passthrough:
+                yield beam.window.TimestampedValue(rec, timestamp)
+            st.recs[i] = rec
+            st.times[i] = int(timestamp.micros)
+            if st.last is None or i > st.last[0]:
+                st.last = (i, int(timestamp.micros))
+            yield from self._emit(st, st.flagger.push(i, rec.rate, rec.err, rec.dq), False)
+        while st.early_dead:
+            yield from self._placeholder_for(st, st.early_dead.pop().key.integration)
+        yield from self._dead_on_disk(st)
+        yield from self._count_lateness(st)
+        if self.lateness_us is not None:
+            self._arm(st, late)
         state.write(st)
+
+    def _placeholder_for(self, st: _FlagState, k: int):
+        if k < st.flagger.next_integration or k in st.given_up or k in st.recs:
+            return
+        st.given_up.add(k)
+        yield from self._emit(st, st.flagger.push(k, *_placeholder(st.shape)), False)
+
+    def _dead_on_disk(self, st: _FlagState):
+        """Missing integrations whose dead letter the upstream steps wrote: placeholders."""
+        if self.dead_dir is None or st.flagger is None:
+            return
+        group = f"{st.key[0]}_{st.key[1].lower()}"
+        while True:
+            k = self._first_missing(st)
+            if k is None or not any(
+                    os.path.exists(os.path.join(self.dead_dir, f"{group}_{k:05d}.{step}.json"))
+                    for step in RATE_STEPS):
+                return
+            yield from self._placeholder_for(st, k)
+
+    def _count_lateness(self, st: _FlagState):
+        if self.max_lateness is None or st.last is None:
+            return
+        k = self._first_missing(st)
+        while k is not None and st.last[0] - k > self.max_lateness:
+            st.given_up.add(k)
+            yield beam.pvalue.TaggedOutput(DEAD, DeadLetter(
+                IntegrationKey(*st.key, k), "outliers",
+                f"not arrived {self.max_lateness} integrations after it was due"))
+            yield from self._emit(st, st.flagger.push(k, *_placeholder(st.shape)), False)
+            k = self._first_missing(st)
 
     def _first_missing(self, st) -> int | None:
         k = st.flagger.next_integration
@@ -342,6 +308,8 @@ class RollingOutlierDoFn(beam.DoFn):
         return t + (k - j) * st.cycle_us + self.lateness_us
 
     def _arm(self, st, late) -> None:
+        if st.flagger is None or st.last is None:
+            return
         k = self._first_missing(st)
         if k is not None:
             late.set(Timestamp(micros=self._deadline(st, k)))
@@ -355,12 +323,13 @@ class RollingOutlierDoFn(beam.DoFn):
             out = rec.replace(dq=new_dq, stage="cleaned")
             if flushed:
                 out = out.with_step("outliers", "flushed")
+            self.released.inc()
             yield beam.window.TimestampedValue(out, Timestamp(micros=t))
 
     @on_timer(_LATE)
     def on_late(self, fire=beam.DoFn.TimestampParam, state=_STATE_P, late=_LATE_P):
         st = state.read()
-        if st is None or st.flagger is None:
+        if st is None or st.flagger is None or self.lateness_us is None:
             return
         now = int(fire.micros)
         while True:
@@ -379,652 +348,676 @@ class RollingOutlierDoFn(beam.DoFn):
         state.write(st)
 
 
-class _PointFn(beam.DoFn):
-    def __init__(self, model_for, settings, status):
-        self.model_for = model_for
-        self.settings = settings
-        self.status = status
-
-    def process(self, rec, timestamp=beam.DoFn.TimestampParam):
-        try:
-            p = live_point(rec, rec.dq, self.model_for(rec.key.group), self.settings, self.status)
-        except Exception as exc:  # noqa: BLE001 - becomes a dead letter
-            yield beam.pvalue.TaggedOutput(
-                DEAD, DeadLetter(rec.key, "extract", f"{type(exc).__name__}: {exc}", rec.source))
-            return
-        yield beam.window.TimestampedValue(p, timestamp)
+# ---------------------------------------------------------------------------------------
+# The source: ticks that stop on a marker, and a stateful folder watcher
 
 
-class StreamingLightCurves(beam.PTransform):
-    """rateints records -> outlier-flagged white-light points (event-time stamped).
+class _TickRestrictions(RestrictionProvider):
+    def initial_restriction(self, element):
+        return OffsetRange(0, 2**62)
 
-    Parameters
-    ----------
-    model_for : callable ``group -> ExtractionModel`` (e.g. :class:`LiveModelFromStore`)
-    settings : Settings
-    allowed_lateness_s : float
-        See :class:`RollingOutlierDoFn`.
+    def create_tracker(self, restriction):
+        return OffsetRestrictionTracker(restriction)
 
-    Output: a dict of PCollections: ``"points"`` (:class:`LivePoint`, status ``flagged``)
-    and ``"deadletter"``.
+    def restriction_size(self, element, restriction):
+        return 1
+
+    def truncate(self, element, restriction):
+        return None  # drained: stop
+
+
+def _stop_due(stop_path: str, grace_s: float) -> bool:
+    try:
+        return time.time() - os.stat(stop_path).st_mtime >= grace_s
+    except FileNotFoundError:
+        return False
+
+
+class _TickFn(beam.DoFn):
+    """Beam's ``PeriodicImpulse`` generator, that also ends once ``stop_path`` exists.
+
+    Element ``(start, interval_s, stop_path)``; emits tick ``i`` at wall time
+    ``start + i * interval`` (its event time), sets the watermark to it, defers between
+    ticks. The source ends one interval after the stop marker appeared (one more poll, for
+    files that arrived with the last one).
     """
 
-    def __init__(self, model_for, settings, allowed_lateness_s: float = 60.0):
+    @beam.DoFn.unbounded_per_element()
+    def process(self, element, tracker=beam.DoFn.RestrictionParam(_TickRestrictions()),
+                watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
+        start, interval, stop_path = element
+        i = tracker.current_restriction().start
+        while True:
+            if _stop_due(stop_path, interval):
+                tracker.try_claim(tracker.current_restriction().stop)  # done
+                return
+            t = Timestamp(start + interval * i)
+            wm = watermark.current_watermark()
+            if t.micros / 1e6 > time.time():
+                if wm is None or t > wm:
+                    watermark.set_watermark(t)
+                tracker.defer_remainder(t)
+                return
+            if not tracker.try_claim(i):
+                return
+            if wm is None or t > wm:
+                watermark.set_watermark(t)
+            yield beam.window.TimestampedValue(i, t)
+            i += 1
+
+
+class Ticks(beam.PTransform):
+    """An unbounded PCollection of ticks every ``interval`` s until ``stop_path`` exists."""
+
+    def __init__(self, interval: float, stop_path: str, start: float | None = None):
         super().__init__()
-        self.model_for = model_for
-        self.settings = settings
-        self.lateness = allowed_lateness_s
+        self.interval = float(interval)
+        self.stop_path = stop_path
+        self.start = start
 
-    def expand(self, recs):
-        o = self.settings.outliers
-        flagged = (
-            recs
-            | "KeyByExposure" >> beam.Map(lambda r: (r.key.stream, r))
-            | "RollingOutliers" >> beam.ParDo(RollingOutlierDoFn(
-                o.window, o.n_sigma, self.lateness, o.enabled)).with_outputs(DEAD, main="records")
-        )
-        pts = flagged.records | "WhiteLight" >> beam.ParDo(
-            _PointFn(self.model_for, self.settings, "flagged")).with_outputs(DEAD, main="points")
-        dead = (flagged.deadletter, pts.deadletter) | "LCDead" >> beam.Flatten()
-        return {"points": pts.points, "deadletter": dead}
+    def expand(self, pbegin):
+        start = time.time() if self.start is None else self.start
+        return (pbegin | "Start" >> beam.Create([(start, self.interval, self.stop_path)])
+                | "Generate" >> beam.ParDo(_TickFn()))
 
 
-class StreamingChain(beam.PTransform):
-    """The whole streaming chain on Beam: ReadItem -> event time -> read -> detector1 ->
-    rateints in the store -> :class:`StreamingLightCurves`.
+def _append_jsonl(path: str, rows) -> None:
+    with open(path, "a") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, default=str) + "\n")
 
-    The store must be prepared (:func:`pipeline.prepare_exposure`) and a live extraction
-    model saved (:func:`save_live_model`) before the first element, as the service does.
-    Output: a dict ``{"points": ..., "deadletter": ...}``.
+
+_WATCH = ReadModifyWriteStateSpec("watch", PickleCoder())
+
+
+class WatchFolderDoFn(beam.DoFn):
+    """On each tick, poll the folder (:func:`~nirbeam.stream.watch.poll_folder`); the
+    :class:`~nirbeam.stream.watch.WatchState` (names seen, sizes, duplicates) is keyed state.
+
+    Input ``(folder, tick)``; output :class:`~nirbeam.stream.watch.Arrival` items. Each
+    accepted segment and each note is journalled in ``journal_dir`` (``accepted.jsonl``,
+    ``notes.jsonl``) for the driver's finalisation.
     """
 
-    def __init__(self, root: str, settings, allowed_lateness_s: float = 60.0):
-        super().__init__()
-        self.root = root
-        self.settings = settings
-        self.lateness = allowed_lateness_s
+    def __init__(self, journal_dir: str):
+        self.journal_dir = journal_dir
 
-    def expand(self, items):
-        from nirbeam.stream.pipeline import Calibrate, WriteRateints, read_record
-        from nirbeam.transforms.common import RecordStep
+    def setup(self):
+        self.segments = _counter("watch.segments")
+        self.polls = _counter("watch.polls")
 
-        stamped = items | "ItemTime" >> WithEventTime()
-        read = stamped | "Read" >> RecordStep(read_record, "read")
-        cal = read.records | "Detector1" >> RecordStep(Calibrate(self.root, self.settings), "detector1")
-        wr = cal.records | "WriteRateints" >> RecordStep(WriteRateints(self.root, keep=True), "write_rateints")
-        lc = wr.records | "LightCurves" >> StreamingLightCurves(
-            LiveModelFromStore(self.root), self.settings, self.lateness)
-        dead = (read.deadletter, cal.deadletter, wr.deadletter, lc["deadletter"]) | "AllDead" >> beam.Flatten()
-        return {"points": lc["points"], "deadletter": dead}
+    def process(self, element, state=beam.DoFn.StateParam(_WATCH)):
+        folder, _ = element
+        st = state.read() or WatchState()
+        n_notes = len(st.notes)
+        arrivals = poll_folder(st, folder, time.time())
+        self.polls.inc()
+        if arrivals:
+            _append_jsonl(os.path.join(self.journal_dir, "accepted.jsonl"), [
+                {"path": a.segment.path, "signature": list(a.signature), "available": a.available,
+                 "group": a.segment.meta.group_name, "nints": a.segment.meta.nints,
+                 "intstart": a.segment.intstart,
+                 "intend": a.segment.intend} for a in arrivals])
+        if len(st.notes) > n_notes:
+            _append_jsonl(os.path.join(self.journal_dir, "notes.jsonl"),
+                          [{"note": n} for n in st.notes[n_notes:]])
+        state.write(st)
+        for a in arrivals:
+            self.segments.inc()
+            yield a
 
 
 # ---------------------------------------------------------------------------------------
-# The service: an in-process driver loop over a source
+# Per exposure: prepare once, then work items
+
+
+@dataclass(frozen=True)
+class StreamItem:
+    """A :class:`pipeline.ReadItem` plus the signature its file was accepted with."""
+
+    item: ReadItem
+    signature: tuple[int, int]
+
+    @property
+    def key(self) -> IntegrationKey:
+        """The integration's key."""
+        return self.item.key
+
+    @property
+    def source(self) -> str:
+        """The segment file."""
+        return self.item.segment.path
+
+
+def read_checked(si: StreamItem) -> IntegrationRecord:
+    """:func:`pipeline.read_record`, refusing a file that changed since it was accepted."""
+    now = file_signature(si.source)
+    if now != tuple(si.signature):
+        raise StepFailed(
+            f"{si.source} changed after it was found complete (size, mtime_ns "
+            f"{tuple(si.signature)} -> {now}): integration refused; rerun on the final file")
+    return read_record(si.item)
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """An integration whose rateints an earlier run of this OUTDIR completed."""
+
+    key: IntegrationKey
+    meta: object
+    times: object
+    source: str
+
+
+@dataclass(frozen=True)
+class LoadStored:
+    """Read a completed integration's rateints back from the store (a resumed stream)."""
+
+    root: str
+
+    def __call__(self, it: StoredItem) -> IntegrationRecord:
+        a = zarr_store.read_integration(self.root, it.key.group, RATEINTS, it.key.integration,
+                                        ("sci", "err", "dq", "var_poisson", "var_rnoise"))
+        return IntegrationRecord(it.key, it.meta, it.times, "rateints", it.source,
+                                 rate=a["sci"], err=a["err"], dq=a["dq"],
+                                 var_poisson=a["var_poisson"], var_rnoise=a["var_rnoise"],
+                                 provenance=(("resumed", "from store"),))
+
+
+def write_times(root: str, group: str, seg) -> None:
+    """Fill the rateints time coordinates of a segment (known only once it arrived)."""
+    import zarr
+
+    lo, hi = seg.intstart, seg.intend
+    for name, attr in (("int_mid_BJD_TDB", "int_mid_bjd_tdb"), ("int_mid_MJD_UTC", "int_mid_mjd_utc")):
+        a = zarr.open_array(root, path=f"{group}/{RATEINTS}/{name}", mode="r+", zarr_format=3)
+        a[lo - 1:hi] = np.array([getattr(seg.times[i], attr) for i in range(lo, hi + 1)])
 
 
 @dataclass
-class _Group:
-    """Streaming state of one exposure/detector."""
-
-    meta: Any
-    segments: dict = field(default_factory=dict)   # intstart -> SegmentInfo
-    pending: dict = field(default_factory=dict)    # integration -> available wall time
+class _PrepState:
     prepared: bool = False
-    processed: set = field(default_factory=set)
-    dead: set = field(default_factory=set)
-    model: ExtractionModel | str | None = None
-    first: list = field(default_factory=list)      # (rec) until the live model exists
-    flagger: RollingOutlierFlagger | None = None
-    unreleased: dict = field(default_factory=dict)  # integration -> rec awaiting flags
-    given_up: set = field(default_factory=set)
-    stored: set = field(default_factory=set)       # rateints complete from an earlier run
-    edges: np.ndarray | None = None                # live spectroscopic bin edges, um
-
-    @property
-    def nints(self) -> int:
-        return self.meta.nints
-
-    def seg_of(self, i: int) -> SegmentInfo:
-        for s in self.segments.values():
-            if s.intstart <= i <= s.intend:
-                return s
-        raise KeyError(i)
-
-    def plan(self) -> ExposurePlan:
-        return plan_exposures(list(self.segments.values()))[0]
-
-    def complete(self) -> bool:
-        return len(self.processed) + len(self.dead) >= self.nints
+    failed: str | None = None
+    segments: dict = field(default_factory=dict)  # intstart -> SegmentInfo
+    held: list = field(default_factory=list)      # arrivals waiting for the preparation
+    stored: set = field(default_factory=set)      # integrations complete from an earlier run
+    announced: bool = False
 
 
-class StreamSession:
-    """State and per-integration work of one ``nirbeam stream`` run (single thread).
+_PREP = ReadModifyWriteStateSpec("prepare", PickleCoder())
 
-    Parameters
-    ----------
-    outdir : str
-    refs_dir : str, optional
-    settings : Settings
-    live_model_nints : int
-        Integrations the live extraction model is built from.
-    max_lateness_ints : int
-        A missing integration is given up for the live flagged points once an integration
-        this many numbers later was processed (it is still processed if it comes).
-    plot_every : float
-        Seconds between live plot and quick-look fit refreshes (0: never).
-    live_write_every : float
-        Longest time live points wait to be written while integrations keep coming (the
-        table is written whenever the input queue is empty, and at least this often).
+
+class PrepareExposureDoFn(beam.DoFn):
+    """Per (exposure, detector): prepare once (batch's :func:`pipeline.prepare_exposure`:
+    references, 1/f scene mask, store template), then one work item per integration.
+
+    Batch prepares from the first segment (its first ramp, a draft scene mask from the
+    first three integrations); so does this, as soon as the segments holding integrations
+    ``1..min(3, NINTS)`` have arrived (arrivals before that are held). A store from an
+    earlier run of the same OUTDIR is resumed: its completed integrations are emitted as
+    :class:`StoredItem` (read back, not recalibrated). Output (one PCollection):
+    :class:`StreamItem`, :class:`StoredItem`, or a :class:`DeadLetter` for every
+    integration when the preparation failed (the read step passes it to the dead letters).
     """
 
-    def __init__(self, outdir: str, refs_dir: str | None, settings, *, live_model_nints: int = 8,
-                 max_lateness_ints: int = 200, plot_every: float = 30.0,
-                 live_write_every: float = 1.0):
-        from nirbeam.stream.pipeline import Calibrate, _check_outdir
+    def __init__(self, root: str, refs_dir: str | None, settings):
+        self.root = root
+        self.refs_dir = refs_dir
+        self.settings = settings
+
+    def setup(self):
         from nirbeam.stream.refs import index_references
 
-        _check_outdir(outdir)
-        self.outdir = outdir
-        self.root = os.path.join(outdir, "cubes.zarr")
-        zarr_store.open_root(self.root)
-        self.refs_dir = refs_dir
-        self.ref_index = index_references(refs_dir) if refs_dir else None
-        self.settings = settings
-        self.calibrate = Calibrate(self.root, settings)
-        self.dead_dir = os.path.join(outdir, "_deadletters")
-        self.live_dir = os.path.join(outdir, "live")
-        os.makedirs(self.live_dir, exist_ok=True)
-        self.live_model_nints = int(live_model_nints)
-        self.max_lateness = int(max_lateness_ints)
-        self.plot_every = float(plot_every)
-        self.live_write_every = float(live_write_every)
-        self.groups: dict[tuple[str, str], _Group] = {}
-        self.points: dict[tuple[str, int], LivePoint] = {}
-        # (group, integration) -> binned live spectrum (flux, flux_error, dq), (nbin,) each
-        self.bins: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._last_fit = 0.0
-        self._fit_sig: dict[str, tuple[int, int]] = {}  # group -> (points, flagged) last fitted
-        self._dirty: list[tuple[tuple[str, int], str]] = []
-        self._last_write = 0.0
-        self._last_plot = time.time()
-        self.available: dict[tuple[str, int], float] = {}
-        self.latency: dict[str, list[float]] = {"provisional": [], "flagged": []}
-        self.latency_steady: dict[str, list[float]] = {"provisional": [], "flagged": []}
-        self.notes: list[str] = []
-        self.counts = {"integrations": 0, "live_points": 0, "table_writes": 0, "plots": 0,
-                       "fits": 0, "fit_failures": 0}
-        self.t_start = time.time()
+        self.ref_index = index_references(self.refs_dir) if self.refs_dir else None
+        self.prepared = _counter("prepare.exposures")
 
-    # -- input ------------------------------------------------------------
-    def add(self, arrival) -> None:
-        """Register integrations that became available."""
-        seg = arrival.segment
-        k = (seg.meta.exposure, seg.meta.detector)
-        g = self.groups.get(k)
-        if g is None:
-            g = self.groups[k] = _Group(seg.meta)
-            self._resume(g)
-        known = g.segments.get(seg.intstart)
-        if known is None:
-            if any(s.intstart <= seg.intend and seg.intstart <= s.intend for s in g.segments.values()):
-                self.notes.append(f"{os.path.basename(seg.path)} overlaps a known segment: ignored")
-                return
-            g.segments[seg.intstart] = seg
-            if g.prepared:
-                self._write_times(g, seg)
-        for i in arrival.integrations:
-            if i in g.processed or i in g.pending:
-                continue
-            g.pending[i] = arrival.available
-            self.available[(seg.meta.group_name, i)] = arrival.available
+    def process(self, element, state=beam.DoFn.StateParam(_PREP)):
+        from nirbeam.stream.uncal import plan_exposures
 
-    def _resume(self, g: _Group) -> None:
-        """An OUTDIR from an earlier run of the same exposure: reuse its references and
-        the integrations it calibrated (read once here, not per integration)."""
-        if RATEINTS in zarr_store.open_root(self.root).get(g.meta.group_name, {}):
-            g.prepared = True
-            done = zarr_store.completed(self.root, g.meta.group_name, RATEINTS)
-            g.stored = {int(i) + 1 for i in np.flatnonzero(done)}
+        _, a = element
+        st = state.read() or _PrepState()
+        meta = a.segment.meta
+        group = meta.group_name
+        if not st.announced:
+            st.announced = True
+            if RATEINTS in zarr_store.open_root(self.root).get(group, {}):
+                st.prepared = True
+                done = zarr_store.completed(self.root, group, RATEINTS)
+                st.stored = {int(i) + 1 for i in np.flatnonzero(done)}
+        st.segments[a.segment.intstart] = a.segment
+        if st.failed:
+            yield from self._dead(a, st.failed)
+        elif st.prepared:
+            write_times(self.root, group, a.segment)
+            yield from self._items(a, st)
+        else:
+            st.held.append(a)
+            have = {i for h in st.held for i in h.integrations}
+            if all(i in have for i in range(1, min(3, meta.nints) + 1)):
+                plan = plan_exposures(list(st.segments.values()))[0]
+                try:
+                    from nirbeam.stream.pipeline import prepare_exposure
 
-    def _write_times(self, g: _Group, seg: SegmentInfo) -> None:
-        """Fill the rateints time coordinates of a segment (known only once it arrived)."""
-        import zarr
+                    prepare_exposure(self.root, plan, self.refs_dir, self.ref_index, self.settings)
+                    st.prepared = True
+                    self.prepared.inc()
+                except Exception as exc:  # noqa: BLE001 - every integration gets a dead letter
+                    st.failed = f"preparing the exposure failed: {type(exc).__name__}: {exc}"
+                    log.error("%s: %s", group, st.failed)
+                held, st.held = st.held, []
+                for h in held:
+                    if st.failed:
+                        yield from self._dead(h, st.failed)
+                    else:
+                        yield from self._items(h, st)
+        state.write(st)
 
-        lo, hi = seg.intstart, seg.intend
-        for name, attr in (("int_mid_BJD_TDB", "int_mid_bjd_tdb"), ("int_mid_MJD_UTC", "int_mid_mjd_utc")):
-            a = zarr.open_array(self.root, path=f"{g.meta.group_name}/{RATEINTS}/{name}", mode="r+",
-                                zarr_format=3)
-            a[lo - 1:hi] = np.array([getattr(seg.times[i], attr) for i in range(lo, hi + 1)])
-
-    # -- work -------------------------------------------------------------
-    def _ready_to_prepare(self, g: _Group, final: bool) -> bool:
-        need = range(1, min(3, g.nints) + 1)  # batch: first segment's ramp, draft mask of 3
-        return all(i in g.pending for i in need) or (final and bool(g.pending))
-
-    def _prepare(self, g: _Group) -> None:
-        from nirbeam.stream.pipeline import prepare_exposure
-
-        prepare_exposure(self.root, g.plan(), self.refs_dir, self.ref_index, self.settings)
-        g.prepared = True
-        for seg in g.segments.values():
-            self._write_times(g, seg)
-
-    def next_work(self, final: bool = False):
-        """The next (group, integration) to process, lowest integration first; or None."""
-        for g in self.groups.values():
-            if not g.pending:
-                continue
-            if not g.prepared:
-                if not self._ready_to_prepare(g, final):
-                    continue
-                self._prepare(g)
-            return g, min(g.pending)
-        return None
-
-    def process(self, g: _Group, i: int) -> None:
-        """detector1 (or the stored result of an earlier run), rateints, live points."""
-        from nirbeam.stream.pipeline import ReadItem, WriteDeadLetter, WriteRateints, read_record
-
-        g.pending.pop(i)
-        seg = g.seg_of(i)
-        key = IntegrationKey(g.meta.exposure, g.meta.detector, i)
-        item = ReadItem(key, replace(seg, times={}), seg.times[i])
-        step = "read"
-        try:
-            if i in g.stored:  # an earlier run of this OUTDIR calibrated it
-                a = zarr_store.read_integration(self.root, g.meta.group_name, RATEINTS, i,
-                                                ("sci", "err", "dq", "var_poisson", "var_rnoise"))
-                rec = IntegrationRecord(key, g.meta, seg.times[i], "rateints", seg.path,
-                                        rate=a["sci"], err=a["err"], dq=a["dq"],
-                                        var_poisson=a["var_poisson"], var_rnoise=a["var_rnoise"])
+    def _items(self, a: Arrival, st: _PrepState):
+        seg = a.segment
+        bare = replace(seg, times={})
+        for i in a.integrations:
+            key = IntegrationKey(seg.meta.exposure, seg.meta.detector, i)
+            if i in st.stored:
+                yield StoredItem(key, seg.meta, seg.times[i], seg.path)
             else:
-                rec = read_record(item)
-                step = "detector1"
-                rec = self.calibrate(rec)
-                step = "write_rateints"
-                WriteRateints(self.root, keep=True)(rec)
-        except Exception as exc:  # noqa: BLE001 - becomes a dead letter, as in batch
-            WriteDeadLetter(self.dead_dir)(DeadLetter(key, step, f"{type(exc).__name__}: {exc}",
-                                                      seg.path))
-            g.dead.add(i)
-            self._flag(g, i, None)
-            return
-        g.processed.add(i)
-        self.counts["integrations"] += 1
-        self._live(g, rec)
+                yield StreamItem(ReadItem(key, bare, seg.times[i]), tuple(a.signature))
 
-    def _live(self, g: _Group, rec: IntegrationRecord) -> None:
-        if g.model is None:
-            g.first.append(rec)
-            if len(g.first) >= min(self.live_model_nints, g.nints):
-                self._build_model(g)
-            return
-        self._point_and_flag(g, rec)
+    def _dead(self, a: Arrival, reason: str):
+        seg = a.segment
+        for i in a.integrations:
+            yield DeadLetter(IntegrationKey(seg.meta.exposure, seg.meta.detector, i), "read",
+                             reason, seg.path)
 
-    def _build_model(self, g: _Group) -> None:
-        """Live model from the integrations held so far; then their points and flags."""
-        recs, g.first = g.first, []
-        m = build_live_model(g.meta, np.stack([r.rate for r in recs]), np.stack([r.dq for r in recs]),
-                             self.settings, plan=g.plan())
-        g.model = m
-        if isinstance(m, str):
-            self.notes.append(f"{g.meta.group_name}: no live points: {m}")
-        else:
-            save_live_model(self.root, g.meta.group_name, m, len(recs))
-            g.edges = self._live_edges(g, m)
-        for r in sorted(recs, key=lambda r: r.key.integration):
-            self._point_and_flag(g, r)
 
-    def _live_edges(self, g: _Group, m: ExtractionModel) -> np.ndarray | None:
-        """Spectroscopic bin edges of the live model: batch's rule (``_lightcurve_edges``)."""
-        from nirbeam.stream.products import _lightcurve_edges
+# ---------------------------------------------------------------------------------------
+# Live path
 
+
+@dataclass
+class _ExtractState:
+    model: object = None          # None (not yet), True (built, in the store), str (why not)
+    first: list = field(default_factory=list)  # rateints records until the model exists
+    held: list = field(default_factory=list)   # cleaned records until the model exists
+
+
+_EXTRACT = ReadModifyWriteStateSpec("live_model", PickleCoder())
+
+
+class LiveExtractDoFn(beam.DoFn):
+    """Live points per (exposure, detector): ``provisional`` from rateints records,
+    ``flagged`` from the outlier-flagged (``cleaned``) records.
+
+    The live model is built from the first ``live_model_nints`` rateints records
+    (:func:`~nirbeam.stream.live.build_live_model`) and saved in
+    ``<group>/live_extraction``; records before it are held in keyed state. Output:
+    ``("group", name, info)`` once, then ``("point", LivePoint, bins)`` per record.
+    """
+
+    def __init__(self, root: str, settings, live_model_nints: int = 8):
+        self.root = root
+        self.settings = settings
+        self.n = int(live_model_nints)
+        self._edges: dict[str, np.ndarray | None] = {}
+
+    def setup(self):
+        self.points = _counter("live_extract.records")
+        self.failed = _counter("live_extract.failures")
+
+    def process(self, element, state=beam.DoFn.StateParam(_EXTRACT)):
+        _, rec = element
+        st = state.read() or _ExtractState()
+        if st.model is None:
+            (st.first if rec.stage == "rateints" else st.held).append(rec)
+            if len(st.first) >= min(self.n, rec.meta.nints):
+                yield from self._build(st)
+                recs = sorted(st.first, key=lambda r: r.key.integration) + st.held
+                st.first, st.held = [], []
+                for r in recs:
+                    yield from self._point(r)
+        elif st.model is True:
+            yield from self._point(rec)
+        state.write(st)
+
+    def _build(self, st: _ExtractState):
+        from nirbeam.stream.uncal import plan_exposures, scan_segment
+
+        recs = st.first
+        r0 = recs[0]
+        group = r0.key.group
         try:
-            e = np.asarray(_lightcurve_edges(self.settings.lightcurve, m.wavelength.wavelength,
-                                             m.wavelength.source), float)
-            if e.ndim != 1 or e.size < 2:
-                raise ValueError(f"{e.size} bin edges")
-            return e
+            plan = plan_exposures([scan_segment(r0.source)])[0]
+        except Exception:  # noqa: BLE001 - the wavelengths fall back to the config
+            plan = None
+        m = build_live_model(r0.meta, np.stack([r.rate for r in recs]), np.stack([r.dq for r in recs]),
+                             self.settings, plan=plan)
+        if isinstance(m, str):
+            st.model = m
+            log.warning("%s: no live points: %s", group, m)
+            return
+        save_live_model(self.root, group, m, len(recs))
+        st.model = True
+        try:
+            edges = live_edges(self.settings, m)
         except Exception as exc:  # noqa: BLE001 - no live speclc, the rest goes on
-            self.notes.append(f"{g.meta.group_name}: no live spectroscopic light curves: "
-                              f"bin edges: {type(exc).__name__}: {exc}")
-            return None
+            log.warning("%s: no live spectroscopic light curves: bin edges: %s", group, exc)
+            edges = None
+        self._edges[group] = edges
+        yield ("group", group, {"meta": r0.meta, "edges": edges, "wl": m.wavelength.wavelength,
+                                "wl_source": m.wavelength.source})
 
-    def _point_and_flag(self, g: _Group, rec: IntegrationRecord) -> None:
-        if isinstance(g.model, ExtractionModel):
-            self._add_point(*live_point_and_bins(rec, rec.dq, g.model, self.settings,
-                                                 "provisional", g.edges))
-        self._flag(g, rec.key.integration, rec)
-
-    def _flag(self, g: _Group, i: int, rec: IntegrationRecord | None) -> None:
-        """Push into the rolling outlier buffer (placeholder for a dead integration)."""
-        o = self.settings.outliers
-        if g.flagger is None:
-            g.flagger = RollingOutlierFlagger(o.window if o.enabled else 1,
-                                              o.n_sigma, nints=g.nints)
-        if i < g.flagger.next_integration or i in g.given_up:
-            self.notes.append(f"{g.meta.group_name} integration {i}: later than the allowed "
-                              f"lateness for live flagged points (final products include it)")
+    def _point(self, rec: IntegrationRecord):
+        group = rec.key.group
+        status = "provisional" if rec.stage == "rateints" else "flagged"
+        try:
+            model = LiveModelFromStore(self.root)(group)
+            if group not in self._edges:
+                try:
+                    self._edges[group] = live_edges(self.settings, model)
+                except Exception:  # noqa: BLE001
+                    self._edges[group] = None
+            p, bins = live_point_and_bins(rec, rec.dq, model, self.settings, status,
+                                          self._edges[group])
+        except Exception as exc:  # noqa: BLE001 - a live point must not stop the stream
+            self.failed.inc()
+            log.warning("live point of %s failed: %s: %s", rec.key, type(exc).__name__, exc)
             return
-        if rec is None:
-            released = g.flagger.push(i, *_placeholder(g.meta.image_shape))
+        self.points.inc()
+        yield ("point", p, bins)
+
+
+_SINK = ReadModifyWriteStateSpec("live", PickleCoder())
+_FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
+
+
+class LiveSinkDoFn(beam.DoFn):
+    """All live events under one key -> :class:`~nirbeam.stream.live.LiveState`, written
+    by :class:`~nirbeam.stream.live.LiveWriter` once per bundle (a timer at the element's
+    wall-clock stamp), and snapshotted to ``journal_dir/live_state.pkl`` for the driver.
+
+    Events: ``("group", name, info)``, ``("point", LivePoint, bins)``. A point's arrival
+    time (for the latency) is its segment's ``available`` in the journal.
+    """
+
+    def __init__(self, writer: LiveWriter, journal_dir: str):
+        self.writer = writer
+        self.journal_dir = journal_dir
+
+    def setup(self):
+        self.events = _counter("live_sink.records")
+        self.flush_s = Metrics.distribution("nirbeam", "live_sink.write_ms")
+        self.writes = _counter("live_sink.writes")
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam,
+                state=beam.DoFn.StateParam(_SINK), flush=beam.DoFn.TimerParam(_FLUSH)):
+        _, ev = element
+        st = state.read() or LiveState()
+        if ev[0] == "group":
+            st.groups[ev[1]] = ev[2]
         else:
-            g.unreleased[i] = rec
-            released = g.flagger.push(i, rec.rate, rec.err, rec.dq)
-        self._released(g, released)
-        # bounded lateness: give up integrations far behind the newest one
-        top = max(g.unreleased, default=0)
-        k = g.flagger.next_integration
-        while k <= g.nints and top - k > self.max_lateness:
-            if k not in g.unreleased:
-                self._give_up(g, k)
-            k += 1
+            p = ev[1]
+            if (p.group, p.integration) not in st.available:
+                for row in _journal_rows(self.journal_dir, "accepted.jsonl"):
+                    for i in range(row["intstart"], row["intend"] + 1):
+                        st.available.setdefault((row["group"], i), row["available"])
+            st.add(p, ev[2])
+        self.events.inc()
+        state.write(st)
+        flush.set(timestamp)
 
-    def _give_up(self, g: _Group, k: int) -> None:
-        g.given_up.add(k)
-        self._released(g, g.flagger.push(k, *_placeholder(g.meta.image_shape)))
-
-    def _released(self, g: _Group, released) -> None:
-        for j, new_dq in released:
-            rec = g.unreleased.pop(j, None)
-            if rec is None or not isinstance(g.model, ExtractionModel):
-                continue
-            self._add_point(*live_point_and_bins(rec, new_dq, g.model, self.settings,
-                                                 "flagged", g.edges))
-
-    def _add_point(self, p: LivePoint, bins=None) -> None:
-        k = (p.group, p.integration)
-        self.points[k] = p
-        if bins is not None:
-            self.bins[k] = bins
-        self._dirty.append((k, p.status))
-        self.counts["live_points"] += 1
-
-    def end_groups(self) -> None:
-        """End of exposure / stop: give up missing integrations and flush the flaggers."""
-        for g in self.groups.values():
-            if g.model is None and g.first:  # fewer integrations than asked: use them
-                self._build_model(g)
-            if g.flagger is None:
-                continue
-            # what never came is, for the flags, what batch sees for it: a placeholder
-            for k in range(g.flagger.next_integration, g.nints + 1):
-                if k not in g.unreleased and k not in g.given_up:
-                    self._give_up(g, k)
-
-    def complete(self) -> bool:
-        """Every exposure/detector seen has all NINTS processed or dead-lettered."""
-        return bool(self.groups) and all(g.complete() for g in self.groups.values())
-
-    # -- live products ----------------------------------------------------
-    def maybe_write_live(self, idle: bool, force: bool = False) -> None:
-        """Write the live tables if points are waiting and the queue is empty (or it is
-        time); redraw the plot and refit at the plot cadence."""
-        now = time.time()
-        if self._dirty and (idle or force or now - self._last_write >= self.live_write_every):
-            self.write_live_table()
-        if self.plot_every > 0 and self.points and (force or now - self._last_plot >= self.plot_every):
-            self.write_live_plot()
-            self.write_live_fits()
-
-    def write_live_table(self) -> None:
-        """Rewrite ``live/whitelight`` and the changed groups' ``live/speclc_<group>``."""
-        from nirbeam.sinks.tables import write_table
-
-        pts = sorted(self.points.values(), key=lambda p: (p.exposure, p.detector, p.integration))
-        cols = {
-            "exposure": [p.exposure for p in pts], "detector": [p.detector for p in pts],
-            "integration_number": np.array([p.integration for p in pts], np.int64),
-            "int_mid_BJD_TDB": np.array([p.int_mid_bjd_tdb for p in pts]),
-            "int_mid_MJD_UTC": np.array([p.int_mid_mjd_utc for p in pts]),
-            "flux": np.array([p.flux for p in pts]),
-            "flux_error": np.array([p.flux_error for p in pts]),
-            "dq": np.array([p.dq for p in pts], np.uint32),
-            "status": [p.status for p in pts],
-        }
-        meta = {"provisional": True, "nirbeam_version": __version__, "flux_units": "DN/s",
-                "note": "live light curve: extraction model from the first integrations; "
-                        "status 'provisional' has no time-domain outlier flags yet. The "
-                        "final products are OUTDIR/whitelight.ecsv once the exposure completes.",
-                "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        write_table(os.path.join(self.live_dir, "whitelight"), cols, meta,
-                    units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "flux": "DN/s",
-                           "flux_error": "DN/s"},
-                    parquet=self.settings.products.parquet)
-        for gname in sorted({k[0] for k, _ in self._dirty}):
-            try:
-                self.write_live_speclc(gname)
-            except Exception as exc:  # noqa: BLE001 - a live product must not stop the stream
-                log.warning("live spectroscopic light curves of %s failed: %s", gname, exc)
-        now = time.time()
-        for k, status in self._dirty:
-            a = self.available.get(k)
-            if a is not None:
-                self.latency[status].append(now - a)
-                if k[1] > self.live_model_nints:  # steady state: the live model exists
-                    self.latency_steady[status].append(now - a)
-        self._dirty = []
-        self._last_write = now
-        self.counts["table_writes"] += 1
-
-    def _group_named(self, gname: str) -> _Group | None:
-        return next((g for g in self.groups.values() if g.meta.group_name == gname), None)
-
-    def write_live_speclc(self, gname: str) -> list[str]:
-        """Rewrite ``live/speclc_<group>.ecsv`` (wide) and ``.parquet`` (long) atomically.
-
-        Same layout as batch's ``speclc_<group>`` (:func:`products.finalize_products`):
-        ECSV one row per integration with vector columns over the bins (centres and edges
-        in the meta), Parquet one row per integration and bin. Rows: the integrations with
-        a live point, latest status (``provisional`` or ``flagged``).
-        """
-        from nirbeam.sinks.tables import write_table
-        from nirbeam.stream.products import _table_meta
-
-        g = self._group_named(gname)
-        if g is None or g.edges is None or not isinstance(g.model, ExtractionModel):
-            return []
-        keys = sorted((k for k in self.bins if k[0] == gname), key=lambda k: k[1])
-        if not keys:
-            return []
-        pts = [self.points[k] for k in keys]
-        flux = np.stack([self.bins[k][0] for k in keys])
-        err = np.stack([self.bins[k][1] for k in keys])
-        sdq = np.stack([self.bins[k][2] for k in keys]).astype(np.uint32)
-        num = np.array([k[1] for k in keys], np.int64)
-        bjd = np.array([p.int_mid_bjd_tdb for p in pts])
-        mjd = np.array([p.int_mid_mjd_utc for p in pts])
-        status = [p.status for p in pts]
-        edges = g.edges
-        centers = 0.5 * (edges[:-1] + edges[1:])
-        cfg = self.settings.lightcurve
-        wl = g.model.wavelength.wavelength
-        finite = wl[np.isfinite(wl)]
-        wrange = (float(cfg.wmin if cfg.wmin is not None else finite.min()),
-                  float(cfg.wmax if cfg.wmax is not None else finite.max()))
-        smeta = {**_table_meta(g.meta, wrange, self.root, gname),
-                 "wavelength_source": g.model.wavelength.source,
-                 "provisional": True,
-                 "note": "live spectroscopic light curves: extraction model from the first "
-                         "integrations; status 'provisional' has no time-domain outlier "
-                         "flags yet. Final products: OUTDIR/speclc_<group> once the "
-                         "exposure completes.",
-                 "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        stem = os.path.join(self.live_dir, f"speclc_{gname}")
-        written = []
-        nb, n = centers.size, num.size
-        if self.settings.products.parquet:
-            written += write_table(
-                stem,
-                {"integration_number": np.repeat(num, nb),
-                 "int_mid_BJD_TDB": np.repeat(bjd, nb), "int_mid_MJD_UTC": np.repeat(mjd, nb),
-                 "wavelength": np.tile(centers, n), "bin_lo": np.tile(edges[:-1], n),
-                 "bin_hi": np.tile(edges[1:], n), "flux": flux.ravel(),
-                 "flux_error": err.ravel(), "dq": sdq.ravel(),
-                 "status": np.repeat(np.array(status), nb)},
-                smeta, units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "wavelength": "um",
-                              "bin_lo": "um", "bin_hi": "um", "flux": "DN/s", "flux_error": "DN/s"},
-                parquet=True, ecsv=False)
-        written += write_table(
-            stem,
-            {"integration_number": num, "int_mid_BJD_TDB": bjd, "int_mid_MJD_UTC": mjd,
-             "flux": flux, "flux_error": err, "dq": sdq, "status": status},
-            {**smeta, "wavelength_um": centers.tolist(), "bin_edges_um": edges.tolist(),
-             "layout": "one row per integration; flux/flux_error/dq are vectors over the "
-                       "wavelength bins in meta wavelength_um (edges in bin_edges_um)"},
-            units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "flux": "DN/s",
-                   "flux_error": "DN/s"},
-            parquet=False)
-        return written
-
-    def write_live_fits(self) -> dict[str, str]:
-        """Quick-look white-light transit fit per group -> ``live/fit_<group>.json``.
-
-        Refit only when the group's live points changed since the last fit and at least
-        :data:`MIN_FIT_POINTS` of them are good (dq 0, finite, error > 0). Configuration as
-        batch's ``products._fit_and_plot`` (:func:`products.quicklook_fit_config`). A failing fit
-        logs a warning and keeps the previous file. Returns ``group -> outcome``.
-        """
-        from nirbeam.sinks import fs
-        from nirbeam.transforms.transit import fit_transit, write_fit_json
-
-        self._last_fit = time.time()
-        out = {}
-        for gname in sorted({k[0] for k in self.points}):
-            pts = sorted((p for p in self.points.values() if p.group == gname),
-                         key=lambda p: p.integration)
-            sig = (len(pts), sum(p.status == "flagged" for p in pts))
-            if self._fit_sig.get(gname) == sig:
-                continue
-            t = np.array([p.int_mid_bjd_tdb for p in pts])
-            f = np.array([p.flux for p in pts])
-            e = np.array([p.flux_error for p in pts])
-            dq = np.array([p.dq for p in pts], np.uint32)
-            use = (dq == 0) & np.isfinite(f) & np.isfinite(e) & (e > 0) & np.isfinite(t)
-            if use.sum() < MIN_FIT_POINTS:
-                out[gname] = f"{int(use.sum())} good points: no fit yet"
-                continue
-            self._fit_sig[gname] = sig
-            try:
-                cfg = quicklook_fit_config(self.settings.fit, t[use], f[use])
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    res = fit_transit(t[use], f[use], e[use], cfg)
-                with fs.atomic_path(os.path.join(self.live_dir, f"fit_{gname}.json")) as tmp:
-                    write_fit_json(res, tmp)
-            except Exception as exc:  # noqa: BLE001 - a quick look must not stop the stream
-                log.warning("live fit of %s failed (previous fit file kept): %s: %s",
-                            gname, type(exc).__name__, exc)
-                self.counts["fit_failures"] += 1
-                out[gname] = f"failed: {type(exc).__name__}: {exc}"
-                continue
-            self.counts["fits"] += 1
-            out[gname] = "written"
-        return out
-
-    def write_live_plot(self) -> None:
-        from nirbeam.sinks import plots
-
-        self._last_plot = time.time()
-        if self.plot_every <= 0:
+    @on_timer(_FLUSH)
+    def on_flush(self, state=beam.DoFn.StateParam(_SINK)):
+        st = state.read()
+        if st is None or not st.dirty:
             return
-        for g in self.groups.values():
-            pts = sorted((p for p in self.points.values() if p.group == g.meta.group_name),
-                         key=lambda p: p.integration)
-            if len(pts) < 2:
-                continue
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    plots.plot_white_light(
-                        np.array([p.int_mid_bjd_tdb for p in pts]), np.array([p.flux for p in pts]),
-                        os.path.join(self.live_dir, "plots", f"whitelight_{g.meta.group_name}.png"),
-                        error=np.array([p.flux_error for p in pts]),
-                        dq=np.array([p.dq for p in pts], np.uint32),
-                        title=f"Live white light (provisional) {g.meta.group_name}")
-                self.counts["plots"] += 1
-            except Exception as exc:  # noqa: BLE001 - a plot must not stop the stream
-                log.warning("live plot failed: %s", exc)
-
-    # -- the end ----------------------------------------------------------
-    def finalize(self, *, stopped: bool, source_notes=(), mode: str = "watch",
-                 runner=None, extra: dict | None = None) -> dict:
-        """Close the exposures: batch stage 2 and products over the store; run.json."""
-        from nirbeam.stream.pipeline import _account, _write_json_atomic
-        from nirbeam.stream.products import finalize_products, run_spectra_stage
-        from nirbeam.stream.runners import RunnerSpec
-
-        self.end_groups()
-        if self._dirty:
-            self.write_live_table()
-        self.write_live_plot()
-        if self.plot_every > 0:
-            self.write_live_fits()
-        groups = [g for g in self.groups.values() if g.prepared]
-        plans = plan_exposures([s for g in groups for s in g.segments.values()]) if groups else []
-        t0 = time.time()
-        metrics = run_spectra_stage(self.root, plans, self.settings, runner or RunnerSpec(),
-                                    self.dead_dir) if plans else {}
-        products = finalize_products(self.outdir, self.root, plans, self.settings) if plans else {}
-        zarr_store.consolidate(self.root, {"nirbeam_version": __version__})  # as batch does
-        t_final = time.time() - t0
-        per_group = {}
-        for plan in plans:
-            g = self.groups[(plan.meta.exposure, plan.meta.detector)]
-            unprocessed = sorted(g.pending)
-            per_group[plan.meta.group_name] = {
-                "exposure": plan.meta.exposure, "detector": plan.meta.detector,
-                "nints": plan.meta.nints, "present": len(plan.present), "missing": list(plan.missing),
-                "skipped_complete": 0,
-                "segments": [os.path.basename(s.path) for s in plan.segments],
-                "references": zarr_store.open_root(self.root)[plan.meta.group_name].attrs.get("references", {}),
-                "notes": list(plan.notes),
-                "unprocessed_when_stopped": unprocessed,
-            }
-        summary = _account(self.outdir, self.root, plans, per_group, self.dead_dir) if plans else {"exposures": []}
-        summary.update({
-            "nirbeam_version": __version__,
-            "command": "stream",
-            "inputs": [s.path for p in plans for s in p.segments],
-            "outdir": os.path.abspath(self.outdir),
-            "refs_dir": os.path.abspath(self.refs_dir) if self.refs_dir else None,
-            "runner": {"name": (runner or RunnerSpec()).name,
-                       "streaming_execution": "in-process driver loop (nirbeam.stream.streaming."
-                                              "run_stream); final stage 2 on the Beam runner"},
-            "config": self.settings.as_json(),
-            "products": products,
-            "metrics": metrics,
-            "streaming": {
-                "mode": mode, "stopped_by_signal": stopped, "complete": self.complete(),
-                "live_model_nints": self.live_model_nints,
-                "integrations_processed": self.counts["integrations"],
-                "live_points": self.counts["live_points"],
-                "live_table_writes": self.counts["table_writes"],
-                "live_plots": self.counts["plots"],
-                "live_fits": self.counts["fits"],
-                "live_fit_failures": self.counts["fit_failures"],
-                "latency_s": {k: _stats(v) for k, v in self.latency.items()},
-                "latency_s_after_live_model": {k: _stats(v) for k, v in self.latency_steady.items()},
-                "finalize_s": round(t_final, 3),
-                "notes": list(source_notes) + self.notes,
-            },
-            "wall_s": round(time.time() - self.t_start, 3),
-        })
-        if extra:
-            summary["streaming"].update(extra)
-        _write_json_atomic(os.path.join(self.outdir, "run.json"), summary)
-        return summary
+        t0 = time.perf_counter()
+        self.writer.flush(st)
+        self.writes.inc()
+        self.flush_s.update(int((time.perf_counter() - t0) * 1000))
+        state.write(st)
+        save_live_state(self.journal_dir, st)
 
 
-MIN_FIT_POINTS = 20  # good live white-light points before the first quick-look fit
+def save_live_state(journal_dir: str, st: LiveState) -> None:
+    """Snapshot the live state atomically (the driver's end-of-run hook reads it)."""
+    path = os.path.join(journal_dir, "live_state.pkl")
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as fh:
+        pickle.dump(st, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
 
 
-def _stats(v: list[float]) -> dict:
-    if not v:
-        return {"n": 0}
-    a = np.asarray(v)
-    return {"n": int(a.size), "p50": round(float(np.percentile(a, 50)), 4),
-            "p95": round(float(np.percentile(a, 95)), 4), "max": round(float(a.max()), 4)}
+def load_live_state(journal_dir: str) -> LiveState:
+    """The last snapshot of the live state (empty when none was written)."""
+    try:
+        with open(os.path.join(journal_dir, "live_state.pkl"), "rb") as fh:
+            return pickle.load(fh)
+    except FileNotFoundError:
+        return LiveState()
+
+
+# ---------------------------------------------------------------------------------------
+# The graph
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """What :class:`StreamGraph` needs (all picklable)."""
+
+    watch_dir: str
+    outdir: str
+    settings: object
+    refs_dir: str | None = None
+    poll: float = 1.0
+    until_complete: bool = False
+    live_model_nints: int = 8
+    plot_every: float = 30.0
+    max_lateness_ints: int = 200
+    token: str = ""
+    start: float = 0.0  # wall time of the first tick
+
+    @property
+    def root(self) -> str:
+        """The zarr store."""
+        return os.path.join(self.outdir, "cubes.zarr")
+
+    @property
+    def journal(self) -> str:
+        """``OUTDIR/_stream``."""
+        return os.path.join(self.outdir, STREAM_DIR)
+
+    @property
+    def stop_path(self) -> str:
+        """The marker that ends the source."""
+        return os.path.join(self.journal, "stop")
+
+
+@dataclass(frozen=True)
+class _SinkStamp:
+    """Stamp live events with the stream's start time: at or behind every watermark of
+    the source, so the sink's flush timer fires after the bundle (measured: a stamp of
+    "now" waited for the next tick to pass it, i.e. up to the end of a backlog)."""
+
+    start: float
+
+    def __call__(self, ev):
+        return beam.window.TimestampedValue(("live", ev), Timestamp(self.start))
+
+
+def _unless_rateints(fn):
+    """Apply a record function, passing records already at stage rateints (resumed) on."""
+    def apply(rec):
+        return rec if getattr(rec, "stage", None) == "rateints" else fn(rec)
+
+    apply.setup = getattr(fn, "setup", None)
+    return apply
+
+
+@dataclass(frozen=True)
+class ReadOrLoad:
+    """The read step of the stream: :func:`read_checked` for a :class:`StreamItem`,
+    :class:`LoadStored` for a :class:`StoredItem` (an earlier run's rateints)."""
+
+    root: str
+
+    def __call__(self, item):
+        if isinstance(item, StoredItem):
+            return LoadStored(self.root)(item)
+        return read_checked(item)
+
+
+def exposure_complete(cfg: StreamConfig) -> bool:
+    """Every exposure/detector the watcher accepted has all NINTS integrations with
+    rateints (store) or a dead letter of a rate step (``_deadletters``)."""
+    groups: dict[str, int] = {}
+    for row in _journal_rows(cfg.journal, "accepted.jsonl"):
+        groups[row["group"]] = int(row["nints"])
+    if not groups:
+        return False
+    dead_dir = os.path.join(cfg.outdir, "_deadletters")
+    names = set(os.listdir(dead_dir)) if os.path.isdir(dead_dir) else set()
+    root_groups = zarr_store.open_root(cfg.root)
+    for g, n in groups.items():
+        if g not in root_groups or RATEINTS not in root_groups[g]:
+            return False
+        done = zarr_store.completed(cfg.root, g, RATEINTS)
+        for i in np.flatnonzero(~done) + 1:
+            if not any(f"{g}_{int(i):05d}.{step}.json" in names for step in RATE_STEPS):
+                return False
+    return True
+
+
+@dataclass(frozen=True)
+class CheckComplete:
+    """Pass elements on; once :func:`exposure_complete`, write the stop marker (with
+    ``until_complete``): the source ends after one more poll."""
+
+    cfg: StreamConfig
+
+    def __call__(self, x):
+        c = self.cfg
+        if c.until_complete and not os.path.exists(c.stop_path):
+            n = getattr(getattr(x, "meta", None), "nints", None)
+            i = getattr(getattr(x, "key", None), "integration", None)
+            # cheap test first: only near an exposure's end, or for a dead letter
+            if (n is None or i is None or i >= n or isinstance(x, DeadLetter)) and exposure_complete(c):
+                with open(c.stop_path, "w") as fh:
+                    fh.write("complete\n")
+        return x
+
+
+@dataclass(frozen=True)
+class WriteDeadAndCheck:
+    """Batch's :class:`pipeline.WriteDeadLetter`, then :class:`CheckComplete`."""
+
+    cfg: StreamConfig
+
+    def __call__(self, dl: DeadLetter) -> None:
+        WriteDeadLetter(os.path.join(self.cfg.outdir, "_deadletters"))(dl)
+        CheckComplete(self.cfg)(dl)
+
+
+def _keyed(label: str, fn):
+    return label >> beam.Map(fn).with_output_types(typing.Tuple[str, typing.Any])
+
+
+class StreamGraph(beam.PTransform):
+    """The whole ``nirbeam stream`` graph, from the pipeline root (see the module notes).
+
+    One chain, no Flatten (on the in-process FnApiRunner a Flatten below an unbounded
+    source stops everything after it: measured with Beam 2.77): dead letters leave the
+    chain to batch's writer, and the steps that must know about them (the outlier window,
+    the completion check) read them back from ``_deadletters``. Returns the live events
+    (``("point", LivePoint, bins)`` and ``("group", name, info)``).
+    """
+
+    def __init__(self, cfg: StreamConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def expand(self, pbegin):
+        c = self.cfg
+        s = c.settings
+        dead_dir = os.path.join(c.outdir, "_deadletters")
+        items = (pbegin
+                 | "Ticks" >> Ticks(c.poll, c.stop_path, start=c.start)
+                 | _keyed("KeyFolder", lambda t, d=c.watch_dir: (d, t))
+                 | "WatchFolder" >> beam.ParDo(WatchFolderDoFn(c.journal))
+                 | _keyed("KeyExposure", lambda a: (a.segment.meta.group_name, a))
+                 | "PrepareExposure" >> beam.ParDo(PrepareExposureDoFn(c.root, c.refs_dir, s)))
+        # batch's record steps and functions (resumed integrations pass through)
+        read = items | "Read" >> RecordStep(ReadOrLoad(c.root), "read")
+        cal = read.records | "Detector1" >> RecordStep(
+            _unless_rateints(Calibrate(c.root, s, c.token)), "detector1")
+        wr = cal.records | "WriteRateints" >> RecordStep(
+            _unless_rateints_write(WriteRateints(c.root, keep=True)), "write_rateints")
+        for name, out in (("Read", read), ("Detector1", cal), ("WriteRateints", wr)):
+            _ = out.deadletter | f"WriteDead{name}" >> beam.Map(WriteDeadAndCheck(c))
+        o = s.outliers
+        flagged = (
+            wr.records
+            | "Completion" >> beam.Map(CheckComplete(c))
+            | "EventTime" >> WithEventTime()
+            | _keyed("KeyWindow", lambda r: (r.key.group, r))
+            | "RollingOutliers" >> beam.ParDo(RollingOutlierDoFn(
+                o.window, o.n_sigma, None, o.enabled, c.max_lateness_ints, passthrough=True,
+                dead_dir=dead_dir)).with_outputs(DEAD, main="records"))
+        _ = flagged[DEAD] | "LateNotes" >> beam.Map(_log_late)
+        live = (flagged.records
+                | _keyed("KeyLive", lambda r: (r.key.group, r))
+                | "LiveExtract" >> beam.ParDo(LiveExtractDoFn(c.root, s, c.live_model_nints)))
+        writer = LiveWriter(c.outdir, s, c.plot_every, c.live_model_nints)
+        _ = (live
+             | "SinkTime" >> beam.Map(_SinkStamp(c.start)).with_output_types(typing.Tuple[str, typing.Any])
+             | "LiveSink" >> beam.ParDo(LiveSinkDoFn(writer, c.journal)))
+        return live
+
+
+def _unless_rateints_write(fn):
+    """WriteRateints, except for records read back from the store (already written)."""
+    def apply(rec):
+        return rec if rec.provenance[-1:] == (("resumed", "from store"),) else fn(rec)
+
+    return apply
+
+
+def _log_late(d: DeadLetter) -> None:
+    _counter("outliers.late").inc()
+    log.info("live outlier window: %s %s", d.key, d.reason)
+
+
+# ---------------------------------------------------------------------------------------
+# The driver
+
+
+def make_stream_runner(spec):
+    """``(runner, PipelineOptions, description)`` for a streaming run of ``spec``.
+
+    Raises ValueError for a runner that cannot run an unbounded source with event time.
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    from nirbeam.stream.runners import STREAMING_CAPABLE, make_runner
+
+    spec.validate()
+    if spec.name not in STREAMING_CAPABLE:
+        raise ValueError(
+            f"--runner {spec.name!r} cannot run a streaming pipeline with event-time windows "
+            f"(Beam on Dask silently puts everything in the global window; nirbeam's "
+            f"multi-process mode is batch only); use one of {list(STREAMING_CAPABLE)}")
+    if spec.name == "direct":
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        opts = PipelineOptions(list(spec.beam_args))
+        opts.view_as(StandardOptions).streaming = True
+        return FnApiRunner(), opts, "FnApiRunner (in-process, streaming: unbounded source)"
+    runner, opts, _ = make_runner(spec, streaming=True)
+    return runner, opts, f"PortableRunner ({spec.job_endpoint}, streaming)"
+
+
+def _metrics(result) -> dict:
+    from nirbeam.stream.pipeline import _metrics as batch_metrics
+
+    return batch_metrics(result)
 
 
 def run_stream(
@@ -1040,103 +1033,216 @@ def run_stream(
     runner=None,
     live_model_nints: int = 8,
     plot_every: float = 30.0,
-    replay_limit: int | None = None,
-    on_progress=None,
+    max_lateness_ints: int = 200,
     handle_sigint: bool = True,
 ):
-    """Run the streaming service until stopped, or until the exposure completes.
+    """Run ``nirbeam stream`` until stopped, or until the exposure completes.
 
     Parameters
     ----------
     watch_dir : str
-        Folder watched for ``*_uncal.fits`` segments; with ``replay_speed`` the folder
-        (or file) holding an existing exposure to replay.
-    outdir : str
+        Folder watched for ``*_uncal.fits`` segments; with ``replay_speed`` the folder (or
+        file) holding an existing exposure, whose segments are dropped into
+        ``OUTDIR/_stream/replay`` as they would complete at that speed.
     until_complete : bool
-        Stop once every exposure/detector seen has all NINTS integrations (replay: always).
+        Stop once every exposure/detector seen has all NINTS integrations processed or
+        dead-lettered (replay: always).
     poll : float
         Seconds between folder polls.
-    replay_speed : float, optional
-        Replay an existing exposure at this many times real time (``inf``: at once).
     stop : threading.Event, optional
-        Set it to stop (Ctrl-C sets it when ``handle_sigint`` and in the main thread):
-        the integration in flight is finished, the live products written, the exposure
-        finalised over what arrived.
+        Set it to stop (Ctrl-C does the same when ``handle_sigint`` in the main thread):
+        the source ends, everything already found is processed, the exposure finalised.
+    runner : RunnerSpec, optional
+        ``direct`` (default) or ``portable``.
 
     Returns
     -------
     nirbeam.stream.pipeline.RunResult
     """
-    from nirbeam.stream.pipeline import RunResult
+    from nirbeam.stream.pipeline import _check_outdir
+    from nirbeam.stream.runners import RunnerSpec
     from nirbeam.stream.settings import Settings
-    from nirbeam.stream.watch import FolderWatcher, ReplaySource
+    from nirbeam.stream.watch import ReplayDropper
 
+    t_start = time.time()
     settings = Settings.from_dict(config or {})
-    stop = stop or threading.Event()
+    spec = runner or RunnerSpec()
+    beam_runner, options, runner_desc = make_stream_runner(spec)
+    _check_outdir(outdir)
+    journal = os.path.join(outdir, STREAM_DIR)
+    os.makedirs(journal, exist_ok=True)
+    for n in ("stop", "accepted.jsonl", "notes.jsonl", "live_state.pkl"):
+        try:
+            os.remove(os.path.join(journal, n))
+        except FileNotFoundError:
+            pass
+    zarr_store.open_root(os.path.join(outdir, "cubes.zarr"))
+    dropper = None
     if replay_speed is not None:
-        source = ReplaySource([watch_dir], replay_speed, limit=replay_limit)
+        folder = os.path.join(journal, "replay")
+        dropper = ReplayDropper([watch_dir], folder, replay_speed)
         mode = f"replay x{replay_speed:g}"
         until_complete = True
     else:
-        source = FolderWatcher(watch_dir, poll)
+        folder = str(watch_dir)
+        os.makedirs(folder, exist_ok=True)
         mode = "watch"
-    session = StreamSession(outdir, refs_dir, settings, live_model_nints=live_model_nints,
-                            plot_every=plot_every)
+    cfg = StreamConfig(folder, outdir, settings, refs_dir, poll, until_complete,
+                       live_model_nints, plot_every, max_lateness_ints, uuid.uuid4().hex,
+                       time.time())
+    stopped = threading.Event()
+
+    def request_stop(reason: str) -> None:
+        stopped.set()
+        with open(cfg.stop_path, "w") as fh:
+            fh.write(reason + "\n")
+
     old = None
     if handle_sigint and threading.current_thread() is threading.main_thread():
         def _on_sigint(signum, frame):
-            if stop.is_set():
+            if stopped.is_set():
                 raise KeyboardInterrupt
-            print("nirbeam stream: stopping (finishing the integration in flight; Ctrl-C again "
-                  "to abort)", file=sys.stderr, flush=True)
-            stop.set()
+            print("nirbeam stream: stopping (the integrations already found are finished; "
+                  "Ctrl-C again to abort)", file=sys.stderr, flush=True)
+            request_stop("interrupted")
 
         old = signal.signal(signal.SIGINT, _on_sigint)
+    watcher = None
+    if stop is not None:
+        def _watch_event():
+            while not stop.wait(0.1):
+                if os.path.exists(cfg.stop_path):
+                    return
+            request_stop("stop event")
+
+        watcher = threading.Thread(target=_watch_event, daemon=True)
+        watcher.start()
     try:
-        complete_since = None
-        while not stop.is_set():
-            for a in source.poll(0.05 if session.next_work() else 0.5):
-                session.add(a)
-            n = 0
-            while not stop.is_set():
-                w = session.next_work()
-                if w is None:
-                    break
-                session.process(*w)
-                n += 1
-                session.maybe_write_live(idle=False)
-                if on_progress is not None:
-                    on_progress(session)
-                if n % 8 == 0:  # keep picking up arrivals while working through a backlog
-                    for a in source.poll(0):
-                        session.add(a)
-            session.maybe_write_live(idle=True)
-            if on_progress is not None:
-                on_progress(session)
-            if session.complete() and (until_complete or source.exhausted):
-                # one more poll for late files of another detector, then close
-                if complete_since is None:
-                    complete_since = time.time()
-                elif time.time() - complete_since >= (0 if source.exhausted else poll):
-                    break
-            else:
-                complete_since = None
-            if source.exhausted and session.next_work(final=True) is None and not any(
-                    g.pending for g in session.groups.values()):
-                break
-        # stopped: arrivals still queued are not processed; run.json lists them
-        stopped = stop.is_set()
-        summary = session.finalize(stopped=stopped, source_notes=getattr(source, "notes", []),
-                                   mode=mode, runner=runner)
+        p = beam.Pipeline(runner=beam_runner, options=options)
+        _ = p | "Stream" >> StreamGraph(cfg)
+        if dropper is not None:
+            dropper.start()
+        result = p.run()
+        result.wait_until_finish()
+        counters = _metrics(result)
     finally:
         if old is not None:
             signal.signal(signal.SIGINT, old)
+        if dropper is not None:
+            dropper.stop.set()
+    summary = finalize_stream(cfg, spec, counters, runner_desc=runner_desc, mode=mode,
+                              stopped=stopped.is_set(), t_start=t_start)
     return RunResult(outdir, summary, 0)
 
 
-def write_json(path: str, obj) -> None:
-    """Write JSON atomically (helper for the benchmark)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2, default=str)
-    os.replace(tmp, path)
+def _journal_rows(journal: str, name: str) -> list[dict]:
+    try:
+        with open(os.path.join(journal, name)) as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def finalize_stream(cfg: StreamConfig, spec, counters: dict, *, runner_desc: str, mode: str,
+                    stopped: bool, t_start: float) -> dict:
+    """After the source ended: final live products, then batch's stage 2 and products over
+    the store, and ``run.json`` (with ``beam.runner``, ``beam.streaming`` and counters)."""
+    from nirbeam.stream.pipeline import _account, _write_json_atomic
+    from nirbeam.stream.products import finalize_products, run_spectra_stage
+    from nirbeam.stream.runners import RunnerSpec
+    from nirbeam.stream.uncal import BadInputError, plan_exposures, scan_segment
+
+    settings = cfg.settings
+    root = cfg.root
+    dead_dir = os.path.join(cfg.outdir, "_deadletters")
+    notes = [r["note"] for r in _journal_rows(cfg.journal, "notes.jsonl")]
+    live = load_live_state(cfg.journal)
+    writer = LiveWriter(cfg.outdir, settings, cfg.plot_every, cfg.live_model_nints)
+    if live.points:
+        writer.flush(live, force=True)
+    # the accepted files, scanned again: INT_TIMES added after arrival replace the ones read
+    accepted = _journal_rows(cfg.journal, "accepted.jsonl")
+    infos = []
+    for row in accepted:
+        try:
+            info = scan_segment(row["path"])
+        except BadInputError as exc:
+            notes.append(f"{os.path.basename(row['path'])}: cannot be scanned again at the end "
+                         f"({exc}); left out of the final products")
+            continue
+        if file_signature(row["path"]) != tuple(row["signature"]):
+            notes.append(f"{os.path.basename(row['path'])} changed after it was read: its "
+                         "INT_TIMES were read again for the final products; integrations read "
+                         "after the change were refused (dead letters, step read)")
+        infos.append(info)
+    plans = plan_exposures(infos) if infos else []
+    for plan in plans:
+        g = plan.meta.group_name
+        if RATEINTS in zarr_store.open_root(root).get(g, {}):
+            for seg in plan.segments:
+                write_times(root, g, seg)
+    t0 = time.time()
+    stage2 = spec if spec.name != "direct" else RunnerSpec()
+    metrics = run_spectra_stage(root, plans, settings, stage2, dead_dir) if plans else {}
+    products = finalize_products(cfg.outdir, root, plans, settings) if plans else {}
+    zarr_store.consolidate(root, {"nirbeam_version": __version__})  # as batch does
+    t_final = time.time() - t0
+    dead_ints: dict[str, set] = {}
+    for n in os.listdir(dead_dir) if os.path.isdir(dead_dir) else []:
+        if n.endswith(".json") and not n.startswith("."):
+            with open(os.path.join(dead_dir, n)) as fh:
+                d = json.load(fh)
+            if d.get("integration"):
+                dead_ints.setdefault(f"{d['exposure']}_{d['detector'].lower()}", set()).add(
+                    d["integration"])
+    per_group = {}
+    for plan in plans:
+        g = plan.meta.group_name
+        done = (zarr_store.completed(root, g, RATEINTS)
+                if RATEINTS in zarr_store.open_root(root).get(g, {}) else np.zeros(plan.meta.nints, bool))
+        unprocessed = [i for i in plan.present if not done[i - 1] and i not in dead_ints.get(g, ())]
+        per_group[g] = {
+            "exposure": plan.meta.exposure, "detector": plan.meta.detector,
+            "nints": plan.meta.nints, "present": len(plan.present), "missing": list(plan.missing),
+            "skipped_complete": 0,
+            "segments": [os.path.basename(s.path) for s in plan.segments],
+            "references": (zarr_store.open_root(root)[g].attrs.get("references", {})
+                           if g in zarr_store.open_root(root) else {}),
+            "notes": list(plan.notes),
+            "unprocessed_when_stopped": unprocessed,
+        }
+    summary = _account(cfg.outdir, root, plans, per_group, dead_dir) if plans else {"exposures": []}
+    complete = bool(plans) and all(not v["unprocessed_when_stopped"] and not v["missing"]
+                                   for v in per_group.values())
+    summary.update({
+        "nirbeam_version": __version__,
+        "command": "stream",
+        "inputs": [s.path for p in plans for s in p.segments],
+        "outdir": os.path.abspath(cfg.outdir),
+        "refs_dir": os.path.abspath(cfg.refs_dir) if cfg.refs_dir else None,
+        "runner": {"name": spec.name, "job_endpoint": spec.job_endpoint},
+        "beam": {"runner": runner_desc, "streaming": True, "counters": counters,
+                 "stage2_runner": stage2.name},
+        "config": settings.as_json(),
+        "products": products,
+        "metrics": metrics,
+        "streaming": {
+            "mode": mode, "stopped_by_signal": stopped, "complete": complete,
+            "live_model_nints": cfg.live_model_nints,
+            "integrations_processed": int(counters.get("write_rateints.records", 0)),
+            "segments_accepted": len(accepted),
+            "live_points": live.counts["live_points"],
+            "live_table_writes": live.counts["table_writes"],
+            "live_plots": live.counts["plots"],
+            "live_fits": live.counts["fits"],
+            "live_fit_failures": live.counts["fit_failures"],
+            "latency_s": {k: latency_stats(v) for k, v in live.latency.items()},
+            "latency_s_after_live_model": {k: latency_stats(v)
+                                           for k, v in live.latency_steady.items()},
+            "finalize_s": round(t_final, 3),
+            "notes": notes,
+        },
+        "wall_s": round(time.time() - t_start, 3),
+    })
+    _write_json_atomic(os.path.join(cfg.outdir, "run.json"), summary)
+    return summary
