@@ -30,7 +30,7 @@ import numpy as np
 
 from nirbeam import __version__, dqflags
 from nirbeam.sinks import zarr_store
-from nirbeam.stream.records import IntegrationRecord
+from nirbeam.core.records import IntegrationRecord
 from nirbeam.transforms.spectra import ExtractionModel, extract_integration
 
 __all__ = ["LivePoint", "live_point", "live_point_and_bins", "build_live_model",
@@ -201,6 +201,7 @@ class LiveState:
     dirty: list = field(default_factory=list)      # ((group, integration), status) not written
     latency: dict = field(default_factory=lambda: {"provisional": [], "flagged": []})
     latency_steady: dict = field(default_factory=lambda: {"provisional": [], "flagged": []})
+    written: dict = field(default_factory=dict)    # (group, integration, status) -> first write
     fit_sig: dict = field(default_factory=dict)    # group -> (points, flagged) last fitted
     counts: dict = field(default_factory=lambda: {"live_points": 0, "table_writes": 0,
                                                    "plots": 0, "fits": 0, "fit_failures": 0})
@@ -279,6 +280,7 @@ class LiveWriter:
                 log.warning("live spectroscopic light curves of %s failed: %s", gname, exc)
         now = time.time()
         for k, status in st.dirty:
+            st.written.setdefault((*k, status), now)
             a = st.available.get(k)
             if a is not None:
                 st.latency[status].append(now - a)

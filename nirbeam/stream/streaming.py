@@ -91,7 +91,7 @@ from nirbeam.stream.pipeline import (
     WriteRateints,
     read_record,
 )
-from nirbeam.stream.records import DeadLetter, IntegrationKey, IntegrationRecord
+from nirbeam.core.records import DeadLetter, IntegrationKey, IntegrationRecord
 from nirbeam.stream.watch import Arrival, WatchState, file_signature, poll_folder
 from nirbeam.transforms.common import RecordStep, StepFailed
 from nirbeam.transforms.outliers import RollingOutlierFlagger

@@ -1,0 +1,1 @@
+"""Observing modes as plans (see nirbeam.modes.bots)."""
