@@ -542,6 +542,7 @@ class _PrepState:
     held: list = field(default_factory=list)      # arrivals waiting for the preparation
     stored: set = field(default_factory=set)      # integrations complete from an earlier run
     announced: bool = False
+    mode: str | None = None                       # the mode plan's name (nirbeam.modes)
 
 
 _PREP = ReadModifyWriteStateSpec("prepare", PickleCoder())
@@ -572,6 +573,8 @@ class PrepareExposureDoFn(beam.DoFn):
         self.prepared = _counter("prepare.exposures")
 
     def process(self, element, state=beam.DoFn.StateParam(_PREP)):
+        """Exposures no mode handles (:func:`nirbeam.modes.mode_for`) are refused: each of
+        their integrations gets a dead letter naming the EXP_TYPE."""
         from nirbeam.stream.uncal import plan_exposures
 
         _, a = element
@@ -585,6 +588,13 @@ class PrepareExposureDoFn(beam.DoFn):
                 done = zarr_store.completed(self.root, group, RATEINTS)
                 st.stored = {int(i) + 1 for i in np.flatnonzero(done)}
         st.segments[a.segment.intstart] = a.segment
+        if not st.failed and st.mode is None:
+            from nirbeam.modes import ModeError, mode_for
+
+            try:
+                st.mode = mode_for(meta).name
+            except ModeError as exc:
+                st.failed = str(exc)
         if st.failed:
             yield from self._dead(a, st.failed)
         elif st.prepared:
@@ -1195,9 +1205,20 @@ def finalize_stream(cfg: StreamConfig, spec, counters: dict, *, runner_desc: str
             if d.get("integration"):
                 dead_ints.setdefault(f"{d['exposure']}_{d['detector'].lower()}", set()).add(
                     d["integration"])
+    from nirbeam.modes import ModeError, mode_for
+
     per_group = {}
     for plan in plans:
         g = plan.meta.group_name
+        try:
+            mode = mode_for(plan.meta)
+            regions = [{"name": r.name, "bbox": [r.bbox.y0, r.bbox.y1, r.bbox.x0, r.bbox.x1],
+                        "trace": r.trace.kind, "wavelength": r.wavelength.kind,
+                        "background": r.background.kind, "store_group": mode.store_group(plan.meta, r)}
+                       for r in mode.regions(plan.meta, settings)]
+            mode_info = {"mode": mode.name, "regions": regions}
+        except ModeError as exc:
+            mode_info = {"mode": None, "regions": [], "mode_error": str(exc)}
         done = (zarr_store.completed(root, g, RATEINTS)
                 if RATEINTS in zarr_store.open_root(root).get(g, {}) else np.zeros(plan.meta.nints, bool))
         unprocessed = [i for i in plan.present if not done[i - 1] and i not in dead_ints.get(g, ())]
@@ -1210,6 +1231,7 @@ def finalize_stream(cfg: StreamConfig, spec, counters: dict, *, runner_desc: str
                            if g in zarr_store.open_root(root) else {}),
             "notes": list(plan.notes),
             "unprocessed_when_stopped": unprocessed,
+            **mode_info,
         }
     summary = _account(cfg.outdir, root, plans, per_group, dead_dir) if plans else {"exposures": []}
     complete = bool(plans) and all(not v["unprocessed_when_stopped"] and not v["missing"]
