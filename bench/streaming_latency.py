@@ -39,9 +39,14 @@ CONFIG = {"products": {"fit": False, "plots": False, "x1dints_fits": False}}
 
 
 def _git_commit() -> str:
+    """HEAD, with ``+dirty`` when tracked files differ from it (read at the start)."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
+        cwd = Path(__file__).parent
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=cwd, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, cwd=cwd, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
     except Exception:  # noqa: BLE001
         return "unknown"
 
@@ -63,6 +68,7 @@ def main() -> int:
     ap.add_argument("--workdir", default="/tmp/nirbeam-bench-streaming")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args()
+    commit = _git_commit()
 
     from nirbeam.sim.simulator import simulate
     from nirbeam.stream.streaming import STREAM_DIR, load_live_state, run_stream
@@ -119,7 +125,7 @@ def main() -> int:
     cadence = float(np.median(np.diff([t for t, _ in dropper.schedule]))) / args.ints_per_segment * args.speed
     result = {
         "benchmark": "streaming_latency",
-        "git_commit": _git_commit(),
+        "git_commit": commit,
         "when_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "preset": "prism-sub512",
         "nints": args.nints,
