@@ -26,8 +26,8 @@ from apache_beam.utils.timestamp import Timestamp
 from astropy.table import Table
 
 from nirbeam import dqflags
-from nirbeam.stream.records import ExposureMeta, IntegrationKey, IntegrationRecord, IntTimes
 from nirbeam.sim.simulator import simulate
+from nirbeam.stream.records import ExposureMeta, IntegrationKey, IntegrationRecord, IntTimes
 from nirbeam.stream.streaming import (
     DEAD,
     RollingOutlierDoFn,

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nirbeam import __version__, dqflags
-from nirbeam.sinks import zarr_store
 from nirbeam.core.records import IntegrationRecord
+from nirbeam.sinks import zarr_store
 from nirbeam.transforms.spectra import ExtractionModel, extract_integration
 
 __all__ = ["LivePoint", "live_point", "live_point_and_bins", "build_live_model",
