@@ -645,3 +645,44 @@ def test_stream_refuses_dask(tmp_path, capsys):
     rc = main(["stream", str(tmp_path), "--out", str(tmp_path / "o"), "--runner", "dask"])
     assert rc == EXIT_BAD_INPUT
     assert "event-time" in capsys.readouterr().err
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_stream_on_a_portable_job_service_equals_batch(sim, batch, tmp_path):
+    """--runner portable: the same graph submitted to a Beam job service (the local one,
+    as a stand-in for Flink's or Dataflow's endpoint) in streaming mode; products equal
+    batch's."""
+    port = _free_port()
+    svc = subprocess.Popen([sys.executable, "-m",
+                            "apache_beam.runners.portability.local_job_service_main",
+                            "--port", str(port)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        watch = tmp_path / "watch"
+        watch.mkdir()
+        shutil.copy(sim.truth_file, watch)
+        for s in sim.uncal:
+            _drop(s, watch)
+        out = tmp_path / "out"
+        time.sleep(3)  # the job service starts
+        proc = _start(watch, out, sim, "--until-complete", "--runner", "portable",
+                      "--job-endpoint", f"localhost:{port}")
+        _, stderr = proc.communicate(timeout=240)
+        assert proc.returncode == 0, stderr
+    finally:
+        svc.kill()
+        svc.wait()
+    rj = json.loads((out / "run.json").read_text())
+    assert rj["beam"]["streaming"] is True and "PortableRunner" in rj["beam"]["runner"]
+    assert rj["beam"]["counters"]["detector1.records"] == NINTS
+    a = Table.read(batch / "whitelight.ecsv")
+    b = Table.read(out / "whitelight.ecsv")
+    for c in ("integration_number", "int_mid_BJD_TDB", "flux", "flux_error", "dq"):
+        np.testing.assert_array_equal(np.asarray(b[c]), np.asarray(a[c]), err_msg=c)
