@@ -686,3 +686,83 @@ def test_stream_on_a_portable_job_service_equals_batch(sim, batch, tmp_path):
     b = Table.read(out / "whitelight.ecsv")
     for c in ("integration_number", "int_mid_BJD_TDB", "flux", "flux_error", "dq"):
         np.testing.assert_array_equal(np.asarray(b[c]), np.asarray(a[c]), err_msg=c)
+
+
+def test_stream_resumes_an_outdir_without_recalibrating(sim, streamed, batch, tmp_path):
+    """A second stream into an OUTDIR whose rateints are complete reads them back (not
+    recalibrated: resumed in run.json, detector1 passes them on) and gives batch's
+    products again."""
+    out = tmp_path / "out"
+    shutil.copytree(streamed, out)
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    shutil.copy(sim.truth_file, watch)
+    for s in sim.uncal:
+        _drop(s, watch)
+    proc = _start(watch, out, sim, "--until-complete")
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 0, stderr
+    st = json.loads((out / "run.json").read_text())["streaming"]
+    assert st["integrations_resumed"] == NINTS and st["integrations_processed"] == 0
+    a = Table.read(batch / "whitelight.ecsv")
+    b = Table.read(out / "whitelight.ecsv")
+    for c in ("integration_number", "flux", "flux_error", "dq"):
+        np.testing.assert_array_equal(np.asarray(b[c]), np.asarray(a[c]), err_msg=c)
+
+
+class _CountTicks(beam.DoFn):
+    def __init__(self, stop, n):
+        self.stop, self.n = stop, n
+
+    def process(self, i):
+        from apache_beam.metrics import Metrics
+
+        Metrics.counter("nirbeam", "ticks.records").inc()
+        if i + 1 >= self.n and not os.path.exists(self.stop):
+            with open(self.stop, "w") as fh:
+                fh.write("done\n")
+
+
+class _KeyedCount(beam.DoFn):
+    """A stateful step with a flush timer, as the live sink has."""
+
+    from apache_beam.transforms.userstate import ReadModifyWriteStateSpec as _S
+    from apache_beam.transforms.userstate import TimerSpec as _T
+
+    N = _S("n", beam.coders.PickleCoder())
+    FLUSH = _T("flush", beam.transforms.timeutil.TimeDomain.WATERMARK)
+
+    def process(self, kv, ts=beam.DoFn.TimestampParam, n=beam.DoFn.StateParam(N),
+                flush=beam.DoFn.TimerParam(FLUSH)):
+        n.write((n.read() or 0) + 1)
+        flush.set(ts)
+        yield kv[1]
+
+    @beam.transforms.userstate.on_timer(FLUSH)
+    def on_flush(self, n=beam.DoFn.StateParam(N)):
+        return []
+
+
+def test_beam_counters_survive_a_stream_of_many_bundles(tmp_path):
+    """The stream's source makes a bundle per tick; Beam 2.77's FnApiRunner folds bundle
+    metrics into a generator one level per bundle and querying them raised RecursionError
+    after ~1000 bundles (the counters were lost). make_stream_runner folds them eagerly."""
+    from nirbeam.stream.runners import RunnerSpec
+    from nirbeam.stream.streaming import Ticks, _metrics, make_stream_runner
+
+    n = 600
+    stop = str(tmp_path / "stop")
+    runner, opts, _ = make_stream_runner(RunnerSpec())
+    p = beam.Pipeline(runner=runner, options=opts)
+    _ = (p | Ticks(0.02, stop) | beam.Map(lambda i: ("k", i))
+         | beam.ParDo(_KeyedCount()) | beam.ParDo(_CountTicks(stop, n)))
+    res = p.run()
+    res.wait_until_finish()
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(400)  # what a long stream reaches at the default limit, sooner
+    try:
+        m = _metrics(res)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert "error" not in m, m
+    assert m["ticks.records"] >= n

@@ -232,6 +232,7 @@ class LoadStored:
     root: str
 
     def __call__(self, it: StoredItem) -> IntegrationRecord:
+        counter("read.resumed").inc()
         a = zarr_store.read_integration(self.root, it.key.group, RATEINTS, it.key.integration,
                                         ("sci", "err", "dq", "var_poisson", "var_rnoise"))
         return IntegrationRecord(it.key, it.meta, it.times, "rateints", it.source,

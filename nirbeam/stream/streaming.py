@@ -1,15 +1,24 @@
 """``nirbeam stream``: the batch transforms on a Beam streaming pipeline.
 
-The graph (:class:`StreamGraph`), one box per Beam step::
+The graph (:class:`StreamGraph`), one box per Beam step, one chain (no Flatten: see below)::
 
     Ticks (unbounded, every --poll s) -> WatchFolder (stateful: complete files, dedup)
-      -> PrepareExposure (stateful per exposure/detector: references, store template)
+      -> PrepareExposure (stateful per exposure/detector: mode, references, store template)
       -> Read -> Detector1 -> WriteRateints          (batch's RecordSteps: the same code)
+      -> Completion (every integration has rateints or a dead letter: stop marker when
+         --until-complete) -> EventTime
       -> RollingOutliers (stateful per exposure/detector, released by the data)
       -> LiveExtract (stateful: live model from the first integrations; live points)
       -> LiveSink (stateful: OUTDIR/live/ rewritten after each bundle)
-    and, beside them, Completion (stateful: every integration processed or dead-lettered
-    -> the source stops when --until-complete), WriteDead (batch's dead-letter writer).
+    dead letters of each record step -> batch's WriteDeadLetter
+
+The steps live in :mod:`nirbeam.stream.stream_source` (source, preparation) and
+:mod:`nirbeam.stream.stream_steps` (event time, outlier window, live extraction, sink);
+this module composes them and holds the driver. On the in-process FnApiRunner a Flatten
+below the unbounded source stops everything after it (measured, Beam 2.77), so the graph
+is one chain: each step passes on what it does not consume, and the steps that must know
+about dead letters (the outlier window, the completion check) read them back from
+``_deadletters``.
 
 ``Read``, ``Detector1`` and ``WriteRateints`` are :class:`~nirbeam.transforms.common.RecordStep`
 with batch's record functions (:func:`pipeline.read_record` behind a file-signature check,
@@ -27,7 +36,8 @@ as soon as they are set, so nothing on the live path waits for a watermark: the 
 window is released by the data (an integration is released once its whole window has
 arrived; an integration that failed upstream enters the window as batch's placeholder; one
 still missing ``max_lateness_ints`` integrations after the newest is given up); the live
-sink sets a timer at the element's (wall-clock) time only to write once per bundle. Records
+sink's events carry the stream's start time and a timer at it fires after each bundle,
+so the live products are written once per bundle. Records
 carry their INT_TIMES mid-time as event time (:func:`beam_timestamp`). The outlier DoFn's
 event-time lateness (``allowed_lateness_s``) is for sources whose watermark follows the data
 (TestStream, a source with a data-driven watermark estimator); the service leaves it off.
@@ -328,6 +338,8 @@ def make_stream_runner(spec):
     if spec.name == "direct":
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+        _eager_fnapi_metrics()
+
         opts = PipelineOptions(list(spec.beam_args))
         opts.view_as(StandardOptions).streaming = True
         return FnApiRunner(), opts, "FnApiRunner (in-process, streaming: unbounded source)"
@@ -335,10 +347,44 @@ def make_stream_runner(spec):
     return runner, opts, f"PortableRunner ({spec.job_endpoint}, streaming)"
 
 
-def _metrics(result) -> dict:
-    from nirbeam.stream.pipeline import _metrics as batch_metrics
+def _eager_fnapi_metrics() -> None:
+    """Make the FnApiRunner fold each bundle's metrics at once.
 
-    return batch_metrics(result)
+    Beam 2.77's FnApiRunner folds a bundle's metrics into the stage's as a lazy generator
+    (``consolidate(chain(new, old))`` in ``fn_runner.py``), one level per bundle; a stream
+    makes a bundle per tick, and querying a run of some hundred ticks raised
+    ``RecursionError`` (measured: a 30 s stream at 0.2 s polls), which lost every counter.
+    Folding eagerly (a list per bundle) gives the same sums.
+    """
+    from apache_beam.metrics.monitoring_infos import consolidate
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    if getattr(fn_runner, "_nirbeam_eager_metrics", False):
+        return
+
+    def eager(metrics, key=None):
+        return list(consolidate(metrics) if key is None else consolidate(metrics, key))
+
+    fn_runner.consolidate_monitoring_infos = eager
+    fn_runner._nirbeam_eager_metrics = True
+
+
+def _metrics(result) -> dict:
+    """Beam's counters and distributions of the run, by name (``<step>.records``...)."""
+    out: dict = {}
+    try:
+        m = result.metrics().query()
+    except Exception as exc:  # noqa: BLE001 - say so in run.json rather than drop silently
+        log.warning("Beam metrics could not be read: %s: %s", type(exc).__name__, exc)
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    for c in m.get("counters", []):
+        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + (c.committed or 0)
+    for d in m.get("distributions", []):
+        v = d.committed
+        if v is not None and v.count:
+            out[d.key.metric.name] = {"count": v.count, "mean": round(v.sum / v.count, 3),
+                                      "max": v.max}
+    return out
 
 
 def run_stream(
@@ -554,7 +600,10 @@ def finalize_stream(cfg: StreamConfig, spec, counters: dict, *, runner_desc: str
         "streaming": {
             "mode": mode, "stopped_by_signal": stopped, "complete": complete,
             "live_model_nints": cfg.live_model_nints,
-            "integrations_processed": int(counters.get("write_rateints.records", 0)),
+            # calibrated in this run (resumed ones pass through the steps, counted apart)
+            "integrations_processed": int(counters.get("write_rateints.records", 0))
+            - int(counters.get("read.resumed", 0)),
+            "integrations_resumed": int(counters.get("read.resumed", 0)),
             "segments_accepted": len(accepted),
             "live_points": live.counts["live_points"],
             "live_table_writes": live.counts["table_writes"],
