@@ -732,14 +732,14 @@ class _KeyedCount(beam.DoFn):
     N = _S("n", beam.coders.PickleCoder())
     FLUSH = _T("flush", beam.transforms.timeutil.TimeDomain.WATERMARK)
 
-    def process(self, kv, ts=beam.DoFn.TimestampParam, n=beam.DoFn.StateParam(N),
-                flush=beam.DoFn.TimerParam(FLUSH)):
+    def process(self, kv, ts=beam.DoFn.TimestampParam, n=beam.DoFn.StateParam(N),  # noqa: B008
+                flush=beam.DoFn.TimerParam(FLUSH)):  # noqa: B008
         n.write((n.read() or 0) + 1)
         flush.set(ts)
         yield kv[1]
 
     @beam.transforms.userstate.on_timer(FLUSH)
-    def on_flush(self, n=beam.DoFn.StateParam(N)):
+    def on_flush(self, n=beam.DoFn.StateParam(N)):  # noqa: B008
         return []
 
 
