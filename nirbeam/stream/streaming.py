@@ -67,6 +67,8 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.coders import PickleCoder
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Timestamp
 
 from nirbeam import __version__
@@ -219,21 +221,52 @@ def exposure_complete(cfg: StreamConfig) -> bool:
 
 @dataclass(frozen=True)
 class CheckComplete:
-    """Pass elements on; once :func:`exposure_complete`, write the stop marker (with
-    ``until_complete``): the source ends after one more poll."""
+    """Once :func:`exposure_complete`, write the stop marker (with ``until_complete``): the
+    source ends after one more poll. Called for each dead letter, and by
+    :class:`CompletionDoFn` when an exposure's count says it may be complete."""
 
     cfg: StreamConfig
 
-    def __call__(self, x):
+    def __call__(self, x=None):
         c = self.cfg
-        if c.until_complete and not os.path.exists(c.stop_path):
-            n = getattr(getattr(x, "meta", None), "nints", None)
-            i = getattr(getattr(x, "key", None), "integration", None)
-            # cheap test first: only near an exposure's end, or for a dead letter
-            if (n is None or i is None or i >= n or isinstance(x, DeadLetter)) and exposure_complete(c):
-                with open(c.stop_path, "w") as fh:
-                    fh.write("complete\n")
+        if c.until_complete and not os.path.exists(c.stop_path) and exposure_complete(c):
+            with open(c.stop_path, "w") as fh:
+                fh.write("complete\n")
         return x
+
+
+_SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
+_SEEN_P = beam.DoFn.StateParam(_SEEN)
+
+
+class CompletionDoFn(beam.DoFn):
+    """Per exposure/detector: pass records on, keep the integrations seen; when they and
+    the group's dead letters cover NINTS, run the full check (:class:`CheckComplete`).
+
+    Order does not matter (segments may land out of order); the full check reads the store
+    and the dead letters only when the count says the exposure may be complete.
+    """
+
+    def __init__(self, cfg: StreamConfig):
+        self.cfg = cfg
+
+    def process(self, element, state=_SEEN_P):
+        group, rec = element
+        seen = state.read() or set()
+        seen.add(rec.key.integration)
+        state.write(seen)
+        if self.cfg.until_complete:
+            n = rec.meta.nints
+            if len(seen) < n:
+                dead_dir = os.path.join(self.cfg.outdir, "_deadletters")
+                names = os.listdir(dead_dir) if os.path.isdir(dead_dir) else []
+                dead = {int(x[len(group) + 1:len(group) + 6]) for x in names
+                        if x.startswith(group + "_") and x.split(".")[-2] in RATE_STEPS}
+                if len(seen | dead) < n:
+                    yield rec
+                    return
+            CheckComplete(self.cfg)()
+        yield rec
 
 
 @dataclass(frozen=True)
@@ -286,7 +319,8 @@ class StreamGraph(beam.PTransform):
         o = s.outliers
         flagged = (
             wr.records
-            | "Completion" >> beam.Map(CheckComplete(c))
+            | _keyed("KeyCompletion", lambda r: (r.key.group, r))
+            | "Completion" >> beam.ParDo(CompletionDoFn(c))
             | "EventTime" >> WithEventTime()
             | _keyed("KeyWindow", lambda r: (r.key.group, r))
             | "RollingOutliers" >> beam.ParDo(RollingOutlierDoFn(
