@@ -657,8 +657,8 @@ def _free_port():
 
 def test_stream_on_a_portable_job_service_equals_batch(sim, batch, tmp_path):
     """--runner portable: the same graph submitted to a Beam job service (the local one,
-    as a stand-in for Flink's or Dataflow's endpoint) in streaming mode; products equal
-    batch's."""
+    as a stand-in for Flink's or Dataflow's endpoint) in streaming mode, segments landing
+    out of order; the stream completes and its products equal batch's."""
     port = _free_port()
     svc = subprocess.Popen([sys.executable, "-m",
                             "apache_beam.runners.portability.local_job_service_main",
@@ -668,12 +668,17 @@ def test_stream_on_a_portable_job_service_equals_batch(sim, batch, tmp_path):
         watch = tmp_path / "watch"
         watch.mkdir()
         shutil.copy(sim.truth_file, watch)
-        for s in sim.uncal:
-            _drop(s, watch)
         out = tmp_path / "out"
         time.sleep(3)  # the job service starts
         proc = _start(watch, out, sim, "--until-complete", "--runner", "portable",
                       "--job-endpoint", f"localhost:{port}")
+        # the last segment lands first: completion must not depend on arrival order
+        s1, s2, s3 = sim.uncal
+        _drop(s3, watch)
+        journal = out / "_stream" / "accepted.jsonl"
+        assert _wait_for(lambda: journal.exists() and journal.read_text().strip(), 120, proc)
+        _drop(s1, watch)
+        _drop(s2, watch)
         _, stderr = proc.communicate(timeout=240)
         assert proc.returncode == 0, stderr
     finally:
