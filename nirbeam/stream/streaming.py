@@ -5,8 +5,8 @@ The graph (:class:`StreamGraph`), one box per Beam step, one chain (no Flatten: 
     Ticks (unbounded, every --poll s) -> WatchFolder (stateful: complete files, dedup)
       -> PrepareExposure (stateful per exposure/detector: mode, references, store template)
       -> Read -> Detector1 -> WriteRateints          (batch's RecordSteps: the same code)
-      -> Completion (every integration has rateints or a dead letter: stop marker when
-         --until-complete) -> EventTime
+      -> Completion (stateful per exposure/detector: every integration has rateints or a
+         dead letter -> stop marker when --until-complete) -> EventTime
       -> RollingOutliers (stateful per exposure/detector, released by the data)
       -> LiveExtract (stateful: live model from the first integrations; live points)
       -> LiveSink (stateful: OUTDIR/live/ rewritten after each bundle)
