@@ -1,34 +1,34 @@
-"""Streaming service latency, throughput and memory on a replayed prism-sub512 exposure.
+"""``nirbeam stream`` latency on Beam: segments dropped into a watched folder at 1x real time.
 
-Three replays of the same simulated exposure through ``nirbeam stream``'s code path
-(:func:`nirbeam.stream.streaming.run_stream`, in-process driver loop):
+A simulated prism-sub512 exposure (``--nints``, ``--ints-per-segment`` integrations per
+segment file) is replayed into a folder by a thread: each segment file appears (copied
+under a temporary name, then renamed) when its last integration would have ended at
+``--speed`` times real time (INT_TIMES). ``nirbeam stream --until-complete`` --
+:func:`nirbeam.stream.streaming.run_stream`, a Beam streaming pipeline on the in-process
+FnApiRunner -- watches the folder (``--poll`` s).
 
-* ``max``: released all at once (``--replay-speed inf``): sustained integrations/s of the
-  per-integration chain (read, detector1, rateints write, live extraction, outlier flags,
-  live table rewrites), and RSS sampled over the run (must stay flat);
-* ``fast``: ``--speed`` times real time (default 5x) over all integrations;
-* ``realtime``: 1x real time (cadence ~1.4 s) over the first ``--rt-nints`` integrations
-  (default 200: a shorter 1x run; the issue's floor is p95 < 2 s at 1x).
+Latency of an integration = the time its live white-light row was first on disk (the live
+table rewritten atomically; status ``provisional`` -- rateints DQ -- and ``flagged`` --
+with the time-domain outlier flags, which need the integration's whole outlier window,
+~window/2 later integrations) minus the time **its segment file appeared in the folder**
+(so the wait for the next poll, the two-poll completeness rule, the Beam scheduling and
+every step are inside it). Reported for all integrations and for those after the first
+segment (the first one also pays the one-time work: references, the 1/f scene mask, numba
+loading, the live extraction model).
 
-Latency of an integration = time its white-light point is in the live table on disk
-(atomic rewrite done) minus the time the integration became available (its scheduled
-release time in the replay). ``provisional`` points (rateints DQ) are written as soon as
-the integration is calibrated; ``flagged`` ones (with the time-domain outlier flags) need
-the integration's whole outlier window, i.e. ~window/2 later integrations.
-
-Run: ``.venv/bin/python bench/streaming_latency.py [--nints 2000] [--speed 10]
-[--rt-nints 200] [--skip max,fast,realtime]``, then ``--rss-only`` (anonymous vs file-backed
-RSS against integrations processed); writes ``bench/results/streaming_latency.json``.
+Run: ``.venv/bin/python bench/streaming_latency.py [--nints 160] [--ints-per-segment 8]
+[--speed 1] [--poll 0.2]``; writes ``bench/results/streaming_latency.json`` with the git
+commit, the machine's load and the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
-import threading
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -38,200 +38,121 @@ RESULTS = Path(__file__).resolve().parent / "results" / "streaming_latency.json"
 CONFIG = {"products": {"fit": False, "plots": False, "x1dints_fits": False}}
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _git_commit() -> str:
+    """HEAD, with ``+dirty`` when tracked files differ from it (read at the start)."""
+    try:
+        cwd = Path(__file__).parent
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=cwd, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, cwd=cwd, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except Exception:  # noqa: BLE001
+        return "unknown"
 
 
-class RssSampler:
-    """Sample this process's RSS every ``every`` seconds in a thread."""
-
-    def __init__(self, every: float = 1.0):
-        self.every = every
-        self.samples: list[tuple[float, float]] = []
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        t0 = time.time()
-        while not self._stop.is_set():
-            self.samples.append((round(time.time() - t0, 2), round(_rss_mb(), 1)))
-            self._stop.wait(self.every)
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-
-
-def _rss_parts_mb() -> tuple[float, float]:
-    """(anonymous, file-backed) resident memory of this process, MB (/proc/self/status)."""
-    anon = file = 0.0
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("RssAnon:"):
-                anon = int(line.split()[1]) / 1024
-            elif line.startswith("RssFile:"):
-                file = int(line.split()[1]) / 1024
-    return anon, file
-
-
-def rss_breakdown(sim_dir, refs_dir, out) -> dict:
-    """Max-speed replay; anonymous vs file-backed RSS against integrations processed.
-
-    File-backed RSS is the memory-mapped uncal segments (the reader keeps up to 8 maps
-    open; their touched pages are clean page cache, counted in RSS); anonymous RSS is
-    what the process allocated. Samples are taken while streaming, before finalisation.
-    """
-    import shutil
-
-    from nirbeam.stream.streaming import run_stream
-
-    shutil.rmtree(out, ignore_errors=True)
-    samples = []
-    t_last = [0.0]
-
-    def on_progress(session):
-        now = time.time()
-        if now - t_last[0] >= 1.0:
-            t_last[0] = now
-            a, f = _rss_parts_mb()
-            samples.append((session.counts["integrations"], round(a, 1), round(f, 1)))
-
-    run_stream(str(sim_dir), str(out), refs_dir=str(refs_dir), config=CONFIG,
-               replay_speed=math.inf, handle_sigint=False, plot_every=30.0,
-               on_progress=on_progress)
-    n = samples[-1][0] if samples else 0
-    at = {}
-    for frac in (0.1, 0.25, 0.5, 0.75, 1.0):
-        k = min(range(len(samples)), key=lambda j: abs(samples[j][0] - frac * n))
-        at[f"{int(frac * 100)}%"] = {"integrations": samples[k][0], "anon_mb": samples[k][1],
-                                     "file_mb": samples[k][2]}
-    print(f"[rss] anonymous/file-backed RSS vs integrations processed: {at}", flush=True)
-    return {"at_fraction_of_run": at, "samples": samples[:: max(1, len(samples) // 60)]}
-
-
-def one_run(sim_dir, refs_dir, out, speed, limit, label) -> dict:
-    import shutil
-
-    from nirbeam.stream.streaming import run_stream
-
-    shutil.rmtree(out, ignore_errors=True)
-    progress = []
-
-    def on_progress(session):  # processed count over time (throughput, backlog)
-        progress.append((time.time(), session.counts["integrations"]))
-
-    t0 = time.time()
-    with RssSampler(1.0) as rss:
-        res = run_stream(str(sim_dir), str(out), refs_dir=str(refs_dir), config=CONFIG,
-                         replay_speed=speed, replay_limit=limit, handle_sigint=False,
-                         plot_every=30.0, on_progress=on_progress)
-    wall = time.time() - t0
-    st = res.summary["streaming"]
-    n = st["integrations_processed"]
-    stream_s = wall - st["finalize_s"]
-    # sustained rate: integrations processed between 10% and 90% of the run's progress
-    pr = np.array(progress) if progress else np.zeros((0, 2))
-    rate = None
-    if len(pr) > 4:
-        lo, hi = 0.1 * n, 0.9 * n
-        a = pr[np.searchsorted(pr[:, 1], lo)]
-        b = pr[min(np.searchsorted(pr[:, 1], hi), len(pr) - 1)]
-        if b[0] > a[0]:
-            rate = (b[1] - a[1]) / (b[0] - a[0])
-    rs = np.array([r for _, r in rss.samples])
-    q = max(1, len(rs) // 4)
-    e = res.summary["exposures"][0]
-    out_d = {
-        "label": label,
-        "replay_speed": speed if not math.isinf(speed) else "inf",
-        "integrations": n,
-        "complete": e["complete"],
-        "processed": e["processed"],
-        "latency_s": st["latency_s"],
-        "latency_s_after_live_model": st["latency_s_after_live_model"],
-        "sustained_integrations_per_s": None if rate is None else round(rate, 2),
-        "streaming_wall_s": round(stream_s, 1),
-        "finalize_s": st["finalize_s"],
-        "rss_mb": {
-            "first_quarter_median": round(float(np.median(rs[:q])), 1) if rs.size else None,
-            "last_quarter_median": round(float(np.median(rs[-q:])), 1) if rs.size else None,
-            "max": round(float(rs.max()), 1) if rs.size else None,
-            "samples": rss.samples[:: max(1, len(rss.samples) // 60)],
-        },
-        "live_table_writes": st["live_table_writes"],
-    }
-    print(f"[{label}] x{out_d['replay_speed']}: {n} integrations; latency provisional "
-          f"p50 {st['latency_s']['provisional'].get('p50')} s p95 "
-          f"{st['latency_s']['provisional'].get('p95')} s; flagged p50 "
-          f"{st['latency_s']['flagged'].get('p50')} s p95 {st['latency_s']['flagged'].get('p95')} s; "
-          f"sustained {out_d['sustained_integrations_per_s']} int/s; RSS median first/last "
-          f"quarter {out_d['rss_mb']['first_quarter_median']}/{out_d['rss_mb']['last_quarter_median']}"
-          f" MB, max {out_d['rss_mb']['max']} MB; finalize {st['finalize_s']} s", flush=True)
-    return out_d
+def _stats(v) -> dict:
+    if len(v) == 0:
+        return {"n": 0}
+    a = np.asarray(v, float)
+    return {"n": int(a.size), "p50": round(float(np.percentile(a, 50)), 3),
+            "p95": round(float(np.percentile(a, 95)), 3), "max": round(float(a.max()), 3)}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--nints", type=int, default=2000)
-    ap.add_argument("--speed", type=float, default=5.0)
-    ap.add_argument("--rt-nints", type=int, default=200)
+    ap.add_argument("--nints", type=int, default=160)
+    ap.add_argument("--ints-per-segment", type=int, default=8)
+    ap.add_argument("--speed", type=float, default=1.0)
+    ap.add_argument("--poll", type=float, default=0.2)
     ap.add_argument("--workdir", default="/tmp/nirbeam-bench-streaming")
-    ap.add_argument("--skip", default="", help="comma list of max,fast,realtime to skip")
-    ap.add_argument("--rss-only", action="store_true",
-                    help="only the anonymous/file-backed RSS run; added to the results file")
+    ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args()
-    skip = set(filter(None, args.skip.split(",")))
+    commit = _git_commit()
 
     from nirbeam.sim.simulator import simulate
+    from nirbeam.stream.streaming import STREAM_DIR, load_live_state, run_stream
+    from nirbeam.stream.uncal import scan_segment
+    from nirbeam.stream.watch import ReplayDropper
 
     work = Path(args.workdir)
-    sim_dir = work / f"sim{args.nints}"
+    sim_dir = work / f"sim{args.nints}_{args.ints_per_segment}"
     stamp = sim_dir / ".complete"
-    t0 = time.time()
     if not stamp.exists():
-        simulate(sim_dir, preset="prism-sub512", nints=args.nints, seed=1)
+        t0 = time.time()
+        simulate(sim_dir, preset="prism-sub512", nints=args.nints, seed=1,
+                 ints_per_segment=args.ints_per_segment)
         stamp.write_text("ok")
         print(f"simulated {args.nints} integrations in {time.time() - t0:.0f} s", flush=True)
-    if args.rss_only:
-        result = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-        result["rss_breakdown_max_speed"] = rss_breakdown(sim_dir, sim_dir / "refs", work / "out-rss")
-        RESULTS.write_text(json.dumps(result, indent=2))
-        print(f"updated {RESULTS}")
-        return 0
-    from nirbeam.sim.simulator import PRESETS
+    segs = sorted(sim_dir.glob("*_uncal.fits"))
+    watch, out = work / "watch", work / "out"
+    for d in (watch, out):
+        shutil.rmtree(d, ignore_errors=True)
+    watch.mkdir(parents=True)
+    for t in sim_dir.glob("*_truth.fits"):  # the wavelength solution, as in a batch run
+        shutil.copy(t, watch)
+    dropper = ReplayDropper([str(s) for s in segs], watch, args.speed)
+    load0 = os.getloadavg()
+    t0 = time.time()
+    import threading
 
-    cadence = PRESETS["prism-sub512"].cadence_s
-    runs = []
-    if "max" not in skip:
-        runs.append(one_run(sim_dir, sim_dir / "refs", work / "out-max", math.inf, None, "max"))
-    if "fast" not in skip:
-        runs.append(one_run(sim_dir, sim_dir / "refs", work / "out-fast", args.speed, None, "fast"))
-    if "realtime" not in skip:
-        runs.append(one_run(sim_dir, sim_dir / "refs", work / "out-1x", 1.0, args.rt_nints,
-                            "realtime"))
+    def start_dropping():  # once the pipeline is up (its start-up is not a segment's latency)
+        while not (out / STREAM_DIR).exists():
+            time.sleep(0.05)
+        dropper.start()
+
+    threading.Thread(target=start_dropping, daemon=True).start()
+    res = run_stream(str(watch), str(out), refs_dir=str(sim_dir / "refs"), config=CONFIG,
+                     until_complete=True, poll=args.poll, handle_sigint=False, plot_every=30.0)
+    wall = time.time() - t0
+    st = load_live_state(str(out / STREAM_DIR))
+    dropped = {os.path.basename(p): t for t, p in dropper.dropped}
+    seg_of = {}
+    for s in segs:
+        info = scan_segment(str(s))
+        for i in range(info.intstart, info.intend + 1):
+            seg_of[i] = (s.name, info.intstart == 1)
+    lat = {"provisional": [], "flagged": []}
+    lat_after_first = {"provisional": [], "flagged": []}
+    for (_, i, status), t_written in st.written.items():
+        name, first = seg_of[i]
+        d = t_written - dropped[name]
+        lat[status].append(d)
+        if not first:
+            lat_after_first[status].append(d)
+    s = res.summary
+    e = s["exposures"][0]
+    cadence = float(np.median(np.diff([t for t, _ in dropper.schedule]))) / args.ints_per_segment * args.speed
     result = {
         "benchmark": "streaming_latency",
+        "git_commit": commit,
+        "when_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "preset": "prism-sub512",
         "nints": args.nints,
-        "cadence_s": round(cadence, 4),
+        "ints_per_segment": args.ints_per_segment,
+        "replay_speed": args.speed,
+        "poll_s": args.poll,
+        "cadence_s": round(cadence, 3),
+        "execution": s["beam"]["runner"],
+        "beam_streaming": s["beam"]["streaming"],
+        "latency_definition": "first write of the integration's live white-light row (status) "
+                              "minus the time its segment file appeared in the watched folder",
+        "latency_s": {k: _stats(v) for k, v in lat.items()},
+        "latency_s_after_first_segment": {k: _stats(v) for k, v in lat_after_first.items()},
+        "processed": e["processed"], "complete": e["complete"],
+        "live_table_writes": s["streaming"]["live_table_writes"],
+        "counters": s["beam"]["counters"],
+        "wall_s": round(wall, 1), "finalize_s": s["streaming"]["finalize_s"],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(),
-                    "load_average_at_end": os.getloadavg()},
-        "execution": "in-process driver loop (run_stream); live table ECSV+Parquet rewritten "
-                     "atomically; final stage 2 on the direct Beam runner",
-        "latency_definition": "live white-light row on disk minus the integration's scheduled "
-                              "release time",
-        "runs": runs,
-        "floor": "p95 < 2 s at 1x real time (issue 6)",
+                    "load_average_at_start": [round(x, 2) for x in load0],
+                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
-    print(f"wrote {RESULTS}")
+    print(json.dumps({k: result[k] for k in ("latency_s", "latency_s_after_first_segment",
+                                               "wall_s", "processed", "complete")}, indent=1))
+    if not args.no_save:
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {RESULTS}")
     return 0
 
 

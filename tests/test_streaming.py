@@ -1,9 +1,12 @@
-"""Streaming: Beam TestStream semantics (event time, ordering, lateness, completion), the
-``nirbeam stream`` service end to end against ``nirbeam run``, and Ctrl-C."""
+"""Streaming: Beam TestStream semantics of the outlier window (event time, ordering,
+lateness, completion), ``nirbeam stream`` -- a Beam streaming pipeline -- end to end
+against ``nirbeam run`` on segments dropped into a folder, Ctrl-C, and the folder rules
+(complete files only, INT_TIMES settle, changed files refused)."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -23,8 +26,8 @@ from apache_beam.utils.timestamp import Timestamp
 from astropy.table import Table
 
 from nirbeam import dqflags
-from nirbeam.stream.records import ExposureMeta, IntegrationKey, IntegrationRecord, IntTimes
 from nirbeam.sim.simulator import simulate
+from nirbeam.stream.records import ExposureMeta, IntegrationKey, IntegrationRecord, IntTimes
 from nirbeam.stream.streaming import (
     DEAD,
     RollingOutlierDoFn,
@@ -387,39 +390,48 @@ def test_sigint_exits_cleanly_with_readable_products(sim, tmp_path):
     assert os.path.isfile(out / "live" / "plots" / f"whitelight_{sim.exposure}_nrs1.png")
 
 
-def test_beam_chain_gives_the_service_live_points(sim, streamed):
-    """The Beam streaming chain (TestStream of read items) on the service's prepared store
-    and live model gives exactly the service's live flagged points."""
-    from nirbeam.stream.pipeline import ReadItem
+def test_stream_ran_on_beam_in_streaming_mode(streamed):
+    """run.json says which Beam runner ran the stream, in streaming mode, and Beam's own
+    per-step counters show every integration through every step once."""
+    rj = json.loads((streamed / "run.json").read_text())
+    beam_info = rj["beam"]
+    assert beam_info["streaming"] is True and "FnApiRunner" in beam_info["runner"]
+    c = beam_info["counters"]
+    for step in ("read", "detector1", "write_rateints"):
+        assert c[f"{step}.records"] == NINTS, step  # the batch RecordSteps, each once
+    assert c["watch.segments"] == 3 and c["watch.polls"] > 3 and c["prepare.exposures"] == 1
+    assert c["outliers.records"] == NINTS
+    assert c["live_extract.records"] == 2 * NINTS  # a provisional and a flagged point each
+    assert c["live_sink.writes"] >= 2  # live tables rewritten while the stream ran
+
+
+def test_live_white_light_equals_batch_flags_with_the_live_model(streamed):
+    """The stream's live flagged points are exactly the white light of each integration
+    re-extracted from the store's rateints, with batch's outlier flags over the whole
+    stack (flag_outliers) and the live model the stream saved."""
+    from nirbeam.stream.live import live_point
     from nirbeam.stream.settings import Settings
-    from nirbeam.stream.streaming import StreamingChain
-    from nirbeam.stream.uncal import plan_exposures, scan_segment
 
-    out = streamed  # its store is prepared and holds the live model
-    live = Table.read(out / "live" / "whitelight.ecsv")
-    (plan,) = plan_exposures([scan_segment(str(s)) for s in sim.uncal])
-    items = []
-    for i in plan.present:
-        seg = plan.segment_of(i)
-        from dataclasses import replace
-
-        items.append(ReadItem(IntegrationKey(plan.meta.exposure, plan.meta.detector, i),
-                              replace(seg, times={}), seg.times[i]))
-    order = list(range(NINTS))
-    order[4], order[5] = order[5], order[4]  # one swap: out of order within bounds
-    ts = _TestStream()
-    for k in order:
-        ts = ts.add_elements([items[k]])
-    ts = ts.advance_watermark_to_infinity()
-    p = _pipeline()
+    out = streamed
     settings = Settings.from_dict({"products": {"fit": False, "plots": False}})
-    res = p | ts | StreamingChain(str(out / "cubes.zarr"), settings)
-    got = res["points"] | beam.Map(lambda q: (q.integration, q.flux, q.flux_error, q.dq))
-    expected = [(int(r["integration_number"]), float(r["flux"]), float(r["flux_error"]), int(r["dq"]))
-                for r in live]
-    assert_that(got, equal_to(expected), label="points")
-    assert_that(res["deadletter"], equal_to([]), label="dead")
-    p.run().wait_until_finish()
+    group, model, _ = _live_spectra(out, settings)
+    from nirbeam.sinks import zarr_store
+    from nirbeam.stream.streaming import RATEINTS
+
+    root = str(out / "cubes.zarr")
+    names = ("sci", "err", "dq", "var_poisson", "var_rnoise")
+    a = {n: np.stack([zarr_store.read_integration(root, group, RATEINTS, i, (n,))[n]
+                      for i in range(1, NINTS + 1)]) for n in names}
+    o = settings.outliers
+    cdq = flag_outliers(a["sci"], a["err"], a["dq"], window=o.window, n_sigma=o.n_sigma)
+    live = Table.read(out / "live" / "whitelight.ecsv")
+    for k, r in enumerate(live):
+        rec = IntegrationRecord(IntegrationKey(EXP, DET, k + 1), None,
+                                IntTimes(0, 0, 0, 0, 0, 0), "cleaned", rate=a["sci"][k],
+                                err=a["err"][k], dq=cdq[k], var_poisson=a["var_poisson"][k],
+                                var_rnoise=a["var_rnoise"][k])
+        p = live_point(rec, cdq[k], model, settings, "flagged")
+        assert (float(r["flux"]), float(r["flux_error"]), int(r["dq"])) == (p.flux, p.flux_error, p.dq)
 
 
 def _live_spectra(out, settings):
@@ -490,8 +502,8 @@ def test_live_speclc_equals_binning_of_the_live_spectra(streamed, batch):
 def test_live_fit_written_and_failure_keeps_previous(streamed, sim, tmp_path, monkeypatch, caplog):
     """The stream leaves live/fit_<group>.json (params.rp); a fit that raises logs a
     warning, keeps the previous file and does not raise."""
+    from nirbeam.stream.live import MIN_FIT_POINTS, LivePoint, LiveState, LiveWriter
     from nirbeam.stream.settings import Settings
-    from nirbeam.stream.streaming import MIN_FIT_POINTS, LivePoint, StreamSession
     from nirbeam.transforms import transit
 
     out = streamed
@@ -501,25 +513,25 @@ def test_live_fit_written_and_failure_keeps_previous(streamed, sim, tmp_path, mo
     assert json.loads((out / "run.json").read_text())["streaming"]["live_fits"] >= 1
 
     live = Table.read(out / "live" / "whitelight.ecsv")
-    s = StreamSession(str(tmp_path / "o"), None,  # the orbit from the config: no default
-                      Settings.from_dict({"fit": {"per": float(sim.config.per)}}), plot_every=1.0,
-                      allow_standins=True)
+    st = LiveState()
+    w = LiveWriter(str(tmp_path / "o"),  # the orbit from the config: no default period
+                   Settings.from_dict({"fit": {"per": float(sim.config.per)}}), plot_every=1.0)
 
     def put(n, status):
         for r in live[:n]:
             p = LivePoint(str(r["exposure"]), str(r["detector"]), int(r["integration_number"]),
                           float(r["int_mid_BJD_TDB"]), float(r["int_mid_MJD_UTC"]),
                           float(r["flux"]), float(r["flux_error"]), int(r["dq"]), status)
-            s.points[(p.group, p.integration)] = p
+            st.points[(p.group, p.integration)] = p
 
     put(MIN_FIT_POINTS - 1, "provisional")
-    (g,) = s.write_live_fits()
+    (g,) = w.write_fits(st)
     path = tmp_path / "o" / "live" / f"fit_{g}.json"
     assert not path.exists()  # too few points
     put(NINTS, "provisional")
-    assert s.write_live_fits() == {g: "written"} and path.exists()
+    assert w.write_fits(st) == {g: "written"} and path.exists()
     before = path.read_bytes()
-    assert s.write_live_fits() == {}  # nothing new: no refit
+    assert w.write_fits(st) == {}  # nothing new: no refit
 
     def boom(*a, **k):
         raise RuntimeError("no convergence")
@@ -527,9 +539,9 @@ def test_live_fit_written_and_failure_keeps_previous(streamed, sim, tmp_path, mo
     monkeypatch.setattr(transit, "fit_transit", boom)
     put(NINTS, "flagged")
     with caplog.at_level("WARNING", logger="nirbeam"):
-        got = s.write_live_fits()
+        got = w.write_fits(st)
     assert got[g].startswith("failed") and "no convergence" in caplog.text
-    assert path.read_bytes() == before and s.counts["fit_failures"] == 1
+    assert path.read_bytes() == before and st.counts["fit_failures"] == 1
 
 
 def test_watcher_reads_only_complete_files_once(sim, tmp_path):
@@ -558,21 +570,77 @@ def test_watcher_reads_only_complete_files_once(sim, tmp_path):
     assert any("not read again" in n for n in w.notes)
 
 
-def test_replay_releases_at_speed(sim):
-    from nirbeam.stream.watch import ReplaySource
+def test_replay_drops_segments_when_they_would_be_complete(sim, tmp_path):
+    """--replay-speed X: each segment is dropped once its last integration would have
+    ended at X times real time (INT_TIMES), under a temporary name then renamed."""
+    from nirbeam.stream.watch import ReplayDropper, replay_schedule
 
-    now = [1000.0]
-    r = ReplaySource([str(p) for p in sim.uncal], speed=10.0, start=1000.0, clock=lambda: now[0])
-    assert r.total == NINTS
-    t = [r.release_time(k) for k in range(NINTS)]
+    sched = replay_schedule([str(p) for p in sim.uncal], 10.0)
+    assert [os.path.basename(p) for _, p in sched] == [p.name for p in sim.uncal]
     cad = sim.config.cadence_s
-    np.testing.assert_allclose(np.diff(t), cad / 10.0, rtol=1e-3)  # times from INT_TIMES
-    got = r.poll(0)
-    assert [a.integrations for a in got] == [(1,)]
-    now[0] = t[5] + 1e-6
-    got = r.poll(0)
-    assert [a.integrations[0] for a in got] == [2, 3, 4, 5, 6]
-    assert all(a.available == pytest.approx(tk) for a, tk in zip(got, t[1:6], strict=True))
+    d = np.array([t for t, _ in sched])
+    np.testing.assert_allclose(np.diff(d), 8 * cad / 10.0, rtol=1e-3)  # 8 integrations each
+    assert d[0] == pytest.approx(8 * cad / 10.0, rel=0.05)  # end of integration 8
+    assert [t for t, _ in replay_schedule([str(p) for p in sim.uncal], math.inf)] == [0.0] * 3
+    r = ReplayDropper([str(p) for p in sim.uncal], tmp_path / "w", 1e6).start()
+    r._t.join(10)
+    assert r.done and sorted(os.listdir(tmp_path / "w")) == sorted(p.name for p in sim.uncal)
+
+
+def _without_int_times(src, dst):
+    from astropy.io import fits
+
+    with fits.open(src) as h:
+        keep = fits.HDUList([x.copy() for x in h if x.name != "INT_TIMES"])
+        keep.writeto(dst)
+
+
+def test_watcher_waits_for_int_times_to_settle(sim, tmp_path):
+    """Issue 20 item 6: a complete-looking file without INT_TIMES (a writer between two
+    extensions) is not used after two stable polls but only after SETTLE_POLLS; so times
+    are not derived from EXPSTART while the writer is about to add them."""
+    from nirbeam.stream.watch import SETTLE_POLLS, FolderWatcher
+
+    s1 = sim.uncal[0]
+    _without_int_times(s1, tmp_path / s1.name)
+    w = FolderWatcher(tmp_path, poll=0.1)
+    got = [w.scan_once() for _ in range(SETTLE_POLLS - 1)]
+    assert got == [[]] * (SETTLE_POLLS - 1)  # stable twice, but no INT_TIMES yet: wait
+    # the writer adds INT_TIMES now: the file changes, and is used with its real times
+    shutil.copy(s1, tmp_path / s1.name)
+    assert w.scan_once() == []
+    (a,) = w.scan_once()
+    assert not any(t.derived for t in a.segment.times.values())
+    # left without INT_TIMES for good: used after SETTLE_POLLS, times derived (noted)
+    w2 = FolderWatcher(tmp_path / "b", poll=0.1)
+    _without_int_times(s1, tmp_path / "b" / s1.name)
+    got = [w2.scan_once() for _ in range(SETTLE_POLLS)]
+    assert got[:-1] == [[]] * (SETTLE_POLLS - 1) and len(got[-1]) == 1
+    assert all(t.derived for t in got[-1][0].segment.times.values())
+
+
+def test_read_refuses_a_file_changed_after_it_was_accepted(sim, tmp_path):
+    """The stream's read step checks the file against the signature it was accepted with."""
+    from dataclasses import replace
+
+    from nirbeam.stream.pipeline import ReadItem
+    from nirbeam.stream.streaming import StreamItem, read_checked
+    from nirbeam.stream.uncal import scan_segment
+    from nirbeam.stream.watch import file_signature
+    from nirbeam.transforms.common import StepFailed
+
+    f = tmp_path / sim.uncal[0].name
+    shutil.copy(sim.uncal[0], f)
+    seg = scan_segment(str(f))
+    item = StreamItem(ReadItem(IntegrationKey(seg.meta.exposure, seg.meta.detector, 1),
+                               replace(seg, times={}), seg.times[1]), file_signature(str(f)))
+    assert read_checked(item).ramp.shape == seg.meta.shape
+    with open(f, "r+b") as fh:  # the file is rewritten in place
+        fh.seek(seg.data_offset)
+        fh.write(b"\x00\x01")
+    os.utime(f, ns=(time.time_ns(), time.time_ns() + 10**9))
+    with pytest.raises(StepFailed, match="changed after it was found complete"):
+        read_checked(item)
 
 
 def test_stream_refuses_dask(tmp_path, capsys):
@@ -581,3 +649,129 @@ def test_stream_refuses_dask(tmp_path, capsys):
     rc = main(["stream", str(tmp_path), "--out", str(tmp_path / "o"), "--runner", "dask"])
     assert rc == EXIT_BAD_INPUT
     assert "event-time" in capsys.readouterr().err
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_stream_on_a_portable_job_service_equals_batch(sim, batch, tmp_path):
+    """--runner portable: the same graph submitted to a Beam job service (the local one,
+    as a stand-in for Flink's or Dataflow's endpoint) in streaming mode, segments landing
+    out of order; the stream completes and its products equal batch's."""
+    port = _free_port()
+    svc = subprocess.Popen([sys.executable, "-m",
+                            "apache_beam.runners.portability.local_job_service_main",
+                            "--port", str(port)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        watch = tmp_path / "watch"
+        watch.mkdir()
+        shutil.copy(sim.truth_file, watch)
+        out = tmp_path / "out"
+        time.sleep(3)  # the job service starts
+        proc = _start(watch, out, sim, "--until-complete", "--runner", "portable",
+                      "--job-endpoint", f"localhost:{port}")
+        # the last segment lands first: completion must not depend on arrival order
+        s1, s2, s3 = sim.uncal
+        _drop(s3, watch)
+        journal = out / "_stream" / "accepted.jsonl"
+        assert _wait_for(lambda: journal.exists() and journal.read_text().strip(), 120, proc)
+        _drop(s1, watch)
+        _drop(s2, watch)
+        _, stderr = proc.communicate(timeout=240)
+        assert proc.returncode == 0, stderr
+    finally:
+        svc.kill()
+        svc.wait()
+    rj = json.loads((out / "run.json").read_text())
+    assert rj["beam"]["streaming"] is True and "PortableRunner" in rj["beam"]["runner"]
+    assert rj["beam"]["counters"]["detector1.records"] == NINTS
+    a = Table.read(batch / "whitelight.ecsv")
+    b = Table.read(out / "whitelight.ecsv")
+    for c in ("integration_number", "int_mid_BJD_TDB", "flux", "flux_error", "dq"):
+        np.testing.assert_array_equal(np.asarray(b[c]), np.asarray(a[c]), err_msg=c)
+
+
+def test_stream_resumes_an_outdir_without_recalibrating(sim, streamed, batch, tmp_path):
+    """A second stream into an OUTDIR whose rateints are complete reads them back (not
+    recalibrated: resumed in run.json, detector1 passes them on) and gives batch's
+    products again."""
+    out = tmp_path / "out"
+    shutil.copytree(streamed, out)
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    shutil.copy(sim.truth_file, watch)
+    for s in sim.uncal:
+        _drop(s, watch)
+    proc = _start(watch, out, sim, "--until-complete")
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 0, stderr
+    st = json.loads((out / "run.json").read_text())["streaming"]
+    assert st["integrations_resumed"] == NINTS and st["integrations_processed"] == 0
+    a = Table.read(batch / "whitelight.ecsv")
+    b = Table.read(out / "whitelight.ecsv")
+    for c in ("integration_number", "flux", "flux_error", "dq"):
+        np.testing.assert_array_equal(np.asarray(b[c]), np.asarray(a[c]), err_msg=c)
+
+
+class _CountTicks(beam.DoFn):
+    def __init__(self, stop, n):
+        self.stop, self.n = stop, n
+
+    def process(self, i):
+        from apache_beam.metrics import Metrics
+
+        Metrics.counter("nirbeam", "ticks.records").inc()
+        if i + 1 >= self.n and not os.path.exists(self.stop):
+            with open(self.stop, "w") as fh:
+                fh.write("done\n")
+
+
+class _KeyedCount(beam.DoFn):
+    """A stateful step with a flush timer, as the live sink has."""
+
+    from apache_beam.transforms.userstate import ReadModifyWriteStateSpec as _S
+    from apache_beam.transforms.userstate import TimerSpec as _T
+
+    N = _S("n", beam.coders.PickleCoder())
+    FLUSH = _T("flush", beam.transforms.timeutil.TimeDomain.WATERMARK)
+
+    def process(self, kv, ts=beam.DoFn.TimestampParam, n=beam.DoFn.StateParam(N),  # noqa: B008
+                flush=beam.DoFn.TimerParam(FLUSH)):  # noqa: B008
+        n.write((n.read() or 0) + 1)
+        flush.set(ts)
+        yield kv[1]
+
+    @beam.transforms.userstate.on_timer(FLUSH)
+    def on_flush(self, n=beam.DoFn.StateParam(N)):  # noqa: B008
+        return []
+
+
+def test_beam_counters_survive_a_stream_of_many_bundles(tmp_path):
+    """The stream's source makes a bundle per tick; Beam 2.77's FnApiRunner folds bundle
+    metrics into a generator one level per bundle and querying them raised RecursionError
+    after ~1000 bundles (the counters were lost). make_stream_runner folds them eagerly."""
+    from nirbeam.stream.runners import RunnerSpec
+    from nirbeam.stream.streaming import Ticks, _metrics, make_stream_runner
+
+    n = 600
+    stop = str(tmp_path / "stop")
+    runner, opts, _ = make_stream_runner(RunnerSpec())
+    p = beam.Pipeline(runner=runner, options=opts)
+    _ = (p | Ticks(0.02, stop) | beam.Map(lambda i: ("k", i))
+         | beam.ParDo(_KeyedCount()) | beam.ParDo(_CountTicks(stop, n)))
+    res = p.run()
+    res.wait_until_finish()
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(400)  # what a long stream reaches at the default limit, sooner
+    try:
+        m = _metrics(res)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert "error" not in m, m
+    assert m["ticks.records"] >= n

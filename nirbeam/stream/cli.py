@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="integrations the live extraction model is built from (8)")
     st.add_argument("--plot-every", type=float, default=30.0, help="seconds between live plots (30)")
     st.add_argument("--runner", default="direct",
-                    help="runner of the final stage (direct or portable; dask is refused)")
+                    help="Beam runner of the streaming pipeline: direct (in-process, default) "
+                    "or portable (--job-endpoint); dask and multiprocess cannot stream")
     st.add_argument("--job-endpoint", default=None, help="Beam job service HOST:PORT (portable)")
     return ap
 

@@ -1,4 +1,5 @@
-"""Beam wiring shared by every step: apply a record function, route failures to dead letters.
+"""Beam wiring shared by every step: apply a record function, route failures to dead letters;
+the deterministic Beam coder of :class:`~nirbeam.core.records.IntegrationKey`.
 
 Put as little logic as possible here: the science lives in the kernel modules.
 """
@@ -12,9 +13,9 @@ from collections.abc import Callable
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from nirbeam.stream.records import DeadLetter, IntegrationRecord
+from nirbeam.core.records import DeadLetter, IntegrationKey, IntegrationRecord
 
-__all__ = ["DEAD", "RecordStep", "StepFailed"]
+__all__ = ["DEAD", "IntegrationKeyCoder", "RecordStep", "StepFailed"]
 
 DEAD = "deadletter"
 log = logging.getLogger("nirbeam")
@@ -72,7 +73,7 @@ class RecordStep(beam.PTransform):
     """Apply ``fn(record) -> record`` to each record; failures go to the ``deadletter`` tag.
 
     The output is a ``DoOutputsTuple``: ``out.records`` the records, ``out.deadletter``
-    the :class:`~nirbeam.stream.records.DeadLetter` items (including those passed in).
+    the :class:`~nirbeam.core.records.DeadLetter` items (including those passed in).
     ``fn`` may have a ``setup()`` method, called once per worker.
     """
 
@@ -85,3 +86,22 @@ class RecordStep(beam.PTransform):
 
     def expand(self, pcoll):
         return pcoll | beam.ParDo(_ApplyDoFn(self.fn, self.step)).with_outputs(DEAD, main="records")
+
+
+class IntegrationKeyCoder(beam.coders.Coder):
+    """Deterministic coder for :class:`~nirbeam.core.records.IntegrationKey`."""
+
+    def encode(self, value):
+        return value.encode()
+
+    def decode(self, encoded):
+        return IntegrationKey.decode(encoded)
+
+    def is_deterministic(self):
+        return True
+
+    def to_type_hint(self):
+        return IntegrationKey
+
+
+beam.coders.registry.register_coder(IntegrationKey, IntegrationKeyCoder)

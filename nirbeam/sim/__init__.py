@@ -1,0 +1,1 @@
+"""The NIRSpec BOTS simulator (tests, demo, benchmarks); no production module imports it."""
