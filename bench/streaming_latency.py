@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _provenance import provenance, write_result  # noqa: E402  (bench/ is sys.path[0])
 
 RESULTS = Path(__file__).resolve().parent / "results" / "streaming_latency.json"
 CONFIG = {"products": {"fit": False, "plots": False, "x1dints_fits": False}}
@@ -185,6 +186,7 @@ def main() -> int:
     ap.add_argument("--rss-only", action="store_true",
                     help="only the anonymous/file-backed RSS run; added to the results file")
     args = ap.parse_args()
+    prov = provenance()
     skip = set(filter(None, args.skip.split(",")))
 
     from nirbeam.sim.simulator import simulate
@@ -200,7 +202,7 @@ def main() -> int:
     if args.rss_only:
         result = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
         result["rss_breakdown_max_speed"] = rss_breakdown(sim_dir, sim_dir / "refs", work / "out-rss")
-        RESULTS.write_text(json.dumps(result, indent=2))
+        write_result(RESULTS, result, start=prov)
         print(f"updated {RESULTS}")
         return 0
     from nirbeam.sim.simulator import PRESETS
@@ -230,7 +232,7 @@ def main() -> int:
         "floor": "p95 < 2 s at 1x real time (issue 6)",
     }
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    write_result(RESULTS, result, start=prov)
     print(f"wrote {RESULTS}")
     return 0
 
