@@ -171,7 +171,7 @@ def _pytest(root: Path, tests, timeout: float) -> tuple[str, str, float]:
                    "NIRBEAM_SHARED_DATA", str(REPO.parent / "shared" / "data")))
     env.pop("CI", None)
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-           "--no-header", "-rN", *tests]
+           "--no-header", "-rfE", *tests]
     t0 = time.perf_counter()
     try:
         r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True,
