@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from _provenance import provenance, write_result  #  (bench/ is sys.path[0])
+from _provenance import provenance, write_result  # bench/ is sys.path[0]
 
 
 def child_peak(cmd: list[str]) -> tuple[float, float]:
