@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import platform
 import time
@@ -26,6 +25,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from _provenance import provenance, write_result  # noqa: E402  (bench/ is sys.path[0])
 
 from nirbeam.transforms.flicker import (
     _clean_groups_reference,
@@ -97,6 +97,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
+    prov = provenance(argv)
     repeat = 3 if args.quick else 5
     rng = np.random.default_rng(0)
     rows = []
@@ -217,7 +218,7 @@ def main(argv=None):
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_result(out, result, argv, start=prov)
     print(f"wrote {out}")
 
 

@@ -38,6 +38,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from _provenance import provenance, write_result  # noqa: E402  (bench/ is sys.path[0])
+
 from nirbeam import dqflags  # noqa: E402
 from nirbeam.transforms.detector1 import (  # noqa: E402
     Detector1Params,
@@ -235,6 +237,7 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "detector1_vs_stcal.json"))
     args = ap.parse_args(argv)
+    prov = provenance(argv)
     numba.set_num_threads(1)
     results = {
         "machine": {"cpu": platform.processor() or platform.machine(), "python": sys.version,
@@ -251,8 +254,7 @@ def main(argv=None):
         r["nints_reduced_from"] = 465 if args.nints_large != 465 else None
         results["shapes"].append(r)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(results, fh, indent=2)
+    write_result(args.out, results, argv, start=prov)
     print(f"\nwritten {args.out}")
 
 

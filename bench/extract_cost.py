@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+from _provenance import provenance, write_result  # noqa: E402  (bench/ is sys.path[0])
 
 RESULTS = Path(__file__).resolve().parent / "results" / "extract_cost.json"
 CASES = (("prism-sub512", 8), ("g395h-sub2048", 4))
@@ -43,8 +43,8 @@ CASES = (("prism-sub512", 8), ("g395h-sub2048", 4))
 
 def make_scene(workdir: Path, preset: str, nints: int) -> Path:
     """Simulate ``preset`` and run the pipeline once; return the products folder."""
-    from nirbeam.stream.cli import main as cli_main
     from nirbeam.sim.simulator import simulate
+    from nirbeam.stream.cli import main as cli_main
 
     sim = workdir / f"{preset}-n{nints}"
     out = workdir / f"{preset}-n{nints}-out"
@@ -230,6 +230,7 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
+    prov = provenance(argv)
     repeat = args.repeat or (3 if args.quick else 15)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -256,7 +257,7 @@ def main(argv=None) -> int:
         "cases": cases,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    write_result(args.out, out, argv, start=prov)
     print(f"wrote {args.out}")
     return 0
 

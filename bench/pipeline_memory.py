@@ -11,12 +11,13 @@ exposure in memory (what a whole-exposure pipeline would hold for the ramps alon
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+
+from _provenance import provenance, write_result  # bench/ is sys.path[0]
 
 
 def child_peak(cmd: list[str]) -> tuple[float, float]:
@@ -38,6 +39,7 @@ def main() -> None:
     ap.add_argument("--nints", default="100,400,1600")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "pipeline_memory.json"))
     args = ap.parse_args()
+    prov = provenance()
     from nirbeam.sim.simulator import PRESETS
 
     rows = []
@@ -59,8 +61,7 @@ def main() -> None:
                   f"(the ramps alone: {exposure_mib:7.1f} MiB)", flush=True)
     res = {"benchmark": "pipeline_memory", "preset": args.preset, "runs": rows,
            "machine": {"cpus": os.cpu_count()}, "date": time.strftime("%Y-%m-%d")}
-    with open(args.out, "w") as fh:
-        json.dump(res, fh, indent=2)
+    write_result(args.out, res, start=prov)
     print(f"wrote {args.out}")
 
 

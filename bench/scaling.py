@@ -42,6 +42,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")  # one core per worker: no hidden BLAS threads
 
 import numpy as np  # noqa: E402
+from _provenance import provenance, write_result  # noqa: E402  (bench/ is sys.path[0])
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scaling.json"
 
@@ -133,6 +134,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = ap.parse_args(argv)
+    prov = provenance(argv)
 
     from nirbeam.stream.runners import RunnerSpec
 
@@ -237,8 +239,7 @@ def main(argv=None) -> int:
     if digest0 != result["source_sha256_16"]["end"]:
         print("WARNING: nirbeam's sources changed during the benchmark: workers started "
               "later ran other code than the driver; rerun on a quiet tree", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_result(args.out, result, argv, start=prov)
     print(json.dumps(scaling, indent=2))
     print(f"wrote {args.out}")
     if not args.keep and not args.workdir:

@@ -28,27 +28,17 @@ import json
 import os
 import platform
 import shutil
-import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _provenance import provenance, write_result  # noqa: E402  (bench/ on sys.path)
+
 RESULTS = Path(__file__).resolve().parent / "results" / "streaming_latency.json"
 CONFIG = {"products": {"fit": False, "plots": False, "x1dints_fits": False}}
-
-
-def _git_commit() -> str:
-    """HEAD, with ``+dirty`` when tracked files differ from it (read at the start)."""
-    try:
-        cwd = Path(__file__).parent
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=cwd, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, cwd=cwd, check=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except Exception:  # noqa: BLE001
-        return "unknown"
 
 
 def _stats(v) -> dict:
@@ -68,7 +58,7 @@ def main() -> int:
     ap.add_argument("--workdir", default="/tmp/nirbeam-bench-streaming")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args()
-    commit = _git_commit()
+    prov = provenance()
 
     from nirbeam.sim.simulator import simulate
     from nirbeam.stream.streaming import STREAM_DIR, load_live_state, run_stream
@@ -89,8 +79,11 @@ def main() -> int:
     for d in (watch, out):
         shutil.rmtree(d, ignore_errors=True)
     watch.mkdir(parents=True)
-    for t in sim_dir.glob("*_truth.fits"):  # the wavelength solution, as in a batch run
-        shutil.copy(t, watch)
+    # the config the simulator writes (wavelength map, orbit), as a user's would be
+    import tomllib
+
+    config = tomllib.loads((sim_dir / "nirbeam.toml").read_text())
+    config["products"] = {**config.get("products", {}), **CONFIG["products"]}
     dropper = ReplayDropper([str(s) for s in segs], watch, args.speed)
     load0 = os.getloadavg()
     t0 = time.time()
@@ -102,7 +95,7 @@ def main() -> int:
         dropper.start()
 
     threading.Thread(target=start_dropping, daemon=True).start()
-    res = run_stream(str(watch), str(out), refs_dir=str(sim_dir / "refs"), config=CONFIG,
+    res = run_stream(str(watch), str(out), refs_dir=str(sim_dir / "refs"), config=config,
                      until_complete=True, poll=args.poll, handle_sigint=False, plot_every=30.0)
     wall = time.time() - t0
     st = load_live_state(str(out / STREAM_DIR))
@@ -125,7 +118,6 @@ def main() -> int:
     cadence = float(np.median(np.diff([t for t, _ in dropper.schedule]))) / args.ints_per_segment * args.speed
     result = {
         "benchmark": "streaming_latency",
-        "git_commit": commit,
         "when_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "preset": "prism-sub512",
         "nints": args.nints,
@@ -151,7 +143,7 @@ def main() -> int:
     print(json.dumps({k: result[k] for k in ("latency_s", "latency_s_after_first_segment",
                                                "wall_s", "processed", "complete")}, indent=1))
     if not args.no_save:
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(RESULTS, result, start=prov)
         print(f"wrote {RESULTS}")
     return 0
 

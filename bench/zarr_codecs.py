@@ -34,6 +34,8 @@ from zarr.codecs import BloscCodec, ZstdCodec
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from _provenance import provenance, write_result  # noqa: E402  (bench/ is sys.path[0])
+
 from nirbeam.sinks import zarr_store  # noqa: E402
 
 SPECS: dict[str, tuple[str, dict]] = {"none": ("none", {})}
@@ -143,8 +145,8 @@ def measure(cube: np.ndarray, chain: list, workdir: str, repeat: int) -> dict:
 def run_preset(preset: str, nints: int, workdir: str, outdir: str | None) -> str:
     """Simulate and process an exposure (or reuse OUTDIR); return its cube store path."""
     if outdir is None:
-        from nirbeam.stream.cli import main
         from nirbeam.sim.simulator import simulate
+        from nirbeam.stream.cli import main
 
         sim = simulate(os.path.join(workdir, f"sim-{preset}"), preset=preset, nints=nints, seed=7)
         outdir = os.path.join(workdir, f"out-{preset}")
@@ -168,6 +170,7 @@ def main(argv=None) -> int:
                     help="PRESET=OUTDIR: reuse a finished run instead of simulating")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "zarr_codecs.json"))
     args = ap.parse_args(argv)
+    prov = provenance(argv)
     reuse = dict(x.split("=", 1) for x in args.reuse)
     warnings.simplefilter("ignore")
     results: dict = {
@@ -251,8 +254,7 @@ def main(argv=None) -> int:
         }
     print(json.dumps(results["decision"], indent=1))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(results, fh, indent=1)
+    write_result(args.out, results, argv, start=prov, indent=1)
     print(f"wrote {args.out}")
     return 0
 

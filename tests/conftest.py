@@ -1,14 +1,60 @@
-"""Shared test helpers: a minimal uncal writer (real JWST layout) for reader tests."""
+"""Shared test helpers.
+
+- a minimal uncal writer (real JWST layout) for reader tests;
+- shared real data (``<repo>/../shared/data``, or ``$NIRBEAM_SHARED_DATA``):
+  :func:`shared_path` resolves a file relative to the repository, :func:`require_shared`
+  skips a test when a file is missing locally and FAILS it in CI (``CI=true``), where the
+  data must be present;
+- Hypothesis profiles: ``ci`` (derandomised: the same examples on every run, so whether a
+  bug is caught does not depend on the draw) is loaded when ``CI`` is true, ``dev``
+  (random, a fresh draw each run) otherwise; ``HYPOTHESIS_PROFILE`` overrides both.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+#: Real data shared by the project's checkouts (see its README); not in the repository.
+SHARED_DATA = Path(os.environ.get("NIRBEAM_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def in_ci() -> bool:
+    """True when running in CI (``CI`` set to true/1/yes, as CI services do)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def shared_path(*parts: str) -> Path:
+    """Path of a shared data file, ``SHARED_DATA / parts`` (not checked)."""
+    return SHARED_DATA.joinpath(*parts)
+
+
+def require_shared(*paths) -> None:
+    """Skip the calling test if a shared file is missing; in CI, fail it instead."""
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if not missing:
+        return
+    msg = (f"shared data file(s) missing: {', '.join(missing)} (expected under "
+           f"{SHARED_DATA}; set NIRBEAM_SHARED_DATA to another folder)")
+    if in_ci():
+        pytest.fail(msg + " -- required in CI", pytrace=False)
+    pytest.skip(msg)
+
+
+settings.register_profile(
+    "ci", derandomize=True, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", derandomize=False, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if in_ci() else "dev"))
 
 
 def write_uncal(

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import require_shared, shared_path
 
 from nirbeam import dqflags
 from nirbeam.transforms.lightcurve import (
@@ -18,7 +17,7 @@ from nirbeam.transforms.lightcurve import (
     white_light_point,
 )
 
-DATA = Path("/work/shared/data/spectra")
+DATA = shared_path("spectra")
 
 
 def _spectra(seed=0, nint=25, nx=300):
@@ -129,6 +128,8 @@ def test_eureka_stage4_reproduced():
     xr = pytest.importorskip("xarray")
     pytest.importorskip("h5netcdf")
     pytest.importorskip("h5py")
+    require_shared(DATA / "eureka_nirspec_prism_jw06456003001_SpecData.h5",
+                   DATA / "eureka_nirspec_prism_jw06456003001_LCData.h5")
     spec = xr.open_dataset(
         DATA / "eureka_nirspec_prism_jw06456003001_SpecData.h5", engine="h5netcdf"
     )

@@ -9,18 +9,17 @@
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
+from conftest import require_shared, shared_path
 
-from nirbeam.stream.cli import main, write_sim_config
 from nirbeam.sim.simulator import simulate
+from nirbeam.stream.cli import main, write_sim_config
 
-LC = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "lightcurves")
-WASP107 = os.path.abspath(os.path.join(LC, "wasp107b_g395h_nrs1_white_eureka_s5.ecsv"))
+WASP107 = str(shared_path("lightcurves", "wasp107b_g395h_nrs1_white_eureka_s5.ecsv"))
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +96,8 @@ def test_one_over_f_cleaning_reaches_the_no_noise_scatter(tmp_path):
     assert raw > 1.3 * cleaned
 
 
-@pytest.mark.skipif(not os.path.isfile(WASP107), reason="shared light curves not present")
 def test_fit_cli_on_real_wasp107b(tmp_path, capsys):
+    require_shared(WASP107)
     cfg = tmp_path / "w107.toml"
     cfg.write_text(
         "[fit]\nper = 5.7214742\nrp = 0.14\na = 18.0\ninc = 89.5\nu = [0.1, 0.2]\n"
