@@ -70,8 +70,11 @@ def main() -> int:
     stamp = sim_dir / ".complete"
     if not stamp.exists():
         t0 = time.time()
-        simulate(sim_dir, preset="prism-sub512", nints=args.nints, seed=1,
-                 ints_per_segment=args.ints_per_segment)
+        res = simulate(sim_dir, preset="prism-sub512", nints=args.nints, seed=1,
+                       ints_per_segment=args.ints_per_segment)
+        from nirbeam.stream.cli import write_sim_config
+
+        write_sim_config(res)  # as `nirbeam simulate` does: orbit and wavelength map
         stamp.write_text("ok")
         print(f"simulated {args.nints} integrations in {time.time() - t0:.0f} s", flush=True)
     segs = sorted(sim_dir.glob("*_uncal.fits"))
