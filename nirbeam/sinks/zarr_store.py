@@ -326,14 +326,19 @@ def _read_concurrently(arrays, sel) -> list[np.ndarray]:
 
 def write_block(
     root: str, group: str, stage: str, start: int, arrays: Mapping[str, np.ndarray],
-    ok: np.ndarray,
-) -> None:
+    ok: np.ndarray, *, wait: bool = True,
+):
     """Write integrations ``start .. start+n-1`` of each array, then their markers.
 
     The block must cover whole chunks along time (or run to the end of the exposure), so
     one writer owns every chunk it touches. ``ok`` (bool, (n,)) says which integrations are
     complete; the others keep a marker of 0. Every array's region is written in one
     event-loop call (whole chunks: no chunk is read back), the markers after all of them.
+
+    ``wait=False`` checks the block now, then writes it on this process's writer thread
+    and returns a :class:`concurrent.futures.Future` (its ``result()`` raises what the
+    write raised): the caller computes the next block while this one is compressed and
+    written. The arrays must not be changed until the future is done.
 
     Raises
     ------
@@ -360,8 +365,30 @@ def write_block(
                 f"chunks of {c} integrations (parallel writers would share a chunk)"
             )
         writes.append((a, value.astype(a.dtype, copy=False)))
-    _write_concurrently(writes, slice(i0, i0 + n))
-    _array(root, f"{group}/{stage}/done")[i0 : i0 + n] = ok.astype(np.uint8)
+    done = _array(root, f"{group}/{stage}/done")
+
+    def go():
+        _write_concurrently(writes, slice(i0, i0 + n))
+        done[i0 : i0 + n] = ok.astype(np.uint8)  # only after every region is written
+
+    if wait:
+        go()
+        return None
+    return _writer().submit(go)
+
+
+_WRITER: list = []  # [(pid, ThreadPoolExecutor)]
+
+
+def _writer():
+    """This process's block-writer thread (one: writes leave in the order given)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _LOCK:
+        if not _WRITER or _WRITER[0][0] != os.getpid():  # none yet, or inherited by a fork
+            _WRITER[:] = [(os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="nirbeam-write"))]
+        return _WRITER[0][1]
 
 
 def time_chunk(root: str, group: str, stage: str, name: str = "done") -> int:

@@ -281,7 +281,9 @@ class CalibrateBlock(beam.DoFn):
 
     Each integration is read and calibrated on its own (a failure dead-letters that
     integration, step ``read`` or ``detector1``); the block's five arrays are then
-    written in one call of whole chunks, and its markers after them. When the block write
+    written in one call of whole chunks, and its markers after them, on the process's
+    writer thread while the next block is calibrated (compression and I/O on a second
+    core; at most two blocks in memory). When the block write
     fails, each integration is written on its own, so a failure (a full disk) dead-letters
     only the integrations that could not be written (step ``write_rateints``). Counts the
     same Beam metrics as the per-integration steps (``read.records``,
@@ -353,21 +355,55 @@ class CalibrateBlock(beam.DoFn):
                 for k in RATE_ARRAYS:
                     buf[k][j] = old[k][j]
                 ok[j] = True
-        t0 = time.perf_counter()
+        yield from dead
+        # the previous block's write (compressed and written while this block was
+        # calibrated) must be complete before this one is handed over: two in flight at most
+        yield from self._drain()
         try:
-            zarr_store.write_block(root, g, RATEINTS, block.start, buf, ok)
+            fut = zarr_store.write_block(root, g, RATEINTS, block.start, buf, ok, wait=False)
+        except Exception as exc:  # noqa: BLE001 - refused at once: handled as a failed write
+            from concurrent.futures import Future
+
+            fut = Future()
+            fut.set_exception(exc)
+        self._pending = (block, computed, fut, time.perf_counter())
+
+    def start_bundle(self):
+        """No block write in flight."""
+        self._pending = None
+
+    def finish_bundle(self):
+        """Wait for the last block write; emit its dead letters (if any)."""
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.timestamp import MIN_TIMESTAMP
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        for dl in self._drain():
+            yield WindowedValue(dl, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _drain(self) -> list[DeadLetter]:
+        """Wait for the block write in flight; when it failed, write its integrations one
+        by one and return the dead letters of those that could not be written."""
+        pending, self._pending = getattr(self, "_pending", None), None
+        if pending is None:
+            return []
+        block, computed, fut, t0 = pending
+        g = block.group
+        dead = []
+        try:
+            fut.result()
             self.m["write_rateints.records"].inc(len(computed))
         except Exception:  # noqa: BLE001 - fall back to one write per integration
             log.warning("%s: block %d..%d could not be written whole; writing its "
                         "integrations one by one", g, block.start, block.stop, exc_info=True)
             for item, values in computed:
                 try:
-                    zarr_store.write_integration(root, g, RATEINTS, item.key.integration, values)
+                    zarr_store.write_integration(self.root, g, RATEINTS, item.key.integration, values)
                     self.m["write_rateints.records"].inc()
                 except Exception as exc:  # noqa: BLE001
                     dead.append(self._dead(item, "write_rateints", exc))
         self.block_ms.update(int((time.perf_counter() - t0) * 1000))
-        yield from dead
+        return dead
 
 
 @dataclass(frozen=True)
