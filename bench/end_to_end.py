@@ -198,6 +198,10 @@ print(json.dumps({{"wall_s": time.perf_counter() - t0, "cpu_s": time.process_tim
 JWST_CHILD = r"""
 import glob, json, os, sys, time, resource, logging
 from jwst.pipeline import Detector1Pipeline
+from stpipe import crds_client
+# offline: every reference is an override (the simulator's CRDS-format files), so CRDS is
+# asked only which context was used, for a header keyword; answer that without a server
+crds_client.get_context_used = lambda observatory: "none (offline, every reference overridden)"
 sim, out, refs = sys.argv[1], sys.argv[2], sys.argv[3]
 def ref(kind, det):
     hits = sorted(glob.glob(os.path.join(refs, f"*{det.lower()}*{kind}*.fits"))) or \
@@ -205,13 +209,24 @@ def ref(kind, det):
     return hits[0] if hits else None
 os.makedirs(out, exist_ok=True)
 logging.disable(logging.INFO)
+# nirbeam's simulator writes the FITS layout without the ASDF extension jwst reads its
+# metadata from: open each file once through stdatamodels (schema from the FITS keywords)
+# and save it, which adds the extension (untimed)
+from stdatamodels.jwst import datamodels as dm
+conv = os.path.join(out, "uncal")
+os.makedirs(conv, exist_ok=True)
+files = []
+for f in sorted(glob.glob(os.path.join(sim, "*_uncal.fits"))):
+    with dm.Level1bModel(f) as m:
+        files.append(os.path.join(conv, os.path.basename(f)))
+        m.save(files[-1])
 t0, c0 = time.perf_counter(), time.process_time()
-files = sorted(glob.glob(os.path.join(sim, "*_uncal.fits")))
 for f in files:
     det = "nrs2" if "_nrs2_" in f else "nrs1"
     steps = {
         "dq_init": {"override_mask": ref("mask", det)},
-        "saturation": {"override_saturation": ref("saturation", det)},
+        "saturation": {"override_saturation": ref("saturation", det),
+                       "override_superbias": ref("superbias", det)},
         "superbias": {"override_superbias": ref("superbias", det)},
         "refpix": {"override_refpix": "N/A", "override_sirskernel": "N/A"},
         "linearity": {"override_linearity": ref("linearity", det)},
@@ -223,8 +238,13 @@ for f in files:
         "gain_scale": {"override_gain": ref("gain", det)},
         "persistence": {"skip": True}, "ipc": {"skip": True}, "charge_migration": {"skip": True},
         "picture_frame": {"skip": True}, "clean_flicker_noise": {"skip": True},
+        # MIRI-only steps (they do nothing for NIRSpec, but would ask CRDS for references)
+        "rscd": {"skip": True}, "reset": {"skip": True}, "lastframe": {"skip": True},
+        "firstframe": {"skip": True}, "emicorr": {"skip": True},
     }
-    Detector1Pipeline.call(f, steps=steps, save_results=True, output_dir=out)
+    # .run, not .call: .call fetches the step parameters (pars-*) from CRDS first
+    pipe = Detector1Pipeline(steps=steps, save_results=True, output_dir=out)
+    pipe.run(f)
 print(json.dumps({"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
                   "files": len(files),
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -236,6 +256,7 @@ def jwst_detector1(python: str, sim: str, out: str) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     crds = tempfile.mkdtemp(prefix="crds-")
     env = {**os.environ, "CRDS_PATH": crds, "CRDS_SERVER_URL": "https://jwst-crds.invalid",
+           "STPIPE_DISABLE_CRDS_STEPPARS": "1", "CRDS_MODE": "local",
            "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
     load0 = _load()
