@@ -374,12 +374,19 @@ def main(argv=None) -> None:
                     help="create .venv-jwst from bench/requirements-jwst.txt and use it")
     ap.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "nirbeam-e2e"))
     ap.add_argument("--out", default=os.path.join(HERE, "results", "end_to_end.json"))
+    ap.add_argument("--update", action="store_true",
+                    help="replace only the sections run now in an existing --out file")
     args = ap.parse_args(argv)
     sections = args.sections.split(",")
     os.makedirs(args.data, exist_ok=True)
-    results = {"benchmark": "end_to_end", "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
-               "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "machine": machine_info(), "sections": {}}
+    stamp = {"command": " ".join([os.path.basename(sys.argv[0]), *(argv or sys.argv[1:])]),
+             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             "machine": machine_info()}
+    results = {"benchmark": "end_to_end", **stamp, "sections": {}}
+    if args.update and os.path.isfile(args.out):  # keep the other sections' figures
+        with open(args.out) as fh:
+            old = json.load(fh)
+        results["sections"] = old.get("sections", {})
     if args.setup_jwst:
         venv = os.path.join(REPO, ".venv-jwst")
         if not os.path.isfile(os.path.join(venv, "bin", "python")):
@@ -396,20 +403,23 @@ def main(argv=None) -> None:
 
     def save():
         results["machine"]["load_average_end"] = _load()
+        for sec in results["sections"].values():  # each section says when and how it ran
+            sec.setdefault("run", {**stamp, "load_average_end": _load()})
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
         with open(args.out, "w") as fh:
             json.dump(results, fh, indent=2)
 
     try:
+        # numba's caches compiled for both code versions before anything is timed
+        small = os.path.join(args.data, "prism-24")
+        simulate(small, "prism-sub512", 24)
+        warm(small, os.path.join(args.data, "warm"))
+        if base_src:
+            warm(small, os.path.join(args.data, "warm"), base_src)
         if "prism" in sections or "write" in sections:
             print("== prism", flush=True)
             sim = os.path.join(args.data, f"prism-{args.nints}")
             shape = simulate(sim, "prism-sub512", args.nints)
-            small = os.path.join(args.data, "prism-24")
-            simulate(small, "prism-sub512", 24)
-            warm(small, os.path.join(args.data, "warm"))
-            if base_src:
-                warm(small, os.path.join(args.data, "warm"), base_src)
         if "prism" in sections:
             sec = bench_exposure("prism", sim, shape, args.data, base_src, args, results)
             if not args.no_stcal:
