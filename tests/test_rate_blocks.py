@@ -44,3 +44,13 @@ def test_block_write_is_one_chunk_per_array_and_reads_back(tmp_path, rng):
     with pytest.raises(zs.StoreError, match="block 9..24 is not aligned with chunks of 16"):
         zs.write_block(root, "g", "rateints", 9, {"sci": sci}, ok)
     assert zs.fill_values(root, "g", "rateints", ("sci",))["sci"] == 0
+
+
+def test_block_size_keeps_every_worker_busy():
+    from nirbeam.stream.pipeline import RATE_BLOCK, rate_block_size
+    from nirbeam.stream.runners import RunnerSpec
+
+    assert rate_block_size(1200) == RATE_BLOCK  # direct: one worker, large blocks
+    assert rate_block_size(24) == 24  # one worker: one block (and chunk) of 24
+    assert rate_block_size(16, RunnerSpec("dask", workers=2)) == 2  # 8 blocks for 2 workers
+    assert rate_block_size(3, RunnerSpec("multiprocess")) == 1

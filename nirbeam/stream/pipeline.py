@@ -45,6 +45,8 @@ from nirbeam.transforms.reference import ReferenceArrays
 
 __all__ = [
     "RATE_BLOCK",
+    "rate_block_size",
+    "rate_blocks",
     "Calibrate",
     "CalibrateBlock",
     "RateBlock",
@@ -74,6 +76,20 @@ rateints): one worker reads, calibrates and writes a whole block, so no two writ
 share a chunk, and each array gets one write per block instead of one per integration.
 The same size as the stage-2 blocks (``products.BLOCK``), so their windows read whole
 chunks."""
+
+def rate_block_size(nints: int, runner: RunnerSpec | None = None) -> int:
+    """Integrations per rateints block (and chunk along time) for a new store.
+
+    :data:`RATE_BLOCK` (at most NINTS), or fewer where that would leave the workers of a
+    parallel runner fewer than four blocks each (a short exposure on a cluster):
+    parallelism first, then fewer and larger writes. ``direct`` has one worker, which
+    needs no split; other runners count ``--workers``, or 2 when not given.
+    """
+    if runner is None or runner.name == "direct":
+        return int(max(1, min(RATE_BLOCK, int(nints))))
+    workers = runner.workers or 2
+    return int(max(1, min(RATE_BLOCK, int(nints) // (4 * workers))))
+
 
 RATE_ATTRS = {
     "sci": {"units": "DN/s", "description": "count rate per integration (rateints SCI)"},
@@ -568,7 +584,7 @@ def run(
     t0 = time.time()
     for plan in plans:
         info = prepare_exposure(root, plan, refs_dir, ref_index, settings,
-                                time_chunk=min(RATE_BLOCK, plan.meta.nints))
+                                time_chunk=rate_block_size(plan.meta.nints, runner))
         group = plan.meta.group_name
         done = zarr_store.completed(root, group, RATEINTS)
         todo = [i for i in plan.present if not done[i - 1]]
@@ -588,8 +604,9 @@ def run(
             return ReadItem(IntegrationKey(plan.meta.exposure, plan.meta.detector, i),
                             replace(plan.segment_of(i), times={}), info["times"][i])
 
-        c = zarr_store.time_chunk(root, group, RATEINTS)  # a resumed store keeps its chunks
-        block = c * max(1, RATE_BLOCK // c)
+        # a block is a whole number of the store's chunks (a resumed store keeps its own)
+        c = zarr_store.time_chunk(root, group, RATEINTS)
+        block = c * max(1, rate_block_size(plan.meta.nints, runner) // c)
         blocks += rate_blocks(group, plan.meta.nints, plan.present, done, item, block)
     timings["prepare"] = time.time() - t0
 
