@@ -359,7 +359,7 @@ class CalibrateBlock(beam.DoFn):
             for k, v in values.items():
                 buf[k][j] = v
             ok[j] = True
-            computed.append((item, values))
+            computed.append(item)  # its arrays live on in buf only (no second copy)
         if buf is None:  # nothing calibrated in this block: nothing to write
             yield from dead
             return
@@ -382,7 +382,7 @@ class CalibrateBlock(beam.DoFn):
 
             fut = Future()
             fut.set_exception(exc)
-        self._pending = (block, computed, fut, time.perf_counter())
+        self._pending = (block, computed, buf, fut, time.perf_counter())
 
     def start_bundle(self):
         """No block write in flight."""
@@ -403,7 +403,7 @@ class CalibrateBlock(beam.DoFn):
         pending, self._pending = getattr(self, "_pending", None), None
         if pending is None:
             return []
-        block, computed, fut, t0 = pending
+        block, computed, buf, fut, t0 = pending
         g = block.group
         dead = []
         try:
@@ -412,9 +412,11 @@ class CalibrateBlock(beam.DoFn):
         except Exception:  # noqa: BLE001 - fall back to one write per integration
             log.warning("%s: block %d..%d could not be written whole; writing its "
                         "integrations one by one", g, block.start, block.stop, exc_info=True)
-            for item, values in computed:
+            for item in computed:
+                j = item.key.integration - block.start
                 try:
-                    zarr_store.write_integration(self.root, g, RATEINTS, item.key.integration, values)
+                    zarr_store.write_integration(self.root, g, RATEINTS, item.key.integration,
+                                                 {k: v[j] for k, v in buf.items()})
                     self.m["write_rateints.records"].inc()
                 except Exception as exc:  # noqa: BLE001
                     dead.append(self._dead(item, "write_rateints", exc))
