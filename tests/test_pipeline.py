@@ -47,7 +47,11 @@ def test_run_accounts_for_every_integration(run1, sim):
 
 def test_rateints_match_truth(run1, sim):
     g = zarr.open_group(str(run1 / "cubes.zarr"), mode="r")[_group(sim)]["rateints"]
-    assert g["sci"].shape == (NINTS, 32, 512) and g["sci"].chunks == (1, 32, 512)
+    # batch rateints: one chunk per block of integrations (one writer each)
+    from nirbeam.stream.pipeline import rate_block_size
+
+    assert g["sci"].shape == (NINTS, 32, 512)
+    assert g["sci"].chunks == (rate_block_size(NINTS), 32, 512) and g["sci"].chunks[0] > 1
     assert tuple(g["sci"].metadata.dimension_names) == ("integration", "y", "x")
     sci, err, dq = g["sci"][:], g["err"][:], g["dq"][:]
     truth = fits.getdata(sim.truth_file, "TRUE_RATE")

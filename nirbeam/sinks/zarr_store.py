@@ -10,10 +10,13 @@ Layout of ``OUTDIR/cubes.zarr``::
             integration_number, int_mid_BJD_TDB, int_mid_MJD_UTC  (integration,)
             done                                uint8   (integration,) completion marker
 
-Chunks hold one integration along time, so parallel writers never share a chunk. An
-integration's region is written first and its ``done`` marker last: a marker of 1 means
-the region is complete, whatever chunks exist. Rewriting a region writes the same bytes,
-so retries are idempotent.
+Chunks along time are aligned with the writers: one integration per chunk where
+independent writers write single integrations (the live path), or a block of
+integrations per chunk where one writer writes the whole block (batch rateints, spectra,
+cleaned: :func:`write_block`), so parallel writers never share a chunk. A region is
+written first and its ``done`` markers last: a marker of 1 means the region is complete,
+whatever chunks exist. Rewriting a region writes the same bytes, so retries are
+idempotent.
 
 Conventions (so that ``xarray.open_zarr(store, group=...)`` gives a labelled Dataset):
 every array carries zarr v3 ``dimension_names`` (``integration``, ``y``, ``x``,
@@ -47,6 +50,10 @@ __all__ = [
     "open_root",
     "prepare_stage",
     "write_integration",
+    "write_block",
+    "read_block",
+    "time_chunk",
+    "fill_values",
     "completed",
     "read_integration",
     "read_stack",
@@ -303,9 +310,10 @@ def write_integration(
     _array(root, f"{group}/{stage}/done")[i] = 1  # only after every region is written
 
 
-def _write_concurrently(writes, i: int) -> None:
-    """Write several arrays' regions of integration index ``i`` in one event-loop call
-    (zarr's I/O is async: ~30% less time per integration than one call per array)."""
+def _write_concurrently(writes, i) -> None:
+    """Write several arrays' regions in one event-loop call (zarr's I/O is async: ~30%
+    less time per integration than one call per array). ``i``: an integration index or a
+    slice of them (a block)."""
     import asyncio
 
     from zarr.core.sync import sync
@@ -316,19 +324,44 @@ def _write_concurrently(writes, i: int) -> None:
     sync(go())
 
 
+def _read_concurrently(arrays, sel) -> list[np.ndarray]:
+    """Read the same selection of several arrays in one event-loop call."""
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def go():
+        return await asyncio.gather(*(a._async_array.getitem(sel) for a in arrays))
+
+    return [np.asarray(v) for v in sync(go())]
+
+
 def write_block(
     root: str, group: str, stage: str, start: int, arrays: Mapping[str, np.ndarray],
-    ok: np.ndarray,
-) -> None:
+    ok: np.ndarray, *, wait: bool = True,
+):
     """Write integrations ``start .. start+n-1`` of each array, then their markers.
 
     The block must cover whole chunks along time (or run to the end of the exposure), so
     one writer owns every chunk it touches. ``ok`` (bool, (n,)) says which integrations are
-    complete; the others keep a marker of 0.
+    complete; the others keep a marker of 0. Every array's region is written in one
+    event-loop call (whole chunks: no chunk is read back), the markers after all of them.
+
+    ``wait=False`` checks the block now, then writes it on this process's writer thread
+    and returns a :class:`concurrent.futures.Future` (its ``result()`` raises what the
+    write raised): the caller computes the next block while this one is compressed and
+    written. The arrays must not be changed until the future is done.
+
+    Raises
+    ------
+    StoreError
+        When an array's block shape does not match the store, or the block is not aligned
+        with its chunks (names the group, stage, array and integrations).
     """
     i0 = int(start) - 1
     ok = np.asarray(ok, bool)
     n = ok.size
+    writes = []
     for name, value in arrays.items():
         a = _array(root, f"{group}/{stage}/{name}")
         value = np.asarray(value)
@@ -343,8 +376,48 @@ def write_block(
                 f"{group}/{stage}/{name}: block {start}..{start + n - 1} is not aligned with "
                 f"chunks of {c} integrations (parallel writers would share a chunk)"
             )
-        a[i0 : i0 + n] = value.astype(a.dtype, copy=False)
-    _array(root, f"{group}/{stage}/done")[i0 : i0 + n] = ok.astype(np.uint8)
+        writes.append((a, value.astype(a.dtype, copy=False)))
+    done = _array(root, f"{group}/{stage}/done")
+
+    def go():
+        _write_concurrently(writes, slice(i0, i0 + n))
+        done[i0 : i0 + n] = ok.astype(np.uint8)  # only after every region is written
+
+    if wait:
+        go()
+        return None
+    return _writer().submit(go)
+
+
+_WRITER: list = []  # [(pid, ThreadPoolExecutor)]
+
+
+def _writer():
+    """This process's block-writer thread (one: writes leave in the order given)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _LOCK:
+        if not _WRITER or _WRITER[0][0] != os.getpid():  # none yet, or inherited by a fork
+            _WRITER[:] = [(os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="nirbeam-write"))]
+        return _WRITER[0][1]
+
+
+def time_chunk(root: str, group: str, stage: str, name: str = "done") -> int:
+    """Integrations per chunk along time of a stage's array (1: one per chunk)."""
+    return int(_array(root, f"{group}/{stage}/{name}").chunks[0])
+
+
+def fill_values(root: str, group: str, stage: str, names: Iterable[str]) -> dict[str, Any]:
+    """Each array's fill value (what an unwritten region reads as)."""
+    return {n: _array(root, f"{group}/{stage}/{n}").fill_value for n in names}
+
+
+def read_block(root: str, group: str, stage: str, names: Iterable[str], sel: slice) -> dict:
+    """Read the same slice along integrations of several arrays (one event-loop call)."""
+    names = list(names)
+    arrays = [_array(root, f"{group}/{stage}/{n}") for n in names]
+    return dict(zip(names, _read_concurrently(arrays, sel), strict=True))
 
 
 def count_completed(root: str, group: str, stage: str) -> int:

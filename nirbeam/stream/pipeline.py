@@ -40,11 +40,16 @@ from nirbeam.stream.uncal import (
     read_ramp,
     scan_segment,
 )
-from nirbeam.transforms.common import RecordStep
+from nirbeam.transforms.common import StepFailed
 from nirbeam.transforms.reference import ReferenceArrays
 
 __all__ = [
+    "RATE_BLOCK",
+    "rate_block_size",
+    "rate_blocks",
     "Calibrate",
+    "CalibrateBlock",
+    "RateBlock",
     "ReadItem",
     "RunResult",
     "WriteDeadLetter",
@@ -65,6 +70,27 @@ RATE_ARRAYS = {
     "var_poisson": np.float32,
     "var_rnoise": np.float32,
 }
+RATE_BLOCK = 32
+"""Integrations per batch rateints write (and per chunk along time of a batch run's
+rateints): one worker reads, calibrates and writes a whole block, so no two writers ever
+share a chunk, and each array gets one write per block instead of one per integration.
+The same size as the stage-2 blocks (``products.BLOCK``), so their windows read whole
+chunks."""
+
+def rate_block_size(nints: int, runner: RunnerSpec | None = None) -> int:
+    """Integrations per rateints block (and chunk along time) for a new store.
+
+    :data:`RATE_BLOCK` (at most NINTS), or fewer where that would leave the workers of a
+    parallel runner fewer than four blocks each (a short exposure on a cluster):
+    parallelism first, then fewer and larger writes. ``direct`` has one worker, which
+    needs no split; other runners count ``--workers``, or 2 when not given.
+    """
+    if runner is None or runner.name == "direct":
+        return int(max(1, min(RATE_BLOCK, int(nints))))
+    workers = runner.workers or 2
+    return int(max(1, min(RATE_BLOCK, int(nints) // (4 * workers))))
+
+
 RATE_ATTRS = {
     "sci": {"units": "DN/s", "description": "count rate per integration (rateints SCI)"},
     "err": {"units": "DN/s", "description": "1-sigma error of sci"},
@@ -248,6 +274,171 @@ class WriteRateints:
         if self.keep:
             return rec
         return rec.replace(rate=None, err=None, var_poisson=None, var_rnoise=None)
+
+
+@dataclass(frozen=True)
+class RateBlock:
+    """Integrations ``start..stop`` (1-based, inclusive) of one exposure/detector, aligned
+    with the rateints chunks: ``items`` are the integrations to calibrate, ``stored`` those
+    an earlier run completed (read back and rewritten unchanged, since the block's chunks
+    are written whole); the others (missing segments) keep the fill value and marker 0."""
+
+    group: str
+    start: int
+    stop: int
+    items: tuple[ReadItem, ...]
+    stored: tuple[int, ...] = ()
+
+
+def rate_blocks(group: str, nints: int, present, done: np.ndarray, make_item,
+                block: int = RATE_BLOCK) -> list[RateBlock]:
+    """The blocks of one exposure/detector that hold an integration still to calibrate.
+
+    ``present``: integrations in the input segments; ``done`` (bool, (nints,)): the
+    completion markers of an earlier run; ``make_item(i)`` -> :class:`ReadItem`.
+    """
+    present = set(int(i) for i in present)
+    out = []
+    for start in range(1, nints + 1, block):
+        stop = min(nints, start + block - 1)
+        here = [i for i in range(start, stop + 1) if i in present]
+        todo = [i for i in here if not done[i - 1]]
+        if todo:
+            out.append(RateBlock(group, start, stop, tuple(make_item(i) for i in todo),
+                                 tuple(i for i in here if done[i - 1])))
+    return out
+
+
+class CalibrateBlock(beam.DoFn):
+    """Read, calibrate and write one :class:`RateBlock`; yield its dead letters.
+
+    Each integration is read and calibrated on its own (a failure dead-letters that
+    integration, step ``read`` or ``detector1``); the block's five arrays are then
+    written in one call of whole chunks, and its markers after them, on the process's
+    writer thread while the next block is calibrated (compression and I/O on a second
+    core; at most two blocks in memory). When the block write
+    fails, each integration is written on its own, so a failure (a full disk) dead-letters
+    only the integrations that could not be written (step ``write_rateints``). Counts the
+    same Beam metrics as the per-integration steps (``read.records``,
+    ``detector1.records``, ``detector1.ms``, ``write_rateints.records``...).
+    """
+
+    def __init__(self, root: str, settings, token: str = ""):
+        from apache_beam.metrics import Metrics
+
+        self.root = root
+        self.calibrate = Calibrate(root, settings, token)
+        self.m = {
+            f"{step}.{what}": Metrics.counter("nirbeam", f"{step}.{what}")
+            for step in ("read", "detector1", "write_rateints") for what in ("records", "deadletters")
+        }
+        self.ms = {step: Metrics.distribution("nirbeam", f"{step}.ms") for step in ("read", "detector1")}
+        self.block_ms = Metrics.distribution("nirbeam", "write_rateints.block_ms")
+
+    def _dead(self, item: ReadItem, step: str, exc: Exception) -> DeadLetter:
+        reason = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, StepFailed):
+            log.warning("%s failed on %s: %s", step, item.key, reason, exc_info=True)
+        self.m[f"{step}.deadletters"].inc()
+        return DeadLetter(item.key, step, reason, item.segment.path)
+
+    def process(self, block: RateBlock):
+        """Yield the block's dead letters (if any)."""
+        n = block.stop - block.start + 1
+        root, g = self.root, block.group
+        fill = zarr_store.fill_values(root, g, RATEINTS, RATE_ARRAYS)
+        buf: dict[str, np.ndarray] | None = None
+        ok = np.zeros(n, bool)
+        dead = []
+        computed = []
+        for item in block.items:
+            t0 = time.perf_counter()
+            try:
+                rec = read_record(item)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a dead letter
+                dead.append(self._dead(item, "read", exc))
+                continue
+            self.m["read.records"].inc()
+            self.ms["read"].update(int((time.perf_counter() - t0) * 1000))
+            t0 = time.perf_counter()
+            try:
+                rec = self.calibrate(rec)
+            except Exception as exc:  # noqa: BLE001
+                dead.append(self._dead(item, "detector1", exc))
+                continue
+            self.m["detector1.records"].inc()
+            self.ms["detector1"].update(int((time.perf_counter() - t0) * 1000))
+            values = {"sci": rec.rate, "err": rec.err, "dq": rec.dq,
+                      "var_poisson": rec.var_poisson, "var_rnoise": rec.var_rnoise}
+            if buf is None:
+                buf = {k: np.full((n, *np.shape(v)), fill[k], RATE_ARRAYS[k]) for k, v in values.items()}
+            j = item.key.integration - block.start
+            for k, v in values.items():
+                buf[k][j] = v
+            ok[j] = True
+            computed.append(item)  # its arrays live on in buf only (no second copy)
+        if buf is None:  # nothing calibrated in this block: nothing to write
+            yield from dead
+            return
+        if block.stored:  # completed earlier: the block's chunks are rewritten whole
+            old = zarr_store.read_block(root, g, RATEINTS, RATE_ARRAYS,
+                                        slice(block.start - 1, block.stop))
+            for i in block.stored:
+                j = i - block.start
+                for k in RATE_ARRAYS:
+                    buf[k][j] = old[k][j]
+                ok[j] = True
+        yield from dead
+        # the previous block's write (compressed and written while this block was
+        # calibrated) must be complete before this one is handed over: two in flight at most
+        yield from self._drain()
+        try:
+            fut = zarr_store.write_block(root, g, RATEINTS, block.start, buf, ok, wait=False)
+        except Exception as exc:  # noqa: BLE001 - refused at once: handled as a failed write
+            from concurrent.futures import Future
+
+            fut = Future()
+            fut.set_exception(exc)
+        self._pending = (block, computed, buf, fut, time.perf_counter())
+
+    def start_bundle(self):
+        """No block write in flight."""
+        self._pending = None
+
+    def finish_bundle(self):
+        """Wait for the last block write; emit its dead letters (if any)."""
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.timestamp import MIN_TIMESTAMP
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        for dl in self._drain():
+            yield WindowedValue(dl, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _drain(self) -> list[DeadLetter]:
+        """Wait for the block write in flight; when it failed, write its integrations one
+        by one and return the dead letters of those that could not be written."""
+        pending, self._pending = getattr(self, "_pending", None), None
+        if pending is None:
+            return []
+        block, computed, buf, fut, t0 = pending
+        g = block.group
+        dead = []
+        try:
+            fut.result()
+            self.m["write_rateints.records"].inc(len(computed))
+        except Exception:  # noqa: BLE001 - fall back to one write per integration
+            log.warning("%s: block %d..%d could not be written whole; writing its "
+                        "integrations one by one", g, block.start, block.stop, exc_info=True)
+            for item in computed:
+                j = item.key.integration - block.start
+                try:
+                    zarr_store.write_integration(self.root, g, RATEINTS, item.key.integration,
+                                                 {k: v[j] for k, v in buf.items()})
+                    self.m["write_rateints.records"].inc()
+                except Exception as exc:  # noqa: BLE001
+                    dead.append(self._dead(item, "write_rateints", exc))
+        self.block_ms.update(int((time.perf_counter() - t0) * 1000))
+        return dead
 
 
 @dataclass(frozen=True)
@@ -484,9 +675,13 @@ def _no_refs_error() -> BadInputError:
 
 def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, settings, *,
                      allow_standins: bool = False, overwrite: bool = False,
-                     loaded=None, dead_dir: str | None = None) -> dict:
+                     loaded=None, dead_dir: str | None = None, time_chunk: int = 1) -> dict:
     """Choose references, check the resume key, create the store template for one
     exposure/detector.
+
+    ``time_chunk``: integrations per rateints chunk along time (1 for writers of single
+    integrations, :data:`RATE_BLOCK` for the batch block writers). A store made before
+    keeps its chunks; block writes into chunks of one integration are just as safe.
 
     ``loaded`` is ``(refs, provenance, key)`` from a first pass that checked every exposure
     before anything was written (the batch driver); without it they are made here.
@@ -517,7 +712,7 @@ def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, setting
             "int_mid_BJD_TDB": bjd,
             "int_mid_MJD_UTC": mjd,
         },
-        array_attrs=RATE_ATTRS,
+        array_attrs=RATE_ATTRS, time_chunk=time_chunk,
     )
     zarr_store.set_attrs(
         root, group,
@@ -574,7 +769,7 @@ def run(
     dead_dir = fs.join(outdir, "_deadletters")
     timings = {"scan": time.time() - t_start}
 
-    items: list[ReadItem] = []
+    blocks: list[RateBlock] = []
     per_group: dict[str, dict] = {}
     t0 = time.time()
     loaded, reset = [], []
@@ -586,7 +781,8 @@ def run(
     for plan, ld, rs in zip(plans, loaded, reset, strict=True):
         if rs:
             _reset_group(root, plan.meta.group_name, dead_dir)
-        info = prepare_exposure(root, plan, refs_dir, ref_index, settings, loaded=ld)
+        info = prepare_exposure(root, plan, refs_dir, ref_index, settings, loaded=ld,
+                                time_chunk=rate_block_size(plan.meta.nints, runner))
         group = plan.meta.group_name
         done = zarr_store.completed(root, group, RATEINTS)
         todo = [i for i in plan.present if not done[i - 1]]
@@ -604,19 +800,21 @@ def run(
             "recomputed": bool(rs),
             "notes": list(plan.notes) + _exposure_notes(plan.meta, settings),
         }
-        for i in todo:
-            seg = plan.segment_of(i)
-            items.append(ReadItem(
-                IntegrationKey(plan.meta.exposure, plan.meta.detector, i),
-                replace(seg, times={}),
-                info["times"][i],
-            ))
+
+        def item(i, plan=plan, info=info):
+            return ReadItem(IntegrationKey(plan.meta.exposure, plan.meta.detector, i),
+                            replace(plan.segment_of(i), times={}), info["times"][i])
+
+        # a block is a whole number of the store's chunks (a resumed store keeps its own)
+        c = zarr_store.time_chunk(root, group, RATEINTS)
+        block = c * max(1, rate_block_size(plan.meta.nints, runner) // c)
+        blocks += rate_blocks(group, plan.meta.nints, plan.present, done, item, block)
     timings["prepare"] = time.time() - t0
 
     t0 = time.time()
     metrics = {}
-    if items:
-        metrics = _run_detector1(items, root, dead_dir, settings, runner, per_group, progress)
+    if blocks:
+        metrics = _run_detector1(blocks, root, dead_dir, settings, runner, per_group, progress)
     timings["detector1"] = time.time() - t0
     peak = {"detector1": _peak_rss_mib()}
 
@@ -665,7 +863,7 @@ def exit_status(summary: dict) -> int:
     return 0
 
 
-def _run_detector1(items, root, dead_dir, settings, runner, per_group, progress) -> dict:
+def _run_detector1(blocks, root, dead_dir, settings, runner, per_group, progress) -> dict:
     beam_runner, options, cleanup = make_runner(runner)
     stop = threading.Event()
     th = None
@@ -675,15 +873,12 @@ def _run_detector1(items, root, dead_dir, settings, runner, per_group, progress)
         th.start()
     try:
         p = beam.Pipeline(runner=beam_runner, options=options)
-        recs = (
+        dead = (
             p
-            | "Plan" >> beam.Create(items, reshuffle=False)
+            | "PlanBlocks" >> beam.Create(blocks, reshuffle=False)
             | "Distribute" >> beam.Reshuffle()
+            | "ReadCalibrateWrite" >> beam.ParDo(CalibrateBlock(root, settings, uuid.uuid4().hex))
         )
-        read = recs | RecordStep(read_record, "read")
-        cal = read.records | RecordStep(Calibrate(root, settings, uuid.uuid4().hex), "detector1")
-        written = cal.records | RecordStep(WriteRateints(root), "write_rateints")
-        dead = (read.deadletter, cal.deadletter, written.deadletter) | "AllDead" >> beam.Flatten()
         _ = dead | "WriteDead" >> beam.Map(WriteDeadLetter(dead_dir))
         result = p.run()
         result.wait_until_finish()
