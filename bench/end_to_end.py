@@ -45,6 +45,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from _provenance import provenance, write_result  # noqa: E402  (bench/ on sys.path)
 
 
 def _load() -> list[float]:
@@ -377,6 +379,7 @@ def main(argv=None) -> None:
     ap.add_argument("--update", action="store_true",
                     help="replace only the sections run now in an existing --out file")
     args = ap.parse_args(argv)
+    prov = provenance(argv)
     sections = args.sections.split(",")
     os.makedirs(args.data, exist_ok=True)
     stamp = {"command": " ".join([os.path.basename(sys.argv[0]), *(argv or sys.argv[1:])]),
@@ -405,9 +408,8 @@ def main(argv=None) -> None:
         results["machine"]["load_average_end"] = _load()
         for sec in results["sections"].values():  # each section says when and how it ran
             sec.setdefault("run", {**stamp, "load_average_end": _load()})
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        with open(args.out, "w") as fh:
-            json.dump(results, fh, indent=2)
+        write_result(args.out, {k: v for k, v in results.items() if k != "provenance"},
+                     start=prov)
 
     try:
         # numba's caches compiled for both code versions before anything is timed
