@@ -122,6 +122,15 @@ class FlickerParams:
     background : {'median', None}
         Background removed before fitting and kept in the output: scalar median of
         the masked pixels of each image, or nothing (TSO after bias: ~0).
+    before_jump : bool
+        Group level: clean the groups before jump detection (default; a 1/f excursion
+        in one group difference is common to whole columns and would otherwise be
+        flagged as a jump in every pixel of them), or after it (the order before
+        issue 13).
+    mask_aperture : float
+        Also exclude from the scene mask every pixel within this many pixels (along
+        y) of the trace centre fitted on the draft image (the extraction aperture and
+        the faint PSF wings a 2-sigma clip keeps); 0 disables.
     enabled : bool
         False turns cleaning into the identity.
     """
@@ -138,6 +147,8 @@ class FlickerParams:
     min_pixels: int = 4
     detector: str = "NRS1"
     background: str | None = None
+    before_jump: bool = True
+    mask_aperture: float = 6.0
     enabled: bool = True
 
     def __post_init__(self):
@@ -171,6 +182,10 @@ class FlickerParams:
                 raise ValueError(
                     f"FlickerParams.{name}: expected >= 1, got {getattr(self, name)!r}"
                 )
+        if self.mask_aperture < 0:
+            raise ValueError(
+                f"FlickerParams.mask_aperture: expected >= 0, got {self.mask_aperture!r}"
+            )
         if self.fft_ridge < 0:
             raise ValueError(f"FlickerParams.fft_ridge: expected >= 0, got {self.fft_ridge!r}")
 
@@ -192,7 +207,18 @@ class FlickerParams:
 
     def mask_kwargs(self) -> dict:
         """Keyword arguments for :func:`scene_mask`."""
-        return {"n_sigma": self.n_sigma, "dilate": self.mask_dilate, "smooth": self.mask_smooth}
+        return {"n_sigma": self.n_sigma, "dilate": self.mask_dilate, "smooth": self.mask_smooth,
+                "aperture": self.mask_aperture}
+
+    def for_detector(self, detector: str) -> FlickerParams:
+        """These parameters with ``detector`` set from a DETECTOR keyword (NRS1/NRS2:
+        the readout direction ``method='nsclean'`` needs); other values keep them."""
+        import dataclasses
+
+        d = str(detector).strip().upper()
+        if d in ("NRS1", "NRS2") and d != self.detector:
+            return dataclasses.replace(self, detector=d)
+        return self
 
 
 # --------------------------------------------------------------------------- helpers
@@ -326,6 +352,7 @@ def scene_mask(
     user_mask: np.ndarray | None = None,
     background: np.ndarray | float | None = None,
     n_iter: int = 2,
+    aperture: float = 0.0,
 ) -> np.ndarray:
     """Background pixels usable for the 1/f fit, from a draft rate image.
 
@@ -371,6 +398,13 @@ def scene_mask(
         Smooth background subtracted before detection.
     n_iter : int
         Iterations of sigma estimation / detection.
+    aperture : float
+        When > 0, the trace centre is fitted on ``image``
+        (:func:`nirbeam.transforms.trace.find_trace`) and every pixel within
+        ``aperture`` px of it along y is excluded too: the extraction aperture and
+        the PSF wings below the clipping threshold, which would otherwise bias the
+        column statistic. An image without a measurable trace keeps the rest of the
+        mask.
 
     Returns
     -------
@@ -427,7 +461,29 @@ def scene_mask(
             structure = np.ones((2 * int(dilate) + 1, 3 if smooth > 1 else 1), dtype=bool)
             trace = ndimage.binary_dilation(trace, structure=structure)
         use = valid & ~high & ~low & ~trace
+    if aperture and aperture > 0:
+        use &= ~_aperture_band(image, dq, float(aperture))
     return use
+
+
+def _aperture_band(image: np.ndarray, dq, half_width: float) -> np.ndarray:
+    """(ny, nx) True within ``half_width`` px (along y) of the trace fitted on ``image``;
+    all False when no trace can be measured."""
+    from nirbeam.transforms.trace import find_trace
+
+    img = np.asarray(image, np.float64)
+    ny, nx = img.shape
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            tr = find_trace(np.where(np.isfinite(img), img, 0.0), dq)
+            yc = np.asarray(tr.center(np.arange(nx, dtype=np.float64)), np.float64)
+    except (ValueError, np.linalg.LinAlgError):
+        return np.zeros((ny, nx), bool)
+    if not np.all(np.isfinite(yc)):
+        return np.zeros((ny, nx), bool)
+    yy = np.arange(ny, dtype=np.float64)[:, None]
+    return np.abs(yy - yc[None, :]) <= half_width
 
 
 # --------------------------------------------------------------------------- median
@@ -1654,4 +1710,5 @@ def make_group_hook(
         m = fixed if fixed is not None else draft_mask_from_groups(groups, pixeldq, **mask_kwargs)
         return clean_groups(groups, groupdq, pixeldq, m, params.method, **kwargs)
 
+    hook.before_jump = bool(params.before_jump)
     return hook
