@@ -240,8 +240,9 @@ def calibrate_groups(ramp, refs: ReferenceArrays, timing: RampTiming,
                              _u32(refs.linearity_dq))
     if params.dark.enabled and refs.dark is not None:
         _dark.subtract_dark(groups, pixeldq, _f32(refs.dark), _u32(refs.dark_dq))
+    hook_var = None
     if pre_jump_hook is not None:
-        groups = np.ascontiguousarray(pre_jump_hook(groups, groupdq, pixeldq), np.float32)
+        groups, hook_var = _hook_output(pre_jump_hook(groups, groupdq, pixeldq))
         if groups.shape != ramp.shape:
             raise ValueError(f"detector1: group_hook returned shape {groups.shape}, "
                              f"expected {ramp.shape}")
@@ -249,7 +250,39 @@ def calibrate_groups(ramp, refs: ReferenceArrays, timing: RampTiming,
     if params.jump.enabled:
         n_jumps, skipped = _jump.detect_jumps(groups, groupdq, pixeldq, _f32(refs.readnoise),
                                               _f32(refs.gain), timing.nframes, params.jump)
-    return groups, groupdq, pixeldq, {"n_jumps": n_jumps, "jump_skipped": skipped}
+    return groups, groupdq, pixeldq, {"n_jumps": n_jumps, "jump_skipped": skipped,
+                                      "hook_var": hook_var}
+
+
+def _hook_output(out):
+    """A group hook returns groups, or (groups, var_diff): the variance (DN^2, (ny, nx))
+    its correction adds to every group difference."""
+    if isinstance(out, tuple):
+        g, v = out
+        return np.ascontiguousarray(g, np.float32), (None if v is None else np.asarray(v, np.float64))
+    return np.ascontiguousarray(out, np.float32), None
+
+
+def add_difference_variance(res: RateResult, var_diff: np.ndarray, ngroups: int,
+                            tgroup: float) -> None:
+    """Add to VAR_RNOISE (and ERR) the slope variance of an error of variance
+    ``var_diff`` (DN^2) in every group difference, independent between differences.
+
+    Such an error is a random walk in the groups, like photon noise, so the variance of
+    the least-squares slope of ``N`` groups is ``6 (N^2 + 1) / (5 N (N^2 - 1)) *
+    var_diff / tgroup^2`` (the Poisson formula of :func:`nirbeam.sim.physics.ramp_variance`
+    with ``rate * tgroup / gain`` replaced by ``var_diff``). ``N`` is NGROUPS (ramps cut
+    by jumps or saturation have fewer groups: the term is then a lower bound).
+    """
+    n = int(ngroups)
+    if n < 2:
+        return
+    c = 6.0 * (n * n + 1) / (5.0 * n * (n * n - 1)) / float(tgroup) ** 2
+    v = np.where(np.isfinite(var_diff), var_diff, 0.0) * c
+    ok = np.isfinite(res.var_rnoise) & (res.err > 0)
+    res.var_rnoise = np.where(ok, res.var_rnoise + v, res.var_rnoise).astype(np.float32)
+    tot = res.var_poisson.astype(np.float64) + res.var_rnoise
+    res.err = np.where(ok, np.sqrt(np.maximum(tot, 0.0)), res.err).astype(np.float32)
 
 
 def fit_ramps(groups, groupdq, pixeldq, refs: ReferenceArrays, timing: RampTiming,
@@ -594,12 +627,15 @@ def run_detector1(ramp, refs: ReferenceArrays, timing: RampTiming,
     before = group_hook is not None and bool(getattr(group_hook, "before_jump", True))
     groups, gdq, pdq, info = calibrate_groups(ramp, refs, timing, params, geometry,
                                               group_hook if before else None)
+    hook_var = info["hook_var"]
     if group_hook is not None and not before:
-        groups = np.asarray(group_hook(groups, gdq, pdq), np.float32)
+        groups, hook_var = _hook_output(group_hook(groups, gdq, pdq))
         if groups.shape != ramp.shape:
             raise ValueError(f"detector1: group_hook returned shape {groups.shape}, "
                              f"expected {ramp.shape}")
     res = fit_ramps(groups, gdq, pdq, refs, timing, params)
+    if hook_var is not None:
+        add_difference_variance(res, hook_var, timing.ngroups, timing.tgroup)
     res.n_jumps = info["n_jumps"]
     res.jump_skipped = info["jump_skipped"]
     return res

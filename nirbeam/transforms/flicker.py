@@ -54,6 +54,7 @@ __all__ = [
     "clean_median",
     "clean_nsclean",
     "clean_rate",
+    "correction_variance",
     "cosine_basis",
     "draft_mask_from_groups",
     "make_group_hook",
@@ -131,6 +132,10 @@ class FlickerParams:
         Also exclude from the scene mask every pixel within this many pixels (along
         y) of the trace centre fitted on the draft image (the extraction aperture and
         the faint PSF wings a 2-sigma clip keeps); 0 disables.
+    error_term : bool
+        Group level: add the variance of the fitted 1/f model (estimated from the
+        number of background pixels per column, :func:`correction_variance`) to
+        VAR_RNOISE and ERR.
     enabled : bool
         False turns cleaning into the identity.
     """
@@ -149,6 +154,7 @@ class FlickerParams:
     background: str | None = None
     before_jump: bool = True
     mask_aperture: float = 6.0
+    error_term: bool = True
     enabled: bool = True
 
     def __post_init__(self):
@@ -1708,7 +1714,49 @@ def make_group_hook(
 
     def hook(groups, groupdq, pixeldq):
         m = fixed if fixed is not None else draft_mask_from_groups(groups, pixeldq, **mask_kwargs)
-        return clean_groups(groups, groupdq, pixeldq, m, params.method, **kwargs)
+        out = clean_groups(groups, groupdq, pixeldq, m, params.method, **kwargs)
+        if not params.error_term:
+            return out
+        return out, correction_variance(out, pixeldq, m, params)
 
     hook.before_jump = bool(params.before_jump)
     return hook
+
+
+def correction_variance(cleaned: np.ndarray, pixeldq: np.ndarray, mask: np.ndarray,
+                        params: FlickerParams) -> np.ndarray:
+    """Variance (DN^2) per group difference of the fitted 1/f model, per pixel (ny, nx).
+
+    The model of a column is a statistic of its ``n`` usable background pixels, so each
+    group difference of every pixel of the column gets an error of variance
+    ``k s^2 / n``, independent from difference to difference: ``s^2`` is the robust
+    (MAD) variance of the cleaned background differences of the integration, ``k`` is
+    1 for the clipped mean, pi/2 for the median, ``1 + n_freq`` (+1 with the
+    alternating term) for ``fft``, and 2 for ``nsclean`` (a rough bound); columns with
+    fewer than ``min_pixels`` take their neighbours' model, and get twice the median
+    column variance. Ramp fitting turns this into a slope variance like Poisson noise
+    (:func:`nirbeam.transforms.detector1.run_detector1`).
+    """
+    g = np.asarray(cleaned, np.float64)
+    ny, nx = g.shape[1:]
+    msk = np.asarray(mask, bool) & ((np.asarray(pixeldq, np.uint32) & np.uint32(dqflags.DO_NOT_USE)) == 0)
+    if g.shape[0] < 2 or not msk.any():
+        return np.zeros((ny, nx))
+    d = np.diff(g, axis=0)[:, msk]
+    d = d[np.isfinite(d)]
+    if d.size < 2:
+        return np.zeros((ny, nx))
+    med = np.median(d)
+    s2 = (_MAD_TO_SIGMA * np.median(np.abs(d - med))) ** 2
+    if params.method == "median":
+        k = np.pi / 2 if params.statistic == "median" else 1.0
+    elif params.method == "fft":
+        k = 1.0 + params.fft_n_freq + (1.0 if params.fft_alternating else 0.0)
+    else:
+        k = 2.0
+    n = msk.sum(axis=0).astype(np.float64)
+    good = n >= params.min_pixels
+    var = np.where(good, k * s2 / np.maximum(n, 1.0), np.nan)
+    fill = 2.0 * np.nanmedian(var) if good.any() else k * s2
+    var = np.where(good, var, fill)
+    return np.broadcast_to(var[None, :], (ny, nx)).copy()
