@@ -19,7 +19,7 @@ Run::
 
     .venv/bin/python bench/science_regression.py [--seeds 10] [--nints 60] [--ngroups 20]
         [--presets prism-sub512,g395h-sub2048] [--out bench/results/science_regression.json]
-        [--set FIELD=VALUE ...] [--config FILE]
+        [--set FIELD=VALUE ...] [--config FILE] [--pipeline-path DIR]
 
 The JSON holds every (preset, seed, detector) row, the distribution (median, 10/90%,
 max of ratio; median and max |pull|), the git hash and the command line.
@@ -63,7 +63,7 @@ def true_white_rp(truth_path) -> float:
 
 
 def run_one(preset: str, seed: int, nints: int, ngroups: int | None, workdir: Path,
-            overrides: dict, config: str | None) -> list[dict]:
+            overrides: dict, config: str | None, pipeline_path: str | None = None) -> list[dict]:
     """Simulate, reduce and score one exposure; one row per detector."""
     from nirbeam.sim.simulator import simulate
     from nirbeam.stream.cli import main, write_sim_config
@@ -84,8 +84,18 @@ def run_one(preset: str, seed: int, nints: int, ngroups: int | None, workdir: Pa
             fh.write("\n" + Path(config).read_text())
     out = workdir / "out"
     t0 = time.perf_counter()
-    rc = main(["run", str(res.outdir), "--refs", str(res.refs_dir), "--out", str(out),
-               "--config", cfg, "--no-progress"])
+    args = ["run", str(res.outdir), "--refs", str(res.refs_dir), "--out", str(out),
+            "--config", cfg, "--no-progress"]
+    if pipeline_path:
+        # another nirbeam (e.g. `git archive <commit> nirbeam`) on the same simulated files
+        import os
+
+        env = {**os.environ, "PYTHONPATH": str(pipeline_path)}
+        code = "import sys; from nirbeam.stream.cli import main; sys.exit(main(sys.argv[1:]))"
+        rc = subprocess.run([sys.executable, "-c", code, *args], env=env,
+                            capture_output=True, text=True).returncode
+    else:
+        rc = main(args)
     t_run = time.perf_counter() - t0
     rows = []
     for det in res.config.detectors:
@@ -153,6 +163,8 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default=None, help="extra nirbeam TOML appended to the run config")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--keep", default=None, help="keep the work folders under this path")
+    ap.add_argument("--pipeline-path", default=None,
+                    help="run `nirbeam run` from this folder (PYTHONPATH), e.g. an older commit")
     a = ap.parse_args(argv)
     types = {f.name: f.type for f in dataclasses.fields(SimConfig)}
     overrides = {}
@@ -173,7 +185,8 @@ def main(argv=None) -> int:
                 shutil.rmtree(work)
             work.mkdir(parents=True)
             try:
-                rr = run_one(preset, seed, a.nints, ng, work, overrides, a.config)
+                rr = run_one(preset, seed, a.nints, ng, work, overrides, a.config,
+                             a.pipeline_path)
             finally:
                 if not a.keep:
                     shutil.rmtree(base, ignore_errors=True)

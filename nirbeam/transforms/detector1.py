@@ -255,30 +255,36 @@ def calibrate_groups(ramp, refs: ReferenceArrays, timing: RampTiming,
 
 
 def _hook_output(out):
-    """A group hook returns groups, or (groups, var_diff): the variance (DN^2, (ny, nx))
-    its correction adds to every group difference."""
+    """A group hook returns groups, or (groups, (var, kind)): the variance (DN^2,
+    (ny, nx)) its correction adds, per group (``kind='group'``, white) or per group
+    difference (``'difference'``, a random walk)."""
     if isinstance(out, tuple):
         g, v = out
-        return np.ascontiguousarray(g, np.float32), (None if v is None else np.asarray(v, np.float64))
+        return np.ascontiguousarray(g, np.float32), v
     return np.ascontiguousarray(out, np.float32), None
 
 
-def add_difference_variance(res: RateResult, var_diff: np.ndarray, ngroups: int,
-                            tgroup: float) -> None:
-    """Add to VAR_RNOISE (and ERR) the slope variance of an error of variance
-    ``var_diff`` (DN^2) in every group difference, independent between differences.
+def add_model_variance(res: RateResult, var_kind, ngroups: int, tgroup: float) -> None:
+    """Add to VAR_RNOISE (and ERR) the slope variance of a correction's own error.
 
-    Such an error is a random walk in the groups, like photon noise, so the variance of
-    the least-squares slope of ``N`` groups is ``6 (N^2 + 1) / (5 N (N^2 - 1)) *
-    var_diff / tgroup^2`` (the Poisson formula of :func:`nirbeam.sim.physics.ramp_variance`
-    with ``rate * tgroup / gain`` replaced by ``var_diff``). ``N`` is NGROUPS (ramps cut
-    by jumps or saturation have fewer groups: the term is then a lower bound).
+    ``var_kind = (var, kind)``, ``var`` (DN^2, (ny, nx)). ``kind='group'``: an error
+    independent from group to group (white, like read noise): the unweighted
+    least-squares slope of ``N`` groups gets ``12 var / (N (N^2 - 1) tgroup^2)``.
+    ``kind='difference'``: independent from difference to difference (a random walk,
+    like photon noise): ``6 (N^2 + 1) / (5 N (N^2 - 1)) var / tgroup^2`` (the formulas of
+    :func:`nirbeam.sim.physics.ramp_variance`). ``N`` is NGROUPS (ramps cut by jumps or
+    saturation have fewer groups: the term is then a lower bound).
     """
+    var, kind = var_kind
     n = int(ngroups)
     if n < 2:
         return
-    c = 6.0 * (n * n + 1) / (5.0 * n * (n * n - 1)) / float(tgroup) ** 2
-    v = np.where(np.isfinite(var_diff), var_diff, 0.0) * c
+    if kind == "group":  # groups 1..N-1 (the first group is the reference: no error)
+        c = (12.0 / (n * (n * n - 1)) - 36.0 / (n * n * (n + 1) ** 2)) / float(tgroup) ** 2
+    else:
+        c = 6.0 * (n * n + 1) / (5.0 * n * (n * n - 1)) / float(tgroup) ** 2
+    var = np.asarray(var, np.float64)
+    v = np.where(np.isfinite(var), var, 0.0) * c
     ok = np.isfinite(res.var_rnoise) & (res.err > 0)
     res.var_rnoise = np.where(ok, res.var_rnoise + v, res.var_rnoise).astype(np.float32)
     tot = res.var_poisson.astype(np.float64) + res.var_rnoise
@@ -635,7 +641,7 @@ def run_detector1(ramp, refs: ReferenceArrays, timing: RampTiming,
                              f"expected {ramp.shape}")
     res = fit_ramps(groups, gdq, pdq, refs, timing, params)
     if hook_var is not None:
-        add_difference_variance(res, hook_var, timing.ngroups, timing.tgroup)
+        add_model_variance(res, hook_var, timing.ngroups, timing.tgroup)
     res.n_jumps = info["n_jumps"]
     res.jump_skipped = info["jump_skipped"]
     return res
