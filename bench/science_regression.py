@@ -156,7 +156,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--seed0", type=int, default=100)
-    ap.add_argument("--nints", type=int, default=60)
+    ap.add_argument("--nints", default="60",
+                    help="integrations: N, or per preset, e.g. g395h-sub2048=40,prism-sub512=80")
     ap.add_argument("--ngroups", type=int, default=None)
     ap.add_argument("--presets", default="prism-sub512,g395h-sub2048")
     ap.add_argument("--set", action="append", default=[], help="SimConfig FIELD=VALUE")
@@ -173,7 +174,15 @@ def main(argv=None) -> int:
         overrides[k] = _parse_value(types[k], v)
     rows: list[dict] = []
     t_all = time.perf_counter()
+    nints_for = {}
+    for item in str(a.nints).split(","):
+        if "=" in item:
+            k, v = item.split("=", 1)
+            nints_for[k.strip()] = int(v)
+        else:
+            nints_for["*"] = int(item)
     for preset in a.presets.split(","):
+        nints = nints_for.get(preset, nints_for.get("*", 60))
         ng = a.ngroups
         if ng is None:
             ng = 20 if preset.startswith("g395h") else None
@@ -185,7 +194,7 @@ def main(argv=None) -> int:
                 shutil.rmtree(work)
             work.mkdir(parents=True)
             try:
-                rr = run_one(preset, seed, a.nints, ng, work, overrides, a.config,
+                rr = run_one(preset, seed, nints, ng, work, overrides, a.config,
                              a.pipeline_path)
             finally:
                 if not a.keep:

@@ -15,6 +15,7 @@ from nirbeam.transforms.flicker import (
     FlickerParams,
     clean_fft,
     clean_groups,
+    clean_groups_from_first,
     clean_median,
     clean_nsclean,
     clean_rate,
@@ -371,11 +372,19 @@ def test_group_hook_and_params():
         params = FlickerParams(method=method)
         hook = make_group_hook(params, mask)
         kw = params.cleaner_kwargs()
+        # the hook returns the groups cleaned against the first group and the model's
+        # variance (issue 13); group_reference='previous' is the difference cleaner
+        got, (var, kind) = hook(groups, gdq, pdq)
         np.testing.assert_array_equal(
-            hook(groups, gdq, pdq), clean_groups(groups, gdq, pdq, mask, method, **kw)
+            got, clean_groups_from_first(groups, gdq, pdq, mask, method, **kw)
+        )
+        assert kind == "group" and var.shape == (ny, nx) and np.all(var > 0)
+        prev = make_group_hook(dataclasses.replace(params, group_reference="previous"), mask)
+        np.testing.assert_array_equal(
+            prev(groups, gdq, pdq)[0], clean_groups(groups, gdq, pdq, mask, method, **kw)
         )
         # no mask: derived from the ramp itself, still cleans
-        out = make_group_hook(params)(groups, gdq, pdq)
+        out = make_group_hook(params)(groups, gdq, pdq)[0]
         assert striping_power(
             np.diff(out.astype(float), axis=0)[0] - np.diff(clean, axis=0)[0]
         ) < 0.1 * striping_power(
