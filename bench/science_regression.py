@@ -173,6 +173,7 @@ def main(argv=None) -> int:
         k, v = item.split("=", 1)
         overrides[k] = _parse_value(types[k], v)
     rows: list[dict] = []
+    git = _git_hash()  # the code measured (taken before the runs)
     t_all = time.perf_counter()
     nints_for = {}
     for item in str(a.nints).split(","):
@@ -205,7 +206,7 @@ def main(argv=None) -> int:
             rows.extend(rr)
     summary = summarise(rows)
     doc = {
-        "git": _git_hash(),
+        "git": git,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "wall_s": round(time.perf_counter() - t_all, 1),
         "summary": summary,

@@ -472,7 +472,7 @@ def test_nsclean_via_params_and_hook():
     mask = scene_mask(np.median(np.diff(clean, axis=0), axis=0))
     params = FlickerParams(method="nsclean", detector="NRS2")
     assert params.cleaner_kwargs()["reverse_columns"] is True
-    out = make_group_hook(params, mask)(
+    out, _ = make_group_hook(params, mask)(
         groups.astype(np.float32), np.zeros(groups.shape, np.uint8), np.zeros((ny, nx), np.uint32)
     )
     before = striping_power(np.diff(groups, axis=0)[0] - np.diff(clean, axis=0)[0])
@@ -600,8 +600,10 @@ def test_clean_groups_reference_fallbacks():
 def test_group_hook_equals_reference_for_default_params():
     rng = np.random.default_rng(33)
     groups, gdq, pdq, mask = _flagged_ramp(rng, 7, 32, 80)
-    for params in (FlickerParams(), FlickerParams(method="fft")):
-        got = make_group_hook(params, mask)(groups, gdq, pdq)
+    # the difference cleaner (group_reference='previous'): fast kernels == numpy reference
+    for params in (FlickerParams(group_reference="previous"),
+                   FlickerParams(method="fft", group_reference="previous")):
+        got, _ = make_group_hook(params, mask)(groups, gdq, pdq)
         ref = flicker._clean_groups_reference(
             groups, gdq, pdq, mask, params.method, **params.cleaner_kwargs()
         )

@@ -499,7 +499,13 @@ def _write_refs(cfg: SimConfig, det: str, props: phys.DetectorProps, refs_dir: P
         dead_f = dead
         refp = props.refpix
     if cfg.linearity_error > 0:
-        beta = (beta * (1.0 + rng_ref.normal(0.0, cfg.linearity_error, beta.shape))).astype(f32)
+        # one full-frame error field, cut like the references: the same pixel gets the
+        # same error in a subarray and a full-frame LINEARITY file
+        err = rng_ref.standard_normal((phys.FULL, phys.FULL))
+        if not full:
+            err = err[cfg.substrt2_for(det) - 1: cfg.substrt2_for(det) - 1 + ny,
+                      cfg.substrt1 - 1: cfg.substrt1 - 1 + nx]
+        beta = (beta * (1.0 + cfg.linearity_error * err)).astype(f32)
     coeffs = phys.linearity_coeffs(beta, cfg.linearity_ncoeffs)
     lin_dq = np.zeros(beta.shape, np.uint32)
     lin_dq[dead_f] |= dqflags.NO_LIN_CORR
