@@ -63,7 +63,8 @@ def true_white_rp(truth_path) -> float:
 
 
 def run_one(preset: str, seed: int, nints: int, ngroups: int | None, workdir: Path,
-            overrides: dict, config: str | None, pipeline_path: str | None = None) -> list[dict]:
+            overrides: dict, config: str | None, pipeline_path: str | None = None,
+            fix_geometry: bool = True) -> list[dict]:
     """Simulate, reduce and score one exposure; one row per detector."""
     from nirbeam.sim.simulator import simulate
     from nirbeam.stream.cli import main, write_sim_config
@@ -78,6 +79,11 @@ def run_one(preset: str, seed: int, nints: int, ngroups: int | None, workdir: Pa
     res = simulate(workdir / "sim", preset=preset, nints=nints, seed=seed, **kw)
     t_sim = time.perf_counter() - t0
     cfg = write_sim_config(res)
+    if fix_geometry:
+        # the depth pull needs a well-posed fit: a/R* and inclination at the simulator's
+        # values (known), only t0 and Rp/R* free (40-60 points do not constrain a and inc)
+        txt = Path(cfg).read_text().replace('free = ["t0", "rp", "a", "inc"]', 'free = ["t0", "rp"]')
+        Path(cfg).write_text(txt)
     if config:
         # append the user's sections after the [fit] section of the sim config
         with open(cfg, "a") as fh:
@@ -164,6 +170,8 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default=None, help="extra nirbeam TOML appended to the run config")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--keep", default=None, help="keep the work folders under this path")
+    ap.add_argument("--free-geometry", action="store_true",
+                    help="also fit a/R* and inclination (the sim config's default)")
     ap.add_argument("--pipeline-path", default=None,
                     help="run `nirbeam run` from this folder (PYTHONPATH), e.g. an older commit")
     a = ap.parse_args(argv)
@@ -196,7 +204,7 @@ def main(argv=None) -> int:
             work.mkdir(parents=True)
             try:
                 rr = run_one(preset, seed, nints, ng, work, overrides, a.config,
-                             a.pipeline_path)
+                             a.pipeline_path, not a.free_geometry)
             finally:
                 if not a.keep:
                     shutil.rmtree(base, ignore_errors=True)
