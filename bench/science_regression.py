@@ -156,8 +156,9 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def main(argv=None) -> int:
-    from nirbeam.sim.simulator import SimConfig, _parse_value
     import dataclasses
+
+    from nirbeam.sim.simulator import SimConfig, _parse_value
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=10)

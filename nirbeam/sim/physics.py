@@ -317,7 +317,7 @@ def make_scene(cfg, det_index: int, refpix: np.ndarray, tgroup: float, scale: fl
     ``scale`` (model units -> DN/s) defaults to the value that makes this detector's
     brightest pixel accumulate ``cfg.peak_signal_dn`` by the last group.
     """
-    ny, nx = cfg.subsize2, cfg.subsize1
+    nx = cfg.subsize1
     x = np.arange(nx, dtype=np.float64)
     s = x / (nx - 1)
     lam_lo, lam_hi = cfg.wave_range[det_index]
