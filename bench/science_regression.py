@@ -98,8 +98,8 @@ def run_one(preset: str, seed: int, nints: int, ngroups: int | None, workdir: Pa
 
         env = {**os.environ, "PYTHONPATH": str(pipeline_path)}
         code = "import sys; from nirbeam.stream.cli import main; sys.exit(main(sys.argv[1:]))"
-        rc = subprocess.run([sys.executable, "-c", code, *args], env=env,
-                            capture_output=True, text=True).returncode
+        rc = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=str(workdir),
+                            capture_output=True, text=True).returncode  # cwd: not this checkout
     else:
         rc = main(args)
     t_run = time.perf_counter() - t0
