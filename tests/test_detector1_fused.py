@@ -153,8 +153,9 @@ def test_beam_transform_rateints_records():
 
     ng, ny, nx = 6, 8, 10
     sims = [simulate(seed=s, ng=ng, ny=ny, nx=nx, rate=40.0, ncr=3) for s in range(3)]
+    # placed away from the full-frame border: no reference pixels, as in `expect`
     meta = ExposureMeta("jw0_01", "NRS1", "NIRSPEC", "NRS_BRIGHTOBJ", "NRSRAPID", "SUB",
-                        1000, 1, nx, ny, 3, ng, 1, 0, 1.0, 1.0, 6.0)
+                        1000, 100, nx, ny, 3, ng, 1, 0, 1.0, 1.0, 6.0)
     times = IntTimes(0, 0, 0, 0, 0, 0)
     recs = [IntegrationRecord(IntegrationKey("jw0_01", "NRS1", i + 1), meta, times, ramp=s.ramp)
             for i, s in enumerate(sims)]

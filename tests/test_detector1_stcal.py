@@ -147,7 +147,8 @@ def test_full_chain_matches_stcal_steps():
     refs = ReferenceArrays(mask, sat, sat_dq, bias, np.zeros((ny, nx), np.uint32), coeffs,
                            lin_dq, dark, np.zeros((ny, nx), np.uint32), rn, gain)
     timing = RampTiming(ng, 1, 0, 1.0, 1.0)
-    res = run_detector1(sim.ramp, refs, timing, Detector1Params(), SubarrayGeometry(100, nx, 1, ny))
+    # placed away from the full-frame border (SUBSTRT2=100): no reference pixels, as in stcal
+    res = run_detector1(sim.ramp, refs, timing, Detector1Params(), SubarrayGeometry(100, nx, 100, ny))
 
     # --- the stcal chain
     data = sim.ramp.astype(np.float32)[None].copy()
@@ -163,7 +164,7 @@ def test_full_chain_matches_stcal_steps():
     jgdq, jpdq, _ = stcal_jump(data[0], gdq[0], pdq, rn, gain)
     ref = stcal_ramp_fit(data[0], jgdq, jpdq, rn, gain, 1.0, 1.0)
     groups, mygdq, mypdq, _ = calibrate_groups(sim.ramp, refs, timing, Detector1Params(),
-                                               SubarrayGeometry(100, nx, 1, ny))
+                                               SubarrayGeometry(100, nx, 100, ny))
     np.testing.assert_array_equal(mygdq & ~np.uint8(dqflags.JUMP_DET),
                                   jgdq & ~np.uint8(dqflags.JUMP_DET))
     np.testing.assert_allclose(groups, data[0], rtol=1e-6, atol=1e-3)

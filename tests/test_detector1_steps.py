@@ -11,9 +11,7 @@ from nirbeam.transforms.dq_init import dq_init
 from nirbeam.transforms.linearity import apply_linearity
 from nirbeam.transforms.refpix import (
     SubarrayGeometry,
-    apply_refpix,
     reference_columns,
-    refpix_means,
 )
 from nirbeam.transforms.saturation import SaturationParams, flag_saturation
 from nirbeam.transforms.superbias import subtract_superbias
@@ -115,31 +113,7 @@ def test_saturation_numpy(ngrow):
     assert own.any() and (grown.sum() > own.sum() or ngrow == 0)
 
 
-def test_refpix_numpy_even_odd():
-    ng, ny, nx = 3, 8, 20
-    geom = SubarrayGeometry(substrt1=2040, subsize1=nx - 11)  # contains 2045..2048
-    nx = geom.subsize1
-    cols = reference_columns(geom, nx)
-    np.testing.assert_array_equal(cols, [5, 6, 7, 8])
-    g = RNG.normal(0, 5, (ng, ny, nx)).astype(np.float32)
-    g[:, :, 5::2] += 100.0  # full-frame columns 2045, 2047 (1-based) -> 0-based even
-    pdq = np.zeros((ny, nx), np.uint32)
-    pdq[0, 5] = dqflags.DO_NOT_USE
-    g[:, 0, 5] = 1e6  # excluded
-    parity0 = (geom.substrt1 - 1) % 2
-    means = refpix_means(g, np.zeros((ny, nx), np.float32), pdq, cols, parity0, True)
-    ffcol = np.arange(nx) + geom.substrt1 - 1
-    for p in (0, 1):
-        sel = np.zeros((ny, nx), bool)
-        sel[:, cols] = True
-        sel &= (ffcol % 2 == p)[None]
-        sel &= (pdq & dqflags.DO_NOT_USE) == 0
-        np.testing.assert_allclose(means[:, p], g[:, sel].mean(axis=1), rtol=1e-5)
-    out = g.copy()
-    apply_refpix(out, means, parity0)
-    np.testing.assert_allclose(out, g - means[:, ffcol % 2][:, None, :], rtol=1e-6)
-    # reference columns now average to zero per parity
-    assert np.all(np.abs(out[:, :, 6::2].mean(axis=(1, 2))) < 1e-3)
+# even/odd reference-pixel means (jwst frame, DMS-row parity): tests/test_refpix_jwst.py
 
 
 def test_refpix_geometry():

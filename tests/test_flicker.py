@@ -15,6 +15,7 @@ from nirbeam.transforms.flicker import (
     FlickerParams,
     clean_fft,
     clean_groups,
+    clean_groups_from_first,
     clean_median,
     clean_nsclean,
     clean_rate,
@@ -371,11 +372,19 @@ def test_group_hook_and_params():
         params = FlickerParams(method=method)
         hook = make_group_hook(params, mask)
         kw = params.cleaner_kwargs()
+        # the hook returns the groups cleaned against the first group and the model's
+        # variance (issue 13); group_reference='previous' is the difference cleaner
+        got, (var, kind) = hook(groups, gdq, pdq)
         np.testing.assert_array_equal(
-            hook(groups, gdq, pdq), clean_groups(groups, gdq, pdq, mask, method, **kw)
+            got, clean_groups_from_first(groups, gdq, pdq, mask, method, **kw)
+        )
+        assert kind == "group" and var.shape == (ny, nx) and np.all(var > 0)
+        prev = make_group_hook(dataclasses.replace(params, group_reference="previous"), mask)
+        np.testing.assert_array_equal(
+            prev(groups, gdq, pdq)[0], clean_groups(groups, gdq, pdq, mask, method, **kw)
         )
         # no mask: derived from the ramp itself, still cleans
-        out = make_group_hook(params)(groups, gdq, pdq)
+        out = make_group_hook(params)(groups, gdq, pdq)[0]
         assert striping_power(
             np.diff(out.astype(float), axis=0)[0] - np.diff(clean, axis=0)[0]
         ) < 0.1 * striping_power(
@@ -463,7 +472,7 @@ def test_nsclean_via_params_and_hook():
     mask = scene_mask(np.median(np.diff(clean, axis=0), axis=0))
     params = FlickerParams(method="nsclean", detector="NRS2")
     assert params.cleaner_kwargs()["reverse_columns"] is True
-    out = make_group_hook(params, mask)(
+    out, _ = make_group_hook(params, mask)(
         groups.astype(np.float32), np.zeros(groups.shape, np.uint8), np.zeros((ny, nx), np.uint32)
     )
     before = striping_power(np.diff(groups, axis=0)[0] - np.diff(clean, axis=0)[0])
@@ -591,8 +600,10 @@ def test_clean_groups_reference_fallbacks():
 def test_group_hook_equals_reference_for_default_params():
     rng = np.random.default_rng(33)
     groups, gdq, pdq, mask = _flagged_ramp(rng, 7, 32, 80)
-    for params in (FlickerParams(), FlickerParams(method="fft")):
-        got = make_group_hook(params, mask)(groups, gdq, pdq)
+    # the difference cleaner (group_reference='previous'): fast kernels == numpy reference
+    for params in (FlickerParams(group_reference="previous"),
+                   FlickerParams(method="fft", group_reference="previous")):
+        got, _ = make_group_hook(params, mask)(groups, gdq, pdq)
         ref = flicker._clean_groups_reference(
             groups, gdq, pdq, mask, params.method, **params.cleaner_kwargs()
         )

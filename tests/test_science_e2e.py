@@ -82,7 +82,9 @@ def test_one_over_f_cleaning_reaches_the_no_noise_scatter(tmp_path):
                      "--no-progress"]) == 0
         runs[name] = (res, out)
     off = tmp_path / "off.toml"
-    off.write_text("[flicker]\nenabled = false\n")
+    # "not cleaned": no 1/f handling at all; since issue 13 SUB512 gets jwst's
+    # pseudo-reference-pixel correction, itself a (crude) common-mode 1/f removal
+    off.write_text("[flicker]\nenabled = false\n[detector1.refpix]\npseudo_reference = false\n")
     res, _ = runs["with"]
     out_off = tmp_path / "out_off"
     assert main(["run", str(res.outdir), "--refs", str(res.refs_dir), "--out", str(out_off),

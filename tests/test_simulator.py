@@ -36,11 +36,13 @@ def prism(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
-    """No cosmic rays, no 1/f, no per-group drift: slopes must match TRUE_RATE."""
+    """No cosmic rays, no 1/f, no per-group drift or even/odd offsets, references equal to
+    the truth (the presets' realistic reference errors off): slopes must match TRUE_RATE."""
     out = tmp_path_factory.mktemp("clean")
     return simulate(
         out, "prism-sub512", nints=6, seed=5, ints_per_segment=6, ngroups=6,
-        cosmic_rays=False, one_over_f=False, bias_drift_dn=0.0,
+        cosmic_rays=False, one_over_f=False, bias_drift_dn=0.0, even_odd_dn=0.0,
+        even_odd_drift_dn=0.0, linearity_error=0.0, superbias_noise_dn=0.0,
     )
 
 
@@ -488,7 +490,8 @@ def test_theoretical_white_noise_matches_scatter(tmp_path):
 
 
 def test_snowballs(tmp_path):
-    res = simulate(tmp_path, "prism-sub512", nints=3, seed=12, cr_rate=0.0, snowball_rate=2e-4, one_over_f=False)
+    res = simulate(tmp_path, "prism-sub512", nints=3, seed=12, cr_rate=0.0, snowball_rate=2e-4,
+                   one_over_f=False, snowball_halo=False)
     cr = fits.getdata(res.truth_file, "COSMIC_RAYS")
     sb = cr[cr["kind"] == "SNOWBALL"]
     assert len(sb) > 20 and len(sb) == len(cr)
@@ -523,3 +526,22 @@ def test_readnoise_reference_matches_destriped_cds(tmp_path):
     print(f"destriped CDS variance {var_emp:.1f}, READNOISE^2 + Poisson {var_model:.1f}")
     # ~7e4 samples: 0.5% precision; the pixel-scale 1/f adds ~5% to READNOISE^2
     assert 0.975 < var_emp / var_model < 1.025
+
+
+def test_snowball_halos(tmp_path):
+    """With halos (the presets' default) each snowball also deposits a faint halo out to
+    three core radii: pixels beyond 4.5 px of a core, each below 2% of the core."""
+    res = simulate(tmp_path, "prism-sub512", nints=2, seed=12, cr_rate=0.0, snowball_rate=2e-4,
+                   one_over_f=False)
+    assert res.config.snowball_halo
+    cr = fits.getdata(res.truth_file, "COSMIC_RAYS")
+    far = 0
+    for row in cr:
+        same = cr[(cr["integration"] == row["integration"]) & (cr["group"] == row["group"])]
+        core = same[same["amplitude_dn"] >= 20000]
+        d = np.hypot(core["y"] - row["y"], core["x"] - row["x"]).min()
+        assert d <= 12.5
+        if d > 4.5:
+            far += 1
+            assert row["amplitude_dn"] < 0.02 * core["amplitude_dn"].max()
+    assert far > 50

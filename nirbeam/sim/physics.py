@@ -281,13 +281,43 @@ def _photon_spectrum(lam: np.ndarray, teff: float) -> np.ndarray:
     return lam**-4 / np.expm1(x)
 
 
+def _raw_profile(cfg, yc: np.ndarray, sig: np.ndarray, refpix: np.ndarray) -> np.ndarray:
+    """(ny, nx) pixel-integrated Gaussian core + faint wing, zero on reference pixels."""
+    ny = refpix.shape[0]
+    yy = np.arange(ny, dtype=np.float64)[:, None]
+    r2 = np.sqrt(2.0) * sig[None, :]
+    prof = 0.5 * (erf((yy + 0.5 - yc[None, :]) / r2) - erf((yy - 0.5 - yc[None, :]) / r2))
+    # faint wings so that a narrow box loses a little light (Lorentzian-ish halo)
+    if cfg.psf_wing > 0:
+        wing = 1.0 / (1.0 + ((yy - yc[None, :]) / (3.0 * sig[None, :])) ** 2)
+        wing /= wing.sum(axis=0, keepdims=True)
+        prof = (1 - cfg.psf_wing) * prof + cfg.psf_wing * wing
+    prof[refpix] = 0.0
+    return prof
+
+
+def shifted_profile(cfg, scene, refpix: np.ndarray, dy: float) -> np.ndarray:
+    """The scene's normalised profile with the trace moved by ``dy`` px along y.
+
+    Each column keeps its total (the profile sums to 1 where the scene's does), so a
+    jitter moves light between rows without changing the column flux.
+    """
+    if dy == 0.0:
+        return scene.profile
+    prof = _raw_profile(cfg, scene.y_center + dy, scene.sigma, refpix)
+    colsum = prof.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((colsum[None, :] > 0) & (scene.profile.sum(axis=0)[None, :] > 0),
+                        prof / colsum[None, :], 0.0)
+
+
 def make_scene(cfg, det_index: int, refpix: np.ndarray, tgroup: float, scale: float | None = None) -> SpectralScene:
     """Build the deterministic (noise-free) scene for detector ``det_index``.
 
     ``scale`` (model units -> DN/s) defaults to the value that makes this detector's
     brightest pixel accumulate ``cfg.peak_signal_dn`` by the last group.
     """
-    ny, nx = cfg.subsize2, cfg.subsize1
+    nx = cfg.subsize1
     x = np.arange(nx, dtype=np.float64)
     s = x / (nx - 1)
     lam_lo, lam_hi = cfg.wave_range[det_index]
@@ -306,15 +336,7 @@ def make_scene(cfg, det_index: int, refpix: np.ndarray, tgroup: float, scale: fl
     smin, smax = cfg.psf_sigma
     sig = smin + (smax - smin) * (lam - lam.min()) / max(np.ptp(lam), 1e-9)
 
-    yy = np.arange(ny, dtype=np.float64)[:, None]
-    r2 = np.sqrt(2.0) * sig[None, :]
-    prof = 0.5 * (erf((yy + 0.5 - yc[None, :]) / r2) - erf((yy - 0.5 - yc[None, :]) / r2))
-    # faint wings so that a narrow box loses a little light (Lorentzian-ish halo)
-    if cfg.psf_wing > 0:
-        wing = 1.0 / (1.0 + ((yy - yc[None, :]) / (3.0 * sig[None, :])) ** 2)
-        wing /= wing.sum(axis=0, keepdims=True)
-        prof = (1 - cfg.psf_wing) * prof + cfg.psf_wing * wing
-    prof[refpix] = 0.0
+    prof = _raw_profile(cfg, yc, sig, refpix)
     colsum = prof.sum(axis=0)
     # brightest pixel accumulates peak_signal_dn by the last group
     if scale is None:
@@ -372,34 +394,35 @@ def group_times(cfg) -> np.ndarray:
     return cfg.tframe * (1 + np.arange(cfg.ngroups) * (cfg.nframes + cfg.groupgap))
 
 
-def _one_over_f_series(rng: np.random.Generator, n: int, amp: float) -> np.ndarray:
-    """One real 1/f (pink) series of n samples, expected standard deviation ``amp``."""
+def _one_over_f_series(rng: np.random.Generator, n: int, amp: float, alpha: float = 1.0) -> np.ndarray:
+    """One real 1/f^alpha series of n samples, expected standard deviation ``amp``."""
     nf = n // 2 + 1
     k = np.arange(nf, dtype=np.float64)
     amp_k = np.zeros(nf)
-    amp_k[1:] = k[1:] ** -0.5
+    amp_k[1:] = k[1:] ** (-0.5 * alpha)
     spec = (rng.standard_normal(nf) + 1j * rng.standard_normal(nf)) * amp_k
     series = np.fft.irfft(spec, n)
     expected_var = (2.0 / n**2) * 2.0 * np.sum(amp_k[1:] ** 2)
     return series * (amp / np.sqrt(expected_var))
 
 
-def one_over_f_columns(rng: np.random.Generator, ngroups: int, nx: int, amp: float, overhead: int = 8) -> np.ndarray:
+def one_over_f_columns(rng: np.random.Generator, ngroups: int, nx: int, amp: float, overhead: int = 8, alpha: float = 1.0) -> np.ndarray:
     """(ngroups, nx) per-column offsets (DN) from one continuous 1/f series per integration.
 
     The series is sampled once per column read; ``overhead`` idle column slots separate
     frames. Normalised to an expected standard deviation ``amp``.
     """
     ncol = nx + overhead
-    series = _one_over_f_series(rng, ngroups * ncol, amp)
+    series = _one_over_f_series(rng, ngroups * ncol, amp, alpha)
     return series.reshape(ngroups, ncol)[:, :nx]
 
 
-def _harmonic(n: int) -> float:
-    return float(np.sum(1.0 / np.arange(1, max(n, 1) + 1)))
+def _harmonic(n: int, alpha: float = 1.0) -> float:
+    """sum_{k=1}^{n} k^-alpha (power of a 1/f^alpha spectrum up to frequency index n)."""
+    return float(np.sum(np.arange(1, max(n, 1) + 1, dtype=np.float64) ** -alpha))
 
 
-def one_over_f_pixel_variance(ngroups: int, ny: int, nx: int, amp: float, line_overhead: int = 12, frame_overhead: int = 8) -> float:
+def one_over_f_pixel_variance(ngroups: int, ny: int, nx: int, amp: float, line_overhead: int = 12, frame_overhead: int = 8, alpha: float = 1.0) -> float:
     """Per-read variance (DN^2) of the pixel-scale (above column frequency) 1/f part.
 
     This part is independent from group to group and cannot be removed by column
@@ -407,7 +430,7 @@ def one_over_f_pixel_variance(ngroups: int, ny: int, nx: int, amp: float, line_o
     """
     n_total = ngroups * (nx + frame_overhead) * (ny + line_overhead)
     n_low = ngroups * (nx + frame_overhead)
-    f_low = _harmonic(n_low // 2) / _harmonic(n_total // 2)
+    f_low = _harmonic(n_low // 2, alpha) / _harmonic(n_total // 2, alpha)
     return float(amp**2 * max(1.0 - f_low, 0.0))
 
 
@@ -420,8 +443,9 @@ def one_over_f_pixels(
     fast_reversed: bool = False,
     line_overhead: int = 12,
     frame_overhead: int = 8,
+    alpha: float = 1.0,
 ) -> np.ndarray:
-    """(ngroups, ny, nx) 1/f noise (DN) of the pixel clock over one integration.
+    """(ngroups, ny, nx) 1/f^alpha noise (DN) of the pixel clock over one integration.
 
     Readout: the fast direction is y (a column of ``ny`` pixels plus ``line_overhead``
     idle clocks), the slow one x; ``frame_overhead`` idle columns separate frames. NRS2
@@ -438,8 +462,8 @@ def one_over_f_pixels(
 
     nline = ny + line_overhead
     ncol = nx + frame_overhead
-    var_hi = one_over_f_pixel_variance(ngroups, ny, nx, amp, line_overhead, frame_overhead)
-    low = one_over_f_columns(rng, ngroups, nx, np.sqrt(max(amp**2 - var_hi, 0.0)), frame_overhead)
+    var_hi = one_over_f_pixel_variance(ngroups, ny, nx, amp, line_overhead, frame_overhead, alpha)
+    low = one_over_f_columns(rng, ngroups, nx, np.sqrt(max(amp**2 - var_hi, 0.0)), frame_overhead, alpha)
     # high part: per group, frequencies above the column-read frequency only
     n_g = ncol * nline
     m = next_fast_len(n_g, real=True)
@@ -447,7 +471,7 @@ def one_over_f_pixels(
     k = np.arange(nf, dtype=np.float64)
     kc = int(np.ceil(ncol * m / n_g / 2.0))
     a = np.zeros(nf, np.float32)
-    a[kc:] = (k[kc:] ** -0.5).astype(np.float32)
+    a[kc:] = (k[kc:] ** (-0.5 * alpha)).astype(np.float32)
     spec = rng.standard_normal((ngroups, nf), dtype=np.float32) + 1j * rng.standard_normal((ngroups, nf), dtype=np.float32)
     spec *= a
     hi = np.fft.irfft(spec, m, axis=-1)[:, :n_g]
@@ -512,6 +536,18 @@ def draw_cosmic_rays(rng: np.random.Generator, cfg, live: np.ndarray, t_int: flo
         d = np.hypot(yy + 0.5 - cy, xx + 0.5 - cx)
         a = np.where(d < 0.5 * r, core, core * np.exp(-3.0 * ((d - 0.5 * r) / (0.5 * r)) ** 2))
         ok = (d <= r) & (a > 50.0)
+        if getattr(cfg, "snowball_halo", False):
+            # faint diffuse halo out to 3 r (charge spread around the core), below the
+            # per-pixel jump threshold at its outer edge
+            rh = 3.0 * r
+            y0, y1 = max(int(cy - rh - 1), 0), min(int(cy + rh + 2), ny)
+            x0, x1 = max(int(cx - rh - 1), 0), min(int(cx + rh + 2), nx)
+            yy, xx = np.mgrid[y0:y1, x0:x1]
+            d = np.hypot(yy + 0.5 - cy, xx + 0.5 - cx)
+            halo = cfg.snowball_halo_frac * core * np.exp(-(d - r) / r)
+            core_a = np.where(d < 0.5 * r, core, core * np.exp(-3.0 * ((d - 0.5 * r) / (0.5 * r)) ** 2))
+            a = np.where(d <= r, core_a, 0.0) + np.where(d > r, halo, 0.0)
+            ok = (d <= rh) & (a > 5.0)
         gs.append(np.full(ok.sum(), g)), ys.append(yy[ok]), xs.append(xx[ok]), amps.append(a[ok])
         kinds.append(np.ones(ok.sum(), np.int8))
     if not gs:
@@ -569,18 +605,36 @@ def simulate_integration(
     sig -= props.beta * sig * sig  # classical non-linearity
     raw = sig
     raw += props.bias + rng.normal(0.0, cfg.bias_int_sigma)
-    if cfg.bias_drift_dn > 0:
+    if cfg.ktc_dn > 0:  # reset (kTC) noise: one offset per pixel per integration
+        raw += rng.normal(0.0, cfg.ktc_dn, (ny, nx))
+    if cfg.bias_drift_dn > 0:  # common bias drift per group (seen by reference pixels too)
         drift = rng.normal(0.0, cfg.bias_drift_dn, G)
-        eo = rng.normal(0.0, 0.3 * cfg.bias_drift_dn, G)
-        parity = (np.arange(nx) % 2) * 2.0 - 1.0
-        raw += drift[:, None, None] + eo[:, None, None] * parity[None, None, :]
+        raw += drift[:, None, None]
+    if cfg.even_odd_dn > 0 or cfg.even_odd_drift_dn > 0:
+        raw += even_odd_offsets(rng, cfg, G, ny)[:, :, None]
     raw += rng.standard_normal((G, ny, nx)) * (props.rn_cds / np.sqrt(2.0))
     if cfg.one_over_f and cfg.one_over_f_dn > 0:
-        raw += one_over_f_pixels(rng, G, ny, nx, cfg.one_over_f_dn, fast_reversed=fast_reversed)
+        raw += one_over_f_pixels(rng, G, ny, nx, cfg.one_over_f_dn, fast_reversed=fast_reversed,
+                                 alpha=cfg.one_over_f_alpha)
     np.minimum(raw, props.sat_hard, out=raw)
     np.rint(raw, out=raw)
     np.clip(raw, 0, 65535, out=raw)
     return raw.astype(np.uint16), hits
+
+
+def even_odd_offsets(rng: np.random.Generator, cfg, ngroups: int, ny: int) -> np.ndarray:
+    """(ngroups, ny) even/odd offsets (DN) alternating along the fast-read axis.
+
+    NIRSpec reads along detector rows, i.e. along DMS y (the DMS frame is the transpose
+    of the detector frame; jwst ``refpix`` NRS1/NRS2 ``dms_to_detector``), so the
+    alternating even/odd detector-column offset alternates with the parity of the
+    full-frame DMS row ``SUBSTRT2 - 1 + y``. Per integration the offset starts at
+    N(0, even_odd_dn) and drifts from group to group as a random walk with steps
+    N(0, even_odd_drift_dn). Returned as +off on even, -off on odd full-frame rows.
+    """
+    off = rng.normal(0.0, cfg.even_odd_dn) + np.cumsum(rng.normal(0.0, cfg.even_odd_drift_dn, ngroups))
+    parity = ((cfg.substrt2 - 1 + np.arange(ny)) % 2) * -2.0 + 1.0  # +1 even, -1 odd
+    return off[:, None] * parity[None, :]
 
 
 def ramp_variance(rate_dn_s: np.ndarray, gain: np.ndarray, rn_cds: np.ndarray, ngroups: int, tgroup: float) -> np.ndarray:

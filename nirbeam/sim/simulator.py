@@ -125,6 +125,21 @@ class SimConfig:
     bias_sigma: float = 400.0
     bias_int_sigma: float = 8.0
     bias_drift_dn: float = 3.0
+    # even/odd offset alternating along the fast-read axis (DMS rows), per integration
+    # N(0, even_odd_dn), drifting per group as a random walk of step even_odd_drift_dn
+    even_odd_dn: float = 0.0
+    even_odd_drift_dn: float = 0.0
+    ktc_dn: float = 0.0  # reset (kTC) noise per pixel per integration, DN
+    # references that differ from the truth: superbias + N(0, superbias_noise_dn);
+    # linearity from beta * (1 + N(0, linearity_error))
+    superbias_noise_dn: float = 0.0
+    linearity_error: float = 0.0
+    # trace motion along y: jitter N(0, trace_jitter_px) per integration plus a linear
+    # drift of trace_drift_px over the exposure (centred)
+    trace_jitter_px: float = 0.0
+    trace_drift_px: float = 0.0
+    snowball_halo: bool = False
+    snowball_halo_frac: float = 0.01
     gain_mean: float = 1.05
     readnoise_cds: float = 14.0
     nonlin_beta: tuple[float, float] = (1.0e-6, 1.5e-6)
@@ -136,6 +151,7 @@ class SimConfig:
     dead_pixel_fraction: float = 1e-4
     one_over_f: bool = True
     one_over_f_dn: float = 4.0
+    one_over_f_alpha: float = 1.0  # power spectrum ~ f^-alpha over the whole ramp
     cosmic_rays: bool = True
     cr_rate: float = 2e-5  # primary events per pixel per second
     cr_amplitude_dn: tuple[float, float] = (100.0, 5000.0)
@@ -179,8 +195,23 @@ class SimConfig:
         return self.substrt2 if det == "NRS1" else self.substrt2_nrs2
 
 
+#: 1/f rms per read (DN) of the G395H preset; see docs/notes/issue-13.md for the choice
+G395H_ONE_OVER_F_DN = 12.0
+
+#: Effects real data have that the pipeline must survive, on by default in the presets
+#: (issue 13). Amplitudes: even/odd and drifts of a few DN as jwst's refpix docs say
+#: ("of the order of a few counts"); kTC ~30 DN; superbias noise of a reference made
+#: from ~100 darks (14 DN CDS / sqrt(100) ~ 1.5 DN); 2% per-pixel error on the
+#: non-linearity; trace jitter 0.005 px rms and drift 0.02 px (JWST pointing holds ~1 mas,
+#: 0.01 NIRSpec pixel); snowballs with a 1% halo. (With 0.02 px jitter and 0.05 px drift the
+#: time-domain outlier flags and the fixed extraction profile fail: docs/notes/issue-13.md.)
+REALISTIC = dict(
+    even_odd_dn=3.0, even_odd_drift_dn=0.5, ktc_dn=30.0, superbias_noise_dn=1.5,
+    linearity_error=0.02, trace_jitter_px=0.005, trace_drift_px=0.02, snowball_halo=True,
+)
+
 PRESETS: dict[str, SimConfig] = {
-    "prism-sub512": SimConfig(preset="prism-sub512"),
+    "prism-sub512": SimConfig(preset="prism-sub512", **REALISTIC),
     # SUBSTRT2 for G395H from ESA-JWST-SCI-NRS-TN-2018-002 (NRS1 963, NRS2 1055)
     "g395h-sub2048": SimConfig(
         preset="g395h-sub2048",
@@ -206,6 +237,8 @@ PRESETS: dict[str, SimConfig] = {
         trace_poly=(15.5, -1.2, 1.0),
         psf_sigma=(0.8, 1.1),
         rp_feature_amp=0.03,
+        one_over_f_dn=G395H_ONE_OVER_F_DN,
+        **REALISTIC,
     ),
 }
 
@@ -419,7 +452,8 @@ def _rn_extra_var(cfg: SimConfig) -> float:
     """CDS variance (DN^2) added to the white read noise by the pixel-scale 1/f part."""
     if not (cfg.one_over_f and cfg.one_over_f_dn > 0):
         return 0.0
-    return 2.0 * phys.one_over_f_pixel_variance(cfg.ngroups, cfg.subsize2, cfg.subsize1, cfg.one_over_f_dn)
+    return 2.0 * phys.one_over_f_pixel_variance(cfg.ngroups, cfg.subsize2, cfg.subsize1, cfg.one_over_f_dn,
+                                                alpha=cfg.one_over_f_alpha)
 
 
 def _write_refs(cfg: SimConfig, det: str, props: phys.DetectorProps, refs_dir: Path, seed: int, det_idx: int) -> dict[str, Path]:
@@ -435,9 +469,14 @@ def _write_refs(cfg: SimConfig, det: str, props: phys.DetectorProps, refs_dir: P
     zero_dq = np.zeros((ny, nx), np.uint32)
     dead = (props.mask & dqflags.DEAD) != 0
 
+    # references that are not the truth (seeded apart from the data)
+    rng_ref = np.random.default_rng([seed, det_idx, 5])
+    sb = props.bias.astype(np.float64)
+    if cfg.superbias_noise_dn > 0:
+        sb = sb + rng_ref.normal(0.0, cfg.superbias_noise_dn, sb.shape)
     out["superbias"] = write_reference(
         p("superbias"), "SUPERBIAS", {**sub, "DESCRIP": "Simulated superbias"},
-        {"SCI": props.bias.astype(f32), "ERR": np.full((ny, nx), 1.0, f32), "DQ": zero_dq},
+        {"SCI": sb.astype(f32), "ERR": np.full((ny, nx), 1.0, f32), "DQ": zero_dq},
         ["DO_NOT_USE", "UNRELIABLE_BIAS"], bunit="DN",
     )
     ngd = max(cfg.dark_ngroups or 0, cfg.ngroups)
@@ -464,6 +503,14 @@ def _write_refs(cfg: SimConfig, det: str, props: phys.DetectorProps, refs_dir: P
         beta, sat, rn, gain, mask = props.beta, props.sat_ref, props.rn_cds, props.gain, props.mask
         dead_f = dead
         refp = props.refpix
+    if cfg.linearity_error > 0:
+        # one full-frame error field, cut like the references: the same pixel gets the
+        # same error in a subarray and a full-frame LINEARITY file
+        err = rng_ref.standard_normal((phys.FULL, phys.FULL))
+        if not full:
+            err = err[cfg.substrt2_for(det) - 1: cfg.substrt2_for(det) - 1 + ny,
+                      cfg.substrt1 - 1: cfg.substrt1 - 1 + nx]
+        beta = (beta * (1.0 + cfg.linearity_error * err)).astype(f32)
     coeffs = phys.linearity_coeffs(beta, cfg.linearity_ncoeffs)
     lin_dq = np.zeros(beta.shape, np.uint32)
     lin_dq[dead_f] |= dqflags.NO_LIN_CORR
@@ -618,6 +665,11 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
         rate_oot = scene.rate_oot
         ny, nx = rate_oot.shape
         t_collect = cfg.tgroup * cfg.ngroups
+        trace_dy = np.zeros(cfg.nints)
+        if cfg.trace_drift_px and cfg.nints > 1:
+            trace_dy += cfg.trace_drift_px * (np.arange(cfg.nints) / (cfg.nints - 1) - 0.5)
+        if cfg.trace_jitter_px > 0:
+            trace_dy += np.random.default_rng([seed, didx, 4]).normal(0.0, cfg.trace_jitter_px, cfg.nints)
 
         # truth: TRUE_RATE is streamed like the uncal data (never the whole exposure)
         truth_path = outdir / f"{exposure}_{det.lower()}_truth.fits"
@@ -640,7 +692,8 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
             hdr = _primary_header(dcfg, det, s + 1, lo + 1, hi, times, fname)
             w = UncalSegmentWriter(path, hdr, (hi - lo, cfg.ngroups, ny, nx))
             for i in range(lo, hi):
-                rate = rate_oot * rel[i][None, :]
+                prof_i = phys.shifted_profile(dcfg, scene, props.refpix, float(trace_dy[i]))
+                rate = prof_i * scene.column_flux[None, :] * rel[i][None, :]
                 rng = np.random.default_rng([seed, didx, 2, i])
                 ramp, hits = phys.simulate_integration(rng, dcfg, props, rate, t_collect, fast_reversed=det == "NRS2")
                 w.write(ramp)
@@ -658,7 +711,7 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
                 tables.append(it_hdu.copy())
             paths.append(w.close(tables))
         uncal_by_det[det] = tuple(paths)
-        truth[det] = tw.close(_truth_tables(props, scene, rel, ap_flux, sig_white, cr_rows, t_mid))
+        truth[det] = tw.close(_truth_tables(props, scene, rel, ap_flux, sig_white, cr_rows, t_mid, trace_dy))
         wl_maps[det] = _write_wavelength_map(outdir / f"{exposure}_{det.lower()}_wavelength.fits",
                                              det, scene.wavelength, ny)
 
@@ -692,7 +745,7 @@ def _write_wavelength_map(path: Path, det: str, wavelength_um: np.ndarray, ny: i
     return path
 
 
-def _truth_tables(props, scene, rel, ap_flux, sig_white, cr_rows, t_mid) -> list:
+def _truth_tables(props, scene, rel, ap_flux, sig_white, cr_rows, t_mid, trace_dy) -> list:
     """Truth extensions after TRUE_RATE (images then tables)."""
     nx = props.shape[1]
     nints = rel.shape[0]
@@ -737,6 +790,7 @@ def _truth_tables(props, scene, rel, ap_flux, sig_white, cr_rows, t_mid) -> list
             "white_flux_dn_s": white,
             "aperture_flux_dn_s": ap_flux,
             "theoretical_sigma_white": sig_white,
+            "trace_dy": np.asarray(trace_dy, np.float64),
         }),
         _table("COSMIC_RAYS", cr),
         _table("HOT_PIXELS", {

@@ -221,7 +221,7 @@ class Calibrate:
         from nirbeam.transforms.flicker import make_group_hook
 
         refs = refs_from_store(self.root, rec.key.group, self.token)
-        fl = self.settings.flicker
+        fl = self.settings.flicker.for_detector(rec.meta.detector)  # NRS2 readout direction
         hook = None
         if fl.enabled and fl.level == "group":
             hook = make_group_hook(fl, scene_mask_from_store(self.root, rec.key.group, self.token))

@@ -1,8 +1,8 @@
 """detector1: one integration's raw ramp -> rate images, fused in one numba pass.
 
 Steps (jwst calwebb_detector1 near-IR order, those on by default for NIRSpec TSO):
-dq_init -> saturation -> superbias -> refpix -> linearity -> dark_current -> jump ->
-[group hook, e.g. 1/f cleaning] -> ramp_fit. Each step lives in its own module
+dq_init -> saturation -> superbias -> refpix -> linearity -> dark_current ->
+[group hook, e.g. 1/f cleaning] -> jump -> ramp_fit. Each step lives in its own module
 (``nirbeam.transforms.<step>``) with per-pixel numba helpers; this module chains them.
 
 Three entry points:
@@ -26,7 +26,7 @@ per integration, so equal to stcal called on one integration, while jwst calls s
 the whole exposure, where the jump step takes the median difference over all
 integrations (and sigma-clips across integrations for >= 100 of them) and the Poisson
 variance uses the median rate averaged over integrations; the reference-pixel correction
-is a plain even/odd mean (no sigma clipping, no IRS2); the average dark current entering
+is jwst's subarray one (no IRS2, no side-pixel smoothing of full frames); the average dark current entering
 the Poisson variance is zero; CHARGELOSS read-noise recomputation is not done.
 """
 
@@ -182,11 +182,13 @@ def _time32(t: float) -> float:
     return float(np.float32(t))
 
 
-def _refpix_setup(refs, geometry, nx, params: Detector1Params):
+def _refpix_setup(refs, geometry, shape, params: Detector1Params):
+    """(reference mask (ny, nx) bool, DMS-row parity of y = 0); an all-False mask
+    when the step is off or there are no reference pixels."""
     if not params.refpix.enabled or geometry is None:
-        return np.zeros(0, np.int64), 0
-    cols = _refpix.reference_columns(geometry, nx)
-    return cols, (geometry.substrt1 - 1) % 2
+        return np.zeros(shape, np.bool_), 0
+    ref = _refpix.reference_mask(geometry, shape, params.refpix, refs.mask)
+    return np.ascontiguousarray(ref), geometry.row_parity0
 
 
 # ---------------------------------------------------------------------------------------
@@ -195,8 +197,13 @@ def _refpix_setup(refs, geometry, nx, params: Detector1Params):
 
 def calibrate_groups(ramp, refs: ReferenceArrays, timing: RampTiming,
                      params: Detector1Params = Detector1Params(),
-                     subarray_geometry: SubarrayGeometry | None = None):
+                     subarray_geometry: SubarrayGeometry | None = None,
+                     pre_jump_hook: Callable | None = None):
     """dq_init .. jump on one integration, step by step.
+
+    ``pre_jump_hook`` ``(groups, groupdq, pixeldq) -> groups`` runs after dark_current
+    and before jump (group-level 1/f cleaning: a common-mode column offset in one group
+    difference would otherwise read as a jump in every pixel of those columns).
 
     Parameters
     ----------
@@ -222,21 +229,66 @@ def calibrate_groups(ramp, refs: ReferenceArrays, timing: RampTiming,
                              refs.superbias, timing.nframes, timing.groupgap, params.saturation)
     if params.superbias.enabled and refs.superbias is not None:
         _sb.subtract_superbias(groups, pixeldq, _f32(refs.superbias), _u32(refs.superbias_dq))
-    cols, parity0 = _refpix_setup(refs, subarray_geometry, nx, params)
-    if cols.size:
-        means = _refpix.refpix_means(groups, np.zeros((ny, nx), np.float32), pixeldq, cols,
-                                     parity0, params.refpix.odd_even_columns)
+    refmask, parity0 = _refpix_setup(refs, subarray_geometry, (ny, nx), params)
+    if refmask.any():
+        means = _refpix.refpix_means(groups, np.zeros((ny, nx), np.float32), pixeldq, refmask,
+                                     parity0, params.refpix.odd_even_columns,
+                                     float(params.refpix.sigma_clip))
         _refpix.apply_refpix(groups, means, parity0)
     if params.linearity.enabled and refs.linearity is not None:
         _lin.apply_linearity(groups, groupdq, pixeldq, _f32(refs.linearity),
                              _u32(refs.linearity_dq))
     if params.dark.enabled and refs.dark is not None:
         _dark.subtract_dark(groups, pixeldq, _f32(refs.dark), _u32(refs.dark_dq))
+    hook_var = None
+    if pre_jump_hook is not None:
+        groups, hook_var = _hook_output(pre_jump_hook(groups, groupdq, pixeldq))
+        if groups.shape != ramp.shape:
+            raise ValueError(f"detector1: group_hook returned shape {groups.shape}, "
+                             f"expected {ramp.shape}")
     n_jumps, skipped = 0, False
     if params.jump.enabled:
         n_jumps, skipped = _jump.detect_jumps(groups, groupdq, pixeldq, _f32(refs.readnoise),
                                               _f32(refs.gain), timing.nframes, params.jump)
-    return groups, groupdq, pixeldq, {"n_jumps": n_jumps, "jump_skipped": skipped}
+    return groups, groupdq, pixeldq, {"n_jumps": n_jumps, "jump_skipped": skipped,
+                                      "hook_var": hook_var}
+
+
+def _hook_output(out):
+    """A group hook returns groups, or (groups, (var, kind)): the variance (DN^2,
+    (ny, nx)) its correction adds, per group (``kind='group'``, white) or per group
+    difference (``'difference'``, a random walk)."""
+    if isinstance(out, tuple):
+        g, v = out
+        return np.ascontiguousarray(g, np.float32), v
+    return np.ascontiguousarray(out, np.float32), None
+
+
+def add_model_variance(res: RateResult, var_kind, ngroups: int, tgroup: float) -> None:
+    """Add to VAR_RNOISE (and ERR) the slope variance of a correction's own error.
+
+    ``var_kind = (var, kind)``, ``var`` (DN^2, (ny, nx)). ``kind='group'``: an error
+    independent from group to group (white, like read noise): the unweighted
+    least-squares slope of ``N`` groups gets ``12 var / (N (N^2 - 1) tgroup^2)``.
+    ``kind='difference'``: independent from difference to difference (a random walk,
+    like photon noise): ``6 (N^2 + 1) / (5 N (N^2 - 1)) var / tgroup^2`` (the formulas of
+    :func:`nirbeam.sim.physics.ramp_variance`). ``N`` is NGROUPS (ramps cut by jumps or
+    saturation have fewer groups: the term is then a lower bound).
+    """
+    var, kind = var_kind
+    n = int(ngroups)
+    if n < 2:
+        return
+    if kind == "group":  # groups 1..N-1 (the first group is the reference: no error)
+        c = (12.0 / (n * (n * n - 1)) - 36.0 / (n * n * (n + 1) ** 2)) / float(tgroup) ** 2
+    else:
+        c = 6.0 * (n * n + 1) / (5.0 * n * (n * n - 1)) / float(tgroup) ** 2
+    var = np.asarray(var, np.float64)
+    v = np.where(np.isfinite(var), var, 0.0) * c
+    ok = np.isfinite(res.var_rnoise) & (res.err > 0)
+    res.var_rnoise = np.where(ok, res.var_rnoise + v, res.var_rnoise).astype(np.float32)
+    tot = res.var_poisson.astype(np.float64) + res.var_rnoise
+    res.err = np.where(ok, np.sqrt(np.maximum(tot, 0.0)), res.err).astype(np.float32)
 
 
 def fit_ramps(groups, groupdq, pixeldq, refs: ReferenceArrays, timing: RampTiming,
@@ -354,15 +406,14 @@ def _fused_band(ramp, r0, r1,
                     pdq |= sat_pdq[cr, x]
                 PDQ[s, x] = pdq | sb_dq[cr, x]
             for g in range(ng):
-                m0 = refmeans[g, parity0 % 2]
-                m1 = refmeans[g, (parity0 + 1) % 2]
+                mrow = refmeans[g, (parity0 + cr) % 2]  # DMS-row parity = detector column
                 for x in range(nx):
                     r = ramp[g, cr, x]
                     if do_sat and r <= 0:
                         Q[s, x, g] |= _ADF | _DNU
                     v = np.float32(np.float32(r) - bias[cr, x])
                     if do_refpix:
-                        v = np.float32(v - (m0 if x % 2 == 0 else m1))
+                        v = np.float32(v - mrow)
                     D[s, x, g] = v
             if do_lin:
                 for x in range(nx):
@@ -486,12 +537,12 @@ def _fused(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detector1Par
     bias = bias_sat if sb_on else np.zeros((ny, nx), np.float32)
     sb_dq = _u32(refs.superbias_dq) if sb_on else z32
     # refpix prepass
-    cols, parity0 = _refpix_setup(refs, geometry, nx, p)
-    do_refpix = cols.size > 0
+    refmask, parity0 = _refpix_setup(refs, geometry, (ny, nx), p)
+    do_refpix = bool(refmask.any())
     if do_refpix:
         pdq_ref = (mask if p.dq_init.enabled else z32) | sat_pdq | sb_dq
-        refmeans = _refpix.refpix_means(ramp, bias, pdq_ref, cols, parity0,
-                                        p.refpix.odd_even_columns)
+        refmeans = _refpix.refpix_means(ramp, bias, pdq_ref, refmask, parity0,
+                                        p.refpix.odd_even_columns, float(p.refpix.sigma_clip))
     else:
         refmeans = np.zeros((ng, 2), np.float32)
     do_lin = p.linearity.enabled and refs.linearity is not None
@@ -560,7 +611,10 @@ def run_detector1(ramp, refs: ReferenceArrays, timing: RampTiming,
     params : Detector1Params
     geometry : SubarrayGeometry or None (None: no reference-pixel correction)
     group_hook : callable ``(groups, groupdq, pixeldq) -> groups`` or None
-        Run between jump and ramp fit (1/f cleaning). Forces the unfused path.
+        Group-level correction (1/f cleaning). Runs after dark_current and *before*
+        jump detection, unless the hook has an attribute ``before_jump = False``
+        (then between jump and ramp fit, the order before issue 13). Forces the
+        unfused path.
     fused : bool
         Use the fused single-pass kernel when no hook is given (default).
     parallel : bool
@@ -576,13 +630,18 @@ def run_detector1(ramp, refs: ReferenceArrays, timing: RampTiming,
                          "use calibrate_groups() for the groups")
     if group_hook is None and fused:
         return _fused(ramp, refs, timing, params, geometry, parallel)
-    groups, gdq, pdq, info = calibrate_groups(ramp, refs, timing, params, geometry)
-    if group_hook is not None:
-        groups = np.asarray(group_hook(groups, gdq, pdq), np.float32)
+    before = group_hook is not None and bool(getattr(group_hook, "before_jump", True))
+    groups, gdq, pdq, info = calibrate_groups(ramp, refs, timing, params, geometry,
+                                              group_hook if before else None)
+    hook_var = info["hook_var"]
+    if group_hook is not None and not before:
+        groups, hook_var = _hook_output(group_hook(groups, gdq, pdq))
         if groups.shape != ramp.shape:
             raise ValueError(f"detector1: group_hook returned shape {groups.shape}, "
                              f"expected {ramp.shape}")
     res = fit_ramps(groups, gdq, pdq, refs, timing, params)
+    if hook_var is not None:
+        add_model_variance(res, hook_var, timing.ngroups, timing.tgroup)
     res.n_jumps = info["n_jumps"]
     res.jump_skipped = info["jump_skipped"]
     return res

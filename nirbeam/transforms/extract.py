@@ -19,8 +19,10 @@ Bad pixels (any of ``bad_bits`` in DQ, or non-finite) never enter a sum directly
   light) and ORs their DQ into the column flag.
 
 Columns are flagged, never dropped: ``Spectrum.dq`` holds the OR of the DQ of every
-pixel that was masked or rejected in the aperture (plus ``OUTLIER`` for pixels rejected by
-the optimal-extraction sigma clip, ``DO_NOT_USE`` if no usable pixel was left).
+pixel that was masked or rejected in the aperture, less ``DO_NOT_USE`` (the profile or
+the rescaling fixed those pixels), plus ``OUTLIER`` for pixels rejected by the
+optimal-extraction sigma clip. A column with no usable pixel has flux and error NaN and
+``DO_NOT_USE`` (never a 0 that a sum would count as flux).
 """
 
 from __future__ import annotations
@@ -387,13 +389,16 @@ def _box_kernel(
             f = s_good[x]
             fe2 = var_good[x]
         fe2 = fe2 + wsum[x] * wsum[x] * bvar[x]
-        f_x = fl[x]
-        if anybad[x] and f_x == 0:
-            f_x |= _DNU
+        # masked pixels the rescaling fixed keep their bits but not DO_NOT_USE; a column
+        # with no usable pixel is NaN with DO_NOT_USE (never a 0 that sums as flux)
+        f_x = fl[x] & ~_DNU
         if (not math.isfinite(f)) or gsum[x] <= 0:
             f_x |= _DNU
-        flux[x] = f if math.isfinite(f) else 0.0
-        ferr[x] = math.sqrt(fe2 if math.isfinite(fe2) else 0.0)
+            flux[x] = np.nan
+            ferr[x] = np.nan
+        else:
+            flux[x] = f
+            ferr[x] = math.sqrt(fe2 if math.isfinite(fe2) else 0.0)
         flag[x] = f_x
         npix[x] = gsum[x]
 
@@ -606,14 +611,19 @@ def _optimal_kernel(
             if M[i, x]:
                 nm[x] += 1
     for x in range(nx):
-        fl = base[x] | rejflag[x]
+        # pixels the profile fixed keep their bits but not DO_NOT_USE; a column with no
+        # usable pixel is NaN with DO_NOT_USE (never a 0 that sums as flux)
+        fl = (base[x] | rejflag[x]) & ~_DNU
         if anyrej[x]:
             fl |= _OUTLIER
-        if nonfin[x] or nm[x] == 0:
-            fl |= _DNU
-        flux[x] = 0.0 if nm[x] == 0 else f[x]
         fv = fvar[x]
-        ferr[x] = math.sqrt(fv if math.isfinite(fv) else 0.0)
+        if nm[x] == 0:
+            fl |= _DNU
+            flux[x] = np.nan
+            ferr[x] = np.nan
+        else:
+            flux[x] = f[x]
+            ferr[x] = math.sqrt(fv if math.isfinite(fv) else 0.0)
         flag[x] = fl
         npix[x] = nm[x]
 
@@ -1229,12 +1239,12 @@ def _box_extract_reference(
     if dq is not None:
         d = np.asarray(dq).astype(np.uint32)
         flag = np.bitwise_or.reduce(np.where(bad & (w > 0), d, 0).astype(np.uint32), axis=0)
-    nonfinite = (bad & (w > 0) & (flag[None, :] == 0)).any(axis=0)
-    flag = flag | np.where(nonfinite, np.uint32(dqflags.DO_NOT_USE), np.uint32(0))
+    flag = flag & np.uint32(~dqflags.DO_NOT_USE & 0xFFFFFFFF)
     none_left = ~np.isfinite(flux) | (gsum <= 0)
     flag = flag | np.where(none_left, np.uint32(dqflags.DO_NOT_USE), np.uint32(0))
-    flux = np.where(np.isfinite(flux), flux, 0.0)
     ferr = np.sqrt(np.where(np.isfinite(ferr2), ferr2, 0.0))
+    flux = np.where(none_left, np.nan, flux)
+    ferr = np.where(none_left, np.nan, ferr)
     return Spectrum(
         flux=flux,
         flux_error=ferr,
@@ -1371,15 +1381,14 @@ def _optimal_extract_reference(
         flag = np.bitwise_or.reduce(
             np.where((bad | rejected) & sup, d, 0).astype(np.uint32), axis=0
         )
+    flag = flag & np.uint32(~dqflags.DO_NOT_USE & 0xFFFFFFFF)
     flag = flag | np.where(rejected.any(axis=0), np.uint32(dqflags.OUTLIER), np.uint32(0))
-    nonfin = (bad & sup & ~np.isfinite(r)).any(axis=0)
-    flag = flag | np.where(nonfin, np.uint32(dqflags.DO_NOT_USE), np.uint32(0))
     empty = ~M.any(axis=0)
     flag = flag | np.where(empty, np.uint32(dqflags.DO_NOT_USE), np.uint32(0))
     ferr = np.sqrt(np.where(np.isfinite(fvar), fvar, 0.0))
     return Spectrum(
-        flux=np.where(empty, 0.0, f),
-        flux_error=ferr,
+        flux=np.where(empty, np.nan, f),
+        flux_error=np.where(empty, np.nan, ferr),
         dq=flag.astype(np.uint32),
         npixels=M.sum(axis=0).astype(np.float64),
         background=bkg,

@@ -51,9 +51,11 @@ __all__ = [
     "MASK_BAD_BITS",
     "clean_fft",
     "clean_groups",
+    "clean_groups_from_first",
     "clean_median",
     "clean_nsclean",
     "clean_rate",
+    "correction_variance",
     "cosine_basis",
     "draft_mask_from_groups",
     "make_group_hook",
@@ -122,6 +124,24 @@ class FlickerParams:
     background : {'median', None}
         Background removed before fitting and kept in the output: scalar median of
         the masked pixels of each image, or nothing (TSO after bias: ~0).
+    before_jump : bool
+        Group level: clean the groups before jump detection (default; a 1/f excursion
+        in one group difference is common to whole columns and would otherwise be
+        flagged as a jump in every pixel of them), or after it (the order before
+        issue 13).
+    group_reference : {'first', 'previous'}
+        Group level: fit the 1/f model of each group against the first group
+        (:func:`clean_groups_from_first`, default: its estimation error stays white) or
+        of each group difference (:func:`clean_groups`: the errors of a median or
+        clipped mean add up along the ramp, a random walk; the order before issue 13).
+    mask_aperture : float
+        Also exclude from the scene mask every pixel within this many pixels (along
+        y) of the trace centre fitted on the draft image (the extraction aperture and
+        the faint PSF wings a 2-sigma clip keeps); 0 disables.
+    error_term : bool
+        Group level: add the variance of the fitted 1/f model (estimated from the
+        number of background pixels per column, :func:`correction_variance`) to
+        VAR_RNOISE and ERR.
     enabled : bool
         False turns cleaning into the identity.
     """
@@ -138,6 +158,10 @@ class FlickerParams:
     min_pixels: int = 4
     detector: str = "NRS1"
     background: str | None = None
+    before_jump: bool = True
+    group_reference: str = "first"
+    mask_aperture: float = 6.0
+    error_term: bool = True
     enabled: bool = True
 
     def __post_init__(self):
@@ -155,6 +179,11 @@ class FlickerParams:
             raise ValueError(
                 f"FlickerParams.detector: expected 'NRS1' or 'NRS2', got {self.detector!r}"
             )
+        if self.group_reference not in ("first", "previous"):
+            raise ValueError(
+                f"FlickerParams.group_reference: expected 'first' or 'previous', got "
+                f"{self.group_reference!r}"
+            )
         if self.background not in (None, "median"):
             raise ValueError(
                 f"FlickerParams.background: expected None or 'median', got {self.background!r}"
@@ -171,6 +200,10 @@ class FlickerParams:
                 raise ValueError(
                     f"FlickerParams.{name}: expected >= 1, got {getattr(self, name)!r}"
                 )
+        if self.mask_aperture < 0:
+            raise ValueError(
+                f"FlickerParams.mask_aperture: expected >= 0, got {self.mask_aperture!r}"
+            )
         if self.fft_ridge < 0:
             raise ValueError(f"FlickerParams.fft_ridge: expected >= 0, got {self.fft_ridge!r}")
 
@@ -192,7 +225,18 @@ class FlickerParams:
 
     def mask_kwargs(self) -> dict:
         """Keyword arguments for :func:`scene_mask`."""
-        return {"n_sigma": self.n_sigma, "dilate": self.mask_dilate, "smooth": self.mask_smooth}
+        return {"n_sigma": self.n_sigma, "dilate": self.mask_dilate, "smooth": self.mask_smooth,
+                "aperture": self.mask_aperture}
+
+    def for_detector(self, detector: str) -> FlickerParams:
+        """These parameters with ``detector`` set from a DETECTOR keyword (NRS1/NRS2:
+        the readout direction ``method='nsclean'`` needs); other values keep them."""
+        import dataclasses
+
+        d = str(detector).strip().upper()
+        if d in ("NRS1", "NRS2") and d != self.detector:
+            return dataclasses.replace(self, detector=d)
+        return self
 
 
 # --------------------------------------------------------------------------- helpers
@@ -326,6 +370,7 @@ def scene_mask(
     user_mask: np.ndarray | None = None,
     background: np.ndarray | float | None = None,
     n_iter: int = 2,
+    aperture: float = 0.0,
 ) -> np.ndarray:
     """Background pixels usable for the 1/f fit, from a draft rate image.
 
@@ -371,6 +416,13 @@ def scene_mask(
         Smooth background subtracted before detection.
     n_iter : int
         Iterations of sigma estimation / detection.
+    aperture : float
+        When > 0, the trace centre is fitted on ``image``
+        (:func:`nirbeam.transforms.trace.find_trace`) and every pixel within
+        ``aperture`` px of it along y is excluded too: the extraction aperture and
+        the PSF wings below the clipping threshold, which would otherwise bias the
+        column statistic. An image without a measurable trace keeps the rest of the
+        mask.
 
     Returns
     -------
@@ -427,7 +479,29 @@ def scene_mask(
             structure = np.ones((2 * int(dilate) + 1, 3 if smooth > 1 else 1), dtype=bool)
             trace = ndimage.binary_dilation(trace, structure=structure)
         use = valid & ~high & ~low & ~trace
+    if aperture and aperture > 0:
+        use &= ~_aperture_band(image, dq, float(aperture))
     return use
+
+
+def _aperture_band(image: np.ndarray, dq, half_width: float) -> np.ndarray:
+    """(ny, nx) True within ``half_width`` px (along y) of the trace fitted on ``image``;
+    all False when no trace can be measured."""
+    from nirbeam.transforms.trace import find_trace
+
+    img = np.asarray(image, np.float64)
+    ny, nx = img.shape
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            tr = find_trace(np.where(np.isfinite(img), img, 0.0), dq)
+            yc = np.asarray(tr.center(np.arange(nx, dtype=np.float64)), np.float64)
+    except (ValueError, np.linalg.LinAlgError):
+        return np.zeros((ny, nx), bool)
+    if not np.all(np.isfinite(yc)):
+        return np.zeros((ny, nx), bool)
+    yy = np.arange(ny, dtype=np.float64)[:, None]
+    return np.abs(yy - yc[None, :]) <= half_width
 
 
 # --------------------------------------------------------------------------- median
@@ -1613,6 +1687,68 @@ def _clean_groups_reference(
     return out
 
 
+def clean_groups_from_first(
+    groups: np.ndarray,
+    groupdq: np.ndarray,
+    pixeldq: np.ndarray,
+    mask: np.ndarray | None,
+    method: str = "median",
+    *,
+    bad_group_bits: int = GROUP_BAD_BITS,
+    bad_pixel_bits: int = dqflags.DO_NOT_USE,
+    return_model: bool = False,
+    **kwargs,
+):
+    """Clean 1/f noise group by group against the first group (no random walk).
+
+    The model of group ``k`` is fitted to ``groups[k] - groups[0]`` on the background
+    pixels of ``mask`` (good in the pixel DQ and in both groups' DQ) and subtracted:
+    ``cleaned[k] = groups[k] - model_k``, ``cleaned[0] = groups[0]``. For a plain mean
+    this equals :func:`clean_groups` (the models of the differences telescope); for a
+    median or a clipped mean it does not: fitted on differences, each model's estimation
+    error enters every later group, a random walk along the ramp that ramp fitting reads
+    as extra slope noise (measured on white noise, 20 groups, 16 background pixels: the
+    cumulative model variance grows from 14 to 32 DN^2 with the clipped mean and to 105
+    with the median, against 12.5 for a mean). Here each model's error stays in its own
+    group: white, like read noise, and reduced by the number of background pixels.
+
+    Parameters and returns as :func:`clean_groups` (``model`` is (ngroups - 1, ny, nx):
+    the model of each group k >= 1 relative to group 0).
+    """
+    fn = _cleaner(method)
+    g = np.asarray(groups)
+    if g.ndim != 3:
+        raise ValueError(f"clean_groups_from_first groups: expected (ngroups, ny, nx), got shape {g.shape}")
+    ngroups, ny, nx = g.shape
+    gdq = np.asarray(groupdq)
+    if gdq.shape != g.shape:
+        raise ValueError(f"clean_groups_from_first groupdq: expected shape {g.shape}, got {gdq.shape}")
+    pdq = _check_2d("clean_groups_from_first pixeldq", pixeldq, (ny, nx)).astype(np.uint32)
+    if mask is None:
+        mask = draft_mask_from_groups(g, pdq)
+    msk = _check_2d("clean_groups_from_first mask", mask, (ny, nx)).astype(bool)
+    msk = msk & ((pdq & np.uint32(bad_pixel_bits)) == 0)
+    bg_all = kwargs.pop("background", None)
+    badg = (gdq.astype(np.uint32) & np.uint32(bad_group_bits)) != 0
+    out = np.empty(g.shape, np.float32)
+    out[0] = g[0]
+    g0 = g[0].astype(np.float64)
+    models = np.zeros((max(ngroups - 1, 0), ny, nx)) if return_model else None
+    for k in range(1, ngroups):
+        cur = g[k].astype(np.float64)
+        mk = msk & ~badg[0] & ~badg[k]
+        bg = bg_all
+        if isinstance(bg, np.ndarray) and bg.ndim == 3:
+            bg = bg[k - 1]
+        _, model = fn(cur - g0, mk, background=bg, **kwargs)
+        out[k] = cur - model
+        if models is not None:
+            models[k - 1] = model
+    if return_model:
+        return out, models
+    return out
+
+
 def make_group_hook(
     params: FlickerParams, mask: np.ndarray | None = None
 ) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
@@ -1650,8 +1786,65 @@ def make_group_hook(
     kwargs = params.cleaner_kwargs()
     mask_kwargs = params.mask_kwargs()
 
+    cleaner = clean_groups_from_first if params.group_reference == "first" else clean_groups
+
     def hook(groups, groupdq, pixeldq):
         m = fixed if fixed is not None else draft_mask_from_groups(groups, pixeldq, **mask_kwargs)
-        return clean_groups(groups, groupdq, pixeldq, m, params.method, **kwargs)
+        out = cleaner(groups, groupdq, pixeldq, m, params.method, **kwargs)
+        if not params.error_term:
+            return out
+        return out, correction_variance(out, pixeldq, m, params)
 
+    hook.before_jump = bool(params.before_jump)
     return hook
+
+
+def correction_variance(cleaned: np.ndarray, pixeldq: np.ndarray, mask: np.ndarray,
+                        params: FlickerParams) -> np.ndarray:
+    """Variance (DN^2) of the fitted 1/f model, per pixel (ny, nx), and its kind.
+
+    The model of a column is a statistic of its ``n`` usable background pixels, so every
+    pixel of the column gets an error of variance ``k s^2 / n``: ``s^2`` is the robust
+    (MAD) variance of the cleaned background values the model was fitted to (group minus
+    first group for ``group_reference='first'``, group differences for ``'previous'``),
+    ``k`` is 1 for the clipped mean, pi/2 for the median, ``1 + n_freq`` (+1 with the
+    alternating term) for ``fft``, and 2 for ``nsclean`` (a rough bound); columns with
+    fewer than ``min_pixels`` take their neighbours' model, and get twice the median
+    column variance. With ``'first'`` the error is independent from group to group
+    (white, like read noise); with ``'previous'`` it is independent from difference to
+    difference (a random walk, like photon noise). Ramp fitting turns either into a slope
+    variance (:func:`nirbeam.transforms.detector1.add_model_variance`).
+
+    Returns
+    -------
+    var : float64, (ny, nx), DN^2
+    kind : {'group', 'difference'}
+    """
+    g = np.asarray(cleaned, np.float64)
+    ny, nx = g.shape[1:]
+    msk = np.asarray(mask, bool) & ((np.asarray(pixeldq, np.uint32) & np.uint32(dqflags.DO_NOT_USE)) == 0)
+    kind = "group" if params.group_reference == "first" else "difference"
+    if g.shape[0] < 2 or not msk.any():
+        return np.zeros((ny, nx)), kind
+    d = (g[1:] - g[:1])[:, msk] if kind == "group" else np.diff(g, axis=0)[:, msk]
+    d = d[np.isfinite(d)]
+    if d.size < 2:
+        return np.zeros((ny, nx)), kind
+    if kind == "group":  # each group's values scatter about their own (model) level
+        dd = (g[1:] - g[:1])[:, msk]
+        dd = dd - np.nanmedian(dd, axis=1, keepdims=True)
+        d = dd[np.isfinite(dd)]
+    med = np.median(d)
+    s2 = (_MAD_TO_SIGMA * np.median(np.abs(d - med))) ** 2
+    if params.method == "median":
+        k = np.pi / 2 if params.statistic == "median" else 1.0
+    elif params.method == "fft":
+        k = 1.0 + params.fft_n_freq + (1.0 if params.fft_alternating else 0.0)
+    else:
+        k = 2.0
+    n = msk.sum(axis=0).astype(np.float64)
+    good = n >= params.min_pixels
+    var = np.where(good, k * s2 / np.maximum(n, 1.0), np.nan)
+    fill = 2.0 * np.nanmedian(var) if good.any() else k * s2
+    var = np.where(good, var, fill)
+    return np.broadcast_to(var[None, :], (ny, nx)).copy(), kind

@@ -1,13 +1,22 @@
-"""refpix: reference-pixel bias-drift correction for NIRSpec subarrays.
+"""refpix: reference-pixel bias-drift correction for NIRSpec subarrays, as jwst does it.
 
-For a subarray that contains full-frame reference columns (1-based full-frame
-x = 1..4 or 2045..2048), each group is corrected by subtracting the mean of its
-reference pixels, computed separately for even and odd full-frame columns (jwst's
-subarray approach, without its sigma clipping): every pixel of an even full-frame
-column gets the even mean subtracted, odd columns the odd mean. Reference pixels with
-DO_NOT_USE in the pixel DQ, or non-finite values, are left out of the means. A
-subarray without reference columns (e.g. SUB512, SUB32) is a documented no-op, as is
-a group whose parity class has no usable reference pixel.
+jwst ``refpix`` (``reference_pixels.py``, ``NIRDataset.do_subarray_corrections``)
+transforms each group to the detector frame (NIRSpec NRS1: a transpose; NRS2: a
+transpose and a 180-degree rotation), takes the sigma-clipped mean (scipy
+``sigmaclip``, 3 sigma low and high) of the usable reference pixels in even and in odd
+*detector columns*, and subtracts the even mean from every pixel of an even detector
+column and the odd mean from the odd ones. A detector column is a DMS row, so in the
+DMS frame the classes are the parities of the full-frame DMS row ``SUBSTRT2 - 1 + y``:
+the even/odd offsets alternate along the fast-read direction (DMS y). For NRS2 the
+180-degree rotation maps full-frame row r to detector column 2047 - r, which swaps the
+labels "even" and "odd" but not the two classes, so the correction is the same.
+
+Reference pixels: the full-frame 4-pixel border inside the subarray (from SUBSTRT /
+SUBSIZE; a mask's REFERENCE_PIXEL bits may add more) minus DO_NOT_USE and non-finite
+values. Subarrays that reach no detector edge (jwst ``NRS_edgeless_subarrays``: SUB512,
+SUB512S, SUB32) use the first and last four DMS columns of the subarray as
+pseudo-reference pixels, as jwst does (they see light; jwst accepts that to treat
+pedestal drifts). A class without a usable pixel gets no correction in that group.
 """
 
 from __future__ import annotations
@@ -19,12 +28,15 @@ from numba import njit
 
 from nirbeam import dqflags
 
-__all__ = ["RefPixParams", "SubarrayGeometry", "reference_columns", "refpix_means",
-           "apply_refpix"]
+__all__ = ["RefPixParams", "SubarrayGeometry", "EDGELESS_SUBARRAYS", "reference_columns",
+           "reference_mask", "refpix_means", "apply_refpix", "sigma_clipped_mean"]
 
 FULL_FRAME = 2048
 NREF = 4
+#: NIRSpec subarrays without detector edges (jwst ``NRS_edgeless_subarrays``)
+EDGELESS_SUBARRAYS = ("SUB512", "SUB512S", "SUB32")
 _DNU = np.uint32(dqflags.DO_NOT_USE)
+_REF = np.uint32(dqflags.REFERENCE_PIXEL)
 
 
 @dataclass(frozen=True)
@@ -36,27 +48,51 @@ class SubarrayGeometry:
     substrt1, subsize1 : int
         SUBSTRT1 / SUBSIZE1 (x, the NIRSpec dispersion axis).
     substrt2, subsize2 : int
-        SUBSTRT2 / SUBSIZE2 (y); informational.
+        SUBSTRT2 / SUBSIZE2 (y, the fast-read axis).
+    name : str
+        SUBARRAY keyword ("" when unknown); edgeless subarrays get pseudo-reference
+        pixels.
     """
 
     substrt1: int = 1
     subsize1: int = FULL_FRAME
     substrt2: int = 1
     subsize2: int = FULL_FRAME
+    name: str = ""
 
     @classmethod
     def from_meta(cls, meta) -> SubarrayGeometry:
         """From an :class:`~nirbeam.stream.records.ExposureMeta`."""
         return cls(int(meta.substrt1), int(meta.subsize1), int(meta.substrt2),
-                   int(meta.subsize2))
+                   int(meta.subsize2), str(getattr(meta, "subarray", "") or "").strip().upper())
+
+    @property
+    def row_parity0(self) -> int:
+        """Parity of the full-frame 0-based DMS row of subarray y = 0."""
+        return (self.substrt2 - 1) % 2
 
 
 @dataclass(frozen=True)
 class RefPixParams:
-    """Reference-pixel step parameters."""
+    """Reference-pixel step parameters (jwst names and defaults).
+
+    Attributes
+    ----------
+    enabled : bool
+    odd_even_columns : bool
+        Separate means for even and odd detector columns (DMS rows); False: one mean.
+    sigma_clip : float
+        Clipping limit of the reference means, sigma (jwst ``sigmaclip`` 3, 3); 0 for a
+        plain mean.
+    pseudo_reference : bool
+        Edgeless subarrays (SUB512, SUB512S, SUB32) use their first and last four
+        columns as reference pixels (jwst); False leaves them uncorrected.
+    """
 
     enabled: bool = True
     odd_even_columns: bool = True
+    sigma_clip: float = 3.0
+    pseudo_reference: bool = True
 
 
 def reference_columns(geometry: SubarrayGeometry, nx: int) -> np.ndarray:
@@ -77,64 +113,127 @@ def reference_columns(geometry: SubarrayGeometry, nx: int) -> np.ndarray:
     return np.asarray(cols, np.int64)
 
 
+def reference_mask(geometry: SubarrayGeometry, shape: tuple[int, int],
+                   params: RefPixParams = RefPixParams(),
+                   pixeldq: np.ndarray | None = None) -> np.ndarray:
+    """(ny, nx) bool: the reference pixels of the subarray (before DQ exclusion).
+
+    The full-frame border (4 columns and 4 rows on each side) inside the subarray,
+    pixels with REFERENCE_PIXEL in ``pixeldq``, and for an edgeless subarray (with
+    ``params.pseudo_reference``) its first and last four columns.
+    """
+    ny, nx = shape
+    cols = reference_columns(geometry, nx)
+    ref = np.zeros((ny, nx), bool)
+    ref[:, cols] = True
+    yf = geometry.substrt2 - 1 + np.arange(ny)
+    ref[(yf < NREF) | (yf >= FULL_FRAME - NREF), :] = True
+    if pixeldq is not None:
+        ref |= (np.asarray(pixeldq, np.uint32) & _REF) != 0
+    if params.pseudo_reference and geometry.name in EDGELESS_SUBARRAYS and not ref.any():
+        ref[:, :NREF] = True
+        ref[:, nx - NREF:] = True
+    return ref
+
+
 @njit(cache=True, error_model="numpy")
-def refpix_means(groups_or_raw, bias, pixeldq, refcols, parity0, odd_even):
-    """Per-group means of the reference pixels, per column parity.
+def sigma_clipped_mean(v, n, siglimit):
+    """Mean of ``v[:n]`` after iterative clipping at ``siglimit`` standard deviations
+    about the mean (scipy.stats.sigmaclip's algorithm, float64); NaN when n == 0.
+    ``siglimit <= 0``: the plain mean. Reorders ``v[:n]``."""
+    if n == 0:
+        return np.nan
+    m = n
+    while True:
+        s = 0.0
+        for i in range(m):
+            s += v[i]
+        mean = s / m
+        if siglimit <= 0.0 or m < 2:
+            return mean
+        ss = 0.0
+        for i in range(m):
+            d = v[i] - mean
+            ss += d * d
+        std = np.sqrt(ss / m)
+        lo = mean - std * siglimit
+        hi = mean + std * siglimit
+        k = 0
+        for i in range(m):
+            if v[i] >= lo and v[i] <= hi:
+                t = v[k]
+                v[k] = v[i]
+                v[i] = t
+                k += 1
+        if k == m or k == 0:
+            return mean
+        m = k
+
+
+@njit(cache=True, error_model="numpy")
+def refpix_means(groups_or_raw, bias, pixeldq, refmask, parity0, odd_even, siglimit):
+    """Per-group sigma-clipped means of the reference pixels, per DMS-row parity.
 
     Parameters
     ----------
     groups_or_raw : (ngroups, ny, nx) DN; raw or bias-subtracted
     bias : float32, (ny, nx); subtracted first (zeros when the data are already
         bias-subtracted); NaN means 0
-    pixeldq : uint32, (ny, nx)
-    refcols : int64, (nref,)
-    parity0 : int, full-frame 0-based column parity of subarray x = 0
+    pixeldq : uint32, (ny, nx); DO_NOT_USE pixels are left out
+    refmask : bool, (ny, nx); the reference pixels (:func:`reference_mask`)
+    parity0 : int, parity of the full-frame 0-based DMS row of subarray y = 0
     odd_even : bool; when False both parities get the overall mean
+    siglimit : float; clipping limit in sigma (<= 0: plain mean)
 
     Returns
     -------
-    means : float32, (ngroups, 2); index = full-frame column parity; 0 where none
+    means : float32, (ngroups, 2); index = full-frame DMS row parity; 0 where none
     """
     ng, ny, nx = groups_or_raw.shape
     out = np.zeros((ng, 2), np.float32)
+    nref = 0
+    for y in range(ny):
+        for x in range(nx):
+            if refmask[y, x] and not (pixeldq[y, x] & _DNU):
+                nref += 1
+    buf = np.empty((2, max(nref, 1)), np.float64)
     for g in range(ng):
-        s = np.zeros(2, np.float64)
         n = np.zeros(2, np.int64)
-        for i in range(refcols.shape[0]):
-            x = refcols[i]
-            p = (x + parity0) % 2 if odd_even else 0
-            for y in range(ny):
-                if pixeldq[y, x] & _DNU:
+        for y in range(ny):
+            p = (y + parity0) % 2 if odd_even else 0
+            for x in range(nx):
+                if not refmask[y, x] or (pixeldq[y, x] & _DNU):
                     continue
                 b = bias[y, x]
                 if np.isnan(b):
                     b = np.float32(0.0)
                 v = np.float32(np.float32(groups_or_raw[g, y, x]) - b)
                 if np.isfinite(v):
-                    s[p] += v
+                    buf[p, n[p]] = v
                     n[p] += 1
         if odd_even:
             for p in range(2):
                 if n[p] > 0:
-                    out[g, p] = np.float32(s[p] / n[p])
+                    out[g, p] = np.float32(sigma_clipped_mean(buf[p], n[p], siglimit))
         elif n[0] > 0:
-            out[g, 0] = np.float32(s[0] / n[0])
+            out[g, 0] = np.float32(sigma_clipped_mean(buf[0], n[0], siglimit))
             out[g, 1] = out[g, 0]
     return out
 
 
 @njit(cache=True, error_model="numpy")
 def apply_refpix(groups, means, parity0):
-    """Subtract the per-group parity means in place.
+    """Subtract the per-group DMS-row-parity means in place.
 
     Parameters
     ----------
     groups : float32, (ngroups, ny, nx), DN
     means : float32, (ngroups, 2)
-    parity0 : int
+    parity0 : int, parity of the full-frame DMS row of subarray y = 0
     """
     ng, ny, nx = groups.shape
     for g in range(ng):
         for y in range(ny):
+            m = means[g, (y + parity0) % 2]
             for x in range(nx):
-                groups[g, y, x] = groups[g, y, x] - means[g, (x + parity0) % 2]
+                groups[g, y, x] = groups[g, y, x] - m

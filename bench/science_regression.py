@@ -1,0 +1,231 @@
+"""Science regression: white-light RMS / theory and depth pull over many seeds.
+
+For each preset (``prism-sub512``, ``g395h-sub2048``) and seed, the simulator writes a
+short exposure with every realistic effect of its preset on (1/f noise in readout
+order, even/odd drifts along the fast axis, kTC, noisy references, trace jitter,
+snowballs: see ``nirbeam.sim.simulator.SimConfig``), ``nirbeam run`` reduces it with
+default settings (simulated references, the simulator's transit parameters as the fit
+start), and per detector we record
+
+* ``ratio``: white-light residual RMS of the quick-look fit / the simulator's
+  theoretical photon + read noise (median ``theoretical_sigma_white``);
+* ``pull``: (fitted Rp/R* - true white-light Rp/R*) / fitted error, where the true value
+  is the flux-weighted ``sqrt(mean(rp^2))`` over the columns of the TRACE truth table;
+* ``chi2``: mean of ((rate - TRUE_RATE - dark) / ERR)^2 over good pixels within the
+  aperture is not computed here (see tests/test_g395h_noise.py); jumps per integration
+  (from run.json's counters when present) are not either.
+
+Run::
+
+    .venv/bin/python bench/science_regression.py [--seeds 10] [--nints 60] [--ngroups 20]
+        [--presets prism-sub512,g395h-sub2048] [--out bench/results/science_regression.json]
+        [--set FIELD=VALUE ...] [--config FILE] [--pipeline-path DIR]
+
+The JSON holds every (preset, seed, detector) row, the distribution (median, 10/90%,
+max of ratio; median and max |pull|), the git hash and the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+RESULTS = Path(__file__).resolve().parent / "results" / "science_regression.json"
+
+
+def _git_hash() -> str:
+    try:
+        h = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                           cwd=Path(__file__).parent, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, cwd=Path(__file__).parent,
+                               check=True).stdout.strip()
+        return h + ("-dirty" if dirty else "")
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def true_white_rp(truth_path) -> float:
+    """Flux-weighted white-light Rp/R* of one detector's truth file."""
+    tr = fits.getdata(truth_path, "TRACE")
+    f = np.asarray(tr["stellar_flux_dn_s"], np.float64)
+    rp = np.asarray(tr["rp_rs"], np.float64)
+    return float(np.sqrt(np.sum(f * rp**2) / np.sum(f)))
+
+
+def run_one(preset: str, seed: int, nints: int, ngroups: int | None, workdir: Path,
+            overrides: dict, config: str | None, pipeline_path: str | None = None,
+            fix_geometry: bool = True) -> list[dict]:
+    """Simulate, reduce and score one exposure; one row per detector."""
+    from nirbeam.sim.simulator import simulate
+    from nirbeam.stream.cli import main, write_sim_config
+
+    kw = dict(overrides)
+    if ngroups is not None:
+        kw["ngroups"] = ngroups
+    if preset.startswith("g395h"):
+        kw.setdefault("detectors", ("NRS1", "NRS2"))
+        kw.setdefault("ints_per_segment", nints)
+    t0 = time.perf_counter()
+    res = simulate(workdir / "sim", preset=preset, nints=nints, seed=seed, **kw)
+    t_sim = time.perf_counter() - t0
+    cfg = write_sim_config(res)
+    if fix_geometry:
+        # the depth pull needs a well-posed fit: a/R* and inclination at the simulator's
+        # values (known), only t0 and Rp/R* free (40-60 points do not constrain a and inc)
+        txt = Path(cfg).read_text().replace('free = ["t0", "rp", "a", "inc"]', 'free = ["t0", "rp"]')
+        Path(cfg).write_text(txt)
+    if config:
+        # append the user's sections after the [fit] section of the sim config
+        with open(cfg, "a") as fh:
+            fh.write("\n" + Path(config).read_text())
+    out = workdir / "out"
+    t0 = time.perf_counter()
+    args = ["run", str(res.outdir), "--refs", str(res.refs_dir), "--out", str(out),
+            "--config", cfg, "--no-progress"]
+    if pipeline_path:
+        # another nirbeam (e.g. `git archive <commit> nirbeam`) on the same simulated files
+        import os
+
+        env = {**os.environ, "PYTHONPATH": str(pipeline_path)}
+        code = "import sys; from nirbeam.stream.cli import main; sys.exit(main(sys.argv[1:]))"
+        rc = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=str(workdir),
+                            capture_output=True, text=True).returncode  # cwd: not this checkout
+    else:
+        rc = main(args)
+    t_run = time.perf_counter() - t0
+    rows = []
+    for det in res.config.detectors:
+        group = f"{res.exposure}_{det.lower()}"
+        row = {"preset": preset, "seed": seed, "detector": det, "nints": nints,
+               "ngroups": res.config.ngroups, "rc": rc, "sim_s": round(t_sim, 1),
+               "run_s": round(t_run, 1)}
+        fp = out / f"fit_{group}.json"
+        if rc != 0 or not fp.exists():
+            row["error"] = f"run rc={rc}, fit file present={fp.exists()}"
+            rows.append(row)
+            continue
+        fit = json.loads(fp.read_text())
+        lc = fits.getdata(res.truth[det], "LIGHTCURVE")
+        theory = 1e6 * float(np.median(lc["theoretical_sigma_white"]))
+        rp_true = true_white_rp(res.truth[det])
+        rp, erp = fit["params"]["rp"], fit["errors"]["rp"]
+        row.update({
+            "rms_ppm": float(fit["rms_ppm"]), "theory_ppm": theory,
+            "ratio": float(fit["rms_ppm"]) / theory,
+            "rp": rp, "rp_err": erp, "rp_true": rp_true,
+            "pull": (rp - rp_true) / erp if erp and erp > 0 else float("nan"),
+        })
+        rows.append(row)
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Distribution per (preset, detector)."""
+    out = {}
+    keys = sorted({(r["preset"], r["detector"]) for r in rows})
+    for p, d in keys:
+        sel = [r for r in rows if r["preset"] == p and r["detector"] == d and "ratio" in r]
+        if not sel:
+            continue
+        ratio = np.array([r["ratio"] for r in sel])
+        pull = np.array([r["pull"] for r in sel])
+        out[f"{p}/{d}"] = {
+            "n": len(sel),
+            "ratio_median": float(np.median(ratio)),
+            "ratio_p10": float(np.percentile(ratio, 10)),
+            "ratio_p90": float(np.percentile(ratio, 90)),
+            "ratio_max": float(ratio.max()),
+            "n_ratio_above_1.25": int((ratio > 1.25).sum()),
+            "n_ratio_above_1.05": int((ratio > 1.05).sum()),
+            "pull_median": float(np.median(pull)),
+            "pull_rms": float(np.sqrt(np.mean(pull**2))),
+            "abs_pull_max": float(np.abs(pull).max()),
+            "n_abs_pull_above_3": int((np.abs(pull) > 3).sum()),
+        }
+    return out
+
+
+def main(argv=None) -> int:
+    import dataclasses
+
+    from nirbeam.sim.simulator import SimConfig, _parse_value
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--seed0", type=int, default=100)
+    ap.add_argument("--nints", default="60",
+                    help="integrations: N, or per preset, e.g. g395h-sub2048=40,prism-sub512=80")
+    ap.add_argument("--ngroups", type=int, default=None)
+    ap.add_argument("--presets", default="prism-sub512,g395h-sub2048")
+    ap.add_argument("--set", action="append", default=[], help="SimConfig FIELD=VALUE")
+    ap.add_argument("--config", default=None, help="extra nirbeam TOML appended to the run config")
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--keep", default=None, help="keep the work folders under this path")
+    ap.add_argument("--free-geometry", action="store_true",
+                    help="also fit a/R* and inclination (the sim config's default)")
+    ap.add_argument("--pipeline-path", default=None,
+                    help="run `nirbeam run` from this folder (PYTHONPATH), e.g. an older commit")
+    a = ap.parse_args(argv)
+    types = {f.name: f.type for f in dataclasses.fields(SimConfig)}
+    overrides = {}
+    for item in a.set:
+        k, v = item.split("=", 1)
+        overrides[k] = _parse_value(types[k], v)
+    rows: list[dict] = []
+    git = _git_hash()  # the code measured (taken before the runs)
+    t_all = time.perf_counter()
+    nints_for = {}
+    for item in str(a.nints).split(","):
+        if "=" in item:
+            k, v = item.split("=", 1)
+            nints_for[k.strip()] = int(v)
+        else:
+            nints_for["*"] = int(item)
+    for preset in a.presets.split(","):
+        nints = nints_for.get(preset, nints_for.get("*", 60))
+        ng = a.ngroups
+        if ng is None:
+            ng = 20 if preset.startswith("g395h") else None
+        for s in range(a.seeds):
+            seed = a.seed0 + s
+            base = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="nb_sci_"))
+            work = base / f"{preset}_{seed}"
+            if work.exists():
+                shutil.rmtree(work)
+            work.mkdir(parents=True)
+            try:
+                rr = run_one(preset, seed, nints, ng, work, overrides, a.config,
+                             a.pipeline_path, not a.free_geometry)
+            finally:
+                if not a.keep:
+                    shutil.rmtree(base, ignore_errors=True)
+            for r in rr:
+                print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                                  for k, v in r.items()}), flush=True)
+            rows.extend(rr)
+    summary = summarise(rows)
+    doc = {
+        "git": git,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "wall_s": round(time.perf_counter() - t_all, 1),
+        "summary": summary,
+        "rows": rows,
+    }
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(doc, indent=1))
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
