@@ -17,7 +17,8 @@ so retries are idempotent.
 
 Conventions (so that ``xarray.open_zarr(store, group=...)`` gives a labelled Dataset):
 every array carries zarr v3 ``dimension_names`` (``integration``, ``y``, ``x``,
-``wavelength``...), ``units`` and ``description`` attributes; arrays that are coordinates
+``wavelength``...), CF ``long_name`` and ``units`` attributes (and ``description``, the
+same text, for older readers); the root and every group carry ``Conventions = "CF-1.10"``; arrays that are coordinates
 (``integration_number``, ``int_mid_BJD_TDB``, ``int_mid_MJD_UTC``, ``wavelength``...) are
 named in the ``coordinates`` attribute of the data arrays (CF style). Unwritten regions
 hold the fill value 0; ``done`` says which integrations are complete.
@@ -56,6 +57,9 @@ __all__ = [
     "unconsolidate",
     "is_consolidated",
     "COORD_ATTRS",
+    "CONVENTIONS",
+    "TIME_ATTRS",
+    "cf_attrs",
     "LAYOUT",
 ]
 
@@ -69,6 +73,36 @@ COORD_ATTRS: dict[str, dict[str, str]] = {
     "wavelength": {"units": "um", "description": "wavelength"},
 }
 """Default attributes of the coordinate arrays (explicit ``array_attrs`` win)."""
+
+CONVENTIONS = "CF-1.10"
+"""``Conventions`` attribute of the root and of every group nirbeam writes."""
+
+TIME_ATTRS: dict[str, dict[str, str]] = {
+    # JWST INT_TIMES columns hold modified Julian dates: int_mid_BJD_TDB is
+    # BJD_TDB - 2400000.5, int_mid_MJD_UTC is JD_UTC - 2400000.5 (days)
+    "int_mid_BJD_TDB": {"units": "d", "long_name": "integration mid-time, BJD_TDB - 2400000.5",
+                        "timescale": "TDB", "reference_position": "solar system barycentre",
+                        "zero_point": "JD 2400000.5"},
+    "int_mid_MJD_UTC": {"units": "d", "long_name": "integration mid-time, MJD UTC (JD_UTC - 2400000.5)",
+                        "timescale": "UTC", "zero_point": "JD 2400000.5"},
+}
+"""CF attributes of the time coordinates: the scale and zero point of their values."""
+
+
+def cf_attrs(name: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """CF form of an array's attributes: ``long_name`` (from ``description``) and ``units``.
+
+    ``description`` is kept as well (older readers); the time coordinates get their scale
+    and zero point (:data:`TIME_ATTRS`).
+    """
+    at = dict(attrs)
+    if "description" in at and "long_name" not in at:
+        at["long_name"] = at["description"]
+    at.update(TIME_ATTRS.get(name, {}))
+    if "long_name" not in at:
+        at["long_name"] = name.replace("_", " ")
+    at.setdefault("units", "")
+    return at
 
 
 class StoreError(RuntimeError):
@@ -153,7 +187,7 @@ def consolidate(root: str, attrs: Mapping[str, Any] | None = None) -> None:
     attributes first (``layout`` is always set).
     """
     g = open_root(root)  # strips old consolidated metadata
-    g.update_attributes({"layout": LAYOUT, **dict(attrs or {})})
+    g.update_attributes({"layout": LAYOUT, "Conventions": CONVENTIONS, **dict(attrs or {})})
     paths = _group_paths(g)
     forget_cache()
     with warnings.catch_warnings():
@@ -241,13 +275,13 @@ def prepare_stage(
             compressors=CUBE_CODEC(dtype),
             fill_value=0,
             dimension_names=dims,
-            attributes=at,
+            attributes=cf_attrs(name, at),
         )
     if "done" not in g:
         g.create_array(
             "done", shape=(nints,), dtype="uint8", chunks=(time_chunk,), fill_value=0,
             dimension_names=("integration",),
-            attributes={"units": "", "description": "1 when the integration's region is completely written"},
+            attributes=cf_attrs("done", {"units": "", "description": "1 when the integration's region is completely written"}),
         )
     for name, values in (coords or {}).items():
         values = np.asarray(values)
@@ -257,10 +291,10 @@ def prepare_stage(
             continue
         g.create_array(
             name, data=values, chunks=(max(len(values), 1),), dimension_names=("integration",),
-            attributes={**COORD_ATTRS.get(name, {}), **dict((array_attrs or {}).get(name, {}))},
+            attributes=cf_attrs(name, {**COORD_ATTRS.get(name, {}),
+                                       **dict((array_attrs or {}).get(name, {}))}),
         )
-    if attrs:
-        g.attrs.update(dict(attrs))
+    g.attrs.update({"Conventions": CONVENTIONS, **dict(attrs or {})})
     return g
 
 
@@ -425,10 +459,9 @@ def save_arrays(
             at["coordinates"] = " ".join(coords)
         g.create_array(
             name, data=value, chunks=value.shape or (1,), compressors=CUBE_CODEC(value.dtype),
-            dimension_names=d, attributes=at, overwrite=True,
+            dimension_names=d, attributes=cf_attrs(name, at), overwrite=True,
         )
-    if attrs:
-        g.attrs.update(dict(attrs))
+    g.attrs.update({"Conventions": CONVENTIONS, **dict(attrs or {})})
 
 
 def save_lightcurves(
