@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="JWST NIRSpec time series on Apache Beam: uncal ramps to light curves.",
     )
     ap.add_argument("-v", "--verbose", action="store_true", help="log more")
+    from nirbeam.stream import cli_support
+
+    cli_support.add_global_args(ap)  # --version, --log-level, -q
     sub = ap.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("simulate", help="write a simulated NIRSpec BOTS exposure (uncal + refs + truth)")
@@ -49,13 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", default=None, help="TOML or JSON config file")
     r.add_argument("--no-progress", action="store_true", help="do not print progress")
     _add_runner_args(r)
+    cli_support.add_set_arg(r)
 
     f = sub.add_parser("fit", help="quick-look transit fit of a light-curve table")
     f.add_argument("table", help="ECSV, CSV or Parquet light curve")
     f.add_argument("--config", default=None)
     f.add_argument("--out", default=None, help="output folder (default: next to the table)")
 
-    pl = sub.add_parser("plot", help="re-draw the plots of a run's OUTDIR")
+    pl = sub.add_parser("plot", help="draw every plot of a run's OUTDIR from its products")
     pl.add_argument("outdir")
 
     st = sub.add_parser("stream", help="light curves while an exposure arrives in a watched folder")
@@ -75,20 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--runner", default="direct",
                     help="runner of the final stage (direct or portable; dask is refused)")
     st.add_argument("--job-endpoint", default=None, help="Beam job service HOST:PORT (portable)")
+    cli_support.add_set_arg(st)
+    cli_support.add_commands(sub)  # config, report
+    for p in (s, r, f, pl, st):
+        cli_support.add_global_args(p, sub=True)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nirbeam`` console script."""
     args, beam_args = build_parser().parse_known_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("apache_beam").setLevel(logging.ERROR)
-    logging.getLogger("root").setLevel(logging.ERROR)
+    from nirbeam.stream import cli_support
+
+    cli_support.start(args)  # console level, OUTDIR/nirbeam.log
     if beam_args and args.command != "run":
         print(f"nirbeam {args.command}: unrecognised arguments {beam_args}", file=sys.stderr)
+        cli_support.stop()
         return EXIT_BAD_INPUT
     from nirbeam.stream.config import ConfigError
     from nirbeam.stream.uncal import BadInputError
@@ -96,18 +102,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args, beam_args)
     except (BadInputError, ConfigError) as exc:
+        logging.getLogger("nirbeam.cli").info("bad input: %s", exc)
         print(f"nirbeam: bad input: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("nirbeam: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except Exception:  # noqa: BLE001
+        logging.getLogger("nirbeam.cli").exception("internal error")
         traceback.print_exc()
         print("nirbeam: internal error (a bug): please report the traceback above", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        cli_support.stop()
 
 
 def _dispatch(args, beam_args) -> int:
+    from nirbeam.stream import cli_support
+
+    rc = cli_support.dispatch(args)  # config, plot, report
+    if rc is not None:
+        return rc
     if args.command == "simulate":
         from nirbeam.sim.simulator import PRESETS, simulate
 
@@ -140,14 +155,15 @@ def _dispatch(args, beam_args) -> int:
             spec.validate()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        config = load_config_file(args.config)
+        config = cli_support.effective_config(args, load_config_file(args.config))
         restore = _exit_on_interrupt()
         try:
             res = run(args.inputs, args.out, refs_dir=args.refs, config=config, runner=spec,
-                      progress=not args.no_progress)
+                      progress=not (args.no_progress or args.quiet))
         finally:
             restore()
         _print_summary(res.summary)
+        cli_support.finish_run(args.out)
         return res.exit_code
     if args.command == "stream":
         from nirbeam.stream.config import ConfigError, load_config_file
@@ -164,7 +180,7 @@ def _dispatch(args, beam_args) -> int:
                 raise ValueError("--poll and --replay-speed must be > 0")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        config = load_config_file(args.config)
+        config = cli_support.effective_config(args, load_config_file(args.config))
         print(f"nirbeam stream: {'replaying' if args.replay_speed else 'watching'} "
               f"{os.path.abspath(args.watch_dir)} -> {os.path.abspath(args.out)} (Ctrl-C to stop)",
               file=sys.stderr, flush=True)
@@ -177,15 +193,12 @@ def _dispatch(args, beam_args) -> int:
             print("nirbeam stream: stopped; in-flight integration finished, products finalised "
                   "over what arrived (rerun to continue)", file=sys.stderr)
         _print_summary(res.summary)
+        cli_support.finish_run(args.out)
         return res.exit_code
     if args.command == "fit":
         from nirbeam.stream.products import fit_command
 
         return fit_command(args.table, args.config, args.out)
-    if args.command == "plot":
-        from nirbeam.stream.products import plot_command
-
-        return plot_command(args.outdir)
     raise AssertionError(args.command)
 
 

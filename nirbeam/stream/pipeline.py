@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import threading
 import time
 import uuid
@@ -356,10 +355,9 @@ def run(
     BadInputError
         Inputs that cannot be processed (the CLI turns it into exit code 2).
     """
+    from nirbeam.stream.progress import Progress
     from nirbeam.stream.refs import index_references
     from nirbeam.stream.settings import Settings
-
-    from nirbeam.stream.progress import Progress
 
     t_start = time.time()
     runner = runner or RunnerSpec()

@@ -627,33 +627,13 @@ def _fit_and_plot(outdir, root, fits_done, settings) -> dict:
 
 
 def _plots(outdir, root, fits_done, fitted, settings) -> None:
-    from nirbeam.sinks import plots
-    from nirbeam.transforms.spectra import ExtractionModel
+    """Every plot, from the products just written (:mod:`nirbeam.sinks.diagnostics`)."""
+    from nirbeam.sinks.diagnostics import plot_products
 
-    pdir = fs.join(outdir, "plots")
-    fs.makedirs(pdir)
-    for g, (_meta, bjd, wf, we, wdq, lc, _sdq) in sorted(fits_done.items()):
-        try:
-            res, ts, use = fitted.get(g, (None, None, None))
-            if res is not None:
-                plots.plot_fit(res, fs.join(pdir, f"whitelight_{g}.png"))
-            else:
-                plots.plot_white_light(bjd, wf, fs.join(pdir, f"whitelight_{g}.png"),
-                                       error=we, dq=wdq)
-            plots.plot_spectroscopic_image(bjd, lc.centers, lc.flux,
-                                           fs.join(pdir, f"speclc_{g}.png"))
-            arrays, attrs = zarr_store.load_arrays(root, f"{g}/{EXTRACTION}")
-            model = ExtractionModel.from_arrays(arrays, attrs)
-            plots.plot_rate_image(arrays["median_image"], fs.join(pdir, f"rate_{g}.png"),
-                                  trace=model.trace, half_width=model.half_width,
-                                  background_region=model.background_region)
-            if ts is not None:
-                plots.plot_transmission_spectrum(
-                    ts.wavelength, ts.depth, ts.depth_error,
-                    fs.join(pdir, f"transmission_{g}.png"), bin_edges=lc.edges,
-                    white_depth=res.params.get("rp", np.nan) ** 2)
-        except Exception as exc:  # noqa: BLE001 - plots must not kill a run
-            log.warning("plots for %s failed: %s", g, exc)
+    try:
+        plot_products(outdir, root)
+    except Exception as exc:  # noqa: BLE001 - plots must not kill a run
+        log.warning("plots failed: %s", exc)
 
 
 # ---------------------------------------------------------------------------------------

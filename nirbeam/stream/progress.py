@@ -57,9 +57,11 @@ def setup_logging(level: int, outdir: str | None = None, stream: TextIO | None =
     console = logging.StreamHandler(stream or sys.stderr)
     console.setLevel(level)
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    # third-party warnings sent to the root logger at import (Beam's optional GCP clients)
+    console.addFilter(lambda r: r.name != "root" or r.levelno >= logging.ERROR)
     root.addHandler(console)
     _handlers.append(console)
-    for noisy in ("apache_beam", "root", "distributed", "numba", "matplotlib", "fsspec",
+    for noisy in ("apache_beam", "distributed", "numba", "matplotlib", "fsspec",
                   "asyncio", "urllib3", "PIL"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     path = None
@@ -76,6 +78,7 @@ def setup_logging(level: int, outdir: str | None = None, stream: TextIO | None =
             fh = logging.FileHandler(path, mode="a", encoding="utf-8")
         fh.setLevel(min(level, logging.INFO))
         fh.setFormatter(logging.Formatter(_FORMAT))
+        fh.addFilter(lambda r: r.name != "root" or r.levelno >= logging.ERROR)
         root.addHandler(fh)
         _handlers.append(fh)
     return path
@@ -124,6 +127,7 @@ class Stage:
         self.count = 0
         self.t0 = time.monotonic()
         self._last_line = 0.0
+        self._last_count = -1
         self._bar = None
         self._stop = threading.Event()
         self._thread = None
@@ -154,8 +158,6 @@ class Stage:
     def set(self, n: int) -> None:
         """Set the count to ``n``."""
         with self._lock:
-            if n == self.count and n != 0:
-                return
             self.count = int(n)
             try:
                 if self._bar is not None:
@@ -187,9 +189,14 @@ class Stage:
         return f"[nirbeam] {self.name}: {self.count}{tot} {self.unit}{pct}{extra}"
 
     def _line(self, force: bool = False) -> None:
+        # a line when the count changed and ``interval`` passed, else a heartbeat line
+        # every 6 intervals, so a log shows the run is alive without filling up
         now = time.monotonic()
-        if force or now - self._last_line >= self.owner.interval:
+        dt = now - self._last_line
+        changed = self.count != self._last_count
+        if force or (changed and dt >= self.owner.interval) or dt >= 6 * self.owner.interval:
             self._last_line = now
+            self._last_count = self.count
             print(self.text(), file=self.owner.stream, flush=True)
 
     def _run_poll(self) -> None:
