@@ -163,7 +163,8 @@ def prepare_spectra(root: str, plan, settings) -> ExtractionModel | str | None:
     )
     if "wavelength" not in g:
         g.create_array("wavelength", data=wl.wavelength, dimension_names=("wavelength",),
-                       attributes={"units": "um", "source": wl.source})
+                       attributes=zarr_store.cf_attrs("wavelength", {
+                           "units": "um", "description": "wavelength", "source": wl.source}))
     zarr_store.prepare_stage(
         root, group, CLEANED, meta.nints, (ny, nx), {"dq": np.uint32}, coords=coords,
         time_chunk=BLOCK,
