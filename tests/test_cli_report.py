@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import zarr
 
-from nirbeam.sinks.diagnostics import CAPTIONS
 from nirbeam.sim.simulator import simulate
+from nirbeam.sinks.diagnostics import CAPTIONS
 from nirbeam.stream.cli import EXIT_BAD_INPUT, main
 
 NINTS = 32

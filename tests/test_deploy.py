@@ -10,7 +10,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import shutil
 import signal
 import stat
 import subprocess
