@@ -184,10 +184,13 @@ def _dispatch(args, beam_args) -> int:
         print(f"nirbeam stream: {'replaying' if args.replay_speed else 'watching'} "
               f"{os.path.abspath(args.watch_dir)} -> {os.path.abspath(args.out)} (Ctrl-C to stop)",
               file=sys.stderr, flush=True)
+        shown = cli_support.StreamProgress(enabled=not args.quiet)
         res = run_stream(args.watch_dir, args.out, refs_dir=args.refs, config=config,
                          until_complete=args.until_complete, poll=args.poll,
                          replay_speed=args.replay_speed, runner=spec,
-                         live_model_nints=args.live_model_nints, plot_every=args.plot_every)
+                         live_model_nints=args.live_model_nints, plot_every=args.plot_every,
+                         on_progress=shown)
+        shown.close()
         s = res.summary.get("streaming", {})
         if s.get("stopped_by_signal"):
             print("nirbeam stream: stopped; in-flight integration finished, products finalised "

@@ -168,6 +168,18 @@ class Stage:
             except Exception:  # noqa: BLE001
                 pass
 
+    def set_total(self, total: int | None) -> None:
+        """Change the total (a stream learns of new exposures as they arrive)."""
+        if total == self.total:
+            return
+        self.total = total
+        if self._bar is not None:
+            try:
+                self._bar.total = total
+                self._bar.refresh()
+            except Exception:  # noqa: BLE001
+                pass
+
     def rate(self) -> float | None:
         """Items per second so far (None before the first)."""
         dt = time.monotonic() - self.t0
