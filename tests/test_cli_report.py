@@ -205,3 +205,25 @@ def test_cf_attributes_and_time_scale(run):
         v = t[:]
         assert np.all((v > 4e4) & (v < 1e5))  # modified BJD, not BJD (2.4e6)
     assert root[f"{g}/rateints/sci"].attrs["units"] == "DN/s"
+
+
+def test_report_lists_stand_ins_and_escapes_values(tmp_path):
+    from nirbeam.sinks.report import render_report
+
+    run = {"nirbeam_version": "0.1.0", "command": "run", "inputs": ["a_uncal.fits"],
+           "exposures": [{"exposure": "jw1", "detector": "NRS1", "nints": 3, "processed": 2,
+                          "deadlettered": 1, "complete": True, "notes": ["<b>x</b>"],
+                          "references": {"MASK": {"standin": "no MASK reference: none"},
+                                         "GAIN": {"file": "g.fits", "sha256": "ab12"}}}],
+           "timings_s": {"detector1": 1.5}, "config_input": {}}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    (tmp_path / "deadletter.jsonl").write_text(json.dumps(
+        {"exposure": "jw1", "detector": "NRS1", "integration": 3, "step": "read",
+         "reason": "missing segment"}) + "\n")
+    page = render_report(str(tmp_path), entries=[])
+    p = _Page()
+    p.feed(page)
+    text = " ".join(p.text)
+    assert "no MASK reference: none" in text and "ab12" in text and "g.fits" in text
+    assert "missing segment" in text and "Dead letters (1)" in text
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page

@@ -107,7 +107,7 @@ def _references(run: dict) -> list[dict]:
             if isinstance(info, dict):
                 row["file"] = info.get("file") or info.get("path") or info.get("source", "")
                 row["sha256"] = info.get("sha256", "")
-                row["note"] = info.get("note") or info.get("stand_in") or info.get("substitute", "")
+                row["stand-in"] = info.get("standin", "")
             else:
                 row["file"] = info
             rows.append(row)
