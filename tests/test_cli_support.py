@@ -167,12 +167,15 @@ def test_apply_overrides_merges_and_checks():
 
 
 def test_bad_set_exits_2(tmp_path, capsys):
-    rc = main(["run", str(tmp_path), "--out", str(tmp_path / "o"),
-               "--set", "detector1.jump.nope=1"])
-    assert rc == EXIT_BAD_INPUT
+    out = tmp_path / "o"
+    argv = ["run", str(tmp_path), "--out", str(out), "--set", "detector1.jump.nope=1"]
+    assert main(argv) == EXIT_BAD_INPUT
     assert "detector1.jump" in capsys.readouterr().err
-    # the log file is written even for a refused run
-    assert "bad input" in (tmp_path / "o" / "nirbeam.log").read_text()
+    assert not out.exists()  # refused before anything was written: no folder, no log
+    out.mkdir()  # an existing OUTDIR (a rerun): the refusal is logged there
+    assert main(argv) == EXIT_BAD_INPUT
+    log = (out / "nirbeam.log").read_text()
+    assert "bad input" in log and "detector1.jump.nope=1" in log
 
 
 def test_missing_extra_names_it(monkeypatch):

@@ -127,7 +127,10 @@ def measure_trace(
     if background_region:
         inner, outer = background_region
         bmask = (ad >= inner) & (ad <= outer)
-        with np.errstate(all="ignore"):
+        import warnings
+
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no background
             bkg = np.nanmedian(np.where(bmask[None], f, np.nan), axis=1, keepdims=True)
         f = f - np.where(np.isfinite(bkg), bkg, 0.0)
     ap = ad <= half_width + 2.0

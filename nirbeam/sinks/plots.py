@@ -705,7 +705,10 @@ def plot_flicker_diagnostics(
     cz = np.where(np.isfinite(c), c, 0.0)
     ps = np.abs(np.fft.rfft(cz - cz.mean(1, keepdims=True), axis=1)) ** 2 / max(nx, 1)
     freq = np.fft.rfftfreq(nx)
-    with np.errstate(all="ignore"):
+    import warnings
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN integration: NaN
         rms = np.sqrt(np.nanmean(c**2, axis=1))
     fig = plt.figure(figsize=(10, 6))
     gs = fig.add_gridspec(2, 2, height_ratios=[1.3, 1])

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args, beam_args = build_parser().parse_known_args(argv)
     from nirbeam.stream import cli_support
 
-    cli_support.start(args)  # console level, OUTDIR/nirbeam.log
+    cli_support.start(args, argv)  # console level, OUTDIR/nirbeam.log
     if beam_args and args.command != "run":
         print(f"nirbeam {args.command}: unrecognised arguments {beam_args}", file=sys.stderr)
         cli_support.stop()

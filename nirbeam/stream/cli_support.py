@@ -75,19 +75,17 @@ def _outdir(args) -> str | None:
     return None
 
 
-def start(args) -> str | None:
-    """Set up logging for the parsed ``args``; returns the log file (or None)."""
+def start(args, argv: list[str] | None = None) -> str | None:
+    """Set up logging for the parsed ``args`` (of ``argv``); returns the log file (or None)."""
     level = console_level(getattr(args, "log_level", None), getattr(args, "verbose", False),
                           getattr(args, "quiet", False))
     outdir = _outdir(args)
-    path = None
-    try:
-        path = setup_logging(level, outdir)
-    except OSError as exc:  # an unwritable OUTDIR is reported by the command itself
-        setup_logging(level, None)
-        log.warning("cannot write the log file in %s: %s", outdir, exc)
+    path = setup_logging(level, outdir)
     if outdir is not None:
-        log.info("nirbeam %s: %s", __version__, " ".join(sys.argv))
+        import shlex
+
+        cmd = sys.argv[1:] if argv is None else list(argv)
+        log.info("nirbeam %s: nirbeam %s", __version__, shlex.join(cmd))
     return path
 
 

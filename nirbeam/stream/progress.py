@@ -2,7 +2,7 @@
 
 - :func:`setup_logging`: console level (``--log-level``, ``-v``, ``-q``) and, always,
   ``OUTDIR/nirbeam.log`` (appended to by every command on that folder, at INFO or the
-  console level if lower).
+  console level if lower; a command refused before it created OUTDIR writes nothing).
 - :class:`Progress`: one bar per stage (scan, prepare, detector1, spectra, products) with
   counts, rate and ETA. On a terminal it draws a ``tqdm`` bar; otherwise (a log file, a
   batch job, CI) it prints plain lines no more often than every ``interval`` seconds. Each
@@ -31,7 +31,6 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_NAME = "nirbeam.log"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _handlers: list[logging.Handler] = []
-_remote: list[tuple[str, object]] = []
 
 
 def console_level(log_level: str | None, verbose: bool = False, quiet: bool = False) -> int:
@@ -46,11 +45,10 @@ def console_level(log_level: str | None, verbose: bool = False, quiet: bool = Fa
 def setup_logging(level: int, outdir: str | None = None, stream: TextIO | None = None) -> str | None:
     """Configure the ``nirbeam`` loggers: console at ``level``, ``OUTDIR/nirbeam.log`` always.
 
-    Returns the log file's path (or URL), or None without an OUTDIR. An fsspec URL OUTDIR
-    gets its log uploaded by :func:`close_logging` (object stores cannot append).
+    Returns the log file's path (or URL), or None without an OUTDIR. The file appears once
+    OUTDIR exists (see :class:`_OutdirLog`); an fsspec URL OUTDIR gets its log uploaded
+    by :func:`close_logging` (object stores cannot append).
     """
-    import io
-
     close_logging()
     root = logging.getLogger()
     root.setLevel(logging.DEBUG)
@@ -69,19 +67,74 @@ def setup_logging(level: int, outdir: str | None = None, stream: TextIO | None =
         from nirbeam.sinks import fs
 
         path = fs.join(outdir, LOG_NAME)
-        if fs.is_url(outdir):
-            buf = io.StringIO()
-            fh = logging.StreamHandler(buf)
-            _remote.append((path, buf))
-        else:
-            fs.makedirs(outdir)
-            fh = logging.FileHandler(path, mode="a", encoding="utf-8")
+        fh = _OutdirLog(outdir, path)
         fh.setLevel(min(level, logging.INFO))
         fh.setFormatter(logging.Formatter(_FORMAT))
         fh.addFilter(lambda r: r.name != "root" or r.levelno >= logging.ERROR)
         root.addHandler(fh)
         _handlers.append(fh)
     return path
+
+
+class _OutdirLog(logging.Handler):
+    """``OUTDIR/nirbeam.log``, appended to; records wait in memory until OUTDIR exists.
+
+    A command refused before it created OUTDIR (bad options, bad input) leaves nothing
+    behind; once the folder exists (the command made it, or a rerun) the buffered records
+    and every later one go to the file, flushed each time (``tail -f`` works). An fsspec
+    URL OUTDIR gets its records uploaded (appended) on :meth:`close`.
+    """
+
+    def __init__(self, outdir: str, path: str):
+        super().__init__()
+        self.outdir, self.path = outdir, path
+        self.buffer: list[str] = []
+        self.file = None
+
+    def _exists(self) -> bool:
+        from nirbeam.sinks import fs
+
+        try:
+            return fs.isdir(self.outdir)
+        except Exception:  # noqa: BLE001
+            return False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record)
+            from nirbeam.sinks import fs
+
+            if self.file is None and not fs.is_url(self.outdir) and self._exists():
+                self.file = open(fs.normalize(self.path), "a", encoding="utf-8")  # noqa: SIM115
+                self.file.writelines(m + "\n" for m in self.buffer)
+                self.buffer.clear()
+            if self.file is not None:
+                self.file.write(msg + "\n")
+                self.file.flush()
+            else:
+                self.buffer.append(msg)
+        except Exception:  # noqa: BLE001 - the log must not end a run
+            self.handleError(record)
+
+    def close(self) -> None:
+        try:
+            from nirbeam.sinks import fs
+
+            if self.file is not None:
+                self.file.close()
+                self.file = None
+            elif self.buffer and self._exists():
+                text = "".join(m + "\n" for m in self.buffer)
+                if fs.is_url(self.outdir):
+                    old = fs.read_text(self.path) if fs.isfile(self.path) else ""
+                    fs.write_text(self.path, old + text)
+                else:
+                    with open(fs.normalize(self.path), "a", encoding="utf-8") as f:
+                        f.write(text)
+            self.buffer.clear()
+        except Exception:  # noqa: BLE001
+            pass
+        super().close()
 
 
 def close_logging() -> None:
@@ -95,15 +148,6 @@ def close_logging() -> None:
         except Exception:  # noqa: BLE001
             pass
     _handlers.clear()
-    for path, buf in _remote:
-        try:
-            from nirbeam.sinks import fs
-
-            old = fs.read_text(path) if fs.isfile(path) else ""
-            fs.write_text(path, old + buf.getvalue())
-        except Exception:  # noqa: BLE001 - the log must not end a run
-            pass
-    _remote.clear()
 
 
 def format_eta(seconds: float | None) -> str:
