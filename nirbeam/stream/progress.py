@@ -90,6 +90,7 @@ class _OutdirLog(logging.Handler):
         self.outdir, self.path = outdir, path
         self.buffer: list[str] = []
         self.file = None
+        self.failed = False  # OUTDIR not writable: the command reports it; no log
 
     def _exists(self) -> bool:
         from nirbeam.sinks import fs
@@ -100,12 +101,19 @@ class _OutdirLog(logging.Handler):
             return False
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self.failed:
+            return
         try:
             msg = self.format(record)
             from nirbeam.sinks import fs
 
             if self.file is None and not fs.is_url(self.outdir) and self._exists():
-                self.file = open(fs.normalize(self.path), "a", encoding="utf-8")  # noqa: SIM115
+                try:
+                    self.file = open(fs.normalize(self.path), "a", encoding="utf-8")  # noqa: SIM115
+                except OSError:
+                    self.failed = True
+                    self.buffer.clear()
+                    return
                 self.file.writelines(m + "\n" for m in self.buffer)
                 self.buffer.clear()
             if self.file is not None:
@@ -123,7 +131,7 @@ class _OutdirLog(logging.Handler):
             if self.file is not None:
                 self.file.close()
                 self.file = None
-            elif self.buffer and self._exists():
+            elif self.buffer and not self.failed and self._exists():
                 text = "".join(m + "\n" for m in self.buffer)
                 if fs.is_url(self.outdir):
                     old = fs.read_text(self.path) if fs.isfile(self.path) else ""
