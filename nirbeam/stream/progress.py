@@ -191,8 +191,14 @@ class Stage:
                 try:
                     from tqdm import tqdm
 
+                    import shutil
+
+                    # a pseudo-terminal without a size (script, some CI runners) reports
+                    # 0 x 0, for which tqdm draws nothing: take 100 x 24 then
+                    size = shutil.get_terminal_size((100, 24))
                     self._bar = tqdm(total=total, desc=f"nirbeam {name}", unit=f" {unit}",
-                                     file=owner.stream, dynamic_ncols=True, leave=True)
+                                     file=owner.stream, leave=True, ncols=size.columns,
+                                     nrows=max(size.lines, 4))
                 except Exception:  # noqa: BLE001 - fall back to plain lines
                     self._bar = None
             if self._bar is None:
