@@ -120,6 +120,11 @@ def CUBE_CODEC(dtype) -> BloscCodec:  # noqa: N802 - a constant-like factory
     return BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=np.dtype(dtype).itemsize)
 
 
+#: "no such node" across zarr 3.1.x (NodeNotFoundError appeared after 3.1.0, the lower bound)
+_NOT_FOUND = (FileNotFoundError, KeyError) + tuple(
+    getattr(zarr.errors, n) for n in ("NodeNotFoundError", "GroupNotFoundError",
+                                      "ArrayNotFoundError") if hasattr(zarr.errors, n))
+
 _LOCK = threading.Lock()
 _ARRAYS: dict[tuple[str, str], Any] = {}
 
@@ -153,7 +158,7 @@ def is_consolidated(root: str, path: str = "") -> bool:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             g = zarr.open_group(root, path=path or None, mode="r", zarr_format=3)
-    except (FileNotFoundError, zarr.errors.NodeNotFoundError, zarr.errors.GroupNotFoundError):
+    except _NOT_FOUND:
         return False
     return g.metadata.consolidated_metadata is not None
 
@@ -393,7 +398,7 @@ def completed(root: str, group: str, stage: str) -> np.ndarray:
     """Boolean (nints,) array: True where the integration's marker says complete."""
     try:
         a = zarr.open_array(root, path=f"{group}/{stage}/done", mode="r", zarr_format=3)
-    except (FileNotFoundError, KeyError, zarr.errors.NodeNotFoundError):
+    except _NOT_FOUND:
         return np.zeros(0, bool)
     return a[:] == 1
 
