@@ -61,6 +61,14 @@ def test_log_file_and_run_json_show_the_effective_config(run):
     assert rj["config"]["detector1"]["jump"]["rejection_threshold"] == 4.5
     assert rj["config_input"]["detector1"]["jump"]["rejection_threshold"] == 4.5
     assert rj["config"]["fit"]["per"] > 0  # the config file's values are kept as well
+    # the saved parameter file repeats the run's settings exactly
+    import tomllib
+
+    from nirbeam.stream.settings import Settings
+
+    saved = tomllib.loads((run["out"] / "effective_config.toml").read_text())
+    assert Settings.from_dict(saved) == Settings.from_dict(rj["config_input"])
+    assert saved["detector1"]["jump"]["rejection_threshold"] == 4.5
 
 
 def _check_png(path: Path):

@@ -166,10 +166,39 @@ def plot_command(outdir: str) -> int:
     return 0
 
 
+CONFIG_NAME = "effective_config.toml"
+
+
+def write_effective_config(outdir: str) -> str | None:
+    """``OUTDIR/effective_config.toml``: the run's settings (file + ``--set``), every key.
+
+    Written from ``run.json``'s ``config_input``; ``--config`` it to repeat the run.
+    """
+    import json
+
+    from nirbeam.sinks import fs
+    from nirbeam.stream.config_cli import settings_toml
+    from nirbeam.stream.settings import Settings
+
+    rj = fs.join(outdir, "run.json")
+    if not fs.isfile(rj):
+        return None
+    cfg = json.loads(fs.read_text(rj)).get("config_input", {})
+    path = fs.join(outdir, CONFIG_NAME)
+    fs.write_text(path, settings_toml(Settings.from_dict(cfg), header=(
+        f"effective settings of the run in {fs.abspath(outdir)} (file and --set overrides);\n"
+        f"repeat it with: nirbeam run ... --config {CONFIG_NAME}")))
+    return path
+
+
 def finish_run(outdir: str) -> None:
-    """After ``run``/``stream``: ``OUTDIR/report.html`` over the plots the run drew."""
+    """After ``run``/``stream``: ``effective_config.toml`` and ``report.html``."""
     from nirbeam.sinks.report import write_report
 
+    try:
+        write_effective_config(outdir)
+    except Exception as exc:  # noqa: BLE001 - the products are written; this is extra
+        log.warning("effective_config.toml failed: %s", exc)
     try:
         path = write_report(outdir, redraw=False)
         log.info("report: %s", path)

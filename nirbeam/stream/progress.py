@@ -189,9 +189,9 @@ class Stage:
         if owner.enabled:
             if owner.tty:
                 try:
-                    from tqdm import tqdm
-
                     import shutil
+
+                    from tqdm import tqdm
 
                     # a pseudo-terminal without a size (script, some CI runners) reports
                     # 0 x 0, for which tqdm draws nothing: take 100 x 24 then
