@@ -113,7 +113,9 @@ class Products:
         complete_only : bool
             Keep only integrations whose ``done`` marker is set (stages with a marker).
         """
-        import xarray as xr
+        from nirbeam._extras import require
+
+        xr = require("xarray")
 
         g = self._group(group)
         stages = self.stages(g)

@@ -13,7 +13,7 @@ be on a file system every node mounts at the same path (Lustre, GPFS, NFS...): t
 read the uncal segments and write their regions of OUTDIR/cubes.zarr directly.
 
 Needs, in the same Python environment on the login and compute nodes: ``pip install
-nirbeam "apache-beam[dask]" dask-jobqueue`` (same versions everywhere).
+"nirbeam[dask]" dask-jobqueue`` (same versions everywhere).
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ def main(argv=None) -> int:
     ap.add_argument("--memory-per-process-gb", type=float, default=2.0,
                     help="a g395h SUB2048 integration needs ~0.3 GB; 2 GB leaves room")
     ap.add_argument("--walltime", default="02:00:00")
+    ap.add_argument("--lifetime", default="115m",
+                    help="workers retire gracefully after this (keep it a few minutes under "
+                         "--walltime, so SLURM never kills a worker mid-write)")
     ap.add_argument("--queue", default=None, help="SLURM partition (#SBATCH -p)")
     ap.add_argument("--account", default=None, help="SLURM account (#SBATCH -A)")
     ap.add_argument("--interface", default=None, help="network interface, e.g. ib0")
@@ -61,6 +64,8 @@ def main(argv=None) -> int:
             "export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1",
         ],
         job_name="nirbeam-dask",
+        # dask-jobqueue's advice for walltime-limited jobs: retire before SLURM kills
+        worker_extra_args=["--lifetime", args.lifetime, "--lifetime-stagger", "2m"],
     )
     print(cluster.job_script())
     cluster.scale(jobs=args.jobs)

@@ -364,7 +364,9 @@ def transit_relflux(cfg, t_bjd: np.ndarray, rp: np.ndarray, t0: float) -> np.nda
     nints, nx = t_bjd.size, rp.size
     if not cfg.transit:
         return np.ones((nints, nx))
-    import batman
+    from nirbeam._extras import require
+
+    batman = require("batman", purpose="the simulator's transit model")
 
     params = batman.TransitParams()
     params.t0 = t0

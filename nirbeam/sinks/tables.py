@@ -61,6 +61,9 @@ def write_table(
             t.write(tmp, format="ascii.ecsv", overwrite=True)
         written.append(path_stem + ".ecsv")
     if parquet:
+        from nirbeam._extras import require
+
+        require("pyarrow")
         df = t.to_pandas()
         df.attrs = {"meta": json.loads(json.dumps(_clean_meta(meta), default=str))}
         with atomic_path(path_stem + ".parquet") as tmp:

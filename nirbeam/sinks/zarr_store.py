@@ -20,7 +20,8 @@ idempotent.
 
 Conventions (so that ``xarray.open_zarr(store, group=...)`` gives a labelled Dataset):
 every array carries zarr v3 ``dimension_names`` (``integration``, ``y``, ``x``,
-``wavelength``...), ``units`` and ``description`` attributes; arrays that are coordinates
+``wavelength``...), CF ``long_name`` and ``units`` attributes (and ``description``, the
+same text, for older readers); the root and every group carry ``Conventions = "CF-1.10"``; arrays that are coordinates
 (``integration_number``, ``int_mid_BJD_TDB``, ``int_mid_MJD_UTC``, ``wavelength``...) are
 named in the ``coordinates`` attribute of the data arrays (CF style). Unwritten regions
 read as missing in any zarr reader: float arrays have the fill value NaN, ``dq`` arrays
@@ -65,6 +66,9 @@ __all__ = [
     "unconsolidate",
     "is_consolidated",
     "COORD_ATTRS",
+    "CONVENTIONS",
+    "TIME_ATTRS",
+    "cf_attrs",
     "LAYOUT",
 ]
 
@@ -78,6 +82,36 @@ COORD_ATTRS: dict[str, dict[str, str]] = {
     "wavelength": {"units": "um", "description": "wavelength"},
 }
 """Default attributes of the coordinate arrays (explicit ``array_attrs`` win)."""
+
+CONVENTIONS = "CF-1.10"
+"""``Conventions`` attribute of the root and of every group nirbeam writes."""
+
+TIME_ATTRS: dict[str, dict[str, str]] = {
+    # JWST INT_TIMES columns hold modified Julian dates: int_mid_BJD_TDB is
+    # BJD_TDB - 2400000.5, int_mid_MJD_UTC is JD_UTC - 2400000.5 (days)
+    "int_mid_BJD_TDB": {"units": "d", "long_name": "integration mid-time, BJD_TDB - 2400000.5",
+                        "timescale": "TDB", "reference_position": "solar system barycentre",
+                        "zero_point": "JD 2400000.5"},
+    "int_mid_MJD_UTC": {"units": "d", "long_name": "integration mid-time, MJD UTC (JD_UTC - 2400000.5)",
+                        "timescale": "UTC", "zero_point": "JD 2400000.5"},
+}
+"""CF attributes of the time coordinates: the scale and zero point of their values."""
+
+
+def cf_attrs(name: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """CF form of an array's attributes: ``long_name`` (from ``description``) and ``units``.
+
+    ``description`` is kept as well (older readers); the time coordinates get their scale
+    and zero point (:data:`TIME_ATTRS`).
+    """
+    at = dict(attrs)
+    if "description" in at and "long_name" not in at:
+        at["long_name"] = at["description"]
+    at.update(TIME_ATTRS.get(name, {}))
+    if "long_name" not in at:
+        at["long_name"] = name.replace("_", " ")
+    at.setdefault("units", "")
+    return at
 
 
 class StoreError(RuntimeError):
@@ -94,6 +128,11 @@ def CUBE_CODEC(dtype) -> BloscCodec:  # noqa: N802 - a constant-like factory
     """
     return BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=np.dtype(dtype).itemsize)
 
+
+#: "no such node" across zarr 3.1.x (NodeNotFoundError appeared after 3.1.0, the lower bound)
+_NOT_FOUND = (FileNotFoundError, KeyError) + tuple(
+    getattr(zarr.errors, n) for n in ("NodeNotFoundError", "GroupNotFoundError",
+                                      "ArrayNotFoundError") if hasattr(zarr.errors, n))
 
 _LOCK = threading.Lock()
 _ARRAYS: dict[tuple[str, str], Any] = {}
@@ -128,7 +167,7 @@ def is_consolidated(root: str, path: str = "") -> bool:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             g = zarr.open_group(root, path=path or None, mode="r", zarr_format=3)
-    except (FileNotFoundError, zarr.errors.NodeNotFoundError, zarr.errors.GroupNotFoundError):
+    except _NOT_FOUND:
         return False
     return g.metadata.consolidated_metadata is not None
 
@@ -162,7 +201,7 @@ def consolidate(root: str, attrs: Mapping[str, Any] | None = None) -> None:
     attributes first (``layout`` is always set).
     """
     g = open_root(root)  # strips old consolidated metadata
-    g.update_attributes({"layout": LAYOUT, **dict(attrs or {})})
+    g.update_attributes({"layout": LAYOUT, "Conventions": CONVENTIONS, **dict(attrs or {})})
     paths = _group_paths(g)
     forget_cache()
     with warnings.catch_warnings():
@@ -260,13 +299,13 @@ def prepare_stage(
             compressors=CUBE_CODEC(dtype),
             fill_value=fill_value_for(name, dtype),
             dimension_names=dims,
-            attributes=at,
+            attributes=cf_attrs(name, at),
         )
     if "done" not in g:
         g.create_array(
             "done", shape=(nints,), dtype="uint8", chunks=(time_chunk,), fill_value=0,
             dimension_names=("integration",),
-            attributes={"units": "", "description": "1 when the integration's region is completely written"},
+            attributes=cf_attrs("done", {"units": "", "description": "1 when the integration's region is completely written"}),
         )
     for name, values in (coords or {}).items():
         values = np.asarray(values)
@@ -276,10 +315,10 @@ def prepare_stage(
             continue
         g.create_array(
             name, data=values, chunks=(max(len(values), 1),), dimension_names=("integration",),
-            attributes={**COORD_ATTRS.get(name, {}), **dict((array_attrs or {}).get(name, {}))},
+            attributes=cf_attrs(name, {**COORD_ATTRS.get(name, {}),
+                                       **dict((array_attrs or {}).get(name, {}))}),
         )
-    if attrs:
-        g.attrs.update(dict(attrs))
+    g.attrs.update({"Conventions": CONVENTIONS, **dict(attrs or {})})
     return g
 
 
@@ -444,7 +483,7 @@ def completed(root: str, group: str, stage: str) -> np.ndarray:
     """Boolean (nints,) array: True where the integration's marker says complete."""
     try:
         a = zarr.open_array(root, path=f"{group}/{stage}/done", mode="r", zarr_format=3)
-    except (FileNotFoundError, KeyError, zarr.errors.NodeNotFoundError):
+    except _NOT_FOUND:
         return np.zeros(0, bool)
     return a[:] == 1
 
@@ -510,10 +549,9 @@ def save_arrays(
             at["coordinates"] = " ".join(coords)
         g.create_array(
             name, data=value, chunks=value.shape or (1,), compressors=CUBE_CODEC(value.dtype),
-            dimension_names=d, attributes=at, overwrite=True,
+            dimension_names=d, attributes=cf_attrs(name, at), overwrite=True,
         )
-    if attrs:
-        g.attrs.update(dict(attrs))
+    g.attrs.update({"Conventions": CONVENTIONS, **dict(attrs or {})})
 
 
 def save_lightcurves(

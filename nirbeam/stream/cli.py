@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="JWST NIRSpec time series on Apache Beam: uncal ramps to light curves.",
     )
     ap.add_argument("-v", "--verbose", action="store_true", help="log more")
+    from nirbeam.stream import cli_support
+
+    cli_support.add_global_args(ap)  # --version, --log-level, -q
     sub = ap.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("simulate", help="write a simulated NIRSpec BOTS exposure (uncal + refs + truth)")
@@ -76,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recompute exposures whose earlier results in OUTDIR were made from "
                         "other inputs, references, settings or nirbeam version")
     _add_runner_args(r)
+    cli_support.add_set_arg(r)
 
     f = sub.add_parser("fit", help="quick-look transit fit of a light-curve table")
     f.add_argument("table", help="ECSV, CSV or Parquet light curve")
@@ -90,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("outdir", help="a finished nirbeam run's --out folder")
     ex.add_argument("--to", default=None, help="destination folder (default OUTDIR/eureka)")
 
-    pl = sub.add_parser("plot", help="re-draw the plots of a run's OUTDIR")
+    pl = sub.add_parser("plot", help="draw every plot of a run's OUTDIR from its products")
     pl.add_argument("outdir")
 
     st = sub.add_parser("stream", help="light curves while an exposure arrives in a watched folder")
@@ -113,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Beam runner of the streaming pipeline: direct (in-process, default) "
                     "or portable (--job-endpoint); dask and multiprocess cannot stream")
     st.add_argument("--job-endpoint", default=None, help="Beam job service HOST:PORT (portable)")
+    cli_support.add_set_arg(st)
+    cli_support.add_commands(sub)  # config, report
+    for p in (s, r, f, pl, st):
+        cli_support.add_global_args(p, sub=True)
     return ap
 
 
@@ -133,18 +141,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("apache_beam").setLevel(logging.ERROR)
-    logging.getLogger("root").setLevel(logging.ERROR)
+    from nirbeam.stream import cli_support
+
+    cli_support.start(args, argv)  # console level, OUTDIR/nirbeam.log
     from nirbeam.stream.config import ConfigError
     from nirbeam.stream.uncal import BadInputError
 
     try:
         return _dispatch(args, beam_args)
     except (BadInputError, ConfigError) as exc:
+        logging.getLogger("nirbeam.cli").info("bad input: %s", exc)
         print(f"nirbeam: bad input: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
@@ -154,16 +160,25 @@ def main(argv: list[str] | None = None) -> int:
         ose = os_error_in(exc)
         if ose is not None:
             where = f": {ose.filename}" if getattr(ose, "filename", None) else ""
+            logging.getLogger("nirbeam.cli").info("operating-system error: %s", ose)
             print(f"nirbeam: operating-system error: {ose.strerror or ose}{where} "
                   f"(errno {ose.errno}). Fix it (free space, permissions) and rerun the same "
                   "command: completed integrations are kept", file=sys.stderr)
             return EXIT_OS_ERROR
+        logging.getLogger("nirbeam.cli").exception("internal error")
         traceback.print_exc()
         print("nirbeam: internal error (a bug): please report the traceback above", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        cli_support.stop()
 
 
 def _dispatch(args, beam_args) -> int:
+    from nirbeam.stream import cli_support
+
+    rc = cli_support.dispatch(args)  # config, plot, report
+    if rc is not None:
+        return rc
     if args.command == "simulate":
         from nirbeam.sim.simulator import PRESETS, simulate
         from nirbeam.stream.config import ConfigError
@@ -197,15 +212,16 @@ def _dispatch(args, beam_args) -> int:
             spec.validate()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        config = load_config_file(args.config)
+        config = cli_support.effective_config(args, load_config_file(args.config))
         restore = _exit_on_interrupt()
         try:
             res = run(args.inputs, args.out, refs_dir=args.refs, config=config, runner=spec,
-                      progress=not args.no_progress, allow_standins=args.allow_standins,
-                      overwrite=args.overwrite)
+                      progress=not (args.no_progress or args.quiet),
+                      allow_standins=args.allow_standins, overwrite=args.overwrite)
         finally:
             restore()
         _print_summary(res.summary)
+        cli_support.finish_run(args.out)
         return res.exit_code
     if args.command == "stream":
         from nirbeam.stream.config import ConfigError, load_config_file
@@ -222,7 +238,7 @@ def _dispatch(args, beam_args) -> int:
                 raise ValueError("--poll and --replay-speed must be > 0")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        config = load_config_file(args.config)
+        config = cli_support.effective_config(args, load_config_file(args.config))
         print(f"nirbeam stream: {'replaying' if args.replay_speed else 'watching'} "
               f"{os.path.abspath(args.watch_dir)} -> {os.path.abspath(args.out)} (Ctrl-C to stop)",
               file=sys.stderr, flush=True)
@@ -236,6 +252,7 @@ def _dispatch(args, beam_args) -> int:
             print("nirbeam stream: stopped; in-flight integration finished, products finalised "
                   "over what arrived (rerun to continue)", file=sys.stderr)
         _print_summary(res.summary)
+        cli_support.finish_run(args.out)
         from nirbeam.stream.pipeline import exit_status
 
         if s.get("stopped_by_signal"):  # a stop the user asked for: products over what came
@@ -256,10 +273,6 @@ def _dispatch(args, beam_args) -> int:
         from nirbeam.stream.export import export_command
 
         return export_command(args.format, args.outdir, args.to)
-    if args.command == "plot":
-        from nirbeam.stream.products import plot_command
-
-        return plot_command(args.outdir)
     raise AssertionError(args.command)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import threading
 import time
 import uuid
@@ -467,19 +466,6 @@ class RunResult:
     exit_code: int = 0
 
 
-def _progress(root: str, groups: dict[str, int], stop: threading.Event, stage: str, every=2.0):
-    last = None
-    while not stop.wait(every):
-        try:
-            done = sum(zarr_store.count_completed(root, g, stage) for g in groups)
-        except Exception:  # noqa: BLE001 - progress is best effort
-            continue
-        total = sum(groups.values())
-        if done != last:
-            print(f"[nirbeam] {stage}: {done}/{total} integrations", file=sys.stderr, flush=True)
-            last = done
-
-
 def _exposure_notes(meta: ExposureMeta, settings) -> list[str]:
     """What the data cannot support, said once per exposure (also in provenance)."""
     notes = []
@@ -751,14 +737,20 @@ def run(
     BadInputError
         Inputs that cannot be processed (the CLI turns it into exit code 2).
     """
+    from nirbeam.stream.progress import Progress
     from nirbeam.stream.refs import index_references
     from nirbeam.stream.settings import Settings
 
     t_start = time.time()
     runner = runner or RunnerSpec()
     settings = Settings.from_dict(config or {})
+    bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
     files = find_uncal_files(inputs)
-    infos = [scan_segment(f) for f in files]
+    infos = []
+    with bar.stage("scan", total=len(files), unit="segments") as st:
+        for f in files:
+            infos.append(scan_segment(f))
+            st.advance()
     plans = plan_exposures(infos)
     _check_outdir(outdir)
     if not refs_dir and not allow_standins:
@@ -773,6 +765,7 @@ def run(
     per_group: dict[str, dict] = {}
     t0 = time.time()
     loaded, reset = [], []
+    st = bar.stage("prepare", total=len(plans), unit="exposures")
     for plan in plans:  # every check first: nothing is written if one exposure is refused
         refs, prov = load_exposure_refs(plan, refs_dir, ref_index, allow_standins)
         key = resume_key(plan, prov, settings)
@@ -783,6 +776,7 @@ def run(
             _reset_group(root, plan.meta.group_name, dead_dir)
         info = prepare_exposure(root, plan, refs_dir, ref_index, settings, loaded=ld,
                                 time_chunk=rate_block_size(plan.meta.nints, runner))
+        st.advance()
         group = plan.meta.group_name
         done = zarr_store.completed(root, group, RATEINTS)
         todo = [i for i in plan.present if not done[i - 1]]
@@ -809,24 +803,30 @@ def run(
         c = zarr_store.time_chunk(root, group, RATEINTS)
         block = c * max(1, rate_block_size(plan.meta.nints, runner) // c)
         blocks += rate_blocks(group, plan.meta.nints, plan.present, done, item, block)
+    st.close()
     timings["prepare"] = time.time() - t0
 
     t0 = time.time()
     metrics = {}
     if blocks:
-        metrics = _run_detector1(blocks, root, dead_dir, settings, runner, per_group, progress)
+        metrics = _run_detector1(blocks, root, dead_dir, settings, runner, per_group, bar)
     timings["detector1"] = time.time() - t0
     peak = {"detector1": _peak_rss_mib()}
 
     from nirbeam.stream.products import finalize_products, run_spectra_stage
 
     t0 = time.time()
-    metrics.update(run_spectra_stage(root, plans, settings, runner, dead_dir))
+    groups = [pl.meta.group_name for pl in plans]
+    with bar.stage("spectra", total=sum(zarr_store.count_completed(root, g, RATEINTS) for g in groups),
+                   poll=lambda: sum(zarr_store.count_completed(root, g, "spectra") for g in groups)):
+        metrics.update(run_spectra_stage(root, plans, settings, runner, dead_dir))
     timings["spectra"] = time.time() - t0
     peak["spectra"] = _peak_rss_mib()
     t0 = time.time()
-    products = finalize_products(outdir, root, plans, settings)
-    zarr_store.consolidate(root, {"nirbeam_version": __version__})
+    with bar.stage("products", total=len(plans), unit="exposures") as st:
+        products = finalize_products(outdir, root, plans, settings)
+        zarr_store.consolidate(root, {"nirbeam_version": __version__})
+        st.set(len(products.get("exposures", {})))
     timings["products"] = time.time() - t0
     peak["products"] = _peak_rss_mib()
 
@@ -865,12 +865,12 @@ def exit_status(summary: dict) -> int:
 
 def _run_detector1(blocks, root, dead_dir, settings, runner, per_group, progress) -> dict:
     beam_runner, options, cleanup = make_runner(runner)
-    stop = threading.Event()
-    th = None
-    if progress:
-        totals = {g: v["nints"] for g, v in per_group.items()}
-        th = threading.Thread(target=_progress, args=(root, totals, stop, RATEINTS), daemon=True)
-        th.start()
+    from nirbeam.stream.progress import Progress
+
+    bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
+    before = sum(v["skipped_complete"] for v in per_group.values())
+    st = bar.stage("detector1", total=sum(len(b.items) for b in blocks), poll=lambda: sum(
+        zarr_store.count_completed(root, g, RATEINTS) for g in per_group) - before)
     try:
         p = beam.Pipeline(runner=beam_runner, options=options)
         dead = (
@@ -884,9 +884,7 @@ def _run_detector1(blocks, root, dead_dir, settings, runner, per_group, progress
         result.wait_until_finish()
         return _metrics(result)
     finally:
-        stop.set()
-        if th is not None:
-            th.join(timeout=5)
+        st.close()
         if cleanup:
             cleanup()
 

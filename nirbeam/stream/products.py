@@ -30,7 +30,7 @@ from nirbeam.transforms.spectra import (
     flag_block,
 )
 
-__all__ = ["run_spectra_stage", "finalize_products", "fit_command", "plot_command"]
+__all__ = ["run_spectra_stage", "finalize_products", "fit_command"]
 
 log = logging.getLogger("nirbeam")
 
@@ -148,7 +148,7 @@ def prepare_spectra(root: str, plan, settings) -> ExtractionModel | str | None:
     )
     if "wavelength" not in g:
         g.create_array("wavelength", data=wl.wavelength, dimension_names=("wavelength",),
-                       attributes=_axis_attrs(wl.source))
+                       attributes=zarr_store.cf_attrs("wavelength", _axis_attrs(wl.source)))
     zarr_store.prepare_stage(
         root, group, CLEANED, meta.nints, (ny, nx), {"dq": np.uint32}, coords=coords,
         time_chunk=BLOCK,
@@ -897,39 +897,13 @@ def _fit_and_plot(outdir, root, fits_done, settings) -> dict:
 
 
 def _plots(outdir, root, fits_done, fitted, settings) -> None:
-    from nirbeam.sinks import plots
-    from nirbeam.transforms.spectra import ExtractionModel
+    """Every plot, from the products just written (:mod:`nirbeam.sinks.diagnostics`)."""
+    from nirbeam.sinks.diagnostics import plot_products
 
-    pdir = fs.join(outdir, "plots")
-    fs.makedirs(pdir)
-    for g, (_meta, bjd, wf, we, wdq, lc, _sdq) in sorted(fits_done.items()):
-        try:
-            res, ts, use = fitted.get(g, (None, None, None))
-            if res is not None:
-                plots.plot_fit(res, fs.join(pdir, f"whitelight_{g}.png"))
-            else:
-                plots.plot_white_light(bjd, wf, fs.join(pdir, f"whitelight_{g}.png"),
-                                       error=we, dq=wdq)
-            # the spectral-axis plots label their axis in µm: not drawn on a pixel axis
-            pixel = is_pixel_axis(_wl_source(root, g))
-            if pixel:
-                log.warning("%s: no wavelength solution: speclc/transmission plots (axes in "
-                            "um) not drawn", g)
-            else:
-                plots.plot_spectroscopic_image(bjd, lc.centers, lc.flux,
-                                               fs.join(pdir, f"speclc_{g}.png"))
-            arrays, attrs = zarr_store.load_arrays(root, f"{g}/{EXTRACTION}")
-            model = ExtractionModel.from_arrays(arrays, attrs)
-            plots.plot_rate_image(arrays["median_image"], fs.join(pdir, f"rate_{g}.png"),
-                                  trace=model.trace, half_width=model.half_width,
-                                  background_region=model.background_region)
-            if ts is not None and not pixel:
-                plots.plot_transmission_spectrum(
-                    ts.wavelength, ts.depth, ts.depth_error,
-                    fs.join(pdir, f"transmission_{g}.png"), bin_edges=lc.edges,
-                    white_depth=res.params.get("rp", np.nan) ** 2)
-        except Exception as exc:  # noqa: BLE001 - plots must not kill a run
-            log.warning("plots for %s failed: %s", g, exc)
+    try:
+        plot_products(outdir, root)
+    except Exception as exc:  # noqa: BLE001 - plots must not kill a run
+        log.warning("plots failed: %s", exc)
 
 
 # ---------------------------------------------------------------------------------------
@@ -999,24 +973,4 @@ def fit_command(table: str, config_path: str | None, out: str | None,
         print(f"{label or 'light curve'}: Rp/R* = {rp:.5f} +/- {drp:.5f}; residual RMS "
               f"{res.rms_ppm:.0f} ppm; chi2/dof {res.reduced_chi2:.3f}; beta {res.beta:.2f}")
         print(f"wrote {os.path.join(out, stem + '.json')} and {stem}.png")
-    return 0
-
-
-def plot_command(outdir: str) -> int:
-    """``nirbeam plot OUTDIR``: re-draw the plots from a finished run's products."""
-    import json
-
-    from nirbeam.stream.settings import Settings
-    from nirbeam.stream.uncal import BadInputError, plan_exposures, scan_segment
-
-    rj = fs.join(outdir, "run.json")
-    if not fs.isfile(rj):
-        raise BadInputError(outdir, "no run.json: not a nirbeam output folder")
-    summary = json.loads(fs.read_text(rj))
-    settings = Settings.from_dict(summary.get("config_input", {}))
-    plans = plan_exposures([scan_segment(p) for p in summary["inputs"]])
-    root = fs.join(outdir, "cubes.zarr")
-    finalize_products(outdir, root, plans, settings)
-    zarr_store.consolidate(root, {"nirbeam_version": __version__})
-    print(f"plots in {fs.join(outdir, 'plots')}")
     return 0

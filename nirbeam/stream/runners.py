@@ -139,7 +139,9 @@ def local_dask_cluster(workers: int):
         return c
     import atexit
 
-    from distributed import LocalCluster
+    from nirbeam._extras import require
+
+    LocalCluster = require("distributed").LocalCluster
 
     c = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                      dashboard_address=None, silence_logs=logging.WARNING)
@@ -231,6 +233,9 @@ def _drop(part):
 
 
 def _make_dask_runner_class():
+    from nirbeam._extras import require
+
+    require("distributed")
     from apache_beam.runners.dask import dask_runner as dr
 
     class _DaskRunner(dr.DaskRunner):

@@ -270,9 +270,9 @@ class FitResult:
 
 
 def _batman():
-    import batman
+    from nirbeam._extras import require
 
-    return batman
+    return require("batman")
 
 
 def _params_obj(p: dict, law: str, nld: int):

@@ -1,0 +1,456 @@
+"""Every plot of a run, drawn from its products alone (``nirbeam plot OUTDIR``).
+
+Reads ``OUTDIR/cubes.zarr`` (``lightcurves``, ``spectra``, ``extraction``, ``rateints``),
+``fit_<group>.json`` and ``transmission_<group>.json``; needs no uncal file and rewrites no
+product (only ``OUTDIR/plots/`` and ``plots/index.json``).
+
+Per exposure/detector group (files ``plots/<kind>_<group>.png``):
+
+=============  ==========================================================================
+whitelight     white-light curve, with the quick-look model and residuals when fitted
+speclc         time x wavelength image of the spectroscopic light curves (true bin edges)
+rate           median rate image with the trace, aperture and background bands
+transmission   per-bin depths
+bins           per-bin light curves with models (left) and residuals (right)
+allan          RMS of the residuals vs bin size (white light and a few bins)
+waterfall      per-bin residuals as a time x wavelength image
+trace          trace centroid offset and width vs time, measured on the rateints
+background     median background per pixel vs time (``spectra/background``)
+spectrum       median 1-D spectrum and its S/N
+flicker        1/f diagnostics: column offsets of the background pixels of the rateints
+=============  ==========================================================================
+
+Models of the per-bin light curves are re-evaluated from the stored fit: the white-light
+geometry (``fit_<group>.json``), the bin's Rp/R* (``transmission_<group>.json``) and a
+polynomial baseline of the fit's order refitted linearly (weighted by the errors) with the
+transit fixed, which is the baseline the joint fit converged to for that Rp/R*. A plot
+whose inputs are not in the products is skipped with a note saying what is missing.
+
+The kernels (:func:`measure_trace`, :func:`column_offsets`, :func:`baseline_model`) are
+plain numpy functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nirbeam.sinks import fs, zarr_store
+
+__all__ = ["PlotEntry", "plot_products", "measure_trace", "column_offsets", "baseline_model",
+           "MAX_SAMPLED"]
+
+log = logging.getLogger(__name__)
+
+#: rateints integrations read (evenly sampled) for the trace and 1/f plots
+MAX_SAMPLED = 256
+
+CAPTIONS = {
+    "whitelight": "White-light curve (integrations grey, binned black), with the quick-look "
+                  "transit model and residuals when fitted.",
+    "speclc": "Spectroscopic light curves, each bin divided by its median; every cell spans "
+              "its bin's wavelength limits and its integration's time.",
+    "rate": "Median rate image with the fitted trace (cyan), the extraction aperture "
+            "(green) and the background bands (white).",
+    "transmission": "Quick-look transmission spectrum: (Rp/R*)^2 per bin with 1-sigma errors; "
+                    "horizontal bars are the bin widths.",
+    "bins": "Per-bin light curves (offset) with their models, and residuals (ppm, RMS at "
+            "the right).",
+    "allan": "RMS of the residuals averaged over bins of N integrations (solid) against the "
+             "white-noise expectation (dashed): red noise shows as a solid curve above the "
+             "dashed one.",
+    "waterfall": "Residuals (data / model - 1) of the per-bin fits, time x wavelength, with "
+                 "their RMS per bin.",
+    "trace": "Flux-weighted offset of the spectrum from the fitted trace and its RMS "
+             "width along y, measured on sampled rateints.",
+    "background": "Median background per pixel subtracted by the extraction, against time.",
+    "spectrum": "Median 1-D spectrum over integrations (band: 16-84 %), and the S/N per "
+                "integration expected from the errors and measured from the scatter in time.",
+    "flicker": "1/f diagnostics on background (scene-masked) pixels of sampled rateints: "
+               "per-column offsets about each column's median over time, their mean power "
+               "spectrum along x and their RMS per integration.",
+}
+
+
+@dataclass
+class PlotEntry:
+    """One plot of a group: its file (relative to OUTDIR) or why it is absent."""
+
+    group: str
+    kind: str
+    file: str | None = None
+    caption: str = ""
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------
+# Kernels
+
+
+def measure_trace(
+    sci: np.ndarray,
+    dq: np.ndarray,
+    trace_center: np.ndarray,
+    half_width: float,
+    background_region: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flux-weighted centroid offset and RMS width of the spectrum, per integration.
+
+    For each integration, columns are background-subtracted (median of the pixels in
+    ``background_region`` about the trace, or none), pixels within ``half_width + 2`` of
+    the trace centre are kept (DO_NOT_USE excluded), and all columns are pooled:
+    ``centroid = sum(f dy) / sum(f)``, ``width = sqrt(sum(f dy^2) / sum(f) - centroid^2)``,
+    with ``dy = y - trace_center(x)`` and negative fluxes set to 0.
+
+    Parameters
+    ----------
+    sci : float, (n, ny, nx), DN/s
+    dq : uint32, (n, ny, nx)
+    trace_center : float, (nx,), px
+    half_width : float, px
+    background_region : (inner, outer), px, optional
+
+    Returns
+    -------
+    centroid, width : float64, (n,), px
+    """
+    sci = np.asarray(sci, np.float64)
+    n, ny, nx = sci.shape
+    dy = np.arange(ny, dtype=np.float64)[:, None] - np.asarray(trace_center, np.float64)[None, :]
+    ad = np.abs(dy)
+    good = (np.asarray(dq) & 1) == 0
+    f = np.where(good & np.isfinite(sci), sci, np.nan)
+    if background_region:
+        inner, outer = background_region
+        bmask = (ad >= inner) & (ad <= outer)
+        import warnings
+
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no background
+            bkg = np.nanmedian(np.where(bmask[None], f, np.nan), axis=1, keepdims=True)
+        f = f - np.where(np.isfinite(bkg), bkg, 0.0)
+    ap = ad <= half_width + 2.0
+    w = np.where(ap[None] & np.isfinite(f), np.clip(f, 0.0, None), 0.0)
+    s = w.sum(axis=(1, 2))
+    with np.errstate(all="ignore"):
+        c = (w * dy[None]).sum(axis=(1, 2)) / s
+        m2 = (w * dy[None] ** 2).sum(axis=(1, 2)) / s
+        width = np.sqrt(np.clip(m2 - c**2, 0.0, None))
+    bad = ~(s > 0)
+    c[bad] = np.nan
+    width[bad] = np.nan
+    return c, width
+
+
+def column_offsets(sci: np.ndarray, dq: np.ndarray, scene_mask: np.ndarray) -> np.ndarray:
+    """Time-variable column offsets of the background pixels: what 1/f noise left behind.
+
+    Per integration and column, the median of the usable background pixels (not in
+    ``scene_mask``, not DO_NOT_USE); then the median over integrations of each column is
+    subtracted (static structure: background, PSF wings, bias residuals), and then each
+    integration's median over columns (a uniform level change is not 1/f).
+
+    Parameters
+    ----------
+    sci : float, (n, ny, nx), DN/s
+    dq : uint32, (n, ny, nx)
+    scene_mask : bool, (ny, nx)
+        True on source pixels (excluded).
+
+    Returns
+    -------
+    float64, (n, nx), DN/s; NaN for columns without background pixels.
+    """
+    import warnings
+
+    sci = np.asarray(sci, np.float64)
+    use = ((np.asarray(dq) & 1) == 0) & ~np.asarray(scene_mask, bool)[None] & np.isfinite(sci)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        col = np.nanmedian(np.where(use, sci, np.nan), axis=1)
+        col = col - np.nanmedian(col, axis=0, keepdims=True)
+        return col - np.nanmedian(col, axis=1, keepdims=True)
+
+
+def baseline_model(time, flux, error, transit, t_ref: float, order: int, use=None):
+    """``transit * polyval(time - t_ref, c)`` with ``c`` from weighted linear least squares.
+
+    Parameters
+    ----------
+    time, flux, error, transit : float, (n,)
+    order : int
+        Polynomial order of the baseline.
+    use : bool, (n,), optional
+        Points fitted (default: finite, error > 0).
+
+    Returns
+    -------
+    model : float64, (n,) (NaN where ``transit`` is not finite), and ``c`` (order + 1,).
+    """
+    t = np.asarray(time, np.float64)
+    f = np.asarray(flux, np.float64)
+    e = np.asarray(error, np.float64)
+    tr = np.asarray(transit, np.float64)
+    ok = np.isfinite(t) & np.isfinite(f) & np.isfinite(e) & (e > 0) & np.isfinite(tr)
+    if use is not None:
+        ok &= np.asarray(use, bool)
+    dt = t - t_ref
+    A = np.stack([tr * dt**j for j in range(order + 1)], axis=1)
+    if ok.sum() <= order + 1:
+        return np.full(t.size, np.nan), np.full(order + 1, np.nan)
+    c, *_ = np.linalg.lstsq(A[ok] / e[ok, None], f[ok] / e[ok], rcond=None)
+    return A @ c, c
+
+
+# ---------------------------------------------------------------------------------------
+# Reading the products
+
+
+def _read_json(path):
+    try:
+        return json.loads(fs.read_text(path)) if fs.isfile(path) else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _groups(root: str) -> list[str]:
+    g = zarr_store.open_root(root, mode="r")
+    return sorted(k for k, _ in g.groups())
+
+
+def _transit(time, fit: dict, rp: float | None = None) -> np.ndarray:
+    from nirbeam.transforms.transit import transit_model
+
+    p = dict(fit["params"])
+    if rp is not None:
+        p["rp"] = float(rp)
+    cfg = fit.get("config", {})
+    kw = {}
+    if int(cfg.get("supersample_factor", 1)) > 1 and float(cfg.get("exp_time", 0)) > 0:
+        kw = {"supersample_factor": int(cfg["supersample_factor"]), "exp_time": float(cfg["exp_time"])}
+    return transit_model(np.asarray(time, np.float64), p, cfg.get("limb_dark", "quadratic"), **kw)
+
+
+def _order(fit: dict) -> int:
+    return sum(1 for k in fit["params"] if k.startswith("c") and k[1:].isdigit()) - 1
+
+
+# ---------------------------------------------------------------------------------------
+# The plots
+
+
+def plot_products(outdir: str, root: str | None = None, kinds=None) -> list[PlotEntry]:
+    """Draw every plot of a run from its products into ``OUTDIR/plots``.
+
+    Parameters
+    ----------
+    outdir : str
+        A run's output folder (path or fsspec URL).
+    root : str, optional
+        The zarr store (default ``OUTDIR/cubes.zarr``).
+    kinds : iterable of str, optional
+        Only these plots (default all, see the module docstring).
+
+    Returns
+    -------
+    list of PlotEntry, also written to ``plots/index.json``.
+    """
+    from nirbeam.sinks import plots
+
+    root = root or fs.join(outdir, "cubes.zarr")
+    pdir = fs.join(outdir, "plots")
+    fs.makedirs(pdir)
+    entries: list[PlotEntry] = []
+    for g in _groups(root):
+        with plots.spectral_axis(_spectral_units(root, g)):
+            entries.extend(_plot_group(outdir, root, pdir, g, plots,
+                                       set(kinds) if kinds else None))
+    index = [e.__dict__ for e in entries]
+    fs.write_text(fs.join(pdir, "index.json"), json.dumps(index, indent=1, default=str))
+    return entries
+
+
+def _spectral_units(root: str, g: str) -> str:
+    """``"um"`` when the group's spectra carry wavelengths, else ``"pixel"``."""
+    try:
+        return str(zarr_store.open_root(root, mode="r")[g]["spectra"]["wavelength"].attrs
+                   .get("units", "pixel"))
+    except KeyError:
+        return "pixel"
+
+
+def _plot_group(outdir, root, pdir, g, plots, kinds) -> list[PlotEntry]:
+    out: list[PlotEntry] = []
+    stages = dict(zarr_store.open_root(root, mode="r")[g].groups())
+
+    def want(kind):
+        return kinds is None or kind in kinds
+
+    def run(kind, fn, *, missing: str | None = None):
+        if not want(kind):
+            return
+        e = PlotEntry(g, kind, caption=CAPTIONS.get(kind, ""))
+        if missing:
+            e.note = missing
+        else:
+            rel = f"plots/{kind}_{g}.png"
+            try:
+                extra = fn(fs.join(outdir, rel))
+                e.file = rel
+                if isinstance(extra, dict):
+                    e.extra = extra
+            except Exception as exc:  # noqa: BLE001 - one plot must not stop the others
+                log.warning("plot %s for %s failed: %s", kind, g, exc)
+                e.note = f"failed: {type(exc).__name__}: {exc}"
+        out.append(e)
+
+    fit = _read_json(fs.join(outdir, f"fit_{g}.json"))
+    ts = _read_json(fs.join(outdir, f"transmission_{g}.json"))
+    if fit is not None and "params" not in fit:
+        fit = None
+    lc = None
+    if "lightcurves" in stages:
+        lc, _ = zarr_store.load_arrays(root, f"{g}/lightcurves")
+    have_fit = fit is not None
+    try:
+        from nirbeam._extras import require
+
+        require("batman")
+    except ImportError as exc:
+        have_fit, fit_note = False, str(exc)
+    else:
+        fit_note = "no quick-look fit in the products (fit_<group>.json)"
+
+    if lc is None:
+        for kind in ("whitelight", "speclc", "transmission", "bins", "allan", "waterfall"):
+            run(kind, None, missing="no lightcurves group in the store")
+    else:
+        t = lc["int_mid_BJD_TDB"]
+        wf, we, wdq = lc["white_flux"], lc["white_flux_error"], lc["white_dq"]
+        good = (wdq == 0) & np.isfinite(wf)
+        wmodel = None
+        if have_fit:
+            tr = _transit(t, fit)
+            wmodel, _ = baseline_model(t, wf, we, tr, fit["t_ref"], _order(fit), good)
+        run("whitelight", lambda p: plots.plot_white_light(
+            t, wf, p, error=we, model=wmodel, dq=wdq,
+            title=f"White-light curve {g}" + ("" if wmodel is not None else " (no fit)")))
+        run("speclc", lambda p: plots.plot_spectroscopic_image(
+            t, lc["wavelength"], lc["flux"], p, bin_edges=lc["bin_edges"], title=f"Spectroscopic light curves {g}"))
+        bmodel = None
+        bgood = good[:, None] & (lc["dq"] == 0) & np.isfinite(lc["flux"])
+        if have_fit and ts is not None and len(ts.get("rp", [])) == lc["flux"].shape[1]:
+            bmodel = np.full(lc["flux"].shape, np.nan)
+            for k, rp in enumerate(ts["rp"]):
+                if rp is None or not np.isfinite(rp):
+                    continue
+                tr = _transit(t, fit, rp)
+                bmodel[:, k], _ = baseline_model(t, lc["flux"][:, k], lc["flux_error"][:, k], tr,
+                                                 fit["t_ref"], _order(fit), bgood[:, k])
+        if ts is not None:
+            run("transmission", lambda p: plots.plot_transmission_spectrum(
+                ts["wavelength_um"], ts["depth"], ts["depth_error"], p, bin_edges=lc["bin_edges"],
+                white_depth=fit["params"]["rp"] ** 2 if fit else None,
+                title=f"Quick-look transmission spectrum {g}"))
+        else:
+            run("transmission", None, missing="no transmission_<group>.json in the products")
+        run("bins", lambda p: plots.plot_bin_lightcurves(
+            t, lc["wavelength"], lc["flux"], p, model=bmodel, good=bgood,
+            title=f"Spectroscopic light curves {g}"))
+        if wmodel is not None:
+            def allan(p):
+                with np.errstate(all="ignore"):
+                    res = {"white light": np.where(good, wf / wmodel - 1, np.nan)}
+                    if bmodel is not None:
+                        for k in plots._pick_bins(bmodel.shape[1], 4):
+                            res[f"{lc['wavelength'][k]:.2f} {plots._SPECTRAL['unit']}"] = np.where(
+                                bgood[:, k], lc["flux"][:, k] / bmodel[:, k] - 1, np.nan)
+                cad = float(np.nanmedian(np.diff(np.sort(t)))) * 86400 if t.size > 1 else None
+                plots.plot_allan(res, p, cadence_s=cad, title=f"RMS vs bin size {g}")
+                m, rms, _, exp = plots.allan_rms(res["white light"])
+                return {"white_rms_ppm": float(rms[0] * 1e6),
+                        "white_rms_over_white_noise_at_largest_bin": float(rms[-1] / exp[-1])
+                        if np.isfinite(exp[-1]) else None, "largest_bin": int(m[-1])}
+            run("allan", allan)
+        else:
+            run("allan", None, missing=fit_note)
+        if bmodel is not None:
+            with np.errstate(all="ignore"):
+                resid = np.where(bgood, lc["flux"] / bmodel - 1, np.nan)
+            run("waterfall", lambda p: plots.plot_residual_waterfall(
+                t, lc["wavelength"], resid, p, bin_edges=lc["bin_edges"],
+                title=f"Residuals {g}"))
+        else:
+            run("waterfall", None, missing=fit_note if not have_fit
+                else "no per-bin depths (transmission_<group>.json) to model the bins")
+
+    ext = None
+    if "extraction" in stages:
+        ext = zarr_store.load_arrays(root, f"{g}/extraction")
+    if ext is not None and "median_image" in ext[0]:
+        from nirbeam.transforms.spectra import ExtractionModel
+
+        arrays, attrs = ext
+        model = ExtractionModel.from_arrays(arrays, attrs)
+        run("rate", lambda p: plots.plot_rate_image(
+            arrays["median_image"], p, trace=model.trace, half_width=model.half_width,
+            background_region=model.background_region, title=f"Median rate image {g}"))
+    else:
+        run("rate", None, missing="no extraction model (median image) in the store")
+
+    if "spectra" in stages:
+        done = zarr_store.completed(root, g, "spectra").astype(bool)
+        ts_ = zarr_store.read_stack(root, g, "spectra", "int_mid_BJD_TDB")[done]
+        bkg = zarr_store.read_stack(root, g, "spectra", "background")[done]
+        run("background", lambda p: plots.plot_background_vs_time(
+            ts_, bkg, p, title=f"Background vs time {g}") if bkg.size else _raise("no spectra"))
+        wl = zarr_store.read_stack(root, g, "spectra", "wavelength")
+        fx = zarr_store.read_stack(root, g, "spectra", "flux")[done]
+        fe = zarr_store.read_stack(root, g, "spectra", "flux_error")[done]
+        run("spectrum", lambda p: plots.plot_median_spectrum(
+            wl, fx, fe, p, title=f"Median 1-D spectrum {g}") if fx.size else _raise("no spectra"))
+    else:
+        for kind in ("background", "spectrum"):
+            run(kind, None, missing="no spectra stage in the store")
+
+    if "rateints" in stages and ext is not None:
+        arrays, attrs = ext
+        done = zarr_store.completed(root, g, "rateints").astype(bool)
+        idx = np.flatnonzero(done)
+        if idx.size > MAX_SAMPLED:
+            idx = idx[np.linspace(0, idx.size - 1, MAX_SAMPLED).round().astype(int)]
+        if idx.size:
+            sci = zarr_store.read_stack(root, g, "rateints", "sci", idx)
+            dq = zarr_store.read_stack(root, g, "rateints", "dq", idx)
+            tr_t = zarr_store.read_stack(root, g, "rateints", "int_mid_BJD_TDB")[idx]
+            nums = zarr_store.read_stack(root, g, "rateints", "integration_number")[idx]
+            bg = attrs.get("background_region")
+
+            def trace_plot(p):
+                c, w = measure_trace(sci, dq, arrays["trace_center"], float(attrs["half_width"]),
+                                     tuple(bg) if bg else None)
+                plots.plot_trace_vs_time(tr_t, c, w, p, title=f"Trace position and width {g}"
+                                         + (f" ({idx.size} sampled integrations)"
+                                            if idx.size < done.sum() else ""))
+                return {"centroid_std_px": float(np.nanstd(c)), "width_median_px": float(np.nanmedian(w)),
+                        "integrations_sampled": int(idx.size)}
+            run("trace", trace_plot)
+            run("flicker", lambda p: plots.plot_flicker_diagnostics(
+                column_offsets(sci, dq, arrays["scene_mask"]), nums, p,
+                title=f"1/f diagnostics {g} (background pixels of {idx.size} rateints)"))
+        else:
+            for kind in ("trace", "flicker"):
+                run(kind, None, missing="no complete rateints integration in the store")
+    else:
+        for kind in ("trace", "flicker"):
+            run(kind, None, missing="per-integration trace data need the rateints and the "
+                                    "extraction model in the store; not there")
+    return out
+
+
+def _raise(msg):
+    raise ValueError(msg)
