@@ -39,6 +39,9 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _provenance import provenance, write_result  # noqa: E402  (bench/ on sys.path)
+
 RESULTS = Path(__file__).resolve().parent / "results" / "science_regression.json"
 
 
@@ -183,6 +186,7 @@ def main(argv=None) -> int:
         overrides[k] = _parse_value(types[k], v)
     rows: list[dict] = []
     git = _git_hash()  # the code measured (taken before the runs)
+    prov = provenance()
     t_all = time.perf_counter()
     nints_for = {}
     for item in str(a.nints).split(","):
@@ -221,8 +225,7 @@ def main(argv=None) -> int:
         "summary": summary,
         "rows": rows,
     }
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(doc, indent=1))
+    write_result(a.out, doc, start=prov, indent=1)
     print(json.dumps(summary, indent=1))
     return 0
 

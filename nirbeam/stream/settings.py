@@ -186,11 +186,17 @@ class Settings:
             if not ok:
                 raise ValueError(f"{path} = {_value(self, path)!r}: expected {want}")
         wm = self.extract.wavelength_map
-        if wm and not os.path.isfile(wm):
-            raise ValueError(f"extract.wavelength_map = {wm!r}: no such file (expected a FITS "
-                             "file with a 2-D WAVELENGTH extension)")
-        if wm:
-            _check_wavelength_map(wm)
+        if wm and wm != "jwst:assign_wcs":
+            # "{detector}" stands for nrs1/nrs2 (nirbeam.stream.wavelengths): at least one file
+            paths = ([wm.replace("{detector}", d) for d in ("nrs1", "nrs2")]
+                     if "{detector}" in wm else [wm])
+            found = [q for q in paths if os.path.isfile(q)]
+            if not found:
+                raise ValueError(f"extract.wavelength_map = {wm!r}: no such file (expected a "
+                                 "FITS file with a WAVELENGTH image extension or EXTRACT1D "
+                                 "tables with a WAVELENGTH column)")
+            for q in found:
+                _check_wavelength_map(q)
 
 
 def _value(obj, path: str):
@@ -260,15 +266,22 @@ def _range_rules(s: Settings):
 
 
 def _check_wavelength_map(path: str) -> None:
+    """A wavelength file has a 1-3-D WAVELENGTH image (map, calints) or EXTRACT1D tables
+    with a WAVELENGTH column (x1dints); the full check per detector is at load time."""
     from astropy.io import fits
 
     try:
         with fits.open(path, memmap=True) as h:
             names = [x.name for x in h]
-            if "WAVELENGTH" not in names:
-                raise ValueError(f"extract.wavelength_map = {path!r}: no WAVELENGTH extension "
-                                 f"(has {names})")
-            if h["WAVELENGTH"].header.get("NAXIS", 0) != 2:
-                raise ValueError(f"extract.wavelength_map = {path!r}: WAVELENGTH is not 2-D")
+            if "WAVELENGTH" in names and h["WAVELENGTH"].is_image:
+                if h["WAVELENGTH"].header.get("NAXIS", 0) not in (1, 2, 3):
+                    raise ValueError(f"extract.wavelength_map = {path!r}: WAVELENGTH is not a "
+                                     "1-, 2- or 3-D image")
+                return
+            tabs = [x for x in h if isinstance(x, fits.BinTableHDU) and x.name == "EXTRACT1D"
+                    and "WAVELENGTH" in [c.upper() for c in x.columns.names]]
+            if not tabs:
+                raise ValueError(f"extract.wavelength_map = {path!r}: no WAVELENGTH image "
+                                 f"extension and no EXTRACT1D table with WAVELENGTH (has {names})")
     except OSError as exc:
         raise ValueError(f"extract.wavelength_map = {path!r}: not a readable FITS file ({exc})") from None
