@@ -113,11 +113,12 @@ MUTANTS = (
            T_D1),
     Mutant("refpix-off",
            "reference-pixel correction switched off inside detector1 (fused and unfused)",
-           (("transforms/detector1.py", "    do_refpix = cols.size > 0\n",
+           (("transforms/detector1.py", "    do_refpix = bool(refmask.any())\n",
              "    do_refpix = False\n", 1),
             ("transforms/detector1.py", "    if not params.refpix.enabled or geometry is None:\n",
              "    if True:\n", 1)),
-           (*T_D1, "tests/test_pipeline.py"), owner=("issue 13: no test here runs a preset with reference pixels through detector1 "
+           (*T_D1, "tests/test_pipeline.py", "tests/test_refpix_jwst.py",
+            "tests/test_g395h_noise.py"), owner=("issue 13: no test here runs a preset with reference pixels through detector1 "
                   "(prism-sub512 has none); the issue-13 helper writes refpix tests on g395h-sub2048")),
     Mutant("rampfit-rnoise-var-x0.7",
            "ramp fit: read-noise variance of segments of >= 3 groups x0.7",
@@ -150,7 +151,7 @@ MUTANTS = (
     Mutant("flicker-default-median",
            "1/f cleaning: default statistic clipped mean -> median",
            (("transforms/flicker.py", '    statistic: str = "mean"\n', '    statistic: str = "median"\n', 1),),
-           ("tests/test_flicker.py", "tests/test_truth_pulls.py"),
+           ("tests/test_flicker.py", "tests/test_truth_pulls.py", "tests/test_g395h_noise.py"),
            owner=("issue 13: the 1/f default is asserted by its effect (chi2, mean pull) in the "
                   "issue-13 helper's tests; here the default-cleaning mean pull is a strict xfail")),
     Mutant("binning-error-x0.7",

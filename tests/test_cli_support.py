@@ -191,25 +191,3 @@ def test_missing_extra_names_it(monkeypatch):
 
     with pytest.raises(MissingExtraError, match=r"nirbeam\[plots\]"):
         plots.plot_white_light([1.0, 2.0], [1.0, 1.0], "/nonexistent/x.png")
-
-
-def test_stream_progress_follows_the_session(monkeypatch):
-    import sys
-    from types import SimpleNamespace as NS
-
-    from nirbeam.stream.cli_support import StreamProgress
-
-    buf = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", buf)
-    sp = StreamProgress(enabled=True)
-    sp.progress.interval = 0.0
-    session = NS(groups={"a": NS(meta=NS(nints=10))}, counts={"integrations": 3})
-    sp(session)
-    session.groups["b"] = NS(meta=NS(nints=5))  # a second detector arrives
-    session.counts["integrations"] = 9
-    sp(session)
-    sp.close()
-    out = buf.getvalue()
-    assert "[nirbeam] stream: 3/10 integrations" in out
-    assert "[nirbeam] stream: 9/15 integrations (60%)" in out
-    assert "done, 9/15 integrations" in out

@@ -14,8 +14,8 @@ import zarr
 from astropy.io import fits
 from astropy.table import Table
 
-from nirbeam.stream.cli import EXIT_BAD_INPUT, main
 from nirbeam.sim.simulator import simulate
+from nirbeam.stream.cli import EXIT_BAD_INPUT, main
 
 NINTS = 16
 

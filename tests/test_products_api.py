@@ -11,9 +11,9 @@ import zarr
 from astropy.table import Table
 
 import nirbeam
+from nirbeam.sim.simulator import simulate
 from nirbeam.sinks import zarr_store
 from nirbeam.stream.cli import main
-from nirbeam.sim.simulator import simulate
 
 NINTS = 8
 DIMS = {"integration", "y", "x", "wavelength", "bin_edge", "group", "coefficient"}

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import zarr
 
+from nirbeam.sim.simulator import simulate
 from nirbeam.stream.pipeline import run
 from nirbeam.stream.runners import RunnerSpec, make_runner
-from nirbeam.sim.simulator import simulate
 
 NINTS = 16
 #: plots and the transit fit are driver-side and runner-independent: skipped for speed

@@ -252,13 +252,11 @@ def render_report(outdir: str, entries=None) -> str:
         parts.append("<h3>Beam counters and distributions</h3>" + _table(mrow))
 
     # configuration
-    cfg_txt = ""
-    try:
-        from nirbeam.stream.config_cli import settings_toml
-        from nirbeam.stream.settings import Settings
-
-        cfg_txt = settings_toml(Settings.from_dict(run.get("config_input", {})), with_docs=False)
-    except Exception:  # noqa: BLE001
+    # the effective settings as the run saved them (effective_config.toml), else run.json's
+    cfg_path = fs.join(outdir, "effective_config.toml")
+    if fs.isfile(cfg_path):
+        cfg_txt = fs.read_text(cfg_path)
+    else:
         cfg_txt = json.dumps(run.get("config", {}), indent=1)
     parts.append("<h2 id='config'>Effective configuration</h2><pre>" + _e(cfg_txt) + "</pre>")
     parts.append("</body></html>\n")

@@ -22,7 +22,7 @@ from nirbeam import __version__
 from nirbeam.stream.progress import LEVELS, close_logging, console_level, setup_logging
 
 __all__ = ["add_global_args", "add_set_arg", "add_commands", "start", "stop",
-           "effective_config", "dispatch", "plot_command", "finish_run", "StreamProgress"]
+           "effective_config", "dispatch", "plot_command", "finish_run"]
 
 log = logging.getLogger("nirbeam.cli")
 
@@ -205,33 +205,3 @@ def finish_run(outdir: str) -> None:
         print(f"report: {path}")
     except Exception as exc:  # noqa: BLE001 - the products are written; the page is extra
         log.warning("report page failed: %s", exc)
-
-
-class StreamProgress:
-    """``on_progress`` of :func:`nirbeam.stream.streaming.run_stream`: one "stream" stage.
-
-    The count is the integrations calibrated so far; the total is the NINTS of every
-    exposure/detector seen so far (it grows as new ones arrive).
-    """
-
-    def __init__(self, enabled: bool):
-        from nirbeam.stream.progress import Progress
-
-        self.progress = Progress(enabled=enabled)
-        self.stage = None
-
-    def __call__(self, session) -> None:
-        """Update from a ``StreamSession``."""
-        try:
-            total = sum(int(g.meta.nints) for g in session.groups.values()) or None
-            if self.stage is None:
-                self.stage = self.progress.stage("stream", total=total)
-            self.stage.set_total(total)
-            self.stage.set(int(session.counts.get("integrations", 0)))
-        except Exception:  # noqa: BLE001 - progress is best effort
-            pass
-
-    def close(self) -> None:
-        """End the stage line."""
-        if self.stage is not None:
-            self.stage.close()
