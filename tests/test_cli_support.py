@@ -47,7 +47,9 @@ def test_log_flags_before_or_after_the_command():
     assert console_level(a.log_level, a.verbose, a.quiet) == logging.INFO
     a = ap.parse_args(["plot", "x"])
     assert console_level(a.log_level, a.verbose, a.quiet) == logging.WARNING
-    with pytest.raises(SystemExit):
+    from nirbeam.stream.argv import UsageError  # the strict parser: exit 2 through main()
+
+    with pytest.raises(UsageError, match="--log-level"):
         ap.parse_args(["--log-level", "LOUD", "plot", "x"])
 
 

@@ -425,9 +425,10 @@ class CalibrateBlock(beam.DoFn):
         try:
             fut.result()
             self.m["write_rateints.records"].inc(len(computed))
-        except Exception:  # noqa: BLE001 - fall back to one write per integration
-            log.warning("%s: block %d..%d could not be written whole; writing its "
-                        "integrations one by one", g, block.start, block.stop, exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - fall back to one write per integration
+            log.warning("%s: block %d..%d could not be written whole (%s: %s); writing its "
+                        "integrations one by one", g, block.start, block.stop,
+                        type(exc).__name__, exc)
             for item in computed:
                 j = item.key.integration - block.start
                 try:

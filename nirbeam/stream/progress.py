@@ -57,6 +57,10 @@ def setup_logging(level: int, outdir: str | None = None, stream: TextIO | None =
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     # third-party warnings sent to the root logger at import (Beam's optional GCP clients)
     console.addFilter(lambda r: r.name != "root" or r.levelno >= logging.ERROR)
+    # Beam logs a failing bundle with its traceback; nirbeam reports every failure itself
+    # (a clean message, a dead letter), so Beam's own records go to the log file only
+    # (and to the console at --log-level DEBUG)
+    console.addFilter(lambda r: level <= logging.DEBUG or not r.name.startswith("apache_beam"))
     root.addHandler(console)
     _handlers.append(console)
     for noisy in ("apache_beam", "distributed", "numba", "matplotlib", "fsspec",
