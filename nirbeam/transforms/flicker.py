@@ -1645,18 +1645,9 @@ def _clean_groups_reference(
     backgrounds, ``weights``).
     """
     fn = _cleaner(method)
-    g = np.asarray(groups)
-    if g.ndim != 3:
-        raise ValueError(f"clean_groups groups: expected (ngroups, ny, nx), got shape {g.shape}")
+    g, gdq, pdq, msk = _group_inputs("clean_groups", groups, groupdq, pixeldq, mask,
+                                     bad_pixel_bits)
     ngroups, ny, nx = g.shape
-    gdq = np.asarray(groupdq)
-    if gdq.shape != g.shape:
-        raise ValueError(f"clean_groups groupdq: expected shape {g.shape}, got {gdq.shape}")
-    pdq = _check_2d("clean_groups pixeldq", pixeldq, (ny, nx)).astype(np.uint32)
-    if mask is None:
-        mask = draft_mask_from_groups(g, pdq)
-    msk = _check_2d("clean_groups mask", mask, (ny, nx)).astype(bool)
-    msk = msk & ((pdq & np.uint32(bad_pixel_bits)) == 0)
     models = np.zeros((max(ngroups - 1, 0), ny, nx)) if return_model else None
     bg_all = kwargs.pop("background", None)
     gdq32 = gdq.astype(np.uint32)
@@ -1716,18 +1707,9 @@ def clean_groups_from_first(
     the model of each group k >= 1 relative to group 0).
     """
     fn = _cleaner(method)
-    g = np.asarray(groups)
-    if g.ndim != 3:
-        raise ValueError(f"clean_groups_from_first groups: expected (ngroups, ny, nx), got shape {g.shape}")
+    g, gdq, pdq, msk = _group_inputs("clean_groups_from_first", groups, groupdq, pixeldq, mask,
+                                     bad_pixel_bits)
     ngroups, ny, nx = g.shape
-    gdq = np.asarray(groupdq)
-    if gdq.shape != g.shape:
-        raise ValueError(f"clean_groups_from_first groupdq: expected shape {g.shape}, got {gdq.shape}")
-    pdq = _check_2d("clean_groups_from_first pixeldq", pixeldq, (ny, nx)).astype(np.uint32)
-    if mask is None:
-        mask = draft_mask_from_groups(g, pdq)
-    msk = _check_2d("clean_groups_from_first mask", mask, (ny, nx)).astype(bool)
-    msk = msk & ((pdq & np.uint32(bad_pixel_bits)) == 0)
     bg_all = kwargs.pop("background", None)
     badg = (gdq.astype(np.uint32) & np.uint32(bad_group_bits)) != 0
     out = np.empty(g.shape, np.float32)
@@ -1848,3 +1830,21 @@ def correction_variance(cleaned: np.ndarray, pixeldq: np.ndarray, mask: np.ndarr
     fill = 2.0 * np.nanmedian(var) if good.any() else k * s2
     var = np.where(good, var, fill)
     return np.broadcast_to(var[None, :], (ny, nx)).copy(), kind
+
+
+def _group_inputs(name, groups, groupdq, pixeldq, mask, bad_pixel_bits):
+    """Checked ``(groups, groupdq, pixeldq uint32, background mask)`` of a group cleaner:
+    the mask (a draft from the groups when None) without pixels with a bad-pixel bit."""
+    g = np.asarray(groups)
+    if g.ndim != 3:
+        raise ValueError(f"{name} groups: expected (ngroups, ny, nx), got shape {g.shape}")
+    ny, nx = g.shape[1:]
+    gdq = np.asarray(groupdq)
+    if gdq.shape != g.shape:
+        raise ValueError(f"{name} groupdq: expected shape {g.shape}, got {gdq.shape}")
+    pdq = _check_2d(f"{name} pixeldq", pixeldq, (ny, nx)).astype(np.uint32)
+    if mask is None:
+        mask = draft_mask_from_groups(g, pdq)
+    msk = _check_2d(f"{name} mask", mask, (ny, nx)).astype(bool)
+    msk = msk & ((pdq & np.uint32(bad_pixel_bits)) == 0)
+    return g, gdq, pdq, msk
