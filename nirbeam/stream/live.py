@@ -123,22 +123,10 @@ def build_live_model(meta, rates: np.ndarray, dqs: np.ndarray, settings,
 
     Returns the model, or the reason none could be built (e.g. no trace on NRS2).
     """
-    from nirbeam.stream.products import _build_model, find_wavelengths
-    from nirbeam.transforms.trace import TraceModel
+    from nirbeam.stream.products import extraction_model
 
     meta = meta.meta if hasattr(meta, "meta") else meta
-    cfg = settings.extract
-    ny, nx = meta.image_shape
-    trace = None
-    if cfg.trace_coefficients:
-        trace = TraceModel.from_config(cfg.trace_coefficients, 1.0, (0.0, nx - 1.0), scaled=False)
-    m = _build_model(rates, dqs, cfg, trace, settings)
-    if isinstance(m, str):
-        return m
-    if plan is not None:
-        wl = find_wavelengths(plan, cfg, m.trace, nx)
-        m = ExtractionModel(**{**m.__dict__, "wavelength": wl})
-    return m
+    return extraction_model(rates, dqs, meta, settings, plan)
 
 
 _LIVE_MODELS: dict[tuple[str, str], ExtractionModel] = {}

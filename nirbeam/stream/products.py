@@ -82,7 +82,6 @@ def prepare_spectra(root: str, plan, settings) -> ExtractionModel | str | None:
     Returns the model, None when no integration has rates, or a string saying why no
     model could be built.
     """
-    from nirbeam.transforms.trace import TraceModel
 
     meta = plan.meta
     group = meta.group_name
@@ -108,16 +107,11 @@ def prepare_spectra(root: str, plan, settings) -> ExtractionModel | str | None:
     sel = _sample_indices(done, cfg.profile_nints)
     sci = zarr_store.read_stack(root, group, RATEINTS, "sci", sel)
     dq = zarr_store.read_stack(root, group, RATEINTS, "dq", sel)
+    model = extraction_model(sci, dq, meta, settings, plan)
+    if isinstance(model, str):
+        return model
     ny, nx = meta.image_shape
-    trace = None
-    if cfg.trace_coefficients:
-        trace = TraceModel.from_config(cfg.trace_coefficients, 1.0, (0.0, nx - 1.0), scaled=False)
-    model_or_reason = _build_model(sci, dq, cfg, trace, settings)
-    if isinstance(model_or_reason, str):
-        return model_or_reason
-    model = model_or_reason
-    wl = find_wavelengths(plan, cfg, model.trace, nx)
-    model = ExtractionModel(**{**model.__dict__, "wavelength": wl})
+    wl = model.wavelength
     arrays, attrs = model.to_arrays()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -171,6 +165,25 @@ def _reset_completed(root: str, group: str, stage: str) -> None:
         return
     if done[:].any():
         done[:] = 0
+
+
+def extraction_model(sci, dq, meta, settings, plan=None) -> ExtractionModel | str:
+    """The extraction model of a sample of rates (batch: spread over the exposure; live:
+    its first integrations): the config's trace or one fitted, the profile, and the
+    wavelengths of ``plan`` (none without a plan). Returns the reason when none can be built.
+    """
+    from nirbeam.transforms.trace import TraceModel
+
+    cfg = settings.extract
+    nx = meta.image_shape[1]
+    trace = None
+    if cfg.trace_coefficients:
+        trace = TraceModel.from_config(cfg.trace_coefficients, 1.0, (0.0, nx - 1.0), scaled=False)
+    model = _build_model(sci, dq, cfg, trace, settings)
+    if isinstance(model, str) or plan is None:
+        return model
+    wl = find_wavelengths(plan, cfg, model.trace, nx)
+    return ExtractionModel(**{**model.__dict__, "wavelength": wl})
 
 
 def _build_model(sci, dq, cfg, trace, settings) -> ExtractionModel | str:
