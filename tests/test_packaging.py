@@ -80,3 +80,22 @@ except MissingExtraError as e:
     assert r.returncode == 0, r.stderr[-3000:]
     assert "[detector1.jump]" in r.stdout
     assert 'MISSING:' in r.stderr and 'pip install "nirbeam[plots]"' in r.stderr
+
+
+def test_ci_workflow_runs_the_suite_and_the_lower_bounds_job():
+    """The CI workflow has a job with the README's test command and one at the lower
+    bounds, on the lowest Python the package declares."""
+    import yaml
+
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    jobs = wf["jobs"]
+    runs = {name: " ".join(s.get("run", "") for s in job["steps"]) for name, job in jobs.items()}
+    assert any("./run test" in r for r in runs.values()), runs
+    lb = [name for name, r in runs.items() if "./run lower-bounds" in r]
+    assert lb, f"no job runs ./run lower-bounds: {runs}"
+    pyver = [s["with"]["python-version"] for s in jobs[lb[0]]["steps"] if "with" in s
+             and "python-version" in s["with"]]
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert pyver and meta["requires-python"] == f">={pyver[0]}", (pyver, meta["requires-python"])
+    run_script = (ROOT / "run").read_text()
+    assert "lower-bounds)" in run_script and "ci/lower-bounds.txt" in run_script
