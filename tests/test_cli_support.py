@@ -193,3 +193,23 @@ def test_missing_extra_names_it(monkeypatch):
 
     with pytest.raises(MissingExtraError, match=r"nirbeam\[plots\]"):
         plots.plot_white_light([1.0, 2.0], [1.0, 1.0], "/nonexistent/x.png")
+
+
+def test_jwst_steps_options_become_set_overrides(capsys):
+    from nirbeam.stream.argv import UsageError, jwst_steps_to_set
+
+    argv = ["run", "in", "--steps.jump.rejection_threshold=5", "--steps.ramp_fit.weighting",
+            '"unweighted"', "--steps.clean_flicker_noise.skip=true", "--out", "o"]
+    assert jwst_steps_to_set(argv) == [
+        "run", "in", "--set", "detector1.jump.rejection_threshold=5",
+        "--set", 'detector1.ramp_fit.weighting="unweighted"',
+        "--set", "flicker.enabled=false", "--out", "o"]
+    with pytest.raises(UsageError, match="no jwst step 'jumps'.*jump"):
+        jwst_steps_to_set(["--steps.jumps.rejection_threshold=5"])
+    with pytest.raises(UsageError, match="skip takes true or false"):
+        jwst_steps_to_set(["--steps.jump.skip=maybe"])
+    # through the CLI: the effective setting is what jwst's option says
+    assert main(["config", "--steps.jump.rejection_threshold=5.5"]) == 0
+    assert "rejection_threshold = 5.5" in capsys.readouterr().out
+    assert main(["config", "--steps.jump.nope=1"]) == EXIT_BAD_INPUT
+    assert "detector1.jump" in capsys.readouterr().err

@@ -9,7 +9,24 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["StrictParser", "UsageError", "check_beam_args", "os_error_in", "split_beam_args", "unrecognised"]
+__all__ = ["JWST_STEPS", "StrictParser", "UsageError", "check_beam_args", "jwst_steps_to_set",
+           "os_error_in", "split_beam_args", "unrecognised"]
+
+#: jwst step names (``strun`` / ``--steps.<step>.<param>=``) and the settings section that
+#: holds the same step's parameters here (``nirbeam config --defaults``).
+JWST_STEPS = {
+    "dq_init": "detector1.dq_init",
+    "saturation": "detector1.saturation",
+    "superbias": "detector1.superbias",
+    "refpix": "detector1.refpix",
+    "linearity": "detector1.linearity",
+    "dark_current": "detector1.dark",
+    "jump": "detector1.jump",
+    "ramp_fit": "detector1.ramp_fit",
+    "clean_flicker_noise": "flicker",
+    "extract_1d": "extract",
+    "white_light": "lightcurve",
+}
 
 
 class UsageError(Exception):
@@ -41,6 +58,42 @@ def split_beam_args(argv: list[str]) -> tuple[list[str], list[str]]:
         else:
             ours.append(a)
     return ours, beam
+
+
+def jwst_steps_to_set(argv: list[str]) -> list[str]:
+    """jwst's ``--steps.<step>.<param>=<value>`` (or ``... <value>``) as ``--set``.
+
+    ``--steps.jump.rejection_threshold=5`` becomes ``--set
+    detector1.jump.rejection_threshold=5``; jwst's ``skip`` becomes ``enabled`` negated
+    (``--steps.jump.skip=true`` -> ``--set detector1.jump.enabled=false``). The value is
+    checked later with every other ``--set``. An unknown step is a :class:`UsageError`
+    naming the steps there are.
+    """
+    out: list[str] = []
+    it = iter(range(len(argv)))
+    for i in it:
+        a = argv[i]
+        if not a.startswith("--steps."):
+            out.append(a)
+            continue
+        key, eq, value = a[len("--steps."):].partition("=")
+        if not eq:
+            if i + 1 >= len(argv):
+                raise UsageError(f"{a}: expected --steps.<step>.<param>=<value>")
+            value = argv[i + 1]
+            next(it)
+        step, dot, param = key.partition(".")
+        if not dot or not param or "." in param:
+            raise UsageError(f"{a}: expected --steps.<step>.<param>=<value>")
+        if step not in JWST_STEPS:
+            raise UsageError(f"{a}: no jwst step {step!r} here; steps: {', '.join(JWST_STEPS)}")
+        if param == "skip":
+            v = value.strip().lower()
+            if v not in ("true", "false"):
+                raise UsageError(f"{a}: skip takes true or false, got {value!r}")
+            param, value = "enabled", "false" if v == "true" else "true"
+        out += ["--set", f"{JWST_STEPS[step]}.{param}={value}"]
+    return out
 
 
 def _subparser(ap: argparse.ArgumentParser, name: str | None):

@@ -25,6 +25,7 @@ from nirbeam.stream.argv import (
     StrictParser,
     UsageError,
     check_beam_args,
+    jwst_steps_to_set,
     os_error_in,
     split_beam_args,
     unrecognised,
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     try:
         ours, beam_args = split_beam_args(argv)
+        ours = jwst_steps_to_set(ours)
         args, extras = ap.parse_known_args(ours)
         if extras:
             raise UsageError(unrecognised(ap, getattr(args, "command", None), extras))

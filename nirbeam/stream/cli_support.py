@@ -47,7 +47,8 @@ def add_set_arg(p: argparse.ArgumentParser) -> None:
                    metavar="SECTION.KEY=VALUE",
                    help="override one setting, e.g. --set detector1.jump.rejection_threshold=5 "
                         "(repeatable; values are TOML: 5, true, \"fft\", [8.0, 15.0]); "
-                        "see `nirbeam config --defaults`")
+                        "see `nirbeam config --defaults`; jwst's --steps.<step>.<param>=VALUE "
+                        "works too (e.g. --steps.jump.rejection_threshold=5)")
 
 
 def add_commands(sub) -> None:
