@@ -465,7 +465,7 @@ def test_live_speclc_equals_binning_of_the_live_spectra(streamed, batch):
     other sample -- so rows are checked against the live spectra, not against batch's.)"""
     import pandas as pd
 
-    from nirbeam.stream.products import _lightcurve_edges
+    from nirbeam.stream.products import lightcurve_edges as _lightcurve_edges
     from nirbeam.stream.settings import Settings
     from nirbeam.transforms.lightcurve import bin_spectra
 
