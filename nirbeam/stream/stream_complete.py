@@ -31,7 +31,8 @@ from nirbeam.stream.stream_source import (
 )
 
 __all__ = ["StreamConfig", "ReadOrLoad", "unless_rateints", "unless_rateints_write",
-           "exposure_complete", "CheckComplete", "CompletionDoFn", "WriteDeadAndCheck"]
+           "exposure_complete", "CheckComplete", "CompletionDoFn", "WriteDeadAndCheck",
+           "StreamCounts"]
 
 
 @dataclass(frozen=True)
@@ -177,3 +178,66 @@ def unless_rateints_write(fn):
         return rec if rec.provenance[-1:] == (("resumed", "from store"),) else fn(rec)
 
     return apply
+
+
+class StreamCounts:
+    """What a running stream has done, from its files (for the progress display).
+
+    Called (by the display's poll thread, in the driver's process): ``(integrations with
+    rateints, NINTS summed over the exposures/detectors accepted so far or None)``;
+    :meth:`detail`: segments accepted, dead letters of the rate steps, live points (of
+    which flagged), from the last poll. Reads ``_stream/accepted.jsonl``, the store's
+    completion markers, ``_deadletters`` and the live-state snapshot (again only when it
+    changed).
+    """
+
+    def __init__(self, cfg: StreamConfig):
+        self.cfg = cfg
+        self.segments = 0
+        self.dead = 0
+        self.live = (0, 0)
+        self._live_sig = None
+
+    def __call__(self) -> tuple[int, int | None]:
+        """(integrations calibrated and written, total known so far)."""
+        c = self.cfg
+        rows = journal_rows(c.journal, "accepted.jsonl")
+        groups = {r["group"]: int(r["nints"]) for r in rows}
+        self.segments = len(rows)
+        done = 0
+        for g in groups:
+            try:
+                done += zarr_store.count_completed(c.root, g, RATEINTS)
+            except Exception:  # noqa: BLE001 - not created yet
+                continue
+        dead_dir = os.path.join(c.outdir, "_deadletters")
+        names = os.listdir(dead_dir) if os.path.isdir(dead_dir) else []
+        self.dead = sum(1 for n in names if n.endswith(".json")
+                        and n.split(".")[-2] in RATE_STEPS)
+        self._read_live()
+        return done, (sum(groups.values()) or None)
+
+    def _read_live(self) -> None:
+        from nirbeam.stream.stream_steps import load_live_state
+
+        path = os.path.join(self.cfg.journal, "live_state.pkl")
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        sig = (st.st_size, st.st_mtime_ns)
+        if sig == self._live_sig:
+            return
+        try:
+            live = load_live_state(self.cfg.journal)
+        except Exception:  # noqa: BLE001 - being replaced: next poll
+            return
+        self._live_sig = sig
+        pts = live.points.values()
+        self.live = (len(pts), sum(p.status == "flagged" for p in pts))
+
+    def detail(self) -> str:
+        """``N segments, N dead letters, N live points (N flagged)``."""
+        return (f"{self.segments} segments, {self.dead} dead letters, {self.live[0]} live "
+                f"points ({self.live[1]} flagged)")
+

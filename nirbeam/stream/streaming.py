@@ -87,6 +87,7 @@ from nirbeam.stream.stream_complete import (
     CompletionDoFn,
     ReadOrLoad,
     StreamConfig,
+    StreamCounts,
     WriteDeadAndCheck,
     exposure_complete,
 )
@@ -119,7 +120,7 @@ __all__ = [
     "read_checked", "LiveExtractDoFn", "LiveSinkDoFn", "CheckComplete", "StreamConfig",
     "StreamGraph", "make_stream_runner", "run_stream", "finalize_stream", "STREAM_DIR",
     "load_live_state", "CompletionDoFn", "ReadOrLoad", "WriteDeadAndCheck",
-    "exposure_complete", "eager_fnapi_metrics",
+    "exposure_complete", "eager_fnapi_metrics", "StreamCounts",
 ]
 
 log = logging.getLogger("nirbeam")
@@ -193,6 +194,7 @@ def run_stream(
     max_lateness_ints: int = 200,
     handle_sigint: bool = True,
     allow_standins: bool = False,
+    progress=False,
 ):
     """Run ``nirbeam stream`` until stopped, or until the exposure completes.
 
@@ -212,6 +214,11 @@ def run_stream(
         the source ends, everything already found is processed, the exposure finalised.
     runner : RunnerSpec, optional
         ``direct`` (default) or ``portable``.
+    progress : bool or Progress
+        Show the stream's counts while it runs (integrations calibrated out of those of
+        the exposures seen so far; segments, dead letters, live points), then the
+        finalisation: a bar on a terminal, plain lines otherwise
+        (:class:`nirbeam.stream.progress.Progress`).
 
     Returns
     -------
@@ -276,6 +283,11 @@ def run_stream(
 
         watcher = threading.Thread(target=_watch_event, daemon=True)
         watcher.start()
+    from nirbeam.stream.progress import Progress
+
+    bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
+    counts = StreamCounts(cfg)
+    shown = bar.stage("stream", unit="integrations", poll=counts, detail=counts.detail)
     try:
         p = beam.Pipeline(runner=beam_runner, options=options)
         _ = p | "Stream" >> StreamGraph(cfg)
@@ -285,12 +297,14 @@ def run_stream(
         result.wait_until_finish()
         counters = beam_metrics(result)
     finally:
+        shown.close()
         if old is not None:
             signal.signal(signal.SIGINT, old)
         if dropper is not None:
             dropper.stop.set()
-    summary = finalize_stream(cfg, spec, counters, runner_desc=runner_desc, mode=mode,
-                              stopped=stopped.is_set(), t_start=t_start)
+    with bar.stage("finalise", unit="steps"):
+        summary = finalize_stream(cfg, spec, counters, runner_desc=runner_desc, mode=mode,
+                                  stopped=stopped.is_set(), t_start=t_start)
     return RunResult(outdir, summary, 0)
 
 
