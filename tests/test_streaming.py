@@ -814,8 +814,8 @@ def test_beam_counters_survive_a_stream_of_many_bundles(tmp_path):
     """The stream's source makes a bundle per tick; Beam 2.77's FnApiRunner folds bundle
     metrics into a generator one level per bundle and querying them raised RecursionError
     after ~1000 bundles (the counters were lost). make_stream_runner folds them eagerly."""
-    from nirbeam.stream.runners import RunnerSpec
     from nirbeam.stream.graph import beam_metrics as _metrics
+    from nirbeam.stream.runners import RunnerSpec
     from nirbeam.stream.streaming import Ticks, make_stream_runner
 
     n = 600
