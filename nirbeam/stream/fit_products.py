@@ -50,8 +50,9 @@ def quicklook_fit_config(cfg, time_d: np.ndarray, flux: np.ndarray):
 def fit_and_plot(outdir, root, fits_done, settings, wl_sources: dict) -> dict:
     """Quick-look white-light and spectroscopic fits of each group; fit and transmission
     JSON files; then the plots. ``wl_sources``: group -> wavelength source."""
+    from nirbeam.sinks.fit_json import write_fit_json
     from nirbeam.sinks.tables import write_json
-    from nirbeam.transforms.transit import fit_spectroscopic, fit_transit, write_fit_json
+    from nirbeam.transforms.transit import fit_spectroscopic, fit_transit
 
     results = {}
     fitted = {}
@@ -124,19 +125,16 @@ def fit_command(table: str, config_path: str | None, out: str | None,
     """``nirbeam fit TABLE``: fit each detector's light curve on its own.
 
     TABLE: nirbeam's ``whitelight``/``speclc`` tables, jwst's ``*_whtlt.ecsv`` or Eureka's
-    ``LCData.h5``/Stage 5 tables (see :func:`transit.read_lightcurve_tables`). Writes
+    ``LCData.h5``/Stage 5 tables (see :func:`nirbeam.sources.lightcurve_tables.read_lightcurve_tables`). Writes
     ``fit_<label>.json`` and ``fit_<label>.png`` per curve (``fit.json``/``fit.png`` for a
     table holding one unlabelled curve). NRS1 and NRS2 are never mixed.
     """
     from nirbeam.sinks import plots
+    from nirbeam.sinks.fit_json import write_fit_json
+    from nirbeam.sources.lightcurve_tables import read_lightcurve_tables
     from nirbeam.stream.config import ConfigError, build_dataclass, load_config_file
     from nirbeam.stream.uncal import BadInputError
-    from nirbeam.transforms.transit import (
-        FitConfig,
-        fit_transit,
-        read_lightcurve_tables,
-        write_fit_json,
-    )
+    from nirbeam.transforms.transit import FitConfig, fit_transit
 
     if not os.path.isfile(table):
         raise BadInputError(table, "no such light-curve table")

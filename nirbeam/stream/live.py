@@ -330,7 +330,8 @@ class LiveWriter:
         keeps the previous file. Returns ``group -> outcome``.
         """
         from nirbeam.sinks import fs
-        from nirbeam.transforms.transit import fit_transit, write_fit_json
+        from nirbeam.sinks.fit_json import write_fit_json
+        from nirbeam.transforms.transit import fit_transit
 
         out = {}
         for gname in sorted({k[0] for k in st.points}):
