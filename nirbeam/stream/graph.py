@@ -198,7 +198,7 @@ class StreamGraph(beam.PTransform):
                  | "WatchFolder" >> beam.ParDo(WatchFolderDoFn(c.journal))
                  | _keyed("KeyExposure", lambda a: (a.segment.meta.group_name, a))
                  | "PrepareExposure" >> beam.ParDo(PrepareExposureDoFn(c.root, c.refs_dir, s,
-                                                                c.allow_standins)))
+                                                                c.allow_standins, c.prepare)))
         # batch's record steps and functions (resumed integrations pass through)
         records = items | "Records" >> RecordChain(
             ReadOrLoad(c.root), unless_rateints(Calibrate(c.root, s, c.token)),

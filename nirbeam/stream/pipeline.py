@@ -27,6 +27,7 @@ import numpy as np
 from nirbeam import __version__
 from nirbeam.modes import ModeError
 from nirbeam.sinks import fs, zarr_store
+from nirbeam.stream.graph import RateStage, run_bounded
 from nirbeam.stream.plan import (
     RATE_BLOCK,
     ExposureWork,
@@ -37,6 +38,7 @@ from nirbeam.stream.plan import (
     rate_block_size,
     rate_blocks,
 )
+from nirbeam.stream.products import finalize_products, run_spectra_stage
 from nirbeam.stream.rate_steps import (
     BAD_TIME_STEP,
     RATE_ARRAYS,
@@ -312,8 +314,6 @@ def run(
     timings["detector1"] = time.time() - t0
     peak = {"detector1": peak_rss_mib()}
 
-    from nirbeam.stream.products import finalize_products, run_spectra_stage
-
     t0 = time.time()
     groups = [pl.meta.group_name for pl in plans]
     with bar.stage("spectra", total=sum(zarr_store.count_completed(root, g, RATEINTS) for g in groups),
@@ -352,7 +352,6 @@ def run(
 
 def _run_detector1(blocks, root, dead_dir, settings, runner, per_group, progress) -> dict:
     """Stage 1 on the runner: :class:`~nirbeam.stream.graph.RateStage` of the plan's blocks."""
-    from nirbeam.stream.graph import RateStage, run_bounded
     from nirbeam.stream.progress import Progress
 
     bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))

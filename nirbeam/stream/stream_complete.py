@@ -51,6 +51,7 @@ class StreamConfig:
     token: str = ""
     start: float = 0.0  # wall time of the first tick
     allow_standins: bool = False
+    prepare: object = None  # pipeline.prepare_exposure (the stream prepares as batch does)
 
     @property
     def root(self) -> str:

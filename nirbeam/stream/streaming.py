@@ -80,8 +80,9 @@ from nirbeam.stream.live import (
     live_point,
     live_point_and_bins,
 )
-from nirbeam.stream.pipeline import RunResult, no_refs_error
+from nirbeam.stream.pipeline import RunResult, no_refs_error, prepare_exposure
 from nirbeam.stream.plan import PlanError, exposure_work
+from nirbeam.stream.products import finalize_products, run_spectra_stage
 from nirbeam.stream.stream_complete import (
     CheckComplete,
     CompletionDoFn,
@@ -255,7 +256,7 @@ def run_stream(
         mode = "watch"
     cfg = StreamConfig(folder, outdir, settings, refs_dir, poll, until_complete,
                        live_model_nints, plot_every, max_lateness_ints, uuid.uuid4().hex,
-                       time.time(), allow_standins)
+                       time.time(), allow_standins, prepare_exposure)
     stopped = threading.Event()
 
     def request_stop(reason: str) -> None:
@@ -312,7 +313,6 @@ def finalize_stream(cfg: StreamConfig, spec, counters: dict, *, runner_desc: str
                     stopped: bool, t_start: float) -> dict:
     """After the source ended: final live products, then batch's stage 2 and products over
     the store, and ``run.json`` (with ``beam.runner``, ``beam.streaming`` and counters)."""
-    from nirbeam.stream.products import finalize_products, run_spectra_stage
     from nirbeam.stream.runners import RunnerSpec
     from nirbeam.stream.uncal import BadInputError, plan_exposures, scan_segment
 
