@@ -12,18 +12,22 @@ The graph (:class:`StreamGraph`), one box per Beam step, one chain (no Flatten: 
       -> LiveSink (stateful: OUTDIR/live/ rewritten after each bundle)
     dead letters of each record step -> batch's WriteDeadLetter
 
-The steps live in :mod:`nirbeam.stream.stream_source` (source, preparation) and
+The steps live in :mod:`nirbeam.stream.stream_source` (source, preparation),
+:mod:`nirbeam.stream.stream_complete` (configuration, completion check) and
 :mod:`nirbeam.stream.stream_steps` (event time, outlier window, live extraction, sink);
-this module composes them and holds the driver. On the in-process FnApiRunner a Flatten
+:mod:`nirbeam.stream.graph` composes them (:class:`~nirbeam.stream.graph.StreamGraph`,
+with batch's record chain :class:`~nirbeam.stream.graph.RecordChain`); this module is the
+driver (runner, signals, progress display, finalisation, run.json). On the in-process FnApiRunner a Flatten
 below the unbounded source stops everything after it (measured, Beam 2.77), so the graph
 is one chain: each step passes on what it does not consume, and the steps that must know
 about dead letters (the outlier window, the completion check) read them back from
 ``_deadletters``.
 
 ``Read``, ``Detector1`` and ``WriteRateints`` are :class:`~nirbeam.transforms.common.RecordStep`
-with batch's record functions (:func:`pipeline.read_record` behind a file-signature check,
-:class:`pipeline.Calibrate`, :class:`pipeline.WriteRateints`), and the exposure is prepared
-by batch's :func:`pipeline.prepare_exposure`; so the ``rateints`` in the store are batch's.
+with batch's record functions (:func:`rate_steps.read_record` behind a file-signature
+check, :class:`rate_steps.Calibrate`, :class:`rate_steps.WriteRateints`), each exposure's
+work comes from the plan (:func:`plan.exposure_work`: its mode and regions) and it is
+prepared by batch's :func:`pipeline.prepare_exposure`; so the ``rateints`` in the store are batch's.
 When the source stops (exposure complete with ``--until-complete``, Ctrl-C, or a stop
 event), the pipeline drains (every integration already found is processed) and the driver
 finalises with batch's stage 2 and product builders (:func:`products.run_spectra_stage`,
