@@ -15,7 +15,7 @@ from nirbeam.sinks import fs, zarr_store
 from nirbeam.stream.rate_steps import RATEINTS
 from nirbeam.stream.uncal import BadInputError
 
-__all__ = ["EXIT_INCOMPLETE", "exit_status", "account", "whitelight_points", "check_outdir",
+__all__ = ["EXIT_INCOMPLETE", "exit_status", "account", "run_summary", "whitelight_points", "check_outdir",
            "write_json_atomic", "peak_rss_mib"]
 
 
@@ -53,7 +53,15 @@ _STAGE_OF_STEP = {"read": RATEINTS, "detector1": RATEINTS, "write_rateints": RAT
 
 
 def account(outdir, root, plans, per_group, dead_dir) -> dict:
-    """Every input integration: processed or dead-lettered; write deadletter.jsonl.
+    """:func:`run_summary`, and its dead letters written to ``OUTDIR/deadletter.jsonl``."""
+    summary, lines = run_summary(root, plans, per_group, dead_dir)
+    fs.write_text(fs.join(outdir, "deadletter.jsonl"), "".join(json.dumps(d) + "\n" for d in lines))
+    return summary
+
+
+def run_summary(root, plans, per_group, dead_dir) -> tuple[dict, list[dict]]:
+    """Every input integration: processed or dead-lettered (from the store's completion
+    markers and ``_deadletters``); returns the summary and its dead letters, sorted.
 
     ``processed`` counts integrations with a complete rateints region; ``deadlettered``
     those without one (each has a line in deadletter.jsonl saying where and why);
@@ -107,11 +115,9 @@ def account(outdir, root, plans, per_group, dead_dir) -> dict:
         })
         exposures.append(info)
         lines.extend(here.values())
-    fs.write_text(fs.join(outdir, "deadletter.jsonl"), "".join(
-        json.dumps(d) + "\n"
-        for d in sorted(lines, key=lambda d: (d["exposure"], d["detector"], d["integration"], d["step"]))))
+    lines = sorted(lines, key=lambda d: (d["exposure"], d["detector"], d["integration"], d["step"]))
     return {"exposures": exposures, "deadletters": len(lines),
-            "products_complete": all(e["products_complete"] for e in exposures)}
+            "products_complete": all(e["products_complete"] for e in exposures)}, lines
 
 
 def whitelight_points(root: str, group: str) -> int:
