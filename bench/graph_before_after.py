@@ -1,7 +1,7 @@
 """Issue 12's first "done when": BOTS products before and after the graph redesign.
 
 Simulates the demo exposure (``./run demo``: PRISM SUB512, 400 integrations, seed 1) and a
-G395H SUB2048 NRS1 + NRS2 exposure, runs ``nirbeam run`` on each with the code of git
+G395H SUB2048 NRS1 + NRS2 exposure (``--g395h-nints``, 70 groups, seed 1), runs ``nirbeam run`` on each with the code of git
 revision ``--baseline`` (extracted with ``git archive``, run from that tree) and with the
 current tree, each in a fresh process, and compares the two output folders bit for bit
 (``bench/compare_products.py``: every zarr array of every stage, white light, whtlt,
@@ -30,9 +30,9 @@ sys.path.insert(0, HERE)
 from _provenance import provenance, write_result  # noqa: E402
 from compare_products import compare  # noqa: E402
 
-CASES = {
-    "demo": ("prism-sub512", 400),
-    "g395h": ("g395h-sub2048", None),
+CASES = {  # preset, integrations (None: --g395h-nints), detectors
+    "demo": ("prism-sub512", 400, ("NRS1",)),
+    "g395h": ("g395h-sub2048", None, ("NRS1", "NRS2")),
 }
 
 
@@ -61,7 +61,7 @@ def main() -> int:
     ap.add_argument("--sections", default="demo,g395h")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "graph_before_after.json"))
     args = ap.parse_args()
-    start = provenance(sys.argv)
+    start = provenance()
     os.makedirs(args.data, exist_ok=True)
     base = os.path.join(args.data, "baseline-src")
     if not (args.reuse and os.path.isdir(base)):
@@ -75,13 +75,14 @@ def main() -> int:
     result = {"baseline": {"rev": args.baseline, "commit": commit}, "cases": {}}
     ok = True
     for name in args.sections.split(","):
-        preset, nints = CASES[name]
+        preset, nints, dets = CASES[name]
         nints = nints or args.g395h_nints
         sim = os.path.join(args.data, f"sim-{name}")
         if not (args.reuse and os.path.isfile(os.path.join(sim, "nirbeam.toml"))):
             shutil.rmtree(sim, ignore_errors=True)
-            _run(_nirbeam("simulate", sim, "--preset", preset, "--nints", str(nints),
-                          "--seed", "1"))
+            from nirbeam.sim.simulator import simulate
+
+            simulate(sim, preset=preset, nints=nints, seed=1, detectors=dets)
         runs = {}
         for label, src in (("baseline", base), ("current", None)):
             out = os.path.join(args.data, f"out-{name}-{label}")
@@ -98,7 +99,7 @@ def main() -> int:
         bad = {k: v for k, v in res.items() if not v["identical"]}
         ok &= not bad
         result["cases"][name] = {
-            "preset": preset, "nints": nints, "seed": 1, "runs": runs,
+            "preset": preset, "nints": nints, "seed": 1, "detectors": list(dets), "runs": runs,
             "arrays_compared": len(res), "identical": len(res) - len(bad),
             "all_identical": not bad, "different": bad,
             "compared": sorted(res),
@@ -108,7 +109,7 @@ def main() -> int:
         for k, v in bad.items():
             print(f"  DIFFERENT {k}: {v}")
     result["all_identical"] = ok
-    write_result(args.out, result, sys.argv, start=start)
+    write_result(args.out, result, start=start)
     print(f"wrote {args.out}")
     return 0 if ok else 1
 
