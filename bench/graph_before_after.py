@@ -81,8 +81,10 @@ def main() -> int:
         if not (args.reuse and os.path.isfile(os.path.join(sim, "nirbeam.toml"))):
             shutil.rmtree(sim, ignore_errors=True)
             from nirbeam.sim.simulator import simulate
+            from nirbeam.stream.cli import write_sim_config
 
-            simulate(sim, preset=preset, nints=nints, seed=1, detectors=dets)
+            # as `nirbeam simulate` does (it has no --detectors), then its nirbeam.toml
+            write_sim_config(simulate(sim, preset=preset, nints=nints, seed=1, detectors=dets))
         runs = {}
         for label, src in (("baseline", base), ("current", None)):
             out = os.path.join(args.data, f"out-{name}-{label}")
