@@ -1,9 +1,11 @@
 """Are two nirbeam output folders' products identical? (bit for bit, then the largest
 difference of each array that is not).
 
-Compares, for every exposure/detector group in both stores: rateints (sci, err, dq,
-var_poisson, var_rnoise, done), cleaned dq, spectra (every array), lightcurves, and the
-white-light table (flux, flux_error, dq) and x1dints.fits tables. NaNs compare equal to NaNs.
+Compares, for every exposure/detector group in both stores, every array of every stage
+(rateints, cleaned, spectra, lightcurves, extraction, trace, references...); every column
+and the metadata (apart from write times and version strings) of ``whitelight.ecsv``, each
+``<exposure>_whtlt.ecsv`` and ``speclc_<group>.ecsv``; every column of every
+``*_x1dints.fits`` table. NaNs compare equal to NaNs.
 
     python bench/compare_products.py OUT_A OUT_B [--json FILE]
 
@@ -42,6 +44,20 @@ def _cmp(a: np.ndarray, b: np.ndarray) -> dict:
     return out
 
 
+_VOLATILE_META = ("written", "date", "nirbeam_version", "origin")
+
+
+def _cmp_meta(a, b) -> dict:
+    """Table metadata equal, apart from times of writing and version strings."""
+    ka = {k: str(v) for k, v in dict(a).items() if k not in _VOLATILE_META}
+    kb = {k: str(v) for k, v in dict(b).items() if k not in _VOLATILE_META}
+    diff = sorted(k for k in set(ka) | set(kb) if ka.get(k) != kb.get(k))
+    out = {"identical": not diff, "n": len(ka)}
+    if diff:
+        out["keys_different"] = diff
+    return out
+
+
 def compare(out_a: str, out_b: str) -> dict:
     """{name: comparison} of every product array both folders hold."""
     import zarr
@@ -54,24 +70,49 @@ def compare(out_a: str, out_b: str) -> dict:
         ga = zarr.open_group(os.path.join(out_a, "cubes.zarr"), mode="r")
         gb = zarr.open_group(os.path.join(out_b, "cubes.zarr"), mode="r")
         for g in sorted(k for k, _ in ga.groups()):
-            for stage in ("rateints", "cleaned", "spectra", "lightcurves"):
-                if stage not in ga[g] or stage not in gb[g]:
+            if g not in gb:
+                res[f"{g}"] = {"identical": False, "why": "group missing in b"}
+                continue
+            # every stage of the group (rateints, cleaned, spectra, lightcurves, extraction,
+            # trace, references...), every array both hold
+            for stage in sorted(k for k, _ in ga[g].groups()):
+                if stage not in gb[g]:
+                    res[f"{g}/{stage}"] = {"identical": False, "why": "stage missing in b"}
                     continue
                 for name, arr in sorted(ga[g][stage].arrays()):
                     if name in gb[g][stage]:
                         res[f"{g}/{stage}/{name}"] = _cmp(arr[...], gb[g][stage][name][...])
+                    else:
+                        res[f"{g}/{stage}/{name}"] = {"identical": False, "why": "missing in b"}
     ta = Table.read(os.path.join(out_a, "whitelight.ecsv"))
     tb = Table.read(os.path.join(out_b, "whitelight.ecsv"))
-    for c in ("flux", "flux_error", "dq", "int_mid_BJD_TDB"):
+    for c in ta.colnames:
         res[f"whitelight.ecsv/{c}"] = _cmp(np.asarray(ta[c]), np.asarray(tb[c]))
-    xa, xb = os.path.join(out_a, "x1dints.fits"), os.path.join(out_b, "x1dints.fits")
-    if os.path.isfile(xa) and os.path.isfile(xb):
+    res["whitelight.ecsv/meta"] = _cmp_meta(ta.meta, tb.meta)
+    # calwebb_tso3-style white light and the spectroscopic light curves (wide ECSV)
+    names = sorted(n for n in os.listdir(out_a)
+                   if n.endswith("_whtlt.ecsv") or (n.startswith("speclc_") and n.endswith(".ecsv")))
+    for n in names:
+        pb = os.path.join(out_b, n)
+        if not os.path.isfile(pb):
+            res[n] = {"identical": False, "why": "missing in b"}
+            continue
+        a, b = Table.read(os.path.join(out_a, n)), Table.read(pb)
+        for c in a.colnames:
+            res[f"{n}/{c}"] = (_cmp(np.asarray(a[c]), np.asarray(b[c])) if c in b.colnames
+                               else {"identical": False, "why": "column missing in b"})
+        res[f"{n}/meta"] = _cmp_meta(a.meta, b.meta)
+    for n in sorted(n for n in os.listdir(out_a) if n.endswith("x1dints.fits")):
+        xa, xb = os.path.join(out_a, n), os.path.join(out_b, n)
+        if not os.path.isfile(xb):
+            res[n] = {"identical": False, "why": "missing in b"}
+            continue
         with fits.open(xa) as ha, fits.open(xb) as hb:
             for k, h in enumerate(ha):
                 if isinstance(h, fits.BinTableHDU) and k < len(hb):
                     for c in h.columns.names:
-                        res[f"x1dints.fits[{k}]/{c}"] = _cmp(np.asarray(h.data[c]),
-                                                              np.asarray(hb[k].data[c]))
+                        res[f"{n}[{k}]/{c}"] = _cmp(np.asarray(h.data[c]),
+                                                    np.asarray(hb[k].data[c]))
     return res
 
 

@@ -605,7 +605,7 @@ def test_resume_refused_when_rate_settings_change(base_out, ctx, capsys):
 
 
 def test_resume_refused_when_version_changes(base_out, ctx, capsys, monkeypatch):
-    import nirbeam.stream.pipeline as pl
+    import nirbeam.stream.resume as pl  # the resume key's module (pipeline re-exports it)
 
     _copy_base(base_out, ctx)
     monkeypatch.setattr(pl, "__version__", "999.0")

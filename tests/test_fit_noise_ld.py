@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from astropy.table import QTable, Table
 
+from nirbeam.sources.lightcurve_tables import read_lightcurve_tables
 from nirbeam.transforms.transit import (
     FitConfig,
     fit_spectroscopic,
     fit_transit,
-    read_lightcurve_tables,
     time_averaging_beta,
     transit_model,
 )

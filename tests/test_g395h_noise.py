@@ -69,7 +69,7 @@ def test_cause3_flicker_detector_from_keyword():
 
 def test_cause3_pipeline_passes_detector(monkeypatch):
     """The detector1 record step builds its hook from FlickerParams set from DETECTOR."""
-    import nirbeam.stream.pipeline as pl
+    import nirbeam.stream.rate_steps as pl  # Calibrate's module (pipeline re-exports it)
     import nirbeam.transforms.flicker as fl
     from nirbeam.stream.records import ExposureMeta, IntegrationKey, IntegrationRecord, IntTimes
     from nirbeam.stream.settings import Settings

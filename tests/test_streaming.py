@@ -337,6 +337,7 @@ def streamed(sim, tmp_path_factory):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, stderr
+    (tmp_path / "stderr.txt").write_text(stderr)  # the progress lines (not a terminal)
     return out
 
 
@@ -361,6 +362,60 @@ def test_stream_until_complete_equals_batch(streamed, batch):
     # live points: provisional model (first 8 integrations), close to the final ones
     np.testing.assert_allclose(live["flux"], b["flux"], rtol=1e-3)
     assert st["latency_s"]["provisional"]["n"] == NINTS
+
+
+def test_stream_progress_lines_when_not_a_terminal(streamed):
+    """``nirbeam stream``'s progress on a pipe: plain ``[nirbeam] stream:`` lines with the
+    counts (integrations out of those seen, segments, dead letters, live points), then the
+    end line with every integration and the finalisation."""
+    import re
+
+    err = (streamed.parent / "stderr.txt").read_text()
+    lines = [x for x in err.splitlines() if x.startswith("[nirbeam] stream")]
+    assert lines, err
+    end = [x for x in lines if "stream: done" in x]
+    assert len(end) == 1, lines
+    m = re.search(r"done, (\d+)/(\d+) integrations .*; (\d+) segments, (\d+) dead letters, "
+                  r"(\d+) live points \((\d+) flagged\)", end[0])
+    assert m, end[0]
+    done, total, segs, dead, live, flagged = map(int, m.groups())
+    assert (done, total, dead) == (NINTS, NINTS, 0)
+    assert segs == 3 and live == NINTS and flagged == NINTS
+    assert any("[nirbeam] finalise: done" in x for x in err.splitlines())
+    # no carriage-return bars on a pipe
+    assert "\r" not in err
+
+
+def test_progress_stage_with_polled_total_and_detail():
+    """A polled stage that learns its total as it goes and carries a detail line: plain
+    lines show count/total and the detail; the end line takes a last poll."""
+    import io
+
+    from nirbeam.stream.progress import Progress
+
+    buf = io.StringIO()
+    state = {"n": 0, "total": None, "segs": 0}
+    bar = Progress(stream=buf, tty=False, interval=0.0, poll_interval=0.02)
+    st = bar.stage("stream", unit="integrations", poll=lambda: (state["n"], state["total"]),
+                   detail=lambda: f"{state['segs']} segments")
+    for n, total, segs in ((0, None, 0), (4, 8, 1), (8, 16, 2)):
+        state.update(n=n, total=total, segs=segs)
+        assert _wait_until(lambda n=n: st.count == n and st.total == state["total"])
+    state.update(n=16, segs=3)
+    st.close()
+    out = buf.getvalue()
+    assert "[nirbeam] stream: 4/8 integrations (50%)" in out and "; 1 segments" in out
+    assert out.rstrip().splitlines()[-1].startswith("[nirbeam] stream: done, 16/16 integrations")
+    assert out.rstrip().endswith("; 3 segments")
+
+
+def _wait_until(pred, timeout=5.0):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def test_sigint_exits_cleanly_with_readable_products(sim, tmp_path):
@@ -465,7 +520,7 @@ def test_live_speclc_equals_binning_of_the_live_spectra(streamed, batch):
     other sample -- so rows are checked against the live spectra, not against batch's.)"""
     import pandas as pd
 
-    from nirbeam.stream.products import _lightcurve_edges
+    from nirbeam.stream.products import lightcurve_edges as _lightcurve_edges
     from nirbeam.stream.settings import Settings
     from nirbeam.transforms.lightcurve import bin_spectra
 
@@ -759,8 +814,9 @@ def test_beam_counters_survive_a_stream_of_many_bundles(tmp_path):
     """The stream's source makes a bundle per tick; Beam 2.77's FnApiRunner folds bundle
     metrics into a generator one level per bundle and querying them raised RecursionError
     after ~1000 bundles (the counters were lost). make_stream_runner folds them eagerly."""
+    from nirbeam.stream.graph import beam_metrics as _metrics
     from nirbeam.stream.runners import RunnerSpec
-    from nirbeam.stream.streaming import Ticks, _metrics, make_stream_runner
+    from nirbeam.stream.streaming import Ticks, make_stream_runner
 
     n = 600
     stop = str(tmp_path / "stop")

@@ -9,15 +9,14 @@ import pandas as pd
 import pytest
 from conftest import require_shared, shared_path
 
+from nirbeam.sinks.fit_json import write_fit_json
+from nirbeam.sources.lightcurve_tables import fit_table, read_lightcurve_table
 from nirbeam.transforms.transit import (
     FitConfig,
     fit_spectroscopic,
-    fit_table,
     fit_transit,
-    read_lightcurve_table,
     transit_duration,
     transit_model,
-    write_fit_json,
 )
 
 LC = shared_path("lightcurves")

@@ -8,7 +8,7 @@ import pytest
 from astropy.io import fits
 
 from nirbeam.stream.config import ConfigError
-from nirbeam.stream.products import _lightcurve_edges
+from nirbeam.stream.products import lightcurve_edges as _lightcurve_edges
 from nirbeam.stream.settings import LightcurveConfig, Settings
 from nirbeam.stream.uncal import BadInputError
 from nirbeam.stream.wavelengths import (

@@ -366,8 +366,8 @@ def _plot_group(outdir, root, pdir, g, plots, kinds) -> list[PlotEntry]:
                 with np.errstate(all="ignore"):
                     res = {"white light": np.where(good, wf / wmodel - 1, np.nan)}
                     if bmodel is not None:
-                        for k in plots._pick_bins(bmodel.shape[1], 4):
-                            res[f"{lc['wavelength'][k]:.2f} {plots._SPECTRAL['unit']}"] = np.where(
+                        for k in plots.pick_bins(bmodel.shape[1], 4):
+                            res[f"{lc['wavelength'][k]:.2f} {plots.spectral_unit()}"] = np.where(
                                 bgood[:, k], lc["flux"][:, k] / bmodel[:, k] - 1, np.nan)
                 cad = float(np.nanmedian(np.diff(np.sort(t)))) * 86400 if t.size > 1 else None
                 plots.plot_allan(res, p, cadence_s=cad, title=f"RMS vs bin size {g}")

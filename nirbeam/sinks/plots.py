@@ -42,6 +42,11 @@ BJD_LABEL = "BJD_TDB - 2400000.5 [d]"
 _SPECTRAL = {"label": "Wavelength [µm]", "unit": "µm"}
 
 
+def spectral_unit() -> str:
+    """The unit of the spectral axis of the plots being drawn (``µm``, or ``px``)."""
+    return _SPECTRAL["unit"]
+
+
 @contextmanager
 def spectral_axis(units: str):
     """Label the spectral axes of the plots drawn inside as ``units`` (``"um"`` or ``"pixel"``).
@@ -386,7 +391,7 @@ def plot_fit(result, path: str | Path, *, nbin: int = 10, title: str | None = No
 # Diagnostics (Eureka!-style): per-bin light curves, noise, background, trace, 1/f
 
 
-def _pick_bins(nbin: int, max_bins: int) -> np.ndarray:
+def pick_bins(nbin: int, max_bins: int) -> np.ndarray:
     if nbin <= max_bins:
         return np.arange(nbin)
     return np.unique(np.linspace(0, nbin - 1, max_bins).round().astype(int))
@@ -430,7 +435,7 @@ def plot_bin_lightcurves(
         ok &= g[:, None] if g.ndim == 1 else g
     t_off = np.floor(np.nanmin(t)) if t.size else 0.0
     tt = t - t_off
-    ks = _pick_bins(w.size, max_bins)
+    ks = pick_bins(w.size, max_bins)
     with np.errstate(all="ignore"):
         med = np.array([np.nanmedian(f[ok[:, k], k]) if ok[:, k].any() else np.nan
                         for k in range(w.size)])

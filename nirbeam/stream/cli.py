@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Beam runner of the streaming pipeline: direct (in-process, default) "
                     "or portable (--job-endpoint); dask and multiprocess cannot stream")
     st.add_argument("--job-endpoint", default=None, help="Beam job service HOST:PORT (portable)")
+    st.add_argument("--no-progress", action="store_true", help="do not print progress")
     cli_support.add_set_arg(st)
     cli_support.add_commands(sub)  # config, report
     for p in (s, r, f, pl, st):
@@ -248,7 +249,8 @@ def _dispatch(args, beam_args) -> int:
                          until_complete=args.until_complete, poll=args.poll,
                          replay_speed=args.replay_speed, runner=spec,
                          live_model_nints=args.live_model_nints, plot_every=args.plot_every,
-                         allow_standins=args.allow_standins)
+                         allow_standins=args.allow_standins,
+                         progress=not (args.no_progress or args.quiet))
         s = res.summary.get("streaming", {})
         if s.get("stopped_by_signal"):
             print("nirbeam stream: stopped; in-flight integration finished, products finalised "

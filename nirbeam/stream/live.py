@@ -5,7 +5,7 @@ No Beam here: :mod:`nirbeam.stream.streaming` calls these from its stateful DoFn
 
 * :func:`live_point_and_bins`: one integration -> a :class:`LivePoint` (batch's white-light
   rule) and its spectrum binned on the bin edges of batch's rule
-  (:func:`products._lightcurve_edges`), the same arithmetic as batch's ``bin_spectra``.
+  (:func:`product_tables.lightcurve_edges`), the same arithmetic as batch's ``bin_spectra``.
 * :func:`build_live_model`: the extraction model from the first integrations (the batch
   builder on another sample; batch samples the whole exposure, which a stream cannot), kept
   in ``<group>/live_extraction`` (:func:`save_live_model`), never in place of batch's.
@@ -15,6 +15,9 @@ No Beam here: :mod:`nirbeam.stream.streaming` calls these from its stateful DoFn
   ``plots/whitelight_<group>.png`` and ``fit_<group>.json`` (quick-look fit, batch's
   configuration rule, once >= :data:`MIN_FIT_POINTS` good points), each rewritten
   atomically. A failing live fit or plot logs a warning and keeps the previous file.
+  The tables are built by batch's builders (:mod:`nirbeam.stream.product_tables`:
+  :func:`~nirbeam.stream.product_tables.whitelight_table`,
+  :func:`~nirbeam.stream.product_tables.speclc_tables`); the writer only writes.
 """
 
 from __future__ import annotations
@@ -31,6 +34,14 @@ import numpy as np
 from nirbeam import __version__, dqflags
 from nirbeam.core.records import IntegrationRecord
 from nirbeam.sinks import zarr_store
+from nirbeam.stream.fit_products import quicklook_fit_config
+from nirbeam.stream.product_tables import (
+    lightcurve_edges,
+    speclc_tables,
+    table_meta,
+    whitelight_table,
+)
+from nirbeam.stream.spectra_stage import extraction_model
 from nirbeam.transforms.spectra import ExtractionModel, extract_integration
 
 __all__ = ["LivePoint", "live_point", "live_point_and_bins", "build_live_model",
@@ -123,8 +134,6 @@ def build_live_model(meta, rates: np.ndarray, dqs: np.ndarray, settings,
 
     Returns the model, or the reason none could be built (e.g. no trace on NRS2).
     """
-    from nirbeam.stream.products import extraction_model
-
     meta = meta.meta if hasattr(meta, "meta") else meta
     return extraction_model(rates, dqs, meta, settings, plan)
 
@@ -156,13 +165,11 @@ def save_live_model(root: str, group: str, model: ExtractionModel, n: int) -> No
 
 
 def live_edges(settings, model: ExtractionModel) -> np.ndarray:
-    """Spectroscopic bin edges of the live model: batch's rule (``_lightcurve_edges``).
+    """Spectroscopic bin edges of the live model: batch's rule (``lightcurve_edges``).
 
     Raises ValueError when the rule gives fewer than two edges.
     """
-    from nirbeam.stream.products import _lightcurve_edges
-
-    e = np.asarray(_lightcurve_edges(settings.lightcurve, model.wavelength.wavelength,
+    e = np.asarray(lightcurve_edges(settings.lightcurve, model.wavelength.wavelength,
                                      model.wavelength.source), float)
     if e.ndim != 1 or e.size < 2:
         raise ValueError(f"{e.size} bin edges")
@@ -242,24 +249,18 @@ class LiveWriter:
 
         os.makedirs(self.live_dir, exist_ok=True)
         pts = sorted(st.points.values(), key=lambda p: (p.exposure, p.detector, p.integration))
-        cols = {
-            "exposure": [p.exposure for p in pts], "detector": [p.detector for p in pts],
-            "integration_number": np.array([p.integration for p in pts], np.int64),
-            "int_mid_BJD_TDB": np.array([p.int_mid_bjd_tdb for p in pts]),
-            "int_mid_MJD_UTC": np.array([p.int_mid_mjd_utc for p in pts]),
-            "flux": np.array([p.flux for p in pts]),
-            "flux_error": np.array([p.flux_error for p in pts]),
-            "dq": np.array([p.dq for p in pts], np.uint32),
-            "status": [p.status for p in pts],
-        }
         meta = {"provisional": True, "nirbeam_version": __version__, "flux_units": "DN/s",
                 "note": "live light curve: extraction model from the first integrations; "
                         "status 'provisional' has no time-domain outlier flags yet. The "
                         "final products are OUTDIR/whitelight.ecsv once the exposure completes.",
                 "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        write_table(os.path.join(self.live_dir, "whitelight"), cols, meta,
-                    units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "flux": "DN/s",
-                           "flux_error": "DN/s"},
+        spec = whitelight_table(
+            [p.exposure for p in pts], [p.detector for p in pts],
+            np.array([p.integration for p in pts], np.int64),
+            np.array([p.int_mid_bjd_tdb for p in pts]), np.array([p.int_mid_mjd_utc for p in pts]),
+            np.array([p.flux for p in pts]), np.array([p.flux_error for p in pts]),
+            np.array([p.dq for p in pts], np.uint32), meta, status=[p.status for p in pts])
+        write_table(os.path.join(self.live_dir, "whitelight"), **spec.kwargs(),
                     parquet=self.settings.products.parquet)
         for gname in sorted({k[0] for k, _ in st.dirty}):
             try:
@@ -285,7 +286,6 @@ class LiveWriter:
         integration and bin; the integrations with a live point, latest status.
         """
         from nirbeam.sinks.tables import write_table
-        from nirbeam.stream.products import _table_meta
 
         g = st.groups.get(gname)
         if g is None or g.get("edges") is None:
@@ -300,52 +300,25 @@ class LiveWriter:
         num = np.array([k[1] for k in keys], np.int64)
         bjd = np.array([p.int_mid_bjd_tdb for p in pts])
         mjd = np.array([p.int_mid_mjd_utc for p in pts])
-        status = [p.status for p in pts]
-        edges = g["edges"]
-        centers = 0.5 * (edges[:-1] + edges[1:])
         cfg = self.settings.lightcurve
         wl = g["wl"]
         finite = wl[np.isfinite(wl)]
         wrange = (float(cfg.wmin if cfg.wmin is not None else finite.min()),
                   float(cfg.wmax if cfg.wmax is not None else finite.max()))
-        smeta = {**_table_meta(g["meta"], wrange, self.root, gname),
-                 "wavelength_source": g["wl_source"],
+        smeta = {**table_meta(g["meta"], wrange, g["wl_source"]),
                  "provisional": True,
                  "note": "live spectroscopic light curves: extraction model from the first "
                          "integrations; status 'provisional' has no time-domain outlier "
                          "flags yet. Final products: OUTDIR/speclc_<group> once the "
                          "exposure completes.",
                  "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        long, wide = speclc_tables(num, bjd, mjd, g["edges"], flux, err, sdq, smeta,
+                                   g["wl_source"], status=[p.status for p in pts])
         stem = os.path.join(self.live_dir, f"speclc_{gname}")
-        from nirbeam.stream.wavelengths import axis_units  # "um", or "pixel" without a solution
-
-        au = axis_units(g["wl_source"])
-        ck, ek = ("wavelength_um", "bin_edges_um") if au == "um" else ("bin_centers_pixel",
-                                                                      "bin_edges_pixel")
         written = []
-        nb, n = centers.size, num.size
         if self.settings.products.parquet:
-            written += write_table(
-                stem,
-                {"integration_number": np.repeat(num, nb),
-                 "int_mid_BJD_TDB": np.repeat(bjd, nb), "int_mid_MJD_UTC": np.repeat(mjd, nb),
-                 "wavelength": np.tile(centers, n), "bin_lo": np.tile(edges[:-1], n),
-                 "bin_hi": np.tile(edges[1:], n), "flux": flux.ravel(),
-                 "flux_error": err.ravel(), "dq": sdq.ravel(),
-                 "status": np.repeat(np.array(status), nb)},
-                smeta, units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "wavelength": au,
-                              "bin_lo": au, "bin_hi": au, "flux": "DN/s", "flux_error": "DN/s"},
-                parquet=True, ecsv=False)
-        written += write_table(
-            stem,
-            {"integration_number": num, "int_mid_BJD_TDB": bjd, "int_mid_MJD_UTC": mjd,
-             "flux": flux, "flux_error": err, "dq": sdq, "status": status},
-            {**smeta, ck: centers.tolist(), ek: edges.tolist(),
-             "layout": "one row per integration; flux/flux_error/dq are vectors over the "
-                       "wavelength bins in meta wavelength_um (edges in bin_edges_um)"},
-            units={"int_mid_BJD_TDB": "d", "int_mid_MJD_UTC": "d", "flux": "DN/s",
-                   "flux_error": "DN/s"},
-            parquet=False)
+            written += write_table(stem, **long.kwargs(), parquet=True, ecsv=False)
+        written += write_table(stem, **wide.kwargs(), parquet=False)
         return written
 
     def write_fits(self, st: LiveState) -> dict[str, str]:
@@ -353,12 +326,12 @@ class LiveWriter:
 
         Refit only when the group's live points changed since the last fit and at least
         :data:`MIN_FIT_POINTS` of them are good (dq 0, finite, error > 0). Configuration as
-        batch's (:func:`products.quicklook_fit_config`). A failing fit logs a warning and
+        batch's (:func:`fit_products.quicklook_fit_config`). A failing fit logs a warning and
         keeps the previous file. Returns ``group -> outcome``.
         """
         from nirbeam.sinks import fs
-        from nirbeam.stream.products import quicklook_fit_config
-        from nirbeam.transforms.transit import fit_transit, write_fit_json
+        from nirbeam.sinks.fit_json import write_fit_json
+        from nirbeam.transforms.transit import fit_transit
 
         out = {}
         for gname in sorted({k[0] for k in st.points}):

@@ -8,7 +8,10 @@
   batch job, CI) it prints plain lines no more often than every ``interval`` seconds. Each
   stage's start and end also go to the log. A stage's count may be pushed
   (:meth:`Stage.advance`) or polled from a callable (e.g. completion markers in the
-  store, which workers on other machines write) by a background thread.
+  store, which workers on other machines write) by a background thread; a polled stage
+  may also learn its total as it goes (``poll`` returns ``(count, total)``: a stream learns
+  of exposures as they arrive) and carry a ``detail`` line (``nirbeam stream``: segments,
+  dead letters, live points).
 
 Nothing here touches the data; every failure of the display is swallowed (progress is
 best effort and must never end a run).
@@ -174,11 +177,14 @@ class Stage:
     """Progress of one stage: a count out of an optional total.
 
     Use as a context manager; ``advance(n)`` adds to the count, ``set(n)`` sets it.
-    With ``poll``, a thread sets the count from ``poll()`` every ``interval`` seconds.
+    With ``poll``, a thread sets the count from ``poll()`` every ``interval`` seconds
+    (``poll()`` may return ``(count, total)``). ``detail()``: a few words appended to each
+    line (the bar's postfix on a terminal).
     """
 
     def __init__(self, owner: Progress, name: str, total: int | None, unit: str,
-                 poll: Callable[[], int] | None):
+                 poll: Callable[[], int | tuple[int, int | None]] | None,
+                 detail: Callable[[], str] | None = None):
         self.owner, self.name, self.total, self.unit = owner, name, total, unit
         self.count = 0
         self.t0 = time.monotonic()
@@ -189,6 +195,7 @@ class Stage:
         self._thread = None
         self._lock = threading.Lock()
         self._poll = poll
+        self._detail = detail
         log.info("%s: started%s", name, f" ({total} {unit})" if total is not None else "")
         if owner.enabled:
             if owner.tty:
@@ -224,6 +231,8 @@ class Stage:
             try:
                 if self._bar is not None:
                     self._bar.n = self.count
+                    if self._detail is not None:
+                        self._bar.set_postfix_str(self._detail_text(), refresh=False)
                     self._bar.refresh()
                 elif self.owner.enabled:
                     self._line()
@@ -260,7 +269,26 @@ class Stage:
         pct = f" ({100 * self.count / self.total:.0f}%)" if self.total else ""
         r = self.rate()
         extra = f", {r:.3g} {self.unit}/s, ETA {format_eta(self.eta())}" if r else ""
+        d = self._detail_text()
+        extra += f"; {d}" if d else ""
         return f"[nirbeam] {self.name}: {self.count}{tot} {self.unit}{pct}{extra}"
+
+    def _detail_text(self) -> str:
+        if self._detail is None:
+            return ""
+        try:
+            return str(self._detail())
+        except Exception:  # noqa: BLE001 - progress is best effort
+            return ""
+
+    def _poll_once(self) -> None:
+        v = self._poll()
+        if isinstance(v, tuple):
+            n, total = v
+            self.set_total(None if total is None else int(total))
+        else:
+            n = v
+        self.set(int(n))
 
     def _line(self, force: bool = False) -> None:
         # a line when the count changed and ``interval`` passed, else a heartbeat line
@@ -276,7 +304,7 @@ class Stage:
     def _run_poll(self) -> None:
         while not self._stop.wait(self.owner.poll_interval):
             try:
-                self.set(int(self._poll()))
+                self._poll_once()
             except Exception:  # noqa: BLE001 - progress is best effort
                 continue
 
@@ -288,12 +316,14 @@ class Stage:
             self._thread.join(timeout=5)
         if self._poll is not None:
             try:
-                self.set(int(self._poll()))
+                self._poll_once()
             except Exception:  # noqa: BLE001
                 pass
         dt = time.monotonic() - self.t0
         tot = f"/{self.total}" if self.total is not None else ""
-        msg = f"{self.name}: done, {self.count}{tot} {self.unit} in {dt:.1f} s"
+        d = self._detail_text()
+        msg = f"{self.name}: done, {self.count}{tot} {self.unit} in {dt:.1f} s" + (
+            f"; {d}" if d else "")
         log.info(msg)
         try:
             if self._bar is not None:
@@ -341,6 +371,7 @@ class Progress:
         self.poll_interval = poll_interval
 
     def stage(self, name: str, total: int | None = None, unit: str = "integrations",
-              poll: Callable[[], int] | None = None) -> Stage:
+              poll: Callable[[], int | tuple[int, int | None]] | None = None,
+              detail: Callable[[], str] | None = None) -> Stage:
         """Start a stage display (close it, or use it as a context manager)."""
-        return Stage(self, name, total, unit, poll)
+        return Stage(self, name, total, unit, poll, detail)

@@ -27,10 +27,8 @@ from apache_beam.utils.timestamp import Timestamp
 from nirbeam.core.records import DeadLetter, IntegrationKey, IntegrationRecord
 from nirbeam.core.schema import RATEINTS
 from nirbeam.sinks import zarr_store
-from nirbeam.stream.pipeline import (
-    ReadItem,
-    read_record,
-)
+from nirbeam.stream.plan import RECORD_STEPS, PlanError, ReadItem, exposure_work
+from nirbeam.stream.rate_steps import read_record
 from nirbeam.stream.watch import Arrival, WatchState, file_signature, poll_folder
 from nirbeam.transforms.common import StepFailed
 
@@ -43,7 +41,7 @@ log = logging.getLogger("nirbeam")
 DEAD = "deadletter"
 STREAM_DIR = "_stream"  # OUTDIR/_stream: stop marker, journal, live state
 #: Steps whose dead letter means an integration has no rateints.
-RATE_STEPS = ("read", "detector1", "write_rateints")
+RATE_STEPS = RECORD_STEPS
 
 
 def counter(name: str):
@@ -279,7 +277,11 @@ class PrepareExposureDoFn(beam.DoFn):
     integration when the preparation failed (the read step passes it to the dead letters).
     """
 
-    def __init__(self, root: str, refs_dir: str | None, settings, allow_standins: bool = False):
+    def __init__(self, root: str, refs_dir: str | None, settings, allow_standins: bool = False,
+                 prepare=None):
+        if prepare is None:
+            raise TypeError("PrepareExposureDoFn needs prepare= (pipeline.prepare_exposure)")
+        self.prepare = prepare  # batch's prepare_exposure, passed in by the stream's driver
         self.root = root
         self.refs_dir = refs_dir
         self.settings = settings
@@ -292,8 +294,9 @@ class PrepareExposureDoFn(beam.DoFn):
         self.prepared = counter("prepare.exposures")
 
     def process(self, element, state=_PREP_P):
-        """Exposures no mode handles (:func:`nirbeam.modes.mode_for`) are refused: each of
-        their integrations gets a dead letter naming the EXP_TYPE."""
+        """Exposures the plan refuses (:func:`nirbeam.stream.plan.exposure_work`: no mode
+        handles the EXP_TYPE, or not a time series) are refused: each of their
+        integrations gets a dead letter saying why."""
         from nirbeam.stream.uncal import plan_exposures
 
         _, a = element
@@ -308,11 +311,11 @@ class PrepareExposureDoFn(beam.DoFn):
                 st.stored = {int(i) + 1 for i in np.flatnonzero(done)}
         st.segments[a.segment.intstart] = a.segment
         if not st.failed and st.mode is None:
-            from nirbeam.modes import ModeError, mode_for
+            from nirbeam.modes import ModeError
 
             try:
-                st.mode = mode_for(meta).name
-            except ModeError as exc:
+                st.mode = exposure_work(meta, self.settings).mode
+            except (ModeError, PlanError) as exc:
                 st.failed = str(exc)
         if st.failed:
             yield from self._dead(a, st.failed)
@@ -325,9 +328,7 @@ class PrepareExposureDoFn(beam.DoFn):
             if all(i in have for i in range(1, min(3, meta.nints) + 1)):
                 plan = plan_exposures(list(st.segments.values()))[0]
                 try:
-                    from nirbeam.stream.pipeline import prepare_exposure
-
-                    prepare_exposure(self.root, plan, self.refs_dir, self.ref_index, self.settings,
+                    self.prepare(self.root, plan, self.refs_dir, self.ref_index, self.settings,
                                      allow_standins=self.allow_standins)
                     st.prepared = True
                     self.prepared.inc()

@@ -12,18 +12,22 @@ The graph (:class:`StreamGraph`), one box per Beam step, one chain (no Flatten: 
       -> LiveSink (stateful: OUTDIR/live/ rewritten after each bundle)
     dead letters of each record step -> batch's WriteDeadLetter
 
-The steps live in :mod:`nirbeam.stream.stream_source` (source, preparation) and
+The steps live in :mod:`nirbeam.stream.stream_source` (source, preparation),
+:mod:`nirbeam.stream.stream_complete` (configuration, completion check) and
 :mod:`nirbeam.stream.stream_steps` (event time, outlier window, live extraction, sink);
-this module composes them and holds the driver. On the in-process FnApiRunner a Flatten
+:mod:`nirbeam.stream.graph` composes them (:class:`~nirbeam.stream.graph.StreamGraph`,
+with batch's record chain :class:`~nirbeam.stream.graph.RecordChain`); this module is the
+driver (runner, signals, progress display, finalisation, run.json). On the in-process FnApiRunner a Flatten
 below the unbounded source stops everything after it (measured, Beam 2.77), so the graph
 is one chain: each step passes on what it does not consume, and the steps that must know
 about dead letters (the outlier window, the completion check) read them back from
 ``_deadletters``.
 
 ``Read``, ``Detector1`` and ``WriteRateints`` are :class:`~nirbeam.transforms.common.RecordStep`
-with batch's record functions (:func:`pipeline.read_record` behind a file-signature check,
-:class:`pipeline.Calibrate`, :class:`pipeline.WriteRateints`), and the exposure is prepared
-by batch's :func:`pipeline.prepare_exposure`; so the ``rateints`` in the store are batch's.
+with batch's record functions (:func:`rate_steps.read_record` behind a file-signature
+check, :class:`rate_steps.Calibrate`, :class:`rate_steps.WriteRateints`), each exposure's
+work comes from the plan (:func:`plan.exposure_work`: its mode and regions) and it is
+prepared by batch's :func:`pipeline.prepare_exposure`; so the ``rateints`` in the store are batch's.
 When the source stops (exposure complete with ``--until-complete``, Ctrl-C, or a stop
 event), the pipeline drains (every integration already found is processed) and the driver
 finalises with batch's stage 2 and product builders (:func:`products.run_spectra_stage`,
@@ -61,20 +65,15 @@ import signal
 import sys
 import threading
 import time
-import typing
 import uuid
-from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.coders import PickleCoder
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
-from apache_beam.utils.timestamp import Timestamp
 
 from nirbeam import __version__
-from nirbeam.core.records import DeadLetter
 from nirbeam.core.schema import RATEINTS
 from nirbeam.sinks import zarr_store
+from nirbeam.stream.graph import StreamGraph, beam_metrics
 from nirbeam.stream.live import (
     MIN_FIT_POINTS,
     LiveModelFromStore,
@@ -85,23 +84,25 @@ from nirbeam.stream.live import (
     live_point,
     live_point_and_bins,
 )
-from nirbeam.stream.pipeline import (
-    Calibrate,
-    RunResult,
-    WriteDeadLetter,
-    WriteRateints,
+from nirbeam.stream.pipeline import RunResult, no_refs_error, prepare_exposure
+from nirbeam.stream.plan import PlanError, exposure_work
+from nirbeam.stream.products import finalize_products, run_spectra_stage
+from nirbeam.stream.stream_complete import (
+    CheckComplete,
+    CompletionDoFn,
+    ReadOrLoad,
+    StreamConfig,
+    StreamCounts,
+    WriteDeadAndCheck,
+    exposure_complete,
 )
 from nirbeam.stream.stream_source import (
     DEAD,
-    RATE_STEPS,
     STREAM_DIR,
-    LoadStored,
     PrepareExposureDoFn,
-    StoredItem,
     StreamItem,
     Ticks,
     WatchFolderDoFn,
-    counter,
     journal_rows,
     read_checked,
     write_times,
@@ -114,8 +115,8 @@ from nirbeam.stream.stream_steps import (
     beam_timestamp,
     load_live_state,
 )
+from nirbeam.stream.summary import account, check_outdir, write_json_atomic
 from nirbeam.stream.watch import file_signature
-from nirbeam.transforms.common import RecordStep
 
 __all__ = [
     "DEAD", "RATEINTS", "MIN_FIT_POINTS", "LivePoint", "live_point", "live_point_and_bins",
@@ -123,234 +124,11 @@ __all__ = [
     "RollingOutlierDoFn", "Ticks", "WatchFolderDoFn", "PrepareExposureDoFn", "StreamItem",
     "read_checked", "LiveExtractDoFn", "LiveSinkDoFn", "CheckComplete", "StreamConfig",
     "StreamGraph", "make_stream_runner", "run_stream", "finalize_stream", "STREAM_DIR",
-    "load_live_state",
+    "load_live_state", "CompletionDoFn", "ReadOrLoad", "WriteDeadAndCheck",
+    "exposure_complete", "eager_fnapi_metrics", "StreamCounts",
 ]
 
 log = logging.getLogger("nirbeam")
-
-# ---------------------------------------------------------------------------------------
-# The graph
-
-
-@dataclass(frozen=True)
-class StreamConfig:
-    """What :class:`StreamGraph` needs (all picklable)."""
-
-    watch_dir: str
-    outdir: str
-    settings: object
-    refs_dir: str | None = None
-    poll: float = 1.0
-    until_complete: bool = False
-    live_model_nints: int = 8
-    plot_every: float = 30.0
-    max_lateness_ints: int = 200
-    token: str = ""
-    start: float = 0.0  # wall time of the first tick
-    allow_standins: bool = False
-
-    @property
-    def root(self) -> str:
-        """The zarr store."""
-        return os.path.join(self.outdir, "cubes.zarr")
-
-    @property
-    def journal(self) -> str:
-        """``OUTDIR/_stream``."""
-        return os.path.join(self.outdir, STREAM_DIR)
-
-    @property
-    def stop_path(self) -> str:
-        """The marker that ends the source."""
-        return os.path.join(self.journal, "stop")
-
-
-@dataclass(frozen=True)
-class _SinkStamp:
-    """Stamp live events with the stream's start time: at or behind every watermark of
-    the source, so the sink's flush timer fires after the bundle (measured: a stamp of
-    "now" waited for the next tick to pass it, i.e. up to the end of a backlog)."""
-
-    start: float
-
-    def __call__(self, ev):
-        return beam.window.TimestampedValue(("live", ev), Timestamp(self.start))
-
-
-def _unless_rateints(fn):
-    """Apply a record function, passing records already at stage rateints (resumed) on."""
-    def apply(rec):
-        return rec if getattr(rec, "stage", None) == "rateints" else fn(rec)
-
-    apply.setup = getattr(fn, "setup", None)
-    return apply
-
-
-@dataclass(frozen=True)
-class ReadOrLoad:
-    """The read step of the stream: :func:`read_checked` for a :class:`StreamItem`,
-    :class:`LoadStored` for a :class:`StoredItem` (an earlier run's rateints)."""
-
-    root: str
-
-    def __call__(self, item):
-        if isinstance(item, StoredItem):
-            return LoadStored(self.root)(item)
-        return read_checked(item)
-
-
-def exposure_complete(cfg: StreamConfig) -> bool:
-    """Every exposure/detector the watcher accepted has all NINTS integrations with
-    rateints (store) or a dead letter of a rate step (``_deadletters``)."""
-    groups: dict[str, int] = {}
-    for row in journal_rows(cfg.journal, "accepted.jsonl"):
-        groups[row["group"]] = int(row["nints"])
-    if not groups:
-        return False
-    dead_dir = os.path.join(cfg.outdir, "_deadletters")
-    names = set(os.listdir(dead_dir)) if os.path.isdir(dead_dir) else set()
-    root_groups = zarr_store.open_root(cfg.root)
-    for g in groups:
-        if g not in root_groups or RATEINTS not in root_groups[g]:
-            return False
-        done = zarr_store.completed(cfg.root, g, RATEINTS)
-        for i in np.flatnonzero(~done) + 1:
-            if not any(f"{g}_{int(i):05d}.{step}.json" in names for step in RATE_STEPS):
-                return False
-    return True
-
-
-@dataclass(frozen=True)
-class CheckComplete:
-    """Once :func:`exposure_complete`, write the stop marker (with ``until_complete``): the
-    source ends after one more poll. Called for each dead letter, and by
-    :class:`CompletionDoFn` when an exposure's count says it may be complete."""
-
-    cfg: StreamConfig
-
-    def __call__(self, x=None):
-        c = self.cfg
-        if c.until_complete and not os.path.exists(c.stop_path) and exposure_complete(c):
-            with open(c.stop_path, "w") as fh:
-                fh.write("complete\n")
-        return x
-
-
-_SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
-_SEEN_P = beam.DoFn.StateParam(_SEEN)
-
-
-class CompletionDoFn(beam.DoFn):
-    """Per exposure/detector: pass records on, keep the integrations seen; when they and
-    the group's dead letters cover NINTS, run the full check (:class:`CheckComplete`).
-
-    Order does not matter (segments may land out of order); the full check reads the store
-    and the dead letters only when the count says the exposure may be complete.
-    """
-
-    def __init__(self, cfg: StreamConfig):
-        self.cfg = cfg
-
-    def process(self, element, state=_SEEN_P):
-        group, rec = element
-        seen = state.read() or set()
-        seen.add(rec.key.integration)
-        state.write(seen)
-        if self.cfg.until_complete:
-            n = rec.meta.nints
-            if len(seen) < n:
-                dead_dir = os.path.join(self.cfg.outdir, "_deadletters")
-                names = os.listdir(dead_dir) if os.path.isdir(dead_dir) else []
-                dead = {int(x[len(group) + 1:len(group) + 6]) for x in names
-                        if x.startswith(group + "_") and x.split(".")[-2] in RATE_STEPS}
-                if len(seen | dead) < n:
-                    yield rec
-                    return
-            CheckComplete(self.cfg)()
-        yield rec
-
-
-@dataclass(frozen=True)
-class WriteDeadAndCheck:
-    """Batch's :class:`pipeline.WriteDeadLetter`, then :class:`CheckComplete`."""
-
-    cfg: StreamConfig
-
-    def __call__(self, dl: DeadLetter) -> None:
-        WriteDeadLetter(os.path.join(self.cfg.outdir, "_deadletters"))(dl)
-        CheckComplete(self.cfg)(dl)
-
-
-def _keyed(label: str, fn):
-    return label >> beam.Map(fn).with_output_types(tuple[str, typing.Any])
-
-
-class StreamGraph(beam.PTransform):
-    """The whole ``nirbeam stream`` graph, from the pipeline root (see the module notes).
-
-    One chain, no Flatten (on the in-process FnApiRunner a Flatten below an unbounded
-    source stops everything after it: measured with Beam 2.77): dead letters leave the
-    chain to batch's writer, and the steps that must know about them (the outlier window,
-    the completion check) read them back from ``_deadletters``. Returns the live events
-    (``("point", LivePoint, bins)`` and ``("group", name, info)``).
-    """
-
-    def __init__(self, cfg: StreamConfig):
-        super().__init__()
-        self.cfg = cfg
-
-    def expand(self, pbegin):
-        c = self.cfg
-        s = c.settings
-        dead_dir = os.path.join(c.outdir, "_deadletters")
-        items = (pbegin
-                 | "Ticks" >> Ticks(c.poll, c.stop_path, start=c.start)
-                 | _keyed("KeyFolder", lambda t, d=c.watch_dir: (d, t))
-                 | "WatchFolder" >> beam.ParDo(WatchFolderDoFn(c.journal))
-                 | _keyed("KeyExposure", lambda a: (a.segment.meta.group_name, a))
-                 | "PrepareExposure" >> beam.ParDo(PrepareExposureDoFn(c.root, c.refs_dir, s,
-                                                                c.allow_standins)))
-        # batch's record steps and functions (resumed integrations pass through)
-        read = items | "Read" >> RecordStep(ReadOrLoad(c.root), "read")
-        cal = read.records | "Detector1" >> RecordStep(
-            _unless_rateints(Calibrate(c.root, s, c.token)), "detector1")
-        wr = cal.records | "WriteRateints" >> RecordStep(
-            _unless_rateints_write(WriteRateints(c.root, keep=True)), "write_rateints")
-        for name, out in (("Read", read), ("Detector1", cal), ("WriteRateints", wr)):
-            _ = out.deadletter | f"WriteDead{name}" >> beam.Map(WriteDeadAndCheck(c))
-        o = s.outliers
-        flagged = (
-            wr.records
-            | _keyed("KeyCompletion", lambda r: (r.key.group, r))
-            | "Completion" >> beam.ParDo(CompletionDoFn(c))
-            | "EventTime" >> WithEventTime()
-            | _keyed("KeyWindow", lambda r: (r.key.group, r))
-            | "RollingOutliers" >> beam.ParDo(RollingOutlierDoFn(
-                o.window, o.n_sigma, None, o.enabled, c.max_lateness_ints, passthrough=True,
-                dead_dir=dead_dir)).with_outputs(DEAD, main="records"))
-        _ = flagged[DEAD] | "LateNotes" >> beam.Map(_log_late)
-        live = (flagged.records
-                | _keyed("KeyLive", lambda r: (r.key.group, r))
-                | "LiveExtract" >> beam.ParDo(LiveExtractDoFn(c.root, s, c.live_model_nints)))
-        writer = LiveWriter(c.outdir, s, c.plot_every, c.live_model_nints)
-        _ = (live
-             | "SinkTime" >> beam.Map(_SinkStamp(c.start)).with_output_types(tuple[str, typing.Any])
-             | "LiveSink" >> beam.ParDo(LiveSinkDoFn(writer, c.journal)))
-        return live
-
-
-def _unless_rateints_write(fn):
-    """WriteRateints, except for records read back from the store (already written)."""
-    def apply(rec):
-        return rec if rec.provenance[-1:] == (("resumed", "from store"),) else fn(rec)
-
-    return apply
-
-
-def _log_late(d: DeadLetter) -> None:
-    counter("outliers.late").inc()
-    log.info("live outlier window: %s %s", d.key, d.reason)
-
 
 # ---------------------------------------------------------------------------------------
 # The driver
@@ -374,7 +152,7 @@ def make_stream_runner(spec):
     if spec.name == "direct":
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-        _eager_fnapi_metrics()
+        eager_fnapi_metrics()
 
         opts = PipelineOptions(list(spec.beam_args))
         opts.view_as(StandardOptions).streaming = True
@@ -383,7 +161,7 @@ def make_stream_runner(spec):
     return runner, opts, f"PortableRunner ({spec.job_endpoint}, streaming)"
 
 
-def _eager_fnapi_metrics() -> None:
+def eager_fnapi_metrics() -> None:
     """Make the FnApiRunner fold each bundle's metrics at once.
 
     Beam 2.77's FnApiRunner folds a bundle's metrics into the stage's as a lazy generator
@@ -405,24 +183,6 @@ def _eager_fnapi_metrics() -> None:
     fn_runner._nirbeam_eager_metrics = True
 
 
-def _metrics(result) -> dict:
-    """Beam's counters and distributions of the run, by name (``<step>.records``...)."""
-    out: dict = {}
-    try:
-        m = result.metrics().query()
-    except Exception as exc:  # noqa: BLE001 - say so in run.json rather than drop silently
-        log.warning("Beam metrics could not be read: %s: %s", type(exc).__name__, exc)
-        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
-    for c in m.get("counters", []):
-        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + (c.committed or 0)
-    for d in m.get("distributions", []):
-        v = d.committed
-        if v is not None and v.count:
-            out[d.key.metric.name] = {"count": v.count, "mean": round(v.sum / v.count, 3),
-                                      "max": v.max}
-    return out
-
-
 def run_stream(
     watch_dir: str,
     outdir: str,
@@ -439,6 +199,7 @@ def run_stream(
     max_lateness_ints: int = 200,
     handle_sigint: bool = True,
     allow_standins: bool = False,
+    progress=False,
 ):
     """Run ``nirbeam stream`` until stopped, or until the exposure completes.
 
@@ -458,23 +219,27 @@ def run_stream(
         the source ends, everything already found is processed, the exposure finalised.
     runner : RunnerSpec, optional
         ``direct`` (default) or ``portable``.
+    progress : bool or Progress
+        Show the stream's counts while it runs (integrations calibrated out of those of
+        the exposures seen so far; segments, dead letters, live points), then the
+        finalisation: a bar on a terminal, plain lines otherwise
+        (:class:`nirbeam.stream.progress.Progress`).
 
     Returns
     -------
     nirbeam.stream.pipeline.RunResult
     """
-    from nirbeam.stream.pipeline import _check_outdir, _no_refs_error
     from nirbeam.stream.runners import RunnerSpec
     from nirbeam.stream.settings import Settings
     from nirbeam.stream.watch import ReplayDropper
 
     t_start = time.time()
     if not refs_dir and not allow_standins:
-        raise _no_refs_error()
+        raise no_refs_error()
     settings = Settings.from_dict(config or {})
     spec = runner or RunnerSpec()
     beam_runner, options, runner_desc = make_stream_runner(spec)
-    _check_outdir(outdir)
+    check_outdir(outdir)
     journal = os.path.join(outdir, STREAM_DIR)
     os.makedirs(journal, exist_ok=True)
     for n in ("stop", "accepted.jsonl", "notes.jsonl", "live_state.pkl"):
@@ -495,7 +260,7 @@ def run_stream(
         mode = "watch"
     cfg = StreamConfig(folder, outdir, settings, refs_dir, poll, until_complete,
                        live_model_nints, plot_every, max_lateness_ints, uuid.uuid4().hex,
-                       time.time(), allow_standins)
+                       time.time(), allow_standins, prepare_exposure)
     stopped = threading.Event()
 
     def request_stop(reason: str) -> None:
@@ -523,6 +288,11 @@ def run_stream(
 
         watcher = threading.Thread(target=_watch_event, daemon=True)
         watcher.start()
+    from nirbeam.stream.progress import Progress
+
+    bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
+    counts = StreamCounts(cfg)
+    shown = bar.stage("stream", unit="integrations", poll=counts, detail=counts.detail)
     try:
         p = beam.Pipeline(runner=beam_runner, options=options)
         _ = p | "Stream" >> StreamGraph(cfg)
@@ -530,14 +300,16 @@ def run_stream(
             dropper.start()
         result = p.run()
         result.wait_until_finish()
-        counters = _metrics(result)
+        counters = beam_metrics(result)
     finally:
+        shown.close()
         if old is not None:
             signal.signal(signal.SIGINT, old)
         if dropper is not None:
             dropper.stop.set()
-    summary = finalize_stream(cfg, spec, counters, runner_desc=runner_desc, mode=mode,
-                              stopped=stopped.is_set(), t_start=t_start)
+    with bar.stage("finalise", unit="steps"):
+        summary = finalize_stream(cfg, spec, counters, runner_desc=runner_desc, mode=mode,
+                                  stopped=stopped.is_set(), t_start=t_start)
     return RunResult(outdir, summary, 0)
 
 
@@ -545,8 +317,6 @@ def finalize_stream(cfg: StreamConfig, spec, counters: dict, *, runner_desc: str
                     stopped: bool, t_start: float) -> dict:
     """After the source ended: final live products, then batch's stage 2 and products over
     the store, and ``run.json`` (with ``beam.runner``, ``beam.streaming`` and counters)."""
-    from nirbeam.stream.pipeline import _account, _write_json_atomic
-    from nirbeam.stream.products import finalize_products, run_spectra_stage
     from nirbeam.stream.runners import RunnerSpec
     from nirbeam.stream.uncal import BadInputError, plan_exposures, scan_segment
 
@@ -593,19 +363,14 @@ def finalize_stream(cfg: StreamConfig, spec, counters: dict, *, runner_desc: str
             if d.get("integration"):
                 dead_ints.setdefault(f"{d['exposure']}_{d['detector'].lower()}", set()).add(
                     d["integration"])
-    from nirbeam.modes import ModeError, mode_for
+    from nirbeam.modes import ModeError
 
     per_group = {}
     for plan in plans:
         g = plan.meta.group_name
         try:
-            mode = mode_for(plan.meta)
-            regions = [{"name": r.name, "bbox": [r.bbox.y0, r.bbox.y1, r.bbox.x0, r.bbox.x1],
-                        "trace": r.trace.kind, "wavelength": r.wavelength.kind,
-                        "background": r.background.kind, "store_group": mode.store_group(plan.meta, r)}
-                       for r in mode.regions(plan.meta, settings)]
-            mode_info = {"mode": mode.name, "regions": regions}
-        except ModeError as exc:
+            mode_info = exposure_work(plan.meta, settings).describe()
+        except (ModeError, PlanError) as exc:
             mode_info = {"mode": None, "regions": [], "mode_error": str(exc)}
         done = (zarr_store.completed(root, g, RATEINTS)
                 if RATEINTS in zarr_store.open_root(root).get(g, {}) else np.zeros(plan.meta.nints, bool))
@@ -621,7 +386,7 @@ def finalize_stream(cfg: StreamConfig, spec, counters: dict, *, runner_desc: str
             "unprocessed_when_stopped": unprocessed,
             **mode_info,
         }
-    summary = _account(cfg.outdir, root, plans, per_group, dead_dir) if plans else {"exposures": []}
+    summary = account(cfg.outdir, root, plans, per_group, dead_dir) if plans else {"exposures": []}
     complete = bool(plans) and all(not v["unprocessed_when_stopped"] and not v["missing"]
                                    for v in per_group.values())
     summary.update({
@@ -657,5 +422,5 @@ def finalize_stream(cfg: StreamConfig, spec, counters: dict, *, runner_desc: str
         },
         "wall_s": round(time.time() - t_start, 3),
     })
-    _write_json_atomic(os.path.join(cfg.outdir, "run.json"), summary)
+    write_json_atomic(os.path.join(cfg.outdir, "run.json"), summary)
     return summary

@@ -1,0 +1,364 @@
+"""Stage 1's record functions and block writer: one integration read, calibrated and
+written (the same functions in batch and streaming), the worker caches of the references
+the driver saved, and the batch block step :class:`CalibrateBlock`.
+
+Moved from :mod:`nirbeam.stream.pipeline` (which re-exports every public name).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+
+from nirbeam.sinks import fs, zarr_store
+from nirbeam.stream.plan import RATE_BLOCK, RateBlock, ReadItem
+from nirbeam.stream.records import DeadLetter, IntegrationRecord
+from nirbeam.stream.uncal import ExposurePlan, read_ramp
+from nirbeam.transforms.common import StepFailed
+from nirbeam.transforms.reference import ReferenceArrays
+
+__all__ = ["RATEINTS", "RATE_ARRAYS", "RATE_ATTRS", "RATE_BLOCK", "BAD_TIME_STEP", "ReadItem",
+           "read_record", "refs_from_store", "save_refs_to_store", "scene_mask_from_store",
+           "forget_group", "Calibrate", "draft_scene_mask", "WriteRateints", "RateBlock",
+           "CalibrateBlock", "WriteDeadLetter"]  # ReadItem, RateBlock: from nirbeam.stream.plan
+
+log = logging.getLogger("nirbeam")
+
+RATEINTS = "rateints"
+RATE_ARRAYS = {
+    "sci": np.float32,
+    "err": np.float32,
+    "dq": np.uint32,
+    "var_poisson": np.float32,
+    "var_rnoise": np.float32,
+}
+RATE_ATTRS = {
+    "sci": {"units": "DN/s", "description": "count rate per integration (rateints SCI)"},
+    "err": {"units": "DN/s", "description": "1-sigma error of sci"},
+    "dq": {"units": "", "description": "pixel DQ, JWST bit values"},
+    "var_poisson": {"units": "(DN/s)^2", "description": "Poisson variance of sci"},
+    "var_rnoise": {"units": "(DN/s)^2", "description": "read-noise variance of sci"},
+    "integration_number": {"units": "", "description": "1-based integration number (INT_TIMES)"},
+    "int_mid_BJD_TDB": {"units": "d", "description": "integration mid-time, BJD_TDB"},
+    "int_mid_MJD_UTC": {"units": "d", "description": "integration mid-time, MJD UTC"},
+}
+
+
+
+
+def read_record(item: ReadItem) -> IntegrationRecord:
+    """Read one integration's ramp into a record of stage ``ramp``.
+
+    An integration whose INT_TIMES row failed its checks carries an ``int_times`` step in
+    its provenance; :class:`Calibrate` flags it DO_NOT_USE.
+    """
+    ramp = read_ramp(item.segment, item.key.integration)
+    rec = IntegrationRecord(
+        key=item.key,
+        meta=item.segment.meta,
+        times=item.times,
+        stage="ramp",
+        source=item.segment.path,
+        ramp=ramp,
+    )
+    bad = dict(item.segment.bad_times).get(item.key.integration)
+    if bad:
+        rec = rec.with_step(BAD_TIME_STEP, bad)
+    return rec
+
+
+BAD_TIME_STEP = "int_times"
+"""Provenance step of an integration whose INT_TIMES row failed its checks."""
+
+
+_REF_CACHE: dict[tuple[str, str, str], ReferenceArrays] = {}
+_REF_LOCK = threading.Lock()
+
+
+def refs_from_store(root: str, group: str, token: str = "") -> ReferenceArrays:
+    """Load (once per process and run token) the cut references the driver saved."""
+    k = (root, group, token)
+    with _REF_LOCK:
+        r = _REF_CACHE.get(k)
+    if r is None:
+        arrays, attrs = zarr_store.load_arrays(root, f"{group}/references")
+        r = ReferenceArrays(
+            mask=arrays["mask"],
+            saturation=arrays["saturation"],
+            saturation_dq=arrays["saturation_dq"],
+            superbias=arrays.get("superbias"),
+            superbias_dq=arrays["superbias_dq"],
+            linearity=arrays.get("linearity"),
+            linearity_dq=arrays["linearity_dq"],
+            dark=arrays.get("dark"),
+            dark_dq=arrays["dark_dq"],
+            readnoise=arrays["readnoise"],
+            gain=arrays["gain"],
+            sources=dict(attrs.get("sources", {})),
+        )
+        with _REF_LOCK:
+            _REF_CACHE[k] = r
+    return r
+
+
+def save_refs_to_store(
+    root: str, group: str, refs: ReferenceArrays, provenance: dict, scene_mask=None
+) -> None:
+    """Write the cut references (and where they came from) into the store."""
+    zarr_store.save_arrays(
+        root,
+        f"{group}/references",
+        {
+            "mask": refs.mask, "saturation": refs.saturation, "saturation_dq": refs.saturation_dq,
+            "superbias": refs.superbias, "superbias_dq": refs.superbias_dq,
+            "linearity": refs.linearity, "linearity_dq": refs.linearity_dq,
+            "dark": refs.dark, "dark_dq": refs.dark_dq, "readnoise": refs.readnoise,
+            "gain": refs.gain,
+            "scene_mask": None if scene_mask is None else scene_mask.astype(np.uint8),
+        },
+        attrs={"sources": refs.sources, "provenance": provenance},
+        dims={"dark": ("group", "y", "x"), "linearity": ("coefficient", "y", "x")},
+    )
+    forget_group(root, group)
+
+
+_MASK_CACHE: dict[tuple[str, str, str], np.ndarray | None] = {}
+
+
+def forget_group(root: str, group: str) -> None:
+    """Drop this process's cached references and scene mask of one group."""
+    with _REF_LOCK:
+        for cache in (_REF_CACHE, _MASK_CACHE):
+            for k in [k for k in cache if k[:2] == (root, group)]:
+                cache.pop(k, None)
+
+
+def scene_mask_from_store(root: str, group: str, token: str = "") -> np.ndarray | None:
+    """The 1/f scene mask the driver saved (None when group-level cleaning is off)."""
+    k = (root, group, token)
+    if k not in _MASK_CACHE:
+        arrays, _ = zarr_store.load_arrays(root, f"{group}/references")
+        m = arrays.get("scene_mask")
+        _MASK_CACHE[k] = None if m is None else m.astype(bool)
+    return _MASK_CACHE[k]
+
+
+@dataclass(frozen=True)
+class Calibrate:
+    """detector1 on one record (1/f cleaning of group differences as its group hook)."""
+
+    root: str
+    settings: Any
+    token: str = ""  # this run's id: worker caches of references key on it
+
+    def __call__(self, rec: IntegrationRecord) -> IntegrationRecord:
+        from nirbeam.transforms.detector1 import calibrate_record
+        from nirbeam.transforms.flicker import make_group_hook
+
+        refs = refs_from_store(self.root, rec.key.group, self.token)
+        fl = self.settings.flicker.for_detector(rec.meta.detector)  # NRS2 readout direction
+        hook = None
+        if fl.enabled and fl.level == "group":
+            hook = make_group_hook(fl, scene_mask_from_store(self.root, rec.key.group, self.token))
+        out = calibrate_record(rec, refs, self.settings.detector1, hook)
+        if hook is not None:
+            out = out.with_step("flicker", f"level=group method={fl.method} n_sigma={fl.n_sigma}")
+        if any(step == BAD_TIME_STEP for step, _ in rec.provenance):
+            # its time is not known: the rates are kept, every pixel says do not use
+            from nirbeam import dqflags
+
+            out = out.replace(dq=out.dq | np.uint32(dqflags.DO_NOT_USE))
+        return out
+
+
+def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int = 3) -> np.ndarray:
+    """1/f scene mask from the median draft rate of the first few integrations."""
+    from nirbeam.transforms.detector1 import RampTiming, run_detector1
+    from nirbeam.transforms.flicker import scene_mask
+    from nirbeam.transforms.refpix import SubarrayGeometry
+
+    meta = plan.meta
+    rates, dqs = [], []
+    for i in plan.present[:n]:
+        res = run_detector1(read_ramp(plan.segment_of(i), i), refs, RampTiming.from_meta(meta),
+                            settings.detector1, SubarrayGeometry.from_meta(meta))
+        rates.append(res.rate)
+        dqs.append(res.dq)
+    rate = np.median(np.stack(rates), axis=0)
+    dq = np.bitwise_and.reduce(np.stack(dqs), axis=0)
+    return scene_mask(rate, dq=dq, **settings.flicker.mask_kwargs())
+
+
+@dataclass(frozen=True)
+class WriteRateints:
+    """Write a rateints record's region into the store, then its completion marker.
+
+    The record passed on drops its 2-D arrays unless ``keep`` (streaming extracts from
+    them next).
+    """
+
+    root: str
+    keep: bool = False
+
+    def __call__(self, rec: IntegrationRecord) -> IntegrationRecord:
+        zarr_store.write_integration(
+            self.root, rec.key.group, RATEINTS, rec.key.integration,
+            {"sci": rec.rate, "err": rec.err, "dq": rec.dq,
+             "var_poisson": rec.var_poisson, "var_rnoise": rec.var_rnoise},
+        )
+        if self.keep:
+            return rec
+        return rec.replace(rate=None, err=None, var_poisson=None, var_rnoise=None)
+
+
+class CalibrateBlock(beam.DoFn):
+    """Read, calibrate and write one :class:`RateBlock`; yield its dead letters.
+
+    Each integration is read and calibrated on its own (a failure dead-letters that
+    integration, step ``read`` or ``detector1``); the block's five arrays are then
+    written in one call of whole chunks, and its markers after them, on the process's
+    writer thread while the next block is calibrated (compression and I/O on a second
+    core; at most two blocks in memory). When the block write
+    fails, each integration is written on its own, so a failure (a full disk) dead-letters
+    only the integrations that could not be written (step ``write_rateints``). Counts the
+    same Beam metrics as the per-integration steps (``read.records``,
+    ``detector1.records``, ``detector1.ms``, ``write_rateints.records``...).
+    """
+
+    def __init__(self, root: str, settings, token: str = ""):
+        from apache_beam.metrics import Metrics
+
+        self.root = root
+        self.calibrate = Calibrate(root, settings, token)
+        self.m = {
+            f"{step}.{what}": Metrics.counter("nirbeam", f"{step}.{what}")
+            for step in ("read", "detector1", "write_rateints") for what in ("records", "deadletters")
+        }
+        self.ms = {step: Metrics.distribution("nirbeam", f"{step}.ms") for step in ("read", "detector1")}
+        self.block_ms = Metrics.distribution("nirbeam", "write_rateints.block_ms")
+
+    def _dead(self, item: ReadItem, step: str, exc: Exception) -> DeadLetter:
+        reason = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, StepFailed):
+            log.warning("%s failed on %s: %s", step, item.key, reason, exc_info=True)
+        self.m[f"{step}.deadletters"].inc()
+        return DeadLetter(item.key, step, reason, item.segment.path)
+
+    def process(self, block: RateBlock):
+        """Yield the block's dead letters (if any)."""
+        n = block.stop - block.start + 1
+        root, g = self.root, block.group
+        fill = zarr_store.fill_values(root, g, RATEINTS, RATE_ARRAYS)
+        buf: dict[str, np.ndarray] | None = None
+        ok = np.zeros(n, bool)
+        dead = []
+        computed = []
+        for item in block.items:
+            t0 = time.perf_counter()
+            try:
+                rec = read_record(item)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a dead letter
+                dead.append(self._dead(item, "read", exc))
+                continue
+            self.m["read.records"].inc()
+            self.ms["read"].update(int((time.perf_counter() - t0) * 1000))
+            t0 = time.perf_counter()
+            try:
+                rec = self.calibrate(rec)
+            except Exception as exc:  # noqa: BLE001
+                dead.append(self._dead(item, "detector1", exc))
+                continue
+            self.m["detector1.records"].inc()
+            self.ms["detector1"].update(int((time.perf_counter() - t0) * 1000))
+            values = {"sci": rec.rate, "err": rec.err, "dq": rec.dq,
+                      "var_poisson": rec.var_poisson, "var_rnoise": rec.var_rnoise}
+            if buf is None:
+                buf = {k: np.full((n, *np.shape(v)), fill[k], RATE_ARRAYS[k]) for k, v in values.items()}
+            j = item.key.integration - block.start
+            for k, v in values.items():
+                buf[k][j] = v
+            ok[j] = True
+            computed.append(item)  # its arrays live on in buf only (no second copy)
+        if buf is None:  # nothing calibrated in this block: nothing to write
+            yield from dead
+            return
+        if block.stored:  # completed earlier: the block's chunks are rewritten whole
+            old = zarr_store.read_block(root, g, RATEINTS, RATE_ARRAYS,
+                                        slice(block.start - 1, block.stop))
+            for i in block.stored:
+                j = i - block.start
+                for k in RATE_ARRAYS:
+                    buf[k][j] = old[k][j]
+                ok[j] = True
+        yield from dead
+        # the previous block's write (compressed and written while this block was
+        # calibrated) must be complete before this one is handed over: two in flight at most
+        yield from self._drain()
+        try:
+            fut = zarr_store.write_block(root, g, RATEINTS, block.start, buf, ok, wait=False)
+        except Exception as exc:  # noqa: BLE001 - refused at once: handled as a failed write
+            from concurrent.futures import Future
+
+            fut = Future()
+            fut.set_exception(exc)
+        self._pending = (block, computed, buf, fut, time.perf_counter())
+
+    def start_bundle(self):
+        """No block write in flight."""
+        self._pending = None
+
+    def finish_bundle(self):
+        """Wait for the last block write; emit its dead letters (if any)."""
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.timestamp import MIN_TIMESTAMP
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        for dl in self._drain():
+            yield WindowedValue(dl, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _drain(self) -> list[DeadLetter]:
+        """Wait for the block write in flight; when it failed, write its integrations one
+        by one and return the dead letters of those that could not be written."""
+        pending, self._pending = getattr(self, "_pending", None), None
+        if pending is None:
+            return []
+        block, computed, buf, fut, t0 = pending
+        g = block.group
+        dead = []
+        try:
+            fut.result()
+            self.m["write_rateints.records"].inc(len(computed))
+        except Exception as exc:  # noqa: BLE001 - fall back to one write per integration
+            log.warning("%s: block %d..%d could not be written whole (%s: %s); writing its "
+                        "integrations one by one", g, block.start, block.stop,
+                        type(exc).__name__, exc)
+            for item in computed:
+                j = item.key.integration - block.start
+                try:
+                    zarr_store.write_integration(self.root, g, RATEINTS, item.key.integration,
+                                                 {k: v[j] for k, v in buf.items()})
+                    self.m["write_rateints.records"].inc()
+                except Exception as exc:  # noqa: BLE001
+                    dead.append(self._dead(item, "write_rateints", exc))
+        self.block_ms.update(int((time.perf_counter() - t0) * 1000))
+        return dead
+
+
+@dataclass(frozen=True)
+class WriteDeadLetter:
+    """Write one dead letter as its own small JSON file (idempotent per key and step)."""
+
+    folder: str
+
+    def __call__(self, dl: DeadLetter) -> None:
+        fs.makedirs(self.folder)
+        k = dl.key
+        name = f"{k.group}_{k.integration:05d}" if k else f"input_{abs(hash(dl.source)):x}"
+        fs.write_text(fs.join(self.folder, f"{name}.{dl.step}.json"), json.dumps(dl.to_json()))

@@ -1,0 +1,306 @@
+"""Stage 2's work of a time series, per exposure/detector and region: the extraction model
+(built by the driver from a sample of the rates, saved in the store) and the block step
+:class:`ProcessBlock` (outlier flags from a window read from the store, extraction, whole
+chunks written). The region (:class:`~nirbeam.core.geometry.SpectralRegion`, from the
+mode plan) gives the trace rule and the background rule.
+
+Moved from :mod:`nirbeam.stream.products` (which re-exports every public name).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from nirbeam import dqflags
+from nirbeam.sinks import zarr_store
+from nirbeam.stream.plan import BLOCK, SpectraBlock
+from nirbeam.stream.records import DeadLetter, IntegrationKey
+from nirbeam.stream.wavelengths import axis_units, is_pixel_axis
+from nirbeam.transforms.spectra import (
+    SPECTRUM_ARRAYS,
+    ExtractionModel,
+    build_extraction_model,
+    extract_integration,
+    flag_block,
+)
+
+__all__ = ["RATEINTS", "SPECTRA", "CLEANED", "EXTRACTION", "find_wavelengths", "axis_attrs",
+           "prepare_spectra", "done_digest", "extraction_model", "build_model",
+           "extraction_settings", "region_of", "ProcessBlock", "SpectraBlock"]
+
+log = logging.getLogger("nirbeam")
+
+RATEINTS = "rateints"
+SPECTRA = "spectra"
+CLEANED = "cleaned"
+EXTRACTION = "extraction"
+
+
+# ---------------------------------------------------------------------------------------
+# Wavelengths
+
+
+def find_wavelengths(plan, cfg, trace, nx: int):
+    """The exposure's wavelengths from the user's sources, or the pixel axis.
+
+    See :mod:`nirbeam.stream.wavelengths`: a jwst product or wavelength map, a polynomial,
+    optionally jwst's assign_wcs; never a simulator's truth file.
+    """
+    from nirbeam.stream.wavelengths import find_wavelengths as _find
+
+    return _find(plan, cfg, trace, nx)
+
+
+# ---------------------------------------------------------------------------------------
+# Preparing the stage (driver)
+
+
+def axis_attrs(source: str) -> dict:
+    """Attributes of the spectral-axis coordinate: µm, or pixels said in plain words."""
+    if is_pixel_axis(source):
+        return {"units": "pixel", "source": source,
+                "description": "NO WAVELENGTH SOLUTION: 0-based detector column index "
+                               "(pixels), not a wavelength"}
+    return {"units": "um", "source": source, "description": "wavelength along the trace"}
+
+
+def _sample_indices(done: np.ndarray, n: int) -> np.ndarray:
+    idx = np.flatnonzero(done)
+    if idx.size <= n:
+        return idx
+    return idx[np.linspace(0, idx.size - 1, n).round().astype(int)]
+
+
+def prepare_spectra(root: str, plan, settings, region=None) -> ExtractionModel | str | None:
+    """Build and save the extraction model; create the spectra and cleaned stages.
+
+    Returns the model, None when no integration has rates, or a string saying why no
+    model could be built. ``region``: the mode plan's region (default: :func:`region_of`).
+    """
+
+    meta = plan.meta
+    group = meta.group_name
+    done = zarr_store.completed(root, group, RATEINTS)
+    if not done.any():
+        return None
+    cfg = settings.extract
+    # The model (and every spectrum and outlier flag made with it) depends on the set of
+    # integrations with rates: when that set changed since (a resumed run that completed
+    # integrations an earlier run lost), rebuild and redo the stage, so products equal
+    # those of an uninterrupted run.
+    digest = done_digest(done)
+    try:
+        arrays, attrs = zarr_store.load_arrays(root, f"{group}/{EXTRACTION}")
+        model = ExtractionModel.from_arrays(arrays, attrs)
+        if (attrs.get("settings") == extraction_settings(settings)
+                and attrs.get("rateints_digest") == digest):
+            return model
+    except Exception:  # noqa: BLE001 - absent or stale: rebuild
+        pass
+    for stage in (SPECTRA, CLEANED):
+        _reset_completed(root, group, stage)
+    sel = _sample_indices(done, cfg.profile_nints)
+    sci = zarr_store.read_stack(root, group, RATEINTS, "sci", sel)
+    dq = zarr_store.read_stack(root, group, RATEINTS, "dq", sel)
+    model = extraction_model(sci, dq, meta, settings, plan, region)
+    if isinstance(model, str):
+        return model
+    ny, nx = meta.image_shape
+    wl = model.wavelength
+    arrays, attrs = model.to_arrays()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        arrays["median_image"] = np.nanmedian(np.where((dq & 1) != 0, np.nan, sci), axis=0)
+    attrs["settings"] = extraction_settings(settings)
+    attrs["rateints_digest"] = digest
+    zarr_store.save_arrays(root, f"{group}/{EXTRACTION}", arrays, attrs)
+    coords = {
+        n: zarr_store.read_stack(root, group, RATEINTS, n)
+        for n in ("integration_number", "int_mid_BJD_TDB", "int_mid_MJD_UTC")
+    }
+    spec_attrs = {
+        "flux": {"units": "DN/s", "description": "extracted flux per column (configured method)"},
+        "flux_error": {"units": "DN/s", "description": "1-sigma error of flux"},
+        "box_flux": {"units": "DN/s", "description": "curved-box flux per column"},
+        "box_flux_error": {"units": "DN/s", "description": "1-sigma error of box_flux"},
+        "flux_var_poisson": {"units": "(DN/s)^2", "description": "Poisson variance of flux"},
+        "flux_var_rnoise": {"units": "(DN/s)^2", "description": "read-noise variance of flux"},
+        "dq": {"units": "", "description": "OR of DQ of pixels masked in the aperture"},
+        "npixels": {"units": "", "description": "pixels used"},
+        "background": {"units": "DN/s", "description": "background per pixel subtracted"},
+    }
+    g = zarr_store.prepare_stage(
+        root, group, SPECTRA, meta.nints, (nx,), SPECTRUM_ARRAYS, frame_dims=("wavelength",),
+        coords=coords, array_attrs=spec_attrs, time_chunk=BLOCK,
+        attrs={"wavelength_source": wl.source, "method": cfg.method,
+               "spectral_axis_units": axis_units(wl.source)},
+    )
+    if "wavelength" not in g:
+        g.create_array("wavelength", data=wl.wavelength, dimension_names=("wavelength",),
+                       attributes=zarr_store.cf_attrs("wavelength", axis_attrs(wl.source)))
+    zarr_store.prepare_stage(
+        root, group, CLEANED, meta.nints, (ny, nx), {"dq": np.uint32}, coords=coords,
+        time_chunk=BLOCK,
+        array_attrs={"dq": {"units": "", "description": "rateints DQ plus OUTLIER flags along time"}},
+    )
+    return model
+
+
+def done_digest(done: np.ndarray) -> str:
+    return hashlib.sha256(np.packbits(done).tobytes()).hexdigest()
+
+
+def _reset_completed(root: str, group: str, stage: str) -> None:
+    """Mark every integration of a stage as not done (the stage will be redone)."""
+    import zarr
+
+    try:
+        done = zarr.open_array(root, path=f"{group}/{stage}/done", mode="r+", zarr_format=3)
+    except Exception:  # noqa: BLE001 - stage not created yet: nothing to reset
+        return
+    if done[:].any():
+        done[:] = 0
+
+
+def region_of(meta, settings):
+    """The one region of a time series' exposure/detector, from its mode plan."""
+    from nirbeam.stream.plan import exposure_work
+
+    return exposure_work(meta, settings).region
+
+
+def extraction_model(sci, dq, meta, settings, plan=None, region=None) -> ExtractionModel | str:
+    """The extraction model of a sample of rates (batch: spread over the exposure; live:
+    its first integrations): the region's trace (fixed, or fitted), the profile, and the
+    wavelengths of ``plan`` (none without a plan). Returns the reason when none can be built.
+
+    ``region``: the :class:`~nirbeam.core.geometry.SpectralRegion` (default: the mode
+    plan's, :func:`region_of`); its trace rule and background rule are used.
+    """
+    from nirbeam.transforms.trace import TraceModel
+
+    region = region if region is not None else region_of(meta, settings)
+    cfg = settings.extract
+    nx = meta.image_shape[1]
+    trace = None
+    if region.trace.kind == "fixed":
+        trace = TraceModel.from_config(list(region.trace.coefficients), 1.0, (0.0, nx - 1.0),
+                                       scaled=False)
+    elif region.trace.kind != "fit":
+        return (f"region {region.name}: trace rule {region.trace.kind!r}: the time-series "
+                "extraction needs a fitted or fixed trace")
+    model = build_model(sci, dq, cfg, trace, settings, region)
+    if isinstance(model, str) or plan is None:
+        return model
+    wl = find_wavelengths(plan, cfg, model.trace, nx)
+    return ExtractionModel(**{**model.__dict__, "wavelength": wl})
+
+
+def build_model(sci, dq, cfg, trace, settings, region=None) -> ExtractionModel | str:
+    """The extraction model, or the reason it cannot be built (e.g. no trace on NRS2).
+
+    With ``region``, its background rule (an annulus, or none) and trace degree replace
+    ``[extract] background_region`` and ``trace_deg`` (BOTS: the same values).
+    """
+    bg = tuple(cfg.background_region) if cfg.background_region else None
+    deg = cfg.trace_deg
+    if region is not None:
+        b = region.background
+        if b.kind not in ("annulus", "none"):
+            return (f"region {region.name}: background rule {b.kind!r}: the time-series "
+                    "extraction subtracts an annulus or nothing")
+        bg = (b.inner, b.outer) if b.kind == "annulus" else None
+        deg = region.trace.degree
+    try:
+        return build_extraction_model(
+            sci, dq, half_width=cfg.half_width, background_region=bg,
+            trace_deg=deg, trace=trace, method=cfg.method, sigma_clip=cfg.sigma_clip,
+            flicker=settings.flicker,
+        )
+    except ValueError as exc:
+        return f"no spectral trace could be measured on the median rate image ({exc})"
+
+
+def extraction_settings(settings) -> dict:
+    from nirbeam.stream.config import to_jsonable
+
+    return to_jsonable({"extract": settings.extract, "outliers": settings.outliers,
+                        "flicker": settings.flicker})
+
+
+
+# ---------------------------------------------------------------------------------------
+# Per-block work (Beam workers)
+
+
+_MODELS: dict[tuple[str, str, str], ExtractionModel] = {}
+
+
+@dataclass(frozen=True)
+class ProcessBlock:
+    """Flag outliers (window read from the store), extract, write; return dead letters."""
+
+    root: str
+    settings: object
+
+    def __call__(self, block: SpectraBlock) -> list[DeadLetter]:
+        s = self.settings
+        g = block.group
+        k = (self.root, g, block.model_token)
+        if k not in _MODELS:
+            arrays, attrs = zarr_store.load_arrays(self.root, f"{g}/{EXTRACTION}")
+            _MODELS[k] = ExtractionModel.from_arrays(arrays, attrs)
+        model = _MODELS[k]
+        w = s.outliers.window if s.outliers.enabled else 0
+        lo = max(1, block.start - w)
+        hi = min(block.nints, block.stop + w)
+        sel = slice(lo - 1, hi)
+        done = block.rate_done()
+        if done is None:
+            done = zarr_store.completed(self.root, g, RATEINTS)
+        # one read per array: the window (the block and its neighbours) of what the outlier
+        # flags need, the block alone of the variances, which only the extraction needs
+        read = zarr_store.read_block(self.root, g, RATEINTS, ("sci", "err", "dq"), sel)
+        a, b = block.start - lo, block.stop - lo + 1
+        var = zarr_store.read_block(self.root, g, RATEINTS, ("var_poisson", "var_rnoise"),
+                                    slice(block.start - 1, block.stop))
+        dq = read["dq"].copy()
+        dq[~done[sel]] |= np.uint32(dqflags.DO_NOT_USE)  # not processed: never in a median
+        if s.outliers.enabled:
+            new_dq = flag_block(read["sci"], read["err"], dq, s.outliers.window, s.outliers.n_sigma)
+        else:
+            new_dq = dq
+        dead = []
+        n = block.stop - block.start + 1
+        nx = model.profile.shape[1]
+        # integrations not extracted keep the store's fill (NaN, DQ DO_NOT_USE): missing
+        spec = {k: np.full((n, nx), zarr_store.fill_value_for(k, dt), dt)
+                for k, dt in SPECTRUM_ARRAYS.items()}
+        ok = np.zeros(n, bool)
+        for i in range(block.start, block.stop + 1):
+            j = i - lo
+            if not done[i - 1]:
+                continue  # dead in detector1: already a dead letter
+            try:
+                out = extract_integration(
+                    read["sci"][j], read["err"][j], new_dq[j], var["var_poisson"][j - a],
+                    var["var_rnoise"][j - a], model, s.flicker,
+                )
+            except Exception as exc:  # noqa: BLE001 - becomes a dead letter
+                dead.append(DeadLetter(IntegrationKey(block.exposure, block.detector, i),
+                                       "extract", f"{type(exc).__name__}: {exc}"))
+                continue
+            for k, v in out.items():
+                spec[k][i - block.start] = v
+            ok[i - block.start] = True
+        # one writer owns the block's chunks: write them whole, then the markers
+        zarr_store.write_block(self.root, g, CLEANED, block.start, {"dq": new_dq[a:b]}, ok)
+        zarr_store.write_block(self.root, g, SPECTRA, block.start, spec, ok)
+        return dead
+
+
