@@ -8,8 +8,8 @@ slice: ``trace_mask_for(plan)``), as well as what the draft rate image shows.
 
 Then each exposure's integrations become one exposure rate (:func:`exposure_rate`):
 outliers among the integrations flagged with the time-series kernel, and the good
-integrations combined by inverse variance (:mod:`nirbeam.transforms.slit2d`). The rate is
-saved in the store at ``<exposure>_<det>/rate`` (``sci``, ``var``, ``dq``).
+integrations averaged (:mod:`nirbeam.transforms.slit2d`). The rate is saved in the store
+at ``<exposure>_<det>/rate`` (``sci``, ``var``, ``dq``, ``var_rnoise``, ``var_poisson``).
 
 Nothing here knows a mode's geometry: a mode passes its mask.
 """
@@ -44,7 +44,7 @@ from nirbeam.stream.pipeline import (
 from nirbeam.stream.records import IntegrationKey
 from nirbeam.stream.runners import RunnerSpec
 from nirbeam.stream.uncal import ExposurePlan, find_uncal_files, plan_exposures, scan_segment
-from nirbeam.transforms.slit2d import combine_integrations, flag_ensemble_outliers
+from nirbeam.transforms.slit2d import combine_integrations, flag_ensemble_outliers, good_pixels
 
 __all__ = ["Stage1Result", "scan_inputs", "run_stage1", "exposure_rate", "load_exposure_rate",
            "RATE_GROUP"]
@@ -167,7 +167,8 @@ def exposure_rate(root: str, group: str, *, n_sigma: float = 5.0, save: bool = T
     Integrations not completed (dead-lettered) are left out; outliers among the others
     are flagged (:func:`~nirbeam.transforms.slit2d.flag_ensemble_outliers`, the BOTS
     time-series kernel with the window = all integrations; needs >= 3) and the good ones
-    combined by inverse variance of their ERR.
+    averaged (equal weights: they share the exposure time; ERR^2, VAR_RNOISE and
+    VAR_POISSON propagated).
 
     Returns
     -------
@@ -184,20 +185,30 @@ def exposure_rate(root: str, group: str, *, n_sigma: float = 5.0, save: bool = T
     sci = blk["sci"][keep]
     err = blk["err"][keep]
     dq = flag_ensemble_outliers(sci, err, blk["dq"][keep], n_sigma)
-    rate, var, rdq = combine_integrations(sci, err.astype(np.float64) ** 2, dq)
+    var_i = err.astype(np.float64) ** 2
+    rate, var, rdq = combine_integrations(sci, var_i, dq)
+    ok = good_pixels(sci, var_i, dq)
+    n2 = np.maximum(ok.sum(axis=0), 1).astype(np.float64) ** 2
+    parts = {k: (np.where(ok, blk[k][keep], 0.0).sum(axis=0) / n2).astype(np.float32)
+             for k in ("var_rnoise", "var_poisson")}
     if save:
         zarr_store.save_arrays(
             root, f"{group}/{RATE_GROUP}",
-            {"sci": rate.astype(np.float32), "var": var.astype(np.float32), "dq": rdq},
+            {"sci": rate.astype(np.float32), "var": var.astype(np.float32), "dq": rdq, **parts},
             attrs={"integrations": [int(i) + 1 for i in keep],
                    "outliers_flagged": int(((dq & dqflags.OUTLIER) != 0).sum()),
                    "description": "inverse-variance mean of the integrations (DN/s)"},
             array_attrs={"sci": {"units": "DN/s"}, "var": {"units": "(DN/s)^2"},
-                         "dq": {"units": ""}})
+                         "dq": {"units": ""}, "var_rnoise": {"units": "(DN/s)^2"},
+                         "var_poisson": {"units": "(DN/s)^2"}})
     return rate, var, rdq
 
 
-def load_exposure_rate(root: str, group: str):
-    """(rate, var, dq) saved by :func:`exposure_rate`."""
+def load_exposure_rate(root: str, group: str, parts: bool = False):
+    """(rate, var, dq) saved by :func:`exposure_rate`; with ``parts`` also
+    (var_rnoise, var_poisson)."""
     a, _ = zarr_store.load_arrays(root, f"{group}/{RATE_GROUP}")
-    return a["sci"].astype(np.float64), a["var"].astype(np.float64), a["dq"].astype(np.uint32)
+    out = (a["sci"].astype(np.float64), a["var"].astype(np.float64), a["dq"].astype(np.uint32))
+    if parts:
+        out += (a["var_rnoise"].astype(np.float64), a["var_poisson"].astype(np.float64))
+    return out

@@ -124,7 +124,7 @@ class FsConfig:
     filter: str = "F100LP"
     point_flux_ujy: float = 300.0
     extended_flux_ujy: float = 150.0
-    extended_sigma_arcsec: float = 0.35
+    extended_sigma_arcsec: float = 0.25
     extended_offset_arcsec: float = 0.1
     sky_ujy_arcsec2: float = 4.0
     psf_core_sigma: float = 0.06  # arcsec at 1 um, grows as lambda
