@@ -212,3 +212,24 @@ def load_exposure_rate(root: str, group: str, parts: bool = False):
     if parts:
         out += (a["var_rnoise"].astype(np.float64), a["var_poisson"].astype(np.float64))
     return out
+
+
+def ensemble_mode_of(inputs: Sequence[str]) -> str | None:
+    """The mode name (``"fs"``, ...) when every uncal input is of one ensemble mode (not
+    BOTS), by EXP_TYPE (:func:`nirbeam.modes.mode_for`); None for BOTS inputs, unknown
+    types and mixtures (the BOTS driver then reports them as it always did)."""
+    from nirbeam.modes import ModeError, mode_for
+
+    try:
+        plans = scan_inputs(inputs)
+    except Exception:  # noqa: BLE001 - the BOTS driver reports bad inputs with its own errors
+        return None
+    names = set()
+    for p in plans:
+        try:
+            names.add(mode_for(p.meta).name)
+        except ModeError:
+            return None
+    if len(names) == 1 and "bots" not in names:
+        return names.pop()
+    return None

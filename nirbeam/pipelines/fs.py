@@ -573,3 +573,20 @@ def _write_products(outdir: str, results, sets, options: FsOptions) -> dict:
 
 #: Slits in the order the products list them (for readers of fs.json)
 SLIT_ORDER = FS_SLITS
+
+
+def main_fs(args, config: dict, spec: RunnerSpec) -> int:
+    """``nirbeam run`` on FS inputs: run, print what was made, return the exit code."""
+    res = run_fs(args.inputs, args.out, refs_dir=args.refs, config=config, runner=spec,
+                 allow_standins=args.allow_standins, overwrite=args.overwrite,
+                 progress=not (getattr(args, "no_progress", False) or getattr(args, "quiet", False)))
+    for key, r in res.summary["slits"].items():
+        if r.get("main"):
+            sp = r["spectra"][r["main"]]
+            print(f"{key}: {sp['source_type'].lower()} source, {r['main']} background")
+        else:
+            print(f"{key}: no source extracted ({r.get('detection', {})})")
+    for k in ("x1d", "spec1d", "plots"):
+        if k in res.products:
+            print(f"  {k}: {res.products[k]}")
+    return res.exit_code

@@ -536,3 +536,18 @@ def _truth(cfg: FsConfig, geoms, scfg: SimConfig, offsets) -> dict:
                        "flux_ujy": (extended_spectrum(lam, cfg.extended_flux_ujy) * frac).tolist()},
         },
     }
+
+
+def main_fs(outdir, preset: str, nints: int | None, seed: int) -> int:
+    """``nirbeam simulate --preset fs*``: write the nod set, print what was written."""
+    if preset not in FS_PRESETS:
+        raise ValueError(f"--preset {preset!r}: FS presets are {sorted(FS_PRESETS)}")
+    over = {} if nints is None else {"nints": int(nints)}
+    res = simulate_fs(outdir, preset, seed, **over)
+    print(f"simulated {preset} ({res.config.nod_type}, {len(res.uncal)} exposures of "
+          f"{res.config.nints} integrations, {res.elapsed_s:.1f} s) into {Path(outdir).resolve()}")
+    print(f"  refs:  {res.refs_dir}")
+    for p in res.uncal:
+        print(f"  uncal: {p.name}")
+    print(f"  truth: {res.truth_json.name}")
+    return 0
