@@ -71,6 +71,8 @@ class FsOptions:
         many sigma above the noise.
     mask_widths : an extended source's mask half-width in units of its RMS width.
     background_order : polynomial order along the slit of the masked background's fill.
+    min_response : columns whose PHOTOM response is below this fraction of its peak (the
+        band's edges) are flagged DO_NOT_USE.
     """
 
     background: str = "joint"
@@ -80,6 +82,7 @@ class FsOptions:
     mask_min_arcsec: float = 0.5
     detect_sigma: float = 8.0
     mask_widths: float = 4.5
+    min_response: float = 0.1
     background_order: int = 0
     plots: bool = True
 
@@ -165,7 +168,10 @@ def _calibrate(job: SlitJob, flux, var, dq, wl, point: bool, photom):
     resp = photom.response(wl, dl)
     if point:
         resp = resp * photom.point_transmission(job.slit, wl)
-    ok = np.isfinite(resp) & (resp > 0)
+    # columns where the response is below min_response of its peak (the band's edges)
+    # are not measured: the flux there is noise divided by almost nothing
+    peak = np.nanmax(photom.relresp) * (np.nanmedian(np.abs(dl)) / photom.dispersion)
+    ok = np.isfinite(resp) & (resp > job.options.min_response * peak)
     with np.errstate(invalid="ignore", divide="ignore"):
         f = np.where(ok, flux / resp, np.nan)
         e = np.where(ok, np.sqrt(var) / resp, np.nan)
@@ -178,8 +184,11 @@ def _cut(job: SlitJob):
     cut = [[a[y0:y1, x0:x1] for a in load_exposure_rate(job.root, g, parts=True)]
            for g in job.groups]
     R, V, Q, VR, VP = (np.stack([c[i] for c in cut]) for i in range(5))
-    outside = ~np.isfinite(job.along_slit) | (np.abs(np.nan_to_num(job.along_slit, nan=1e9))
-                                                > job.length / 2)
+    lo, hi = slit2d.pixel_edges(job.along_slit)  # a pixel is outside when all of it is
+    half = job.length / 2
+    with np.errstate(invalid="ignore"):
+        outside = ~np.isfinite(job.along_slit) | ~(np.minimum(lo, hi) < half) | ~(
+            np.maximum(lo, hi) > -half)
     Q = Q | np.where(outside, dqflags.DO_NOT_USE | dqflags.NON_SCIENCE, 0).astype(np.uint32)[None]
     return R, V, Q, VR, VP
 
@@ -236,7 +245,8 @@ def process_slit(job: SlitJob) -> dict:
         wl = _trace_wavelength(lam, s, float(np.mean(centers)) + (found.get("offset") or 0.0))
         methods = {}
         if found["detected"]:
-            b, bv, filled, found = _extended_background(R, V, Q, sin, centers, found, job.options)
+            b, bv, filled, found = _extended_background(R, V, Q, sin, centers, found, job.options,
+                                                        half)
             out["detection"] = found
             arrays["background_masked"] = b.astype(np.float32)
             f, fv, fq = _slit_sum(R - b[None], V + np.nan_to_num(bv)[None], Q, sin, half)
@@ -269,7 +279,7 @@ def process_slit(job: SlitJob) -> dict:
 def _slit_sum(D, V, Q, s, half):
     """Sum over the slit's rows per nod and column (extended source), bad pixels skipped
     and counted in DQ."""
-    inside = np.abs(np.nan_to_num(s, nan=1e9)) <= half
+    inside = _in_slit_fraction(s, half) > 0
     ok = slit2d.good_pixels(D, V, Q) & inside[None]
     f = np.where(ok, D, 0.0).sum(axis=1)
     v = np.where(ok, V, 0.0).sum(axis=1)
@@ -302,15 +312,28 @@ def _aligned_width(R, b, Q, V, s, centers, offset):
     return float(np.sqrt(np.sum(w * (grid - c) ** 2) / w.sum()))
 
 
-def _extended_background(R, V, Q, s, centers, found, opt: FsOptions, iterations: int = 3):
+def _in_slit_fraction(s, half):
+    """Fraction (ny, nx) of each pixel's along-slit extent inside the slit (0 outside)."""
+    lo, hi = slit2d.pixel_edges(s)
+    a, b = np.minimum(lo, hi), np.maximum(lo, hi)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f = (np.clip(b, -half, half) - np.clip(a, -half, half)) / (b - a)
+    return np.where(np.isfinite(f), f, 0.0)
+
+
+def _extended_background(R, V, Q, s, centers, found, opt: FsOptions, slit_half: float,
+                         iterations: int = 3):
     """Masked background of an extended source, the mask grown to ``mask_widths`` times the source's
     width measured on the background-subtracted, aligned nods (a nod difference shrinks
     the apparent width), until it no longer grows."""
     half = max(opt.mask_min_arcsec, 3.0 * found["width_arcsec"])
     found = dict(found)
+    frac = _in_slit_fraction(s, slit_half)
+    partial = (frac < 0.999)[None]  # pixels the slit's ends cut: not sky samples
     for _ in range(iterations):
-        m = slit2d.source_masks(s, centers + found["offset"], half)
+        m = slit2d.source_masks(s, centers + found["offset"], half) | partial
         b, bv, filled = slit2d.masked_background(R, V, Q, m, s, order=opt.background_order)
+        b, bv = b * frac, bv * frac ** 2  # the sky a cut pixel sees
         w = _aligned_width(R, b, Q, V, s, centers, found["offset"])
         if w is None:
             break
@@ -387,7 +410,7 @@ def _nodsets(plans) -> dict[str, list]:
     for p in plans:
         h = _header(p.segments[0].path)
         key = (h.get("PROGRAM"), h.get("OBSERVTN"), h.get("VISIT"), p.meta.detector,
-               h.get("FXD_SLIT"), h.get("NOD_TYPE"))
+               h.get("FXD_SLIT"), h.get("PATTTYPE"))
         sets.setdefault(key, []).append((int(h.get("PATT_NUM", 1)), p, h))
     out = {}
     for _key, items in sets.items():

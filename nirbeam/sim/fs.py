@@ -73,13 +73,15 @@ SLIT_LENGTH = {"S200A1": 3.3, "S200A2": 3.3, "S400A1": 3.8, "S1600A1": 1.6, "S20
 SLIT_WIDTH = {"S200A1": 0.2, "S200A2": 0.2, "S400A1": 0.4, "S1600A1": 1.6, "S200B1": 0.2}
 #: rows of each slit's centre relative to S200A1's (CV3). S1600A1: grounded (see notes);
 #: the others: placeholders.
-SLIT_ROW_OFFSET = {"S200A1": 0, "S200A2": -34, "S400A1": -66, "S1600A1": -100, "S200B1": 36}
+SLIT_ROW_OFFSET = {"S200A1": 0, "S200A2": -34, "S400A1": -70, "S1600A1": -100, "S200B1": 34}
 #: commanded nod offsets along the slit (arcsec), the same for every slit
 NOD_OFFSETS = {
     "2-POINT-NOD": (-0.25, 0.25),
     "3-POINT-NOD": (-0.3, 0.0, 0.3),
     "5-POINT-NOD": (-0.4, -0.2, 0.0, 0.2, 0.4),
 }
+NOD_TYPE_ENUM = ("NONE", "3-POINT-NOD", "2-SHUTTER-SLITLET", "3-SHUTTER-SLITLET",
+                 "5-SHUTTER-SLITLET", "5-SHUTTER-SLITLET-WITH-GAP")
 CV3_TRACE = "Trace_SLIT_A_200_1_V84600010001P0000000002101_39547_JLAB88.fits"
 ALLSLITS = dict(subarray="ALLSLITS", substrt1=1, substrt2=897, subsize1=2048, subsize2=256)
 FULLFRAME = dict(subarray="FULL", substrt1=1, substrt2=1, subsize1=2048, subsize2=2048)
@@ -478,9 +480,12 @@ def simulate_fs(outdir, preset: str = "fs", seed: int = 0, **overrides) -> FsSim
             "PATT_NUM": (k + 1, "Position number in primary pattern"),
             "NUMDTHPT": (len(offsets), "Total number of points in pattern"),
             "PATTTYPE": (cfg.nod_type, "Primary dither pattern type"),
-            "NOD_TYPE": (cfg.nod_type, "Nod pattern type"),
+            # stdatamodels' NOD_TYPE enum has 3-POINT-NOD (and MOS slitlet nods) but not
+            # 2-/5-POINT-NOD, which are PATTTYPE values: NONE for those
+            "NOD_TYPE": (cfg.nod_type if cfg.nod_type in NOD_TYPE_ENUM else "NONE",
+                         "Nod pattern type"),
             "PATTSTRT": (1, "Starting point in pattern"),
-            "SUBPXPAT": (False, "Subpixel pattern used"),
+            "SUBPXPAT": ("NONE", "Subpixel dither pattern type"),
             "XOFFSET": (0.0, "[arcsec] dither offset across the slit"),
             "YOFFSET": (float(c), "[arcsec] nod offset along the slit"),
             "SRCTYAPT": ("POINT", "Source type selected in APT"),

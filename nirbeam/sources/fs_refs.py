@@ -42,15 +42,21 @@ class SlitMap:
     along_slit: np.ndarray
     length: float
     width: float
+    min_rows: float = 0.9  # fraction of the slit's lit rows a subarray must hold
 
     def window(self, substrt1: int, substrt2: int, nx: int, ny: int):
         """The part inside a subarray (SUBSTRT 1-based, size): ``(y0, y1, x0, x1)`` in the
-        subarray frame and the maps cut to it; None when the slit is not on it."""
+        subarray frame and the maps cut to it; None when the slit is not on it (fewer
+        than ``min_rows`` of the rows its light falls on, or fewer than 4 columns)."""
         sy0, sx0 = self.y0 - (substrt2 - 1), self.x0 - (substrt1 - 1)
         h, w = self.wavelength.shape
         y0, x0 = max(0, sy0), max(0, sx0)
         y1, x1 = min(ny, sy0 + h), min(nx, sx0 + w)
-        if y1 - y0 < 3 or x1 - x0 < 4:
+        if y1 <= y0 or x1 - x0 < 4:
+            return None
+        lit = (np.abs(np.nan_to_num(self.along_slit, nan=1e9)) <= self.length / 2).any(axis=1)
+        rows = np.flatnonzero(lit) + sy0
+        if rows.size == 0 or ((rows >= y0) & (rows < y1)).mean() < self.min_rows:
             return None
         cut = (slice(y0 - sy0, y1 - sy0), slice(x0 - sx0, x1 - sx0))
         lam, s = self.wavelength[cut], self.along_slit[cut]
