@@ -145,8 +145,10 @@ def test_products_open_and_fluxes_match_truth(fsrun):
         f, w = np.asarray(sp["flux"], float), np.asarray(sp["wavelength"], float)
         ok = np.isfinite(f) & ((np.asarray(sp["dq"]) & 1) == 0)
         sums[meth] = f[ok].sum() / np.interp(w[ok], t["wavelength_um"], t["flux_ujy"]).sum()
-    assert sums["nod"] < 0.98 < sums["joint"], sums
-    assert prim["centers_fitted"] == pytest.approx([-0.25, 0.25], abs=0.02)
+    assert sums["nod"] < sums["joint"] - 0.01 and abs(sums["joint"] - 1) < 0.005, sums
+    where = json.loads(sim.truth_json.read_text())["nod_offsets_arcsec"]  # pointing errors in
+    assert where != pytest.approx([-0.25, 0.25], abs=0.005)
+    assert prim["centers_fitted"] == pytest.approx(where, abs=0.005)  # the profile fit finds them
 
 
 def test_cutouts_and_plots(fsrun):

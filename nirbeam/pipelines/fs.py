@@ -63,7 +63,9 @@ class FsOptions:
     background : ``"joint"`` (default: source and common background fitted in all nods)
         or ``"nod"`` (jwst's nod difference) for the point source's product spectrum;
         both are always measured and reported in ``fs.json``.
-    box_half_width_px : half-width of the box about the trace for the nod-difference box.
+    box_half_width_px : half-width of the box about the trace for the nod-difference box;
+        None: 3 px, or half the closest nods' separation when that is smaller (a box that
+        reaches another nod's core subtracts it whole).
     fit_centers : refine the header nod offsets (YOFFSET) by a profile fit.
     center_search_arcsec : half-range of that search.
     mask_min_arcsec : smallest half-width of an extended source's mask.
@@ -76,7 +78,7 @@ class FsOptions:
     """
 
     background: str = "joint"
-    box_half_width_px: float = 3.0
+    box_half_width_px: float | None = None
     fit_centers: bool = True
     center_search_arcsec: float = 0.05
     mask_min_arcsec: float = 0.5
@@ -226,8 +228,13 @@ def process_slit(job: SlitJob) -> dict:
                                           np.nan_to_num(fit.background), zero, P,
                                           var_rnoise=VR, var_poisson=VP)
         jf, jv, jq = slit2d.combine_nods(opt.flux, opt.flux_var, opt.dq)
-        box = slit2d.box_extract_nods(R, V, Q, nod_b, nod_bv, sin, centers,
-                                      job.options.box_half_width_px, profiles=P)
+        hw = job.options.box_half_width_px
+        if hw is None:
+            rows_per_arcsec = 1.0 / np.nanmedian(np.abs(np.gradient(s, axis=0)))
+            sep = np.min(np.diff(np.sort(centers))) * rows_per_arcsec if len(centers) > 1 else 6.0
+            hw = float(min(3.0, max(1.0, 0.5 * sep)))
+        out["box_half_width_px"] = hw
+        box = slit2d.box_extract_nods(R, V, Q, nod_b, nod_bv, sin, centers, hw, profiles=P)
         nf, nv, nq = slit2d.combine_nods(box.flux, box.flux_var, box.dq)
         arrays["background_joint"] = fit.background.astype(np.float32)
         arrays["model_joint"] = fit.model(P).astype(np.float32)
@@ -235,7 +242,7 @@ def process_slit(job: SlitJob) -> dict:
                                          "nods), optimal extraction per nod"),
                    "joint_amplitude": (fit.flux, fit.flux_var, fit.dq, "joint nod fit amplitude"),
                    "nod": (nf, nv, nq, "jwst nod difference, box extraction "
-                                       f"+-{job.options.box_half_width_px} px, aperture-corrected")}
+                                       f"+-{hw:.2f} px, aperture-corrected")}
         main = job.options.background
         stype = "POINT"
         out["centers_fitted"] = centers.tolist()
