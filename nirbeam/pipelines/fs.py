@@ -19,7 +19,8 @@ per-slit cut-outs (zarr) and plots.
    Flux calibration from the PHOTOM reference (DN/s per uJy per column, the column's own
    dispersion, and the point-source across-slit transmission): uJy.
 3. Products: ``x1d.fits`` (one EXTRACT1D per source), ``spec1d_<source_id>.ecsv``,
-   ``cubes.zarr/<nodset>/<slit>/cutouts``, ``plots/fs_<slit>.png``, ``fs.json``.
+   ``cubes.zarr/<first exposure>_<det>/<slit>/cutouts``, ``plots/fs_<slit>.png``,
+   ``fs.json`` (every method's spectrum, fitted nod centres, detections).
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ from nirbeam.transforms import slit2d
 __all__ = ["FsOptions", "SlitJob", "process_slit", "run_fs", "FsRunResult", "scene_mask_of"]
 
 log = logging.getLogger("nirbeam")
+
+CUTOUTS = "cutouts"
+"""Store stage of a slit's cut-outs: ``<first exposure>_<det>/<slit>/cutouts`` (rate, var,
+dq per nod; wavelength and along-slit maps; the backgrounds and the joint model)."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,7 @@ class SlitJob:
     options: FsOptions
     detector: str
     exposure: str
+    store_group: str = ""  # <first exposure>_<det>/<slit> (ModePlan.store_group)
 
 
 def scene_mask_of(geometry, meta, margin_arcsec: float = 0.3, dilate: int = 2) -> np.ndarray:
@@ -272,7 +278,8 @@ def process_slit(job: SlitJob) -> dict:
                                 "flux_error": ue.tolist(), "dq": uq.astype(int).tolist(),
                                 "how": how, "source_type": stype}
     out["main"] = main if main in methods else None
-    zarr_store.save_arrays(job.root, f"{job.nodset}/{job.slit}/cutouts",
+    out["store_group"] = f"{job.store_group}/{CUTOUTS}"
+    zarr_store.save_arrays(job.root, out["store_group"],
                            arrays, attrs={"slit": job.slit, "exposures": list(job.groups),
                                           "centers_arcsec": centers.tolist(),
                                           "box": [int(v) for v in job.box],
@@ -479,7 +486,8 @@ def run_fs(inputs, outdir: str, *, refs_dir: str | None = None, config: dict | N
                                 (y0, y1, x0, x1), lam, s, sm.length, sm.width,
                                 tuple(float(h.get("YOFFSET", 0.0)) for _, _, h in items),
                                 reg.name == prim, {"psf": r["psf"], "photom": r["photom"]},
-                                options, meta.detector, meta.exposure))
+                                options, meta.detector, meta.exposure,
+                                FS.store_group(meta, reg)))
     results = _run_slits(jobs, runner)
     t2 = time.time()
     products = _write_products(outdir, results, sets, options)
@@ -595,7 +603,7 @@ def _write_products(outdir: str, results, sets, options: FsOptions) -> dict:
         root = fs.join(outdir, "cubes.zarr")
         written["plots"] = []
         for res in results:
-            arrays, attrs = zarr_store.load_arrays(root, f"{res['nodset']}/{res['slit']}/cutouts")
+            arrays, attrs = zarr_store.load_arrays(root, res["store_group"])
             written["plots"].append(plot_slit(fs.join(outdir, "plots", f"fs_{res['slit']}.png"),
                                               res["slit"], arrays, res["spectra"], res["main"]))
     return written
