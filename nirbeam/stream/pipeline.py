@@ -155,7 +155,8 @@ def no_refs_error() -> BadInputError:
 
 def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, settings, *,
                      allow_standins: bool = False, overwrite: bool = False,
-                     loaded=None, dead_dir: str | None = None, time_chunk: int = 1) -> dict:
+                     loaded=None, dead_dir: str | None = None, time_chunk: int = 1,
+                     trace_mask: np.ndarray | None = None) -> dict:
     """Choose references, check the resume key, create the store template for one
     exposure/detector.
 
@@ -165,6 +166,8 @@ def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, setting
 
     ``loaded`` is ``(refs, provenance, key)`` from a first pass that checked every exposure
     before anything was written (the batch driver); without it they are made here.
+    ``trace_mask`` (bool, the science array's shape): scene pixels a mode knows (every
+    slit of FS/MOS/IFU), kept out of the 1/f fit as well as what the draft shows.
     """
     meta = plan.meta
     group = meta.group_name
@@ -178,7 +181,8 @@ def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, setting
     old = stored_resume_key(root, group) or {}
     key = {**key, "inputs": {**(old.get("inputs") or {}), **key["inputs"]}}
     fl = settings.flicker
-    mask = draft_scene_mask(plan, refs, settings) if fl.enabled and fl.level == "group" else None
+    mask = (draft_scene_mask(plan, refs, settings, trace_mask=trace_mask)
+            if fl.enabled and fl.level == "group" else None)
     save_refs_to_store(root, group, refs, prov, mask)
     times: dict[int, IntTimes] = {}
     for s in plan.segments:

@@ -178,8 +178,10 @@ class Calibrate:
         return out
 
 
-def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int = 3) -> np.ndarray:
-    """1/f scene mask from the median draft rate of the first few integrations."""
+def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int = 3,
+                     trace_mask: np.ndarray | None = None) -> np.ndarray:
+    """1/f scene mask from the median draft rate of the first few integrations
+    (``trace_mask``: pixels a mode knows are scene, e.g. every slit; excluded too)."""
     from nirbeam.transforms.detector1 import RampTiming, run_detector1
     from nirbeam.transforms.flicker import scene_mask
     from nirbeam.transforms.refpix import SubarrayGeometry
@@ -193,7 +195,7 @@ def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int
         dqs.append(res.dq)
     rate = np.median(np.stack(rates), axis=0)
     dq = np.bitwise_and.reduce(np.stack(dqs), axis=0)
-    return scene_mask(rate, dq=dq, **settings.flicker.mask_kwargs())
+    return scene_mask(rate, dq=dq, trace_mask=trace_mask, **settings.flicker.mask_kwargs())
 
 
 @dataclass(frozen=True)
