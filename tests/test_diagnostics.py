@@ -91,7 +91,7 @@ def capture_figure(monkeypatch):
         figs.append(fig)
         return path
 
-    monkeypatch.setattr(plots, "_save", save)
+    monkeypatch.setattr(plots, "save_figure", save)
     return figs
 
 

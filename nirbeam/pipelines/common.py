@@ -30,16 +30,16 @@ from nirbeam.stream.pipeline import (
     RATE_ARRAYS,
     RATEINTS,
     ReadItem,
-    _check_outdir,
-    _no_refs_error,
-    _reset_group,
-    _run_detector1,
+    check_outdir,
     check_resume,
     load_exposure_refs,
+    no_refs_error,
     prepare_exposure,
     rate_block_size,
     rate_blocks,
+    reset_group,
     resume_key,
+    run_rate_blocks,
 )
 from nirbeam.stream.records import IntegrationKey
 from nirbeam.stream.runners import RunnerSpec
@@ -112,9 +112,9 @@ def run_stage1(plans: Sequence[ExposurePlan], outdir: str, settings, *,
     t0 = time.time()
     runner = runner or RunnerSpec()
     bar = Progress(enabled=bool(progress))
-    _check_outdir(outdir)
+    check_outdir(outdir)
     if not refs_dir and not allow_standins:
-        raise _no_refs_error()
+        raise no_refs_error()
     ref_index = index_references(refs_dir) if refs_dir else None
     root = fs.join(outdir, "cubes.zarr")
     zarr_store.open_root(root)
@@ -129,7 +129,7 @@ def run_stage1(plans: Sequence[ExposurePlan], outdir: str, settings, *,
     for plan, ld, rs in zip(plans, loaded, reset, strict=True):
         group = plan.meta.group_name
         if rs:
-            _reset_group(root, group, dead_dir)
+            reset_group(root, group, dead_dir)
         mask = trace_mask_for(plan) if trace_mask_for else None
         info = prepare_exposure(root, plan, refs_dir, ref_index, settings, loaded=ld,
                                 time_chunk=rate_block_size(plan.meta.nints, runner),
@@ -154,7 +154,7 @@ def run_stage1(plans: Sequence[ExposurePlan], outdir: str, settings, *,
         blocks += rate_blocks(group, plan.meta.nints, plan.present, done, item, block)
     t_prep = time.time() - t0
     t1 = time.time()
-    metrics = _run_detector1(blocks, root, dead_dir, settings, runner, per_group, bar) if blocks else {}
+    metrics = run_rate_blocks(blocks, root, dead_dir, settings, runner, per_group, bar) if blocks else {}
     for g, v in per_group.items():
         v["completed"] = zarr_store.count_completed(root, g, RATEINTS)
     return Stage1Result(root, list(plans), per_group, metrics,

@@ -58,9 +58,9 @@ from nirbeam.sim.simulator import (
     DETECTORS,
     REALISTIC,
     SimConfig,
-    _primary_header,
-    _write_refs,
     exposure_times,
+    primary_header,
+    write_refs,
 )
 
 __all__ = ["FsConfig", "FsSimulation", "FS_PRESETS", "SLITS", "simulate_fs", "psf_cdf",
@@ -462,7 +462,7 @@ def simulate_fs(outdir, preset: str = "fs", seed: int = 0, **overrides) -> FsSim
     didx = DETECTORS.index(det)
     geoms = slit_geometries()
     props = phys.make_detector_props(np.random.default_rng([seed, didx, 1]), scfg)
-    refs = dict(_write_refs(scfg, det, props, refs_dir, seed, didx))
+    refs = dict(write_refs(scfg, det, props, refs_dir, seed, didx))
     refs.update(_write_fs_refs(cfg, scfg, geoms, refs_dir, det))
     ny, nx = props.shape
     offsets = cfg.offsets
@@ -479,7 +479,7 @@ def simulate_fs(outdir, preset: str = "fs", seed: int = 0, **overrides) -> FsSim
         for name, r in scene_rates(cfg, geoms, actual[k]).items():
             _paste(rate, ecfg, geoms[name], r)
         fname = f"{ecfg.exposure_id}_{det.lower()}_uncal.fits"
-        hdr = _primary_header(ecfg, det, 1, 1, cfg.nints, times, fname)
+        hdr = primary_header(ecfg, det, 1, 1, cfg.nints, times, fname)
         fs_cards = {
             "EXP_TYPE": ("NRS_FIXEDSLIT", "Type of data in the exposure"),
             "TSOVISIT": (False, "Time Series Observation visit indicator"),

@@ -349,7 +349,7 @@ def _isot(mjd: float) -> str:
     return Time(mjd, format="mjd", scale="utc").isot
 
 
-def _primary_header(cfg: SimConfig, det: str, seg: int, int_lo: int, int_hi: int, times, fname: str) -> fits.Header:
+def primary_header(cfg: SimConfig, det: str, seg: int, int_lo: int, int_hi: int, times, fname: str) -> fits.Header:
     h = fits.Header()
     fast, slow = FASTSLOW[det]
     date_obs, time_obs = _iso(times["int_start_MJD_UTC"][0])
@@ -456,7 +456,7 @@ def _rn_extra_var(cfg: SimConfig) -> float:
                                                 alpha=cfg.one_over_f_alpha)
 
 
-def _write_refs(cfg: SimConfig, det: str, props: phys.DetectorProps, refs_dir: Path, seed: int, det_idx: int) -> dict[str, Path]:
+def write_refs(cfg: SimConfig, det: str, props: phys.DetectorProps, refs_dir: Path, seed: int, det_idx: int) -> dict[str, Path]:
     f32 = np.float32
     ny, nx = props.shape
     d = det.lower()
@@ -659,7 +659,7 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
         didx = DETECTORS.index(det)
         dcfg = dataclasses.replace(cfg, substrt2=cfg.substrt2_for(det))
         props = phys.make_detector_props(np.random.default_rng([seed, didx, 1]), dcfg)
-        refs[det] = _write_refs(dcfg, det, props, refs_dir, seed, didx)
+        refs[det] = write_refs(dcfg, det, props, refs_dir, seed, didx)
         scene = phys.make_scene(dcfg, didx, props.refpix, cfg.tgroup, scale=flux_scale)
         rel = phys.transit_relflux(tcfg, t_mid, scene.rp, t0)  # (nints, nx)
         rate_oot = scene.rate_oot
@@ -689,7 +689,7 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
             hi = min(cfg.nints, lo + cfg.ints_per_segment)
             fname = f"{exposure}-seg{s + 1:03d}_{det.lower()}_uncal.fits"
             path = outdir / fname
-            hdr = _primary_header(dcfg, det, s + 1, lo + 1, hi, times, fname)
+            hdr = primary_header(dcfg, det, s + 1, lo + 1, hi, times, fname)
             w = UncalSegmentWriter(path, hdr, (hi - lo, cfg.ngroups, ny, nx))
             for i in range(lo, hi):
                 prof_i = phys.shifted_profile(dcfg, scene, props.refpix, float(trace_dy[i]))

@@ -81,7 +81,7 @@ class _Lazy:
 plt = _Lazy()
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
     from nirbeam.sinks import fs  # path or fsspec URL, written atomically
 
     try:
@@ -186,7 +186,7 @@ def plot_white_light(
     ax.set_ylabel("relative flux")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower left")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def edges_from_centers(centers: np.ndarray) -> np.ndarray:
@@ -250,7 +250,7 @@ def plot_spectroscopic_image(
     ax.set_ylabel(_SPECTRAL["label"])
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="relative flux - 1 [ppm]" if normalise else "flux")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_rate_image(
@@ -307,7 +307,7 @@ def plot_rate_image(
     ax.set_ylabel("y [px]")
     ax.set_title(title)
     fig.colorbar(m, ax=ax, label=f"asinh(rate / {scale:.3g} DN/s)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_transmission_spectrum(
@@ -345,7 +345,7 @@ def plot_transmission_spectrum(
     ax.set_xlabel(_SPECTRAL["label"])
     ax.set_ylabel("Transit depth [ppm]")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_fit(result, path: str | Path, *, nbin: int = 10, title: str | None = None) -> Path:
@@ -384,7 +384,7 @@ def plot_fit(result, path: str | Path, *, nbin: int = 10, title: str | None = No
     ax2.axhline(0, color="tab:orange", lw=1)
     ax2.set_ylabel("resid. [ppm]")
     ax2.set_xlabel("Time from mid-transit [h]")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -484,7 +484,7 @@ def plot_bin_lightcurves(
         ax2.set_ylabel(f"residual [ppm] + offset ({roff:.0f})")
         ax2.set_title("residuals (RMS per bin)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def allan_rms(resid: np.ndarray, max_bin: int | None = None, nsizes: int = 30):
@@ -555,7 +555,7 @@ def plot_allan(
         sec = ax.secondary_xaxis("top", functions=(lambda x: x * cadence_s / 60,
                                                    lambda x: x * 60 / cadence_s))
         sec.set_xlabel("bin size [min]")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_residual_waterfall(
@@ -596,7 +596,7 @@ def plot_residual_waterfall(
     axs.step(rms, we[:-1], where="post", color="k", lw=1)
     axs.set_xlabel("RMS [ppm]")
     fig.colorbar(im, ax=axs, label="residual [ppm]")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_trace_vs_time(
@@ -629,7 +629,7 @@ def plot_trace_vs_time(
         ax.set_ylabel(lab)
     a1.set_title(title)
     a2.set_xlabel(f"{time_label} - {t_off:.0f} [d]")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_background_vs_time(
@@ -663,7 +663,7 @@ def plot_background_vs_time(
     ax.set_xlabel(f"{time_label} - {t_off:.0f} [d]")
     ax.set_ylabel(f"median background [{units} / px]")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_median_spectrum(
@@ -707,7 +707,7 @@ def plot_median_spectrum(
     a2.set_ylabel("S/N per integration")
     a2.set_xlabel(_SPECTRAL["label"])
     a2.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_flicker_diagnostics(
@@ -758,4 +758,4 @@ def plot_flicker_diagnostics(
     a2.set_xlabel("integration")
     a2.set_ylabel("RMS column offset [DN/s]")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from nirbeam.sinks.fs import makedirs
-from nirbeam.sinks.plots import _save, plt
+from nirbeam.sinks.plots import plt, save_figure
 
 __all__ = ["plot_slit"]
 
@@ -73,4 +73,4 @@ def plot_slit(path: str, slit: str, arrays: Mapping[str, np.ndarray],
     else:
         ax.text(0.5, 0.5, "no source extracted in this slit", ha="center", transform=ax.transAxes)
     fig.suptitle(f"{slit}: {n} nods", fontsize=9)
-    return str(_save(fig, path))
+    return str(save_figure(fig, path))

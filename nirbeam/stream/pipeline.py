@@ -87,7 +87,7 @@ from nirbeam.stream.uncal import (
 
 __all__ = [
     # the driver
-    "run", "RunResult", "prepare_exposure", "load_exposure_refs", "no_refs_error",
+    "run", "RunResult", "run_rate_blocks", "prepare_exposure", "load_exposure_refs", "no_refs_error",
     # re-exported from where they live now (old imports keep working)
     "RATE_BLOCK", "RATE_ARRAYS", "RATE_ATTRS", "RATEINTS", "BAD_TIME_STEP", "rate_block_size",
     "rate_blocks", "RateBlock", "ReadItem", "ExposureWork", "PlanError", "exposure_work",
@@ -314,7 +314,7 @@ def run(
     t0 = time.time()
     metrics = {}
     if blocks:
-        metrics = _run_detector1(blocks, root, dead_dir, settings, runner, per_group, bar)
+        metrics = run_rate_blocks(blocks, root, dead_dir, settings, runner, per_group, bar)
     timings["detector1"] = time.time() - t0
     peak = {"detector1": peak_rss_mib()}
 
@@ -354,7 +354,7 @@ def run(
     return RunResult(outdir, summary, summary["exit_code"])
 
 
-def _run_detector1(blocks, root, dead_dir, settings, runner, per_group, progress) -> dict:
+def run_rate_blocks(blocks, root, dead_dir, settings, runner, per_group, progress) -> dict:
     """Stage 1 on the runner: :class:`~nirbeam.stream.graph.RateStage` of the plan's blocks."""
     from nirbeam.stream.progress import Progress
 
