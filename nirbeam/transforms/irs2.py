@@ -51,6 +51,8 @@ __all__ = [
     "to_normal",
     "bad_reference_rows",
     "subtract_reference_irs2",
+    "needs_correction",
+    "correct_ramp",
 ]
 
 NROWS = 2048           # detector rows (DMS x)
@@ -573,3 +575,22 @@ def subtract_reference_irs2(ramp: np.ndarray, ref: IRS2Reference, detector: str,
         res += mean_n
         out[g] = _dms(res, detector)
     return out
+
+
+def needs_correction(meta, ramp) -> bool:
+    """True for a ramp of an IRS2 exposure still in its stored layout (3200 samples)."""
+    return is_irs2(meta) and ramp.shape[-2] == layout_for(meta).width
+
+
+def correct_ramp(ramp: np.ndarray, refs, meta) -> np.ndarray:
+    """The detector1 hook: an IRS2 ramp as stored -> (ngroups, 2048, 2048).
+
+    With ``refs.irs2`` (an :class:`IRS2Reference`) the reference correction of
+    :func:`subtract_reference_irs2` (float32); without (the REFPIX stand-in) the normal
+    samples only, uncorrected (uint16).
+    """
+    lay = layout_for(meta)
+    ref = getattr(refs, "irs2", None)
+    if ref is None:
+        return np.ascontiguousarray(to_normal(ramp, meta.detector, lay))
+    return subtract_reference_irs2(ramp, ref, meta.detector, lay)
