@@ -212,10 +212,45 @@ class UncalSegmentWriter(StreamingImageWriter):
     """Stream one uncal segment: PRIMARY, SCI (uint16, BZERO=32768), then GROUP/INT_TIMES.
 
     :meth:`write` appends one integration, uint16 (ngroups, ny, nx).
+
+    ``readout``: ``"TRADITIONAL"`` (default) writes the frames as given; ``"NRSIRS2"`` or
+    ``"NRSIRS2RAPID"`` takes full frames (ngroups, 2048, 2048) and writes them in the
+    stored IRS2 layout (ngroups, 3200, 2048) with interleaved reference samples, the
+    reference output, time-ordered 1/f, alternating column noise and, when
+    ``irs2_noise.picture_frame`` is set, a picture-frame offset
+    (:func:`nirbeam.sim.irs2.to_irs2`); the PRIMARY header gets READPATT, NRS_NORM=16,
+    NRS_REF=4, SUBARRAY FULL and the full-frame SUBSTRT/SUBSIZE. ``detector`` (default
+    the header's DETECTOR) sets the read directions; ``seed`` the readout noise.
     """
 
-    def __init__(self, path: Path, primary: fits.Header, shape: tuple[int, int, int, int]):
+    def __init__(self, path: Path, primary: fits.Header, shape: tuple[int, int, int, int],
+                 readout: str = "TRADITIONAL", *, detector: str | None = None, seed=0,
+                 irs2_noise=None):
+        self.readout = str(readout).strip().upper()
+        kw = readout_keywords(self.readout)
+        if kw:
+            from nirbeam.sim import irs2 as _sim_irs2
+
+            nints, ngroups, ny, nx = shape
+            if (ny, nx) != (2048, 2048):
+                raise ValueError(f"{Path(path).name}: readout={self.readout} is full frame; "
+                                 f"got frames {ny}x{nx}")
+            primary = primary.copy()
+            for k, v in kw.items():
+                primary[k] = v
+            self._layout = _sim_irs2.IRS2Layout(kw["NRS_NORM"], kw["NRS_REF"])
+            shape = (nints, ngroups, self._layout.width, nx)
+            self._detector = str(detector or primary.get("DETECTOR", "NRS1")).upper()
+            self._rng = np.random.default_rng(seed)
+            self._noise = irs2_noise or _sim_irs2.IRS2Noise()
+            self._to_irs2 = _sim_irs2.to_irs2
         super().__init__(path, primary, "SCI", shape, np.uint16, bunit="DN")
+
+    def write(self, plane: np.ndarray) -> None:
+        """Append one integration: (ngroups, ny, nx) uint16, full frame for IRS2."""
+        if self.readout != "TRADITIONAL":
+            plane = self._to_irs2(plane, self._detector, self._rng, self._noise, self._layout)
+        super().write(plane)
 
 
 def readout_keywords(readout: str) -> dict:

@@ -38,7 +38,10 @@ from nirbeam.transforms.irs2 import (
 )
 
 __all__ = ["IRS2Noise", "to_irs2", "matched_reference", "picture_frame_template",
-           "time_slots", "comparison_case"]
+           "time_slots", "comparison_case", "comparison_reference"]
+
+
+_LAYOUT = IRS2Layout()  # NRS_NORM 16, NRS_REF 4
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class IRS2Noise:
     picture_frame: tuple[float, ...] = ()
 
 
-def time_slots(layout: IRS2Layout = IRS2Layout()) -> np.ndarray:
+def time_slots(layout: IRS2Layout = _LAYOUT) -> np.ndarray:
     """int, (5, 640): time slot (0..711 within a row) of each sample of each section, in
     detector order (outputs 0, 2, 4 are read right to left)."""
     ix = _indices(layout)
@@ -107,7 +110,7 @@ def picture_frame_template(n: int = NROWS) -> np.ndarray:
 
 
 def to_irs2(cube: np.ndarray, detector: str, rng: np.random.Generator,
-            noise: IRS2Noise = IRS2Noise(), layout: IRS2Layout = IRS2Layout()
+            noise: IRS2Noise | None = None, layout: IRS2Layout = _LAYOUT
             ) -> np.ndarray:
     """A traditional full-frame ramp -> the stored IRS2 ramp.
 
@@ -124,6 +127,7 @@ def to_irs2(cube: np.ndarray, detector: str, rng: np.random.Generator,
     -------
     ramp : uint16, (ngroups, 3200, 2048), DMS frame, DN
     """
+    noise = noise or IRS2Noise()
     ng, ny, nx = cube.shape
     if (ny, nx) != (NROWS, NROWS):
         raise ValueError(f"to_irs2: IRS2 is full frame; got frames {ny}x{nx}")
@@ -162,7 +166,7 @@ def to_irs2(cube: np.ndarray, detector: str, rng: np.random.Generator,
     return out
 
 
-def matched_reference(layout: IRS2Layout = IRS2Layout()) -> IRS2Reference:
+def matched_reference(layout: IRS2Layout = _LAYOUT) -> IRS2Reference:
     """The REFPIX reference that fits :func:`to_irs2`'s noise model.
 
     ``beta``: the interleaved reference time series (8 of every n + r + 2 = 22 slots
@@ -197,12 +201,17 @@ def comparison_case(seed: int = 15, ngroups: int = 3):
     data += np.arange(ngroups, dtype=np.float32)[:, None, None] * 50
     data += (np.sin(np.arange(3200) / 37.0).astype(np.float32) * 5)[None, :, None]
     data[:, 648, :] += 300 * rng.random((ngroups, 2048), dtype=np.float32)  # a noisy ref
+    return data, comparison_reference()
+
+
+def comparison_reference() -> IRS2Reference:
+    """The REFPIX reference of :func:`comparison_case` (arbitrary smooth complex alpha and
+    beta, a DQ table marking reads in every output)."""
     f = np.linspace(0, 1, NALPHA)
     alpha = np.stack([(0.1 + 0.05 * k) * np.exp(-f * 40) * np.exp(1j * f * (3 + k))
                       for k in range(4)]).astype(np.complex64)
     beta = np.stack([(0.9 - 0.1 * k) * np.exp(-f * 20) * np.exp(-1j * f * (2 + k))
                      for k in range(4)]).astype(np.complex64)
-    ref = IRS2Reference(alpha, beta, np.array([1, 2, 3, 4], np.int16),
-                        np.array([1, 2, 1, 2], np.int16),
-                        np.array([1 | 4, 2**31, 0, 8 | 2**20], np.uint32), "comparison_case")
-    return data, ref
+    return IRS2Reference(alpha, beta, np.array([1, 2, 3, 4], np.int16),
+                         np.array([1, 2, 1, 2], np.int16),
+                         np.array([1 | 4, 2**31, 0, 8 | 2**20], np.uint32), "comparison_case")

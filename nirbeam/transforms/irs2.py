@@ -451,10 +451,15 @@ def _sine_fill(ts0: np.ndarray) -> None:
 
 
 class _Corrector:
-    """Per-group Fourier correction of one integration (shared index tables)."""
+    """Per-group Fourier correction of one integration (shared index tables).
 
-    def __init__(self, ref: IRS2Reference, layout: IRS2Layout, ny: int):
-        self.ref, self.layout, self.ny = ref, layout, ny
+    Transforms are scipy.fft's (pocketfft, as numpy's; ~3x faster on this 2048 x 712
+    length, equal to numpy's to float32 rounding), the four outputs in one batch over
+    ``workers`` threads.
+    """
+
+    def __init__(self, ref: IRS2Reference, layout: IRS2Layout, ny: int, workers: int = 1):
+        self.ref, self.layout, self.ny, self.workers = ref, layout, ny, max(1, int(workers))
         self.ix = _indices(layout)
         self.aa = _lowpass(ny, layout)
         self.t = np.arange(ny * layout.row, dtype=np.float32).reshape(ny, layout.row)
@@ -467,7 +472,9 @@ class _Corrector:
     def group(self, det: np.ndarray) -> np.ndarray:
         """One group, detector frame (ny, 3200) float32 minus the ramp mean -> the
         corrected normal samples (ny, 2048) float32 (ramp mean not yet added back)."""
-        lay, ix, ny = self.layout, self.ix, self.ny
+        from scipy import fft as sfft
+
+        lay, ix, ny, w = self.layout, self.ix, self.ny, self.workers
         sec, row = lay.section, lay.row
         blk = det.reshape(ny, 5, sec).transpose(1, 0, 2).copy()
         blk[0::2] = blk[0::2, :, ::-1]  # outputs 0, 2, 4 read the other way
@@ -488,21 +495,23 @@ class _Corrector:
         p = ts[0].reshape(-1)
         keep = p[self.keep0].copy()
         for _ in range(3):
-            pp = np.fft.fft(p)
+            pp = sfft.fft(p, workers=w)
             pp *= self.aa
-            p[:] = np.fft.ifft(pp).real
+            p[:] = sfft.ifft(pp, workers=w).real
             p[self.keep0] = keep
         norm = float(ny * row)
-        fref = np.fft.fft(ts[0].reshape(-1)) / norm
+        fref = sfft.fft(ts[0].reshape(-1), workers=w) / norm
+        r0 = np.zeros((4, ny, row), np.float32)
+        r0[:, :, ix.ht] = ts[1:][:, :, ix.hs]
+        f = sfft.fft(r0.reshape(4, -1), axis=-1, workers=w) / norm
+        del r0
+        f *= self.ref.beta
+        f += self.ref.alpha * fref
+        corr = (sfft.ifft(f, axis=-1, workers=w) * norm).real.reshape(4, ny, row)
+        del f
         out = np.empty((ny, 4 * 512), np.float32)
         for k in range(1, 5):
-            r0 = np.zeros((ny, row), np.float32)
-            r0[:, ix.ht] = ts[k][:, ix.hs]
-            f = np.fft.fft(r0.reshape(-1).astype(np.complex64)) / norm
-            f *= self.ref.beta[k - 1]
-            f += self.ref.alpha[k - 1] * fref
-            corr = (np.fft.ifft(f) * norm).real.reshape(ny, row)
-            sci = ts[k][:, ix.hnorm1] - corr[:, ix.hnorm1]
+            sci = ts[k][:, ix.hnorm1] - corr[k - 1][:, ix.hnorm1]
             if k % 2 == 0:
                 sci = sci[:, ::-1]
             out[:, (k - 1) * 512:k * 512] = sci
@@ -512,7 +521,8 @@ class _Corrector:
 def subtract_reference_irs2(ramp: np.ndarray, ref: IRS2Reference, detector: str,
                             layout: IRS2Layout = IRS2Layout(), *, flag_bad: bool = True,
                             n_sigma: float = 3.0, bad_samples: np.ndarray | None = None,
-                            out: np.ndarray | None = None) -> np.ndarray:
+                            out: np.ndarray | None = None, workers: int | None = None
+                            ) -> np.ndarray:
     """IRS2 reference correction of one integration (jwst ``refpix`` for IRS2).
 
     Parameters
@@ -530,6 +540,8 @@ def subtract_reference_irs2(ramp: np.ndarray, ref: IRS2Reference, detector: str,
         Reference samples known bad beforehand (BAD_REF_PIXEL).
     out : float32, (ngroups, 2048, 2048) or None
         Where to write the result.
+    workers : int or None
+        Threads of the Fourier transforms (None: numba's thread count, as detector1).
 
     Returns
     -------
@@ -568,7 +580,11 @@ def subtract_reference_irs2(ramp: np.ndarray, ref: IRS2Reference, detector: str,
     mean_n = mean[:, keep]
     if out is None:
         out = np.empty((ng, NROWS, NROWS), np.float32)
-    cor = _Corrector(ref, layout, NROWS)
+    if workers is None:
+        from numba import get_num_threads
+
+        workers = get_num_threads()
+    cor = _Corrector(ref, layout, NROWS, workers)
     for g in range(ng):
         d = (frame(g) - mean).astype(np.float32)
         res = cor.group(d)
