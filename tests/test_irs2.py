@@ -117,6 +117,26 @@ def test_refpix_reference_roundtrip(tmp_path):
     np.testing.assert_array_equal(back.dq_output, ref.dq_output)
     other = dataclasses.replace(meta, detector="NRS2")
     assert load_irs2_reference(str(tmp_path), other) is None
+    # through load_references: chosen for the IRS2 exposure, stand-in only when allowed
+    from nirbeam.stream.refs import load_references
+
+    first = (10000 + np.random.default_rng(0).integers(0, 20, (3, 3200, 2048))).astype(np.uint16)
+    refs, prov = load_references(str(tmp_path), meta, first_ramp=first, allow_standins=True)
+    assert refs.shape == (2048, 2048) and refs.irs2 is not None
+    assert prov["REFPIX"]["file"] == p.name
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BadInputError, match="REFPIX") as e:
+        load_references(str(empty), meta, first_ramp=first, allow_standins=False)
+    assert e.value.keyword == "REFTYPE"
+    refs0, prov0 = load_references(str(empty), meta, first_ramp=first, allow_standins=True)
+    assert refs0.irs2 is None and "standin" in prov0["REFPIX"]
+    out = irs2.correct_ramp(first, refs0, meta)  # the stand-in: normal samples, unchanged
+    np.testing.assert_array_equal(out, irs2.to_normal(first, "NRS1"))
+    lost = dataclasses.replace(refs, irs2=None)  # named but not delivered: refused
+    with pytest.raises(ValueError, match="REFPIX"):
+        irs2.correct_ramp(first, lost, meta)
+
     pytest.importorskip("stdatamodels")
     from stdatamodels.jwst import datamodels
 

@@ -51,6 +51,7 @@ __all__ = [
     "REFTYPES",
     "STANDIN_COST",
     "load_irs2_reference",
+    "read_irs2_reference",
 ]
 
 REFTYPES = ("MASK", "SATURATION", "SUPERBIAS", "LINEARITY", "DARK", "READNOISE", "GAIN")
@@ -657,7 +658,7 @@ def load_references(
                               "cost": STANDIN_COST["REFPIX"]}
             sources["REFPIX"] = prov["REFPIX"]["standin"]
         else:
-            prov["REFPIX"] = {"file": irs2_ref.source.split(" ")[0]}
+            prov["REFPIX"] = {"file": irs2_ref.source.split(" ")[0], "path": irs2_ref.path}
             sources["REFPIX"] = irs2_ref.source
     return refs, prov
 
@@ -813,7 +814,13 @@ def load_irs2_reference(folder: str, meta: ExposureMeta):
         raise BadInputError(found[0], f"{len(found)} different REFPIX references apply to "
                             f"{meta.detector} READPATT={meta.readpatt}: {', '.join(found)}; "
                             "keep one", "PRIMARY", "REFTYPE")
-    p = found[0]
+    return read_irs2_reference(found[0])
+
+
+def read_irs2_reference(p: str):
+    """Read one REFPIX (IRS2) reference file into an
+    :class:`~nirbeam.transforms.irs2.IRS2Reference` (checked: IRS2 table, its 8 columns
+    and 2 x 712 x 2048 rows)."""
     with fits.open(p, memmap=False) as hd:
         names = [h.name for h in hd]
         if "IRS2" not in names:
@@ -832,5 +839,5 @@ def load_irs2_reference(folder: str, meta: ExposureMeta):
         if "DQ" in names and hd["DQ"].data is not None and len(hd["DQ"].data):
             d = hd["DQ"].data
             dq = {k: np.asarray(d[k.upper()]) for k in ("output", "odd_even", "mask")}
-    return _irs2.IRS2Reference.from_columns(cols, dq, f"{os.path.basename(p)} sha256:"
-                                            f"{_sha256(p)[:16]}")
+    return _irs2.IRS2Reference.from_columns(
+        cols, dq, f"{os.path.basename(p)} sha256:{_sha256(p)[:16]}", os.path.abspath(p))

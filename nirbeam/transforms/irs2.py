@@ -171,6 +171,8 @@ class IRS2Reference:
         Bit k set: the k-th reference read (0-31, in detector order) is bad.
     source : str
         Where it came from (file and checksum), for provenance.
+    path : str
+        The file it was read from ("" when made in memory).
     """
 
     alpha: np.ndarray
@@ -179,6 +181,7 @@ class IRS2Reference:
     dq_odd_even: np.ndarray
     dq_mask: np.ndarray
     source: str = ""
+    path: str = ""
 
     def __post_init__(self):
         for name in ("alpha", "beta"):
@@ -188,7 +191,8 @@ class IRS2Reference:
                                  f"(4, {NALPHA}) (2 x 712 x 2048 table rows per output)")
 
     @classmethod
-    def from_columns(cls, columns: dict, dq=None, source: str = "") -> IRS2Reference:
+    def from_columns(cls, columns: dict, dq=None, source: str = "",
+                     path: str = "") -> IRS2Reference:
         """From the IRS2 table's columns (``alpha_0``..``beta_3``, float, alternating real
         and imaginary parts) and the DQ table's (``output``, ``odd_even``, ``mask``)."""
         def cplx(v):
@@ -201,7 +205,7 @@ class IRS2Reference:
             dq = {"output": [], "odd_even": [], "mask": []}
         return cls(alpha, beta, np.asarray(dq["output"], np.int16),
                    np.asarray(dq["odd_even"], np.int16), np.asarray(dq["mask"], np.uint32),
-                   source)
+                   source, path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -608,5 +612,11 @@ def correct_ramp(ramp: np.ndarray, refs, meta) -> np.ndarray:
     lay = layout_for(meta)
     ref = getattr(refs, "irs2", None)
     if ref is None:
+        named = str((getattr(refs, "sources", None) or {}).get("REFPIX", ""))
+        if named and not named.startswith("none"):
+            raise ValueError(
+                f"IRS2: the references name REFPIX {named!r} but its coefficients are not "
+                "in the ReferenceArrays given to detector1 (lost on the way to the worker?): "
+                "refusing to drop the reference samples uncorrected")
         return np.ascontiguousarray(to_normal(ramp, meta.detector, lay))
     return subtract_reference_irs2(ramp, ref, meta.detector, lay)
