@@ -38,7 +38,7 @@ from nirbeam.transforms.irs2 import (
 )
 
 __all__ = ["IRS2Noise", "to_irs2", "matched_reference", "picture_frame_template",
-           "time_slots", "comparison_case", "comparison_reference"]
+           "time_slots", "comparison_case", "comparison_reference", "write_matched_refpix"]
 
 
 _LAYOUT = IRS2Layout()  # NRS_NORM 16, NRS_REF 4
@@ -215,3 +215,18 @@ def comparison_reference() -> IRS2Reference:
     return IRS2Reference(alpha, beta, np.array([1, 2, 3, 4], np.int16),
                          np.array([1, 2, 1, 2], np.int16),
                          np.array([1 | 4, 2**31, 0, 8 | 2**20], np.uint32), "comparison_case")
+
+
+def write_matched_refpix(folder, detector: str, readpatt: str = "NRSIRS2"):
+    """Write :func:`matched_reference` as a CRDS-layout REFPIX file into ``folder`` (the
+    simulator's refs folder), named ``jwst_nirspec_refpix_<det>_sim.fits``; returns it."""
+    from pathlib import Path
+
+    from nirbeam.sim.fits_writer import write_refpix_reference
+
+    ref = matched_reference()
+    path = Path(folder) / f"jwst_nirspec_refpix_{detector.lower()}_sim.fits"
+    return write_refpix_reference(
+        path, {"INSTRUME": "NIRSPEC", "DETECTOR": detector.upper(),
+               "USEAFTER": "2022-01-01T00:00:00", "AUTHOR": "nirbeam simulator"},
+        ref.alpha, ref.beta, None, readpatt=readpatt)
