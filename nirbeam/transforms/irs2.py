@@ -589,8 +589,12 @@ def subtract_reference_irs2(ramp: np.ndarray, ref: IRS2Reference, detector: str,
 
         workers = get_num_threads()
     cor = _Corrector(ref, layout, NROWS, workers)
+    d = np.empty((NROWS, layout.width), np.float32)
     for g in range(ng):
-        d = (frame(g) - mean).astype(np.float32)
+        fr = frame(g)
+        for r0 in range(0, NROWS, 256):  # float64 difference, float32 result, in bands
+            d[r0:r0 + 256] = fr[r0:r0 + 256] - mean[r0:r0 + 256]
+        del fr
         res = cor.group(d)
         res += mean_n
         out[g] = _dms(res, detector)
