@@ -24,6 +24,7 @@ be measured against the truth the simulator keeps.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,9 +205,10 @@ def comparison_case(seed: int = 15, ngroups: int = 3):
     return data, comparison_reference()
 
 
+@functools.lru_cache(maxsize=1)
 def comparison_reference() -> IRS2Reference:
     """The REFPIX reference of :func:`comparison_case` (arbitrary smooth complex alpha and
-    beta, a DQ table marking reads in every output)."""
+    beta, a DQ table marking reads in every output). Cached: do not modify its arrays."""
     f = np.linspace(0, 1, NALPHA)
     alpha = np.stack([(0.1 + 0.05 * k) * np.exp(-f * 40) * np.exp(1j * f * (3 + k))
                       for k in range(4)]).astype(np.complex64)
