@@ -214,6 +214,17 @@ def test_reader_errors_name_file_extension_keyword(tmp_path):
         scan_segment(p, require_tso=False)
 
 
+def test_irs2_without_subsize_keywords(tmp_path):
+    p = tmp_path / "e_nrs1_uncal.fits"
+    h = _primary(NGROUPS=1)
+    del h["SUBSIZE1"], h["SUBSIZE2"], h["SUBSTRT1"], h["SUBSTRT2"]
+    fits.HDUList([fits.PrimaryHDU(header=h),
+                  fits.ImageHDU(np.zeros((1, 1, 3200, 2048), np.uint16), name="SCI")]).writeto(p)
+    info = scan_segment(str(p), require_tso=False)
+    assert info.meta.image_shape == (2048, 2048)
+    assert read_ramp(info, 1).shape == (1, 3200, 2048)
+
+
 def test_traditional_full_frame_still_read(tmp_path):
     p = _tiny(tmp_path, "d_nrs1_uncal.fits", (1, 2, 2048, 2048), READPATT="NRSRAPID")
     info = scan_segment(p, require_tso=False)

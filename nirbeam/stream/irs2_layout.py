@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from nirbeam.transforms.irs2 import NROWS, IRS2Layout, is_irs2, layout_for
 
-__all__ = ["is_irs2_header", "check_irs2_header", "raw_shape"]
+__all__ = ["NROWS", "is_irs2_header", "check_irs2_header", "raw_shape"]
 
 
 def is_irs2_header(primary) -> bool:

@@ -265,7 +265,7 @@ def _scan_open(hdul, path, size, require_tso):
     nrs_norm, nrs_ref = 0, 0
     if _irs2_layout.is_irs2_header(ph):  # IRS2: SCI holds the interleaved reference samples
         nrs_norm, nrs_ref = _irs2_layout.check_irs2_header(ph, sh, path)
-        ny = subsize2
+        ny = subsize2 = _irs2_layout.NROWS  # checked: SUBSIZE2 is 2048 or absent
     if (subsize1, subsize2) != (nx, ny):
         raise BadInputError(
             path,
