@@ -118,10 +118,12 @@ class ExposureMeta:
     nrs_norm: int = 0
     drpframes1: int = 0
     extra: tuple[tuple[str, Any], ...] = ()
+    nrs_ref: int = 0  # NRS_REF of IRS2 exposures (0 otherwise); nrs_norm likewise
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        """(ngroups, ny, nx) of one integration's ramp."""
+        """(ngroups, ny, nx) of one integration's ramp after the reference-pixel step
+        (an IRS2 ramp as read has its interleaved reference samples too)."""
         return (self.ngroups, self.subsize2, self.subsize1)
 
     @property

@@ -22,7 +22,14 @@ __all__ = [
     "StreamingImageWriter",
     "int_times_hdu",
     "group_table_hdu",
+    "write_refpix_reference",
+    "READOUTS",
+    "readout_keywords",
 ]
+
+#: readouts the uncal writer knows: traditional (the frame as given) or IRS2 full frame
+#: (interleaved reference samples, :func:`nirbeam.sim.irs2.to_irs2`)
+READOUTS = ("TRADITIONAL", "NRSIRS2", "NRSIRS2RAPID")
 
 _DQ_DESCR = {
     "DO_NOT_USE": "Bad pixel. Do not use.",
@@ -205,7 +212,106 @@ class UncalSegmentWriter(StreamingImageWriter):
     """Stream one uncal segment: PRIMARY, SCI (uint16, BZERO=32768), then GROUP/INT_TIMES.
 
     :meth:`write` appends one integration, uint16 (ngroups, ny, nx).
+
+    ``readout``: ``"TRADITIONAL"`` (default) writes the frames as given; ``"NRSIRS2"`` or
+    ``"NRSIRS2RAPID"`` takes full frames (ngroups, 2048, 2048) and writes them in the
+    stored IRS2 layout (ngroups, 3200, 2048) with interleaved reference samples, the
+    reference output, time-ordered 1/f, alternating column noise and, when
+    ``irs2_noise.picture_frame`` is set, a picture-frame offset
+    (:func:`nirbeam.sim.irs2.to_irs2`); the PRIMARY header gets READPATT, NRS_NORM=16,
+    NRS_REF=4, SUBARRAY FULL and the full-frame SUBSTRT/SUBSIZE. ``detector`` (default
+    the header's DETECTOR) sets the read directions; ``seed`` the readout noise.
     """
 
-    def __init__(self, path: Path, primary: fits.Header, shape: tuple[int, int, int, int]):
+    def __init__(self, path: Path, primary: fits.Header, shape: tuple[int, int, int, int],
+                 readout: str = "TRADITIONAL", *, detector: str | None = None, seed=0,
+                 irs2_noise=None):
+        self.readout = str(readout).strip().upper()
+        kw = readout_keywords(self.readout)
+        if kw:
+            from nirbeam.sim import irs2 as _sim_irs2
+
+            nints, ngroups, ny, nx = shape
+            if (ny, nx) != (2048, 2048):
+                raise ValueError(f"{Path(path).name}: readout={self.readout} is full frame; "
+                                 f"got frames {ny}x{nx}")
+            primary = primary.copy()
+            for k, v in kw.items():
+                primary[k] = v
+            self._layout = _sim_irs2.IRS2Layout(kw["NRS_NORM"], kw["NRS_REF"])
+            shape = (nints, ngroups, self._layout.width, nx)
+            self._detector = str(detector or primary.get("DETECTOR", "NRS1")).upper()
+            self._rng = np.random.default_rng(seed)
+            self._noise = irs2_noise or _sim_irs2.IRS2Noise()
+            self._to_irs2 = _sim_irs2.to_irs2
         super().__init__(path, primary, "SCI", shape, np.uint16, bunit="DN")
+
+    def write(self, plane: np.ndarray) -> None:
+        """Append one integration: (ngroups, ny, nx) uint16, full frame for IRS2."""
+        if self.readout != "TRADITIONAL":
+            plane = self._to_irs2(plane, self._detector, self._rng, self._noise, self._layout)
+        super().write(plane)
+
+
+def readout_keywords(readout: str) -> dict:
+    """PRIMARY keywords of a readout: ``{}`` for traditional, READPATT/NRS_NORM/NRS_REF
+    and full-frame SUBARRAY/SUBSTRT/SUBSIZE for IRS2 (what the archive's files carry)."""
+    ro = str(readout).strip().upper()
+    if ro not in READOUTS:
+        raise ValueError(f"readout={readout!r}: expected one of {READOUTS}")
+    if ro == "TRADITIONAL":
+        return {}
+    return {"READPATT": ro, "NRS_NORM": 16, "NRS_REF": 4, "SUBARRAY": "FULL",
+            "SUBSTRT1": 1, "SUBSTRT2": 1, "SUBSIZE1": 2048, "SUBSIZE2": 2048}
+
+
+def write_refpix_reference(path: Path, common: dict, alpha: np.ndarray, beta: np.ndarray,
+                           dq: dict | None = None, readpatt: str = "NRSIRS2") -> Path:
+    """Write a NIRSpec REFPIX (IRS2) reference in its CRDS layout.
+
+    The ``IRS2`` table holds 8 float32 columns ALPHA_0..3, BETA_0..3 of 2 x 712 x 2048
+    rows (real and imaginary parts alternating); the ``DQ`` table OUTPUT (uint16, 1-4),
+    ODD_EVEN (uint16, 1-2), MASK (uint32, bit k: the k-th reference read is bad), as
+    stdatamodels' IRS2Model reads them.
+
+    Parameters
+    ----------
+    path : Path
+    common : dict
+        PRIMARY keywords (INSTRUME, DETECTOR...).
+    alpha, beta : complex, (4, 712 * 2048)
+        ``beta`` multiplies the transform of the interleaved references, ``alpha`` that of
+        the reference output (jwst's use of the columns).
+    dq : dict with ``output``, ``odd_even``, ``mask`` sequences, or None (empty table)
+    readpatt : str
+        READPATT keyword (CRDS selects REFPIX by DETECTOR and READPATT).
+    """
+    path = Path(path)
+    ph = fits.Header()
+    ph["DATE"] = (_now(), "Date this file was created (UTC)")
+    ph["ORIGIN"] = ("NIRBEAM", "Organization responsible for creating file")
+    ph["FILENAME"] = (path.name, "Name of the file")
+    ph["TELESCOP"] = "JWST"
+    ph["REFTYPE"] = ("REFPIX", "Reference file type")
+    ph["DATAMODL"] = "IRS2Model"
+    for k, v in common.items():
+        ph[k] = v
+    ph["READPATT"] = readpatt
+    ph["SUBARRAY"] = "FULL"
+    cols = []
+    for name, arr in (("ALPHA", alpha), ("BETA", beta)):
+        arr = np.asarray(arr)
+        for k in range(4):
+            v = np.empty(2 * arr.shape[1], np.float32)
+            v[0::2] = arr[k].real
+            v[1::2] = arr[k].imag
+            cols.append(fits.Column(f"{name}_{k}", "E", array=v))
+    irs2 = fits.BinTableHDU.from_columns(cols, name="IRS2")
+    dq = dq or {"output": [], "odd_even": [], "mask": []}
+    dqt = fits.BinTableHDU.from_columns([
+        fits.Column("OUTPUT", "I", bzero=32768, array=np.asarray(dq["output"], np.uint16)),
+        fits.Column("ODD_EVEN", "I", bzero=32768, array=np.asarray(dq["odd_even"], np.uint16)),
+        fits.Column("MASK", "J", bzero=2**31, array=np.asarray(dq["mask"], np.uint32)),
+    ], name="DQ")
+    fits.HDUList([fits.PrimaryHDU(header=ph), irs2, dqt]).writeto(path, overwrite=True)
+    return path

@@ -17,13 +17,17 @@ from astropy.io import fits
 
 from nirbeam.stream.records import ExposureMeta
 from nirbeam.stream.uncal import BadInputError
+from nirbeam.transforms.irs2 import IRS2Layout
 
 __all__ = ["REFTYPES", "FULL", "STANDIN_COST", "REFTYPE_CONTENT", "RefFile", "RefIndex",
            "verify_reference", "index_references", "select_reference", "file_sha256"]
 
 REFTYPES = ("MASK", "SATURATION", "SUPERBIAS", "LINEARITY", "DARK", "READNOISE", "GAIN")
 FULL = 2048
-_ANY = {"", "ANY", "N/A", "NONE", "GENERIC"}
+ANY_VALUES = {"", "ANY", "N/A", "NONE", "GENERIC"}
+"""Header values that match any detector / read pattern / subarray."""
+IRS2_WIDTH = IRS2Layout().width
+"""3200: the DMS-y size of IRS2-layout full-frame arrays."""
 
 STANDIN_COST = {
     "MASK": "no pixels flagged a priori: known dead, hot and open pixels enter the spectra "
@@ -39,6 +43,9 @@ STANDIN_COST = {
                  "per-pixel weights, errors and jump thresholds approximate",
     "GAIN": "1.0 e-/DN: Poisson variances and errors off by the true gain (NIRSpec ~1-2 "
             "e-/DN), and jump thresholds with them",
+    "REFPIX": "IRS2 without its REFPIX reference: the interleaved reference samples and the "
+              "reference output are dropped unused, so the correlated (1/f) read noise they "
+              "would remove stays in the groups",
 }
 """What each stand-in costs (said in run.json and on stderr when it is used)."""
 
@@ -85,6 +92,8 @@ class RefFile:
 
 def _region_from_header(h, shape2d):
     ny, nx = shape2d
+    if (ny, nx) == (IRS2_WIDTH, FULL):  # IRS2 layout (superbias, dark): the full frame
+        return (1, 1, FULL, FULL)
     sub = str(h.get("SUBARRAY", "")).strip().upper()
     if "SUBSTRT1" in h and "SUBSIZE1" in h:
         return (int(h["SUBSTRT1"]), int(h.get("SUBSTRT2", 1)), int(h["SUBSIZE1"]), int(h.get("SUBSIZE2", ny)))
@@ -242,9 +251,9 @@ def select_reference(index: list[RefFile], reftype: str, meta: ExposureMeta) -> 
     cands = [
         r for r in index
         if r.reftype == reftype
-        and r.instrume in (meta.instrume, *_ANY)
-        and r.detector in (meta.detector, *_ANY)
-        and r.readpatt in (meta.readpatt.upper(), *_ANY)
+        and r.instrume in (meta.instrume, *ANY_VALUES)
+        and r.detector in (meta.detector, *ANY_VALUES)
+        and r.readpatt in (meta.readpatt.upper(), *ANY_VALUES)
     ]
     if not cands:
         return None

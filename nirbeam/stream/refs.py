@@ -35,6 +35,8 @@ from astropy.io import fits
 from nirbeam import dqflags
 from nirbeam.stream.records import ExposureMeta
 from nirbeam.stream.ref_index import (
+    ANY_VALUES,
+    FULL,
     REFTYPE_CONTENT,
     REFTYPES,
     STANDIN_COST,
@@ -46,7 +48,10 @@ from nirbeam.stream.ref_index import (
     verify_reference,
 )
 from nirbeam.stream.uncal import BadInputError
+from nirbeam.transforms import irs2 as _irs2
 from nirbeam.transforms.reference import ReferenceArrays
+
+_IRS2_WIDTH = _irs2.IRS2Layout().width  # 3200: IRS2-layout references
 
 __all__ = [
     "RefFile",
@@ -58,6 +63,8 @@ __all__ = [
     "standin_references",
     "REFTYPES",
     "STANDIN_COST",
+    "load_irs2_reference",
+    "read_irs2_reference",
 ]
 
 
@@ -110,6 +117,11 @@ def _section(hdu, ref: RefFile, meta: ExposureMeta, ext: str, planes: int | None
     never loaded whole (a real full-frame DARK is GB-scale).
     """
     shape = tuple(hdu.shape)
+    if shape[-2:] == (_IRS2_WIDTH, FULL):  # IRS2 layout: keep the normal samples
+        lead = tuple(slice(0, planes if planes is not None and k == 0 else n)
+                     for k, n in enumerate(shape[:-2]))
+        return np.ascontiguousarray(
+            _irs2.to_normal(hdu.section[(*lead, slice(None), slice(None))], meta.detector))
     ys, xs = _window(shape, ref, meta, ext)
     lead = tuple(slice(0, planes if planes is not None and k == 0 else n)
                  for k, n in enumerate(shape[:-2]))
@@ -210,6 +222,9 @@ def load_references(
     """
     index = index if index is not None else index_references(folder)
     ny, nx = meta.image_shape
+    if first_ramp is not None and first_ramp.shape[-2:] != (ny, nx) and _irs2.is_irs2(meta):
+        first_ramp = _irs2.to_normal(first_ramp, meta.detector, _irs2.layout_for(meta))
+    irs2_ref = _irs2_reference_or_standin(folder, meta, allow_standins)
     chosen = {t: select_reference(index, t, meta) for t in REFTYPES}
     missing = [t for t in REFTYPES if chosen[t] is None]
     if missing and not allow_standins:
@@ -362,9 +377,31 @@ def load_references(
         mask=mask, saturation=sat, saturation_dq=sat_dq, superbias=sb, superbias_dq=sb_dq,
         linearity=lin, linearity_dq=lin_dq, dark=dark, dark_dq=dark_dq,
         readnoise=rn,
-        gain=gain, sources=sources,
+        gain=gain, sources=sources, irs2=irs2_ref,
     )
+    if _irs2.is_irs2(meta):
+        if irs2_ref is None:
+            prov["REFPIX"] = {"standin": "none: reference samples dropped unused",
+                              "cost": STANDIN_COST["REFPIX"]}
+            sources["REFPIX"] = prov["REFPIX"]["standin"]
+        else:
+            prov["REFPIX"] = {"file": irs2_ref.source.split(" ")[0], "path": irs2_ref.path}
+            sources["REFPIX"] = irs2_ref.source
     return refs, prov
+
+
+def _irs2_reference_or_standin(folder, meta, allow_standins):
+    """The REFPIX reference of an IRS2 exposure; None for other readouts, or (with
+    ``allow_standins``) when the folder has none."""
+    if not _irs2.is_irs2(meta):
+        return None
+    ref = load_irs2_reference(folder, meta)
+    if ref is None and not allow_standins:
+        raise BadInputError(folder, f"no REFPIX reference applies to {meta.detector} "
+                            f"READPATT={meta.readpatt} (IRS2 needs one, CRDS selects it by "
+                            "DETECTOR and READPATT). Add one, or pass --allow-standins "
+                            f"({STANDIN_COST['REFPIX']})", None, "REFTYPE")
+    return ref
 
 
 def _dark_planes(hdr, meta: ExposureMeta) -> int:
@@ -467,3 +504,67 @@ def standin_references(meta: ExposureMeta, first_ramp: np.ndarray, second_ramp=N
     for t, v in prov.items():
         v["cost"] = STANDIN_COST[t]
     return refs, prov
+
+
+def load_irs2_reference(folder: str, meta: ExposureMeta):
+    """The REFPIX reference of an IRS2 exposure (CRDS selects it by DETECTOR and READPATT),
+    read into an :class:`~nirbeam.transforms.irs2.IRS2Reference`; None when the folder
+    holds none for this detector and read pattern.
+
+    Raises
+    ------
+    BadInputError
+        A REFPIX file without its IRS2 table, with another number of rows than
+        2 x 712 x 2048, or two applicable files that differ.
+    """
+    found = []
+    if not folder or not os.path.isdir(folder):
+        return None
+    for root, _dirs, files in os.walk(folder):
+        for n in sorted(files):
+            if not n.lower().endswith(".fits"):
+                continue
+            p = os.path.join(root, n)
+            try:
+                h = fits.getheader(p)
+            except Exception:  # noqa: BLE001 - unreadable files are load_references' to name
+                continue
+            if str(h.get("REFTYPE", "")).strip().upper() != "REFPIX":
+                continue
+            det = str(h.get("DETECTOR", "")).strip().upper()
+            rp = str(h.get("READPATT", "")).strip().upper()
+            if det in (meta.detector, *ANY_VALUES) and rp in (meta.readpatt.upper(), *ANY_VALUES):
+                found.append(p)
+    if not found:
+        return None
+    if len({file_sha256(p) for p in found}) > 1:
+        raise BadInputError(found[0], f"{len(found)} different REFPIX references apply to "
+                            f"{meta.detector} READPATT={meta.readpatt}: {', '.join(found)}; "
+                            "keep one", "PRIMARY", "REFTYPE")
+    return read_irs2_reference(found[0])
+
+
+def read_irs2_reference(p: str):
+    """Read one REFPIX (IRS2) reference file into an
+    :class:`~nirbeam.transforms.irs2.IRS2Reference` (checked: IRS2 table, its 8 columns
+    and 2 x 712 x 2048 rows)."""
+    with fits.open(p, memmap=False) as hd:
+        names = [h.name for h in hd]
+        if "IRS2" not in names:
+            raise BadInputError(p, f"REFTYPE=REFPIX but no IRS2 table (extensions {names})",
+                                "IRS2")
+        t = hd["IRS2"].data
+        cols = {c.lower(): np.asarray(t[c], np.float32) for c in t.names}
+        need = [f"{a}_{k}" for a in ("alpha", "beta") for k in range(4)]
+        lack = [c for c in need if c not in cols]
+        if lack:
+            raise BadInputError(p, f"IRS2 table lacks columns {lack}", "IRS2", lack[0].upper())
+        if len(t) != 2 * _irs2.NALPHA:
+            raise BadInputError(p, f"IRS2 table has {len(t)} rows; expected 2 x 712 x 2048 = "
+                                f"{2 * _irs2.NALPHA}", "IRS2", "NAXIS2")
+        dq = None
+        if "DQ" in names and hd["DQ"].data is not None and len(hd["DQ"].data):
+            d = hd["DQ"].data
+            dq = {k: np.asarray(d[k.upper()]) for k in ("output", "odd_even", "mask")}
+    return _irs2.IRS2Reference.from_columns(
+        cols, dq, f"{os.path.basename(p)} sha256:{file_sha256(p)[:16]}", os.path.abspath(p))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.io import fits
 
+from nirbeam.stream import irs2_layout as _irs2_layout
 from nirbeam.stream.records import ExposureMeta, IntegrationKey, IntTimes
 
 __all__ = [
@@ -116,7 +117,7 @@ class SegmentInfo:
     @property
     def integration_bytes(self) -> int:
         """Bytes of one integration's ramp on disk."""
-        g, y, x = self.meta.shape
+        g, y, x = _irs2_layout.raw_shape(self.meta)
         return g * y * x * 2
 
 
@@ -261,6 +262,10 @@ def _scan_open(hdul, path, size, require_tso):
         )
     subsize1 = _kw(ph, "SUBSIZE1", path, "PRIMARY", int, default=nx)
     subsize2 = _kw(ph, "SUBSIZE2", path, "PRIMARY", int, default=ny)
+    nrs_norm, nrs_ref = 0, 0
+    if _irs2_layout.is_irs2_header(ph):  # IRS2: SCI holds the interleaved reference samples
+        nrs_norm, nrs_ref = _irs2_layout.check_irs2_header(ph, sh, path)
+        ny = subsize2 = _irs2_layout.NROWS  # checked: SUBSIZE2 is 2048 or absent
     if (subsize1, subsize2) != (nx, ny):
         raise BadInputError(
             path,
@@ -270,7 +275,7 @@ def _scan_open(hdul, path, size, require_tso):
         )
     fileinfo = hdul[sci_i].fileinfo()
     data_offset = int(fileinfo["datLoc"])
-    need = data_offset + nints_d * ngroups * ny * nx * 2
+    need = data_offset + nints_d * ngroups * sh["NAXIS2"] * nx * 2
     if size < need:
         raise BadInputError(
             path,
@@ -312,7 +317,9 @@ def _scan_open(hdul, path, size, require_tso):
         tsovisit=bool(ph.get("TSOVISIT", False)),
         target=str(ph.get("TARGNAME", "")).strip(),
         expstart=float(ph.get("EXPSTART", 0.0)),
+        nrs_norm=nrs_norm,
         extra=tuple(extra),
+        nrs_ref=nrs_ref,
     )
     times, notes, bad = _read_int_times(hdul, path, meta, intstart, intend, ph)
     return SegmentInfo(
@@ -583,7 +590,7 @@ class _MapCache:
     def get(self, info: SegmentInfo) -> np.memmap:
         m = self._maps.get(info.path)
         if m is None:
-            g, y, x = info.meta.shape
+            g, y, x = _irs2_layout.raw_shape(info.meta)
             m = np.memmap(
                 info.path, dtype=">u2", mode="r", offset=info.data_offset,
                 shape=(info.nints, g, y, x),
@@ -611,7 +618,9 @@ def read_ramp(info: SegmentInfo, integration: int) -> np.ndarray:
     Returns
     -------
     ramp : uint16, (ngroups, ny, nx), DN
-        Native byte order; only this integration's bytes are read.
+        Native byte order; only this integration's bytes are read. IRS2 exposures
+        (READPATT NRSIRS2*) give the frames as stored, (ngroups, 3200, 2048) with the
+        interleaved reference samples (:mod:`nirbeam.stream.irs2_layout`).
     """
     if not info.intstart <= integration <= info.intend:
         raise BadInputError(

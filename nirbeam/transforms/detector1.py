@@ -42,6 +42,7 @@ from numba import njit, prange
 
 from nirbeam import dqflags
 from nirbeam.transforms import dark as _dark
+from nirbeam.transforms import irs2 as _irs2
 from nirbeam.transforms import jump as _jump
 from nirbeam.transforms import linearity as _lin
 from nirbeam.transforms import ramp_fit as _rf
@@ -655,8 +656,12 @@ def _calibrate_record(rec, refs, params, group_hook):
     if rec.stage != "ramp" or rec.ramp is None:
         raise ValueError(f"detector1: {rec.key} has stage {rec.stage!r} / no ramp; expected "
                          "stage 'ramp' with a uint16 (ngroups, ny, nx) ramp")
-    res = run_detector1(rec.ramp, refs, RampTiming.from_meta(rec.meta), params,
-                        SubarrayGeometry.from_meta(rec.meta), group_hook)
+    ramp, geometry = rec.ramp, SubarrayGeometry.from_meta(rec.meta)
+    if _irs2.needs_correction(rec.meta, ramp):  # IRS2: its own reference step (issue 15)
+        ramp = _irs2.correct_ramp(ramp, refs if params.refpix.enabled else None, rec.meta)
+        geometry = None
+    res = run_detector1(ramp, refs, RampTiming.from_meta(rec.meta), params, geometry,
+                        group_hook)
     prov = f"{params.describe()}; jumps={res.n_jumps}"
     if res.jump_skipped:
         prov += "; jump skipped (fewer than minimum_groups usable groups)"

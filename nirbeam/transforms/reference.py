@@ -40,6 +40,10 @@ class ReferenceArrays:
     sources : dict
         REFTYPE -> description of where the array came from (file name and checksum,
         or the data-derived stand-in used), for provenance.
+    irs2 : IRS2Reference or None
+        The REFPIX reference of an IRS2 exposure (:mod:`nirbeam.transforms.irs2`); None
+        for traditional readouts, or for IRS2 with the stand-in (no interleaved
+        reference correction).
     """
 
     mask: np.ndarray
@@ -54,6 +58,7 @@ class ReferenceArrays:
     readnoise: np.ndarray
     gain: np.ndarray
     sources: dict[str, str] = field(default_factory=dict)
+    irs2: object | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
