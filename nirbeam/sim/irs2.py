@@ -34,7 +34,7 @@ from nirbeam.transforms.irs2 import (
     NROWS,
     IRS2Layout,
     IRS2Reference,
-    _indices,
+    layout_indices,
     normal_mask,
 )
 
@@ -78,7 +78,7 @@ class IRS2Noise:
 def time_slots(layout: IRS2Layout = _LAYOUT) -> np.ndarray:
     """int, (5, 640): time slot (0..711 within a row) of each sample of each section, in
     detector order (outputs 0, 2, 4 are read right to left)."""
-    ix = _indices(layout)
+    ix = layout_indices(layout)
     sec = layout.section
     slot = np.empty(sec, np.int64)
     slot[ix.hnorm] = ix.hnorm1

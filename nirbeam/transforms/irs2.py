@@ -394,7 +394,7 @@ class _Index:
     hs: np.ndarray      # the section sample each of them takes
 
 
-def _indices(layout: IRS2Layout) -> _Index:
+def layout_indices(layout: IRS2Layout) -> _Index:
     n, r = layout.nrs_norm, layout.nrs_ref
     i_n = np.arange(512)
     i_r = np.arange(512 // n * r)
@@ -464,7 +464,7 @@ class _Corrector:
 
     def __init__(self, ref: IRS2Reference, layout: IRS2Layout, ny: int, workers: int = 1):
         self.ref, self.layout, self.ny, self.workers = ref, layout, ny, max(1, int(workers))
-        self.ix = _indices(layout)
+        self.ix = layout_indices(layout)
         self.aa = _lowpass(ny, layout)
         self.t = np.arange(ny * layout.row, dtype=np.float32).reshape(ny, layout.row)
         self.t -= self.t.mean(dtype=np.float64)
