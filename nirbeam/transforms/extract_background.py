@@ -9,6 +9,7 @@ from numba import njit
 
 from nirbeam.transforms.extract_common import (
     _as_dq,
+    _as_f64,
     _bad_mask,
     _median_sorted,
     _sort_columns,
@@ -19,9 +20,14 @@ from nirbeam.transforms.trace import BAD_PIXEL_BITS, TraceModel
 
 @njit(cache=True, error_model="numpy")
 def _column_background_kernel(
-    r, dq, center, inner, outer, bad_bits, use_median, do_clip, clip, bkg, bvar
+    r, dq, center, inner, outer, bad_bits, use_median, do_clip, clip, bkg, bvar, pvar, has_v
 ):
     """:func:`column_background` for all columns at once.
+
+    With ``has_v``, the variance of the estimate is propagated from the pixel variances
+    ``pvar`` of the kept pixels (``sum v / m^2``, x pi/2 for the median), as jwst's
+    extract_1d propagates them; otherwise it is their scatter^2 / m. A kept pixel with a
+    non-finite variance falls back to the scatter for its column.
 
     The usable region pixels of column ``x`` go, in row order, to ``R[:cnt[x], x]``;
     medians come from column-sorted copies (see :func:`_sort_columns`). The sigma clip
@@ -83,10 +89,28 @@ def _column_background_kernel(
     for i in range(n):
         for x in range(nx):
             if i < cnt[x]:
-                v = R[i, x]
-                if abs(v - med[x]) <= thr[x]:
-                    dv = v - avg[x]
+                val = R[i, x]
+                if abs(val - med[x]) <= thr[x]:
+                    dv = val - avg[x]
                     ss[x] += dv * dv
+    vs = np.zeros(nx)
+    vok = np.ones(nx, np.bool_)
+    if has_v:
+        # the same pixels, found again in row order (R holds them in row order too)
+        k = np.zeros(nx, np.int64)
+        for y in range(ny):
+            for x in range(nx):
+                d = abs(y - center[x])
+                if d >= inner and d <= outer:
+                    val = r[y, x]
+                    if math.isfinite(val) and (dq[y, x] & bad_bits) == 0:
+                        if abs(R[k[x], x] - med[x]) <= thr[x]:
+                            pv = pvar[y, x]
+                            if math.isfinite(pv) and pv >= 0:
+                                vs[x] += pv
+                            else:
+                                vok[x] = False
+                        k[x] += 1
     fac = np.pi / 2 if use_median else 1.0
     for x in range(nx):
         mx = m[x]
@@ -100,11 +124,13 @@ def _column_background_kernel(
             b = avg[x]
         bkg[x] = b if math.isfinite(b) else 0.0
         bv = 0.0
-        if mx > 1:
+        if has_v and vok[x]:
+            bv = fac * vs[x] / (mx * mx)
+        elif mx > 1:
             sd = math.sqrt(ss[x] / (mx - 1))
             bv = fac * (sd * sd) / mx
-            if not math.isfinite(bv):
-                bv = 0.0
+        if not math.isfinite(bv):
+            bv = 0.0
         bvar[x] = bv
 
 
@@ -118,6 +144,7 @@ def column_background(
     method: str = "median",
     sigma_clip: float | None = 3.0,
     bad_bits: int = BAD_PIXEL_BITS,
+    var: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Background per column from pixels with ``inner <= |y - y_c(x)| <= outer``.
 
@@ -130,13 +157,18 @@ def column_background(
         Inner and outer distance (px) from the trace centre (pixel centres).
     method : {"median", "mean"}
         Statistic of the (optionally 3-sigma clipped, about the median) region pixels.
+    var : float, (ny, nx), (DN/s)^2, optional
+        Pixel variances (VAR_POISSON + VAR_RNOISE): the estimate's variance is then
+        propagated from those of the kept pixels (jwst extract_1d), not taken from
+        their scatter (a 9-dof estimate for ~10 region pixels, pulls 5% too wide).
 
     Returns
     -------
     background : float64, (nx,), DN/s per pixel
         0 where no region pixel is usable.
     background_var : float64, (nx,), (DN/s)^2
-        Variance of the per-pixel background estimate (scatter^2 / n, x pi/2 for median).
+        Variance of the per-pixel background estimate (sum var / n^2, or scatter^2 / n
+        without ``var``; x pi/2 for the median).
 
     Notes
     -----
@@ -163,6 +195,8 @@ def column_background(
         0.0 if sigma_clip is None else float(sigma_clip),
         bkg,
         bvar,
+        _as_f64(var, r.shape) if var is not None else np.zeros((1, 1)),
+        var is not None,
     )
     return bkg, bvar
 
@@ -177,6 +211,7 @@ def _column_background_reference(
     method: str = "median",
     sigma_clip: float | None = 3.0,
     bad_bits: int = BAD_PIXEL_BITS,
+    var: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """numpy reference of :func:`column_background` (the implementation before the numba
     kernels; kept for tests and ``bench/extract_cost.py``).
@@ -195,10 +230,8 @@ def _column_background_reference(
 
     Returns
     -------
-    background : float64, (nx,), DN/s per pixel
-        0 where no region pixel is usable.
-    background_var : float64, (nx,), (DN/s)^2
-        Variance of the per-pixel background estimate (scatter^2 / n, x pi/2 for median).
+    background, background_var : float64, (nx,)
+        As :func:`column_background`.
     """
     if method not in ("median", "mean"):
         raise ValueError(f"background method must be 'median' or 'mean', got {method!r}")
@@ -223,6 +256,15 @@ def _column_background_reference(
             sd = np.nanstd(vals, axis=0, ddof=1)
     fac = np.pi / 2 if method == "median" else 1.0
     bvar = np.where(n > 1, fac * sd**2 / np.maximum(n, 1), 0.0)
+    if var is not None:
+        pv = np.broadcast_to(np.asarray(var, np.float64), r.shape)
+        kept = np.isfinite(vals)
+        okv = np.isfinite(pv) & (pv >= 0)
+        col_ok = ~np.any(kept & ~okv, axis=0) & (n > 0)
+        vs = np.sum(np.where(kept & okv, pv, 0.0), axis=0)
+        with np.errstate(all="ignore"):
+            bprop = fac * vs / np.maximum(n, 1) ** 2
+        bvar = np.where(col_ok, bprop, bvar)
     bkg = np.where(np.isfinite(bkg), bkg, 0.0)
     bvar = np.where(np.isfinite(bvar), bvar, 0.0)
     return bkg, bvar

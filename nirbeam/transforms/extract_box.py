@@ -44,13 +44,16 @@ def _box_kernel(
     flag,
     npix,
     bkg,
+    bvar,
+    bvar_from_pixels,
 ):
     """Curved box (see :func:`box_extract`); fills the (nx,) outputs."""
     ny, nx = r.shape
-    bvar = np.zeros(nx)
+    bvar[:] = 0.0
     if has_bkg:
         _column_background_kernel(
-            r, dq, center, inner, outer, bad_bits, use_median, True, 3.0, bkg, bvar
+            r, dq, center, inner, outer, bad_bits, use_median, True, 3.0, bkg, bvar,
+            v, bvar_from_pixels,
         )
     else:
         bkg[:] = 0.0
@@ -125,6 +128,7 @@ def box_extract(
     background_method: str = "median",
     profile: np.ndarray | None = None,
     bad_bits: int = BAD_PIXEL_BITS,
+    background_variance: str = "pixels",
     _method: str = "box",
 ) -> Spectrum:
     """Curved-box extraction following the trace, with fractional edge weights.
@@ -146,10 +150,15 @@ def box_extract(
     background_method : {"median", "mean"}
     profile : float, (ny, nx), optional
         Normalised spatial profile (see :func:`build_profile`) used to fill bad pixels.
+    background_variance : {"pixels", "scatter"}
+        The background estimate's variance from the kept region pixels' ``var``
+        (propagated, as jwst extract_1d) or from their scatter (see
+        :func:`column_background`).
 
     Returns
     -------
     Spectrum
+        With ``background_var`` (nx,), (DN/s)^2 (0 without a background region).
 
     Notes
     -----
@@ -159,6 +168,8 @@ def box_extract(
     """
     if background_region is not None and background_method not in ("median", "mean"):
         raise ValueError(f"background method must be 'median' or 'mean', got {background_method!r}")
+    if background_variance not in ("pixels", "scatter"):
+        raise ValueError(f"background_variance must be 'pixels' or 'scatter', got {background_variance!r}")
     r = np.asarray(rate, np.float64)
     v = np.asarray(var, np.float64)
     if r.ndim != 2 or v.shape != r.shape:
@@ -179,6 +190,7 @@ def box_extract(
     flag = np.empty(nx, np.uint32)
     npix = np.empty(nx)
     bkg = np.empty(nx)
+    bvar = np.empty(nx)
     _box_kernel(
         r,
         v,
@@ -197,9 +209,12 @@ def box_extract(
         flag,
         npix,
         bkg,
+        bvar,
+        background_variance == "pixels",
     )
     return Spectrum(
-        flux=flux, flux_error=ferr, dq=flag, npixels=npix, background=bkg, method=_method
+        flux=flux, flux_error=ferr, dq=flag, npixels=npix, background=bkg, method=_method,
+        background_var=bvar,
     )
 
 
@@ -241,6 +256,7 @@ def _box_extract_reference(
     background_method: str = "median",
     profile: np.ndarray | None = None,
     bad_bits: int = BAD_PIXEL_BITS,
+    background_variance: str = "pixels",
     _method: str = "box",
 ) -> Spectrum:
     """numpy reference of :func:`box_extract` (previous implementation).
@@ -279,7 +295,8 @@ def _box_extract_reference(
     w = aperture_weights(trace, r.shape, half_width)
     if background_region is not None:
         bkg, bvar = _column_background_reference(
-            r, dq, trace, background_region, method=background_method, bad_bits=bad_bits
+            r, dq, trace, background_region, method=background_method, bad_bits=bad_bits,
+            var=v if background_variance == "pixels" else None,
         )
     else:
         bkg, bvar = np.zeros(nx), np.zeros(nx)
@@ -320,4 +337,5 @@ def _box_extract_reference(
         npixels=gsum,
         background=bkg,
         method=_method,
+        background_var=bvar,
     )

@@ -35,6 +35,8 @@ class Spectrum:
         Background level subtracted per pixel.
     method : str
         ``"box"``, ``"straight_box"`` or ``"optimal"``.
+    background_var : float64, (nx,), (DN/s)^2, or None
+        Variance of the per-pixel background estimate (box extraction; None otherwise).
     """
 
     flux: np.ndarray
@@ -43,6 +45,7 @@ class Spectrum:
     npixels: np.ndarray
     background: np.ndarray
     method: str = "box"
+    background_var: np.ndarray | None = None
 
 
 def _bad_mask(rate: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, bad_bits: int):
