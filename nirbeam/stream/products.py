@@ -372,20 +372,12 @@ def run_spectra_stage(root: str, plans, settings, runner_spec, dead_dir) -> dict
 # Light curves, tables, x1dints, fit and plots (driver: small arrays)
 
 
-def _rolling_outliers(flux: np.ndarray, good: np.ndarray, window=25, n_sigma=5.0) -> np.ndarray:
-    """White-light points more than n_sigma (robust) from the running median."""
-    out = np.zeros(flux.size, bool)
-    idx = np.flatnonzero(good)
-    if idx.size < 5:
-        return out
-    f = flux[idx]
-    half = window // 2
-    med = np.array([np.median(f[max(0, k - half): k + half + 1]) for k in range(f.size)])
-    r = f - med
-    sig = 1.4826 * np.median(np.abs(r - np.median(r)))
-    if sig > 0:
-        out[idx[np.abs(r) > n_sigma * sig]] = True
-    return out
+def _rolling_outliers(flux: np.ndarray, good: np.ndarray, window=5, n_sigma=5.0) -> np.ndarray:
+    """White-light points more than n_sigma (robust) from a running median that follows
+    the transit (see :func:`~nirbeam.transforms.lightcurve.flag_lightcurve_outliers`)."""
+    from nirbeam.transforms.lightcurve import flag_lightcurve_outliers
+
+    return flag_lightcurve_outliers(flux, good, window=window, n_sigma=n_sigma)
 
 
 def _lightcurve_edges(cfg, wl: np.ndarray, wl_source: str = "") -> np.ndarray:
