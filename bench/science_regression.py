@@ -127,6 +127,7 @@ def run_one(preset: str, seed: int, nints: int, ngroups: int | None, workdir: Pa
             "ratio": float(fit["rms_ppm"]) / theory,
             "rp": rp, "rp_err": erp, "rp_true": rp_true,
             "pull": (rp - rp_true) / erp if erp and erp > 0 else float("nan"),
+            "fit_points": fit.get("n_points"),  # white-light points the fit used (not flagged)
         })
         rows.append(row)
     return rows

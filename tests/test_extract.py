@@ -409,6 +409,18 @@ def test_column_background_kernel_matches_reference(seed, ties):
                 if region == (9.0, 15.0):
                     assert b1[10] == 0 and v1[10] == 0 and b1[20] == 0  # no usable pixel
                     assert v1[22] == 0 and b1[22] != 0  # one pixel: level, no variance
+    # variance propagated from the pixel variances (some non-finite: scatter for that column)
+    rate, var, dq, vp, vr, tr, _ = damaged_scene(seed, ties=ties)
+    pv = vp + vr
+    for method in ("median", "mean"):
+        kw = dict(method=method, bad_bits=bits, var=pv)
+        b1, v1 = column_background(rate, dq, tr, (9.0, 15.0), **kw)
+        b0, v0 = _ex._column_background_reference(rate, dq, tr, (9.0, 15.0), **kw)
+        np.testing.assert_allclose(b1, b0, rtol=RTOL_KERNEL, atol=0)
+        np.testing.assert_allclose(v1, v0, rtol=RTOL_KERNEL, atol=0)
+        _, vs = column_background(rate, dq, tr, (9.0, 15.0), method=method, bad_bits=bits)
+        assert np.any(v1 != vs)  # not the scatter
+        assert v1[22] > 0  # one pixel: its own variance
     # dq None and float32 input
     b1, v1 = column_background(rate.astype(np.float32), None, tr, (9.0, 15.0))
     b0, v0 = _ex._column_background_reference(rate.astype(np.float32), None, tr, (9.0, 15.0))

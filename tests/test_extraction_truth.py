@@ -134,13 +134,9 @@ def test_box_flux_error_with_background_against_truth():
            "box+background", regimes=("middle", "bright"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known weakness: column_background estimates the sky variance of each column from the "
-    "clipped scatter of its ~10 region pixels, a noisy (9 dof) and clipped estimate, so in "
-    "sky-dominated faint columns the box pulls are 1.05 wide (optimal: 1.03). Estimating it "
-    "from the region pixels' var_poisson + var_rnoise, or smoothing it along x, would fix "
-    "it (nirbeam/transforms/extract.py, not this helper's files)"))
 def test_box_flux_error_with_background_faint_columns():
+    """Sky-dominated faint columns: the background variance is propagated from the region
+    pixels' variances (a scatter of ~10 pixels gave pulls 1.05 wide; issue 13)."""
     _check(_pulls(_model("box", background_region=(6.0, 11.0)), seed=202, background=2.0),
            "box+background", regimes=("faint",))
 
@@ -158,13 +154,9 @@ def test_optimal_kernel_with_background_variance_against_truth():
     _check(np.asarray(z), "optimal kernel+background", regimes=("middle", "bright"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known defect: spectra.extract_integration passes the background but not its "
-    "variance (background_var) to optimal_extract, so the optimal flux_error leaves out "
-    "the sky estimate's noise: pull widths 1.21 (faint) and 1.05 (middle columns) with a "
-    "2 DN/s sky. "
-    "Fix in nirbeam/transforms/spectra.py (not this helper's files); then drop this xfail."))
 def test_optimal_pipeline_flux_error_with_background_against_truth():
+    """The pipeline's optimal extraction carries the sky estimate's variance (it was left
+    out: pull widths 1.21 faint, 1.05 middle with a 2 DN/s sky; issue 13)."""
     _check(_pulls(_model("optimal", background_region=(6.0, 11.0)), seed=404, background=2.0),
            "optimal+background")
 

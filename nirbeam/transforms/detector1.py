@@ -234,7 +234,9 @@ def calibrate_groups(ramp, refs: ReferenceArrays, timing: RampTiming,
     if refmask.any():
         means = _refpix.refpix_means(groups, np.zeros((ny, nx), np.float32), pixeldq, refmask,
                                      parity0, params.refpix.odd_even_columns,
-                                     float(params.refpix.sigma_clip))
+                                     float(params.refpix.sigma_clip),
+                                     _refpix.uses_pseudo_reference(subarray_geometry, (ny, nx),
+                                                                   params.refpix, refs.mask))
         _refpix.apply_refpix(groups, means, parity0)
     if params.linearity.enabled and refs.linearity is not None:
         _lin.apply_linearity(groups, groupdq, pixeldq, _f32(refs.linearity),
@@ -543,7 +545,9 @@ def _fused(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detector1Par
     if do_refpix:
         pdq_ref = (mask if p.dq_init.enabled else z32) | sat_pdq | sb_dq
         refmeans = _refpix.refpix_means(ramp, bias, pdq_ref, refmask, parity0,
-                                        p.refpix.odd_even_columns, float(p.refpix.sigma_clip))
+                                        p.refpix.odd_even_columns, float(p.refpix.sigma_clip),
+                                        _refpix.uses_pseudo_reference(geometry, (ny, nx),
+                                                                      p.refpix, refs.mask))
     else:
         refmeans = np.zeros((ng, 2), np.float32)
     do_lin = p.linearity.enabled and refs.linearity is not None

@@ -15,8 +15,20 @@ Reference pixels: the full-frame 4-pixel border inside the subarray (from SUBSTR
 SUBSIZE; a mask's REFERENCE_PIXEL bits may add more) minus DO_NOT_USE and non-finite
 values. Subarrays that reach no detector edge (jwst ``NRS_edgeless_subarrays``: SUB512,
 SUB512S, SUB32) use the first and last four DMS columns of the subarray as
-pseudo-reference pixels, as jwst does (they see light; jwst accepts that to treat
-pedestal drifts). A class without a usable pixel gets no correction in that group.
+pseudo-reference pixels, as jwst does. A class without a usable pixel gets no
+correction in that group.
+
+Pseudo-reference pixels see light (in PRISM SUB512 the trace crosses them: up to
+~10^4 DN/s in a pixel, wings of 0.4-2 DN/s far from it), and jwst takes their plain
+clipped means: the light's ramp is then subtracted from every pixel, biasing all rates
+(measured -0.23 sigma mean rate pull on the prism-sub512 preset, issue 13). Here
+(``RefPixParams.pseudo_light = "detrend"``, the default) each pseudo-reference pixel's
+own straight line over the groups (least squares) is removed before the per-group
+means: light accumulates linearly, so what is left is the common per-group offset
+minus its straight-line part, which no pixel can tell from light. The correction then
+removes the groups' non-linear drift (the even/odd random walk's curvature) without
+any light; the per-integration straight-line part of the drift stays (its mean is
+zero). ``"jwst"`` keeps jwst's plain means.
 """
 
 from __future__ import annotations
@@ -29,7 +41,7 @@ from numba import njit
 from nirbeam import dqflags
 
 __all__ = ["RefPixParams", "SubarrayGeometry", "EDGELESS_SUBARRAYS", "reference_columns",
-           "reference_mask", "refpix_means", "apply_refpix", "sigma_clipped_mean"]
+           "reference_mask", "uses_pseudo_reference", "refpix_means", "apply_refpix", "sigma_clipped_mean"]
 
 FULL_FRAME = 2048
 NREF = 4
@@ -87,12 +99,20 @@ class RefPixParams:
     pseudo_reference : bool
         Edgeless subarrays (SUB512, SUB512S, SUB32) use their first and last four
         columns as reference pixels (jwst); False leaves them uncorrected.
+    pseudo_light : {"detrend", "jwst"}
+        How pseudo-reference pixels' light is kept out (see the module notes).
     """
 
     enabled: bool = True
     odd_even_columns: bool = True
     sigma_clip: float = 3.0
     pseudo_reference: bool = True
+    pseudo_light: str = "detrend"
+
+    def __post_init__(self):
+        if self.pseudo_light not in ("detrend", "jwst"):
+            raise ValueError(f"refpix pseudo_light: expected 'detrend' or 'jwst', got "
+                             f"{self.pseudo_light!r}")
 
 
 def reference_columns(geometry: SubarrayGeometry, nx: int) -> np.ndarray:
@@ -111,6 +131,20 @@ def reference_columns(geometry: SubarrayGeometry, nx: int) -> np.ndarray:
     cols = [c - x0 for c in list(range(NREF)) + list(range(FULL_FRAME - NREF, FULL_FRAME))
             if 0 <= c - x0 < nx]
     return np.asarray(cols, np.int64)
+
+
+def uses_pseudo_reference(geometry: SubarrayGeometry | None, shape: tuple[int, int],
+                          params: RefPixParams = RefPixParams(),
+                          pixeldq: np.ndarray | None = None) -> bool:
+    """True when :func:`reference_mask` falls back to pseudo-reference pixels and their
+    light is to be removed (``params.pseudo_light == "detrend"``)."""
+    if geometry is None or not params.pseudo_reference or params.pseudo_light != "detrend":
+        return False
+    if geometry.name not in EDGELESS_SUBARRAYS:
+        return False
+    ny, nx = shape
+    real = reference_mask(geometry, shape, RefPixParams(pseudo_reference=False), pixeldq)
+    return not real.any()
 
 
 def reference_mask(geometry: SubarrayGeometry, shape: tuple[int, int],
@@ -171,7 +205,8 @@ def sigma_clipped_mean(v, n, siglimit):
 
 
 @njit(cache=True, error_model="numpy")
-def refpix_means(groups_or_raw, bias, pixeldq, refmask, parity0, odd_even, siglimit):
+def refpix_means(groups_or_raw, bias, pixeldq, refmask, parity0, odd_even, siglimit,
+                 detrend=False):
     """Per-group sigma-clipped means of the reference pixels, per DMS-row parity.
 
     Parameters
@@ -184,6 +219,8 @@ def refpix_means(groups_or_raw, bias, pixeldq, refmask, parity0, odd_even, sigli
     parity0 : int, parity of the full-frame 0-based DMS row of subarray y = 0
     odd_even : bool; when False both parities get the overall mean
     siglimit : float; clipping limit in sigma (<= 0: plain mean)
+    detrend : bool; remove each reference pixel's least-squares line over the groups
+        first (pseudo-reference pixels that see light: see the module notes)
 
     Returns
     -------
@@ -197,6 +234,36 @@ def refpix_means(groups_or_raw, bias, pixeldq, refmask, parity0, odd_even, sigli
             if refmask[y, x] and not (pixeldq[y, x] & _DNU):
                 nref += 1
     buf = np.empty((2, max(nref, 1)), np.float64)
+    # per-pixel straight line over the groups (detrend): a + b (g - gm)
+    lin_a = np.zeros((ny, nx), np.float64)
+    lin_b = np.zeros((ny, nx), np.float64)
+    gm = 0.5 * (ng - 1)
+    if detrend:
+        sgg = 0.0
+        for g in range(ng):
+            sgg += (g - gm) * (g - gm)
+        for y in range(ny):
+            for x in range(nx):
+                if not refmask[y, x] or (pixeldq[y, x] & _DNU):
+                    continue
+                b = bias[y, x]
+                if np.isnan(b):
+                    b = np.float32(0.0)
+                s0 = 0.0
+                s1 = 0.0
+                ok = True
+                for g in range(ng):
+                    v = np.float64(np.float32(np.float32(groups_or_raw[g, y, x]) - b))
+                    if not np.isfinite(v):
+                        ok = False
+                        break
+                    s0 += v
+                    s1 += (g - gm) * v
+                if ok:
+                    lin_a[y, x] = s0 / ng
+                    lin_b[y, x] = s1 / sgg if sgg > 0 else 0.0
+                else:
+                    lin_a[y, x] = np.nan
     for g in range(ng):
         n = np.zeros(2, np.int64)
         for y in range(ny):
@@ -208,8 +275,13 @@ def refpix_means(groups_or_raw, bias, pixeldq, refmask, parity0, odd_even, sigli
                 if np.isnan(b):
                     b = np.float32(0.0)
                 v = np.float32(np.float32(groups_or_raw[g, y, x]) - b)
-                if np.isfinite(v):
-                    buf[p, n[p]] = v
+                vv = np.float64(v)
+                if detrend:
+                    if not np.isfinite(lin_a[y, x]):
+                        continue
+                    vv = vv - (lin_a[y, x] + lin_b[y, x] * (g - gm))
+                if np.isfinite(vv):
+                    buf[p, n[p]] = vv
                     n[p] += 1
         if odd_even:
             for p in range(2):

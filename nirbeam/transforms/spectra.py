@@ -210,6 +210,7 @@ def extract_integration(
                       profile=model.profile, bad_bits=BAD_BITS)
     if model.method == "optimal":
         spec = optimal_extract(rate, var, dq, model.profile, background=box.background,
+                               background_var=box.background_var,
                                var_rnoise=vr, var_poisson=vp, sigma_clip=model.sigma_clip,
                                bad_bits=BAD_BITS)
     else:
