@@ -21,7 +21,6 @@ KNOWN_GAPS = {
     # stream.uncal is shared with the IRS2 work this session; watch needs its byte check
     ("nirbeam.stream.watch", "nirbeam.stream.uncal._same_bytes"),
     # both files belong to the extraction (noise) split this session
-    ("nirbeam.transforms.extract", "nirbeam.transforms.trace._window_weights"),
 }
 
 

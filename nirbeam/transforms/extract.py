@@ -5,8 +5,8 @@ dispersion), rates in DN/s, variances in (DN/s)^2. Pixel ``j`` spans ``[j - 0.5,
 
 :func:`column_background`, :func:`box_extract` and :func:`optimal_extract` run numba
 kernels (one fused pass per integration, per-model geometry cached per trace). The
-previous numpy implementations are kept as ``_column_background_reference``,
-``_box_extract_reference`` and ``_optimal_extract_reference``: the kernels evaluate the
+previous numpy implementations are kept as ``column_background_reference``,
+``box_extract_reference`` and ``optimal_extract_reference``: the kernels evaluate the
 same float64 expressions in the same order and agree with them to rounding (bit for bit
 on the simulator scenes; ``tests/test_extract.py``, ``bench/extract_cost.py``).
 
@@ -33,29 +33,29 @@ use) from :mod:`extract_common` (Spectrum, aperture weights, geometry caches),
 from __future__ import annotations
 
 from nirbeam.transforms.extract_background import (  # noqa: F401
-    _column_background_kernel,
-    _column_background_reference,
     column_background,
+    column_background_kernel,
+    column_background_reference,
 )
 from nirbeam.transforms.extract_box import (  # noqa: F401
-    _box_extract_reference,
-    _box_kernel,
     box_extract,
+    box_extract_reference,
+    box_kernel,
     straight_box_extract,
 )
 from nirbeam.transforms.extract_common import (  # noqa: F401
     Spectrum,
-    _aperture_weights_fast,
-    _as_dq,
-    _as_f64,
-    _bad_mask,
-    _trace_center,
     aperture_weights,
+    aperture_weights_fast,
+    as_dq,
+    as_f64,
+    bad_mask,
+    trace_center,
 )
 from nirbeam.transforms.extract_optimal import (  # noqa: F401
-    _optimal_extract_reference,
-    _optimal_kernel,
     optimal_extract,
+    optimal_extract_reference,
+    optimal_kernel,
 )
 from nirbeam.transforms.extract_profile import ProfileAccumulator, build_profile
 
@@ -69,3 +69,10 @@ __all__ = [
     "optimal_extract",
     "ProfileAccumulator",
 ]
+
+# Old private names of the numpy references, kept for benches and tests written against
+# them (bench/extract_cost.py).
+_box_extract_reference = box_extract_reference
+_optimal_extract_reference = optimal_extract_reference
+_column_background_reference = column_background_reference
+_aperture_weights_fast = aperture_weights_fast

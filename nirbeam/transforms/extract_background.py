@@ -8,18 +8,18 @@ import numpy as np
 from numba import njit
 
 from nirbeam.transforms.extract_common import (
-    _as_dq,
-    _as_f64,
-    _bad_mask,
-    _median_sorted,
-    _sort_columns,
-    _trace_center,
+    as_dq,
+    as_f64,
+    bad_mask,
+    median_sorted,
+    sort_columns,
+    trace_center,
 )
 from nirbeam.transforms.trace import BAD_PIXEL_BITS, TraceModel
 
 
 @njit(cache=True, error_model="numpy")
-def _column_background_kernel(
+def column_background_kernel(
     r, dq, center, inner, outer, bad_bits, use_median, do_clip, clip, bkg, bvar, pvar, has_v
 ):
     """:func:`column_background` for all columns at once.
@@ -30,7 +30,7 @@ def _column_background_kernel(
     non-finite variance falls back to the scatter for its column.
 
     The usable region pixels of column ``x`` go, in row order, to ``R[:cnt[x], x]``;
-    medians come from column-sorted copies (see :func:`_sort_columns`). The sigma clip
+    medians come from column-sorted copies (see :func:`sort_columns`). The sigma clip
     keeps ``|v - med| <= thr``, an interval of values around the median (rounding is
     monotonic), so the kept values are the contiguous run ``S[a:a + m]`` of the sorted
     column, ``a`` = number of rejected values below the median.
@@ -51,11 +51,11 @@ def _column_background_kernel(
         if cnt[x] > n:
             n = cnt[x]
     S = R[:n].copy()
-    _sort_columns(S, n)
+    sort_columns(S, n)
     med = np.empty(nx)
     for x in range(nx):
         c = cnt[x]
-        med[x] = _median_sorted(S[:, x], c) if c > 0 else np.nan
+        med[x] = median_sorted(S[:, x], c) if c > 0 else np.nan
     thr = np.full(nx, np.inf)
     if do_clip:
         A = np.full((n, nx), np.inf)
@@ -63,11 +63,11 @@ def _column_background_kernel(
             for x in range(nx):
                 if i < cnt[x]:
                     A[i, x] = abs(R[i, x] - med[x])
-        _sort_columns(A, n)
+        sort_columns(A, n)
         for x in range(nx):
             c = cnt[x]
             if c > 0:
-                mad = 1.4826 * _median_sorted(A[:, x], c)
+                mad = 1.4826 * median_sorted(A[:, x], c)
                 thr[x] = clip * (mad if mad > 0 else np.inf)
     # kept values: row-order sums (as the reference's axis-0 sums), sorted-run median
     tot = np.zeros(nx)
@@ -119,7 +119,7 @@ def _column_background_kernel(
             bvar[x] = 0.0
             continue
         if use_median:
-            b = _median_sorted(S[below[x] :, x], mx)
+            b = median_sorted(S[below[x] :, x], mx)
         else:
             b = avg[x]
         bkg[x] = b if math.isfinite(b) else 0.0
@@ -173,7 +173,7 @@ def column_background(
     Notes
     -----
     numba kernel, one column at a time (insertion-sorted medians of the <= ny region
-    pixels); equal to :func:`_column_background_reference` (numpy) to rounding.
+    pixels); equal to :func:`column_background_reference` (numpy) to rounding.
     """
     if method not in ("median", "mean"):
         raise ValueError(f"background method must be 'median' or 'mean', got {method!r}")
@@ -183,10 +183,10 @@ def column_background(
     ny, nx = r.shape
     bkg = np.empty(nx)
     bvar = np.empty(nx)
-    _column_background_kernel(
+    column_background_kernel(
         r,
-        _as_dq(dq, r.shape),
-        _trace_center(trace, nx),
+        as_dq(dq, r.shape),
+        trace_center(trace, nx),
         float(region[0]),
         float(region[1]),
         np.uint32(bad_bits),
@@ -195,14 +195,14 @@ def column_background(
         0.0 if sigma_clip is None else float(sigma_clip),
         bkg,
         bvar,
-        _as_f64(var, r.shape) if var is not None else np.zeros((1, 1)),
+        as_f64(var, r.shape) if var is not None else np.zeros((1, 1)),
         var is not None,
     )
     return bkg, bvar
 
 
 
-def _column_background_reference(
+def column_background_reference(
     rate: np.ndarray,
     dq: np.ndarray | None,
     trace: TraceModel,
@@ -239,7 +239,7 @@ def _column_background_reference(
     ny, nx = r.shape
     inner, outer = float(region[0]), float(region[1])
     dist = np.abs(np.arange(ny)[:, None] - trace.center(np.arange(nx))[None, :])
-    use = (dist >= inner) & (dist <= outer) & ~_bad_mask(r, None, dq, bad_bits)
+    use = (dist >= inner) & (dist <= outer) & ~bad_mask(r, None, dq, bad_bits)
     vals = np.where(use, r, np.nan)
     with np.errstate(all="ignore"):
         import warnings

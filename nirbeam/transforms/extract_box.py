@@ -9,24 +9,24 @@ from numba import njit
 
 from nirbeam import dqflags
 from nirbeam.transforms.extract_background import (
-    _column_background_kernel,
-    _column_background_reference,
+    column_background_kernel,
+    column_background_reference,
 )
 from nirbeam.transforms.extract_common import (
-    _DNU,
+    DNU,
     Spectrum,
-    _aperture_weights_fast,
-    _as_dq,
-    _as_f64,
-    _bad_mask,
-    _trace_center,
     aperture_weights,
+    aperture_weights_fast,
+    as_dq,
+    as_f64,
+    bad_mask,
+    trace_center,
 )
 from nirbeam.transforms.trace import BAD_PIXEL_BITS, TraceModel
 
 
 @njit(cache=True, error_model="numpy")
-def _box_kernel(
+def box_kernel(
     r,
     v,
     dq,
@@ -51,7 +51,7 @@ def _box_kernel(
     ny, nx = r.shape
     bvar[:] = 0.0
     if has_bkg:
-        _column_background_kernel(
+        column_background_kernel(
             r, dq, center, inner, outer, bad_bits, use_median, True, 3.0, bkg, bvar,
             v, bvar_from_pixels,
         )
@@ -104,9 +104,9 @@ def _box_kernel(
         fe2 = fe2 + wsum[x] * wsum[x] * bvar[x]
         # masked pixels the rescaling fixed keep their bits but not DO_NOT_USE; a column
         # with no usable pixel is NaN with DO_NOT_USE (never a 0 that sums as flux)
-        f_x = fl[x] & ~_DNU
+        f_x = fl[x] & ~DNU
         if (not math.isfinite(f)) or gsum[x] <= 0:
-            f_x |= _DNU
+            f_x |= DNU
             flux[x] = np.nan
             ferr[x] = np.nan
         else:
@@ -164,7 +164,7 @@ def box_extract(
     -----
     One numba pass over the columns (background as :func:`column_background`, 3-sigma
     clipped); the aperture weights are cached per (trace, shape, half_width). Equal to
-    :func:`_box_extract_reference` (numpy) to rounding.
+    :func:`box_extract_reference` (numpy) to rounding.
     """
     if background_region is not None and background_method not in ("median", "mean"):
         raise ValueError(f"background method must be 'median' or 'mean', got {background_method!r}")
@@ -180,7 +180,7 @@ def box_extract(
     r = np.ascontiguousarray(r)
     v = np.ascontiguousarray(v)
     has_prof = profile is not None
-    prof = _as_f64(profile, r.shape) if has_prof else np.zeros((1, 1))
+    prof = as_f64(profile, r.shape) if has_prof else np.zeros((1, 1))
     has_bkg = background_region is not None
     inner, outer = (
         (float(background_region[0]), float(background_region[1])) if has_bkg else (0.0, 0.0)
@@ -191,14 +191,14 @@ def box_extract(
     npix = np.empty(nx)
     bkg = np.empty(nx)
     bvar = np.empty(nx)
-    _box_kernel(
+    box_kernel(
         r,
         v,
-        _as_dq(dq, r.shape),
-        _aperture_weights_fast(trace, r.shape, half_width),
+        as_dq(dq, r.shape),
+        aperture_weights_fast(trace, r.shape, half_width),
         prof,
         has_prof,
-        _trace_center(trace, nx),
+        trace_center(trace, nx),
         has_bkg,
         inner,
         outer,
@@ -245,7 +245,7 @@ def straight_box_extract(
 
 
 
-def _box_extract_reference(
+def box_extract_reference(
     rate: np.ndarray,
     var: np.ndarray,
     dq: np.ndarray | None,
@@ -294,13 +294,13 @@ def _box_extract_reference(
     ny, nx = r.shape
     w = aperture_weights(trace, r.shape, half_width)
     if background_region is not None:
-        bkg, bvar = _column_background_reference(
+        bkg, bvar = column_background_reference(
             r, dq, trace, background_region, method=background_method, bad_bits=bad_bits,
             var=v if background_variance == "pixels" else None,
         )
     else:
         bkg, bvar = np.zeros(nx), np.zeros(nx)
-    bad = _bad_mask(r, v, dq, bad_bits)
+    bad = bad_mask(r, v, dq, bad_bits)
     sub = r - bkg[None, :]
     good_w = np.where(bad, 0.0, w)
     s_good = np.sum(good_w * np.where(bad, 0.0, sub), axis=0)

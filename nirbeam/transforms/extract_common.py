@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 from nirbeam import dqflags
-from nirbeam.transforms.trace import TraceModel, _window_weights
+from nirbeam.transforms.trace import TraceModel, window_weights
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,7 +48,7 @@ class Spectrum:
     background_var: np.ndarray | None = None
 
 
-def _bad_mask(rate: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, bad_bits: int):
+def bad_mask(rate: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, bad_bits: int):
     bad = ~np.isfinite(rate)
     if var is not None:
         bad |= ~np.isfinite(var)
@@ -73,7 +73,7 @@ def aperture_weights(trace: TraceModel, shape: tuple[int, int], half_width: floa
         where the aperture is fully on the detector.
     """
     ny, nx = shape
-    return _window_weights(np.arange(ny, dtype=np.float64), trace.center(np.arange(nx)), half_width)
+    return window_weights(np.arange(ny, dtype=np.float64), trace.center(np.arange(nx)), half_width)
 
 
 # ---------------------------------------------------------------------------------------
@@ -91,14 +91,14 @@ def _center_cached(trace: TraceModel, nx: int) -> np.ndarray:
 @lru_cache(maxsize=16)
 def _weights_cached(trace: TraceModel, ny: int, nx: int, half_width: float) -> np.ndarray:
     w = np.ascontiguousarray(
-        _window_weights(np.arange(ny, dtype=np.float64), _center_cached(trace, nx), half_width),
+        window_weights(np.arange(ny, dtype=np.float64), _center_cached(trace, nx), half_width),
         dtype=np.float64,
     )
     w.setflags(write=False)
     return w
 
 
-def _trace_center(trace: TraceModel, nx: int) -> np.ndarray:
+def trace_center(trace: TraceModel, nx: int) -> np.ndarray:
     """``trace.center(arange(nx))`` (float64, read-only), cached per (trace, nx)."""
     try:
         return _center_cached(trace, int(nx))
@@ -106,7 +106,7 @@ def _trace_center(trace: TraceModel, nx: int) -> np.ndarray:
         return np.ascontiguousarray(trace.center(np.arange(nx)), dtype=np.float64)
 
 
-def _aperture_weights_fast(trace: TraceModel, shape: tuple[int, int], half_width: float):
+def aperture_weights_fast(trace: TraceModel, shape: tuple[int, int], half_width: float):
     """:func:`aperture_weights` (read-only), cached per (trace, shape, half_width)."""
     ny, nx = (int(s) for s in shape)
     try:
@@ -115,14 +115,14 @@ def _aperture_weights_fast(trace: TraceModel, shape: tuple[int, int], half_width
         return np.ascontiguousarray(aperture_weights(trace, (ny, nx), half_width))
 
 
-def _as_f64(a, shape) -> np.ndarray:
+def as_f64(a, shape) -> np.ndarray:
     a = np.asarray(a, np.float64)
     if a.shape != shape:
         a = np.broadcast_to(a, shape)
     return np.ascontiguousarray(a)
 
 
-def _as_dq(dq, shape) -> np.ndarray:
+def as_dq(dq, shape) -> np.ndarray:
     """DQ as C-contiguous uint32 of ``shape`` (zeros for None: no bits, no flags)."""
     if dq is None:
         return np.zeros(shape, np.uint32)
@@ -142,12 +142,12 @@ def _as_dq(dq, shape) -> np.ndarray:
 # bit for bit; the tests allow 1e-12 relative).
 # ---------------------------------------------------------------------------------------
 
-_DNU = np.uint32(dqflags.DO_NOT_USE)
-_OUTLIER = np.uint32(dqflags.OUTLIER)
+DNU = np.uint32(dqflags.DO_NOT_USE)
+OUTLIER_BIT = np.uint32(dqflags.OUTLIER)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _np_maximum(a, b):
+def np_maximum(a, b):
     # np.maximum for a NaN-free ``b``: NaN in ``a`` propagates
     if a != a:
         return a
@@ -155,7 +155,7 @@ def _np_maximum(a, b):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _median_sorted(a, n):
+def median_sorted(a, n):
     # as np.ma.median along an axis (np.nanmedian of <= 600 rows): (low + high) / 2,
     # with low = high for odd n
     h = n // 2
@@ -164,7 +164,7 @@ def _median_sorted(a, n):
 
 
 @njit(cache=True, error_model="numpy")
-def _sort_columns(S, n):
+def sort_columns(S, n):
     """Sort each column of ``S[:n, :]`` ascending (Batcher odd-even merge network).
 
     Branch-free min/max compare-exchanges along rows, i.e. vectorised over columns.

@@ -9,13 +9,13 @@ from numba import njit
 
 from nirbeam import dqflags
 from nirbeam.transforms.extract_common import (
-    _DNU,
-    _OUTLIER,
+    DNU,
+    OUTLIER_BIT,
     Spectrum,
-    _as_dq,
-    _as_f64,
-    _bad_mask,
-    _np_maximum,
+    as_dq,
+    as_f64,
+    bad_mask,
+    np_maximum,
 )
 from nirbeam.transforms.trace import BAD_PIXEL_BITS
 
@@ -65,7 +65,7 @@ def _solve_one(M, V, P, Dz, y0, x):
 
 
 @njit(cache=True, error_model="numpy")
-def _optimal_kernel(
+def optimal_kernel(
     r,
     v0,
     dq,
@@ -135,7 +135,7 @@ def _optimal_kernel(
             m = sup and not b
             M[i, x] = m
             if m:
-                V[i, x] = _np_maximum(v0[y, x], 1e-30)
+                V[i, x] = np_maximum(v0[y, x], 1e-30)
                 Dz[i, x] = rv - bkg[x]
             if b and sup:
                 base[x] |= d
@@ -171,8 +171,8 @@ def _optimal_kernel(
                     vrow = V[i]
                     vrr = Vr[i]
                     for x in range(nx):
-                        mod = _np_maximum(pr[x] * f[x] + bkg[x], 0.0)
-                        vrow[x] = _np_maximum(vrr[x] + k * mod, 1e-30) if mr[x] else np.inf
+                        mod = np_maximum(pr[x] * f[x] + bkg[x], 0.0)
+                        vrow[x] = np_maximum(vrr[x] + k * mod, 1e-30) if mr[x] else np.inf
                 _solve_all(M, V, P, Dz, y0, f, fvar)
                 if not do_clip:
                     same = True
@@ -230,12 +230,12 @@ def _optimal_kernel(
     for x in range(nx):
         # pixels the profile fixed keep their bits but not DO_NOT_USE; a column with no
         # usable pixel is NaN with DO_NOT_USE (never a 0 that sums as flux)
-        fl = (base[x] | rejflag[x]) & ~_DNU
+        fl = (base[x] | rejflag[x]) & ~DNU
         if anyrej[x]:
-            fl |= _OUTLIER
+            fl |= OUTLIER_BIT
         fv = fvar[x]
         if nm[x] == 0:
-            fl |= _DNU
+            fl |= DNU
             flux[x] = np.nan
             ferr[x] = np.nan
         else:
@@ -301,7 +301,7 @@ def optimal_extract(
 
     Notes
     -----
-    numba kernel; the passes are global as in :func:`_optimal_extract_reference` (numpy),
+    numba kernel; the passes are global as in :func:`optimal_extract_reference` (numpy),
     but a column that a pass leaves unchanged is not recomputed. Equal to the reference to
     rounding.
     """
@@ -318,23 +318,23 @@ def optimal_extract(
     bkg = np.zeros(nx) if background is None else np.asarray(background, np.float64)
     model_var = var_rnoise is not None and var_poisson is not None
     if model_var:
-        vr = _as_f64(var_rnoise, r.shape)
-        vp = _as_f64(var_poisson, r.shape)
+        vr = as_f64(var_rnoise, r.shape)
+        vp = as_f64(var_poisson, r.shape)
     else:
         vr = vp = np.zeros((1, 1))
     has_bvar = background_var is not None
-    bvar = _as_f64(background_var, (nx,)) if has_bvar else np.zeros(1)
+    bvar = as_f64(background_var, (nx,)) if has_bvar else np.zeros(1)
     thr = 0.0 if sigma_clip is None else float(sigma_clip) ** 2
     flux = np.empty(nx)
     ferr = np.empty(nx)
     flag = np.empty(nx, np.uint32)
     npix = np.empty(nx)
-    _optimal_kernel(
+    optimal_kernel(
         np.ascontiguousarray(r),
         np.ascontiguousarray(v0),
-        _as_dq(dq, r.shape),
+        as_dq(dq, r.shape),
         np.ascontiguousarray(P),
-        _as_f64(bkg, (nx,)),
+        as_f64(bkg, (nx,)),
         bvar,
         has_bvar,
         vr,
@@ -355,7 +355,7 @@ def optimal_extract(
 
 
 
-def _optimal_extract_reference(
+def optimal_extract_reference(
     rate: np.ndarray,
     var: np.ndarray,
     dq: np.ndarray | None,
@@ -421,7 +421,7 @@ def _optimal_extract_reference(
     bkg = np.zeros(nx) if background is None else np.asarray(background, np.float64)
     D = r - bkg[None, :]
     sup = P > 0
-    bad = _bad_mask(r, v0, dq, bad_bits)
+    bad = bad_mask(r, v0, dq, bad_bits)
     M = sup & ~bad
     V = np.where(M, np.maximum(v0, 1e-30), np.inf)
     model_var = var_rnoise is not None and var_poisson is not None

@@ -166,7 +166,7 @@ class TraceMeasurement:
     used: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
-def _window_weights(rows: np.ndarray, center: np.ndarray, half_width: float) -> np.ndarray:
+def window_weights(rows: np.ndarray, center: np.ndarray, half_width: float) -> np.ndarray:
     """Fractional overlap of each pixel [y-0.5, y+0.5] with [c-hw, c+hw]; (ny, nx)."""
     lo = np.maximum(rows[:, None] - 0.5, center[None, :] - half_width)
     hi = np.minimum(rows[:, None] + 0.5, center[None, :] + half_width)
@@ -227,13 +227,13 @@ def measure_trace_columns(
     gw = good.astype(np.float64)
     c = peak.copy()
     for _ in range(max(n_iter, 1)):
-        w = _window_weights(rows, c, window) * gw
+        w = window_weights(rows, c, window) * gw
         s = np.sum(w * sub, axis=0)
         with np.errstate(all="ignore"):
             cn = np.sum(w * sub * rows[:, None], axis=0) / s
         ok = np.isfinite(cn) & (s > 0) & (np.abs(cn - c) < window)
         c = np.where(ok, cn, c)
-    w = _window_weights(rows, c, window) * gw
+    w = window_weights(rows, c, window) * gw
     s = np.sum(w * sub, axis=0)
     with np.errstate(all="ignore"):
         m2 = np.sum(w * sub * (rows[:, None] - c[None, :]) ** 2, axis=0) / s
