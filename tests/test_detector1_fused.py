@@ -221,3 +221,36 @@ def test_fused_with_hook_equals_unfused(ng, name):
     np.testing.assert_array_equal(cg, g)
     np.testing.assert_array_equal(cq, q)
     np.testing.assert_array_equal(cp, p)
+
+
+def test_calibrate_record_parallel_switch(monkeypatch):
+    """calibrate_record(parallel=...) and its environment default give the serial
+    result; the default is serial unless NIRBEAM_DETECTOR1_PARALLEL=1."""
+    from nirbeam.stream.records import ExposureMeta, IntegrationKey, IntegrationRecord, IntTimes
+    from nirbeam.transforms import detector1 as d1
+
+    ng, ny, nx = 6, 8, 10
+    sim = simulate(seed=5, ng=ng, ny=ny, nx=nx, rate=40.0, ncr=3)
+    meta = ExposureMeta("jw0_01", "NRS1", "NIRSPEC", "NRS_BRIGHTOBJ", "NRSRAPID", "SUB",
+                        1000, 100, nx, ny, 1, ng, 1, 0, 1.0, 1.0, 6.0)
+    rec = IntegrationRecord(IntegrationKey("jw0_01", "NRS1", 1), meta,
+                            IntTimes(0, 0, 0, 0, 0, 0), ramp=sim.ramp)
+    calls = []
+    real = d1.run_detector1
+
+    def spy(*a, **k):
+        calls.append(k["parallel"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(d1, "run_detector1", spy)
+    monkeypatch.delenv(d1.PARALLEL_ENV, raising=False)
+    serial = d1.calibrate_record(rec, sim.refs, group_hook=_offset_hook)
+    threads = d1.calibrate_record(rec, sim.refs, group_hook=_offset_hook, parallel=True)
+    monkeypatch.setenv(d1.PARALLEL_ENV, "1")
+    by_env = d1.calibrate_record(rec, sim.refs, group_hook=_offset_hook)
+    import numba
+
+    assert calls == [False, True, numba.get_num_threads() > 1]
+    for out in (threads, by_env):
+        for f in ("rate", "err", "dq", "var_poisson", "var_rnoise"):
+            np.testing.assert_array_equal(getattr(out, f), getattr(serial, f))

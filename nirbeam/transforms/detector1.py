@@ -774,12 +774,33 @@ def run_detector1(ramp, refs: ReferenceArrays, timing: RampTiming,
 # Beam layer
 
 
-def _calibrate_record(rec, refs, params, group_hook):
+#: Environment variable: "1" makes :func:`calibrate_record` run the fused kernel on the
+#: numba thread pool (``NUMBA_NUM_THREADS`` threads) when its caller does not say.
+PARALLEL_ENV = "NIRBEAM_DETECTOR1_PARALLEL"
+
+
+def default_parallel() -> bool:
+    """Whether :func:`calibrate_record` uses numba threads by default: only when
+    ``NIRBEAM_DETECTOR1_PARALLEL=1`` (measured on the shared 2-core development machine,
+    threads cost more CPU and wall time than they save; see docs/notes/issue-14.md), and
+    there is more than one numba thread."""
+    import os
+
+    if os.environ.get(PARALLEL_ENV, "0").strip() != "1":
+        return False
+    from numba import get_num_threads
+
+    return get_num_threads() > 1
+
+
+def _calibrate_record(rec, refs, params, group_hook, parallel=None):
     if rec.stage != "ramp" or rec.ramp is None:
         raise ValueError(f"detector1: {rec.key} has stage {rec.stage!r} / no ramp; expected "
                          "stage 'ramp' with a uint16 (ngroups, ny, nx) ramp")
+    if parallel is None:
+        parallel = default_parallel()
     res = run_detector1(rec.ramp, refs, RampTiming.from_meta(rec.meta), params,
-                        SubarrayGeometry.from_meta(rec.meta), group_hook)
+                        SubarrayGeometry.from_meta(rec.meta), group_hook, parallel=parallel)
     prov = f"{params.describe()}; jumps={res.n_jumps}"
     if res.jump_skipped:
         prov += "; jump skipped (fewer than minimum_groups usable groups)"
@@ -790,14 +811,16 @@ def _calibrate_record(rec, refs, params, group_hook):
 
 
 def calibrate_record(rec, refs: ReferenceArrays, params: Detector1Params = Detector1Params(),
-                     group_hook: Callable | None = None):
+                     group_hook: Callable | None = None, *, parallel: bool | None = None):
     """An ``IntegrationRecord`` of stage ``ramp`` -> a record of stage ``rateints``.
 
     Timing and subarray geometry come from ``rec.meta``; rate, err, dq, var_poisson,
     var_rnoise are set, the ramp (and any group/pixel DQ) dropped, and
-    ``("detector1", parameters; jumps=N)`` appended to the provenance.
+    ``("detector1", parameters; jumps=N)`` appended to the provenance. ``parallel``:
+    the fused kernel over row bands on the numba threads (identical results); None
+    follows :func:`default_parallel`.
     """
-    return _calibrate_record(rec, refs, params, group_hook)[0]
+    return _calibrate_record(rec, refs, params, group_hook, parallel)[0]
 
 
 @dataclass(frozen=True)

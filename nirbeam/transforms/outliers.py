@@ -84,17 +84,23 @@ def _window_median(stack, valid):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits):  # pragma: no cover - compiled
-    """Batch kernel: per row, keep every pixel's window sorted while sliding in time."""
+def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, start=0, stop=-1):  # pragma: no cover - compiled
+    """Batch kernel: per row, keep every pixel's window sorted while sliding in time.
+    Only integrations ``start <= j < stop`` are flagged (``stop = -1``: to the end);
+    their windows are those of the whole stack."""
     n, ny, nx = cube.shape
+    if stop < 0 or stop > n:
+        stop = n
+    start = max(start, 0)
     out = dq.astype(np.uint32)
     buf = np.empty((nx, max(window, 1)), np.float64)
     cnt = np.zeros(nx, np.int64)
+    s0 = 0 if n <= window else min(max(start - window // 2, 0), n - window)
     for y in range(ny):
         cnt[:] = 0
-        ps = 0
-        pe = 0
-        for j in range(n):
+        ps = s0
+        pe = s0
+        for j in range(start, stop):
             if n <= window:
                 s = 0
                 e = n
@@ -243,6 +249,7 @@ def flag_outliers(
     n_sigma: float = 5.0,
     *,
     bad_bits: int = dqflags.DO_NOT_USE,
+    span: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Flag outliers along time in a stack of integrations (batch form).
 
@@ -260,6 +267,11 @@ def flag_outliers(
         Threshold in units of ``err`` (jwst ``snr``, 5).
     bad_bits : int
         DQ bits that exclude a pixel.
+    span : (start, stop), optional
+        Flag only integrations ``start <= j < stop`` of the stack (0-based), each with
+        the window it has in the whole stack (the others are returned unflagged): a
+        worker that read a margin of ``window`` integrations around its block flags the
+        block alone, with the same result for it as the whole stack.
 
     Returns
     -------
@@ -277,6 +289,10 @@ def flag_outliers(
         if arr.shape != cube.shape:
             raise ValueError(f"flag_outliers {name}: expected shape {cube.shape}, got {arr.shape}")
     valid = _valid(cube, dq, bad_bits)
+    start, stop = (0, cube.shape[0]) if span is None else (int(span[0]), int(span[1]))
+    if not 0 <= start <= stop <= cube.shape[0]:
+        raise ValueError(f"flag_outliers span: expected 0 <= start <= stop <= "
+                         f"{cube.shape[0]}, got {span}")
     return _flag_rolling(
         np.ascontiguousarray(cube),
         np.ascontiguousarray(err),
@@ -285,6 +301,8 @@ def flag_outliers(
         int(window),
         float(n_sigma),
         np.uint32(OUTLIER_BITS),
+        start,
+        stop,
     )
 
 
