@@ -254,3 +254,36 @@ def test_calibrate_record_parallel_switch(monkeypatch):
     for out in (threads, by_env):
         for f in ("rate", "err", "dq", "var_poisson", "var_rnoise"):
             np.testing.assert_array_equal(getattr(out, f), getattr(serial, f))
+
+
+def test_add_model_variance_equals_numpy_formula():
+    """The numba update of VAR_RNOISE / ERR == the numpy expression it replaced."""
+    from nirbeam.transforms.detector1 import RateResult, add_model_variance
+
+    rng = np.random.default_rng(9)
+    shape = (7, 11)
+    vp = rng.uniform(0, 50, shape).astype(np.float32)
+    vr = rng.uniform(0, 5, shape).astype(np.float32)
+    err = np.sqrt(vp + vr).astype(np.float32)
+    vr[0, 0] = np.nan
+    err[1, 1] = 0.0
+    var = rng.uniform(0, 30, shape)
+    var[2, 2] = np.inf
+    var[3, 3] = np.nan
+    for kind, ng in (("group", 5), ("difference", 9), ("group", 2)):
+        res = RateResult(np.zeros(shape, np.float32), err.copy(), np.zeros(shape, np.uint32),
+                         vp.copy(), vr.copy())
+        add_model_variance(res, (var, kind), ng, 0.9)
+        n = ng
+        if kind == "group":
+            c = (12.0 / (n * (n * n - 1)) - 36.0 / (n * n * (n + 1) ** 2)) / 0.9 ** 2
+        else:
+            c = 6.0 * (n * n + 1) / (5.0 * n * (n * n - 1)) / 0.9 ** 2
+        v = np.where(np.isfinite(var), var, 0.0) * c
+        ok = np.isfinite(vr) & (err > 0)
+        want_vr = np.where(ok, vr + v, vr).astype(np.float32)
+        tot = vp.astype(np.float64) + want_vr
+        want_err = np.where(ok, np.sqrt(np.maximum(tot, 0.0)), err).astype(np.float32)
+        np.testing.assert_array_equal(res.var_rnoise, want_vr)
+        np.testing.assert_array_equal(res.err, want_err)
+        assert (res.var_rnoise[ok] > vr[ok]).mean() > 0.9

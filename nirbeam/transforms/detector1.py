@@ -286,12 +286,29 @@ def add_model_variance(res: RateResult, var_kind, ngroups: int, tgroup: float) -
         c = (12.0 / (n * (n * n - 1)) - 36.0 / (n * n * (n + 1) ** 2)) / float(tgroup) ** 2
     else:
         c = 6.0 * (n * n + 1) / (5.0 * n * (n * n - 1)) / float(tgroup) ** 2
-    var = np.asarray(var, np.float64)
-    v = np.where(np.isfinite(var), var, 0.0) * c
-    ok = np.isfinite(res.var_rnoise) & (res.err > 0)
-    res.var_rnoise = np.where(ok, res.var_rnoise + v, res.var_rnoise).astype(np.float32)
-    tot = res.var_poisson.astype(np.float64) + res.var_rnoise
-    res.err = np.where(ok, np.sqrt(np.maximum(tot, 0.0)), res.err).astype(np.float32)
+    var = np.ascontiguousarray(np.broadcast_to(np.asarray(var, np.float64), res.err.shape))
+    res.var_rnoise = np.ascontiguousarray(res.var_rnoise, np.float32)
+    res.err = np.ascontiguousarray(res.err, np.float32)
+    _add_variance(var, float(c), np.ascontiguousarray(res.var_poisson, np.float32),
+                  res.var_rnoise, res.err)
+
+
+@njit(cache=True, error_model="numpy")
+def _add_variance(var, c, var_p, var_r, err):
+    """In place, where VAR_RNOISE is finite and ERR > 0: ``var_r += c * var`` (non-finite
+    ``var`` counts 0; sum in float64, stored float32) and ``err = sqrt(var_p + var_r)``."""
+    ny, nx = err.shape
+    for y in range(ny):
+        for x in range(nx):
+            vr = var_r[y, x]
+            if not (np.isfinite(vr) and err[y, x] > 0):
+                continue
+            v = var[y, x]
+            v = (v if np.isfinite(v) else 0.0) * c
+            nv = np.float32(np.float64(vr) + v)
+            var_r[y, x] = nv
+            tot = np.float64(var_p[y, x]) + np.float64(nv)
+            err[y, x] = np.float32(np.sqrt(tot if not (tot < 0.0) else 0.0))
 
 
 def fit_ramps(groups, groupdq, pixeldq, refs: ReferenceArrays, timing: RampTiming,
