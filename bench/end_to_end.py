@@ -354,6 +354,10 @@ def bench_exposure(name, sim, shape, data, base_src, args, results) -> dict:
     }
     for v in [v for v in getattr(args, "variants", "").split(",") if v]:
         cli, env = variants[v]
+        # numba compiles the threaded kernel on first use: warm it (and the workers) first
+        nirbeam_run(os.path.join(data, "prism-24"), os.path.join(data, "warm"), extra=cli,
+                    env_extra=env)
+        shutil.rmtree(os.path.join(data, "warm"), ignore_errors=True)
         out = os.path.join(data, f"out-{name}-{v}")
         r = nirbeam_run(sim, out, extra=cli, env_extra=env)
         from compare_products import compare
