@@ -28,9 +28,14 @@ import numpy as np
 from _provenance import provenance, write_result  # noqa: E402  (bench/ is sys.path[0])
 
 from nirbeam.transforms.flicker import (
+    FlickerParams,
+    _clean_groups_from_first_reference,
     _clean_groups_reference,
+    _correction_variance_reference,
     clean_groups,
+    clean_groups_from_first,
     clean_rate,
+    correction_variance,
     scene_mask,
 )
 from nirbeam.transforms.outliers import RollingOutlierFlagger, flag_outliers
@@ -132,6 +137,35 @@ def main(argv=None):
                 entry[f"group_{name}_speedup_cpu"] = c_ref / c_new
                 entry[f"group_{name}_speedup_wall"] = w_ref / w_new
                 entry[f"group_{name}_vs_baseline"] = w_new / t_base
+            # the default (group_reference='first', issue 14): numba vs numpy reference,
+            # and the model variance the default hook adds
+            for name, (method, kw) in GROUP_CASES.items():
+                fast = functools.partial(clean_groups_from_first, groups, gdq, pdq, mask, method,
+                                         **kw)
+                ref = functools.partial(_clean_groups_from_first_reference, groups, gdq, pdq,
+                                        mask, method, **kw)
+                np.testing.assert_array_equal(fast(), ref())
+                w_new, c_new = best_times(fast, repeat)
+                w_ref, c_ref = best_times(ref, repeat)
+                entry[f"first_{name}_cpu_ms"] = 1e3 * c_new
+                entry[f"first_{name}_ref_cpu_ms"] = 1e3 * c_ref
+                entry[f"first_{name}_speedup_cpu"] = c_ref / c_new
+                entry[f"first_{name}_speedup_wall"] = w_ref / w_new
+            cleaned = clean_groups_from_first(groups, gdq, pdq, mask, "median", statistic="mean")
+            fp = FlickerParams()
+            fast = functools.partial(correction_variance, cleaned, pdq, mask, fp)
+            ref = functools.partial(_correction_variance_reference, cleaned, pdq, mask, fp)
+            np.testing.assert_array_equal(fast()[0], ref()[0])
+            w_new, c_new = best_times(fast, repeat)
+            w_ref, c_ref = best_times(ref, repeat)
+            entry["variance_cpu_ms"] = 1e3 * c_new
+            entry["variance_ref_cpu_ms"] = 1e3 * c_ref
+            entry["variance_speedup_cpu"] = c_ref / c_new
+            print(f"{ny}x{nx} ng={ngroups:2d} default (from first): " + " | ".join(
+                f"{name} {entry[f'first_{name}_cpu_ms']:.2f} ms cpu (ref "
+                f"{entry[f'first_{name}_ref_cpu_ms']:.2f}, x{entry[f'first_{name}_speedup_cpu']:.1f})"
+                for name in GROUP_CASES) + f" | variance {c_new * 1e3:.2f} ms (ref "
+                f"{c_ref * 1e3:.2f}, x{c_ref / c_new:.1f})", flush=True)
             for method in ("median", "fft", "nsclean"):
                 rate = groups[-1] - groups[0]
                 tr = timeit(lambda r=rate, m=mask, k=method: clean_rate(r, m, k), repeat)

@@ -6,6 +6,13 @@ refpix, linearity, dark, jump, ramp_fit) from the uint16 ramp per integration; s
 only jump (``detect_jumps_data``) and ramp fitting (``ramp_fit_data``, OLS_C) on the
 already calibrated float32 groups of the whole exposure, as jwst calls them.
 
+nirbeam runs in three configurations, interleaved with stcal in the same process:
+``no_hook`` (the fused kernel alone), ``default_1f`` (the pipeline's default: group-level 1/f
+cleaning before jump, ``FlickerParams()``, with a scene mask from the first integration's
+rate, fused since issue 14) and ``default_1f_unfused`` (the same, step by step: the path
+the default took before issue 14); each is timed twice (before and after stcal) and the
+faster run is kept. Optionally (``--threads N``) the fused default also on N numba threads.
+
 Reported: pixel-groups per second (nints*ngroups*ny*nx / process CPU time; wall time is
 printed too: CPU time is used because the development machine is shared) for each, their ratio,
 peak resident memory above the pre-run level (VmHWM reset through /proc/self/clear_refs,
@@ -21,7 +28,7 @@ from __future__ import annotations
 
 import os
 
-os.environ["NUMBA_NUM_THREADS"] = "1"
+os.environ.setdefault("NUMBA_NUM_THREADS", str(os.cpu_count() or 1))  # pool; 1 used
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -106,11 +113,18 @@ def make_data(nints, ngroups, ny, nx, seed=0, cr_rate=0.002):
     return ramps, refs
 
 
-def run_nirbeam(ramps, refs, timing, geom, params):
+def run_nirbeam(ramps, refs, timing, geom, params, hook=None, fused=True, parallel=False):
     out = []
     for i in range(ramps.shape[0]):
-        out.append(run_detector1(ramps[i], refs, timing, params, geom))
+        out.append(run_detector1(ramps[i], refs, timing, params, geom, hook, fused=fused,
+                                 parallel=parallel))
     return out
+
+
+def _timed(fn):
+    t0, w0 = time.process_time(), time.perf_counter()
+    res = fn()
+    return res, time.process_time() - t0, time.perf_counter() - w0
 
 
 def run_stcal(groups4, gdq4, pdq, refs, timing):
@@ -140,7 +154,7 @@ def run_stcal(groups4, gdq4, pdq, refs, timing):
     return integ
 
 
-def bench_shape(nints, ngroups, ny, nx, substrt1, repeat_nirbeam=1):
+def bench_shape(nints, ngroups, ny, nx, substrt1, threads=1):
     label = f"{nints}x{ngroups}x{ny}x{nx}"
     print(f"\n== shape {label} (nints x ngroups x ny x nx) ==", flush=True)
     t0 = time.perf_counter()
@@ -164,32 +178,66 @@ def bench_shape(nints, ngroups, ny, nx, substrt1, repeat_nirbeam=1):
         gdq4[i] = q
         pdq = p
 
+    from nirbeam.transforms.flicker import FlickerParams, make_group_hook, scene_mask
+
+    first = run_detector1(ramps[0], refs, timing, params, geom)
+    fp = FlickerParams()
+    hook = make_group_hook(fp, scene_mask(first.rate, dq=first.dq, **fp.mask_kwargs()))
+    configs = {"no_hook": {}, "default_1f": {"hook": hook},
+               "default_1f_unfused": {"hook": hook, "fused": False}}
+    if threads > 1:
+        configs[f"default_1f_threads{threads}"] = {"hook": hook, "parallel": True}
+    for kw in configs.values():  # warm-up (compile / load numba caches)
+        run_nirbeam(ramps[:1], refs, timing, geom, params, **kw)
+    cpu = {k: [] for k in configs}
+    wall = {k: [] for k in configs}
+    outs = {}
+
+    def nirbeam_round():
+        for k, kw in configs.items():
+            if kw.get("parallel"):
+                numba.set_num_threads(threads)
+            res, c, w = _timed(lambda kw=kw: run_nirbeam(ramps, refs, timing, geom, params, **kw))
+            numba.set_num_threads(1)
+            cpu[k].append(c)
+            wall[k].append(w)
+            outs[k] = res
+            print(f"nirbeam {k:24s}: cpu {c:8.2f} s (wall {w:8.2f} s)  "
+                  f"{npg / c / 1e6:8.2f} Mpix-groups/s", flush=True)
+
     base = _rss_kb()
     _reset_peak()
-    best, best_wall = np.inf, np.inf
-    for _ in range(repeat_nirbeam):
-        t0, w0 = time.process_time(), time.perf_counter()
-        res = run_nirbeam(ramps, refs, timing, geom, params)
-        best = min(best, time.process_time() - t0)
-        best_wall = min(best_wall, time.perf_counter() - w0)
+    nirbeam_round()
     nb_peak = (_rss_kb("VmHWM") - base) / 1024.0
-    t_nb = best
-    print(f"nirbeam full chain : cpu {t_nb:8.2f} s (wall {best_wall:8.2f} s)  "
-          f"{npg / t_nb / 1e6:8.2f} Mpix-groups/s  peak +{nb_peak:.0f} MiB", flush=True)
+    res = outs["no_hook"]
 
     logging.getLogger("stcal").setLevel(logging.WARNING)
     g_in, q_in, p_in = groups4.copy(), gdq4.copy(), pdq.copy()
     base = _rss_kb()
     _reset_peak()
-    t0, w0 = time.process_time(), time.perf_counter()
-    integ = run_stcal(g_in, q_in, p_in, refs, timing)
-    t_st = time.process_time() - t0
-    st_wall = time.perf_counter() - w0
+    integ, t_st, st_wall = _timed(lambda: run_stcal(g_in, q_in, p_in, refs, timing))
     st_peak = (_rss_kb("VmHWM") - base) / 1024.0
     print(f"stcal jump+ramp_fit: cpu {t_st:8.2f} s (wall {st_wall:8.2f} s)  "
           f"{npg / t_st / 1e6:8.2f} Mpix-groups/s  peak +{st_peak:.0f} MiB", flush=True)
+    nirbeam_round()  # second round after stcal (the machine is shared: keep the faster)
+    for k in configs:
+        same = all(np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True)
+                   for a, b in zip(outs[k], outs["default_1f" if k != "no_hook" else k],
+                                   strict=True)
+                   for f in ("rate", "err", "dq", "var_poisson", "var_rnoise"))
+        if k != "no_hook" and not same:
+            raise SystemExit(f"{k} differs from default_1f: the paths must be identical")
+    t_nb, best_wall = min(cpu["no_hook"]), min(wall["no_hook"])
     ratio = t_st / t_nb
-    print(f"speed ratio nirbeam/stcal = {ratio:.2f}x", flush=True)
+    per_config = {k: {"cpu_s": min(cpu[k]), "wall_s": min(wall[k]), "all_cpu_s": cpu[k],
+                      "all_wall_s": wall[k], "pixel_groups_per_cpu_s": npg / min(cpu[k]),
+                      "ratio_stcal_cpu_over_this": t_st / min(cpu[k])} for k in configs}
+    if "default_1f_unfused" in per_config:
+        per_config["default_1f"]["speedup_cpu_vs_unfused"] = (
+            min(cpu["default_1f_unfused"]) / min(cpu["default_1f"]))
+    for k, v in per_config.items():
+        print(f"  {k:24s} {v['pixel_groups_per_cpu_s'] / 1e6:7.2f} M/s per core, "
+              f"stcal/this = {v['ratio_stcal_cpu_over_this']:.2f}x", flush=True)
 
     rate = np.stack([r.rate for r in res])
     dq = np.stack([r.dq for r in res])
@@ -203,16 +251,7 @@ def bench_shape(nints, ngroups, ny, nx, substrt1, repeat_nirbeam=1):
         "rate_rel_diff_p99": float(np.percentile(rel, 99)),
         "rate_rel_diff_max": float(rel.max()),
     }
-    print("agreement:", json.dumps(agree), flush=True)
-    # second nirbeam timing after stcal (the machine may be shared: keep the faster)
-    t0, w0 = time.process_time(), time.perf_counter()
-    run_nirbeam(ramps, refs, timing, geom, params)
-    t2, w2 = time.process_time() - t0, time.perf_counter() - w0
-    print(f"nirbeam rerun      : cpu {t2:8.2f} s (wall {w2:8.2f} s)", flush=True)
-    if t2 < t_nb:
-        t_nb, best_wall = t2, w2
-        ratio = t_st / t_nb
-    print(f"speed ratio nirbeam/stcal (best nirbeam run) = {ratio:.2f}x", flush=True)
+    print("agreement (no_hook vs stcal):", json.dumps(agree), flush=True)
     return {
         "shape": {"nints": nints, "ngroups": ngroups, "ny": ny, "nx": nx},
         "pixel_groups": npg,
@@ -222,6 +261,9 @@ def bench_shape(nints, ngroups, ny, nx, substrt1, repeat_nirbeam=1):
         "stcal_pixel_groups_per_s": npg / t_st,
         "ratio_nirbeam_over_stcal": ratio,
         "nirbeam_peak_rss_mib": nb_peak, "stcal_peak_rss_mib": st_peak,
+        "nirbeam_configs": per_config,
+        "default_1f_paths_identical": True,  # checked above (SystemExit otherwise)
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "stcal_jump_mode": ("sigma-clip across integrations" if nints >= 100
                             else "two-point difference per integration"),
         "agreement": agree,
@@ -234,6 +276,11 @@ def main(argv=None):
     ap.add_argument("--nints-large", type=int, default=465,
                     help="nints of the 465x70x32x512 shape (reduce if stcal is too slow)")
     ap.add_argument("--skip-large", action="store_true")
+    ap.add_argument("--nints-prism", type=int, default=1200,
+                    help="nints of the PRISM 1200x5x32x512 shape (0 skips it)")
+    ap.add_argument("--skip-small", action="store_true")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="also time the default path on this many numba threads")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "detector1_vs_stcal.json"))
     args = ap.parse_args(argv)
@@ -248,9 +295,16 @@ def main(argv=None):
     import stcal
 
     results["machine"]["stcal"] = stcal.__version__
-    results["shapes"].append(bench_shape(args.nints_small, 20, 32, 2048, substrt1=1))
+    results["machine"]["load_average_start"] = [round(x, 2) for x in os.getloadavg()]
+    results["machine"]["cpu_count"] = os.cpu_count()
+    if not args.skip_small:
+        results["shapes"].append(bench_shape(args.nints_small, 20, 32, 2048, substrt1=1,
+                                             threads=args.threads))
+    if args.nints_prism:
+        results["shapes"].append(bench_shape(args.nints_prism, 5, 32, 512, substrt1=1025,
+                                             threads=args.threads))
     if not args.skip_large:
-        r = bench_shape(args.nints_large, 70, 32, 512, substrt1=1025)
+        r = bench_shape(args.nints_large, 70, 32, 512, substrt1=1025, threads=args.threads)
         r["nints_reduced_from"] = 465 if args.nints_large != 465 else None
         results["shapes"].append(r)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

@@ -124,10 +124,11 @@ def simulate(path: str, preset: str, nints: int, **overrides) -> dict:
             "detectors": list(cfg.detectors)}
 
 
-def nirbeam_run(sim: str, out: str, src: str | None = None, extra=()) -> dict:
-    """The whole ``nirbeam run`` in a fresh process (``src``: a source tree to run instead)."""
+def nirbeam_run(sim: str, out: str, src: str | None = None, extra=(), env_extra=None) -> dict:
+    """The whole ``nirbeam run`` in a fresh process (``src``: a source tree to run instead;
+    ``extra``: more CLI arguments; ``env_extra``: more environment variables)."""
     shutil.rmtree(out, ignore_errors=True)
-    env = dict(os.environ)
+    env = {**os.environ, **(env_extra or {})}
     if src:
         env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
         env["NUMBA_CACHE_DIR"] = os.path.join(src, ".numba-cache")
@@ -345,6 +346,33 @@ def bench_exposure(name, sim, shape, data, base_src, args, results) -> dict:
                                    "all_cpu_s": [r["cpu_s"] for r in rs],
                                    "Mpix_groups_per_s_whole_machine": _rate(shape, ndet, best["wall_s"]),
                                    "Mpix_groups_per_s_per_core": _rate(shape, ndet, min(r["cpu_s"] for r in rs))}
+    ncpu = os.cpu_count() or 1
+    variants = {  # the cores of one machine: numba threads in one worker, or one worker per core
+        "threads": ((), {"NIRBEAM_DETECTOR1_PARALLEL": "1", "NUMBA_NUM_THREADS": str(ncpu)}),
+        "workers": (("--runner", "multiprocess", "--workers", str(ncpu)),
+                    {"NUMBA_NUM_THREADS": "1"}),
+    }
+    for v in [v for v in getattr(args, "variants", "").split(",") if v]:
+        cli, env = variants[v]
+        # numba compiles the threaded kernel on first use: warm it (and the workers) first
+        nirbeam_run(os.path.join(data, "prism-24"), os.path.join(data, "warm"), extra=cli,
+                    env_extra=env)
+        shutil.rmtree(os.path.join(data, "warm"), ignore_errors=True)
+        out = os.path.join(data, f"out-{name}-{v}")
+        r = nirbeam_run(sim, out, extra=cli, env_extra=env)
+        from compare_products import compare
+
+        cmp = compare(os.path.join(data, f"out-{name}-current"), out)
+        r["products_identical_to_current"] = all(c["identical"] for c in cmp.values())
+        r["how"] = {"cli": list(cli), "env": env}
+        c = sec["nirbeam_current"]
+        r["vs_current"] = {"wall": round(c["wall_s"] / r["wall_s"], 2),
+                           "cpu": round(min(c["all_cpu_s"]) / r["cpu_s"], 2)}
+        print(f"  {name} {v:8s}: wall {r['wall_s']:7.1f} s, cpu {r['cpu_s']:7.1f} s, "
+              f"peak {r['peak_rss_mib']:7.0f} MiB, load {r['load_before']} -> {r['load_after']}, "
+              f"identical {r['products_identical_to_current']}, vs current {r['vs_current']}",
+              flush=True)
+        sec[f"nirbeam_{v}"] = r
     if base_src:
         sys.path.insert(0, HERE)
         from compare_products import compare
@@ -371,6 +399,10 @@ def main(argv=None) -> None:
     ap.add_argument("--wasp-nints", type=int, default=465, help="integrations of the 465 run")
     ap.add_argument("--repeat", type=int, default=1, help="whole runs per code version")
     ap.add_argument("--no-stcal", action="store_true")
+    ap.add_argument("--variants", default="",
+                    help="also run the current code with the machine's cores: 'threads' (numba "
+                         "threads in the detector1 kernel), 'workers' (multiprocess runner, one "
+                         "worker per core); comma-separated")
     ap.add_argument("--jwst-python", default=None, help="a Python with jwst installed")
     ap.add_argument("--setup-jwst", action="store_true",
                     help="create .venv-jwst from bench/requirements-jwst.txt and use it")

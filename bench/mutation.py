@@ -150,7 +150,7 @@ MUTANTS = (
            ("tests/test_outliers.py", "tests/test_kernel_thresholds.py")),
     Mutant("flicker-default-median",
            "1/f cleaning: default statistic clipped mean -> median",
-           (("transforms/flicker.py", '    statistic: str = "mean"\n', '    statistic: str = "median"\n', 1),),
+           (("transforms/flicker_params.py", '    statistic: str = "mean"\n', '    statistic: str = "median"\n', 1),),
            ("tests/test_flicker.py", "tests/test_truth_pulls.py", "tests/test_g395h_noise.py"),
            owner=("issue 13: the 1/f default is asserted by its effect (chi2, mean pull) in the "
                   "issue-13 helper's tests; here the default-cleaning mean pull is a strict xfail")),

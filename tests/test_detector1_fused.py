@@ -179,3 +179,111 @@ def test_beam_transform_rateints_records():
     counters = {c.key.metric.name: c.committed for c in res["counters"]}
     assert counters["detector1.records"] == 3
     assert counters["detector1.jumps"] == sum(e.n_jumps for e in expect)
+
+
+def _offset_hook(groups, gdq, pdq):
+    """A hook that depends on the group DQ and adds per-column offsets (a 1/f stand-in)."""
+    cols = np.arange(groups.shape[2], dtype=np.float32)
+    out = groups + (np.arange(groups.shape[0], dtype=np.float32)[:, None, None]
+                    * np.sin(cols)[None, None, :] * 40.0)
+    out[(gdq & dqflags.SATURATED) != 0] -= 1.0
+    return out, (np.full(groups.shape[1:], 2.0), "group")
+
+
+@pytest.mark.parametrize("ng", [2, 3, 6, 14])
+@pytest.mark.parametrize("name", ["default", "no_neighbours", "grow2_noreadpatt", "all_off"])
+def test_fused_with_hook_equals_unfused(ng, name):
+    """A group hook before jump runs inside the fused path (cube, hook, fused jump+fit):
+    identical to the step path, serial and on row bands; the calibrated cube the hook
+    gets is calibrate_groups' (jump off)."""
+    from nirbeam.transforms.detector1 import _calib_setup, _calibrate_cube
+    from nirbeam.transforms.flicker import FlickerParams, make_group_hook
+
+    sim = simulate(seed=ng + 30, ng=ng, ny=17, nx=23, rate_range=(0.5, 3000.0),
+                   ncr=25 if ng > 2 else 0, cr_amp=(100, 20000))
+    refs = _rich_refs(sim, seed=ng)
+    geom = SubarrayGeometry(2030, 23, 1, 17)
+    params = CONFIGS[name]
+    timing = RampTiming(ng, 1, 0, 1.0, 1.0)
+    mask = np.ones((17, 23), bool)
+    mask[6:10] = False
+    for hook in (_offset_hook, make_group_hook(FlickerParams(), mask)):
+        fused = run_detector1(sim.ramp, refs, timing, params, geom, hook)
+        _assert_same(fused, run_detector1(sim.ramp, refs, timing, params, geom, hook,
+                                          fused=False))
+        _assert_same(fused, run_detector1(sim.ramp, refs, timing, params, geom, hook,
+                                          parallel=True))
+    no_jump = dataclasses.replace(params, jump=JumpParams(enabled=False))
+    g, q, p, _ = calibrate_groups(sim.ramp, refs, timing, no_jump, geom)
+    calib, _ = _calib_setup(sim.ramp, refs, timing, no_jump, geom)
+    cg, cq, cp = np.empty_like(g), np.empty_like(q), np.empty_like(p)
+    _calibrate_cube(sim.ramp, *calib, cg, cq, cp)
+    np.testing.assert_array_equal(cg, g)
+    np.testing.assert_array_equal(cq, q)
+    np.testing.assert_array_equal(cp, p)
+
+
+def test_calibrate_record_parallel_switch(monkeypatch):
+    """calibrate_record(parallel=...) and its environment default give the serial
+    result; the default is serial unless NIRBEAM_DETECTOR1_PARALLEL=1."""
+    from nirbeam.stream.records import ExposureMeta, IntegrationKey, IntegrationRecord, IntTimes
+    from nirbeam.transforms import detector1 as d1
+
+    ng, ny, nx = 6, 8, 10
+    sim = simulate(seed=5, ng=ng, ny=ny, nx=nx, rate=40.0, ncr=3)
+    meta = ExposureMeta("jw0_01", "NRS1", "NIRSPEC", "NRS_BRIGHTOBJ", "NRSRAPID", "SUB",
+                        1000, 100, nx, ny, 1, ng, 1, 0, 1.0, 1.0, 6.0)
+    rec = IntegrationRecord(IntegrationKey("jw0_01", "NRS1", 1), meta,
+                            IntTimes(0, 0, 0, 0, 0, 0), ramp=sim.ramp)
+    calls = []
+    real = d1.run_detector1
+
+    def spy(*a, **k):
+        calls.append(k["parallel"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(d1, "run_detector1", spy)
+    monkeypatch.delenv(d1.PARALLEL_ENV, raising=False)
+    serial = d1.calibrate_record(rec, sim.refs, group_hook=_offset_hook)
+    threads = d1.calibrate_record(rec, sim.refs, group_hook=_offset_hook, parallel=True)
+    monkeypatch.setenv(d1.PARALLEL_ENV, "1")
+    by_env = d1.calibrate_record(rec, sim.refs, group_hook=_offset_hook)
+    import numba
+
+    assert calls == [False, True, numba.get_num_threads() > 1]
+    for out in (threads, by_env):
+        for f in ("rate", "err", "dq", "var_poisson", "var_rnoise"):
+            np.testing.assert_array_equal(getattr(out, f), getattr(serial, f))
+
+
+def test_add_model_variance_equals_numpy_formula():
+    """The numba update of VAR_RNOISE / ERR == the numpy expression it replaced."""
+    from nirbeam.transforms.detector1 import RateResult, add_model_variance
+
+    rng = np.random.default_rng(9)
+    shape = (7, 11)
+    vp = rng.uniform(0, 50, shape).astype(np.float32)
+    vr = rng.uniform(0, 5, shape).astype(np.float32)
+    err = np.sqrt(vp + vr).astype(np.float32)
+    vr[0, 0] = np.nan
+    err[1, 1] = 0.0
+    var = rng.uniform(0, 30, shape)
+    var[2, 2] = np.inf
+    var[3, 3] = np.nan
+    for kind, ng in (("group", 5), ("difference", 9), ("group", 2)):
+        res = RateResult(np.zeros(shape, np.float32), err.copy(), np.zeros(shape, np.uint32),
+                         vp.copy(), vr.copy())
+        add_model_variance(res, (var, kind), ng, 0.9)
+        n = ng
+        if kind == "group":
+            c = (12.0 / (n * (n * n - 1)) - 36.0 / (n * n * (n + 1) ** 2)) / 0.9 ** 2
+        else:
+            c = 6.0 * (n * n + 1) / (5.0 * n * (n * n - 1)) / 0.9 ** 2
+        v = np.where(np.isfinite(var), var, 0.0) * c
+        ok = np.isfinite(vr) & (err > 0)
+        want_vr = np.where(ok, vr + v, vr).astype(np.float32)
+        tot = vp.astype(np.float64) + want_vr
+        want_err = np.where(ok, np.sqrt(np.maximum(tot, 0.0)), err).astype(np.float32)
+        np.testing.assert_array_equal(res.var_rnoise, want_vr)
+        np.testing.assert_array_equal(res.err, want_err)
+        assert (res.var_rnoise[ok] > vr[ok]).mean() > 0.9

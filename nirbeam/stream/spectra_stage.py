@@ -272,7 +272,8 @@ class ProcessBlock:
         dq = read["dq"].copy()
         dq[~done[sel]] |= np.uint32(dqflags.DO_NOT_USE)  # not processed: never in a median
         if s.outliers.enabled:
-            new_dq = flag_block(read["sci"], read["err"], dq, s.outliers.window, s.outliers.n_sigma)
+            new_dq = flag_block(read["sci"], read["err"], dq, s.outliers.window, s.outliers.n_sigma,
+                                span=(a, b))  # the block alone, windows of the stack
         else:
             new_dq = dq
         dead = []

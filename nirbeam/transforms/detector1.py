@@ -16,7 +16,10 @@ Three entry points:
   jump-testing each pixel in a small per-pixel buffer, keeps a 3-row ring so the
   neighbour flags of jumps reach the row above and below, and fits each row as soon as
   its neighbours are known. Nothing of size (ngroups, ny, nx) besides the input is
-  allocated. Fused and unfused paths give identical results (tested).
+  allocated. With a group hook before jump (the default 1/f cleaning) the fused kernel
+  is split in two: the calibration rows go into one (ngroups, ny, nx) cube, the hook
+  runs on it, and the jump + fit walk reads its rows from the cube. Fused and unfused
+  paths give identical results (tested, with and without a hook).
 
 The Beam layer (:class:`Detector1`, :func:`calibrate_record`) is at the end; kernels
 import nothing of Beam.
@@ -286,12 +289,29 @@ def add_model_variance(res: RateResult, var_kind, ngroups: int, tgroup: float) -
         c = (12.0 / (n * (n * n - 1)) - 36.0 / (n * n * (n + 1) ** 2)) / float(tgroup) ** 2
     else:
         c = 6.0 * (n * n + 1) / (5.0 * n * (n * n - 1)) / float(tgroup) ** 2
-    var = np.asarray(var, np.float64)
-    v = np.where(np.isfinite(var), var, 0.0) * c
-    ok = np.isfinite(res.var_rnoise) & (res.err > 0)
-    res.var_rnoise = np.where(ok, res.var_rnoise + v, res.var_rnoise).astype(np.float32)
-    tot = res.var_poisson.astype(np.float64) + res.var_rnoise
-    res.err = np.where(ok, np.sqrt(np.maximum(tot, 0.0)), res.err).astype(np.float32)
+    var = np.ascontiguousarray(np.broadcast_to(np.asarray(var, np.float64), res.err.shape))
+    res.var_rnoise = np.ascontiguousarray(res.var_rnoise, np.float32)
+    res.err = np.ascontiguousarray(res.err, np.float32)
+    _add_variance(var, float(c), np.ascontiguousarray(res.var_poisson, np.float32),
+                  res.var_rnoise, res.err)
+
+
+@njit(cache=True, error_model="numpy")
+def _add_variance(var, c, var_p, var_r, err):
+    """In place, where VAR_RNOISE is finite and ERR > 0: ``var_r += c * var`` (non-finite
+    ``var`` counts 0; sum in float64, stored float32) and ``err = sqrt(var_p + var_r)``."""
+    ny, nx = err.shape
+    for y in range(ny):
+        for x in range(nx):
+            vr = var_r[y, x]
+            if not (np.isfinite(vr) and err[y, x] > 0):
+                continue
+            v = var[y, x]
+            v = (v if np.isfinite(v) else 0.0) * c
+            nv = np.float32(np.float64(vr) + v)
+            var_r[y, x] = nv
+            tot = np.float64(var_p[y, x]) + np.float64(nv)
+            err[y, x] = np.float32(np.sqrt(tot if not (tot < 0.0) else 0.0))
 
 
 def fit_ramps(groups, groupdq, pixeldq, refs: ReferenceArrays, timing: RampTiming,
@@ -359,7 +379,86 @@ def _count_all_dnu_groups_fused(ramp, satidx, psat, n_grow, thresh, bias, mean0,
 
 
 @njit(cache=True, error_model="numpy")
-def _fused_band(ramp, r0, r1,
+def _calib_row(ramp, cr, s, D, Q, PDQ, LOK,
+               do_dqinit, mask,
+               do_sat, satidx, psat, n_grow, thresh, sat_pdq, readpatt, mean0, last2, nreads1,
+               bias, sb_dq,
+               refmeans, parity0, do_refpix,
+               do_lin, coeffs, lin_dq,
+               do_dark, dark, dark_dq):
+    """dq_init .. dark_current of row ``cr`` of the raw ramp into ring slot ``s``:
+    ``D[s]`` (nx, ng) float32 DN, ``Q[s]`` (nx, ng) group DQ, ``PDQ[s]`` (nx,) pixel DQ.
+    Loops that touch the (ngroups, ny, nx) inputs run group-outer / column-inner
+    (contiguous rows, no TLB thrashing); per-pixel work runs on pixel-major buffers."""
+    ng = ramp.shape[0]
+    nx = ramp.shape[2]
+    for x in range(nx):
+        q = Q[s, x]
+        for g in range(ng):
+            q[g] = 0
+        pdq = mask[cr, x] if do_dqinit else np.uint32(0)
+        if do_sat:
+            _sat.flag_pixel(ramp, cr, x, q, satidx[cr, x], psat, n_grow, thresh[cr, x],
+                            bias[cr, x], mean0, last2, nreads1, readpatt, False)
+            pdq |= sat_pdq[cr, x]
+        PDQ[s, x] = pdq | sb_dq[cr, x]
+    for g in range(ng):
+        mrow = refmeans[g, (parity0 + cr) % 2]  # DMS-row parity = detector column
+        for x in range(nx):
+            r = ramp[g, cr, x]
+            if do_sat and r <= 0:
+                Q[s, x, g] |= _ADF | _DNU
+            v = np.float32(np.float32(r) - bias[cr, x])
+            if do_refpix:
+                v = np.float32(v - mrow)
+            D[s, x, g] = v
+    if do_lin:
+        for x in range(nx):
+            ok, extra = _lin.linearity_pixel_status(coeffs, lin_dq, cr, x)
+            PDQ[s, x] |= lin_dq[cr, x] | extra
+            LOK[x] = ok
+        for g in range(ng):
+            for x in range(nx):
+                if LOK[x] and not (Q[s, x, g] & _SAT):
+                    D[s, x, g] = _lin.correct_value(D[s, x, g], coeffs, cr, x)
+    if do_dark:
+        for g in range(ng):
+            for x in range(nx):
+                D[s, x, g] = np.float32(D[s, x, g] - _dark.dark_value(dark[g, cr, x]))
+        for x in range(nx):
+            PDQ[s, x] |= dark_dq[cr, x]
+
+
+@njit(cache=True, error_model="numpy")
+def _calibrate_cube(ramp, do_dqinit, mask,
+                    do_sat, satidx, psat, n_grow, thresh, sat_pdq, readpatt, mean0, last2, nreads1,
+                    bias, sb_dq,
+                    refmeans, parity0, do_refpix,
+                    do_lin, coeffs, lin_dq,
+                    do_dark, dark, dark_dq,
+                    groups, groupdq, pixeldq):
+    """dq_init .. dark_current of the whole ramp (the fused kernel's arithmetic) into
+    ``groups`` float32, ``groupdq`` uint8 (ngroups, ny, nx) and ``pixeldq`` uint32 (ny, nx):
+    the input of a group hook."""
+    ng, ny, nx = ramp.shape
+    D = np.empty((1, nx, ng), np.float32)
+    Q = np.empty((1, nx, ng), np.uint8)
+    PDQ = np.zeros((1, nx), np.uint32)
+    LOK = np.zeros(nx, np.bool_)
+    for cr in range(ny):
+        _calib_row(ramp, cr, 0, D, Q, PDQ, LOK, do_dqinit, mask, do_sat, satidx, psat, n_grow,
+                   thresh, sat_pdq, readpatt, mean0, last2, nreads1, bias, sb_dq, refmeans,
+                   parity0, do_refpix, do_lin, coeffs, lin_dq, do_dark, dark, dark_dq)
+        for x in range(nx):
+            pixeldq[cr, x] = PDQ[0, x]
+        for g in range(ng):
+            for x in range(nx):
+                groups[g, cr, x] = D[0, x, g]
+                groupdq[g, cr, x] = Q[0, x, g]
+
+
+@njit(cache=True, error_model="numpy")
+def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                 do_dqinit, mask,
                 do_sat, satidx, psat, n_grow, thresh, sat_pdq, readpatt, mean0, last2, nreads1,
                 bias, sb_dq,
@@ -393,46 +492,21 @@ def _fused_band(ramp, r0, r1,
     c1 = min(r1 + 1, ny)
     for cr in range(c0, c1 + 1):
         if cr < c1:
-            # ---- calibrate + jump-test row cr into ring slot s. Loops that touch the
-            # (ngroups, ny, nx) inputs run group-outer / column-inner (contiguous rows,
-            # no TLB thrashing); per-pixel work runs on the ring's pixel-major buffers.
+            # ---- calibrate (or load) + jump-test row cr into ring slot s
             s = cr % 3
             rany = False
-            for x in range(nx):
-                q = Q[s, x]
-                for g in range(ng):
-                    q[g] = 0
-                pdq = mask[cr, x] if do_dqinit else np.uint32(0)
-                if do_sat:
-                    _sat.flag_pixel(ramp, cr, x, q, satidx[cr, x], psat, n_grow, thresh[cr, x],
-                                    bias[cr, x], mean0, last2, nreads1, readpatt, False)
-                    pdq |= sat_pdq[cr, x]
-                PDQ[s, x] = pdq | sb_dq[cr, x]
-            for g in range(ng):
-                mrow = refmeans[g, (parity0 + cr) % 2]  # DMS-row parity = detector column
+            if pre:  # calibrated (and group-hooked) groups given: load the row
                 for x in range(nx):
-                    r = ramp[g, cr, x]
-                    if do_sat and r <= 0:
-                        Q[s, x, g] |= _ADF | _DNU
-                    v = np.float32(np.float32(r) - bias[cr, x])
-                    if do_refpix:
-                        v = np.float32(v - mrow)
-                    D[s, x, g] = v
-            if do_lin:
-                for x in range(nx):
-                    ok, extra = _lin.linearity_pixel_status(coeffs, lin_dq, cr, x)
-                    PDQ[s, x] |= lin_dq[cr, x] | extra
-                    LOK[x] = ok
+                    PDQ[s, x] = p_in[cr, x]
                 for g in range(ng):
                     for x in range(nx):
-                        if LOK[x] and not (Q[s, x, g] & _SAT):
-                            D[s, x, g] = _lin.correct_value(D[s, x, g], coeffs, cr, x)
-            if do_dark:
-                for g in range(ng):
-                    for x in range(nx):
-                        D[s, x, g] = np.float32(D[s, x, g] - _dark.dark_value(dark[g, cr, x]))
-                for x in range(nx):
-                    PDQ[s, x] |= dark_dq[cr, x]
+                        D[s, x, g] = g_in[g, cr, x]
+                        Q[s, x, g] = q_in[g, cr, x]
+            else:
+                _calib_row(ramp, cr, s, D, Q, PDQ, LOK, do_dqinit, mask, do_sat, satidx, psat,
+                           n_grow, thresh, sat_pdq, readpatt, mean0, last2, nreads1, bias,
+                           sb_dq, refmeans, parity0, do_refpix, do_lin, coeffs, lin_dq,
+                           do_dark, dark, dark_dq)
             for x in range(nx):
                 anynb = False
                 if do_jump:
@@ -485,7 +559,7 @@ def _fused_band(ramp, r0, r1,
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _fused_parallel(ramp, nbands,
+def _fused_parallel(ramp, nbands, pre, g_in, q_in, p_in,
                     do_dqinit, mask,
                     do_sat, satidx, psat, n_grow, thresh, sat_pdq, readpatt, mean0, last2,
                     nreads1, bias, sb_dq,
@@ -501,7 +575,7 @@ def _fused_parallel(ramp, nbands,
     for b in prange(nbands):
         r0 = (b * ny) // nbands
         r1 = ((b + 1) * ny) // nbands
-        total += _fused_band(ramp, r0, r1, do_dqinit, mask, do_sat, satidx, psat, n_grow, thresh,
+        total += _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in, do_dqinit, mask, do_sat, satidx, psat, n_grow, thresh,
                              sat_pdq, readpatt, mean0, last2, nreads1, bias, sb_dq, refmeans,
                              parity0, do_refpix, do_lin, coeffs, lin_dq, do_dark, dark, dark_dq,
                              do_jump, readnoise, gain, nframes, single_pass, rej, thr2, thr3,
@@ -510,11 +584,11 @@ def _fused_parallel(ramp, nbands,
     return total
 
 
-def _fused(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detector1Params,
-           geometry: SubarrayGeometry | None, parallel: bool) -> RateResult:
+def _calib_setup(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detector1Params,
+                 geometry: SubarrayGeometry | None):
+    """Prepasses of the fused kernel (first saturated group with growth, reference-pixel
+    means) and the arguments of :func:`_calib_row`; also what the jump mode needs."""
     ng, ny, nx = ramp.shape
-    if ramp.dtype != np.uint16:
-        ramp = np.ascontiguousarray(ramp, np.float32)
     p = params
     z32 = np.zeros((ny, nx), np.uint32)
     mask = _u32(refs.mask)
@@ -556,6 +630,63 @@ def _fused(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detector1Par
     do_dark = p.dark.enabled and refs.dark is not None
     dark = _f32(refs.dark) if do_dark else np.zeros((1, 1, 1), np.float32)
     dark_dq = _u32(refs.dark_dq) if do_dark else z32
+    calib = (
+        p.dq_init.enabled, mask,
+        do_sat, satidx, psat, int(p.saturation.n_pix_grow_sat), thresh, sat_pdq,
+        bool(p.saturation.use_readpatt), float(mean0), float(last2), np.float32(nreads1),
+        bias, sb_dq,
+        refmeans, int(parity0), do_refpix,
+        do_lin, coeffs, lin_dq,
+        do_dark, dark, dark_dq,
+    )
+    sat_state = (do_sat, satidx, psat, thresh, bias_sat, mean0, last2, nreads1)
+    return calib, sat_state
+
+
+def _fit_args(refs, timing, params, do_jump, single, out):
+    p = params
+    wtab, stab = _tables(timing.ngroups)
+    return (
+        do_jump, _f32(refs.readnoise), _f32(refs.gain), int(timing.nframes), single,
+        float(p.jump.rejection_threshold), float(p.jump.three_group_rejection_threshold),
+        float(p.jump.four_group_rejection_threshold), bool(p.jump.flag_4_neighbors),
+        float(p.jump.min_jump_to_flag_neighbors), float(p.jump.max_jump_to_flag_neighbors),
+        _time32(timing.tgroup), _time32(timing.tframe), bool(p.ramp_fit.suppress_one_group),
+        wtab, stab,
+        out.rate, out.err, out.dq, out.var_poisson, out.var_rnoise,
+    )
+
+
+def _run_bands(ramp, pre, g_in, q_in, p_in, calib, fit, parallel):
+    ny = ramp.shape[1]
+    if parallel:
+        from numba import get_num_threads
+
+        nbands = max(1, min(ny, 4 * get_num_threads()))
+        return _fused_parallel(ramp, nbands, pre, g_in, q_in, p_in, *calib, *fit)
+    return _fused_band(ramp, 0, ny, pre, g_in, q_in, p_in, *calib, *fit)
+
+
+def _finish(out, refs, n, do_jump, skipped):
+    if do_jump and skipped:
+        out.dq[~(_f32(refs.gain) > 0)] |= _U_BADGAIN
+    out.n_jumps = int(n)
+    out.jump_skipped = bool(do_jump and skipped)
+    return out
+
+
+_NO_CUBE = (np.zeros((1, 1, 1), np.float32), np.zeros((1, 1, 1), np.uint8),
+            np.zeros((1, 1), np.uint32))
+
+
+def _fused(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detector1Params,
+           geometry: SubarrayGeometry | None, parallel: bool) -> RateResult:
+    ng, ny, nx = ramp.shape
+    if ramp.dtype != np.uint16:
+        ramp = np.ascontiguousarray(ramp, np.float32)
+    p = params
+    calib, (do_sat, satidx, psat, thresh, bias_sat, mean0, last2, nreads1) = _calib_setup(
+        ramp, refs, timing, p, geometry)
     # jump mode
     do_jump = p.jump.enabled
     skipped = False
@@ -567,37 +698,41 @@ def _fused(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detector1Par
                 ramp, satidx, psat, p.saturation.n_pix_grow_sat, thresh, bias_sat, mean0, last2,
                 np.float32(nreads1), p.saturation.use_readpatt))
         skipped, single = _jump.jump_mode(ng, n_all_dnu, p.jump)
-    readnoise = _f32(refs.readnoise)
-    gain = _f32(refs.gain)
-    wtab, stab = _tables(ng)
     out = _empty_result(ny, nx)
-    args = (
-        p.dq_init.enabled, mask,
-        do_sat, satidx, psat, int(p.saturation.n_pix_grow_sat), thresh, sat_pdq,
-        bool(p.saturation.use_readpatt), float(mean0), float(last2), np.float32(nreads1),
-        bias, sb_dq,
-        refmeans, int(parity0), do_refpix,
-        do_lin, coeffs, lin_dq,
-        do_dark, dark, dark_dq,
-        do_jump and not skipped, readnoise, gain, int(timing.nframes), single,
-        float(p.jump.rejection_threshold), float(p.jump.three_group_rejection_threshold),
-        float(p.jump.four_group_rejection_threshold), bool(p.jump.flag_4_neighbors),
-        float(p.jump.min_jump_to_flag_neighbors), float(p.jump.max_jump_to_flag_neighbors),
-        _time32(timing.tgroup), _time32(timing.tframe), bool(p.ramp_fit.suppress_one_group),
-        wtab, stab,
-        out.rate, out.err, out.dq, out.var_poisson, out.var_rnoise,
-    )
-    if parallel:
-        from numba import get_num_threads
+    fit = _fit_args(refs, timing, p, do_jump and not skipped, single, out)
+    n = _run_bands(ramp, False, *_NO_CUBE, calib, fit, parallel)
+    return _finish(out, refs, n, do_jump, skipped)
 
-        nbands = max(1, min(ny, 4 * get_num_threads()))
-        n = _fused_parallel(ramp, nbands, *args)
-    else:
-        n = _fused_band(ramp, 0, ny, *args)
-    if do_jump and skipped:
-        out.dq[~(gain > 0)] |= _U_BADGAIN
-    out.n_jumps = int(n)
-    out.jump_skipped = bool(do_jump and skipped)
+
+def _fused_hooked(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detector1Params,
+                  geometry: SubarrayGeometry | None, group_hook: Callable,
+                  parallel: bool) -> RateResult:
+    """The fused kernel around a group hook that runs before jump: dq_init .. dark into
+    a cube (:func:`_calibrate_cube`), the hook on it, then jump + ramp fit in one pass
+    over the rows (:func:`_fused_band` with ``pre``); same results as the step path."""
+    ng, ny, nx = ramp.shape
+    if ramp.dtype != np.uint16:
+        ramp = np.ascontiguousarray(ramp, np.float32)
+    p = params
+    calib, _ = _calib_setup(ramp, refs, timing, p, geometry)
+    groups = np.empty((ng, ny, nx), np.float32)
+    gdq = np.empty((ng, ny, nx), np.uint8)
+    pdq = np.empty((ny, nx), np.uint32)
+    _calibrate_cube(ramp, *calib, groups, gdq, pdq)
+    groups, hook_var = _hook_output(group_hook(groups, gdq, pdq))
+    if groups.shape != ramp.shape:
+        raise ValueError(f"detector1: group_hook returned shape {groups.shape}, "
+                         f"expected {ramp.shape}")
+    do_jump = p.jump.enabled
+    skipped = single = False
+    if do_jump:
+        skipped, single = _jump.jump_mode(ng, int(_jump.count_all_dnu_groups(gdq)), p.jump)
+    out = _empty_result(ny, nx)
+    fit = _fit_args(refs, timing, p, do_jump and not skipped, single, out)
+    n = _run_bands(groups, True, groups, gdq, pdq, calib, fit, parallel)
+    _finish(out, refs, n, do_jump, skipped)
+    if hook_var is not None:
+        add_model_variance(out, hook_var, timing.ngroups, timing.tgroup)
     return out
 
 
@@ -618,12 +753,15 @@ def run_detector1(ramp, refs: ReferenceArrays, timing: RampTiming,
     group_hook : callable ``(groups, groupdq, pixeldq) -> groups`` or None
         Group-level correction (1/f cleaning). Runs after dark_current and *before*
         jump detection, unless the hook has an attribute ``before_jump = False``
-        (then between jump and ramp fit, the order before issue 13). Forces the
-        unfused path.
+        (then between jump and ramp fit, the order before issue 13). A hook before
+        jump runs inside the fused path (calibration into a cube, the hook, then jump
+        and ramp fit fused); one after jump forces the step-by-step path.
     fused : bool
-        Use the fused single-pass kernel when no hook is given (default).
+        Use the fused kernel (default); False runs the steps one by one (the reference
+        the fused kernel is tested against: identical results).
     parallel : bool
-        Fused kernel over row bands on the numba thread pool.
+        Fused kernel over row bands on the numba thread pool (the hook itself runs on
+        the calling thread).
 
     Returns
     -------
@@ -636,6 +774,8 @@ def run_detector1(ramp, refs: ReferenceArrays, timing: RampTiming,
     if group_hook is None and fused:
         return _fused(ramp, refs, timing, params, geometry, parallel)
     before = group_hook is not None and bool(getattr(group_hook, "before_jump", True))
+    if before and fused:
+        return _fused_hooked(ramp, refs, timing, params, geometry, group_hook, parallel)
     groups, gdq, pdq, info = calibrate_groups(ramp, refs, timing, params, geometry,
                                               group_hook if before else None)
     hook_var = info["hook_var"]
@@ -656,16 +796,37 @@ def run_detector1(ramp, refs: ReferenceArrays, timing: RampTiming,
 # Beam layer
 
 
-def _calibrate_record(rec, refs, params, group_hook):
+#: Environment variable: "1" makes :func:`calibrate_record` run the fused kernel on the
+#: numba thread pool (``NUMBA_NUM_THREADS`` threads) when its caller does not say.
+PARALLEL_ENV = "NIRBEAM_DETECTOR1_PARALLEL"
+
+
+def default_parallel() -> bool:
+    """Whether :func:`calibrate_record` uses numba threads by default: only when
+    ``NIRBEAM_DETECTOR1_PARALLEL=1`` (measured on the shared 2-core development machine,
+    threads cost more CPU and wall time than they save; see docs/notes/issue-14.md), and
+    there is more than one numba thread."""
+    import os
+
+    if os.environ.get(PARALLEL_ENV, "0").strip() != "1":
+        return False
+    from numba import get_num_threads
+
+    return get_num_threads() > 1
+
+
+def _calibrate_record(rec, refs, params, group_hook, parallel=None):
     if rec.stage != "ramp" or rec.ramp is None:
         raise ValueError(f"detector1: {rec.key} has stage {rec.stage!r} / no ramp; expected "
                          "stage 'ramp' with a uint16 (ngroups, ny, nx) ramp")
+    if parallel is None:
+        parallel = default_parallel()
     ramp, geometry = rec.ramp, SubarrayGeometry.from_meta(rec.meta)
     if _irs2.needs_correction(rec.meta, ramp):  # IRS2: its own reference step (issue 15)
         ramp = _irs2.correct_ramp(ramp, refs if params.refpix.enabled else None, rec.meta)
         geometry = None
     res = run_detector1(ramp, refs, RampTiming.from_meta(rec.meta), params, geometry,
-                        group_hook)
+                        group_hook, parallel=parallel)
     prov = f"{params.describe()}; jumps={res.n_jumps}"
     if res.jump_skipped:
         prov += "; jump skipped (fewer than minimum_groups usable groups)"
@@ -676,14 +837,16 @@ def _calibrate_record(rec, refs, params, group_hook):
 
 
 def calibrate_record(rec, refs: ReferenceArrays, params: Detector1Params = Detector1Params(),
-                     group_hook: Callable | None = None):
+                     group_hook: Callable | None = None, *, parallel: bool | None = None):
     """An ``IntegrationRecord`` of stage ``ramp`` -> a record of stage ``rateints``.
 
     Timing and subarray geometry come from ``rec.meta``; rate, err, dq, var_poisson,
     var_rnoise are set, the ramp (and any group/pixel DQ) dropped, and
-    ``("detector1", parameters; jumps=N)`` appended to the provenance.
+    ``("detector1", parameters; jumps=N)`` appended to the provenance. ``parallel``:
+    the fused kernel over row bands on the numba threads (identical results); None
+    follows :func:`default_parallel`.
     """
-    return _calibrate_record(rec, refs, params, group_hook)[0]
+    return _calibrate_record(rec, refs, params, group_hook, parallel)[0]
 
 
 @dataclass(frozen=True)

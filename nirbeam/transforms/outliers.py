@@ -86,21 +86,27 @@ def _window_median(stack, valid):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out):  # pragma: no cover - compiled
+def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, start, stop):  # pragma: no cover - compiled
     """Batch kernel: per row, keep every pixel's window sorted while sliding in time.
 
-    With ``store``, the window median of every (integration, pixel) goes to ``med_out``
-    ((n, ny, nx), NaN where the window has no valid value) and nothing is flagged here.
+    Only integrations ``start <= j < stop`` are flagged (``stop = -1``: to the end);
+    their windows are those of the whole stack. With ``store``, the window median of
+    every (integration, pixel) of the span goes to ``med_out`` ((n, ny, nx), NaN where
+    the window has no valid value) and nothing is flagged here.
     """
     n, ny, nx = cube.shape
+    if stop < 0 or stop > n:
+        stop = n
+    start = max(start, 0)
     out = dq.astype(np.uint32)
     buf = np.empty((nx, max(window, 1)), np.float64)
     cnt = np.zeros(nx, np.int64)
+    s0 = 0 if n <= window else min(max(start - window // 2, 0), n - window)
     for y in range(ny):
         cnt[:] = 0
-        ps = 0
-        pe = 0
-        for j in range(n):
+        ps = s0
+        pe = s0
+        for j in range(start, stop):
             if n <= window:
                 s = 0
                 e = n
@@ -362,6 +368,7 @@ def flag_outliers(
     *,
     bad_bits: int = dqflags.DO_NOT_USE,
     reference: str = "motion",
+    span: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Flag outliers along time in a stack of integrations (batch form).
 
@@ -383,6 +390,11 @@ def flag_outliers(
         What a pixel is compared with: the window median scaled and moved to the
         integration (:func:`motion_reference`, default) or the plain window median
         (jwst).
+    span : (start, stop), optional
+        Flag only integrations ``start <= j < stop`` of the stack (0-based), each with
+        the window it has in the whole stack (the others are returned unflagged): a
+        worker that read a margin of ``window`` integrations around its block flags the
+        block alone, with the same result for it as the whole stack.
 
     Returns
     -------
@@ -401,6 +413,10 @@ def flag_outliers(
             raise ValueError(f"flag_outliers {name}: expected shape {cube.shape}, got {arr.shape}")
     _check_reference(reference)
     valid = _valid(cube, dq, bad_bits)
+    start, stop = (0, cube.shape[0]) if span is None else (int(span[0]), int(span[1]))
+    if not 0 <= start <= stop <= cube.shape[0]:
+        raise ValueError(f"flag_outliers span: expected 0 <= start <= stop <= "
+                         f"{cube.shape[0]}, got {span}")
     store = reference == "motion"
     med = np.empty(cube.shape if store else (1, 1, 1), np.float64)
     out = _flag_rolling(
@@ -413,10 +429,12 @@ def flag_outliers(
         np.uint32(OUTLIER_BITS),
         store,
         med,
+        start,
+        stop,
     )
     if not store:
         return out
-    for j in range(cube.shape[0]):
+    for j in range(start, stop):
         ref, _ = motion_reference(cube[j], err[j], valid[j], med[j], n_sigma)
         out[j] = _flag_against(cube[j], err[j], valid[j], out[j], ref, n_sigma)
     return out

@@ -171,9 +171,10 @@ def build_extraction_model(
     )
 
 
-def flag_block(sci, err, dq, window: int, n_sigma: float) -> np.ndarray:
-    """Outlier flags along time for a stack (see :func:`outliers.flag_outliers`)."""
-    return flag_outliers(sci, err, dq, window=window, n_sigma=n_sigma)
+def flag_block(sci, err, dq, window: int, n_sigma: float, span=None) -> np.ndarray:
+    """Outlier flags along time for a stack (see :func:`outliers.flag_outliers`; ``span``:
+    flag only those integrations of it)."""
+    return flag_outliers(sci, err, dq, window=window, n_sigma=n_sigma, span=span)
 
 
 def extract_integration(

@@ -1,0 +1,519 @@
+"""1/f cleaning at group level: :func:`clean_groups` (group differences),
+:func:`clean_groups_from_first` (each group against the first), their numpy references,
+the detector1 hook (:func:`make_group_hook`) and the model's variance
+(:func:`correction_variance`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from nirbeam import dqflags
+from nirbeam.transforms.flicker_image import (
+    _cleaner,
+    cosine_basis,
+)
+from nirbeam.transforms.flicker_kernels import (
+    _groups_fft_model_kernel,
+    _groups_fft_normal_kernel,
+    _groups_median_kernel,
+    _model_mad,
+)
+from nirbeam.transforms.flicker_mask import (
+    draft_mask_from_groups,
+)
+from nirbeam.transforms.flicker_params import (
+    _MAD_TO_SIGMA,
+    _STATISTICS,
+    GROUP_BAD_BITS,
+    FlickerParams,
+    _check_2d,
+)
+from nirbeam.transforms.flicker_sort import (
+    _BG_MEDIAN,
+    _BG_NONE,
+    _BG_SCALAR,
+    _sorting_network,
+)
+
+_MEDIAN_KW = frozenset({"background", "statistic", "clip_sigma", "min_pixels"})
+_FFT_KW = frozenset(
+    {
+        "n_freq",
+        "ridge",
+        "alternating",
+        "weights",
+        "background",
+        "min_pixels",
+        "exclude_outliers",
+        "outlier_sigma",
+    }
+)
+
+
+def _fast_background(background):
+    """(mode, value) of a background the fast path handles, or None."""
+    if background is None:
+        return _BG_NONE, 0.0
+    if isinstance(background, str):
+        return (_BG_MEDIAN, 0.0) if background == "median" else None
+    bg = np.asarray(background)
+    if bg.ndim == 0 and bg.dtype.kind in "biuf" and np.isfinite(bg):
+        return _BG_SCALAR, float(bg)
+    return None
+
+
+def _clean_groups_fast(g, gdq, msk, method, bad_group_bits, return_model, kwargs,
+                       from_first=False):
+    """Fast path of :func:`clean_groups` (of :func:`clean_groups_from_first` if
+    ``from_first``); None where it does not apply (the reference implementation then
+    runs)."""
+    ngroups, ny, nx = g.shape
+    if ngroups < 2 or ny == 0 or nx == 0:
+        return None
+    if method == "median":
+        if not set(kwargs) <= _MEDIAN_KW or kwargs.get("statistic", "median") not in _STATISTICS:
+            return None
+    elif method == "fft":
+        if not set(kwargs) <= _FFT_KW or kwargs.get("weights") is not None:
+            return None
+    else:
+        return None
+    bgm = _fast_background(kwargs.get("background"))
+    if bgm is None:
+        return None
+    if g.dtype not in (np.float32, np.float64):
+        g = g.astype(np.float64)
+    g = np.ascontiguousarray(g)
+    if gdq.dtype not in (np.uint8, np.uint16, np.uint32):
+        gdq = gdq.astype(np.uint32)
+    gdq = np.ascontiguousarray(gdq)
+    msk = np.ascontiguousarray(msk)
+    if from_first:  # every bad bit counts in both groups (the first and group k)
+        jump, other = 0, int(np.uint32(bad_group_bits))
+    else:  # JUMP_DET counts only in the later group of a difference
+        jump = int(np.uint32(bad_group_bits & dqflags.JUMP_DET))
+        other = int(np.uint32(bad_group_bits & ~dqflags.JUMP_DET))
+    out = np.empty(g.shape, np.float32)
+    models = np.zeros((ngroups - 1 if return_model else 0, ny, nx))
+    if method == "median":
+        _groups_median_kernel(
+            g,
+            gdq,
+            msk,
+            other,
+            jump,
+            bgm[0],
+            bgm[1],
+            kwargs.get("statistic", "median") == "mean",
+            float(kwargs.get("clip_sigma", 3.0)),
+            int(kwargs.get("min_pixels", 4)),
+            _sorting_network(ny),
+            out,
+            models,
+            from_first,
+        )
+    else:
+        basis = cosine_basis(ny, kwargs.get("n_freq", 1), kwargs.get("alternating", False))
+        p = basis.shape[1]
+        normal = np.empty((ngroups - 1, nx, p, p))
+        rhs = np.empty((ngroups - 1, nx, p, 1))
+        good = np.empty((ngroups - 1, nx), np.bool_)
+        _groups_fft_normal_kernel(
+            g,
+            gdq,
+            msk,
+            other,
+            jump,
+            bgm[0],
+            bgm[1],
+            basis,
+            float(kwargs.get("ridge", 4.0)),
+            int(kwargs.get("min_pixels", 4)),
+            bool(kwargs.get("exclude_outliers", True)),
+            float(kwargs.get("outlier_sigma", 4.0)),
+            _sorting_network(ny),
+            normal,
+            rhs,
+            good,
+            from_first,
+        )
+        # one batched LAPACK call: the same per-column solves as clean_fft
+        coef = np.ascontiguousarray(np.linalg.solve(normal, rhs)[..., 0])
+        _groups_fft_model_kernel(g, coef, good, basis, out, models, from_first)
+    return (out, models) if return_model else out
+
+
+def clean_groups(
+    groups: np.ndarray,
+    groupdq: np.ndarray,
+    pixeldq: np.ndarray,
+    mask: np.ndarray | None,
+    method: str = "median",
+    *,
+    bad_group_bits: int = GROUP_BAD_BITS,
+    bad_pixel_bits: int = dqflags.DO_NOT_USE,
+    return_model: bool = False,
+    **kwargs,
+):
+    """Clean 1/f noise on group differences and rebuild the ramp.
+
+    Each difference ``groups[g] - groups[g-1]`` is cleaned with ``method`` using the
+    background pixels of ``mask`` that are good in the pixel DQ and in both groups'
+    DQ; the ramp is rebuilt as ``groups[0] + cumsum(cleaned differences)``, i.e.
+    ``groups[g] - sum_{j<=g} model_j``: the first group is kept unchanged (its own
+    1/f pattern relative to the bias is not corrected), all later groups are shifted
+    by the cumulative noise model. Every pixel is corrected, including flagged ones
+    (the noise is in the readout, not the pixel); DQ is not changed.
+
+    ``method='median'`` and ``'fft'`` (without ``weights``; ``background`` None,
+    ``'median'`` or a scalar) run as numba kernels in one pass over the cube, with
+    results identical to the per-difference cleaners (:func:`_clean_groups_reference`);
+    other settings run the per-difference cleaners.
+
+    Parameters
+    ----------
+    groups : float32, (ngroups, ny, nx), DN
+    groupdq : uint8, (ngroups, ny, nx)
+    pixeldq : uint32, (ny, nx)
+    mask : bool, (ny, nx) or None
+        Background pixels; None derives one with :func:`draft_mask_from_groups`.
+    method : {'median', 'fft', 'nsclean'}
+    bad_group_bits : int
+        Group-DQ bits that exclude a pixel from the fit of a difference: in either of
+        its two groups, except JUMP_DET, which counts only on the later group.
+    bad_pixel_bits : int
+        Pixel-DQ bits that exclude a pixel from the fit.
+    return_model : bool
+        Also return the per-difference noise models.
+    **kwargs
+        Passed to the cleaner (``background`` may be (ngroups - 1, ny, nx)).
+
+    Returns
+    -------
+    cleaned : float32, (ngroups, ny, nx), DN
+    model : float64, (ngroups - 1, ny, nx), DN, only if ``return_model``
+    """
+    _cleaner(method)
+    g = np.asarray(groups)
+    if g.ndim != 3:
+        raise ValueError(f"clean_groups groups: expected (ngroups, ny, nx), got shape {g.shape}")
+    ngroups, ny, nx = g.shape
+    gdq = np.asarray(groupdq)
+    if gdq.shape != g.shape:
+        raise ValueError(f"clean_groups groupdq: expected shape {g.shape}, got {gdq.shape}")
+    pdq = _check_2d("clean_groups pixeldq", pixeldq, (ny, nx)).astype(np.uint32)
+    if mask is None:
+        mask = draft_mask_from_groups(g, pdq)
+    msk = _check_2d("clean_groups mask", mask, (ny, nx)).astype(bool)
+    fast_msk = msk & ((pdq & np.uint32(bad_pixel_bits)) == 0)
+    res = _clean_groups_fast(g, gdq, fast_msk, method, bad_group_bits, return_model, kwargs)
+    if res is not None:
+        return res
+    return _clean_groups_reference(
+        g,
+        gdq,
+        pdq,
+        msk,
+        method,
+        bad_group_bits=bad_group_bits,
+        bad_pixel_bits=bad_pixel_bits,
+        return_model=return_model,
+        **kwargs,
+    )
+
+
+def _clean_groups_reference(
+    groups: np.ndarray,
+    groupdq: np.ndarray,
+    pixeldq: np.ndarray,
+    mask: np.ndarray | None,
+    method: str = "median",
+    *,
+    bad_group_bits: int = GROUP_BAD_BITS,
+    bad_pixel_bits: int = dqflags.DO_NOT_USE,
+    return_model: bool = False,
+    **kwargs,
+):
+    """Plain numpy :func:`clean_groups`: one cleaner call (numpy temporaries) per
+    difference. Reference for the numba fast path (tests, bench); same parameters and
+    results. Also runs what the fast path does not cover (``nsclean``, array
+    backgrounds, ``weights``).
+    """
+    fn = _cleaner(method)
+    g, gdq, pdq, msk = _group_inputs("clean_groups", groups, groupdq, pixeldq, mask,
+                                     bad_pixel_bits)
+    ngroups, ny, nx = g.shape
+    models = np.zeros((max(ngroups - 1, 0), ny, nx)) if return_model else None
+    bg_all = kwargs.pop("background", None)
+    gdq32 = gdq.astype(np.uint32)
+    # a difference k -> k+1 is bad if either group has a bad bit, except JUMP_DET, which
+    # marks the jump in the difference *ending* at the flagged group
+    jump = np.uint32(bad_group_bits & dqflags.JUMP_DET)
+    other = np.uint32(bad_group_bits & ~dqflags.JUMP_DET)
+    badg = (gdq32 & other) != 0
+    jumped = (gdq32 & jump) != 0
+    out = np.empty(g.shape, np.float32)
+    out[0] = g[0]
+    prev = g[0].astype(np.float64)
+    acc = np.zeros((ny, nx))  # cumulative noise model
+    for k in range(ngroups - 1):
+        cur = g[k + 1].astype(np.float64)
+        mk = msk & ~badg[k] & ~badg[k + 1] & ~jumped[k + 1]
+        bg = bg_all
+        if isinstance(bg, np.ndarray) and bg.ndim == 3:
+            bg = bg[k]
+        _, model = fn(cur - prev, mk, background=bg, **kwargs)
+        acc += model
+        out[k + 1] = cur - acc
+        if models is not None:
+            models[k] = model
+        prev = cur
+    if return_model:
+        return out, models
+    return out
+
+
+def clean_groups_from_first(
+    groups: np.ndarray,
+    groupdq: np.ndarray,
+    pixeldq: np.ndarray,
+    mask: np.ndarray | None,
+    method: str = "median",
+    *,
+    bad_group_bits: int = GROUP_BAD_BITS,
+    bad_pixel_bits: int = dqflags.DO_NOT_USE,
+    return_model: bool = False,
+    **kwargs,
+):
+    """Clean 1/f noise group by group against the first group (no random walk).
+
+    The model of group ``k`` is fitted to ``groups[k] - groups[0]`` on the background
+    pixels of ``mask`` (good in the pixel DQ and in both groups' DQ) and subtracted:
+    ``cleaned[k] = groups[k] - model_k``, ``cleaned[0] = groups[0]``. For a plain mean
+    this equals :func:`clean_groups` (the models of the differences telescope); for a
+    median or a clipped mean it does not: fitted on differences, each model's estimation
+    error enters every later group, a random walk along the ramp that ramp fitting reads
+    as extra slope noise (measured on white noise, 20 groups, 16 background pixels: the
+    cumulative model variance grows from 14 to 32 DN^2 with the clipped mean and to 105
+    with the median, against 12.5 for a mean). Here each model's error stays in its own
+    group: white, like read noise, and reduced by the number of background pixels.
+
+    ``method='median'`` and ``'fft'`` (the settings :func:`clean_groups` runs fast) run
+    as numba kernels, with results identical to the per-group cleaners
+    (:func:`_clean_groups_from_first_reference`).
+
+    Parameters and returns as :func:`clean_groups` (``model`` is (ngroups - 1, ny, nx):
+    the model of each group k >= 1 relative to group 0).
+    """
+    _cleaner(method)
+    g, gdq, pdq, msk = _group_inputs("clean_groups_from_first", groups, groupdq, pixeldq, mask,
+                                     bad_pixel_bits)
+    res = _clean_groups_fast(g, gdq, msk, method, bad_group_bits, return_model, kwargs,
+                             from_first=True)
+    if res is not None:
+        return res
+    return _clean_groups_from_first_reference(
+        g, gdq, pdq, msk, method, bad_group_bits=bad_group_bits,
+        bad_pixel_bits=bad_pixel_bits, return_model=return_model, **kwargs)
+
+
+def _clean_groups_from_first_reference(
+    groups: np.ndarray,
+    groupdq: np.ndarray,
+    pixeldq: np.ndarray,
+    mask: np.ndarray | None,
+    method: str = "median",
+    *,
+    bad_group_bits: int = GROUP_BAD_BITS,
+    bad_pixel_bits: int = dqflags.DO_NOT_USE,
+    return_model: bool = False,
+    **kwargs,
+):
+    """Plain numpy :func:`clean_groups_from_first`: one cleaner call per group.
+    Reference for the numba fast path (tests, bench); same parameters and results. Also
+    runs what the fast path does not cover (``nsclean``, array backgrounds, ``weights``).
+    """
+    fn = _cleaner(method)
+    g, gdq, pdq, msk = _group_inputs("clean_groups_from_first", groups, groupdq, pixeldq, mask,
+                                     bad_pixel_bits)
+    ngroups, ny, nx = g.shape
+    bg_all = kwargs.pop("background", None)
+    badg = (gdq.astype(np.uint32) & np.uint32(bad_group_bits)) != 0
+    out = np.empty(g.shape, np.float32)
+    out[0] = g[0]
+    g0 = g[0].astype(np.float64)
+    models = np.zeros((max(ngroups - 1, 0), ny, nx)) if return_model else None
+    for k in range(1, ngroups):
+        cur = g[k].astype(np.float64)
+        mk = msk & ~badg[0] & ~badg[k]
+        bg = bg_all
+        if isinstance(bg, np.ndarray) and bg.ndim == 3:
+            bg = bg[k - 1]
+        _, model = fn(cur - g0, mk, background=bg, **kwargs)
+        out[k] = cur - model
+        if models is not None:
+            models[k - 1] = model
+    if return_model:
+        return out, models
+    return out
+
+
+def make_group_hook(
+    params: FlickerParams, mask: np.ndarray | None = None
+) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """Detector1 group hook ``hook(groups, groupdq, pixeldq) -> groups`` for 1/f cleaning.
+
+    Parameters
+    ----------
+    params : FlickerParams
+        ``enabled=False`` or ``level='rate'`` give an identity hook.
+    mask : bool, (ny, nx), optional
+        Background pixels (e.g. :func:`scene_mask` of a draft rate image). None: each
+        integration derives its own from its ramp (:func:`draft_mask_from_groups`).
+
+    Returns
+    -------
+    hook : callable
+        ``groups float32 (ngroups, ny, nx), groupdq uint8, pixeldq uint32 ->
+        float32 (ngroups, ny, nx)``.
+    """
+    if not isinstance(params, FlickerParams):
+        raise TypeError(
+            f"make_group_hook params: expected FlickerParams, got {type(params).__name__}"
+        )
+    fixed = None if mask is None else np.asarray(mask, dtype=bool).copy()
+    if fixed is not None and fixed.ndim != 2:
+        raise ValueError(f"make_group_hook mask: expected (ny, nx), got shape {fixed.shape}")
+
+    if not params.enabled or params.level != "group":
+
+        def identity(groups, groupdq, pixeldq):
+            return groups
+
+        return identity
+
+    kwargs = params.cleaner_kwargs()
+    mask_kwargs = params.mask_kwargs()
+
+    cleaner = clean_groups_from_first if params.group_reference == "first" else clean_groups
+
+    def hook(groups, groupdq, pixeldq):
+        m = fixed if fixed is not None else draft_mask_from_groups(groups, pixeldq, **mask_kwargs)
+        out = cleaner(groups, groupdq, pixeldq, m, params.method, **kwargs)
+        if not params.error_term:
+            return out
+        return out, correction_variance(out, pixeldq, m, params)
+
+    hook.before_jump = bool(params.before_jump)
+    return hook
+
+
+def correction_variance(cleaned: np.ndarray, pixeldq: np.ndarray, mask: np.ndarray,
+                        params: FlickerParams) -> np.ndarray:
+    """Variance (DN^2) of the fitted 1/f model, per pixel (ny, nx), and its kind.
+
+    The model of a column is a statistic of its ``n`` usable background pixels, so every
+    pixel of the column gets an error of variance ``k s^2 / n``: ``s^2`` is the robust
+    (MAD) variance of the cleaned background values the model was fitted to (group minus
+    first group for ``group_reference='first'``, group differences for ``'previous'``),
+    ``k`` is 1 for the clipped mean, pi/2 for the median, ``1 + n_freq`` (+1 with the
+    alternating term) for ``fft``, and 2 for ``nsclean`` (a rough bound); columns with
+    fewer than ``min_pixels`` take their neighbours' model, and get twice the median
+    column variance. With ``'first'`` the error is independent from group to group
+    (white, like read noise); with ``'previous'`` it is independent from difference to
+    difference (a random walk, like photon noise). Ramp fitting turns either into a slope
+    variance (:func:`nirbeam.transforms.detector1.add_model_variance`).
+
+    Returns
+    -------
+    var : float64, (ny, nx), DN^2
+    kind : {'group', 'difference'}
+    """
+    msk, kind, k = _variance_inputs(cleaned, pixeldq, mask, params)
+    ny, nx = msk.shape
+    g = np.asarray(cleaned)
+    if g.dtype not in (np.float32, np.float64):
+        g = g.astype(np.float64)
+    if g.shape[0] < 2 or not msk.any():
+        return np.zeros((ny, nx)), kind
+    mad = _model_mad(np.ascontiguousarray(g), np.ascontiguousarray(msk), kind == "group")
+    if mad == -1.0:
+        return np.zeros((ny, nx)), kind
+    s2 = (_MAD_TO_SIGMA * np.float64(mad)) ** 2
+    return _column_variance(msk, s2, k, params), kind
+
+
+def _variance_inputs(cleaned, pixeldq, mask, params):
+    msk = np.asarray(mask, bool) & (
+        (np.asarray(pixeldq, np.uint32) & np.uint32(dqflags.DO_NOT_USE)) == 0)
+    kind = "group" if params.group_reference == "first" else "difference"
+    if params.method == "median":
+        k = np.pi / 2 if params.statistic == "median" else 1.0
+    elif params.method == "fft":
+        k = 1.0 + params.fft_n_freq + (1.0 if params.fft_alternating else 0.0)
+    else:
+        k = 2.0
+    return msk, kind, k
+
+
+def _column_variance(msk, s2, k, params):
+    ny, nx = msk.shape
+    n = msk.sum(axis=0).astype(np.float64)
+    good = n >= params.min_pixels
+    var = np.where(good, k * s2 / np.maximum(n, 1.0), np.nan)
+    fill = 2.0 * np.nanmedian(var) if good.any() else k * s2
+    var = np.where(good, var, fill)
+    return np.broadcast_to(var[None, :], (ny, nx)).copy()
+
+
+def _correction_variance_reference(cleaned: np.ndarray, pixeldq: np.ndarray,
+                                   mask: np.ndarray, params: FlickerParams) -> np.ndarray:
+    """Plain numpy :func:`correction_variance` (reference of its numba kernel)."""
+    g = np.asarray(cleaned, np.float64)
+    ny, nx = g.shape[1:]
+    msk = np.asarray(mask, bool) & ((np.asarray(pixeldq, np.uint32) & np.uint32(dqflags.DO_NOT_USE)) == 0)
+    kind = "group" if params.group_reference == "first" else "difference"
+    if g.shape[0] < 2 or not msk.any():
+        return np.zeros((ny, nx)), kind
+    d = (g[1:] - g[:1])[:, msk] if kind == "group" else np.diff(g, axis=0)[:, msk]
+    d = d[np.isfinite(d)]
+    if d.size < 2:
+        return np.zeros((ny, nx)), kind
+    if kind == "group":  # each group's values scatter about their own (model) level
+        dd = (g[1:] - g[:1])[:, msk]
+        dd = dd - np.nanmedian(dd, axis=1, keepdims=True)
+        d = dd[np.isfinite(dd)]
+    med = np.median(d)
+    s2 = (_MAD_TO_SIGMA * np.median(np.abs(d - med))) ** 2
+    if params.method == "median":
+        k = np.pi / 2 if params.statistic == "median" else 1.0
+    elif params.method == "fft":
+        k = 1.0 + params.fft_n_freq + (1.0 if params.fft_alternating else 0.0)
+    else:
+        k = 2.0
+    n = msk.sum(axis=0).astype(np.float64)
+    good = n >= params.min_pixels
+    var = np.where(good, k * s2 / np.maximum(n, 1.0), np.nan)
+    fill = 2.0 * np.nanmedian(var) if good.any() else k * s2
+    var = np.where(good, var, fill)
+    return np.broadcast_to(var[None, :], (ny, nx)).copy(), kind
+
+
+def _group_inputs(name, groups, groupdq, pixeldq, mask, bad_pixel_bits):
+    """Checked ``(groups, groupdq, pixeldq uint32, background mask)`` of a group cleaner:
+    the mask (a draft from the groups when None) without pixels with a bad-pixel bit."""
+    g = np.asarray(groups)
+    if g.ndim != 3:
+        raise ValueError(f"{name} groups: expected (ngroups, ny, nx), got shape {g.shape}")
+    ny, nx = g.shape[1:]
+    gdq = np.asarray(groupdq)
+    if gdq.shape != g.shape:
+        raise ValueError(f"{name} groupdq: expected shape {g.shape}, got {gdq.shape}")
+    pdq = _check_2d(f"{name} pixeldq", pixeldq, (ny, nx)).astype(np.uint32)
+    if mask is None:
+        mask = draft_mask_from_groups(g, pdq)
+    msk = _check_2d(f"{name} mask", mask, (ny, nx)).astype(bool)
+    msk = msk & ((pdq & np.uint32(bad_pixel_bits)) == 0)
+    return g, gdq, pdq, msk

@@ -1,0 +1,388 @@
+"""1/f cleaning, numba kernels over a whole ramp: ``clean_median`` and ``clean_fft``
+on every group difference (group_reference='previous') re-integrated, exactly the
+numpy reference's arithmetic."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from nirbeam.transforms.flicker_params import (
+    _MAD_TO_SIGMA,
+)
+from nirbeam.transforms.flicker_sort import (
+    _BLOCK,
+    _diff_block,
+    _diff_median_background,
+    _fill_columns_inplace,
+    _median,
+    _order_pair,
+    _sort_columns,
+)
+
+
+@njit(cache=True, error_model="numpy")
+def _groups_median_kernel(
+    g,
+    gdq,
+    msk,
+    other,
+    jump,
+    bg_mode,
+    bg_value,
+    use_mean,
+    clip_sigma,
+    min_pixels,
+    comps,
+    out,
+    models,
+    from_first=False,
+):
+    """clean_median on every difference of the ramp ``g`` and re-integration into
+    ``out`` (float32, shape of ``g``); models into ``models`` if it has ng - 1 planes.
+
+    ``from_first``: on every group minus the first instead (``out[k] = g[k] - model_k``,
+    no re-integration: :func:`~nirbeam.transforms.flicker.clean_groups_from_first`)."""
+    ng, ny, nx = g.shape
+    want = models.shape[0] > 0
+    bw = _BLOCK
+    acc = np.zeros((ny, nx))
+    off = np.empty((nx, 1))
+    good = np.empty(nx, np.bool_)
+    use = np.empty((ny, bw), np.bool_)
+    keep = np.empty((ny, bw), np.bool_)
+    d = np.empty((ny, bw))
+    s = np.empty((ny, bw))
+    n = np.empty(bw, np.int64)
+    m = np.empty(bw, np.int64)
+    om = np.empty(bw)
+    oz = np.empty(bw)
+    scale = np.empty(bw)
+    lim = np.empty(bw)
+    tot = np.empty(bw)
+    allv = np.empty(ny * nx if bg_mode == 2 else 1)
+    buf = np.empty(ny * nx if bg_mode == 2 else 1)
+    for y in range(ny):
+        for c in range(nx):
+            out[0, y, c] = g[0, y, c]
+    for k in range(ng - 1):
+        ka = 0 if from_first else k
+        bg = bg_value
+        if bg_mode == 2:
+            bg = _diff_median_background(g, gdq, msk, other, jump, ka, k + 1, allv, buf)
+        for c0 in range(0, nx, bw):
+            w = min(bw, nx - c0)
+            _diff_block(g, gdq, msk, other, jump, ka, k + 1, bg, c0, w, use, d, s, n)
+            _sort_columns(s, comps, w)
+            for cc in range(w):
+                nn = n[cc]
+                om[cc] = 0.5 * (s[(nn - 1) // 2, cc] + s[nn // 2, cc]) if nn > 0 else np.nan
+            if use_mean:
+                # robust start (median, MAD), then 3 rounds of mean/std clipping
+                for y in range(ny):
+                    for cc in range(w):
+                        s[y, cc] = np.abs(d[y, cc] - om[cc]) if use[y, cc] else np.inf
+                _sort_columns(s, comps, w)
+                for cc in range(w):
+                    nn = n[cc]
+                    mad = 0.5 * (s[(nn - 1) // 2, cc] + s[nn // 2, cc]) if nn > 0 else np.nan
+                    scale[cc] = _MAD_TO_SIGMA * mad
+                for _ in range(3):
+                    for cc in range(w):
+                        lim[cc] = clip_sigma * (scale[cc] if np.isfinite(scale[cc]) else 0.0)
+                        tot[cc] = 0.0
+                        m[cc] = 0
+                    for y in range(ny):
+                        for cc in range(w):
+                            dv = d[y, cc]
+                            kp = use[y, cc] & (np.abs(dv - om[cc]) <= lim[cc])
+                            keep[y, cc] = kp
+                            tot[cc] += dv if kp else 0.0
+                            m[cc] += kp
+                    for cc in range(w):
+                        om[cc] = tot[cc] / max(m[cc], 1) if m[cc] > 0 else np.nan
+                        oz[cc] = om[cc] if m[cc] > 0 else 0.0
+                        tot[cc] = 0.0
+                    for y in range(ny):
+                        for cc in range(w):
+                            r = d[y, cc] - oz[cc]
+                            tot[cc] += r * r if keep[y, cc] else 0.0
+                    for cc in range(w):
+                        scale[cc] = np.sqrt(tot[cc] / max(m[cc], 1))
+            for cc in range(w):
+                ok = (n[cc] >= min_pixels) & np.isfinite(om[cc])
+                good[c0 + cc] = ok
+                off[c0 + cc, 0] = om[cc] if ok else 0.0
+        _fill_columns_inplace(off, good)
+        for y in range(ny):
+            for c in range(nx):
+                a = off[c, 0] if from_first else acc[y, c] + off[c, 0]
+                acc[y, c] = a
+                out[k + 1, y, c] = np.float32(np.float64(g[k + 1, y, c]) - a)
+        if want:
+            for y in range(ny):
+                for c in range(nx):
+                    models[k, y, c] = off[c, 0]
+
+
+@njit(cache=True, error_model="numpy")
+def _groups_fft_normal_kernel(
+    g,
+    gdq,
+    msk,
+    other,
+    jump,
+    bg_mode,
+    bg_value,
+    basis,
+    ridge,
+    min_pixels,
+    exclude,
+    outlier_sigma,
+    comps,
+    normal,
+    rhs,
+    good,
+    from_first=False,
+):
+    """Normal equations of clean_fft for every difference of ``g`` (every group minus
+    the first if ``from_first``): ``normal`` (ndiff, nx, p, p), ``rhs`` (ndiff, nx, p, 1),
+    ``good`` (ndiff, nx), penalties included."""
+    ng, ny, nx = g.shape
+    p = basis.shape[1]
+    bw = _BLOCK
+    d = np.empty((ny, nx))
+    use = np.empty((ny, nx), np.bool_)
+    outl = np.empty((ny, nx), np.bool_)
+    resid = np.empty((ny, nx))
+    ub = np.empty((ny, bw), np.bool_)
+    db = np.empty((ny, bw))
+    s = np.empty((ny, bw))
+    nb = np.empty(bw, np.int64)
+    nuse = np.empty(nx, np.int64)
+    colmed = np.empty(nx)
+    allv = np.empty(ny * nx)
+    buf = np.empty(ny * nx)
+    nrm = np.empty((p, p, nx))
+    rh = np.empty((p, nx))
+    min_pix = max(min_pixels, 1)
+    for k in range(ng - 1):
+        ka = 0 if from_first else k
+        bg = bg_value
+        if bg_mode == 2:
+            bg = _diff_median_background(g, gdq, msk, other, jump, ka, k + 1, allv, buf)
+        for c0 in range(0, nx, bw):
+            w = min(bw, nx - c0)
+            _diff_block(g, gdq, msk, other, jump, ka, k + 1, bg, c0, w, ub, db, s, nb)
+            for y in range(ny):
+                for cc in range(w):
+                    use[y, c0 + cc] = ub[y, cc]
+                    d[y, c0 + cc] = db[y, cc]
+            if exclude:
+                _sort_columns(s, comps, w)
+                for cc in range(w):
+                    nn = nb[cc]
+                    colmed[c0 + cc] = (
+                        0.5 * (s[(nn - 1) // 2, cc] + s[nn // 2, cc]) if nn > 0 else 0.0
+                    )
+        if exclude:
+            # _exclude_outliers: MAD about the column median (global sigma), grown by 1
+            # residuals of the usable pixels; the others -inf (ranks shifted by their
+            # number) so that no compaction is needed
+            nall = 0
+            for y in range(ny):
+                ur = use[y]
+                dr = d[y]
+                rr = resid[y]
+                for c in range(nx):
+                    u = ur[c]
+                    rr[c] = dr[c] - colmed[c] if u else -np.inf
+                    nall += u
+            npad = ny * nx - nall
+            flat = resid.ravel()
+            sig = 0.0
+            if nall > 0:
+                lo = (nall - 1) // 2
+                hi = nall // 2
+                med = _order_pair(flat, ny * nx, npad + lo, npad + hi, buf)
+                for i in range(ny * nx):
+                    allv[i] = np.abs(flat[i] - med)  # the -inf become +inf: same ranks
+                sig = _MAD_TO_SIGMA * _order_pair(allv, ny * nx, lo, hi, buf)
+            thr = outlier_sigma * sig
+            n_out = 0
+            for y in range(ny):
+                ur = use[y]
+                rr = resid[y]
+                orow = outl[y]
+                for c in range(nx):
+                    o = ur[c] & (np.abs(rr[c]) > thr)
+                    orow[c] = o
+                    n_out += o
+            if n_out > 0:
+                for y in range(ny):
+                    ur = use[y]
+                    orow = outl[y]
+                    for c in range(nx):
+                        ur[c] = ur[c] & ~orow[c]
+                    if y > 0:
+                        oup = outl[y - 1]
+                        for c in range(nx):
+                            ur[c] = ur[c] & ~oup[c]
+                    if y < ny - 1:
+                        odn = outl[y + 1]
+                        for c in range(nx):
+                            ur[c] = ur[c] & ~odn[c]
+                    for c in range(1, nx):
+                        ur[c] = ur[c] & ~orow[c - 1]
+                    for c in range(nx - 1):
+                        ur[c] = ur[c] & ~orow[c + 1]
+        # weights: 1 on usable pixels (normalised by their mean, 1), 0 elsewhere;
+        # column sums along y from 0.0 as numpy's
+        for c in range(nx):
+            nuse[c] = 0
+        for a in range(p):
+            for c in range(nx):
+                rh[a, c] = 0.0
+            for b in range(p):
+                for c in range(nx):
+                    nrm[a, b, c] = 0.0
+        for y in range(ny):
+            for c in range(nx):
+                nuse[c] += use[y, c]
+            for a in range(p):
+                ba = basis[y, a]
+                for b in range(a, p):
+                    bb = basis[y, b]
+                    for c in range(nx):
+                        wt = 1.0 if use[y, c] else 0.0
+                        nrm[a, b, c] += (wt * ba) * bb
+                for c in range(nx):
+                    wt = 1.0 if use[y, c] else 0.0
+                    dv = d[y, c] if use[y, c] else 0.0
+                    rh[a, c] += (wt * dv) * ba
+        for c in range(nx):
+            n_terms = min(max(nuse[c] // 3, 1), p)
+            ok = nuse[c] >= min_pix
+            good[k, c] = ok
+            for a in range(p):
+                for b in range(p):
+                    if ok:
+                        normal[k, c, a, b] = nrm[min(a, b), max(a, b), c]
+                    else:
+                        normal[k, c, a, b] = 1.0 if a == b else 0.0
+                if ok:
+                    pen = ridge if a > 0 else 0.0
+                    if a >= n_terms:
+                        pen = 1e12
+                    normal[k, c, a, a] = normal[k, c, a, a] + pen
+                    rhs[k, c, a, 0] = rh[a, c]
+                else:
+                    rhs[k, c, a, 0] = 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def _groups_fft_model_kernel(g, coef, good, basis, out, models, from_first=False):
+    """Models ``basis @ coef`` (bad columns filled from their neighbours) of every
+    difference, re-integrated into ``out`` (subtracted from each group if
+    ``from_first``)."""
+    ng, ny, nx = g.shape
+    p = basis.shape[1]
+    want = models.shape[0] > 0
+    acc = np.zeros((ny, nx))
+    model = np.empty(nx)
+    for y in range(ny):
+        for c in range(nx):
+            out[0, y, c] = g[0, y, c]
+    for k in range(ng - 1):
+        ck = coef[k]
+        for c in range(nx):
+            if not good[k, c]:
+                for a in range(p):
+                    ck[c, a] = 0.0
+        _fill_columns_inplace(ck, good[k])
+        for y in range(ny):
+            for c in range(nx):
+                model[c] = 0.0
+            for a in range(p):
+                ba = basis[y, a]
+                for c in range(nx):
+                    model[c] += ba * ck[c, a]
+            for c in range(nx):
+                s = model[c] if from_first else acc[y, c] + model[c]
+                acc[y, c] = s
+                out[k + 1, y, c] = np.float32(np.float64(g[k + 1, y, c]) - s)
+                if want:
+                    models[k, y, c] = model[c]
+
+
+@njit(cache=True, error_model="numpy")
+def _model_mad(g, msk, per_group):
+    """MAD of the cleaned background values a group-level 1/f model was fitted to, as
+    :func:`~nirbeam.transforms.flicker_groups._correction_variance_reference` computes it
+    (same values in the same order, numpy's medians).
+
+    ``g`` (ng, ny, nx) float32/float64 cleaned groups, ``msk`` (ny, nx) background pixels.
+    ``per_group``: the values are group minus first group, each group less its own
+    (NaN-ignoring) median; else group differences. Returns -1.0 when there are fewer
+    than two finite values (no model variance), NaN when none is left after the
+    per-group medians.
+    """
+    ng, ny, nx = g.shape
+    nm = 0
+    for y in range(ny):
+        for x in range(nx):
+            nm += msk[y, x]
+    n_all = (ng - 1) * nm
+    vals = np.empty(max(n_all, 1))
+    row = np.empty(max(nm, 1))
+    buf = np.empty(max(n_all, 1))
+    n = 0
+    for k in range(1, ng):
+        ka = 0 if per_group else k - 1
+        for y in range(ny):
+            for x in range(nx):
+                if msk[y, x]:
+                    v = np.float64(g[k, y, x]) - np.float64(g[ka, y, x])
+                    if np.isfinite(v):
+                        n += 1
+    if n < 2:
+        return -1.0
+    n = 0
+    for k in range(1, ng):
+        ka = 0 if per_group else k - 1
+        m = 0
+        nn = 0
+        for y in range(ny):
+            for x in range(nx):
+                if msk[y, x]:
+                    v = np.float64(g[k, y, x]) - np.float64(g[ka, y, x])
+                    row[m] = v
+                    m += 1
+                    if not np.isnan(v):
+                        buf[nn] = v
+                        nn += 1
+        med = 0.0
+        if per_group:  # np.nanmedian of the row: the median of its non-NaN values
+            if nn == 0:
+                continue
+            for i in range(nn):
+                row[i] = buf[i]
+            # buf is scratch below; row[:nn] keeps the non-NaN values
+            med = _median(row, nn, buf)
+            m = 0
+            for y in range(ny):
+                for x in range(nx):
+                    if msk[y, x]:
+                        row[m] = np.float64(g[k, y, x]) - np.float64(g[ka, y, x])
+                        m += 1
+        for i in range(m):
+            r = row[i] - med
+            if np.isfinite(r):
+                vals[n] = r
+                n += 1
+    if n == 0:
+        return np.nan
+    med = _median(vals, n, buf)
+    for i in range(n):
+        buf[i] = np.abs(vals[i] - med)
+    return _median(buf[:n].copy(), n, vals)
