@@ -11,30 +11,30 @@ import numpy as np
 
 from nirbeam import dqflags
 from nirbeam.transforms.flicker_image import (
-    _cleaner,
     cosine_basis,
+    make_cleaner,
 )
 from nirbeam.transforms.flicker_kernels import (
-    _groups_fft_model_kernel,
-    _groups_fft_normal_kernel,
-    _groups_median_kernel,
-    _model_mad,
+    groups_fft_model_kernel,
+    groups_fft_normal_kernel,
+    groups_median_kernel,
+    model_mad,
 )
 from nirbeam.transforms.flicker_mask import (
     draft_mask_from_groups,
 )
 from nirbeam.transforms.flicker_params import (
-    _MAD_TO_SIGMA,
-    _STATISTICS,
     GROUP_BAD_BITS,
+    MAD_TO_SIGMA,
+    STATISTICS,
     FlickerParams,
-    _check_2d,
+    check_2d,
 )
 from nirbeam.transforms.flicker_sort import (
-    _BG_MEDIAN,
-    _BG_NONE,
-    _BG_SCALAR,
-    _sorting_network,
+    BG_MEDIAN,
+    BG_NONE,
+    BG_SCALAR,
+    sorting_network,
 )
 
 _MEDIAN_KW = frozenset({"background", "statistic", "clip_sigma", "min_pixels"})
@@ -55,16 +55,16 @@ _FFT_KW = frozenset(
 def _fast_background(background):
     """(mode, value) of a background the fast path handles, or None."""
     if background is None:
-        return _BG_NONE, 0.0
+        return BG_NONE, 0.0
     if isinstance(background, str):
-        return (_BG_MEDIAN, 0.0) if background == "median" else None
+        return (BG_MEDIAN, 0.0) if background == "median" else None
     bg = np.asarray(background)
     if bg.ndim == 0 and bg.dtype.kind in "biuf" and np.isfinite(bg):
-        return _BG_SCALAR, float(bg)
+        return BG_SCALAR, float(bg)
     return None
 
 
-def _clean_groups_fast(g, gdq, msk, method, bad_group_bits, return_model, kwargs,
+def clean_groups_fast(g, gdq, msk, method, bad_group_bits, return_model, kwargs,
                        from_first=False):
     """Fast path of :func:`clean_groups` (of :func:`clean_groups_from_first` if
     ``from_first``); None where it does not apply (the reference implementation then
@@ -73,7 +73,7 @@ def _clean_groups_fast(g, gdq, msk, method, bad_group_bits, return_model, kwargs
     if ngroups < 2 or ny == 0 or nx == 0:
         return None
     if method == "median":
-        if not set(kwargs) <= _MEDIAN_KW or kwargs.get("statistic", "median") not in _STATISTICS:
+        if not set(kwargs) <= _MEDIAN_KW or kwargs.get("statistic", "median") not in STATISTICS:
             return None
     elif method == "fft":
         if not set(kwargs) <= _FFT_KW or kwargs.get("weights") is not None:
@@ -98,7 +98,7 @@ def _clean_groups_fast(g, gdq, msk, method, bad_group_bits, return_model, kwargs
     out = np.empty(g.shape, np.float32)
     models = np.zeros((ngroups - 1 if return_model else 0, ny, nx))
     if method == "median":
-        _groups_median_kernel(
+        groups_median_kernel(
             g,
             gdq,
             msk,
@@ -109,7 +109,7 @@ def _clean_groups_fast(g, gdq, msk, method, bad_group_bits, return_model, kwargs
             kwargs.get("statistic", "median") == "mean",
             float(kwargs.get("clip_sigma", 3.0)),
             int(kwargs.get("min_pixels", 4)),
-            _sorting_network(ny),
+            sorting_network(ny),
             out,
             models,
             from_first,
@@ -120,7 +120,7 @@ def _clean_groups_fast(g, gdq, msk, method, bad_group_bits, return_model, kwargs
         normal = np.empty((ngroups - 1, nx, p, p))
         rhs = np.empty((ngroups - 1, nx, p, 1))
         good = np.empty((ngroups - 1, nx), np.bool_)
-        _groups_fft_normal_kernel(
+        groups_fft_normal_kernel(
             g,
             gdq,
             msk,
@@ -133,7 +133,7 @@ def _clean_groups_fast(g, gdq, msk, method, bad_group_bits, return_model, kwargs
             int(kwargs.get("min_pixels", 4)),
             bool(kwargs.get("exclude_outliers", True)),
             float(kwargs.get("outlier_sigma", 4.0)),
-            _sorting_network(ny),
+            sorting_network(ny),
             normal,
             rhs,
             good,
@@ -141,7 +141,7 @@ def _clean_groups_fast(g, gdq, msk, method, bad_group_bits, return_model, kwargs
         )
         # one batched LAPACK call: the same per-column solves as clean_fft
         coef = np.ascontiguousarray(np.linalg.solve(normal, rhs)[..., 0])
-        _groups_fft_model_kernel(g, coef, good, basis, out, models, from_first)
+        groups_fft_model_kernel(g, coef, good, basis, out, models, from_first)
     return (out, models) if return_model else out
 
 
@@ -169,7 +169,7 @@ def clean_groups(
 
     ``method='median'`` and ``'fft'`` (without ``weights``; ``background`` None,
     ``'median'`` or a scalar) run as numba kernels in one pass over the cube, with
-    results identical to the per-difference cleaners (:func:`_clean_groups_reference`);
+    results identical to the per-difference cleaners (:func:`clean_groups_reference`);
     other settings run the per-difference cleaners.
 
     Parameters
@@ -195,7 +195,7 @@ def clean_groups(
     cleaned : float32, (ngroups, ny, nx), DN
     model : float64, (ngroups - 1, ny, nx), DN, only if ``return_model``
     """
-    _cleaner(method)
+    make_cleaner(method)
     g = np.asarray(groups)
     if g.ndim != 3:
         raise ValueError(f"clean_groups groups: expected (ngroups, ny, nx), got shape {g.shape}")
@@ -203,15 +203,15 @@ def clean_groups(
     gdq = np.asarray(groupdq)
     if gdq.shape != g.shape:
         raise ValueError(f"clean_groups groupdq: expected shape {g.shape}, got {gdq.shape}")
-    pdq = _check_2d("clean_groups pixeldq", pixeldq, (ny, nx)).astype(np.uint32)
+    pdq = check_2d("clean_groups pixeldq", pixeldq, (ny, nx)).astype(np.uint32)
     if mask is None:
         mask = draft_mask_from_groups(g, pdq)
-    msk = _check_2d("clean_groups mask", mask, (ny, nx)).astype(bool)
+    msk = check_2d("clean_groups mask", mask, (ny, nx)).astype(bool)
     fast_msk = msk & ((pdq & np.uint32(bad_pixel_bits)) == 0)
-    res = _clean_groups_fast(g, gdq, fast_msk, method, bad_group_bits, return_model, kwargs)
+    res = clean_groups_fast(g, gdq, fast_msk, method, bad_group_bits, return_model, kwargs)
     if res is not None:
         return res
-    return _clean_groups_reference(
+    return clean_groups_reference(
         g,
         gdq,
         pdq,
@@ -224,7 +224,7 @@ def clean_groups(
     )
 
 
-def _clean_groups_reference(
+def clean_groups_reference(
     groups: np.ndarray,
     groupdq: np.ndarray,
     pixeldq: np.ndarray,
@@ -241,7 +241,7 @@ def _clean_groups_reference(
     results. Also runs what the fast path does not cover (``nsclean``, array
     backgrounds, ``weights``).
     """
-    fn = _cleaner(method)
+    fn = make_cleaner(method)
     g, gdq, pdq, msk = _group_inputs("clean_groups", groups, groupdq, pixeldq, mask,
                                      bad_pixel_bits)
     ngroups, ny, nx = g.shape
@@ -302,24 +302,24 @@ def clean_groups_from_first(
 
     ``method='median'`` and ``'fft'`` (the settings :func:`clean_groups` runs fast) run
     as numba kernels, with results identical to the per-group cleaners
-    (:func:`_clean_groups_from_first_reference`).
+    (:func:`clean_groups_from_first_reference`).
 
     Parameters and returns as :func:`clean_groups` (``model`` is (ngroups - 1, ny, nx):
     the model of each group k >= 1 relative to group 0).
     """
-    _cleaner(method)
+    make_cleaner(method)
     g, gdq, pdq, msk = _group_inputs("clean_groups_from_first", groups, groupdq, pixeldq, mask,
                                      bad_pixel_bits)
-    res = _clean_groups_fast(g, gdq, msk, method, bad_group_bits, return_model, kwargs,
+    res = clean_groups_fast(g, gdq, msk, method, bad_group_bits, return_model, kwargs,
                              from_first=True)
     if res is not None:
         return res
-    return _clean_groups_from_first_reference(
+    return clean_groups_from_first_reference(
         g, gdq, pdq, msk, method, bad_group_bits=bad_group_bits,
         bad_pixel_bits=bad_pixel_bits, return_model=return_model, **kwargs)
 
 
-def _clean_groups_from_first_reference(
+def clean_groups_from_first_reference(
     groups: np.ndarray,
     groupdq: np.ndarray,
     pixeldq: np.ndarray,
@@ -335,7 +335,7 @@ def _clean_groups_from_first_reference(
     Reference for the numba fast path (tests, bench); same parameters and results. Also
     runs what the fast path does not cover (``nsclean``, array backgrounds, ``weights``).
     """
-    fn = _cleaner(method)
+    fn = make_cleaner(method)
     g, gdq, pdq, msk = _group_inputs("clean_groups_from_first", groups, groupdq, pixeldq, mask,
                                      bad_pixel_bits)
     ngroups, ny, nx = g.shape
@@ -438,10 +438,10 @@ def correction_variance(cleaned: np.ndarray, pixeldq: np.ndarray, mask: np.ndarr
         g = g.astype(np.float64)
     if g.shape[0] < 2 or not msk.any():
         return np.zeros((ny, nx)), kind
-    mad = _model_mad(np.ascontiguousarray(g), np.ascontiguousarray(msk), kind == "group")
+    mad = model_mad(np.ascontiguousarray(g), np.ascontiguousarray(msk), kind == "group")
     if mad == -1.0:
         return np.zeros((ny, nx)), kind
-    s2 = (_MAD_TO_SIGMA * np.float64(mad)) ** 2
+    s2 = (MAD_TO_SIGMA * np.float64(mad)) ** 2
     return _column_variance(msk, s2, k, params), kind
 
 
@@ -468,7 +468,7 @@ def _column_variance(msk, s2, k, params):
     return np.broadcast_to(var[None, :], (ny, nx)).copy()
 
 
-def _correction_variance_reference(cleaned: np.ndarray, pixeldq: np.ndarray,
+def correction_variance_reference(cleaned: np.ndarray, pixeldq: np.ndarray,
                                    mask: np.ndarray, params: FlickerParams) -> np.ndarray:
     """Plain numpy :func:`correction_variance` (reference of its numba kernel)."""
     g = np.asarray(cleaned, np.float64)
@@ -486,7 +486,7 @@ def _correction_variance_reference(cleaned: np.ndarray, pixeldq: np.ndarray,
         dd = dd - np.nanmedian(dd, axis=1, keepdims=True)
         d = dd[np.isfinite(dd)]
     med = np.median(d)
-    s2 = (_MAD_TO_SIGMA * np.median(np.abs(d - med))) ** 2
+    s2 = (MAD_TO_SIGMA * np.median(np.abs(d - med))) ** 2
     if params.method == "median":
         k = np.pi / 2 if params.statistic == "median" else 1.0
     elif params.method == "fft":
@@ -511,9 +511,9 @@ def _group_inputs(name, groups, groupdq, pixeldq, mask, bad_pixel_bits):
     gdq = np.asarray(groupdq)
     if gdq.shape != g.shape:
         raise ValueError(f"{name} groupdq: expected shape {g.shape}, got {gdq.shape}")
-    pdq = _check_2d(f"{name} pixeldq", pixeldq, (ny, nx)).astype(np.uint32)
+    pdq = check_2d(f"{name} pixeldq", pixeldq, (ny, nx)).astype(np.uint32)
     if mask is None:
         mask = draft_mask_from_groups(g, pdq)
-    msk = _check_2d(f"{name} mask", mask, (ny, nx)).astype(bool)
+    msk = check_2d(f"{name} mask", mask, (ny, nx)).astype(bool)
     msk = msk & ((pdq & np.uint32(bad_pixel_bits)) == 0)
     return g, gdq, pdq, msk

@@ -10,15 +10,15 @@ from collections.abc import Callable
 import numpy as np
 
 from nirbeam.transforms.flicker_params import (
-    _MAD_TO_SIGMA,
-    _METHODS,
-    _STATISTICS,
-    _check_2d,
-    _fill_columns,
-    _masked_column_median,
-    _out_dtype,
-    _resolve_background,
-    _robust_sigma,
+    MAD_TO_SIGMA,
+    METHODS,
+    STATISTICS,
+    check_2d,
+    fill_columns,
+    masked_column_median,
+    out_dtype,
+    resolve_background,
+    robust_sigma,
 )
 
 
@@ -59,22 +59,22 @@ def clean_median(
     model : float64, (ny, nx)
         Fitted noise (the column offsets, broadcast along y).
     """
-    img = _check_2d("clean_median image", image)
-    msk = _check_2d("clean_median mask", mask, img.shape).astype(bool)
-    if statistic not in _STATISTICS:
+    img = check_2d("clean_median image", image)
+    msk = check_2d("clean_median mask", mask, img.shape).astype(bool)
+    if statistic not in STATISTICS:
         raise ValueError(
-            f"clean_median statistic: expected one of {_STATISTICS}, got {statistic!r}"
+            f"clean_median statistic: expected one of {STATISTICS}, got {statistic!r}"
         )
     x = img.astype(np.float64)
     use = msk & np.isfinite(x)
-    bg = _resolve_background(background, x, use)
+    bg = resolve_background(background, x, use)
     d = np.where(use, x - bg, np.nan)
-    off = _masked_column_median(d, use)
+    off = masked_column_median(d, use)
     if statistic == "mean":
         # robust start (median, MAD), then 3 rounds of mean/std clipping: 2 sorts only
         dz = np.where(use, d, 0.0)
         with np.errstate(invalid="ignore"):
-            scale = _MAD_TO_SIGMA * _masked_column_median(np.abs(d - off[None, :]), use)
+            scale = MAD_TO_SIGMA * masked_column_median(np.abs(d - off[None, :]), use)
         for _ in range(3):
             with np.errstate(invalid="ignore"):
                 lim = clip_sigma * np.where(np.isfinite(scale), scale, 0.0)
@@ -85,9 +85,9 @@ def clean_median(
             resid2 = np.where(keep, (dz - np.where(n > 0, off, 0.0)[None, :]) ** 2, 0.0)
             scale = np.sqrt(resid2.sum(axis=0) / nn)
     good = (use.sum(axis=0) >= int(min_pixels)) & np.isfinite(off)
-    off = _fill_columns(np.where(good, off, 0.0), good)
+    off = fill_columns(np.where(good, off, 0.0), good)
     model = np.broadcast_to(off[None, :], x.shape).copy()
-    cleaned = (x - model).astype(_out_dtype(img))
+    cleaned = (x - model).astype(out_dtype(img))
     return cleaned, model
 
 
@@ -120,9 +120,9 @@ def cosine_basis(ny: int, n_freq: int, alternating: bool = False) -> np.ndarray:
 def _exclude_outliers(d: np.ndarray, use: np.ndarray, n_sigma: float) -> np.ndarray:
     """Drop background pixels deviating > n_sigma (MAD) from their column median, and
     their 4 nearest neighbours (as jwst's subarray NSClean)."""
-    colmed = _masked_column_median(d, use)
+    colmed = masked_column_median(d, use)
     resid = np.where(use, d - np.where(np.isfinite(colmed), colmed, 0.0)[None, :], 0.0)
-    sig = _robust_sigma(resid, use)
+    sig = robust_sigma(resid, use)
     out = use & (np.abs(resid) > n_sigma * sig)
     if not out.any():
         return use
@@ -197,16 +197,16 @@ def clean_fft(
     series models the structure within the column's readout. Information is not
     shared between columns except through the neighbour fill.
     """
-    img = _check_2d("clean_fft image", image)
-    msk = _check_2d("clean_fft mask", mask, img.shape).astype(bool)
+    img = check_2d("clean_fft image", image)
+    msk = check_2d("clean_fft mask", mask, img.shape).astype(bool)
     ny, nx = img.shape
     x = img.astype(np.float64)
     use = msk & np.isfinite(x)
     w = np.ones_like(x)
     if weights is not None:
-        w = _check_2d("clean_fft weights", weights, img.shape).astype(np.float64)
+        w = check_2d("clean_fft weights", weights, img.shape).astype(np.float64)
         use &= np.isfinite(w) & (w > 0)
-    bg = _resolve_background(background, x, use)
+    bg = resolve_background(background, x, use)
     d = np.where(use, x - bg, 0.0)
     if exclude_outliers:
         use = _exclude_outliers(d, use, outlier_sigma)
@@ -239,11 +239,11 @@ def clean_fft(
     rhs[~good] = 0.0
     coef = np.linalg.solve(normal, rhs[:, :, None])[:, :, 0]  # (nx, p)
     coef[~good] = 0.0
-    coef = _fill_columns(coef, good)
+    coef = fill_columns(coef, good)
     model = np.zeros((ny, nx))
     for a in range(p):
         model += basis[:, a, None] * coef[None, :, a]
-    cleaned = (x - model).astype(_out_dtype(img))
+    cleaned = (x - model).astype(out_dtype(img))
     return cleaned, model
 
 
@@ -253,7 +253,7 @@ def clean_fft(
 NSCLEAN_FC = (1061.0, 1211.0, 49943.0, 49957.0)
 
 
-def _apodizer(freq: np.ndarray, fc) -> np.ndarray:
+def make_apodizer(freq: np.ndarray, fc) -> np.ndarray:
     f0, f1, f2, f3 = (float(v) for v in fc)
     a = np.zeros(freq.shape)
     a[freq < f0] = 1.0
@@ -333,18 +333,18 @@ def clean_nsclean(
     cleaned : same float dtype as ``image`` (float32 for other dtypes), (ny, nx)
     model : float64, (ny, nx)
     """
-    img = _check_2d("clean_nsclean image", image)
-    msk = _check_2d("clean_nsclean mask", mask, img.shape).astype(bool)
+    img = check_2d("clean_nsclean image", image)
+    msk = check_2d("clean_nsclean mask", mask, img.shape).astype(bool)
     ny, nx = img.shape
     x = img.astype(np.float64)
     use = msk & np.isfinite(x)
-    bg = _resolve_background(background, x, use)
+    bg = resolve_background(background, x, use)
     d = np.where(use, x - bg, 0.0)
     if reverse_columns:
         d, use = d[:, ::-1], use[:, ::-1]
     if exclude_outliers and use.any():
         med = np.median(d[use])
-        sig = _MAD_TO_SIGMA * np.median(np.abs(d[use] - med))
+        sig = MAD_TO_SIGMA * np.median(np.abs(d[use] - med))
         out = use & (np.abs(d - med) > outlier_sigma * sig)
         grown = out.copy()
         grown[1:] |= out[:-1]
@@ -354,7 +354,7 @@ def clean_nsclean(
         use = use & ~grown
     model = np.zeros((ny, nx))
     if use.sum() < max(int(min_pixels), 1):
-        cleaned = (x - model).astype(_out_dtype(img))
+        cleaned = (x - model).astype(out_dtype(img))
         return cleaned, model
     per_col = use.sum(axis=0)
     csum = np.concatenate([[0], np.cumsum(per_col)])
@@ -376,7 +376,7 @@ def clean_nsclean(
         if use[:, sec].mean() > minfrac:
             n = di * period
             freq = np.fft.rfftfreq(n, tpix)
-            apod = _apodizer(freq, fc)
+            apod = make_apodizer(freq, fc)
             kk_idx = np.flatnonzero(apod > 0)
             t = (np.arange(di)[None, :] * period + yy[:, None]).astype(np.float64)  # (ny, di)
             ph = (2 * np.pi / n) * t[:, :, None] * kk_idx[None, None, :].astype(np.float64)
@@ -403,19 +403,19 @@ def clean_nsclean(
         model = np.where(wsum > 0, acc / np.where(wsum > 0, wsum, 1.0), 0.0)
     if reverse_columns:
         model = model[:, ::-1]
-    cleaned = (x - model).astype(_out_dtype(img))
+    cleaned = (x - model).astype(out_dtype(img))
     return cleaned, model
 
 
 # --------------------------------------------------------------------------- levels
-def _cleaner(method: str) -> Callable:
+def make_cleaner(method: str) -> Callable:
     if method == "median":
         return clean_median
     if method == "fft":
         return clean_fft
     if method == "nsclean":
         return clean_nsclean
-    raise ValueError(f"1/f cleaning method: expected one of {_METHODS}, got {method!r}")
+    raise ValueError(f"1/f cleaning method: expected one of {METHODS}, got {method!r}")
 
 
 def clean_rate(
@@ -437,7 +437,7 @@ def clean_rate(
     cleaned : float32 (float64 for float64 input), shape of ``rate``
     model : float64, shape of ``rate``
     """
-    fn = _cleaner(method)
+    fn = make_cleaner(method)
     r = np.asarray(rate)
     m = np.asarray(mask, dtype=bool)
     if r.ndim == 2:
@@ -450,7 +450,7 @@ def clean_rate(
         raise ValueError(
             f"clean_rate mask: expected shape {r.shape[1:]} or {r.shape}, got {m.shape}"
         )
-    cleaned = np.empty(r.shape, _out_dtype(r))
+    cleaned = np.empty(r.shape, out_dtype(r))
     model = np.empty(r.shape, np.float64)
     for i in range(r.shape[0]):
         cleaned[i], model[i] = fn(r[i], m if m.ndim == 2 else m[i], **kwargs)

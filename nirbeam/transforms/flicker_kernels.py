@@ -8,21 +8,21 @@ import numpy as np
 from numba import njit
 
 from nirbeam.transforms.flicker_params import (
-    _MAD_TO_SIGMA,
+    MAD_TO_SIGMA,
 )
 from nirbeam.transforms.flicker_sort import (
-    _BLOCK,
-    _diff_block,
-    _diff_median_background,
-    _fill_columns_inplace,
-    _median,
-    _order_pair,
-    _sort_columns,
+    BLOCK,
+    diff_block,
+    diff_median_background,
+    fill_columns_inplace,
+    order_pair,
+    sort_columns,
+    sorted_median,
 )
 
 
 @njit(cache=True, error_model="numpy")
-def _groups_median_kernel(
+def groups_median_kernel(
     g,
     gdq,
     msk,
@@ -45,7 +45,7 @@ def _groups_median_kernel(
     no re-integration: :func:`~nirbeam.transforms.flicker.clean_groups_from_first`)."""
     ng, ny, nx = g.shape
     want = models.shape[0] > 0
-    bw = _BLOCK
+    bw = BLOCK
     acc = np.zeros((ny, nx))
     off = np.empty((nx, 1))
     good = np.empty(nx, np.bool_)
@@ -69,11 +69,11 @@ def _groups_median_kernel(
         ka = 0 if from_first else k
         bg = bg_value
         if bg_mode == 2:
-            bg = _diff_median_background(g, gdq, msk, other, jump, ka, k + 1, allv, buf)
+            bg = diff_median_background(g, gdq, msk, other, jump, ka, k + 1, allv, buf)
         for c0 in range(0, nx, bw):
             w = min(bw, nx - c0)
-            _diff_block(g, gdq, msk, other, jump, ka, k + 1, bg, c0, w, use, d, s, n)
-            _sort_columns(s, comps, w)
+            diff_block(g, gdq, msk, other, jump, ka, k + 1, bg, c0, w, use, d, s, n)
+            sort_columns(s, comps, w)
             for cc in range(w):
                 nn = n[cc]
                 om[cc] = 0.5 * (s[(nn - 1) // 2, cc] + s[nn // 2, cc]) if nn > 0 else np.nan
@@ -82,11 +82,11 @@ def _groups_median_kernel(
                 for y in range(ny):
                     for cc in range(w):
                         s[y, cc] = np.abs(d[y, cc] - om[cc]) if use[y, cc] else np.inf
-                _sort_columns(s, comps, w)
+                sort_columns(s, comps, w)
                 for cc in range(w):
                     nn = n[cc]
                     mad = 0.5 * (s[(nn - 1) // 2, cc] + s[nn // 2, cc]) if nn > 0 else np.nan
-                    scale[cc] = _MAD_TO_SIGMA * mad
+                    scale[cc] = MAD_TO_SIGMA * mad
                 for _ in range(3):
                     for cc in range(w):
                         lim[cc] = clip_sigma * (scale[cc] if np.isfinite(scale[cc]) else 0.0)
@@ -113,7 +113,7 @@ def _groups_median_kernel(
                 ok = (n[cc] >= min_pixels) & np.isfinite(om[cc])
                 good[c0 + cc] = ok
                 off[c0 + cc, 0] = om[cc] if ok else 0.0
-        _fill_columns_inplace(off, good)
+        fill_columns_inplace(off, good)
         for y in range(ny):
             for c in range(nx):
                 a = off[c, 0] if from_first else acc[y, c] + off[c, 0]
@@ -126,7 +126,7 @@ def _groups_median_kernel(
 
 
 @njit(cache=True, error_model="numpy")
-def _groups_fft_normal_kernel(
+def groups_fft_normal_kernel(
     g,
     gdq,
     msk,
@@ -150,7 +150,7 @@ def _groups_fft_normal_kernel(
     ``good`` (ndiff, nx), penalties included."""
     ng, ny, nx = g.shape
     p = basis.shape[1]
-    bw = _BLOCK
+    bw = BLOCK
     d = np.empty((ny, nx))
     use = np.empty((ny, nx), np.bool_)
     outl = np.empty((ny, nx), np.bool_)
@@ -170,16 +170,16 @@ def _groups_fft_normal_kernel(
         ka = 0 if from_first else k
         bg = bg_value
         if bg_mode == 2:
-            bg = _diff_median_background(g, gdq, msk, other, jump, ka, k + 1, allv, buf)
+            bg = diff_median_background(g, gdq, msk, other, jump, ka, k + 1, allv, buf)
         for c0 in range(0, nx, bw):
             w = min(bw, nx - c0)
-            _diff_block(g, gdq, msk, other, jump, ka, k + 1, bg, c0, w, ub, db, s, nb)
+            diff_block(g, gdq, msk, other, jump, ka, k + 1, bg, c0, w, ub, db, s, nb)
             for y in range(ny):
                 for cc in range(w):
                     use[y, c0 + cc] = ub[y, cc]
                     d[y, c0 + cc] = db[y, cc]
             if exclude:
-                _sort_columns(s, comps, w)
+                sort_columns(s, comps, w)
                 for cc in range(w):
                     nn = nb[cc]
                     colmed[c0 + cc] = (
@@ -204,10 +204,10 @@ def _groups_fft_normal_kernel(
             if nall > 0:
                 lo = (nall - 1) // 2
                 hi = nall // 2
-                med = _order_pair(flat, ny * nx, npad + lo, npad + hi, buf)
+                med = order_pair(flat, ny * nx, npad + lo, npad + hi, buf)
                 for i in range(ny * nx):
                     allv[i] = np.abs(flat[i] - med)  # the -inf become +inf: same ranks
-                sig = _MAD_TO_SIGMA * _order_pair(allv, ny * nx, lo, hi, buf)
+                sig = MAD_TO_SIGMA * order_pair(allv, ny * nx, lo, hi, buf)
             thr = outlier_sigma * sig
             n_out = 0
             for y in range(ny):
@@ -281,7 +281,7 @@ def _groups_fft_normal_kernel(
 
 
 @njit(cache=True, error_model="numpy")
-def _groups_fft_model_kernel(g, coef, good, basis, out, models, from_first=False):
+def groups_fft_model_kernel(g, coef, good, basis, out, models, from_first=False):
     """Models ``basis @ coef`` (bad columns filled from their neighbours) of every
     difference, re-integrated into ``out`` (subtracted from each group if
     ``from_first``)."""
@@ -299,7 +299,7 @@ def _groups_fft_model_kernel(g, coef, good, basis, out, models, from_first=False
             if not good[k, c]:
                 for a in range(p):
                     ck[c, a] = 0.0
-        _fill_columns_inplace(ck, good[k])
+        fill_columns_inplace(ck, good[k])
         for y in range(ny):
             for c in range(nx):
                 model[c] = 0.0
@@ -316,9 +316,9 @@ def _groups_fft_model_kernel(g, coef, good, basis, out, models, from_first=False
 
 
 @njit(cache=True, error_model="numpy")
-def _model_mad(g, msk, per_group):
+def model_mad(g, msk, per_group):
     """MAD of the cleaned background values a group-level 1/f model was fitted to, as
-    :func:`~nirbeam.transforms.flicker_groups._correction_variance_reference` computes it
+    :func:`~nirbeam.transforms.flicker_groups.correction_variance_reference` computes it
     (same values in the same order, numpy's medians).
 
     ``g`` (ng, ny, nx) float32/float64 cleaned groups, ``msk`` (ny, nx) background pixels.
@@ -368,7 +368,7 @@ def _model_mad(g, msk, per_group):
             for i in range(nn):
                 row[i] = buf[i]
             # buf is scratch below; row[:nn] keeps the non-NaN values
-            med = _median(row, nn, buf)
+            med = sorted_median(row, nn, buf)
             m = 0
             for y in range(ny):
                 for x in range(nx):
@@ -382,7 +382,7 @@ def _model_mad(g, msk, per_group):
                 n += 1
     if n == 0:
         return np.nan
-    med = _median(vals, n, buf)
+    med = sorted_median(vals, n, buf)
     for i in range(n):
         buf[i] = np.abs(vals[i] - med)
-    return _median(buf[:n].copy(), n, vals)
+    return sorted_median(buf[:n].copy(), n, vals)

@@ -10,9 +10,9 @@ from scipy import ndimage
 
 from nirbeam.transforms.flicker_params import (
     MASK_BAD_BITS,
-    _check_2d,
-    _masked_column_median,
-    _robust_sigma,
+    check_2d,
+    masked_column_median,
+    robust_sigma,
 )
 
 
@@ -109,34 +109,34 @@ def scene_mask(
     mask : bool, (ny, nx)
         True where the pixel is background usable for the noise fit.
     """
-    img = _check_2d("scene_mask image", image).astype(np.float64)
+    img = check_2d("scene_mask image", image).astype(np.float64)
     shape = img.shape
     valid = np.isfinite(img)
     if dq is not None:
         valid &= (
-            _check_2d("scene_mask dq", dq, shape).astype(np.uint32) & np.uint32(bad_bits)
+            check_2d("scene_mask dq", dq, shape).astype(np.uint32) & np.uint32(bad_bits)
         ) == 0
     if trace_mask is not None:
-        valid &= ~_check_2d("scene_mask trace_mask", trace_mask, shape).astype(bool)
+        valid &= ~check_2d("scene_mask trace_mask", trace_mask, shape).astype(bool)
     if user_mask is not None:
-        valid &= _check_2d("scene_mask user_mask", user_mask, shape).astype(bool)
+        valid &= check_2d("scene_mask user_mask", user_mask, shape).astype(bool)
     if background is not None:
         bg = np.asarray(background, dtype=np.float64)
         if bg.ndim:
-            _check_2d("scene_mask background", bg, shape)
+            check_2d("scene_mask background", bg, shape)
         img = img - bg
     pix_sigma = None
     if err is not None:
-        pix_sigma = _check_2d("scene_mask err", err, shape).astype(np.float64)
+        pix_sigma = check_2d("scene_mask err", err, shape).astype(np.float64)
         pix_sigma = np.where(np.isfinite(pix_sigma) & (pix_sigma > 0), pix_sigma, np.nan)
 
     use = valid.copy()
     smooth = max(int(smooth), 1)
     for _ in range(max(int(n_iter), 1)):
-        colmed = _masked_column_median(img, use)
+        colmed = masked_column_median(img, use)
         colmed = np.where(np.isfinite(colmed), colmed, 0.0)
         resid = np.where(valid, img - colmed[None, :], 0.0)
-        glob = _robust_sigma(resid, use)
+        glob = robust_sigma(resid, use)
         sig = (
             np.full(shape, glob)
             if pix_sigma is None

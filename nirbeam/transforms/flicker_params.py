@@ -23,11 +23,11 @@ GROUP_BAD_BITS = (
 #: Pixel-DQ bits that keep a pixel out of the scene mask by default.
 MASK_BAD_BITS = dqflags.DO_NOT_USE | dqflags.SATURATED | dqflags.DEAD | dqflags.HOT
 
-_MAD_TO_SIGMA = 1.482602218505602
+MAD_TO_SIGMA = 1.482602218505602
 
-_METHODS = ("median", "fft", "nsclean")
+METHODS = ("median", "fft", "nsclean")
 _LEVELS = ("group", "rate")
-_STATISTICS = ("median", "mean")
+STATISTICS = ("median", "mean")
 
 
 # --------------------------------------------------------------------------- params
@@ -113,15 +113,15 @@ class FlickerParams:
     enabled: bool = True
 
     def __post_init__(self):
-        if self.method not in _METHODS:
+        if self.method not in METHODS:
             raise ValueError(
-                f"FlickerParams.method: expected one of {_METHODS}, got {self.method!r}"
+                f"FlickerParams.method: expected one of {METHODS}, got {self.method!r}"
             )
         if self.level not in _LEVELS:
             raise ValueError(f"FlickerParams.level: expected one of {_LEVELS}, got {self.level!r}")
-        if self.statistic not in _STATISTICS:
+        if self.statistic not in STATISTICS:
             raise ValueError(
-                f"FlickerParams.statistic: expected one of {_STATISTICS}, got {self.statistic!r}"
+                f"FlickerParams.statistic: expected one of {STATISTICS}, got {self.statistic!r}"
             )
         if self.detector not in ("NRS1", "NRS2"):
             raise ValueError(
@@ -188,7 +188,7 @@ class FlickerParams:
 
 
 # --------------------------------------------------------------------------- helpers
-def _check_2d(name: str, arr: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
+def check_2d(name: str, arr: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D (ny, nx) array, got shape {arr.shape}")
@@ -197,11 +197,11 @@ def _check_2d(name: str, arr: np.ndarray, shape: tuple[int, int] | None = None) 
     return arr
 
 
-def _out_dtype(image: np.ndarray) -> np.dtype:
+def out_dtype(image: np.ndarray) -> np.dtype:
     return np.dtype(np.float64) if image.dtype == np.float64 else np.dtype(np.float32)
 
 
-def _masked_column_median(data: np.ndarray, use: np.ndarray) -> np.ndarray:
+def masked_column_median(data: np.ndarray, use: np.ndarray) -> np.ndarray:
     """Median along axis 0 of ``data[use]`` per column; NaN where a column has none.
 
     Same value as ``np.nanmedian`` (mean of the two middle values for even counts),
@@ -220,7 +220,7 @@ def _masked_column_median(data: np.ndarray, use: np.ndarray) -> np.ndarray:
     return med
 
 
-def _resolve_background(background, image: np.ndarray, use: np.ndarray) -> np.ndarray | float:
+def resolve_background(background, image: np.ndarray, use: np.ndarray) -> np.ndarray | float:
     """Background to remove before fitting: None, 'median', a scalar or an (ny, nx) array."""
     if background is None:
         return 0.0
@@ -234,10 +234,10 @@ def _resolve_background(background, image: np.ndarray, use: np.ndarray) -> np.nd
     bg = np.asarray(background, dtype=np.float64)
     if bg.ndim == 0:
         return float(bg)
-    return _check_2d("background", bg, image.shape)
+    return check_2d("background", bg, image.shape)
 
 
-def _fill_columns(values: np.ndarray, good: np.ndarray) -> np.ndarray:
+def fill_columns(values: np.ndarray, good: np.ndarray) -> np.ndarray:
     """Replace bad columns by the mean of the nearest good column on each side.
 
     Parameters
@@ -276,9 +276,9 @@ def _fill_columns(values: np.ndarray, good: np.ndarray) -> np.ndarray:
     return out
 
 
-def _robust_sigma(resid: np.ndarray, use: np.ndarray) -> float:
+def robust_sigma(resid: np.ndarray, use: np.ndarray) -> float:
     vals = resid[use]
     if vals.size == 0:
         return 0.0
     med = np.median(vals)
-    return float(_MAD_TO_SIGMA * np.median(np.abs(vals - med)))
+    return float(MAD_TO_SIGMA * np.median(np.abs(vals - med)))

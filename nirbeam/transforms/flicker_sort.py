@@ -15,15 +15,15 @@ from nirbeam.transforms._select import select_kth
 # Fast path of :func:`clean_groups`: numba kernels over the whole cube (group
 # differences, per-column statistics of the usable background pixels of every
 # difference, ramp re-integration), vectorised across columns. Every floating-point
-# operation is the one the numpy reference (:func:`_clean_groups_reference`) does, in
+# operation is the one the numpy reference (:func:`clean_groups_reference`) does, in
 # the same order (column sums run along y from 0.0, medians are
 # ``0.5 * (s[(n-1)//2] + s[n//2])`` of the sorted values), so results are identical.
-_BG_NONE, _BG_SCALAR, _BG_MEDIAN = 0, 1, 2
-_BLOCK = 64  # columns per block of the column sorts (ny x 64 float64 stay in L1)
+BG_NONE, BG_SCALAR, BG_MEDIAN = 0, 1, 2
+BLOCK = 64  # columns per block of the column sorts (ny x 64 float64 stay in L1)
 
 
 @functools.lru_cache(maxsize=16)
-def _sorting_network(n: int) -> np.ndarray:
+def sorting_network(n: int) -> np.ndarray:
     """Batcher odd-even merge sorting network for ``n`` values.
 
     Built for the next power of two; comparators touching positions ``>= n`` are
@@ -53,9 +53,9 @@ def _sorting_network(n: int) -> np.ndarray:
 
 
 @njit(cache=True, error_model="numpy")
-def _sort_columns(s, comps, w):
+def sort_columns(s, comps, w):
     """Sort each of the first ``w`` columns of ``s`` (float64, (ny, B)) along axis 0
-    with the comparators ``comps`` (:func:`_sorting_network` of ny); no NaN allowed."""
+    with the comparators ``comps`` (:func:`sorting_network` of ny); no NaN allowed."""
     for t in range(comps.shape[0]):
         i = comps[t, 0]
         j = comps[t, 1]
@@ -81,7 +81,7 @@ def _median_inplace(a, n, lo, hi):
 
 
 @njit(cache=True, error_model="numpy")
-def _order_pair(a, n, lo, hi, buf):
+def order_pair(a, n, lo, hi, buf):
     """``0.5 * (s[lo] + s[hi])`` of ``s = sorted(a[:n])`` (``hi`` is ``lo`` or ``lo + 1``;
     no NaN); ``a`` is kept, ``buf`` (>= n values) is scratch.
 
@@ -115,15 +115,15 @@ def _order_pair(a, n, lo, hi, buf):
 
 
 @njit(cache=True, error_model="numpy")
-def _median(a, n, buf):
+def sorted_median(a, n, buf):
     """Median of ``a[:n]`` (n >= 1, no NaN) as numpy's ``np.median``; ``a`` is kept,
     ``buf`` (>= n values) is scratch."""
-    return _order_pair(a, n, (n - 1) // 2, n // 2, buf)
+    return order_pair(a, n, (n - 1) // 2, n // 2, buf)
 
 
 @njit(cache=True, error_model="numpy")
-def _fill_columns_inplace(values, good):
-    """:func:`_fill_columns` in place on float64 (nx, p): bad columns get the mean of
+def fill_columns_inplace(values, good):
+    """:func:`fill_columns` in place on float64 (nx, p): bad columns get the mean of
     the nearest good column on each side (zeros everywhere if none is good)."""
     nx, p = values.shape
     n_good = 0
@@ -160,7 +160,7 @@ def _fill_columns_inplace(values, good):
 
 
 @njit(cache=True, error_model="numpy")
-def _diff_median_background(g, gdq, msk, other, jump, ka, kb, allv, buf):
+def diff_median_background(g, gdq, msk, other, jump, ka, kb, allv, buf):
     """Median of the usable background pixels of difference ``ka -> kb`` (0.0 if
     none): ``background='median'``."""
     ny, nx = msk.shape
@@ -173,11 +173,11 @@ def _diff_median_background(g, gdq, msk, other, jump, ka, kb, allv, buf):
             u = msk[y, c] & (((q0 | q1) & other) == 0) & ((q1 & jump) == 0) & np.isfinite(v)
             allv[nall] = v
             nall += u
-    return _median(allv, nall, buf) if nall > 0 else 0.0
+    return sorted_median(allv, nall, buf) if nall > 0 else 0.0
 
 
 @njit(cache=True, error_model="numpy")
-def _diff_block(g, gdq, msk, other, jump, ka, kb, bg, c0, w, use, d, s, n):
+def diff_block(g, gdq, msk, other, jump, ka, kb, bg, c0, w, use, d, s, n):
     """Columns ``c0 : c0 + w`` of difference ``ka -> kb`` (``kb = ka + 1``, or ``ka = 0``
     for the cleaning against the first group): usable background pixels ``use`` (no
     ``other`` bit in either group, no ``jump`` bit in ``kb``), values ``d = x - bg`` (0
