@@ -1,0 +1,269 @@
+"""MOS batch pipeline: the nods of each slitlet -> one 1-D spectrum per source.
+
+Inputs are jwst level-2 slit files (SlitModel/MultiSlitModel after photom, read by
+:mod:`nirbeam.sources.level2`), one per nod; the slits of all files are grouped by
+(detector, slitlet name) and each group -- a slitlet's nods, the ``nod`` ensemble of the
+MOS plan (:mod:`nirbeam.modes.mos`) -- goes through the same kernels:
+
+1. the nods stacked on the slitlet's pixels (SCI MJy/sr, variance VAR_POISSON + VAR_RNOISE
+   + VAR_FLAT, DQ);
+2. a spatial profile fitted to the data (:func:`nirbeam.transforms.mos_extract.fit_profile`:
+   Gaussian, nod centres and width from the joint nod fit; the trace's slope from the
+   fit in column chunks);
+3. background and outliers across nods: the joint nod fit
+   (:func:`nirbeam.transforms.slit2d.joint_nod_fit`: a background common to every nod,
+   free per pixel, never subtracting source light; residuals beyond 5 sigma in any nod
+   rejected), next to jwst's nod difference (:func:`~nirbeam.transforms.slit2d.nod_difference_background`)
+   for comparison;
+4. optimal extraction of each nod with the fitted profile on ``nod - background``
+   (:func:`~nirbeam.transforms.slit2d.optimal_extract_nods`), and a box extraction on the
+   nod differences for comparison;
+5. nod combination by inverse variance (:func:`~nirbeam.transforms.slit2d.combine_nods`);
+6. flux: the column sum of surface brightness times ``PIXAR_SR`` (sr per pixel) is MJy,
+   times 1e12 µJy.
+
+Products (:func:`write_products`): ``x1d.fits`` (MultiSpec, one EXTRACT1D per source),
+``spec1d_<source_id>.ecsv``, ``cutouts.zarr`` (per slitlet: the nods' SCI, VAR, DQ,
+WAVELENGTH, the fitted background and model), ``plots/``, ``run.json``.
+
+The graph is a Beam batch pipeline (Create -> read -> key by slitlet -> GroupByKey ->
+extract -> collect -> write); :func:`extract_slitlet` is the pure function it maps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nirbeam import dqflags
+from nirbeam.core.spectra import Spectrum1D
+from nirbeam.sources.level2 import Level2Slit, read_level2
+from nirbeam.transforms import mos_extract as mx
+from nirbeam.transforms import slit2d
+
+__all__ = ["SlitletResult", "extract_slitlet", "group_nods", "run_level2", "write_products",
+           "level2_inputs"]
+
+log = logging.getLogger("nirbeam.mos")
+OUTLIER = np.uint32(dqflags.OUTLIER | dqflags.DO_NOT_USE)
+
+
+@dataclass(frozen=True, eq=False)
+class SlitletResult:
+    """One slitlet's outcome: the combined spectrum, the cut-outs and the figures."""
+
+    spectrum: Spectrum1D
+    cutouts: dict
+    summary: dict
+    per_nod_flux_ujy: np.ndarray
+    per_nod_var_ujy: np.ndarray
+    nod_difference_ujy: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def level2_inputs(inputs) -> list[str]:
+    """FITS files among ``inputs`` (files or folders), sorted."""
+    out = []
+    for p in inputs:
+        p = str(p)
+        if os.path.isdir(p):
+            out += [os.path.join(p, f) for f in sorted(os.listdir(p)) if f.lower().endswith(".fits")]
+        else:
+            out.append(p)
+    return sorted(out)
+
+
+def group_nods(slits) -> dict[tuple[str, str], list[Level2Slit]]:
+    """Slits keyed by (detector, slitlet name), each list sorted by PATT_NUM."""
+    g: dict[tuple[str, str], list[Level2Slit]] = {}
+    for s in slits:
+        g.setdefault((s.detector, s.name), []).append(s)
+    return {k: sorted(v, key=lambda s: (s.patt_num or 0, s.path)) for k, v in sorted(g.items())}
+
+
+def _check_nods(nods: list[Level2Slit]):
+    s0 = nods[0]
+    where = f"slitlet {s0.name} ({s0.detector})"
+    if len(nods) < 2:
+        raise ValueError(f"{where}: one nod only ({s0.path}); nod subtraction needs >= 2")
+    for s in nods[1:]:
+        if s.shape != s0.shape or (s.xstart, s.ystart) != (s0.xstart, s0.ystart):
+            raise ValueError(f"{where}: {os.path.basename(s.path)} cut-out {s.shape} at "
+                             f"({s.xstart},{s.ystart}) differs from {os.path.basename(s0.path)} "
+                             f"{s0.shape} at ({s0.xstart},{s0.ystart}); nods must share pixels")
+        if s.bunit != s0.bunit:
+            raise ValueError(f"{where}: BUNIT {s.bunit!r} in {s.path} vs {s0.bunit!r}")
+    pats = [s.patt_num for s in nods]
+    if len(set(pats)) != len(pats):
+        raise ValueError(f"{where}: PATT_NUM repeats across the nods {pats}")
+
+
+def extract_slitlet(nods: list[Level2Slit], *, n_sigma: float = 5.0) -> SlitletResult:
+    """The pure function of one slitlet's nods (see the module notes)."""
+    _check_nods(nods)
+    s0 = nods[0]
+    if s0.bunit != "MJy/sr":
+        raise ValueError(f"slitlet {s0.name}: SCI in {s0.bunit!r}; the MOS extraction expects "
+                         "MJy/sr (a level-2 file after photom)")
+    R = np.stack([s.sci for s in nods]).astype(np.float64)
+    V = np.stack([s.variance for s in nods])
+    Q = np.stack([s.dq for s in nods]).astype(np.uint32)
+    wls = np.stack([s.wavelength for s in nods]).astype(np.float64)
+    wl = np.where(np.isfinite(wls).all(axis=0), wls.mean(axis=0), np.nan)
+    good = slit2d.good_pixels(R, V, Q)
+    # profile fitted to the data: centres and width, then the trace slope, then again
+    along0 = mx.rows_coordinate(wl)
+    c0 = mx.initial_centers(R, V, good, along0)
+    g0 = mx.fit_profile(R, V, Q, along0, wl, c0)
+    slope, x_ref, _ = mx.fit_trace_slope(R, V, Q, wl, g0)
+    along = mx.tilted_coordinate(wl, slope, x_ref)
+    prof = mx.fit_profile(R, V, Q, along, wl, np.asarray(g0.centers), search=1.0,
+                          slopes=(-0.2, 0.0, 0.2, 0.4))
+    lims = mx.slit_limits(along)
+    P = prof.profiles(along, wl, lims)
+    # background common to every nod + outliers across nods (joint fit)
+    fit = slit2d.joint_nod_fit(R, V, Q, P, sigma_clip=n_sigma)
+    Qo = Q | np.where(fit.rejected, OUTLIER, 0).astype(np.uint32)
+    ok = slit2d.good_pixels(R, V, Qo)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bvar = np.where(ok.any(axis=0), 1.0 / np.where(ok, 1.0 / np.where(ok, V, 1.0), 0.0).sum(axis=0), np.nan)
+    opt = slit2d.optimal_extract_nods(R, V, Qo, fit.background, bvar, P, sigma_clip=n_sigma)
+    f_sb, v_sb, dq = slit2d.combine_nods(opt.flux, opt.flux_var, opt.dq)
+    # jwst's way, for comparison: each nod minus the mean of the others, box about the trace
+    nbkg, nbvar = slit2d.nod_difference_background(R, V, Qo)
+    half = float(max(2.5 * prof.s0, 1.5))
+    box = slit2d.box_extract_nods(R, V, Qo, nbkg, nbvar, along, np.asarray(prof.centers), half, profiles=P)
+    fb, vb, _ = slit2d.combine_nods(box.flux, box.flux_var, box.dq)
+    box_raw = slit2d.box_extract_nods(R, V, Qo, nbkg, nbvar, along, np.asarray(prof.centers), half)
+    fbr, _, _ = slit2d.combine_nods(box_raw.flux, box_raw.flux_var, box_raw.dq)
+    # flux density
+    pix = s0.pixar_sr
+    if pix is None:
+        raise ValueError(f"{s0.path}[SCI,{s0.extver}] PIXAR_SR: missing; the pixel solid angle "
+                         "is needed to turn MJy/sr into a flux density")
+    to = mx.surface_brightness_to_ujy
+    flux, ferr = to(f_sb, pix), to(np.sqrt(v_sb), pix)
+    # wavelength of each column: the profile-weighted mean of the map
+    Pw = np.where(np.isfinite(wl)[None], P, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lam = (Pw * np.nan_to_num(wl)[None]).sum(axis=(0, 1)) / Pw.sum(axis=(0, 1))
+    dq = np.where(np.isfinite(lam), dq, dq | np.uint32(dqflags.DO_NOT_USE)).astype(np.uint32)
+    bad = (dq & np.uint32(dqflags.DO_NOT_USE)) != 0
+    flux = np.where(bad, np.nan, flux)
+    ferr = np.where(bad, np.nan, ferr)
+    okb = ~bad & np.isfinite(flux) & np.isfinite(ferr) & (ferr > 0)
+    snr = mx.snr_per_bin(lam, flux, ferr ** 2, np.arange(0.6, 5.61, 0.25))
+    fbu = to(fb, pix)
+    fbru = to(fbr, pix)
+    both = okb & np.isfinite(fbu)
+    summary = {
+        "slitlet": s0.name, "detector": s0.detector, "source_id": s0.source_id,
+        "source_name": s0.source_name, "nods": [os.path.basename(s.path) for s in nods],
+        "patt_num": [s.patt_num for s in nods], "shutter_state": [s.shutter_state for s in nods],
+        "profile": prof.as_dict() | {"trace_slope_rows_per_col": round(slope, 5),
+                                      "x_ref": x_ref, "slit_limits_px": list(lims)},
+        "flux_conversion": {"sci_unit": s0.bunit, "pixar_sr": pix, "factor_ujy_per_mjy_sr_pixel":
+                            pix * mx.MJY_TO_UJY, "formula": "flux_uJy = sum_y(SB MJy/sr) * PIXAR_SR * 1e12"},
+        "outliers_rejected": int(fit.rejected.sum()),
+        "outliers_per_nod": [int(v) for v in fit.rejected.sum(axis=(1, 2))],
+        "good_elements": int(okb.sum()),
+        "snr": snr,
+        "median_flux_ujy": float(np.nanmedian(flux[okb])) if okb.any() else float("nan"),
+        "integrated_flux_ujy_um": float(np.nansum(np.where(okb, flux, 0.0)[1:] * np.abs(np.diff(lam)))),
+        "comparison": {
+            "nod_difference_box_aperture": round(half, 3),
+            "nod_difference_box_apcorr_over_optimal_sum": float(fbu[both].sum() / flux[both].sum())
+            if both.any() else None,
+            "nod_difference_box_raw_over_optimal_sum": float(fbru[both].sum() / flux[both].sum())
+            if both.any() else None,
+            "nod_difference_box_snr_median": float(np.nanmedian(fb[both] / np.sqrt(vb[both])))
+            if both.any() else None,
+        },
+        "joint_fit_chi2_per_dof": float(np.nansum(fit.chi2) / max(int(np.nansum(np.maximum(fit.dof, 0))), 1)),
+    }
+    sp = Spectrum1D(
+        source_id=int(s0.source_id if s0.source_id is not None else s0.slitlet_id or 0),
+        source_name=s0.source_name or s0.name, region=s0.name, wavelength=lam,
+        flux=flux, flux_error=ferr, dq=dq, flux_unit="uJy",
+        surf_bright=None, background=None, npixels=opt.npixels.sum(axis=0),
+        source_type="EXTENDED" if str(s0.keywords.get("SRCTYPE", "")).upper() == "EXTENDED" else "POINT",
+        detector=s0.detector, exposure="+".join(s.exposure for s in nods),
+        extraction={"method": "optimal", "profile": "gaussian fitted to the nods",
+                    "background": "joint nod fit (common to all nods)", "nods": len(nods),
+                    "source_ypos": float(s0.srcypos) if s0.srcypos is not None else 0.0,
+                    "source_xpos": float(s0.srcxpos) if s0.srcxpos is not None else 0.0,
+                    "flux_conversion": "SB * PIXAR_SR * 1e12"},
+        wavelength_source=f"{os.path.basename(s0.path)}[WAVELENGTH]",
+    )
+    cut = {"sci": R.astype(np.float32), "var": V.astype(np.float32), "dq": Qo,
+           "wavelength": wl.astype(np.float32), "background": fit.background.astype(np.float32),
+           "model": fit.model(P).astype(np.float32), "profile": P.astype(np.float32)}
+    return SlitletResult(sp, cut, summary, to(opt.flux, pix), to(np.sqrt(opt.flux_var), pix) ** 2, fbu)
+
+
+def run_level2(inputs, outdir: str, *, runner: str = "direct") -> dict:
+    """Run the MOS pipeline over level-2 slit files (files or folders) into ``outdir``.
+
+    Returns the run summary (also written to ``outdir/run.json``).
+    """
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    paths = level2_inputs(inputs)
+    if not paths:
+        raise ValueError(f"no level-2 FITS files in {list(inputs)}")
+    os.makedirs(outdir, exist_ok=True)
+    t0 = time.time()
+    opts = PipelineOptions(runner="FnApiRunner" if runner == "direct" else runner)
+    with beam.Pipeline(options=opts) as p:
+        _ = (p
+             | "Files" >> beam.Create(paths)
+             | "ReadLevel2" >> beam.FlatMap(read_level2)
+             | "KeyBySlitlet" >> beam.Map(lambda s: ((s.detector, s.name), s))
+             | "Nods" >> beam.GroupByKey()
+             | "Extract" >> beam.MapTuple(lambda k, nods: extract_slitlet(group_nods(nods)[k]))
+             | "Collect" >> beam.combiners.ToList()
+             | "Write" >> beam.Map(write_products, outdir, paths, t0))
+    with open(os.path.join(outdir, "run.json")) as fh:
+        return json.load(fh)
+
+
+def write_products(results: list[SlitletResult], outdir: str, inputs=(), t0: float | None = None) -> dict:
+    """x1d.fits, spec1d_<id>.ecsv, cutouts.zarr, plots/ and run.json for the slitlets."""
+    from nirbeam.sinks import mos_products
+    from nirbeam.sinks.spec1d import spec1d_name, write_spec1d_ecsv, write_x1d
+
+    results = sorted(results, key=lambda r: (r.spectrum.detector, r.spectrum.region))
+    os.makedirs(outdir, exist_ok=True)
+    spectra = [r.spectrum for r in results]
+    header = {"INSTRUME": "NIRSPEC", "EXP_TYPE": "NRS_MSASPEC", "TELESCOP": "JWST",
+              "DETECTOR": spectra[0].detector if spectra else ""}
+    files = {"x1d": write_x1d(os.path.join(outdir, "x1d.fits"), spectra, header)}
+    for sp in spectra:
+        files[spec1d_name(sp.source_id)] = write_spec1d_ecsv(os.path.join(outdir, spec1d_name(sp.source_id)), sp)
+    files["cutouts"] = mos_products.write_cutouts(os.path.join(outdir, "cutouts.zarr"),
+                                                  {f"{r.spectrum.detector}_{r.spectrum.region}": r.cutouts
+                                                   for r in results})
+    plots = []
+    for r in results:
+        plots += mos_products.plot_slitlet(os.path.join(outdir, "plots"), r.spectrum, r.cutouts,
+                                           r.per_nod_flux_ujy, r.nod_difference_ujy)
+    summary = {"mode": "mos", "inputs": [os.path.basename(p) for p in inputs],
+               "slitlets": [r.summary for r in results], "products": files,
+               "plots": [os.path.relpath(p, outdir) for p in plots],
+               "wall_s": round(time.time() - t0, 2) if t0 else None, "outdir": outdir}
+    with open(os.path.join(outdir, "run.json"), "w") as fh:
+        json.dump(summary, fh, indent=1, default=_json)
+    return summary
+
+
+def _json(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
