@@ -2,11 +2,13 @@
 
 jwst 3.0 ``extract_1d.extract.run_extract1d`` (box, no reference file needed) on each nod
 after jwst's nod background (each nod minus the mean of the other two, as calwebb_spec2's
-background step does with the nod members), with the aperture rows given per nod
-(``--apertures`` "lo:hi,lo:hi,lo:hi", 0-based inclusive rows, e.g. from nirbeam's fitted
-centres). Prints JSON: per nod WAVELENGTH, FLUX (Jy) and FLUX_ERROR.
+background step does with the nod members), with a box aperture per nod given as a
+trace ``y(x) = center_k + slope * (x - x_ref)`` (0-based pixel centres) +/- ``half`` rows
+(jwst ``src_coeff`` limits, partial pixels), e.g. from nirbeam's fitted profile. Prints
+JSON: per nod WAVELENGTH, FLUX (Jy), FLUX_ERROR.
 
-    .venv-jwst/bin/python bench/mos_ceers_jwst_reference.py --apertures 11:16,16:21,6:11 > ref.json
+    .venv-jwst/bin/python bench/mos_ceers_jwst_reference.py --centers 13.97,18.96,8.94 \
+        --slope 0.011 --x-ref 170 --half 2.5 > ref.json
 """
 
 import argparse
@@ -22,14 +24,17 @@ import numpy as np
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="/work/shared/data/modes/mos_ceers")
-    ap.add_argument("--apertures", required=True)
+    ap.add_argument("--centers", required=True)
+    ap.add_argument("--slope", type=float, default=0.0)
+    ap.add_argument("--x-ref", type=float, default=0.0)
+    ap.add_argument("--half", type=float, default=2.5)
     a = ap.parse_args(argv)
     from jwst.extract_1d.extract import run_extract1d
     from stdatamodels.jwst import datamodels
 
     files = sorted(glob.glob(os.path.join(a.data, "*_nrs2_phot.*.fits")))
     models = [datamodels.open(f) for f in files]
-    aps = [tuple(int(v) for v in s.split(":")) for s in a.apertures.split(",")]
+    centers = [float(v) for v in a.centers.split(",")]
     out = {"jwst": __import__("jwst").__version__, "nods": []}
     for k, m in enumerate(models):
         others = [models[j] for j in range(len(models)) if j != k]
@@ -41,11 +46,13 @@ def main(argv=None):
         d.err = np.sqrt(d.var_poisson + d.var_rnoise + d.var_flat)
         d.meta.cal_step.photom = "COMPLETE"
         d.meta.cal_step.back_sub = "COMPLETE"
-        lo, hi = aps[k]
+        c0 = centers[k] - a.slope * a.x_ref
+        lo, hi = [c0 - a.half, a.slope], [c0 + a.half, a.slope]
         ref = {"reftype": "EXTRACT1D", "instrument": "NIRSPEC", "telescope": "JWST",
                "apertures": [{"id": "ANY", "region_type": "target", "dispaxis": 1,
                               "xstart": 0, "xstop": int(m.data.shape[1] - 1),
-                              "ystart": lo, "ystop": hi, "use_source_posn": False}]}
+                              "src_coeff": [lo, hi], "independent_var": "pixel",
+                              "use_source_posn": False}]}
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
             json.dump(ref, fh)
         res = run_extract1d(d, extract_ref_name=fh.name, apcorr_ref_name=None, psf_ref_name="N/A",

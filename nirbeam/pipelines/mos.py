@@ -135,7 +135,7 @@ def extract_slitlet(nods: list[Level2Slit], *, n_sigma: float = 5.0) -> SlitletR
     f_sb, v_sb, dq = slit2d.combine_nods(opt.flux, opt.flux_var, opt.dq)
     # jwst's way, for comparison: each nod minus the mean of the others, box about the trace
     nbkg, nbvar = slit2d.nod_difference_background(R, V, Qo)
-    half = float(max(2.5 * prof.s0, 1.5))
+    half = 2.5  # rows either side of the trace (jwst-like box, aperture-corrected with P)
     box = slit2d.box_extract_nods(R, V, Qo, nbkg, nbvar, along, np.asarray(prof.centers), half, profiles=P)
     fb, vb, _ = slit2d.combine_nods(box.flux, box.flux_var, box.dq)
     box_raw = slit2d.box_extract_nods(R, V, Qo, nbkg, nbvar, along, np.asarray(prof.centers), half)
@@ -202,7 +202,10 @@ def extract_slitlet(nods: list[Level2Slit], *, n_sigma: float = 5.0) -> SlitletR
     cut = {"sci": R.astype(np.float32), "var": V.astype(np.float32), "dq": Qo,
            "wavelength": wl.astype(np.float32), "background": fit.background.astype(np.float32),
            "model": fit.model(P).astype(np.float32), "profile": P.astype(np.float32)}
-    return SlitletResult(sp, cut, summary, to(opt.flux, pix), to(np.sqrt(opt.flux_var), pix) ** 2, fbu)
+    nod_bad = (opt.dq & np.uint32(dqflags.DO_NOT_USE)) != 0
+    return SlitletResult(sp, cut, summary, np.where(nod_bad, np.nan, to(opt.flux, pix)),
+                         np.where(nod_bad, np.nan, to(np.sqrt(opt.flux_var), pix) ** 2),
+                         np.where(np.isfinite(fb), fbu, np.nan))
 
 
 def run_level2(inputs, outdir: str, *, runner: str = "direct") -> dict:
