@@ -29,7 +29,7 @@ JWST_PY = REPO / ".venv-jwst" / "bin" / "python"
 
 def _binned(w, f, v, edges):
     out = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         m = np.isfinite(w) & np.isfinite(f) & np.isfinite(v) & (v > 0) & (w >= lo) & (w < hi)
         out.append(np.nan if m.sum() < 3 else float(np.sum(f[m] / v[m]) / np.sum(1 / v[m])))
     return np.array(out)

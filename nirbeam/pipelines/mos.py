@@ -46,8 +46,8 @@ from nirbeam.sources.level2 import Level2Slit, read_level2
 from nirbeam.transforms import mos_extract as mx
 from nirbeam.transforms import slit2d
 
-__all__ = ["SlitletResult", "extract_slitlet", "group_nods", "run_level2", "write_products",
-           "level2_inputs"]
+__all__ = ["SlitletResult", "extract_slitlet", "extract_ensemble", "group_nods", "run_level2", "write_products",
+           "level2_inputs", "run_cli"]
 
 log = logging.getLogger("nirbeam.mos")
 OUTLIER = np.uint32(dqflags.OUTLIER | dqflags.DO_NOT_USE)
@@ -103,26 +103,62 @@ def _check_nods(nods: list[Level2Slit]):
 
 
 def extract_slitlet(nods: list[Level2Slit], *, n_sigma: float = 5.0) -> SlitletResult:
-    """The pure function of one slitlet's nods (see the module notes)."""
+    """The pure function of one slitlet's level-2 nods (see the module notes)."""
     _check_nods(nods)
     s0 = nods[0]
     if s0.bunit != "MJy/sr":
         raise ValueError(f"slitlet {s0.name}: SCI in {s0.bunit!r}; the MOS extraction expects "
                          "MJy/sr (a level-2 file after photom)")
+    pix = s0.pixar_sr
+    if pix is None:
+        raise ValueError(f"{s0.path}[SCI,{s0.extver}] PIXAR_SR: missing; the pixel solid angle "
+                         "is needed to turn MJy/sr into a flux density")
     R = np.stack([s.sci for s in nods]).astype(np.float64)
     V = np.stack([s.variance for s in nods])
     Q = np.stack([s.dq for s in nods]).astype(np.uint32)
     wls = np.stack([s.wavelength for s in nods]).astype(np.float64)
     wl = np.where(np.isfinite(wls).all(axis=0), wls.mean(axis=0), np.nan)
+    info = {"slitlet": s0.name, "detector": s0.detector, "source_id": s0.source_id,
+            "source_name": s0.source_name, "nods": [os.path.basename(s.path) for s in nods],
+            "patt_num": [s.patt_num for s in nods], "shutter_state": [s.shutter_state for s in nods]}
+    conv = {"sci_unit": s0.bunit, "pixar_sr": pix, "factor_ujy_per_mjy_sr_pixel": pix * mx.MJY_TO_UJY,
+            "formula": "flux_uJy = sum_y(SB MJy/sr) * PIXAR_SR * 1e12"}
+    sp_kw = {"source_type": "EXTENDED" if str(s0.keywords.get("SRCTYPE", "")).upper() == "EXTENDED"
+             else "POINT", "exposure": "+".join(s.exposure for s in nods),
+             "source_ypos": s0.srcypos, "source_xpos": s0.srcxpos,
+             "wavelength_source": f"{os.path.basename(s0.path)}[WAVELENGTH]"}
+    return extract_ensemble(R, V, Q, wl, info, lambda x, lam: mx.surface_brightness_to_ujy(x, pix),
+                            conv, sp_kw, n_sigma=n_sigma)
+
+
+def extract_ensemble(R, V, Q, wl, info: dict, to_ujy, conversion: dict, sp_kw: dict, *,
+                     n_sigma: float = 5.0) -> SlitletResult:
+    """The MOS kernels on one slitlet's nods, whatever made the cut-outs (level-2 files or
+    nirbeam's own stage 1).
+
+    Parameters
+    ----------
+    R, V, Q : (N, ny, nx)
+        The nods' cut-outs (any linear unit), variances, DQ.
+    wl : (ny, nx), µm
+    info : dict
+        slitlet, detector, source_id, source_name (and anything for run.json).
+    to_ujy : callable ``(column_flux, wavelength_um) -> µJy``
+        The flux calibration of a column sum (linear in the flux).
+    conversion : dict
+        How ``to_ujy`` converts, for run.json.
+    sp_kw : dict
+        source_type, exposure, source_ypos/xpos, wavelength_source for the Spectrum1D.
+    """
     good = slit2d.good_pixels(R, V, Q)
     # profile fitted to the data: centres and width, then the trace slope, then again
     along0 = mx.rows_coordinate(wl)
-    c0 = mx.initial_centers(R, V, good, along0)
+    c0 = mx.initial_centers(R, V, good, along0, info.get("expected_centers"))
     g0 = mx.fit_profile(R, V, Q, along0, wl, c0)
     slope, x_ref, _ = mx.fit_trace_slope(R, V, Q, wl, g0)
     along = mx.tilted_coordinate(wl, slope, x_ref)
     prof = mx.fit_profile(R, V, Q, along, wl, np.asarray(g0.centers), search=1.0,
-                          slopes=(-0.2, 0.0, 0.2, 0.4))
+                          sigmas=np.geomspace(0.6, 6.0, 16), slopes=(-0.2, 0.0, 0.2, 0.4))
     lims = mx.slit_limits(along)
     P = prof.profiles(along, wl, lims)
     # background common to every nod + outliers across nods (joint fit)
@@ -135,47 +171,36 @@ def extract_slitlet(nods: list[Level2Slit], *, n_sigma: float = 5.0) -> SlitletR
     f_sb, v_sb, dq = slit2d.combine_nods(opt.flux, opt.flux_var, opt.dq)
     # jwst's way, for comparison: each nod minus the mean of the others, box about the trace
     nbkg, nbvar = slit2d.nod_difference_background(R, V, Qo)
-    half = 2.5  # rows either side of the trace (jwst-like box, aperture-corrected with P)
+    half = 2.5  # rows either side of the trace (jwst-like box; apcorr: divided by P inside)
     box = slit2d.box_extract_nods(R, V, Qo, nbkg, nbvar, along, np.asarray(prof.centers), half, profiles=P)
     fb, vb, _ = slit2d.combine_nods(box.flux, box.flux_var, box.dq)
     box_raw = slit2d.box_extract_nods(R, V, Qo, nbkg, nbvar, along, np.asarray(prof.centers), half)
     fbr, _, _ = slit2d.combine_nods(box_raw.flux, box_raw.flux_var, box_raw.dq)
-    # flux density
-    pix = s0.pixar_sr
-    if pix is None:
-        raise ValueError(f"{s0.path}[SCI,{s0.extver}] PIXAR_SR: missing; the pixel solid angle "
-                         "is needed to turn MJy/sr into a flux density")
-    to = mx.surface_brightness_to_ujy
-    flux, ferr = to(f_sb, pix), to(np.sqrt(v_sb), pix)
     # wavelength of each column: the profile-weighted mean of the map
     Pw = np.where(np.isfinite(wl)[None], P, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         lam = (Pw * np.nan_to_num(wl)[None]).sum(axis=(0, 1)) / Pw.sum(axis=(0, 1))
-    dq = np.where(np.isfinite(lam), dq, dq | np.uint32(dqflags.DO_NOT_USE)).astype(np.uint32)
+    flux, ferr = to_ujy(f_sb, lam), np.abs(to_ujy(np.sqrt(v_sb), lam))
+    dq = np.where(np.isfinite(lam) & np.isfinite(flux), dq, dq | np.uint32(dqflags.DO_NOT_USE)).astype(np.uint32)
     bad = (dq & np.uint32(dqflags.DO_NOT_USE)) != 0
     flux = np.where(bad, np.nan, flux)
     ferr = np.where(bad, np.nan, ferr)
     okb = ~bad & np.isfinite(flux) & np.isfinite(ferr) & (ferr > 0)
     snr = mx.snr_per_bin(lam, flux, ferr ** 2, np.arange(0.6, 5.61, 0.25))
-    fbu = to(fb, pix)
-    fbru = to(fbr, pix)
+    fbu = to_ujy(fb, lam)
+    fbru = to_ujy(fbr, lam)
     both = okb & np.isfinite(fbu)
-    summary = {
-        "slitlet": s0.name, "detector": s0.detector, "source_id": s0.source_id,
-        "source_name": s0.source_name, "nods": [os.path.basename(s.path) for s in nods],
-        "patt_num": [s.patt_num for s in nods], "shutter_state": [s.shutter_state for s in nods],
+    summary = dict(info) | {
         "profile": prof.as_dict() | {"trace_slope_rows_per_col": round(slope, 5),
                                       "x_ref": x_ref, "slit_limits_px": list(lims)},
-        "flux_conversion": {"sci_unit": s0.bunit, "pixar_sr": pix, "factor_ujy_per_mjy_sr_pixel":
-                            pix * mx.MJY_TO_UJY, "formula": "flux_uJy = sum_y(SB MJy/sr) * PIXAR_SR * 1e12"},
+        "flux_conversion": conversion,
         "outliers_rejected": int(fit.rejected.sum()),
         "outliers_per_nod": [int(v) for v in fit.rejected.sum(axis=(1, 2))],
         "good_elements": int(okb.sum()),
         "snr": snr,
         "median_flux_ujy": float(np.nanmedian(flux[okb])) if okb.any() else float("nan"),
-        "integrated_flux_ujy_um": float(np.nansum(np.where(okb, flux, 0.0)[1:] * np.abs(np.diff(lam)))),
         "comparison": {
-            "nod_difference_box_aperture": round(half, 3),
+            "nod_difference_box_half_rows": half,
             "nod_difference_box_apcorr_over_optimal_sum": float(fbu[both].sum() / flux[both].sum())
             if both.any() else None,
             "nod_difference_box_raw_over_optimal_sum": float(fbru[both].sum() / flux[both].sum())
@@ -185,26 +210,27 @@ def extract_slitlet(nods: list[Level2Slit], *, n_sigma: float = 5.0) -> SlitletR
         },
         "joint_fit_chi2_per_dof": float(np.nansum(fit.chi2) / max(int(np.nansum(np.maximum(fit.dof, 0))), 1)),
     }
+    summary.pop("expected_centers", None)
+    sid = info.get("source_id")
     sp = Spectrum1D(
-        source_id=int(s0.source_id if s0.source_id is not None else s0.slitlet_id or 0),
-        source_name=s0.source_name or s0.name, region=s0.name, wavelength=lam,
-        flux=flux, flux_error=ferr, dq=dq, flux_unit="uJy",
-        surf_bright=None, background=None, npixels=opt.npixels.sum(axis=0),
-        source_type="EXTENDED" if str(s0.keywords.get("SRCTYPE", "")).upper() == "EXTENDED" else "POINT",
-        detector=s0.detector, exposure="+".join(s.exposure for s in nods),
+        source_id=int(sid if sid is not None else 0),
+        source_name=str(info.get("source_name") or info["slitlet"]), region=str(info["slitlet"]),
+        wavelength=lam, flux=flux, flux_error=ferr, dq=dq, flux_unit="uJy",
+        npixels=opt.npixels.sum(axis=0), source_type=sp_kw.get("source_type", "POINT"),
+        detector=str(info.get("detector", "")), exposure=sp_kw.get("exposure", ""),
         extraction={"method": "optimal", "profile": "gaussian fitted to the nods",
-                    "background": "joint nod fit (common to all nods)", "nods": len(nods),
-                    "source_ypos": float(s0.srcypos) if s0.srcypos is not None else 0.0,
-                    "source_xpos": float(s0.srcxpos) if s0.srcxpos is not None else 0.0,
-                    "flux_conversion": "SB * PIXAR_SR * 1e12"},
-        wavelength_source=f"{os.path.basename(s0.path)}[WAVELENGTH]",
+                    "background": "joint nod fit (common to all nods)", "nods": int(R.shape[0]),
+                    "source_ypos": float(sp_kw.get("source_ypos") or 0.0),
+                    "source_xpos": float(sp_kw.get("source_xpos") or 0.0),
+                    "flux_conversion": conversion.get("formula", "")},
+        wavelength_source=sp_kw.get("wavelength_source", ""),
     )
     cut = {"sci": R.astype(np.float32), "var": V.astype(np.float32), "dq": Qo,
            "wavelength": wl.astype(np.float32), "background": fit.background.astype(np.float32),
            "model": fit.model(P).astype(np.float32), "profile": P.astype(np.float32)}
     nod_bad = (opt.dq & np.uint32(dqflags.DO_NOT_USE)) != 0
-    return SlitletResult(sp, cut, summary, np.where(nod_bad, np.nan, to(opt.flux, pix)),
-                         np.where(nod_bad, np.nan, to(np.sqrt(opt.flux_var), pix) ** 2),
+    return SlitletResult(sp, cut, summary, np.where(nod_bad, np.nan, to_ujy(opt.flux, lam[None])),
+                         np.where(nod_bad, np.nan, to_ujy(np.sqrt(opt.flux_var), lam[None])) ** 2,
                          np.where(np.isfinite(fb), fbu, np.nan))
 
 
@@ -233,6 +259,17 @@ def run_level2(inputs, outdir: str, *, runner: str = "direct") -> dict:
              | "Write" >> beam.Map(write_products, outdir, paths, t0))
     with open(os.path.join(outdir, "run.json")) as fh:
         return json.load(fh)
+
+
+def run_cli(args) -> int:
+    """``nirbeam run`` on level-2 MOS inputs: run, print where the products are, exit 0."""
+    summ = run_level2(args.inputs, args.out)
+    for sl in summ["slitlets"]:
+        print(f"slitlet {sl['slitlet']} ({sl['detector']}) source {sl['source_id']}: "
+              f"{len(sl['nods'])} nods, median S/N per element "
+              f"{sl['snr']['median_snr_per_element']:.2f}, {sl['outliers_rejected']} outlier pixels")
+    print(f"products in {summ['outdir']} ({summ['wall_s']} s)")
+    return 0
 
 
 def write_products(results: list[SlitletResult], outdir: str, inputs=(), t0: float | None = None) -> dict:

@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.io import fits
 
-from nirbeam.core.geometry import BackgroundRule, BoundingBox, SpectralRegion, TraceRule, WavelengthRule
+from nirbeam.core.geometry import (
+    BackgroundRule,
+    BoundingBox,
+    SpectralRegion,
+    TraceRule,
+    WavelengthRule,
+)
 from nirbeam.stream.uncal import BadInputError
 
 __all__ = ["Level2Slit", "read_level2", "is_level2_slit_file", "SLIT_ARRAYS"]

@@ -199,6 +199,12 @@ def _dispatch(args, beam_args) -> int:
         print(f"  config: {cfg} (transit parameters for the quick-look fit)")
         return EXIT_OK
     if args.command == "run":
+        from nirbeam.modes.mos import is_mos_level2
+
+        if is_mos_level2(args.inputs):  # jwst level-2 MOS slit files: the MOS batch pipeline
+            from nirbeam.pipelines.mos import run_cli
+
+            return run_cli(args)
         from nirbeam.stream.config import ConfigError, load_config_file
         from nirbeam.stream.pipeline import run
         from nirbeam.stream.runners import RunnerSpec
