@@ -20,6 +20,8 @@ import json
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
 from nirbeam.core.geometry import (
     BackgroundRule,
     BoundingBox,
@@ -84,13 +86,14 @@ def read_geometry(path: str) -> MSAGeometry:
 
 
 def slitlet_region(slitlet, geom: MSAGeometry, shape: tuple[int, int], margin: int = 1) -> SpectralRegion:
-    """One MSA slitlet (:class:`nirbeam.sources.msa.MSASlitlet`) as a region: rows from the
-    first to the last shutter of the slitlet (plus half a pitch and ``margin``), columns
-    of its spectrum."""
+    """One MSA slitlet (:class:`nirbeam.sources.msa.MSASlitlet`) as a region: the rows of
+    its shutters (``pitch`` rows each, from the first shutter's first row) plus ``margin``
+    rows either side, the columns of its spectrum."""
     ny, nx = shape
     cmin, cmax = min(slitlet.columns), max(slitlet.columns)
-    y0 = int(max(0, round(geom.row_of(cmin) - geom.pitch / 2) - margin))
-    y1 = int(min(ny, round(geom.row_of(cmax) + geom.pitch / 2) + margin))
+    first = int(np.floor(geom.row_of(cmin) - (geom.pitch - 1) / 2 + 0.5)) - margin
+    y0 = max(0, first)
+    y1 = min(ny, first + int(round((cmax - cmin + 1) * geom.pitch)) + 2 * margin)
     x0 = max(0, geom.x_start(slitlet.xcen))
     x1 = min(nx, x0 + geom.nx_spec)
     return SpectralRegion(

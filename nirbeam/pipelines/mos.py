@@ -47,7 +47,8 @@ from nirbeam.transforms import mos_extract as mx
 from nirbeam.transforms import slit2d
 
 __all__ = ["SlitletResult", "extract_slitlet", "extract_ensemble", "group_nods", "run_level2", "write_products",
-           "level2_inputs", "run_cli"]
+           "level2_inputs", "run_cli", "run_uncal", "stage1_exposure",
+           "stage2_exposures"]
 
 log = logging.getLogger("nirbeam.mos")
 OUTLIER = np.uint32(dqflags.OUTLIER | dqflags.DO_NOT_USE)
@@ -272,7 +273,8 @@ def run_cli(args) -> int:
     return 0
 
 
-def write_products(results: list[SlitletResult], outdir: str, inputs=(), t0: float | None = None) -> dict:
+def write_products(results: list[SlitletResult], outdir: str, inputs=(), t0: float | None = None,
+                   extra: dict | None = None, max_plots: int | None = None) -> dict:
     """x1d.fits, spec1d_<id>.ecsv, cutouts.zarr, plots/ and run.json for the slitlets."""
     from nirbeam.sinks import mos_products
     from nirbeam.sinks.spec1d import spec1d_name, write_spec1d_ecsv, write_x1d
@@ -289,13 +291,14 @@ def write_products(results: list[SlitletResult], outdir: str, inputs=(), t0: flo
                                                   {f"{r.spectrum.detector}_{r.spectrum.region}": r.cutouts
                                                    for r in results})
     plots = []
-    for r in results:
+    for r in results[:max_plots]:
         plots += mos_products.plot_slitlet(os.path.join(outdir, "plots"), r.spectrum, r.cutouts,
                                            r.per_nod_flux_ujy, r.nod_difference_ujy)
     summary = {"mode": "mos", "inputs": [os.path.basename(p) for p in inputs],
                "slitlets": [r.summary for r in results], "products": files,
                "plots": [os.path.relpath(p, outdir) for p in plots],
                "wall_s": round(time.time() - t0, 2) if t0 else None, "outdir": outdir}
+    summary.update(extra or {})
     with open(os.path.join(outdir, "run.json"), "w") as fh:
         json.dump(summary, fh, indent=1, default=_json)
     return summary
@@ -307,3 +310,208 @@ def _json(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
+
+
+# ---------------------------------------------------------------------------------------
+# from uncal: nirbeam's own stage 1, slitlets from the MSA metadata
+
+
+def stage1_exposure(path: str, refs_dir: str) -> dict:
+    """One MOS uncal exposure (one nod) -> rate images, with the keys the MOS plan needs.
+
+    Detector1 is the shared kernel (:func:`nirbeam.transforms.detector1.run_detector1`)
+    with the references of ``refs_dir``; the exposure's integrations are combined by
+    inverse variance (:func:`nirbeam.transforms.slit2d.combine_integrations`).
+    """
+    from astropy.io import fits
+
+    from nirbeam.stream.refs import load_references
+    from nirbeam.stream.uncal import BadInputError, read_ramp, scan_segment
+    from nirbeam.transforms.detector1 import RampTiming, run_detector1
+    from nirbeam.transforms.refpix import SubarrayGeometry
+
+    info = scan_segment(path, require_tso=False)
+    meta = info.meta
+    ph = fits.getheader(path)
+    keys = {}
+    for k in ("MSAMETFL", "MSAMETID", "PATT_NUM", "NOD_TYPE"):
+        if k not in ph:
+            raise BadInputError(path, f"missing {k}: a MOS exposure names its MSA metadata "
+                                "(MSAMETFL, MSAMETID) and nod position (PATT_NUM)", "PRIMARY", k)
+        keys[k] = ph[k]
+    refs, prov = load_references(refs_dir, meta)
+    rates, variances, dqs = [], [], []
+    for i in range(info.intstart, info.intend + 1):
+        res = run_detector1(read_ramp(info, i), refs, RampTiming.from_meta(meta),
+                            geometry=SubarrayGeometry.from_meta(meta))
+        rates.append(res.rate)
+        variances.append(res.var_poisson.astype(np.float64) + res.var_rnoise)
+        dqs.append(res.dq)
+    rate, var, dq = slit2d.combine_integrations(np.stack(rates), np.stack(variances), np.stack(dqs))
+    return {"path": os.path.abspath(path), "meta": meta, "keys": keys, "rate": rate, "var": var,
+            "dq": dq, "refs": {k: v.get("file", v.get("standin")) for k, v in prov.items()}}
+
+
+def _photom(refs_dir: str):
+    from astropy.io import fits
+
+    for f in sorted(os.listdir(refs_dir)):
+        if f.endswith(".fits") and fits.getheader(os.path.join(refs_dir, f)).get("REFTYPE") == "PHOTOM":
+            t = fits.getdata(os.path.join(refs_dir, f), "PHOTOM")
+            return f, np.asarray(t["WAVELENGTH"], float), np.asarray(t["RELRESP"], float)
+    raise ValueError(f"{refs_dir}: no PHOTOM reference (REFTYPE=PHOTOM, table PHOTOM with "
+                     "WAVELENGTH um and RELRESP DN/s per uJy): the flux calibration")
+
+
+def _barshadow_ref(refs_dir: str):
+    from astropy.io import fits
+
+    for f in sorted(os.listdir(refs_dir)):
+        if f.endswith(".fits") and fits.getheader(os.path.join(refs_dir, f)).get("REFTYPE") == "BARSHADOW":
+            return f, np.asarray(fits.getdata(os.path.join(refs_dir, f), "DATA1X3"), float)[:, 0]
+    raise ValueError(f"{refs_dir}: no BARSHADOW reference (REFTYPE=BARSHADOW, DATA1X3)")
+
+
+def stage2_exposures(exposures: list[dict], refs_dir: str, outdir: str, t0: float | None = None,
+                     msa_dir: str | None = None, max_plots: int | None = None) -> dict:
+    """The nods of one MOS visit (their stage-1 rates) -> products (see the module notes).
+
+    Slitlets from the MSA metadata (:func:`nirbeam.modes.mos.mos_regions`), light where no
+    shutter was planned open (:func:`nirbeam.transforms.msa_light.unplanned_light`),
+    shutters that stayed shut, the bar-shadow profile measured from the sky slitlets
+    (:func:`nirbeam.transforms.barshadow.measure_bar_shadow`) and applied, then every
+    source slitlet through :func:`extract_ensemble` with the PHOTOM response.
+    """
+    from dataclasses import replace
+
+    from nirbeam.modes.mos import MOS, read_geometry
+    from nirbeam.sources.msa import read_msa
+    from nirbeam.transforms import barshadow as bs
+    from nirbeam.transforms import msa_light
+
+    exposures = sorted(exposures, key=lambda e: int(e["keys"]["PATT_NUM"]))
+    e0 = exposures[0]
+    msa_dir = msa_dir or os.path.dirname(e0["path"])
+    geom_path = os.path.join(refs_dir, "msa_geometry.json")
+    geom = read_geometry(geom_path)
+    R = np.stack([e["rate"] for e in exposures])
+    V = np.stack([e["var"] for e in exposures])
+    Q = np.stack([e["dq"] for e in exposures])
+    ny, nx = R.shape[1:]
+    regions, slitlets = [], []
+    for e in exposures:
+        k = e["keys"]
+        extra = tuple(e["meta"].extra) + (("MSAMETFL", k["MSAMETFL"]), ("MSAMETID", k["MSAMETID"]),
+                                          ("PATT_NUM", k["PATT_NUM"]), ("MSA_GEOMETRY", geom_path),
+                                          ("MSA_DIR", msa_dir))
+        regions.append({r.name: r for r in MOS.regions(replace(e["meta"], extra=extra), None)})
+        slitlets.append({s.name: s for s in read_msa(os.path.join(msa_dir, k["MSAMETFL"]),
+                                                     int(k["MSAMETID"]), int(k["PATT_NUM"]))})
+    names = sorted(regions[0], key=lambda n: int(n) if n.isdigit() else n)
+    for reg in regions[1:]:
+        if sorted(reg) != sorted(regions[0]):
+            raise ValueError("the nods open different slitlets: " f"{sorted(regions[0])} vs {sorted(reg)}")
+    boxes = [(r.bbox.y0, r.bbox.y1, r.bbox.x0, r.bbox.x1) for r in regions[0].values()]
+    planned_rows = msa_light.planned_mask((ny, nx), boxes).any(axis=1)
+    planned_rows[:4] = planned_rows[-4:] = True  # reference rows of a full frame / frame edges
+    x_lo = min(b[2] for b in boxes)
+    x_hi = max(b[3] for b in boxes)
+    unplanned = msa_light.unplanned_light(R, Q, planned_rows, columns=slice(x_lo, x_hi))
+    for u in unplanned:
+        u["shutter_column_estimate"] = round(geom.column_of_row(0.5 * (u["rows"][0] + u["rows"][1] - 1)), 2)
+        u["flagged"] = True
+        Q[:, u["rows"][0]:u["rows"][1], :] |= np.uint32(dqflags.OTHER_BAD_PIXEL)
+    # the slitlets' cut-outs; shutters that stayed shut
+    bs_name, t_ref = _barshadow_ref(refs_dir)
+    margin = 1
+    P = geom.pitch
+    shutter_rows = [(int(round(margin + P * s + (P - 1) / 2 - geom.open_rows / 2 + 0.5)),
+                     int(round(margin + P * s + (P - 1) / 2 + geom.open_rows / 2 - 0.5)) + 1) for s in range(3)]
+    cuts, stuck = {}, []
+    for n in names:
+        b = regions[0][n].bbox
+        c = (R[:, b.y0:b.y1, b.x0:b.x1], V[:, b.y0:b.y1, b.x0:b.x1], Q[:, b.y0:b.y1, b.x0:b.x1].copy())
+        if c[0].shape[1] == t_ref.size:
+            for s in msa_light.closed_shutters(c[0], c[2], shutter_rows):
+                a, z = shutter_rows[s]
+                c[2][:, max(a - 1, 0):z + 1] |= np.uint32(dqflags.DO_NOT_USE)
+                col = sorted(slitlets[0][n].columns)[s]
+                stuck.append({"slitlet": n, "shutter_index": s, "shutter_column": int(col),
+                              "shutter_row": int(slitlets[0][n].xcen), "flagged": True})
+        cuts[n] = c
+    sky = [n for n in names if slitlets[0][n].background and cuts[n][0].shape[1] == t_ref.size]
+    prof = bs.measure_bar_shadow([cuts[n][0] for n in sky], [cuts[n][1] for n in sky],
+                                 [cuts[n][2] for n in sky], t_ref)
+    tmeas = np.where(np.isfinite(prof.transmission), prof.transmission, 0.0)
+    wname, wlam, wresp = _photom(refs_dir)
+
+    def to_ujy(x, lam):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.asarray(x, float) / np.interp(lam, wlam, wresp, left=np.nan, right=np.nan)
+
+    results = []
+    for n in names:
+        s0 = slitlets[0][n]
+        if s0.background:
+            continue
+        r, v, q = cuts[n]
+        if r.shape[1] != tmeas.size:
+            raise ValueError(f"slitlet {n}: {r.shape[1]} rows, the bar-shadow profile {tmeas.size}")
+        r, v, q = bs.apply_bar_shadow(r, v, q, tmeas)
+        reg = regions[0][n]
+        t = np.arange(reg.bbox.x1 - reg.bbox.x0, dtype=float)
+        lam = np.polynomial.polynomial.polyval(t, reg.wavelength.coefficients)
+        wl = np.where(np.isfinite(r).any(axis=0), lam[None, :], np.nan)
+        wl = np.broadcast_to(lam[None, :], r.shape[1:]).copy()
+        wl[~(tmeas >= 0.2)] = np.nan
+        exp_c = [margin + P * sh + (P - 1) / 2 for sh in (1, 0, 2)]
+        order = [int(e["keys"]["PATT_NUM"]) for e in exposures]
+        info = {"slitlet": n, "detector": reg.detector, "source_id": s0.source_id,
+                "source_name": s0.source_name, "nods": [os.path.basename(e["path"]) for e in exposures],
+                "patt_num": order, "shutter_state": [slitlets[k][n].shutter_state for k in range(len(exposures))],
+                "box": [reg.bbox.y0, reg.bbox.y1, reg.bbox.x0, reg.bbox.x1],
+                "expected_centers": np.array([exp_c[(p - 1) % 3] for p in order])}
+        conv = {"reference": wname, "formula": "flux_uJy = column sum (DN/s) / RELRESP(lambda) (DN/s per uJy)",
+                "bar_shadow": "divided by the profile measured from the sky slitlets"}
+        sp_kw = {"source_type": "POINT", "exposure": "+".join(e["meta"].exposure for e in exposures),
+                 "source_ypos": s0.source_ypos, "source_xpos": s0.source_xpos,
+                 "wavelength_source": f"MSA geometry {os.path.basename(geom_path)}"}
+        results.append(extract_ensemble(r, v, q, wl, info, to_ujy, conv, sp_kw))
+    rows_in = tmeas > 0.2
+    mos_run = {
+        "bar_shadow": {"reference": bs_name, "measured": prof.transmission.tolist(),
+                       "measured_error": prof.error.tolist(), "reference_profile": t_ref.tolist(),
+                       "sky_slitlets": sky, "n_samples": prof.n_samples.tolist(),
+                       "rms_measured_minus_reference": bs.profile_rms(prof.transmission, t_ref, rows_in)},
+        "unplanned_light": unplanned,
+        "stuck_closed_shutters": stuck,
+        "stage1": [{"exposure": os.path.basename(e["path"]), "patt_num": int(e["keys"]["PATT_NUM"]),
+                    "references": e["refs"]} for e in exposures],
+    }
+    return write_products(results, outdir, [e["path"] for e in exposures], t0, extra=mos_run,
+                          max_plots=max_plots)
+
+
+def run_uncal(inputs, outdir: str, refs_dir: str, *, runner: str = "direct",
+              max_plots: int | None = None) -> dict:
+    """Run the MOS pipeline over uncal nods (files or folders) into ``outdir``: stage 1
+    per exposure in parallel on Beam, then the visit's stage 2 (:func:`stage2_exposures`)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from nirbeam.stream.uncal import find_uncal_files
+
+    paths = find_uncal_files([str(p) for p in inputs])
+    if not paths:
+        raise ValueError(f"no uncal files in {list(inputs)}")
+    os.makedirs(outdir, exist_ok=True)
+    t0 = time.time()
+    opts = PipelineOptions(runner="FnApiRunner" if runner == "direct" else runner)
+    with beam.Pipeline(options=opts) as p:
+        _ = (p
+             | "Uncal" >> beam.Create(paths)
+             | "Detector1" >> beam.Map(stage1_exposure, refs_dir)
+             | "Nods" >> beam.combiners.ToList()
+             | "Stage2" >> beam.Map(stage2_exposures, refs_dir, outdir, t0, max_plots=max_plots))
+    with open(os.path.join(outdir, "run.json")) as fh:
+        return json.load(fh)

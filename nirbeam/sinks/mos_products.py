@@ -63,7 +63,7 @@ def plot_slitlet(outdir: str, spectrum, cut: dict, per_nod_ujy, nod_diff_ujy=Non
         a.set_ylabel("row", fontsize=7)
     fig.suptitle(f"slitlet {spectrum.region} source {spectrum.source_id} ({spectrum.detector})")
     p1 = os.path.join(outdir, f"{name}_2d.png")
-    fig.savefig(p1, dpi=100, bbox_inches="tight")
+    fig.savefig(p1, dpi=72)
     plt.close(fig)
     fig, ax = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     w = spectrum.wavelength
@@ -81,6 +81,6 @@ def plot_slitlet(outdir: str, spectrum, cut: dict, per_nod_ujy, nod_diff_ujy=Non
     ax[1].set_ylabel("S/N per element")
     ax[1].set_xlabel("wavelength [µm]")
     p2 = os.path.join(outdir, f"{name}_spectrum.png")
-    fig.savefig(p2, dpi=100, bbox_inches="tight")
+    fig.savefig(p2, dpi=72)
     plt.close(fig)
     return [p1, p2]

@@ -6,7 +6,7 @@ source none is known in advance (galaxies are resolved, the PSF grows with wavel
 so here it is fitted: a Gaussian along the slit of width ``sigma(lam) = s0 + s1 (lam -
 lam0)`` (pixels), centred at ``centers[k]`` in nod ``k``, the centres refined by
 :func:`~nirbeam.transforms.slit2d.fit_nod_centers` and the width by a grid search, both
-on the chi^2 of the joint nod fit :func:`~nirbeam.transforms.slit2d.joint_nod_fit`
+(a coarse grid, then two finer grids between its neighbours) on the chi^2 of the joint nod fit :func:`~nirbeam.transforms.slit2d.joint_nod_fit`
 (the background common to every nod is free per pixel, so the fit never subtracts
 source light).
 
@@ -120,7 +120,7 @@ def fit_trace_slope(rate, var, dq, wavelength, profile: GaussianProfile, *, chun
     for a, b in zip(edges[:-1], edges[1:], strict=True):
         g = fit_profile(rate[:, :, a:b], var[:, :, a:b], dq[:, :, a:b], along[:, a:b], lam[:, a:b],
                         np.asarray(profile.centers), sigmas=[profile.s0], slopes=[profile.s1],
-                        lam0=profile.lam0, search=search)
+                        lam0=profile.lam0, search=search, steps=7)
         per.append((0.5 * (a + b - 1), np.asarray(g.centers)))
     x = np.array([p[0] for p in per])
     c = np.array([p[1] for p in per])  # (chunks, N)
@@ -165,7 +165,7 @@ def initial_centers(rate, var, good, along_slit, expected=None) -> np.ndarray:
 
 
 def fit_profile(rate, var, dq, along_slit, wavelength, centers0, *, search: float = 2.0,
-                sigmas=None, slopes=(0.0,), lam0: float = 3.0) -> GaussianProfile:
+                sigmas=None, slopes=(0.0,), lam0: float = 3.0, steps: int = 11) -> GaussianProfile:
     """Fit the Gaussian profile to the nods (see the module notes).
 
     Parameters
@@ -178,6 +178,9 @@ def fit_profile(rate, var, dq, along_slit, wavelength, centers0, *, search: floa
         Half-range of the centre search (along-slit units).
     sigmas, slopes : sequences
         Grids of ``s0`` (default 0.6..4 px) and ``s1`` (px per µm).
+    steps : int
+        Grid points of the centre search (a 10x finer grid follows, see
+        :func:`~nirbeam.transforms.slit2d.fit_nod_centers`).
 
     Returns
     -------
@@ -186,7 +189,6 @@ def fit_profile(rate, var, dq, along_slit, wavelength, centers0, *, search: floa
     """
     lims = slit_limits(along_slit)
     sig = np.asarray(sigmas if sigmas is not None else np.geomspace(0.6, 4.0, 12), np.float64)
-    best = None
 
     def chi2(prof):
         f = joint_nod_fit(rate, var, dq, prof, sigma_clip=None)
@@ -194,18 +196,32 @@ def fit_profile(rate, var, dq, along_slit, wavelength, centers0, *, search: floa
 
     c = np.asarray(centers0, np.float64)
     for it in range(2):
+        best = None
         for s0 in sig:
             for s1 in slopes:
                 g = GaussianProfile(tuple(c), float(s0), float(s1), lam0)
                 x2, dof = chi2(g.profiles(along_slit, wavelength, lims))
                 if best is None or x2 < best.chi2:
                     best = GaussianProfile(tuple(c), float(s0), float(s1), lam0, x2, dof)
+        # the width on a finer grid between the coarse neighbours, twice
+        i = int(np.argmin(np.abs(sig - best.s0)))
+        lo, hi = sig[max(i - 1, 0)], sig[min(i + 1, sig.size - 1)]
+        for _ in range(2):
+            fine = np.linspace(lo, hi, 9)
+            for s0 in fine:
+                g = GaussianProfile(tuple(c), float(s0), best.s1, lam0)
+                x2, dof = chi2(g.profiles(along_slit, wavelength, lims))
+                if x2 < best.chi2:
+                    best = GaussianProfile(tuple(c), float(s0), best.s1, lam0, x2, dof)
+            step = fine[1] - fine[0]
+            lo, hi = best.s0 - step, best.s0 + step
         cdf_of = best
 
         def profile_fn(cc, b=cdf_of):
             return profiles_from_cdf(b.cdf(), along_slit, wavelength, cc, lims)
 
-        c = fit_nod_centers(rate, var, dq, profile_fn, c, search=search if it == 0 else search / 4)
+        c = fit_nod_centers(rate, var, dq, profile_fn, c, search=search if it == 0 else search / 4,
+                            steps=steps if it == 0 else max(5, steps // 2), iterations=2 if it == 0 else 1)
         x2, dof = chi2(profile_fn(c))
         best = GaussianProfile(tuple(float(v) for v in c), best.s0, best.s1, lam0, x2, dof)
     return best
