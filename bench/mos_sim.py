@@ -41,11 +41,13 @@ def evaluate(sim_dir, out_dir) -> dict:
         tf = np.asarray(t["flux_ujy"])
         m = (tw >= lo) & (tw <= hi)
         ref = float(np.sum(tf[m] * np.gradient(tw)[m]))
-        # the measured integral over the good elements; the missing ones from the truth
-        # would favour us, so they count as the spectrum's own interpolation
+        # the measured integral from the first to the last good element (interior gaps
+        # interpolated in the spectrum itself, never from the truth), the truth's over the
+        # same wavelengths
+        span = (w >= w[ok].min()) & (w <= w[ok].max())  # the same range as the truth's
         fi = np.interp(w, w[ok], f[ok])
-        got = float(np.sum(fi * dw))
-        err = float(np.sqrt(np.sum((np.where(ok, e, 0) * dw) ** 2)))
+        got = float(np.sum((fi * dw)[span]))
+        err = float(np.sqrt(np.sum((np.where(ok, e, 0) * dw)[span] ** 2)))
         res["sources"][sid] = {"kind": t["kind"], "integrated_truth_ujy_um": ref,
                                "integrated_measured_ujy_um": got, "ratio": got / ref,
                                "ratio_error": err / ref, "missing_elements": int((~ok).sum())}

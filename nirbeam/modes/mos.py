@@ -33,7 +33,7 @@ from nirbeam.core.geometry import (
 )
 
 __all__ = ["MOS", "MSAGeometry", "mos_regions", "mos_ensemble", "slitlet_region", "is_mos_level2",
-           "read_geometry"]
+           "is_mos_uncal", "read_geometry"]
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,28 @@ def is_mos_level2(inputs) -> bool:
         except OSError:
             return False
     return True
+
+
+def is_mos_uncal(inputs) -> bool:
+    """True when the inputs (files, or the ``*_uncal.fits`` of folders) are uncal
+    exposures of EXP_TYPE NRS_MSASPEC."""
+    from astropy.io import fits
+
+    paths = []
+    for p in inputs:
+        p = str(p)
+        if os.path.isdir(p):
+            paths += [os.path.join(p, f) for f in sorted(os.listdir(p)) if f.endswith("_uncal.fits")]
+        elif os.path.isfile(p) and p.endswith(".fits"):
+            paths.append(p)
+    if not paths:
+        return False
+    try:
+        return all(str(fits.getheader(p).get("EXP_TYPE", "")).strip().upper() == "NRS_MSASPEC"
+                   and str(fits.getheader(p).get("DATAMODL", "")) not in ("SlitModel", "MultiSlitModel")
+                   for p in paths)
+    except OSError:
+        return False
 
 
 MOS = ModePlan(

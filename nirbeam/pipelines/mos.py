@@ -264,7 +264,23 @@ def run_level2(inputs, outdir: str, *, runner: str = "direct") -> dict:
 
 def run_cli(args) -> int:
     """``nirbeam run`` on level-2 MOS inputs: run, print where the products are, exit 0."""
-    summ = run_level2(args.inputs, args.out)
+    from nirbeam.modes.mos import is_mos_level2
+
+    if is_mos_level2(args.inputs):
+        summ = run_level2(args.inputs, args.out)
+    else:
+        if not args.refs:
+            from nirbeam.stream.config import ConfigError
+
+            raise ConfigError("MOS uncal inputs need --refs (detector references, PHOTOM, "
+                              "BARSHADOW and msa_geometry.json)")
+        summ = run_uncal(args.inputs, args.out, args.refs)
+        for u in summ.get("unplanned_light", []):
+            print(f"unplanned light (failed-open shutter?) on rows {u['rows'][0]}-{u['rows'][1] - 1}, "
+                  f"shutter column ~{u['shutter_column_estimate']}: flagged in run.json")
+        for st in summ.get("stuck_closed_shutters", []):
+            print(f"slitlet {st['slitlet']}: shutter column {st['shutter_column']} passed no light "
+                  "(stuck closed): flagged")
     for sl in summ["slitlets"]:
         print(f"slitlet {sl['slitlet']} ({sl['detector']}) source {sl['source_id']}: "
               f"{len(sl['nods'])} nods, median S/N per element "
@@ -439,7 +455,11 @@ def stage2_exposures(exposures: list[dict], refs_dir: str, outdir: str, t0: floa
                 stuck.append({"slitlet": n, "shutter_index": s, "shutter_column": int(col),
                               "shutter_row": int(slitlets[0][n].xcen), "flagged": True})
         cuts[n] = c
-    sky = [n for n in names if slitlets[0][n].background and cuts[n][0].shape[1] == t_ref.size]
+    # a sky slitlet with a shutter that stayed shut has another profile (no bar between a
+    # closed and an open shutter): it is left out of the measurement
+    stuck_names = {st["slitlet"] for st in stuck}
+    sky = [n for n in names if slitlets[0][n].background and cuts[n][0].shape[1] == t_ref.size
+           and n not in stuck_names]
     prof = bs.measure_bar_shadow([cuts[n][0] for n in sky], [cuts[n][1] for n in sky],
                                  [cuts[n][2] for n in sky], t_ref)
     tmeas = np.where(np.isfinite(prof.transmission), prof.transmission, 0.0)

@@ -40,9 +40,15 @@ import numpy as np
 from astropy.io import fits
 
 from nirbeam import dqflags
-from nirbeam.sim.fits_writer import UncalSegmentWriter, group_table_hdu, int_times_hdu, write_reference
+from nirbeam.sim.fits_writer import (
+    UncalSegmentWriter,
+    group_table_hdu,
+    int_times_hdu,
+    write_reference,
+)
 
-__all__ = ["MOSSimConfig", "MOS_PRESETS", "simulate_mos", "MOSSimResult", "bar_shadow_profile"]
+__all__ = ["MOSSimConfig", "MOS_PRESETS", "simulate_mos", "simulate_mos_cli", "MOSSimResult",
+           "bar_shadow_profile", "response_curve"]
 
 PROGRAM = "09999"
 MSA_NAME = f"jw{PROGRAM}001001_01_msa.fits"
@@ -92,7 +98,11 @@ MOS_PRESETS = {
     # a cut-down frame for tests: 12 slitlets (4 sky) on 300 x 180 pixels
     "mos-small": MOSSimConfig(readout="cutdown", ny=300, nx=180, substrt1=5, substrt2=5,
                               subarray="SUBMOS", n_slitlets=12, n_sky=4, nx_spec=150, dx=3,
-                              ngroups=5),
+                              ngroups=7, sky_dn_s=0.6, response=6.0),
+    # smaller still, for the end-to-end test: 6 slitlets (3 sky) on 160 x 120 pixels
+    "mos-test": MOSSimConfig(readout="cutdown", ny=160, nx=120, substrt1=5, substrt2=5,
+                             subarray="SUBMOS", n_slitlets=6, n_sky=3, nx_spec=100, dx=3,
+                             ngroups=7, sky_dn_s=1.0, response=6.0),
 }
 
 
@@ -280,6 +290,24 @@ def simulate_mos(outdir, preset: str = "mos", seed: int | None = None, **over) -
     truth_file = out / "truth.json"
     truth_file.write_text(json.dumps(truth))
     return MOSSimResult(out, tuple(uncal), msa, refs, truth_file, cfg) if ref_paths else None
+
+
+def simulate_mos_cli(args) -> int:
+    """``nirbeam simulate OUTDIR --preset mos`` (or another MOS preset)."""
+    from nirbeam.stream.config import ConfigError
+
+    if args.preset not in MOS_PRESETS:
+        raise ConfigError(f"--preset {args.preset!r}: expected one of {sorted(MOS_PRESETS)} for MOS")
+    res = simulate_mos(args.outdir, preset=args.preset, seed=args.seed)
+    print(f"simulated {args.preset} ({res.config.n_slitlets} slitlets, 3 nods, "
+          f"{res.config.ny}x{res.config.nx} {res.config.readout}) into {res.outdir}")
+    print(f"  msa:    {res.msa.name}")
+    for p in res.uncal:
+        print(f"  uncal:  {p.name}")
+    print(f"  refs:   {res.refs_dir}")
+    print(f"  truth:  {res.truth_file.name}")
+    print(f"run: nirbeam run {res.outdir} --refs {res.refs_dir} --out OUT")
+    return 0
 
 
 def _write_msa(path: Path, slits, sources) -> Path:

@@ -179,6 +179,10 @@ def _dispatch(args, beam_args) -> int:
     rc = cli_support.dispatch(args)  # config, plot, report
     if rc is not None:
         return rc
+    if args.command == "simulate" and args.preset.startswith("mos"):
+        from nirbeam.sim.mos import simulate_mos_cli
+
+        return simulate_mos_cli(args)
     if args.command == "simulate":
         from nirbeam.sim.simulator import PRESETS, simulate
         from nirbeam.stream.config import ConfigError
@@ -199,9 +203,9 @@ def _dispatch(args, beam_args) -> int:
         print(f"  config: {cfg} (transit parameters for the quick-look fit)")
         return EXIT_OK
     if args.command == "run":
-        from nirbeam.modes.mos import is_mos_level2
+        from nirbeam.modes.mos import is_mos_level2, is_mos_uncal
 
-        if is_mos_level2(args.inputs):  # jwst level-2 MOS slit files: the MOS batch pipeline
+        if is_mos_level2(args.inputs) or is_mos_uncal(args.inputs):  # MOS: its batch pipeline
             from nirbeam.pipelines.mos import run_cli
 
             return run_cli(args)

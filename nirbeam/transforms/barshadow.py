@@ -93,9 +93,9 @@ def measure_bar_shadow(cutouts, variances, dqs, reference, *, plateau: float = 0
     C = np.concatenate(C, axis=1)
     Vv = np.concatenate(Vv, axis=1)
     G = np.concatenate(G, axis=1)
-    # a row that is closed in a cut-out (stuck shutter: flagged) drops that column only
-    # for that row; a column is used where every normalising row is good
-    col = G[norm_rows].all(axis=0)
+    # a row that is closed in a cut-out (stuck shutter: flagged) drops only that row of
+    # the cut-out; a column's sky is the mean of its good normalising rows
+    col = G[norm_rows].any(axis=0)
     for _ in range(10):
         use = G & col[None, :]
         sky = np.where(col, np.where(use[norm_rows], C[norm_rows], 0).sum(axis=0)
