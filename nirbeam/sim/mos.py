@@ -444,7 +444,7 @@ def _write_uncal(cfg, out: Path, nod: int, rate, rng) -> Path:
         "GROUPGAP": 0, "NRESETS": 1, "TFRAME": cfg.tframe, "TGROUP": cfg.tgroup,
         "EFFINTTM": cfg.tgroup * (G - 1), "EFFEXPTM": cfg.tgroup * (G - 1), "EXSEGNUM": 1, "EXSEGTOT": 1,
         "SUBARRAY": cfg.subarray, "SUBSTRT1": cfg.substrt1, "SUBSTRT2": cfg.substrt2,
-        "SUBSIZE1": nx, "SUBSIZE2": ny, "FASTAXIS": 2, "SLOWAXIS": 1, "NIRBRDT": cfg.readout,
+        "SUBSIZE1": nx, "SUBSIZE2": ny, "FASTAXIS": 2, "SLOWAXIS": 1
     }
     for k, v in cards.items():
         h[k] = v
