@@ -179,6 +179,10 @@ def _dispatch(args, beam_args) -> int:
     rc = cli_support.dispatch(args)  # config, plot, report
     if rc is not None:
         return rc
+    if args.command == "simulate" and args.preset.startswith("fs"):  # FS nod sets (issue 16)
+        from nirbeam.sim.fs import main_fs
+
+        return main_fs(args.outdir, args.preset, args.nints, args.seed)
     if args.command == "simulate" and args.preset.startswith("mos"):
         from nirbeam.sim.mos import simulate_mos_cli
 
@@ -223,6 +227,12 @@ def _dispatch(args, beam_args) -> int:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         config = cli_support.effective_config(args, load_config_file(args.config))
+        from nirbeam.pipelines.common import ensemble_mode_of
+
+        if ensemble_mode_of(args.inputs) == "fs":  # NRS_FIXEDSLIT inputs (issue 16)
+            from nirbeam.pipelines.fs import main_fs
+
+            return main_fs(args, config, spec)
         restore = _exit_on_interrupt()
         try:
             res = run(args.inputs, args.out, refs_dir=args.refs, config=config, runner=spec,
