@@ -248,7 +248,7 @@ def run_level2(inputs, outdir: str, *, runner: str = "direct") -> dict:
         raise ValueError(f"no level-2 FITS files in {list(inputs)}")
     os.makedirs(outdir, exist_ok=True)
     t0 = time.time()
-    opts = PipelineOptions(runner="FnApiRunner" if runner == "direct" else runner)
+    opts = PipelineOptions(flags=[], runner="FnApiRunner" if runner == "direct" else runner)
     with beam.Pipeline(options=opts) as p:
         _ = (p
              | "Files" >> beam.Create(paths)
@@ -526,7 +526,7 @@ def run_uncal(inputs, outdir: str, refs_dir: str, *, runner: str = "direct",
         raise ValueError(f"no uncal files in {list(inputs)}")
     os.makedirs(outdir, exist_ok=True)
     t0 = time.time()
-    opts = PipelineOptions(runner="FnApiRunner" if runner == "direct" else runner)
+    opts = PipelineOptions(flags=[], runner="FnApiRunner" if runner == "direct" else runner)
     with beam.Pipeline(options=opts) as p:
         _ = (p
              | "Uncal" >> beam.Create(paths)

@@ -72,14 +72,14 @@ class MOSSimConfig:
     dx: int = 6                           # column shift per shutter row
     lam0: float = 0.6                     # µm at the spectrum's first column
     lam1: float = 5.3                     # µm at its last
-    ngroups: int = 6
+    ngroups: int = 7
     tframe: float = 10.737
     readpatt: str = "NRSRAPID"
     gain: float = 1.0                     # e-/DN
     read_noise_cds: float = 9.0           # DN
     bias: float = 12000.0
-    sky_dn_s: float = 0.25                # sky per pixel at 1 µm (DN/s); rises as lam**0.5
-    response: float = 3.0                 # DN/s per µJy (whole column) at 2.5 µm
+    sky_dn_s: float = 0.6                 # sky per pixel at 1 µm (DN/s); rises as lam**0.5
+    response: float = 6.0                 # DN/s per µJy (whole column) at 2.5 µm
     bar_depth: float = 0.55               # truth: shadow depth at a bar
     bar_width: float = 0.75               # truth: Gaussian sigma of the shadow (rows)
     ref_bar_depth: float = 0.42           # the reference profile's (wrong) depth ...
