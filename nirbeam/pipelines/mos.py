@@ -28,6 +28,14 @@ WAVELENGTH, the fitted background and model), ``plots/``, ``run.json``.
 
 The graph is a Beam batch pipeline (Create -> read -> key by slitlet -> GroupByKey ->
 extract -> collect -> write); :func:`extract_slitlet` is the pure function it maps.
+
+From uncal nods (:func:`run_uncal`): the ensemble modes' stage 1
+(:func:`nirbeam.pipelines.common.run_stage1`: detector1 on Beam, 1/f cleaning with every
+planned slitlet masked, outliers over integrations, the exposure rate), then
+:func:`stage2_exposures`: slitlets from the MSA metadata, light where no shutter was
+planned open, shutters that stayed shut, the bar-shadow profile measured from the sky
+slitlets and divided out, and every source slitlet through the same
+:func:`extract_ensemble`, calibrated with the PHOTOM reference (DN/s per µJy).
 """
 
 from __future__ import annotations
@@ -47,8 +55,7 @@ from nirbeam.transforms import mos_extract as mx
 from nirbeam.transforms import slit2d
 
 __all__ = ["SlitletResult", "extract_slitlet", "extract_ensemble", "group_nods", "run_level2", "write_products",
-           "level2_inputs", "run_cli", "run_uncal", "stage1_exposure",
-           "stage2_exposures"]
+           "level2_inputs", "run_cli", "run_uncal", "stage2_exposures"]
 
 log = logging.getLogger("nirbeam.mos")
 OUTLIER = np.uint32(dqflags.OUTLIER | dqflags.DO_NOT_USE)
@@ -274,7 +281,15 @@ def run_cli(args) -> int:
 
             raise ConfigError("MOS uncal inputs need --refs (detector references, PHOTOM, "
                               "BARSHADOW and msa_geometry.json)")
-        summ = run_uncal(args.inputs, args.out, args.refs)
+        from nirbeam.stream import cli_support
+        from nirbeam.stream.config import load_config_file
+        from nirbeam.stream.runners import RunnerSpec
+
+        config = cli_support.effective_config(args, load_config_file(args.config))
+        spec = RunnerSpec(name=args.runner, workers=args.workers, dask_address=args.dask_address,
+                          dask_scheduler_file=args.dask_scheduler_file, job_endpoint=args.job_endpoint)
+        summ = run_uncal(args.inputs, args.out, args.refs, config=config, runner=spec,
+                         allow_standins=args.allow_standins, overwrite=args.overwrite)
         for u in summ.get("unplanned_light", []):
             print(f"unplanned light (failed-open shutter?) on rows {u['rows'][0]}-{u['rows'][1] - 1}, "
                   f"shutter column ~{u['shutter_column_estimate']}: flagged in run.json")
@@ -330,42 +345,6 @@ def _json(o):
 
 # ---------------------------------------------------------------------------------------
 # from uncal: nirbeam's own stage 1, slitlets from the MSA metadata
-
-
-def stage1_exposure(path: str, refs_dir: str) -> dict:
-    """One MOS uncal exposure (one nod) -> rate images, with the keys the MOS plan needs.
-
-    Detector1 is the shared kernel (:func:`nirbeam.transforms.detector1.run_detector1`)
-    with the references of ``refs_dir``; the exposure's integrations are combined by
-    inverse variance (:func:`nirbeam.transforms.slit2d.combine_integrations`).
-    """
-    from astropy.io import fits
-
-    from nirbeam.stream.refs import load_references
-    from nirbeam.stream.uncal import BadInputError, read_ramp, scan_segment
-    from nirbeam.transforms.detector1 import RampTiming, run_detector1
-    from nirbeam.transforms.refpix import SubarrayGeometry
-
-    info = scan_segment(path, require_tso=False)
-    meta = info.meta
-    ph = fits.getheader(path)
-    keys = {}
-    for k in ("MSAMETFL", "MSAMETID", "PATT_NUM", "NOD_TYPE"):
-        if k not in ph:
-            raise BadInputError(path, f"missing {k}: a MOS exposure names its MSA metadata "
-                                "(MSAMETFL, MSAMETID) and nod position (PATT_NUM)", "PRIMARY", k)
-        keys[k] = ph[k]
-    refs, prov = load_references(refs_dir, meta)
-    rates, variances, dqs = [], [], []
-    for i in range(info.intstart, info.intend + 1):
-        res = run_detector1(read_ramp(info, i), refs, RampTiming.from_meta(meta),
-                            geometry=SubarrayGeometry.from_meta(meta))
-        rates.append(res.rate)
-        variances.append(res.var_poisson.astype(np.float64) + res.var_rnoise)
-        dqs.append(res.dq)
-    rate, var, dq = slit2d.combine_integrations(np.stack(rates), np.stack(variances), np.stack(dqs))
-    return {"path": os.path.abspath(path), "meta": meta, "keys": keys, "rate": rate, "var": var,
-            "dq": dq, "refs": {k: v.get("file", v.get("standin")) for k, v in prov.items()}}
 
 
 def _photom(refs_dir: str):
@@ -505,33 +484,75 @@ def stage2_exposures(exposures: list[dict], refs_dir: str, outdir: str, t0: floa
                        "rms_measured_minus_reference": bs.profile_rms(prof.transmission, t_ref, rows_in)},
         "unplanned_light": unplanned,
         "stuck_closed_shutters": stuck,
-        "stage1": [{"exposure": os.path.basename(e["path"]), "patt_num": int(e["keys"]["PATT_NUM"]),
-                    "references": e["refs"]} for e in exposures],
+        "nods": [{"exposure": os.path.basename(e["path"]), "patt_num": int(e["keys"]["PATT_NUM"]),
+                  "references": e["refs"]} for e in exposures],
     }
     return write_products(results, outdir, [e["path"] for e in exposures], t0, extra=mos_run,
                           max_plots=max_plots)
 
 
-def run_uncal(inputs, outdir: str, refs_dir: str, *, runner: str = "direct",
-              max_plots: int | None = None) -> dict:
-    """Run the MOS pipeline over uncal nods (files or folders) into ``outdir``: stage 1
-    per exposure in parallel on Beam, then the visit's stage 2 (:func:`stage2_exposures`)."""
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
+def run_uncal(inputs, outdir: str, refs_dir: str, *, config: dict | None = None, runner=None,
+              max_plots: int | None = None, allow_standins: bool = False,
+              overwrite: bool = False) -> dict:
+    """Run the MOS pipeline over uncal nods (files or folders) into ``outdir``.
 
-    from nirbeam.stream.uncal import find_uncal_files
+    Stage 1 is the ensemble modes' shared one (:func:`nirbeam.pipelines.common.run_stage1`:
+    detector1 on Beam, 1/f cleaning with a scene mask that covers every planned slitlet,
+    rateints in ``OUTDIR/cubes.zarr``; :func:`~nirbeam.pipelines.common.exposure_rate`:
+    outliers over integrations, the exposure's rate); stage 2 is :func:`stage2_exposures`.
+    """
+    from dataclasses import replace
 
-    paths = find_uncal_files([str(p) for p in inputs])
-    if not paths:
-        raise ValueError(f"no uncal files in {list(inputs)}")
-    os.makedirs(outdir, exist_ok=True)
+    from astropy.io import fits
+
+    from nirbeam.modes.mos import MOS, read_geometry
+    from nirbeam.pipelines.common import exposure_rate, load_exposure_rate, run_stage1, scan_inputs
+    from nirbeam.stream.settings import Settings
+    from nirbeam.stream.uncal import BadInputError
+    from nirbeam.transforms.msa_light import planned_mask
+
     t0 = time.time()
-    opts = PipelineOptions(flags=[], runner="FnApiRunner" if runner == "direct" else runner)
-    with beam.Pipeline(options=opts) as p:
-        _ = (p
-             | "Uncal" >> beam.Create(paths)
-             | "Detector1" >> beam.Map(stage1_exposure, refs_dir)
-             | "Nods" >> beam.combiners.ToList()
-             | "Stage2" >> beam.Map(stage2_exposures, refs_dir, outdir, t0, max_plots=max_plots))
-    with open(os.path.join(outdir, "run.json")) as fh:
-        return json.load(fh)
+    plans = scan_inputs([str(p) for p in inputs])
+    if not plans:
+        raise ValueError(f"no uncal files in {list(inputs)}")
+    geom_path = os.path.join(refs_dir, "msa_geometry.json")
+    read_geometry(geom_path)
+    keys = {}
+    for plan in plans:
+        path = plan.segments[0].path
+        ph = fits.getheader(path)
+        k = {}
+        for kw in ("MSAMETFL", "MSAMETID", "PATT_NUM", "NOD_TYPE"):
+            if kw not in ph:
+                raise BadInputError(path, f"missing {kw}: a MOS exposure names its MSA metadata "
+                                    "(MSAMETFL, MSAMETID) and nod position (PATT_NUM)", "PRIMARY", kw)
+            k[kw] = ph[kw]
+        keys[plan.meta.group_name] = (path, k)
+
+    def mask_for(plan):
+        path, k = keys[plan.meta.group_name]
+        extra = tuple(plan.meta.extra) + (("MSAMETFL", k["MSAMETFL"]), ("MSAMETID", k["MSAMETID"]),
+                                          ("PATT_NUM", k["PATT_NUM"]), ("MSA_GEOMETRY", geom_path),
+                                          ("MSA_DIR", os.path.dirname(path)))
+        regs = MOS.regions(replace(plan.meta, extra=extra), None)
+        return planned_mask(plan.meta.image_shape, [(r.bbox.y0, r.bbox.y1, r.bbox.x0, r.bbox.x1) for r in regs])
+
+    settings = Settings.from_dict(dict(config or {}))
+    st1 = run_stage1(plans, outdir, settings, refs_dir=refs_dir, runner=runner, trace_mask_for=mask_for,
+                     allow_standins=allow_standins, overwrite=overwrite)
+    exposures = []
+    for plan in plans:
+        g = plan.meta.group_name
+        exposure_rate(st1.root, g)
+        rate, var, dq = load_exposure_rate(st1.root, g)
+        path, k = keys[g]
+        exposures.append({"path": os.path.abspath(path), "meta": plan.meta, "keys": k, "rate": rate,
+                          "var": var, "dq": dq, "refs": st1.per_group.get(g, {}).get("references", {})})
+    summary = stage2_exposures(exposures, refs_dir, outdir, t0, max_plots=max_plots)
+    summary["stage1"] = {"timings_s": getattr(st1, "timings_s", None),
+                         "groups": {g: {k: v for k, v in d.items() if k != "references"}
+                                    for g, d in st1.per_group.items()},
+                         "scene_mask": "every planned slitlet (MOS plan) OR the draft detection"}
+    with open(os.path.join(outdir, "run.json"), "w") as fh:
+        json.dump(summary, fh, indent=1, default=_json)
+    return summary
