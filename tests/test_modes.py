@@ -39,9 +39,9 @@ def test_bots_is_one_region_per_detector_from_the_config():
 
 
 def test_other_modes_are_refused_by_name():
-    fs = replace(META, exp_type="NRS_FIXEDSLIT", tsovisit=False)
+    fs = replace(META, exp_type="NRS_LAMP", tsovisit=False)  # no mode handles lamp exposures
     assert not BOTS.handles(fs)
-    with pytest.raises(ModeError, match="NRS_FIXEDSLIT"):
+    with pytest.raises(ModeError, match="NRS_LAMP"):
         mode_for(fs)
 
 
