@@ -135,12 +135,17 @@ def extract_slitlet(nods: list[Level2Slit], *, n_sigma: float = 5.0) -> SlitletR
              else "POINT", "exposure": "+".join(s.exposure for s in nods),
              "source_ypos": s0.srcypos, "source_xpos": s0.srcxpos,
              "wavelength_source": f"{os.path.basename(s0.path)}[WAVELENGTH]"}
+    parts = None
+    if all(s.var_poisson is not None and s.var_rnoise is not None for s in nods):
+        vr = np.stack([s.var_rnoise.astype(np.float64) + (0.0 if s.var_flat is None else s.var_flat)
+                       for s in nods])
+        parts = (vr, np.stack([s.var_poisson for s in nods]).astype(np.float64))
     return extract_ensemble(R, V, Q, wl, info, lambda x, lam: mx.surface_brightness_to_ujy(x, pix),
-                            conv, sp_kw, n_sigma=n_sigma)
+                            conv, sp_kw, n_sigma=n_sigma, var_parts=parts)
 
 
 def extract_ensemble(R, V, Q, wl, info: dict, to_ujy, conversion: dict, sp_kw: dict, *,
-                     n_sigma: float = 5.0) -> SlitletResult:
+                     n_sigma: float = 5.0, var_parts=None) -> SlitletResult:
     """The MOS kernels on one slitlet's nods, whatever made the cut-outs (level-2 files or
     nirbeam's own stage 1).
 
@@ -157,6 +162,10 @@ def extract_ensemble(R, V, Q, wl, info: dict, to_ujy, conversion: dict, sp_kw: d
         How ``to_ujy`` converts, for run.json.
     sp_kw : dict
         source_type, exposure, source_ypos/xpos, wavelength_source for the Spectrum1D.
+    var_parts : (var_rnoise, var_poisson), each (N, ny, nx), optional
+        With them the joint fit and the optimal extraction weight by a variance model
+        (read noise + Poisson factor x model), not by each pixel's own noise, which
+        biases fluxes low by ~1/(S/N)^2 (fs API v2).
     """
     good = slit2d.good_pixels(R, V, Q)
     # profile fitted to the data: centres and width, then the trace slope, then again
@@ -170,12 +179,18 @@ def extract_ensemble(R, V, Q, wl, info: dict, to_ujy, conversion: dict, sp_kw: d
     lims = mx.slit_limits(along)
     P = prof.profiles(along, wl, lims)
     # background common to every nod + outliers across nods (joint fit)
-    fit = slit2d.joint_nod_fit(R, V, Q, P, sigma_clip=n_sigma)
+    vr = vp = None
+    k_p = None
+    if var_parts is not None:
+        vr, vp = (np.asarray(a, np.float64) for a in var_parts)
+        k_p = slit2d.poisson_factor(R, vp)
+    fit = slit2d.joint_nod_fit(R, V, Q, P, sigma_clip=n_sigma, var_rnoise=vr, poisson_k=k_p)
     Qo = Q | np.where(fit.rejected, OUTLIER, 0).astype(np.uint32)
     ok = slit2d.good_pixels(R, V, Qo)
     with np.errstate(divide="ignore", invalid="ignore"):
         bvar = np.where(ok.any(axis=0), 1.0 / np.where(ok, 1.0 / np.where(ok, V, 1.0), 0.0).sum(axis=0), np.nan)
-    opt = slit2d.optimal_extract_nods(R, V, Qo, fit.background, bvar, P, sigma_clip=n_sigma)
+    opt = slit2d.optimal_extract_nods(R, V, Qo, fit.background, bvar, P, sigma_clip=n_sigma,
+                                      var_rnoise=vr, var_poisson=vp)
     f_sb, v_sb, dq = slit2d.combine_nods(opt.flux, opt.flux_var, opt.dq)
     # jwst's way, for comparison: each nod minus the mean of the others, box about the trace
     nbkg, nbvar = slit2d.nod_difference_background(R, V, Qo)
@@ -392,6 +407,9 @@ def stage2_exposures(exposures: list[dict], refs_dir: str, outdir: str, t0: floa
     R = np.stack([e["rate"] for e in exposures])
     V = np.stack([e["var"] for e in exposures])
     Q = np.stack([e["dq"] for e in exposures])
+    have_parts = all("var_rnoise" in e and "var_poisson" in e for e in exposures)
+    VRN = np.stack([e["var_rnoise"] for e in exposures]) if have_parts else None
+    VPO = np.stack([e["var_poisson"] for e in exposures]) if have_parts else None
     ny, nx = R.shape[1:]
     regions, slitlets = [], []
     for e in exposures:
@@ -457,6 +475,11 @@ def stage2_exposures(exposures: list[dict], refs_dir: str, outdir: str, t0: floa
         if r.shape[1] != tmeas.size:
             raise ValueError(f"slitlet {n}: {r.shape[1]} rows, the bar-shadow profile {tmeas.size}")
         r, v, q = bs.apply_bar_shadow(r, v, q, tmeas)
+        parts = None
+        if VRN is not None:
+            b = regions[0][n].bbox
+            parts = tuple(bs.apply_bar_shadow(a[:, b.y0:b.y1, b.x0:b.x1], a[:, b.y0:b.y1, b.x0:b.x1],
+                                              q, tmeas)[1] for a in (VRN, VPO))
         reg = regions[0][n]
         t = np.arange(reg.bbox.x1 - reg.bbox.x0, dtype=float)
         lam = np.polynomial.polynomial.polyval(t, reg.wavelength.coefficients)
@@ -475,7 +498,7 @@ def stage2_exposures(exposures: list[dict], refs_dir: str, outdir: str, t0: floa
         sp_kw = {"source_type": "POINT", "exposure": "+".join(e["meta"].exposure for e in exposures),
                  "source_ypos": s0.source_ypos, "source_xpos": s0.source_xpos,
                  "wavelength_source": f"MSA geometry {os.path.basename(geom_path)}"}
-        results.append(extract_ensemble(r, v, q, wl, info, to_ujy, conv, sp_kw))
+        results.append(extract_ensemble(r, v, q, wl, info, to_ujy, conv, sp_kw, var_parts=parts))
     rows_in = tmeas > 0.2
     mos_run = {
         "bar_shadow": {"reference": bs_name, "measured": prof.transmission.tolist(),
@@ -544,10 +567,10 @@ def run_uncal(inputs, outdir: str, refs_dir: str, *, config: dict | None = None,
     for plan in plans:
         g = plan.meta.group_name
         exposure_rate(st1.root, g)
-        rate, var, dq = load_exposure_rate(st1.root, g)
+        rate, var, dq, var_rnoise, var_poisson = load_exposure_rate(st1.root, g, parts=True)
         path, k = keys[g]
         exposures.append({"path": os.path.abspath(path), "meta": plan.meta, "keys": k, "rate": rate,
-                          "var": var, "dq": dq, "refs": st1.per_group.get(g, {}).get("references", {})})
+                          "var": var, "dq": dq, "var_rnoise": var_rnoise, "var_poisson": var_poisson, "refs": st1.per_group.get(g, {}).get("references", {})})
     summary = stage2_exposures(exposures, refs_dir, outdir, t0, max_plots=max_plots)
     summary["stage1"] = {"timings_s": getattr(st1, "timings_s", None),
                          "groups": {g: {k: v for k, v in d.items() if k != "references"}
