@@ -16,6 +16,8 @@ numpy only; no Beam, no I/O.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 __all__ = ["unplanned_light", "closed_shutters", "planned_mask"]
@@ -56,8 +58,10 @@ def unplanned_light(rates, dqs, planned_rows, *, columns=None, n_sigma: float = 
     q = np.asarray(dqs, np.uint32)
     cols = columns if columns is not None else slice(0, r.shape[2])
     good = np.isfinite(r) & ((q & np.uint32(bad_bits)) == 0)
-    img = np.nanmedian(np.where(good, r, np.nan), axis=0)  # (ny, nx)
-    rowmed = np.nanmedian(img[:, cols], axis=1)
+    with warnings.catch_warnings():  # rows or pixels with no good value stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        img = np.nanmedian(np.where(good, r, np.nan), axis=0)  # (ny, nx)
+        rowmed = np.nanmedian(img[:, cols], axis=1)
     free = ~np.asarray(planned_rows, bool) & np.isfinite(rowmed)
     if free.sum() < 5:
         return []
@@ -78,7 +82,9 @@ def unplanned_light(rates, dqs, planned_rows, *, columns=None, n_sigma: float = 
             y1 += 1
         if y1 - y >= min_rows:
             lev = float(np.median(rowmed[y:y1] - base))
-            prof = np.nanmedian(img[y:y1], axis=0) - base
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                prof = np.nanmedian(img[y:y1], axis=0) - base
             on = np.flatnonzero(prof > 0.5 * lev)
             out.append({"rows": [int(y), int(y1)], "level_dn_s": lev,
                         "significance": float(lev / mad),
