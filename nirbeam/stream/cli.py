@@ -186,6 +186,10 @@ def _dispatch(args, beam_args) -> int:
         from nirbeam.sim.fs import main_fs
 
         return main_fs(args.outdir, args.preset, args.nints, args.seed)
+    if args.command == "simulate" and args.preset.startswith("mos"):
+        from nirbeam.sim.mos import simulate_mos_cli
+
+        return simulate_mos_cli(args)
     if args.command == "simulate":
         from nirbeam.sim.simulator import PRESETS, simulate
         from nirbeam.stream.config import ConfigError
@@ -206,6 +210,12 @@ def _dispatch(args, beam_args) -> int:
         print(f"  config: {cfg} (transit parameters for the quick-look fit)")
         return EXIT_OK
     if args.command == "run":
+        from nirbeam.modes.mos import is_mos_level2, is_mos_uncal
+
+        if is_mos_level2(args.inputs) or is_mos_uncal(args.inputs):  # MOS: its batch pipeline
+            from nirbeam.pipelines.mos import run_cli
+
+            return run_cli(args)
         from nirbeam.stream.config import ConfigError, load_config_file
         from nirbeam.stream.pipeline import run
         from nirbeam.stream.runners import RunnerSpec
