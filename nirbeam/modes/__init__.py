@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from nirbeam.core.geometry import ModePlan
 from nirbeam.modes.bots import BOTS
+from nirbeam.modes.ifu import IFU
 
 __all__ = ["MODES", "mode_for", "ModeError"]
 
-MODES: tuple[ModePlan, ...] = (BOTS,)
+MODES: tuple[ModePlan, ...] = (BOTS, IFU)
 
 
 class ModeError(ValueError):

@@ -561,3 +561,47 @@ def aperture_spectrum(flux, var, grid: CubeGrid, centers, radii):
         f[k] = scale * float((fr[m] * vals).sum())
         e[k] = scale * float(np.sqrt((fr[m] ** 2 * var[k][m]).sum()))
     return f, e, n
+
+
+# ---------------------------------------------------------------- detector-side helpers
+
+
+def pixel_dwave(wave: np.ndarray, slice_map: np.ndarray) -> np.ndarray:
+    """Spectral width of each pixel (µm): half the wavelength difference of its two
+    neighbours along the dispersion (columns) in the same slice, one-sided at a slice's
+    ends. NaN off the slices. float64 (ny, nx)."""
+    w = np.asarray(wave, np.float64)
+    left = np.full_like(w, np.nan)
+    right = np.full_like(w, np.nan)
+    same = (slice_map[:, 1:] == slice_map[:, :-1]) & (slice_map[:, 1:] >= 0)
+    d = np.abs(w[:, 1:] - w[:, :-1])
+    right[:, :-1] = np.where(same, d, np.nan)
+    left[:, 1:] = np.where(same, d, np.nan)
+    with np.errstate(invalid="ignore"):
+        out = np.where(np.isfinite(left) & np.isfinite(right), 0.5 * (left + right),
+                       np.fmax(left, right))
+    out[slice_map < 0] = np.nan
+    return out
+
+
+def surface_brightness(rate, err, wave, conversion_at):
+    """Rate (DN/s) to surface brightness (MJy/sr): divide by the flux calibration.
+
+    Parameters
+    ----------
+    rate, err : float (ny, nx), DN/s
+    wave : float (ny, nx), µm
+    conversion_at : callable ``wave -> DN/s per MJy/sr``
+
+    Returns
+    -------
+    flux, var : float64 (ny, nx), MJy/sr and (MJy/sr)^2; NaN where the wavelength or the
+        conversion is unknown.
+    """
+    on = np.isfinite(wave)
+    c = np.full(np.shape(wave), np.nan)
+    c[on] = conversion_at(np.asarray(wave)[on])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f = np.asarray(rate, np.float64) / c
+        v = (np.asarray(err, np.float64) / c) ** 2
+    return f, v
