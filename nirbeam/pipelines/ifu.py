@@ -69,7 +69,8 @@ class IFUSettings:
     dwave: float | None = None
     planes_per_chunk: int = 16
     outlier_nsigma: float = 5.0
-    outlier_percent: float = 99.8
+    outlier_percent: float | None = None
+    outlier_direction: str = "spectral"
     wander_degree: int = 3
     ext_radius_growth: bool = True
     plots: bool = True
@@ -105,7 +106,9 @@ def stage1_rate(path: str, refs_dir: str, allow_standins: bool = False):
     dq = None
     for i in range(int(meta.nints)):
         r = run_detector1(read_ramp(info, i + 1), refs, timing, geometry=geom)
-        w = np.where(np.isfinite(r.err) & (r.err > 0), 1.0 / np.maximum(r.err, 1e-30) ** 2, 0.0)
+        good = np.isfinite(r.err) & (r.err > 0) & np.isfinite(r.rate)
+        w = np.zeros(r.err.shape)
+        w[good] = 1.0 / r.err[good].astype(np.float64) ** 2
         rr = np.nan_to_num(r.rate)
         num = w * rr if num is None else num + w * rr
         den = w if den is None else den + w
@@ -215,6 +218,7 @@ class _BuildBlockFn:
 
         cloud_dir, grid, ppc, weighting, store, group = self.args
         out = build_block(cloud_dir, grid, block, ppc, weighting, store, group)
+        Path(cloud_dir, f"block_{group.replace('/', '_')}_{block:05d}.json").write_text(json.dumps(out))
         Metrics.counter("ifu_cube", "planes").inc(out["planes"])
         Metrics.counter("ifu_cube", "points").inc(out["points"])
         yield out
@@ -264,16 +268,21 @@ def beam_cube(cloud_dir: str, grid: ck.CubeGrid, weighting: str, store: str, gro
     create_cube_store(store, group, grid, planes_per_chunk, attrs)
     nblocks = -(-grid.nwave // planes_per_chunk)
     runner, options, cleanup = _runner(runner_spec)
-    results: list[dict] = []
+    for old in Path(cloud_dir).glob(f"block_{group.replace('/', '_')}_*.json"):
+        old.unlink()
     with beam.Pipeline(runner=runner, options=options) as p:
         _ = (p | "Blocks" >> beam.Create(list(range(nblocks)))
-             | "Cube" >> BuildCubePlanes(cloud_dir, grid, planes_per_chunk, weighting, store, group)
-             | "Collect" >> beam.Map(results.append))
+             | "Cube" >> BuildCubePlanes(cloud_dir, grid, planes_per_chunk, weighting, store, group))
     if cleanup:
         cleanup()
-    if not results:  # runners that do not run the Map in this process
-        results = [{"block": b} for b in range(nblocks)]
-    return sorted(results, key=lambda r: r["block"])
+    results = []
+    for b in range(nblocks):
+        rec = Path(cloud_dir, f"block_{group.replace('/', '_')}_{b:05d}.json")
+        if not rec.is_file():
+            raise RuntimeError(f"{store}/{group}: block {b} (planes {b * planes_per_chunk}..) "
+                               "was not written")
+        results.append(json.loads(rec.read_text()))
+    return results
 
 
 def read_cube(store: str, group: str):
@@ -300,10 +309,10 @@ class _Stage1Fn:
         out = os.path.join(self.work, os.path.basename(path).replace("_uncal.fits", "_rate.npz"))
         np.savez(out, rate=rate, err=err, dq=dq)
         Metrics.counter("ifu_stage1", "exposures").inc()
-        yield {"path": path, "rate": out, "header": hdr, "exposure": meta.exposure,
-               "detector": meta.detector, "shape": list(meta.image_shape),
-               "meta": {"exp_type": meta.exp_type, "exposure": meta.exposure,
-                        "detector": meta.detector}}
+        rec = {"path": path, "rate": out, "header": hdr, "exposure": meta.exposure,
+               "detector": meta.detector, "shape": list(meta.image_shape)}
+        Path(out[:-4] + ".json").write_text(json.dumps(rec, default=str))
+        yield rec
 
 
 def beam_stage1(paths, refs_dir, work, allow_standins=False, runner_spec=None) -> list[dict]:
@@ -311,13 +320,19 @@ def beam_stage1(paths, refs_dir, work, allow_standins=False, runner_spec=None) -
     import apache_beam as beam
 
     runner, options, cleanup = _runner(runner_spec)
-    results: list[dict] = []
     with beam.Pipeline(runner=runner, options=options) as p:
         _ = (p | "Uncal" >> beam.Create(sorted(paths)) | beam.Reshuffle()
-             | "Detector1" >> beam.FlatMap(_Stage1Fn(refs_dir, work, allow_standins))
-             | "Collect" >> beam.Map(results.append))
+             | "Detector1" >> beam.FlatMap(_Stage1Fn(refs_dir, work, allow_standins)))
     if cleanup:
         cleanup()
+    # the workers' records (written next to their rate images: runners need not return
+    # elements to this process)
+    results = []
+    for path in paths:
+        rec = os.path.join(work, os.path.basename(path).replace("_uncal.fits", "_rate.json"))
+        if not os.path.isfile(rec):
+            raise RuntimeError(f"{path}: stage 1 wrote no record ({rec})")
+        results.append(json.loads(Path(rec).read_text()))
     return sorted(results, key=lambda r: int(r["header"].get("PATT_NUM", 0)))
 
 
@@ -457,7 +472,8 @@ def run_ifu(inputs, outdir, refs_dir: str | None = None, ifu_refs: str | None = 
     fl = np.stack(fl)
     vr = np.stack(vr)
     flags = ck.flag_dither_outliers(fl, np.sqrt(vr), np.where(on, geo.slice, -1),
-                                    settings.outlier_nsigma, settings.outlier_percent)
+                                    settings.outlier_nsigma, settings.outlier_percent,
+                                    settings.outlier_direction)
     dwave = ck.pixel_dwave(geo.wave, np.where(on, geo.slice, -1))
     dalpha = np.full(geo.wave.shape, geo.pixel_scale)
     dbeta = np.full(geo.wave.shape, geo.slice_width)

@@ -115,7 +115,8 @@ class IFUSimConfig:
     conversion0: float = 0.12      # DN/s per MJy/sr at 1.4 um
     n_cosmic: int = 40             # jumps per exposure
     n_hot_once: int = 25           # pixels bright in one exposure only (missed by jump)
-    apcorr_k: float = 3.0          # aperture radius in PSF sigmas
+    apcorr_k: float = 4.0          # aperture radius in sigmas of the cube's PSF
+    cube_cdelt: float = 0.1        # spaxel the aperture correction is made for
     exposure_prefix: str = "jw01234001001_03101"
     seed: int = 0
 
@@ -209,6 +210,31 @@ def conversion(cfg: IFUSimConfig, wave_um) -> np.ndarray:
     return cfg.conversion0 * (1.0 - 0.8 * (w - 1.4) ** 2)
 
 
+def cube_psf_sigma(cfg: IFUSimConfig, wave_um) -> np.ndarray:
+    """Gaussian-equivalent sigma (arcsec) of the point source in a cube: the PSF widened
+    by the pixel (slice) footprint and the spaxel (box variances d^2/12)."""
+    s = psf_sigma(cfg, wave_um)
+    return np.sqrt(s**2 + (cfg.pixel_scale**2 + cfg.cube_cdelt**2) / 12.0)
+
+
+def encircled_energy(cfg: IFUSimConfig, wave_um, radius) -> np.ndarray:
+    """Fraction of a point source inside ``radius`` (arcsec) in a cube: the Gaussian PSF
+    convolved with the pixel box and the spaxel box (each axis), integrated numerically."""
+    out = []
+    for w, r in zip(np.atleast_1d(wave_um), np.atleast_1d(radius), strict=True):
+        s = float(psf_sigma(cfg, w))
+        h = 0.002
+        x = np.arange(-r - 0.3, r + 0.3 + h, h)
+        prof = np.exp(-0.5 * (x / s) ** 2)
+        for d in (cfg.pixel_scale, cfg.cube_cdelt):
+            k = np.ones(max(int(round(d / h)), 1))
+            prof = np.convolve(prof, k, mode="same")
+        prof /= prof.sum()
+        inside = (x[:, None] ** 2 + x[None, :] ** 2) <= r * r
+        out.append(float((prof[:, None] * prof[None, :])[inside].sum()))
+    return np.asarray(out)
+
+
 def _phi(z):
     return 0.5 * (1.0 + erf(z / np.sqrt(2.0)))
 
@@ -244,20 +270,22 @@ def frame_geometry(cfg: IFUSimConfig, model: SliceModel | None = None) -> Geomet
     yc = yc - np.polyval(model.yc, (model.ncols / 2) / 1000.0)
     wc = np.polyval(model.wave, t)
     tilt = np.polyval(model.tilt, t)
-    scale = model.rows_per_unit / cfg.slice_rows      # rows per row of the 0.1" grid: ~1
+    # rows per unit SLITY1 measured ~29.8: 0.1" per row for the 3" slice; the sign is the
+    # slice's orientation on the detector
+    sign = float(np.sign(model.rows_per_unit))
     rows = np.arange(ny, dtype=np.float64)[:, None]
     edge = 4 if cfg.refpix else 0
     for s in range(NSLICES):
         yc_s = cfg.first_slice_row + s * cfg.slice_pitch + yc[None, :]
-        half = abs(scale) * cfg.slice_rows / 2
+        half = cfg.slice_rows / 2
         if yc_s.min() - half < edge - 0.5 or yc_s.max() + half > ny - edge - 0.5:
             raise ValueError(f"slice {s} (rows {yc_s.min() - half:.0f}..{yc_s.max() + half:.0f}) "
                              f"leaves the {ny}-row frame: change slice_pitch/first_slice_row")
-        u = (rows - yc_s) / scale                    # rows from the slice centre, 0.1" units
+        u = (rows - yc_s) * sign                     # rows from the slice centre
         on = np.abs(u) < cfg.slice_rows / 2
         sub = np.zeros((ny, nx), bool)
         sub[:, cols] = on
-        wave[sub] = (wc[None, :] + tilt[None, :] * u * scale)[on]
+        wave[sub] = (wc[None, :] + tilt[None, :] * (rows - yc_s))[on]
         alpha[sub] = (u * cfg.pixel_scale)[on]
         beta[sub] = (s - (NSLICES - 1) / 2) * cfg.slice_width
         sl[sub] = s
@@ -465,13 +493,14 @@ def _write_ifu_refs(cfg: IFUSimConfig, geo: Geometry, d: Path) -> dict[str, Path
     out["geometry"] = d / "geometry_nrs1.fits"
     fits.HDUList(hdus).writeto(out["geometry"], overwrite=True)
     wl = np.linspace(np.nanmin(geo.wave) - 0.01, np.nanmax(geo.wave) + 0.01, 400)
+    rad = cfg.apcorr_k * cube_psf_sigma(cfg, wl)
     for name, cols, reftype in (
         ("photom", [fits.Column("WAVELENGTH", "D", unit="um", array=wl),
                     fits.Column("CONVERSION", "D", unit="DN/s/(MJy/sr)", array=conversion(cfg, wl))],
          "IFUPHOTOM"),
         ("apcorr", [fits.Column("WAVELENGTH", "D", unit="um", array=wl),
-                    fits.Column("RADIUS", "D", unit="arcsec", array=cfg.apcorr_k * psf_sigma(cfg, wl)),
-                    fits.Column("APCORR", "D", array=np.full(wl.size, 1.0 / (1.0 - np.exp(-0.5 * cfg.apcorr_k**2))))],
+                    fits.Column("RADIUS", "D", unit="arcsec", array=rad),
+                    fits.Column("APCORR", "D", array=1.0 / encircled_energy(cfg, wl, rad))],
          "APCORR")):
         p0 = fits.PrimaryHDU()
         for k, v in (("TELESCOP", "JWST"), ("INSTRUME", "NIRSPEC"), ("DETECTOR", "NRS1"),

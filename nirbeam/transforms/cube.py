@@ -162,7 +162,8 @@ def point_cloud(flux, var, dq, wave, dwave, alpha, dalpha, beta, dbeta,
     dq : uint32 (ny, nx)
         Pixels with any of ``bad_bits`` are left out.
     wave, dwave : float (ny, nx)
-        Wavelength and spectral width of each pixel, µm; NaN off the slices.
+        Wavelength and spectral width of each pixel, µm; NaN off the slices (a pixel
+        with either NaN is left out).
     alpha, dalpha, beta, dbeta : float (ny, nx)
         Along-slice / across-slice coordinate and footprint size, arcsec.
     xoffset, yoffset : float
@@ -170,7 +171,8 @@ def point_cloud(flux, var, dq, wave, dwave, alpha, dalpha, beta, dbeta,
     exposure : int
         Index stored with the points.
     """
-    good = (np.isfinite(flux) & np.isfinite(var) & np.isfinite(wave) & np.isfinite(alpha)
+    good = (np.isfinite(flux) & np.isfinite(var) & np.isfinite(wave) & np.isfinite(dwave)
+            & np.isfinite(alpha)
             & np.isfinite(beta) & ((np.asarray(dq).astype(np.uint32) & np.uint32(bad_bits)) == 0))
     n = int(good.sum())
     f64 = np.float64
@@ -351,37 +353,55 @@ def build_cube(cloud: PointCloud, grid: CubeGrid, weighting: str = "drizzle", **
 # ---------------------------------------------------------------- outliers across dithers
 
 
-def _min_neighbour_diff(img: np.ndarray, slice_map: np.ndarray) -> np.ndarray:
-    """|pixel - neighbour| along the slice (detector rows), the smaller of the two
-    neighbours in the same slice; NaN where neither is in the slice."""
-    up = np.full_like(img, np.nan)
-    dn = np.full_like(img, np.nan)
-    same_up = slice_map[1:] == slice_map[:-1]
-    up[:-1] = np.where(same_up, np.abs(img[:-1] - img[1:]), np.nan)
-    dn[1:] = np.where(same_up, np.abs(img[1:] - img[:-1]), np.nan)
-    with np.errstate(invalid="ignore"):
-        return np.fmin(up, dn)
+def _neighbour_excess(img: np.ndarray, slice_map: np.ndarray, axis: int):
+    """Along ``axis`` (1: columns, the dispersion; 0: rows, along the slice), a pixel's
+    difference from the mean of its two neighbours in the same slice (zero on a linear
+    gradient, large on a one-pixel spike; 0 where a neighbour deviates more: a spike's
+    neighbours deviate by half of it) and the larger neighbour's absolute value; NaN where
+    a neighbour is missing."""
+    a = np.moveaxis(np.asarray(img, np.float64), axis, 0)
+    sm = np.moveaxis(slice_map, axis, 0)
+    exc = np.full_like(a, np.nan)
+    nb = np.full_like(a, np.nan)
+    ok = (sm[1:-1] == sm[:-2]) & (sm[1:-1] == sm[2:]) & (sm[1:-1] >= 0)
+    exc[1:-1] = np.where(ok, np.abs(a[1:-1] - 0.5 * (a[:-2] + a[2:])), np.nan)
+    nb[1:-1] = np.where(ok, np.fmax(np.abs(a[:-2]), np.abs(a[2:])), np.nan)
+    # a spike's neighbours deviate by half the spike: keep only the local maximum
+    e0 = np.nan_to_num(exc, nan=-1.0)
+    peak = np.ones(a.shape, bool)
+    peak[1:] &= e0[1:] >= e0[:-1]
+    peak[:-1] &= e0[:-1] >= e0[1:]
+    exc = np.where(peak, exc, 0.0 * exc)
+    return np.moveaxis(exc, 0, axis), np.moveaxis(nb, 0, axis)
 
 
 def flag_dither_outliers(images, errs, slice_map, n_sigma: float = 5.0,
-                         threshold_percent: float = 99.8) -> np.ndarray:
+                         threshold_percent: float | None = None,
+                         direction: str = "spectral", scale: float = 0.3) -> np.ndarray:
     """Outliers across dithers, in the spirit of jwst's IFU ``outlier_detection``.
 
-    For each exposure, the smaller absolute difference of a pixel with its two neighbours
-    along the slice (a local spatial gradient that a cosmic ray or hot pixel raises and a
-    smooth scene does not) is compared with the same quantity over all exposures: a pixel
-    is an outlier when its difference exceeds both the median over exposures plus
-    ``n_sigma`` x the pixel's error, and the ``threshold_percent`` percentile of that
-    exposure's differences (jwst's threshold on the distribution of the minimum
-    differences). Since the dithers move the scene by a fraction of a pixel, a real
-    peak raises the difference in every exposure and is kept.
+    For each exposure, the absolute difference of a pixel from the mean of its two
+    neighbours (zero on a smooth gradient; a cosmic ray or a hot pixel raises it on one
+    pixel; jwst takes the smaller of the two neighbour differences) is compared with
+    the same quantity over all exposures of the pattern: a pixel is an outlier when its
+    difference exceeds the median over exposures by ``n_sigma`` x the pixel's error plus
+    ``scale`` x the larger neighbour's value (the tolerance for a real gradient's curvature, as jwst's blot
+    comparison allows ``scale`` x the local derivative) (and,
+    with ``threshold_percent``, that exposure's percentile of the differences, jwst's
+    threshold). jwst takes the difference across the dispersion (along the slice); here
+    the default ``direction="spectral"`` takes it along the dispersion, where the scene is
+    smooth (a spectrum) and a feature that is real sits at the same detector column in every
+    dither (the dithers move the scene along and across the slices, not in wavelength). With
+    ``"spatial"`` (jwst's), an undersampled point source, whose peak pixel changes by a
+    large factor from dither to dither, is flagged (measured on the simulator: hundreds of
+    its pixels with 4 dithers).
 
     Parameters
     ----------
     images, errs : float (nexp, ny, nx)
-        Rate or calibrated images of the dithers, on the same detector, and their errors.
+        Calibrated images of the dithers on the same detector, and their errors.
     slice_map : int (ny, nx)
-        Slice number of each pixel (-1 or any value not shared with neighbours off-slice).
+        Slice number of each pixel, -1 off the slices.
 
     Returns
     -------
@@ -395,20 +415,27 @@ def flag_dither_outliers(images, errs, slice_map, n_sigma: float = 5.0,
     if images.ndim != 3 or images.shape != errs.shape or images.shape[1:] != slice_map.shape:
         raise ValueError(f"images {images.shape}, errs {errs.shape}, slice_map "
                          f"{slice_map.shape}: expected (nexp, ny, nx), the same shapes")
+    if direction not in ("spectral", "spatial"):
+        raise ValueError(f"direction {direction!r}: expected 'spectral' or 'spatial'")
+    axis = 1 if direction == "spectral" else 0
     on = slice_map >= 0
-    diffs = np.stack([_min_neighbour_diff(im, slice_map) for im in images])
+    pairs = [_neighbour_excess(im, slice_map, axis) for im in images]
+    diffs = np.stack([p[0] for p in pairs])
+    nbs = np.stack([p[1] for p in pairs])
     diffs[:, ~on] = np.nan
     valid = np.isfinite(diffs)
-    med = window_median(np.where(valid, diffs, 0.0).astype(np.float32), valid)
+    med = window_median(np.where(valid, diffs, 0.0), valid)
     out = np.zeros(images.shape, bool)
     for e in range(images.shape[0]):
         d = diffs[e]
-        ok = np.isfinite(d)
+        ok = np.isfinite(d) & np.isfinite(errs[e])
         if not ok.any():
             continue
-        pct = np.percentile(d[ok], threshold_percent)
         with np.errstate(invalid="ignore"):
-            out[e] = ok & (d > med + n_sigma * errs[e]) & (d > pct)
+            f = ok & (d > med + n_sigma * errs[e] + scale * nbs[e])
+            if threshold_percent is not None:
+                f &= d > np.percentile(d[ok], threshold_percent)
+        out[e] = f
     return out
 
 
