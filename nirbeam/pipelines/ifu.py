@@ -607,3 +607,26 @@ def _write_spectra(out: Path, spectra, hdr) -> dict:
     for sp in sps:
         written[f"spec1d_{sp.source_id}"] = write_spec1d_ecsv(str(out / spec1d_name(sp.source_id)), sp)
     return written
+
+
+def exp_type_of(inputs) -> str:
+    """EXP_TYPE of the first uncal file of ``inputs`` (files or folders), upper case."""
+    from astropy.io import fits
+
+    from nirbeam.stream.uncal import find_uncal_files
+
+    paths = find_uncal_files(list(inputs))
+    return str(fits.getheader(paths[0], 0).get("EXP_TYPE", "")).strip().upper() if paths else ""
+
+
+def run_command(args, runner_spec) -> int:
+    """``nirbeam run`` for IFU inputs: run, print the products, return the exit code."""
+    res = run_ifu(args.inputs, args.out, refs_dir=args.refs, runner=runner_spec,
+                  allow_standins=args.allow_standins)
+    s = res.summary
+    print(f"nirbeam run (IFU): {len(s['exposures'])} dithers, {s['regions']} slices, cube "
+          f"{tuple(s['grid'][k] for k in ('nwave', 'ny', 'nx'))} ({s['settings']['weighting']}) "
+          f"-> {os.path.abspath(args.out)}")
+    for k, v in s["products"].items():
+        print(f"  {k}: {v}")
+    return res.exit_code

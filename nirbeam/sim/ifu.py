@@ -578,8 +578,8 @@ def simulate_ifu(outdir, preset: str = "ifu", seed: int | None = None, **overrid
                                  cfg.tgroup, ny, nx), int_times_hdu(tt)])
         uncal.append(out / fname)
     # truth and catalogue
-    wl = np.nanmedian(np.where(geo.slice >= 0, geo.wave, np.nan), axis=0)
-    wl = wl[np.isfinite(wl)]
+    cols = np.flatnonzero((geo.slice >= 0).any(axis=0))
+    wl = np.array([np.median(geo.wave[geo.slice[:, c] >= 0, c]) for c in cols])
     truth = {
         "simulator": "nirbeam.sim.ifu", "preset": cfg.preset, "seed": cfg.seed,
         "config": {k: (list(v) if isinstance(v, tuple) else v)

@@ -179,6 +179,13 @@ def _dispatch(args, beam_args) -> int:
     rc = cli_support.dispatch(args)  # config, plot, report
     if rc is not None:
         return rc
+    if args.command == "simulate" and args.preset.startswith("ifu"):  # IFU dithers (issue 18)
+        from nirbeam.sim.ifu import simulate_ifu
+
+        res = simulate_ifu(args.outdir, preset=args.preset, seed=args.seed)
+        print(f"simulated {args.preset} ({len(res.uncal)} dithers, {res.elapsed_s:.1f} s) into "
+              f"{os.path.abspath(args.outdir)}; truth: {res.truth}")
+        return EXIT_OK
     if args.command == "simulate":
         from nirbeam.sim.simulator import PRESETS, simulate
         from nirbeam.stream.config import ConfigError
@@ -212,6 +219,10 @@ def _dispatch(args, beam_args) -> int:
             spec.validate()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        from nirbeam.pipelines import ifu as _ifu
+
+        if _ifu.exp_type_of(args.inputs) == "NRS_IFU":  # dispatch by EXP_TYPE (issue 18)
+            return _ifu.run_command(args, spec)
         config = cli_support.effective_config(args, load_config_file(args.config))
         restore = _exit_on_interrupt()
         try:
