@@ -61,7 +61,8 @@ class IFUSettings:
     planes_per_chunk : planes per zarr chunk and per Beam element.
     outlier_nsigma, outlier_percent : :func:`~nirbeam.transforms.cube.flag_dither_outliers`.
     wander_degree : polynomial degree of the wander model (0: no correction).
-    ext_radius_growth : whether the extended-source aperture grows with wavelength.
+    ext_radius_growth : whether the extended-source aperture grows with wavelength too
+        (default: fixed at the catalogue radius; the point-source aperture always grows).
     """
 
     weighting: str = "drizzle"
@@ -72,7 +73,7 @@ class IFUSettings:
     outlier_percent: float | None = None
     outlier_direction: str = "spectral"
     wander_degree: int = 3
-    ext_radius_growth: bool = True
+    ext_radius_growth: bool = False
     plots: bool = True
 
 

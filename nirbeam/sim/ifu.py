@@ -387,8 +387,8 @@ def _primary(cfg: IFUSimConfig, k: int, fname: str, t0_mjd: float) -> fits.Heade
         ("PATTSTRT", 1, "Starting point in pattern"),
         ("NOD_TYPE", "NONE", "Nod pattern type"),
         ("PATTSIZE", "SMALL", "Primary dither pattern size"),
-        ("XOFFSET", float(cfg.dithers[k][0]), "[arcsec] x offset from pattern starting position"),
-        ("YOFFSET", float(cfg.dithers[k][1]), "[arcsec] y offset from pattern starting position"),
+        ("XOFFSET", float(cfg.dithers[k][0]), "[arcsec] x offset from pattern start"),
+        ("YOFFSET", float(cfg.dithers[k][1]), "[arcsec] y offset from pattern start"),
         ("EXPSTART", t0_mjd, "UTC exposure start time (MJD)"),
         ("EXPMID", t0_mjd + dur / 2 / 86400, "UTC exposure mid time (MJD)"),
         ("EXPEND", t0_mjd + dur / 86400, "UTC exposure end time (MJD)"),
@@ -607,7 +607,7 @@ def simulate_ifu(outdir, preset: str = "ifu", seed: int | None = None, **overrid
         {"id": 1, "kind": "point", "x_arcsec": round(cfg.point_xy[0] + 0.03, 2),
          "y_arcsec": round(cfg.point_xy[1] - 0.02, 2)},
         {"id": 2, "kind": "extended", "x_arcsec": round(cfg.ext_xy[0] - 0.02, 2),
-         "y_arcsec": round(cfg.ext_xy[1] + 0.03, 2), "radius_arcsec": 5 * cfg.ext_sigma}]}
+         "y_arcsec": round(cfg.ext_xy[1] + 0.03, 2), "radius_arcsec": 4 * cfg.ext_sigma}]}
     cpath = out / "sources.json"
     cpath.write_text(json.dumps(cat, indent=1))
     return IFUSimResult(cfg, out, uncal, refs, ifu_refs, tpath, cpath,
