@@ -51,7 +51,12 @@ import numpy as np
 from astropy.io import fits
 from scipy.special import erf
 
-from nirbeam.sim.fits_writer import UncalSegmentWriter, group_table_hdu, int_times_hdu, write_reference
+from nirbeam.sim.fits_writer import (
+    UncalSegmentWriter,
+    group_table_hdu,
+    int_times_hdu,
+    write_reference,
+)
 
 __all__ = ["IFUSimConfig", "IFU_PRESETS", "simulate_ifu", "cv3_slice_model", "IFUSimResult",
            "CV3_TRACE", "scene_cube", "psf_sigma"]
@@ -560,7 +565,7 @@ def simulate_ifu(outdir, preset: str = "ifu", seed: int | None = None, **overrid
         t0k = t0 + k * (cfg.tgroup * G * cfg.nints + 300) / 86400
         tt = _times(t0k, cfg)
         w = UncalSegmentWriter(out / fname, _primary(cfg, k, fname, t0k), (cfg.nints, G, ny, nx))
-        for i in range(cfg.nints):
+        for _i in range(cfg.nints):
             e_rate = np.maximum(rate_e, 0) * cfg.gain
             # Poisson electrons per group interval, accumulated
             steps = rng.poisson(e_rate[None] * cfg.tgroup, size=(G, ny, nx)).astype(np.float64)
