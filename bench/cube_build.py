@@ -96,7 +96,7 @@ def main(argv=None):
     results = {}
     cubes = {}
     for w in ck.WEIGHTINGS:
-        ck.build_plane(cloud.take(ck.plane_members(cloud, g, 0, 1, w)), g, 0, w)
+        ck.build_plane(cloud.take(ck.plane_members(cloud, g, 0, 1, w)), g, 0, w)  # compile
         t = time.perf_counter()
         f, v, _ = ck.build_cube(cloud, g, w)
         dt = time.perf_counter() - t

@@ -190,8 +190,9 @@ def build_block(cloud_dir: str, grid: ck.CubeGrid, block: int, planes_per_chunk:
     sci = np.empty((n, grid.ny, grid.nx), np.float32)
     err = np.empty_like(sci)
     wmap = np.empty_like(sci)
+    mdw = float(np.max(sub.dwave)) if sub.size else 0.0
     for k in range(k0, k1):
-        m = ck.plane_members(sub, grid, k, k + 1, weighting)
+        m = ck.plane_members(sub, grid, k, k + 1, weighting, max_dwave=mdw)
         f, v, w = ck.build_plane(sub.take(m), grid, k, weighting)
         sci[k - k0], err[k - k0], wmap[k - k0] = f, np.sqrt(v), w
     dt = time.perf_counter() - t0
@@ -579,8 +580,9 @@ def _conservation(cloud, grid, sci, nexp):
     """Per plane: sum(cube x spaxel area) / (sum(points x footprint x spectral overlap) /
     number of exposures), over the planes; the median and spread of the ratio."""
     ratios = []
+    mdw = float(np.max(cloud.dwave))
     for k in range(grid.nwave):
-        m = ck.plane_members(cloud, grid, k, k + 1, "drizzle")
+        m = ck.plane_members(cloud, grid, k, k + 1, "drizzle", max_dwave=mdw)
         c = cloud.take(m)
         w0, w1 = grid.wave[k] - grid.dwave / 2, grid.wave[k] + grid.dwave / 2
         fw = np.clip(np.minimum(c.wave + c.dwave / 2, w1) - np.maximum(c.wave - c.dwave / 2, w0), 0, None) / grid.dwave

@@ -25,7 +25,7 @@ Files written into ``OUTDIR``:
 * ``jw<prog>..._<nn>101_00001_nrs1_uncal.fits``, one per dither: SCI uint16 (nints,
   ngroups, ny, nx), GROUP, INT_TIMES, IFU keywords (EXP_TYPE NRS_IFU, PATT_NUM, NUMDTHPT,
   XOFFSET/YOFFSET...), via :mod:`nirbeam.sim.fits_writer` (``readout`` selects the
-  layout: ``"full"`` now; IRS2 when the writer has it);
+  layout: ``"TRADITIONAL"`` now; IRS2 when the writer has it);
 * ``refs/``: CRDS-format detector references (superbias, dark, linearity, saturation,
   readnoise, gain, mask);
 * ``ifu_refs/geometry_nrs1.fits``: the per-pixel maps the pipeline uses (as jwst's
@@ -97,7 +97,7 @@ class IFUSimConfig:
     nints: int = 1
     tframe: float = 10.737         # full-frame NRSRAPID
     readpatt: str = "NRSRAPID"
-    readout: str = "full"          # level-1b layout through nirbeam.sim.fits_writer
+    readout: str = "TRADITIONAL"   # level-1b layout through nirbeam.sim.fits_writer
     bias_dn: float = 12000.0
     read_noise_dn: float = 6.0     # per read
     gain: float = 1.0
@@ -534,9 +534,12 @@ def simulate_ifu(outdir, preset: str = "ifu", seed: int | None = None, **overrid
     cfg = dataclasses.replace(IFU_PRESETS[preset], **overrides)
     if seed is not None:
         cfg = dataclasses.replace(cfg, seed=int(seed))
-    if cfg.readout != "full":
-        raise ValueError(f"readout {cfg.readout!r}: the level-1b writer has the traditional "
-                         "full-frame layout ('full') only")
+    if cfg.readout.upper() != "TRADITIONAL":
+        # the IRS2 layouts (NRSIRS2, NRSIRS2RAPID) come with the irs2 branch's writer
+        # (nirbeam.sim.fits_writer.READOUTS / readout_keywords); this simulator passes its
+        # frames through that one writer, so only the readout parameter changes then
+        raise ValueError(f"readout {cfg.readout!r}: this writer has the traditional layout "
+                         "('TRADITIONAL') only")
     out = Path(outdir)
     refs = out / "refs"
     refs.mkdir(parents=True, exist_ok=True)

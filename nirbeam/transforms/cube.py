@@ -91,7 +91,7 @@ class PointCloud:
         return int(self.wave.size)
 
     def take(self, idx) -> PointCloud:
-        """The points ``idx`` (index array or boolean mask)."""
+        """The points ``idx`` (a slice: views; an index array or boolean mask: copies)."""
         return PointCloud(*(getattr(self, f)[idx] for f in _FIELDS))
 
 
@@ -200,15 +200,18 @@ def _reach(grid: CubeGrid, weighting: str, roi_spectral: float, max_dwave: float
 
 
 def plane_members(cloud: PointCloud, grid: CubeGrid, k0: int, k1: int, weighting: str,
-                  roi_spectral: float | None = None) -> np.ndarray:
-    """Indices of the points that can reach planes ``k0..k1-1`` (a wavelength-sorted
-    cloud: one contiguous range, found by bisection)."""
+                  roi_spectral: float | None = None, max_dwave: float | None = None) -> slice:
+    """The points that can reach planes ``k0..k1-1`` (a wavelength-sorted cloud: one
+    contiguous range, found by bisection), as a slice (``cloud.take`` gives views).
+    ``max_dwave``: the cloud's largest spectral width (found when not given)."""
     roi_w = grid.dwave if roi_spectral is None else roi_spectral
-    reach = _reach(grid, weighting, roi_w, float(np.max(cloud.dwave)) if cloud.size else 0.0)
+    if max_dwave is None:
+        max_dwave = float(np.max(cloud.dwave)) if cloud.size else 0.0
+    reach = _reach(grid, weighting, roi_w, max_dwave)
     w = grid.wave
-    lo = np.searchsorted(cloud.wave, w[k0] - reach, side="left")
-    hi = np.searchsorted(cloud.wave, w[k1 - 1] + reach, side="right")
-    return np.arange(lo, hi)
+    lo = int(np.searchsorted(cloud.wave, w[k0] - reach, side="left"))
+    hi = int(np.searchsorted(cloud.wave, w[k1 - 1] + reach, side="right"))
+    return slice(lo, hi)
 
 
 @numba.njit(cache=True)
@@ -344,8 +347,9 @@ def build_cube(cloud: PointCloud, grid: CubeGrid, weighting: str = "drizzle", **
     flux = np.empty(shape)
     var = np.empty(shape)
     wgt = np.empty(shape)
+    mdw = float(np.max(cloud.dwave)) if cloud.size else 0.0
     for k in range(grid.nwave):
-        sub = cloud.take(plane_members(cloud, grid, k, k + 1, weighting, kw.get("roi_spectral")))
+        sub = cloud.take(plane_members(cloud, grid, k, k + 1, weighting, kw.get("roi_spectral"), mdw))
         flux[k], var[k], wgt[k] = build_plane(sub, grid, k, weighting, **kw)
     return flux, var, wgt
 
