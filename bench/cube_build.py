@@ -117,6 +117,10 @@ def main(argv=None):
             "noise_rms_median": float(np.median([np.nanmedian(np.sqrt(v[:, j, i]) / truth[:, j, i])
                                                  for (j, i) in rp])),
             "cube_over_truth_total_median": float(np.median(tot / tt)),
+            # resolution: the point source's brightest spaxel over its 5x5 sum (truth: the
+            # same on the scene integrated over spaxels)
+            "peak_fraction_median": _peak_fraction(f, g, cfg.point_xy),
+            "peak_fraction_truth_median": _peak_fraction(truth_pt, g, cfg.point_xy),
         }
     near = results["nearest"]
     for w in variants:
@@ -159,6 +163,13 @@ def main(argv=None):
     print(json.dumps({k: record[k] for k in ("weightings", "wander_spaxels", "flux_conservation",
                                              "sources_flux_integral_vs_truth")}, indent=1))
     print(f"wrote {out}")
+
+
+def _peak_fraction(cube, g, xy):
+    i = int(round((xy[0] - g.x0) / g.cdelt))
+    j = int(round((xy[1] - g.y0) / g.cdelt))
+    box = cube[:, j - 2:j + 3, i - 2:i + 3]
+    return float(np.nanmedian(np.nanmax(box, axis=(1, 2)) / np.nansum(box, axis=(1, 2))))
 
 
 def _flux_vs_truth(work: Path) -> dict:

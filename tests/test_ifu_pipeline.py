@@ -120,3 +120,14 @@ def test_beam_cube_equals_the_in_process_build(ifu_run):
     ok = np.isfinite(sci)
     np.testing.assert_allclose(sci[ok], ref[ok].astype(np.float32), rtol=1e-6)
     np.testing.assert_allclose(err[ok], np.sqrt(var[ok]).astype(np.float32), rtol=1e-6)
+
+
+def test_ifu_settings_from_set_overrides():
+    from nirbeam.pipelines.ifu import settings_from_overrides
+
+    st = settings_from_overrides(["ifu.weighting=\"emsm\"", "ifu.planes_per_chunk=8"])
+    assert st.weighting == "emsm" and st.planes_per_chunk == 8
+    with pytest.raises(ValueError, match="ifu.KEY"):
+        settings_from_overrides(["extract.trace_deg=2"])
+    with pytest.raises(ValueError, match="weighting"):
+        settings_from_overrides(["ifu.weighting=\"bilinear\""])

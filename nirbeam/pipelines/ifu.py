@@ -622,10 +622,36 @@ def exp_type_of(inputs) -> str:
     return str(fits.getheader(paths[0], 0).get("EXP_TYPE", "")).strip().upper() if paths else ""
 
 
+def settings_from_overrides(overrides) -> IFUSettings:
+    """:class:`IFUSettings` from ``--set ifu.KEY=VALUE`` items (TOML values); other
+    sections are not the IFU pipeline's and are refused, naming the key."""
+    import tomllib
+
+    names = {f.name for f in dataclasses.fields(IFUSettings)}
+    kw = {}
+    for item in overrides or []:
+        key, sep, val = str(item).partition("=")
+        sec, _, name = key.strip().partition(".")
+        if not sep or sec != "ifu" or name not in names:
+            raise ValueError(f"--set {item!r}: an IFU run takes ifu.KEY=VALUE with KEY one of "
+                             f"{sorted(names)}")
+        kw[name] = tomllib.loads(f"v = {val.strip()}")["v"]
+    st = IFUSettings(**kw)
+    if st.weighting not in ck.WEIGHTINGS:
+        raise ValueError(f"--set ifu.weighting={st.weighting!r}: expected one of {ck.WEIGHTINGS}")
+    return st
+
+
 def run_command(args, runner_spec) -> int:
     """``nirbeam run`` for IFU inputs: run, print the products, return the exit code."""
+    from nirbeam.stream.config import ConfigError
+
+    try:
+        st = settings_from_overrides(getattr(args, "overrides", []))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
     res = run_ifu(args.inputs, args.out, refs_dir=args.refs, runner=runner_spec,
-                  allow_standins=args.allow_standins)
+                  allow_standins=args.allow_standins, settings=st)
     s = res.summary
     print(f"nirbeam run (IFU): {len(s['exposures'])} dithers, {s['regions']} slices, cube "
           f"{tuple(s['grid'][k] for k in ('nwave', 'ny', 'nx'))} ({s['settings']['weighting']}) "
