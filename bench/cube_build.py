@@ -133,6 +133,8 @@ def main(argv=None):
     cents = ck.plane_centroids(sci, g2, cfg.point_xy)
     off = cents - np.asarray(cfg.point_xy)
     sm, _ = ck.smooth_wander(g2.wave, cents, 3)
+    injected = json.loads(sim.truth.read_text())["outliers"]
+    flags = np.load(work / "out" / "work" / "outlier_flags.npy")
     record = {
         "preset": args.preset, "seed": args.seed, "simulate_s": t_sim,
         "grid": s["grid"], "points": cloud.size, "dithers": len(s["exposures"]),
@@ -155,7 +157,8 @@ def main(argv=None):
         "flux_conservation": s["flux_conservation"],
         "sources_flux_integral_vs_truth": _flux_vs_truth(work),
         "outliers_flagged": s["outliers_flagged"],
-        "outliers_injected": len(json.loads(sim.truth.read_text())["outliers"]),
+        "outliers_injected": len(injected),
+        "outliers_injected_found": int(sum(bool(flags[o["exposure"], o["y"], o["x"]]) for o in injected)),
         "workdir": str(work),
     }
     out = write_result(Path(__file__).resolve().parent / "results" / f"cube_build_{args.preset}.json",

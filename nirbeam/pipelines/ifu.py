@@ -476,6 +476,7 @@ def run_ifu(inputs, outdir, refs_dir: str | None = None, ifu_refs: str | None = 
     flags = ck.flag_dither_outliers(fl, np.sqrt(vr), np.where(on, geo.slice, -1),
                                     settings.outlier_nsigma, settings.outlier_percent,
                                     settings.outlier_direction)
+    np.save(work / "outlier_flags.npy", flags)
     dwave = ck.pixel_dwave(geo.wave, np.where(on, geo.slice, -1))
     dalpha = np.full(geo.wave.shape, geo.pixel_scale)
     dbeta = np.full(geo.wave.shape, geo.slice_width)
