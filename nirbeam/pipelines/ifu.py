@@ -173,10 +173,26 @@ def create_cube_store(store: str, group: str, grid: ck.CubeGrid, planes_per_chun
     g.attrs.update({**attrs, "grid": dataclasses.asdict(grid)})
 
 
+def open_cube_arrays(store: str, group: str, planes_per_chunk: int) -> dict:
+    """The ``sci``/``err``/``wmap`` arrays of a cube group, checked to hold
+    ``planes_per_chunk`` planes per chunk (a worker opens them once)."""
+    import zarr
+
+    g = zarr.open_group(store, mode="r+")[group]
+    arrays = {name: g[name] for name in ("sci", "err", "wmap")}
+    for name, a in arrays.items():
+        if a.chunks[0] != planes_per_chunk:
+            raise ValueError(f"{store}/{group}/{name}: chunks {a.chunks}, expected "
+                             f"{planes_per_chunk} planes per chunk")
+    return arrays
+
+
 def build_block(cloud_dir: str, grid: ck.CubeGrid, block: int, planes_per_chunk: int,
-                weighting: str, store: str | None = None, group: str | None = None) -> dict:
+                weighting: str, store: str | None = None, group: str | None = None,
+                arrays: dict | None = None) -> dict:
     """Build planes ``block*planes_per_chunk ...`` from the cloud on disk and write them
-    into ``store``/``group`` (one chunk). Returns counts for the run record."""
+    into ``store``/``group`` (one chunk; ``arrays``: those of :func:`open_cube_arrays`,
+    opened here when not given). Returns counts for the run record."""
     k0 = block * planes_per_chunk
     k1 = min(k0 + planes_per_chunk, grid.nwave)
     wave = np.load(os.path.join(cloud_dir, "wave.npy"), mmap_mode="r")
@@ -196,15 +212,10 @@ def build_block(cloud_dir: str, grid: ck.CubeGrid, block: int, planes_per_chunk:
         f, v, w = ck.build_plane(sub.take(m), grid, k, weighting)
         sci[k - k0], err[k - k0], wmap[k - k0] = f, np.sqrt(v), w
     dt = time.perf_counter() - t0
-    if store is not None:
-        import zarr
-
-        g = zarr.open_group(store, mode="r+")[group]
+    if store is not None or arrays is not None:
+        arrays = arrays or open_cube_arrays(store, group, planes_per_chunk)
         for name, arr in (("sci", sci), ("err", err), ("wmap", wmap)):
-            if g[name].chunks[0] != planes_per_chunk:
-                raise ValueError(f"{store}/{group}/{name}: chunks {g[name].chunks}, expected "
-                                 f"{planes_per_chunk} planes per chunk (block {block})")
-            g[name][k0:k1] = arr
+            arrays[name][k0:k1] = arr
     return {"block": block, "planes": n, "points": hi - lo, "seconds": dt,
             "flux_sum": float(np.nansum(sci.astype(np.float64)))}
 
@@ -214,12 +225,22 @@ class _BuildBlockFn:
 
     def __init__(self, cloud_dir, grid, ppc, weighting, store, group):
         self.args = (cloud_dir, grid, ppc, weighting, store, group)
+        self._arrays = None
+
+    def __getstate__(self):
+        return {"args": self.args}
+
+    def __setstate__(self, state):
+        self.args = state["args"]
+        self._arrays = None
 
     def __call__(self, block):
         from apache_beam.metrics import Metrics
 
         cloud_dir, grid, ppc, weighting, store, group = self.args
-        out = build_block(cloud_dir, grid, block, ppc, weighting, store, group)
+        if self._arrays is None:  # once per worker
+            self._arrays = open_cube_arrays(store, group, ppc)
+        out = build_block(cloud_dir, grid, block, ppc, weighting, store, group, self._arrays)
         Path(cloud_dir, f"block_{group.replace('/', '_')}_{block:05d}.json").write_text(json.dumps(out))
         Metrics.counter("ifu_cube", "planes").inc(out["planes"])
         Metrics.counter("ifu_cube", "points").inc(out["points"])
