@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from nirbeam.core.geometry import ModePlan
 from nirbeam.modes.bots import BOTS
+from nirbeam.modes.fs import FS
 from nirbeam.modes.ifu import IFU
 
 __all__ = ["MODES", "mode_for", "ModeError"]
 
-MODES: tuple[ModePlan, ...] = (BOTS, IFU)
+MODES: tuple[ModePlan, ...] = (BOTS, FS, IFU)
 
 
 class ModeError(ValueError):

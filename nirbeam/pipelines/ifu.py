@@ -3,8 +3,9 @@
 
 Steps
 -----
-1. **Stage 1** (Beam, one element per exposure): uncal -> rate image (detector1 kernels,
-   integrations averaged with inverse-variance weights).
+1. **Stage 1**: the shared ensemble stage 1 (:func:`nirbeam.pipelines.common.run_stage1`:
+   detector1 on Beam into ``OUTDIR/cubes.zarr``, the slices as the 1/f scene mask), then
+   one rate per exposure (:func:`~nirbeam.pipelines.common.exposure_rate`).
 2. **Calibration**: rate / flux calibration (``ifu_refs/photom.fits``) -> surface
    brightness (MJy/sr) per pixel; the pixel maps come from ``ifu_refs/geometry_<det>.fits``
    (what jwst's ``assign_wcs`` gives); the 30 slice regions from the mode plan
@@ -47,7 +48,7 @@ from nirbeam.sources.ifu_refs import read_apcorr, read_geometry, read_photom
 from nirbeam.transforms import cube as ck
 
 __all__ = ["IFUSettings", "run_ifu", "BuildCubePlanes", "build_block", "create_cube_store",
-           "stage1_rate", "save_cloud", "load_cloud", "IFURunResult"]
+           "save_cloud", "load_cloud", "IFURunResult", "open_cube_arrays", "read_cube"]
 
 log = logging.getLogger("nirbeam.ifu")
 
@@ -84,45 +85,6 @@ class IFURunResult:
     outdir: Path
     summary: dict = field(default_factory=dict)
     exit_code: int = 0
-
-
-# ---------------------------------------------------------------- stage 1
-
-
-def stage1_rate(path: str, refs_dir: str, allow_standins: bool = False):
-    """uncal -> (meta, header dict, rate, err, dq) for one exposure (integrations combined
-    with inverse-variance weights). float32/uint32 (ny, nx), DN/s."""
-    from astropy.io import fits
-
-    from nirbeam.stream.refs import load_references
-    from nirbeam.stream.uncal import read_ramp, scan_segment
-    from nirbeam.transforms.detector1 import RampTiming, SubarrayGeometry, run_detector1
-
-    info = scan_segment(path, require_tso=False)
-    meta = info.meta
-    refs, _prov = load_references(refs_dir, meta, allow_standins=allow_standins)
-    timing = RampTiming.from_meta(meta)
-    geom = SubarrayGeometry.from_meta(meta)
-    num = den = None
-    dq = None
-    for i in range(int(meta.nints)):
-        r = run_detector1(read_ramp(info, i + 1), refs, timing, geometry=geom)
-        good = np.isfinite(r.err) & (r.err > 0) & np.isfinite(r.rate)
-        w = np.zeros(r.err.shape)
-        w[good] = 1.0 / r.err[good].astype(np.float64) ** 2
-        rr = np.nan_to_num(r.rate)
-        num = w * rr if num is None else num + w * rr
-        den = w if den is None else den + w
-        dq = r.dq.copy() if dq is None else (dq & r.dq)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rate = np.where(den > 0, num / den, np.nan).astype(np.float32)
-        err = np.where(den > 0, 1.0 / np.sqrt(den), np.nan).astype(np.float32)
-    ph = fits.getheader(path, 0)
-    keep = ("EXP_TYPE", "DETECTOR", "FILTER", "GRATING", "INSTRUME", "TELESCOP", "PATT_NUM",
-            "NUMDTHPT", "XOFFSET", "YOFFSET", "TARGNAME", "TARG_RA", "TARG_DEC", "PROGRAM",
-            "EXPSTART", "EFFEXPTM", "PATTTYPE")
-    hdr = {k: ph[k] for k in keep if k in ph}
-    return meta, hdr, rate, err, dq.astype(np.uint32)
 
 
 # ---------------------------------------------------------------- the cloud on disk
@@ -318,45 +280,27 @@ def read_cube(store: str, group: str):
             np.asarray(g["wmap"][:], np.float64), grid)
 
 
-# ---------------------------------------------------------------- stage 1 on Beam
+#: Stage-1 settings of the IFU. The mode mask already holds every slice, so the draft
+#: detection of the 1/f scene mask clips symmetrically (+-3 sigma: with the default +2/-3
+#: the noise pixels left for the fit have a negative mean, -0.05 sigma, and the cleaned
+#: data gain +0.017 DN/s per pixel on the simulator: +2.8% on the extended source's
+#: aperture); no BOTS trace aperture (``mask_aperture``): the IFU has 30 traces.
+STAGE1_CONFIG = {"flicker": {"n_sigma": 3.0, "mask_aperture": 0.0}}
+
+_HEADER_KEYS = ("EXP_TYPE", "DETECTOR", "FILTER", "GRATING", "INSTRUME", "TELESCOP", "PATT_NUM",
+                "NUMDTHPT", "XOFFSET", "YOFFSET", "TARGNAME", "TARG_RA", "TARG_DEC", "PROGRAM",
+                "EXPSTART", "EFFEXPTM", "PATTTYPE")
 
 
-class _Stage1Fn:
-    def __init__(self, refs_dir, work, allow_standins):
-        self.refs_dir, self.work, self.allow = refs_dir, work, allow_standins
+def _dither_header(path: str) -> dict:
+    from astropy.io import fits
 
-    def __call__(self, path):
-        from apache_beam.metrics import Metrics
-
-        meta, hdr, rate, err, dq = stage1_rate(path, self.refs_dir, self.allow)
-        out = os.path.join(self.work, os.path.basename(path).replace("_uncal.fits", "_rate.npz"))
-        np.savez(out, rate=rate, err=err, dq=dq)
-        Metrics.counter("ifu_stage1", "exposures").inc()
-        rec = {"path": path, "rate": out, "header": hdr, "exposure": meta.exposure,
-               "detector": meta.detector, "shape": list(meta.image_shape)}
-        Path(out[:-4] + ".json").write_text(json.dumps(rec, default=str))
-        yield rec
-
-
-def beam_stage1(paths, refs_dir, work, allow_standins=False, runner_spec=None) -> list[dict]:
-    """uncal -> rate images on Beam (one element per exposure)."""
-    import apache_beam as beam
-
-    runner, options, cleanup = _runner(runner_spec)
-    with beam.Pipeline(runner=runner, options=options) as p:
-        _ = (p | "Uncal" >> beam.Create(sorted(paths)) | beam.Reshuffle()
-             | "Detector1" >> beam.FlatMap(_Stage1Fn(refs_dir, work, allow_standins)))
-    if cleanup:
-        cleanup()
-    # the workers' records (written next to their rate images: runners need not return
-    # elements to this process)
-    results = []
-    for path in paths:
-        rec = os.path.join(work, os.path.basename(path).replace("_uncal.fits", "_rate.json"))
-        if not os.path.isfile(rec):
-            raise RuntimeError(f"{path}: stage 1 wrote no record ({rec})")
-        results.append(json.loads(Path(rec).read_text()))
-    return sorted(results, key=lambda r: int(r["header"].get("PATT_NUM", 0)))
+    ph = fits.getheader(path, 0)
+    for k in ("XOFFSET", "YOFFSET"):
+        if k not in ph:
+            raise ValueError(f"{path}: PRIMARY has no {k} (the dither's offset, arcsec): "
+                             "needed to place the exposure in the cube")
+    return {k: ph[k] for k in _HEADER_KEYS if k in ph}
 
 
 # ---------------------------------------------------------------- orchestration
@@ -423,7 +367,7 @@ def extract_sources(sci, err, grid, catalogue, apc, wander_cents, settings: IFUS
 
 def run_ifu(inputs, outdir, refs_dir: str | None = None, ifu_refs: str | None = None,
             catalogue: str | None = None, settings: IFUSettings = IFUSettings(),
-            runner=None, allow_standins: bool = False) -> IFURunResult:
+            runner=None, allow_standins: bool = False, overwrite: bool = False) -> IFURunResult:
     """The IFU batch pipeline (see the module notes).
 
     Parameters
@@ -440,40 +384,53 @@ def run_ifu(inputs, outdir, refs_dir: str | None = None, ifu_refs: str | None = 
         ``sources.json`` (default: ``<input folder>/sources.json``).
     runner : nirbeam.stream.runners.RunnerSpec or None
     """
+    from nirbeam.modes import mode_for
+    from nirbeam.pipelines.common import exposure_rate, run_stage1, scan_inputs
+    from nirbeam.stream.settings import Settings
     from nirbeam.stream.uncal import find_uncal_files
 
     t_all = time.perf_counter()
     paths = find_uncal_files(list(inputs))
-    if not paths:
-        raise ValueError(f"{inputs}: no *_uncal.fits")
     base = os.path.dirname(os.path.abspath(paths[0]))
     refs_dir = refs_dir or os.path.join(base, "refs")
     ifu_refs = ifu_refs or os.path.join(base, "ifu_refs")
     catalogue = catalogue or os.path.join(base, "sources.json")
     out = Path(outdir)
     work = out / "work"
-    work.mkdir(parents=True, exist_ok=True)
     timings = {}
-
-    t = time.perf_counter()
-    exps = beam_stage1(paths, refs_dir, str(work), allow_standins, runner)
-    timings["stage1_s"] = time.perf_counter() - t
-    for e in exps:
-        if str(e["header"].get("EXP_TYPE", "")).upper() != "NRS_IFU":
-            raise ValueError(f"{e['path']}: PRIMARY EXP_TYPE={e['header'].get('EXP_TYPE')!r}, "
-                             "expected 'NRS_IFU'")
-    dets = {e["detector"] for e in exps}
+    plans = scan_inputs(paths)
+    for p in plans:
+        if mode_for(p.meta) is not IFU:
+            raise ValueError(f"{p.segments[0].path}: EXP_TYPE={p.meta.exp_type!r}, expected "
+                             "'NRS_IFU': run IFU exposures on their own")
+    dets = {p.meta.detector for p in plans}
     if len(dets) != 1:
         raise ValueError(f"{inputs}: detectors {sorted(dets)}: give one detector's dithers")
     det = dets.pop()
-    geo = read_geometry(os.path.join(ifu_refs, f"geometry_{det.lower()}.fits"), tuple(exps[0]["shape"]))
+    shape = tuple(plans[0].meta.image_shape)
+    geo = read_geometry(os.path.join(ifu_refs, f"geometry_{det.lower()}.fits"), shape)
     phot = read_photom(os.path.join(ifu_refs, "photom.fits"))
     apc = read_apcorr(os.path.join(ifu_refs, "apcorr.fits"))
+
+    # stage 1: the shared ensemble stage 1 (detector1 on Beam; the slices are the scene
+    # the 1/f fit leaves out), then one rate per exposure
+    t = time.perf_counter()
+    st1 = run_stage1(plans, str(out), Settings.from_dict(STAGE1_CONFIG), refs_dir=refs_dir, runner=runner,
+                     trace_mask_for=lambda plan: geo.slice >= 0, allow_standins=allow_standins,
+                     overwrite=overwrite)
+    work.mkdir(parents=True, exist_ok=True)
+    exps = []
+    for p in plans:
+        rate, var, dq = exposure_rate(st1.root, p.meta.group_name)
+        exps.append({"path": p.segments[0].path, "header": _dither_header(p.segments[0].path),
+                     "exposure": p.meta.exposure, "rate": rate, "var": var, "dq": dq})
+    exps.sort(key=lambda e: int(e["header"].get("PATT_NUM", 0)))
+    timings["stage1_s"] = time.perf_counter() - t
 
     class _Meta:
         exposure = exps[0]["exposure"]
         detector = det
-        image_shape = tuple(exps[0]["shape"])
+        image_shape = shape
         exp_type = "NRS_IFU"
 
     regions = IFU.regions(_Meta, _PlanSettings(geo.slice, geo.path))
@@ -486,12 +443,11 @@ def run_ifu(inputs, outdir, refs_dir: str | None = None, ifu_refs: str | None = 
     t = time.perf_counter()
     fl, vr, dqs = [], [], []
     for e in exps:
-        z = np.load(e["rate"])
-        f, v = ck.surface_brightness(z["rate"], z["err"], geo.wave, phot.at)
+        f, v = ck.surface_brightness(e["rate"], np.sqrt(e["var"]), geo.wave, phot.at)
         f[~on] = np.nan
         fl.append(f)
         vr.append(v)
-        dqs.append(z["dq"])
+        dqs.append(e["dq"])
     fl = np.stack(fl)
     vr = np.stack(vr)
     flags = ck.flag_dither_outliers(fl, np.sqrt(vr), np.where(on, geo.slice, -1),
@@ -673,7 +629,7 @@ def run_command(args, runner_spec) -> int:
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
     res = run_ifu(args.inputs, args.out, refs_dir=args.refs, runner=runner_spec,
-                  allow_standins=args.allow_standins, settings=st)
+                  allow_standins=args.allow_standins, settings=st, overwrite=args.overwrite)
     s = res.summary
     print(f"nirbeam run (IFU): {len(s['exposures'])} dithers, {s['regions']} slices, cube "
           f"{tuple(s['grid'][k] for k in ('nwave', 'ny', 'nx'))} ({s['settings']['weighting']}) "

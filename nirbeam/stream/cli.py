@@ -179,6 +179,10 @@ def _dispatch(args, beam_args) -> int:
     rc = cli_support.dispatch(args)  # config, plot, report
     if rc is not None:
         return rc
+    if args.command == "simulate" and args.preset.startswith("fs"):  # FS nod sets (issue 16)
+        from nirbeam.sim.fs import main_fs
+
+        return main_fs(args.outdir, args.preset, args.nints, args.seed)
     if args.command == "simulate" and args.preset.startswith("ifu"):  # IFU dithers (issue 18)
         from nirbeam.sim.ifu import simulate_ifu
 
@@ -219,11 +223,19 @@ def _dispatch(args, beam_args) -> int:
             spec.validate()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        from nirbeam.pipelines import ifu as _ifu
+        from nirbeam.pipelines.common import ensemble_mode_of
 
-        if _ifu.exp_type_of(args.inputs) == "NRS_IFU":  # dispatch by EXP_TYPE (issue 18)
-            return _ifu.run_command(args, spec)
+        if ensemble_mode_of(args.inputs) == "ifu":  # NRS_IFU inputs (issue 18), before the
+            from nirbeam.pipelines.ifu import run_command  # config: --set ifu.* is its own
+
+            return run_command(args, spec)
         config = cli_support.effective_config(args, load_config_file(args.config))
+        from nirbeam.pipelines.common import ensemble_mode_of
+
+        if ensemble_mode_of(args.inputs) == "fs":  # NRS_FIXEDSLIT inputs (issue 16)
+            from nirbeam.pipelines.fs import main_fs
+
+            return main_fs(args, config, spec)
         restore = _exit_on_interrupt()
         try:
             res = run(args.inputs, args.out, refs_dir=args.refs, config=config, runner=spec,

@@ -235,8 +235,10 @@ class Calibrate:
         return out
 
 
-def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int = 3) -> np.ndarray:
-    """1/f scene mask from the median draft rate of the first few integrations."""
+def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int = 3,
+                     trace_mask: np.ndarray | None = None) -> np.ndarray:
+    """1/f scene mask from the median draft rate of the first few integrations
+    (``trace_mask``: pixels a mode knows are scene, e.g. every slit; excluded too)."""
     from nirbeam.transforms.detector1 import RampTiming, run_detector1
     from nirbeam.transforms.flicker import scene_mask
     from nirbeam.transforms.refpix import SubarrayGeometry
@@ -250,7 +252,7 @@ def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int
         dqs.append(res.dq)
     rate = np.median(np.stack(rates), axis=0)
     dq = np.bitwise_and.reduce(np.stack(dqs), axis=0)
-    return scene_mask(rate, dq=dq, **settings.flicker.mask_kwargs())
+    return scene_mask(rate, dq=dq, trace_mask=trace_mask, **settings.flicker.mask_kwargs())
 
 
 @dataclass(frozen=True)
@@ -662,7 +664,8 @@ def _no_refs_error() -> BadInputError:
 
 def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, settings, *,
                      allow_standins: bool = False, overwrite: bool = False,
-                     loaded=None, dead_dir: str | None = None, time_chunk: int = 1) -> dict:
+                     loaded=None, dead_dir: str | None = None, time_chunk: int = 1,
+                     trace_mask: np.ndarray | None = None) -> dict:
     """Choose references, check the resume key, create the store template for one
     exposure/detector.
 
@@ -672,6 +675,8 @@ def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, setting
 
     ``loaded`` is ``(refs, provenance, key)`` from a first pass that checked every exposure
     before anything was written (the batch driver); without it they are made here.
+    ``trace_mask`` (bool, the science array's shape): scene pixels a mode knows (every
+    slit of FS/MOS/IFU), kept out of the 1/f fit as well as what the draft shows.
     """
     meta = plan.meta
     group = meta.group_name
@@ -685,7 +690,8 @@ def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, setting
     old = stored_resume_key(root, group) or {}
     key = {**key, "inputs": {**(old.get("inputs") or {}), **key["inputs"]}}
     fl = settings.flicker
-    mask = draft_scene_mask(plan, refs, settings) if fl.enabled and fl.level == "group" else None
+    mask = (draft_scene_mask(plan, refs, settings, trace_mask=trace_mask)
+            if fl.enabled and fl.level == "group" else None)
     save_refs_to_store(root, group, refs, prov, mask)
     times: dict[int, IntTimes] = {}
     for s in plan.segments:

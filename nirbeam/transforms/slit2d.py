@@ -56,6 +56,7 @@ __all__ = [
     "masked_background",
     "pixel_edges",
     "profiles_from_cdf",
+    "poisson_factor",
     "joint_nod_fit",
     "fit_nod_centers",
     "trace_of",
@@ -94,33 +95,47 @@ def good_pixels(rate, var, dq, bad_bits: int = BAD_PIXEL_BITS) -> np.ndarray:
 # ensemble: integrations -> exposure, outliers
 
 
-def combine_integrations(sci, var, dq, bad_bits: int = BAD_PIXEL_BITS):
-    """Integrations of one exposure (or nod) -> one rate image, by inverse variance.
+def combine_integrations(sci, var, dq, bad_bits: int = BAD_PIXEL_BITS, *,
+                         weights: str = "equal"):
+    """Integrations of one exposure (or nod) -> one rate image.
 
     Parameters
     ----------
     sci : float, (nint, ny, nx), DN/s
     var : float, (nint, ny, nx), (DN/s)^2
     dq : uint32, (nint, ny, nx)
+    weights : ``"equal"`` (default) or ``"inverse_variance"``
+        The integrations of one exposure share their exposure time, so their true
+        variances are equal: the plain mean of the good ones is unbiased, with variance
+        ``sum(var) / n^2``. Weights from each integration's own (data-derived Poisson)
+        variance pull the mean low by ~1/(S/N)^2 per pixel (an upward fluctuation gets a
+        larger variance and a smaller weight); ``"inverse_variance"`` is kept for inputs
+        whose variances differ for other reasons (``1 / sum(1/var)``).
 
     Returns
     -------
     rate : float64, (ny, nx), DN/s
-        Inverse-variance mean of the good integrations; NaN where none is good.
+        Mean of the good integrations; NaN where none is good.
     rate_var : float64, (ny, nx), (DN/s)^2
-        ``1 / sum(1/var)``.
     rate_dq : uint32, (ny, nx)
         AND of the integrations' DQ (a bit survives where every integration has it),
-        plus DO_NOT_USE where no integration is good (jwst ``ramp_fit``'s rate: the
-        DQ of the combination).
+        DO_NOT_USE cleared where an integration is good and set where none is.
     """
+    if weights not in ("equal", "inverse_variance"):
+        raise ValueError(f"combine_integrations weights={weights!r}: 'equal' or 'inverse_variance'")
     sci, var, dq = _stack(sci, var, dq)
     ok = good_pixels(sci, var, dq, bad_bits)
-    w = np.where(ok, 1.0 / np.where(ok, var, 1.0), 0.0)
+    if weights == "equal":
+        w = ok.astype(np.float64)
+    else:
+        w = np.where(ok, 1.0 / np.where(ok, var, 1.0), 0.0)
     sw = w.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = np.where(sw > 0, (w * np.where(ok, sci, 0.0)).sum(axis=0) / sw, np.nan)
-        rvar = np.where(sw > 0, 1.0 / sw, np.nan)
+        if weights == "equal":
+            rvar = np.where(sw > 0, np.where(ok, var, 0.0).sum(axis=0) / sw ** 2, np.nan)
+        else:
+            rvar = np.where(sw > 0, 1.0 / sw, np.nan)
     rdq = np.bitwise_and.reduce(dq, axis=0)
     rdq = np.where(sw > 0, rdq & ~DO_NOT_USE, rdq | DO_NOT_USE).astype(np.uint32)
     return rate, rvar, rdq
@@ -376,9 +391,24 @@ def _joint_solve(D, V, P, M):
     return F, Fvar, b, chi
 
 
+def poisson_factor(rate, var_poisson, min_rate: float | None = None) -> float:
+    """``k`` with ``var_poisson ~ k * rate`` (1 / (gain x exposure time)): the median of
+    ``var_poisson / rate`` over pixels brighter than ``min_rate`` (default: the 90th
+    percentile of the positive rates)."""
+    r = np.asarray(rate, np.float64)
+    vp = np.asarray(var_poisson, np.float64)
+    ok = np.isfinite(r) & np.isfinite(vp) & (r > 0) & (vp > 0)
+    if not ok.any():
+        return 0.0
+    thr = np.percentile(r[ok], 90) if min_rate is None else min_rate
+    sel = ok & (r >= thr)
+    return float(np.median(vp[sel] / r[sel])) if sel.any() else 0.0
+
+
 def joint_nod_fit(rate, var, dq, profiles, *, sigma_clip: float | None = 5.0,
                   max_iter: int = 10, bad_bits: int = BAD_PIXEL_BITS,
-                  footprint: float = 1e-3) -> NodFit:
+                  footprint: float = 1e-3, var_rnoise=None, poisson_k: float | None = None,
+                  model_iter: int = 3) -> NodFit:
     """Fit ``D_k(y) = b(y) + F P_k(y)`` per column in all nods at once (see the module notes).
 
     Closed form per column: with inverse-variance weights ``w`` and the nod-weighted
@@ -397,6 +427,11 @@ def joint_nod_fit(rate, var, dq, profiles, *, sigma_clip: float | None = 5.0,
         ``P_k`` (e.g. :func:`profiles_from_cdf`); the nods must differ somewhere.
     footprint : float
         Profile level above which a pixel counts as the source's (for the column DQ).
+    var_rnoise : float, (N, ny, nx), optional, and poisson_k : float
+        Variance model: after each fit the weights are revised from the model,
+        ``V = var_rnoise + poisson_k * max(b + F P, 0)`` (``model_iter`` times), so a
+        pixel's weight does not depend on its own noise (weights from data-derived
+        Poisson variances bias ``F`` low by ~1/(S/N)^2). Without them ``var`` is used.
 
     Returns
     -------
@@ -411,8 +446,17 @@ def joint_nod_fit(rate, var, dq, profiles, *, sigma_clip: float | None = 5.0,
     M0 = good_pixels(D, V, dq, bad_bits)
     D = np.where(M0, D, 0.0)
     M = M0.copy()
+    modelled = var_rnoise is not None and poisson_k is not None
+    if modelled:
+        vr = np.broadcast_to(np.asarray(var_rnoise, np.float64), D.shape)
+        vr = np.where(np.isfinite(vr) & (vr > 0), vr, np.where(M0, V, 1.0))
     for _ in range(max_iter if sigma_clip else 1):
         F, Fvar, b, chi = _joint_solve(D, V, P, M)
+        if modelled:
+            for _m in range(model_iter):
+                model = np.nan_to_num(b)[None] + np.nan_to_num(F)[None, None, :] * P
+                V = vr + float(poisson_k) * np.maximum(model, 0.0)
+                F, Fvar, b, chi = _joint_solve(D, V, P, M)
         if not sigma_clip:
             break
         bad = M & (np.abs(chi) > sigma_clip)
@@ -563,12 +607,17 @@ def box_extract_nods(rate, var, dq, background, background_var, along_slit, cent
 
 def optimal_extract_nods(rate, var, dq, background, background_var, profiles, *,
                          sigma_clip: float | None = 5.0, bad_bits: int = BAD_PIXEL_BITS,
-                         ) -> NodSpectra:
+                         var_rnoise=None, var_poisson=None) -> NodSpectra:
     """Optimal extraction (the BOTS Horne kernel
     :func:`~nirbeam.transforms.extract.optimal_extract`) of each nod on
     ``rate - background``, with the nod's profile ``profiles[k]``. The kernel returns the
     flux in the profile's support; it is divided by ``sum_y P_k`` so the result is in the
-    profile's normalisation (for :func:`profiles_from_cdf`: before the slit's ends)."""
+    profile's normalisation (for :func:`profiles_from_cdf`: before the slit's ends).
+
+    With ``var_rnoise`` and ``var_poisson`` (N, ny, nx) the kernel models the variance
+    (its ``V = var_rnoise + k max(P f, 0)``; the background's Poisson part
+    ``k max(background, 0)`` is added to ``var_rnoise`` here), so weights do not follow
+    each pixel's own noise."""
     D, V, dq = _stack(rate, var, dq)
     n, ny, nx = D.shape
     P = np.asarray(profiles, np.float64)
@@ -584,8 +633,14 @@ def optimal_extract_nods(rate, var, dq, background, background_var, profiles, *,
         img = D[k] - bkg[k]
         vv = V[k] + np.nan_to_num(bvar[k])
         d = dq[k] | np.where(np.isfinite(bkg[k]), 0, DO_NOT_USE).astype(np.uint32)
+        kw = {}
+        if var_rnoise is not None and var_poisson is not None:
+            k_p = poisson_factor(D[k], var_poisson[k])
+            kw = {"var_rnoise": np.asarray(var_rnoise[k], np.float64) + k_p * np.maximum(
+                np.nan_to_num(bkg[k]), 0.0) + np.nan_to_num(bvar[k]),
+                  "var_poisson": np.asarray(var_poisson[k], np.float64)}
         sp = optimal_extract(np.where(np.isfinite(img), img, 0.0), vv, d, prof,
-                             sigma_clip=sigma_clip, bad_bits=bad_bits)
+                             sigma_clip=sigma_clip, bad_bits=bad_bits, **kw)
         with np.errstate(invalid="ignore", divide="ignore"):
             flux[k] = np.where(tot > 0, sp.flux / tot, np.nan)
             fvar[k] = np.where(tot > 0, (np.asarray(sp.flux_error) / tot) ** 2, np.nan)
