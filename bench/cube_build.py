@@ -37,7 +37,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _provenance import provenance, write_result  # noqa: E402
 
-from nirbeam.pipelines.ifu import load_cloud, read_cube, run_ifu  # noqa: E402
+from nirbeam.pipelines.ifu import (  # noqa: E402
+    beam_cube,
+    build_block,
+    create_cube_store,
+    load_cloud,
+    open_cube_arrays,
+    read_cube,
+    run_ifu,
+)
 from nirbeam.sim.ifu import scene_cube, simulate_ifu  # noqa: E402
 from nirbeam.transforms import cube as ck  # noqa: E402
 
@@ -83,7 +91,7 @@ def main(argv=None):
     t = time.perf_counter()
     sim = simulate_ifu(work / "sim", args.preset, seed=args.seed)
     t_sim = time.perf_counter() - t
-    res = run_ifu([str(work / "sim")], str(work / "out"))
+    res = run_ifu([str(work / "sim")], str(work / "out"), overwrite=True)
     s = res.summary
     cloud = load_cloud(str(work / "out" / "work" / "cloud"))
     g = ck.CubeGrid(**s["grid"])
@@ -122,6 +130,22 @@ def main(argv=None):
             "peak_fraction_median": _peak_fraction(f, g, cfg.point_xy),
             "peak_fraction_truth_median": _peak_fraction(truth_pt, g, cfg.point_xy),
         }
+    # the Beam transform against the same blocks built and written in one process
+    cloud_dir = str(work / "out" / "work" / "cloud")
+    store = str(work / "bench_cube.zarr")
+    ppc = s["settings"]["planes_per_chunk"]
+    nblocks = -(-g.nwave // ppc)
+    create_cube_store(store, "inproc", g, ppc, {})
+    arrays = open_cube_arrays(store, "inproc", ppc)
+    t = time.perf_counter()
+    for b in range(nblocks):
+        build_block(cloud_dir, g, b, ppc, "drizzle", arrays=arrays)
+    t_blocks = time.perf_counter() - t
+    t = time.perf_counter()
+    beam_cube(cloud_dir, g, "drizzle", store, "beam", ppc, {})
+    t_beam = time.perf_counter() - t
+    beam_record = {"blocks": nblocks, "inprocess_blocks_with_zarr_s": t_blocks,
+                   "beam_direct_runner_s": t_beam, "beam_vs_inprocess": t_beam / t_blocks}
     near = results["nearest"]
     for w in variants:
         results[w]["time_vs_nearest"] = results[w]["build_s"] / near["build_s"]
@@ -140,6 +164,7 @@ def main(argv=None):
         "grid": s["grid"], "points": cloud.size, "dithers": len(s["exposures"]),
         "pipeline_timings_s": s["timings_s"],
         "beam_cube_s_vs_inprocess_drizzle": s["timings_s"]["cube_s"] / results["drizzle"]["build_s"],
+        "beam_vs_same_blocks_in_process": beam_record,
         "weightings": results,
         "chosen_weighting": s["settings"]["weighting"],
         "wander_spaxels": {

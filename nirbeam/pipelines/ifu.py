@@ -590,16 +590,6 @@ def _write_spectra(out: Path, spectra, hdr) -> dict:
     return written
 
 
-def exp_type_of(inputs) -> str:
-    """EXP_TYPE of the first uncal file of ``inputs`` (files or folders), upper case."""
-    from astropy.io import fits
-
-    from nirbeam.stream.uncal import find_uncal_files
-
-    paths = find_uncal_files(list(inputs))
-    return str(fits.getheader(paths[0], 0).get("EXP_TYPE", "")).strip().upper() if paths else ""
-
-
 def settings_from_overrides(overrides) -> IFUSettings:
     """:class:`IFUSettings` from ``--set ifu.KEY=VALUE`` items (TOML values); other
     sections are not the IFU pipeline's and are refused, naming the key."""
