@@ -131,3 +131,16 @@ def test_ifu_settings_from_set_overrides():
         settings_from_overrides(["extract.trace_deg=2"])
     with pytest.raises(ValueError, match="weighting"):
         settings_from_overrides(["ifu.weighting=\"bilinear\""])
+
+
+def test_ifu_input_without_its_references_is_bad_input(ifu_run, tmp_path, capsys):
+    import shutil
+
+    sim, _ = ifu_run
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(sorted(sim.glob("*_uncal.fits"))[0], d)
+    shutil.copytree(sim / "refs", d / "refs")
+    assert main(["run", str(d), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "geometry_nrs1.fits" in err and "Traceback" not in err

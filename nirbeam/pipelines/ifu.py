@@ -612,14 +612,19 @@ def settings_from_overrides(overrides) -> IFUSettings:
 
 def run_command(args, runner_spec) -> int:
     """``nirbeam run`` for IFU inputs: run, print the products, return the exit code."""
+    from nirbeam.sources.ifu_refs import IFURefError
     from nirbeam.stream.config import ConfigError
+    from nirbeam.stream.uncal import BadInputError
 
     try:
         st = settings_from_overrides(getattr(args, "overrides", []))
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
-    res = run_ifu(args.inputs, args.out, refs_dir=args.refs, runner=runner_spec,
-                  allow_standins=args.allow_standins, settings=st, overwrite=args.overwrite)
+    try:
+        res = run_ifu(args.inputs, args.out, refs_dir=args.refs, runner=runner_spec,
+                      allow_standins=args.allow_standins, settings=st, overwrite=args.overwrite)
+    except IFURefError as exc:  # a missing or malformed IFU reference: bad input, exit 2
+        raise BadInputError(str(args.inputs[0]), f"IFU reference: {exc}") from None
     s = res.summary
     print(f"nirbeam run (IFU): {len(s['exposures'])} dithers, {s['regions']} slices, cube "
           f"{tuple(s['grid'][k] for k in ('nwave', 'ny', 'nx'))} ({s['settings']['weighting']}) "
