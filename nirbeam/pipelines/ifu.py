@@ -506,7 +506,7 @@ def run_ifu(inputs, outdir, refs_dir: str | None = None, ifu_refs: str | None = 
 
     s3d = write_s3d(str(out / f"{expo}_s3d.fits"), sci, err, wmap, grid, hdr,
                     {"weighting": settings.weighting})
-    written = _write_spectra(out, spectra, hdr)
+    written = _write_spectra(out, spectra, hdr, geo.path)
     plots = []
     if settings.plots:
         from nirbeam.sinks.plots_ifu import plot_spectra, plot_white_light
@@ -573,17 +573,25 @@ def _conservation(cloud, grid, sci, nexp):
             "p95": float(np.percentile(r, 95)), "total_ratio": float(np.mean(r))}
 
 
-def _write_spectra(out: Path, spectra, hdr) -> dict:
+def _write_spectra(out: Path, spectra, hdr, wavelength_source: str = "") -> dict:
     """x1d.fits and spec1d_<id>.ecsv through the shared writers (nirbeam.sinks.spec1d)."""
     from nirbeam.core.spectra import Spectrum1D
     from nirbeam.sinks.spec1d import spec1d_name, write_spec1d_ecsv, write_x1d
 
     sps = []
     for s in spectra:
-        sps.append(Spectrum1D(source_id=s["id"], source_name=f"source_{s['id']}",
-                              region=f"aperture_{s['id']}", wavelength=s["wavelength"],
-                              flux=np.nan_to_num(s["flux"], nan=np.nan), flux_error=s["flux_error"],
-                              dq=s["dq"], flux_unit="uJy"))
+        r = np.asarray(s["radius"], np.float64)
+        sps.append(Spectrum1D(
+            source_id=s["id"], source_name=f"source_{s['id']}", region=f"aperture_{s['id']}",
+            wavelength=s["wavelength"], flux=s["flux"], flux_error=s["flux_error"], dq=s["dq"],
+            flux_unit="uJy", source_type="POINT" if s["kind"] == "point" else "EXTENDED",
+            detector=str(hdr.get("DETECTOR", "")),
+            wavelength_source=wavelength_source,
+            extraction={"method": "circular aperture on the s3d cube",
+                        "center_arcsec": [float(v) for v in s["center"]],
+                        "radius_arcsec_min": float(np.nanmin(r)),
+                        "radius_arcsec_max": float(np.nanmax(r)),
+                        "aperture_correction": s["kind"] == "point"}))
     written = {"x1d": write_x1d(str(out / "x1d.fits"), sps, {**hdr, "EXP_TYPE": "NRS_IFU"})}
     for sp in sps:
         written[f"spec1d_{sp.source_id}"] = write_spec1d_ecsv(str(out / spec1d_name(sp.source_id)), sp)
