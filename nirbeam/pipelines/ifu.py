@@ -632,7 +632,7 @@ def run_command(args, runner_spec) -> int:
         res = run_ifu(args.inputs, args.out, refs_dir=args.refs, runner=runner_spec,
                       allow_standins=args.allow_standins, settings=st, overwrite=args.overwrite)
     except IFURefError as exc:  # a missing or malformed IFU reference: bad input, exit 2
-        raise BadInputError(str(args.inputs[0]), f"IFU reference: {exc}") from None
+        raise BadInputError(str(args.inputs[0]), f"NRS_IFU input, IFU reference: {exc}") from None
     s = res.summary
     print(f"nirbeam run (IFU): {len(s['exposures'])} dithers, {s['regions']} slices, cube "
           f"{tuple(s['grid'][k] for k in ('nwave', 'ny', 'nx'))} ({s['settings']['weighting']}) "
