@@ -106,7 +106,7 @@ def test_stage1_masks_every_slit_for_1f(fsrun):
     usable = arrays["scene_mask"].astype(bool)  # True: background pixel for the 1/f fit
     cut = json.loads((out / "fs.json").read_text())["slits"]
     for r in cut.values():
-        a, attrs = zarr_store.load_arrays(str(out / "cubes.zarr"), f"{r['nodset']}/{r['slit']}/cutouts")
+        a, attrs = zarr_store.load_arrays(str(out / "cubes.zarr"), r["store_group"])
         y0, y1, x0, x1 = attrs["box"]
         inside = np.abs(np.nan_to_num(a["along_slit"], nan=9)) <= 0.5
         assert not usable[y0:y1, x0:x1][inside].any(), r["slit"]
@@ -145,8 +145,10 @@ def test_products_open_and_fluxes_match_truth(fsrun):
         f, w = np.asarray(sp["flux"], float), np.asarray(sp["wavelength"], float)
         ok = np.isfinite(f) & ((np.asarray(sp["dq"]) & 1) == 0)
         sums[meth] = f[ok].sum() / np.interp(w[ok], t["wavelength_um"], t["flux_ujy"]).sum()
-    assert sums["nod"] < 0.98 < sums["joint"], sums
-    assert prim["centers_fitted"] == pytest.approx([-0.25, 0.25], abs=0.02)
+    assert sums["nod"] < sums["joint"] - 0.01 and abs(sums["joint"] - 1) < 0.005, sums
+    where = json.loads(sim.truth_json.read_text())["nod_offsets_arcsec"]  # pointing errors in
+    assert where != pytest.approx([-0.25, 0.25], abs=0.005)
+    assert prim["centers_fitted"] == pytest.approx(where, abs=0.005)  # the profile fit finds them
 
 
 def test_cutouts_and_plots(fsrun):
@@ -156,7 +158,8 @@ def test_cutouts_and_plots(fsrun):
     for p in res.products["plots"]:
         assert os.path.getsize(p) > 10_000
     r = next(v for v in res.summary["slits"].values() if v["slit"] == "S200A2")
-    a, attrs = zarr_store.load_arrays(str(out / "cubes.zarr"), f"{r['nodset']}/S200A2/cutouts")
+    assert r["store_group"].endswith("_nrs1/S200A2/cutouts")  # ModePlan.store_group
+    a, attrs = zarr_store.load_arrays(str(out / "cubes.zarr"), r["store_group"])
     assert a["rate"].shape[0] == 2 and a["wavelength"].shape == a["rate"].shape[1:]
     lam = a["wavelength"][np.isfinite(a["wavelength"])]
     assert 1.0 < lam.min() < lam.max() < 1.84  # um, from the CV3 map

@@ -41,8 +41,10 @@ def test_bots_is_one_region_per_detector_from_the_config():
 def test_other_modes_are_refused_by_name():
     fs = replace(META, exp_type="NRS_FIXEDSLIT", tsovisit=False)
     assert not BOTS.handles(fs)
-    with pytest.raises(ModeError, match="NRS_FIXEDSLIT"):
-        mode_for(fs)
+    assert mode_for(fs).name == "fs"  # issue 16
+    lamp = replace(META, exp_type="NRS_LAMP", tsovisit=False)
+    with pytest.raises(ModeError, match="NRS_LAMP"):
+        mode_for(lamp)
 
 
 def test_region_rules_refuse_what_cannot_be_measured():

@@ -19,7 +19,8 @@ per-slit cut-outs (zarr) and plots.
    Flux calibration from the PHOTOM reference (DN/s per uJy per column, the column's own
    dispersion, and the point-source across-slit transmission): uJy.
 3. Products: ``x1d.fits`` (one EXTRACT1D per source), ``spec1d_<source_id>.ecsv``,
-   ``cubes.zarr/<nodset>/<slit>/cutouts``, ``plots/fs_<slit>.png``, ``fs.json``.
+   ``cubes.zarr/<first exposure>_<det>/<slit>/cutouts``, ``plots/fs_<slit>.png``,
+   ``fs.json`` (every method's spectrum, fitted nod centres, detections).
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ __all__ = ["FsOptions", "SlitJob", "process_slit", "run_fs", "FsRunResult", "sce
 
 log = logging.getLogger("nirbeam")
 
+CUTOUTS = "cutouts"
+"""Store stage of a slit's cut-outs: ``<first exposure>_<det>/<slit>/cutouts`` (rate, var,
+dq per nod; wavelength and along-slit maps; the backgrounds and the joint model)."""
+
 
 @dataclass(frozen=True)
 class FsOptions:
@@ -63,7 +68,9 @@ class FsOptions:
     background : ``"joint"`` (default: source and common background fitted in all nods)
         or ``"nod"`` (jwst's nod difference) for the point source's product spectrum;
         both are always measured and reported in ``fs.json``.
-    box_half_width_px : half-width of the box about the trace for the nod-difference box.
+    box_half_width_px : half-width of the box about the trace for the nod-difference box;
+        None: 3 px, or half the closest nods' separation when that is smaller (a box that
+        reaches another nod's core subtracts it whole).
     fit_centers : refine the header nod offsets (YOFFSET) by a profile fit.
     center_search_arcsec : half-range of that search.
     mask_min_arcsec : smallest half-width of an extended source's mask.
@@ -76,7 +83,7 @@ class FsOptions:
     """
 
     background: str = "joint"
-    box_half_width_px: float = 3.0
+    box_half_width_px: float | None = None
     fit_centers: bool = True
     center_search_arcsec: float = 0.05
     mask_min_arcsec: float = 0.5
@@ -124,6 +131,7 @@ class SlitJob:
     options: FsOptions
     detector: str
     exposure: str
+    store_group: str = ""  # <first exposure>_<det>/<slit> (ModePlan.store_group)
 
 
 def scene_mask_of(geometry, meta, margin_arcsec: float = 0.3, dilate: int = 2) -> np.ndarray:
@@ -226,8 +234,13 @@ def process_slit(job: SlitJob) -> dict:
                                           np.nan_to_num(fit.background), zero, P,
                                           var_rnoise=VR, var_poisson=VP)
         jf, jv, jq = slit2d.combine_nods(opt.flux, opt.flux_var, opt.dq)
-        box = slit2d.box_extract_nods(R, V, Q, nod_b, nod_bv, sin, centers,
-                                      job.options.box_half_width_px, profiles=P)
+        hw = job.options.box_half_width_px
+        if hw is None:
+            rows_per_arcsec = 1.0 / np.nanmedian(np.abs(np.gradient(s, axis=0)))
+            sep = np.min(np.diff(np.sort(centers))) * rows_per_arcsec if len(centers) > 1 else 6.0
+            hw = float(min(3.0, max(1.0, 0.5 * sep)))
+        out["box_half_width_px"] = hw
+        box = slit2d.box_extract_nods(R, V, Q, nod_b, nod_bv, sin, centers, hw, profiles=P)
         nf, nv, nq = slit2d.combine_nods(box.flux, box.flux_var, box.dq)
         arrays["background_joint"] = fit.background.astype(np.float32)
         arrays["model_joint"] = fit.model(P).astype(np.float32)
@@ -235,7 +248,7 @@ def process_slit(job: SlitJob) -> dict:
                                          "nods), optimal extraction per nod"),
                    "joint_amplitude": (fit.flux, fit.flux_var, fit.dq, "joint nod fit amplitude"),
                    "nod": (nf, nv, nq, "jwst nod difference, box extraction "
-                                       f"+-{job.options.box_half_width_px} px, aperture-corrected")}
+                                       f"+-{hw:.2f} px, aperture-corrected")}
         main = job.options.background
         stype = "POINT"
         out["centers_fitted"] = centers.tolist()
@@ -265,7 +278,8 @@ def process_slit(job: SlitJob) -> dict:
                                 "flux_error": ue.tolist(), "dq": uq.astype(int).tolist(),
                                 "how": how, "source_type": stype}
     out["main"] = main if main in methods else None
-    zarr_store.save_arrays(job.root, f"{job.nodset}/{job.slit}/cutouts",
+    out["store_group"] = f"{job.store_group}/{CUTOUTS}"
+    zarr_store.save_arrays(job.root, out["store_group"],
                            arrays, attrs={"slit": job.slit, "exposures": list(job.groups),
                                           "centers_arcsec": centers.tolist(),
                                           "box": [int(v) for v in job.box],
@@ -472,7 +486,8 @@ def run_fs(inputs, outdir: str, *, refs_dir: str | None = None, config: dict | N
                                 (y0, y1, x0, x1), lam, s, sm.length, sm.width,
                                 tuple(float(h.get("YOFFSET", 0.0)) for _, _, h in items),
                                 reg.name == prim, {"psf": r["psf"], "photom": r["photom"]},
-                                options, meta.detector, meta.exposure))
+                                options, meta.detector, meta.exposure,
+                                FS.store_group(meta, reg)))
     results = _run_slits(jobs, runner)
     t2 = time.time()
     products = _write_products(outdir, results, sets, options)
@@ -588,7 +603,7 @@ def _write_products(outdir: str, results, sets, options: FsOptions) -> dict:
         root = fs.join(outdir, "cubes.zarr")
         written["plots"] = []
         for res in results:
-            arrays, attrs = zarr_store.load_arrays(root, f"{res['nodset']}/{res['slit']}/cutouts")
+            arrays, attrs = zarr_store.load_arrays(root, res["store_group"])
             written["plots"].append(plot_slit(fs.join(outdir, "plots", f"fs_{res['slit']}.png"),
                                               res["slit"], arrays, res["spectra"], res["main"]))
     return written

@@ -133,6 +133,10 @@ class FsConfig:
     psf_wing: float = 0.10
     psf_wing_alpha: float = 0.25  # arcsec
     counts_per_ujy: float = 2.0  # DN/s per column per uJy at the response peak
+    # where the source really is: the commanded nod offset (YOFFSET) plus an acquisition
+    # error common to all nods and a pointing error per nod (arcsec, along the slit)
+    acquisition_offset_arcsec: float = 0.02
+    pointing_sigma_arcsec: float = 0.01
     seed_noise: bool = True
     program: str = "01309"
     observation: str = "022"
@@ -462,13 +466,17 @@ def simulate_fs(outdir, preset: str = "fs", seed: int = 0, **overrides) -> FsSim
     refs.update(_write_fs_refs(cfg, scfg, geoms, refs_dir, det))
     ny, nx = props.shape
     offsets = cfg.offsets
+    rng_p = np.random.default_rng([seed, 7])
+    actual = [float(c + cfg.acquisition_offset_arcsec + rng_p.normal(0.0, cfg.pointing_sigma_arcsec))
+              if cfg.pointing_sigma_arcsec > 0 else float(c + cfg.acquisition_offset_arcsec)
+              for c in offsets]
     paths = []
     for k, c in enumerate(offsets):
         ecfg = dataclasses.replace(scfg, exposure_number=f"{k + 1:05d}",
                                    expstart_mjd=cfg.expstart_mjd + k * (scfg.cadence_s * cfg.nints + 120) / 86400)
         times = exposure_times(ecfg)
         rate = np.zeros((ny, nx))
-        for name, r in scene_rates(cfg, geoms, c).items():
+        for name, r in scene_rates(cfg, geoms, actual[k]).items():
             _paste(rate, ecfg, geoms[name], r)
         fname = f"{ecfg.exposure_id}_{det.lower()}_uncal.fits"
         hdr = _primary_header(ecfg, det, 1, 1, cfg.nints, times, fname)
@@ -502,7 +510,8 @@ def simulate_fs(outdir, preset: str = "fs", seed: int = 0, **overrides) -> FsSim
             w.write(ramp)
         paths.append(w.close([group_table_hdu(ecfg, np.arange(1, cfg.nints + 1), times, scfg.tgroup, ny, nx),
                               int_times_hdu(times)]))
-    truth = _truth(cfg, geoms, scfg, offsets)
+    truth = _truth(cfg, geoms, scfg, actual)
+    truth["nod_offsets_commanded_arcsec"] = list(offsets)
     tpath = outdir / "truth.json"
     tpath.write_text(json.dumps(truth, indent=1))
     return FsSimulation(outdir, tuple(paths), refs_dir, {k: str(v) for k, v in refs.items()}, tpath,
@@ -529,7 +538,7 @@ def _truth(cfg: FsConfig, geoms, scfg: SimConfig, offsets) -> dict:
     return {
         "simulator": "nirbeam.sim.fs",
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()},
-        "nod_offsets_arcsec": list(offsets),
+        "nod_offsets_arcsec": list(offsets),  # where the sources were (pointing errors included)
         "frame_wavelength_range_um": band,
         "sources": {
             str(pid): {"slit": cfg.primary, "source_type": "POINT", "kind": "total flux",
