@@ -274,7 +274,7 @@ def input_not_fits(ctx):
 
 def input_not_tso(ctx):
     for p in ctx.segs():
-        _set_header(p, EXP_TYPE="NRS_IFU", TSOVISIT=False)
+        _set_header(p, EXP_TYPE="NRS_AUTOWAVE", TSOVISIT=False)  # no mode: NRS_IFU is one now
     return ctx.run_args()
 
 

@@ -198,7 +198,7 @@ def test_non_tso_file_refused_with_exit_code(sim, tmp_path, capsys):
     dst = d / os.path.basename(src)
     shutil.copy(src, dst)
     with fits.open(dst, mode="update") as h:
-        h[0].header["EXP_TYPE"] = "NRS_IFU"
+        h[0].header["EXP_TYPE"] = "NRS_AUTOWAVE"  # no mode (NRS_IFU is one now)
         h[0].header["TSOVISIT"] = False
     assert main(["run", str(d), "--out", str(tmp_path / "o"), "--no-progress",
                  "--allow-standins"]) == EXIT_BAD_INPUT

@@ -10,11 +10,12 @@ from __future__ import annotations
 from nirbeam.core.geometry import ModePlan
 from nirbeam.modes.bots import BOTS
 from nirbeam.modes.fs import FS
+from nirbeam.modes.ifu import IFU
 from nirbeam.modes.mos import MOS
 
 __all__ = ["MODES", "mode_for", "ModeError"]
 
-MODES: tuple[ModePlan, ...] = (BOTS, FS, MOS)
+MODES: tuple[ModePlan, ...] = (BOTS, FS, MOS, IFU)
 
 
 class ModeError(ValueError):

@@ -190,6 +190,13 @@ def _dispatch(args, beam_args) -> int:
         from nirbeam.sim.mos import simulate_mos_cli
 
         return simulate_mos_cli(args)
+    if args.command == "simulate" and args.preset.startswith("ifu"):  # IFU dithers (issue 18)
+        from nirbeam.sim.ifu import simulate_ifu
+
+        res = simulate_ifu(args.outdir, preset=args.preset, seed=args.seed)
+        print(f"simulated {args.preset} ({len(res.uncal)} dithers, {res.elapsed_s:.1f} s) into "
+              f"{os.path.abspath(args.outdir)}; truth: {res.truth}")
+        return EXIT_OK
     if args.command == "simulate":
         from nirbeam.sim.simulator import PRESETS, simulate
         from nirbeam.stream.config import ConfigError
@@ -229,6 +236,12 @@ def _dispatch(args, beam_args) -> int:
             spec.validate()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        from nirbeam.pipelines.common import ensemble_mode_of
+
+        if ensemble_mode_of(args.inputs) == "ifu":  # NRS_IFU inputs (issue 18), before the
+            from nirbeam.pipelines.ifu import run_command  # config: --set ifu.* is its own
+
+            return run_command(args, spec)
         config = cli_support.effective_config(args, load_config_file(args.config))
         from nirbeam.pipelines.common import ensemble_mode_of
 
