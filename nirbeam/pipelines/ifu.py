@@ -93,7 +93,7 @@ class IFURunResult:
 def save_cloud(cloud: ck.PointCloud, folder: str) -> str:
     """One ``.npy`` per field in ``folder`` (workers memory-map them)."""
     os.makedirs(folder, exist_ok=True)
-    for f in ck._FIELDS:
+    for f in ck.CLOUD_FIELDS:
         np.save(os.path.join(folder, f + ".npy"), np.ascontiguousarray(getattr(cloud, f)))
     return folder
 
@@ -101,7 +101,7 @@ def save_cloud(cloud: ck.PointCloud, folder: str) -> str:
 def load_cloud(folder: str, lo: int | None = None, hi: int | None = None) -> ck.PointCloud:
     """The cloud in ``folder``, points ``lo:hi`` (memory-mapped, then copied)."""
     arrs = []
-    for f in ck._FIELDS:
+    for f in ck.CLOUD_FIELDS:
         a = np.load(os.path.join(folder, f + ".npy"), mmap_mode="r")
         arrs.append(np.array(a[lo:hi]))
     return ck.PointCloud(*arrs)
@@ -159,7 +159,7 @@ def build_block(cloud_dir: str, grid: ck.CubeGrid, block: int, planes_per_chunk:
     k1 = min(k0 + planes_per_chunk, grid.nwave)
     wave = np.load(os.path.join(cloud_dir, "wave.npy"), mmap_mode="r")
     dwave = np.load(os.path.join(cloud_dir, "dwave.npy"), mmap_mode="r")
-    reach = ck._reach(grid, weighting, grid.dwave, float(np.max(dwave)) if dwave.size else 0.0)
+    reach = ck.spectral_reach(grid, weighting, grid.dwave, float(np.max(dwave)) if dwave.size else 0.0)
     lo = int(np.searchsorted(wave, grid.wave[k0] - reach, side="left"))
     hi = int(np.searchsorted(wave, grid.wave[k1 - 1] + reach, side="right"))
     sub = load_cloud(cloud_dir, lo, hi)

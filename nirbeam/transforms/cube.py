@@ -92,10 +92,10 @@ class PointCloud:
 
     def take(self, idx) -> PointCloud:
         """The points ``idx`` (a slice: views; an index array or boolean mask: copies)."""
-        return PointCloud(*(getattr(self, f)[idx] for f in _FIELDS))
+        return PointCloud(*(getattr(self, f)[idx] for f in CLOUD_FIELDS))
 
 
-_FIELDS = ("wave", "dwave", "x", "y", "dx", "dy", "flux", "var", "exposure")
+CLOUD_FIELDS = ("wave", "dwave", "x", "y", "dx", "dy", "flux", "var", "exposure")
 
 
 @dataclass(frozen=True)
@@ -187,11 +187,11 @@ def point_cloud(flux, var, dq, wave, dwave, alpha, dalpha, beta, dbeta,
 def concat_clouds(clouds) -> PointCloud:
     """Points of several clouds, sorted by wavelength."""
     clouds = list(clouds)
-    cat = PointCloud(*(np.concatenate([getattr(c, f) for c in clouds]) for f in _FIELDS))
+    cat = PointCloud(*(np.concatenate([getattr(c, f) for c in clouds]) for f in CLOUD_FIELDS))
     return cat.take(np.argsort(cat.wave, kind="stable"))
 
 
-def _reach(grid: CubeGrid, weighting: str, roi_spectral: float, max_dwave: float) -> float:
+def spectral_reach(grid: CubeGrid, weighting: str, roi_spectral: float, max_dwave: float) -> float:
     if weighting == "drizzle":
         return 0.5 * (grid.dwave + max_dwave)
     if weighting == "emsm":
@@ -207,7 +207,7 @@ def plane_members(cloud: PointCloud, grid: CubeGrid, k0: int, k1: int, weighting
     roi_w = grid.dwave if roi_spectral is None else roi_spectral
     if max_dwave is None:
         max_dwave = float(np.max(cloud.dwave)) if cloud.size else 0.0
-    reach = _reach(grid, weighting, roi_w, max_dwave)
+    reach = spectral_reach(grid, weighting, roi_w, max_dwave)
     w = grid.wave
     lo = int(np.searchsorted(cloud.wave, w[k0] - reach, side="left"))
     hi = int(np.searchsorted(cloud.wave, w[k1 - 1] + reach, side="right"))
