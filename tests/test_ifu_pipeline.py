@@ -72,7 +72,7 @@ def test_sources_fluxes_within_2_percent_of_truth(ifu_run):
 
 def test_cube_conserves_flux_and_wander_is_corrected(ifu_run):
     _, out = ifu_run
-    s = json.loads((out / "ifu_run.json").read_text())
+    s = json.loads((out / "run.json").read_text())
     assert s["flux_conservation"]["median_ratio"] == pytest.approx(1.0, abs=0.01)
     cdelt = s["grid"]["cdelt"]
     before, after = s["wander"]["before"], s["wander"]["after"]
@@ -88,7 +88,7 @@ def test_products_open_with_stdatamodels_and_zarr(ifu_run):
     from stdatamodels.jwst import datamodels as dm
 
     _, out = ifu_run
-    s = json.loads((out / "ifu_run.json").read_text())
+    s = json.loads((out / "run.json").read_text())
     with dm.open(s["products"]["s3d"]) as m:
         assert type(m).__name__ == "IFUCubeModel"
         assert m.data.shape == (s["grid"]["nwave"], s["grid"]["ny"], s["grid"]["nx"])
@@ -112,7 +112,7 @@ def test_beam_cube_equals_the_in_process_build(ifu_run):
     from nirbeam.transforms import cube as ck
 
     _, out = ifu_run
-    s = json.loads((out / "ifu_run.json").read_text())
+    s = json.loads((out / "run.json").read_text())
     group = [k for k in __import__("zarr").open_group(str(out / "cube.zarr"), mode="r").group_keys()][0]
     sci, err, wmap, grid = read_cube(str(out / "cube.zarr"), f"{group}/s3d")
     ref, var, w = ck.build_cube(load_cloud(str(out / "work" / "cloud")), grid, s["settings"]["weighting"])

@@ -28,7 +28,7 @@ Steps
 
 Products (``OUTDIR``): ``cube.zarr`` (group ``<exposure>/s3d``: ``sci``, ``err``, ``wmap``,
 dims wavelength, y, x), ``<exposure>_s3d.fits`` (IFUCubeModel layout), ``x1d.fits``,
-``spec1d_<id>.ecsv``, ``plots/``, ``ifu_run.json``.
+``spec1d_<id>.ecsv``, ``plots/``, ``run.json``.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nirbeam import __version__ as nirbeam_version
 from nirbeam.modes.ifu import IFU
 from nirbeam.sources.ifu_refs import read_apcorr, read_geometry, read_photom
 from nirbeam.transforms import cube as ck
@@ -80,7 +81,7 @@ class IFUSettings:
 
 @dataclass
 class IFURunResult:
-    """What :func:`run_ifu` made (paths and the numbers in ``ifu_run.json``)."""
+    """What :func:`run_ifu` made (paths and the numbers in ``run.json``)."""
 
     outdir: Path
     summary: dict = field(default_factory=dict)
@@ -517,7 +518,8 @@ def run_ifu(inputs, outdir, refs_dir: str | None = None, ifu_refs: str | None = 
     # flux conservation: the cube's sum per plane against the cloud's, over exposures
     cons = _conservation(cloud, grid, sci, len(exps))
     summary = {
-        "mode": "ifu", "exposures": [e["path"] for e in exps], "detector": det,
+        "nirbeam_version": nirbeam_version, "mode": "ifu",
+        "exposures": [e["path"] for e in exps], "detector": det,
         "regions": len(regions), "grid": dataclasses.asdict(grid),
         "settings": dataclasses.asdict(settings),
         "outliers_flagged": int(flags.sum()),
@@ -530,7 +532,8 @@ def run_ifu(inputs, outdir, refs_dir: str | None = None, ifu_refs: str | None = 
         "products": {"cube_zarr": store, "s3d": s3d, **written, "plots": plots},
         "timings_s": {**timings, "total_s": time.perf_counter() - t_all},
     }
-    (out / "ifu_run.json").write_text(json.dumps(summary, indent=1, default=float))
+    # every mode's run summary has this name
+    (out / "run.json").write_text(json.dumps(summary, indent=1, default=float))
     return IFURunResult(out, summary, 0)
 
 
