@@ -733,7 +733,7 @@ def plan_exposures(infos: list[SegmentInfo]) -> list[ExposurePlan]:
         for s in segs:
             if kept and s.intstart <= kept[-1].intend:
                 prev = kept[-1]
-                same = (s.intstart, s.intend) == (prev.intstart, prev.intend) and _same_bytes(prev, s)
+                same = (s.intstart, s.intend) == (prev.intstart, prev.intend) and same_bytes(prev, s)
                 if same:
                     notes.append(
                         f"{os.path.basename(s.path)} duplicates {os.path.basename(prev.path)} "
@@ -762,7 +762,7 @@ def plan_exposures(infos: list[SegmentInfo]) -> list[ExposurePlan]:
     return plans
 
 
-def _same_bytes(a: SegmentInfo, b: SegmentInfo) -> bool:
+def same_bytes(a: SegmentInfo, b: SegmentInfo) -> bool:
     """True when two segments hold byte-identical SCI data."""
     if a.integration_bytes * a.nints != b.integration_bytes * b.nints:
         return False

@@ -42,9 +42,9 @@ from dataclasses import dataclass, field
 from nirbeam.stream.uncal import (
     BadInputError,
     SegmentInfo,
-    _same_bytes,
     find_uncal_files,
     plan_exposures,
+    same_bytes,
     scan_segment,
 )
 
@@ -183,7 +183,7 @@ def poll_folder(state: WatchState, folder: str, now: float) -> list[Arrival]:
 
 def _same_bytes_safe(a: SegmentInfo, b: SegmentInfo) -> bool:
     try:
-        return _same_bytes(a, b)
+        return same_bytes(a, b)
     except OSError:
         return False
 
