@@ -59,3 +59,19 @@ def test_a_wrong_import_breaks_a_contract(copy_of_package, path, line, contract)
     assert r.returncode != 0, r.stdout
     broken = r.stdout.split("Broken contracts", 1)[-1]
     assert contract in broken, r.stdout
+
+
+def test_long_modules_say_why():
+    """No module over 650 lines without a reason at its top (a "Size note:" in its
+    docstring): issue 12's "no module over ~600 lines without a reason written there"."""
+    import ast
+
+    pkg = Path(__file__).resolve().parents[1] / "nirbeam"
+    missing = []
+    for p in sorted(pkg.rglob("*.py")):
+        text = p.read_text()
+        if text.count("\n") > 650:
+            doc = ast.get_docstring(ast.parse(text)) or ""
+            if "Size note:" not in doc:
+                missing.append(f"{p.relative_to(pkg.parent)} ({text.count(chr(10))} lines)")
+    assert not missing, f"long modules without a size note: {missing}"

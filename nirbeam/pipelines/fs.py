@@ -21,6 +21,8 @@ per-slit cut-outs (zarr) and plots.
 3. Products: ``x1d.fits`` (one EXTRACT1D per source), ``spec1d_<source_id>.ecsv``,
    ``cubes.zarr/<first exposure>_<det>/<slit>/cutouts``, ``plots/fs_<slit>.png``,
    ``fs.json`` (every method's spectrum, fitted nod centres, detections).
+
+Size note: over 600 lines on purpose: the FS batch pipeline from rates to products; the kernels are in transforms/slit2d.py.
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ Steps
 Products (``OUTDIR``): ``cube.zarr`` (group ``<exposure>/s3d``: ``sci``, ``err``, ``wmap``,
 dims wavelength, y, x), ``<exposure>_s3d.fits`` (IFUCubeModel layout), ``x1d.fits``,
 ``spec1d_<id>.ecsv``, ``plots/``, ``run.json``.
+
+Size note: over 600 lines on purpose: the IFU batch pipeline from rates to cube products; the kernels are in transforms/cube.py.
 """
 
 from __future__ import annotations

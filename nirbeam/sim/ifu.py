@@ -37,6 +37,8 @@ Files written into ``OUTDIR``:
 * ``sources.json``: the observer's catalogue (approximate positions, kinds);
 * ``truth.json``: the scene (positions, PSF width, wander), per-source spectra
   ``sources: {id: {wavelength_um, flux_ujy}}``, the injected outliers.
+
+Size note: over 600 lines on purpose: the IFU simulator's geometry, scene and files for one dither set.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ Units: DN (data numbers), e- (electrons), s, um. Arrays are in the DMS science f
 the subarray: ``(ny, nx)`` with x = dispersion (axis 1, SUBSIZE1) and y = cross-dispersion.
 The fast read direction is y (FASTAXIS = 2), so 1/f noise shows as vertical stripes
 (one offset per column per read).
+
+Size note: over 600 lines on purpose: the simulator's detector and scene physics, one function per effect, each switchable.
 """
 
 from __future__ import annotations

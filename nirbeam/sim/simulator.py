@@ -30,6 +30,8 @@
 
 Randomness: one :class:`numpy.random.Generator` per (seed, detector, purpose,
 integration), so the data do not depend on segmenting or batching.
+
+Size note: over 600 lines on purpose: the BOTS simulator's scene, ramps, references and file layout, one driver of one exposure; its physics is already in physics.py and the other modes' in fs.py, mos.py, ifu.py.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ imported on first use, so importing this module costs nothing without it.
 
 Times: the INT_TIMES columns nirbeam keeps (``int_mid_BJD_TDB``) are BJD_TDB - 2400000.5
 in days; axes say so (:data:`BJD_LABEL`).
+
+Size note: over 600 lines on purpose: one function per plot, each short, sharing the axis/label helpers at the top.
 """
 
 from __future__ import annotations

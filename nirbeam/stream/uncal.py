@@ -7,6 +7,8 @@ never loaded whole. One integration is read by a memory map of exactly its bytes
 
 Every problem raises :class:`BadInputError` naming the file, the extension, the keyword
 and what was expected.
+
+Size note: over 600 lines on purpose: one reader of one format (level-1b segments, traditional and IRS2): header checks, segment planning and memory-mapped ramp reads share the same error messages; the IRS2 layout is in irs2_layout.py.
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ integrations (and sigma-clips across integrations for >= 100 of them) and the Po
 variance uses the median rate averaged over integrations; the reference-pixel correction
 is jwst's subarray one (no IRS2, no side-pixel smoothing of full frames); the average dark current entering
 the Poisson variance is zero; CHARGELOSS read-noise recomputation is not done.
+
+Size note: over 600 lines on purpose: the fused kernel, its step-by-step twin and the shared row calibration they are checked against each other with; splitting them would put one numba row function's two callers in two modules.
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ Differences from jwst: none in the arithmetic (checked against jwst's functions 
 identical arrays, ``tests/test_irs2.py``); nirbeam calls it per integration, so the bad
 reference-sample statistics of step 1 are per integration, while jwst takes the union of
 the flags of all integrations of the exposure.
+
+Size note: over 600 lines on purpose: jwst's IRS2 reference correction as one unit (layout, bad-reference flags, Fourier correction, trimming), checked against jwst as a whole.
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ the same set of values is the same float whichever way it is found, and the test
 checks flags against a plain ``np.nanmedian`` reference and batch against streaming.
 
 numpy + numba; no Beam imports.
+
+Size note: over 600 lines on purpose: the batch and streaming outlier flaggers and the motion reference they share (batch == streaming flags is a test).
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ Outliers: :func:`flag_ensemble_outliers` runs the time-series kernel
 the joint fit rejects residuals across nods.
 
 numpy only (the per-column loops are vectorised over columns); no Beam, no I/O.
+
+Size note: over 600 lines on purpose: the slit kernels used together by FS and MOS (nod difference, masked background, joint nod fit, combination); one public API, documented in docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
