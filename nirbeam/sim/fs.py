@@ -91,8 +91,8 @@ FULLFRAME = dict(subarray="FULL", substrt1=1, substrt2=1, subsize1=2048, subsize
 #: ALLSLITS frame time: 256 rows x (2048/4 + 12) pixel clocks x 10 us
 TFRAME_ALLSLITS = 256 * (512 + 12) * 10e-6
 TFRAME_FULL = 10.73676
-#: IRS2 full-frame frame time (NRSIRS2/NRSIRS2RAPID; JWST user documentation, NIRSpec
-#: detector readout patterns)
+#: IRS2 full-frame frame time: TFRAME of the CEERS NRSIRS2 FULL files in
+#: shared/data/modes/mos_ceers (jw01345062001_03101_0000*_nrs2_phot...fits)
 TFRAME_IRS2_FULL = 14.58889
 #: FsConfig.readout values: auto, or a nirbeam.sim.fits_writer readout
 FS_READOUTS = ("auto", "traditional", "NRSIRS2")
