@@ -230,11 +230,10 @@ def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int
                      trace_mask: np.ndarray | None = None) -> np.ndarray:
     """1/f scene mask from the median draft rate of the first few integrations
     (``trace_mask``: pixels a mode knows are scene, e.g. every slit; excluded too)."""
+    from nirbeam.transforms import irs2
     from nirbeam.transforms.detector1 import RampTiming, run_detector1
     from nirbeam.transforms.flicker import scene_mask
     from nirbeam.transforms.refpix import SubarrayGeometry
-
-    from nirbeam.transforms import irs2
 
     meta = plan.meta
     rates, dqs = [], []
