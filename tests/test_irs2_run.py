@@ -19,7 +19,7 @@ from nirbeam.stream.cli import main
 
 # IRS2 costs ~4 s per full-frame group here (twice per exposure: the draft scene mask and
 # detector1): 1 integration of 3 groups per nod, ~1.5-2.5 min under this machine's load
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,25 @@ def test_fs_presets_readout():
         simfs.FsConfig(readout="NRSIRS3")
 
 
+def test_refpix_coefficients_roundtrip_the_store(tmp_path):
+    from nirbeam.sim.irs2 import comparison_reference
+    from nirbeam.sinks import zarr_store
+    from nirbeam.stream import rate_steps
+
+    root = str(tmp_path / "c.zarr")
+    zarr_store.save_arrays(root, "g/references", {"mask": np.zeros((4, 4), np.uint32)})
+    ref = comparison_reference()  # complex alpha/beta and a DQ table
+    rate_steps._save_irs2(root, "g", ref)
+    got = rate_steps._irs2_from_store(root, "g", {"irs2_refpix": True})
+    for name in ("alpha", "beta", "dq_output", "dq_odd_even", "dq_mask"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
+    assert got.alpha.dtype == np.complex64 and got.source == ref.source
+    assert rate_steps._irs2_from_store(root, "g", {}) is None  # a traditional exposure
+    rate_steps._save_irs2(root, "g", None)  # stale coefficients removed
+    assert "irs2" not in zarr_store.open_root(root)["g/references"]
+
+
+@slow
 def test_irs2_fs_run_gives_products(irs2run):
     from nirbeam.sinks import zarr_store
     from nirbeam.stream.pipeline import refs_from_store
@@ -82,6 +101,7 @@ def test_irs2_fs_run_gives_products(irs2run):
         assert abs(ratio - 1) < tol, (sid, t["slit"], ratio)
 
 
+@slow
 def test_irs2_run_without_refpix_exits_2(irs2run, tmp_path, capsys):
     sim, _, _ = irs2run
     refs = tmp_path / "refs"
