@@ -24,7 +24,10 @@ What is simulated
 * Detector and noise: the BOTS simulator's physics (:mod:`nirbeam.sim.physics`: bias,
   non-linearity, dark, hot pixels, Poisson and read noise, 1/f noise, cosmic rays) and
   its CRDS-format references; written through :mod:`nirbeam.sim.fits_writer` (the
-  readout is one parameter, ``readout``; traditional ``NRSRAPID`` for now).
+  readout is one parameter, ``readout``: ``"auto"`` writes FULL frames in IRS2 (``NRSIRS2``,
+  interleaved reference samples, with a matched REFPIX reference in ``refs/``) as real
+  FULL-frame NIRSpec exposures are, and ALLSLITS or a cut-down window in traditional
+  ``NRSRAPID`` as real ones are; ``"traditional"`` or ``"NRSIRS2"`` force one).
 
 References written for the pipeline (``refs/``), not read from the truth: ``fsgeom``
 (per slit: box on the detector, WAVELENGTH and ALONGSLIT maps, slit length and width),
@@ -88,6 +91,11 @@ FULLFRAME = dict(subarray="FULL", substrt1=1, substrt2=1, subsize1=2048, subsize
 #: ALLSLITS frame time: 256 rows x (2048/4 + 12) pixel clocks x 10 us
 TFRAME_ALLSLITS = 256 * (512 + 12) * 10e-6
 TFRAME_FULL = 10.73676
+#: IRS2 full-frame frame time: TFRAME of the CEERS NRSIRS2 FULL files in
+#: shared/data/modes/mos_ceers (jw01345062001_03101_0000*_nrs2_phot...fits)
+TFRAME_IRS2_FULL = 14.58889
+#: FsConfig.readout values: auto, or a nirbeam.sim.fits_writer readout
+FS_READOUTS = ("auto", "traditional", "NRSIRS2")
 
 
 def default_geometry_dir() -> Path:
@@ -121,7 +129,7 @@ class FsConfig:
     x_window: tuple[int, int] | None = None  # (first column 1-based, number): cut-down frame
     nints: int = 2
     ngroups: int = 6
-    readout: str = "traditional"  # the fits_writer readout (IRS2 comes with its owner's work)
+    readout: str = "auto"  # FULL frame: NRSIRS2; ALLSLITS/window: traditional (see notes)
     grating: str = "G140M"
     filter: str = "F100LP"
     point_flux_ujy: float = 300.0
@@ -153,9 +161,18 @@ class FsConfig:
             raise ValueError("FsConfig: the extended source needs a slit other than the primary")
         if self.frame not in ("ALLSLITS", "FULL"):
             raise ValueError(f"FsConfig.frame {self.frame!r}: ALLSLITS or FULL")
-        if self.readout != "traditional":
-            raise ValueError(f"FsConfig.readout {self.readout!r}: only 'traditional' is written "
-                             "until nirbeam.sim.fits_writer has IRS2")
+        if self.readout not in FS_READOUTS:
+            raise ValueError(f"FsConfig.readout {self.readout!r}: one of {FS_READOUTS}")
+        if self.readout == "NRSIRS2" and (self.frame != "FULL" or self.x_window):
+            raise ValueError(f"FsConfig.readout 'NRSIRS2' is full frame only; got frame "
+                             f"{self.frame!r} x_window {self.x_window}")
+
+    @property
+    def irs2(self) -> bool:
+        """True when the exposures are written in IRS2 (``readout`` resolved)."""
+        if self.readout == "auto":
+            return self.frame == "FULL" and not self.x_window
+        return self.readout == "NRSIRS2"
 
     @property
     def offsets(self) -> tuple[float, ...]:
@@ -167,6 +184,8 @@ FS_PRESETS: dict[str, FsConfig] = {
     "fs-g140m": FsConfig(preset="fs-g140m"),
     "fs-g140m-3nod": FsConfig(preset="fs-g140m-3nod", nod_type="3-POINT-NOD"),
     "fs-g140m-5nod": FsConfig(preset="fs-g140m-5nod", nod_type="5-POINT-NOD"),
+    # FULL frame: IRS2 (NRSIRS2) as real FULL-frame FS exposures; 4 groups of 14.6 s
+    "fs-full": FsConfig(preset="fs-full", frame="FULL", ngroups=4),
 }
 
 
@@ -424,13 +443,16 @@ class FsSimulation:
 def _sim_config(cfg: FsConfig) -> SimConfig:
     frame = dict(ALLSLITS if cfg.frame == "ALLSLITS" else FULLFRAME)
     tframe = TFRAME_ALLSLITS if cfg.frame == "ALLSLITS" else TFRAME_FULL
+    readpatt = {}
+    if cfg.irs2:
+        tframe, readpatt = TFRAME_IRS2_FULL, {"readpatt": "NRSIRS2"}
     if cfg.x_window:
         frame["substrt1"], frame["subsize1"] = int(cfg.x_window[0]), int(cfg.x_window[1])
     over = dict(REALISTIC)
     over.update(dict(cfg.sim_overrides))
     return dataclasses.replace(
         SimConfig(), preset=cfg.preset, **frame, substrt2_nrs2=frame["substrt2"],
-        tframe=tframe, ngroups=cfg.ngroups, nints=cfg.nints, ints_per_segment=cfg.nints,
+        tframe=tframe, **readpatt, ngroups=cfg.ngroups, nints=cfg.nints, ints_per_segment=cfg.nints,
         detectors=("NRS1",), filter=cfg.filter, grating=cfg.grating, program=cfg.program,
         observation=cfg.observation, targname="FS-SIM", transit=False,
         expstart_mjd=cfg.expstart_mjd, **{k: v for k, v in over.items()
@@ -464,6 +486,10 @@ def simulate_fs(outdir, preset: str = "fs", seed: int = 0, **overrides) -> FsSim
     props = phys.make_detector_props(np.random.default_rng([seed, didx, 1]), scfg)
     refs = dict(write_refs(scfg, det, props, refs_dir, seed, didx))
     refs.update(_write_fs_refs(cfg, scfg, geoms, refs_dir, det))
+    if cfg.irs2:  # the REFPIX reference that fits the simulated IRS2 readout noise
+        from nirbeam.sim.irs2 import write_matched_refpix
+
+        refs["refpix"] = write_matched_refpix(refs_dir, det, scfg.readpatt)
     ny, nx = props.shape
     offsets = cfg.offsets
     rng_p = np.random.default_rng([seed, 7])
@@ -502,7 +528,9 @@ def simulate_fs(outdir, preset: str = "fs", seed: int = 0, **overrides) -> FsSim
         }
         for key, (v, com) in fs_cards.items():
             hdr[key] = (v, com)
-        w = UncalSegmentWriter(outdir / fname, hdr, (cfg.nints, scfg.ngroups, ny, nx))
+        w = UncalSegmentWriter(outdir / fname, hdr, (cfg.nints, scfg.ngroups, ny, nx),
+                               "NRSIRS2" if cfg.irs2 else "TRADITIONAL", detector=det,
+                               seed=[seed, didx, 3, k])
         t_collect = scfg.tgroup * scfg.ngroups
         for i in range(cfg.nints):
             rng = np.random.default_rng([seed, didx, 2, k, i])

@@ -102,6 +102,7 @@ def refs_from_store(root: str, group: str, token: str = "") -> ReferenceArrays:
             readnoise=arrays["readnoise"],
             gain=arrays["gain"],
             sources=dict(attrs.get("sources", {})),
+            irs2=_irs2_from_store(root, group, attrs),
         )
         with _REF_LOCK:
             _REF_CACHE[k] = r
@@ -123,10 +124,57 @@ def save_refs_to_store(
             "gain": refs.gain,
             "scene_mask": None if scene_mask is None else scene_mask.astype(np.uint8),
         },
-        attrs={"sources": refs.sources, "provenance": provenance},
+        attrs={"sources": refs.sources, "provenance": provenance,
+               "irs2_refpix": refs.irs2 is not None},
         dims={"dark": ("group", "y", "x"), "linearity": ("coefficient", "y", "x")},
     )
+    _save_irs2(root, group, refs.irs2)
     forget_group(root, group)
+
+
+IRS2_GROUP = "references/irs2"
+"""Subgroup (of an exposure's group) holding the REFPIX coefficients of an IRS2 exposure."""
+
+
+def _save_irs2(root: str, group: str, ref) -> None:
+    """Store an IRS2 exposure's REFPIX coefficients in the store (self-contained: workers
+    never need the driver's reference folder); remove a stale copy for other readouts."""
+    g = zarr_store.open_root(root)[f"{group}/references"]
+    if ref is None:
+        if "irs2" in g:
+            del g["irs2"]
+        return
+    flat = {  # complex64 -> float32 pairs (real, imaginary), as the file's columns hold them
+        name: np.ascontiguousarray(getattr(ref, name)).view(np.float32)
+        for name in ("alpha", "beta")
+    }
+    zarr_store.save_arrays(
+        root, f"{group}/{IRS2_GROUP}",
+        {**flat, "dq_output": ref.dq_output, "dq_odd_even": ref.dq_odd_even,
+         "dq_mask": ref.dq_mask},
+        attrs={"source": ref.source, "path": ref.path},
+        dims={"alpha": ("output", "coefficient_re_im"), "beta": ("output", "coefficient_re_im"),
+              "dq_output": ("dq_row",), "dq_odd_even": ("dq_row",), "dq_mask": ("dq_row",)},
+        array_attrs={"alpha": {"description": "REFPIX alpha (reference output), complex as "
+                               "float32 (real, imaginary) pairs, per science output"},
+                     "beta": {"description": "REFPIX beta (interleaved references), complex as "
+                              "float32 (real, imaginary) pairs, per science output"}},
+    )
+
+
+def _irs2_from_store(root: str, group: str, attrs: dict):
+    """The IRS2 REFPIX coefficients the driver saved; None when the exposure has none
+    (then :func:`nirbeam.transforms.irs2.correct_ramp` refuses an exposure whose
+    references name a REFPIX file, rather than dropping its reference samples)."""
+    from nirbeam.transforms.irs2 import IRS2Reference
+
+    if not attrs.get("irs2_refpix"):
+        return None
+    arrays, at = zarr_store.load_arrays(root, f"{group}/{IRS2_GROUP}")
+    return IRS2Reference(
+        arrays["alpha"].view(np.complex64), arrays["beta"].view(np.complex64),
+        arrays["dq_output"].astype(np.int16), arrays["dq_odd_even"].astype(np.int16),
+        arrays["dq_mask"].astype(np.uint32), str(at.get("source", "")), str(at.get("path", "")))
 
 
 _MASK_CACHE: dict[tuple[str, str, str], np.ndarray | None] = {}
@@ -182,6 +230,7 @@ def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int
                      trace_mask: np.ndarray | None = None) -> np.ndarray:
     """1/f scene mask from the median draft rate of the first few integrations
     (``trace_mask``: pixels a mode knows are scene, e.g. every slit; excluded too)."""
+    from nirbeam.transforms import irs2
     from nirbeam.transforms.detector1 import RampTiming, run_detector1
     from nirbeam.transforms.flicker import scene_mask
     from nirbeam.transforms.refpix import SubarrayGeometry
@@ -189,8 +238,14 @@ def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int
     meta = plan.meta
     rates, dqs = [], []
     for i in plan.present[:n]:
-        res = run_detector1(read_ramp(plan.segment_of(i), i), refs, RampTiming.from_meta(meta),
-                            settings.detector1, SubarrayGeometry.from_meta(meta))
+        ramp = read_ramp(plan.segment_of(i), i)
+        if irs2.needs_correction(meta, ramp):  # IRS2: its reference step first (as detector1)
+            ramp = irs2.correct_ramp(ramp, refs if settings.detector1.refpix.enabled else None,
+                                     meta)
+            geometry = None  # the reference step is done (as in detector1's record step)
+        else:
+            geometry = SubarrayGeometry.from_meta(meta)
+        res = run_detector1(ramp, refs, RampTiming.from_meta(meta), settings.detector1, geometry)
         rates.append(res.rate)
         dqs.append(res.dq)
     rate = np.median(np.stack(rates), axis=0)
