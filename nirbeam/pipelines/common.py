@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,19 +29,11 @@ from nirbeam.sinks import fs, zarr_store
 from nirbeam.stream.pipeline import (
     RATE_ARRAYS,
     RATEINTS,
-    ReadItem,
     check_outdir,
-    check_resume,
-    load_exposure_refs,
     no_refs_error,
-    prepare_exposure,
-    rate_block_size,
-    rate_blocks,
-    reset_group,
-    resume_key,
+    prepare_rate_blocks,
     run_rate_blocks,
 )
-from nirbeam.stream.records import IntegrationKey
 from nirbeam.stream.runners import RunnerSpec
 from nirbeam.stream.uncal import ExposurePlan, find_uncal_files, plan_exposures, scan_segment
 from nirbeam.transforms.slit2d import combine_integrations, flag_ensemble_outliers, good_pixels
@@ -119,39 +111,21 @@ def run_stage1(plans: Sequence[ExposurePlan], outdir: str, settings, *,
     root = fs.join(outdir, "cubes.zarr")
     zarr_store.open_root(root)
     dead_dir = fs.join(outdir, "_deadletters")
-    loaded, reset = [], []
-    for plan in plans:  # every check before anything is written
-        refs, prov = load_exposure_refs(plan, refs_dir, ref_index, allow_standins)
-        key = resume_key(plan, prov, settings)
-        reset.append(check_resume(root, plan.meta.group_name, key, overwrite))
-        loaded.append((refs, prov, key))
-    blocks, per_group = [], {}
-    for plan, ld, rs in zip(plans, loaded, reset, strict=True):
-        group = plan.meta.group_name
-        if rs:
-            reset_group(root, group, dead_dir)
-        mask = trace_mask_for(plan) if trace_mask_for else None
-        info = prepare_exposure(root, plan, refs_dir, ref_index, settings, loaded=ld,
-                                time_chunk=rate_block_size(plan.meta.nints, runner),
-                                trace_mask=mask)
-        done = zarr_store.completed(root, group, RATEINTS)
-        per_group[group] = {
+    blocks, prepared = prepare_rate_blocks(plans, root, refs_dir, ref_index, settings, runner,
+                                           allow_standins=allow_standins, overwrite=overwrite,
+                                           dead_dir=dead_dir, trace_mask_for=trace_mask_for)
+    per_group = {}
+    for p in prepared:
+        plan, done = p.plan, p.done
+        per_group[plan.meta.group_name] = {
             "exposure": plan.meta.exposure, "detector": plan.meta.detector,
             "exp_type": plan.meta.exp_type, "nints": plan.meta.nints,
             "present": len(plan.present), "missing": list(plan.missing),
             "skipped_complete": int(sum(done[i - 1] for i in plan.present)),
             "segments": [os.path.basename(s.path) for s in plan.segments],
-            "references": info["refs"], "scene_mask_from_mode": mask is not None,
-            "recomputed": bool(rs),
+            "references": p.info["refs"], "scene_mask_from_mode": p.trace_mask is not None,
+            "recomputed": p.recomputed,
         }
-
-        def item(i, plan=plan, info=info):
-            return ReadItem(IntegrationKey(plan.meta.exposure, plan.meta.detector, i),
-                            replace(plan.segment_of(i), times={}), info["times"][i])
-
-        c = zarr_store.time_chunk(root, group, RATEINTS)
-        block = c * max(1, rate_block_size(plan.meta.nints, runner) // c)
-        blocks += rate_blocks(group, plan.meta.nints, plan.present, done, item, block)
     t_prep = time.time() - t0
     t1 = time.time()
     metrics = run_rate_blocks(blocks, root, dead_dir, settings, runner, per_group, bar) if blocks else {}

@@ -87,7 +87,7 @@ from nirbeam.stream.uncal import (
 
 __all__ = [
     # the driver
-    "run", "RunResult", "run_rate_blocks", "prepare_exposure", "load_exposure_refs", "no_refs_error",
+    "run", "RunResult", "run_rate_blocks", "prepare_rate_blocks", "PreparedExposure", "prepare_exposure", "load_exposure_refs", "no_refs_error",
     # re-exported from where they live now (old imports keep working)
     "RATE_BLOCK", "RATE_ARRAYS", "RATE_ATTRS", "RATEINTS", "BAD_TIME_STEP", "rate_block_size",
     "rate_blocks", "RateBlock", "ReadItem", "ExposureWork", "PlanError", "exposure_work",
@@ -265,24 +265,14 @@ def run(
     dead_dir = fs.join(outdir, "_deadletters")
     timings = {"scan": time.time() - t_start}
 
-    blocks: list[RateBlock] = []
     per_group: dict[str, dict] = {}
     t0 = time.time()
-    loaded, reset = [], []
     st = bar.stage("prepare", total=len(plans), unit="exposures")
-    for plan in plans:  # every check first: nothing is written if one exposure is refused
-        refs, prov = load_exposure_refs(plan, refs_dir, ref_index, allow_standins)
-        key = resume_key(plan, prov, settings)
-        reset.append(check_resume(root, plan.meta.group_name, key, overwrite))
-        loaded.append((refs, prov, key))
-    for plan, ld, rs in zip(plans, loaded, reset, strict=True):
-        if rs:
-            reset_group(root, plan.meta.group_name, dead_dir)
-        info = prepare_exposure(root, plan, refs_dir, ref_index, settings, loaded=ld,
-                                time_chunk=rate_block_size(plan.meta.nints, runner))
-        st.advance()
-        group = plan.meta.group_name
-        done = zarr_store.completed(root, group, RATEINTS)
+    blocks, prepared = prepare_rate_blocks(plans, root, refs_dir, ref_index, settings, runner,
+                                           allow_standins=allow_standins, overwrite=overwrite,
+                                           dead_dir=dead_dir, advance=st.advance)
+    for p in prepared:
+        plan, info, done, group = p.plan, p.info, p.done, p.plan.meta.group_name
         todo = [i for i in plan.present if not done[i - 1]]
         per_group[group] = {
             "exposure": plan.meta.exposure,
@@ -295,19 +285,10 @@ def run(
             "references": info["refs"],
             "standins": {t: v["cost"] for t, v in info["refs"].items() if "standin" in v},
             "bad_int_times": {str(i): r for s in plan.segments for i, r in s.bad_times},
-            "recomputed": bool(rs),
+            "recomputed": p.recomputed,
             "notes": list(plan.notes) + _exposure_notes(plan.meta, settings),
             **works[group].describe(),
         }
-
-        def item(i, plan=plan, info=info):
-            return ReadItem(IntegrationKey(plan.meta.exposure, plan.meta.detector, i),
-                            replace(plan.segment_of(i), times={}), info["times"][i])
-
-        # a block is a whole number of the store's chunks (a resumed store keeps its own)
-        c = zarr_store.time_chunk(root, group, RATEINTS)
-        block = c * max(1, rate_block_size(plan.meta.nints, runner) // c)
-        blocks += rate_blocks(group, plan.meta.nints, plan.present, done, item, block)
     st.close()
     timings["prepare"] = time.time() - t0
 
@@ -352,6 +333,62 @@ def run(
     summary["exit_code"] = exit_status(summary)
     write_json_atomic(fs.join(outdir, "run.json"), summary)
     return RunResult(outdir, summary, summary["exit_code"])
+
+
+
+@dataclass(frozen=True)
+class PreparedExposure:
+    """One exposure after :func:`prepare_rate_blocks`: its plan, what
+    :func:`prepare_exposure` returned, the store's completed flags, whether it was reset
+    and the mode's scene mask (or None)."""
+
+    plan: ExposurePlan
+    info: dict
+    done: np.ndarray
+    recomputed: bool
+    trace_mask: np.ndarray | None
+
+
+def prepare_rate_blocks(plans, root: str, refs_dir, ref_index, settings, runner: RunnerSpec, *,
+                        allow_standins: bool, overwrite: bool, dead_dir: str,
+                        trace_mask_for=None, advance=None) -> tuple[list, list[PreparedExposure]]:
+    """Stage 1's preparation, shared by the BOTS driver and the ensemble modes.
+
+    Every exposure's references and resume key are checked first (nothing is written if
+    one is refused); then each is reset if its key changed, prepared
+    (:func:`prepare_exposure`, with ``trace_mask_for(plan)`` as the mode's scene mask) and
+    its rate blocks planned: whole numbers of the store's chunks (a resumed store keeps
+    its own). ``advance`` is called once per prepared exposure (a progress stage).
+    """
+    loaded, reset = [], []
+    for plan in plans:
+        refs, prov = load_exposure_refs(plan, refs_dir, ref_index, allow_standins)
+        key = resume_key(plan, prov, settings)
+        reset.append(check_resume(root, plan.meta.group_name, key, overwrite))
+        loaded.append((refs, prov, key))
+    blocks: list[RateBlock] = []
+    prepared: list[PreparedExposure] = []
+    for plan, ld, rs in zip(plans, loaded, reset, strict=True):
+        group = plan.meta.group_name
+        if rs:
+            reset_group(root, group, dead_dir)
+        mask = trace_mask_for(plan) if trace_mask_for else None
+        info = prepare_exposure(root, plan, refs_dir, ref_index, settings, loaded=ld,
+                                time_chunk=rate_block_size(plan.meta.nints, runner),
+                                trace_mask=mask)
+        if advance is not None:
+            advance()
+        done = zarr_store.completed(root, group, RATEINTS)
+
+        def item(i, plan=plan, info=info):
+            return ReadItem(IntegrationKey(plan.meta.exposure, plan.meta.detector, i),
+                            replace(plan.segment_of(i), times={}), info["times"][i])
+
+        c = zarr_store.time_chunk(root, group, RATEINTS)
+        block = c * max(1, rate_block_size(plan.meta.nints, runner) // c)
+        blocks += rate_blocks(group, plan.meta.nints, plan.present, done, item, block)
+        prepared.append(PreparedExposure(plan, info, done, bool(rs), mask))
+    return blocks, prepared
 
 
 def run_rate_blocks(blocks, root, dead_dir, settings, runner, per_group, progress) -> dict:
