@@ -18,7 +18,7 @@ from astropy.io import fits
 
 from nirbeam.sinks.tables import atomic_path
 
-__all__ = ["X1dTable", "write_x1dints", "x1dints_hdulist", "write_rateints_fits", "X1DINTS_COLUMNS"]
+__all__ = ["X1dTable", "primary_hdu", "write_x1dints", "x1dints_hdulist", "write_rateints_fits", "X1DINTS_COLUMNS"]
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,15 @@ class X1dTable:
     calibration: str = ""
 
 
-def _primary(header: Mapping[str, object], model: str) -> fits.PrimaryHDU:
+def primary_hdu(header: Mapping[str, object], model: str, *,
+                skip: frozenset[str] = frozenset()) -> fits.PrimaryHDU:
+    """A PRIMARY HDU for a product of jwst datamodel ``model``: the exposure's keywords
+    (scalars FITS can hold; structural keys and ``skip`` left out), DATAMODL, TELESCOP,
+    ORIGIN."""
     ph = fits.Header()
     for k, v in header.items():
-        if isinstance(v, bool | int | float | str) and len(k) <= 8 and k not in _STRUCTURAL:
+        if (isinstance(v, bool | int | float | str) and len(k) <= 8 and k not in _STRUCTURAL
+                and k not in skip):
             try:
                 ph[k] = v
             except (ValueError, TypeError):  # a value FITS cannot hold: left out
@@ -174,7 +179,7 @@ def x1dints_hdulist(t: X1dTable) -> fits.HDUList:
         + [fits.Column(k, "D", array=np.asarray(it[k], np.float64)) for k in INT_TIMES_COLUMNS[1:]],
         name="INT_TIMES",
     )
-    ph = _primary(t.header, "TSOMultiSpecModel")
+    ph = primary_hdu(t.header, "TSOMultiSpecModel")
     ph.header["BUNIT"] = fu
     return fits.HDUList([ph, h, ith])
 
@@ -220,7 +225,7 @@ def write_rateints_fits(
         name="INT_TIMES",
     )
     with atomic_path(path) as tmp:
-        fits.HDUList([_primary(header, "CubeModel")]).writeto(tmp, overwrite=True)
+        fits.HDUList([primary_hdu(header, "CubeModel")]).writeto(tmp, overwrite=True)
         for name, dtype in names:
             shdu = fits.StreamingHDU(tmp, _image_header(name, nx, ny, nints, dtype))
             for i in range(nints):

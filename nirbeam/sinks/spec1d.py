@@ -27,6 +27,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from nirbeam.core.spectra import Spectrum1D, UnitError, to_ujy_factor
+from nirbeam.sinks.fits_products import primary_hdu
 from nirbeam.sinks.fs import atomic_path
 
 __all__ = ["X1D_COLUMNS", "x1d_hdulist", "write_x1d", "spec1d_table", "write_spec1d_ecsv",
@@ -42,24 +43,6 @@ X1D_COLUMNS: tuple[tuple[str, str], ...] = (
     ("BKGD_VAR_POISSON", "float64"), ("BKGD_VAR_RNOISE", "float64"),
     ("BKGD_VAR_FLAT", "float64"), ("NPIXELS", "float64"),
 )
-
-_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "NAXIS4", "EXTEND",
-               "XTENSION", "PCOUNT", "GCOUNT", "BZERO", "BSCALE", "EXTNAME", "EXTVER",
-               "DATAMODL", "FILENAME", "FILETYPE", "BUNIT"}
-
-
-def _primary(header: Mapping[str, object]) -> fits.PrimaryHDU:
-    ph = fits.Header()
-    for k, v in header.items():
-        if isinstance(v, bool | int | float | str) and len(k) <= 8 and k not in _STRUCTURAL:
-            try:
-                ph[k] = v
-            except (ValueError, TypeError):  # a value FITS cannot hold: left out
-                continue
-    ph["DATAMODL"] = "MultiSpecModel"
-    ph["TELESCOP"] = "JWST"
-    ph["ORIGIN"] = "nirbeam"
-    return fits.PrimaryHDU(header=ph)
 
 
 def _x1d_unit(sp: Spectrum1D) -> tuple[str, float]:
@@ -137,7 +120,7 @@ def x1d_hdulist(spectra: Sequence[Spectrum1D], header: Mapping[str, object]) -> 
     """The MultiSpecModel HDUs (see :func:`write_x1d`)."""
     if not spectra:
         raise ValueError("x1d: no spectra to write (an x1d holds at least one EXTRACT1D)")
-    ph = _primary(header)
+    ph = primary_hdu(header, "MultiSpecModel", skip=frozenset({"BUNIT"}))
     return fits.HDUList([ph] + [_table_hdu(sp, i) for i, sp in enumerate(spectra, start=1)])
 
 
