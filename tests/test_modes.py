@@ -87,3 +87,98 @@ def test_store_schema_agrees_with_the_writers_copies():
     assert {k: np.dtype(v) for k, v in spec.dtypes().items()} == {
         k: np.dtype(v) for k, v in SPECTRUM_ARRAYS.items()}
     assert spec.time_chunk == products.BLOCK
+
+
+# --- the dispatch table (nirbeam.modes.DISPATCH): one row per mode and input level ---------
+
+from nirbeam import modes as _modes  # noqa: E402
+
+# (entry name, primary keywords of an input file, level); one case per DISPATCH row
+RECOGNITION = [
+    ("bots", {"EXP_TYPE": "NRS_BRIGHTOBJ", "TSOVISIT": True}, "uncal"),
+    ("bots", {"EXP_TYPE": "NRS_AUTOWAVE", "TSOVISIT": True}, "uncal"),  # a TSO visit
+    ("fs", {"EXP_TYPE": "NRS_FIXEDSLIT", "TSOVISIT": False}, "uncal"),
+    ("fs", {"EXP_TYPE": "NRS_FIXEDSLIT", "TSOVISIT": True}, "uncal"),  # EXP_TYPE first
+    ("mos", {"EXP_TYPE": "NRS_MSASPEC", "TSOVISIT": False, "MSAMETFL": "x_msa.fits"}, "uncal"),
+    ("ifu", {"EXP_TYPE": "NRS_IFU", "TSOVISIT": False}, "uncal"),
+    ("mos-level2", {"EXP_TYPE": "NRS_MSASPEC", "DATAMODL": "MultiSlitModel"}, "level2"),
+]
+
+
+def _write_input(path, header, level, uncal_writer):
+    from astropy.io import fits
+
+    if level == "uncal":
+        return uncal_writer(path, np.zeros((2, 3, 8, 16), np.uint16), header=header)
+    ph = fits.Header()
+    for k, v in {"TELESCOP": "JWST", "INSTRUME": "NIRSPEC", **header}.items():
+        ph[k] = v
+    sci = fits.ImageHDU(np.zeros((8, 16), np.float32), name="SCI")
+    sci.header["SLTNAME"] = "1"
+    fits.HDUList([fits.PrimaryHDU(header=ph), sci]).writeto(path)
+    return str(path)
+
+
+def _name(i, level):
+    return f"jw01234001001_0{i + 1}101_00001_nrs1_{'uncal' if level == 'uncal' else 'cal'}.fits"
+
+
+def test_every_dispatch_row_is_recognised_by_its_inputs():
+    """A row removed from DISPATCH makes its case here fail; a row added needs a case."""
+    assert {name for name, _, _ in RECOGNITION} == {e.name for e in _modes.DISPATCH}
+    assert len({e.name for e in _modes.DISPATCH}) == len(_modes.DISPATCH)
+
+
+@pytest.mark.parametrize("name,header,level", RECOGNITION, ids=[f"{c[0]}-{c[1]['EXP_TYPE']}" for c in RECOGNITION])
+def test_inputs_classified_by_the_table(name, header, level, tmp_path, uncal_writer):
+    from nirbeam.stream.run_commands import command_of
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(2):
+        _write_input(d / _name(i, level), header, level, uncal_writer)
+    c = _modes.classify_inputs([str(d)])
+    assert c.entry.name == name and len(c.files) == 2
+    assert c.files[0].exp_type == header["EXP_TYPE"] and c.files[0].level == level
+    assert callable(command_of(c.entry))  # the command the row names exists
+    # the same from InputFile records (no I/O); once the row is gone the files are refused
+    # by name, or (an FS exposure of a TSO visit) go to another row
+    assert _modes.classify(c.files).entry is c.entry
+    table = tuple(e for e in _modes.DISPATCH if e.name != name)
+    try:
+        assert _modes.classify(c.files, table).entry.name != name
+    except _modes.ModeInputError as exc:
+        assert header["EXP_TYPE"] in str(exc) and c.files[0].path in str(exc)
+
+
+def test_mixed_inputs_refused_naming_files_and_exp_types(tmp_path, uncal_writer, capsys):
+    from nirbeam.stream.cli import EXIT_BAD_INPUT, main
+
+    d = tmp_path / "mixed"
+    d.mkdir()
+    a = _write_input(d / _name(0, "uncal"), {"EXP_TYPE": "NRS_BRIGHTOBJ"}, "uncal", uncal_writer)
+    b = _write_input(d / _name(1, "uncal"), {"EXP_TYPE": "NRS_IFU", "TSOVISIT": False}, "uncal",
+                     uncal_writer)
+    with pytest.raises(_modes.ModeInputError) as exc:
+        _modes.classify_inputs([str(d)])
+    msg = str(exc.value)
+    assert a in msg and b in msg and "'NRS_BRIGHTOBJ'" in msg and "'NRS_IFU'" in msg
+    assert "bots:" in msg and "ifu:" in msg and "2 modes" in msg
+    assert main(["run", str(d), "--out", str(tmp_path / "o"), "--no-progress"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert a in err and b in err and "Traceback" not in err
+
+
+def test_unknown_and_unreadable_inputs(tmp_path, uncal_writer):
+    d = tmp_path / "lamp"
+    d.mkdir()
+    p = _write_input(d / _name(0, "uncal"), {"EXP_TYPE": "NRS_LAMP", "TSOVISIT": False}, "uncal",
+                     uncal_writer)
+    with pytest.raises(_modes.ModeInputError, match="NRS_LAMP.*handled by no mode") as exc:
+        _modes.classify_inputs([p])
+    assert p in str(exc.value) and "NRS_IFU" in str(exc.value)  # says what each mode takes
+    # inputs that cannot be read go to the BOTS driver, which names what is wrong
+    bad = tmp_path / "jw01234001001_01101_00001_nrs1_uncal.fits"
+    bad.write_text("not fits\n" * 100)
+    assert _modes.classify_inputs([str(bad)]).entry.name == "bots"
+    assert _modes.classify_inputs([str(tmp_path / "nope")]).entry.name == "bots"

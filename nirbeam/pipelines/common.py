@@ -190,20 +190,15 @@ def load_exposure_rate(root: str, group: str, parts: bool = False):
 
 def ensemble_mode_of(inputs: Sequence[str]) -> str | None:
     """The mode name (``"fs"``, ...) when every uncal input is of one ensemble mode (not
-    BOTS), by EXP_TYPE (:func:`nirbeam.modes.mode_for`); None for BOTS inputs, unknown
-    types and mixtures (the BOTS driver then reports them as it always did)."""
-    from nirbeam.modes import ModeError, mode_for
+    BOTS), by the dispatch table (:func:`nirbeam.modes.classify_inputs`); None for BOTS
+    inputs, inputs that cannot be read, and mixtures or unknown types (which
+    ``classify_inputs`` refuses by name)."""
+    from nirbeam.modes import UNCAL, ModeInputError, classify_inputs
 
     try:
-        plans = scan_inputs(inputs)
-    except Exception:  # noqa: BLE001 - the BOTS driver reports bad inputs with its own errors
+        c = classify_inputs(inputs)
+    except ModeInputError:
         return None
-    names = set()
-    for p in plans:
-        try:
-            names.add(mode_for(p.meta).name)
-        except ModeError:
-            return None
-    if len(names) == 1 and "bots" not in names:
-        return names.pop()
-    return None
+    if c.entry.level != UNCAL or c.mode == "bots":
+        return None
+    return c.mode

@@ -216,49 +216,11 @@ def _dispatch(args, beam_args) -> int:
             print(f"  truth:  {os.path.basename(p)} ({det})")
         print(f"  config: {cfg} (transit parameters for the quick-look fit)")
         return EXIT_OK
-    if args.command == "run":
-        from nirbeam.modes.mos import is_mos_level2, is_mos_uncal
+    if args.command == "run":  # one lookup in the modes' dispatch table
+        from nirbeam.modes import classify_inputs
+        from nirbeam.stream.run_commands import command_of
 
-        if is_mos_level2(args.inputs) or is_mos_uncal(args.inputs):  # MOS: its batch pipeline
-            from nirbeam.pipelines.mos import run_cli
-
-            return run_cli(args)
-        from nirbeam.stream.config import ConfigError, load_config_file
-        from nirbeam.stream.pipeline import run
-        from nirbeam.stream.runners import RunnerSpec
-
-        spec = RunnerSpec(
-            name=args.runner, workers=args.workers, dask_address=args.dask_address,
-            dask_scheduler_file=args.dask_scheduler_file, job_endpoint=args.job_endpoint,
-            beam_args=tuple(beam_args),
-        )
-        try:
-            spec.validate()
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        from nirbeam.pipelines.common import ensemble_mode_of
-
-        if ensemble_mode_of(args.inputs) == "ifu":  # NRS_IFU inputs (issue 18), before the
-            from nirbeam.pipelines.ifu import run_command  # config: --set ifu.* is its own
-
-            return run_command(args, spec)
-        config = cli_support.effective_config(args, load_config_file(args.config))
-        from nirbeam.pipelines.common import ensemble_mode_of
-
-        if ensemble_mode_of(args.inputs) == "fs":  # NRS_FIXEDSLIT inputs (issue 16)
-            from nirbeam.pipelines.fs import main_fs
-
-            return main_fs(args, config, spec)
-        restore = _exit_on_interrupt()
-        try:
-            res = run(args.inputs, args.out, refs_dir=args.refs, config=config, runner=spec,
-                      progress=not (args.no_progress or args.quiet),
-                      allow_standins=args.allow_standins, overwrite=args.overwrite)
-        finally:
-            restore()
-        _print_summary(res.summary)
-        cli_support.finish_run(args.out)
-        return res.exit_code
+        return command_of(classify_inputs(args.inputs).entry)(args, beam_args)
     if args.command == "stream":
         from nirbeam.stream.config import ConfigError, load_config_file
         from nirbeam.stream.runners import STREAMING_CAPABLE, RunnerSpec
@@ -288,7 +250,7 @@ def _dispatch(args, beam_args) -> int:
         if s.get("stopped_by_signal"):
             print("nirbeam stream: stopped; in-flight integration finished, products finalised "
                   "over what arrived (rerun to continue)", file=sys.stderr)
-        _print_summary(res.summary)
+        cli_support.print_summary(res.summary)
         cli_support.finish_run(args.out)
         from nirbeam.stream.pipeline import exit_status
 
@@ -311,35 +273,6 @@ def _dispatch(args, beam_args) -> int:
 
         return export_command(args.format, args.outdir, args.to)
     raise AssertionError(args.command)
-
-
-def _exit_on_interrupt():
-    """Ctrl-C / SIGTERM end a batch run at once, saying how to resume.
-
-    Beam's in-process runner retries a bundle that raised KeyboardInterrupt, so the
-    default handler would not stop it. Nothing is lost by stopping hard: every zarr chunk
-    is written atomically and an integration counts as done only once its completion
-    marker is written, so a rerun of the same command completes the run.
-    """
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def stop(signum, _frame):
-        name = signal.Signals(signum).name
-        print(f"\nnirbeam: {name}: stopped; rerun the same command to resume "
-              "(completed integrations are kept)", file=sys.stderr, flush=True)
-        os._exit(130 if signum == signal.SIGINT else 128 + signum)
-
-    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore():
-        for s, h in old.items():
-            signal.signal(s, h)
-
-    return restore
 
 
 def write_sim_config(res) -> str:
@@ -370,29 +303,6 @@ def write_sim_config(res) -> str:
             fh.write("[extract]\n")
             fh.write(f"wavelength_map = {tmpl!r}\n".replace("'", '"'))
     return path
-
-
-def _print_summary(summary: dict) -> None:
-    for e in summary.get("exposures", []):
-        print(
-            f"{e['exposure']} {e['detector']}: {e['processed']} processed, "
-            f"{e['deadlettered']} dead-lettered of NINTS={e['nints']}"
-            + (f"; {e['extract_failed']} extraction failures" if e.get("extract_failed") else "")
-            + ("" if e.get("whitelight_points", 1) else "; no white-light curve")
-            + ("" if e["complete"] else "  (INCOMPLETE: see deadletter.jsonl)")
-        )
-    used = sorted({t for e in summary.get("exposures", []) for t in e.get("standins", {})})
-    if used:
-        print(f"nirbeam: stand-ins used for {', '.join(used)} (--allow-standins); what each "
-              "costs is in run.json (exposures[].standins)", file=sys.stderr)
-    bad = sum(len(e.get("bad_int_times", {})) for e in summary.get("exposures", []))
-    if bad:
-        print(f"nirbeam: {bad} integration(s) with a bad INT_TIMES row flagged DO_NOT_USE "
-              "(run.json exposures[].bad_int_times)", file=sys.stderr)
-    n = summary.get("deadletters")
-    if n:
-        print(f"{n} dead letters in deadletter.jsonl: products are incomplete (exit code 3)")
-    print(f"products in {summary.get('outdir')} ({summary.get('wall_s')} s)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from nirbeam import __version__
 from nirbeam.stream.progress import LEVELS, close_logging, console_level, setup_logging
 
 __all__ = ["add_global_args", "add_set_arg", "add_commands", "start", "stop",
-           "effective_config", "dispatch", "plot_command", "finish_run"]
+           "effective_config", "dispatch", "plot_command", "finish_run", "exit_on_interrupt",
+           "print_summary"]
 
 log = logging.getLogger("nirbeam.cli")
 
@@ -206,3 +208,56 @@ def finish_run(outdir: str) -> None:
         print(f"report: {path}")
     except Exception as exc:  # noqa: BLE001 - the products are written; the page is extra
         log.warning("report page failed: %s", exc)
+
+
+def exit_on_interrupt():
+    """Ctrl-C / SIGTERM end a batch run at once, saying how to resume.
+
+    Beam's in-process runner retries a bundle that raised KeyboardInterrupt, so the
+    default handler would not stop it. Nothing is lost by stopping hard: every zarr chunk
+    is written atomically and an integration counts as done only once its completion
+    marker is written, so a rerun of the same command completes the run.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum, _frame):
+        name = signal.Signals(signum).name
+        print(f"\nnirbeam: {name}: stopped; rerun the same command to resume "
+              "(completed integrations are kept)", file=sys.stderr, flush=True)
+        os._exit(130 if signum == signal.SIGINT else 128 + signum)
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore():
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    return restore
+
+
+def print_summary(summary: dict) -> None:
+    """Per exposure/detector: processed, dead letters, stand-ins; where the products are."""
+    for e in summary.get("exposures", []):
+        print(
+            f"{e['exposure']} {e['detector']}: {e['processed']} processed, "
+            f"{e['deadlettered']} dead-lettered of NINTS={e['nints']}"
+            + (f"; {e['extract_failed']} extraction failures" if e.get("extract_failed") else "")
+            + ("" if e.get("whitelight_points", 1) else "; no white-light curve")
+            + ("" if e["complete"] else "  (INCOMPLETE: see deadletter.jsonl)")
+        )
+    used = sorted({t for e in summary.get("exposures", []) for t in e.get("standins", {})})
+    if used:
+        print(f"nirbeam: stand-ins used for {', '.join(used)} (--allow-standins); what each "
+              "costs is in run.json (exposures[].standins)", file=sys.stderr)
+    bad = sum(len(e.get("bad_int_times", {})) for e in summary.get("exposures", []))
+    if bad:
+        print(f"nirbeam: {bad} integration(s) with a bad INT_TIMES row flagged DO_NOT_USE "
+              "(run.json exposures[].bad_int_times)", file=sys.stderr)
+    n = summary.get("deadletters")
+    if n:
+        print(f"{n} dead letters in deadletter.jsonl: products are incomplete (exit code 3)")
+    print(f"products in {summary.get('outdir')} ({summary.get('wall_s')} s)")

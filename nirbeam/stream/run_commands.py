@@ -1,0 +1,95 @@
+"""``nirbeam run``'s batch commands: one per row of :data:`nirbeam.modes.DISPATCH`.
+
+Each is ``command(args, beam_args) -> exit code`` and runs one mode's batch pipeline with
+what it needs from the command line (runner, config, ``--set``), in the order that mode
+has always taken them:
+
+- :func:`run_mos`: :func:`nirbeam.pipelines.mos.run_cli` (level-2 or uncal MOS inputs;
+  no Beam runner options);
+- :func:`run_ifu`: the runner, then :func:`nirbeam.pipelines.ifu.run_command` (before the
+  config file: ``--set ifu.*`` are its own);
+- :func:`run_fs`: the runner and config, then :func:`nirbeam.pipelines.fs.main_fs`;
+- :func:`run_bots`: the runner and config, then :func:`nirbeam.stream.pipeline.run` (the
+  time-series driver), its summary, ``effective_config.toml`` and the report page.
+
+The CLI looks the entry up (:func:`nirbeam.modes.classify_inputs`) and calls its command
+(:func:`command_of`); nothing here chooses a mode.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from nirbeam.stream import cli_support
+
+__all__ = ["run_mos", "run_ifu", "run_fs", "run_bots", "command_of", "runner_spec"]
+
+
+def command_of(entry):
+    """The callable a :class:`nirbeam.modes.ModeEntry` names (``"module:function"``)."""
+    mod, _, fn = entry.command.partition(":")
+    return getattr(importlib.import_module(mod), fn)
+
+
+def runner_spec(args, beam_args):
+    """``--runner`` and its options as a checked :class:`~nirbeam.stream.runners.RunnerSpec`."""
+    from nirbeam.stream.config import ConfigError
+    from nirbeam.stream.runners import RunnerSpec
+
+    spec = RunnerSpec(
+        name=args.runner, workers=args.workers, dask_address=args.dask_address,
+        dask_scheduler_file=args.dask_scheduler_file, job_endpoint=args.job_endpoint,
+        beam_args=tuple(beam_args),
+    )
+    try:
+        spec.validate()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return spec
+
+
+def _config(args) -> dict:
+    from nirbeam.stream.config import load_config_file
+
+    return cli_support.effective_config(args, load_config_file(args.config))
+
+
+def run_mos(args, beam_args) -> int:
+    """MOS inputs (NRS_MSASPEC uncal, or jwst level-2 slit files)."""
+    from nirbeam.pipelines.mos import run_cli
+
+    return run_cli(args)
+
+
+def run_ifu(args, beam_args) -> int:
+    """NRS_IFU inputs (issue 18)."""
+    from nirbeam.pipelines.ifu import run_command
+
+    return run_command(args, runner_spec(args, beam_args))
+
+
+def run_fs(args, beam_args) -> int:
+    """NRS_FIXEDSLIT inputs (issue 16)."""
+    spec = runner_spec(args, beam_args)
+    from nirbeam.pipelines.fs import main_fs
+
+    return main_fs(args, _config(args), spec)
+
+
+def run_bots(args, beam_args) -> int:
+    """Time-series inputs (NRS_BRIGHTOBJ or TSOVISIT=T), and inputs that cannot be read
+    (the driver names what is wrong with them)."""
+    from nirbeam.stream.pipeline import run
+
+    spec = runner_spec(args, beam_args)
+    config = _config(args)
+    restore = cli_support.exit_on_interrupt()
+    try:
+        res = run(args.inputs, args.out, refs_dir=args.refs, config=config, runner=spec,
+                  progress=not (args.no_progress or args.quiet),
+                  allow_standins=args.allow_standins, overwrite=args.overwrite)
+    finally:
+        restore()
+    cli_support.print_summary(res.summary)
+    cli_support.finish_run(args.out)
+    return res.exit_code
