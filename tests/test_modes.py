@@ -182,3 +182,27 @@ def test_unknown_and_unreadable_inputs(tmp_path, uncal_writer):
     bad.write_text("not fits\n" * 100)
     assert _modes.classify_inputs([str(bad)]).entry.name == "bots"
     assert _modes.classify_inputs([str(tmp_path / "nope")]).entry.name == "bots"
+
+
+def test_s3d_primary_is_the_shared_product_primary(tmp_path):
+    """The cube's PRIMARY comes from fits_products.primary_hdu (one list of structural
+    keywords for every product), plus the cube's own model keywords."""
+    from types import SimpleNamespace
+
+    from astropy.io import fits
+
+    from nirbeam.sinks.cube_fits import write_s3d
+    from nirbeam.sinks.fits_products import primary_hdu
+
+    grid = SimpleNamespace(shape=(3, 4, 5), x0=-1.0, y0=-1.0, cdelt=0.1, wave0=1.0, dwave=0.01)
+    hdr = {"EXP_TYPE": "NRS_IFU", "NAXIS": 7, "BITPIX": 8, "EXTEND": False, "DATAMODL": "Level1bModel",
+           "PATT_NUM": 2, "FILENAME": "x_uncal.fits"}
+    p = write_s3d(str(tmp_path / "c_s3d.fits"), np.ones(grid.shape), np.ones(grid.shape),
+                  np.ones(grid.shape), grid, hdr, {"weighting": "drizzle"})
+    with fits.open(p) as h:
+        ph = h[0].header
+        assert ph["DATAMODL"] == "IFUCubeModel" and ph["EXP_TYPE"] == "NRS_IFU" and ph["PATT_NUM"] == 2
+        assert ph["NAXIS"] == 0 and ph["BITPIX"] == 8 and "FILENAME" not in ph  # not copied
+        shared = primary_hdu(hdr, "IFUCubeModel").header
+        assert all(ph[k] == shared[k] for k in shared)
+        assert h["SCI"].data.shape == grid.shape and h["SCI"].header["CTYPE3"] == "WAVE"

@@ -1,6 +1,7 @@
 """The IFU cube as a FITS file in jwst's ``s3d`` (IFUCubeModel) layout.
 
-PRIMARY (the exposure's keywords, ``DATAMODL='IFUCubeModel'``), SCI (float32, (nwave, ny,
+PRIMARY (the exposure's keywords through the products' shared
+:func:`nirbeam.sinks.fits_products.primary_hdu`, ``DATAMODL='IFUCubeModel'``), SCI (float32, (nwave, ny,
 nx), MJy/sr), ERR (MJy/sr), DQ (uint32: DO_NOT_USE | NON_SCIENCE where no point reached the
 spaxel), WMAP (float32, summed weights). The spatial WCS is linear in the slicer-aligned
 frame (jwst's ``coord_system='ifualign'``), arcsec from the pattern's start position:
@@ -13,11 +14,11 @@ from __future__ import annotations
 import numpy as np
 from astropy.io import fits
 
+from nirbeam.sinks.fits_products import primary_hdu
+
 __all__ = ["write_s3d"]
 
 _DNU_NONSCI = np.uint32(1 | 512)
-_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND", "XTENSION",
-               "PCOUNT", "GCOUNT", "EXTNAME"}
 
 
 def _wcs(h: fits.Header, grid) -> None:
@@ -38,10 +39,7 @@ def write_s3d(path: str, sci, err, wmap, grid, header: dict, meta: dict | None =
     sci = np.asarray(sci, np.float32)
     if sci.shape != grid.shape:
         raise ValueError(f"{path}: cube {sci.shape}, expected the grid's {grid.shape}")
-    ph = fits.Header()
-    for k, v in header.items():
-        if k.upper() not in _STRUCTURAL:
-            ph[k] = v
+    ph = primary_hdu(header, "IFUCubeModel").header  # structural keys left out, as every product
     ph["DATAMODL"] = ("IFUCubeModel", "Type of data model")
     ph["FILETYPE"] = ("calibrated", "Type of data in the file")
     ph["CAL_VER"] = ("nirbeam", "Calibration software (nirbeam, not jwst)")
