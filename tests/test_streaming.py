@@ -709,6 +709,49 @@ def test_stream_refuses_dask(tmp_path, capsys):
     assert "event-time" in capsys.readouterr().err
 
 
+def test_live_products_go_through_the_fs_layer(tmp_path, monkeypatch):
+    """LiveWriter writes OUTDIR/live/ through nirbeam.sinks.fs: a URL OUTDIR (memory://)
+    gets the live table and plot as a local one does."""
+    import fsspec
+
+    from nirbeam.stream.live import LivePoint, LiveState, LiveWriter
+    from nirbeam.stream.settings import Settings
+
+    def state():
+        st = LiveState()
+        for i in range(1, 6):
+            st.add(LivePoint("jw01366004001_04101_00001", "NRS1", i, 60000.0 + i / 1e3,
+                             59999.99 + i / 1e3, 1.0 + i, 0.1, 0, "provisional"))
+        return st
+
+    monkeypatch.chdir(tmp_path)  # a local write of the URL would land in ./memory:
+    url = "memory://nirbeam-test-live/o"
+    for out in (url, str(tmp_path / "o")):
+        w = LiveWriter(out, Settings.from_dict({}), plot_every=1.0)
+        st = state()
+        w.flush(st, force=True)
+        assert st.counts["table_writes"] == 1 and st.counts["plots"] == 1 and not st.dirty
+    mem = fsspec.filesystem("memory")
+    remote = mem.cat_file("/nirbeam-test-live/o/live/whitelight.ecsv").decode()
+    local = (tmp_path / "o" / "live" / "whitelight.ecsv").read_text()
+    strip = [ln for ln in remote.splitlines() if "written" not in ln]
+    assert strip == [ln for ln in local.splitlines() if "written" not in ln]
+    assert mem.exists("/nirbeam-test-live/o/live/plots/whitelight_jw01366004001_04101_00001_nrs1.png")
+    assert not os.path.exists("memory:")
+    mem.rm("/nirbeam-test-live", recursive=True)
+
+
+def test_stream_refuses_a_url_outdir_by_name(tmp_path, capsys):
+    from nirbeam.stream.cli import EXIT_BAD_INPUT, main
+
+    rc = main(["stream", str(tmp_path), "--out", "s3://bucket/o", "--refs", str(tmp_path),
+               "--no-progress"])
+    assert rc == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "s3://bucket/o" in err and "URL output is not supported" in err
+    assert not os.path.exists("s3:")  # no local folder named after the scheme
+
+
 def _free_port():
     import socket
 

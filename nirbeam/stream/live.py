@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ import numpy as np
 
 from nirbeam import __version__, dqflags
 from nirbeam.core.records import IntegrationRecord
-from nirbeam.sinks import zarr_store
+from nirbeam.sinks import fs, zarr_store  # fs: local path or fsspec URL
 from nirbeam.stream.fit_products import quicklook_fit_config
 from nirbeam.stream.product_tables import (
     lightcurve_edges,
@@ -227,8 +226,8 @@ class LiveWriter:
 
     def __init__(self, outdir: str, settings, plot_every: float = 30.0, live_model_nints: int = 8):
         self.outdir = outdir
-        self.root = os.path.join(outdir, "cubes.zarr")
-        self.live_dir = os.path.join(outdir, "live")
+        self.root = fs.join(outdir, "cubes.zarr")
+        self.live_dir = fs.join(outdir, "live")
         self.settings = settings
         self.plot_every = float(plot_every)
         self.live_model_nints = int(live_model_nints)
@@ -247,7 +246,7 @@ class LiveWriter:
         """Rewrite ``live/whitelight`` and the changed groups' ``live/speclc_<group>``."""
         from nirbeam.sinks.tables import write_table
 
-        os.makedirs(self.live_dir, exist_ok=True)
+        fs.makedirs(self.live_dir)
         pts = sorted(st.points.values(), key=lambda p: (p.exposure, p.detector, p.integration))
         meta = {"provisional": True, "nirbeam_version": __version__, "flux_units": "DN/s",
                 "note": "live light curve: extraction model from the first integrations; "
@@ -260,7 +259,7 @@ class LiveWriter:
             np.array([p.int_mid_bjd_tdb for p in pts]), np.array([p.int_mid_mjd_utc for p in pts]),
             np.array([p.flux for p in pts]), np.array([p.flux_error for p in pts]),
             np.array([p.dq for p in pts], np.uint32), meta, status=[p.status for p in pts])
-        write_table(os.path.join(self.live_dir, "whitelight"), **spec.kwargs(),
+        write_table(fs.join(self.live_dir, "whitelight"), **spec.kwargs(),
                     parquet=self.settings.products.parquet)
         for gname in sorted({k[0] for k, _ in st.dirty}):
             try:
@@ -314,7 +313,7 @@ class LiveWriter:
                  "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         long, wide = speclc_tables(num, bjd, mjd, g["edges"], flux, err, sdq, smeta,
                                    g["wl_source"], status=[p.status for p in pts])
-        stem = os.path.join(self.live_dir, f"speclc_{gname}")
+        stem = fs.join(self.live_dir, f"speclc_{gname}")
         written = []
         if self.settings.products.parquet:
             written += write_table(stem, **long.kwargs(), parquet=True, ecsv=False)
@@ -329,7 +328,6 @@ class LiveWriter:
         batch's (:func:`fit_products.quicklook_fit_config`). A failing fit logs a warning and
         keeps the previous file. Returns ``group -> outcome``.
         """
-        from nirbeam.sinks import fs
         from nirbeam.sinks.fit_json import write_fit_json
         from nirbeam.transforms.transit import fit_transit
 
@@ -354,8 +352,7 @@ class LiveWriter:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     res = fit_transit(t[use], f[use], e[use], cfg)
-                os.makedirs(self.live_dir, exist_ok=True)
-                with fs.atomic_path(os.path.join(self.live_dir, f"fit_{gname}.json")) as tmp:
+                with fs.atomic_path(fs.join(self.live_dir, f"fit_{gname}.json")) as tmp:
                     write_fit_json(res, tmp)
             except Exception as exc:  # noqa: BLE001 - a quick look must not stop the stream
                 log.warning("live fit of %s failed (previous fit file kept): %s: %s",
@@ -381,7 +378,7 @@ class LiveWriter:
                     warnings.simplefilter("ignore")
                     plots.plot_white_light(
                         np.array([p.int_mid_bjd_tdb for p in pts]), np.array([p.flux for p in pts]),
-                        os.path.join(self.live_dir, "plots", f"whitelight_{gname}.png"),
+                        fs.join(self.live_dir, "plots", f"whitelight_{gname}.png"),
                         error=np.array([p.flux_error for p in pts]),
                         dq=np.array([p.dq for p in pts], np.uint32),
                         title=f"Live white light (provisional) {gname}")

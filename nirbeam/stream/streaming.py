@@ -123,7 +123,7 @@ __all__ = [
     "build_live_model", "LiveModelFromStore", "beam_timestamp", "WithEventTime",
     "RollingOutlierDoFn", "Ticks", "WatchFolderDoFn", "PrepareExposureDoFn", "StreamItem",
     "read_checked", "LiveExtractDoFn", "LiveSinkDoFn", "CheckComplete", "StreamConfig",
-    "StreamGraph", "make_stream_runner", "run_stream", "finalize_stream", "STREAM_DIR",
+    "StreamGraph", "make_stream_runner", "run_stream", "refuse_url_outdir", "finalize_stream", "STREAM_DIR",
     "load_live_state", "CompletionDoFn", "ReadOrLoad", "WriteDeadAndCheck",
     "exposure_complete", "eager_fnapi_metrics", "StreamCounts",
 ]
@@ -183,6 +183,27 @@ def eager_fnapi_metrics() -> None:
     fn_runner._nirbeam_eager_metrics = True
 
 
+def refuse_url_outdir(outdir) -> None:
+    """``nirbeam stream --out URL`` is refused by name (exit code 2).
+
+    The live products (:class:`~nirbeam.stream.live.LiveWriter`) and the store go through
+    :mod:`nirbeam.sinks.fs` and would take a URL, but the stream's control files do not:
+    ``OUTDIR/_stream`` (the append-only journal ``accepted.jsonl``, the stop marker whose
+    mtime is its grace period, the live-state pickle replaced with ``os.replace``) and the
+    dead-letter folder read back by the outlier window and the completion check are local
+    POSIX files, shared by the workers through OUTDIR (docs/ARCHITECTURE.md, Known gaps).
+    """
+    from nirbeam.sinks import fs
+    from nirbeam.stream.config import ConfigError
+
+    if fs.is_url(outdir):
+        raise ConfigError(
+            f"nirbeam stream --out {fs.normalize(outdir)}: a URL output is not supported by "
+            "the stream (its journal, stop marker, live state and dead letters are local "
+            "files under OUTDIR); stream into a local or mounted folder, or run the finished "
+            "exposure with `nirbeam run ... --out URL`")
+
+
 def run_stream(
     watch_dir: str,
     outdir: str,
@@ -236,6 +257,7 @@ def run_stream(
     t_start = time.time()
     if not refs_dir and not allow_standins:
         raise no_refs_error()
+    refuse_url_outdir(outdir)
     settings = Settings.from_dict(config or {})
     spec = runner or RunnerSpec()
     beam_runner, options, runner_desc = make_stream_runner(spec)
