@@ -3,6 +3,7 @@ the modules that still carry their own copies of stage names and dtypes."""
 
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import replace
 
@@ -206,3 +207,13 @@ def test_s3d_primary_is_the_shared_product_primary(tmp_path):
         shared = primary_hdu(hdr, "IFUCubeModel").header
         assert all(ph[k] == shared[k] for k in shared)
         assert h["SCI"].data.shape == grid.shape and h["SCI"].header["CTYPE3"] == "WAVE"
+
+
+CEERS = "/work/shared/data/modes/mos_ceers"  # three real jwst level-2 MOS nods (FIELD.md)
+
+
+@pytest.mark.skipif(not os.path.isdir(CEERS), reason="CEERS MOS files not present")
+def test_real_level2_mos_files_go_to_the_level2_row():
+    c = _modes.classify_inputs([CEERS])
+    assert c.entry.name == "mos-level2" and len(c.files) == 3
+    assert {f.exp_type for f in c.files} == {"NRS_MSASPEC"}
