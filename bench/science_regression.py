@@ -11,6 +11,16 @@ start), and per detector we record
   theoretical photon + read noise (median ``theoretical_sigma_white``);
 * ``pull``: (fitted Rp/R* - true white-light Rp/R*) / fitted error, where the true value
   is the flux-weighted ``sqrt(mean(rp^2))`` over the columns of the TRACE truth table;
+* ``oracle_ratio``: the same white-light statistic for the simulator's own photon-noise
+  draw alone: the Poisson increments are re-drawn from the simulator's random streams
+  (``photon_oracle``; reproduces the uncal ramps exactly when every other effect is off,
+  checked in tests/test_science_regression_oracle.py), fitted with an unweighted
+  least-squares slope per pixel and summed over the +-``aperture_halfwidth`` box around
+  the true trace, divided by the photon-only theory. With 80 integrations an RMS
+  scatters by ~8% (1/sqrt(2 N)), so a curve at 1.2x may be its photon draw: the
+  pipeline is judged by ``ratio_vs_draw`` = RMS / sqrt(oracle photon RMS^2 + theoretical
+  read-noise^2) (1.0: the pipeline adds nothing to the photon draw beyond the read
+  noise the theory counts);
 * ``chi2``: mean of ((rate - TRUE_RATE - dark) / ERR)^2 over good pixels within the
   aperture is not computed here (see tests/test_g395h_noise.py); jumps per integration
   (from run.json's counters when present) are not either.
@@ -65,9 +75,63 @@ def true_white_rp(truth_path) -> float:
     return float(np.sqrt(np.sum(f * rp**2) / np.sum(f)))
 
 
+def photon_oracle(res, det: str) -> dict:
+    """The simulator's photon-noise draw alone, as a white-light curve (see the module notes).
+
+    Re-draws each integration's Poisson increments from the simulator's stream
+    ``default_rng([seed, detector index, 2, i])`` (its first draw) for the rate of
+    ``TRUE_RATE``, fits every pixel with an unweighted least-squares slope and sums the
+    error over the +-aperture_halfwidth box around the true trace centre. Reads the
+    simulator's internals (``nirbeam.sim.physics``): a benchmark diagnostic only.
+
+    Returns oracle_rms_ppm (std over integrations of the summed slope error / aperture
+    flux), photon_theory_ppm, read_theory_ppm (from the truth's theoretical sigma) and
+    oracle_ratio = oracle_rms_ppm / photon_theory_ppm.
+    """
+    import dataclasses
+
+    from nirbeam.sim import physics as phys
+    from nirbeam.sim.simulator import DETECTORS
+
+    cfg = res.config
+    didx = DETECTORS.index(det)
+    dcfg = dataclasses.replace(cfg, substrt2=cfg.substrt2_for(det))
+    props = phys.make_detector_props(np.random.default_rng([res.seed, didx, 1]), dcfg)
+    truth = fits.getdata(res.truth[det], "TRUE_RATE")
+    tr = fits.getdata(res.truth[det], "TRACE")
+    lc = fits.getdata(res.truth[det], "LIGHTCURVE")
+    nints, ny, nx = truth.shape
+    ng, tg = cfg.ngroups, cfg.tgroup
+    gain = props.gain.astype(np.float64)
+    ap = np.abs(np.arange(ny)[:, None] - tr["y_center"][None, :]) <= cfg.aperture_halfwidth
+    ap &= props.qe > 0
+    tc = np.arange(ng, dtype=np.float64) - 0.5 * (ng - 1)
+    w = tc / (np.sum(tc * tc) * tg)  # OLS slope weights on the accumulated signal
+    err = np.empty(nints)
+    vphot = np.empty(nints)
+    kp = 6.0 * (ng * ng + 1) / (5.0 * ng * (ng * ng - 1))
+    for i in range(nints):
+        rate = truth[i].astype(np.float64)
+        lam = ((rate * props.qe + props.dark_rate) * gain) * tg
+        inc = np.random.default_rng([res.seed, didx, 2, i]).poisson(
+            np.broadcast_to(lam, (ng, ny, nx))).astype(np.float64)
+        sig = np.cumsum(inc, axis=0) / gain
+        slope = np.tensordot(w, sig, axes=(0, 0))
+        err[i] = float(((slope - (rate * props.qe + props.dark_rate)) * ap).sum())
+        vphot[i] = float((kp * np.maximum(rate + props.dark_rate, 0) / (gain * tg))[ap].sum())
+    apf = np.asarray(lc["aperture_flux_dn_s"], np.float64)
+    rel = err / apf
+    oracle = 1e6 * float(np.std(rel))
+    photon = 1e6 * float(np.median(np.sqrt(vphot) / apf))
+    theory = 1e6 * float(np.median(lc["theoretical_sigma_white"]))
+    read = float(np.sqrt(max(theory**2 - photon**2, 0.0)))
+    return {"oracle_rms_ppm": oracle, "photon_theory_ppm": photon, "read_theory_ppm": read,
+            "oracle_ratio": oracle / photon if photon > 0 else float("nan")}
+
+
 def run_one(preset: str, seed: int, nints: int, ngroups: int | None, workdir: Path,
             overrides: dict, config: str | None, pipeline_path: str | None = None,
-            fix_geometry: bool = True) -> list[dict]:
+            fix_geometry: bool = True, oracle: bool = True) -> list[dict]:
     """Simulate, reduce and score one exposure; one row per detector."""
     from nirbeam.sim.simulator import simulate
     from nirbeam.stream.cli import main, write_sim_config
@@ -129,6 +193,11 @@ def run_one(preset: str, seed: int, nints: int, ngroups: int | None, workdir: Pa
             "pull": (rp - rp_true) / erp if erp and erp > 0 else float("nan"),
             "fit_points": fit.get("n_points"),  # white-light points the fit used (not flagged)
         })
+        if oracle:
+            o = photon_oracle(res, det)
+            row.update(o)
+            row["ratio_vs_draw"] = float(fit["rms_ppm"]) / float(
+                np.hypot(o["oracle_rms_ppm"], o["read_theory_ppm"]))
         rows.append(row)
     return rows
 
@@ -143,6 +212,23 @@ def summarise(rows: list[dict]) -> dict:
             continue
         ratio = np.array([r["ratio"] for r in sel])
         pull = np.array([r["pull"] for r in sel])
+        extra = {}
+        if all("oracle_ratio" in r for r in sel):
+            orc = np.array([r["oracle_ratio"] for r in sel])
+            vd = np.array([r["ratio_vs_draw"] for r in sel])
+            extra = {
+                "oracle_ratio_median": float(np.median(orc)),
+                "oracle_ratio_max": float(orc.max()),
+                "n_oracle_above_1.05": int((orc > 1.05).sum()),
+                "ratio_vs_draw_median": float(np.median(vd)),
+                "ratio_vs_draw_p10": float(np.percentile(vd, 10)),
+                "ratio_vs_draw_p90": float(np.percentile(vd, 90)),
+                "ratio_vs_draw_max": float(vd.max()),
+                "n_ratio_vs_draw_above_1.05": int((vd > 1.05).sum()),
+                # pooled over seeds: sqrt(mean ratio^2), less scatter than any one curve
+                "ratio_pooled": float(np.sqrt(np.mean(ratio**2))),
+                "oracle_ratio_pooled": float(np.sqrt(np.mean(orc**2))),
+            }
         out[f"{p}/{d}"] = {
             "n": len(sel),
             "ratio_median": float(np.median(ratio)),
@@ -155,6 +241,7 @@ def summarise(rows: list[dict]) -> dict:
             "pull_rms": float(np.sqrt(np.mean(pull**2))),
             "abs_pull_max": float(np.abs(pull).max()),
             "n_abs_pull_above_3": int((np.abs(pull) > 3).sum()),
+            **extra,
         }
     return out
 
@@ -177,6 +264,8 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", default=None, help="keep the work folders under this path")
     ap.add_argument("--free-geometry", action="store_true",
                     help="also fit a/R* and inclination (the sim config's default)")
+    ap.add_argument("--no-oracle", action="store_true",
+                    help="skip the photon-draw oracle (photon_oracle)")
     ap.add_argument("--pipeline-path", default=None,
                     help="run `nirbeam run` from this folder (PYTHONPATH), e.g. an older commit")
     a = ap.parse_args(argv)
@@ -210,7 +299,7 @@ def main(argv=None) -> int:
             work.mkdir(parents=True)
             try:
                 rr = run_one(preset, seed, nints, ng, work, overrides, a.config,
-                             a.pipeline_path, not a.free_geometry)
+                             a.pipeline_path, not a.free_geometry, not a.no_oracle)
             finally:
                 if not a.keep:
                     shutil.rmtree(base, ignore_errors=True)
