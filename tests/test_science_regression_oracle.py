@@ -1,0 +1,54 @@
+"""The science regression's photon-draw oracle (bench/science_regression.py) reproduces the
+simulator's own Poisson draws, so that ``ratio_vs_draw`` compares the pipeline with the
+very photon noise the simulator put into the files (issue 13, PRISM at the noise floor).
+
+With every other effect off (read noise 0, no bias offsets or drifts, no kTC, no 1/f, no
+even/odd, no cosmic rays) a simulated ramp is ``rint(min(S - beta S^2 + bias, sat))`` of
+the linear signal S; the oracle's S must give the uncal ramps to the DN (the truth rate
+is float32, so a few pixels in 10^4 may round the other way by 1 DN).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import science_regression as sr  # noqa: E402
+
+from nirbeam.sim.simulator import simulate  # noqa: E402
+
+QUIET = dict(one_over_f=False, even_odd_dn=0.0, even_odd_drift_dn=0.0, ktc_dn=0.0,
+             bias_drift_dn=0.0, bias_int_sigma=0.0, cosmic_rays=False, readnoise_cds=0.0)
+
+
+@pytest.fixture(scope="module")
+def quiet(tmp_path_factory):
+    return simulate(tmp_path_factory.mktemp("oracle") / "sim", preset="prism-sub512", nints=3,
+                    seed=100, **QUIET)
+
+
+def test_photon_draw_reproduces_the_uncal_ramps(quiet):
+    props, draw = sr.photon_draw(quiet, "NRS1")
+    truth = fits.getdata(quiet.truth["NRS1"], "TRUE_RATE")
+    raw = fits.getdata(quiet.uncal[0], "SCI")
+    for i in range(truth.shape[0]):
+        s = draw(i, truth[i])
+        ramp = np.clip(np.rint(np.minimum(s - props.beta * s * s + props.bias, props.sat_hard)),
+                       0, 65535)
+        diff = np.abs(ramp - raw[i])
+        assert diff.max() <= 1.0, i
+        assert (diff > 0).mean() < 1e-3, (i, int((diff > 0).sum()))
+
+
+def test_oracle_ratio_is_about_one_and_scatters_as_a_sample_rms(tmp_path):
+    """A photon draw's white-light RMS / the photon theory is ~1, within the 1/sqrt(2 N)
+    scatter of a sample RMS (N = 40 integrations: 0.11; bound 4 of those)."""
+    res = simulate(tmp_path / "sim", preset="prism-sub512", nints=40, seed=7, **QUIET)
+    o = sr.photon_oracle(res, "NRS1")
+    assert abs(o["oracle_ratio"] - 1.0) < 4.0 / np.sqrt(2 * 40), o
+    assert o["read_theory_ppm"] < o["photon_theory_ppm"]
