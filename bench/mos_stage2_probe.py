@@ -8,6 +8,8 @@ the same scene (the simulator's preset and seed):
   shadow, background, extraction), not the noise's;
 * ``noisy`` -- the same plus Gaussian noise of those variances (seeded): biases from the
   noise in stage 2 (weights, profile fit);
+* ``noisy-datavar`` -- the same noisy rates with the Poisson variance computed from them
+  (as a ramp fit does: weights that follow each pixel's own noise);
 * ``stage1`` -- the rates of a finished ``run_uncal`` (``--stage1 OUT``: its
   ``cubes.zarr``): the whole pipeline, without rerunning stage 1.
 
@@ -66,7 +68,7 @@ def main(argv=None):
     ap.add_argument("--sim", required=True, help="a simulate_mos output (uncal files for the metadata)")
     ap.add_argument("--preset", default="mos")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--kind", choices=("truth", "noisy", "stage1"), default="truth")
+    ap.add_argument("--kind", choices=("truth", "noisy", "noisy-datavar", "stage1"), default="truth")
     ap.add_argument("--stage1", default=None, help="a finished run_uncal OUT (its cubes.zarr)")
     ap.add_argument("--noise-seed", type=int, default=5)
     ap.add_argument("--out", required=True)
@@ -93,7 +95,9 @@ def main(argv=None):
         else:
             r = R[int(keys["PATT_NUM"]) - 1]
             vr, vp = rate_variances(r, cfg)
-            rate = r + (rng.normal(size=r.shape) * np.sqrt(vr + vp) if a.kind == "noisy" else 0.0)
+            rate = r + (rng.normal(size=r.shape) * np.sqrt(vr + vp) if a.kind != "truth" else 0.0)
+            if a.kind == "noisy-datavar":  # the Poisson variance from the noisy rate, as a ramp fit has it
+                vp = rate_variances(rate, cfg)[1]
             var = vr + vp
             dq = np.zeros(r.shape, np.uint32)
         exps.append({"path": str(Path(path).resolve()), "meta": plan.meta, "keys": keys, "rate": rate,

@@ -456,7 +456,10 @@ def mos_options(config: dict | None) -> dict:
     """The ``[mos]`` section of a config (checked): ``background`` = ``"nod"`` (the joint
     nod fit's per-pixel background common to all nods, the default) or ``"master"`` (a
     1-D sky spectrum from the sky-only slitlets, per wavelength, subtracted from every
-    nod of every source slitlet, after the measured bar shadow is divided out)."""
+    nod of every source slitlet, after the measured bar shadow is divided out);
+    ``pedestal`` = true (default): the level of the unlit detector rows (no slitlet
+    planned there, :func:`nirbeam.transforms.msa_light.dark_pedestal`) is subtracted from
+    each nod before the bar shadow is measured."""
     from nirbeam.stream.config import ConfigError
 
     out = dict(MOS_DEFAULTS)
@@ -465,11 +468,13 @@ def mos_options(config: dict | None) -> dict:
             raise ConfigError(f"mos.{k}: unknown key; expected one of {sorted(MOS_DEFAULTS)}")
         if k == "background" and v not in ("nod", "master"):
             raise ConfigError(f"mos.background = {v!r}: expected 'nod' or 'master'")
+        if k == "pedestal" and not isinstance(v, bool):
+            raise ConfigError(f"mos.pedestal = {v!r}: expected true or false")
         out[k] = v
     return out
 
 
-MOS_DEFAULTS = {"background": "nod"}
+MOS_DEFAULTS = {"background": "nod", "pedestal": True}
 
 
 def _slit_wavelength(reg, shape, tmeas):
@@ -534,6 +539,19 @@ def stage2_exposures(exposures: list[dict], refs_dir: str, outdir: str, t0: floa
         u["shutter_column_estimate"] = round(geom.column_of_row(0.5 * (u["rows"][0] + u["rows"][1] - 1)), 2)
         u["flagged"] = True
         Q[:, u["rows"][0]:u["rows"][1], :] |= np.uint32(dqflags.OTHER_BAD_PIXEL)
+    # the level of the unlit detector (an additive offset of the rates), per nod
+    opts = mos_options(options)
+    dark_rows = ~planned_rows
+    for u in unplanned:
+        dark_rows[max(u["rows"][0] - 2, 0):u["rows"][1] + 2] = False
+    dark_rows &= ~np.convolve(~dark_rows, np.ones(3), mode="same").astype(bool)  # a row off any slitlet
+    pedestal = []
+    for k in range(R.shape[0]):
+        lev, err, npx = msa_light.dark_pedestal(R[k], Q[k], dark_rows, columns=slice(x_lo, x_hi))
+        pedestal.append({"level_dn_s": lev, "error_dn_s": err, "pixels": npx,
+                         "subtracted": bool(opts["pedestal"] and npx > 0)})
+        if opts["pedestal"] and npx > 0:
+            R[k] = R[k] - lev
     # the slitlets' cut-outs; shutters that stayed shut
     bs_name, t_ref = _barshadow_ref(refs_dir)
     margin = 1
@@ -566,7 +584,6 @@ def stage2_exposures(exposures: list[dict], refs_dir: str, outdir: str, t0: floa
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.asarray(x, float) / np.interp(lam, wlam, wresp, left=np.nan, right=np.nan)
 
-    opts = mos_options(options)
     master = None
     if opts["background"] == "master":
         if not sky:
@@ -616,6 +633,7 @@ def stage2_exposures(exposures: list[dict], refs_dir: str, outdir: str, t0: floa
                        "measured_error": prof.error.tolist(), "reference_profile": t_ref.tolist(),
                        "sky_slitlets": sky, "n_samples": prof.n_samples.tolist(),
                        "rms_measured_minus_reference": bs.profile_rms(prof.transmission, t_ref, rows_in)},
+        "pedestal": pedestal,
         "background": {"method": opts["background"],
                        "master_sky_slitlets": sky if master is not None else None},
         "unplanned_light": unplanned,
