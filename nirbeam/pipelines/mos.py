@@ -111,7 +111,8 @@ def _check_nods(nods: list[Level2Slit]):
         raise ValueError(f"{where}: PATT_NUM repeats across the nods {pats}")
 
 
-def extract_slitlet(nods: list[Level2Slit], *, n_sigma: float = 5.0, variance: str = "model") -> SlitletResult:
+def extract_slitlet(nods: list[Level2Slit], *, n_sigma: float = 5.0, variance: str = "model",
+                    nod_offsets: bool = False) -> SlitletResult:
     """The pure function of one slitlet's level-2 nods (see the module notes).
 
     ``variance``: ``"model"`` (default; :func:`extract_modelled`: weights from a variance
@@ -144,7 +145,8 @@ def extract_slitlet(nods: list[Level2Slit], *, n_sigma: float = 5.0, variance: s
         return mx.surface_brightness_to_ujy(x, pix)
 
     if variance == "files":
-        return extract_ensemble(R, V, Q, wl, info, to_ujy, conv, sp_kw, n_sigma=n_sigma)
+        return extract_ensemble(R, V, Q, wl, info, to_ujy, conv, sp_kw, n_sigma=n_sigma,
+                                nod_offsets=nod_offsets)
     if variance != "model":
         raise ValueError(f"variance={variance!r}: expected 'model' or 'files'")
     parts = [[getattr(s, a) for s in nods] for a in ("var_rnoise", "var_poisson", "var_flat")]
@@ -153,7 +155,8 @@ def extract_slitlet(nods: list[Level2Slit], *, n_sigma: float = 5.0, variance: s
                          "variance='model' needs them (variance='files' uses ERR or their sum)")
     VR, VP = (np.stack(p).astype(np.float64) for p in parts[:2])
     VF = np.stack([np.zeros(R.shape[1:]) if p is None else p for p in parts[2]]).astype(np.float64)
-    return extract_modelled(R, V, VR, VP, VF, Q, wl, info, to_ujy, conv, sp_kw, n_sigma=n_sigma)
+    return extract_modelled(R, V, VR, VP, VF, Q, wl, info, to_ujy, conv, sp_kw, n_sigma=n_sigma,
+                            nod_offsets=nod_offsets)
 
 
 def poisson_factor_map(sci, var_poisson, dq=None, half_window: int = 5) -> np.ndarray:
@@ -179,7 +182,7 @@ def poisson_factor_map(sci, var_poisson, dq=None, half_window: int = 5) -> np.nd
 
 
 def extract_modelled(R, V, VR, VP, VF, Q, wl, info, to_ujy, conversion, sp_kw, *, n_sigma: float = 5.0,
-                     background=None) -> SlitletResult:
+                     background=None, nod_offsets: bool = False) -> SlitletResult:
     """:func:`extract_ensemble` with weights from a variance model, not from each pixel's
     own noise: a first pass with the given variances ``V`` gives the model ``b + F P_k``;
     the second weights by ``VR + c x max(model, 0) + VF`` with ``c``
@@ -190,20 +193,21 @@ def extract_modelled(R, V, VR, VP, VF, Q, wl, info, to_ujy, conversion, sp_kw, *
     small: on synthetic nods like CEERS 933 (``bench/mos_faint_synth.py``) the optimal
     flux with the files' variances came out 1.05 x the truth, with the model 1.00."""
     first = extract_ensemble(R, V, Q, wl, info, to_ujy, conversion, sp_kw, n_sigma=n_sigma,
-                             background=background)
+                             background=background, nod_offsets=nod_offsets)
     c = poisson_factor_map(R, VP, Q)
     model = np.asarray(first.cutouts["model"], np.float64)
     Vm = np.asarray(VR, np.float64) + c[None] * np.maximum(np.nan_to_num(model), 0.0) + np.nan_to_num(VF)
     Vm = np.where(np.isfinite(V) & np.isfinite(model), Vm, np.nan)
     res = extract_ensemble(R, Vm, Q, wl, info, to_ujy, conversion, sp_kw, n_sigma=n_sigma,
-                           background=background)
+                           background=background, nod_offsets=nod_offsets)
     res.summary["variance"] = ("model: VAR_RNOISE + c x max(model, 0) + VAR_FLAT, c = sum VAR_POISSON / "
                                "sum SCI over the nods and 11 columns (poisson_factor_map)")
     return res
 
 
 def extract_ensemble(R, V, Q, wl, info: dict, to_ujy, conversion: dict, sp_kw: dict, *,
-                     n_sigma: float = 5.0, var_parts=None, background=None) -> SlitletResult:
+                     n_sigma: float = 5.0, var_parts=None, background=None,
+                     nod_offsets: bool = False) -> SlitletResult:
     """The MOS kernels on one slitlet's nods, whatever made the cut-outs (level-2 files or
     nirbeam's own stage 1).
 
@@ -229,6 +233,10 @@ def extract_ensemble(R, V, Q, wl, info: dict, to_ujy, conversion: dict, sp_kw: d
         :func:`nirbeam.transforms.mos_extract.master_background`), subtracted from every
         nod before the optimal extraction instead of the joint nod fit's per-pixel common
         background (the joint fit still gives the profile and the outliers across nods).
+    nod_offsets : bool
+        Subtract per-nod additive background offsets measured on the pixels the source
+        reaches in no nod (:func:`nirbeam.transforms.mos_extract.nod_offsets`), after the
+        profile fit, before the joint fit and the extraction.
     """
     good = slit2d.good_pixels(R, V, Q)
     # profile fitted to the data: centres and width, then the trace slope, then again
@@ -241,6 +249,10 @@ def extract_ensemble(R, V, Q, wl, info: dict, to_ujy, conversion: dict, sp_kw: d
                           sigmas=np.geomspace(0.6, 6.0, 16), slopes=(-0.2, 0.0, 0.2, 0.4), refine=True)
     lims = mx.slit_limits(along)
     P = prof.profiles(along, wl, lims)
+    offsets = None
+    if nod_offsets:
+        offsets = mx.nod_offsets(R, Q, along, prof)
+        R = R - offsets[:, None, :]
     # background common to every nod + outliers across nods (joint fit)
     vr = vp = None
     k_p = None
@@ -259,6 +271,12 @@ def extract_ensemble(R, V, Q, wl, info: dict, to_ujy, conversion: dict, sp_kw: d
         bkg_used, bkg_kind = fit.background, "joint nod fit (common to all nods)"
     opt = slit2d.optimal_extract_nods(R, V, Qo, bkg_used, bvar, P, sigma_clip=n_sigma,
                                       var_rnoise=vr, var_poisson=vp)
+    # a nod whose column holds < 10 % of the profile (off the slit's usable rows) measures
+    # nothing there: its flux is the kernel's flux divided by that tiny sum
+    thin = P.sum(axis=1) < 0.1
+    opt = slit2d.NodSpectra(np.where(thin, np.nan, opt.flux), np.where(thin, np.nan, opt.flux_var),
+                            np.where(thin, opt.dq | np.uint32(dqflags.DO_NOT_USE), opt.dq).astype(np.uint32),
+                            opt.npixels, opt.method)
     f_sb, v_sb, dq = slit2d.combine_nods(opt.flux, opt.flux_var, opt.dq)
     # jwst's way, for comparison: each nod minus the mean of the others, box about the trace
     nbkg, nbvar = slit2d.nod_difference_background(R, V, Qo)
@@ -286,6 +304,7 @@ def extract_ensemble(R, V, Q, wl, info: dict, to_ujy, conversion: dict, sp_kw: d
                                       "x_ref": x_ref, "slit_limits_px": list(lims)},
         "flux_conversion": conversion,
         "background": bkg_kind,
+        "nod_offsets_median": None if offsets is None else [float(np.median(o)) for o in offsets],
         "outliers_rejected": int(fit.rejected.sum()),
         "outliers_per_nod": [int(v) for v in fit.rejected.sum(axis=(1, 2))],
         "good_elements": int(okb.sum()),

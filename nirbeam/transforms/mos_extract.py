@@ -29,7 +29,7 @@ from nirbeam.transforms.slit2d import fit_nod_centers, joint_nod_fit, profiles_f
 __all__ = ["GaussianProfile", "gaussian_cdf", "fit_profile", "initial_centers",
            "surface_brightness_to_ujy", "MJY_TO_UJY", "snr_per_bin", "rows_coordinate",
            "tilted_coordinate", "fit_trace_slope", "slit_limits", "MasterBackground", "master_background",
-           "refine_profile"]
+           "refine_profile", "nod_offsets"]
 
 MJY_TO_UJY = 1e12
 _erf = np.vectorize(erf, otypes=[float])
@@ -391,3 +391,48 @@ def master_background(cutouts, variances, dqs, wavelengths, weights_rows=None, *
         sky = np.where(n > 0, acc / n, np.nan)
         var = np.where(n > 0, accv / n ** 2, np.nan)
     return MasterBackground(lam0, sky, var, len(specs))
+
+
+def nod_offsets(rate, dq, along_slit, profile: GaussianProfile, *, far: float = 3.0,
+                chunks: int = 10, bad_bits: int = 1):
+    """Per-nod additive background offsets relative to the nods' mean, from the pixels the
+    source reaches in no nod (more than ``far`` x max(sigma, 1 px) from every centre):
+    per nod and column range (``chunks`` of them) the mean of ``rate_k - mean_k(rate)``,
+    linearly interpolated over the columns. Sum over nods = 0, so the common sky is
+    untouched; (N, nx) float64, zeros where no such pixel exists.
+
+    Why: on the CEERS nods of 933 the source-free pixels of nods 2 and 3 sit 0.004-0.005
+    MJy/sr (6-7 %) below nod 1's, a fifth of the source's peak surface brightness; a
+    background common to all nods leaves that in each nod's spectrum (per-nod sums 12.7,
+    9.7, 9.1), and the nod combination's weights then decide the flux scale.
+    """
+    r = np.asarray(rate, np.float64)
+    q = np.asarray(dq, np.uint32)
+    n, ny, nx = r.shape
+    s = np.asarray(along_slit, np.float64)
+    width = far * max(float(np.max(profile.sigma(np.array([profile.lam0])))), 1.0)
+    m = np.isfinite(s)
+    for c in profile.centers:
+        m &= np.abs(s - c) > width
+    good = m[None] & np.isfinite(r) & ((q & np.uint32(bad_bits)) == 0)
+    allg = good.all(axis=0)
+    out = np.zeros((n, nx))
+    if not allg.any():
+        return out
+    mean = np.where(allg, r.mean(axis=0), 0.0)
+    edges = np.linspace(0, nx, chunks + 1).astype(int)
+    xs, vals = [], []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        sel = allg[:, a:b]
+        if sel.sum() < 10:
+            continue
+        d = (r[:, :, a:b] - mean[None, :, a:b])[:, sel]
+        xs.append(0.5 * (a + b - 1))
+        vals.append(d.mean(axis=1))
+    if not xs:
+        return out
+    vals = np.array(vals)  # (chunks, N)
+    x = np.arange(nx, dtype=np.float64)
+    for k in range(n):
+        out[k] = np.interp(x, xs, vals[:, k])
+    return out
