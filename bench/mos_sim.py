@@ -132,7 +132,7 @@ def main(argv=None):
     ap.add_argument("--preset", default="mos-small")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--background", choices=("nod", "master"), default="nod",
+    ap.add_argument("--background", choices=("nod", "master"), default="master",
                     help="[mos] background of the run (both are evaluated with --compare)")
     ap.add_argument("--stage2-from", default=None,
                     help="reuse the stage-1 rates of an earlier run in this folder (its sim/ and "
