@@ -36,6 +36,11 @@ planned slitlet masked, outliers over integrations, the exposure rate), then
 planned open, shutters that stayed shut, the bar-shadow profile measured from the sky
 slitlets and divided out, and every source slitlet through the same
 :func:`extract_ensemble`, calibrated with the PHOTOM reference (DN/s per µJy).
+
+Size note: the module holds both entry points (level-2 files and uncal nods) with the one
+set of per-slitlet kernels they share (:func:`extract_ensemble`, the level-2 variance
+model, the ``[mos]`` options); splitting the uncal driver out would separate it from the
+options and helpers it is the main user of, for ~90 lines over the limit.
 """
 
 from __future__ import annotations
