@@ -24,7 +24,9 @@ from _provenance import write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = "/work/shared/data/modes/mos_ceers"
-JWST_PY = REPO / ".venv-jwst" / "bin" / "python"
+JWST_PY = next((p for p in (REPO / ".venv-jwst" / "bin" / "python",
+                            Path(os.environ.get("NIRBEAM_JWST_VENV", "/work/main/.venv-jwst")) / "bin" / "python")
+                if p.exists()), REPO / ".venv-jwst" / "bin" / "python")
 
 
 def _binned(w, f, v, edges):
@@ -35,20 +37,49 @@ def _binned(w, f, v, edges):
     return np.array(out)
 
 
-def main(argv=None):
-    from nirbeam.pipelines.mos import run_level2
+def nod_sky(profile: dict) -> dict:
+    """The nods' levels on pixels the source does not reach in any nod (> 3 sigma from
+    every fitted centre along the trace): a ratio of sums to nod 1, and the mean
+    difference (MJy/sr), per band of rows between the source positions."""
+    import glob
 
-    out = tempfile.mkdtemp(prefix="mos_ceers_")
-    summ = run_level2([DATA], out)
-    s = summ["slitlets"][0]
+    from nirbeam.sources.level2 import read_level2
+
+    S = [read_level2(p)[0] for p in sorted(glob.glob(os.path.join(DATA, "*.fits")))]
+    R = np.stack([x.sci for x in S]).astype(float)
+    Q = np.stack([x.dq for x in S])
+    ny, nx = R.shape[1:]
+    yy = np.arange(ny)[:, None] - profile["trace_slope_rows_per_col"] * (np.arange(nx)[None, :] - profile["x_ref"])
+    far = np.ones((ny, nx), bool)
+    for c in profile["centers_px"]:
+        far &= np.abs(yy - c) > 3 * max(profile["sigma0_px"], 1.0)
+    g = far & np.isfinite(R).all(0) & ((Q & 1) == 0).all(0)
+    out = {"pixels": int(g.sum()), "ratio_to_nod1": [float(R[k][g].sum() / R[0][g].sum()) for k in range(3)],
+           "mean_diff_to_nod1_mjy_sr": [float((R[k][g] - R[0][g]).mean()) for k in range(3)],
+           "mean_level_mjy_sr": float(R[0][g].mean())}
+    return out
+
+
+def main(argv=None):
     from astropy.table import Table
 
-    t = Table.read(os.path.join(out, "spec1d_933.ecsv"))
-    w, f, e = (np.asarray(t[c], float) for c in ("wavelength", "flux", "flux_error"))
+    from nirbeam.pipelines.mos import run_level2
+
+    runs = {}
+    for variance in ("model", "files"):
+        out = tempfile.mkdtemp(prefix=f"mos_ceers_{variance}_")
+        summ = run_level2([DATA], out, variance=variance)
+        t = Table.read(os.path.join(out, "spec1d_933.ecsv"))
+        runs[variance] = (summ, [np.asarray(t[c], float) for c in ("wavelength", "flux", "flux_error")])
+    summ, (w, f, e) = runs["model"]
+    s = summ["slitlets"][0]
     res = {"nirbeam": {k: s[k] for k in ("profile", "flux_conversion", "outliers_rejected",
                                           "good_elements", "median_flux_ujy", "snr", "comparison",
-                                          "joint_fit_chi2_per_dof")},
-           "wall_s": summ["wall_s"]}
+                                          "joint_fit_chi2_per_dof", "variance")},
+           "wall_s": summ["wall_s"], "nod_sky": nod_sky(s["profile"])}
+    _, (_, f_files, e_files) = runs["files"]
+    sf = runs["files"][0]["slitlets"][0]
+    res["nirbeam_files_variance"] = {k: sf[k] for k in ("profile", "snr", "comparison")}
     prof = s["profile"]
     if JWST_PY.exists():
         cmd = [str(JWST_PY), str(REPO / "bench" / "mos_ceers_jwst_reference.py"),
@@ -75,6 +106,10 @@ def main(argv=None):
             res["jwst"] = {
                 "version": ref["jwst"], "aperture": "box, trace +/- 2.5 rows, nod background",
                 "sum_ratio_nirbeam_optimal_over_jwst_box": float(f[both].sum() / fjc[both].sum()),
+                "sum_ratio_nirbeam_optimal_files_variance_over_jwst_box":
+                    float(f_files[both].sum() / fjc[both].sum()) if np.isfinite(f_files[both]).all() else None,
+                "sum_ratio_jwst_box_equal_weight_nods_over_jwst_box":
+                    float(np.nanmean(fj, axis=0)[both].sum() / fjc[both].sum()),
                 "binned_ratio_median": float(np.median(bn[m] / bj[m])),
                 "binned_ratio_range": [float(np.min(bn[m] / bj[m])), float(np.max(bn[m] / bj[m]))],
                 "binned_shape_correlation": float(np.corrcoef(bn[m], bj[m])[0, 1]),

@@ -2,8 +2,9 @@
 profile measured from the sky slitlets against the truth and against the reference
 profile, the failed-open and stuck-closed shutters found or not.
 
-    .venv/bin/python bench/mos_sim.py [--preset mos-small] [--seed 1] [--out DIR]
-    # writes bench/results/mos_sim.json
+    .venv/bin/python bench/mos_sim.py [--preset mos-small] [--seed 1] [--out DIR] [--compare]
+    .venv/bin/python bench/mos_sim.py --preset mos --stage2-from DIR --compare   # stage 2 only
+    # writes bench/results/mos_sim_<preset>.json
 """
 
 import argparse
@@ -48,7 +49,13 @@ def evaluate(sim_dir, out_dir) -> dict:
         fi = np.interp(w, w[ok], f[ok])
         got = float(np.sum((fi * dw)[span]))
         err = float(np.sqrt(np.sum((np.where(ok, e, 0) * dw)[span] ** 2)))
-        res["sources"][sid] = {"kind": t["kind"], "integrated_truth_ujy_um": ref,
+        # per-element residual against the truth's bin averages (the spectrum's scatter)
+        tb = np.array([np.mean(tf[(tw >= wi - d / 2) & (tw < wi + d / 2)]) if ok_i else np.nan
+                       for wi, d, ok_i in zip(w, dw, ok, strict=True)])
+        resid = (f - tb)[ok]
+        rms = float(1.4826 * np.median(np.abs(resid - np.median(resid)))) if resid.size else float("nan")
+        res["sources"][sid] = {"kind": t["kind"], "integrated_truth_ujy_um": ref, "resid_rms_ujy": rms,
+                               "median_error_ujy": float(np.median(e[ok])) if ok.any() else float("nan"),
                                "integrated_measured_ujy_um": got, "ratio": got / ref,
                                "ratio_error": err / ref, "missing_elements": int((~ok).sum())}
     ratios = np.array([v["ratio"] for v in res["sources"].values()])
@@ -77,20 +84,88 @@ def evaluate(sim_dir, out_dir) -> dict:
     return res
 
 
+def stage2_only(sim_dir, first_out, out, background):
+    """Stage 2 again on the stage-1 rates a finished run stored (``first_out/cubes.zarr``)."""
+    from astropy.io import fits
+
+    from nirbeam.pipelines.common import load_exposure_rate, scan_inputs
+    from nirbeam.pipelines.mos import stage2_exposures
+
+    exps = []
+    for plan in scan_inputs([str(sim_dir)]):
+        path = plan.segments[0].path
+        ph = fits.getheader(path)
+        keys = {k: ph[k] for k in ("MSAMETFL", "MSAMETID", "PATT_NUM", "NOD_TYPE")}
+        rate, var, dq, vr, vp = load_exposure_rate(str(Path(first_out) / "cubes.zarr"),
+                                                  plan.meta.group_name, parts=True)
+        exps.append({"path": str(Path(path).resolve()), "meta": plan.meta, "keys": keys, "rate": rate,
+                     "var": var, "dq": dq, "var_rnoise": vr, "var_poisson": vp, "refs": {}})
+    stage2_exposures(exps, str(Path(sim_dir) / "refs"), str(out), max_plots=0,
+                     options={"background": background})
+
+
+def compare_backgrounds(nod: dict, master: dict) -> dict:
+    """Per source: |ratio - 1| and the flux scatter (the spectrum's residual against the
+    truth, binned to the elements, robust sigma / stated error) with either background."""
+    out = {"per_source": {}}
+    for sid in nod["sources"]:
+        a, b = nod["sources"][sid], master["sources"][sid]
+        out["per_source"][sid] = {"kind": a["kind"], "ratio_nod": a["ratio"], "ratio_master": b["ratio"],
+                                  "error_nod": a["ratio_error"], "error_master": b["ratio_error"],
+                                  "resid_rms_nod": a.get("resid_rms_ujy"), "resid_rms_master": b.get("resid_rms_ujy")}
+    ps = out["per_source"].values()
+    for k in ("nod", "master"):
+        r = np.array([v[f"ratio_{k}"] for v in ps])
+        e = np.array([v[f"error_{k}"] for v in ps])
+        rr = np.array([v[f"resid_rms_{k}"] for v in ps], float)
+        out[k] = {"mean_ratio": float(r.mean()), "std_ratio": float(r.std()), "max_abs_dev": float(np.abs(r - 1).max()),
+                  "median_ratio_error": float(np.median(e)), "median_resid_rms_ujy": float(np.nanmedian(rr))}
+    out["master_better_flux"] = int(sum(abs(v["ratio_master"] - 1) < abs(v["ratio_nod"] - 1) for v in ps))
+    out["master_smaller_scatter"] = int(sum((v["resid_rms_master"] or np.inf) < (v["resid_rms_nod"] or np.inf)
+                                            for v in ps))
+    out["n_sources"] = len(out["per_source"])
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="mos-small")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--background", choices=("nod", "master"), default="master",
+                    help="[mos] background of the run (both are evaluated with --compare)")
+    ap.add_argument("--stage2-from", default=None,
+                    help="reuse the stage-1 rates of an earlier run in this folder (its sim/ and "
+                         "out/cubes.zarr) and rerun stage 2 only, into OUT/out_<background>")
+    ap.add_argument("--compare", action="store_true",
+                    help="stage 2 with both backgrounds; the record holds both")
     a = ap.parse_args(argv)
     from nirbeam.pipelines.mos import run_uncal
     from nirbeam.sim.mos import simulate_mos
 
-    base = Path(a.out or tempfile.mkdtemp(prefix="mos_sim_"))
-    sim = simulate_mos(base / "sim", preset=a.preset, seed=a.seed)
-    run_uncal([sim.outdir], str(base / "out"), str(sim.refs_dir))
-    res = evaluate(sim.outdir, base / "out")
+    base = Path(a.stage2_from or a.out or tempfile.mkdtemp(prefix="mos_sim_"))
+    if a.stage2_from:
+        sim_dir = base / "sim"
+    else:
+        sim = simulate_mos(base / "sim", preset=a.preset, seed=a.seed)
+        sim_dir = sim.outdir
+        run_uncal([sim.outdir], str(base / "out"), str(sim.refs_dir), config={"mos": {"background": a.background}})
+    backgrounds = ("nod", "master") if a.compare else (a.background,)
+    per = {}
+    for bkg in backgrounds:
+        out = base / "out"
+        if a.stage2_from or bkg != a.background:
+            out = base / f"out_{bkg}"
+            stage2_only(sim_dir, base / "out", out, bkg)
+        per[bkg] = evaluate(sim_dir, out)
+    res = dict(per[backgrounds[0]])
+    if a.compare:
+        res = {"background": per, "comparison": compare_backgrounds(per["nod"], per["master"]),
+               "default_background": a.background}
+        res.update({k: per[a.background][k] for k in ("sources", "max_abs_flux_error", "all_within_1pct",
+                                                     "bar_shadow", "failed_open", "stuck_closed")})
     res["preset"], res["seed"] = a.preset, a.seed
+    res["stage1"] = "reused from an earlier run (--stage2-from)" if a.stage2_from else "run here"
     print(json.dumps(res, indent=1))
     write_result(REPO / "bench" / "results" / f"mos_sim_{a.preset}.json", res, argv)
 

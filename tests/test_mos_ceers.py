@@ -100,8 +100,11 @@ def test_flux_against_numpy_box(run_out):
     f = np.asarray(t["flux"], float)
     e = np.asarray(t["flux_error"], float)
     ok = np.isfinite(f) & np.isfinite(fb)
-    # the pipeline's box on the same aperture reproduces the numpy box (within 3 %) ...
-    assert fb[ok].sum() / f[ok].sum() == pytest.approx(ratio, rel=0.03)
+    # the pipeline's box on the same aperture reproduces the numpy box (within 8 %: the
+    # nods are combined with other weights -- the pipeline's variance model, here the
+    # files' variances -- and these three nods disagree by 30 % (docs/notes/issue-17.md,
+    # session 4), which moves an inverse-variance combination by ~7 %) ...
+    assert fb[ok].sum() / f[ok].sum() == pytest.approx(ratio, rel=0.08)
     # ... and the optimal extraction beats it in S/N per element
     assert np.nanmedian(f[ok] / e[ok]) > 1.3 * np.nanmedian(fb[ok] / eb[ok])
     # the two bright features (S/N > 15 per 0.25 um bin) are seen by both

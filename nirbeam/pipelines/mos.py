@@ -36,6 +36,11 @@ planned slitlet masked, outliers over integrations, the exposure rate), then
 planned open, shutters that stayed shut, the bar-shadow profile measured from the sky
 slitlets and divided out, and every source slitlet through the same
 :func:`extract_ensemble`, calibrated with the PHOTOM reference (DN/s per µJy).
+
+Size note: the module holds both entry points (level-2 files and uncal nods) with the one
+set of per-slitlet kernels they share (:func:`extract_ensemble`, the level-2 variance
+model, the ``[mos]`` options); splitting the uncal driver out would separate it from the
+options and helpers it is the main user of, for ~90 lines over the limit.
 """
 
 from __future__ import annotations
@@ -55,7 +60,8 @@ from nirbeam.transforms import mos_extract as mx
 from nirbeam.transforms import slit2d
 
 __all__ = ["SlitletResult", "extract_slitlet", "extract_ensemble", "group_nods", "run_level2", "write_products",
-           "level2_inputs", "run_cli", "run_uncal", "stage2_exposures"]
+           "level2_inputs", "run_cli", "run_uncal", "stage2_exposures", "mos_options", "MOS_DEFAULTS",
+           "extract_modelled", "poisson_factor_map"]
 
 log = logging.getLogger("nirbeam.mos")
 OUTLIER = np.uint32(dqflags.OUTLIER | dqflags.DO_NOT_USE)
@@ -110,8 +116,13 @@ def _check_nods(nods: list[Level2Slit]):
         raise ValueError(f"{where}: PATT_NUM repeats across the nods {pats}")
 
 
-def extract_slitlet(nods: list[Level2Slit], *, n_sigma: float = 5.0) -> SlitletResult:
-    """The pure function of one slitlet's level-2 nods (see the module notes)."""
+def extract_slitlet(nods: list[Level2Slit], *, n_sigma: float = 5.0, variance: str = "model",
+                    nod_offsets: bool = False) -> SlitletResult:
+    """The pure function of one slitlet's level-2 nods (see the module notes).
+
+    ``variance``: ``"model"`` (default; :func:`extract_modelled`: weights from a variance
+    model built from VAR_RNOISE, VAR_POISSON / SCI and the first pass's model) or
+    ``"files"`` (the files' VAR_* as they are: data-dependent weights)."""
     _check_nods(nods)
     s0 = nods[0]
     if s0.bunit != "MJy/sr":
@@ -135,17 +146,73 @@ def extract_slitlet(nods: list[Level2Slit], *, n_sigma: float = 5.0) -> SlitletR
              else "POINT", "exposure": "+".join(s.exposure for s in nods),
              "source_ypos": s0.srcypos, "source_xpos": s0.srcxpos,
              "wavelength_source": f"{os.path.basename(s0.path)}[WAVELENGTH]"}
-    # No variance model here: in a level-2 file VAR_POISSON / SCI is not one factor (flat,
-    # photom, bar shadow and path loss scale each pixel; on the CEERS nods it spans x20
-    # from the 5th to the 95th percentile and doubles under the bars), so the files'
-    # variances are used as they are (nod-to-nod scatter / stated error = 1.07 on CEERS;
-    # with a single Poisson factor the errors came out 25 % too large).
-    return extract_ensemble(R, V, Q, wl, info, lambda x, lam: mx.surface_brightness_to_ujy(x, pix),
-                            conv, sp_kw, n_sigma=n_sigma)
+    def to_ujy(x, lam):
+        return mx.surface_brightness_to_ujy(x, pix)
+
+    if variance == "files":
+        return extract_ensemble(R, V, Q, wl, info, to_ujy, conv, sp_kw, n_sigma=n_sigma,
+                                nod_offsets=nod_offsets)
+    if variance != "model":
+        raise ValueError(f"variance={variance!r}: expected 'model' or 'files'")
+    parts = [[getattr(s, a) for s in nods] for a in ("var_rnoise", "var_poisson", "var_flat")]
+    if any(p is None for p in parts[0] + parts[1]):
+        raise ValueError(f"slitlet {s0.name}: VAR_RNOISE/VAR_POISSON missing in a nod; "
+                         "variance='model' needs them (variance='files' uses ERR or their sum)")
+    VR, VP = (np.stack(p).astype(np.float64) for p in parts[:2])
+    VF = np.stack([np.zeros(R.shape[1:]) if p is None else p for p in parts[2]]).astype(np.float64)
+    return extract_modelled(R, V, VR, VP, VF, Q, wl, info, to_ujy, conv, sp_kw, n_sigma=n_sigma,
+                            nod_offsets=nod_offsets)
+
+
+def poisson_factor_map(sci, var_poisson, dq=None, half_window: int = 5) -> np.ndarray:
+    """Per-pixel ``c`` with ``VAR_POISSON ~ c x SCI`` in a level-2 file (flat, path loss,
+    bar shadow and photom scale each pixel differently, so no single factor exists): the
+    ratio of sums over the nods and ``±half_window`` columns of the same row, where SCI > 0
+    (the sums average out the pixels' own noise, which a pixel's own ratio would carry into
+    its weight); rows with no such pixel get the median factor. (ny, nx) float64."""
+    R = np.asarray(sci, np.float64)
+    VP = np.asarray(var_poisson, np.float64)
+    ok = np.isfinite(R) & np.isfinite(VP) & (R > 0) & (VP >= 0)
+    if dq is not None:
+        ok &= (np.asarray(dq, np.uint32) & np.uint32(dqflags.DO_NOT_USE)) == 0
+    num = np.where(ok, VP, 0.0).sum(axis=0)
+    den = np.where(ok, R, 0.0).sum(axis=0)
+    k = np.ones(2 * half_window + 1)
+    cn = np.apply_along_axis(lambda a: np.convolve(a, k, mode="same"), 1, num)
+    cd = np.apply_along_axis(lambda a: np.convolve(a, k, mode="same"), 1, den)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.where(cd > 0, cn / cd, np.nan)
+    med = float(np.nanmedian(c)) if np.isfinite(c).any() else 0.0
+    return np.where(np.isfinite(c), c, med)
+
+
+def extract_modelled(R, V, VR, VP, VF, Q, wl, info, to_ujy, conversion, sp_kw, *, n_sigma: float = 5.0,
+                     background=None, nod_offsets: bool = False) -> SlitletResult:
+    """:func:`extract_ensemble` with weights from a variance model, not from each pixel's
+    own noise: a first pass with the given variances ``V`` gives the model ``b + F P_k``;
+    the second weights by ``VR + c x max(model, 0) + VF`` with ``c``
+    (:func:`poisson_factor_map`) from the nods' VAR_POISSON / SCI.
+
+    Why: jwst's VAR_POISSON is computed from each pixel's own measured slope, so a pixel
+    that fluctuates low gets a higher weight. At S/N ~2 per element that bias is not
+    small: on synthetic nods like CEERS 933 (``bench/mos_faint_synth.py``) the optimal
+    flux with the files' variances came out 1.05 x the truth, with the model 1.00."""
+    first = extract_ensemble(R, V, Q, wl, info, to_ujy, conversion, sp_kw, n_sigma=n_sigma,
+                             background=background, nod_offsets=nod_offsets)
+    c = poisson_factor_map(R, VP, Q)
+    model = np.asarray(first.cutouts["model"], np.float64)
+    Vm = np.asarray(VR, np.float64) + c[None] * np.maximum(np.nan_to_num(model), 0.0) + np.nan_to_num(VF)
+    Vm = np.where(np.isfinite(V) & np.isfinite(model), Vm, np.nan)
+    res = extract_ensemble(R, Vm, Q, wl, info, to_ujy, conversion, sp_kw, n_sigma=n_sigma,
+                           background=background, nod_offsets=nod_offsets)
+    res.summary["variance"] = ("model: VAR_RNOISE + c x max(model, 0) + VAR_FLAT, c = sum VAR_POISSON / "
+                               "sum SCI over the nods and 11 columns (poisson_factor_map)")
+    return res
 
 
 def extract_ensemble(R, V, Q, wl, info: dict, to_ujy, conversion: dict, sp_kw: dict, *,
-                     n_sigma: float = 5.0, var_parts=None) -> SlitletResult:
+                     n_sigma: float = 5.0, var_parts=None, background=None,
+                     nod_offsets: bool = False) -> SlitletResult:
     """The MOS kernels on one slitlet's nods, whatever made the cut-outs (level-2 files or
     nirbeam's own stage 1).
 
@@ -166,6 +233,15 @@ def extract_ensemble(R, V, Q, wl, info: dict, to_ujy, conversion: dict, sp_kw: d
         With them the joint fit and the optimal extraction weight by a variance model
         (read noise + Poisson factor x model), not by each pixel's own noise, which
         biases fluxes low by ~1/(S/N)^2 (fs API v2).
+    background : (bkg, bkg_var), each (ny, nx) or (N, ny, nx), optional
+        A background known in advance (the master background from the sky slitlets,
+        :func:`nirbeam.transforms.mos_extract.master_background`), subtracted from every
+        nod before the optimal extraction instead of the joint nod fit's per-pixel common
+        background (the joint fit still gives the profile and the outliers across nods).
+    nod_offsets : bool
+        Subtract per-nod additive background offsets measured on the pixels the source
+        reaches in no nod (:func:`nirbeam.transforms.mos_extract.nod_offsets`), after the
+        profile fit, before the joint fit and the extraction.
     """
     good = slit2d.good_pixels(R, V, Q)
     # profile fitted to the data: centres and width, then the trace slope, then again
@@ -175,9 +251,13 @@ def extract_ensemble(R, V, Q, wl, info: dict, to_ujy, conversion: dict, sp_kw: d
     slope, x_ref, _ = mx.fit_trace_slope(R, V, Q, wl, g0)
     along = mx.tilted_coordinate(wl, slope, x_ref)
     prof = mx.fit_profile(R, V, Q, along, wl, np.asarray(g0.centers), search=1.0,
-                          sigmas=np.geomspace(0.6, 6.0, 16), slopes=(-0.2, 0.0, 0.2, 0.4))
+                          sigmas=np.geomspace(0.6, 6.0, 16), slopes=(-0.2, 0.0, 0.2, 0.4), refine=True)
     lims = mx.slit_limits(along)
     P = prof.profiles(along, wl, lims)
+    offsets = None
+    if nod_offsets:
+        offsets = mx.nod_offsets(R, Q, along, prof)
+        R = R - offsets[:, None, :]
     # background common to every nod + outliers across nods (joint fit)
     vr = vp = None
     k_p = None
@@ -189,8 +269,19 @@ def extract_ensemble(R, V, Q, wl, info: dict, to_ujy, conversion: dict, sp_kw: d
     ok = slit2d.good_pixels(R, V, Qo)
     with np.errstate(divide="ignore", invalid="ignore"):
         bvar = np.where(ok.any(axis=0), 1.0 / np.where(ok, 1.0 / np.where(ok, V, 1.0), 0.0).sum(axis=0), np.nan)
-    opt = slit2d.optimal_extract_nods(R, V, Qo, fit.background, bvar, P, sigma_clip=n_sigma,
+    if background is not None:
+        bkg_used, bvar = (np.asarray(a, np.float64) for a in background)
+        bkg_kind = "master background (sky slitlets)"
+    else:
+        bkg_used, bkg_kind = fit.background, "joint nod fit (common to all nods)"
+    opt = slit2d.optimal_extract_nods(R, V, Qo, bkg_used, bvar, P, sigma_clip=n_sigma,
                                       var_rnoise=vr, var_poisson=vp)
+    # a nod whose column holds < 10 % of the profile (off the slit's usable rows) measures
+    # nothing there: its flux is the kernel's flux divided by that tiny sum
+    thin = P.sum(axis=1) < 0.1
+    opt = slit2d.NodSpectra(np.where(thin, np.nan, opt.flux), np.where(thin, np.nan, opt.flux_var),
+                            np.where(thin, opt.dq | np.uint32(dqflags.DO_NOT_USE), opt.dq).astype(np.uint32),
+                            opt.npixels, opt.method)
     f_sb, v_sb, dq = slit2d.combine_nods(opt.flux, opt.flux_var, opt.dq)
     # jwst's way, for comparison: each nod minus the mean of the others, box about the trace
     nbkg, nbvar = slit2d.nod_difference_background(R, V, Qo)
@@ -217,6 +308,8 @@ def extract_ensemble(R, V, Q, wl, info: dict, to_ujy, conversion: dict, sp_kw: d
         "profile": prof.as_dict() | {"trace_slope_rows_per_col": round(slope, 5),
                                       "x_ref": x_ref, "slit_limits_px": list(lims)},
         "flux_conversion": conversion,
+        "background": bkg_kind,
+        "nod_offsets_median": None if offsets is None else [float(np.median(o)) for o in offsets],
         "outliers_rejected": int(fit.rejected.sum()),
         "outliers_per_nod": [int(v) for v in fit.rejected.sum(axis=(1, 2))],
         "good_elements": int(okb.sum()),
@@ -242,7 +335,7 @@ def extract_ensemble(R, V, Q, wl, info: dict, to_ujy, conversion: dict, sp_kw: d
         npixels=opt.npixels.sum(axis=0), source_type=sp_kw.get("source_type", "POINT"),
         detector=str(info.get("detector", "")), exposure=sp_kw.get("exposure", ""),
         extraction={"method": "optimal", "profile": "gaussian fitted to the nods",
-                    "background": "joint nod fit (common to all nods)", "nods": int(R.shape[0]),
+                    "background": bkg_kind, "nods": int(R.shape[0]),
                     "source_ypos": float(sp_kw.get("source_ypos") or 0.0),
                     "source_xpos": float(sp_kw.get("source_xpos") or 0.0),
                     "flux_conversion": conversion.get("formula", "")},
@@ -257,8 +350,9 @@ def extract_ensemble(R, V, Q, wl, info: dict, to_ujy, conversion: dict, sp_kw: d
                          np.where(np.isfinite(fb), fbu, np.nan))
 
 
-def run_level2(inputs, outdir: str, *, runner: str = "direct") -> dict:
-    """Run the MOS pipeline over level-2 slit files (files or folders) into ``outdir``.
+def run_level2(inputs, outdir: str, *, runner: str = "direct", variance: str = "model") -> dict:
+    """Run the MOS pipeline over level-2 slit files (files or folders) into ``outdir``
+    (``variance``: see :func:`extract_slitlet`).
 
     Returns the run summary (also written to ``outdir/run.json``).
     """
@@ -277,7 +371,7 @@ def run_level2(inputs, outdir: str, *, runner: str = "direct") -> dict:
              | "ReadLevel2" >> beam.FlatMap(read_level2)
              | "KeyBySlitlet" >> beam.Map(lambda s: ((s.detector, s.name), s))
              | "Nods" >> beam.GroupByKey()
-             | "Extract" >> beam.MapTuple(lambda k, nods: extract_slitlet(group_nods(nods)[k]))
+             | "Extract" >> beam.MapTuple(lambda k, nods: extract_slitlet(group_nods(nods)[k], variance=variance))
              | "Collect" >> beam.combiners.ToList()
              | "Write" >> beam.Map(write_products, outdir, paths, t0))
     with open(os.path.join(outdir, "run.json")) as fh:
@@ -382,8 +476,45 @@ def _barshadow_ref(refs_dir: str):
     raise ValueError(f"{refs_dir}: no BARSHADOW reference (REFTYPE=BARSHADOW, DATA1X3)")
 
 
+def mos_options(config: dict | None) -> dict:
+    """The ``[mos]`` section of a config (checked): ``background`` = ``"master"`` (the
+    default: a 1-D sky spectrum from the sky-only slitlets, per wavelength, subtracted
+    from every nod of every source slitlet, after the measured bar shadow is divided out;
+    the joint nod fit's background where the MSA configuration has no usable sky
+    slitlet) or ``"nod"`` (the joint nod fit's per-pixel background common to all nods).
+    On the simulator's full frame (``bench/mos_sim.py --compare``) the master background
+    gave the smaller flux scatter for 27 of 28 sources at the same flux scale;
+    ``pedestal`` = true (default): the level of the unlit detector rows (no slitlet
+    planned there, :func:`nirbeam.transforms.msa_light.dark_pedestal`) is subtracted from
+    each nod before the bar shadow is measured."""
+    from nirbeam.stream.config import ConfigError
+
+    out = dict(MOS_DEFAULTS)
+    for k, v in dict(config or {}).items():
+        if k not in MOS_DEFAULTS:
+            raise ConfigError(f"mos.{k}: unknown key; expected one of {sorted(MOS_DEFAULTS)}")
+        if k == "background" and v not in ("nod", "master"):
+            raise ConfigError(f"mos.background = {v!r}: expected 'nod' or 'master'")
+        if k == "pedestal" and not isinstance(v, bool):
+            raise ConfigError(f"mos.pedestal = {v!r}: expected true or false")
+        out[k] = v
+    return out
+
+
+MOS_DEFAULTS = {"background": "master", "pedestal": True}
+
+
+def _slit_wavelength(reg, shape, tmeas):
+    t = np.arange(reg.bbox.x1 - reg.bbox.x0, dtype=float)
+    lam = np.polynomial.polynomial.polyval(t, reg.wavelength.coefficients)
+    wl = np.broadcast_to(lam[None, :], shape).copy()
+    wl[~(tmeas >= 0.2)] = np.nan
+    return wl
+
+
 def stage2_exposures(exposures: list[dict], refs_dir: str, outdir: str, t0: float | None = None,
-                     msa_dir: str | None = None, max_plots: int | None = None) -> dict:
+                     msa_dir: str | None = None, max_plots: int | None = None,
+                     options: dict | None = None) -> dict:
     """The nods of one MOS visit (their stage-1 rates) -> products (see the module notes).
 
     Slitlets from the MSA metadata (:func:`nirbeam.modes.mos.mos_regions`), light where no
@@ -391,6 +522,7 @@ def stage2_exposures(exposures: list[dict], refs_dir: str, outdir: str, t0: floa
     shutters that stayed shut, the bar-shadow profile measured from the sky slitlets
     (:func:`nirbeam.transforms.barshadow.measure_bar_shadow`) and applied, then every
     source slitlet through :func:`extract_ensemble` with the PHOTOM response.
+    ``options``: :func:`mos_options` (the background: nod fit or master background).
     """
     from dataclasses import replace
 
@@ -434,6 +566,19 @@ def stage2_exposures(exposures: list[dict], refs_dir: str, outdir: str, t0: floa
         u["shutter_column_estimate"] = round(geom.column_of_row(0.5 * (u["rows"][0] + u["rows"][1] - 1)), 2)
         u["flagged"] = True
         Q[:, u["rows"][0]:u["rows"][1], :] |= np.uint32(dqflags.OTHER_BAD_PIXEL)
+    # the level of the unlit detector (an additive offset of the rates), per nod
+    opts = mos_options(options)
+    dark_rows = ~planned_rows
+    for u in unplanned:
+        dark_rows[max(u["rows"][0] - 2, 0):u["rows"][1] + 2] = False
+    dark_rows &= ~np.convolve(~dark_rows, np.ones(3), mode="same").astype(bool)  # a row off any slitlet
+    pedestal = []
+    for k in range(R.shape[0]):
+        lev, err, npx = msa_light.dark_pedestal(R[k], Q[k], dark_rows, columns=slice(x_lo, x_hi))
+        pedestal.append({"level_dn_s": lev, "error_dn_s": err, "pixels": npx,
+                         "subtracted": bool(opts["pedestal"] and npx > 0)})
+        if opts["pedestal"] and npx > 0:
+            R[k] = R[k] - lev
     # the slitlets' cut-outs; shutters that stayed shut
     bs_name, t_ref = _barshadow_ref(refs_dir)
     margin = 1
@@ -466,6 +611,17 @@ def stage2_exposures(exposures: list[dict], refs_dir: str, outdir: str, t0: floa
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.asarray(x, float) / np.interp(lam, wlam, wresp, left=np.nan, right=np.nan)
 
+    master = None
+    bkg_method = opts["background"]
+    if bkg_method == "master" and not sky:
+        log.warning("mos.background = 'master': no usable sky-only slitlet in %s; the joint nod "
+                    "fit's background is used", exposures[0]["keys"]["MSAMETFL"])
+        bkg_method = "nod (no usable sky slitlet for the master background)"
+    if bkg_method == "master":
+        sk = [bs.apply_bar_shadow(*cuts[n], tmeas) for n in sky]
+        master = mx.master_background([a[0] for a in sk], [a[1] for a in sk], [a[2] for a in sk],
+                                      [_slit_wavelength(regions[0][n], cuts[n][0].shape[1:], tmeas) for n in sky],
+                                      weights_rows=tmeas)
     results = []
     for n in names:
         s0 = slitlets[0][n]
@@ -481,11 +637,11 @@ def stage2_exposures(exposures: list[dict], refs_dir: str, outdir: str, t0: floa
             parts = tuple(bs.apply_bar_shadow(a[:, b.y0:b.y1, b.x0:b.x1], a[:, b.y0:b.y1, b.x0:b.x1],
                                               q, tmeas)[1] for a in (VRN, VPO))
         reg = regions[0][n]
-        t = np.arange(reg.bbox.x1 - reg.bbox.x0, dtype=float)
-        lam = np.polynomial.polynomial.polyval(t, reg.wavelength.coefficients)
-        wl = np.where(np.isfinite(r).any(axis=0), lam[None, :], np.nan)
-        wl = np.broadcast_to(lam[None, :], r.shape[1:]).copy()
-        wl[~(tmeas >= 0.2)] = np.nan
+        wl = _slit_wavelength(reg, r.shape[1:], tmeas)
+        bkg = None
+        if master is not None:
+            mb, mv = master.at(wl)
+            bkg = (np.where(np.isfinite(wl), mb, np.nan), np.where(np.isfinite(wl), mv, np.nan))
         exp_c = [margin + P * sh + (P - 1) / 2 for sh in (1, 0, 2)]
         order = [int(e["keys"]["PATT_NUM"]) for e in exposures]
         info = {"slitlet": n, "detector": reg.detector, "source_id": s0.source_id,
@@ -498,13 +654,17 @@ def stage2_exposures(exposures: list[dict], refs_dir: str, outdir: str, t0: floa
         sp_kw = {"source_type": "POINT", "exposure": "+".join(e["meta"].exposure for e in exposures),
                  "source_ypos": s0.source_ypos, "source_xpos": s0.source_xpos,
                  "wavelength_source": f"MSA geometry {os.path.basename(geom_path)}"}
-        results.append(extract_ensemble(r, v, q, wl, info, to_ujy, conv, sp_kw, var_parts=parts))
+        results.append(extract_ensemble(r, v, q, wl, info, to_ujy, conv, sp_kw, var_parts=parts,
+                                        background=bkg))
     rows_in = tmeas > 0.2
     mos_run = {
         "bar_shadow": {"reference": bs_name, "measured": prof.transmission.tolist(),
                        "measured_error": prof.error.tolist(), "reference_profile": t_ref.tolist(),
                        "sky_slitlets": sky, "n_samples": prof.n_samples.tolist(),
                        "rms_measured_minus_reference": bs.profile_rms(prof.transmission, t_ref, rows_in)},
+        "pedestal": pedestal,
+        "background": {"method": bkg_method, "asked": opts["background"],
+                       "master_sky_slitlets": sky if master is not None else None},
         "unplanned_light": unplanned,
         "stuck_closed_shutters": stuck,
         "nods": [{"exposure": os.path.basename(e["path"]), "patt_num": int(e["keys"]["PATT_NUM"]),
@@ -560,7 +720,9 @@ def run_uncal(inputs, outdir: str, refs_dir: str, *, config: dict | None = None,
         regs = MOS.regions(replace(plan.meta, extra=extra), None)
         return planned_mask(plan.meta.image_shape, [(r.bbox.y0, r.bbox.y1, r.bbox.x0, r.bbox.x1) for r in regs])
 
-    settings = Settings.from_dict(dict(config or {}))
+    config = dict(config or {})
+    opts = mos_options(config.pop("mos", None))
+    settings = Settings.from_dict(config)
     st1 = run_stage1(plans, outdir, settings, refs_dir=refs_dir, runner=runner, trace_mask_for=mask_for,
                      allow_standins=allow_standins, overwrite=overwrite)
     exposures = []
@@ -571,7 +733,7 @@ def run_uncal(inputs, outdir: str, refs_dir: str, *, config: dict | None = None,
         path, k = keys[g]
         exposures.append({"path": os.path.abspath(path), "meta": plan.meta, "keys": k, "rate": rate,
                           "var": var, "dq": dq, "var_rnoise": var_rnoise, "var_poisson": var_poisson, "refs": st1.per_group.get(g, {}).get("references", {})})
-    summary = stage2_exposures(exposures, refs_dir, outdir, t0, max_plots=max_plots)
+    summary = stage2_exposures(exposures, refs_dir, outdir, t0, max_plots=max_plots, options=opts)
     summary["stage1"] = {"timings_s": getattr(st1, "timings_s", None),
                          "groups": {g: {k: v for k, v in d.items() if k != "references"}
                                     for g, d in st1.per_group.items()},
