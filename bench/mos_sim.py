@@ -3,7 +3,9 @@ profile measured from the sky slitlets against the truth and against the referen
 profile, the failed-open and stuck-closed shutters found or not.
 
     .venv/bin/python bench/mos_sim.py [--preset mos-small] [--seed 1] [--out DIR]
-    # writes bench/results/mos_sim.json
+        [--readout auto|traditional|NRSIRS2]
+    # writes bench/results/mos_sim_<preset>.json (mos_sim_<preset>_<readout>.json when
+    # --readout is given)
 """
 
 import argparse
@@ -82,17 +84,22 @@ def main(argv=None):
     ap.add_argument("--preset", default="mos-small")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--readout", default=None, choices=("auto", "traditional", "NRSIRS2"),
+                    help="MOSSimConfig.readout (default: the preset's, auto: full frame IRS2)")
     a = ap.parse_args(argv)
     from nirbeam.pipelines.mos import run_uncal
     from nirbeam.sim.mos import simulate_mos
 
     base = Path(a.out or tempfile.mkdtemp(prefix="mos_sim_"))
-    sim = simulate_mos(base / "sim", preset=a.preset, seed=a.seed)
+    over = {"readout": a.readout} if a.readout else {}
+    sim = simulate_mos(base / "sim", preset=a.preset, seed=a.seed, **over)
     run_uncal([sim.outdir], str(base / "out"), str(sim.refs_dir))
     res = evaluate(sim.outdir, base / "out")
     res["preset"], res["seed"] = a.preset, a.seed
+    res["readout"], res["readpatt"] = sim.config.readout, sim.config.readpatt
     print(json.dumps(res, indent=1))
-    write_result(REPO / "bench" / "results" / f"mos_sim_{a.preset}.json", res, argv)
+    tag = f"_{a.readout}" if a.readout else ""
+    write_result(REPO / "bench" / "results" / f"mos_sim_{a.preset}{tag}.json", res, argv)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,15 @@ Files written into ``OUTDIR``:
 
 * ``jw<prog>..._<nn>101_00001_nrs1_uncal.fits``, one per dither: SCI uint16 (nints,
   ngroups, ny, nx), GROUP, INT_TIMES, IFU keywords (EXP_TYPE NRS_IFU, PATT_NUM, NUMDTHPT,
-  XOFFSET/YOFFSET...), via :mod:`nirbeam.sim.fits_writer` (``readout`` selects the
-  layout: ``"TRADITIONAL"`` now; IRS2 when the writer has it);
+  XOFFSET/YOFFSET...), via :mod:`nirbeam.sim.fits_writer`; ``readout`` selects the
+  layout: ``"auto"`` (default) writes the full frame in IRS2 (READPATT ``NRSIRS2``, TFRAME
+  14.58889 s, interleaved reference samples, reference output, 1/f, alternating column
+  noise: :mod:`nirbeam.sim.irs2`) as real IFU exposures are, and a cut-down frame
+  (``ifu-small``) in traditional ``NRSRAPID`` (IRS2 is full frame only: a test
+  convenience, not a real layout); ``"TRADITIONAL"`` or ``"NRSIRS2"`` force one;
 * ``refs/``: CRDS-format detector references (superbias, dark, linearity, saturation,
-  readnoise, gain, mask);
+  readnoise, gain, mask) and, for IRS2, the REFPIX reference that fits the simulated
+  IRS2 readout noise (:func:`nirbeam.sim.irs2.write_matched_refpix`);
 * ``ifu_refs/geometry_nrs1.fits``: the per-pixel maps the pipeline uses (as jwst's
   ``assign_wcs`` gives them): WAVELENGTH (µm), ALPHA, BETA (arcsec), SLICE (int16, -1
   off the slices), with SLICEWID/PIXSCALE keywords; ``ifu_refs/photom.fits`` (a table
@@ -67,6 +72,10 @@ GEOMETRY_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / 
 CV3_TRACE = "Trace_IFU_Slice_00_SMOS-MOD-G1M-17-5344175105_30192_JLAB88.fits"
 MJYSR_ARCSEC2_TO_UJY = 1e12 * (np.pi / (180.0 * 3600.0)) ** 2
 NSLICES = 30
+#: IFUSimConfig.readout values: auto (full frame: IRS2; cut-down: traditional) or forced
+IFU_READOUTS = ("auto", "TRADITIONAL", "NRSIRS2")
+#: traditional full-frame (NRSRAPID) frame time, the config's default
+TFRAME_TRADITIONAL_FULL = 10.737
 
 
 def _geometry_file(name: str) -> Path:
@@ -97,9 +106,9 @@ class IFUSimConfig:
     refpix: bool = True            # 4 reference rows/columns at the frame edges
     ngroups: int = 5
     nints: int = 1
-    tframe: float = 10.737         # full-frame NRSRAPID
-    readpatt: str = "NRSRAPID"
-    readout: str = "TRADITIONAL"   # level-1b layout through nirbeam.sim.fits_writer
+    tframe: float = TFRAME_TRADITIONAL_FULL  # full-frame NRSRAPID; IRS2: resolved_readout
+    readpatt: str = "NRSRAPID"     # IRS2: NRSIRS2 (resolved_readout)
+    readout: str = "auto"          # full frame: NRSIRS2; cut-down: TRADITIONAL (module notes)
     bias_dn: float = 12000.0
     read_noise_dn: float = 6.0     # per read
     gain: float = 1.0
@@ -137,11 +146,40 @@ class IFUSimConfig:
         """SUBARRAY keyword: FULL for the full frame, else the simulator's cut-down frame."""
         return "FULL" if (self.nrows, self.ncols) == (2048, 2048) else "SUBIFU"
 
+    @property
+    def irs2(self) -> bool:
+        """True when the exposures are written in IRS2 (``readout`` resolved)."""
+        ro = self.readout if self.readout == "auto" else self.readout.upper()
+        if ro == "auto":
+            return self.subarray == "FULL"
+        return ro == "NRSIRS2"
+
+
+def resolved_readout(cfg: IFUSimConfig) -> IFUSimConfig:
+    """``cfg`` with ``readout`` resolved to ``"NRSIRS2"`` or ``"TRADITIONAL"`` (checked:
+    IRS2 is full frame only); for IRS2 READPATT NRSIRS2 and the IRS2 full-frame TFRAME
+    (unless set to other values than the traditional defaults)."""
+    ro = cfg.readout if cfg.readout == "auto" else cfg.readout.upper()
+    if ro not in IFU_READOUTS:
+        raise ValueError(f"IFUSimConfig.readout {cfg.readout!r}: one of {IFU_READOUTS}")
+    if ro == "NRSIRS2" and cfg.subarray != "FULL":
+        raise ValueError(f"IFUSimConfig.readout 'NRSIRS2' is full frame only; got "
+                         f"{cfg.nrows}x{cfg.ncols}")
+    if not cfg.irs2:
+        return dataclasses.replace(cfg, readout="TRADITIONAL")
+    from nirbeam.sim.irs2 import TFRAME_IRS2_FULL
+
+    return dataclasses.replace(
+        cfg, readout="NRSIRS2", readpatt="NRSIRS2" if cfg.readpatt == "NRSRAPID" else cfg.readpatt,
+        tframe=TFRAME_IRS2_FULL if cfg.tframe == TFRAME_TRADITIONAL_FULL else cfg.tframe)
+
 
 IFU_PRESETS = {
-    # the full frame, G140M/F100LP wavelengths on NRS1 as in the CV3 trace
+    # the full frame, G140M/F100LP wavelengths on NRS1 as in the CV3 trace; IRS2 (NRSIRS2)
+    # as real IFU exposures
     "ifu": IFUSimConfig(),
-    # a cut-down frame for tests and quick looks: 30 slices, 128 wavelength columns
+    # a cut-down frame for tests and quick looks: 30 slices, 128 wavelength columns;
+    # traditional readout (IRS2 is full frame only; a test convenience)
     "ifu-small": IFUSimConfig(preset="ifu-small", nrows=1040, ncols=136, trace_x0=4,
                               trace_ncols=128, slice_pitch=33, first_slice_row=28, ngroups=4,
                               tframe=10.737, line_sigma_um=0.012, line_flux_ujy_um=40.0,
@@ -536,18 +574,17 @@ def simulate_ifu(outdir, preset: str = "ifu", seed: int | None = None, **overrid
     cfg = dataclasses.replace(IFU_PRESETS[preset], **overrides)
     if seed is not None:
         cfg = dataclasses.replace(cfg, seed=int(seed))
-    if cfg.readout.upper() != "TRADITIONAL":
-        # the IRS2 layouts (NRSIRS2, NRSIRS2RAPID) come with the irs2 branch's writer
-        # (nirbeam.sim.fits_writer.READOUTS / readout_keywords); this simulator passes its
-        # frames through that one writer, so only the readout parameter changes then
-        raise ValueError(f"readout {cfg.readout!r}: this writer has the traditional layout "
-                         "('TRADITIONAL') only")
+    cfg = resolved_readout(cfg)
     out = Path(outdir)
     refs = out / "refs"
     refs.mkdir(parents=True, exist_ok=True)
     model = cv3_slice_model()
     geo = frame_geometry(cfg, model)
     _write_detector_refs(cfg, refs)
+    if cfg.irs2:  # the REFPIX reference that fits the simulated IRS2 readout noise
+        from nirbeam.sim.irs2 import write_matched_refpix
+
+        write_matched_refpix(refs, "NRS1", cfg.readpatt)
     ifu_refs = _write_ifu_refs(cfg, geo, out / "ifu_refs")
     ny, nx = cfg.nrows, cfg.ncols
     G = cfg.ngroups
@@ -569,7 +606,8 @@ def simulate_ifu(outdir, preset: str = "ifu", seed: int | None = None, **overrid
         fname = f"{cfg.exposure_prefix}_{k + 1:05d}_nrs1_uncal.fits"
         t0k = t0 + k * (cfg.tgroup * G * cfg.nints + 300) / 86400
         tt = _times(t0k, cfg)
-        w = UncalSegmentWriter(out / fname, _primary(cfg, k, fname, t0k), (cfg.nints, G, ny, nx))
+        w = UncalSegmentWriter(out / fname, _primary(cfg, k, fname, t0k), (cfg.nints, G, ny, nx),
+                               cfg.readout, detector="NRS1", seed=[cfg.seed, k, 3])
         for _i in range(cfg.nints):
             e_rate = np.maximum(rate_e, 0) * cfg.gain
             # Poisson electrons per group interval, accumulated

@@ -39,10 +39,14 @@ from nirbeam.transforms.irs2 import (
 )
 
 __all__ = ["IRS2Noise", "to_irs2", "matched_reference", "picture_frame_template",
-           "time_slots", "comparison_case", "comparison_reference", "write_matched_refpix"]
+           "time_slots", "comparison_case", "comparison_reference", "write_matched_refpix",
+           "TFRAME_IRS2_FULL"]
 
 
 _LAYOUT = IRS2Layout()  # NRS_NORM 16, NRS_REF 4
+#: IRS2 full-frame frame time (s): TFRAME of the CEERS NRSIRS2 FULL files in
+#: shared/data/modes/mos_ceers (the FS, MOS and IFU simulators' IRS2 TFRAME)
+TFRAME_IRS2_FULL = 14.58889
 
 
 @dataclass(frozen=True)
