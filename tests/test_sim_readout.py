@@ -4,7 +4,6 @@ frames in traditional NRSRAPID. The FS simulator's is in tests/test_irs2_run.py.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from astropy.io import fits
 

@@ -62,7 +62,16 @@ from nirbeam.sim.fits_writer import (
     UncalSegmentWriter,
     group_table_hdu,
     int_times_hdu,
-    write_reference,
+)
+from nirbeam.sim.headers import (
+    FASTSLOW,
+    file_cards,
+    header_from_cards,
+    readout_cards,
+    reference_common,
+    reference_path,
+    reference_primary,
+    write_detector_refs,
 )
 
 __all__ = ["IFUSimConfig", "IFU_PRESETS", "simulate_ifu", "cv3_slice_model", "IFUSimResult",
@@ -399,17 +408,8 @@ class IFUSimResult:
 
 
 def _primary(cfg: IFUSimConfig, k: int, fname: str, t0_mjd: float) -> fits.Header:
-    h = fits.Header()
     dur = cfg.tgroup * cfg.ngroups * cfg.nints
-    cards = [
-        ("DATE", _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime()), "UTC date file created"),
-        ("ORIGIN", "NIRBEAM", "simulated by nirbeam.sim.ifu"),
-        ("TIMESYS", "UTC", "principal time system for time-related keywords"),
-        ("FILENAME", fname, "Name of the file"),
-        ("FILETYPE", "uncalibrated", "Type of data in the file"),
-        ("DATAMODL", "Level1bModel", "Type of data model"),
-        ("TELESCOP", "JWST", "Telescope used to acquire the data"),
-        ("SIMULATD", True, "nirbeam simulation"),
+    cards = file_cards(fname, "nirbeam.sim.ifu") + [
         ("TARGNAME", "SIM-IFU", "Standard astronomical catalog name for target"),
         ("TARG_RA", 80.0, "Target RA at mid time of exposure"),
         ("TARG_DEC", -69.5, "Target Dec at mid time of exposure"),
@@ -437,71 +437,28 @@ def _primary(cfg: IFUSimConfig, k: int, fname: str, t0_mjd: float) -> fits.Heade
         ("EXPSTART", t0_mjd, "UTC exposure start time (MJD)"),
         ("EXPMID", t0_mjd + dur / 2 / 86400, "UTC exposure mid time (MJD)"),
         ("EXPEND", t0_mjd + dur / 86400, "UTC exposure end time (MJD)"),
-        ("READPATT", cfg.readpatt, "Readout pattern"),
-        ("NINTS", cfg.nints, "Number of integrations in exposure"),
-        ("INTSTART", 1, "Starting integration number in this segment"),
-        ("INTEND", cfg.nints, "Ending integration number in this segment"),
-        ("NGROUPS", cfg.ngroups, "Number of groups in integration"),
-        ("NFRAMES", 1, "Number of frames per group"),
-        ("GROUPGAP", 0, "Number of frames dropped between groups"),
-        ("NRESETS", 1, "Number of resets between integrations"),
-        ("NSAMPLES", 1, "Number of A/D samples per pixel"),
-        ("TSAMPLE", 10.0, "[us] Time between samples"),
-        ("TFRAME", cfg.tframe, "[s] Time between frames"),
-        ("TGROUP", cfg.tgroup, "[s] Time between groups"),
-        ("EFFINTTM", cfg.tgroup * (cfg.ngroups - 1), "[s] Effective integration time"),
-        ("EFFEXPTM", cfg.tgroup * (cfg.ngroups - 1) * cfg.nints, "[s] Effective exposure time"),
-        ("DURATION", dur, "[s] Total duration of exposure"),
-        ("EXSEGNUM", 1, "Segment number"),
-        ("EXSEGTOT", 1, "Total number of segments"),
-        ("ZEROFRAM", False, "T if a zero frame was read separately"),
-        ("SUBARRAY", cfg.subarray, "Subarray used"),
-        ("SUBSTRT1", 1, "Starting pixel in axis 1 direction"),
-        ("SUBSTRT2", 1, "Starting pixel in axis 2 direction"),
-        ("SUBSIZE1", cfg.ncols, "Number of pixels in axis 1 direction"),
-        ("SUBSIZE2", cfg.nrows, "Number of pixels in axis 2 direction"),
-        ("FASTAXIS", 2, "Fast readout axis direction"),
-        ("SLOWAXIS", 1, "Slow readout axis direction"),
+    ] + readout_cards(
+        readpatt=cfg.readpatt, nints=cfg.nints, int_lo=1, int_hi=cfg.nints, ngroups=cfg.ngroups,
+        nframes=1, groupgap=0, nresets=1, tframe=cfg.tframe, tgroup=cfg.tgroup, duration=dur,
+        segment=1, nsegments=1, subarray=cfg.subarray, substrt1=1, substrt2=1,
+        subsize1=cfg.ncols, subsize2=cfg.nrows, fastslow=FASTSLOW["NRS1"]) + [
         ("READOUT", cfg.readout, "nirbeam sim readout layout"),
     ]
-    for key, v, c in cards:
-        h[key] = (v, c)
-    return h
+    return header_from_cards(cards)
 
 
 def _write_detector_refs(cfg: IFUSimConfig, refs: Path) -> None:
     f32 = np.float32
     ny, nx = cfg.nrows, cfg.ncols
-    com = {"INSTRUME": "NIRSPEC", "DETECTOR": "NRS1", "SCA_ID": 491, "SUBARRAY": cfg.subarray,
-           "SUBSTRT1": 1, "SUBSTRT2": 1, "SUBSIZE1": nx, "SUBSIZE2": ny, "FASTAXIS": 2,
-           "SLOWAXIS": 1, "READPATT": "ANY", "EXP_TYPE": "NRS_IFU",
-           "USEAFTER": "2015-01-01T00:00:00", "PEDIGREE": "DUMMY", "AUTHOR": "nirbeam simulator"}
+    # TELESCOP: write_reference puts it first; the common keywords leave it there
+    com = reference_common("NRS1", "NRS_IFU", cfg.subarray, 1, 1, nx, ny, telescop=False)
     zdq = np.zeros((ny, nx), np.uint32)
 
     def p(t):
-        return refs / f"jwst_nirspec_{t}_nirbeamsim_ifu_nrs1.fits"
+        return reference_path(refs, t, "NRS1", "ifu")
 
-    write_reference(p("superbias"), "SUPERBIAS", {**com, "DESCRIP": "Simulated superbias"},
-                    {"SCI": np.full((ny, nx), cfg.bias_dn, f32), "ERR": np.ones((ny, nx), f32),
-                     "DQ": zdq}, ["DO_NOT_USE", "UNRELIABLE_BIAS"], bunit="DN")
-    write_reference(p("dark"), "DARK",
-                    {**com, "READPATT": cfg.readpatt, "DESCRIP": "Simulated dark (zero)",
-                     "NFRAMES": 1, "GROUPGAP": 0, "NGROUPS": cfg.ngroups, "NINTS": 1},
-                    {"SCI": np.zeros((cfg.ngroups, ny, nx), f32),
-                     "ERR": np.zeros((cfg.ngroups, ny, nx), f32), "DQ": zdq},
-                    ["DO_NOT_USE", "HOT", "WARM", "UNRELIABLE_DARK"], bunit="DN")
     coeffs = np.zeros((3, ny, nx), f32)
     coeffs[1] = 1.0
-    write_reference(p("linearity"), "LINEARITY",
-                    {**com, "DESCRIP": "Simulated linearity (identity)", "NCOEFFS": 3},
-                    {"COEFFS": coeffs, "DQ": zdq}, ["DO_NOT_USE", "NO_LIN_CORR"])
-    write_reference(p("saturation"), "SATURATION", {**com, "DESCRIP": "Simulated saturation"},
-                    {"SCI": np.full((ny, nx), 60000.0, f32), "DQ": zdq},
-                    ["DO_NOT_USE", "NO_SAT_CHECK"], bunit="DN")
-    write_reference(p("readnoise"), "READNOISE", {**com, "DESCRIP": "Read noise of a CDS difference"},
-                    {"SCI": np.full((ny, nx), cfg.read_noise_dn * np.sqrt(2.0), f32)}, None, bunit="DN")
-    write_reference(p("gain"), "GAIN", {**com, "DESCRIP": "Simulated gain"},
-                    {"SCI": np.full((ny, nx), cfg.gain, f32)}, None, bunit="electrons/DN")
     mask = np.zeros((ny, nx), np.uint32)
     if cfg.refpix:
         from nirbeam import dqflags
@@ -510,23 +467,36 @@ def _write_detector_refs(cfg: IFUSimConfig, refs: Path) -> None:
         for sl in ((slice(0, e), slice(None)), (slice(ny - e, ny), slice(None)),
                    (slice(None), slice(0, e)), (slice(None), slice(nx - e, nx))):
             mask[sl] = dqflags.REFERENCE_PIXEL | dqflags.DO_NOT_USE
-    write_reference(p("mask"), "MASK", {**com, "DESCRIP": "Simulated bad-pixel mask"}, {"DQ": mask},
-                    ["DO_NOT_USE", "DEAD", "HOT", "WARM", "REFERENCE_PIXEL"])
+    write_detector_refs(p, com, {
+        "superbias": ({"DESCRIP": "Simulated superbias"},
+                      {"SCI": np.full((ny, nx), cfg.bias_dn, f32), "ERR": np.ones((ny, nx), f32),
+                       "DQ": zdq}),
+        "dark": ({"READPATT": cfg.readpatt, "DESCRIP": "Simulated dark (zero)",
+                  "NFRAMES": 1, "GROUPGAP": 0, "NGROUPS": cfg.ngroups, "NINTS": 1},
+                 {"SCI": np.zeros((cfg.ngroups, ny, nx), f32),
+                  "ERR": np.zeros((cfg.ngroups, ny, nx), f32), "DQ": zdq}),
+        "linearity": ({"DESCRIP": "Simulated linearity (identity)", "NCOEFFS": 3},
+                      {"COEFFS": coeffs, "DQ": zdq}),
+        "saturation": ({"DESCRIP": "Simulated saturation"},
+                       {"SCI": np.full((ny, nx), 60000.0, f32), "DQ": zdq}),
+        "readnoise": ({"DESCRIP": "Read noise of a CDS difference"},
+                      {"SCI": np.full((ny, nx), cfg.read_noise_dn * np.sqrt(2.0), f32)}),
+        "gain": ({"DESCRIP": "Simulated gain"}, {"SCI": np.full((ny, nx), cfg.gain, f32)}),
+        "mask": ({"DESCRIP": "Simulated bad-pixel mask"}, {"DQ": mask}),
+    })
 
 
 def _write_ifu_refs(cfg: IFUSimConfig, geo: Geometry, d: Path) -> dict[str, Path]:
     d.mkdir(parents=True, exist_ok=True)
     out = {}
-    ph = fits.Header()
-    for k, v in (("TELESCOP", "JWST"), ("INSTRUME", "NIRSPEC"), ("DETECTOR", "NRS1"),
-                 ("EXP_TYPE", "NRS_IFU"), ("FILTER", "F100LP"), ("GRATING", "G140M"),
-                 ("REFTYPE", "IFUGEOMETRY"), ("AUTHOR", "nirbeam simulator"),
-                 ("SLICEWID", cfg.slice_width), ("PIXSCALE", cfg.pixel_scale),
-                 ("NSLICES", NSLICES)):
-        ph[k] = v
-    ph["COMMENT"] = "per-pixel maps as assign_wcs gives them; the distortion that moves a " \
-                    "point source with wavelength is not in them"
-    hdus = [fits.PrimaryHDU(header=ph)]
+    p0 = reference_primary({"TELESCOP": "JWST", "INSTRUME": "NIRSPEC", "DETECTOR": "NRS1",
+                            "EXP_TYPE": "NRS_IFU", "FILTER": "F100LP", "GRATING": "G140M",
+                            "REFTYPE": "IFUGEOMETRY", "AUTHOR": "nirbeam simulator",
+                            "SLICEWID": cfg.slice_width, "PIXSCALE": cfg.pixel_scale,
+                            "NSLICES": NSLICES})
+    p0.header["COMMENT"] = "per-pixel maps as assign_wcs gives them; the distortion that moves a " \
+                           "point source with wavelength is not in them"
+    hdus = [p0]
     for name, arr, unit in (("WAVELENGTH", geo.wave.astype(np.float32), "um"),
                             ("ALPHA", geo.alpha.astype(np.float32), "arcsec"),
                             ("BETA", geo.beta.astype(np.float32), "arcsec"),
@@ -547,10 +517,9 @@ def _write_ifu_refs(cfg: IFUSimConfig, geo: Geometry, d: Path) -> dict[str, Path
                     fits.Column("RADIUS", "D", unit="arcsec", array=rad),
                     fits.Column("APCORR", "D", array=1.0 / encircled_energy(cfg, wl, rad))],
          "APCORR")):
-        p0 = fits.PrimaryHDU()
-        for k, v in (("TELESCOP", "JWST"), ("INSTRUME", "NIRSPEC"), ("DETECTOR", "NRS1"),
-                     ("EXP_TYPE", "NRS_IFU"), ("REFTYPE", reftype), ("AUTHOR", "nirbeam simulator")):
-            p0.header[k] = v
+        p0 = reference_primary({"TELESCOP": "JWST", "INSTRUME": "NIRSPEC", "DETECTOR": "NRS1",
+                                "EXP_TYPE": "NRS_IFU", "REFTYPE": reftype,
+                                "AUTHOR": "nirbeam simulator"})
         out[name] = d / f"{name}.fits"
         fits.HDUList([p0, fits.BinTableHDU.from_columns(cols, name=name.upper())]).writeto(
             out[name], overwrite=True)

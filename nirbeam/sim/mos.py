@@ -51,7 +51,12 @@ from nirbeam.sim.fits_writer import (
     UncalSegmentWriter,
     group_table_hdu,
     int_times_hdu,
-    write_reference,
+)
+from nirbeam.sim.headers import (
+    reference_common,
+    reference_path,
+    reference_primary,
+    write_detector_refs,
 )
 
 __all__ = ["MOSSimConfig", "MOS_PRESETS", "simulate_mos", "simulate_mos_cli", "MOSSimResult",
@@ -411,65 +416,51 @@ def _write_msa(path: Path, slits, sources) -> Path:
 
 
 def _ref_common(cfg):
-    return {"INSTRUME": "NIRSPEC", "DETECTOR": cfg.detector, "SUBARRAY": cfg.subarray,
-            "SUBSTRT1": cfg.substrt1, "SUBSTRT2": cfg.substrt2, "SUBSIZE1": cfg.nx,
-            "SUBSIZE2": cfg.ny, "READPATT": "ANY", "EXP_TYPE": "NRS_MSASPEC",
-            "USEAFTER": "2015-01-01T00:00:00", "PEDIGREE": "DUMMY", "AUTHOR": "nirbeam simulator",
-            "TELESCOP": "JWST"}
+    return reference_common(cfg.detector, "NRS_MSASPEC", cfg.subarray, cfg.substrt1, cfg.substrt2,
+                            cfg.nx, cfg.ny, detector_keys=False)
 
 
 def _write_refs(cfg, refs: Path, t_ref, n_box, margin, lam_col, resp) -> dict:
     f32 = np.float32
     ny, nx = cfg.ny, cfg.nx
     com = _ref_common(cfg)
-    d = cfg.detector.lower()
     z = np.zeros((ny, nx), np.uint32)
     mask = z.copy()
     if cfg.subarray == "FULL":
         mask[:4, :] = mask[-4:, :] = mask[:, :4] = mask[:, -4:] = dqflags.REFERENCE_PIXEL
-    out = {}
 
     def p(t):
-        return refs / f"jwst_nirspec_{t}_nirbeamsim_mos_{d}.fits"
+        return reference_path(refs, t, cfg.detector, "mos")
 
-    out["superbias"] = write_reference(p("superbias"), "SUPERBIAS", {**com, "DESCRIP": "Simulated superbias"},
-                                       {"SCI": np.full((ny, nx), cfg.bias, f32), "ERR": np.ones((ny, nx), f32),
-                                        "DQ": z}, ["DO_NOT_USE", "UNRELIABLE_BIAS"], bunit="DN")
-    out["dark"] = write_reference(p("dark"), "DARK", {**com, "READPATT": cfg.readpatt, "NFRAMES": 1,
-                                                      "GROUPGAP": 0, "NGROUPS": cfg.ngroups, "NINTS": 1,
-                                                      "DESCRIP": "Simulated dark (none)"},
-                                  {"SCI": np.zeros((cfg.ngroups, ny, nx), f32),
-                                   "ERR": np.zeros((cfg.ngroups, ny, nx), f32), "DQ": z},
-                                  ["DO_NOT_USE", "HOT", "WARM", "UNRELIABLE_DARK"], bunit="DN")
     coeffs = np.zeros((2, ny, nx), f32)
     coeffs[1] = 1.0
-    out["linearity"] = write_reference(p("linearity"), "LINEARITY", {**com, "NCOEFFS": 2,
-                                                                     "DESCRIP": "Simulated linearity (linear)"},
-                                       {"COEFFS": coeffs, "DQ": z}, ["DO_NOT_USE", "NO_LIN_CORR"])
-    out["saturation"] = write_reference(p("saturation"), "SATURATION", {**com, "DESCRIP": "Simulated saturation"},
-                                        {"SCI": np.full((ny, nx), 60000.0, f32), "DQ": z},
-                                        ["DO_NOT_USE", "NO_SAT_CHECK"], bunit="DN")
-    out["readnoise"] = write_reference(p("readnoise"), "READNOISE", {**com, "DESCRIP": "Simulated CDS read noise"},
-                                       {"SCI": np.full((ny, nx), cfg.read_noise_cds, f32)}, None, bunit="DN")
-    out["gain"] = write_reference(p("gain"), "GAIN", {**com, "DESCRIP": "Simulated gain"},
-                                  {"SCI": np.full((ny, nx), cfg.gain, f32)}, None, bunit="electrons/DN")
-    out["mask"] = write_reference(p("mask"), "MASK", {**com, "DESCRIP": "Simulated mask"}, {"DQ": mask},
-                                  ["DO_NOT_USE", "DEAD", "HOT", "WARM", "REFERENCE_PIXEL"])
+    out = write_detector_refs(p, com, {
+        "superbias": ({"DESCRIP": "Simulated superbias"},
+                      {"SCI": np.full((ny, nx), cfg.bias, f32), "ERR": np.ones((ny, nx), f32), "DQ": z}),
+        "dark": ({"READPATT": cfg.readpatt, "NFRAMES": 1, "GROUPGAP": 0, "NGROUPS": cfg.ngroups,
+                  "NINTS": 1, "DESCRIP": "Simulated dark (none)"},
+                 {"SCI": np.zeros((cfg.ngroups, ny, nx), f32),
+                  "ERR": np.zeros((cfg.ngroups, ny, nx), f32), "DQ": z}),
+        "linearity": ({"NCOEFFS": 2, "DESCRIP": "Simulated linearity (linear)"},
+                      {"COEFFS": coeffs, "DQ": z}),
+        "saturation": ({"DESCRIP": "Simulated saturation"},
+                       {"SCI": np.full((ny, nx), 60000.0, f32), "DQ": z}),
+        "readnoise": ({"DESCRIP": "Simulated CDS read noise"},
+                      {"SCI": np.full((ny, nx), cfg.read_noise_cds, f32)}),
+        "gain": ({"DESCRIP": "Simulated gain"}, {"SCI": np.full((ny, nx), cfg.gain, f32)}),
+        "mask": ({"DESCRIP": "Simulated mask"}, {"DQ": mask}),
+    })
     # flux calibration: DN/s (a column's sum) per µJy, against wavelength
-    ph = fits.Header()
-    for k, v in {**com, "REFTYPE": "PHOTOM", "DESCRIP": "Simulated MOS response (DN/s per uJy)"}.items():
-        ph[k] = v
+    ph = reference_primary({**com, "REFTYPE": "PHOTOM", "DESCRIP": "Simulated MOS response (DN/s per uJy)"})
     tab = fits.BinTableHDU.from_columns([fits.Column("WAVELENGTH", "D", unit="um", array=lam_col),
                                          fits.Column("RELRESP", "D", unit="DN/s/uJy", array=resp)],
                                         name="PHOTOM")
     out["photom"] = p("photom")
-    fits.HDUList([fits.PrimaryHDU(header=ph), tab]).writeto(out["photom"], overwrite=True)
-    ph = fits.Header()
-    for k, v in {**com, "REFTYPE": "BARSHADOW", "DESCRIP": "Simulated 1x3 bar-shadow reference",
-                 "MARGIN": margin, "PITCH": cfg.pitch}.items():
-        ph[k] = v
+    fits.HDUList([ph, tab]).writeto(out["photom"], overwrite=True)
+    ph = reference_primary({**com, "REFTYPE": "BARSHADOW", "DESCRIP": "Simulated 1x3 bar-shadow reference",
+                            "MARGIN": margin, "PITCH": cfg.pitch})
     out["barshadow"] = p("barshadow")
-    fits.HDUList([fits.PrimaryHDU(header=ph), fits.ImageHDU(np.asarray(t_ref, f32)[:, None], name="DATA1X3")]
+    fits.HDUList([ph, fits.ImageHDU(np.asarray(t_ref, f32)[:, None], name="DATA1X3")]
                  ).writeto(out["barshadow"], overwrite=True)
     return out
 
