@@ -4,12 +4,14 @@ frames in traditional NRSRAPID. The FS simulator's is in tests/test_irs2_run.py.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from astropy.io import fits
 
 from nirbeam.sim import ifu as simifu
 from nirbeam.sim import mos as simmos
-from nirbeam.sim.irs2 import TFRAME_IRS2_FULL
+from nirbeam.sim.irs2 import TFRAME_IRS2_FULL, cds_read_noise
 
 slow = pytest.mark.slow
 
@@ -68,6 +70,8 @@ def test_mos_full_frame_writes_irs2_and_refpix(tmp_path):
     assert ref.beta.shape == (4, 712 * 2048)
     with fits.open(next(sim.refs_dir.glob("*_dark_*.fits"))) as f:
         assert f[0].header["READPATT"] == "NRSIRS2"
+    with fits.open(next(sim.refs_dir.glob("*_readnoise_*.fits"))) as f:  # IRS2 noise included
+        assert float(f["SCI"].data[100, 100]) == pytest.approx(math.hypot(9.0, cds_read_noise()), rel=1e-6)
 
 
 @slow
@@ -82,3 +86,28 @@ def test_ifu_full_frame_writes_irs2_and_refpix(tmp_path):
     assert ref.beta.shape == (4, 712 * 2048)
     with fits.open(next(sim.refs_dir.glob("*_dark_*.fits"))) as f:
         assert f[0].header["READPATT"] == "NRSIRS2"
+    with fits.open(next(sim.refs_dir.glob("*_readnoise_*.fits"))) as f:  # IRS2 noise included
+        assert float(f["SCI"].data[100, 100]) == pytest.approx(
+            math.hypot(6.0 * math.sqrt(2.0), cds_read_noise()), rel=1e-6)
+
+
+@slow
+def test_irs2_cds_read_noise_matches_a_corrected_dark():
+    """The READNOISE of an IRS2 simulation adds :func:`cds_read_noise`: the CDS noise of a
+    dark written by the IRS2 readout and corrected with the matched REFPIX reference
+    (simulator truth: a flat bias, nothing else), within 3 %."""
+    import numpy as np
+
+    from nirbeam.sim import irs2 as si
+    from nirbeam.transforms.irs2 import subtract_reference_irs2
+
+    raw = si.to_irs2(np.full((2, 2048, 2048), 12000.0), "NRS1", np.random.default_rng(7))
+    cor = subtract_reference_irs2(raw, si.matched_reference(), "NRS1")
+    d = (cor[1].astype(np.float64) - cor[0])[8:-8, 8:-8]
+    assert d.std() == pytest.approx(si.cds_read_noise(), rel=0.03)
+    # without the 1/f and ACN parts: the white part alone
+    white = si.IRS2Noise(one_over_f=0.0, common=0.0, acn=0.0)
+    raw = si.to_irs2(np.full((2, 2048, 2048), 12000.0), "NRS1", np.random.default_rng(8), white)
+    cor = subtract_reference_irs2(raw, si.matched_reference(), "NRS1")
+    d = (cor[1].astype(np.float64) - cor[0])[8:-8, 8:-8]
+    assert d.std() == pytest.approx(si.cds_read_noise(white), rel=0.03)

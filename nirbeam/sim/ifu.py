@@ -447,6 +447,18 @@ def _primary(cfg: IFUSimConfig, k: int, fname: str, t0_mjd: float) -> fits.Heade
     return header_from_cards(cards)
 
 
+def _read_noise_ref(cfg: IFUSimConfig) -> float:
+    """CDS read noise of the READNOISE reference (DN): the signal chain's (sqrt 2 x per
+    read), with the IRS2 readout's added in quadrature for IRS2
+    (:func:`nirbeam.sim.irs2.cds_read_noise`)."""
+    rn = cfg.read_noise_dn * np.sqrt(2.0)
+    if not cfg.irs2:
+        return rn
+    from nirbeam.sim.irs2 import cds_read_noise
+
+    return float(np.hypot(rn, cds_read_noise()))
+
+
 def _write_detector_refs(cfg: IFUSimConfig, refs: Path) -> None:
     f32 = np.float32
     ny, nx = cfg.nrows, cfg.ncols
@@ -480,7 +492,7 @@ def _write_detector_refs(cfg: IFUSimConfig, refs: Path) -> None:
         "saturation": ({"DESCRIP": "Simulated saturation"},
                        {"SCI": np.full((ny, nx), 60000.0, f32), "DQ": zdq}),
         "readnoise": ({"DESCRIP": "Read noise of a CDS difference"},
-                      {"SCI": np.full((ny, nx), cfg.read_noise_dn * np.sqrt(2.0), f32)}),
+                      {"SCI": np.full((ny, nx), _read_noise_ref(cfg), f32)}),
         "gain": ({"DESCRIP": "Simulated gain"}, {"SCI": np.full((ny, nx), cfg.gain, f32)}),
         "mask": ({"DESCRIP": "Simulated bad-pixel mask"}, {"DQ": mask}),
     })

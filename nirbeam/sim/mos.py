@@ -420,6 +420,16 @@ def _ref_common(cfg):
                             cfg.nx, cfg.ny, detector_keys=False)
 
 
+def _read_noise_ref(cfg) -> float:
+    """CDS read noise of the READNOISE reference (DN): the signal chain's, with the IRS2
+    readout's added in quadrature for IRS2 (:func:`nirbeam.sim.irs2.cds_read_noise`)."""
+    if not cfg.irs2:
+        return cfg.read_noise_cds
+    from nirbeam.sim.irs2 import cds_read_noise
+
+    return float(np.hypot(cfg.read_noise_cds, cds_read_noise()))
+
+
 def _write_refs(cfg, refs: Path, t_ref, n_box, margin, lam_col, resp) -> dict:
     f32 = np.float32
     ny, nx = cfg.ny, cfg.nx
@@ -446,7 +456,7 @@ def _write_refs(cfg, refs: Path, t_ref, n_box, margin, lam_col, resp) -> dict:
         "saturation": ({"DESCRIP": "Simulated saturation"},
                        {"SCI": np.full((ny, nx), 60000.0, f32), "DQ": z}),
         "readnoise": ({"DESCRIP": "Simulated CDS read noise"},
-                      {"SCI": np.full((ny, nx), cfg.read_noise_cds, f32)}),
+                      {"SCI": np.full((ny, nx), _read_noise_ref(cfg), f32)}),
         "gain": ({"DESCRIP": "Simulated gain"}, {"SCI": np.full((ny, nx), cfg.gain, f32)}),
         "mask": ({"DESCRIP": "Simulated mask"}, {"DQ": mask}),
     })

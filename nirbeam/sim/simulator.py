@@ -31,7 +31,9 @@
 Randomness: one :class:`numpy.random.Generator` per (seed, detector, purpose,
 integration), so the data do not depend on segmenting or batching.
 
-Size note: over 600 lines on purpose: the BOTS simulator's scene, ramps, references and file layout, one driver of one exposure; its physics is already in physics.py and the other modes' in fs.py, mos.py, ifu.py.
+Size note: over 650 lines on purpose: the BOTS simulator's scene, ramps, references, truth and
+file layout, one driver of one exposure; its physics is already in physics.py, the header
+and reference layout shared with the FS, MOS and IFU simulators in headers.py.
 """
 
 from __future__ import annotations
@@ -421,6 +423,16 @@ def _rn_extra_var(cfg: SimConfig) -> float:
                                                 alpha=cfg.one_over_f_alpha)
 
 
+def _irs2_var(cfg: SimConfig) -> float:
+    """CDS variance (DN^2) the IRS2 readout adds (READPATT NRSIRS2*: the FS simulator's
+    full frames; :func:`nirbeam.sim.irs2.cds_read_noise`), 0 for traditional readouts."""
+    if not str(cfg.readpatt).upper().startswith("NRSIRS2"):
+        return 0.0
+    from nirbeam.sim.irs2 import cds_read_noise
+
+    return cds_read_noise() ** 2
+
+
 def write_refs(cfg: SimConfig, det: str, props: phys.DetectorProps, refs_dir: Path, seed: int, det_idx: int) -> dict[str, Path]:
     f32 = np.float32
     ny, nx = props.shape
@@ -476,7 +488,7 @@ def write_refs(cfg: SimConfig, det: str, props: phys.DetectorProps, refs_dir: Pa
     sat_dq[dead_f | refp] |= dqflags.NO_SAT_CHECK
     # READNOISE: CDS noise of a pixel after column destriping = white read noise plus the
     # pixel-scale part of the 1/f noise (which no column correction removes)
-    rn_ref = np.sqrt(rn.astype(np.float64) ** 2 + _rn_extra_var(cfg))
+    rn_ref = np.sqrt(rn.astype(np.float64) ** 2 + _rn_extra_var(cfg) + _irs2_var(cfg))
     out.update(write_detector_refs(p, com, {
         "linearity": ({"DESCRIP": "Simulated linearity: corrected = sum_k c_k raw**k (bias-subtracted DN)",
                        "NCOEFFS": cfg.linearity_ncoeffs}, {"COEFFS": coeffs, "DQ": lin_dq}),
