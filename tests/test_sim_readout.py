@@ -17,6 +17,9 @@ slow = pytest.mark.slow
 
 
 def test_mos_presets_readout():
+    from nirbeam.sim import fs as simfs
+
+    assert simfs.TFRAME_IRS2_FULL == TFRAME_IRS2_FULL  # one IRS2 TFRAME for FS, MOS, IFU
     full = simmos.resolved_readout(simmos.MOS_PRESETS["mos"])
     assert (full.readout, full.readpatt, full.tframe) == ("NRSIRS2", "NRSIRS2", TFRAME_IRS2_FULL)
     for name in ("mos-small", "mos-test"):  # cut-down frames: traditional
