@@ -2,6 +2,7 @@
 truth, centroid wander before/after the correction.
 
     .venv/bin/python bench/cube_build.py [--preset ifu-small|ifu] [--seed 1] [--out DIR]
+        [--readout auto|TRADITIONAL|NRSIRS2] [--ngroups N]
 
 1. Simulates a 4-dither IFU set (``nirbeam.sim.ifu``) and runs the IFU pipeline once
    (``nirbeam.pipelines.ifu.run_ifu``, Beam direct runner): stage 1, the point cloud, the
@@ -19,7 +20,9 @@ truth, centroid wander before/after the correction.
 4. Wander: the smooth (cubic) centroid track's peak-to-peak before and after the
    correction, in spaxels, and the corrected centroids' offset from the true position.
 
-Writes ``bench/results/cube_build_<preset>.json`` (with provenance).
+Writes ``bench/results/cube_build_<preset>.json`` (with provenance); with ``--readout``
+or ``--ngroups`` the name gets ``_<readout>`` / ``_g<N>`` (the preset's default readout:
+``ifu`` full frame IRS2, ``ifu-small`` traditional).
 """
 
 from __future__ import annotations
@@ -85,11 +88,15 @@ def main(argv=None):
     ap.add_argument("--preset", default="ifu-small")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--readout", default=None, choices=("auto", "TRADITIONAL", "NRSIRS2"),
+                    help="IFUSimConfig.readout (default: the preset's)")
+    ap.add_argument("--ngroups", type=int, default=None, help="IFUSimConfig.ngroups")
     args = ap.parse_args(argv)
     start = provenance(sys.argv if argv is None else argv)
     work = Path(args.out or tempfile.mkdtemp(prefix="nirbeam-cube-bench-"))
     t = time.perf_counter()
-    sim = simulate_ifu(work / "sim", args.preset, seed=args.seed)
+    over = {k: v for k, v in (("readout", args.readout), ("ngroups", args.ngroups)) if v}
+    sim = simulate_ifu(work / "sim", args.preset, seed=args.seed, **over)
     t_sim = time.perf_counter() - t
     res = run_ifu([str(work / "sim")], str(work / "out"), overwrite=True)
     s = res.summary
@@ -161,6 +168,8 @@ def main(argv=None):
     flags = np.load(work / "out" / "work" / "outlier_flags.npy")
     record = {
         "preset": args.preset, "seed": args.seed, "simulate_s": t_sim,
+        "readout": sim.config.readout, "readpatt": sim.config.readpatt,
+        "ngroups": sim.config.ngroups, "tframe_s": sim.config.tframe,
         "grid": s["grid"], "points": cloud.size, "dithers": len(s["exposures"]),
         "pipeline_timings_s": s["timings_s"],
         "beam_cube_s_vs_inprocess_drizzle": s["timings_s"]["cube_s"] / results["drizzle"]["build_s"],
@@ -186,7 +195,8 @@ def main(argv=None):
         "outliers_injected_found": int(sum(bool(flags[o["exposure"], o["y"], o["x"]]) for o in injected)),
         "workdir": str(work),
     }
-    out = write_result(Path(__file__).resolve().parent / "results" / f"cube_build_{args.preset}.json",
+    tag = (f"_{args.readout}" if args.readout else "") + (f"_g{args.ngroups}" if args.ngroups else "")
+    out = write_result(Path(__file__).resolve().parent / "results" / f"cube_build_{args.preset}{tag}.json",
                        record, start=start)
     print(json.dumps({k: record[k] for k in ("weightings", "wander_spaxels", "flux_conservation",
                                              "sources_flux_integral_vs_truth")}, indent=1))

@@ -3,8 +3,10 @@ profile measured from the sky slitlets against the truth and against the referen
 profile, the failed-open and stuck-closed shutters found or not.
 
     .venv/bin/python bench/mos_sim.py [--preset mos-small] [--seed 1] [--out DIR] [--compare]
+        [--readout auto|traditional|NRSIRS2]
     .venv/bin/python bench/mos_sim.py --preset mos --stage2-from DIR --compare   # stage 2 only
-    # writes bench/results/mos_sim_<preset>.json
+    # writes bench/results/mos_sim_<preset>.json (mos_sim_<preset>_<readout>.json when
+    # --readout is given)
 """
 
 import argparse
@@ -139,15 +141,18 @@ def main(argv=None):
                          "out/cubes.zarr) and rerun stage 2 only, into OUT/out_<background>")
     ap.add_argument("--compare", action="store_true",
                     help="stage 2 with both backgrounds; the record holds both")
+    ap.add_argument("--readout", default=None, choices=("auto", "traditional", "NRSIRS2"),
+                    help="MOSSimConfig.readout (default: the preset's, auto: full frame IRS2)")
     a = ap.parse_args(argv)
     from nirbeam.pipelines.mos import run_uncal
     from nirbeam.sim.mos import simulate_mos
 
+    over = {"readout": a.readout} if a.readout else {}
     base = Path(a.stage2_from or a.out or tempfile.mkdtemp(prefix="mos_sim_"))
     if a.stage2_from:
         sim_dir = base / "sim"
     else:
-        sim = simulate_mos(base / "sim", preset=a.preset, seed=a.seed)
+        sim = simulate_mos(base / "sim", preset=a.preset, seed=a.seed, **over)
         sim_dir = sim.outdir
         run_uncal([sim.outdir], str(base / "out"), str(sim.refs_dir), config={"mos": {"background": a.background}})
     backgrounds = ("nod", "master") if a.compare else (a.background,)
@@ -166,8 +171,11 @@ def main(argv=None):
                                                      "bar_shadow", "failed_open", "stuck_closed")})
     res["preset"], res["seed"] = a.preset, a.seed
     res["stage1"] = "reused from an earlier run (--stage2-from)" if a.stage2_from else "run here"
+    if not a.stage2_from:
+        res["readout"], res["readpatt"] = sim.config.readout, sim.config.readpatt
     print(json.dumps(res, indent=1))
-    write_result(REPO / "bench" / "results" / f"mos_sim_{a.preset}.json", res, argv)
+    tag = f"_{a.readout}" if a.readout else ""
+    write_result(REPO / "bench" / "results" / f"mos_sim_{a.preset}{tag}.json", res, argv)
 
 
 if __name__ == "__main__":

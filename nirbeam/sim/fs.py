@@ -57,6 +57,7 @@ from nirbeam.sim.fits_writer import (
     int_times_hdu,
     write_reference,
 )
+from nirbeam.sim.headers import reference_path, reference_primary
 from nirbeam.sim.simulator import (
     DETECTORS,
     REALISTIC,
@@ -360,14 +361,10 @@ def _write_fs_refs(cfg: FsConfig, scfg: SimConfig, geoms, refs_dir: Path, det: s
     common = {"INSTRUME": "NIRSPEC", "DETECTOR": det, "EXP_TYPE": "NRS_FIXEDSLIT",
               "FILTER": cfg.filter, "GRATING": cfg.grating, "USEAFTER": "2015-01-01T00:00:00",
               "PEDIGREE": "DUMMY", "AUTHOR": "nirbeam simulator", "TELESCOP": "JWST"}
-    d = det.lower()
     out = {}
     # FSGEOM: per slit, box + maps (full-frame 0-based origin)
-    hdus = [fits.PrimaryHDU()]
+    hdus = [reference_primary({"REFTYPE": "FSGEOM", **common})]
     ph = hdus[0].header
-    ph["REFTYPE"] = "FSGEOM"
-    for k, v in common.items():
-        ph[k] = v
     ph["DESCRIP"] = "FS slit footprints: per-pixel wavelength (um) and along-slit (arcsec)"
     ph["COMMENT"] = ("S200A1 from the CV3 trace Trace_SLIT_A_200_1 (LAMBDA1, SLITY1); other "
                      "slits: the same maps shifted by whole rows (placeholders except S1600A1)")
@@ -381,7 +378,7 @@ def _write_fs_refs(cfg: FsConfig, scfg: SimConfig, geoms, refs_dir: Path, det: s
             h.header["SLITWID"] = (g.width, "slit width, arcsec")
             h.header["BUNIT"] = unit
             hdus.append(h)
-    out["fsgeom"] = refs_dir / f"jwst_nirspec_fsgeom_nirbeamsim_{d}.fits"
+    out["fsgeom"] = reference_path(refs_dir, "fsgeom", det)
     fits.HDUList(hdus).writeto(out["fsgeom"], overwrite=True)
     # PSF: tabulated cumulative along-slit profile (the optical model on a grid)
     lam_grid = np.round(np.arange(0.90, 1.951, 0.05), 3)
@@ -389,7 +386,7 @@ def _write_fs_refs(cfg: FsConfig, scfg: SimConfig, geoms, refs_dir: Path, det: s
     cdf = np.stack([psf_cdf(u, lam, cfg.psf_core_sigma, cfg.psf_wing, cfg.psf_wing_alpha)
                     for lam in lam_grid]).astype(np.float64)
     out["psf"] = write_reference(
-        refs_dir / f"jwst_nirspec_psf_nirbeamsim_{d}.fits", "PSF",
+        reference_path(refs_dir, "psf", det), "PSF",
         {**common, "DESCRIP": "Cumulative along-slit profile of a point source, CDF(offset, lambda)"},
         {"CDF": cdf}, None)
     with fits.open(out["psf"], mode="update") as f:
@@ -411,10 +408,8 @@ def _write_fs_refs(cfg: FsConfig, scfg: SimConfig, geoms, refs_dir: Path, det: s
             name="PATHLOSS", ver=i)
         t.header["SLTNAME"] = name
         tabs.append(t)
-    out["photom"] = refs_dir / f"jwst_nirspec_photom_nirbeamsim_{d}.fits"
-    ph = fits.PrimaryHDU()
-    for k, v in {**common, "REFTYPE": "PHOTOM", "DISPERS": disp}.items():
-        ph.header[k] = v
+    out["photom"] = reference_path(refs_dir, "photom", det)
+    ph = reference_primary({**common, "REFTYPE": "PHOTOM", "DISPERS": disp})
     ph.header["DESCRIP"] = ("RELRESP: DN/s in one column per uJy at full slit transmission "
                             "(per dispersion of DISPERS um/column); PATHLOSS: across-slit "
                             "transmission of a centred point source")

@@ -24,10 +24,15 @@ Files written into ``OUTDIR``:
 
 * ``jw<prog>..._<nn>101_00001_nrs1_uncal.fits``, one per dither: SCI uint16 (nints,
   ngroups, ny, nx), GROUP, INT_TIMES, IFU keywords (EXP_TYPE NRS_IFU, PATT_NUM, NUMDTHPT,
-  XOFFSET/YOFFSET...), via :mod:`nirbeam.sim.fits_writer` (``readout`` selects the
-  layout: ``"TRADITIONAL"`` now; IRS2 when the writer has it);
+  XOFFSET/YOFFSET...), via :mod:`nirbeam.sim.fits_writer`; ``readout`` selects the
+  layout: ``"auto"`` (default) writes the full frame in IRS2 (READPATT ``NRSIRS2``, TFRAME
+  14.58889 s, interleaved reference samples, reference output, 1/f, alternating column
+  noise: :mod:`nirbeam.sim.irs2`) as real IFU exposures are, and a cut-down frame
+  (``ifu-small``) in traditional ``NRSRAPID`` (IRS2 is full frame only: a test
+  convenience, not a real layout); ``"TRADITIONAL"`` or ``"NRSIRS2"`` force one;
 * ``refs/``: CRDS-format detector references (superbias, dark, linearity, saturation,
-  readnoise, gain, mask);
+  readnoise, gain, mask) and, for IRS2, the REFPIX reference that fits the simulated
+  IRS2 readout noise (:func:`nirbeam.sim.irs2.write_matched_refpix`);
 * ``ifu_refs/geometry_nrs1.fits``: the per-pixel maps the pipeline uses (as jwst's
   ``assign_wcs`` gives them): WAVELENGTH (µm), ALPHA, BETA (arcsec), SLICE (int16, -1
   off the slices), with SLICEWID/PIXSCALE keywords; ``ifu_refs/photom.fits`` (a table
@@ -57,7 +62,16 @@ from nirbeam.sim.fits_writer import (
     UncalSegmentWriter,
     group_table_hdu,
     int_times_hdu,
-    write_reference,
+)
+from nirbeam.sim.headers import (
+    FASTSLOW,
+    file_cards,
+    header_from_cards,
+    readout_cards,
+    reference_common,
+    reference_path,
+    reference_primary,
+    write_detector_refs,
 )
 
 __all__ = ["IFUSimConfig", "IFU_PRESETS", "simulate_ifu", "cv3_slice_model", "IFUSimResult",
@@ -67,6 +81,10 @@ GEOMETRY_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / 
 CV3_TRACE = "Trace_IFU_Slice_00_SMOS-MOD-G1M-17-5344175105_30192_JLAB88.fits"
 MJYSR_ARCSEC2_TO_UJY = 1e12 * (np.pi / (180.0 * 3600.0)) ** 2
 NSLICES = 30
+#: IFUSimConfig.readout values: auto (full frame: IRS2; cut-down: traditional) or forced
+IFU_READOUTS = ("auto", "TRADITIONAL", "NRSIRS2")
+#: traditional full-frame (NRSRAPID) frame time, the config's default
+TFRAME_TRADITIONAL_FULL = 10.737
 
 
 def _geometry_file(name: str) -> Path:
@@ -97,9 +115,9 @@ class IFUSimConfig:
     refpix: bool = True            # 4 reference rows/columns at the frame edges
     ngroups: int = 5
     nints: int = 1
-    tframe: float = 10.737         # full-frame NRSRAPID
-    readpatt: str = "NRSRAPID"
-    readout: str = "TRADITIONAL"   # level-1b layout through nirbeam.sim.fits_writer
+    tframe: float = TFRAME_TRADITIONAL_FULL  # full-frame NRSRAPID; IRS2: resolved_readout
+    readpatt: str = "NRSRAPID"     # IRS2: NRSIRS2 (resolved_readout)
+    readout: str = "auto"          # full frame: NRSIRS2; cut-down: TRADITIONAL (module notes)
     bias_dn: float = 12000.0
     read_noise_dn: float = 6.0     # per read
     gain: float = 1.0
@@ -137,11 +155,40 @@ class IFUSimConfig:
         """SUBARRAY keyword: FULL for the full frame, else the simulator's cut-down frame."""
         return "FULL" if (self.nrows, self.ncols) == (2048, 2048) else "SUBIFU"
 
+    @property
+    def irs2(self) -> bool:
+        """True when the exposures are written in IRS2 (``readout`` resolved)."""
+        ro = self.readout if self.readout == "auto" else self.readout.upper()
+        if ro == "auto":
+            return self.subarray == "FULL"
+        return ro == "NRSIRS2"
+
+
+def resolved_readout(cfg: IFUSimConfig) -> IFUSimConfig:
+    """``cfg`` with ``readout`` resolved to ``"NRSIRS2"`` or ``"TRADITIONAL"`` (checked:
+    IRS2 is full frame only); for IRS2 READPATT NRSIRS2 and the IRS2 full-frame TFRAME
+    (unless set to other values than the traditional defaults)."""
+    ro = cfg.readout if cfg.readout == "auto" else cfg.readout.upper()
+    if ro not in IFU_READOUTS:
+        raise ValueError(f"IFUSimConfig.readout {cfg.readout!r}: one of {IFU_READOUTS}")
+    if ro == "NRSIRS2" and cfg.subarray != "FULL":
+        raise ValueError(f"IFUSimConfig.readout 'NRSIRS2' is full frame only; got "
+                         f"{cfg.nrows}x{cfg.ncols}")
+    if not cfg.irs2:
+        return dataclasses.replace(cfg, readout="TRADITIONAL")
+    from nirbeam.sim.irs2 import TFRAME_IRS2_FULL
+
+    return dataclasses.replace(
+        cfg, readout="NRSIRS2", readpatt="NRSIRS2" if cfg.readpatt == "NRSRAPID" else cfg.readpatt,
+        tframe=TFRAME_IRS2_FULL if cfg.tframe == TFRAME_TRADITIONAL_FULL else cfg.tframe)
+
 
 IFU_PRESETS = {
-    # the full frame, G140M/F100LP wavelengths on NRS1 as in the CV3 trace
+    # the full frame, G140M/F100LP wavelengths on NRS1 as in the CV3 trace; IRS2 (NRSIRS2)
+    # as real IFU exposures
     "ifu": IFUSimConfig(),
-    # a cut-down frame for tests and quick looks: 30 slices, 128 wavelength columns
+    # a cut-down frame for tests and quick looks: 30 slices, 128 wavelength columns;
+    # traditional readout (IRS2 is full frame only; a test convenience)
     "ifu-small": IFUSimConfig(preset="ifu-small", nrows=1040, ncols=136, trace_x0=4,
                               trace_ncols=128, slice_pitch=33, first_slice_row=28, ngroups=4,
                               tframe=10.737, line_sigma_um=0.012, line_flux_ujy_um=40.0,
@@ -361,17 +408,8 @@ class IFUSimResult:
 
 
 def _primary(cfg: IFUSimConfig, k: int, fname: str, t0_mjd: float) -> fits.Header:
-    h = fits.Header()
     dur = cfg.tgroup * cfg.ngroups * cfg.nints
-    cards = [
-        ("DATE", _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime()), "UTC date file created"),
-        ("ORIGIN", "NIRBEAM", "simulated by nirbeam.sim.ifu"),
-        ("TIMESYS", "UTC", "principal time system for time-related keywords"),
-        ("FILENAME", fname, "Name of the file"),
-        ("FILETYPE", "uncalibrated", "Type of data in the file"),
-        ("DATAMODL", "Level1bModel", "Type of data model"),
-        ("TELESCOP", "JWST", "Telescope used to acquire the data"),
-        ("SIMULATD", True, "nirbeam simulation"),
+    cards = file_cards(fname, "nirbeam.sim.ifu") + [
         ("TARGNAME", "SIM-IFU", "Standard astronomical catalog name for target"),
         ("TARG_RA", 80.0, "Target RA at mid time of exposure"),
         ("TARG_DEC", -69.5, "Target Dec at mid time of exposure"),
@@ -399,71 +437,40 @@ def _primary(cfg: IFUSimConfig, k: int, fname: str, t0_mjd: float) -> fits.Heade
         ("EXPSTART", t0_mjd, "UTC exposure start time (MJD)"),
         ("EXPMID", t0_mjd + dur / 2 / 86400, "UTC exposure mid time (MJD)"),
         ("EXPEND", t0_mjd + dur / 86400, "UTC exposure end time (MJD)"),
-        ("READPATT", cfg.readpatt, "Readout pattern"),
-        ("NINTS", cfg.nints, "Number of integrations in exposure"),
-        ("INTSTART", 1, "Starting integration number in this segment"),
-        ("INTEND", cfg.nints, "Ending integration number in this segment"),
-        ("NGROUPS", cfg.ngroups, "Number of groups in integration"),
-        ("NFRAMES", 1, "Number of frames per group"),
-        ("GROUPGAP", 0, "Number of frames dropped between groups"),
-        ("NRESETS", 1, "Number of resets between integrations"),
-        ("NSAMPLES", 1, "Number of A/D samples per pixel"),
-        ("TSAMPLE", 10.0, "[us] Time between samples"),
-        ("TFRAME", cfg.tframe, "[s] Time between frames"),
-        ("TGROUP", cfg.tgroup, "[s] Time between groups"),
-        ("EFFINTTM", cfg.tgroup * (cfg.ngroups - 1), "[s] Effective integration time"),
-        ("EFFEXPTM", cfg.tgroup * (cfg.ngroups - 1) * cfg.nints, "[s] Effective exposure time"),
-        ("DURATION", dur, "[s] Total duration of exposure"),
-        ("EXSEGNUM", 1, "Segment number"),
-        ("EXSEGTOT", 1, "Total number of segments"),
-        ("ZEROFRAM", False, "T if a zero frame was read separately"),
-        ("SUBARRAY", cfg.subarray, "Subarray used"),
-        ("SUBSTRT1", 1, "Starting pixel in axis 1 direction"),
-        ("SUBSTRT2", 1, "Starting pixel in axis 2 direction"),
-        ("SUBSIZE1", cfg.ncols, "Number of pixels in axis 1 direction"),
-        ("SUBSIZE2", cfg.nrows, "Number of pixels in axis 2 direction"),
-        ("FASTAXIS", 2, "Fast readout axis direction"),
-        ("SLOWAXIS", 1, "Slow readout axis direction"),
+    ] + readout_cards(
+        readpatt=cfg.readpatt, nints=cfg.nints, int_lo=1, int_hi=cfg.nints, ngroups=cfg.ngroups,
+        nframes=1, groupgap=0, nresets=1, tframe=cfg.tframe, tgroup=cfg.tgroup, duration=dur,
+        segment=1, nsegments=1, subarray=cfg.subarray, substrt1=1, substrt2=1,
+        subsize1=cfg.ncols, subsize2=cfg.nrows, fastslow=FASTSLOW["NRS1"]) + [
         ("READOUT", cfg.readout, "nirbeam sim readout layout"),
     ]
-    for key, v, c in cards:
-        h[key] = (v, c)
-    return h
+    return header_from_cards(cards)
+
+
+def _read_noise_ref(cfg: IFUSimConfig) -> float:
+    """CDS read noise of the READNOISE reference (DN): the signal chain's (sqrt 2 x per
+    read), with the IRS2 readout's added in quadrature for IRS2
+    (:func:`nirbeam.sim.irs2.cds_read_noise`)."""
+    rn = cfg.read_noise_dn * np.sqrt(2.0)
+    if not cfg.irs2:
+        return rn
+    from nirbeam.sim.irs2 import cds_read_noise
+
+    return float(np.hypot(rn, cds_read_noise()))
 
 
 def _write_detector_refs(cfg: IFUSimConfig, refs: Path) -> None:
     f32 = np.float32
     ny, nx = cfg.nrows, cfg.ncols
-    com = {"INSTRUME": "NIRSPEC", "DETECTOR": "NRS1", "SCA_ID": 491, "SUBARRAY": cfg.subarray,
-           "SUBSTRT1": 1, "SUBSTRT2": 1, "SUBSIZE1": nx, "SUBSIZE2": ny, "FASTAXIS": 2,
-           "SLOWAXIS": 1, "READPATT": "ANY", "EXP_TYPE": "NRS_IFU",
-           "USEAFTER": "2015-01-01T00:00:00", "PEDIGREE": "DUMMY", "AUTHOR": "nirbeam simulator"}
+    # TELESCOP: write_reference puts it first; the common keywords leave it there
+    com = reference_common("NRS1", "NRS_IFU", cfg.subarray, 1, 1, nx, ny, telescop=False)
     zdq = np.zeros((ny, nx), np.uint32)
 
     def p(t):
-        return refs / f"jwst_nirspec_{t}_nirbeamsim_ifu_nrs1.fits"
+        return reference_path(refs, t, "NRS1", "ifu")
 
-    write_reference(p("superbias"), "SUPERBIAS", {**com, "DESCRIP": "Simulated superbias"},
-                    {"SCI": np.full((ny, nx), cfg.bias_dn, f32), "ERR": np.ones((ny, nx), f32),
-                     "DQ": zdq}, ["DO_NOT_USE", "UNRELIABLE_BIAS"], bunit="DN")
-    write_reference(p("dark"), "DARK",
-                    {**com, "READPATT": cfg.readpatt, "DESCRIP": "Simulated dark (zero)",
-                     "NFRAMES": 1, "GROUPGAP": 0, "NGROUPS": cfg.ngroups, "NINTS": 1},
-                    {"SCI": np.zeros((cfg.ngroups, ny, nx), f32),
-                     "ERR": np.zeros((cfg.ngroups, ny, nx), f32), "DQ": zdq},
-                    ["DO_NOT_USE", "HOT", "WARM", "UNRELIABLE_DARK"], bunit="DN")
     coeffs = np.zeros((3, ny, nx), f32)
     coeffs[1] = 1.0
-    write_reference(p("linearity"), "LINEARITY",
-                    {**com, "DESCRIP": "Simulated linearity (identity)", "NCOEFFS": 3},
-                    {"COEFFS": coeffs, "DQ": zdq}, ["DO_NOT_USE", "NO_LIN_CORR"])
-    write_reference(p("saturation"), "SATURATION", {**com, "DESCRIP": "Simulated saturation"},
-                    {"SCI": np.full((ny, nx), 60000.0, f32), "DQ": zdq},
-                    ["DO_NOT_USE", "NO_SAT_CHECK"], bunit="DN")
-    write_reference(p("readnoise"), "READNOISE", {**com, "DESCRIP": "Read noise of a CDS difference"},
-                    {"SCI": np.full((ny, nx), cfg.read_noise_dn * np.sqrt(2.0), f32)}, None, bunit="DN")
-    write_reference(p("gain"), "GAIN", {**com, "DESCRIP": "Simulated gain"},
-                    {"SCI": np.full((ny, nx), cfg.gain, f32)}, None, bunit="electrons/DN")
     mask = np.zeros((ny, nx), np.uint32)
     if cfg.refpix:
         from nirbeam import dqflags
@@ -472,23 +479,36 @@ def _write_detector_refs(cfg: IFUSimConfig, refs: Path) -> None:
         for sl in ((slice(0, e), slice(None)), (slice(ny - e, ny), slice(None)),
                    (slice(None), slice(0, e)), (slice(None), slice(nx - e, nx))):
             mask[sl] = dqflags.REFERENCE_PIXEL | dqflags.DO_NOT_USE
-    write_reference(p("mask"), "MASK", {**com, "DESCRIP": "Simulated bad-pixel mask"}, {"DQ": mask},
-                    ["DO_NOT_USE", "DEAD", "HOT", "WARM", "REFERENCE_PIXEL"])
+    write_detector_refs(p, com, {
+        "superbias": ({"DESCRIP": "Simulated superbias"},
+                      {"SCI": np.full((ny, nx), cfg.bias_dn, f32), "ERR": np.ones((ny, nx), f32),
+                       "DQ": zdq}),
+        "dark": ({"READPATT": cfg.readpatt, "DESCRIP": "Simulated dark (zero)",
+                  "NFRAMES": 1, "GROUPGAP": 0, "NGROUPS": cfg.ngroups, "NINTS": 1},
+                 {"SCI": np.zeros((cfg.ngroups, ny, nx), f32),
+                  "ERR": np.zeros((cfg.ngroups, ny, nx), f32), "DQ": zdq}),
+        "linearity": ({"DESCRIP": "Simulated linearity (identity)", "NCOEFFS": 3},
+                      {"COEFFS": coeffs, "DQ": zdq}),
+        "saturation": ({"DESCRIP": "Simulated saturation"},
+                       {"SCI": np.full((ny, nx), 60000.0, f32), "DQ": zdq}),
+        "readnoise": ({"DESCRIP": "Read noise of a CDS difference"},
+                      {"SCI": np.full((ny, nx), _read_noise_ref(cfg), f32)}),
+        "gain": ({"DESCRIP": "Simulated gain"}, {"SCI": np.full((ny, nx), cfg.gain, f32)}),
+        "mask": ({"DESCRIP": "Simulated bad-pixel mask"}, {"DQ": mask}),
+    })
 
 
 def _write_ifu_refs(cfg: IFUSimConfig, geo: Geometry, d: Path) -> dict[str, Path]:
     d.mkdir(parents=True, exist_ok=True)
     out = {}
-    ph = fits.Header()
-    for k, v in (("TELESCOP", "JWST"), ("INSTRUME", "NIRSPEC"), ("DETECTOR", "NRS1"),
-                 ("EXP_TYPE", "NRS_IFU"), ("FILTER", "F100LP"), ("GRATING", "G140M"),
-                 ("REFTYPE", "IFUGEOMETRY"), ("AUTHOR", "nirbeam simulator"),
-                 ("SLICEWID", cfg.slice_width), ("PIXSCALE", cfg.pixel_scale),
-                 ("NSLICES", NSLICES)):
-        ph[k] = v
-    ph["COMMENT"] = "per-pixel maps as assign_wcs gives them; the distortion that moves a " \
-                    "point source with wavelength is not in them"
-    hdus = [fits.PrimaryHDU(header=ph)]
+    p0 = reference_primary({"TELESCOP": "JWST", "INSTRUME": "NIRSPEC", "DETECTOR": "NRS1",
+                            "EXP_TYPE": "NRS_IFU", "FILTER": "F100LP", "GRATING": "G140M",
+                            "REFTYPE": "IFUGEOMETRY", "AUTHOR": "nirbeam simulator",
+                            "SLICEWID": cfg.slice_width, "PIXSCALE": cfg.pixel_scale,
+                            "NSLICES": NSLICES})
+    p0.header["COMMENT"] = "per-pixel maps as assign_wcs gives them; the distortion that moves a " \
+                           "point source with wavelength is not in them"
+    hdus = [p0]
     for name, arr, unit in (("WAVELENGTH", geo.wave.astype(np.float32), "um"),
                             ("ALPHA", geo.alpha.astype(np.float32), "arcsec"),
                             ("BETA", geo.beta.astype(np.float32), "arcsec"),
@@ -509,10 +529,9 @@ def _write_ifu_refs(cfg: IFUSimConfig, geo: Geometry, d: Path) -> dict[str, Path
                     fits.Column("RADIUS", "D", unit="arcsec", array=rad),
                     fits.Column("APCORR", "D", array=1.0 / encircled_energy(cfg, wl, rad))],
          "APCORR")):
-        p0 = fits.PrimaryHDU()
-        for k, v in (("TELESCOP", "JWST"), ("INSTRUME", "NIRSPEC"), ("DETECTOR", "NRS1"),
-                     ("EXP_TYPE", "NRS_IFU"), ("REFTYPE", reftype), ("AUTHOR", "nirbeam simulator")):
-            p0.header[k] = v
+        p0 = reference_primary({"TELESCOP": "JWST", "INSTRUME": "NIRSPEC", "DETECTOR": "NRS1",
+                                "EXP_TYPE": "NRS_IFU", "REFTYPE": reftype,
+                                "AUTHOR": "nirbeam simulator"})
         out[name] = d / f"{name}.fits"
         fits.HDUList([p0, fits.BinTableHDU.from_columns(cols, name=name.upper())]).writeto(
             out[name], overwrite=True)
@@ -536,18 +555,17 @@ def simulate_ifu(outdir, preset: str = "ifu", seed: int | None = None, **overrid
     cfg = dataclasses.replace(IFU_PRESETS[preset], **overrides)
     if seed is not None:
         cfg = dataclasses.replace(cfg, seed=int(seed))
-    if cfg.readout.upper() != "TRADITIONAL":
-        # the IRS2 layouts (NRSIRS2, NRSIRS2RAPID) come with the irs2 branch's writer
-        # (nirbeam.sim.fits_writer.READOUTS / readout_keywords); this simulator passes its
-        # frames through that one writer, so only the readout parameter changes then
-        raise ValueError(f"readout {cfg.readout!r}: this writer has the traditional layout "
-                         "('TRADITIONAL') only")
+    cfg = resolved_readout(cfg)
     out = Path(outdir)
     refs = out / "refs"
     refs.mkdir(parents=True, exist_ok=True)
     model = cv3_slice_model()
     geo = frame_geometry(cfg, model)
     _write_detector_refs(cfg, refs)
+    if cfg.irs2:  # the REFPIX reference that fits the simulated IRS2 readout noise
+        from nirbeam.sim.irs2 import write_matched_refpix
+
+        write_matched_refpix(refs, "NRS1", cfg.readpatt)
     ifu_refs = _write_ifu_refs(cfg, geo, out / "ifu_refs")
     ny, nx = cfg.nrows, cfg.ncols
     G = cfg.ngroups
@@ -569,7 +587,8 @@ def simulate_ifu(outdir, preset: str = "ifu", seed: int | None = None, **overrid
         fname = f"{cfg.exposure_prefix}_{k + 1:05d}_nrs1_uncal.fits"
         t0k = t0 + k * (cfg.tgroup * G * cfg.nints + 300) / 86400
         tt = _times(t0k, cfg)
-        w = UncalSegmentWriter(out / fname, _primary(cfg, k, fname, t0k), (cfg.nints, G, ny, nx))
+        w = UncalSegmentWriter(out / fname, _primary(cfg, k, fname, t0k), (cfg.nints, G, ny, nx),
+                               cfg.readout, detector="NRS1", seed=[cfg.seed, k, 3])
         for _i in range(cfg.nints):
             e_rate = np.maximum(rate_e, 0) * cfg.gain
             # Poisson electrons per group interval, accumulated

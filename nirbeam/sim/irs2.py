@@ -17,6 +17,8 @@ them) and shared by every sample read at that time:
   sensitive normal pixels (not on reference samples, which do not see it), with
   :func:`picture_frame_template` the edge-bright pattern (:mod:`nirbeam.transforms.picture_frame`).
 
+:func:`cds_read_noise` is the CDS read noise this readout adds to a pixel after the
+correction (for the READNOISE reference of an IRS2 simulation).
 :func:`matched_reference` is the REFPIX reference this noise model calls for (``beta`` the
 interpolating low-pass of the interleaved samples, ``alpha`` zero), so the correction can
 be measured against the truth the simulator keeps.
@@ -39,10 +41,14 @@ from nirbeam.transforms.irs2 import (
 )
 
 __all__ = ["IRS2Noise", "to_irs2", "matched_reference", "picture_frame_template",
-           "time_slots", "comparison_case", "comparison_reference", "write_matched_refpix"]
+           "time_slots", "comparison_case", "comparison_reference", "write_matched_refpix",
+           "TFRAME_IRS2_FULL", "cds_read_noise", "CDS_VARIANCE_FACTORS"]
 
 
 _LAYOUT = IRS2Layout()  # NRS_NORM 16, NRS_REF 4
+#: IRS2 full-frame frame time (s): TFRAME of the CEERS NRSIRS2 FULL files in
+#: shared/data/modes/mos_ceers (the FS, MOS and IFU simulators' IRS2 TFRAME)
+TFRAME_IRS2_FULL = 14.58889
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,27 @@ class IRS2Noise:
     acn: float = 1.5
     ref_bias: float | None = None
     picture_frame: tuple[float, ...] = ()
+
+
+#: CDS variance per unit variance of each noise part after the IRS2 correction with
+#: :func:`matched_reference` (DN^2 per DN^2): white 2 x 1.219 (a difference of two reads,
+#: plus the interleaved references' own white noise interpolated in), alternating column
+#: noise 2 (not removed), 1/f (per output and common, of the same spectrum) 0.73 (the part
+#: faster than the interleaved references resolve). Measured on darks (2 groups, full frame,
+#: seed 1: CDS std 9.37 white only, 2.15 ACN only, 4.31 1/f only, 10.5 all of IRS2Noise()
+#: against 10.51 from these factors); docs/notes/issue-15-sims.md.
+CDS_VARIANCE_FACTORS = {"white": 2.438, "acn": 2.0, "one_over_f": 0.73}
+
+
+def cds_read_noise(noise: IRS2Noise | None = None) -> float:
+    """CDS read noise (DN) the simulated IRS2 readout adds to a pixel after the IRS2
+    reference correction with :func:`matched_reference`: what a READNOISE reference of an
+    IRS2 simulation adds (in quadrature) to the signal chain's own read noise."""
+    n = noise or IRS2Noise()
+    f = CDS_VARIANCE_FACTORS
+    var = (f["white"] * n.white ** 2 + f["acn"] * n.acn ** 2
+           + f["one_over_f"] * (n.one_over_f ** 2 + n.common ** 2))
+    return float(np.sqrt(var))
 
 
 def time_slots(layout: IRS2Layout = _LAYOUT) -> np.ndarray:

@@ -8,13 +8,20 @@ What is written (``outdir``):
   row per open shutter and dither point, SOURCE_INFO), as the archive's;
 * ``jw09999001001_03101_0000{1,2,3}_nrs1_uncal.fits`` -- one exposure per nod (PATT_NUM 1-3,
   NOD_TYPE 3-SHUTTER-SLITLET, EXP_TYPE NRS_MSASPEC, MSAMETFL/MSAMETID), SCI uint16 ramps,
-  GROUP and INT_TIMES, through :mod:`nirbeam.sim.fits_writer`; ``readout`` is one
-  parameter (``"traditional"`` full frame, or a cut-down frame for tests);
+  GROUP and INT_TIMES, through :mod:`nirbeam.sim.fits_writer`; the readout is one
+  parameter, ``readout``: ``"auto"`` (default) writes the full frame in IRS2 (READPATT
+  ``NRSIRS2``, TFRAME 14.58889 s, interleaved reference samples, reference output, 1/f,
+  alternating column noise: :mod:`nirbeam.sim.irs2`) as real MOS exposures are, and a
+  cut-down frame (the test presets) in traditional ``NRSRAPID``, which real full-frame MOS
+  data never use: those presets are a test convenience; ``"traditional"`` or ``"NRSIRS2"``
+  force one (IRS2 is full frame only);
 * ``refs/`` -- CRDS-format detector references (superbias, dark, linearity, saturation,
   read noise, gain, mask), the flux calibration (PHOTOM table: DN/s per µJy against
   wavelength), the bar-shadow reference (the a-priori profile, deliberately not the true
-  one: the reference over- and under-corrects at the shutter edges) and the MSA geometry
-  (``msa_geometry.json``: where shutters land on the detector, the wavelength solution);
+  one: the reference over- and under-corrects at the shutter edges), the MSA geometry
+  (``msa_geometry.json``: where shutters land on the detector, the wavelength solution)
+  and, for IRS2, the REFPIX reference that fits the simulated IRS2 readout noise
+  (:func:`nirbeam.sim.irs2.write_matched_refpix`);
 * ``truth.json`` -- per source ``{"wavelength_um": [...], "flux_ujy": [...]}`` plus the
   bar-shadow profile used, the failed-open and stuck-closed shutters. The pipeline never
   reads it.
@@ -44,7 +51,12 @@ from nirbeam.sim.fits_writer import (
     UncalSegmentWriter,
     group_table_hdu,
     int_times_hdu,
-    write_reference,
+)
+from nirbeam.sim.headers import (
+    reference_common,
+    reference_path,
+    reference_primary,
+    write_detector_refs,
 )
 
 __all__ = ["MOSSimConfig", "MOS_PRESETS", "simulate_mos", "simulate_mos_cli", "MOSSimResult",
@@ -52,13 +64,17 @@ __all__ = ["MOSSimConfig", "MOS_PRESETS", "simulate_mos", "simulate_mos_cli", "M
 
 PROGRAM = "09999"
 MSA_NAME = f"jw{PROGRAM}001001_01_msa.fits"
+#: MOSSimConfig.readout values: auto (full frame: IRS2; cut-down: traditional) or forced
+MOS_READOUTS = ("auto", "traditional", "NRSIRS2")
+#: traditional full-frame (NRSRAPID) frame time, the config's default
+TFRAME_TRADITIONAL_FULL = 10.737
 
 
 @dataclass(frozen=True)
 class MOSSimConfig:
     """Parameters of a simulated MOS visit (three nods)."""
 
-    readout: str = "traditional"          # "traditional" (NRSRAPID full frame) | "cutdown"
+    readout: str = "auto"                 # full frame: NRSIRS2; cut-down: traditional (see notes)
     ny: int = 2048
     nx: int = 2048
     substrt1: int = 1
@@ -73,8 +89,8 @@ class MOSSimConfig:
     lam0: float = 0.6                     # µm at the spectrum's first column
     lam1: float = 5.3                     # µm at its last
     ngroups: int = 7
-    tframe: float = 10.737
-    readpatt: str = "NRSRAPID"
+    tframe: float = TFRAME_TRADITIONAL_FULL  # IRS2: TFRAME_IRS2_FULL (see resolved_readout)
+    readpatt: str = "NRSRAPID"               # IRS2: NRSIRS2 (see resolved_readout)
     gain: float = 1.0                     # e-/DN
     read_noise_cds: float = 9.0           # DN
     bias: float = 12000.0
@@ -88,19 +104,55 @@ class MOSSimConfig:
     detector: str = "NRS1"
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.readout not in MOS_READOUTS:
+            raise ValueError(f"MOSSimConfig.readout {self.readout!r}: one of {MOS_READOUTS}")
+        if self.readout == "NRSIRS2" and not self.full_frame:
+            raise ValueError(f"MOSSimConfig.readout 'NRSIRS2' is full frame only; got "
+                             f"{self.ny}x{self.nx} ({self.subarray})")
+
     @property
     def tgroup(self) -> float:
         return self.tframe
 
+    @property
+    def full_frame(self) -> bool:
+        return (self.ny, self.nx, self.substrt1, self.substrt2) == (2048, 2048, 1, 1)
+
+    @property
+    def irs2(self) -> bool:
+        """True when the exposures are written in IRS2 (``readout`` resolved)."""
+        if self.readout == "auto":
+            return self.full_frame
+        return self.readout == "NRSIRS2"
+
+
+def resolved_readout(cfg: MOSSimConfig) -> MOSSimConfig:
+    """``cfg`` with ``readout`` resolved to ``"NRSIRS2"`` or ``"traditional"``; for IRS2
+    READPATT NRSIRS2 and the IRS2 full-frame TFRAME (unless set to other values than the
+    traditional defaults)."""
+    from dataclasses import replace
+
+    if not cfg.irs2:
+        return replace(cfg, readout="traditional")
+    from nirbeam.sim.irs2 import TFRAME_IRS2_FULL
+
+    return replace(cfg, readout="NRSIRS2",
+                   readpatt="NRSIRS2" if cfg.readpatt == "NRSRAPID" else cfg.readpatt,
+                   tframe=TFRAME_IRS2_FULL if cfg.tframe == TFRAME_TRADITIONAL_FULL else cfg.tframe)
+
 
 MOS_PRESETS = {
+    # the full frame: IRS2 (NRSIRS2) as real MOS exposures
     "mos": MOSSimConfig(),
+    # cut-down frames are traditional readout (IRS2 is full frame only; real MOS data are
+    # full frame IRS2): a test convenience, not a real layout
     # a cut-down frame for tests: 12 slitlets (4 sky) on 300 x 180 pixels
-    "mos-small": MOSSimConfig(readout="cutdown", ny=300, nx=180, substrt1=5, substrt2=5,
+    "mos-small": MOSSimConfig(ny=300, nx=180, substrt1=5, substrt2=5,
                               subarray="SUBMOS", n_slitlets=12, n_sky=4, nx_spec=150, dx=3,
                               ngroups=7, sky_dn_s=0.6, response=6.0),
     # smaller still, for the end-to-end test: 6 slitlets (3 sky) on 160 x 120 pixels
-    "mos-test": MOSSimConfig(readout="cutdown", ny=160, nx=120, substrt1=5, substrt2=5,
+    "mos-test": MOSSimConfig(ny=160, nx=120, substrt1=5, substrt2=5,
                              subarray="SUBMOS", n_slitlets=6, n_sky=3, nx_spec=100, dx=3,
                              ngroups=7, sky_dn_s=1.0, response=6.0),
 }
@@ -211,7 +263,7 @@ def simulate_mos(outdir, preset: str = "mos", seed: int | None = None, **over) -
     cfg = MOS_PRESETS[preset]
     if seed is not None:
         over["seed"] = seed
-    cfg = replace(cfg, **over) if over else cfg
+    cfg = resolved_readout(replace(cfg, **over) if over else cfg)
     out = Path(outdir)
     refs = out / "refs"
     refs.mkdir(parents=True, exist_ok=True)
@@ -278,6 +330,10 @@ def simulate_mos(outdir, preset: str = "mos", seed: int | None = None, **over) -
     msa = out / MSA_NAME
     _write_msa(msa, slits, sources_table)
     ref_paths = _write_refs(cfg, refs, t_ref, n_box, margin, lam_col, resp)
+    if cfg.irs2:  # the REFPIX reference that fits the simulated IRS2 readout noise
+        from nirbeam.sim.irs2 import write_matched_refpix
+
+        ref_paths["refpix"] = write_matched_refpix(refs, cfg.detector, cfg.readpatt)
     uncal = []
     for k in range(3):
         uncal.append(_write_uncal(cfg, out, k + 1, rate[k], np.random.default_rng([cfg.seed, 99, k])))
@@ -360,65 +416,61 @@ def _write_msa(path: Path, slits, sources) -> Path:
 
 
 def _ref_common(cfg):
-    return {"INSTRUME": "NIRSPEC", "DETECTOR": cfg.detector, "SUBARRAY": cfg.subarray,
-            "SUBSTRT1": cfg.substrt1, "SUBSTRT2": cfg.substrt2, "SUBSIZE1": cfg.nx,
-            "SUBSIZE2": cfg.ny, "READPATT": "ANY", "EXP_TYPE": "NRS_MSASPEC",
-            "USEAFTER": "2015-01-01T00:00:00", "PEDIGREE": "DUMMY", "AUTHOR": "nirbeam simulator",
-            "TELESCOP": "JWST"}
+    return reference_common(cfg.detector, "NRS_MSASPEC", cfg.subarray, cfg.substrt1, cfg.substrt2,
+                            cfg.nx, cfg.ny, detector_keys=False)
+
+
+def _read_noise_ref(cfg) -> float:
+    """CDS read noise of the READNOISE reference (DN): the signal chain's, with the IRS2
+    readout's added in quadrature for IRS2 (:func:`nirbeam.sim.irs2.cds_read_noise`)."""
+    if not cfg.irs2:
+        return cfg.read_noise_cds
+    from nirbeam.sim.irs2 import cds_read_noise
+
+    return float(np.hypot(cfg.read_noise_cds, cds_read_noise()))
 
 
 def _write_refs(cfg, refs: Path, t_ref, n_box, margin, lam_col, resp) -> dict:
     f32 = np.float32
     ny, nx = cfg.ny, cfg.nx
     com = _ref_common(cfg)
-    d = cfg.detector.lower()
     z = np.zeros((ny, nx), np.uint32)
     mask = z.copy()
     if cfg.subarray == "FULL":
         mask[:4, :] = mask[-4:, :] = mask[:, :4] = mask[:, -4:] = dqflags.REFERENCE_PIXEL
-    out = {}
 
     def p(t):
-        return refs / f"jwst_nirspec_{t}_nirbeamsim_mos_{d}.fits"
+        return reference_path(refs, t, cfg.detector, "mos")
 
-    out["superbias"] = write_reference(p("superbias"), "SUPERBIAS", {**com, "DESCRIP": "Simulated superbias"},
-                                       {"SCI": np.full((ny, nx), cfg.bias, f32), "ERR": np.ones((ny, nx), f32),
-                                        "DQ": z}, ["DO_NOT_USE", "UNRELIABLE_BIAS"], bunit="DN")
-    out["dark"] = write_reference(p("dark"), "DARK", {**com, "READPATT": cfg.readpatt, "NFRAMES": 1,
-                                                      "GROUPGAP": 0, "NGROUPS": cfg.ngroups, "NINTS": 1,
-                                                      "DESCRIP": "Simulated dark (none)"},
-                                  {"SCI": np.zeros((cfg.ngroups, ny, nx), f32),
-                                   "ERR": np.zeros((cfg.ngroups, ny, nx), f32), "DQ": z},
-                                  ["DO_NOT_USE", "HOT", "WARM", "UNRELIABLE_DARK"], bunit="DN")
     coeffs = np.zeros((2, ny, nx), f32)
     coeffs[1] = 1.0
-    out["linearity"] = write_reference(p("linearity"), "LINEARITY", {**com, "NCOEFFS": 2,
-                                                                     "DESCRIP": "Simulated linearity (linear)"},
-                                       {"COEFFS": coeffs, "DQ": z}, ["DO_NOT_USE", "NO_LIN_CORR"])
-    out["saturation"] = write_reference(p("saturation"), "SATURATION", {**com, "DESCRIP": "Simulated saturation"},
-                                        {"SCI": np.full((ny, nx), 60000.0, f32), "DQ": z},
-                                        ["DO_NOT_USE", "NO_SAT_CHECK"], bunit="DN")
-    out["readnoise"] = write_reference(p("readnoise"), "READNOISE", {**com, "DESCRIP": "Simulated CDS read noise"},
-                                       {"SCI": np.full((ny, nx), cfg.read_noise_cds, f32)}, None, bunit="DN")
-    out["gain"] = write_reference(p("gain"), "GAIN", {**com, "DESCRIP": "Simulated gain"},
-                                  {"SCI": np.full((ny, nx), cfg.gain, f32)}, None, bunit="electrons/DN")
-    out["mask"] = write_reference(p("mask"), "MASK", {**com, "DESCRIP": "Simulated mask"}, {"DQ": mask},
-                                  ["DO_NOT_USE", "DEAD", "HOT", "WARM", "REFERENCE_PIXEL"])
+    out = write_detector_refs(p, com, {
+        "superbias": ({"DESCRIP": "Simulated superbias"},
+                      {"SCI": np.full((ny, nx), cfg.bias, f32), "ERR": np.ones((ny, nx), f32), "DQ": z}),
+        "dark": ({"READPATT": cfg.readpatt, "NFRAMES": 1, "GROUPGAP": 0, "NGROUPS": cfg.ngroups,
+                  "NINTS": 1, "DESCRIP": "Simulated dark (none)"},
+                 {"SCI": np.zeros((cfg.ngroups, ny, nx), f32),
+                  "ERR": np.zeros((cfg.ngroups, ny, nx), f32), "DQ": z}),
+        "linearity": ({"NCOEFFS": 2, "DESCRIP": "Simulated linearity (linear)"},
+                      {"COEFFS": coeffs, "DQ": z}),
+        "saturation": ({"DESCRIP": "Simulated saturation"},
+                       {"SCI": np.full((ny, nx), 60000.0, f32), "DQ": z}),
+        "readnoise": ({"DESCRIP": "Simulated CDS read noise"},
+                      {"SCI": np.full((ny, nx), _read_noise_ref(cfg), f32)}),
+        "gain": ({"DESCRIP": "Simulated gain"}, {"SCI": np.full((ny, nx), cfg.gain, f32)}),
+        "mask": ({"DESCRIP": "Simulated mask"}, {"DQ": mask}),
+    })
     # flux calibration: DN/s (a column's sum) per µJy, against wavelength
-    ph = fits.Header()
-    for k, v in {**com, "REFTYPE": "PHOTOM", "DESCRIP": "Simulated MOS response (DN/s per uJy)"}.items():
-        ph[k] = v
+    ph = reference_primary({**com, "REFTYPE": "PHOTOM", "DESCRIP": "Simulated MOS response (DN/s per uJy)"})
     tab = fits.BinTableHDU.from_columns([fits.Column("WAVELENGTH", "D", unit="um", array=lam_col),
                                          fits.Column("RELRESP", "D", unit="DN/s/uJy", array=resp)],
                                         name="PHOTOM")
     out["photom"] = p("photom")
-    fits.HDUList([fits.PrimaryHDU(header=ph), tab]).writeto(out["photom"], overwrite=True)
-    ph = fits.Header()
-    for k, v in {**com, "REFTYPE": "BARSHADOW", "DESCRIP": "Simulated 1x3 bar-shadow reference",
-                 "MARGIN": margin, "PITCH": cfg.pitch}.items():
-        ph[k] = v
+    fits.HDUList([ph, tab]).writeto(out["photom"], overwrite=True)
+    ph = reference_primary({**com, "REFTYPE": "BARSHADOW", "DESCRIP": "Simulated 1x3 bar-shadow reference",
+                            "MARGIN": margin, "PITCH": cfg.pitch})
     out["barshadow"] = p("barshadow")
-    fits.HDUList([fits.PrimaryHDU(header=ph), fits.ImageHDU(np.asarray(t_ref, f32)[:, None], name="DATA1X3")]
+    fits.HDUList([ph, fits.ImageHDU(np.asarray(t_ref, f32)[:, None], name="DATA1X3")]
                  ).writeto(out["barshadow"], overwrite=True)
     return out
 
@@ -448,7 +500,8 @@ def _write_uncal(cfg, out: Path, nod: int, rate, rng) -> Path:
     }
     for k, v in cards.items():
         h[k] = v
-    w = UncalSegmentWriter(out / name, h, (1, G, ny, nx))
+    w = UncalSegmentWriter(out / name, h, (1, G, ny, nx), "NRSIRS2" if cfg.irs2 else "TRADITIONAL",
+                           detector=cfg.detector, seed=[cfg.seed, 98, nod])
     # cumulative Poisson electrons per group, read noise per read (CDS noise / sqrt 2)
     e_rate = np.clip(rate, 0, None) * cfg.gain * cfg.tgroup
     acc = np.zeros((ny, nx))
@@ -458,7 +511,7 @@ def _write_uncal(cfg, out: Path, nod: int, rate, rng) -> Path:
         acc += rng.poisson(e_rate)
         ramp[g] = np.clip(np.round(cfg.bias + acc / cfg.gain + rng.normal(0.0, rn, (ny, nx))), 0, 65535)
     w.write(ramp)
-    w.close([group_table_hdu(_Cfg(G), np.array([1]), times, cfg.tgroup, ny, nx), int_times_hdu(times)])
+    w.close([group_table_hdu(_Cfg(G, 1, cfg.tframe), np.array([1]), times, cfg.tgroup, ny, nx), int_times_hdu(times)])
     return out / name
 
 

@@ -31,7 +31,9 @@
 Randomness: one :class:`numpy.random.Generator` per (seed, detector, purpose,
 integration), so the data do not depend on segmenting or batching.
 
-Size note: over 600 lines on purpose: the BOTS simulator's scene, ramps, references and file layout, one driver of one exposure; its physics is already in physics.py and the other modes' in fs.py, mos.py, ifu.py.
+Size note: over 650 lines on purpose: the BOTS simulator's scene, ramps, references, truth and
+file layout, one driver of one exposure; its physics is already in physics.py, the header
+and reference layout shared with the FS, MOS and IFU simulators in headers.py.
 """
 
 from __future__ import annotations
@@ -52,14 +54,21 @@ from nirbeam.sim.fits_writer import (
     UncalSegmentWriter,
     group_table_hdu,
     int_times_hdu,
-    write_reference,
+)
+from nirbeam.sim.headers import (
+    FASTSLOW,
+    file_cards,
+    header_from_cards,
+    readout_cards,
+    reference_common,
+    reference_path,
+    write_detector_refs,
 )
 
 __all__ = ["SimConfig", "SimulationResult", "PRESETS", "simulate", "main_args", "exposure_times"]
 
 DETECTORS = ("NRS1", "NRS2")
-SCA_ID = {"NRS1": 491, "NRS2": 492}
-FASTSLOW = {"NRS1": (2, 1), "NRS2": (-2, -1)}
+# SCA_ID, FASTSLOW (per detector): nirbeam.sim.headers
 
 
 @dataclass(frozen=True)
@@ -352,18 +361,8 @@ def _isot(mjd: float) -> str:
 
 
 def primary_header(cfg: SimConfig, det: str, seg: int, int_lo: int, int_hi: int, times, fname: str) -> fits.Header:
-    h = fits.Header()
-    fast, slow = FASTSLOW[det]
     date_obs, time_obs = _iso(times["int_start_MJD_UTC"][0])
-    cards = [
-        ("DATE", _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime()), "UTC date file created"),
-        ("ORIGIN", "NIRBEAM", "simulated by nirbeam.sim.simulator"),
-        ("TIMESYS", "UTC", "principal time system for time-related keywords"),
-        ("FILENAME", fname, "Name of the file"),
-        ("FILETYPE", "uncalibrated", "Type of data in the file"),
-        ("DATAMODL", "Level1bModel", "Type of data model"),
-        ("TELESCOP", "JWST", "Telescope used to acquire the data"),
-        ("SIMULATD", True, "nirbeam simulation"),
+    cards = file_cards(fname, "nirbeam.sim.simulator") + [
         ("TARGNAME", cfg.targname, "Standard astronomical catalog name for target"),
         ("TARGPROP", cfg.targname, "Proposer's name for the target"),
         ("TARG_RA", cfg.ra, "Target RA at mid time of exposure"),
@@ -396,55 +395,21 @@ def primary_header(cfg: SimConfig, det: str, seg: int, int_lo: int, int_hi: int,
         ("DATE-END", _isot(times["int_end_MJD_UTC"][-1]), "Date-time end of exposure"),
         ("DATE-OBS", date_obs, "UTC date at start of exposure"),
         ("TIME-OBS", time_obs, "UTC time at start of exposure"),
-        ("READPATT", cfg.readpatt, "Readout pattern"),
-        ("NINTS", cfg.nints, "Number of integrations in exposure"),
-        ("INTSTART", int_lo, "Starting integration number in this segment"),
-        ("INTEND", int_hi, "Ending integration number in this segment"),
-        ("NGROUPS", cfg.ngroups, "Number of groups in integration"),
-        ("NFRAMES", cfg.nframes, "Number of frames per group"),
-        ("GROUPGAP", cfg.groupgap, "Number of frames dropped between groups"),
-        ("NRESETS", cfg.nresets, "Number of resets between integrations"),
-        ("DRPFRMS1", 0, "Frames dropped before first integration"),
-        ("DRPFRMS3", 0, "Frames dropped between integrations"),
-        ("NSAMPLES", 1, "Number of A/D samples per pixel"),
-        ("TSAMPLE", 10.0, "[us] Time between samples"),
-        ("TFRAME", cfg.tframe, "[s] Time between frames"),
-        ("TGROUP", cfg.tgroup, "[s] Time between groups"),
-        ("EFFINTTM", cfg.tgroup * (cfg.ngroups - 1), "[s] Effective integration time"),
-        ("EFFEXPTM", cfg.tgroup * (cfg.ngroups - 1) * cfg.nints, "[s] Effective exposure time"),
-        ("DURATION", cfg.cadence_s * cfg.nints, "[s] Total duration of exposure"),
-        ("EXSEGNUM", seg, "Segment number"),
-        ("EXSEGTOT", cfg.nsegments, "Total number of segments"),
-        ("ZEROFRAM", False, "T if a zero frame was read separately"),
-        ("DATAPROB", False, "Science telemetry indicated a problem"),
-        ("SUBARRAY", cfg.subarray, "Subarray used"),
-        ("SUBSTRT1", cfg.substrt1, "Starting pixel in axis 1 direction"),
-        ("SUBSTRT2", cfg.substrt2_for(det), "Starting pixel in axis 2 direction"),
-        ("SUBSIZE1", cfg.subsize1, "Number of pixels in axis 1 direction"),
-        ("SUBSIZE2", cfg.subsize2, "Number of pixels in axis 2 direction"),
-        ("FASTAXIS", fast, "Fast readout axis direction"),
-        ("SLOWAXIS", slow, "Slow readout axis direction"),
-    ]
-    for k, v, c in cards:
-        h[k] = (v, c)
-    return h
+    ] + readout_cards(
+        readpatt=cfg.readpatt, nints=cfg.nints, int_lo=int_lo, int_hi=int_hi, ngroups=cfg.ngroups,
+        nframes=cfg.nframes, groupgap=cfg.groupgap, nresets=cfg.nresets, tframe=cfg.tframe,
+        tgroup=cfg.tgroup, duration=cfg.cadence_s * cfg.nints, segment=seg,
+        nsegments=cfg.nsegments, subarray=cfg.subarray, substrt1=cfg.substrt1,
+        substrt2=cfg.substrt2_for(det), subsize1=cfg.subsize1, subsize2=cfg.subsize2,
+        fastslow=FASTSLOW[det], dropped_frames=True)
+    return header_from_cards(cards)
 
 
 def _ref_common(cfg: SimConfig, det: str, full: bool) -> dict:
-    fast, slow = FASTSLOW[det]
     if full:
-        sub = {"SUBARRAY": "FULL", "SUBSTRT1": 1, "SUBSTRT2": 1, "SUBSIZE1": 2048, "SUBSIZE2": 2048}
-    else:
-        sub = {
-            "SUBARRAY": cfg.subarray, "SUBSTRT1": cfg.substrt1, "SUBSTRT2": cfg.substrt2_for(det),
-            "SUBSIZE1": cfg.subsize1, "SUBSIZE2": cfg.subsize2,
-        }
-    return {
-        "INSTRUME": "NIRSPEC", "DETECTOR": det, "SCA_ID": SCA_ID[det], **sub,
-        "FASTAXIS": fast, "SLOWAXIS": slow, "READPATT": "ANY", "EXP_TYPE": "NRS_BRIGHTOBJ",
-        "USEAFTER": "2015-01-01T00:00:00", "PEDIGREE": "DUMMY", "AUTHOR": "nirbeam simulator",
-        "TELESCOP": "JWST",
-    }
+        return reference_common(det, "NRS_BRIGHTOBJ", "FULL", 1, 1, 2048, 2048)
+    return reference_common(det, "NRS_BRIGHTOBJ", cfg.subarray, cfg.substrt1, cfg.substrt2_for(det),
+                            cfg.subsize1, cfg.subsize2)
 
 
 # ----------------------------------------------------------------------------------------
@@ -458,14 +423,22 @@ def _rn_extra_var(cfg: SimConfig) -> float:
                                                 alpha=cfg.one_over_f_alpha)
 
 
+def _irs2_var(cfg: SimConfig) -> float:
+    """CDS variance (DN^2) the IRS2 readout adds (READPATT NRSIRS2*: the FS simulator's
+    full frames; :func:`nirbeam.sim.irs2.cds_read_noise`), 0 for traditional readouts."""
+    if not str(cfg.readpatt).upper().startswith("NRSIRS2"):
+        return 0.0
+    from nirbeam.sim.irs2 import cds_read_noise
+
+    return cds_read_noise() ** 2
+
+
 def write_refs(cfg: SimConfig, det: str, props: phys.DetectorProps, refs_dir: Path, seed: int, det_idx: int) -> dict[str, Path]:
     f32 = np.float32
     ny, nx = props.shape
-    d = det.lower()
-    out: dict[str, Path] = {}
 
     def p(reftype):
-        return refs_dir / f"jwst_nirspec_{reftype}_nirbeamsim_{d}.fits"
+        return reference_path(refs_dir, reftype, det)
 
     sub = _ref_common(cfg, det, False)
     zero_dq = np.zeros((ny, nx), np.uint32)
@@ -476,23 +449,18 @@ def write_refs(cfg: SimConfig, det: str, props: phys.DetectorProps, refs_dir: Pa
     sb = props.bias.astype(np.float64)
     if cfg.superbias_noise_dn > 0:
         sb = sb + rng_ref.normal(0.0, cfg.superbias_noise_dn, sb.shape)
-    out["superbias"] = write_reference(
-        p("superbias"), "SUPERBIAS", {**sub, "DESCRIP": "Simulated superbias"},
-        {"SCI": sb.astype(f32), "ERR": np.full((ny, nx), 1.0, f32), "DQ": zero_dq},
-        ["DO_NOT_USE", "UNRELIABLE_BIAS"], bunit="DN",
-    )
     ngd = max(cfg.dark_ngroups or 0, cfg.ngroups)
     tg = phys.group_times(dataclasses.replace(cfg, ngroups=ngd))
     dark = (props.dark_rate[None, :, :] * tg[:, None, None]).astype(f32)
     # the dark's DQ flags the same hot/warm pixels as MASK (not all of them)
     dark_dq = (props.mask & np.uint32(dqflags.HOT | dqflags.WARM)).astype(np.uint32)
-    out["dark"] = write_reference(
-        p("dark"), "DARK",
-        {**sub, "READPATT": cfg.readpatt, "DESCRIP": "Simulated dark (DN per group, NFRAMES=1)",
-         "NFRAMES": 1, "GROUPGAP": 0, "NGROUPS": ngd, "NINTS": 1},
-        {"SCI": dark, "ERR": np.full_like(dark, 0.05), "DQ": dark_dq},
-        ["DO_NOT_USE", "HOT", "WARM", "UNRELIABLE_DARK"], bunit="DN",
-    )
+    out = write_detector_refs(p, sub, {
+        "superbias": ({"DESCRIP": "Simulated superbias"},
+                      {"SCI": sb.astype(f32), "ERR": np.full((ny, nx), 1.0, f32), "DQ": zero_dq}),
+        "dark": ({"READPATT": cfg.readpatt, "DESCRIP": "Simulated dark (DN per group, NFRAMES=1)",
+                  "NFRAMES": 1, "GROUPGAP": 0, "NGROUPS": ngd, "NINTS": 1},
+                 {"SCI": dark, "ERR": np.full_like(dark, 0.05), "DQ": dark_dq}),
+    })
     full = cfg.full_frame_refs
     if full:
         ff = phys.full_frame_fields(np.random.default_rng([seed, det_idx, 3]), cfg, props)
@@ -516,32 +484,21 @@ def write_refs(cfg: SimConfig, det: str, props: phys.DetectorProps, refs_dir: Pa
     coeffs = phys.linearity_coeffs(beta, cfg.linearity_ncoeffs)
     lin_dq = np.zeros(beta.shape, np.uint32)
     lin_dq[dead_f] |= dqflags.NO_LIN_CORR
-    out["linearity"] = write_reference(
-        p("linearity"), "LINEARITY",
-        {**com, "DESCRIP": "Simulated linearity: corrected = sum_k c_k raw**k (bias-subtracted DN)",
-         "NCOEFFS": cfg.linearity_ncoeffs},
-        {"COEFFS": coeffs, "DQ": lin_dq}, ["DO_NOT_USE", "NO_LIN_CORR"],
-    )
     sat_dq = np.zeros(beta.shape, np.uint32)
     sat_dq[dead_f | refp] |= dqflags.NO_SAT_CHECK
-    out["saturation"] = write_reference(
-        p("saturation"), "SATURATION", {**com, "DESCRIP": "Simulated saturation (raw DN, bias included)"},
-        {"SCI": sat.astype(f32), "DQ": sat_dq}, ["DO_NOT_USE", "NO_SAT_CHECK"], bunit="DN",
-    )
     # READNOISE: CDS noise of a pixel after column destriping = white read noise plus the
     # pixel-scale part of the 1/f noise (which no column correction removes)
-    rn_ref = np.sqrt(rn.astype(np.float64) ** 2 + _rn_extra_var(cfg))
-    out["readnoise"] = write_reference(
-        p("readnoise"), "READNOISE", {**com, "DESCRIP": "Simulated read noise of a CDS difference (DN)"},
-        {"SCI": rn_ref.astype(f32)}, None, bunit="DN",
-    )
-    out["gain"] = write_reference(
-        p("gain"), "GAIN", {**com, "DESCRIP": "Simulated gain"}, {"SCI": gain.astype(f32)}, None, bunit="electrons/DN",
-    )
-    out["mask"] = write_reference(
-        p("mask"), "MASK", {**com, "DESCRIP": "Simulated bad-pixel mask"}, {"DQ": mask.astype(np.uint32)},
-        ["DO_NOT_USE", "DEAD", "HOT", "WARM", "REFERENCE_PIXEL"],
-    )
+    rn_ref = np.sqrt(rn.astype(np.float64) ** 2 + _rn_extra_var(cfg) + _irs2_var(cfg))
+    out.update(write_detector_refs(p, com, {
+        "linearity": ({"DESCRIP": "Simulated linearity: corrected = sum_k c_k raw**k (bias-subtracted DN)",
+                       "NCOEFFS": cfg.linearity_ncoeffs}, {"COEFFS": coeffs, "DQ": lin_dq}),
+        "saturation": ({"DESCRIP": "Simulated saturation (raw DN, bias included)"},
+                       {"SCI": sat.astype(f32), "DQ": sat_dq}),
+        "readnoise": ({"DESCRIP": "Simulated read noise of a CDS difference (DN)"},
+                      {"SCI": rn_ref.astype(f32)}),
+        "gain": ({"DESCRIP": "Simulated gain"}, {"SCI": gain.astype(f32)}),
+        "mask": ({"DESCRIP": "Simulated bad-pixel mask"}, {"DQ": mask.astype(np.uint32)}),
+    }))
     return out
 
 
