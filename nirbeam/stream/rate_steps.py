@@ -22,12 +22,14 @@ from nirbeam.stream.plan import RATE_BLOCK, RateBlock, ReadItem
 from nirbeam.stream.records import DeadLetter, IntegrationRecord
 from nirbeam.stream.uncal import ExposurePlan, read_ramp
 from nirbeam.transforms.common import StepFailed
+from nirbeam.transforms.irs2 import is_irs2
 from nirbeam.transforms.reference import ReferenceArrays
 
 __all__ = ["RATEINTS", "RATE_ARRAYS", "RATE_ATTRS", "RATE_BLOCK", "BAD_TIME_STEP", "ReadItem",
            "read_record", "refs_from_store", "save_refs_to_store", "scene_mask_from_store",
-           "forget_group", "Calibrate", "draft_scene_mask", "WriteRateints", "RateBlock",
-           "CalibrateBlock", "WriteDeadLetter"]  # ReadItem, RateBlock: from nirbeam.stream.plan
+           "forget_group", "Calibrate", "calibrate_irs2_record", "draft_scene_mask",
+           "picture_frame_from_store",
+           "WriteRateints", "RateBlock", "CalibrateBlock", "WriteDeadLetter"]  # ReadItem, RateBlock: from nirbeam.stream.plan
 
 log = logging.getLogger("nirbeam")
 
@@ -88,7 +90,7 @@ def refs_from_store(root: str, group: str, token: str = "") -> ReferenceArrays:
     with _REF_LOCK:
         r = _REF_CACHE.get(k)
     if r is None:
-        arrays, attrs = zarr_store.load_arrays(root, f"{group}/references")
+        arrays, attrs = _load_references(root, group)
         r = ReferenceArrays(
             mask=arrays["mask"],
             saturation=arrays["saturation"],
@@ -109,6 +111,24 @@ def refs_from_store(root: str, group: str, token: str = "") -> ReferenceArrays:
     return r
 
 
+_REF_NAMES = ("mask", "saturation", "saturation_dq", "superbias", "superbias_dq", "linearity",
+              "linearity_dq", "dark", "dark_dq", "readnoise", "gain")
+_PLANE_CHUNKED = {"dark": ("group", "y", "x"), "linearity": ("coefficient", "y", "x")}
+"""Reference cubes stored one plane per chunk: read back plane by plane, a worker never
+holds a cube's compressed and decompressed copies at once (a 20-plane full-frame DARK,
+335 MB, read as one chunk peaked at ~1.2 GB more than the array itself)."""
+
+
+def _load_references(root: str, group: str, names=_REF_NAMES) -> tuple[dict, dict]:
+    """The named arrays of ``<group>/references`` (those present) and its attributes."""
+    import zarr
+
+    g = zarr.open_group(root, path=f"{group}/references", mode="r", zarr_format=3,
+                        use_consolidated=False)
+    have = {k for k, _ in g.arrays()}
+    return {k: g[k][...] for k in names if k in have}, dict(g.attrs)
+
+
 def save_refs_to_store(
     root: str, group: str, refs: ReferenceArrays, provenance: dict, scene_mask=None
 ) -> None:
@@ -119,17 +139,64 @@ def save_refs_to_store(
         {
             "mask": refs.mask, "saturation": refs.saturation, "saturation_dq": refs.saturation_dq,
             "superbias": refs.superbias, "superbias_dq": refs.superbias_dq,
-            "linearity": refs.linearity, "linearity_dq": refs.linearity_dq,
-            "dark": refs.dark, "dark_dq": refs.dark_dq, "readnoise": refs.readnoise,
+            "linearity": None, "linearity_dq": refs.linearity_dq,
+            "dark": None, "dark_dq": refs.dark_dq, "readnoise": refs.readnoise,
             "gain": refs.gain,
             "scene_mask": None if scene_mask is None else scene_mask.astype(np.uint8),
         },
         attrs={"sources": refs.sources, "provenance": provenance,
                "irs2_refpix": refs.irs2 is not None},
-        dims={"dark": ("group", "y", "x"), "linearity": ("coefficient", "y", "x")},
     )
+    _save_cubes(root, group, {"dark": refs.dark, "linearity": refs.linearity})
+    _save_picture_frame(root, group, provenance)
     _save_irs2(root, group, refs.irs2)
     forget_group(root, group)
+
+
+def _save_cubes(root: str, group: str, cubes: dict) -> None:
+    """Write the reference cubes with one plane per chunk (:data:`_PLANE_CHUNKED`);
+    a cube that is None removes an old one."""
+    g = zarr_store.open_root(root)[f"{group}/references"]
+    for name, value in cubes.items():
+        if value is None:
+            if name in g:
+                del g[name]
+            continue
+        value = np.ascontiguousarray(value)
+        g.create_array(name, data=value, chunks=(1, *value.shape[1:]),
+                       compressors=zarr_store.CUBE_CODEC(value.dtype),
+                       dimension_names=_PLANE_CHUNKED[name],
+                       attributes=zarr_store.cf_attrs(name, {}), overwrite=True)
+
+
+def _save_picture_frame(root: str, group: str, provenance: dict) -> None:
+    """The PICTUREFRAME template the references chose (provenance ``PICTUREFRAME``), as
+    the array ``pictureframe`` of the references group (removed when none applies)."""
+    g = zarr_store.open_root(root)[f"{group}/references"]
+    pf = (provenance or {}).get("PICTUREFRAME") or {}
+    if not pf.get("path"):
+        if "pictureframe" in g:
+            del g["pictureframe"]
+        return
+    from nirbeam.stream.refs import read_picture_frame
+
+    zarr_store.save_arrays(root, f"{group}/references",
+                           {"pictureframe": read_picture_frame(pf["path"])},
+                           array_attrs={"pictureframe": {
+                               "units": "DN/s", "description": "PICTUREFRAME reference "
+                               f"{pf.get('file', '')} (picture-frame template)"}})
+
+
+_PF_CACHE: dict[tuple[str, str, str], np.ndarray | None] = {}
+
+
+def picture_frame_from_store(root: str, group: str, token: str = "") -> np.ndarray | None:
+    """The PICTUREFRAME template the driver saved (None when no file applied)."""
+    k = (root, group, token)
+    if k not in _PF_CACHE:
+        arrays, _ = _load_references(root, group, ("pictureframe",))
+        _PF_CACHE[k] = arrays.get("pictureframe")
+    return _PF_CACHE[k]
 
 
 IRS2_GROUP = "references/irs2"
@@ -183,7 +250,7 @@ _MASK_CACHE: dict[tuple[str, str, str], np.ndarray | None] = {}
 def forget_group(root: str, group: str) -> None:
     """Drop this process's cached references and scene mask of one group."""
     with _REF_LOCK:
-        for cache in (_REF_CACHE, _MASK_CACHE):
+        for cache in (_REF_CACHE, _MASK_CACHE, _PF_CACHE):
             for k in [k for k in cache if k[:2] == (root, group)]:
                 cache.pop(k, None)
 
@@ -192,7 +259,7 @@ def scene_mask_from_store(root: str, group: str, token: str = "") -> np.ndarray 
     """The 1/f scene mask the driver saved (None when group-level cleaning is off)."""
     k = (root, group, token)
     if k not in _MASK_CACHE:
-        arrays, _ = zarr_store.load_arrays(root, f"{group}/references")
+        arrays, _ = _load_references(root, group, ("scene_mask",))  # not the references
         m = arrays.get("scene_mask")
         _MASK_CACHE[k] = None if m is None else m.astype(bool)
     return _MASK_CACHE[k]
@@ -215,8 +282,17 @@ class Calibrate:
         hook = None
         if fl.enabled and fl.level == "group":
             hook = make_group_hook(fl, scene_mask_from_store(self.root, rec.key.group, self.token))
-        out = calibrate_record(rec, refs, self.settings.detector1, hook)
-        if hook is not None:
+        pf = self.settings.detector1.picture_frame
+        full = tuple(rec.meta.image_shape) == (2048, 2048)
+        if pf.enabled and full:
+            hook = self._with_picture_frame(rec, hook, pf)
+        if is_irs2(rec.meta):
+            out = calibrate_irs2_record(rec, refs, self.settings.detector1, hook)
+        else:
+            out = calibrate_record(rec, refs, self.settings.detector1, hook)
+        if pf.enabled and full:
+            out = out.with_step("picture_frame", f"n_sigma={pf.n_sigma}")
+        if fl.enabled and fl.level == "group":
             out = out.with_step("flicker", f"level=group method={fl.method} n_sigma={fl.n_sigma}")
         if any(step == BAD_TIME_STEP for step, _ in rec.provenance):
             # its time is not known: the rates are kept, every pixel says do not use
@@ -226,12 +302,75 @@ class Calibrate:
         return out
 
 
+    def _with_picture_frame(self, rec, hook, pf):
+        """The picture-frame hook (PICTUREFRAME template from the store) before the 1/f
+        hook; at the 1/f hook's place (before jump by default; jwst runs picture_frame
+        after jump, before clean_flicker_noise)."""
+        from nirbeam.transforms.picture_frame import PictureFrameHook
+
+        template = picture_frame_from_store(self.root, rec.key.group, self.token)
+        if template is None:
+            raise StepFailed(f"{rec.key.group}: detector1.picture_frame.enabled but no "
+                             "PICTUREFRAME reference applies (REFTYPE PICTUREFRAME, full "
+                             "frame, this DETECTOR and USEAFTER) in the reference folder")
+        bg = scene_mask_from_store(self.root, rec.key.group, self.token)
+        first = PictureFrameHook(template, None if bg is None else ~bg, pf.n_sigma)
+        return first if hook is None else _HookChain(first, hook)
+
+
+@dataclass(frozen=True, eq=False)
+class _HookChain:
+    """Two detector1 group hooks in a row, at the second one's place."""
+
+    first: Any
+    second: Any
+
+    @property
+    def before_jump(self) -> bool:
+        return bool(getattr(self.second, "before_jump", True))
+
+    def __call__(self, groups, groupdq, pixeldq):
+        return self.second(self.first(groups, groupdq, pixeldq), groupdq, pixeldq)
+
+
+def calibrate_irs2_record(rec: IntegrationRecord, refs: ReferenceArrays, params,
+                          group_hook=None) -> IntegrationRecord:
+    """detector1 on an IRS2 full-frame record within a worker's memory (issue 15).
+
+    The IRS2 reference step (:func:`nirbeam.transforms.irs2.correct_ramp`, unless the ramp
+    is already in the normal layout), then detector1 in column bands
+    (:func:`nirbeam.transforms.detector1_bands.run_detector1_bands`, the corrected cube
+    handed over and overwritten by the calibrated groups); results, record and provenance
+    as :func:`nirbeam.transforms.detector1.calibrate_record` gives them (tested equal).
+    """
+    from nirbeam.transforms import irs2
+    from nirbeam.transforms.detector1 import RampTiming, default_parallel
+    from nirbeam.transforms.detector1_bands import run_detector1_bands
+
+    if rec.stage != "ramp" or rec.ramp is None:
+        raise ValueError(f"detector1: {rec.key} has stage {rec.stage!r} / no ramp; expected "
+                         "stage 'ramp'")
+    own = irs2.needs_correction(rec.meta, rec.ramp)
+    holder = [irs2.correct_ramp(rec.ramp, refs if params.refpix.enabled else None, rec.meta)
+              if own else rec.ramp]
+    res = run_detector1_bands(holder, refs, RampTiming.from_meta(rec.meta), params, group_hook,
+                              overwrite_input=own, parallel=default_parallel())
+    prov = f"{params.describe()}; jumps={res.n_jumps}"
+    if res.jump_skipped:
+        prov += "; jump skipped (fewer than minimum_groups usable groups)"
+    out = rec.replace(stage="rateints", ramp=None, groupdq=None, pixeldq=None, rate=res.rate,
+                      err=res.err, dq=res.dq, var_poisson=res.var_poisson,
+                      var_rnoise=res.var_rnoise)
+    return out.with_step("detector1", prov)
+
+
 def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int = 3,
                      trace_mask: np.ndarray | None = None) -> np.ndarray:
     """1/f scene mask from the median draft rate of the first few integrations
     (``trace_mask``: pixels a mode knows are scene, e.g. every slit; excluded too)."""
     from nirbeam.transforms import irs2
     from nirbeam.transforms.detector1 import RampTiming, run_detector1
+    from nirbeam.transforms.detector1_bands import run_detector1_bands
     from nirbeam.transforms.flicker import scene_mask
     from nirbeam.transforms.refpix import SubarrayGeometry
 
@@ -239,13 +378,16 @@ def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int
     rates, dqs = [], []
     for i in plan.present[:n]:
         ramp = read_ramp(plan.segment_of(i), i)
+        timing = RampTiming.from_meta(meta)
         if irs2.needs_correction(meta, ramp):  # IRS2: its reference step first (as detector1)
-            ramp = irs2.correct_ramp(ramp, refs if settings.detector1.refpix.enabled else None,
-                                     meta)
-            geometry = None  # the reference step is done (as in detector1's record step)
+            ramp = [irs2.correct_ramp(ramp, refs if settings.detector1.refpix.enabled else None,
+                                      meta)]  # handed over: freed as soon as it is used
+            res = run_detector1_bands(ramp, refs, timing, settings.detector1,
+                                      overwrite_input=True)
         else:
-            geometry = SubarrayGeometry.from_meta(meta)
-        res = run_detector1(ramp, refs, RampTiming.from_meta(meta), settings.detector1, geometry)
+            res = run_detector1(ramp, refs, timing, settings.detector1,
+                                SubarrayGeometry.from_meta(meta))
+        del ramp
         rates.append(res.rate)
         dqs.append(res.dq)
     rate = np.median(np.stack(rates), axis=0)
