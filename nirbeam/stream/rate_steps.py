@@ -90,7 +90,7 @@ def refs_from_store(root: str, group: str, token: str = "") -> ReferenceArrays:
     with _REF_LOCK:
         r = _REF_CACHE.get(k)
     if r is None:
-        arrays, attrs = _load_references(root, group)
+        arrays, attrs = _load_references(root, group, lazy=("dark", "linearity"))
         r = ReferenceArrays(
             mask=arrays["mask"],
             saturation=arrays["saturation"],
@@ -114,19 +114,38 @@ def refs_from_store(root: str, group: str, token: str = "") -> ReferenceArrays:
 _REF_NAMES = ("mask", "saturation", "saturation_dq", "superbias", "superbias_dq", "linearity",
               "linearity_dq", "dark", "dark_dq", "readnoise", "gain")
 _PLANE_CHUNKED = {"dark": ("group", "y", "x"), "linearity": ("coefficient", "y", "x")}
-"""Reference cubes stored one plane per chunk: read back plane by plane, a worker never
-holds a cube's compressed and decompressed copies at once (a 20-plane full-frame DARK,
-335 MB, read as one chunk peaked at ~1.2 GB more than the array itself)."""
+"""Reference cubes stored one plane per chunk (full frames: one plane and band of
+:data:`CUBE_BAND` columns): read back chunk by chunk, a worker never holds a cube's
+compressed and decompressed copies at once (a 20-plane full-frame DARK, 335 MB, read as
+one chunk peaked at ~0.9 GB more than the array itself)."""
+CUBE_BAND = 256
+"""Columns per chunk of full-frame reference cubes (the band of detector1_bands.BAND)."""
 
 
-def _load_references(root: str, group: str, names=_REF_NAMES) -> tuple[dict, dict]:
-    """The named arrays of ``<group>/references`` (those present) and its attributes."""
+LAZY_CUBE_MIN_PIXELS = 2048 * 2048
+"""Reference cubes (DARK, LINEARITY) of frames this large stay in the store: a worker
+reads the columns of each band when it needs them (:mod:`nirbeam.transforms.
+detector1_bands` cuts them with ``cube[..., a:b]``), instead of holding 335 MB (a 20-group
+full-frame DARK) per cached exposure. Smaller frames are read whole."""
+
+
+def _load_references(root: str, group: str, names=_REF_NAMES,
+                     lazy: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """The named arrays of ``<group>/references`` (those present) and its attributes;
+    those in ``lazy`` stay zarr arrays when they are full-frame cubes stored in chunks."""
     import zarr
 
     g = zarr.open_group(root, path=f"{group}/references", mode="r", zarr_format=3,
                         use_consolidated=False)
     have = {k for k, _ in g.arrays()}
-    return {k: g[k][...] for k in names if k in have}, dict(g.attrs)
+    out = {}
+    for k in names:
+        if k not in have:
+            continue
+        a = g[k]
+        big = a.ndim == 3 and a.shape[1] * a.shape[2] >= LAZY_CUBE_MIN_PIXELS
+        out[k] = a if (k in lazy and big and a.chunks[-1] < a.shape[-1]) else a[...]
+    return out, dict(g.attrs)
 
 
 def save_refs_to_store(
@@ -163,7 +182,9 @@ def _save_cubes(root: str, group: str, cubes: dict) -> None:
                 del g[name]
             continue
         value = np.ascontiguousarray(value)
-        g.create_array(name, data=value, chunks=(1, *value.shape[1:]),
+        big = value.shape[1] * value.shape[2] >= LAZY_CUBE_MIN_PIXELS
+        g.create_array(name, data=value,
+                       chunks=(1, value.shape[1], CUBE_BAND if big else value.shape[2]),
                        compressors=zarr_store.CUBE_CODEC(value.dtype),
                        dimension_names=_PLANE_CHUNKED[name],
                        attributes=zarr_store.cf_attrs(name, {}), overwrite=True)
@@ -274,9 +295,15 @@ class Calibrate:
     token: str = ""  # this run's id: worker caches of references key on it
 
     def __call__(self, rec: IntegrationRecord) -> IntegrationRecord:
+        return self.owned([rec])
+
+    def owned(self, holder: list) -> IntegrationRecord:
+        """As calling it on ``holder[0]``, the record handed over (the list is emptied): an
+        IRS2 record's raw ramp is then freed as soon as its reference step has run."""
         from nirbeam.transforms.detector1 import calibrate_record
         from nirbeam.transforms.flicker import make_group_hook
 
+        rec = holder.pop()
         refs = refs_from_store(self.root, rec.key.group, self.token)
         fl = self.settings.flicker.for_detector(rec.meta.detector)  # NRS2 readout direction
         hook = None
@@ -286,15 +313,18 @@ class Calibrate:
         full = tuple(rec.meta.image_shape) == (2048, 2048)
         if pf.enabled and full:
             hook = self._with_picture_frame(rec, hook, pf)
+        bad_time = any(step == BAD_TIME_STEP for step, _ in rec.provenance)
         if is_irs2(rec.meta):
-            out = calibrate_irs2_record(rec, refs, self.settings.detector1, hook)
+            holder.append(rec)
+            del rec  # the record (and its raw ramp) lives on in the holder only
+            out = calibrate_irs2_record(holder, refs, self.settings.detector1, hook)
         else:
             out = calibrate_record(rec, refs, self.settings.detector1, hook)
         if pf.enabled and full:
             out = out.with_step("picture_frame", f"n_sigma={pf.n_sigma}")
         if fl.enabled and fl.level == "group":
             out = out.with_step("flicker", f"level=group method={fl.method} n_sigma={fl.n_sigma}")
-        if any(step == BAD_TIME_STEP for step, _ in rec.provenance):
+        if bad_time:
             # its time is not known: the rates are kept, every pixel says do not use
             from nirbeam import dqflags
 
@@ -333,7 +363,7 @@ class _HookChain:
         return self.second(self.first(groups, groupdq, pixeldq), groupdq, pixeldq)
 
 
-def calibrate_irs2_record(rec: IntegrationRecord, refs: ReferenceArrays, params,
+def calibrate_irs2_record(rec, refs: ReferenceArrays, params,
                           group_hook=None) -> IntegrationRecord:
     """detector1 on an IRS2 full-frame record within a worker's memory (issue 15).
 
@@ -342,17 +372,21 @@ def calibrate_irs2_record(rec: IntegrationRecord, refs: ReferenceArrays, params,
     (:func:`nirbeam.transforms.detector1_bands.run_detector1_bands`, the corrected cube
     handed over and overwritten by the calibrated groups); results, record and provenance
     as :func:`nirbeam.transforms.detector1.calibrate_record` gives them (tested equal).
+    ``rec`` may be a one-element list holding the record (emptied: the raw ramp is then
+    freed once the reference step has run, before detector1).
     """
     from nirbeam.transforms import irs2
     from nirbeam.transforms.detector1 import RampTiming, default_parallel
     from nirbeam.transforms.detector1_bands import run_detector1_bands
 
+    rec = rec.pop() if isinstance(rec, list) else rec
     if rec.stage != "ramp" or rec.ramp is None:
         raise ValueError(f"detector1: {rec.key} has stage {rec.stage!r} / no ramp; expected "
                          "stage 'ramp'")
     own = irs2.needs_correction(rec.meta, rec.ramp)
     holder = [irs2.correct_ramp(rec.ramp, refs if params.refpix.enabled else None, rec.meta)
               if own else rec.ramp]
+    rec = rec.replace(ramp=None)  # the raw ramp's last reference when the record was handed over
     res = run_detector1_bands(holder, refs, RampTiming.from_meta(rec.meta), params, group_hook,
                               overwrite_input=own, parallel=default_parallel())
     prov = f"{params.describe()}; jumps={res.n_jumps}"
@@ -470,7 +504,8 @@ class CalibrateBlock(beam.DoFn):
             self.ms["read"].update(int((time.perf_counter() - t0) * 1000))
             t0 = time.perf_counter()
             try:
-                rec = self.calibrate(rec)
+                holder, rec = [rec], None  # handed over: the raw ramp is freed once used
+                rec = self.calibrate.owned(holder)
             except Exception as exc:  # noqa: BLE001
                 dead.append(self._dead(item, "detector1", exc))
                 continue

@@ -59,13 +59,15 @@ BAND = 256
 
 
 def cut_columns(refs: ReferenceArrays, a: int, b: int) -> ReferenceArrays:
-    """The references of columns ``a:b`` (views; cubes cut along their last axis)."""
+    """The references of columns ``a:b`` (numpy arrays: views; cubes cut along their last
+    axis). A cube may be an array-like that reads on indexing (a zarr array the worker
+    left in the store): then only the band's columns are read."""
     def cut(v):
-        return None if v is None else v[..., a:b]
+        return np.asarray(v[..., a:b])
 
     return dataclasses.replace(
         refs, **{f.name: cut(getattr(refs, f.name)) for f in dataclasses.fields(refs)
-                 if isinstance(getattr(refs, f.name), np.ndarray)})
+                 if getattr(getattr(refs, f.name), "ndim", 0) >= 2})
 
 
 class _NotLocal(Exception):
