@@ -35,7 +35,6 @@ from astropy.io import fits
 from nirbeam import dqflags
 from nirbeam.stream.records import ExposureMeta
 from nirbeam.stream.ref_index import (
-    ANY_VALUES,
     FULL,
     REFTYPE_CONTENT,
     REFTYPES,

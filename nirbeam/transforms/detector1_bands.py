@@ -100,7 +100,7 @@ def _jumps(g, q, p, rb, timing, params, lo: int, hi: int) -> int:
 
 
 def run_detector1_bands(ramp: np.ndarray, refs: ReferenceArrays, timing: RampTiming,
-                        params: Detector1Params = Detector1Params(),
+                        params: Detector1Params | None = None,
                         group_hook: Callable | None = None, *, band: int = BAND,
                         halo: int | None = None, overwrite_input: bool = False,
                         parallel: bool = False) -> RateResult:
@@ -113,7 +113,8 @@ def run_detector1_bands(ramp: np.ndarray, refs: ReferenceArrays, timing: RampTim
         is emptied: with ``overwrite_input`` the cube is then freed as soon as the group
         hook has returned its own (the caller's list no longer holds it).
     refs, timing, params, group_hook
-        As :func:`~nirbeam.transforms.detector1.run_detector1` (``geometry`` None).
+        As :func:`~nirbeam.transforms.detector1.run_detector1` (``geometry`` None;
+        ``params`` None: the defaults).
     band : int
         Columns per band.
     halo : int or None
@@ -130,6 +131,7 @@ def run_detector1_bands(ramp: np.ndarray, refs: ReferenceArrays, timing: RampTim
     -------
     RateResult (``n_jumps``: primary jumps of the frame, as unbanded)
     """
+    params = Detector1Params() if params is None else params
     holder = ramp if isinstance(ramp, list) else [ramp]
     ng, ny, nx = holder[0].shape
     if not params.ramp_fit.enabled:
