@@ -114,27 +114,3 @@ def test_irs2_run_without_refpix_exits_2(irs2run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "REFPIX" in err and "--allow-standins" in err, err
 
-
-@slow
-def test_irs2_stream_equals_batch(irs2run, tmp_path):
-    """``nirbeam stream`` on the same IRS2 FULL-frame nod set: the same per-integration
-    rates as the batch run (both call rate_steps' Calibrate: IRS2 step, banded detector1)."""
-    from nirbeam.sinks import zarr_store
-
-    sim, rc, out = irs2run
-    assert rc == 0
-    watch = tmp_path / "watch"
-    watch.mkdir()
-    for p in sim.uncal:
-        os.symlink(p, watch / os.path.basename(p))
-    sout = tmp_path / "stream"
-    rc = main(["stream", str(watch), "--out", str(sout), "--refs", str(sim.refs_dir),
-               "--until-complete", "--poll", "0.2", "--no-progress"])
-    assert rc in (0, 3), rc  # 3: no white-light curve (FS: not a time series)
-    run_b = json.loads((out / "run.json").read_text())
-    root_b, root_s = str(out / "cubes.zarr"), str(sout / "cubes.zarr")
-    for g in run_b["stage1"]:
-        for name in ("sci", "err", "dq", "var_poisson", "var_rnoise"):
-            a = zarr_store.read_stack(root_b, g, "rateints", name)
-            b = zarr_store.read_stack(root_s, g, "rateints", name)
-            np.testing.assert_array_equal(b, a, err_msg=f"{g} {name}")
