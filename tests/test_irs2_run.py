@@ -113,3 +113,4 @@ def test_irs2_run_without_refpix_exits_2(irs2run, tmp_path, capsys):
                "--out", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "REFPIX" in err and "--allow-standins" in err, err
+

@@ -22,12 +22,14 @@ from nirbeam.stream.plan import RATE_BLOCK, RateBlock, ReadItem
 from nirbeam.stream.records import DeadLetter, IntegrationRecord
 from nirbeam.stream.uncal import ExposurePlan, read_ramp
 from nirbeam.transforms.common import StepFailed
+from nirbeam.transforms.irs2 import is_irs2
 from nirbeam.transforms.reference import ReferenceArrays
 
 __all__ = ["RATEINTS", "RATE_ARRAYS", "RATE_ATTRS", "RATE_BLOCK", "BAD_TIME_STEP", "ReadItem",
            "read_record", "refs_from_store", "save_refs_to_store", "scene_mask_from_store",
-           "forget_group", "Calibrate", "draft_scene_mask", "WriteRateints", "RateBlock",
-           "CalibrateBlock", "WriteDeadLetter"]  # ReadItem, RateBlock: from nirbeam.stream.plan
+           "forget_group", "Calibrate", "calibrate_irs2_record", "draft_scene_mask",
+           "picture_frame_from_store",
+           "WriteRateints", "RateBlock", "CalibrateBlock", "WriteDeadLetter"]  # ReadItem, RateBlock: from nirbeam.stream.plan
 
 log = logging.getLogger("nirbeam")
 
@@ -88,7 +90,7 @@ def refs_from_store(root: str, group: str, token: str = "") -> ReferenceArrays:
     with _REF_LOCK:
         r = _REF_CACHE.get(k)
     if r is None:
-        arrays, attrs = zarr_store.load_arrays(root, f"{group}/references")
+        arrays, attrs = _load_references(root, group, lazy=("dark", "linearity"))
         r = ReferenceArrays(
             mask=arrays["mask"],
             saturation=arrays["saturation"],
@@ -109,6 +111,43 @@ def refs_from_store(root: str, group: str, token: str = "") -> ReferenceArrays:
     return r
 
 
+_REF_NAMES = ("mask", "saturation", "saturation_dq", "superbias", "superbias_dq", "linearity",
+              "linearity_dq", "dark", "dark_dq", "readnoise", "gain")
+_PLANE_CHUNKED = {"dark": ("group", "y", "x"), "linearity": ("coefficient", "y", "x")}
+"""Reference cubes stored one plane per chunk (full frames: one plane and band of
+:data:`CUBE_BAND` columns): read back chunk by chunk, a worker never holds a cube's
+compressed and decompressed copies at once (a 20-plane full-frame DARK, 335 MB, read as
+one chunk peaked at ~0.9 GB more than the array itself)."""
+CUBE_BAND = 256
+"""Columns per chunk of full-frame reference cubes (the band of detector1_bands.BAND)."""
+
+
+LAZY_CUBE_MIN_PIXELS = 2048 * 2048
+"""Reference cubes (DARK, LINEARITY) of frames this large stay in the store: a worker
+reads the columns of each band when it needs them (:mod:`nirbeam.transforms.
+detector1_bands` cuts them with ``cube[..., a:b]``), instead of holding 335 MB (a 20-group
+full-frame DARK) per cached exposure. Smaller frames are read whole."""
+
+
+def _load_references(root: str, group: str, names=_REF_NAMES,
+                     lazy: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """The named arrays of ``<group>/references`` (those present) and its attributes;
+    those in ``lazy`` stay zarr arrays when they are full-frame cubes stored in chunks."""
+    import zarr
+
+    g = zarr.open_group(root, path=f"{group}/references", mode="r", zarr_format=3,
+                        use_consolidated=False)
+    have = {k for k, _ in g.arrays()}
+    out = {}
+    for k in names:
+        if k not in have:
+            continue
+        a = g[k]
+        big = a.ndim == 3 and a.shape[1] * a.shape[2] >= LAZY_CUBE_MIN_PIXELS
+        out[k] = a if (k in lazy and big and a.chunks[-1] < a.shape[-1]) else a[...]
+    return out, dict(g.attrs)
+
+
 def save_refs_to_store(
     root: str, group: str, refs: ReferenceArrays, provenance: dict, scene_mask=None
 ) -> None:
@@ -119,17 +158,66 @@ def save_refs_to_store(
         {
             "mask": refs.mask, "saturation": refs.saturation, "saturation_dq": refs.saturation_dq,
             "superbias": refs.superbias, "superbias_dq": refs.superbias_dq,
-            "linearity": refs.linearity, "linearity_dq": refs.linearity_dq,
-            "dark": refs.dark, "dark_dq": refs.dark_dq, "readnoise": refs.readnoise,
+            "linearity": None, "linearity_dq": refs.linearity_dq,
+            "dark": None, "dark_dq": refs.dark_dq, "readnoise": refs.readnoise,
             "gain": refs.gain,
             "scene_mask": None if scene_mask is None else scene_mask.astype(np.uint8),
         },
         attrs={"sources": refs.sources, "provenance": provenance,
                "irs2_refpix": refs.irs2 is not None},
-        dims={"dark": ("group", "y", "x"), "linearity": ("coefficient", "y", "x")},
     )
+    _save_cubes(root, group, {"dark": refs.dark, "linearity": refs.linearity})
+    _save_picture_frame(root, group, provenance)
     _save_irs2(root, group, refs.irs2)
     forget_group(root, group)
+
+
+def _save_cubes(root: str, group: str, cubes: dict) -> None:
+    """Write the reference cubes with one plane per chunk (:data:`_PLANE_CHUNKED`);
+    a cube that is None removes an old one."""
+    g = zarr_store.open_root(root)[f"{group}/references"]
+    for name, value in cubes.items():
+        if value is None:
+            if name in g:
+                del g[name]
+            continue
+        value = np.ascontiguousarray(value)
+        big = value.shape[1] * value.shape[2] >= LAZY_CUBE_MIN_PIXELS
+        g.create_array(name, data=value,
+                       chunks=(1, value.shape[1], CUBE_BAND if big else value.shape[2]),
+                       compressors=zarr_store.CUBE_CODEC(value.dtype),
+                       dimension_names=_PLANE_CHUNKED[name],
+                       attributes=zarr_store.cf_attrs(name, {}), overwrite=True)
+
+
+def _save_picture_frame(root: str, group: str, provenance: dict) -> None:
+    """The PICTUREFRAME template the references chose (provenance ``PICTUREFRAME``), as
+    the array ``pictureframe`` of the references group (removed when none applies)."""
+    g = zarr_store.open_root(root)[f"{group}/references"]
+    pf = (provenance or {}).get("PICTUREFRAME") or {}
+    if not pf.get("path"):
+        if "pictureframe" in g:
+            del g["pictureframe"]
+        return
+    from nirbeam.stream.refs import read_picture_frame
+
+    zarr_store.save_arrays(root, f"{group}/references",
+                           {"pictureframe": read_picture_frame(pf["path"])},
+                           array_attrs={"pictureframe": {
+                               "units": "DN/s", "description": "PICTUREFRAME reference "
+                               f"{pf.get('file', '')} (picture-frame template)"}})
+
+
+_PF_CACHE: dict[tuple[str, str, str], np.ndarray | None] = {}
+
+
+def picture_frame_from_store(root: str, group: str, token: str = "") -> np.ndarray | None:
+    """The PICTUREFRAME template the driver saved (None when no file applied)."""
+    k = (root, group, token)
+    if k not in _PF_CACHE:
+        arrays, _ = _load_references(root, group, ("pictureframe",))
+        _PF_CACHE[k] = arrays.get("pictureframe")
+    return _PF_CACHE[k]
 
 
 IRS2_GROUP = "references/irs2"
@@ -183,7 +271,7 @@ _MASK_CACHE: dict[tuple[str, str, str], np.ndarray | None] = {}
 def forget_group(root: str, group: str) -> None:
     """Drop this process's cached references and scene mask of one group."""
     with _REF_LOCK:
-        for cache in (_REF_CACHE, _MASK_CACHE):
+        for cache in (_REF_CACHE, _MASK_CACHE, _PF_CACHE):
             for k in [k for k in cache if k[:2] == (root, group)]:
                 cache.pop(k, None)
 
@@ -192,7 +280,7 @@ def scene_mask_from_store(root: str, group: str, token: str = "") -> np.ndarray 
     """The 1/f scene mask the driver saved (None when group-level cleaning is off)."""
     k = (root, group, token)
     if k not in _MASK_CACHE:
-        arrays, _ = zarr_store.load_arrays(root, f"{group}/references")
+        arrays, _ = _load_references(root, group, ("scene_mask",))  # not the references
         m = arrays.get("scene_mask")
         _MASK_CACHE[k] = None if m is None else m.astype(bool)
     return _MASK_CACHE[k]
@@ -207,23 +295,107 @@ class Calibrate:
     token: str = ""  # this run's id: worker caches of references key on it
 
     def __call__(self, rec: IntegrationRecord) -> IntegrationRecord:
+        return self.owned([rec])
+
+    def owned(self, holder: list) -> IntegrationRecord:
+        """As calling it on ``holder[0]``, the record handed over (the list is emptied): an
+        IRS2 record's raw ramp is then freed as soon as its reference step has run."""
         from nirbeam.transforms.detector1 import calibrate_record
         from nirbeam.transforms.flicker import make_group_hook
 
+        rec = holder.pop()
         refs = refs_from_store(self.root, rec.key.group, self.token)
         fl = self.settings.flicker.for_detector(rec.meta.detector)  # NRS2 readout direction
         hook = None
         if fl.enabled and fl.level == "group":
             hook = make_group_hook(fl, scene_mask_from_store(self.root, rec.key.group, self.token))
-        out = calibrate_record(rec, refs, self.settings.detector1, hook)
-        if hook is not None:
+        pf = self.settings.detector1.picture_frame
+        full = tuple(rec.meta.image_shape) == (2048, 2048)
+        if pf.enabled and full:
+            hook = self._with_picture_frame(rec, hook, pf)
+        bad_time = any(step == BAD_TIME_STEP for step, _ in rec.provenance)
+        if is_irs2(rec.meta):
+            holder.append(rec)
+            del rec  # the record (and its raw ramp) lives on in the holder only
+            out = calibrate_irs2_record(holder, refs, self.settings.detector1, hook)
+        else:
+            out = calibrate_record(rec, refs, self.settings.detector1, hook)
+        if pf.enabled and full:
+            out = out.with_step("picture_frame", f"n_sigma={pf.n_sigma}")
+        if fl.enabled and fl.level == "group":
             out = out.with_step("flicker", f"level=group method={fl.method} n_sigma={fl.n_sigma}")
-        if any(step == BAD_TIME_STEP for step, _ in rec.provenance):
+        if bad_time:
             # its time is not known: the rates are kept, every pixel says do not use
             from nirbeam import dqflags
 
             out = out.replace(dq=out.dq | np.uint32(dqflags.DO_NOT_USE))
         return out
+
+
+    def _with_picture_frame(self, rec, hook, pf):
+        """The picture-frame hook (PICTUREFRAME template from the store) before the 1/f
+        hook; at the 1/f hook's place (before jump by default; jwst runs picture_frame
+        after jump, before clean_flicker_noise)."""
+        from nirbeam.transforms.picture_frame import PictureFrameHook
+
+        template = picture_frame_from_store(self.root, rec.key.group, self.token)
+        if template is None:
+            raise StepFailed(f"{rec.key.group}: detector1.picture_frame.enabled but no "
+                             "PICTUREFRAME reference applies (REFTYPE PICTUREFRAME, full "
+                             "frame, this DETECTOR and USEAFTER) in the reference folder")
+        bg = scene_mask_from_store(self.root, rec.key.group, self.token)
+        first = PictureFrameHook(template, None if bg is None else ~bg, pf.n_sigma)
+        return first if hook is None else _HookChain(first, hook)
+
+
+@dataclass(frozen=True, eq=False)
+class _HookChain:
+    """Two detector1 group hooks in a row, at the second one's place."""
+
+    first: Any
+    second: Any
+
+    @property
+    def before_jump(self) -> bool:
+        return bool(getattr(self.second, "before_jump", True))
+
+    def __call__(self, groups, groupdq, pixeldq):
+        return self.second(self.first(groups, groupdq, pixeldq), groupdq, pixeldq)
+
+
+def calibrate_irs2_record(rec, refs: ReferenceArrays, params,
+                          group_hook=None) -> IntegrationRecord:
+    """detector1 on an IRS2 full-frame record within a worker's memory (issue 15).
+
+    The IRS2 reference step (:func:`nirbeam.transforms.irs2.correct_ramp`, unless the ramp
+    is already in the normal layout), then detector1 in column bands
+    (:func:`nirbeam.transforms.detector1_bands.run_detector1_bands`, the corrected cube
+    handed over and overwritten by the calibrated groups); results, record and provenance
+    as :func:`nirbeam.transforms.detector1.calibrate_record` gives them (tested equal).
+    ``rec`` may be a one-element list holding the record (emptied: the raw ramp is then
+    freed once the reference step has run, before detector1).
+    """
+    from nirbeam.transforms import irs2
+    from nirbeam.transforms.detector1 import RampTiming, default_parallel
+    from nirbeam.transforms.detector1_bands import run_detector1_bands
+
+    rec = rec.pop() if isinstance(rec, list) else rec
+    if rec.stage != "ramp" or rec.ramp is None:
+        raise ValueError(f"detector1: {rec.key} has stage {rec.stage!r} / no ramp; expected "
+                         "stage 'ramp'")
+    own = irs2.needs_correction(rec.meta, rec.ramp)
+    holder = [irs2.correct_ramp(rec.ramp, refs if params.refpix.enabled else None, rec.meta)
+              if own else rec.ramp]
+    rec = rec.replace(ramp=None)  # the raw ramp's last reference when the record was handed over
+    res = run_detector1_bands(holder, refs, RampTiming.from_meta(rec.meta), params, group_hook,
+                              overwrite_input=own, parallel=default_parallel())
+    prov = f"{params.describe()}; jumps={res.n_jumps}"
+    if res.jump_skipped:
+        prov += "; jump skipped (fewer than minimum_groups usable groups)"
+    out = rec.replace(stage="rateints", ramp=None, groupdq=None, pixeldq=None, rate=res.rate,
+                      err=res.err, dq=res.dq, var_poisson=res.var_poisson,
+                      var_rnoise=res.var_rnoise)
+    return out.with_step("detector1", prov)
 
 
 def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int = 3,
@@ -232,6 +404,7 @@ def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int
     (``trace_mask``: pixels a mode knows are scene, e.g. every slit; excluded too)."""
     from nirbeam.transforms import irs2
     from nirbeam.transforms.detector1 import RampTiming, run_detector1
+    from nirbeam.transforms.detector1_bands import run_detector1_bands
     from nirbeam.transforms.flicker import scene_mask
     from nirbeam.transforms.refpix import SubarrayGeometry
 
@@ -239,13 +412,16 @@ def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int
     rates, dqs = [], []
     for i in plan.present[:n]:
         ramp = read_ramp(plan.segment_of(i), i)
+        timing = RampTiming.from_meta(meta)
         if irs2.needs_correction(meta, ramp):  # IRS2: its reference step first (as detector1)
-            ramp = irs2.correct_ramp(ramp, refs if settings.detector1.refpix.enabled else None,
-                                     meta)
-            geometry = None  # the reference step is done (as in detector1's record step)
+            ramp = [irs2.correct_ramp(ramp, refs if settings.detector1.refpix.enabled else None,
+                                      meta)]  # handed over: freed as soon as it is used
+            res = run_detector1_bands(ramp, refs, timing, settings.detector1,
+                                      overwrite_input=True)
         else:
-            geometry = SubarrayGeometry.from_meta(meta)
-        res = run_detector1(ramp, refs, RampTiming.from_meta(meta), settings.detector1, geometry)
+            res = run_detector1(ramp, refs, timing, settings.detector1,
+                                SubarrayGeometry.from_meta(meta))
+        del ramp
         rates.append(res.rate)
         dqs.append(res.dq)
     rate = np.median(np.stack(rates), axis=0)
@@ -328,7 +504,8 @@ class CalibrateBlock(beam.DoFn):
             self.ms["read"].update(int((time.perf_counter() - t0) * 1000))
             t0 = time.perf_counter()
             try:
-                rec = self.calibrate(rec)
+                holder, rec = [rec], None  # handed over: the raw ramp is freed once used
+                rec = self.calibrate.owned(holder)
             except Exception as exc:  # noqa: BLE001
                 dead.append(self._dead(item, "detector1", exc))
                 continue

@@ -19,10 +19,16 @@ from nirbeam.stream.records import ExposureMeta
 from nirbeam.stream.uncal import BadInputError
 from nirbeam.transforms.irs2 import IRS2Layout
 
-__all__ = ["REFTYPES", "FULL", "STANDIN_COST", "REFTYPE_CONTENT", "RefFile", "RefIndex",
+__all__ = ["REFTYPES", "OPTIONAL_REFTYPES", "FULL", "STANDIN_COST", "REFTYPE_CONTENT",
+           "RefFile", "RefIndex",
            "verify_reference", "index_references", "select_reference", "file_sha256"]
 
 REFTYPES = ("MASK", "SATURATION", "SUPERBIAS", "LINEARITY", "DARK", "READNOISE", "GAIN")
+OPTIONAL_REFTYPES = ("REFPIX", "PICTUREFRAME")
+"""Types indexed and chosen by the same rules (DETECTOR, READPATT, USEAFTER, region) but
+needed only by some exposures: REFPIX by IRS2 (full frame; a table, no image, so its region
+is the full frame), PICTUREFRAME by the picture-frame step (full frame, off by default as
+in jwst 3.0)."""
 FULL = 2048
 ANY_VALUES = {"", "ANY", "N/A", "NONE", "GENERIC"}
 """Header values that match any detector / read pattern / subarray."""
@@ -60,6 +66,8 @@ REFTYPE_CONTENT = {
     "DARK": ("SCI", (2, 3), ("DarkModel", "DarkNirspecModel"), (-1000.0, 1000.0, "DN")),
     "READNOISE": ("SCI", (2,), ("ReadnoiseModel",), (2.0, 100.0, "DN (CDS)")),
     "GAIN": ("SCI", (2,), ("GainModel",), (0.3, 10.0, "e-/DN")),
+    "REFPIX": ("IRS2", (2,), ("IRS2Model",), None),
+    "PICTUREFRAME": ("SCI", (2,), ("PictureFrameModel",), None),
 }
 
 
@@ -103,6 +111,8 @@ def _region_from_header(h, shape2d):
 
 
 def _first_image_shape(hdul):
+    if str(hdul[0].header.get("REFTYPE", "")).strip().upper() == "REFPIX":
+        return (FULL, FULL)  # IRS2 coefficient tables: for the full frame
     for h in hdul[1:]:
         if h.name in ("SCI", "COEFFS", "DQ") and h.header.get("NAXIS", 0) >= 2:
             return (h.header["NAXIS2"], h.header["NAXIS1"])
@@ -155,7 +165,7 @@ def _check_content(hd, path: str, reftype: str) -> None:
                             f"{' or '.join(models)}): a file of another type relabelled?",
                             "PRIMARY", "DATAMODL")
     n = os.path.basename(path).lower()
-    for t in REFTYPES:
+    for t in REFTYPES + OPTIONAL_REFTYPES:
         if t != reftype and n.startswith(f"jwst_nirspec_{t.lower()}_"):
             raise BadInputError(path, f"REFTYPE={reftype} but the file is named as a {t} "
                                 "reference: a file of another type relabelled?", "PRIMARY",
@@ -212,7 +222,7 @@ def index_references(folder: str) -> RefIndex:
                     with fits.open(p, memmap=False, lazy_load_hdus=False) as hd:
                         h = hd[0].header
                         reftype = str(h.get("REFTYPE", "")).strip().upper()
-                        if reftype not in REFTYPES:
+                        if reftype not in REFTYPES + OPTIONAL_REFTYPES:
                             continue
                         shape = _first_image_shape(hd)
                         region = _region_from_header(h, shape) if shape else None

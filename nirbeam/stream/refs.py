@@ -35,7 +35,6 @@ from astropy.io import fits
 from nirbeam import dqflags
 from nirbeam.stream.records import ExposureMeta
 from nirbeam.stream.ref_index import (
-    ANY_VALUES,
     FULL,
     REFTYPE_CONTENT,
     REFTYPES,
@@ -65,6 +64,8 @@ __all__ = [
     "STANDIN_COST",
     "load_irs2_reference",
     "read_irs2_reference",
+    "load_picture_frame_reference",
+    "read_picture_frame",
 ]
 
 
@@ -224,7 +225,7 @@ def load_references(
     ny, nx = meta.image_shape
     if first_ramp is not None and first_ramp.shape[-2:] != (ny, nx) and _irs2.is_irs2(meta):
         first_ramp = _irs2.to_normal(first_ramp, meta.detector, _irs2.layout_for(meta))
-    irs2_ref = _irs2_reference_or_standin(folder, meta, allow_standins)
+    irs2_ref = _irs2_reference_or_standin(folder, meta, allow_standins, index)
     chosen = {t: select_reference(index, t, meta) for t in REFTYPES}
     missing = [t for t in REFTYPES if chosen[t] is None]
     if missing and not allow_standins:
@@ -379,23 +380,29 @@ def load_references(
         readnoise=rn,
         gain=gain, sources=sources, irs2=irs2_ref,
     )
+    if (ny, nx) == (FULL, FULL):  # picture frame (optional: used when the step is on)
+        pf = select_reference(index, "PICTUREFRAME", meta)
+        if pf is not None:
+            prov["PICTUREFRAME"] = {"file": os.path.basename(pf.path), "path": pf.path,
+                                    "sha256": file_sha256(pf.path), "useafter": pf.useafter}
     if _irs2.is_irs2(meta):
         if irs2_ref is None:
             prov["REFPIX"] = {"standin": "none: reference samples dropped unused",
                               "cost": STANDIN_COST["REFPIX"]}
             sources["REFPIX"] = prov["REFPIX"]["standin"]
         else:
-            prov["REFPIX"] = {"file": irs2_ref.source.split(" ")[0], "path": irs2_ref.path}
+            p = irs2_ref.path
+            prov["REFPIX"] = {"file": os.path.basename(p), "path": p, "sha256": file_sha256(p)}
             sources["REFPIX"] = irs2_ref.source
     return refs, prov
 
 
-def _irs2_reference_or_standin(folder, meta, allow_standins):
+def _irs2_reference_or_standin(folder, meta, allow_standins, index=None):
     """The REFPIX reference of an IRS2 exposure; None for other readouts, or (with
     ``allow_standins``) when the folder has none."""
     if not _irs2.is_irs2(meta):
         return None
-    ref = load_irs2_reference(folder, meta)
+    ref = load_irs2_reference(folder, meta, index)
     if ref is None and not allow_standins:
         raise BadInputError(folder, f"no REFPIX reference applies to {meta.detector} "
                             f"READPATT={meta.readpatt} (IRS2 needs one, CRDS selects it by "
@@ -506,42 +513,64 @@ def standin_references(meta: ExposureMeta, first_ramp: np.ndarray, second_ramp=N
     return refs, prov
 
 
-def load_irs2_reference(folder: str, meta: ExposureMeta):
-    """The REFPIX reference of an IRS2 exposure (CRDS selects it by DETECTOR and READPATT),
-    read into an :class:`~nirbeam.transforms.irs2.IRS2Reference`; None when the folder
-    holds none for this detector and read pattern.
+def load_irs2_reference(folder: str, meta: ExposureMeta, index: list[RefFile] | None = None):
+    """The REFPIX reference of an IRS2 exposure, chosen from the folder's index as the
+    other types are (:func:`~nirbeam.stream.ref_index.select_reference`: DETECTOR,
+    READPATT, the latest USEAFTER not after EXPSTART, equal ties refused), read into an
+    :class:`~nirbeam.transforms.irs2.IRS2Reference`; None when none applies.
 
     Raises
     ------
     BadInputError
         A REFPIX file without its IRS2 table, with another number of rows than
-        2 x 712 x 2048, or two applicable files that differ.
+        2 x 712 x 2048, or two equally applicable files that differ.
     """
-    found = []
-    if not folder or not os.path.isdir(folder):
+    ref = _select_optional(folder, meta, "REFPIX", index)
+    return None if ref is None else read_irs2_reference(ref.path)
+
+
+def _select_optional(folder, meta, reftype, index):
+    if index is None:
+        if not folder or not os.path.isdir(folder):
+            return None
+        index = index_references(folder)
+    return select_reference(index, reftype, meta)
+
+
+def load_picture_frame_reference(folder: str, meta: ExposureMeta,
+                                 index: list[RefFile] | None = None):
+    """The PICTUREFRAME reference (jwst 3.0 ``picture_frame``: a rate image of the thermal
+    picture-frame pattern, SCI float32 2048 x 2048, CRDS selects it by DETECTOR and
+    USEAFTER), as (template float32 (2048, 2048) in the DMS frame, provenance dict with
+    file, path, sha256, useafter); None when none applies.
+
+    Raises
+    ------
+    BadInputError
+        Not a full frame (the correction's regions are full-frame ones), or the exposure
+        is not a full frame.
+    """
+    ref = _select_optional(folder, meta, "PICTUREFRAME", index)
+    if ref is None:
         return None
-    for root, _dirs, files in os.walk(folder):
-        for n in sorted(files):
-            if not n.lower().endswith(".fits"):
-                continue
-            p = os.path.join(root, n)
-            try:
-                h = fits.getheader(p)
-            except Exception:  # noqa: BLE001 - unreadable files are load_references' to name
-                continue
-            if str(h.get("REFTYPE", "")).strip().upper() != "REFPIX":
-                continue
-            det = str(h.get("DETECTOR", "")).strip().upper()
-            rp = str(h.get("READPATT", "")).strip().upper()
-            if det in (meta.detector, *ANY_VALUES) and rp in (meta.readpatt.upper(), *ANY_VALUES):
-                found.append(p)
-    if not found:
-        return None
-    if len({file_sha256(p) for p in found}) > 1:
-        raise BadInputError(found[0], f"{len(found)} different REFPIX references apply to "
-                            f"{meta.detector} READPATT={meta.readpatt}: {', '.join(found)}; "
-                            "keep one", "PRIMARY", "REFTYPE")
-    return read_irs2_reference(found[0])
+    if tuple(meta.image_shape) != (FULL, FULL):
+        raise BadInputError(ref.path, f"PICTUREFRAME applies to full frames only; the "
+                            f"exposure is {meta.subarray} {tuple(meta.image_shape)}",
+                            "PRIMARY", "SUBARRAY")
+    return read_picture_frame(ref.path), {"file": os.path.basename(ref.path), "path": ref.path,
+                                          "sha256": file_sha256(ref.path),
+                                          "useafter": ref.useafter}
+
+
+def read_picture_frame(path: str) -> np.ndarray:
+    """The SCI image of a PICTUREFRAME file (stdatamodels ``PictureFrameModel``: float32
+    2048 x 2048, DMS frame), checked for its shape."""
+    with fits.open(path, memmap=False) as hd:
+        data = np.asarray(_ext(hd, "SCI", path).data, np.float32)
+    if data.shape != (FULL, FULL):
+        raise BadInputError(path, f"PICTUREFRAME SCI is {data.shape}; expected "
+                            f"({FULL}, {FULL})", "SCI", "NAXIS1")
+    return data
 
 
 def read_irs2_reference(p: str):

@@ -58,6 +58,7 @@ from nirbeam.transforms.dark import DarkParams
 from nirbeam.transforms.dq_init import DQInitParams, dq_init
 from nirbeam.transforms.jump import JumpParams
 from nirbeam.transforms.linearity import LinearityParams
+from nirbeam.transforms.picture_frame import PictureFrameParams
 from nirbeam.transforms.ramp_fit import RampFitParams
 from nirbeam.transforms.reference import ReferenceArrays
 from nirbeam.transforms.refpix import RefPixParams, SubarrayGeometry
@@ -119,6 +120,7 @@ class Detector1Params:
     dark: DarkParams = field(default_factory=DarkParams)
     jump: JumpParams = field(default_factory=JumpParams)
     ramp_fit: RampFitParams = field(default_factory=RampFitParams)
+    picture_frame: PictureFrameParams = field(default_factory=PictureFrameParams)  # issue 15
 
     def describe(self) -> str:
         """Compact text of the non-default settings, for provenance."""
