@@ -316,26 +316,110 @@ def groups_fft_model_kernel(g, coef, good, basis, out, models, from_first=False)
 
 
 @njit(cache=True, error_model="numpy")
+def _residual(g, k, ka, y, x, med):
+    return (np.float64(g[k, y, x]) - np.float64(g[ka, y, x])) - med
+
+
+@njit(cache=True, error_model="numpy")
+def _streamed_rank_pair(g, msk, per_group, meds, center, n, lo, hi):
+    """``0.5 * (s[lo] + s[hi])`` of ``s``, the sorted finite residuals
+    ``(g[k] - g[ka]) - meds[k]`` (or their ``|r - center|`` when ``center`` is finite)
+    over the mask, without storing them: a histogram over their range finds the bins of
+    ranks ``lo`` and ``hi``, and only the values in those bins are kept and selected
+    (exact; memory is the bins' content, not ``n`` values)."""
+    ng, ny, nx = g.shape
+    absdev = np.isfinite(center)
+    vmin = np.inf
+    vmax = -np.inf
+    for k in range(1, ng):
+        if np.isnan(meds[k]):
+            continue
+        ka = 0 if per_group else k - 1
+        for y in range(ny):
+            for x in range(nx):
+                if msk[y, x]:
+                    r = _residual(g, k, ka, y, x, meds[k])
+                    if np.isfinite(r):
+                        if absdev:
+                            r = np.abs(r - center)
+                        vmin = min(vmin, r)
+                        vmax = max(vmax, r)
+    nbins = 1 << 16
+    span = vmax - vmin
+    scale = (nbins / span) if span > 0 and np.isfinite(span) else 0.0
+    counts = np.zeros(nbins, np.int64)
+    for k in range(1, ng):
+        if np.isnan(meds[k]):
+            continue
+        ka = 0 if per_group else k - 1
+        for y in range(ny):
+            for x in range(nx):
+                if msk[y, x]:
+                    r = _residual(g, k, ka, y, x, meds[k])
+                    if np.isfinite(r):
+                        if absdev:
+                            r = np.abs(r - center)
+                        b = min(int((r - vmin) * scale), nbins - 1)
+                        counts[b] += 1
+    # bins holding ranks lo and hi
+    c = 0
+    blo = -1
+    bhi = -1
+    below = 0
+    for b in range(nbins):
+        if blo < 0 and c + counts[b] > lo:
+            blo = b
+            below = c
+        if c + counts[b] > hi:
+            bhi = b
+            break
+        c += counts[b]
+    m = 0
+    for b in range(blo, bhi + 1):
+        m += counts[b]
+    keep = np.empty(max(m, 1))
+    m = 0
+    for k in range(1, ng):
+        if np.isnan(meds[k]):
+            continue
+        ka = 0 if per_group else k - 1
+        for y in range(ny):
+            for x in range(nx):
+                if msk[y, x]:
+                    r = _residual(g, k, ka, y, x, meds[k])
+                    if np.isfinite(r):
+                        if absdev:
+                            r = np.abs(r - center)
+                        b = min(int((r - vmin) * scale), nbins - 1)
+                        if blo <= b <= bhi:
+                            keep[m] = r
+                            m += 1
+    scratch = np.empty(max(m, 1))
+    return order_pair(keep, m, lo - below, hi - below, scratch)
+
+
+@njit(cache=True, error_model="numpy")
 def model_mad(g, msk, per_group):
     """MAD of the cleaned background values a group-level 1/f model was fitted to, as
     :func:`~nirbeam.transforms.flicker_groups.correction_variance_reference` computes it
-    (same values in the same order, numpy's medians).
+    (same values, numpy's medians, bit for bit).
 
     ``g`` (ng, ny, nx) float32/float64 cleaned groups, ``msk`` (ny, nx) background pixels.
     ``per_group``: the values are group minus first group, each group less its own
     (NaN-ignoring) median; else group differences. Returns -1.0 when there are fewer
     than two finite values (no model variance), NaN when none is left after the
     per-group medians.
+
+    The (ng - 1) x mask values are never stored (a full frame of 20 groups would need
+    ~0.5 GB per copy): the two medians are selected by :func:`_streamed_rank_pair`, which
+    recomputes the values in three passes; only one group's values are held at a time
+    (for its own median).
     """
     ng, ny, nx = g.shape
     nm = 0
     for y in range(ny):
         for x in range(nx):
             nm += msk[y, x]
-    n_all = (ng - 1) * nm
-    vals = np.empty(max(n_all, 1))
-    row = np.empty(max(nm, 1))
-    buf = np.empty(max(n_all, 1))
     n = 0
     for k in range(1, ng):
         ka = 0 if per_group else k - 1
@@ -347,42 +431,33 @@ def model_mad(g, msk, per_group):
                         n += 1
     if n < 2:
         return -1.0
-    n = 0
-    for k in range(1, ng):
-        ka = 0 if per_group else k - 1
-        m = 0
-        nn = 0
-        for y in range(ny):
-            for x in range(nx):
-                if msk[y, x]:
-                    v = np.float64(g[k, y, x]) - np.float64(g[ka, y, x])
-                    row[m] = v
-                    m += 1
-                    if not np.isnan(v):
-                        buf[nn] = v
-                        nn += 1
-        med = 0.0
-        if per_group:  # np.nanmedian of the row: the median of its non-NaN values
-            if nn == 0:
-                continue
-            for i in range(nn):
-                row[i] = buf[i]
-            # buf is scratch below; row[:nn] keeps the non-NaN values
-            med = sorted_median(row, nn, buf)
-            m = 0
+    meds = np.zeros(ng)
+    meds[0] = np.nan
+    if per_group:
+        row = np.empty(max(nm, 1))
+        buf = np.empty(max(nm, 1))
+        for k in range(1, ng):
+            nn = 0
             for y in range(ny):
                 for x in range(nx):
                     if msk[y, x]:
-                        row[m] = np.float64(g[k, y, x]) - np.float64(g[ka, y, x])
-                        m += 1
-        for i in range(m):
-            r = row[i] - med
-            if np.isfinite(r):
-                vals[n] = r
-                n += 1
+                        v = np.float64(g[k, y, x]) - np.float64(g[0, y, x])
+                        if not np.isnan(v):
+                            row[nn] = v
+                            nn += 1
+            # np.nanmedian of the group's values; a group with none is left out
+            meds[k] = sorted_median(row, nn, buf) if nn > 0 else np.nan
+    n = 0
+    for k in range(1, ng):
+        if np.isnan(meds[k]):
+            continue
+        ka = 0 if per_group else k - 1
+        for y in range(ny):
+            for x in range(nx):
+                if msk[y, x]:
+                    if np.isfinite(_residual(g, k, ka, y, x, meds[k])):
+                        n += 1
     if n == 0:
         return np.nan
-    med = sorted_median(vals, n, buf)
-    for i in range(n):
-        buf[i] = np.abs(vals[i] - med)
-    return sorted_median(buf[:n].copy(), n, vals)
+    med = _streamed_rank_pair(g, msk, per_group, meds, np.inf, n, (n - 1) // 2, n // 2)
+    return _streamed_rank_pair(g, msk, per_group, meds, med, n, (n - 1) // 2, n // 2)
