@@ -417,8 +417,34 @@ def motion_reference_numpy(data, err, valid, median, n_sigma: float, iterations:
     return ref, coef
 
 
+@numba.njit(cache=True)
+def _flag_against_kernel(data, err, valid, dq, reference, n_sigma, bits):  # pragma: no cover - compiled
+    ny, nx = data.shape
+    out = np.empty((ny, nx), np.uint32)
+    for y in range(ny):
+        for x in range(nx):
+            q = np.uint32(dq[y, x])
+            r = reference[y, x]
+            e = np.float64(err[y, x])
+            if (valid[y, x] and np.isfinite(r) and np.isfinite(e)
+                    and abs(np.float64(data[y, x]) - r) > n_sigma * e):
+                q |= bits
+            out[y, x] = q
+    return out
+
+
 def _flag_against(data, err, valid, dq, reference, n_sigma: float) -> np.ndarray:
-    """``dq | OUTLIER_BITS`` where ``|data - reference| > n_sigma * err`` (valid pixels)."""
+    """``dq | OUTLIER_BITS`` where ``|data - reference| > n_sigma * err`` (valid pixels,
+    finite reference and err; the comparison in float64)."""
+    return _flag_against_kernel(np.ascontiguousarray(data), np.ascontiguousarray(err),
+                                np.ascontiguousarray(valid, dtype=np.bool_),
+                                np.ascontiguousarray(dq), np.ascontiguousarray(reference,
+                                                                               dtype=np.float64),
+                                float(n_sigma), np.uint32(OUTLIER_BITS))
+
+
+def _flag_against_numpy(data, err, valid, dq, reference, n_sigma: float) -> np.ndarray:
+    """The numpy form of :func:`_flag_against` (the reference it is tested against)."""
     d = np.asarray(data, np.float64)
     e = np.asarray(err, np.float64)
     with np.errstate(invalid="ignore"):
