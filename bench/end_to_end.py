@@ -318,9 +318,19 @@ def write_path(out_dir: str, n: int = 256) -> dict:
 
 
 def _extract_rev(rev: str) -> str:
-    d = tempfile.mkdtemp(prefix=f"nirbeam-{rev[:8]}-")
-    tar = subprocess.run(["git", "archive", rev], cwd=REPO, capture_output=True, check=True).stdout
+    """The tree of ``rev`` in a folder named by its commit, kept between invocations
+    (with its numba cache: a second invocation does not compile the baseline again)."""
+    commit = _git("rev-parse", rev) or rev
+    d = os.path.join(tempfile.gettempdir(), f"nirbeam-src-{commit[:12]}")
+    stamp = os.path.join(d, ".bench-extracted")
+    if os.path.isfile(stamp):
+        return d
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    tar = subprocess.run(["git", "archive", commit], cwd=REPO, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", d], input=tar, check=True)
+    with open(stamp, "w") as fh:
+        fh.write(commit)
     return d
 
 

@@ -110,3 +110,82 @@ def test_unknown_reference_is_refused():
     z = np.zeros((3, 2, 2), np.float32)
     with pytest.raises(ValueError, match="outlier reference"):
         flag_outliers(z, z + 1, np.zeros(z.shape, np.uint32), 3, 5.0, reference="mean")
+
+
+def _flags_with(ref_fn, cube, err, dq, window=25, n_sigma=5.0, flag_fn=None):
+    """flag_outliers' motion path written out with ``ref_fn`` as the reference (and
+    ``flag_fn`` as the comparison, default the module's)."""
+    from nirbeam.transforms import outliers as O
+
+    valid = O._valid(cube, dq, dqflags.DO_NOT_USE)
+    med = np.empty(cube.shape, np.float64)
+    base = O._flag_rolling(cube, err, valid, dq, window, n_sigma, np.uint32(O.OUTLIER_BITS),
+                           True, med, 0, cube.shape[0])
+    refs = [ref_fn(cube[j], err[j], valid[j], med[j], n_sigma) for j in range(cube.shape[0])]
+    flag_fn = flag_fn or O._flag_against
+    flags = np.stack([flag_fn(cube[j], err[j], valid[j], base[j], refs[j][0], n_sigma)
+                      for j in range(cube.shape[0])])
+    return flags, refs
+
+
+def test_motion_reference_numba_equals_numpy(moving):
+    """The numba motion reference against its numpy form (issue 14): the same flags on the
+    moving trace (with outliers, so the rejection iterates), NaN/zero-err/bad pixels, a
+    one-row band and a flat (singular) median; coefficients and references agree to
+    rounding (the 3 x 3 sums are added in another order)."""
+    from nirbeam.transforms import outliers as O
+    from nirbeam.transforms.outliers import motion_reference_numpy
+
+    cube, err, dq, *_ = moving
+    cube, err, dq = cube.copy(), err.copy(), dq.copy()
+    rng = np.random.default_rng(14)
+    cube[rng.random(cube.shape) < 0.001] = np.nan
+    err[rng.random(cube.shape) < 0.001] = 0.0
+    dq[rng.random(cube.shape) < 0.002] = dqflags.DO_NOT_USE
+    f_fast, r_fast = _flags_with(motion_reference, cube, err, dq)
+    f_ref, r_ref = _flags_with(motion_reference_numpy, cube, err, dq,
+                               flag_fn=O._flag_against_numpy)
+    assert np.array_equal(f_fast, f_ref)
+    # and flag_outliers itself (whole stack and a span) gives the numpy-reference flags
+    assert np.array_equal(flag_outliers(cube, err, dq), f_ref)
+    part = flag_outliers(cube, err, dq, span=(7, 23))
+    assert np.array_equal(part[7:23], f_ref[7:23])
+    assert ((f_ref & dqflags.OUTLIER) != 0).sum() > 20  # the comparison saw flags
+    for (a, ca), (b, cb) in zip(r_fast, r_ref, strict=True):
+        assert np.array_equal(np.isnan(a), np.isnan(b))
+        ok = np.isfinite(b)
+        np.testing.assert_allclose(a[ok], b[ok], rtol=1e-11, atol=1e-9)
+        np.testing.assert_allclose(ca, cb, rtol=1e-9, atol=1e-12)
+    # degenerate inputs: one row (no gradient), flat median (singular fit), all invalid
+    for M, valid in ((np.full((1, 50), 3.0), np.ones((1, 50), bool)),
+                     (np.full((8, 50), 3.0), np.ones((8, 50), bool)),
+                     (np.arange(400.0).reshape(8, 50), np.zeros((8, 50), bool))):
+        d = (M + rng.normal(size=M.shape)).astype(np.float32)
+        e = np.ones(M.shape, np.float32)
+        a, ca = motion_reference(d, e, valid, M, 5.0)
+        b, cb = motion_reference_numpy(d, e, valid, M, 5.0)
+        assert np.array_equal(a, b, equal_nan=True) and np.array_equal(ca, cb)
+
+
+def test_flag_against_equals_numpy():
+    """The numba comparison against a reference == its numpy form, on deviations spread
+    densely across the threshold (every flip at 5 sigma would show), with NaN data,
+    reference and err, zero err, invalid pixels and DQ bits already set."""
+    from nirbeam.transforms import outliers as O
+
+    rng = np.random.default_rng(1414)
+    shape = (64, 300)
+    ref = rng.uniform(10, 1000, shape)
+    err = rng.uniform(0.5, 5, shape).astype(np.float32)
+    data = (ref + rng.uniform(-10, 10, shape) * err).astype(np.float32)
+    for a, frac in ((data, 0.01), (ref, 0.01), (err, 0.01)):
+        a[rng.random(shape) < frac] = np.nan
+    err[rng.random(shape) < 0.01] = 0.0
+    valid = rng.random(shape) > 0.05
+    dq = rng.choice(np.array([0, 1, 4, 2**20], np.uint32), shape)
+    for n_sigma in (5.0, 3.0):
+        fast = O._flag_against(data, err, valid, dq, ref, n_sigma)
+        slow = O._flag_against_numpy(data, err, valid, dq, ref, n_sigma)
+        assert fast.dtype == slow.dtype == np.uint32
+        assert np.array_equal(fast, slow)
+        assert 0 < ((fast & dqflags.OUTLIER) != 0).mean() < 1

@@ -32,7 +32,8 @@ checks flags against a plain ``np.nanmedian`` reference and batch against stream
 
 numpy + numba; no Beam imports.
 
-Size note: over 600 lines on purpose: the batch and streaming outlier flaggers and the motion reference they share (batch == streaming flags is a test).
+Size note: over 600 lines on purpose: the batch and streaming outlier flaggers and the motion reference they share (batch == streaming flags is a test),
+the reference in numba passes and its numpy form beside it (numba == numpy flags is a test).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ __all__ = [
     "OUTLIER_BITS",
     "REFERENCES",
     "motion_reference",
+    "motion_reference_numpy",
     "RollingOutlierFlagger",
     "flag_outliers",
     "window_bounds",
@@ -93,8 +95,9 @@ def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, s
 
     Only integrations ``start <= j < stop`` are flagged (``stop = -1``: to the end);
     their windows are those of the whole stack. With ``store``, the window median of
-    every (integration, pixel) of the span goes to ``med_out`` ((n, ny, nx), NaN where
-    the window has no valid value) and nothing is flagged here.
+    every (integration, pixel) of the span goes to ``med_out`` ((stop - start, ny, nx),
+    row ``j - start``; NaN where the window has no valid value) and nothing is flagged
+    here.
     """
     n, ny, nx = cube.shape
     if stop < 0 or stop > n:
@@ -142,7 +145,7 @@ def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, s
             for x in range(nx):
                 c = cnt[x]
                 if store and c == 0:
-                    med_out[j, y, x] = np.nan
+                    med_out[j - start, y, x] = np.nan
                 if c == 0 or not (valid[j, y, x] or store):
                     continue
                 h = c // 2
@@ -151,7 +154,7 @@ def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, s
                 else:
                     med = 0.5 * (buf[x, h - 1] + buf[x, h])
                 if store:
-                    med_out[j, y, x] = med
+                    med_out[j - start, y, x] = med
                     continue
                 ev = np.float64(err[j, y, x])
                 if np.isfinite(ev) and abs(np.float64(cube[j, y, x]) - med) > n_sigma * ev:
@@ -233,6 +236,88 @@ def _frame_median(buf, cnt):  # pragma: no cover - compiled
     return out
 
 
+@numba.njit(cache=True)
+def _motion_setup(M, data, err, valid):  # pragma: no cover - compiled
+    """dM/dy as ``np.gradient(M, axis=0)`` (NaN for one row), the column tilt ``u``, the
+    data and errors as float64, and the pixels a fit may use."""
+    ny, nx = M.shape
+    G = np.empty((ny, nx), np.float64)
+    if ny < 2:
+        G[:] = np.nan
+    else:
+        for x in range(nx):
+            G[0, x] = (M[1, x] - M[0, x]) / 1.0
+            G[ny - 1, x] = (M[ny - 1, x] - M[ny - 2, x]) / 1.0
+        for y in range(1, ny - 1):
+            for x in range(nx):
+                G[y, x] = (M[y + 1, x] - M[y - 1, x]) / 2.0
+    u = np.empty(nx, np.float64)
+    den = np.float64(max(nx - 1, 1))
+    for x in range(nx):
+        u[x] = np.float64(x) / den - 0.5
+    d = np.empty((ny, nx), np.float64)
+    e = np.empty((ny, nx), np.float64)
+    use = np.empty((ny, nx), np.bool_)
+    for y in range(ny):
+        for x in range(nx):
+            dv = np.float64(data[y, x])
+            ev = np.float64(err[y, x])
+            d[y, x] = dv
+            e[y, x] = ev
+            use[y, x] = (valid[y, x] and np.isfinite(M[y, x]) and np.isfinite(G[y, x])
+                         and np.isfinite(ev) and ev > 0 and np.isfinite(dv))
+    return G, u, d, e, use
+
+
+@numba.njit(cache=True)
+def _motion_normal(M, G, u, d, e, use):  # pragma: no cover - compiled
+    """Weighted normal equations of ``d ~ a M + b G + c G u`` over ``use`` (weights
+    ``1 / e**2``): (A^T W A, A^T W d, count), each term formed as numpy's
+    ``(A * w[:, None]).T @ A`` forms it; summed in pixel order."""
+    ny, nx = M.shape
+    ata = np.zeros((3, 3), np.float64)
+    atd = np.zeros(3, np.float64)
+    a = np.empty(3, np.float64)
+    n = 0
+    for y in range(ny):
+        for x in range(nx):
+            if not use[y, x]:
+                continue
+            n += 1
+            w = 1.0 / e[y, x] ** 2
+            a[0] = M[y, x]
+            a[1] = G[y, x]
+            a[2] = G[y, x] * u[x]
+            for i in range(3):
+                aw = a[i] * w
+                for j in range(3):
+                    ata[i, j] += aw * a[j]
+                atd[i] += aw * d[y, x]
+    return ata, atd, n
+
+
+@numba.njit(cache=True)
+def _motion_apply(M, G, u, d, e, use, c0, c1, c2, n_sigma, update):  # pragma: no cover - compiled
+    """``ref = c0 M + (c1 + c2 u) Gz`` (Gz: G, 0 where not finite); with ``update``, drop
+    from ``use`` the pixels beyond ``n_sigma * e`` and say whether any was dropped."""
+    ny, nx = M.shape
+    ref = np.empty((ny, nx), np.float64)
+    changed = False
+    for y in range(ny):
+        for x in range(nx):
+            g = G[y, x]
+            gz = g if np.isfinite(g) else 0.0
+            r = c0 * M[y, x] + (c1 + c2 * u[x]) * gz
+            ref[y, x] = r
+            if update and use[y, x]:
+                ev = e[y, x]
+                lim = n_sigma * (ev if ev > 0 else np.inf)
+                if not (abs(d[y, x] - r) <= lim):
+                    use[y, x] = False
+                    changed = True
+    return ref, changed
+
+
 def motion_reference(data, err, valid, median, n_sigma: float, iterations: int = 3):
     """Window median moved and scaled to one integration: the outlier reference.
 
@@ -268,6 +353,39 @@ def motion_reference(data, err, valid, median, n_sigma: float, iterations: int =
         NaN where ``median`` is NaN; ``median`` itself if the fit is singular.
     coefficients : float64, (3,)
         (a, b, c); (1, 0, 0) if the fit is singular.
+
+    Numba passes for the per-pixel work (set-up, the 3 x 3 sums, the reference and the
+    rejection) and numpy's ``cond`` / ``solve`` on the 3 x 3 system, as
+    :func:`motion_reference_numpy`; the sums run in pixel order where numpy's matrix
+    product has its own, so the coefficients agree to rounding (~1e-15 relative) and the
+    flags are the same (tested).
+    """
+    M = np.ascontiguousarray(median, dtype=np.float64)
+    G, u, d, e, use = _motion_setup(M, np.ascontiguousarray(data), np.ascontiguousarray(err),
+                                    np.ascontiguousarray(valid, dtype=np.bool_))
+    coef = np.array([1.0, 0.0, 0.0])
+    ns = float(n_sigma)
+    for _ in range(max(int(iterations), 1)):
+        ata, atd, n = _motion_normal(M, G, u, d, e, use)
+        if n < 3:
+            break
+        if not np.all(np.isfinite(ata)) or np.linalg.cond(ata) > 1e12:
+            coef = np.array([1.0, 0.0, 0.0])
+            break
+        coef = np.linalg.solve(ata, atd)
+        _, changed = _motion_apply(M, G, u, d, e, use, coef[0], coef[1], coef[2], ns, True)
+        if not changed:
+            break
+    ref, _ = _motion_apply(M, G, u, d, e, use, coef[0], coef[1], coef[2], ns, False)
+    return ref, coef
+
+
+def motion_reference_numpy(data, err, valid, median, n_sigma: float, iterations: int = 3):
+    """The numpy implementation of :func:`motion_reference` (the reference the numba
+    form is tested against: same fit, same flags; the 3 x 3 sums differ in the order
+    of the additions only).
+
+    Same parameters and returns.
     """
     M = np.asarray(median, np.float64)
     ny, nx = M.shape
@@ -299,8 +417,34 @@ def motion_reference(data, err, valid, median, n_sigma: float, iterations: int =
     return ref, coef
 
 
+@numba.njit(cache=True)
+def _flag_against_kernel(data, err, valid, dq, reference, n_sigma, bits):  # pragma: no cover - compiled
+    ny, nx = data.shape
+    out = np.empty((ny, nx), np.uint32)
+    for y in range(ny):
+        for x in range(nx):
+            q = np.uint32(dq[y, x])
+            r = reference[y, x]
+            e = np.float64(err[y, x])
+            if (valid[y, x] and np.isfinite(r) and np.isfinite(e)
+                    and abs(np.float64(data[y, x]) - r) > n_sigma * e):
+                q |= bits
+            out[y, x] = q
+    return out
+
+
 def _flag_against(data, err, valid, dq, reference, n_sigma: float) -> np.ndarray:
-    """``dq | OUTLIER_BITS`` where ``|data - reference| > n_sigma * err`` (valid pixels)."""
+    """``dq | OUTLIER_BITS`` where ``|data - reference| > n_sigma * err`` (valid pixels,
+    finite reference and err; the comparison in float64)."""
+    return _flag_against_kernel(np.ascontiguousarray(data), np.ascontiguousarray(err),
+                                np.ascontiguousarray(valid, dtype=np.bool_),
+                                np.ascontiguousarray(dq), np.ascontiguousarray(reference,
+                                                                               dtype=np.float64),
+                                float(n_sigma), np.uint32(OUTLIER_BITS))
+
+
+def _flag_against_numpy(data, err, valid, dq, reference, n_sigma: float) -> np.ndarray:
+    """The numpy form of :func:`_flag_against` (the reference it is tested against)."""
     d = np.asarray(data, np.float64)
     e = np.asarray(err, np.float64)
     with np.errstate(invalid="ignore"):
@@ -420,7 +564,7 @@ def flag_outliers(
         raise ValueError(f"flag_outliers span: expected 0 <= start <= stop <= "
                          f"{cube.shape[0]}, got {span}")
     store = reference == "motion"
-    med = np.empty(cube.shape if store else (1, 1, 1), np.float64)
+    med = np.empty((stop - start, *cube.shape[1:]) if store else (1, 1, 1), np.float64)
     out = _flag_rolling(
         np.ascontiguousarray(cube),
         np.ascontiguousarray(err),
@@ -437,7 +581,7 @@ def flag_outliers(
     if not store:
         return out
     for j in range(start, stop):
-        ref, _ = motion_reference(cube[j], err[j], valid[j], med[j], n_sigma)
+        ref, _ = motion_reference(cube[j], err[j], valid[j], med[j - start], n_sigma)
         out[j] = _flag_against(cube[j], err[j], valid[j], out[j], ref, n_sigma)
     return out
 
