@@ -6,7 +6,8 @@ when rendered)::
     **6.75x**<!--fig detector1_vs_stcal.json shapes.0.ratio_nirbeam_over_stcal-->
 
 The tag names the record and a key path (dots; a list index or ``*`` for all elements,
-``[k=v]`` to select list elements whose key ``k`` equals ``v``), then optional operations
+``[k=v]`` to select list elements whose key ``k`` equals ``v``, ``{key.with.dots}`` for a
+key that holds dots), then optional operations
 applied in order: ``min`` / ``max`` (over the ``*`` values), ``inv`` (1/x), ``*N`` / ``/N``
 (scale). The number written just before the tag must equal the value rounded to the
 decimals it shows (``6.75`` -> 2 decimals; ``1,144`` -> 0).
@@ -51,13 +52,15 @@ def _walk(obj, parts):
                 yield from _walk(v, rest)
     elif isinstance(obj, list):
         yield from _walk(obj[int(head)], rest)
+    elif head.startswith("{") and head.endswith("}"):
+        yield from _walk(obj[head[1:-1]], rest)
     else:
         yield from _walk(obj[head], rest)
 
 
 def resolve(record: dict, path: str, ops: list[str]) -> float:
     """Value of ``path`` in ``record`` after ``ops`` (see module doc)."""
-    parts = re.findall(r"\[[^\]]+\]|[^.\[\]]+", path)
+    parts = re.findall(r"\{[^}]+\}|\[[^\]]+\]|[^.\[\]{}]+", path)
     vals = [float(v) for v in _walk(record, parts)]
     if not vals:
         raise KeyError(f"no value at {path!r}")
