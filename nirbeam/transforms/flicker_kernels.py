@@ -316,51 +316,52 @@ def groups_fft_model_kernel(g, coef, good, basis, out, models, from_first=False)
 
 
 @njit(cache=True, error_model="numpy")
-def _residual(g, k, ka, y, x, med):
-    return (np.float64(g[k, y, x]) - np.float64(g[ka, y, x])) - med
+def _mad_value(g, msk, per_group, meds, center, k, y, x):
+    """The background value of pixel (y, x) in group ``k`` that :func:`model_mad` takes the
+    median of: ``(g[k] - g[ka]) - meds[k]`` (``ka`` the first group when ``per_group``,
+    else the previous one), or ``|that - center|`` when ``center`` is finite; NaN where
+    it is not used (outside the mask, a group without a median, a non-finite value)."""
+    if not msk[y, x] or np.isnan(meds[k]):
+        return np.nan
+    ka = 0 if per_group else k - 1
+    r = (np.float64(g[k, y, x]) - np.float64(g[ka, y, x])) - meds[k]
+    if not np.isfinite(r):
+        return np.nan
+    return np.abs(r - center) if np.isfinite(center) else r
 
 
 @njit(cache=True, error_model="numpy")
-def _streamed_rank_pair(g, msk, per_group, meds, center, n, lo, hi):
-    """``0.5 * (s[lo] + s[hi])`` of ``s``, the sorted finite residuals
-    ``(g[k] - g[ka]) - meds[k]`` (or their ``|r - center|`` when ``center`` is finite)
-    over the mask, without storing them: a histogram over their range finds the bins of
-    ranks ``lo`` and ``hi``, and only the values in those bins are kept and selected
-    (exact; memory is the bins' content, not ``n`` values)."""
+def _streamed_median(g, msk, per_group, meds, center):
+    """Median (numpy's) of the finite :func:`_mad_value` values, NaN if there are none,
+    without storing them: a histogram over their range finds the bins of the two middle
+    ranks, and only the values in those bins are kept and selected (exact; memory is the
+    bins' content). Three passes recompute the values."""
     ng, ny, nx = g.shape
-    absdev = np.isfinite(center)
+    n = 0
     vmin = np.inf
     vmax = -np.inf
     for k in range(1, ng):
-        if np.isnan(meds[k]):
-            continue
-        ka = 0 if per_group else k - 1
         for y in range(ny):
             for x in range(nx):
-                if msk[y, x]:
-                    r = _residual(g, k, ka, y, x, meds[k])
-                    if np.isfinite(r):
-                        if absdev:
-                            r = np.abs(r - center)
-                        vmin = min(vmin, r)
-                        vmax = max(vmax, r)
+                r = _mad_value(g, msk, per_group, meds, center, k, y, x)
+                if not np.isnan(r):
+                    n += 1
+                    vmin = min(vmin, r)
+                    vmax = max(vmax, r)
+    if n == 0:
+        return np.nan
+    lo = (n - 1) // 2
+    hi = n // 2
     nbins = 1 << 16
     span = vmax - vmin
     scale = (nbins / span) if span > 0 and np.isfinite(span) else 0.0
     counts = np.zeros(nbins, np.int64)
     for k in range(1, ng):
-        if np.isnan(meds[k]):
-            continue
-        ka = 0 if per_group else k - 1
         for y in range(ny):
             for x in range(nx):
-                if msk[y, x]:
-                    r = _residual(g, k, ka, y, x, meds[k])
-                    if np.isfinite(r):
-                        if absdev:
-                            r = np.abs(r - center)
-                        b = min(int((r - vmin) * scale), nbins - 1)
-                        counts[b] += 1
+                r = _mad_value(g, msk, per_group, meds, center, k, y, x)
+                if not np.isnan(r):
+                    counts[min(int((r - vmin) * scale), nbins - 1)] += 1
     # bins holding ranks lo and hi
     c = 0
     blo = -1
@@ -374,28 +375,18 @@ def _streamed_rank_pair(g, msk, per_group, meds, center, n, lo, hi):
             bhi = b
             break
         c += counts[b]
-    m = 0
-    for b in range(blo, bhi + 1):
-        m += counts[b]
-    keep = np.empty(max(m, 1))
+    keep = np.empty(max(counts[blo:bhi + 1].sum(), 1))
     m = 0
     for k in range(1, ng):
-        if np.isnan(meds[k]):
-            continue
-        ka = 0 if per_group else k - 1
         for y in range(ny):
             for x in range(nx):
-                if msk[y, x]:
-                    r = _residual(g, k, ka, y, x, meds[k])
-                    if np.isfinite(r):
-                        if absdev:
-                            r = np.abs(r - center)
-                        b = min(int((r - vmin) * scale), nbins - 1)
-                        if blo <= b <= bhi:
-                            keep[m] = r
-                            m += 1
-    scratch = np.empty(max(m, 1))
-    return order_pair(keep, m, lo - below, hi - below, scratch)
+                r = _mad_value(g, msk, per_group, meds, center, k, y, x)
+                if not np.isnan(r):
+                    b = min(int((r - vmin) * scale), nbins - 1)
+                    if blo <= b <= bhi:
+                        keep[m] = r
+                        m += 1
+    return order_pair(keep, m, lo - below, hi - below, np.empty(max(m, 1)))
 
 
 @njit(cache=True, error_model="numpy")
@@ -411,7 +402,7 @@ def model_mad(g, msk, per_group):
     per-group medians.
 
     The (ng - 1) x mask values are never stored (a full frame of 20 groups would need
-    ~0.5 GB per copy): the two medians are selected by :func:`_streamed_rank_pair`, which
+    ~0.5 GB per copy): the two medians are selected by :func:`_streamed_median`, which
     recomputes the values in three passes; only one group's values are held at a time
     (for its own median).
     """
@@ -447,17 +438,7 @@ def model_mad(g, msk, per_group):
                             nn += 1
             # np.nanmedian of the group's values; a group with none is left out
             meds[k] = sorted_median(row, nn, buf) if nn > 0 else np.nan
-    n = 0
-    for k in range(1, ng):
-        if np.isnan(meds[k]):
-            continue
-        ka = 0 if per_group else k - 1
-        for y in range(ny):
-            for x in range(nx):
-                if msk[y, x]:
-                    if np.isfinite(_residual(g, k, ka, y, x, meds[k])):
-                        n += 1
-    if n == 0:
+    med = _streamed_median(g, msk, per_group, meds, np.inf)
+    if np.isnan(med):
         return np.nan
-    med = _streamed_rank_pair(g, msk, per_group, meds, np.inf, n, (n - 1) // 2, n // 2)
-    return _streamed_rank_pair(g, msk, per_group, meds, med, n, (n - 1) // 2, n // 2)
+    return _streamed_median(g, msk, per_group, meds, med)
