@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,8 +68,63 @@ def spectral_axis(units: str):
         _SPECTRAL.update(old)
 
 
+#: resolution of every PNG (dots per inch)
+DPI = 110
+#: blank canvas added on every side before the one draw (inches): room for labels that
+#: run past the figure's own edges, cropped away after
+MARGIN_INCHES = 1.0
+#: margin kept about the drawn content when a PNG is cropped to it (inches), as
+#: ``savefig(bbox_inches="tight")``'s default ``pad_inches``
+PAD_INCHES = 0.1
+
+
 class _Lazy:
-    """``plt`` on first attribute access (matplotlib with the Agg backend)."""
+    """The few ``pyplot`` names the plots use, without pyplot (imported on first use).
+
+    Figures are :class:`matplotlib.figure.Figure` objects on an Agg canvas of their own:
+    no pyplot figure manager, nothing to close, no backend switch, and importing this
+    module costs nothing without matplotlib. Any other attribute is pyplot's.
+    """
+
+    def _mpl(self):
+        from nirbeam._extras import require
+
+        return require("matplotlib")
+
+    def figure(self, figsize=None, **kw) -> Any:
+        self._mpl()
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize, dpi=kw.pop("dpi", DPI), **kw)
+        FigureCanvasAgg(fig)
+        return fig
+
+    def subplots(self, nrows=1, ncols=1, *, figsize=None, sharex=False, sharey=False,
+                 squeeze=True, width_ratios=None, height_ratios=None, subplot_kw=None,
+                 gridspec_kw=None, **fig_kw):
+        fig = self.figure(figsize=figsize, **fig_kw)
+        axes = fig.subplots(nrows, ncols, sharex=sharex, sharey=sharey, squeeze=squeeze,
+                            width_ratios=width_ratios, height_ratios=height_ratios,
+                            subplot_kw=subplot_kw, gridspec_kw=gridspec_kw)
+        return fig, axes
+
+    def get_cmap(self, name):
+        return self._mpl().colormaps[name]
+
+    def close(self, fig) -> None:
+        """Nothing to release for a pyplot-less figure (pyplot's own figures: pyplot.close)."""
+        if getattr(fig, "canvas", None) is not None and getattr(fig.canvas, "manager", None):
+            from nirbeam._extras import require
+
+            require("matplotlib.pyplot").close(fig)
+
+    @property
+    def Circle(self):  # noqa: N802 - pyplot's name
+        self._mpl()
+        from matplotlib.patches import Circle
+
+        return Circle
 
     def __getattr__(self, name):
         from nirbeam._extras import require
@@ -83,15 +139,101 @@ class _Lazy:
 plt = _Lazy()
 
 
+def _content_box(rgba: np.ndarray, pad: int):
+    """Rows and columns (slices) of the drawn content plus ``pad`` pixels, or None when
+    the content touches the canvas edge (it may run past it: the caller then lets
+    ``bbox_inches="tight"`` grow the canvas)."""
+    bg = rgba[0, 0]
+    ink = np.any(rgba != bg, axis=2)
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        return slice(None), slice(None)
+    ny, nx = ink.shape
+    if rows[0] == 0 or cols[0] == 0 or rows[-1] == ny - 1 or cols[-1] == nx - 1:
+        return None
+    return (slice(max(rows[0] - pad, 0), min(rows[-1] + 1 + pad, ny)),
+            slice(max(cols[0] - pad, 0), min(cols[-1] + 1 + pad, nx)))
+
+
 def save_figure(fig, path) -> Path:
+    """Write ``fig`` as a PNG at :data:`DPI`, cropped to its content plus
+    :data:`PAD_INCHES` (the look of ``savefig(bbox_inches="tight")``), with one draw.
+
+    ``bbox_inches="tight"`` draws a figure twice (once to measure it, once to render);
+    here the figure is drawn once on its canvas and the image is cropped to the drawn
+    pixels. Content reaching the canvas edge (a label that may run past it) is saved
+    with ``bbox_inches="tight"`` instead, which enlarges the canvas.
+    """
     from nirbeam.sinks import fs  # path or fsspec URL, written atomically
 
     try:
         with fs.atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+            _write_png(fig, tmp)
     finally:
         plt.close(fig)
     return path if fs.is_url(path) else Path(path)
+
+
+def _outside(fig, renderer) -> bool:
+    """Whether a visible text or legend of ``fig`` (the only artists not clipped to an
+    axes) lies partly outside its canvas: their extents are cached by the draw."""
+    from matplotlib.legend import Legend
+    from matplotlib.text import Text
+
+    w, h = fig.canvas.get_width_height(physical=True)
+    for a in fig.findobj(lambda o: isinstance(o, (Text, Legend))):
+        if not a.get_visible() or (isinstance(a, Text) and not a.get_text()):
+            continue
+        bb = a.get_window_extent(renderer)
+        if bb.x0 < 0 or bb.y0 < 0 or bb.x1 > w or bb.y1 > h:
+            return True
+    return False
+
+
+def _widen(fig, m: float) -> None:
+    """Add ``m`` inches of canvas on every side of ``fig``, keeping every axes, figure
+    text and their sizes where they are in inches (subplot parameters and figure-fraction
+    text positions are rescaled; ``wspace``/``hspace`` are relative to the axes: kept)."""
+    w, h = fig.get_size_inches()
+    sp = fig.subplotpars
+
+    def fx(v):
+        return (v * w + m) / (w + 2 * m)
+
+    def fy(v):
+        return (v * h + m) / (h + 2 * m)
+
+    left, right, bottom, top = fx(sp.left), fx(sp.right), fy(sp.bottom), fy(sp.top)
+    fig.set_size_inches(w + 2 * m, h + 2 * m)
+    fig.subplots_adjust(left=left, right=right, bottom=bottom, top=top)
+    for t in fig.texts:  # suptitle, fig.text: positions in figure fractions
+        if t.get_transform() in (fig.transFigure, fig.transSubfigure):
+            x, y = t.get_position()
+            t.set_position((fx(x), fy(y)))
+
+
+def _write_png(fig, tmp) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    if fig.dpi != DPI:
+        fig.set_dpi(DPI)
+    _widen(fig, MARGIN_INCHES)
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    box = _content_box(rgba, int(round(PAD_INCHES * DPI)))
+    if box is None or _outside(fig, canvas.get_renderer()):
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
+        return
+    from matplotlib import __version__ as mpl_version
+    from PIL import Image  # matplotlib's own PNG writer
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Software", f"Matplotlib version{mpl_version}, https://matplotlib.org/")
+    Image.fromarray(np.ascontiguousarray(rgba[box])).save(
+        tmp, format="png", pnginfo=info, dpi=(DPI, DPI))
 
 
 def bin_points(
