@@ -176,14 +176,19 @@ def save_figure(fig, path) -> Path:
 
 
 def _outside(fig, renderer) -> bool:
-    """Whether a visible text or legend of ``fig`` (the only artists not clipped to an
-    axes) lies partly outside its canvas: their extents are cached by the draw."""
-    from matplotlib.legend import Legend
-    from matplotlib.text import Text
-
+    """Whether a visible text or legend of ``fig`` that an axes does not clip (titles,
+    axis labels, offset texts, texts and legends of the axes and the figure) lies partly
+    outside its canvas; their extents are cached by the draw. Tick labels are not looked
+    at: they sit beside their axes (an undrawn tick's label has a stale position)."""
     w, h = fig.canvas.get_width_height(physical=True)
-    for a in fig.findobj(lambda o: isinstance(o, (Text, Legend))):
-        if not a.get_visible() or (isinstance(a, Text) and not a.get_text()):
+    arts = list(fig.texts) + list(fig.legends)
+    for ax in fig.axes:
+        arts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label,
+                 ax.xaxis.offsetText, ax.yaxis.offsetText, *ax.texts]
+        if ax.get_legend() is not None:
+            arts.append(ax.get_legend())
+    for a in arts:
+        if not a.get_visible() or (hasattr(a, "get_text") and not a.get_text()):
             continue
         bb = a.get_window_extent(renderer)
         if bb.x0 < 0 or bb.y0 < 0 or bb.x1 > w or bb.y1 > h:
