@@ -1,0 +1,324 @@
+"""Benchmark: the fixed (per-run) and per-integration I/O costs of a whole ``nirbeam run``.
+
+A 24-integration run costs what every run costs regardless of NINTS (imports, reference
+and numba cache loading, the extraction model, products, the quick-look fits, the
+plots); a 300-integration run adds the per-integration work. For each code version (the
+current tree and, with ``--baseline REV``, the tree of git revision REV) and each size,
+the script runs ``nirbeam run`` on the same simulated PRISM exposure in fresh processes,
+interleaved (base, current, base, current ...), and reports per run:
+
+- ``cpu_s`` (user + sys of the process, from ``wait4``), ``wall_s``, ``peak_rss_mib``;
+- ``phases_cpu_s``: CPU seconds inside ``finalize_products``, ``plot_products``, the
+  quick-look fits (``fit_transit`` + ``fit_spectroscopic``), ``run_spectra_stage``,
+  ``build_extraction_model``, measured by wrapping those functions in the child
+  (``time.process_time``; the process is otherwise idle during the products);
+- ``write``: the rateints writes alone, per code version, in a fresh process on the
+  rates of the largest run: one ``write_block`` per block of ``RATE_BLOCK`` integrations
+  into block-aligned chunks (the batch path) and one ``write_integration`` per
+  integration into chunks of one (the streaming ``WriteRateints`` path); CPU ms per
+  integration (``process_time``: zarr compresses and writes on its own threads) and
+  wall, best of 3. (The run's ``write_rateints.block_ms`` metric is the time a block
+  write is in flight, from its hand-over to the writer thread until the next block has
+  been calibrated, not the write's cost.)
+- ``imports_cpu_s``: CPU seconds of a fresh process importing, in order, every module
+  the run had loaded (``sys.modules`` at its end): the import cost of the run path.
+
+The figures read are the minimum over ``--repeat`` runs of each (the machine may be
+shared: each run carries its load average). Products of the last current and base run
+of each size are compared bit for bit with ``bench/compare_products.py`` (PNGs are not
+compared: the plots are images, drawn differently).
+
+    python bench/fixed_costs.py [--baseline 4154a05] [--nints 24,300] [--repeat 2]
+        [--data /tmp/nirbeam-fixed] [--out bench/results/fixed_costs.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from _provenance import provenance, write_result  # noqa: E402  (bench/ on sys.path)
+
+# The child: run the CLI with phase timers around a few functions, then report.
+CHILD = r"""
+import json, sys, threading, time
+report_path = sys.argv[1]
+sys.argv = ["nirbeam"] + sys.argv[2:]
+phases = {}
+lock = threading.Lock()
+
+def timed(fn, key, clock=time.process_time, acc=phases):
+    def w(*a, **k):
+        t = clock()
+        try:
+            return fn(*a, **k)
+        finally:
+            with lock:
+                acc[key] = acc.get(key, 0.0) + clock() - t
+    w.__wrapped__ = fn
+    return w
+
+def patch(module_names, name, key, clock=time.process_time, acc=phases):
+    import importlib
+    mods = [importlib.import_module(m) for m in module_names]
+    fn = getattr(mods[0], name)
+    w = timed(fn, key, clock, acc)
+    for m in list(sys.modules.values()):
+        try:
+            if getattr(m, name, None) is fn:
+                setattr(m, name, w)
+        except Exception:
+            pass
+
+from nirbeam.stream import cli  # noqa: E402
+import nirbeam.stream.pipeline, nirbeam.stream.products, nirbeam.stream.fit_products  # noqa
+import nirbeam.sinks.diagnostics, nirbeam.transforms.spectra, nirbeam.transforms.transit  # noqa
+from nirbeam.sinks import zarr_store  # noqa: E402
+patch(["nirbeam.stream.products"], "finalize_products", "finalize_products")
+patch(["nirbeam.stream.products"], "run_spectra_stage", "run_spectra_stage")
+patch(["nirbeam.sinks.diagnostics"], "plot_products", "plot_products")
+patch(["nirbeam.transforms.transit"], "fit_transit", "fits")
+patch(["nirbeam.transforms.transit"], "fit_spectroscopic", "fits")
+patch(["nirbeam.transforms.spectra"], "build_extraction_model", "build_extraction_model")
+t0 = time.process_time()
+rc = cli.main(sys.argv[1:])
+mods = [m for m in sys.modules if not m.startswith(("__main__", "_distutils_hack"))]
+with open(report_path, "w") as fh:
+    json.dump({"rc": rc, "phases_cpu_s": {k: round(v, 3) for k, v in phases.items()},
+               "main_cpu_s": round(time.process_time() - t0, 3), "modules": mods}, fh)
+"""
+
+IMPORTS = r"""
+import importlib, json, sys, time, warnings
+warnings.simplefilter("ignore")
+mods = json.load(open(sys.argv[1]))
+t = time.process_time()
+for m in mods:
+    if m in sys.modules:
+        continue
+    try:
+        importlib.import_module(m)
+    except Exception:
+        pass
+print(json.dumps({"imports_cpu_s": round(time.process_time() - t, 3),
+                  "matplotlib.pyplot": "matplotlib.pyplot" in sys.modules,
+                  "scipy.signal": "scipy.signal" in sys.modules,
+                  "scipy.stats": "scipy.stats" in sys.modules,
+                  "modules": len(mods)}))
+"""
+
+
+WRITE = r"""
+import json, os, sys, tempfile, time
+import numpy as np
+from nirbeam.sinks import zarr_store as zs
+from nirbeam.stream.pipeline import RATE_ARRAYS, RATE_BLOCK
+store = sys.argv[1]
+g0 = zs.open_root(store, mode="r")
+grp = sorted(k for k, _ in g0.groups())[0]
+src = {k: np.asarray(g0[grp]["rateints"][k][:]) for k in RATE_ARRAYS}
+n = src["sci"].shape[0]
+frame = src["sci"].shape[1:]
+res = {"integrations": n, "frame": list(frame), "block": RATE_BLOCK,
+       "mib_per_integration": round(sum(v[0].nbytes for v in src.values()) / 2**20, 3)}
+with tempfile.TemporaryDirectory() as d:
+    for label, chunk in (("block", RATE_BLOCK), ("per_integration", 1)):
+        best = None
+        for rep in range(3):
+            root = os.path.join(d, f"{label}{rep}.zarr")
+            zs.prepare_stage(root, "g", "rateints", n, frame, RATE_ARRAYS, time_chunk=chunk)
+            t0, c0 = time.perf_counter(), time.process_time()
+            if chunk == 1:
+                for i in range(n):
+                    zs.write_integration(root, "g", "rateints", i + 1, {k: v[i] for k, v in src.items()})
+            else:
+                for s in range(0, n, chunk):
+                    zs.write_block(root, "g", "rateints", s + 1,
+                                   {k: v[s:s + chunk] for k, v in src.items()},
+                                   np.ones(min(chunk, n - s), bool))
+            w, c = time.perf_counter() - t0, time.process_time() - c0
+            back = zs.read_block(root, "g", "rateints", RATE_ARRAYS, slice(0, n))
+            assert all(np.array_equal(back[k], src[k], equal_nan=True) for k in src)
+            zs.forget_cache()
+            r = {"cpu_ms_per_integration": round(1e3 * c / n, 3),
+                 "wall_ms_per_integration": round(1e3 * w / n, 3),
+                 "files": sum(len(fs) for _, _, fs in os.walk(root))}
+            if best is None or r["cpu_ms_per_integration"] < best["cpu_ms_per_integration"]:
+                best = r
+        res[label] = best
+print(json.dumps(res))
+"""
+
+
+def write_cost(src: str, store: str) -> dict:
+    """The rateints writes alone (see the module doc), in a fresh process of ``src``."""
+    out = subprocess.run([sys.executable, "-c", WRITE, store], env=_env(src), cwd=src,
+                         capture_output=True, text=True, check=True)
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "load_after": _load()}
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _git(*args) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def _extract(rev: str) -> str:
+    commit = _git("rev-parse", rev)
+    d = os.path.join(tempfile.gettempdir(), f"nirbeam-src-{commit[:12]}")
+    if not os.path.isfile(os.path.join(d, ".bench-extracted")):
+        os.makedirs(d, exist_ok=True)
+        tar = subprocess.run(["git", "archive", commit], cwd=REPO, capture_output=True,
+                             check=True).stdout
+        subprocess.run(["tar", "-x", "-C", d], input=tar, check=True)
+        with open(os.path.join(d, ".bench-extracted"), "w") as fh:
+            fh.write(commit)
+    return d
+
+
+def _env(src: str) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    env["NUMBA_CACHE_DIR"] = os.path.join(src, ".numba-cache")
+    return env
+
+
+def simulate(path: str, nints: int) -> None:
+    if os.path.isfile(os.path.join(path, ".bench-complete")):
+        return
+    subprocess.run([sys.executable, "-m", "nirbeam.stream.cli", "simulate", "--preset",
+                    "prism-sub512", "--nints", str(nints), "--seed", "1", path],
+                   check=True, cwd=REPO, env=_env(REPO))
+    with open(os.path.join(path, ".bench-complete"), "w") as fh:
+        fh.write("ok")
+
+
+def run_once(src: str, sim: str, out: str) -> dict:
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as d:
+        rep = os.path.join(d, "report.json")
+        child = os.path.join(d, "child.py")
+        with open(child, "w") as fh:
+            fh.write(CHILD)
+        cmd = [sys.executable, child, rep, "run", sim, "--refs", os.path.join(sim, "refs"),
+               "--out", out, "--no-progress", "--config", os.path.join(sim, "nirbeam.toml")]
+        load0, t0 = _load(), time.perf_counter()
+        p = subprocess.Popen(cmd, env=_env(src), cwd=src, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+        text = p.stdout.read().decode(errors="replace")
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"{cmd} failed:\n{text[-3000:]}")
+        r = json.load(open(rep))
+        mods = os.path.join(d, "mods.json")
+        with open(mods, "w") as fh:
+            json.dump(r.pop("modules"), fh)
+        imp = subprocess.run([sys.executable, "-c", IMPORTS, mods], env=_env(src), cwd=src,
+                             capture_output=True, text=True, check=True)
+        imp = json.loads(imp.stdout.strip().splitlines()[-1])
+    rj = json.load(open(os.path.join(out, "run.json")))
+    nints = sum(e["processed"] for e in rj["exposures"])
+    return {
+        "cpu_s": round(ru.ru_utime + ru.ru_stime, 2), "wall_s": round(wall, 2),
+        "peak_rss_mib": round(ru.ru_maxrss / 1024, 1), "load_before": load0,
+        "load_after": _load(), "integrations": nints, **r,
+        "imports": imp, "run_json_timings_s": rj.get("timings_s"),
+        "write_rateints_block_ms": rj.get("metrics", {}).get("write_rateints.block_ms"),
+    }
+
+
+def _best(runs: list[dict]) -> dict:
+    """The run of least CPU, with the minimum of every phase over the runs beside it."""
+    b = dict(min(runs, key=lambda r: r["cpu_s"]))
+    keys = {k for r in runs for k in r["phases_cpu_s"]}
+    b["phases_cpu_s_min"] = {k: min(r["phases_cpu_s"].get(k, float("inf")) for r in runs)
+                             for k in sorted(keys)}
+    b["imports_cpu_s_min"] = min(r["imports"]["imports_cpu_s"] for r in runs)
+    b["cpu_s_all"] = [r["cpu_s"] for r in runs]
+    return b
+
+
+def compare(a: str, b: str) -> dict:
+    """compare_products.py on two output folders: the count and the arrays that differ."""
+    with tempfile.TemporaryDirectory() as d:
+        js = os.path.join(d, "cmp.json")
+        out = subprocess.run([sys.executable, os.path.join(HERE, "compare_products.py"), a, b,
+                              "--json", js], capture_output=True, text=True, cwd=REPO,
+                             env=_env(REPO))
+        if not os.path.isfile(js):
+            return {"rc": out.returncode, "stdout_tail": out.stdout[-2000:],
+                    "stderr_tail": out.stderr[-2000:]}
+        r = json.load(open(js))
+    arrays = r["arrays"]
+    return {"arrays_compared": len(arrays), "all_identical": r["all_identical"],
+            "different": {k: v for k, v in arrays.items() if not v["identical"]},
+            "summary": out.stdout.strip().splitlines()[0] if out.stdout else ""}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--baseline", default=None, help="git revision to compare (e.g. 4154a05)")
+    ap.add_argument("--baseline-src", default=None,
+                    help="an extracted tree of --baseline to use (with its numba cache)")
+    ap.add_argument("--nints", default="24,300")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "nirbeam-fixed"))
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "fixed_costs.json"))
+    args = ap.parse_args(argv)
+    start = provenance(sys.argv)
+    versions = {"current": REPO}
+    if args.baseline:
+        versions = {"baseline": args.baseline_src or _extract(args.baseline), **versions}
+    res = {"what": __doc__.splitlines()[0], "baseline": args.baseline,
+           "load_start": _load(), "sizes": {}}
+    for n in [int(x) for x in args.nints.split(",")]:
+        sim = os.path.join(args.data, f"sim{n}")
+        simulate(sim, n)
+        for name, src in versions.items():  # numba caches compiled before anything is timed
+            run_once(src, sim, os.path.join(args.data, f"warm_{name}"))
+        runs = {name: [] for name in versions}
+        for rep in range(args.repeat):
+            for name, src in versions.items():
+                r = run_once(src, sim, os.path.join(args.data, f"out{n}_{name}"))
+                runs[name].append(r)
+                print(f"  {n} ints {name} #{rep}: {r['cpu_s']} CPU-s, phases {r['phases_cpu_s']}, "
+                      f"imports "
+                      f"{r['imports']['imports_cpu_s']} s, load {r['load_after'][0]}", flush=True)
+        entry = {name: {"best": _best(rs), "runs": rs} for name, rs in runs.items()}
+        if "baseline" in versions:
+            b, c = entry["baseline"]["best"], entry["current"]["best"]
+            entry["cpu_s_baseline_over_current"] = round(b["cpu_s"] / c["cpu_s"], 3)
+            entry["products_vs_baseline"] = compare(os.path.join(args.data, f"out{n}_baseline"),
+                                                    os.path.join(args.data, f"out{n}_current"))
+        res["sizes"][str(n)] = entry
+        write_result(args.out, res, sys.argv, start=start)
+    s = res["sizes"]
+    big = max(s, key=int)
+    res["write"] = {name: write_cost(src, os.path.join(args.data, f"out{big}_{name}", "cubes.zarr"))
+                    for name, src in versions.items()}
+    if len(s) >= 2:
+        lo, hi = sorted(s, key=int)[:2]
+        res["per_integration_cpu_ms"] = {
+            name: round(1e3 * (s[hi][name]["best"]["cpu_s"] - s[lo][name]["best"]["cpu_s"])
+                        / (int(hi) - int(lo)), 2) for name in versions}
+    res["load_end"] = _load()
+    write_result(args.out, res, sys.argv, start=start)
+    print(json.dumps({k: v for k, v in res.items() if k != "sizes"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
