@@ -89,3 +89,18 @@ def test_plots_do_not_import_pyplot(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
     assert (tmp_path / "w.png").stat().st_size > 1000
+
+
+def test_one_draw_without_fallback(tmp_path, monkeypatch):
+    # labels past the figure's own edges fit in the widened canvas: no second draw
+    from matplotlib.figure import Figure
+
+    def no_savefig(self, *a, **k):
+        raise AssertionError("fell back to savefig(bbox_inches='tight')")
+
+    monkeypatch.setattr(Figure, "savefig", no_savefig)
+    fig = _figure()
+    fig.subplots_adjust(left=0.01, bottom=0.01, top=0.99)  # labels outside the 6 x 4 in
+    plots.save_figure(fig, tmp_path / "a.png")
+    w, h = Image.open(tmp_path / "a.png").size
+    assert w > 6 * plots.DPI and h > 4 * plots.DPI  # the labels are in the PNG
