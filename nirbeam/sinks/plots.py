@@ -183,8 +183,10 @@ def _outside(fig, renderer) -> bool:
     w, h = fig.canvas.get_width_height(physical=True)
     arts = list(fig.texts) + list(fig.legends)
     for ax in fig.axes:
-        arts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label,
-                 ax.xaxis.offsetText, ax.yaxis.offsetText, *ax.texts]
+        titles = [getattr(ax, n, None) for n in ("title", "_left_title", "_right_title")]
+        arts += [t for t in titles if t is not None]
+        arts += [ax.xaxis.label, ax.yaxis.label, ax.xaxis.offsetText, ax.yaxis.offsetText,
+                 *ax.texts]
         if ax.get_legend() is not None:
             arts.append(ax.get_legend())
     for a in arts:
