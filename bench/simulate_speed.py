@@ -12,6 +12,9 @@ compare between machines; the machine is shared, so every row carries the load a
 and only ratios within one invocation mean much. Writes ``bench/results/simulate_speed.json``
 with its provenance.
 
+First, in this process, one G395H integration through the ramp kernel and through the
+numpy expressions it replaced (``per_integration``: CPU ms, best of 5, interleaved).
+
 Cases: ``prism``: prism-sub512 400 x 5, NRS1; ``g395h``: g395h-sub2048 20 x 70, NRS1 +
 NRS2 (the WASP-39b layout, 20 of its 465 integrations).
 """
@@ -90,6 +93,38 @@ def run_child(out: Path, case: str, src: Path | None, workers: int | None) -> di
     return row
 
 
+def per_integration(reps: int = 5) -> dict:
+    """One G395H integration (70 x 32 x 2048, NRS2 readout) in this process: the ramp
+    kernel (``simulate_integration``) against the numpy expressions it replaced
+    (``_simulate_integration_reference``), interleaved, same streams; CPU ms, best of
+    ``reps``, and whether the ramps are identical."""
+    import dataclasses
+
+    import numpy as np
+
+    from nirbeam.sim import physics as phys
+    from nirbeam.sim.simulator import PRESETS
+
+    cfg = dataclasses.replace(PRESETS["g395h-sub2048"], ngroups=70)
+    props = phys.make_detector_props(np.random.default_rng([1, 1, 1]), cfg)
+    rate = phys.make_scene(cfg, 1, props.refpix, cfg.tgroup).rate_oot
+    fns = {"kernel": phys.simulate_integration, "numpy_reference": phys._simulate_integration_reference}
+    best = {k: float("inf") for k in fns}
+    same = True
+    fns["kernel"](np.random.default_rng(0), cfg, props, rate, 63.0, True)  # compile / warm
+    for i in range(reps):
+        out = {}
+        for k, f in fns.items():
+            c = time.process_time()
+            out[k] = f(np.random.default_rng([1, 1, 2, i]), cfg, props, rate, 63.0, True)[0]
+            best[k] = min(best[k], time.process_time() - c)
+        same &= bool(np.array_equal(out["kernel"], out["numpy_reference"]))
+    return {"shape": [70, 32, 2048], "reps": reps,
+            "cpu_ms_best": {k: round(v * 1e3, 1) for k, v in best.items()},
+            "ratio_reference_over_kernel": round(best["numpy_reference"] / best["kernel"], 2),
+            "identical": same, "load": _load()}
+
+
 def same_files(a: Path, b: Path) -> dict:
     """Every image and table column of every FITS file under ``a`` equals ``b``'s."""
     import numpy as np
@@ -133,10 +168,22 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", default=None, help="git revision to compare against")
     ap.add_argument("--workers", default="1", help="comma-separated thread counts, current code")
     ap.add_argument("--cases", default="prism,g395h")
+    ap.add_argument("--per-integration-only", action="store_true",
+                    help="only the in-process per-integration comparison (kept with the "
+                         "other rows of an existing --out)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=str(RESULTS / "simulate_speed.json"))
     args = ap.parse_args(argv)
     prov = provenance(argv)
+    pint = per_integration()
+    print(f"one integration 70 x 32 x 2048: {pint}", flush=True)
+    if args.per_integration_only:
+        old = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+        old.pop("provenance", None)
+        write_result(args.out, {**old, "benchmark": "simulate_speed", "per_integration": pint},
+                     argv, start=prov)
+        print(f"wrote {args.out}")
+        return 0
     base = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="simbench-"))
     base_src = _extract(args.baseline) if args.baseline else None
     rows, checks = [], {}
@@ -169,7 +216,7 @@ def main(argv=None) -> int:
     finally:
         if not args.workdir:
             shutil.rmtree(base, ignore_errors=True)
-    res = {"benchmark": "simulate_speed", "runs": rows, "same_data_as_baseline": checks,
+    res = {"benchmark": "simulate_speed", "per_integration": pint, "runs": rows, "same_data_as_baseline": checks,
            "baseline": args.baseline,
            "machine": {"cpus": os.cpu_count(), "loadavg_at_end": list(os.getloadavg())},
            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

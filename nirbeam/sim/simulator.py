@@ -683,7 +683,7 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
         cr_rows: list[tuple] = []
         paths = []
         def one_integration(i: int, dcfg=dcfg, scene=scene, props=props, rel=rel, didx=didx,
-                            det=det, trace_dy=trace_dy):
+                            det=det, trace_dy=trace_dy, t_collect=t_collect):
             prof_i = phys.shifted_profile(dcfg, scene, props.refpix, float(trace_dy[i]))
             rate = prof_i * scene.column_flux[None, :] * rel[i][None, :]
             rng = np.random.default_rng([seed, didx, 2, i])
