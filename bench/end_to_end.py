@@ -147,7 +147,7 @@ class _RssSampler:
                         pass
             except psutil.Error:
                 break
-            if rss:
+            if sum(rss) > 0:  # (an exiting process reads 0)
                 self.t.append(round(time.perf_counter() - self._t0, 2))
                 self.tree.append(round(sum(rss), 1))
                 self.worker = max(self.worker, max(rss))
