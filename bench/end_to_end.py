@@ -28,7 +28,13 @@ CPU-second of the process (user + system), ``whole machine`` per wall-second.
 
     python bench/end_to_end.py [--sections prism,g395h,wasp,write] [--baseline REV]
         [--jwst-python PATH | --setup-jwst] [--nints 1200] [--g395h-nints 120]
-        [--wasp-nints 465] [--data DIR] [--out bench/results/end_to_end.json]
+        [--wasp-nints 465 | --wasp-sim DIR] [--wasp-compare-nints 48] [--data DIR]
+        [--out bench/results/end_to_end.json]
+
+e.g. on the shared WASP-size simulation: ``--sections wasp --wasp-sim /work/wasp/sim
+--data /work/wasp/e2e --out bench/results/end_to_end_wasp.json`` (the ``wasp`` runs sample
+the RSS of the whole process tree, and first run ``--wasp-compare-nints`` integrations of
+the same layout, so that memory can be compared across NINTS).
 """
 
 from __future__ import annotations
