@@ -28,7 +28,13 @@ CPU-second of the process (user + system), ``whole machine`` per wall-second.
 
     python bench/end_to_end.py [--sections prism,g395h,wasp,write] [--baseline REV]
         [--jwst-python PATH | --setup-jwst] [--nints 1200] [--g395h-nints 120]
-        [--wasp-nints 465] [--data DIR] [--out bench/results/end_to_end.json]
+        [--wasp-nints 465 | --wasp-sim DIR] [--wasp-compare-nints 48] [--data DIR]
+        [--out bench/results/end_to_end.json]
+
+e.g. on the shared WASP-size simulation: ``--sections wasp --wasp-sim /work/wasp/sim
+--data /work/wasp/e2e --out bench/results/end_to_end_wasp.json`` (the ``wasp`` runs sample
+the RSS of the whole process tree, and first run ``--wasp-compare-nints`` integrations of
+the same layout, so that memory can be compared across NINTS).
 """
 
 from __future__ import annotations
@@ -90,20 +96,86 @@ def machine_info() -> dict:
     }
 
 
-def child(cmd: list[str], env: dict | None = None, cwd: str | None = None) -> dict:
-    """Run a command in a fresh process: wall s, CPU s (user + sys) and peak RSS of it."""
+def child(cmd: list[str], env: dict | None = None, cwd: str | None = None,
+          sample_s: float = 0.0) -> dict:
+    """Run a command in a fresh process: wall s, CPU s (user + sys) and peak RSS of it.
+    ``sample_s`` > 0: also poll the RSS of the whole process tree that often
+    (:func:`_sample_rss`)."""
     t0 = time.perf_counter()
     load0 = _load()
     p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    sampler = _RssSampler(p.pid, sample_s) if sample_s > 0 else None
     out = p.stdout.read().decode(errors="replace")
     _, status, ru = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}:\n{out[-4000:]}")
-    return {"wall_s": round(wall, 2), "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
-            "peak_rss_mib": round(ru.ru_maxrss / 1024, 1), "load_before": load0,
-            "load_after": _load(), "stdout_tail": out[-600:]}
+    r = {"wall_s": round(wall, 2), "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
+         "peak_rss_mib": round(ru.ru_maxrss / 1024, 1), "load_before": load0,
+         "load_after": _load(), "stdout_tail": out[-600:]}
+    if sampler is not None:
+        r["rss_tree"] = sampler.stop()
+    return r
+
+
+class _RssSampler:
+    """Polls, every ``every_s``, the RSS of a process and all its descendants (psutil):
+    the peak of their sum (the whole tree), the peak of the largest single process (a
+    worker), and a time series of the tree's sum (at most ~600 points kept)."""
+
+    def __init__(self, pid: int, every_s: float):
+        import threading
+
+        self.pid, self.every = pid, every_s
+        self.t, self.tree, self.worker = [], [], 0.0
+        self.nproc = 1
+        self._stop = threading.Event()
+        self._t0 = time.perf_counter()
+        self._th = threading.Thread(target=self._run, daemon=True)
+        self._th.start()
+
+    def _run(self):
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        while not self._stop.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+                rss = []
+                for q in procs:
+                    try:
+                        rss.append(q.memory_info().rss / 2**20)
+                    except psutil.Error:
+                        pass
+            except psutil.Error:
+                break
+            if sum(rss) > 0:  # (an exiting process reads 0)
+                self.t.append(round(time.perf_counter() - self._t0, 2))
+                self.tree.append(round(sum(rss), 1))
+                self.worker = max(self.worker, max(rss))
+                self.nproc = max(self.nproc, len(rss))
+            self._stop.wait(self.every)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._th.join()
+        if not self.tree:
+            return {}
+        step = max(1, len(self.tree) // 600)
+        end = self.t[-1] or 1.0
+
+        def at(frac):  # the tree's RSS when that fraction of the run's time had passed
+            k = min(range(len(self.t)), key=lambda j: abs(self.t[j] - frac * end))
+            return self.tree[k]
+
+        return {"every_s": self.every, "samples": len(self.tree), "max_processes": self.nproc,
+                "peak_tree_mib": max(self.tree), "peak_single_process_mib": round(self.worker, 1),
+                "tree_mib_at_time_fraction": {f: at(f) for f in (0.1, 0.25, 0.5, 0.75, 1.0)},
+                "series": {"t_s": self.t[::step], "tree_mib": self.tree[::step]}}
 
 
 def simulate(path: str, preset: str, nints: int, **overrides) -> dict:
@@ -124,7 +196,23 @@ def simulate(path: str, preset: str, nints: int, **overrides) -> dict:
             "detectors": list(cfg.detectors)}
 
 
-def nirbeam_run(sim: str, out: str, src: str | None = None, extra=(), env_extra=None) -> dict:
+def _sim_shape(sim: str) -> dict:
+    """Shape of an existing simulation from its uncal headers (NINTS, NGROUPS, SUBSIZE*)."""
+    import glob
+
+    from astropy.io import fits
+
+    files = sorted(glob.glob(os.path.join(sim, "*_uncal.fits")))
+    if not files:
+        raise SystemExit(f"--wasp-sim {sim}: no *_uncal.fits there")
+    h = fits.getheader(files[0])
+    dets = sorted({fits.getheader(f)["DETECTOR"] for f in files if "seg001" in f})
+    return {"nints": h["NINTS"], "ngroups": h["NGROUPS"], "ny": h["SUBSIZE2"], "nx": h["SUBSIZE1"],
+            "detectors": dets}
+
+
+def nirbeam_run(sim: str, out: str, src: str | None = None, extra=(), env_extra=None,
+                sample_s: float = 0.0) -> dict:
     """The whole ``nirbeam run`` in a fresh process (``src``: a source tree to run instead;
     ``extra``: more CLI arguments; ``env_extra``: more environment variables)."""
     shutil.rmtree(out, ignore_errors=True)
@@ -135,7 +223,7 @@ def nirbeam_run(sim: str, out: str, src: str | None = None, extra=(), env_extra=
     cfg = os.path.join(sim, "nirbeam.toml")
     cmd = [sys.executable, "-m", "nirbeam.stream.cli", "run", sim, "--refs", os.path.join(sim, "refs"),
            "--out", out, "--no-progress", *(["--config", cfg] if os.path.isfile(cfg) else []), *extra]
-    r = child(cmd, env=env, cwd=src or REPO)
+    r = child(cmd, env=env, cwd=src or REPO, sample_s=sample_s)
     with open(os.path.join(out, "run.json")) as fh:
         rj = json.load(fh)
     r["run_json_timings_s"] = rj.get("timings_s")
@@ -407,6 +495,12 @@ def main(argv=None) -> None:
     ap.add_argument("--g395h-nints", type=int, default=120)
     ap.add_argument("--g395h-ngroups", type=int, default=20)
     ap.add_argument("--wasp-nints", type=int, default=465, help="integrations of the 465 run")
+    ap.add_argument("--wasp-sim", default=None,
+                    help="an existing WASP-size simulation to run on (e.g. /work/wasp/sim), "
+                         "instead of simulating --wasp-nints into --data")
+    ap.add_argument("--wasp-compare-nints", type=int, default=48,
+                    help="also simulate and run this many integrations of the same layout "
+                         "first (memory vs NINTS); 0: skip")
     ap.add_argument("--repeat", type=int, default=1, help="whole runs per code version")
     ap.add_argument("--no-stcal", action="store_true")
     ap.add_argument("--variants", default="",
@@ -511,13 +605,40 @@ def main(argv=None) -> None:
             save()
         if "wasp" in sections:
             print("== wasp", flush=True)
-            n = args.wasp_nints
-            sim = os.path.join(args.data, f"wasp-{n}")
-            shape = simulate(sim, "g395h-sub2048", n, ngroups=70, detectors=("NRS1", "NRS2"))
-            r = nirbeam_run(sim, os.path.join(args.data, "out-wasp"))
-            sec = {"shape": shape, "fraction_of_465": round(n / 465, 3), "nirbeam_current": r,
-                   "Mpix_groups_per_s_whole_machine": _rate(shape, 2, r["wall_s"]),
-                   "Mpix_groups_per_s_per_core": _rate(shape, 2, r["cpu_s"])}
+            sec = {}
+            if args.wasp_compare_nints:  # the same layout at a small NINTS: memory vs NINTS
+                m = args.wasp_compare_nints
+                small = os.path.join(args.data, f"wasp-{m}")
+                shape_m = simulate(small, "g395h-sub2048", m, ngroups=70, detectors=("NRS1", "NRS2"))
+                r = nirbeam_run(small, os.path.join(args.data, f"out-wasp-{m}"), sample_s=0.5)
+                sec["nirbeam_compare_nints"] = {**r, "shape": shape_m}
+                print(f"  wasp {m} ints: wall {r['wall_s']} s, cpu {r['cpu_s']} s, peak {r['peak_rss_mib']} MiB, "
+                      f"tree peak {r['rss_tree'].get('peak_tree_mib')} MiB", flush=True)
+                shutil.rmtree(os.path.join(args.data, f"out-wasp-{m}"), ignore_errors=True)
+            if args.wasp_sim:  # an existing simulation (e.g. /work/wasp/sim), not simulated again
+                sim = args.wasp_sim
+                shape = _sim_shape(sim)
+                if os.path.isfile(os.path.join(sim, ".simulate-record.json")):
+                    with open(os.path.join(sim, ".simulate-record.json")) as fh:
+                        sec["simulation"] = json.load(fh)
+            else:
+                sim = os.path.join(args.data, f"wasp-{args.wasp_nints}")
+                shape = simulate(sim, "g395h-sub2048", args.wasp_nints, ngroups=70,
+                                 detectors=("NRS1", "NRS2"))
+            n = shape["nints"]
+            r = nirbeam_run(sim, os.path.join(args.data, "out-wasp"), sample_s=1.0)
+            sec.update({"shape": shape, "simulation_path": sim, "fraction_of_465": round(n / 465, 3),
+                        "nirbeam_current": r,
+                        "Mpix_groups_per_s_whole_machine": _rate(shape, 2, r["wall_s"]),
+                        "Mpix_groups_per_s_per_core": _rate(shape, 2, r["cpu_s"])})
+            if "nirbeam_compare_nints" in sec:
+                c = sec["nirbeam_compare_nints"]
+                sec["memory_vs_nints"] = {
+                    "nints": [c["shape"]["nints"], n],
+                    "peak_rss_mib": [c["peak_rss_mib"], r["peak_rss_mib"]],
+                    "peak_tree_mib": [c["rss_tree"].get("peak_tree_mib"), r["rss_tree"].get("peak_tree_mib")],
+                    "ratio_peak": round(r["peak_rss_mib"] / c["peak_rss_mib"], 3),
+                    "nints_ratio": round(n / c["shape"]["nints"], 2)}
             if n != 465:
                 sec["extrapolated_to_465_wall_s"] = round(r["wall_s"] * 465 / n, 1)
                 sec["extrapolation"] = ("EXTRAPOLATED, not measured: wall time x 465 / NINTS "
@@ -525,8 +646,9 @@ def main(argv=None) -> None:
                                         "integration, so an upper bound). Peak RSS is the "
                                         "fraction's own; pipeline_memory.json shows how it grows "
                                         "with NINTS.")
-            print(f"  wasp {n} ints: wall {r['wall_s']} s, cpu {r['cpu_s']} s, peak {r['peak_rss_mib']} MiB",
-                  flush=True)
+            print(f"  wasp {n} ints: wall {r['wall_s']} s, cpu {r['cpu_s']} s, peak {r['peak_rss_mib']} MiB, "
+                  f"tree {r['rss_tree'].get('peak_tree_mib')} MiB, over time "
+                  f"{r['rss_tree'].get('tree_mib_at_time_fraction')}", flush=True)
             results["sections"]["wasp"] = sec
             save()
     finally:

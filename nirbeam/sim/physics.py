@@ -1,6 +1,8 @@
-"""Physics kernels of the NIRSpec BOTS simulator (numpy only, no I/O, no Beam).
+"""Physics kernels of the NIRSpec BOTS simulator (numpy, no I/O, no Beam).
 
-Everything here is vectorised numpy driven by a seeded :class:`numpy.random.Generator`.
+Everything here is vectorised numpy driven by a seeded :class:`numpy.random.Generator`;
+the per-integration ramp is assembled from its numpy draws by one numba pass
+(nirbeam/sim/ramp_kernel.py), bit-identical to the numpy expressions it replaced.
 Units: DN (data numbers), e- (electrons), s, um. Arrays are in the DMS science frame of
 the subarray: ``(ny, nx)`` with x = dispersion (axis 1, SUBSIZE1) and y = cross-dispersion.
 The fast read direction is y (FASTAXIS = 2), so 1/f noise shows as vertical stripes
@@ -11,12 +13,14 @@ Size note: over 600 lines on purpose: the simulator's detector and scene physics
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import erf
 
 from nirbeam import dqflags
+from nirbeam.sim.ramp_kernel import assemble_ramp
 
 __all__ = [
     "DetectorProps",
@@ -426,6 +430,7 @@ def _harmonic(n: int, alpha: float = 1.0) -> float:
     return float(np.sum(np.arange(1, max(n, 1) + 1, dtype=np.float64) ** -alpha))
 
 
+@functools.lru_cache(maxsize=64)
 def one_over_f_pixel_variance(ngroups: int, ny: int, nx: int, amp: float, line_overhead: int = 12, frame_overhead: int = 8, alpha: float = 1.0) -> float:
     """Per-read variance (DN^2) of the pixel-scale (above column frequency) 1/f part.
 
@@ -461,14 +466,98 @@ def one_over_f_pixels(
     (vertical stripes); the high part, drawn per group, varies pixel to pixel within a
     column. Each part carries its share of the variance of the full 1/f series
     (harmonic-sum ratio), so the total has expected standard deviation ``amp``.
+    (:func:`one_over_f_parts` draws the two parts; the simulator adds them inside its
+    ramp kernel without building this cube.)
     """
+    hi, low = one_over_f_parts(rng, ngroups, ny, nx, amp, line_overhead, frame_overhead, alpha)
+    nline = ny + line_overhead
+    ncol = nx + frame_overhead
+    n_g = ncol * nline
+    cube = hi[:, :n_g].reshape(ngroups, ncol, nline)[:, :nx, :ny].transpose(0, 2, 1) + low[:, None, :]
+    if fast_reversed:
+        cube = cube[:, ::-1, ::-1]
+    return cube
+
+
+@functools.lru_cache(maxsize=32)
+def _hi_spectrum(n_g: int, ncol: int, alpha: float) -> tuple[int, np.ndarray, float]:
+    """FFT length, float32 amplitude (above the column-read frequency) and the expected
+    variance of its inverse transform, for one group of ``n_g`` pixel clocks."""
+    from scipy.fft import next_fast_len
+
+    m = next_fast_len(n_g, real=True)
+    nf = m // 2 + 1
+    k = np.arange(nf, dtype=np.float64)
+    kc = int(np.ceil(ncol * m / n_g / 2.0))
+    a = np.zeros(nf, np.float32)
+    a[kc:] = (k[kc:] ** (-0.5 * alpha)).astype(np.float32)
+    a.setflags(write=False)
+    expected_var = (4.0 / m**2) * float(np.sum(a.astype(np.float64) ** 2))
+    return m, a, expected_var
+
+
+def one_over_f_parts(
+    rng: np.random.Generator,
+    ngroups: int,
+    ny: int,
+    nx: int,
+    amp: float,
+    line_overhead: int = 12,
+    frame_overhead: int = 8,
+    alpha: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two parts of :func:`one_over_f_pixels`, in readout order, before the cube.
+
+    Returns
+    -------
+    hi : float32, (ngroups, m), DN
+        Pixel-scale part of each group: sample ``x * (ny + line_overhead) + y`` is the
+        read of pixel (y, x) (the first ``(nx + frame_overhead) * (ny + line_overhead)``
+        samples are used).
+    low : float64, (ngroups, nx), DN
+        Column-scale part: one offset per column read per group.
+    """
+    nline = ny + line_overhead
+    ncol = nx + frame_overhead
+    var_hi = one_over_f_pixel_variance(ngroups, ny, nx, amp, line_overhead, frame_overhead, alpha)
+    low = one_over_f_columns(rng, ngroups, nx, np.sqrt(max(amp**2 - var_hi, 0.0)), frame_overhead, alpha)
+    # high part: per group, frequencies above the column-read frequency only
+    n_g = ncol * nline
+    m, a, expected_var = _hi_spectrum(n_g, ncol, float(alpha))
+    nf = a.size
+    # the numpy expression this replaces, with the same draws in the same order:
+    # spec = (N_re + 1j * N_im) * a  (complex64; x * a - 0 == x * a exactly)
+    spec = np.empty((ngroups, nf), np.complex64)
+    buf = np.empty((ngroups, nf), np.float32)
+    rng.standard_normal(dtype=np.float32, out=buf)
+    np.multiply(buf, a, out=spec.real)
+    rng.standard_normal(dtype=np.float32, out=buf)
+    np.multiply(buf, a, out=spec.imag)
+    hi = np.fft.irfft(spec, m, axis=-1)
+    view = hi[:, :n_g]
+    view *= np.sqrt(var_hi / expected_var)
+    return hi, low
+
+
+def _one_over_f_pixels_reference(
+    rng: np.random.Generator,
+    ngroups: int,
+    ny: int,
+    nx: int,
+    amp: float,
+    fast_reversed: bool = False,
+    line_overhead: int = 12,
+    frame_overhead: int = 8,
+    alpha: float = 1.0,
+) -> np.ndarray:
+    """:func:`one_over_f_pixels` as it was written before :func:`one_over_f_parts`
+    (the reference of tests/test_sim_ramp_kernel.py)."""
     from scipy.fft import next_fast_len
 
     nline = ny + line_overhead
     ncol = nx + frame_overhead
     var_hi = one_over_f_pixel_variance(ngroups, ny, nx, amp, line_overhead, frame_overhead, alpha)
     low = one_over_f_columns(rng, ngroups, nx, np.sqrt(max(amp**2 - var_hi, 0.0)), frame_overhead, alpha)
-    # high part: per group, frequencies above the column-read frequency only
     n_g = ncol * nline
     m = next_fast_len(n_g, real=True)
     nf = m // 2 + 1
@@ -599,6 +688,52 @@ def simulate_integration(
     ny, nx = props.shape
     tg = cfg.tframe * (cfg.nframes + cfg.groupgap)
     gain = props.gain.astype(np.float64)
+    # electrons per group interval (source seen through QE, plus dark); the stream's
+    # first draw (bench/science_regression.py's photon oracle re-draws it)
+    lam_e = ((rate_src * props.qe + props.dark_rate) * gain) * tg
+    inc = rng.poisson(np.broadcast_to(lam_e, (G, ny, nx)))
+    hits = draw_cosmic_rays(rng, cfg, props.qe > 0, t_int)
+    if hits.y.size:  # the hit elements as numpy's add.at on the float64 draw sums them
+        flat = (hits.group.astype(np.int64) * ny + hits.y) * nx + hits.x
+        ovr_idx, inv = np.unique(flat, return_inverse=True)
+        ovr_val = inc.reshape(-1)[ovr_idx].astype(np.float64)
+        np.add.at(ovr_val, inv, hits.amplitude_dn * gain[hits.y, hits.x])
+    else:
+        ovr_idx, ovr_val = np.zeros(0, np.int64), np.zeros(0, np.float64)
+    bias_i = props.bias + rng.normal(0.0, cfg.bias_int_sigma)  # float32, as before
+    zeros = np.zeros((ny, nx))
+    ktc = rng.normal(0.0, cfg.ktc_dn, (ny, nx)) if cfg.ktc_dn > 0 else zeros  # reset (kTC) noise
+    drift = rng.normal(0.0, cfg.bias_drift_dn, G) if cfg.bias_drift_dn > 0 else np.zeros(G)
+    if cfg.even_odd_dn > 0 or cfg.even_odd_drift_dn > 0:
+        eo = even_odd_offsets(rng, cfg, G, ny)
+    else:
+        eo = np.zeros((G, ny))
+    nrm = rng.standard_normal((G, ny, nx))
+    rn_s = props.rn_cds / np.sqrt(2.0)  # float64
+    hi = low = None
+    line_overhead = 12
+    if cfg.one_over_f and cfg.one_over_f_dn > 0:
+        hi, low = one_over_f_parts(rng, G, ny, nx, cfg.one_over_f_dn, line_overhead=line_overhead,
+                                   alpha=cfg.one_over_f_alpha)
+    ramp = assemble_ramp(inc, ovr_idx, ovr_val, gain, props.beta, bias_i, ktc, drift, eo, nrm,
+                         rn_s, hi, low, ny + line_overhead, fast_reversed, props.sat_hard)
+    return ramp, hits
+
+
+def _simulate_integration_reference(
+    rng: np.random.Generator,
+    cfg,
+    props: DetectorProps,
+    rate_src: np.ndarray,
+    t_int: float,
+    fast_reversed: bool = False,
+) -> tuple[np.ndarray, CosmicRayHits]:
+    """:func:`simulate_integration` in numpy, as it was before the ramp kernel
+    (nirbeam/sim/ramp_kernel.py): the reference of tests/test_sim_ramp_kernel.py."""
+    G = cfg.ngroups
+    ny, nx = props.shape
+    tg = cfg.tframe * (cfg.nframes + cfg.groupgap)
+    gain = props.gain.astype(np.float64)
     # electrons per group interval (source seen through QE, plus dark)
     lam_e = ((rate_src * props.qe + props.dark_rate) * gain) * tg
     inc = rng.poisson(np.broadcast_to(lam_e, (G, ny, nx))).astype(np.float64)
@@ -618,8 +753,8 @@ def simulate_integration(
         raw += even_odd_offsets(rng, cfg, G, ny)[:, :, None]
     raw += rng.standard_normal((G, ny, nx)) * (props.rn_cds / np.sqrt(2.0))
     if cfg.one_over_f and cfg.one_over_f_dn > 0:
-        raw += one_over_f_pixels(rng, G, ny, nx, cfg.one_over_f_dn, fast_reversed=fast_reversed,
-                                 alpha=cfg.one_over_f_alpha)
+        raw += _one_over_f_pixels_reference(rng, G, ny, nx, cfg.one_over_f_dn, fast_reversed=fast_reversed,
+                                            alpha=cfg.one_over_f_alpha)
     np.minimum(raw, props.sat_hard, out=raw)
     np.rint(raw, out=raw)
     np.clip(raw, 0, 65535, out=raw)

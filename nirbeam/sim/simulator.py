@@ -38,7 +38,10 @@ and reference layout shared with the FS, MOS and IFU simulators in headers.py.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import itertools
+import os
 import time as _time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -561,7 +564,39 @@ def _fmt(v: np.ndarray) -> str:
 # ----------------------------------------------------------------------------------------
 # Driver
 # ----------------------------------------------------------------------------------------
-def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, seed: int = 0, **overrides) -> SimulationResult:
+def _workers(workers: int | None) -> int:
+    """Threads that draw integrations: ``workers``, else $NIRBEAM_SIM_WORKERS, else 1."""
+    if workers is None:
+        env = os.environ.get("NIRBEAM_SIM_WORKERS", "").strip()
+        workers = int(env) if env else 1
+    if int(workers) < 1:
+        raise ValueError(f"simulate: workers must be >= 1, got {workers}")
+    return int(workers)
+
+
+def _in_order(fn, items, workers: int):
+    """``fn(item)`` for each item, yielded in order; with ``workers`` > 1 they run on that
+    many threads, at most ``workers + 1`` ahead of the consumer (memory stays bounded by a
+    few integrations). Each integration has its own random stream, so the results do not
+    depend on ``workers``."""
+    if workers <= 1:
+        for it in items:
+            yield fn(it)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = iter(items)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nirbeam-sim") as ex:
+        pending = collections.deque(ex.submit(fn, it) for it in itertools.islice(items, workers + 1))
+        while pending:
+            res = pending.popleft().result()
+            for it in itertools.islice(items, 1):
+                pending.append(ex.submit(fn, it))
+            yield res
+
+
+def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, seed: int = 0,
+             workers: int | None = None, **overrides) -> SimulationResult:
     """Simulate one NIRSpec BOTS exposure: uncal segments, CRDS-format references, truth.
 
     Parameters
@@ -574,6 +609,9 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
         Number of integrations (default: the preset's).
     seed : int
         Root of all randomness; the same seed and config give identical data.
+    workers : int, optional
+        Threads drawing integrations (default ``$NIRBEAM_SIM_WORKERS`` or 1); the files
+        are identical for any value (one random stream per detector and integration).
     **overrides
         Any :class:`SimConfig` field, e.g. ``one_over_f=False, detectors=("NRS1", "NRS2")``.
 
@@ -592,6 +630,7 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
         overrides["nints"] = int(nints)
     cfg = dataclasses.replace(PRESETS[preset], **overrides)
     seed = int(seed)
+    nworkers = _workers(workers)
     outdir = Path(outdir)
     refs_dir = outdir / "refs"
     refs_dir.mkdir(parents=True, exist_ok=True)
@@ -643,6 +682,15 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
         sig_white = np.empty(cfg.nints)
         cr_rows: list[tuple] = []
         paths = []
+        def one_integration(i: int, dcfg=dcfg, scene=scene, props=props, rel=rel, didx=didx,
+                            det=det, trace_dy=trace_dy, t_collect=t_collect):
+            prof_i = phys.shifted_profile(dcfg, scene, props.refpix, float(trace_dy[i]))
+            rate = prof_i * scene.column_flux[None, :] * rel[i][None, :]
+            rng = np.random.default_rng([seed, didx, 2, i])
+            ramp, hits = phys.simulate_integration(rng, dcfg, props, rate, t_collect, fast_reversed=det == "NRS2")
+            return rate, ramp, hits
+
+        results = _in_order(one_integration, range(cfg.nints), nworkers)
         for s in range(cfg.nsegments):
             lo = s * cfg.ints_per_segment
             hi = min(cfg.nints, lo + cfg.ints_per_segment)
@@ -651,11 +699,9 @@ def simulate(outdir, preset: str = "prism-sub512", nints: int | None = None, see
             hdr = primary_header(dcfg, det, s + 1, lo + 1, hi, times, fname)
             w = UncalSegmentWriter(path, hdr, (hi - lo, cfg.ngroups, ny, nx))
             for i in range(lo, hi):
-                prof_i = phys.shifted_profile(dcfg, scene, props.refpix, float(trace_dy[i]))
-                rate = prof_i * scene.column_flux[None, :] * rel[i][None, :]
-                rng = np.random.default_rng([seed, didx, 2, i])
-                ramp, hits = phys.simulate_integration(rng, dcfg, props, rate, t_collect, fast_reversed=det == "NRS2")
+                rate, ramp, hits = next(results)
                 w.write(ramp)
+                del ramp
                 rate32 = rate.astype(np.float32)
                 tw.write(rate32)
                 ap_flux[i] = rate32[ap].sum(dtype=np.float64)
