@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: rateints integrations read (evenly sampled) for the trace and 1/f plots
 MAX_SAMPLED = 256
+#: Integrations per block in the per-integration kernels (bounds their memory).
+_BLOCK = 32
 
 CAPTIONS = {
     "whitelight": "White-light curve (integrations grey, binned black), with the quick-look "
@@ -118,6 +120,11 @@ def measure_trace(
     -------
     centroid, width : float64, (n,), px
     """
+    n = len(sci)
+    if n > _BLOCK:  # per integration: blocks bound the float64 copies (flat in NINTS)
+        parts = [measure_trace(sci[i:i + _BLOCK], dq[i:i + _BLOCK], trace_center, half_width,
+                               background_region) for i in range(0, n, _BLOCK)]
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     sci = np.asarray(sci, np.float64)
     n, ny, nx = sci.shape
     dy = np.arange(ny, dtype=np.float64)[:, None] - np.asarray(trace_center, np.float64)[None, :]
@@ -167,11 +174,16 @@ def column_offsets(sci: np.ndarray, dq: np.ndarray, scene_mask: np.ndarray) -> n
     """
     import warnings
 
-    sci = np.asarray(sci, np.float64)
-    use = ((np.asarray(dq) & 1) == 0) & ~np.asarray(scene_mask, bool)[None] & np.isfinite(sci)
+    smask = ~np.asarray(scene_mask, bool)[None]
+    cols = []
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        col = np.nanmedian(np.where(use, sci, np.nan), axis=1)
+        for i in range(0, len(sci), _BLOCK):  # blocks bound the float64 copies
+            s = np.asarray(sci[i:i + _BLOCK], np.float64)
+            use = ((np.asarray(dq[i:i + _BLOCK]) & 1) == 0) & smask & np.isfinite(s)
+            cols.append(np.nanmedian(np.where(use, s, np.nan), axis=1))
+        col = (np.concatenate(cols) if cols
+               else np.empty((0, np.shape(sci)[-1]), np.float64))
         col = col - np.nanmedian(col, axis=0, keepdims=True)
         return col - np.nanmedian(col, axis=1, keepdims=True)
 
