@@ -89,6 +89,40 @@ def _window_median(stack, valid):  # pragma: no cover - compiled
     return out
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _slide_row(A, B, cnt, cube, valid, ps, pe, y, window, nx):  # pragma: no cover - compiled
+    """Every pixel of row ``y``: remove integration ``ps`` from its sorted window (``ps <
+    0``: none) and insert ``pe`` (``pe < 0``: none), from ``A`` into ``B``.
+
+    ``A[x]``, ``B[x]``: (window + 2,), ``-inf``, the window ascending, ``+inf`` below its
+    values. ``B`` is element for element the window that the one-at-a-time removal (of the
+    first value equal to the one leaving, ``o``) and insertion (after the values equal to
+    the one entering, ``v``) leave: with ``a`` the window and ``a'`` it without ``o``,
+    ``a'[k] = a[k] if a[k] < o else a[k + 1]``, and ``b[k] = a'[k] if a'[k] <= v else
+    (a'[k - 1] if a'[k - 1] > v else v)`` (``+inf`` for nothing to remove or insert).
+    Selects over ``k`` with no data-dependent branch: the loop vectorises, where a
+    walk along the window costs a branch miss or two per pixel.
+    """
+    for x in range(nx):
+        o = np.inf
+        v = np.inf
+        if ps >= 0 and valid[ps, y, x]:
+            o = np.float64(cube[ps, y, x])
+            cnt[x] -= 1
+        if pe >= 0 and valid[pe, y, x]:
+            v = np.float64(cube[pe, y, x])
+            cnt[x] += 1
+        a = A[x]
+        b = B[x]
+        for k in range(1, window + 1):
+            am = a[k - 1]
+            ak = a[k]
+            ap = a[k + 1]
+            t0 = am if am < o else ak  # a'[k - 1]
+            t1 = ak if ak < o else ap  # a'[k]
+            b[k] = t1 if t1 <= v else (t0 if t0 > v else v)
+
+
 @numba.njit(cache=True)
 def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, start, stop):  # pragma: no cover - compiled
     """Batch kernel: per row, keep every pixel's window sorted while sliding in time.
@@ -97,17 +131,23 @@ def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, s
     their windows are those of the whole stack. With ``store``, the window median of
     every (integration, pixel) of the span goes to ``med_out`` ((stop - start, ny, nx),
     row ``j - start``; NaN where the window has no valid value) and nothing is flagged
-    here.
+    here. The windows of a row slide together (:func:`_slide_row`: one integration
+    leaves and one enters each step; the first window is filled by insertions alone).
     """
     n, ny, nx = cube.shape
     if stop < 0 or stop > n:
         stop = n
     start = max(start, 0)
     out = dq.astype(np.uint32)
-    buf = np.empty((nx, max(window, 1)), np.float64)
+    w = max(window, 1)
+    A = np.empty((nx, w + 2), np.float64)
+    B = np.empty((nx, w + 2), np.float64)
     cnt = np.zeros(nx, np.int64)
     s0 = 0 if n <= window else min(max(start - window // 2, 0), n - window)
     for y in range(ny):
+        A[:] = np.inf
+        A[:, 0] = -np.inf
+        B[:] = A
         cnt[:] = 0
         ps = s0
         pe = s0
@@ -118,41 +158,25 @@ def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, s
             else:
                 s = min(max(j - window // 2, 0), n - window)
                 e = s + window
-            while ps < s:  # drop integration ps (removals first: capacity is window)
-                for x in range(nx):
-                    if valid[ps, y, x]:
-                        v = np.float64(cube[ps, y, x])
-                        c = cnt[x]
-                        i = 0
-                        while buf[x, i] != v:
-                            i += 1
-                        for q in range(i, c - 1):
-                            buf[x, q] = buf[x, q + 1]
-                        cnt[x] = c - 1
-                ps += 1
-            while pe < e:  # add integration pe
-                for x in range(nx):
-                    if valid[pe, y, x]:
-                        v = np.float64(cube[pe, y, x])
-                        c = cnt[x]
-                        i = c
-                        while i > 0 and buf[x, i - 1] > v:
-                            buf[x, i] = buf[x, i - 1]
-                            i -= 1
-                        buf[x, i] = v
-                        cnt[x] = c + 1
-                pe += 1
+            while ps < s or pe < e:  # one leaves and one enters (or one side only)
+                _slide_row(A, B, cnt, cube, valid, ps if ps < s else -1,
+                           pe if pe < e else -1, y, w, nx)
+                A, B = B, A
+                if ps < s:
+                    ps += 1
+                if pe < e:
+                    pe += 1
             for x in range(nx):
                 c = cnt[x]
                 if store and c == 0:
                     med_out[j - start, y, x] = np.nan
                 if c == 0 or not (valid[j, y, x] or store):
                     continue
-                h = c // 2
+                h = c // 2 + 1  # A[x, 0] is the -inf sentinel
                 if c % 2 == 1:
-                    med = buf[x, h]
+                    med = A[x, h]
                 else:
-                    med = 0.5 * (buf[x, h - 1] + buf[x, h])
+                    med = 0.5 * (A[x, h - 1] + A[x, h])
                 if store:
                     med_out[j - start, y, x] = med
                     continue
