@@ -257,3 +257,27 @@ def test_rolling_window_medians_equal_nanmedian(n, window, span):
             want = np.nanmedian(data[s:e], axis=0)
         np.testing.assert_array_equal(med[j - a], want, err_msg=f"integration {j}")
     assert np.isnan(med[:, 0, 0]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 2, 7, 64])
+def test_nanmedian_axis0_equals_numpy_bit_for_bit(dtype, n):
+    """The stage-2 model's medians over the sampled integrations (numba) are numpy's:
+    ties, NaN, all-NaN pixels, +-inf, even and odd counts, float32 rounding."""
+    from nirbeam.transforms.outliers import nanmedian_axis0
+
+    rng = np.random.default_rng(n)
+    a = (rng.normal(0.0, 3.0, (n, 5, 41)) * 1.37).astype(dtype)
+    a[rng.random(a.shape) < 0.3] = 1.5  # ties
+    a[rng.random(a.shape) < 0.15] = np.nan
+    a[:, 0, 0] = np.nan
+    a[0, 1, 1] = np.inf
+    a[-1, 1, 2] = -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = np.nanmedian(a, axis=0)
+    got = nanmedian_axis0(a)
+    assert got.dtype == want.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+    both = np.isfinite(want)
+    assert (got[both].view(np.uint8) == want[both].view(np.uint8)).all()

@@ -28,6 +28,7 @@ from nirbeam.transforms.spectra import (
     extract_integration,
     flag_block,
 )
+from nirbeam.transforms.outliers import nanmedian_axis0
 from nirbeam.transforms.spectra_block import extract_block
 
 __all__ = ["RATEINTS", "SPECTRA", "CLEANED", "EXTRACTION", "find_wavelengths", "axis_attrs",
@@ -116,7 +117,7 @@ def prepare_spectra(root: str, plan, settings, region=None) -> ExtractionModel |
     arrays, attrs = model.to_arrays()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        arrays["median_image"] = np.nanmedian(np.where((dq & 1) != 0, np.nan, sci), axis=0)
+        arrays["median_image"] = nanmedian_axis0(np.where((dq & 1) != 0, np.nan, sci))
     attrs["settings"] = extraction_settings(settings)
     attrs["rateints_digest"] = digest
     zarr_store.save_arrays(root, f"{group}/{EXTRACTION}", arrays, attrs)

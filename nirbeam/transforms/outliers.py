@@ -51,6 +51,7 @@ __all__ = [
     "motion_reference_numpy",
     "RollingOutlierFlagger",
     "flag_outliers",
+    "nanmedian_axis0",
     "window_bounds",
     "window_median",
 ]
@@ -508,6 +509,22 @@ def window_median(stack: np.ndarray, valid: np.ndarray) -> np.ndarray:
             f"window_median: expected stack (w, ny, nx) and valid of the same shape, got {stack.shape} and {valid.shape}"
         )
     return _window_median(stack, valid)
+
+
+def nanmedian_axis0(stack: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(stack, axis=0)`` of a float (n, ny, nx) stack, in one numba pass.
+
+    The same values as numpy's (a median is an order statistic; for an even count the
+    two middle values are averaged as ``(low + high) / 2``, exact in float64 and rounded
+    once to float32 for a float32 stack, as numpy's float32 sum halved); NaN where a
+    pixel has no non-NaN value (without numpy's warning). Other shapes and dtypes go to
+    numpy itself.
+    """
+    a = np.asarray(stack)
+    if a.ndim != 3 or a.dtype not in (np.float32, np.float64):
+        return np.nanmedian(a, axis=0)
+    a = np.ascontiguousarray(a)
+    return _window_median(a, ~np.isnan(a)).astype(a.dtype, copy=False)
 
 
 def window_bounds(j: int, n: int, window: int) -> tuple[int, int]:
