@@ -264,7 +264,8 @@ def _frame_median(buf, cnt):  # pragma: no cover - compiled
 @numba.njit(cache=True)
 def _motion_setup(M, data, err, valid):  # pragma: no cover - compiled
     """dM/dy as ``np.gradient(M, axis=0)`` (NaN for one row), the column tilt ``u``, the
-    data and errors as float64, and the pixels a fit may use."""
+    pixels a fit may use and their weights ``1 / err**2`` (0 elsewhere; data and errors
+    are read as float64 where they are used, not copied)."""
     ny, nx = M.shape
     G = np.empty((ny, nx), np.float64)
     if ny < 2:
@@ -280,24 +281,24 @@ def _motion_setup(M, data, err, valid):  # pragma: no cover - compiled
     den = np.float64(max(nx - 1, 1))
     for x in range(nx):
         u[x] = np.float64(x) / den - 0.5
-    d = np.empty((ny, nx), np.float64)
-    e = np.empty((ny, nx), np.float64)
+    w = np.zeros((ny, nx), np.float64)
     use = np.empty((ny, nx), np.bool_)
     for y in range(ny):
         for x in range(nx):
             dv = np.float64(data[y, x])
             ev = np.float64(err[y, x])
-            d[y, x] = dv
-            e[y, x] = ev
-            use[y, x] = (valid[y, x] and np.isfinite(M[y, x]) and np.isfinite(G[y, x])
-                         and np.isfinite(ev) and ev > 0 and np.isfinite(dv))
-    return G, u, d, e, use
+            ok = (valid[y, x] and np.isfinite(M[y, x]) and np.isfinite(G[y, x])
+                  and np.isfinite(ev) and ev > 0 and np.isfinite(dv))
+            use[y, x] = ok
+            if ok:
+                w[y, x] = 1.0 / ev ** 2
+    return G, u, w, use
 
 
 @numba.njit(cache=True)
-def _motion_normal(M, G, u, d, e, use):  # pragma: no cover - compiled
+def _motion_normal(M, G, u, data, w, use):  # pragma: no cover - compiled
     """Weighted normal equations of ``d ~ a M + b G + c G u`` over ``use`` (weights
-    ``1 / e**2``): (A^T W A, A^T W d, count), each term formed as numpy's
+    ``w = 1 / e**2``): (A^T W A, A^T W d, count), each term formed as numpy's
     ``(A * w[:, None]).T @ A`` forms it; summed in pixel order."""
     ny, nx = M.shape
     ata = np.zeros((3, 3), np.float64)
@@ -309,20 +310,21 @@ def _motion_normal(M, G, u, d, e, use):  # pragma: no cover - compiled
             if not use[y, x]:
                 continue
             n += 1
-            w = 1.0 / e[y, x] ** 2
+            wv = w[y, x]
+            dv = np.float64(data[y, x])
             a[0] = M[y, x]
             a[1] = G[y, x]
             a[2] = G[y, x] * u[x]
             for i in range(3):
-                aw = a[i] * w
+                aw = a[i] * wv
                 for j in range(3):
                     ata[i, j] += aw * a[j]
-                atd[i] += aw * d[y, x]
+                atd[i] += aw * dv
     return ata, atd, n
 
 
 @numba.njit(cache=True)
-def _motion_apply(M, G, u, d, e, use, c0, c1, c2, n_sigma, update):  # pragma: no cover - compiled
+def _motion_apply(M, G, u, data, err, use, c0, c1, c2, n_sigma, update):  # pragma: no cover - compiled
     """``ref = c0 M + (c1 + c2 u) Gz`` (Gz: G, 0 where not finite); with ``update``, drop
     from ``use`` the pixels beyond ``n_sigma * e`` and say whether any was dropped."""
     ny, nx = M.shape
@@ -335,12 +337,63 @@ def _motion_apply(M, G, u, d, e, use, c0, c1, c2, n_sigma, update):  # pragma: n
             r = c0 * M[y, x] + (c1 + c2 * u[x]) * gz
             ref[y, x] = r
             if update and use[y, x]:
-                ev = e[y, x]
+                ev = np.float64(err[y, x])
                 lim = n_sigma * (ev if ev > 0 else np.inf)
-                if not (abs(d[y, x] - r) <= lim):
+                if not (abs(np.float64(data[y, x]) - r) <= lim):
                     use[y, x] = False
                     changed = True
     return ref, changed
+
+
+@numba.njit(cache=True)
+def _motion_flag(M, G, u, data, err, valid, dq, c0, c1, c2, n_sigma, bits):  # pragma: no cover - compiled
+    """``_flag_against(data, err, valid, dq, ref)`` with the reference of
+    :func:`_motion_apply` formed pixel by pixel (the same expression), not stored."""
+    ny, nx = M.shape
+    out = np.empty((ny, nx), np.uint32)
+    for y in range(ny):
+        for x in range(nx):
+            g = G[y, x]
+            gz = g if np.isfinite(g) else 0.0
+            r = c0 * M[y, x] + (c1 + c2 * u[x]) * gz
+            q = np.uint32(dq[y, x])
+            e = np.float64(err[y, x])
+            if (valid[y, x] and np.isfinite(r) and np.isfinite(e)
+                    and abs(np.float64(data[y, x]) - r) > n_sigma * e):
+                q |= bits
+            out[y, x] = q
+    return out
+
+
+def _motion_fit(data, err, valid, median, n_sigma: float, iterations: int = 3):
+    """The fit of :func:`motion_reference`: ``(M, G, u, data, err, use, coef)``."""
+    M = np.ascontiguousarray(median, dtype=np.float64)
+    data = np.ascontiguousarray(data)
+    err = np.ascontiguousarray(err)
+    G, u, w, use = _motion_setup(M, data, err, np.ascontiguousarray(valid, dtype=np.bool_))
+    coef = np.array([1.0, 0.0, 0.0])
+    ns = float(n_sigma)
+    for _ in range(max(int(iterations), 1)):
+        ata, atd, n = _motion_normal(M, G, u, data, w, use)
+        if n < 3:
+            break
+        if not np.all(np.isfinite(ata)) or np.linalg.cond(ata) > 1e12:
+            coef = np.array([1.0, 0.0, 0.0])
+            break
+        coef = np.linalg.solve(ata, atd)
+        _, changed = _motion_apply(M, G, u, data, err, use, coef[0], coef[1], coef[2], ns, True)
+        if not changed:
+            break
+    return M, G, u, data, err, use, coef
+
+
+def _motion_flags(data, err, valid, median, dq, n_sigma: float) -> np.ndarray:
+    """``_flag_against(data, err, valid, dq, motion_reference(...)[0], n_sigma)`` in one
+    pass after the fit (the reference is not stored)."""
+    M, G, u, data, err, _, coef = _motion_fit(data, err, valid, median, n_sigma)
+    return _motion_flag(M, G, u, data, err, np.ascontiguousarray(valid, dtype=np.bool_),
+                        np.ascontiguousarray(dq), coef[0], coef[1], coef[2], float(n_sigma),
+                        np.uint32(OUTLIER_BITS))
 
 
 def motion_reference(data, err, valid, median, n_sigma: float, iterations: int = 3):
@@ -385,23 +438,9 @@ def motion_reference(data, err, valid, median, n_sigma: float, iterations: int =
     product has its own, so the coefficients agree to rounding (~1e-15 relative) and the
     flags are the same (tested).
     """
-    M = np.ascontiguousarray(median, dtype=np.float64)
-    G, u, d, e, use = _motion_setup(M, np.ascontiguousarray(data), np.ascontiguousarray(err),
-                                    np.ascontiguousarray(valid, dtype=np.bool_))
-    coef = np.array([1.0, 0.0, 0.0])
-    ns = float(n_sigma)
-    for _ in range(max(int(iterations), 1)):
-        ata, atd, n = _motion_normal(M, G, u, d, e, use)
-        if n < 3:
-            break
-        if not np.all(np.isfinite(ata)) or np.linalg.cond(ata) > 1e12:
-            coef = np.array([1.0, 0.0, 0.0])
-            break
-        coef = np.linalg.solve(ata, atd)
-        _, changed = _motion_apply(M, G, u, d, e, use, coef[0], coef[1], coef[2], ns, True)
-        if not changed:
-            break
-    ref, _ = _motion_apply(M, G, u, d, e, use, coef[0], coef[1], coef[2], ns, False)
+    M, G, u, data, err, use, coef = _motion_fit(data, err, valid, median, n_sigma, iterations)
+    ref, _ = _motion_apply(M, G, u, data, err, use, coef[0], coef[1], coef[2], float(n_sigma),
+                           False)
     return ref, coef
 
 
@@ -622,8 +661,7 @@ def flag_outliers(
     if not store:
         return out
     for j in range(start, stop):
-        ref, _ = motion_reference(cube[j], err[j], valid[j], med[j - start], n_sigma)
-        out[j] = _flag_against(cube[j], err[j], valid[j], out[j], ref, n_sigma)
+        out[j] = _motion_flags(cube[j], err[j], valid[j], med[j - start], out[j], n_sigma)
     return out
 
 
@@ -812,8 +850,7 @@ class RollingOutlierFlagger:
             data, err, dq, valid = self._buf[j]
             if self.reference == "motion":
                 med = _frame_median(self._sorted, self._count)
-                ref, _ = motion_reference(data, err, valid, med, self.n_sigma)
-                new_dq = _flag_against(data, err, valid, dq, ref, self.n_sigma)
+                new_dq = _motion_flags(data, err, valid, med, dq, self.n_sigma)
             else:
                 new_dq = _flag_frame(self._sorted, self._count, data, err, valid, dq,
                                      self.n_sigma, np.uint32(OUTLIER_BITS))
