@@ -21,6 +21,7 @@ from nirbeam.sinks import zarr_store
 from nirbeam.stream.plan import BLOCK, MAX_SPAN_BLOCKS, SpectraBlock
 from nirbeam.stream.records import DeadLetter, IntegrationKey
 from nirbeam.stream.wavelengths import axis_units, is_pixel_axis
+from nirbeam.transforms.outliers import nanmedian_axis0
 from nirbeam.transforms.spectra import (
     SPECTRUM_ARRAYS,
     ExtractionModel,
@@ -28,7 +29,6 @@ from nirbeam.transforms.spectra import (
     extract_integration,
     flag_block,
 )
-from nirbeam.transforms.outliers import nanmedian_axis0
 from nirbeam.transforms.spectra_block import extract_block
 
 __all__ = ["RATEINTS", "SPECTRA", "CLEANED", "EXTRACTION", "find_wavelengths", "axis_attrs",
