@@ -187,38 +187,33 @@ def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, s
     return out
 
 
-@numba.njit(cache=True)
-def _insert_frame(buf, cnt, frame, valid):  # pragma: no cover - compiled
-    """Insert one integration into every pixel's sorted window (buf (ny, nx, w))."""
-    ny, nx = frame.shape
+@numba.njit(cache=True, error_model="numpy")
+def _slide_frame(A, B, cnt, fo, vo, fi, vi, has_out, has_in):  # pragma: no cover - compiled
+    """The streaming form of :func:`_slide_row`: every pixel of a frame, remove ``fo``
+    (where ``has_out`` and ``vo``) from its sorted window ``A[y, x]`` and insert ``fi``
+    (where ``has_in`` and ``vi``), into ``B`` (both (ny, nx, window + 2), ``-inf``, the
+    window ascending, ``+inf`` below its values)."""
+    ny, nx, w2 = A.shape
+    window = w2 - 2
     for y in range(ny):
         for x in range(nx):
-            if valid[y, x]:
-                v = np.float64(frame[y, x])
-                c = cnt[y, x]
-                i = c
-                while i > 0 and buf[y, x, i - 1] > v:
-                    buf[y, x, i] = buf[y, x, i - 1]
-                    i -= 1
-                buf[y, x, i] = v
-                cnt[y, x] = c + 1
-
-
-@numba.njit(cache=True)
-def _remove_frame(buf, cnt, frame, valid):  # pragma: no cover - compiled
-    """Remove one integration (inserted before) from every pixel's sorted window."""
-    ny, nx = frame.shape
-    for y in range(ny):
-        for x in range(nx):
-            if valid[y, x]:
-                v = np.float64(frame[y, x])
-                c = cnt[y, x]
-                i = 0
-                while buf[y, x, i] != v:
-                    i += 1
-                for q in range(i, c - 1):
-                    buf[y, x, q] = buf[y, x, q + 1]
-                cnt[y, x] = c - 1
+            o = np.inf
+            v = np.inf
+            if has_out and vo[y, x]:
+                o = np.float64(fo[y, x])
+                cnt[y, x] -= 1
+            if has_in and vi[y, x]:
+                v = np.float64(fi[y, x])
+                cnt[y, x] += 1
+            a = A[y, x]
+            b = B[y, x]
+            for k in range(1, window + 1):
+                am = a[k - 1]
+                ak = a[k]
+                ap = a[k + 1]
+                t0 = am if am < o else ak  # a'[k - 1]
+                t1 = ak if ak < o else ap  # a'[k]
+                b[k] = t1 if t1 <= v else (t0 if t0 > v else v)
 
 
 @numba.njit(cache=True)
@@ -231,7 +226,7 @@ def _flag_frame(buf, cnt, data, err, valid, dq, n_sigma, bits):  # pragma: no co
             c = cnt[y, x]
             if c == 0 or not valid[y, x]:
                 continue
-            h = c // 2
+            h = c // 2 + 1  # buf[y, x, 0] is the -inf sentinel
             if c % 2 == 1:
                 med = buf[y, x, h]
             else:
@@ -253,7 +248,7 @@ def _frame_median(buf, cnt):  # pragma: no cover - compiled
             if c == 0:
                 out[y, x] = np.nan
                 continue
-            h = c // 2
+            h = c // 2 + 1  # buf[y, x, 0] is the -inf sentinel
             if c % 2 == 1:
                 out[y, x] = buf[y, x, h]
             else:
@@ -677,7 +672,7 @@ class RollingOutlierFlagger:
 
     Memory: the integrations of the current window plus those not yet releasable
     (bounded by how late integrations arrive), and the sorted windows,
-    ``ny_band * nx * window`` float64 (13 MB for 32 x 2048, window 25).
+    two ``ny_band * nx * (window + 2)`` float64 buffers (2 x 14 MB for 32 x 2048, window 25).
 
     Parameters
     ----------
@@ -729,6 +724,7 @@ class RollingOutlierFlagger:
         self._finished = False
         # sorted per-pixel windows of integrations [_ps, _pe), slid as releases advance
         self._sorted: np.ndarray | None = None
+        self._spare: np.ndarray | None = None  # the slide's second buffer
         self._count: np.ndarray | None = None
         self._ps = 0
         self._pe = 0
@@ -817,7 +813,7 @@ class RollingOutlierFlagger:
         out = self._release(n)
         self._finished = True
         self._buf.clear()
-        self._sorted = self._count = None
+        self._sorted = self._spare = self._count = None
         return out
 
     # -- internals ----------------------------------------------------------
@@ -836,17 +832,21 @@ class RollingOutlierFlagger:
                 break
             if self._sorted is None:
                 ny, nx = self._shape
-                self._sorted = np.empty((ny, nx, self.window), np.float64)
+                self._sorted = np.full((ny, nx, self.window + 2), np.inf)
+                self._sorted[:, :, 0] = -np.inf
+                self._spare = self._sorted.copy()
                 self._count = np.zeros((ny, nx), np.int64)
-            # slide the sorted windows from [ps, pe) to [s, e): both ends only advance
-            while self._ps < s:
-                data, _, _, valid = self._buf[self._ps]
-                _remove_frame(self._sorted, self._count, data, valid)
-                self._ps += 1
-            while self._pe < e:
-                data, _, _, valid = self._buf[self._pe]
-                _insert_frame(self._sorted, self._count, data, valid)
-                self._pe += 1
+            # slide the sorted windows from [ps, pe) to [s, e): both ends only advance,
+            # one integration out and one in per slide (or one side only)
+            while self._ps < s or self._pe < e:
+                out_k, in_k = self._ps < s, self._pe < e
+                fo, _, _, vo = self._buf[self._ps if out_k else self._pe]
+                fi, _, _, vi = self._buf[self._pe if in_k else self._ps]
+                _slide_frame(self._sorted, self._spare, self._count, fo, vo, fi, vi,
+                             out_k, in_k)
+                self._sorted, self._spare = self._spare, self._sorted
+                self._ps += int(out_k)
+                self._pe += int(in_k)
             data, err, dq, valid = self._buf[j]
             if self.reference == "motion":
                 med = _frame_median(self._sorted, self._count)
