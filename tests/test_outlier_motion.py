@@ -189,3 +189,32 @@ def test_flag_against_equals_numpy():
         assert fast.dtype == slow.dtype == np.uint32
         assert np.array_equal(fast, slow)
         assert 0 < ((fast & dqflags.OUTLIER) != 0).mean() < 1
+
+
+def test_motion_flags_in_one_pass_equal_reference_then_flag_against():
+    """flag_outliers' fused last pass (the motion reference formed pixel by pixel and
+    compared at once) == motion_reference, then the numpy comparison against it: data
+    spread densely across the threshold around a moved, scaled trace (every flip at
+    n_sigma would show), NaN data and err, zero err, invalid pixels, DQ bits set."""
+    from nirbeam.transforms import outliers as O
+
+    rng = np.random.default_rng(1515)
+    ny, nx = 24, 200
+    y = np.arange(ny)[:, None]
+    M = 500.0 * np.exp(-0.5 * ((y - 11.3 - 0.002 * np.arange(nx)[None, :]) / 1.4) ** 2) + 20.0
+    G = np.gradient(M, axis=0)
+    truth = 1.003 * M + 0.02 * G
+    for n_sigma in (5.0, 3.0):
+        err = rng.uniform(0.5, 5, (ny, nx)).astype(np.float32)
+        data = (truth + rng.uniform(-2, 2, (ny, nx)) * n_sigma * err).astype(np.float32)
+        data[rng.random(data.shape) < 0.01] = np.nan
+        err[rng.random(err.shape) < 0.01] = np.nan
+        err[rng.random(err.shape) < 0.01] = 0.0
+        valid = (rng.random(data.shape) > 0.05) & np.isfinite(data)
+        dq = rng.choice(np.array([0, 1, 4, 2**20], np.uint32), (ny, nx))
+        ref, _ = O.motion_reference(data, err, valid, M, n_sigma)
+        want = O._flag_against_numpy(data, err, valid, dq, ref, n_sigma)
+        got = O._motion_flags(data, err, valid, M, dq, n_sigma)
+        assert got.dtype == np.uint32
+        assert np.array_equal(got, want)
+        assert 0.05 < ((got & dqflags.OUTLIER) != 0).mean() < 0.95

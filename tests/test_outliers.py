@@ -224,3 +224,60 @@ def test_window_median_equals_numpy(seed, w, ties):
                 assert got[y, x] == np.median(v)
             else:
                 assert np.isnan(got[y, x])
+
+
+@pytest.mark.parametrize(("n", "window", "span"),
+                         [(70, 25, (0, 70)), (70, 24, (20, 51)), (9, 25, (0, 9)),
+                          (40, 1, (0, 40)), (40, 2, (3, 38)), (33, 7, (30, 33))])
+def test_rolling_window_medians_equal_nanmedian(n, window, span):
+    """The sliding sorted windows of the batch kernel (one integration out and one in per
+    step, as selects over the window) hold the window's values: its stored medians (the
+    motion reference's input) equal np.nanmedian of each window exactly, with ties,
+    signed zeros, NaN, DO_NOT_USE and windows emptied of valid values."""
+    from nirbeam.transforms.outliers import _flag_rolling, _valid
+
+    rng = np.random.default_rng(n * 100 + window)
+    ny, nx = 3, 37
+    cube = (np.round(rng.normal(0.0, 2.0, (n, ny, nx)) * 2) / 2).astype(np.float32)  # ties
+    cube[rng.random(cube.shape) < 0.1] = -0.0
+    cube[rng.random(cube.shape) < 0.05] = np.nan
+    dq = np.zeros(cube.shape, np.uint32)
+    dq[rng.random(cube.shape) < 0.1] = dqflags.DO_NOT_USE
+    dq[:, 0, 0] = dqflags.DO_NOT_USE  # a pixel never valid: NaN medians
+    err = np.ones(cube.shape, np.float32)
+    valid = _valid(cube, dq, dqflags.DO_NOT_USE)
+    a, b = span
+    med = np.full((b - a, ny, nx), -123.0)
+    _flag_rolling(cube, err, valid, dq, window, 5.0, np.uint32(OUTLIER_BITS), True, med, a, b)
+    data = np.where(valid, cube.astype(np.float64), np.nan)
+    for j in range(a, b):
+        s, e = window_bounds(j, n, window)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want = np.nanmedian(data[s:e], axis=0)
+        np.testing.assert_array_equal(med[j - a], want, err_msg=f"integration {j}")
+    assert np.isnan(med[:, 0, 0]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 2, 7, 64])
+def test_nanmedian_axis0_equals_numpy_bit_for_bit(dtype, n):
+    """The stage-2 model's medians over the sampled integrations (numba) are numpy's:
+    ties, NaN, all-NaN pixels, +-inf, even and odd counts, float32 rounding."""
+    from nirbeam.transforms.outliers import nanmedian_axis0
+
+    rng = np.random.default_rng(n)
+    a = (rng.normal(0.0, 3.0, (n, 5, 41)) * 1.37).astype(dtype)
+    a[rng.random(a.shape) < 0.3] = 1.5  # ties
+    a[rng.random(a.shape) < 0.15] = np.nan
+    a[:, 0, 0] = np.nan
+    a[0, 1, 1] = np.inf
+    a[-1, 1, 2] = -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = np.nanmedian(a, axis=0)
+    got = nanmedian_axis0(a)
+    assert got.dtype == want.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+    both = np.isfinite(want)
+    assert (got[both].view(np.uint8) == want[both].view(np.uint8)).all()

@@ -211,16 +211,23 @@ class SpectraBlock:
 
 
 MAX_SPAN_BLOCKS = 4
-"""Stage-2 work items span up to this many BLOCKs: each reads its window (the span and
-``outliers.window`` integrations either side) once, so a longer span reads and flags
-fewer neighbours twice ((span + 2 window) / span: 2.6x for one block, 1.4x for four)."""
+"""A stage-2 work item is flagged, extracted and written in steps of up to this many
+BLOCKs (the window a step reads: the step and ``outliers.window`` integrations either
+side). On a parallel runner an item is one such step: each item reads its neighbours
+again ((span + 2 window) / span: 2.6x for one block, 1.4x for four)."""
 
 
 def block_span(nints: int, ngroups: int, runner_spec) -> int:
     """Integrations per stage-2 work item: a multiple of BLOCK (aligned with the chunks of
-    the spectra and cleaned stages), up to MAX_SPAN_BLOCKS blocks, fewer where that would
-    leave the runner's workers fewer than two items each."""
-    workers = 1 if runner_spec is None or runner_spec.name == "direct" else (runner_spec.workers or 2)
+    the spectra and cleaned stages).
+
+    The ``direct`` runner (one worker): the whole exposure, one item that reads each
+    rateints chunk once (its steps share their windows' neighbours). Other runners: up
+    to MAX_SPAN_BLOCKS blocks, fewer where that would leave the workers fewer than two
+    items each."""
+    if runner_spec is None or runner_spec.name == "direct":
+        return BLOCK * max(1, -(-int(nints) // BLOCK))
+    workers = runner_spec.workers or 2
     nblocks = max(1, -(-nints // BLOCK)) * max(1, ngroups)
     k = max(1, min(MAX_SPAN_BLOCKS, nblocks // (2 * workers)))
     return BLOCK * k

@@ -18,9 +18,10 @@ import numpy as np
 
 from nirbeam import dqflags
 from nirbeam.sinks import zarr_store
-from nirbeam.stream.plan import BLOCK, SpectraBlock
+from nirbeam.stream.plan import BLOCK, MAX_SPAN_BLOCKS, SpectraBlock
 from nirbeam.stream.records import DeadLetter, IntegrationKey
 from nirbeam.stream.wavelengths import axis_units, is_pixel_axis
+from nirbeam.transforms.outliers import nanmedian_axis0
 from nirbeam.transforms.spectra import (
     SPECTRUM_ARRAYS,
     ExtractionModel,
@@ -28,6 +29,7 @@ from nirbeam.transforms.spectra import (
     extract_integration,
     flag_block,
 )
+from nirbeam.transforms.spectra_block import extract_block
 
 __all__ = ["RATEINTS", "SPECTRA", "CLEANED", "EXTRACTION", "find_wavelengths", "axis_attrs",
            "prepare_spectra", "done_digest", "extraction_model", "build_model",
@@ -115,7 +117,7 @@ def prepare_spectra(root: str, plan, settings, region=None) -> ExtractionModel |
     arrays, attrs = model.to_arrays()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        arrays["median_image"] = np.nanmedian(np.where((dq & 1) != 0, np.nan, sci), axis=0)
+        arrays["median_image"] = nanmedian_axis0(np.where((dq & 1) != 0, np.nan, sci))
     attrs["settings"] = extraction_settings(settings)
     attrs["rateints_digest"] = digest
     zarr_store.save_arrays(root, f"{group}/{EXTRACTION}", arrays, attrs)
@@ -241,67 +243,137 @@ def extraction_settings(settings) -> dict:
 _MODELS: dict[tuple[str, str, str], ExtractionModel] = {}
 
 
+#: Integrations flagged, extracted and written per step of a work item (whole chunks of
+#: the spectra and cleaned stages): the window the flags need is this plus
+#: ``outliers.window`` either side, read chunk by chunk, each chunk once per work item.
+STEP = BLOCK * MAX_SPAN_BLOCKS
+
+
+class WindowReader:
+    """The outlier window of consecutive steps of one work item, each rateints chunk of
+    ``sci``, ``err`` and ``dq`` read (and decoded) once.
+
+    :meth:`get` returns integrations ``lo..hi`` (0-based, ``hi`` exclusive) of the three
+    arrays, with ``DO_NOT_USE`` added to the DQ of integrations without rates (never in
+    a median); successive calls must not go back (``lo`` and ``hi`` only advance). It
+    holds what the next step can still need: the integrations from ``lo`` to the end of
+    the last chunk read.
+    """
+
+    NAMES = ("sci", "err", "dq")
+
+    def __init__(self, root: str, group: str, done: np.ndarray):
+        self.root, self.group, self.done = root, group, done
+        self.nints = int(done.size)
+        self.chunk = zarr_store.time_chunk(root, group, RATEINTS, "sci")
+        self.lo = 0  # the buffers hold integrations [lo, hi)
+        self.hi = 0
+        self.buf: dict[str, np.ndarray] | None = None
+
+    def get(self, lo: int, hi: int) -> dict[str, np.ndarray]:
+        if self.buf is not None and lo < self.lo:
+            raise ValueError(f"WindowReader: {lo}..{hi} goes back from {self.lo}..{self.hi}")
+        if self.buf is None or lo >= self.hi:  # nothing to keep: start afresh at lo
+            self.lo = self.hi = lo
+            self.buf = None
+        if hi > self.hi:
+            top = min(self.nints, -(-hi // self.chunk) * self.chunk)  # whole chunks
+            new = zarr_store.read_block(self.root, self.group, RATEINTS, self.NAMES,
+                                        slice(self.hi, top))
+            bad = ~self.done[self.hi:top]
+            if bad.any():
+                new["dq"][bad] |= np.uint32(dqflags.DO_NOT_USE)
+            if self.buf is None:
+                self.buf = new
+            else:
+                k = lo - self.lo
+                self.buf = {n: np.concatenate([self.buf[n][k:], new[n]]) for n in self.NAMES}
+                self.lo = lo
+            self.hi = top
+        k = lo - self.lo
+        return {n: self.buf[n][k: k + hi - lo] for n in self.NAMES}
+
+
+def _spectra_fill(n: int, nx: int) -> dict[str, np.ndarray]:
+    """(n, nx) arrays of the store's fill (NaN, DQ DO_NOT_USE): what an integration not
+    extracted keeps (missing)."""
+    return {k: np.full((n, nx), zarr_store.fill_value_for(k, dt), dt)
+            for k, dt in SPECTRUM_ARRAYS.items()}
+
+
 @dataclass(frozen=True)
 class ProcessBlock:
-    """Flag outliers (window read from the store), extract, write; return dead letters."""
+    """Flag outliers (window read from the store), extract, write; return dead letters.
+
+    A work item ``start..stop`` is done in steps of :data:`STEP` integrations (whole
+    chunks): each step flags its integrations with the window of the whole exposure
+    (``outliers.window`` neighbours either side, from a :class:`WindowReader` that reads
+    each rateints chunk once), extracts them in one compiled loop
+    (:func:`~nirbeam.transforms.spectra_block.extract_block`; an integration whose
+    extraction raises becomes a dead letter), and writes the step's chunks whole.
+    """
 
     root: str
     settings: object
 
     def __call__(self, block: SpectraBlock) -> list[DeadLetter]:
-        s = self.settings
         g = block.group
         k = (self.root, g, block.model_token)
         if k not in _MODELS:
             arrays, attrs = zarr_store.load_arrays(self.root, f"{g}/{EXTRACTION}")
             _MODELS[k] = ExtractionModel.from_arrays(arrays, attrs)
         model = _MODELS[k]
-        w = s.outliers.window if s.outliers.enabled else 0
-        lo = max(1, block.start - w)
-        hi = min(block.nints, block.stop + w)
-        sel = slice(lo - 1, hi)
         done = block.rate_done()
         if done is None:
             done = zarr_store.completed(self.root, g, RATEINTS)
-        # one read per array: the window (the block and its neighbours) of what the outlier
-        # flags need, the block alone of the variances, which only the extraction needs
-        read = zarr_store.read_block(self.root, g, RATEINTS, ("sci", "err", "dq"), sel)
-        a, b = block.start - lo, block.stop - lo + 1
-        var = zarr_store.read_block(self.root, g, RATEINTS, ("var_poisson", "var_rnoise"),
-                                    slice(block.start - 1, block.stop))
-        dq = read["dq"].copy()
-        dq[~done[sel]] |= np.uint32(dqflags.DO_NOT_USE)  # not processed: never in a median
-        if s.outliers.enabled:
-            new_dq = flag_block(read["sci"], read["err"], dq, s.outliers.window, s.outliers.n_sigma,
-                                span=(a, b))  # the block alone, windows of the stack
-        else:
-            new_dq = dq
-        dead = []
-        n = block.stop - block.start + 1
-        nx = model.profile.shape[1]
-        # integrations not extracted keep the store's fill (NaN, DQ DO_NOT_USE): missing
-        spec = {k: np.full((n, nx), zarr_store.fill_value_for(k, dt), dt)
-                for k, dt in SPECTRUM_ARRAYS.items()}
-        ok = np.zeros(n, bool)
-        for i in range(block.start, block.stop + 1):
-            j = i - lo
-            if not done[i - 1]:
-                continue  # dead in detector1: already a dead letter
-            try:
-                out = extract_integration(
-                    read["sci"][j], read["err"][j], new_dq[j], var["var_poisson"][j - a],
-                    var["var_rnoise"][j - a], model, s.flicker,
-                )
-            except Exception as exc:  # noqa: BLE001 - becomes a dead letter
-                dead.append(DeadLetter(IntegrationKey(block.exposure, block.detector, i),
-                                       "extract", f"{type(exc).__name__}: {exc}"))
-                continue
-            for k, v in out.items():
-                spec[k][i - block.start] = v
-            ok[i - block.start] = True
-        # one writer owns the block's chunks: write them whole, then the markers
-        zarr_store.write_block(self.root, g, CLEANED, block.start, {"dq": new_dq[a:b]}, ok)
-        zarr_store.write_block(self.root, g, SPECTRA, block.start, spec, ok)
+        reader = WindowReader(self.root, g, done)
+        dead: list[DeadLetter] = []
+        for a0 in range(block.start, block.stop + 1, STEP):
+            dead += self._step(block, model, done, reader, a0, min(block.stop, a0 + STEP - 1))
         return dead
 
-
+    def _step(self, block, model, done, reader, start: int, stop: int) -> list[DeadLetter]:
+        """Integrations ``start..stop`` (1-based) of the work item."""
+        s = self.settings
+        g = block.group
+        w = s.outliers.window if s.outliers.enabled else 0
+        lo = max(1, start - w)
+        hi = min(block.nints, stop + w)
+        # the window (the step and its neighbours) of what the outlier flags need, the
+        # step alone of the variances, which only the extraction needs
+        read = reader.get(lo - 1, hi)
+        a, b = start - lo, stop - lo + 1
+        var = zarr_store.read_block(self.root, g, RATEINTS, ("var_poisson", "var_rnoise"),
+                                    slice(start - 1, stop))
+        if s.outliers.enabled:
+            new_dq = flag_block(read["sci"], read["err"], read["dq"], s.outliers.window,
+                                s.outliers.n_sigma, span=(a, b))  # the step alone
+        else:
+            new_dq = read["dq"]
+        n = stop - start + 1
+        nx = model.profile.shape[1]
+        spec = _spectra_fill(n, nx)
+        ok = np.asarray(done[start - 1: stop], bool).copy()  # dead in detector1: a dead letter already
+        dead = []
+        try:
+            extract_block(read["sci"][a:b], read["err"][a:b], new_dq[a:b], var["var_poisson"],
+                          var["var_rnoise"], model, s.flicker, ok, spec)
+        except Exception:  # noqa: BLE001 - one at a time: which integration fails
+            spec = _spectra_fill(n, nx)
+            for i in np.flatnonzero(ok):
+                try:
+                    out = extract_integration(
+                        read["sci"][a + i], read["err"][a + i], new_dq[a + i],
+                        var["var_poisson"][i], var["var_rnoise"][i], model, s.flicker)
+                except Exception as exc:  # noqa: BLE001 - becomes a dead letter
+                    dead.append(DeadLetter(IntegrationKey(block.exposure, block.detector,
+                                                          start + int(i)),
+                                           "extract", f"{type(exc).__name__}: {exc}"))
+                    ok[i] = False
+                    continue
+                for key, v in out.items():
+                    spec[key][i] = v
+        # one writer owns the step's chunks: write them whole, then the markers
+        zarr_store.write_block(self.root, g, CLEANED, start, {"dq": new_dq[a:b]}, ok)
+        zarr_store.write_block(self.root, g, SPECTRA, start, spec, ok)
+        return dead

@@ -21,47 +21,34 @@ from nirbeam.transforms.trace import BAD_PIXEL_BITS
 
 
 @njit(cache=True, error_model="numpy")
-def _solve_all(M, V, P, Dz, y0, f, fvar):
-    """Horne's f and var(f) for every column; sums over work rows in increasing y."""
-    H, nx = M.shape
-    den = np.zeros(nx)
-    num = np.zeros(nx)
-    psum = np.zeros(nx)
+def _solve_cols(M, V, P, Dz, y0, f, fvar, x0, x1):
+    """Horne's f and var(f) for columns ``x0 <= x < x1`` (all columns, or the one a
+    rejection changed); sums over work rows in increasing y, per column."""
+    H = M.shape[0]
+    m = x1 - x0
+    den = np.zeros(m)
+    num = np.zeros(m)
+    psum = np.zeros(m)
     for i in range(H):
         pr = P[y0 + i]
         mr = M[i]
         vr = V[i]
         dr = Dz[i]
-        for x in range(nx):
+        for k in range(m):
+            x = x0 + k
             p = pr[x]
             pv = p / vr[x] if mr[x] else 0.0
-            den[x] += pv * p
-            num[x] += pv * dr[x]
-            psum[x] += p if mr[x] else 0.0
-    for x in range(nx):
-        if den[x] > 0:
-            f[x] = num[x] / den[x]
-            fvar[x] = psum[x] / den[x]
+            den[k] += pv * p
+            num[k] += pv * dr[x]
+            psum[k] += p if mr[x] else 0.0
+    for k in range(m):
+        x = x0 + k
+        if den[k] > 0:
+            f[x] = num[k] / den[k]
+            fvar[x] = psum[k] / den[k]
         else:
             f[x] = 0.0
             fvar[x] = np.inf
-
-
-@njit(cache=True, error_model="numpy")
-def _solve_one(M, V, P, Dz, y0, x):
-    H = M.shape[0]
-    den = 0.0
-    num = 0.0
-    psum = 0.0
-    for i in range(H):
-        p = P[y0 + i, x]
-        pv = p / V[i, x] if M[i, x] else 0.0
-        den += pv * p
-        num += pv * Dz[i, x]
-        psum += p if M[i, x] else 0.0
-    if den > 0:
-        return num / den, psum / den
-    return 0.0, np.inf
 
 
 @njit(cache=True, error_model="numpy")
@@ -154,7 +141,7 @@ def optimal_kernel(
         k = np.median(ratio[:nr])  # an order statistic: independent of the pixel order
     f = np.empty(nx)
     fvar = np.empty(nx)
-    _solve_all(M, V, P, Dz, y0, f, fvar)
+    _solve_cols(M, V, P, Dz, y0, f, fvar, 0, nx)
     rejflag = np.zeros(nx, np.uint32)
     anyrej = np.zeros(nx, np.bool_)
     if do_clip or model_var:
@@ -173,7 +160,7 @@ def optimal_kernel(
                     for x in range(nx):
                         mod = np_maximum(pr[x] * f[x] + bkg[x], 0.0)
                         vrow[x] = np_maximum(vrr[x] + k * mod, 1e-30) if mr[x] else np.inf
-                _solve_all(M, V, P, Dz, y0, f, fvar)
+                _solve_cols(M, V, P, Dz, y0, f, fvar, 0, nx)
                 if not do_clip:
                     same = True
                     for x in range(nx):
@@ -206,7 +193,7 @@ def optimal_kernel(
                     V[j, x] = np.inf
                     rejflag[x] |= dq[y0 + j, x]
                     anyrej[x] = True
-                    f[x], fvar[x] = _solve_one(M, V, P, Dz, y0, x)
+                    _solve_cols(M, V, P, Dz, y0, f, fvar, x, x + 1)
                     anyhit = True
             if not anyhit:
                 break

@@ -8,6 +8,7 @@ from nirbeam.transforms.extract_background import column_background
 from nirbeam.transforms.extract_common import (
     aperture_weights,
 )
+from nirbeam.transforms.outliers import nanmedian_axis0
 from nirbeam.transforms.trace import BAD_PIXEL_BITS, TraceModel
 
 
@@ -153,7 +154,7 @@ def build_profile(
             warnings.simplefilter("ignore", RuntimeWarning)
             csum = np.nansum(vals, axis=1)  # (nint, nx), whole support pixels
             norm = vals / np.where(csum > 0, csum, np.nan)[:, None, :]
-            med = np.nanmedian(norm, axis=0)
+            med = nanmedian_axis0(norm)
     med = np.where(np.isfinite(med) & sup, med, 0.0)
     if smooth > 2 and nx > smooth:
         # Savitzky-Golay (local quadratic) rather than a running mean: a curved trace moves

@@ -51,6 +51,7 @@ __all__ = [
     "motion_reference_numpy",
     "RollingOutlierFlagger",
     "flag_outliers",
+    "nanmedian_axis0",
     "window_bounds",
     "window_median",
 ]
@@ -89,6 +90,40 @@ def _window_median(stack, valid):  # pragma: no cover - compiled
     return out
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _slide_row(A, B, cnt, cube, valid, ps, pe, y, window, nx):  # pragma: no cover - compiled
+    """Every pixel of row ``y``: remove integration ``ps`` from its sorted window (``ps <
+    0``: none) and insert ``pe`` (``pe < 0``: none), from ``A`` into ``B``.
+
+    ``A[x]``, ``B[x]``: (window + 2,), ``-inf``, the window ascending, ``+inf`` below its
+    values. ``B`` is element for element the window that the one-at-a-time removal (of the
+    first value equal to the one leaving, ``o``) and insertion (after the values equal to
+    the one entering, ``v``) leave: with ``a`` the window and ``a'`` it without ``o``,
+    ``a'[k] = a[k] if a[k] < o else a[k + 1]``, and ``b[k] = a'[k] if a'[k] <= v else
+    (a'[k - 1] if a'[k - 1] > v else v)`` (``+inf`` for nothing to remove or insert).
+    Selects over ``k`` with no data-dependent branch: the loop vectorises, where a
+    walk along the window costs a branch miss or two per pixel.
+    """
+    for x in range(nx):
+        o = np.inf
+        v = np.inf
+        if ps >= 0 and valid[ps, y, x]:
+            o = np.float64(cube[ps, y, x])
+            cnt[x] -= 1
+        if pe >= 0 and valid[pe, y, x]:
+            v = np.float64(cube[pe, y, x])
+            cnt[x] += 1
+        a = A[x]
+        b = B[x]
+        for k in range(1, window + 1):
+            am = a[k - 1]
+            ak = a[k]
+            ap = a[k + 1]
+            t0 = am if am < o else ak  # a'[k - 1]
+            t1 = ak if ak < o else ap  # a'[k]
+            b[k] = t1 if t1 <= v else (t0 if t0 > v else v)
+
+
 @numba.njit(cache=True)
 def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, start, stop):  # pragma: no cover - compiled
     """Batch kernel: per row, keep every pixel's window sorted while sliding in time.
@@ -97,17 +132,23 @@ def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, s
     their windows are those of the whole stack. With ``store``, the window median of
     every (integration, pixel) of the span goes to ``med_out`` ((stop - start, ny, nx),
     row ``j - start``; NaN where the window has no valid value) and nothing is flagged
-    here.
+    here. The windows of a row slide together (:func:`_slide_row`: one integration
+    leaves and one enters each step; the first window is filled by insertions alone).
     """
     n, ny, nx = cube.shape
     if stop < 0 or stop > n:
         stop = n
     start = max(start, 0)
     out = dq.astype(np.uint32)
-    buf = np.empty((nx, max(window, 1)), np.float64)
+    w = max(window, 1)
+    A = np.empty((nx, w + 2), np.float64)
+    B = np.empty((nx, w + 2), np.float64)
     cnt = np.zeros(nx, np.int64)
     s0 = 0 if n <= window else min(max(start - window // 2, 0), n - window)
     for y in range(ny):
+        A[:] = np.inf
+        A[:, 0] = -np.inf
+        B[:] = A
         cnt[:] = 0
         ps = s0
         pe = s0
@@ -118,41 +159,25 @@ def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, s
             else:
                 s = min(max(j - window // 2, 0), n - window)
                 e = s + window
-            while ps < s:  # drop integration ps (removals first: capacity is window)
-                for x in range(nx):
-                    if valid[ps, y, x]:
-                        v = np.float64(cube[ps, y, x])
-                        c = cnt[x]
-                        i = 0
-                        while buf[x, i] != v:
-                            i += 1
-                        for q in range(i, c - 1):
-                            buf[x, q] = buf[x, q + 1]
-                        cnt[x] = c - 1
-                ps += 1
-            while pe < e:  # add integration pe
-                for x in range(nx):
-                    if valid[pe, y, x]:
-                        v = np.float64(cube[pe, y, x])
-                        c = cnt[x]
-                        i = c
-                        while i > 0 and buf[x, i - 1] > v:
-                            buf[x, i] = buf[x, i - 1]
-                            i -= 1
-                        buf[x, i] = v
-                        cnt[x] = c + 1
-                pe += 1
+            while ps < s or pe < e:  # one leaves and one enters (or one side only)
+                _slide_row(A, B, cnt, cube, valid, ps if ps < s else -1,
+                           pe if pe < e else -1, y, w, nx)
+                A, B = B, A
+                if ps < s:
+                    ps += 1
+                if pe < e:
+                    pe += 1
             for x in range(nx):
                 c = cnt[x]
                 if store and c == 0:
                     med_out[j - start, y, x] = np.nan
                 if c == 0 or not (valid[j, y, x] or store):
                     continue
-                h = c // 2
+                h = c // 2 + 1  # A[x, 0] is the -inf sentinel
                 if c % 2 == 1:
-                    med = buf[x, h]
+                    med = A[x, h]
                 else:
-                    med = 0.5 * (buf[x, h - 1] + buf[x, h])
+                    med = 0.5 * (A[x, h - 1] + A[x, h])
                 if store:
                     med_out[j - start, y, x] = med
                     continue
@@ -162,38 +187,33 @@ def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, s
     return out
 
 
-@numba.njit(cache=True)
-def _insert_frame(buf, cnt, frame, valid):  # pragma: no cover - compiled
-    """Insert one integration into every pixel's sorted window (buf (ny, nx, w))."""
-    ny, nx = frame.shape
+@numba.njit(cache=True, error_model="numpy")
+def _slide_frame(A, B, cnt, fo, vo, fi, vi, has_out, has_in):  # pragma: no cover - compiled
+    """The streaming form of :func:`_slide_row`: every pixel of a frame, remove ``fo``
+    (where ``has_out`` and ``vo``) from its sorted window ``A[y, x]`` and insert ``fi``
+    (where ``has_in`` and ``vi``), into ``B`` (both (ny, nx, window + 2), ``-inf``, the
+    window ascending, ``+inf`` below its values)."""
+    ny, nx, w2 = A.shape
+    window = w2 - 2
     for y in range(ny):
         for x in range(nx):
-            if valid[y, x]:
-                v = np.float64(frame[y, x])
-                c = cnt[y, x]
-                i = c
-                while i > 0 and buf[y, x, i - 1] > v:
-                    buf[y, x, i] = buf[y, x, i - 1]
-                    i -= 1
-                buf[y, x, i] = v
-                cnt[y, x] = c + 1
-
-
-@numba.njit(cache=True)
-def _remove_frame(buf, cnt, frame, valid):  # pragma: no cover - compiled
-    """Remove one integration (inserted before) from every pixel's sorted window."""
-    ny, nx = frame.shape
-    for y in range(ny):
-        for x in range(nx):
-            if valid[y, x]:
-                v = np.float64(frame[y, x])
-                c = cnt[y, x]
-                i = 0
-                while buf[y, x, i] != v:
-                    i += 1
-                for q in range(i, c - 1):
-                    buf[y, x, q] = buf[y, x, q + 1]
-                cnt[y, x] = c - 1
+            o = np.inf
+            v = np.inf
+            if has_out and vo[y, x]:
+                o = np.float64(fo[y, x])
+                cnt[y, x] -= 1
+            if has_in and vi[y, x]:
+                v = np.float64(fi[y, x])
+                cnt[y, x] += 1
+            a = A[y, x]
+            b = B[y, x]
+            for k in range(1, window + 1):
+                am = a[k - 1]
+                ak = a[k]
+                ap = a[k + 1]
+                t0 = am if am < o else ak  # a'[k - 1]
+                t1 = ak if ak < o else ap  # a'[k]
+                b[k] = t1 if t1 <= v else (t0 if t0 > v else v)
 
 
 @numba.njit(cache=True)
@@ -206,7 +226,7 @@ def _flag_frame(buf, cnt, data, err, valid, dq, n_sigma, bits):  # pragma: no co
             c = cnt[y, x]
             if c == 0 or not valid[y, x]:
                 continue
-            h = c // 2
+            h = c // 2 + 1  # buf[y, x, 0] is the -inf sentinel
             if c % 2 == 1:
                 med = buf[y, x, h]
             else:
@@ -228,7 +248,7 @@ def _frame_median(buf, cnt):  # pragma: no cover - compiled
             if c == 0:
                 out[y, x] = np.nan
                 continue
-            h = c // 2
+            h = c // 2 + 1  # buf[y, x, 0] is the -inf sentinel
             if c % 2 == 1:
                 out[y, x] = buf[y, x, h]
             else:
@@ -239,7 +259,8 @@ def _frame_median(buf, cnt):  # pragma: no cover - compiled
 @numba.njit(cache=True)
 def _motion_setup(M, data, err, valid):  # pragma: no cover - compiled
     """dM/dy as ``np.gradient(M, axis=0)`` (NaN for one row), the column tilt ``u``, the
-    data and errors as float64, and the pixels a fit may use."""
+    pixels a fit may use and their weights ``1 / err**2`` (0 elsewhere; data and errors
+    are read as float64 where they are used, not copied)."""
     ny, nx = M.shape
     G = np.empty((ny, nx), np.float64)
     if ny < 2:
@@ -255,24 +276,24 @@ def _motion_setup(M, data, err, valid):  # pragma: no cover - compiled
     den = np.float64(max(nx - 1, 1))
     for x in range(nx):
         u[x] = np.float64(x) / den - 0.5
-    d = np.empty((ny, nx), np.float64)
-    e = np.empty((ny, nx), np.float64)
+    w = np.zeros((ny, nx), np.float64)
     use = np.empty((ny, nx), np.bool_)
     for y in range(ny):
         for x in range(nx):
             dv = np.float64(data[y, x])
             ev = np.float64(err[y, x])
-            d[y, x] = dv
-            e[y, x] = ev
-            use[y, x] = (valid[y, x] and np.isfinite(M[y, x]) and np.isfinite(G[y, x])
-                         and np.isfinite(ev) and ev > 0 and np.isfinite(dv))
-    return G, u, d, e, use
+            ok = (valid[y, x] and np.isfinite(M[y, x]) and np.isfinite(G[y, x])
+                  and np.isfinite(ev) and ev > 0 and np.isfinite(dv))
+            use[y, x] = ok
+            if ok:
+                w[y, x] = 1.0 / ev ** 2
+    return G, u, w, use
 
 
 @numba.njit(cache=True)
-def _motion_normal(M, G, u, d, e, use):  # pragma: no cover - compiled
+def _motion_normal(M, G, u, data, w, use):  # pragma: no cover - compiled
     """Weighted normal equations of ``d ~ a M + b G + c G u`` over ``use`` (weights
-    ``1 / e**2``): (A^T W A, A^T W d, count), each term formed as numpy's
+    ``w = 1 / e**2``): (A^T W A, A^T W d, count), each term formed as numpy's
     ``(A * w[:, None]).T @ A`` forms it; summed in pixel order."""
     ny, nx = M.shape
     ata = np.zeros((3, 3), np.float64)
@@ -284,20 +305,21 @@ def _motion_normal(M, G, u, d, e, use):  # pragma: no cover - compiled
             if not use[y, x]:
                 continue
             n += 1
-            w = 1.0 / e[y, x] ** 2
+            wv = w[y, x]
+            dv = np.float64(data[y, x])
             a[0] = M[y, x]
             a[1] = G[y, x]
             a[2] = G[y, x] * u[x]
             for i in range(3):
-                aw = a[i] * w
+                aw = a[i] * wv
                 for j in range(3):
                     ata[i, j] += aw * a[j]
-                atd[i] += aw * d[y, x]
+                atd[i] += aw * dv
     return ata, atd, n
 
 
 @numba.njit(cache=True)
-def _motion_apply(M, G, u, d, e, use, c0, c1, c2, n_sigma, update):  # pragma: no cover - compiled
+def _motion_apply(M, G, u, data, err, use, c0, c1, c2, n_sigma, update):  # pragma: no cover - compiled
     """``ref = c0 M + (c1 + c2 u) Gz`` (Gz: G, 0 where not finite); with ``update``, drop
     from ``use`` the pixels beyond ``n_sigma * e`` and say whether any was dropped."""
     ny, nx = M.shape
@@ -310,12 +332,63 @@ def _motion_apply(M, G, u, d, e, use, c0, c1, c2, n_sigma, update):  # pragma: n
             r = c0 * M[y, x] + (c1 + c2 * u[x]) * gz
             ref[y, x] = r
             if update and use[y, x]:
-                ev = e[y, x]
+                ev = np.float64(err[y, x])
                 lim = n_sigma * (ev if ev > 0 else np.inf)
-                if not (abs(d[y, x] - r) <= lim):
+                if not (abs(np.float64(data[y, x]) - r) <= lim):
                     use[y, x] = False
                     changed = True
     return ref, changed
+
+
+@numba.njit(cache=True)
+def _motion_flag(M, G, u, data, err, valid, dq, c0, c1, c2, n_sigma, bits):  # pragma: no cover - compiled
+    """``_flag_against(data, err, valid, dq, ref)`` with the reference of
+    :func:`_motion_apply` formed pixel by pixel (the same expression), not stored."""
+    ny, nx = M.shape
+    out = np.empty((ny, nx), np.uint32)
+    for y in range(ny):
+        for x in range(nx):
+            g = G[y, x]
+            gz = g if np.isfinite(g) else 0.0
+            r = c0 * M[y, x] + (c1 + c2 * u[x]) * gz
+            q = np.uint32(dq[y, x])
+            e = np.float64(err[y, x])
+            if (valid[y, x] and np.isfinite(r) and np.isfinite(e)
+                    and abs(np.float64(data[y, x]) - r) > n_sigma * e):
+                q |= bits
+            out[y, x] = q
+    return out
+
+
+def _motion_fit(data, err, valid, median, n_sigma: float, iterations: int = 3):
+    """The fit of :func:`motion_reference`: ``(M, G, u, data, err, use, coef)``."""
+    M = np.ascontiguousarray(median, dtype=np.float64)
+    data = np.ascontiguousarray(data)
+    err = np.ascontiguousarray(err)
+    G, u, w, use = _motion_setup(M, data, err, np.ascontiguousarray(valid, dtype=np.bool_))
+    coef = np.array([1.0, 0.0, 0.0])
+    ns = float(n_sigma)
+    for _ in range(max(int(iterations), 1)):
+        ata, atd, n = _motion_normal(M, G, u, data, w, use)
+        if n < 3:
+            break
+        if not np.all(np.isfinite(ata)) or np.linalg.cond(ata) > 1e12:
+            coef = np.array([1.0, 0.0, 0.0])
+            break
+        coef = np.linalg.solve(ata, atd)
+        _, changed = _motion_apply(M, G, u, data, err, use, coef[0], coef[1], coef[2], ns, True)
+        if not changed:
+            break
+    return M, G, u, data, err, use, coef
+
+
+def _motion_flags(data, err, valid, median, dq, n_sigma: float) -> np.ndarray:
+    """``_flag_against(data, err, valid, dq, motion_reference(...)[0], n_sigma)`` in one
+    pass after the fit (the reference is not stored)."""
+    M, G, u, data, err, _, coef = _motion_fit(data, err, valid, median, n_sigma)
+    return _motion_flag(M, G, u, data, err, np.ascontiguousarray(valid, dtype=np.bool_),
+                        np.ascontiguousarray(dq), coef[0], coef[1], coef[2], float(n_sigma),
+                        np.uint32(OUTLIER_BITS))
 
 
 def motion_reference(data, err, valid, median, n_sigma: float, iterations: int = 3):
@@ -360,23 +433,9 @@ def motion_reference(data, err, valid, median, n_sigma: float, iterations: int =
     product has its own, so the coefficients agree to rounding (~1e-15 relative) and the
     flags are the same (tested).
     """
-    M = np.ascontiguousarray(median, dtype=np.float64)
-    G, u, d, e, use = _motion_setup(M, np.ascontiguousarray(data), np.ascontiguousarray(err),
-                                    np.ascontiguousarray(valid, dtype=np.bool_))
-    coef = np.array([1.0, 0.0, 0.0])
-    ns = float(n_sigma)
-    for _ in range(max(int(iterations), 1)):
-        ata, atd, n = _motion_normal(M, G, u, d, e, use)
-        if n < 3:
-            break
-        if not np.all(np.isfinite(ata)) or np.linalg.cond(ata) > 1e12:
-            coef = np.array([1.0, 0.0, 0.0])
-            break
-        coef = np.linalg.solve(ata, atd)
-        _, changed = _motion_apply(M, G, u, d, e, use, coef[0], coef[1], coef[2], ns, True)
-        if not changed:
-            break
-    ref, _ = _motion_apply(M, G, u, d, e, use, coef[0], coef[1], coef[2], ns, False)
+    M, G, u, data, err, use, coef = _motion_fit(data, err, valid, median, n_sigma, iterations)
+    ref, _ = _motion_apply(M, G, u, data, err, use, coef[0], coef[1], coef[2], float(n_sigma),
+                           False)
     return ref, coef
 
 
@@ -486,6 +545,22 @@ def window_median(stack: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return _window_median(stack, valid)
 
 
+def nanmedian_axis0(stack: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(stack, axis=0)`` of a float (n, ny, nx) stack, in one numba pass.
+
+    The same values as numpy's (a median is an order statistic; for an even count the
+    two middle values are averaged as ``(low + high) / 2``, exact in float64 and rounded
+    once to float32 for a float32 stack, as numpy's float32 sum halved); NaN where a
+    pixel has no non-NaN value (without numpy's warning). Other shapes and dtypes go to
+    numpy itself.
+    """
+    a = np.asarray(stack)
+    if a.ndim != 3 or a.dtype not in (np.float32, np.float64):
+        return np.nanmedian(a, axis=0)
+    a = np.ascontiguousarray(a)
+    return _window_median(a, ~np.isnan(a)).astype(a.dtype, copy=False)
+
+
 def window_bounds(j: int, n: int, window: int) -> tuple[int, int]:
     """Window ``[start, stop)`` (0-based) of integration ``j`` among ``n`` (shifted edges)."""
     if n <= window:
@@ -581,8 +656,7 @@ def flag_outliers(
     if not store:
         return out
     for j in range(start, stop):
-        ref, _ = motion_reference(cube[j], err[j], valid[j], med[j - start], n_sigma)
-        out[j] = _flag_against(cube[j], err[j], valid[j], out[j], ref, n_sigma)
+        out[j] = _motion_flags(cube[j], err[j], valid[j], med[j - start], out[j], n_sigma)
     return out
 
 
@@ -598,7 +672,7 @@ class RollingOutlierFlagger:
 
     Memory: the integrations of the current window plus those not yet releasable
     (bounded by how late integrations arrive), and the sorted windows,
-    ``ny_band * nx * window`` float64 (13 MB for 32 x 2048, window 25).
+    two ``ny_band * nx * (window + 2)`` float64 buffers (2 x 14 MB for 32 x 2048, window 25).
 
     Parameters
     ----------
@@ -650,6 +724,7 @@ class RollingOutlierFlagger:
         self._finished = False
         # sorted per-pixel windows of integrations [_ps, _pe), slid as releases advance
         self._sorted: np.ndarray | None = None
+        self._spare: np.ndarray | None = None  # the slide's second buffer
         self._count: np.ndarray | None = None
         self._ps = 0
         self._pe = 0
@@ -738,7 +813,7 @@ class RollingOutlierFlagger:
         out = self._release(n)
         self._finished = True
         self._buf.clear()
-        self._sorted = self._count = None
+        self._sorted = self._spare = self._count = None
         return out
 
     # -- internals ----------------------------------------------------------
@@ -757,22 +832,25 @@ class RollingOutlierFlagger:
                 break
             if self._sorted is None:
                 ny, nx = self._shape
-                self._sorted = np.empty((ny, nx, self.window), np.float64)
+                self._sorted = np.full((ny, nx, self.window + 2), np.inf)
+                self._sorted[:, :, 0] = -np.inf
+                self._spare = self._sorted.copy()
                 self._count = np.zeros((ny, nx), np.int64)
-            # slide the sorted windows from [ps, pe) to [s, e): both ends only advance
-            while self._ps < s:
-                data, _, _, valid = self._buf[self._ps]
-                _remove_frame(self._sorted, self._count, data, valid)
-                self._ps += 1
-            while self._pe < e:
-                data, _, _, valid = self._buf[self._pe]
-                _insert_frame(self._sorted, self._count, data, valid)
-                self._pe += 1
+            # slide the sorted windows from [ps, pe) to [s, e): both ends only advance,
+            # one integration out and one in per slide (or one side only)
+            while self._ps < s or self._pe < e:
+                out_k, in_k = self._ps < s, self._pe < e
+                fo, _, _, vo = self._buf[self._ps if out_k else self._pe]
+                fi, _, _, vi = self._buf[self._pe if in_k else self._ps]
+                _slide_frame(self._sorted, self._spare, self._count, fo, vo, fi, vi,
+                             out_k, in_k)
+                self._sorted, self._spare = self._spare, self._sorted
+                self._ps += int(out_k)
+                self._pe += int(in_k)
             data, err, dq, valid = self._buf[j]
             if self.reference == "motion":
                 med = _frame_median(self._sorted, self._count)
-                ref, _ = motion_reference(data, err, valid, med, self.n_sigma)
-                new_dq = _flag_against(data, err, valid, dq, ref, self.n_sigma)
+                new_dq = _motion_flags(data, err, valid, med, dq, self.n_sigma)
             else:
                 new_dq = _flag_frame(self._sorted, self._count, data, err, valid, dq,
                                      self.n_sigma, np.uint32(OUTLIER_BITS))

@@ -16,7 +16,7 @@ import numpy as np
 from nirbeam import dqflags
 from nirbeam.transforms.extract import box_extract, build_profile, optimal_extract
 from nirbeam.transforms.flicker import FlickerParams, clean_rate
-from nirbeam.transforms.outliers import flag_outliers
+from nirbeam.transforms.outliers import flag_outliers, nanmedian_axis0
 from nirbeam.transforms.trace import TraceModel, WavelengthSolution, find_trace
 
 __all__ = [
@@ -148,7 +148,7 @@ def build_extraction_model(
     masked = np.where(bad, np.nan, images)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: handled below
-        median = np.nanmedian(masked, axis=0)
+        median = nanmedian_axis0(masked)
     med_dq = np.where(np.all(bad, axis=0), dqflags.DO_NOT_USE, 0).astype(np.uint32)
     median = np.where(np.isfinite(median), median, 0.0)
     if trace is None:
