@@ -83,6 +83,8 @@ _ADF = np.uint8(dqflags.AD_FLOOR)
 _JUMP = np.uint8(dqflags.JUMP_DET)
 _BAD = np.uint8(dqflags.SATURATED | dqflags.DO_NOT_USE)
 _U_BADGAIN = np.uint32(dqflags.NO_GAIN_VALUE | dqflags.DO_NOT_USE)
+_U_DNU = np.uint32(dqflags.DO_NOT_USE)
+_U_SAT = np.uint32(dqflags.SATURATED)
 
 
 @dataclass(frozen=True)
@@ -490,6 +492,25 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
     ss = np.empty(ng + 1, np.int64)
     se = np.empty(ng + 1, np.int64)
     gl = np.empty(ng, np.uint8)
+    # the row screen of clean pixels (jump.screen_row), iterative jump mode only
+    screen = do_jump and not single_pass and ng - 1 >= 4
+    SA = np.empty((max(ng - 1, 1), nx), np.float64)
+    SK = np.empty((max(ng - 1, 1), nx), np.float32)
+    SR = np.empty((max(ng - 1, 1), nx), np.int32)
+    SW = np.empty((5, nx), np.float64)
+    SI = np.empty((3, nx), np.int32)
+    GR = np.empty((3, ng, nx), np.float32)  # the ring's rows, group-major (screen, fit)
+    QR = np.empty((ng, nx), np.uint8)
+    FW = np.empty((8, nx), np.float64)
+    FPW = np.empty(nx, np.int64)
+    SOK = np.zeros(nx, np.bool_)
+    SLO = np.empty(nx, np.int64)
+    SHI = np.empty(nx, np.int64)
+    SOKR = np.zeros((3, nx), np.bool_)  # SOK of the ring's rows
+    FS = np.empty(nx, np.float64)  # ramp_fit.fit_clean_row outputs of the row finalized
+    FE = np.empty(nx, np.float64)
+    FP = np.empty(nx, np.float64)
+    FR = np.empty(nx, np.float64)
     dcur = 0.0
     total = 0
     c0 = max(r0 - 1, 0)
@@ -511,13 +532,32 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                            n_grow, thresh, sat_pdq, readpatt, mean0, last2, nreads1, bias,
                            sb_dq, refmeans, parity0, do_refpix, do_lin, coeffs, lin_dq,
                            do_dark, dark, dark_dq)
+            if screen:
+                for g in range(ng):
+                    if pre:
+                        for x in range(nx):
+                            GR[s, g, x] = g_in[g, cr, x]
+                            QR[g, x] = q_in[g, cr, x]
+                    else:
+                        for x in range(nx):
+                            GR[s, g, x] = D[s, x, g]
+                            QR[g, x] = Q[s, x, g]
+                _jump.screen_row(GR[s], QR, gain[cr], readnoise[cr], nframes, rej, SA, SK, SR,
+                                 SW, SI, SOK, SLO, SHI)
+                for x in range(nx):
+                    SOKR[s, x] = SOK[x]
             for x in range(nx):
                 anynb = False
                 if do_jump:
                     gn = gain[cr, x]
                     if not (gn > 0):
                         PDQ[s, x] |= _U_BADGAIN
-                    n, anynb, klo, khi = _jump.jump_pixel(
+                    if screen and SOK[x]:  # no jump: what jump_pixel would return
+                        KLO[s, x] = SLO[x]
+                        KHI[s, x] = SHI[x]
+                        PANY[s, x] = False
+                        continue
+                    n, anynb, klo, khi = _jump.jump_pixel_fast(
                         D[s, x], Q[s, x], ng, gn, readnoise[cr, x], nframes, single_pass, rej,
                         thr2, thr3, do_nb, nb_min, nb_max, fd, wk, NB[s, x], keys, kpos)
                     KLO[s, x] = klo
@@ -535,6 +575,9 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
         up = (f - 1) % 3 if f - 1 >= c0 else -1
         dn = (f + 1) % 3 if f + 1 < c1 else -1
         near = RANY[sf] or (up >= 0 and RANY[up]) or (dn >= 0 and RANY[dn])
+        if screen:
+            _rf.fit_clean_row(GR[sf], gain[f], readnoise[f], nframes, tgroup, dcur, wtab, stab,
+                              KLO[sf], KHI[sf], FW, FPW, FS, FE, FP, FR)
         for x in range(nx):
             q = Q[sf, x]
             if near:
@@ -544,13 +587,25 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                     for g in range(1, ng):
                         if q[g] & _BAD:
                             continue
-                        if ((up >= 0 and NB[up, x, g]) or (dn >= 0 and NB[dn, x, g])
-                                or (x > 0 and NB[sf, x - 1, g])
-                                or (x < nx - 1 and NB[sf, x + 1, g])):
+                        # NB of a pixel is valid only where PANY (jump_pixel_fast)
+                        if ((up >= 0 and PANY[up, x] and NB[up, x, g])
+                                or (dn >= 0 and PANY[dn, x] and NB[dn, x, g])
+                                or (x > 0 and PANY[sf, x - 1] and NB[sf, x - 1, g])
+                                or (x < nx - 1 and PANY[sf, x + 1] and NB[sf, x + 1, g])):
                             q[g] |= _JUMP
+            clean = screen and SOKR[sf, x]
             for g in range(ng):
                 gl[g] = q[g]
-            rr, ee, qq, vp, vr = _rf.fit_pixel(D[sf, x], gl, ng, PDQ[sf, x], gain[f, x],
+                clean = clean and q[g] == 0
+            pq = PDQ[sf, x]
+            if clean and gain[f, x] > 0 and not (pq & (_U_DNU | _U_SAT)):
+                rate[f, x] = FS[x]  # fit_pixel's result for a clean pixel (fit_clean_row)
+                err[f, x] = FE[x]
+                dq[f, x] = pq
+                var_p[f, x] = FP[x]
+                var_r[f, x] = FR[x]
+                continue
+            rr, ee, qq, vp, vr = _rf.fit_pixel_fast(D[sf, x], gl, ng, PDQ[sf, x], gain[f, x],
                                                readnoise[f, x], nframes, tgroup, tframe, dcur,
                                                suppress1g, wtab, stab, keys, ss, se,
                                                KLO[sf, x], KHI[sf, x], do_jump)
