@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -643,6 +644,43 @@ def _fused_parallel(ramp, nbands, pre, g_in, q_in, p_in,
     return total
 
 
+#: Reference-derived arrays of :func:`_calib_setup`, per ReferenceArrays (weakly held:
+#: an entry goes with its references) and per (shape, geometry, step parameters). The
+#: reference arrays are read, never written, by the pipeline: an array edited in place
+#: after a call would not be seen here (make a new ReferenceArrays instead).
+_REF_DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _ref_derived(refs: ReferenceArrays, shape, params: Detector1Params,
+                 geometry: SubarrayGeometry | None):
+    """(mask, bias_sat, thresholds (thresh, nosat, sat_pdq) or None, refmask, parity0,
+    detrend) for these references, computed once (:data:`_REF_DERIVED`)."""
+    p = params
+    key = (tuple(shape), geometry, p.saturation.enabled, p.refpix)
+    per_refs = _REF_DERIVED.get(refs)
+    if per_refs is None:
+        per_refs = {}
+        _REF_DERIVED[refs] = per_refs
+    hit = per_refs.get(key)
+    if hit is not None:
+        return hit
+    ny, nx = shape
+    mask = _u32(refs.mask)
+    bias_sat = (np.zeros((ny, nx), np.float32) if refs.superbias is None
+                else np.nan_to_num(_f32(refs.superbias), nan=0.0))
+    sat = (_sat.effective_thresholds(_f32(refs.saturation), _u32(refs.saturation_dq))
+           if p.saturation.enabled else None)
+    refmask, parity0 = _refpix_setup(refs, geometry, (ny, nx), p)
+    do_refpix = bool(refmask.any())
+    detrend = do_refpix and _refpix.uses_pseudo_reference(geometry, (ny, nx), p.refpix,
+                                                          refs.mask)
+    hit = (mask, bias_sat, sat, refmask, parity0, do_refpix, detrend)
+    if len(per_refs) >= 8:
+        per_refs.clear()
+    per_refs[key] = hit
+    return hit
+
+
 def _calib_setup(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detector1Params,
                  geometry: SubarrayGeometry | None):
     """Prepasses of the fused kernel (first saturated group with growth, reference-pixel
@@ -650,16 +688,14 @@ def _calib_setup(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detect
     ng, ny, nx = ramp.shape
     p = params
     z32 = np.zeros((ny, nx), np.uint32)
-    mask = _u32(refs.mask)
+    mask, bias_sat, sat, refmask, parity0, do_refpix, detrend = _ref_derived(
+        refs, (ny, nx), p, geometry)
     # saturation prepass
     do_sat = p.saturation.enabled
     sb_on = p.superbias.enabled and refs.superbias is not None
-    bias_sat = (np.zeros((ny, nx), np.float32) if refs.superbias is None
-                else np.nan_to_num(_f32(refs.superbias), nan=0.0))
     mean0, last2, nreads1 = _sat.readpatt_constants(timing.nframes, timing.groupgap)
     if do_sat:
-        thresh, nosat, sat_pdq = _sat.effective_thresholds(_f32(refs.saturation),
-                                                           _u32(refs.saturation_dq))
+        thresh, nosat, sat_pdq = sat
         satidx = _sat.grow_min(_sat.first_saturated_group(ramp, thresh),
                                p.saturation.n_pix_grow_sat)
         psat, _ = _sat.saturation_aux(ramp, satidx, thresh, nosat, timing.nframes,
@@ -673,14 +709,11 @@ def _calib_setup(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detect
     bias = bias_sat if sb_on else np.zeros((ny, nx), np.float32)
     sb_dq = _u32(refs.superbias_dq) if sb_on else z32
     # refpix prepass
-    refmask, parity0 = _refpix_setup(refs, geometry, (ny, nx), p)
-    do_refpix = bool(refmask.any())
     if do_refpix:
         pdq_ref = (mask if p.dq_init.enabled else z32) | sat_pdq | sb_dq
         refmeans = _refpix.refpix_means(ramp, bias, pdq_ref, refmask, parity0,
                                         p.refpix.odd_even_columns, float(p.refpix.sigma_clip),
-                                        _refpix.uses_pseudo_reference(geometry, (ny, nx),
-                                                                      p.refpix, refs.mask))
+                                        detrend)
     else:
         refmeans = np.zeros((ng, 2), np.float32)
     do_lin = p.linearity.enabled and refs.linearity is not None
