@@ -120,16 +120,20 @@ def median_positions(keys, m):
     even = m % 2 == 0
     p_hi = -1
     p_lo = -1 if even else 0
-    # no early exit: every rank is computed and the first position of each wanted rank
-    # kept, so the loop has no data-dependent branch (ranks are distinct without NaN)
     for i in range(m):
         v = keys[i]
         r = 0
         for j in range(m):
             kj = keys[j]
             r += np.int32(kj < v) + np.int32((kj == v) & (j < i))
-        p_hi = i if (r == k) & (p_hi < 0) else p_hi
-        p_lo = i if even & (r == k - 1) & (p_lo < 0) else p_lo
+        if r == k:
+            p_hi = i
+            if p_lo >= 0:
+                break
+        elif even and r == k - 1:
+            p_lo = i
+            if p_hi >= 0:
+                break
     if not even:
         p_lo = p_hi
     return p_lo, p_hi
