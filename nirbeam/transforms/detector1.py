@@ -654,7 +654,7 @@ _REF_DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def _ref_derived(refs: ReferenceArrays, shape, params: Detector1Params,
                  geometry: SubarrayGeometry | None):
     """(mask, bias_sat, thresholds (thresh, nosat, sat_pdq) or None, refmask, parity0,
-    detrend) for these references, computed once (:data:`_REF_DERIVED`)."""
+    do_refpix, detrend, the reference pixels (ys, xs) row-major) for these references, computed once (:data:`_REF_DERIVED`)."""
     p = params
     key = (tuple(shape), geometry, p.saturation.enabled, p.refpix)
     per_refs = _REF_DERIVED.get(refs)
@@ -674,7 +674,8 @@ def _ref_derived(refs: ReferenceArrays, shape, params: Detector1Params,
     do_refpix = bool(refmask.any())
     detrend = do_refpix and _refpix.uses_pseudo_reference(geometry, (ny, nx), p.refpix,
                                                           refs.mask)
-    hit = (mask, bias_sat, sat, refmask, parity0, do_refpix, detrend)
+    refyx = np.nonzero(refmask)  # the reference pixels, row-major
+    hit = (mask, bias_sat, sat, refmask, parity0, do_refpix, detrend, refyx)
     if len(per_refs) >= 8:
         per_refs.clear()
     per_refs[key] = hit
@@ -688,7 +689,7 @@ def _calib_setup(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detect
     ng, ny, nx = ramp.shape
     p = params
     z32 = np.zeros((ny, nx), np.uint32)
-    mask, bias_sat, sat, refmask, parity0, do_refpix, detrend = _ref_derived(
+    mask, bias_sat, sat, refmask, parity0, do_refpix, detrend, refyx = _ref_derived(
         refs, (ny, nx), p, geometry)
     # saturation prepass
     do_sat = p.saturation.enabled
@@ -711,9 +712,9 @@ def _calib_setup(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detect
     # refpix prepass
     if do_refpix:
         pdq_ref = (mask if p.dq_init.enabled else z32) | sat_pdq | sb_dq
-        refmeans = _refpix.refpix_means(ramp, bias, pdq_ref, refmask, parity0,
-                                        p.refpix.odd_even_columns, float(p.refpix.sigma_clip),
-                                        detrend)
+        refmeans = _refpix.refpix_means_at(ramp, bias, pdq_ref, refyx[0], refyx[1], parity0,
+                                           p.refpix.odd_even_columns,
+                                           float(p.refpix.sigma_clip), detrend)
     else:
         refmeans = np.zeros((ng, 2), np.float32)
     do_lin = p.linearity.enabled and refs.linearity is not None
