@@ -447,21 +447,50 @@ def _calibrate_cube(ramp, do_dqinit, mask,
     """dq_init .. dark_current of the whole ramp (the fused kernel's arithmetic) into
     ``groups`` float32, ``groupdq`` uint8 (ngroups, ny, nx) and ``pixeldq`` uint32 (ny, nx):
     the input of a group hook."""
+    # :func:`_calib_row`'s arithmetic, written group-major straight into the cube
     ng, ny, nx = ramp.shape
-    D = np.empty((1, nx, ng), np.float32)
-    Q = np.empty((1, nx, ng), np.uint8)
-    PDQ = np.zeros((1, nx), np.uint32)
+    q = np.zeros(ng, np.uint8)
     LOK = np.zeros(nx, np.bool_)
     for cr in range(ny):
-        _calib_row(ramp, cr, 0, D, Q, PDQ, LOK, do_dqinit, mask, do_sat, satidx, psat, n_grow,
-                   thresh, sat_pdq, readpatt, mean0, last2, nreads1, bias, sb_dq, refmeans,
-                   parity0, do_refpix, do_lin, coeffs, lin_dq, do_dark, dark, dark_dq)
         for x in range(nx):
-            pixeldq[cr, x] = PDQ[0, x]
+            for g in range(ng):
+                q[g] = 0
+            pdq = mask[cr, x] if do_dqinit else np.uint32(0)
+            if do_sat:
+                _sat.flag_pixel(ramp, cr, x, q, satidx[cr, x], psat, n_grow, thresh[cr, x],
+                                bias[cr, x], mean0, last2, nreads1, readpatt, False)
+                pdq |= sat_pdq[cr, x]
+            pixeldq[cr, x] = pdq | sb_dq[cr, x]
+            for g in range(ng):
+                groupdq[g, cr, x] = q[g]
         for g in range(ng):
+            mrow = refmeans[g, (parity0 + cr) % 2]  # DMS-row parity = detector column
             for x in range(nx):
-                groups[g, cr, x] = D[0, x, g]
-                groupdq[g, cr, x] = Q[0, x, g]
+                r = ramp[g, cr, x]
+                if do_sat and r <= 0:
+                    groupdq[g, cr, x] |= _ADF | _DNU
+                v = np.float32(np.float32(r) - bias[cr, x])
+                if do_refpix:
+                    v = np.float32(v - mrow)
+                groups[g, cr, x] = v
+        if do_lin:
+            for x in range(nx):
+                ok, extra = _lin.linearity_pixel_status(coeffs, lin_dq, cr, x)
+                pixeldq[cr, x] |= lin_dq[cr, x] | extra
+                LOK[x] = ok
+            for g in range(ng):
+                for x in range(nx):  # a select, not a branch: the loop vectorises
+                    v = groups[g, cr, x]
+                    c = _lin.correct_value(v, coeffs, cr, x)
+                    groups[g, cr, x] = c if (LOK[x] and not (groupdq[g, cr, x] & _SAT)) else v
+        if do_dark:
+            for g in range(ng):
+                for x in range(nx):
+                    dv = dark[g, cr, x]
+                    dv = np.float32(0.0) if np.isnan(dv) else dv  # _dark.dark_value
+                    groups[g, cr, x] = np.float32(groups[g, cr, x] - dv)
+            for x in range(nx):
+                pixeldq[cr, x] |= dark_dq[cr, x]
 
 
 @njit(cache=True, error_model="numpy")
