@@ -342,7 +342,7 @@ def jump_pixel_fast(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3,
 
 
 @njit(cache=True, error_model="numpy")
-def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, I, ok, klo, khi):
+def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi):
     """The clean-pixel screen of :func:`jump_pixel_fast` for a whole row, across pixels.
 
     Same arithmetic per pixel as :func:`jump_pixel`'s first iteration (iterative mode,
@@ -362,7 +362,7 @@ def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, I, ok, klo, khi):
     G : float32, (ng, nx), DN, the row's calibrated groups; Q : uint8, (ng, nx)
     gain, rn : float32, (nx,); nframes : int; rej : float
     A : float64, K : float32, R : int32, each (>= ng - 1, nx); W : float64, (5, nx);
-    I : int32, (3, nx): work buffers
+    IW : int32, (3, nx): work buffers
     ok : bool, (nx,); klo, khi : int64, (nx,): outputs
     """
     ng, nx = G.shape
@@ -384,14 +384,14 @@ def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, I, ok, klo, khi):
     # the largest |diff| and its ties
     for x in range(nx):
         W[0, x] = -np.inf
-        I[0, x] = 0
+        IW[0, x] = 0
     for k in range(nd):
         for x in range(nx):
             a = A[k, x]
             W[0, x] = a if a > W[0, x] else W[0, x]
     for k in range(nd):
         for x in range(nx):
-            I[0, x] += np.int32(A[k, x] == W[0, x])
+            IW[0, x] += np.int32(A[k, x] == W[0, x])
     # ranks of |diff| by (value, position)
     for i in range(nd):
         for x in range(nx):
@@ -405,21 +405,21 @@ def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, I, ok, klo, khi):
     # ranks wanted: j = nd - ties values remain; hi = rank j // 2, lo = rank j // 2 - 1
     # (even j) or j // 2 (odd j)
     for x in range(nx):
-        j = np.int32(nd) - I[0, x]
-        I[0, x] = j
+        j = np.int32(nd) - IW[0, x]
+        IW[0, x] = j
         t_hi = j >> 1
-        I[1, x] = t_hi
-        I[2, x] = t_hi - 1 if (j & 1) == 0 else t_hi
+        IW[1, x] = t_hi
+        IW[2, x] = t_hi - 1 if (j & 1) == 0 else t_hi
         W[1, x] = 0.0
         W[2, x] = 0.0
     for k in range(nd):
         for x in range(nx):
             r = R[k, x]
             a = A[k, x]
-            W[1, x] = a if r == I[1, x] else W[1, x]
-            W[2, x] = a if r == I[2, x] else W[2, x]
+            W[1, x] = a if r == IW[1, x] else W[1, x]
+            W[2, x] = a if r == IW[2, x] else W[2, x]
     for x in range(nx):
-        j = I[0, x]
+        j = IW[0, x]
         mi = W[1, x] if (j & 1) == 1 else (W[2, x] + W[1, x]) / 2.0
         mi = np.nan if j == 0 else mi
         W[3, x] = mi
