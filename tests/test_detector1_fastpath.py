@@ -85,9 +85,10 @@ def test_jump_pixel_fast_equals_jump_pixel(ng):
     assert n_jump > 50  # the data have jump candidates (the exact walk runs for them)
 
 
-@pytest.mark.parametrize("ng", [5, 6, 7, 10])
+@pytest.mark.parametrize("ng", [5, 6, 7, 10, 11, 12, 20])
 def test_screen_row_agrees_with_jump_pixel(ng):
     nx = 2000
+    single = ng >= 11  # jump_mode: >= 10 usable differences -> single pass
     d, gdq, gain, rn = _pixels(ng, nx, seed=100 + ng)
     nd = ng - 1
     A = np.empty((nd, nx), np.float64)
@@ -99,10 +100,10 @@ def test_screen_row_agrees_with_jump_pixel(ng):
     lo = np.empty(nx, np.int64)
     hi = np.empty(nx, np.int64)
     _jump.screen_row(np.ascontiguousarray(d.T), np.ascontiguousarray(gdq.T), gain, rn, 1, 4.0,
-                     A, K, R, W, II, ok, lo, hi)
+                     A, K, R, W, II, ok, lo, hi, single)
     n_ok = n_jump = 0
     for i in range(nx):
-        (n, anynb, klo, khi), q_ref, _ = _jump_ref(d[i], gdq[i], ng, gain[i], rn[i])
+        (n, anynb, klo, khi), q_ref, _ = _jump_ref(d[i], gdq[i], ng, gain[i], rn[i], single)
         if ok[i]:
             n_ok += 1
             assert (n, anynb, klo, khi) == (0, False, lo[i], hi[i]), i

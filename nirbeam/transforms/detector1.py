@@ -522,8 +522,8 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
     ss = np.empty(ng + 1, np.int64)
     se = np.empty(ng + 1, np.int64)
     gl = np.empty(ng, np.uint8)
-    # the row screen of clean pixels (jump.screen_row), iterative jump mode only
-    screen = do_jump and not single_pass and ng - 1 >= 4
+    # the row screen of clean pixels (jump.screen_row)
+    screen = do_jump and ng - 1 >= 4
     SA = np.empty((max(ng - 1, 1), nx), np.float64)
     SK = np.empty((max(ng - 1, 1), nx), np.float32)
     SR = np.empty((max(ng - 1, 1), nx), np.int32)
@@ -573,7 +573,7 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                             GR[s, g, x] = D[s, x, g]
                             QR[g, x] = Q[s, x, g]
                 _jump.screen_row(GR[s], QR, gain[cr], readnoise[cr], nframes, rej, SA, SK, SR,
-                                 SW, SI, SOK, SLO, SHI)
+                                 SW, SI, SOK, SLO, SHI, single_pass)
                 for x in range(nx):
                     SOKR[s, x] = SOK[x]
             for x in range(nx):

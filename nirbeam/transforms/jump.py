@@ -342,7 +342,7 @@ def jump_pixel_fast(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3,
 
 
 @njit(cache=True, error_model="numpy")
-def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi):
+def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi, single=False):
     """The clean-pixel screen of :func:`jump_pixel_fast` for a whole row, across pixels.
 
     Same arithmetic per pixel as :func:`jump_pixel`'s first iteration (iterative mode,
@@ -364,6 +364,10 @@ def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi):
     A : float64, K : float32, R : int32, each (>= ng - 1, nx); W : float64, (5, nx);
     IW : int32, (3, nx): work buffers
     ok : bool, (nx,); klo, khi : int64, (nx,): outputs
+    single : bool
+        The single-pass mode instead: the median of all differences (at the key median
+        positions, as :func:`jump_pixel`), sigma, and ``max |diff - median| / sigma >
+        rej`` for a jump candidate.
     """
     ng, nx = G.shape
     nd = ng - 1
@@ -379,8 +383,34 @@ def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi):
             cur = np.float32(G[k + 1, x] * g32)
             v = np.float64(np.float32(cur - prev))
             ok[x] = ok[x] & np.isfinite(v)
-            A[k, x] = np.abs(v)
+            A[k, x] = v if single else np.abs(v)
             K[k, x] = np.float32(G[k + 1, x] - G[k, x])
+    if single:
+        _median_positions_row(K, R, nd, klo, khi)
+        for x in range(nx):
+            W[1, x] = 0.0
+            W[2, x] = 0.0
+        for k in range(nd):
+            for x in range(nx):
+                W[1, x] = A[k, x] if khi[x] == k else W[1, x]
+                W[2, x] = A[k, x] if klo[x] == k else W[2, x]
+        for x in range(nx):
+            med = W[1, x] if nd % 2 == 1 else (W[2, x] + W[1, x]) / 2.0
+            W[3, x] = med
+            g32 = gain[x]
+            rn_e = np.float32(np.float32(rn[x]) * g32)
+            rn2 = np.float64(np.float32(rn_e * rn_e))
+            noise = rn2 / (0.5 * 2.0 * nframes)
+            sig = np.sqrt(np.abs(med) + noise)
+            W[4, x] = np.nan if sig == 0.0 else sig
+            W[0, x] = -1.0
+        for k in range(nd):
+            for x in range(nx):
+                a = np.abs(A[k, x] - W[3, x])
+                W[0, x] = a if a > W[0, x] else W[0, x]
+        for x in range(nx):
+            ok[x] = ok[x] & (not (W[0, x] / W[4, x] > rej))
+        return
     # the largest |diff| and its ties
     for x in range(nx):
         W[0, x] = -np.inf
@@ -436,7 +466,14 @@ def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi):
             W[0, x] = a if a > W[0, x] else W[0, x]
     for x in range(nx):
         ok[x] = ok[x] & (not (W[0, x] / W[4, x] > rej))
-    # median positions of the keys (distinct ranks: the keys of an ok pixel are finite)
+    _median_positions_row(K, R, nd, klo, khi)
+
+
+@njit(cache=True, error_model="numpy")
+def _median_positions_row(K, R, nd, klo, khi):
+    """:func:`median_positions` of ``K[:nd, x]`` for every pixel x (distinct ranks: the
+    keys of a pixel the screen passes are finite)."""
+    nx = K.shape[1]
     kk = nd // 2
     even = nd % 2 == 0
     for x in range(nx):
