@@ -85,6 +85,10 @@ _JUMP = np.uint8(dqflags.JUMP_DET)
 _BAD = np.uint8(dqflags.SATURATED | dqflags.DO_NOT_USE)
 _U_BADGAIN = np.uint32(dqflags.NO_GAIN_VALUE | dqflags.DO_NOT_USE)
 _U_DNU = np.uint32(dqflags.DO_NOT_USE)
+#: Most group differences for which the fused walk screens rows (jump.screen_row) and
+#: fits clean pixels per row: measured faster at 4 (PRISM, 5 groups) and 19 (20 groups),
+#: slower at 69 (70 groups: 1.4-1.8x the scalar walk), bench/detector1_vs_stcal.py.
+_SCREEN_MAX_DIFFS = 24
 _U_SAT = np.uint32(dqflags.SATURATED)
 
 
@@ -522,8 +526,9 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
     ss = np.empty(ng + 1, np.int64)
     se = np.empty(ng + 1, np.int64)
     gl = np.empty(ng, np.uint8)
-    # the row screen of clean pixels (jump.screen_row)
-    screen = do_jump and ng - 1 >= 4
+    # the row screen of clean pixels (jump.screen_row): its rank counts cost (ng - 1)^2
+    # per pixel, slower than the scalar walk beyond _SCREEN_MAX_DIFFS differences
+    screen = do_jump and 4 <= ng - 1 <= _SCREEN_MAX_DIFFS
     SA = np.empty((max(ng - 1, 1), nx), np.float64)
     SK = np.empty((max(ng - 1, 1), nx), np.float32)
     SR = np.empty((max(ng - 1, 1), nx), np.int32)
@@ -587,7 +592,7 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                         KHI[s, x] = SHI[x]
                         PANY[s, x] = False
                         continue
-                    n, anynb, klo, khi = _jump.jump_pixel_fast(
+                    n, anynb, klo, khi = _jump.jump_pixel(
                         D[s, x], Q[s, x], ng, gn, readnoise[cr, x], nframes, single_pass, rej,
                         thr2, thr3, do_nb, nb_min, nb_max, fd, wk, NB[s, x], keys, kpos)
                     KLO[s, x] = klo
@@ -623,19 +628,23 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                                 or (x > 0 and PANY[sf, x - 1] and NB[sf, x - 1, g])
                                 or (x < nx - 1 and PANY[sf, x + 1] and NB[sf, x + 1, g])):
                             q[g] |= _JUMP
-            clean = screen and SOKR[sf, x]
             for g in range(ng):
                 gl[g] = q[g]
-                clean = clean and q[g] == 0
             pq = PDQ[sf, x]
-            if clean and gain[f, x] > 0 and not (pq & (_U_DNU | _U_SAT)):
+            clean = screen and SOKR[sf, x] and gain[f, x] > 0 and not (pq & (_U_DNU | _U_SAT))
+            if clean:
+                for g in range(ng):
+                    if q[g] != 0:
+                        clean = False
+                        break
+            if clean:
                 rate[f, x] = FS[x]  # fit_pixel's result for a clean pixel (fit_clean_row)
                 err[f, x] = FE[x]
                 dq[f, x] = pq
                 var_p[f, x] = FP[x]
                 var_r[f, x] = FR[x]
                 continue
-            rr, ee, qq, vp, vr = _rf.fit_pixel_fast(D[sf, x], gl, ng, PDQ[sf, x], gain[f, x],
+            rr, ee, qq, vp, vr = _rf.fit_pixel(D[sf, x], gl, ng, PDQ[sf, x], gain[f, x],
                                                readnoise[f, x], nframes, tgroup, tframe, dcur,
                                                suppress1g, wtab, stab, keys, ss, se,
                                                KLO[sf, x], KHI[sf, x], do_jump)
