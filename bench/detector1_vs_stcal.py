@@ -19,6 +19,10 @@ peak resident memory above the pre-run level (VmHWM reset through /proc/self/cle
 so it includes numba's allocations), and agreement of the outputs. Written to
 ``bench/results/detector1_vs_stcal.json``.
 
+The default path is also split per integration (CPU ms: setup, calibrate_cube, hook,
+jump_fit, model_variance, python_around; ``per_integration_cpu_ms``) and its figure given
+per core (``Mpix_groups_per_cpu_s_per_core``, and without the hook's own time).
+
 Usage: ``python bench/detector1_vs_stcal.py [--nints-large N] [--nints-small N]``.
 Note: with >= 100 integrations stcal's jump step switches to sigma clipping across
 integrations (jwst default ``only_use_ints``); nirbeam always works per integration.
@@ -119,6 +123,48 @@ def run_nirbeam(ramps, refs, timing, geom, params, hook=None, fused=True, parall
         out.append(run_detector1(ramps[i], refs, timing, params, geom, hook, fused=fused,
                                  parallel=parallel))
     return out
+
+
+def split_default_1f(ramps, refs, timing, geom, params, hook, reps=2):
+    """Per-integration CPU ms of the default (hooked, fused) path, by part: the fused
+    setup (prepasses and reference-derived arrays), the calibrated cube, the 1/f hook
+    (a black box here), jump + ramp fit, the hook's model variance, and the Python
+    around them (the rest of ``run_detector1``). Timers wrap the module functions
+    (``process_time`` per call: a few microseconds of their own); best of ``reps``."""
+    from nirbeam.transforms import detector1 as d1
+
+    parts = {"setup": "_calib_setup", "calibrate_cube": "_calibrate_cube",
+             "jump_fit": "_run_bands", "model_variance": "add_model_variance"}
+    def wrap(acc, name, fn):
+        def w(*a, **kw):
+            t = time.process_time()
+            r = fn(*a, **kw)
+            acc[name] += time.process_time() - t
+            return r
+        return w
+
+    best = None
+    for _ in range(reps):
+        acc = dict.fromkeys([*parts, "hook"], 0.0)
+        hk = wrap(acc, "hook", hook)
+        hk.before_jump = bool(getattr(hook, "before_jump", True))
+        saved = {n: getattr(d1, n) for n in parts.values()}
+        try:
+            for k, n in parts.items():
+                setattr(d1, n, wrap(acc, k, saved[n]))
+            t0 = time.process_time()
+            for i in range(ramps.shape[0]):
+                run_detector1(ramps[i], refs, timing, params, geom, hk)
+            total = time.process_time() - t0
+        finally:
+            for n, f in saved.items():
+                setattr(d1, n, f)
+        ms = {k: v / ramps.shape[0] * 1e3 for k, v in acc.items()}
+        ms["python_around"] = total / ramps.shape[0] * 1e3 - sum(ms.values())
+        ms["total"] = total / ramps.shape[0] * 1e3
+        if best is None or ms["total"] < best["total"]:
+            best = ms
+    return {k: round(v, 4) for k, v in best.items()}
 
 
 def _timed(fn):
@@ -238,6 +284,16 @@ def bench_shape(nints, ngroups, ny, nx, substrt1, threads=1):
     for k, v in per_config.items():
         print(f"  {k:24s} {v['pixel_groups_per_cpu_s'] / 1e6:7.2f} M/s per core, "
               f"stcal/this = {v['ratio_stcal_cpu_over_this']:.2f}x", flush=True)
+
+    split = split_default_1f(ramps, refs, timing, geom, params, hook)
+    npg_int = ngroups * ny * nx
+    per_config["default_1f"]["per_integration_cpu_ms"] = split
+    per_config["default_1f"]["Mpix_groups_per_cpu_s_per_core"] = (
+        npg / min(cpu["default_1f"]) / 1e6)
+    per_config["default_1f"]["Mpix_groups_per_cpu_s_per_core_without_hook_time"] = (
+        npg_int / max(split["total"] - split["hook"], 1e-9) / 1e3)
+    print("  default_1f per integration (CPU ms): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in split.items()), flush=True)
 
     rate = np.stack([r.rate for r in res])
     dq = np.stack([r.dq for r in res])

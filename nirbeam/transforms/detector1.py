@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -83,6 +84,12 @@ _ADF = np.uint8(dqflags.AD_FLOOR)
 _JUMP = np.uint8(dqflags.JUMP_DET)
 _BAD = np.uint8(dqflags.SATURATED | dqflags.DO_NOT_USE)
 _U_BADGAIN = np.uint32(dqflags.NO_GAIN_VALUE | dqflags.DO_NOT_USE)
+_U_DNU = np.uint32(dqflags.DO_NOT_USE)
+#: Most group differences for which the fused walk screens rows (jump.screen_row) and
+#: fits clean pixels per row: measured faster at 4 (PRISM, 5 groups) and 19 (20 groups),
+#: slower at 69 (70 groups: 1.4-1.8x the scalar walk), bench/detector1_vs_stcal.py.
+_SCREEN_MAX_DIFFS = 24
+_U_SAT = np.uint32(dqflags.SATURATED)
 
 
 @dataclass(frozen=True)
@@ -444,21 +451,50 @@ def _calibrate_cube(ramp, do_dqinit, mask,
     """dq_init .. dark_current of the whole ramp (the fused kernel's arithmetic) into
     ``groups`` float32, ``groupdq`` uint8 (ngroups, ny, nx) and ``pixeldq`` uint32 (ny, nx):
     the input of a group hook."""
+    # :func:`_calib_row`'s arithmetic, written group-major straight into the cube
     ng, ny, nx = ramp.shape
-    D = np.empty((1, nx, ng), np.float32)
-    Q = np.empty((1, nx, ng), np.uint8)
-    PDQ = np.zeros((1, nx), np.uint32)
+    q = np.zeros(ng, np.uint8)
     LOK = np.zeros(nx, np.bool_)
     for cr in range(ny):
-        _calib_row(ramp, cr, 0, D, Q, PDQ, LOK, do_dqinit, mask, do_sat, satidx, psat, n_grow,
-                   thresh, sat_pdq, readpatt, mean0, last2, nreads1, bias, sb_dq, refmeans,
-                   parity0, do_refpix, do_lin, coeffs, lin_dq, do_dark, dark, dark_dq)
         for x in range(nx):
-            pixeldq[cr, x] = PDQ[0, x]
+            for g in range(ng):
+                q[g] = 0
+            pdq = mask[cr, x] if do_dqinit else np.uint32(0)
+            if do_sat:
+                _sat.flag_pixel(ramp, cr, x, q, satidx[cr, x], psat, n_grow, thresh[cr, x],
+                                bias[cr, x], mean0, last2, nreads1, readpatt, False)
+                pdq |= sat_pdq[cr, x]
+            pixeldq[cr, x] = pdq | sb_dq[cr, x]
+            for g in range(ng):
+                groupdq[g, cr, x] = q[g]
         for g in range(ng):
+            mrow = refmeans[g, (parity0 + cr) % 2]  # DMS-row parity = detector column
             for x in range(nx):
-                groups[g, cr, x] = D[0, x, g]
-                groupdq[g, cr, x] = Q[0, x, g]
+                r = ramp[g, cr, x]
+                if do_sat and r <= 0:
+                    groupdq[g, cr, x] |= _ADF | _DNU
+                v = np.float32(np.float32(r) - bias[cr, x])
+                if do_refpix:
+                    v = np.float32(v - mrow)
+                groups[g, cr, x] = v
+        if do_lin:
+            for x in range(nx):
+                ok, extra = _lin.linearity_pixel_status(coeffs, lin_dq, cr, x)
+                pixeldq[cr, x] |= lin_dq[cr, x] | extra
+                LOK[x] = ok
+            for g in range(ng):
+                for x in range(nx):  # a select, not a branch: the loop vectorises
+                    v = groups[g, cr, x]
+                    c = _lin.correct_value(v, coeffs, cr, x)
+                    groups[g, cr, x] = c if (LOK[x] and not (groupdq[g, cr, x] & _SAT)) else v
+        if do_dark:
+            for g in range(ng):
+                for x in range(nx):
+                    dv = dark[g, cr, x]
+                    dv = np.float32(0.0) if np.isnan(dv) else dv  # _dark.dark_value
+                    groups[g, cr, x] = np.float32(groups[g, cr, x] - dv)
+            for x in range(nx):
+                pixeldq[cr, x] |= dark_dq[cr, x]
 
 
 @njit(cache=True, error_model="numpy")
@@ -490,6 +526,26 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
     ss = np.empty(ng + 1, np.int64)
     se = np.empty(ng + 1, np.int64)
     gl = np.empty(ng, np.uint8)
+    # the row screen of clean pixels (jump.screen_row): its rank counts cost (ng - 1)^2
+    # per pixel, slower than the scalar walk beyond _SCREEN_MAX_DIFFS differences
+    screen = do_jump and 4 <= ng - 1 <= _SCREEN_MAX_DIFFS
+    SA = np.empty((max(ng - 1, 1), nx), np.float64)
+    SK = np.empty((max(ng - 1, 1), nx), np.float32)
+    SR = np.empty((max(ng - 1, 1), nx), np.int32)
+    SW = np.empty((5, nx), np.float64)
+    SI = np.empty((3, nx), np.int32)
+    GR = np.empty((3, ng, nx), np.float32)  # the ring's rows, group-major (screen, fit)
+    QR = np.empty((ng, nx), np.uint8)
+    FW = np.empty((8, nx), np.float64)
+    FPW = np.empty(nx, np.int64)
+    SOK = np.zeros(nx, np.bool_)
+    SLO = np.empty(nx, np.int64)
+    SHI = np.empty(nx, np.int64)
+    SOKR = np.zeros((3, nx), np.bool_)  # SOK of the ring's rows
+    FS = np.empty(nx, np.float64)  # ramp_fit.fit_clean_row outputs of the row finalized
+    FE = np.empty(nx, np.float64)
+    FP = np.empty(nx, np.float64)
+    FR = np.empty(nx, np.float64)
     dcur = 0.0
     total = 0
     c0 = max(r0 - 1, 0)
@@ -511,12 +567,31 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                            n_grow, thresh, sat_pdq, readpatt, mean0, last2, nreads1, bias,
                            sb_dq, refmeans, parity0, do_refpix, do_lin, coeffs, lin_dq,
                            do_dark, dark, dark_dq)
+            if screen:
+                for g in range(ng):
+                    if pre:
+                        for x in range(nx):
+                            GR[s, g, x] = g_in[g, cr, x]
+                            QR[g, x] = q_in[g, cr, x]
+                    else:
+                        for x in range(nx):
+                            GR[s, g, x] = D[s, x, g]
+                            QR[g, x] = Q[s, x, g]
+                _jump.screen_row(GR[s], QR, gain[cr], readnoise[cr], nframes, rej, SA, SK, SR,
+                                 SW, SI, SOK, SLO, SHI, single_pass)
+                for x in range(nx):
+                    SOKR[s, x] = SOK[x]
             for x in range(nx):
                 anynb = False
                 if do_jump:
                     gn = gain[cr, x]
                     if not (gn > 0):
                         PDQ[s, x] |= _U_BADGAIN
+                    if screen and SOK[x]:  # no jump: what jump_pixel would return
+                        KLO[s, x] = SLO[x]
+                        KHI[s, x] = SHI[x]
+                        PANY[s, x] = False
+                        continue
                     n, anynb, klo, khi = _jump.jump_pixel(
                         D[s, x], Q[s, x], ng, gn, readnoise[cr, x], nframes, single_pass, rej,
                         thr2, thr3, do_nb, nb_min, nb_max, fd, wk, NB[s, x], keys, kpos)
@@ -535,6 +610,9 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
         up = (f - 1) % 3 if f - 1 >= c0 else -1
         dn = (f + 1) % 3 if f + 1 < c1 else -1
         near = RANY[sf] or (up >= 0 and RANY[up]) or (dn >= 0 and RANY[dn])
+        if screen:
+            _rf.fit_clean_row(GR[sf], gain[f], readnoise[f], nframes, tgroup, dcur, wtab, stab,
+                              KLO[sf], KHI[sf], FW, FPW, FS, FE, FP, FR)
         for x in range(nx):
             q = Q[sf, x]
             if near:
@@ -544,12 +622,28 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                     for g in range(1, ng):
                         if q[g] & _BAD:
                             continue
-                        if ((up >= 0 and NB[up, x, g]) or (dn >= 0 and NB[dn, x, g])
-                                or (x > 0 and NB[sf, x - 1, g])
-                                or (x < nx - 1 and NB[sf, x + 1, g])):
+                        # NB of a pixel is valid only where PANY (jump_pixel_fast)
+                        if ((up >= 0 and PANY[up, x] and NB[up, x, g])
+                                or (dn >= 0 and PANY[dn, x] and NB[dn, x, g])
+                                or (x > 0 and PANY[sf, x - 1] and NB[sf, x - 1, g])
+                                or (x < nx - 1 and PANY[sf, x + 1] and NB[sf, x + 1, g])):
                             q[g] |= _JUMP
             for g in range(ng):
                 gl[g] = q[g]
+            pq = PDQ[sf, x]
+            clean = screen and SOKR[sf, x] and gain[f, x] > 0 and not (pq & (_U_DNU | _U_SAT))
+            if clean:
+                for g in range(ng):
+                    if q[g] != 0:
+                        clean = False
+                        break
+            if clean:
+                rate[f, x] = FS[x]  # fit_pixel's result for a clean pixel (fit_clean_row)
+                err[f, x] = FE[x]
+                dq[f, x] = pq
+                var_p[f, x] = FP[x]
+                var_r[f, x] = FR[x]
+                continue
             rr, ee, qq, vp, vr = _rf.fit_pixel(D[sf, x], gl, ng, PDQ[sf, x], gain[f, x],
                                                readnoise[f, x], nframes, tgroup, tframe, dcur,
                                                suppress1g, wtab, stab, keys, ss, se,
@@ -588,6 +682,44 @@ def _fused_parallel(ramp, nbands, pre, g_in, q_in, p_in,
     return total
 
 
+#: Reference-derived arrays of :func:`_calib_setup`, per ReferenceArrays (weakly held:
+#: an entry goes with its references) and per (shape, geometry, step parameters). The
+#: reference arrays are read, never written, by the pipeline: an array edited in place
+#: after a call would not be seen here (make a new ReferenceArrays instead).
+_REF_DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _ref_derived(refs: ReferenceArrays, shape, params: Detector1Params,
+                 geometry: SubarrayGeometry | None):
+    """(mask, bias_sat, thresholds (thresh, nosat, sat_pdq) or None, refmask, parity0,
+    do_refpix, detrend, the reference pixels (ys, xs) row-major) for these references, computed once (:data:`_REF_DERIVED`)."""
+    p = params
+    key = (tuple(shape), geometry, p.saturation.enabled, p.refpix)
+    per_refs = _REF_DERIVED.get(refs)
+    if per_refs is None:
+        per_refs = {}
+        _REF_DERIVED[refs] = per_refs
+    hit = per_refs.get(key)
+    if hit is not None:
+        return hit
+    ny, nx = shape
+    mask = _u32(refs.mask)
+    bias_sat = (np.zeros((ny, nx), np.float32) if refs.superbias is None
+                else np.nan_to_num(_f32(refs.superbias), nan=0.0))
+    sat = (_sat.effective_thresholds(_f32(refs.saturation), _u32(refs.saturation_dq))
+           if p.saturation.enabled else None)
+    refmask, parity0 = _refpix_setup(refs, geometry, (ny, nx), p)
+    do_refpix = bool(refmask.any())
+    detrend = do_refpix and _refpix.uses_pseudo_reference(geometry, (ny, nx), p.refpix,
+                                                          refs.mask)
+    refyx = np.nonzero(refmask)  # the reference pixels, row-major
+    hit = (mask, bias_sat, sat, refmask, parity0, do_refpix, detrend, refyx)
+    if len(per_refs) >= 8:
+        per_refs.clear()
+    per_refs[key] = hit
+    return hit
+
+
 def _calib_setup(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detector1Params,
                  geometry: SubarrayGeometry | None):
     """Prepasses of the fused kernel (first saturated group with growth, reference-pixel
@@ -595,16 +727,14 @@ def _calib_setup(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detect
     ng, ny, nx = ramp.shape
     p = params
     z32 = np.zeros((ny, nx), np.uint32)
-    mask = _u32(refs.mask)
+    mask, bias_sat, sat, refmask, parity0, do_refpix, detrend, refyx = _ref_derived(
+        refs, (ny, nx), p, geometry)
     # saturation prepass
     do_sat = p.saturation.enabled
     sb_on = p.superbias.enabled and refs.superbias is not None
-    bias_sat = (np.zeros((ny, nx), np.float32) if refs.superbias is None
-                else np.nan_to_num(_f32(refs.superbias), nan=0.0))
     mean0, last2, nreads1 = _sat.readpatt_constants(timing.nframes, timing.groupgap)
     if do_sat:
-        thresh, nosat, sat_pdq = _sat.effective_thresholds(_f32(refs.saturation),
-                                                           _u32(refs.saturation_dq))
+        thresh, nosat, sat_pdq = sat
         satidx = _sat.grow_min(_sat.first_saturated_group(ramp, thresh),
                                p.saturation.n_pix_grow_sat)
         psat, _ = _sat.saturation_aux(ramp, satidx, thresh, nosat, timing.nframes,
@@ -618,14 +748,11 @@ def _calib_setup(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detect
     bias = bias_sat if sb_on else np.zeros((ny, nx), np.float32)
     sb_dq = _u32(refs.superbias_dq) if sb_on else z32
     # refpix prepass
-    refmask, parity0 = _refpix_setup(refs, geometry, (ny, nx), p)
-    do_refpix = bool(refmask.any())
     if do_refpix:
         pdq_ref = (mask if p.dq_init.enabled else z32) | sat_pdq | sb_dq
-        refmeans = _refpix.refpix_means(ramp, bias, pdq_ref, refmask, parity0,
-                                        p.refpix.odd_even_columns, float(p.refpix.sigma_clip),
-                                        _refpix.uses_pseudo_reference(geometry, (ny, nx),
-                                                                      p.refpix, refs.mask))
+        refmeans = _refpix.refpix_means_at(ramp, bias, pdq_ref, refyx[0], refyx[1], parity0,
+                                           p.refpix.odd_even_columns,
+                                           float(p.refpix.sigma_clip), detrend)
     else:
         refmeans = np.zeros((ng, 2), np.float32)
     do_lin = p.linearity.enabled and refs.linearity is not None

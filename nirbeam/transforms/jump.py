@@ -32,7 +32,7 @@ from numba import njit
 from nirbeam import dqflags
 from nirbeam.transforms._select import select_kth
 
-__all__ = ["JumpParams", "jump_mode", "jump_pixel", "flag_neighbours", "detect_jumps",
+__all__ = ["JumpParams", "jump_mode", "jump_pixel", "jump_pixel_fast", "screen_row", "flag_neighbours", "detect_jumps",
            "nanmedian_inplace"]
 
 _SAT = np.uint8(dqflags.SATURATED)
@@ -274,6 +274,227 @@ def jump_pixel(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3, do_n
         nb[k + 1] = flag
     nb[0] = 0
     return n_primary, any_nb, k_lo, k_hi
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def jump_pixel_fast(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3, do_nb,
+                    nb_min, nb_max, fd, wk, nb, keys, kpos):
+    """:func:`jump_pixel` with a screen for the common clean pixel; identical results.
+
+    A pixel with no group SATURATED or DO_NOT_USE, finite differences, at least 4 of
+    them and the iterative mode (not ``single_pass``) is tested with the first
+    iteration of :func:`jump_pixel` alone: the same differences, median positions,
+    clipped median and sigma, and the largest ratio taken as ``max |..| / sigma`` (a
+    correctly rounded division by a positive number is monotonic, so this is the largest
+    of the per-difference ratios, bit for bit; a NaN sigma gives NaN, no jump, as there).
+    When that ratio is not above the threshold the pixel has no jump: ``gdq`` is left
+    as it is, ``nb`` is **not written** (callers read it only where ``any_nb``) and
+    ``(0, False, k_lo, k_hi)`` is returned. Every other pixel (a jump candidate, flagged
+    groups, NaN, fewer differences, single pass) runs :func:`jump_pixel` from scratch.
+    """
+    nd = ng - 1
+    if single_pass or nd < 4:
+        return jump_pixel(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3, do_nb,
+                          nb_min, nb_max, fd, wk, nb, keys, kpos)
+    for k in range(ng):
+        if gdq[k] & _BAD:
+            return jump_pixel(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3,
+                              do_nb, nb_min, nb_max, fd, wk, nb, keys, kpos)
+    g32 = np.float32(gain)
+    rn_e = np.float32(np.float32(rn) * g32)
+    rn2 = np.float64(np.float32(rn_e * rn_e))
+    noise = rn2 / (0.5 * 2.0 * nframes)
+    prev = np.float32(d[0] * g32)
+    vmax = -np.inf
+    for k in range(nd):
+        cur = np.float32(d[k + 1] * g32)
+        v = np.float64(np.float32(cur - prev))
+        prev = cur
+        if not np.isfinite(v):
+            return jump_pixel(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3,
+                              do_nb, nb_min, nb_max, fd, wk, nb, keys, kpos)
+        fd[k] = v
+        keys[k] = np.float32(d[k + 1] - d[k])
+        a = np.abs(v)
+        if a > vmax:
+            vmax = a
+    # first iteration of the iterative search (n = nd >= 4): the largest |diff| clipped
+    j = 0
+    for k in range(nd):
+        a = np.abs(fd[k])
+        if a != vmax:
+            wk[j] = a
+            j += 1
+    mi = nanmedian_inplace(wk, j)
+    sig = np.sqrt(np.abs(mi) + noise)
+    if sig == 0.0:
+        sig = np.nan
+    amax = -1.0
+    for k in range(nd):
+        a = np.abs(np.float32(np.abs(fd[k]) - mi))
+        if a > amax:
+            amax = a
+    if amax / sig > rej:  # a jump candidate: the exact walk
+        return jump_pixel(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3, do_nb,
+                          nb_min, nb_max, fd, wk, nb, keys, kpos)
+    p_lo, p_hi = median_positions(keys, nd)
+    return 0, False, p_lo, p_hi
+
+
+@njit(cache=True, error_model="numpy")
+def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi, single=False):
+    """The clean-pixel screen of :func:`jump_pixel_fast` for a whole row, across pixels.
+
+    Same arithmetic per pixel as :func:`jump_pixel`'s first iteration (iterative mode,
+    ``ng - 1 >= 4`` differences), in loops whose innermost index is the pixel, so that
+    the compiler vectorises them: differences in electrons, the largest ``|diff|``
+    clipped (every value equal to it), the median of the rest (the values of rank
+    ``(j - 1) // 2`` and ``j // 2``: the clipped values are the largest, so the rest is
+    a prefix of the sorted order, and the median of a set of values does not depend on
+    how it is found), sigma, and ``max |..| / sigma > rej`` (monotonic division, see
+    :func:`jump_pixel_fast`). ``ok[x]`` is True when no group is SATURATED or
+    DO_NOT_USE, every difference is finite and the pixel is no jump candidate: then
+    :func:`jump_pixel` flags nothing and returns ``(0, False, klo[x], khi[x])``.
+    Other pixels (``ok[x]`` False) must run :func:`jump_pixel`.
+
+    Parameters
+    ----------
+    G : float32, (ng, nx), DN, the row's calibrated groups; Q : uint8, (ng, nx)
+    gain, rn : float32, (nx,); nframes : int; rej : float
+    A : float64, K : float32, R : int32, each (>= ng - 1, nx); W : float64, (5, nx);
+    IW : int32, (3, nx): work buffers
+    ok : bool, (nx,); klo, khi : int64, (nx,): outputs
+    single : bool
+        The single-pass mode instead: the median of all differences (at the key median
+        positions, as :func:`jump_pixel`), sigma, and ``max |diff - median| / sigma >
+        rej`` for a jump candidate.
+    """
+    ng, nx = G.shape
+    nd = ng - 1
+    for x in range(nx):
+        ok[x] = True
+    for k in range(ng):
+        for x in range(nx):
+            ok[x] = ok[x] & ((Q[k, x] & _BAD) == 0)
+    for k in range(nd):
+        for x in range(nx):
+            g32 = gain[x]
+            prev = np.float32(G[k, x] * g32)
+            cur = np.float32(G[k + 1, x] * g32)
+            v = np.float64(np.float32(cur - prev))
+            ok[x] = ok[x] & np.isfinite(v)
+            A[k, x] = v if single else np.abs(v)
+            K[k, x] = np.float32(G[k + 1, x] - G[k, x])
+    if single:
+        _median_positions_row(K, R, nd, klo, khi)
+        for x in range(nx):
+            W[1, x] = 0.0
+            W[2, x] = 0.0
+        for k in range(nd):
+            for x in range(nx):
+                W[1, x] = A[k, x] if khi[x] == k else W[1, x]
+                W[2, x] = A[k, x] if klo[x] == k else W[2, x]
+        for x in range(nx):
+            med = W[1, x] if nd % 2 == 1 else (W[2, x] + W[1, x]) / 2.0
+            W[3, x] = med
+            g32 = gain[x]
+            rn_e = np.float32(np.float32(rn[x]) * g32)
+            rn2 = np.float64(np.float32(rn_e * rn_e))
+            noise = rn2 / (0.5 * 2.0 * nframes)
+            sig = np.sqrt(np.abs(med) + noise)
+            W[4, x] = np.nan if sig == 0.0 else sig
+            W[0, x] = -1.0
+        for k in range(nd):
+            for x in range(nx):
+                a = np.abs(A[k, x] - W[3, x])
+                W[0, x] = a if a > W[0, x] else W[0, x]
+        for x in range(nx):
+            ok[x] = ok[x] & (not (W[0, x] / W[4, x] > rej))
+        return
+    # the largest |diff| and its ties
+    for x in range(nx):
+        W[0, x] = -np.inf
+        IW[0, x] = 0
+    for k in range(nd):
+        for x in range(nx):
+            a = A[k, x]
+            W[0, x] = a if a > W[0, x] else W[0, x]
+    for k in range(nd):
+        for x in range(nx):
+            IW[0, x] += np.int32(A[k, x] == W[0, x])
+    # ranks of |diff| by (value, position)
+    for i in range(nd):
+        for x in range(nx):
+            R[i, x] = 0
+        for j in range(i):
+            for x in range(nx):
+                R[i, x] += np.int32(A[j, x] <= A[i, x])
+        for j in range(i + 1, nd):
+            for x in range(nx):
+                R[i, x] += np.int32(A[j, x] < A[i, x])
+    # ranks wanted: j = nd - ties values remain; hi = rank j // 2, lo = rank j // 2 - 1
+    # (even j) or j // 2 (odd j)
+    for x in range(nx):
+        j = np.int32(nd) - IW[0, x]
+        IW[0, x] = j
+        t_hi = j >> 1
+        IW[1, x] = t_hi
+        IW[2, x] = t_hi - 1 if (j & 1) == 0 else t_hi
+        W[1, x] = 0.0
+        W[2, x] = 0.0
+    for k in range(nd):
+        for x in range(nx):
+            r = R[k, x]
+            a = A[k, x]
+            W[1, x] = a if r == IW[1, x] else W[1, x]
+            W[2, x] = a if r == IW[2, x] else W[2, x]
+    for x in range(nx):
+        j = IW[0, x]
+        mi = W[1, x] if (j & 1) == 1 else (W[2, x] + W[1, x]) / 2.0
+        mi = np.nan if j == 0 else mi
+        W[3, x] = mi
+        g32 = gain[x]
+        rn_e = np.float32(np.float32(rn[x]) * g32)
+        rn2 = np.float64(np.float32(rn_e * rn_e))
+        noise = rn2 / (0.5 * 2.0 * nframes)
+        sig = np.sqrt(np.abs(mi) + noise)
+        W[4, x] = np.nan if sig == 0.0 else sig
+        W[0, x] = -1.0
+    for k in range(nd):
+        for x in range(nx):
+            a = np.float64(np.abs(np.float32(A[k, x] - W[3, x])))
+            W[0, x] = a if a > W[0, x] else W[0, x]
+    for x in range(nx):
+        ok[x] = ok[x] & (not (W[0, x] / W[4, x] > rej))
+    _median_positions_row(K, R, nd, klo, khi)
+
+
+@njit(cache=True, error_model="numpy")
+def _median_positions_row(K, R, nd, klo, khi):
+    """:func:`median_positions` of ``K[:nd, x]`` for every pixel x (distinct ranks: the
+    keys of a pixel the screen passes are finite)."""
+    nx = K.shape[1]
+    kk = nd // 2
+    even = nd % 2 == 0
+    for x in range(nx):
+        klo[x] = -1
+        khi[x] = -1
+    for i in range(nd):
+        for x in range(nx):
+            R[i, x] = 0
+        for j in range(i):
+            for x in range(nx):
+                R[i, x] += np.int32(K[j, x] <= K[i, x])
+        for j in range(i + 1, nd):
+            for x in range(nx):
+                R[i, x] += np.int32(K[j, x] < K[i, x])
+        for x in range(nx):
+            r = R[i, x]
+            khi[x] = i if r == kk else khi[x]
+            klo[x] = i if (even and r == kk - 1) else klo[x]
+    if not even:
+        for x in range(nx):
+            klo[x] = khi[x]
 
 
 @njit(cache=True, error_model="numpy")

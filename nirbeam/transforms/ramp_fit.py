@@ -35,7 +35,7 @@ from numba import njit
 from nirbeam import dqflags
 from nirbeam.transforms.jump import median_positions
 
-__all__ = ["RampFitParams", "weight_tables", "fit_pixel", "fit_ramps_cube", "POWERS"]
+__all__ = ["RampFitParams", "weight_tables", "fit_pixel", "fit_pixel_fast", "fit_clean_row", "fit_ramps_cube", "POWERS"]
 
 _SAT = np.uint8(dqflags.SATURATED)
 _DNU = np.uint8(dqflags.DO_NOT_USE)
@@ -349,6 +349,220 @@ def fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, supp
     if cnt_sat > 0:
         dq |= _U_SAT
     return slope, err, dq, var_p_out, var_r_out
+
+
+@njit(cache=True, error_model="numpy")
+def fit_pixel_fast(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, suppress1g,
+                   wtab, stab, keys, seg_s, seg_e, k_lo=-1, k_hi=-1, have_k=False):
+    """:func:`fit_pixel` with a short path for the clean pixel; identical results.
+
+    A pixel with every group DQ 0, at least 3 groups, positive gain, no DO_NOT_USE or
+    SATURATED in its pixel DQ and the median positions from the jump step (``have_k``)
+    is one segment of all groups: the same arithmetic as :func:`fit_pixel` in the same
+    order, without its group statistics and segment search. Every other pixel runs
+    :func:`fit_pixel`.
+    """
+    g = np.float64(np.float32(gain))
+    if not have_k or ng < 3 or not (g > 0.0) or (np.uint32(pixeldq) & (_U_DNU | _U_SAT)):
+        return fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur,
+                         suppress1g, wtab, stab, keys, seg_s, seg_e, k_lo, k_hi, have_k)
+    for k in range(ng):
+        if gdq[k] != 0:
+            return fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur,
+                             suppress1g, wtab, stab, keys, seg_s, seg_e, k_lo, k_hi, have_k)
+    rn_e = np.float64(np.float32(np.float64(rn) * (np.float64(np.float32(gain))
+                                                   / np.sqrt(2.0 * nframes))))
+    dq = np.uint32(pixeldq)
+    # median rate (fit_pixel with have_k, no JUMP_DET group, not suppressed)
+    if k_hi >= 0:
+        f_hi = np.float64(d[k_hi + 1]) / tgroup - np.float64(d[k_hi]) / tgroup
+        if k_lo == k_hi:
+            mrate = f_hi
+        else:
+            mrate = (np.float64(d[k_lo + 1]) / tgroup - np.float64(d[k_lo]) / tgroup
+                     + f_hi) / 2.0
+    else:
+        mrate = np.float64(d[0]) / tgroup
+    if np.isnan(mrate):
+        mrate = 0.0
+    # one segment of n = ng groups
+    n = ng
+    rn2 = rn_e * rn_e
+    dd = np.float64(d[n - 1]) - np.float64(d[0])
+    den = rn2 + dd * g
+    if den <= 0.0 or g == 0.0:
+        snr = 0.0
+    else:
+        snr = dd * g / np.sqrt(den)
+        if snr < 0.0:
+            snr = 0.0
+    p = _power_index(snr)
+    sy = 0.0
+    sxy = 0.0
+    for i in range(n):
+        v = np.float64(d[i])
+        v = v if v == v else 0.0
+        wv = wtab[p, n, i] * v
+        sy += wv
+        sxy += wv * i
+    if rn_e == 0.0 or not np.isfinite(rn_e):
+        sl = np.nan
+    else:
+        sl = (stab[p, n, 0] * sxy - stab[p, n, 1] * sy) / stab[p, n, 2] / tgroup
+    pden = tgroup * g * (n - 1.0)
+    vp = ((mrate + dcur) if mrate > 0.0 else dcur) / pden
+    rnum = rn_e / tgroup
+    vr = 12.0 * rnum * rnum / ((n * n * n - n) * g * g)
+    invvar_r = 0.0 + 1.0 / vr
+    invvar_p = 0.0
+    if vp > 0.0:
+        invvar_p += 1.0 / vp
+    invvar_e = 0.0 + 1.0 / (vp + vr)
+    num = 0.0 + sl / vr
+    var_p_out = 0.0
+    if invvar_p > 0.0:
+        var_p_out = 1.0 / invvar_p
+    if var_p_out >= LARGE_VARIANCE_THRESHOLD:
+        var_p_out = 0.0
+    var_r_out = 1.0 / invvar_r
+    if var_r_out >= LARGE_VARIANCE_THRESHOLD:
+        var_r_out = 0.0
+    ve = 1.0 / invvar_e
+    slope = num * var_r_out
+    err = 0.0 if ve > LARGE_VARIANCE_THRESHOLD else np.sqrt(ve)
+    return slope, err, dq, var_p_out, var_r_out
+
+
+@njit(cache=True, error_model="numpy")
+def fit_clean_row(G, gain, rn, nframes, tgroup, dcur, wtab, stab, klo, khi, F, P, slope_o,
+                  err_o, vp_o, vr_o):
+    """:func:`fit_pixel_fast`'s clean-pixel arithmetic for a whole row, across pixels.
+
+    For every pixel of the row as if it were clean (every group DQ 0, positive gain,
+    median positions ``klo, khi`` from the jump step): one segment of all ``ng >= 3``
+    groups, the same operations in the same order as :func:`fit_pixel`, written as
+    loops whose innermost index is the pixel (the weight-table look-up and the
+    median-rate groups as selects) so that the compiler vectorises them. The caller
+    uses the results only for the pixels that are clean (others: :func:`fit_pixel`);
+    the DQ of a clean pixel is its pixel DQ.
+
+    Parameters
+    ----------
+    G : float32, (ng, nx), DN; gain, rn : float32, (nx,); nframes : int
+    tgroup : float, s (float32-rounded); dcur : float, DN/s
+    wtab, stab : :func:`weight_tables`; klo, khi : int64, (nx,)
+    F : float64, (8, nx), P : int64, (nx,): work buffers
+    slope_o, err_o, vp_o, vr_o : float64, (nx,), outputs
+    """
+    ng, nx = G.shape
+    n = ng
+    c = np.sqrt(2.0 * nframes)
+    pden_n = n - 1.0
+    nnn = n * n * n - n
+    # F rows: 0..3 the groups of the median differences (hi, hi + 1, lo, lo + 1)
+    for x in range(nx):
+        F[0, x] = 0.0
+        F[1, x] = 0.0
+        F[2, x] = 0.0
+        F[3, x] = 0.0
+    for k in range(n - 1):
+        for x in range(nx):
+            kh = khi[x]
+            kl = klo[x]
+            F[0, x] = np.float64(G[k, x]) if kh == k else F[0, x]
+            F[1, x] = np.float64(G[k + 1, x]) if kh == k else F[1, x]
+            F[2, x] = np.float64(G[k, x]) if kl == k else F[2, x]
+            F[3, x] = np.float64(G[k + 1, x]) if kl == k else F[3, x]
+    for x in range(nx):
+        g = np.float64(gain[x])
+        rn_e = np.float64(np.float32(np.float64(rn[x]) * (g / c)))
+        kh = khi[x]
+        f_hi = F[1, x] / tgroup - F[0, x] / tgroup
+        mr = f_hi if klo[x] == kh else (F[3, x] / tgroup - F[2, x] / tgroup + f_hi) / 2.0
+        mrate = mr if kh >= 0 else np.float64(G[0, x]) / tgroup
+        F[0, x] = 0.0 if np.isnan(mrate) else mrate
+        F[1, x] = rn_e
+        rn2 = rn_e * rn_e
+        dd = np.float64(G[n - 1, x]) - np.float64(G[0, x])
+        den = rn2 + dd * g
+        snr = dd * g / np.sqrt(den)
+        snr = 0.0 if snr < 0.0 else snr
+        snr = 0.0 if (den <= 0.0 or g == 0.0) else snr
+        p = (np.int64(snr >= 5.0) + np.int64(snr >= 10.0) + np.int64(snr >= 20.0)
+             + np.int64(snr >= 50.0) + np.int64(snr >= 100.0))
+        P[x] = 5 if snr != snr else p
+        F[2, x] = 0.0  # sum w v
+        F[3, x] = 0.0  # sum w v i
+    for i in range(n):
+        w0 = wtab[0, n, i]
+        w1 = wtab[1, n, i]
+        w2 = wtab[2, n, i]
+        w3 = wtab[3, n, i]
+        w4 = wtab[4, n, i]
+        w5 = wtab[5, n, i]
+        for x in range(nx):
+            p = P[x]
+            w = w0
+            w = w1 if p == 1 else w
+            w = w2 if p == 2 else w
+            w = w3 if p == 3 else w
+            w = w4 if p == 4 else w
+            w = w5 if p == 5 else w
+            v = np.float64(G[i, x])
+            v = v if v == v else 0.0
+            wv = w * v
+            F[2, x] += wv
+            F[3, x] += wv * i
+    t00, t01, t02 = stab[0, n, 0], stab[0, n, 1], stab[0, n, 2]
+    t10, t11, t12 = stab[1, n, 0], stab[1, n, 1], stab[1, n, 2]
+    t20, t21, t22 = stab[2, n, 0], stab[2, n, 1], stab[2, n, 2]
+    t30, t31, t32 = stab[3, n, 0], stab[3, n, 1], stab[3, n, 2]
+    t40, t41, t42 = stab[4, n, 0], stab[4, n, 1], stab[4, n, 2]
+    t50, t51, t52 = stab[5, n, 0], stab[5, n, 1], stab[5, n, 2]
+    for x in range(nx):
+        p = P[x]
+        g = np.float64(gain[x])
+        mrate = F[0, x]
+        rn_e = F[1, x]
+        sy = F[2, x]
+        sxy = F[3, x]
+        s0 = t00
+        s0 = t10 if p == 1 else s0
+        s0 = t20 if p == 2 else s0
+        s0 = t30 if p == 3 else s0
+        s0 = t40 if p == 4 else s0
+        s0 = t50 if p == 5 else s0
+        s1 = t01
+        s1 = t11 if p == 1 else s1
+        s1 = t21 if p == 2 else s1
+        s1 = t31 if p == 3 else s1
+        s1 = t41 if p == 4 else s1
+        s1 = t51 if p == 5 else s1
+        s2 = t02
+        s2 = t12 if p == 1 else s2
+        s2 = t22 if p == 2 else s2
+        s2 = t32 if p == 3 else s2
+        s2 = t42 if p == 4 else s2
+        s2 = t52 if p == 5 else s2
+        sl = (s0 * sxy - s1 * sy) / s2 / tgroup
+        sl = np.nan if (rn_e == 0.0 or not np.isfinite(rn_e)) else sl
+        pden = tgroup * g * pden_n
+        vp = ((mrate + dcur) if mrate > 0.0 else dcur) / pden
+        rnum = rn_e / tgroup
+        vr = 12.0 * rnum * rnum / (nnn * g * g)
+        invvar_r = 0.0 + 1.0 / vr
+        invvar_p = (0.0 + 1.0 / vp) if vp > 0.0 else 0.0
+        invvar_e = 0.0 + 1.0 / (vp + vr)
+        num = 0.0 + sl / vr
+        var_p_out = 1.0 / invvar_p if invvar_p > 0.0 else 0.0
+        var_p_out = 0.0 if var_p_out >= LARGE_VARIANCE_THRESHOLD else var_p_out
+        var_r_out = 1.0 / invvar_r
+        var_r_out = 0.0 if var_r_out >= LARGE_VARIANCE_THRESHOLD else var_r_out
+        ve = 1.0 / invvar_e
+        slope_o[x] = num * var_r_out
+        err_o[x] = 0.0 if ve > LARGE_VARIANCE_THRESHOLD else np.sqrt(ve)
+        vp_o[x] = var_p_out
+        vr_o[x] = var_r_out
 
 
 @njit(cache=True, error_model="numpy")

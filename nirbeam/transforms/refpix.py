@@ -41,7 +41,7 @@ from numba import njit
 from nirbeam import dqflags
 
 __all__ = ["RefPixParams", "SubarrayGeometry", "EDGELESS_SUBARRAYS", "reference_columns",
-           "reference_mask", "uses_pseudo_reference", "refpix_means", "apply_refpix", "sigma_clipped_mean"]
+           "reference_mask", "uses_pseudo_reference", "refpix_means", "refpix_means_at", "apply_refpix", "sigma_clipped_mean"]
 
 FULL_FRAME = 2048
 NREF = 4
@@ -226,63 +226,76 @@ def refpix_means(groups_or_raw, bias, pixeldq, refmask, parity0, odd_even, sigli
     -------
     means : float32, (ngroups, 2); index = full-frame DMS row parity; 0 where none
     """
-    ng, ny, nx = groups_or_raw.shape
+    ys, xs = np.nonzero(refmask)  # row-major order
+    return refpix_means_at(groups_or_raw, bias, pixeldq, ys, xs, parity0, odd_even, siglimit,
+                           detrend)
+
+
+@njit(cache=True, error_model="numpy")
+def refpix_means_at(groups_or_raw, bias, pixeldq, ys, xs, parity0, odd_even, siglimit,
+                    detrend=False):
+    """:func:`refpix_means` with the reference pixels given as a list, ``(ys[i], xs[i])``
+    in row-major order (``np.nonzero(refmask)``): the same values in the same order, so
+    the same means, without scanning the whole frame per group."""
+    ng = groups_or_raw.shape[0]
+    npix = ys.shape[0]
     out = np.zeros((ng, 2), np.float32)
     nref = 0
-    for y in range(ny):
-        for x in range(nx):
-            if refmask[y, x] and not (pixeldq[y, x] & _DNU):
-                nref += 1
+    for i in range(npix):
+        if not (pixeldq[ys[i], xs[i]] & _DNU):
+            nref += 1
     buf = np.empty((2, max(nref, 1)), np.float64)
     # per-pixel straight line over the groups (detrend): a + b (g - gm)
-    lin_a = np.zeros((ny, nx), np.float64)
-    lin_b = np.zeros((ny, nx), np.float64)
+    lin_a = np.zeros(npix, np.float64)
+    lin_b = np.zeros(npix, np.float64)
     gm = 0.5 * (ng - 1)
     if detrend:
         sgg = 0.0
         for g in range(ng):
             sgg += (g - gm) * (g - gm)
-        for y in range(ny):
-            for x in range(nx):
-                if not refmask[y, x] or (pixeldq[y, x] & _DNU):
-                    continue
-                b = bias[y, x]
-                if np.isnan(b):
-                    b = np.float32(0.0)
-                s0 = 0.0
-                s1 = 0.0
-                ok = True
-                for g in range(ng):
-                    v = np.float64(np.float32(np.float32(groups_or_raw[g, y, x]) - b))
-                    if not np.isfinite(v):
-                        ok = False
-                        break
-                    s0 += v
-                    s1 += (g - gm) * v
-                if ok:
-                    lin_a[y, x] = s0 / ng
-                    lin_b[y, x] = s1 / sgg if sgg > 0 else 0.0
-                else:
-                    lin_a[y, x] = np.nan
+        for i in range(npix):
+            y = ys[i]
+            x = xs[i]
+            if pixeldq[y, x] & _DNU:
+                continue
+            b = bias[y, x]
+            if np.isnan(b):
+                b = np.float32(0.0)
+            s0 = 0.0
+            s1 = 0.0
+            ok = True
+            for g in range(ng):
+                v = np.float64(np.float32(np.float32(groups_or_raw[g, y, x]) - b))
+                if not np.isfinite(v):
+                    ok = False
+                    break
+                s0 += v
+                s1 += (g - gm) * v
+            if ok:
+                lin_a[i] = s0 / ng
+                lin_b[i] = s1 / sgg if sgg > 0 else 0.0
+            else:
+                lin_a[i] = np.nan
     for g in range(ng):
         n = np.zeros(2, np.int64)
-        for y in range(ny):
+        for i in range(npix):
+            y = ys[i]
+            x = xs[i]
             p = (y + parity0) % 2 if odd_even else 0
-            for x in range(nx):
-                if not refmask[y, x] or (pixeldq[y, x] & _DNU):
+            if pixeldq[y, x] & _DNU:
+                continue
+            b = bias[y, x]
+            if np.isnan(b):
+                b = np.float32(0.0)
+            v = np.float32(np.float32(groups_or_raw[g, y, x]) - b)
+            vv = np.float64(v)
+            if detrend:
+                if not np.isfinite(lin_a[i]):
                     continue
-                b = bias[y, x]
-                if np.isnan(b):
-                    b = np.float32(0.0)
-                v = np.float32(np.float32(groups_or_raw[g, y, x]) - b)
-                vv = np.float64(v)
-                if detrend:
-                    if not np.isfinite(lin_a[y, x]):
-                        continue
-                    vv = vv - (lin_a[y, x] + lin_b[y, x] * (g - gm))
-                if np.isfinite(vv):
-                    buf[p, n[p]] = vv
-                    n[p] += 1
+                vv = vv - (lin_a[i] + lin_b[i] * (g - gm))
+            if np.isfinite(vv):
+                buf[p, n[p]] = vv
+                n[p] += 1
         if odd_even:
             for p in range(2):
                 if n[p] > 0:
