@@ -8,7 +8,7 @@ import pytest
 from test_flicker import FAST_CASES, _flagged_ramp
 
 from nirbeam import dqflags
-from nirbeam.transforms import flicker
+from nirbeam.transforms import flicker, flicker_sort
 from nirbeam.transforms.flicker import FlickerParams, clean_groups_from_first, make_group_hook
 
 
@@ -79,3 +79,103 @@ def test_default_hook_equals_numpy_reference():
     rvar, rkind = flicker._correction_variance_reference(ref, pdq, mask, params)
     np.testing.assert_array_equal(var, rvar)
     assert kind == rkind == "group"
+
+
+def _general_hook(params, mask):
+    """The hook's general path (per-call cleaner + correction_variance), the reference of
+    the fused kernel; the fused hook keeps it as ``general``."""
+    hook = make_group_hook(params, mask)
+    assert type(hook).__name__ == "_FusedMedianHook"
+    return hook, hook.general
+
+
+FUSED_PARAMS = [
+    FlickerParams(),  # the pipeline's default: clipped mean against the first group
+    FlickerParams(group_reference="previous"),
+    FlickerParams(statistic="median"),
+    FlickerParams(background="median", min_pixels=6),
+    FlickerParams(error_term=False),
+]
+
+
+@pytest.mark.parametrize("params", FUSED_PARAMS)
+@pytest.mark.parametrize(("ny", "nx", "dtype"), [(32, 150, np.float32), (13, 67, np.float64)])
+def test_fused_hook_equals_general_hook(params, ny, nx, dtype):
+    """The one-call hook (fixed-mask layout, per-block slot sorts, stored MAD) == the
+    general hook (clean_groups_from_first / clean_groups + correction_variance, each ==
+    its numpy reference above), output and variance bit for bit, with JUMP/SATURATED/
+    DROPOUT groups, DO_NOT_USE pixels, NaN, outliers, empty columns and a group whose
+    mask values are all NaN (left out of the MAD)."""
+    rng = np.random.default_rng(44 + nx)
+    groups, gdq, pdq, mask = _flagged_ramp(rng, 6, ny, nx, dtype=dtype)
+    gdq[2][rng.random((ny, nx)) < 0.05] |= dqflags.DROPOUT
+    groups[4][mask] = np.nan  # no value of group 4 in the mask
+    groups[3, 1, 7] = np.inf
+    fused, general = _general_hook(params, mask)
+    got, ref = fused(groups, gdq, pdq), general(groups, gdq, pdq)
+    if not params.error_term:
+        np.testing.assert_array_equal(got, ref)
+        return
+    (out, (var, kind)), (rout, (rvar, rkind)) = got, ref
+    assert out.dtype == np.float32 and var.dtype == np.float64 and kind == rkind
+    np.testing.assert_array_equal(out, rout)
+    np.testing.assert_array_equal(var, rvar)
+    assert np.all(np.isfinite(var)) and var.max() > 0
+    # the reference itself, to be sure the general path is the numpy one
+    ref2 = (flicker._clean_groups_from_first_reference if params.group_reference == "first"
+            else flicker._clean_groups_reference)(groups, gdq, pdq, mask, params.method,
+                                                  **params.cleaner_kwargs())
+    np.testing.assert_array_equal(out, ref2)
+    np.testing.assert_array_equal(var, flicker._correction_variance_reference(
+        ref2, pdq, mask, params)[0])
+
+
+def test_fused_hook_edge_cases(monkeypatch):
+    """No usable mask pixel, one finite value, uint16 ramps (general path), a mask with
+    a column of all rows, and the streamed MAD beyond MAD_STORE_MAX: == general hook."""
+    from nirbeam.transforms import flicker_hook
+
+    rng = np.random.default_rng(45)
+    ny, nx = 32, 80
+    groups, gdq, pdq, mask = _flagged_ramp(rng, 5, ny, nx)
+    mask[:, 30] = True
+    params = FlickerParams()
+    fused, general = _general_hook(params, mask)
+
+    def same(g, q, p):
+        (a, (va, ka)), (b, (vb, kb)) = fused(g, q, p), general(g, q, p)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(va, vb)
+        assert ka == kb
+        return va
+
+    assert same(groups, gdq, pdq).max() > 0
+    dead = pdq | np.uint32(dqflags.DO_NOT_USE)
+    assert not same(groups, gdq, dead).any()  # no usable mask pixel: no model variance
+    one = groups.copy()
+    one[1:][:, mask] = np.nan
+    one[1][np.argwhere(mask)[0][0], np.argwhere(mask)[0][1]] = 5.0
+    assert not same(one, gdq, pdq).any()  # a single finite value: no model variance
+    same(np.round(groups).astype(np.float64), gdq.astype(np.uint32), pdq.astype(np.uint16))
+    ints = np.nan_to_num(groups, nan=0.0).clip(0, 6e4).astype(np.uint16)  # general path
+    np.testing.assert_array_equal(fused(ints, gdq, pdq)[0], general(ints, gdq, pdq)[0])
+    monkeypatch.setattr(flicker_hook, "MAD_STORE_MAX", 100)  # streamed MAD (full frames)
+    flicker_hook.hook_median_kernel.recompile()
+    try:
+        same(groups, gdq, pdq)
+    finally:
+        monkeypatch.undo()
+        flicker_hook.hook_median_kernel.recompile()
+    with pytest.raises(ValueError, match="pixeldq"):
+        fused(groups, gdq, pdq[:, :-1])
+
+
+def test_order_pair_abs_equals_numpy():
+    """The MAD's second median, |a - c| computed as read, == np.median of the values."""
+    rng = np.random.default_rng(46)
+    for a in (rng.normal(0, 3, 50001), np.round(rng.normal(0, 2, 9000)), rng.normal(0, 1, 300)):
+        c = float(np.median(a))
+        buf = np.empty(a.size)
+        n = a.size
+        assert flicker_sort.order_pair_abs(a, n, c, (n - 1) // 2, n // 2, buf) == np.median(
+            np.abs(a - c))

@@ -286,6 +286,34 @@ def scene_mask_from_store(root: str, group: str, token: str = "") -> np.ndarray 
     return _MASK_CACHE[k]
 
 
+_HOOK_CACHE: dict[tuple, tuple] = {}
+
+
+def group_hook_from_store(root: str, group: str, token: str, params):
+    """The group-level 1/f hook of one exposure (:func:`nirbeam.transforms.flicker.
+    make_group_hook` on the stored scene mask), made once per process and exposure: what
+    the hook derives from the fixed mask (its column layout) is not re-derived per
+    integration. Rebuilt when the mask was re-read (``forget_group``) or ``params``
+    differ (NRS1/NRS2). Without a stored mask nothing is kept."""
+    from nirbeam.transforms.flicker import make_group_hook
+
+    mask = scene_mask_from_store(root, group, token)
+    if mask is None:  # each integration derives its own mask: nothing to keep
+        return make_group_hook(params, None)
+    k = (root, group, token, params)
+    with _REF_LOCK:
+        hit = _HOOK_CACHE.get(k)
+    if hit is not None and hit[0] is mask:
+        return hit[1]
+    hook = make_group_hook(params, mask)
+    with _REF_LOCK:
+        for old in [o for o in _HOOK_CACHE if o[:2] == (root, group) and o != k]:
+            if _HOOK_CACHE[old][0] is not mask:
+                _HOOK_CACHE.pop(old, None)
+        _HOOK_CACHE[k] = (mask, hook)
+    return hook
+
+
 @dataclass(frozen=True)
 class Calibrate:
     """detector1 on one record (1/f cleaning of group differences as its group hook)."""
@@ -301,14 +329,13 @@ class Calibrate:
         """As calling it on ``holder[0]``, the record handed over (the list is emptied): an
         IRS2 record's raw ramp is then freed as soon as its reference step has run."""
         from nirbeam.transforms.detector1 import calibrate_record
-        from nirbeam.transforms.flicker import make_group_hook
 
         rec = holder.pop()
         refs = refs_from_store(self.root, rec.key.group, self.token)
         fl = self.settings.flicker.for_detector(rec.meta.detector)  # NRS2 readout direction
         hook = None
         if fl.enabled and fl.level == "group":
-            hook = make_group_hook(fl, scene_mask_from_store(self.root, rec.key.group, self.token))
+            hook = group_hook_from_store(self.root, rec.key.group, self.token, fl)
         pf = self.settings.detector1.picture_frame
         full = tuple(rec.meta.image_shape) == (2048, 2048)
         if pf.enabled and full:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 from nirbeam import dqflags
+from nirbeam.transforms.flicker_hook import MaskLayout, hook_median_kernel
 from nirbeam.transforms.flicker_image import (
     cosine_basis,
     make_cleaner,
@@ -399,15 +400,66 @@ def make_group_hook(
 
     cleaner = clean_groups_from_first if params.group_reference == "first" else clean_groups
 
-    def hook(groups, groupdq, pixeldq):
+    def general(groups, groupdq, pixeldq):
         m = fixed if fixed is not None else draft_mask_from_groups(groups, pixeldq, **mask_kwargs)
         out = cleaner(groups, groupdq, pixeldq, m, params.method, **kwargs)
         if not params.error_term:
             return out
         return out, correction_variance(out, pixeldq, m, params)
 
+    hook = general
+    if fixed is not None and params.method == "median":
+        hook = _FusedMedianHook(params, fixed, general)
     hook.before_jump = bool(params.before_jump)
     return hook
+
+
+class _FusedMedianHook:
+    """The group hook of ``method='median'`` with a fixed mask: one
+    :func:`~nirbeam.transforms.flicker_hook.hook_median_kernel` call per integration
+    (cleaning and the model variance), the mask's layout derived once; the same results
+    as the general hook (:func:`clean_groups_from_first` / :func:`clean_groups` and
+    :func:`correction_variance`), which runs for inputs outside the fast path (other
+    dtypes or shapes: it raises the errors)."""
+
+    def __init__(self, params: FlickerParams, mask: np.ndarray, general: Callable):
+        self.general = general
+        self.shape = mask.shape
+        self.layout = MaskLayout.from_mask(mask)
+        self.from_first = params.group_reference == "first"
+        self.use_mean = params.statistic == "mean"
+        self.bg_mode = BG_MEDIAN if params.background == "median" else BG_NONE
+        self.min_pixels = int(params.min_pixels)
+        self.error_term = bool(params.error_term)
+        self.kind = "group" if self.from_first else "difference"
+        self.k = np.pi / 2 if params.statistic == "median" else 1.0  # as _variance_inputs
+        bits = np.uint32(GROUP_BAD_BITS)
+        if self.from_first:  # every bad bit counts in both groups
+            self.jump, self.other = 0, int(bits)
+        else:  # JUMP_DET only in the later group of a difference
+            self.jump = int(bits & np.uint32(dqflags.JUMP_DET))
+            self.other = int(bits & ~np.uint32(dqflags.JUMP_DET))
+
+    def __call__(self, groups, groupdq, pixeldq):
+        g, q, p = groups, groupdq, pixeldq
+        if not (isinstance(g, np.ndarray) and isinstance(q, np.ndarray)
+                and isinstance(p, np.ndarray) and g.ndim == 3 and g.shape[0] >= 2
+                and g.shape[1:] == self.shape and q.shape == g.shape and p.shape == self.shape
+                and g.dtype in (np.float32, np.float64) and q.dtype in (np.uint8, np.uint16,
+                                                                        np.uint32)
+                and p.dtype.kind in "iu" and g.flags.c_contiguous and q.flags.c_contiguous
+                and p.flags.c_contiguous):
+            return self.general(groups, groupdq, pixeldq)
+        lay = self.layout
+        out = np.empty(g.shape, np.float32)
+        var = np.zeros(self.shape) if self.error_term else np.zeros((1, 1))
+        hook_median_kernel(
+            g, q, p, int(dqflags.DO_NOT_USE), self.other, self.jump, self.bg_mode, 0.0,
+            self.use_mean, 3.0, self.min_pixels, self.from_first, lay.blocks, lay.slot_row,
+            lay.comps, lay.comp_off, lay.pixels, self.error_term, self.k, 2.0, out, var)
+        if not self.error_term:
+            return out
+        return out, (var, self.kind)
 
 
 def correction_variance(cleaned: np.ndarray, pixeldq: np.ndarray, mask: np.ndarray,
