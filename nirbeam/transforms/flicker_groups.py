@@ -362,7 +362,7 @@ def clean_groups_from_first_reference(
 
 
 def make_group_hook(
-    params: FlickerParams, mask: np.ndarray | None = None
+    params: FlickerParams, mask: np.ndarray | None = None, light: np.ndarray | None = None
 ) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
     """Detector1 group hook ``hook(groups, groupdq, pixeldq) -> groups`` for 1/f cleaning.
 
@@ -373,6 +373,12 @@ def make_group_hook(
     mask : bool, (ny, nx), optional
         Background pixels (e.g. :func:`scene_mask` of a draft rate image). None: each
         integration derives its own from its ramp (:func:`draft_mask_from_groups`).
+    light : float, (ny, nx), DN per group, optional
+        Static light of the mask pixels (e.g. the PSF wings of the trace, from an
+        exposure-level model): ``light * (k - j)`` is taken off each difference of groups
+        ``j -> k`` before its column model is fitted, so the model does not remove that
+        light from the column (it stays in the output). Needs ``mask`` and
+        ``params.background`` None.
 
     Returns
     -------
@@ -388,6 +394,14 @@ def make_group_hook(
     if fixed is not None and fixed.ndim != 2:
         raise ValueError(f"make_group_hook mask: expected (ny, nx), got shape {fixed.shape}")
 
+    lit = None
+    if light is not None:
+        lit = np.ascontiguousarray(light, np.float64)
+        if fixed is None or lit.shape != fixed.shape:
+            raise ValueError(f"make_group_hook light: expected the mask's shape, got "
+                             f"{lit.shape} (mask: {None if fixed is None else fixed.shape})")
+        if params.background is not None:
+            raise ValueError("make_group_hook light: needs FlickerParams.background None")
     if not params.enabled or params.level != "group":
 
         def identity(groups, groupdq, pixeldq):
@@ -402,14 +416,21 @@ def make_group_hook(
 
     def general(groups, groupdq, pixeldq):
         m = fixed if fixed is not None else draft_mask_from_groups(groups, pixeldq, **mask_kwargs)
-        out = cleaner(groups, groupdq, pixeldq, m, params.method, **kwargs)
+        kw = kwargs
+        if lit is not None:  # per difference j -> k: light * (k - j)
+            ng = np.shape(groups)[0]
+            steps = (range(1, ng) if params.group_reference == "first"
+                     else [1] * max(ng - 1, 0))
+            kw = {**kwargs, "background": np.stack([lit * k for k in steps])
+                  if ng > 1 else None}
+        out = cleaner(groups, groupdq, pixeldq, m, params.method, **kw)
         if not params.error_term:
             return out
         return out, correction_variance(out, pixeldq, m, params)
 
     hook = general
     if fixed is not None and params.method == "median":
-        hook = _FusedMedianHook(params, fixed, general)
+        hook = _FusedMedianHook(params, fixed, general, lit)
     hook.before_jump = bool(params.before_jump)
     return hook
 
@@ -422,8 +443,10 @@ class _FusedMedianHook:
     :func:`correction_variance`), which runs for inputs outside the fast path (other
     dtypes or shapes: it raises the errors)."""
 
-    def __init__(self, params: FlickerParams, mask: np.ndarray, general: Callable):
+    def __init__(self, params: FlickerParams, mask: np.ndarray, general: Callable,
+                 light: np.ndarray | None = None):
         self.general = general
+        self.light = np.zeros((0, 0)) if light is None else light
         self.shape = mask.shape
         self.layout = MaskLayout.from_mask(mask)
         self.from_first = params.group_reference == "first"
@@ -456,7 +479,8 @@ class _FusedMedianHook:
         hook_median_kernel(
             g, q, p, int(dqflags.DO_NOT_USE), self.other, self.jump, self.bg_mode, 0.0,
             self.use_mean, 3.0, self.min_pixels, self.from_first, lay.blocks, lay.slot_row,
-            lay.comps, lay.comp_off, lay.pixels, self.error_term, self.k, 2.0, out, var)
+            lay.comps, lay.comp_off, lay.pixels, self.error_term, self.k, 2.0, self.light,
+            out, var)
         if not self.error_term:
             return out
         return out, (var, self.kind)

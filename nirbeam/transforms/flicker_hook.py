@@ -163,7 +163,7 @@ def _pooled_mad(vals, n, buf, work):
 @njit(cache=True, error_model="numpy")
 def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, use_mean,
                        clip_sigma, min_pixels, from_first, blocks, slot_row, comps, comp_off,
-                       pixels, want_var, k_var, two, out, var):
+                       pixels, want_var, k_var, two, light, out, var):
     """1/f cleaning of one integration (``method='median'``), as
     :func:`~nirbeam.transforms.flicker_kernels.groups_median_kernel` on the mask of
     ``pixels`` less the pixels with a ``bad_pixel`` bit in ``pdq``; the cleaned ramp into
@@ -173,6 +173,9 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
     so when there is no model variance); returns :func:`model_mad` of ``out`` (``-1.0``:
     no variance; ``-2.0`` without ``want_var``).
 
+    ``light`` (ny, nx) float64, DN per group, or (0, 0): a static light model of the
+    mask pixels, ``light * (kb - ka)`` taken off each difference ``ka -> kb`` before the
+    column statistics (kept in the output; as ``background=`` arrays of the reference).
     ``bg_mode`` 0: no background, 1: the scalar ``bg_value``, 2: the median of each
     difference's usable mask pixels. ``blocks``, ``slot_row``, ``comps``, ``comp_off``,
     ``pixels``: a :class:`MaskLayout`.
@@ -211,6 +214,7 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
         nmu += (np.int64(pf[px]) & bad_pixel) == 0
     upix = upix[:nmu]
     ncol = np.zeros(nx, np.int64)
+    use_light = light.shape[0] == ny and light.shape[1] == nx
     if want_var:
         for b in range(blocks.shape[0]):  # per-column counts from the layout
             c0 = blocks[b, 0]
@@ -281,6 +285,8 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
                             v = np.float64(g[kb, y, c0 + cc]) - b0r[cc]
                             u = ((np.int64(gdq[kb, y, c0 + cc]) & other) == 0) & np.isfinite(v)
                             dv = v - bg
+                            if use_light:
+                                dv = dv - light[y, c0 + cc] * np.float64(kb - ka)
                     elif y >= 0:
                         c = c0 + cc
                         v = np.float64(g[kb, y, c]) - np.float64(g[ka, y, c])
@@ -289,6 +295,8 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
                         u = ((np.int64(pdq[y, c]) & bad_pixel) == 0) & (
                             (((q0 | q1) & other) | (q1 & jump)) == 0) & np.isfinite(v)
                         dv = v - bg
+                        if use_light:
+                            dv = dv - light[y, c] * np.float64(kb - ka)
                     use[j, cc] = u
                     d[j, cc] = dv if u else 0.0
                     s[j, cc] = dv if u else np.inf
