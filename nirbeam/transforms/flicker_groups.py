@@ -375,10 +375,11 @@ def make_group_hook(
         integration derives its own from its ramp (:func:`draft_mask_from_groups`).
     light : float, (ny, nx), DN per group, optional
         Static light of the mask pixels (e.g. the PSF wings of the trace, from an
-        exposure-level model): ``light * (k - j)`` is taken off each difference of groups
-        ``j -> k`` before its column model is fitted, so the model does not remove that
-        light from the column (it stays in the output). Needs ``mask`` and
-        ``params.background`` None.
+        exposure-level model): its mean over each column's mask pixels, times ``k - j``,
+        is taken off the column model of each difference of groups ``j -> k`` (which
+        otherwise removes that light from every pixel of the column). The models are
+        fitted as without it (the same clipping in every integration): the light changes
+        each column's model by a constant. Needs ``mask`` and ``params.background`` None.
 
     Returns
     -------
@@ -402,6 +403,8 @@ def make_group_hook(
                              f"{lit.shape} (mask: {None if fixed is None else fixed.shape})")
         if params.background is not None:
             raise ValueError("make_group_hook light: needs FlickerParams.background None")
+        n = fixed.sum(axis=0)
+        lit = np.where(n > 0, np.where(fixed, lit, 0.0).sum(axis=0) / np.maximum(n, 1), 0.0)
     if not params.enabled or params.level != "group":
 
         def identity(groups, groupdq, pixeldq):
@@ -416,14 +419,12 @@ def make_group_hook(
 
     def general(groups, groupdq, pixeldq):
         m = fixed if fixed is not None else draft_mask_from_groups(groups, pixeldq, **mask_kwargs)
-        kw = kwargs
-        if lit is not None:  # per difference j -> k: light * (k - j)
-            ng = np.shape(groups)[0]
-            steps = (range(1, ng) if params.group_reference == "first"
-                     else [1] * max(ng - 1, 0))
-            kw = {**kwargs, "background": np.stack([lit * k for k in steps])
-                  if ng > 1 else None}
-        out = cleaner(groups, groupdq, pixeldq, m, params.method, **kw)
+        if lit is None:
+            out = cleaner(groups, groupdq, pixeldq, m, params.method, **kwargs)
+        else:
+            out = _with_light(cleaner(groups, groupdq, pixeldq, m, params.method,
+                                      return_model=True, **kwargs), groups, lit,
+                              params.group_reference == "first")
         if not params.error_term:
             return out
         return out, correction_variance(out, pixeldq, m, params)
@@ -433,6 +434,21 @@ def make_group_hook(
         hook = _FusedMedianHook(params, fixed, general, lit)
     hook.before_jump = bool(params.before_jump)
     return hook
+
+
+def _with_light(cleaned_models, groups, light, from_first):
+    """The cleaned ramp rebuilt from the models less ``light`` (nx,) per group step (as
+    the fused kernel: ``float32(g - (model - light * k))``, or the running sum of
+    ``model - light`` for group differences)."""
+    cleaned, models = cleaned_models
+    g = np.asarray(groups)
+    out = np.array(cleaned, np.float32, copy=True)
+    acc = np.zeros(g.shape[1:])
+    for k in range(1, g.shape[0]):
+        mk = models[k - 1] - (light * np.float64(k) if from_first else light * 1.0)[None, :]
+        acc = mk if from_first else acc + mk
+        out[k] = (np.asarray(g[k], np.float64) - acc).astype(np.float32)
+    return out
 
 
 class _FusedMedianHook:
@@ -446,7 +462,7 @@ class _FusedMedianHook:
     def __init__(self, params: FlickerParams, mask: np.ndarray, general: Callable,
                  light: np.ndarray | None = None):
         self.general = general
-        self.light = np.zeros((0, 0)) if light is None else light
+        self.light = np.zeros(0) if light is None else np.ascontiguousarray(light, np.float64)
         self.shape = mask.shape
         self.layout = MaskLayout.from_mask(mask)
         self.from_first = params.group_reference == "first"

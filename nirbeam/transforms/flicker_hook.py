@@ -173,9 +173,12 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
     so when there is no model variance); returns :func:`model_mad` of ``out`` (``-1.0``:
     no variance; ``-2.0`` without ``want_var``).
 
-    ``light`` (ny, nx) float64, DN per group, or (0, 0): a static light model of the
-    mask pixels, ``light * (kb - ka)`` taken off each difference ``ka -> kb`` before the
-    column statistics (kept in the output; as ``background=`` arrays of the reference).
+    ``light`` (nx,) float64, DN per group, or (0,): the mean static light of each
+    column's mask pixels; ``light * (kb - ka)`` is taken off each column offset of the
+    difference ``ka -> kb`` (after the filling of columns without enough pixels), so the
+    offsets do not remove that light from the column. The column statistics themselves
+    are those without it: it changes each column's model by the same amount in every
+    integration, and nothing else.
     ``bg_mode`` 0: no background, 1: the scalar ``bg_value``, 2: the median of each
     difference's usable mask pixels. ``blocks``, ``slot_row``, ``comps``, ``comp_off``,
     ``pixels``: a :class:`MaskLayout`.
@@ -214,7 +217,7 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
         nmu += (np.int64(pf[px]) & bad_pixel) == 0
     upix = upix[:nmu]
     ncol = np.zeros(nx, np.int64)
-    use_light = light.shape[0] == ny and light.shape[1] == nx
+    use_light = light.shape[0] == nx
     if want_var:
         for b in range(blocks.shape[0]):  # per-column counts from the layout
             c0 = blocks[b, 0]
@@ -285,8 +288,6 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
                             v = np.float64(g[kb, y, c0 + cc]) - b0r[cc]
                             u = ((np.int64(gdq[kb, y, c0 + cc]) & other) == 0) & np.isfinite(v)
                             dv = v - bg
-                            if use_light:
-                                dv = dv - light[y, c0 + cc] * np.float64(kb - ka)
                     elif y >= 0:
                         c = c0 + cc
                         v = np.float64(g[kb, y, c]) - np.float64(g[ka, y, c])
@@ -295,8 +296,6 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
                         u = ((np.int64(pdq[y, c]) & bad_pixel) == 0) & (
                             (((q0 | q1) & other) | (q1 & jump)) == 0) & np.isfinite(v)
                         dv = v - bg
-                        if use_light:
-                            dv = dv - light[y, c] * np.float64(kb - ka)
                     use[j, cc] = u
                     d[j, cc] = dv if u else 0.0
                     s[j, cc] = dv if u else np.inf
@@ -343,6 +342,9 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
                 good[c0 + cc] = ok
                 off[c0 + cc, 0] = om[cc] if ok else 0.0
         fill_columns_inplace(off, good)
+        if use_light:  # the mask pixels' static light is no column offset
+            for c in range(nx):
+                off[c, 0] = off[c, 0] - light[c] * np.float64(kb - ka)
         if from_first:
             for y in range(ny):
                 for c in range(nx):
