@@ -125,7 +125,7 @@ def capture(simdir: str, npz: str, nints: int) -> None:
 
         def hook(g, q, p):
             if len(caps["groups"]) < nints:
-                for k, v in zip(("groups", "gdq", "pdq"), (g, q, p)):
+                for k, v in zip(("groups", "gdq", "pdq"), (g, q, p), strict=True):
                     caps[k].append(np.array(v))
             return inner(g, q, p)
 

@@ -35,8 +35,9 @@ model removes it from every pixel of the column: -0.19 sigma against TRUE_RATE, 
 within bounds against TRUE_RATE minus that light (tested: it was only that). By default
 an exposure-level model of that light (the median uncleaned rate of the first 16
 integrations, its common offset fitted off, as a ratio to the trace flux smoothed along
-x: ``nirbeam.stream.rate_steps.light_model``) is taken off the mask pixels before the
-offsets are fitted, and the rates are within bounds against TRUE_RATE itself (tested).
+x: ``nirbeam.transforms.flicker_light``), averaged over each column's mask pixels, is
+taken off the fitted column offsets, and the rates are within bounds against TRUE_RATE
+itself (tested).
 """
 
 from __future__ import annotations

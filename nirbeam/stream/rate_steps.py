@@ -3,6 +3,10 @@ written (the same functions in batch and streaming), the worker caches of the re
 the driver saved, and the batch block step :class:`CalibrateBlock`.
 
 Moved from :mod:`nirbeam.stream.pipeline` (which re-exports every public name).
+
+Size note: ~670 lines: the record steps, the reference and scene-mask storage (with the
+1/f light model and the per-exposure hook cache, issue 13/14) and the block writer share
+the worker caches; the light model's arithmetic is in :mod:`nirbeam.transforms.flicker_light`.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import json
 import logging
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +26,14 @@ from nirbeam.stream.plan import RATE_BLOCK, RateBlock, ReadItem
 from nirbeam.stream.records import DeadLetter, IntegrationRecord
 from nirbeam.stream.uncal import ExposurePlan, read_ramp
 from nirbeam.transforms.common import StepFailed
+from nirbeam.transforms.flicker_light import SceneModel
 from nirbeam.transforms.irs2 import is_irs2
 from nirbeam.transforms.reference import ReferenceArrays
 
 __all__ = ["RATEINTS", "RATE_ARRAYS", "RATE_ATTRS", "RATE_BLOCK", "BAD_TIME_STEP", "ReadItem",
            "read_record", "refs_from_store", "save_refs_to_store", "scene_mask_from_store",
            "forget_group", "Calibrate", "calibrate_irs2_record", "draft_scene_mask",
-           "SceneModel", "light_model", "scene_light_from_store", "group_hook_from_store",
+           "SceneModel", "scene_light_from_store", "group_hook_from_store",
            "picture_frame_from_store",
            "WriteRateints", "RateBlock", "CalibrateBlock", "WriteDeadLetter"]  # ReadItem, RateBlock: from nirbeam.stream.plan
 
@@ -458,115 +462,18 @@ def calibrate_irs2_record(rec, refs: ReferenceArrays, params,
     return out.with_step("detector1", prov)
 
 
-@dataclass(frozen=True, eq=False)
-class SceneModel:
-    """The 1/f scene mask of an exposure and the static light of its pixels.
-
-    ``mask`` bool (ny, nx): background pixels of the group-level 1/f fit. ``light``
-    float (ny, nx), DN/s, or None: an exposure-level model of the light those pixels see
-    (the trace's PSF wings; :func:`light_model`), which the hook takes off before it
-    fits the column offsets, so that they do not remove it from every pixel."""
-
-    mask: np.ndarray
-    light: np.ndarray | None = None
-
-
-LIGHT_NINTS = 16
-"""Integrations (the first ones) whose uncleaned median rate the light model is made of."""
-LIGHT_OFFSET_SE = 0.5
-"""DN/s: the light model's common offset (:func:`common_offset`) is taken off only when
-its standard error is below this (else the flux does not change enough along x to tell
-it from the wings, and it is left in)."""
-LIGHT_SMOOTH = 33
-"""Columns over which the light model's ratio to the trace flux is averaged."""
-
-
-LIGHT_DEGREE = 3
-"""Degree in x of the per-row wing-to-flux ratio in :func:`common_offset`'s fit."""
-
-
-def common_offset(rate: np.ndarray, mask: np.ndarray, degree: int = LIGHT_DEGREE):
-    """``(c, its standard error)``, DN/s: the offset common to every pixel of ``rate``
-    (what the per-integration offsets left uncorrected by the reference pixels average
-    to), fitted with the wings over the mask pixels as ``rate = c + F(x) P_y(x)``:
-    ``F`` the trace flux per column, ``P_y`` a polynomial of ``degree`` in x per row (the
-    wings scale with the flux and change slowly along x; ``c`` does not scale). Least
-    squares, twice with 4-sigma (MAD) clipping; (0, inf) when it cannot be fitted."""
-    r = np.asarray(rate, np.float64)
-    m = np.asarray(mask, bool)
-    ny, nx = r.shape
-    ok = np.isfinite(r)
-    flux = np.maximum(np.where(~m & ok, r, 0.0).sum(axis=0), 0.0)
-    use = m & ok & (flux[None, :] > 0)
-    if use.sum() < 10 * (ny * (degree + 1) + 1):
-        return 0.0, np.inf
-    xs = np.linspace(-1.0, 1.0, nx)
-    basis = np.polynomial.legendre.legvander(xs, degree)  # (nx, degree + 1)
-    yy, xx = np.nonzero(use)
-    f = flux / max(float(np.median(flux[flux > 0])), 1e-30)  # O(1) columns
-    ncoef = ny * (degree + 1)
-    a = np.zeros((yy.size, 1 + ncoef))
-    a[:, 0] = 1.0
-    cols = 1 + yy[:, None] * (degree + 1) + np.arange(degree + 1)[None, :]
-    np.put_along_axis(a, cols, f[xx, None] * basis[xx], axis=1)
-    a = a[:, np.abs(a).sum(axis=0) > 0]  # rows without mask pixels have no coefficients
-    b = r[yy, xx]
-    keep = np.ones(b.size, bool)
-    for _ in range(3):
-        coef, *_ = np.linalg.lstsq(a[keep], b[keep], rcond=None)
-        res = b - a @ coef
-        sig = 1.4826 * np.median(np.abs(res[keep] - np.median(res[keep])))
-        keep = np.abs(res) <= 4.0 * max(sig, 1e-30)
-    ak = a[keep]
-    dof = max(int(keep.sum()) - ak.shape[1], 1)
-    s2 = float(np.sum((b[keep] - ak @ coef) ** 2)) / dof
-    try:
-        cov = np.linalg.inv(ak.T @ ak) * s2
-        se = float(np.sqrt(max(cov[0, 0], 0.0)))
-    except np.linalg.LinAlgError:
-        return 0.0, np.inf
-    return float(coef[0]), se
-
-
-def light_model(rate: np.ndarray, mask: np.ndarray, smooth: int = LIGHT_SMOOTH) -> np.ndarray:
-    """Static light of the scene-mask pixels (DN/s, (ny, nx); 0 off the mask) from a
-    median rate of many uncleaned integrations (``rate``).
-
-    The PSF wings scale with the trace's flux ``F(x)`` (the column sum of ``rate`` over
-    the non-mask rows) and change slowly along x, while the rate's noise (read noise,
-    what is left of 1/f and of the integrations' common offsets after the median) does
-    not: the model is ``F(x) R(y, x)``, ``R`` the ratio ``rate / F`` averaged over
-    ``smooth`` columns per row with weights ``F^2`` (its least-squares estimate for noise
-    of constant variance), so that each column's model averages ~``smooth`` columns'
-    noise and a column without flux gets no light. Non-finite values have no weight.
-    """
-    r = np.asarray(rate, np.float64)
-    m = np.asarray(mask, bool)
-    ok = np.isfinite(r)
-    flux = np.maximum(np.where(~m & ok, r, 0.0).sum(axis=0), 0.0)
-    kern = np.ones(max(int(smooth), 1))
-
-    def along_x(a):
-        return np.stack([np.convolve(row, kern, mode="same") for row in a])
-
-    num = along_x(np.where(m & ok, r, 0.0) * flux[None, :])
-    den = along_x(np.where(m & ok, 1.0, 0.0) * (flux**2)[None, :])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-    return np.where(m, ratio * flux[None, :], 0.0)
-
-
 def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int = 3,
                      trace_mask: np.ndarray | None = None) -> SceneModel:
     """1/f scene mask from the median draft rate of the first few integrations
     (``trace_mask``: pixels a mode knows are scene, e.g. every slit; excluded too), and
     with ``settings.flicker.light_model`` the light model of its pixels
-    (:func:`light_model` of the median uncleaned rate of the first :data:`LIGHT_NINTS`
-    integrations)."""
+    (:func:`nirbeam.transforms.flicker_light.scene_light` of the first
+    ``LIGHT_NINTS`` integrations' uncleaned rates)."""
     from nirbeam.transforms import irs2
     from nirbeam.transforms.detector1 import RampTiming, run_detector1
     from nirbeam.transforms.detector1_bands import run_detector1_bands
     from nirbeam.transforms.flicker import scene_mask
+    from nirbeam.transforms.flicker_light import LIGHT_NINTS, scene_light
     from nirbeam.transforms.refpix import SubarrayGeometry
 
     meta = plan.meta
@@ -592,22 +499,10 @@ def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int
     mask = scene_mask(rate, dq=dq, trace_mask=trace_mask, **fl.mask_kwargs())
     light = None
     if fl.light_model:
-        from nirbeam import dqflags
-
-        stack = np.stack(rates)
-        bad = (np.stack(dqs) & np.uint32(dqflags.DO_NOT_USE)) != 0
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: NaN, no light
-            med = np.nanmedian(np.where(bad, np.nan, stack), axis=0)
-        c, se = common_offset(med, mask)
-        # an offset common to the frame is no light: off before the model, where the fit
-        # tells it from the wings (a flux that changes along x enough)
-        if not (np.isfinite(se) and se < LIGHT_OFFSET_SE):
-            c = 0.0
+        light, c, se = scene_light(rates, dqs, mask)
         log.info("%s: scene light model from %d integrations, common offset %.3f +- %.3f "
                  "DN/s %s", meta.group_name, len(rates), c, se,
-                 "removed" if c else "not removed")
-        light = light_model(med - c, mask).astype(np.float32)
+                 "taken off" if c else "left in")
     return SceneModel(mask, light)
 
 

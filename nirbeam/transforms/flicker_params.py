@@ -90,9 +90,10 @@ class FlickerParams:
         Group level with the pipeline's fixed scene mask: take an exposure-level model of
         the static light the mask pixels see (the trace's PSF wings: the median uncleaned
         rate of the first integrations, as a ratio to the trace flux smoothed along x;
-        ``nirbeam.stream.rate_steps.light_model``) off each group before the column
-        offsets are fitted. Without it the offsets include that light and remove it from
-        every pixel of the column (issue 13: -0.19 sigma on the PRISM rates).
+        ``nirbeam.transforms.flicker_light``; its mean over each column's mask pixels)
+        off the column offsets the hook fits. Without it the offsets include that light
+        and remove it from every pixel of the column (issue 13: -0.19 sigma on the PRISM
+        rates).
     error_term : bool
         Group level: add the variance of the fitted 1/f model (estimated from the
         number of background pixels per column, :func:`correction_variance`) to
