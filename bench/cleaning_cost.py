@@ -12,6 +12,17 @@ rebuilt with ``cumsum``).
 
 Run: ``.venv/bin/python bench/cleaning_cost.py [--quick]``; writes
 ``bench/results/cleaning_cost.json``.
+
+The pipeline's hook on realistic records (issue 14): ``--capture SIMDIR NPZ`` runs
+``nirbeam run`` on a ``nirbeam simulate`` folder and stores the default hook's inputs
+(calibrated groups, group DQ, pixel DQ of each integration, the exposure's scene mask);
+``--hook-records NAME=NPZ,... [--before-path DIR] --out FILE`` then times
+``make_group_hook(FlickerParams(), mask)`` per integration (each integration's best of
+the repeats, averaged over the integrations: wall, perf_counter) in worker processes,
+this tree's code and, with ``--before-path``, another checkout's (e.g. a ``git worktree``
+of the commit before), alternated A B A B so that both see the same machine load, and
+compares the SHA-256 of every integration's output and variance between the two
+(``identical``).
 """
 
 from __future__ import annotations
@@ -97,12 +108,145 @@ GROUP_CASES = {  # name -> (method, kwargs)
 }
 
 
+def capture(simdir: str, npz: str, nints: int) -> None:
+    """Run the pipeline on ``simdir`` and store the default hook's inputs (first
+    ``nints`` integrations) and scene mask in ``npz``."""
+    import tempfile
+
+    import nirbeam.transforms.flicker as fl
+    from nirbeam.stream import cli
+
+    orig = fl.make_group_hook
+    caps = {"groups": [], "gdq": [], "pdq": [], "mask": None}
+
+    def make(params, mask=None):
+        inner = orig(params, mask)
+        caps["mask"] = mask
+
+        def hook(g, q, p):
+            if len(caps["groups"]) < nints:
+                for k, v in zip(("groups", "gdq", "pdq"), (g, q, p), strict=True):
+                    caps[k].append(np.array(v))
+            return inner(g, q, p)
+
+        hook.before_jump = inner.before_jump
+        return hook
+
+    fl.make_group_hook = make
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            rc = cli.main(["run", simdir, "--out", out, "--refs", f"{simdir}/refs", "--config",
+                           f"{simdir}/nirbeam.toml", "-q", "--overwrite"])
+    finally:
+        fl.make_group_hook = orig
+    if rc != 0 or caps["mask"] is None:
+        raise SystemExit(f"capture: nirbeam run gave {rc} (mask captured: "
+                         f"{caps['mask'] is not None})")
+    np.savez(npz, **{k: np.stack(caps[k]) for k in ("groups", "gdq", "pdq")}, mask=caps["mask"])
+    print(f"captured {len(caps['groups'])} integrations into {npz}")
+
+
+def hook_worker(npz: str, repeat: int) -> dict:
+    """Per-integration cost of the default hook on a captured record (this process's
+    nirbeam), and a digest of its outputs."""
+    import hashlib
+
+    from nirbeam.transforms.flicker import make_group_hook
+
+    d = np.load(npz)
+    groups, gdq, pdq, mask = d["groups"], d["gdq"], d["pdq"], d["mask"]
+    n = groups.shape[0]
+    t0 = time.perf_counter()
+    hook = make_group_hook(FlickerParams(), mask)
+    t_make = time.perf_counter() - t0
+    digest = hashlib.sha256()
+    for i in range(n):  # also the warm-up (numba compile / cache load)
+        out, (var, kind) = hook(groups[i], gdq[i], pdq[i])
+        digest.update(np.ascontiguousarray(out).tobytes())
+        digest.update(np.ascontiguousarray(var).tobytes())
+        digest.update(kind.encode())
+    best = np.full(n, np.inf)
+    cpu = np.full(n, np.inf)
+    for _ in range(repeat):
+        for i in range(n):
+            w0, c0 = time.perf_counter(), time.process_time()
+            hook(groups[i], gdq[i], pdq[i])
+            best[i] = min(best[i], time.perf_counter() - w0)
+            cpu[i] = min(cpu[i], time.process_time() - c0)
+    return {"nints": n, "shape": list(groups.shape[1:]), "mask_pixels": int(mask.sum()),
+            "hook_ms_per_int": 1e3 * float(best.mean()),
+            "hook_cpu_ms_per_int": 1e3 * float(cpu.mean()),
+            "make_hook_ms": 1e3 * t_make, "hook_type": type(hook).__name__,
+            "sha256": digest.hexdigest()}
+
+
+def hook_records(records: dict, before: str | None, repeat: int, rounds: int) -> dict:
+    """Time the hook on each record in worker processes: this tree ('after') and
+    ``before`` alternated ``rounds`` times; best round per side."""
+    import json
+    import subprocess
+    import sys
+
+    here = str(Path(__file__).resolve().parents[1])
+    sides = {"after": here, **({"before": before} if before else {})}
+    res = {}
+    for name, npz in records.items():
+        runs = {side: [] for side in sides}
+        for _ in range(rounds):
+            for side, path in sides.items():
+                env = dict(os.environ, PYTHONPATH=path)
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--hook-worker", npz,
+                       "--repeat", str(repeat)]
+                r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True,
+                                   cwd=path)
+                runs[side].append(json.loads(r.stdout.strip().splitlines()[-1]))
+        entry = {side: min(v, key=lambda e: e["hook_ms_per_int"]) for side, v in runs.items()}
+        entry["rounds"] = {side: [e["hook_ms_per_int"] for e in v] for side, v in runs.items()}
+        if before:
+            entry["identical"] = entry["before"]["sha256"] == entry["after"]["sha256"]
+            entry["speedup_wall"] = (entry["before"]["hook_ms_per_int"]
+                                     / entry["after"]["hook_ms_per_int"])
+            entry["speedup_cpu"] = (entry["before"]["hook_cpu_ms_per_int"]
+                                    / entry["after"]["hook_cpu_ms_per_int"])
+        res[name] = entry
+        print(name, {k: (v["hook_ms_per_int"] if isinstance(v, dict) and "hook_ms_per_int" in v
+                         else v) for k, v in entry.items() if k != "rounds"}, flush=True)
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--capture", nargs=2, metavar=("SIMDIR", "NPZ"))
+    ap.add_argument("--capture-nints", type=int, default=30)
+    ap.add_argument("--hook-records", help="NAME=NPZ,...: time the default hook on them")
+    ap.add_argument("--before-path", help="checkout whose nirbeam is the 'before'")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--hook-worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.capture:
+        capture(*args.capture, args.capture_nints)
+        return
+    if args.hook_worker:
+        import json
+
+        print(json.dumps(hook_worker(args.hook_worker, args.repeat)))
+        return
     prov = provenance(argv)
+    if args.hook_records:
+        records = dict(kv.split("=", 1) for kv in args.hook_records.split(","))
+        load = os.getloadavg()
+        res = hook_records(records, args.before_path, args.repeat, args.rounds)
+        result = {"benchmark": "cleaning_cost (default group hook on captured records)",
+                  "units": "milliseconds per integration (all groups of one integration)",
+                  "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                              "loadavg_start": load, "loadavg_end": os.getloadavg()},
+                  "before_path": args.before_path, "records": records, "hook": res}
+        write_result(Path(args.out), result, argv, start=prov)
+        print(f"wrote {args.out}")
+        return
     repeat = 3 if args.quick else 5
     rng = np.random.default_rng(0)
     rows = []

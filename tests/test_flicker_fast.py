@@ -8,7 +8,7 @@ import pytest
 from test_flicker import FAST_CASES, _flagged_ramp
 
 from nirbeam import dqflags
-from nirbeam.transforms import flicker
+from nirbeam.transforms import flicker, flicker_sort
 from nirbeam.transforms.flicker import FlickerParams, clean_groups_from_first, make_group_hook
 
 
@@ -79,3 +79,183 @@ def test_default_hook_equals_numpy_reference():
     rvar, rkind = flicker._correction_variance_reference(ref, pdq, mask, params)
     np.testing.assert_array_equal(var, rvar)
     assert kind == rkind == "group"
+
+
+def _general_hook(params, mask):
+    """The hook's general path (per-call cleaner + correction_variance), the reference of
+    the fused kernel; the fused hook keeps it as ``general``."""
+    hook = make_group_hook(params, mask)
+    assert type(hook).__name__ == "_FusedMedianHook"
+    return hook, hook.general
+
+
+FUSED_PARAMS = [
+    FlickerParams(),  # the pipeline's default: clipped mean against the first group
+    FlickerParams(group_reference="previous"),
+    FlickerParams(statistic="median"),
+    FlickerParams(background="median", min_pixels=6),
+    FlickerParams(error_term=False),
+]
+
+
+@pytest.mark.parametrize("params", FUSED_PARAMS)
+@pytest.mark.parametrize(("ny", "nx", "dtype"), [(32, 150, np.float32), (13, 67, np.float64)])
+def test_fused_hook_equals_general_hook(params, ny, nx, dtype):
+    """The one-call hook (fixed-mask layout, per-block slot sorts, stored MAD) == the
+    general hook (clean_groups_from_first / clean_groups + correction_variance, each ==
+    its numpy reference above), output and variance bit for bit, with JUMP/SATURATED/
+    DROPOUT groups, DO_NOT_USE pixels, NaN, outliers, empty columns and a group whose
+    mask values are all NaN (left out of the MAD)."""
+    rng = np.random.default_rng(44 + nx)
+    groups, gdq, pdq, mask = _flagged_ramp(rng, 6, ny, nx, dtype=dtype)
+    gdq[2][rng.random((ny, nx)) < 0.05] |= dqflags.DROPOUT
+    groups[4][mask] = np.nan  # no value of group 4 in the mask
+    groups[3, 1, 7] = np.inf
+    fused, general = _general_hook(params, mask)
+    got, ref = fused(groups, gdq, pdq), general(groups, gdq, pdq)
+    if not params.error_term:
+        np.testing.assert_array_equal(got, ref)
+        return
+    (out, (var, kind)), (rout, (rvar, rkind)) = got, ref
+    assert out.dtype == np.float32 and var.dtype == np.float64 and kind == rkind
+    np.testing.assert_array_equal(out, rout)
+    np.testing.assert_array_equal(var, rvar)
+    assert np.all(np.isfinite(var)) and var.max() > 0
+    # the reference itself, to be sure the general path is the numpy one
+    ref2 = (flicker._clean_groups_from_first_reference if params.group_reference == "first"
+            else flicker._clean_groups_reference)(groups, gdq, pdq, mask, params.method,
+                                                  **params.cleaner_kwargs())
+    np.testing.assert_array_equal(out, ref2)
+    np.testing.assert_array_equal(var, flicker._correction_variance_reference(
+        ref2, pdq, mask, params)[0])
+
+
+def test_fused_hook_edge_cases(monkeypatch):
+    """No usable mask pixel, one finite value, uint16 ramps (general path), a mask with
+    a column of all rows, and the streamed MAD beyond MAD_STORE_MAX: == general hook."""
+    from nirbeam.transforms import flicker_hook
+
+    rng = np.random.default_rng(45)
+    ny, nx = 32, 80
+    groups, gdq, pdq, mask = _flagged_ramp(rng, 5, ny, nx)
+    mask[:, 30] = True
+    params = FlickerParams()
+    fused, general = _general_hook(params, mask)
+
+    def same(g, q, p):
+        (a, (va, ka)), (b, (vb, kb)) = fused(g, q, p), general(g, q, p)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(va, vb)
+        assert ka == kb
+        return va
+
+    assert same(groups, gdq, pdq).max() > 0
+    dead = pdq | np.uint32(dqflags.DO_NOT_USE)
+    assert not same(groups, gdq, dead).any()  # no usable mask pixel: no model variance
+    one = groups.copy()
+    one[1:][:, mask] = np.nan
+    one[1][np.argwhere(mask)[0][0], np.argwhere(mask)[0][1]] = 5.0
+    assert not same(one, gdq, pdq).any()  # a single finite value: no model variance
+    same(np.round(groups).astype(np.float64), gdq.astype(np.uint32), pdq.astype(np.uint16))
+    ints = np.nan_to_num(groups, nan=0.0).clip(0, 6e4).astype(np.uint16)  # general path
+    np.testing.assert_array_equal(fused(ints, gdq, pdq)[0], general(ints, gdq, pdq)[0])
+    monkeypatch.setattr(flicker_hook, "MAD_STORE_MAX", 100)  # streamed MAD (full frames)
+    flicker_hook.hook_median_kernel.recompile()
+    try:
+        same(groups, gdq, pdq)
+    finally:
+        monkeypatch.undo()
+        flicker_hook.hook_median_kernel.recompile()
+    with pytest.raises(ValueError, match="pixeldq"):
+        fused(groups, gdq, pdq[:, :-1])
+
+
+def test_order_pair_abs_equals_numpy():
+    """The MAD's second median, |a - c| computed as read, == np.median of the values."""
+    rng = np.random.default_rng(46)
+    for a in (rng.normal(0, 3, 50001), np.round(rng.normal(0, 2, 9000)), rng.normal(0, 1, 300)):
+        c = float(np.median(a))
+        buf = np.empty(a.size)
+        n = a.size
+        assert flicker_sort.order_pair_abs(a, n, c, (n - 1) // 2, n // 2, buf) == np.median(
+            np.abs(a - c))
+
+
+@pytest.mark.parametrize("reference", ["first", "previous"])
+def test_fused_hook_light_equals_reference(reference):
+    """With a light model (DN per group) the fused hook == the general hook == the numpy
+    reference's column models less the mask pixels' mean light x (k - j) per difference
+    j -> k, the ramp rebuilt from them, bit for bit; the variance as the general hook's."""
+    rng = np.random.default_rng(47)
+    ny, nx = 32, 90
+    groups, gdq, pdq, mask = _flagged_ramp(rng, 6, ny, nx)
+    light = np.where(mask, rng.uniform(0.0, 8.0, (ny, nx)), 0.0)
+    params = FlickerParams(group_reference=reference)
+    hook = make_group_hook(params, mask, light)
+    assert type(hook).__name__ == "_FusedMedianHook"
+    (out, (var, _)), (gout, (gvar, _)) = (hook(groups, gdq, pdq),
+                                          hook.general(groups, gdq, pdq))
+    np.testing.assert_array_equal(out, gout)
+    np.testing.assert_array_equal(var, gvar)
+    first = reference == "first"
+    _, models = (flicker._clean_groups_from_first_reference if first
+                 else flicker._clean_groups_reference)(groups, gdq, pdq, mask, "median",
+                                                       return_model=True,
+                                                       **params.cleaner_kwargs())
+    n = mask.sum(axis=0)
+    lcol = np.where(n > 0, light.sum(axis=0) / np.maximum(n, 1), 0.0)
+    want = groups.astype(np.float32).copy()
+    acc = 0.0
+    for k in range(1, 6):
+        m = models[k - 1] - lcol * (k if first else 1)
+        acc = m if first else acc + m
+        want[k] = (groups[k].astype(np.float64) - acc).astype(np.float32)
+    np.testing.assert_array_equal(out, want)
+    no_light = make_group_hook(params, mask)(groups, gdq, pdq)[0]
+    assert not np.array_equal(out, no_light)
+    with pytest.raises(ValueError, match="light"):
+        make_group_hook(params, mask, light[:, :-1])
+    with pytest.raises(ValueError, match="background"):
+        make_group_hook(FlickerParams(background="median"), mask, light)
+
+
+def test_light_model_keeps_the_mask_light_in_the_columns():
+    """Static light on the mask pixels (PSF wings) is not a column offset: with the light
+    model the column offsets are recovered without it (cleaned ramp = truth within the
+    noise, mean bias < 0.05 DN per group), without it every pixel of the column loses the
+    mask pixels' mean light (the bias the light model removes, issue 13)."""
+    rng = np.random.default_rng(48)
+    ng, ny, nx = 8, 32, 400
+    mask = np.ones((ny, nx), bool)
+    mask[12:20] = False  # the trace
+    wing = 3.0 / (1.0 + np.abs(np.arange(ny) - 15.5)[:, None] / 3.0) ** 2 * np.ones(nx)
+    light = np.where(mask, wing, 0.0)  # DN per group
+    truth = np.cumsum(np.broadcast_to(wing + 50.0 * ~mask, (ng, ny, nx)), axis=0)
+    offsets = rng.normal(0, 20.0, (ng, 1, nx))
+    groups = (truth + offsets + rng.normal(0, 2.0, (ng, ny, nx))).astype(np.float32)
+    gdq = np.zeros(groups.shape, np.uint8)
+    pdq = np.zeros((ny, nx), np.uint32)
+    params = FlickerParams()
+    want = truth + offsets[0]  # each group gets the first group's offsets (the reference)
+    with_light = make_group_hook(params, mask, light)(groups, gdq, pdq)[0]
+    without = make_group_hook(params, mask)(groups, gdq, pdq)[0]
+    per_group_bias = [(with_light[k] - want[k]).mean() / k for k in range(1, ng)]
+    assert np.max(np.abs(per_group_bias)) < 0.05, per_group_bias
+    lost = (light * mask).sum(axis=0).mean() / mask.sum(axis=0).mean()  # DN per group
+    bias = [(without[k] - want[k]).mean() / k for k in range(1, ng)]
+    np.testing.assert_allclose(bias, -lost, atol=0.05)
+
+
+def test_order_pair_any_ranks_equals_numpy():
+    """order_pair (narrowed brackets, fused first pass) at any pair of ranks, the ends
+    included (where a bracket can hold rank lo but miss hi), == numpy's order statistics."""
+    rng = np.random.default_rng(49)
+    for a in (rng.normal(0, 1, 30000), rng.standard_cauchy(5000),
+              np.round(rng.normal(0, 3, 20000))):
+        n = a.size
+        s = np.sort(a)
+        buf = np.empty(n)
+        for lo in (0, 1, n // 7, (n - 1) // 2, n - 3, n - 2):
+            for hi in (lo, lo + 1):
+                assert flicker_sort.order_pair(a, n, lo, hi, buf) == 0.5 * (s[lo] + s[hi]), (
+                    n, lo, hi)

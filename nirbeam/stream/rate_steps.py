@@ -3,6 +3,10 @@ written (the same functions in batch and streaming), the worker caches of the re
 the driver saved, and the batch block step :class:`CalibrateBlock`.
 
 Moved from :mod:`nirbeam.stream.pipeline` (which re-exports every public name).
+
+Size note: ~670 lines: the record steps, the reference and scene-mask storage (with the
+1/f light model and the per-exposure hook cache, issue 13/14) and the block writer share
+the worker caches; the light model's arithmetic is in :mod:`nirbeam.transforms.flicker_light`.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from nirbeam.stream.plan import RATE_BLOCK, RateBlock, ReadItem
 from nirbeam.stream.records import DeadLetter, IntegrationRecord
 from nirbeam.stream.uncal import ExposurePlan, read_ramp
 from nirbeam.transforms.common import StepFailed
+from nirbeam.transforms.flicker_light import SceneModel
 from nirbeam.transforms.irs2 import is_irs2
 from nirbeam.transforms.reference import ReferenceArrays
 
 __all__ = ["RATEINTS", "RATE_ARRAYS", "RATE_ATTRS", "RATE_BLOCK", "BAD_TIME_STEP", "ReadItem",
            "read_record", "refs_from_store", "save_refs_to_store", "scene_mask_from_store",
            "forget_group", "Calibrate", "calibrate_irs2_record", "draft_scene_mask",
+           "SceneModel", "scene_light_from_store", "group_hook_from_store",
            "picture_frame_from_store",
            "WriteRateints", "RateBlock", "CalibrateBlock", "WriteDeadLetter"]  # ReadItem, RateBlock: from nirbeam.stream.plan
 
@@ -151,7 +157,14 @@ def _load_references(root: str, group: str, names=_REF_NAMES,
 def save_refs_to_store(
     root: str, group: str, refs: ReferenceArrays, provenance: dict, scene_mask=None
 ) -> None:
-    """Write the cut references (and where they came from) into the store."""
+    """Write the cut references (and where they came from) into the store.
+
+    ``scene_mask``: the 1/f scene mask (bool (ny, nx)), or a :class:`SceneModel` (the
+    mask and the static light model of its pixels, stored as ``scene_light``), or None.
+    """
+    light = None
+    if isinstance(scene_mask, SceneModel):
+        scene_mask, light = scene_mask.mask, scene_mask.light
     zarr_store.save_arrays(
         root,
         f"{group}/references",
@@ -162,6 +175,7 @@ def save_refs_to_store(
             "dark": None, "dark_dq": refs.dark_dq, "readnoise": refs.readnoise,
             "gain": refs.gain,
             "scene_mask": None if scene_mask is None else scene_mask.astype(np.uint8),
+            "scene_light": None if light is None else np.asarray(light, np.float32),
         },
         attrs={"sources": refs.sources, "provenance": provenance,
                "irs2_refpix": refs.irs2 is not None},
@@ -271,7 +285,7 @@ _MASK_CACHE: dict[tuple[str, str, str], np.ndarray | None] = {}
 def forget_group(root: str, group: str) -> None:
     """Drop this process's cached references and scene mask of one group."""
     with _REF_LOCK:
-        for cache in (_REF_CACHE, _MASK_CACHE, _PF_CACHE):
+        for cache in (_REF_CACHE, _MASK_CACHE, _PF_CACHE, _LIGHT_CACHE):
             for k in [k for k in cache if k[:2] == (root, group)]:
                 cache.pop(k, None)
 
@@ -284,6 +298,56 @@ def scene_mask_from_store(root: str, group: str, token: str = "") -> np.ndarray 
         m = arrays.get("scene_mask")
         _MASK_CACHE[k] = None if m is None else m.astype(bool)
     return _MASK_CACHE[k]
+
+
+_LIGHT_CACHE: dict[tuple[str, str, str], np.ndarray | None] = {}
+
+
+def scene_light_from_store(root: str, group: str, token: str = "") -> np.ndarray | None:
+    """The static light model (DN/s) of the scene-mask pixels the driver saved (None:
+    none stored, e.g. an older store or cleaning off)."""
+    k = (root, group, token)
+    with _REF_LOCK:
+        if k in _LIGHT_CACHE:
+            return _LIGHT_CACHE[k]
+    arrays, _ = _load_references(root, group, ("scene_light",))
+    v = arrays.get("scene_light")
+    v = None if v is None else np.asarray(v, np.float64)
+    with _REF_LOCK:
+        _LIGHT_CACHE[k] = v
+    return v
+
+
+_HOOK_CACHE: dict[tuple, tuple] = {}
+
+
+def group_hook_from_store(root: str, group: str, token: str, params, tgroup: float = 1.0):
+    """The group-level 1/f hook of one exposure (:func:`nirbeam.transforms.flicker.
+    make_group_hook` on the stored scene mask, with the stored light model of its pixels
+    times ``tgroup`` (s: DN per group) when ``params.light_model`` and there is one),
+    made once per process and exposure: what the hook derives from the fixed mask (its
+    column layout) is not re-derived per integration. Rebuilt when the mask was re-read
+    (``forget_group``) or ``params`` differ (NRS1/NRS2). Without a stored mask nothing
+    is kept."""
+    from nirbeam.transforms.flicker import make_group_hook
+
+    mask = scene_mask_from_store(root, group, token)
+    if mask is None:  # each integration derives its own mask: nothing to keep
+        return make_group_hook(params, None)
+    k = (root, group, token, params, float(tgroup))
+    with _REF_LOCK:
+        hit = _HOOK_CACHE.get(k)
+    if hit is not None and hit[0] is mask:
+        return hit[1]
+    light = scene_light_from_store(root, group, token) if params.light_model else None
+    hook = make_group_hook(params, mask,
+                           None if light is None else np.where(mask, light, 0.0) * tgroup)
+    with _REF_LOCK:
+        for old in [o for o in _HOOK_CACHE if o[:2] == (root, group) and o != k]:
+            if _HOOK_CACHE[old][0] is not mask:
+                _HOOK_CACHE.pop(old, None)
+        _HOOK_CACHE[k] = (mask, hook)
+    return hook
 
 
 @dataclass(frozen=True)
@@ -301,14 +365,14 @@ class Calibrate:
         """As calling it on ``holder[0]``, the record handed over (the list is emptied): an
         IRS2 record's raw ramp is then freed as soon as its reference step has run."""
         from nirbeam.transforms.detector1 import calibrate_record
-        from nirbeam.transforms.flicker import make_group_hook
 
         rec = holder.pop()
         refs = refs_from_store(self.root, rec.key.group, self.token)
         fl = self.settings.flicker.for_detector(rec.meta.detector)  # NRS2 readout direction
         hook = None
         if fl.enabled and fl.level == "group":
-            hook = make_group_hook(fl, scene_mask_from_store(self.root, rec.key.group, self.token))
+            hook = group_hook_from_store(self.root, rec.key.group, self.token, fl,
+                                         float(rec.meta.tgroup))
         pf = self.settings.detector1.picture_frame
         full = tuple(rec.meta.image_shape) == (2048, 2048)
         if pf.enabled and full:
@@ -399,18 +463,24 @@ def calibrate_irs2_record(rec, refs: ReferenceArrays, params,
 
 
 def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int = 3,
-                     trace_mask: np.ndarray | None = None) -> np.ndarray:
+                     trace_mask: np.ndarray | None = None) -> SceneModel:
     """1/f scene mask from the median draft rate of the first few integrations
-    (``trace_mask``: pixels a mode knows are scene, e.g. every slit; excluded too)."""
+    (``trace_mask``: pixels a mode knows are scene, e.g. every slit; excluded too), and
+    with ``settings.flicker.light_model`` the light model of its pixels
+    (:func:`nirbeam.transforms.flicker_light.scene_light` of the first
+    ``LIGHT_NINTS`` integrations' uncleaned rates)."""
     from nirbeam.transforms import irs2
     from nirbeam.transforms.detector1 import RampTiming, run_detector1
     from nirbeam.transforms.detector1_bands import run_detector1_bands
     from nirbeam.transforms.flicker import scene_mask
+    from nirbeam.transforms.flicker_light import LIGHT_NINTS, scene_light
     from nirbeam.transforms.refpix import SubarrayGeometry
 
     meta = plan.meta
+    fl = settings.flicker
+    nl = max(n, LIGHT_NINTS) if fl.light_model else n
     rates, dqs = [], []
-    for i in plan.present[:n]:
+    for i in plan.present[:nl]:
         ramp = read_ramp(plan.segment_of(i), i)
         timing = RampTiming.from_meta(meta)
         if irs2.needs_correction(meta, ramp):  # IRS2: its reference step first (as detector1)
@@ -424,9 +494,16 @@ def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int
         del ramp
         rates.append(res.rate)
         dqs.append(res.dq)
-    rate = np.median(np.stack(rates), axis=0)
-    dq = np.bitwise_and.reduce(np.stack(dqs), axis=0)
-    return scene_mask(rate, dq=dq, trace_mask=trace_mask, **settings.flicker.mask_kwargs())
+    rate = np.median(np.stack(rates[:n]), axis=0)
+    dq = np.bitwise_and.reduce(np.stack(dqs[:n]), axis=0)
+    mask = scene_mask(rate, dq=dq, trace_mask=trace_mask, **fl.mask_kwargs())
+    light = None
+    if fl.light_model:
+        light, c, se = scene_light(rates, dqs, mask)
+        log.info("%s: scene light model from %d integrations, common offset %.3f +- %.3f "
+                 "DN/s %s", meta.group_name, len(rates), c, se,
+                 "taken off" if c else "left in")
+    return SceneModel(mask, light)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 from nirbeam import dqflags
+from nirbeam.transforms.flicker_hook import MaskLayout, hook_median_kernel
 from nirbeam.transforms.flicker_image import (
     cosine_basis,
     make_cleaner,
@@ -361,7 +362,7 @@ def clean_groups_from_first_reference(
 
 
 def make_group_hook(
-    params: FlickerParams, mask: np.ndarray | None = None
+    params: FlickerParams, mask: np.ndarray | None = None, light: np.ndarray | None = None
 ) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
     """Detector1 group hook ``hook(groups, groupdq, pixeldq) -> groups`` for 1/f cleaning.
 
@@ -372,6 +373,13 @@ def make_group_hook(
     mask : bool, (ny, nx), optional
         Background pixels (e.g. :func:`scene_mask` of a draft rate image). None: each
         integration derives its own from its ramp (:func:`draft_mask_from_groups`).
+    light : float, (ny, nx), DN per group, optional
+        Static light of the mask pixels (e.g. the PSF wings of the trace, from an
+        exposure-level model): its mean over each column's mask pixels, times ``k - j``,
+        is taken off the column model of each difference of groups ``j -> k`` (which
+        otherwise removes that light from every pixel of the column). The models are
+        fitted as without it (the same clipping in every integration): the light changes
+        each column's model by a constant. Needs ``mask`` and ``params.background`` None.
 
     Returns
     -------
@@ -387,6 +395,16 @@ def make_group_hook(
     if fixed is not None and fixed.ndim != 2:
         raise ValueError(f"make_group_hook mask: expected (ny, nx), got shape {fixed.shape}")
 
+    lit = None
+    if light is not None:
+        lit = np.ascontiguousarray(light, np.float64)
+        if fixed is None or lit.shape != fixed.shape:
+            raise ValueError(f"make_group_hook light: expected the mask's shape, got "
+                             f"{lit.shape} (mask: {None if fixed is None else fixed.shape})")
+        if params.background is not None:
+            raise ValueError("make_group_hook light: needs FlickerParams.background None")
+        n = fixed.sum(axis=0)
+        lit = np.where(n > 0, np.where(fixed, lit, 0.0).sum(axis=0) / np.maximum(n, 1), 0.0)
     if not params.enabled or params.level != "group":
 
         def identity(groups, groupdq, pixeldq):
@@ -399,15 +417,89 @@ def make_group_hook(
 
     cleaner = clean_groups_from_first if params.group_reference == "first" else clean_groups
 
-    def hook(groups, groupdq, pixeldq):
+    def general(groups, groupdq, pixeldq):
         m = fixed if fixed is not None else draft_mask_from_groups(groups, pixeldq, **mask_kwargs)
-        out = cleaner(groups, groupdq, pixeldq, m, params.method, **kwargs)
+        if lit is None:
+            out = cleaner(groups, groupdq, pixeldq, m, params.method, **kwargs)
+        else:
+            out = _with_light(cleaner(groups, groupdq, pixeldq, m, params.method,
+                                      return_model=True, **kwargs), groups, lit,
+                              params.group_reference == "first")
         if not params.error_term:
             return out
         return out, correction_variance(out, pixeldq, m, params)
 
+    hook = general
+    if fixed is not None and params.method == "median":
+        hook = _FusedMedianHook(params, fixed, general, lit)
     hook.before_jump = bool(params.before_jump)
     return hook
+
+
+def _with_light(cleaned_models, groups, light, from_first):
+    """The cleaned ramp rebuilt from the models less ``light`` (nx,) per group step (as
+    the fused kernel: ``float32(g - (model - light * k))``, or the running sum of
+    ``model - light`` for group differences)."""
+    cleaned, models = cleaned_models
+    g = np.asarray(groups)
+    out = np.array(cleaned, np.float32, copy=True)
+    acc = np.zeros(g.shape[1:])
+    for k in range(1, g.shape[0]):
+        mk = models[k - 1] - (light * np.float64(k) if from_first else light * 1.0)[None, :]
+        acc = mk if from_first else acc + mk
+        out[k] = (np.asarray(g[k], np.float64) - acc).astype(np.float32)
+    return out
+
+
+class _FusedMedianHook:
+    """The group hook of ``method='median'`` with a fixed mask: one
+    :func:`~nirbeam.transforms.flicker_hook.hook_median_kernel` call per integration
+    (cleaning and the model variance), the mask's layout derived once; the same results
+    as the general hook (:func:`clean_groups_from_first` / :func:`clean_groups` and
+    :func:`correction_variance`), which runs for inputs outside the fast path (other
+    dtypes or shapes: it raises the errors)."""
+
+    def __init__(self, params: FlickerParams, mask: np.ndarray, general: Callable,
+                 light: np.ndarray | None = None):
+        self.general = general
+        self.light = np.zeros(0) if light is None else np.ascontiguousarray(light, np.float64)
+        self.shape = mask.shape
+        self.layout = MaskLayout.from_mask(mask)
+        self.from_first = params.group_reference == "first"
+        self.use_mean = params.statistic == "mean"
+        self.bg_mode = BG_MEDIAN if params.background == "median" else BG_NONE
+        self.min_pixels = int(params.min_pixels)
+        self.error_term = bool(params.error_term)
+        self.kind = "group" if self.from_first else "difference"
+        self.k = np.pi / 2 if params.statistic == "median" else 1.0  # as _variance_inputs
+        bits = np.uint32(GROUP_BAD_BITS)
+        if self.from_first:  # every bad bit counts in both groups
+            self.jump, self.other = 0, int(bits)
+        else:  # JUMP_DET only in the later group of a difference
+            self.jump = int(bits & np.uint32(dqflags.JUMP_DET))
+            self.other = int(bits & ~np.uint32(dqflags.JUMP_DET))
+
+    def __call__(self, groups, groupdq, pixeldq):
+        g, q, p = groups, groupdq, pixeldq
+        if not (isinstance(g, np.ndarray) and isinstance(q, np.ndarray)
+                and isinstance(p, np.ndarray) and g.ndim == 3 and g.shape[0] >= 2
+                and g.shape[1:] == self.shape and q.shape == g.shape and p.shape == self.shape
+                and g.dtype in (np.float32, np.float64) and q.dtype in (np.uint8, np.uint16,
+                                                                        np.uint32)
+                and p.dtype.kind in "iu" and g.flags.c_contiguous and q.flags.c_contiguous
+                and p.flags.c_contiguous):
+            return self.general(groups, groupdq, pixeldq)
+        lay = self.layout
+        out = np.empty(g.shape, np.float32)
+        var = np.zeros(self.shape) if self.error_term else np.zeros((1, 1))
+        hook_median_kernel(
+            g, q, p, int(dqflags.DO_NOT_USE), self.other, self.jump, self.bg_mode, 0.0,
+            self.use_mean, 3.0, self.min_pixels, self.from_first, lay.blocks, lay.slot_row,
+            lay.comps, lay.comp_off, lay.pixels, self.error_term, self.k, 2.0, self.light,
+            out, var)
+        if not self.error_term:
+            return out
+        return out, (var, self.kind)
 
 
 def correction_variance(cleaned: np.ndarray, pixeldq: np.ndarray, mask: np.ndarray,

@@ -86,6 +86,14 @@ class FlickerParams:
         Also exclude from the scene mask every pixel within this many pixels (along
         y) of the trace centre fitted on the draft image (the extraction aperture and
         the faint PSF wings a 2-sigma clip keeps); 0 disables.
+    light_model : bool
+        Group level with the pipeline's fixed scene mask: take an exposure-level model of
+        the static light the mask pixels see (the trace's PSF wings: the median uncleaned
+        rate of the first integrations, as a ratio to the trace flux smoothed along x;
+        ``nirbeam.transforms.flicker_light``; its mean over each column's mask pixels)
+        off the column offsets the hook fits. Without it the offsets include that light
+        and remove it from every pixel of the column (issue 13: -0.19 sigma on the PRISM
+        rates).
     error_term : bool
         Group level: add the variance of the fitted 1/f model (estimated from the
         number of background pixels per column, :func:`correction_variance`) to
@@ -109,6 +117,7 @@ class FlickerParams:
     before_jump: bool = True
     group_reference: str = "first"
     mask_aperture: float = 6.0
+    light_model: bool = True
     error_term: bool = True
     enabled: bool = True
 

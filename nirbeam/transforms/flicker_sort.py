@@ -80,38 +80,108 @@ def _median_inplace(a, n, lo, hi):
     return 0.5 * (v + w)
 
 
+ORDER_DIRECT = 768
+"""Below this many values :func:`order_pair` selects directly (Wirth); above, it first
+narrows the values to a bracket of the wanted ranks, as often as it pays."""
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _value(src, i, center, absdev):
+    """``src[i]``, or ``|src[i] - center|`` when ``absdev``."""
+    return np.abs(src[i] - center) if absdev else src[i]
+
+
+@njit(cache=True, error_model="numpy")
+def _bracket(src, n, lo, hi, buf, dst, center, absdev, fused):
+    """Narrow the values ``src[:n]`` (``|src - center|`` when ``absdev``) to those between
+    two pivots that bracket ranks ``lo..hi``, into ``dst[:ni]``.
+
+    The pivots come from an evenly spaced sample of the values (put in ``buf[:ns]``,
+    ``buf`` disjoint from ``src[:n]``). ``fused`` (``dst`` disjoint from ``src``): one
+    pass counts the values below the bracket and copies those in it; else (``dst`` may
+    be ``src``: the copy runs forward) a counting pass checks the bracket first and only
+    then a second pass copies. Returns ``(values below, values in the bracket)``,
+    ``(-1, -1)`` when the bracket misses the ranks (``src`` then unchanged)."""
+    ns = max(min(int(n ** (2.0 / 3.0)), n // 8), 64)
+    for i in range(ns):
+        buf[i] = _value(src, (i * n) // ns, center, absdev)
+    delta = int(2.0 * np.sqrt(ns)) + 2
+    r = (lo * ns) // n
+    r1 = max(r - delta, 0)
+    r2 = min(r + delta, ns - 1)
+    p1 = select_kth(buf, ns, r1)
+    # buf[r1:ns] now holds the sample's values >= p1: rank r2 is rank r2 - r1 there
+    p2 = select_kth(buf[r1:], ns - r1, r2 - r1)
+    nb = 0
+    ni = 0
+    if fused:
+        for i in range(n):  # branch-free
+            v = _value(src, i, center, absdev)
+            nb += v < p1
+            dst[ni] = v
+            ni += (v >= p1) & (v <= p2)
+        if not (nb <= lo and nb + ni > hi):
+            return -1, -1
+        return nb, ni
+    for i in range(n):  # branch-free count (vectorises)
+        v = _value(src, i, center, absdev)
+        nb += v < p1
+        ni += (v >= p1) & (v <= p2)
+    if not (nb <= lo and nb + ni > hi):
+        return -1, -1
+    m = 0
+    for i in range(n):
+        v = _value(src, i, center, absdev)
+        dst[m] = v
+        m += (v >= p1) & (v <= p2)
+    return nb, ni
+
+
+@njit(cache=True, error_model="numpy")
+def _order(a, n, lo, hi, buf, center, absdev):
+    """:func:`order_pair` of ``a[:n]``, or of ``|a[:n] - center|`` when ``absdev``."""
+    if n > ORDER_DIRECT:
+        nb, ni = _bracket(a, n, lo, hi, buf, buf, center, absdev, True)
+        if nb >= 0:
+            lo -= nb
+            hi -= nb
+            # later rounds in place: the sample goes after the values (ns <= ni // 8)
+            while ni > ORDER_DIRECT and ni + ni // 8 <= buf.shape[0]:
+                nb, m = _bracket(buf, ni, lo, hi, buf[ni:], buf, 0.0, False, False)
+                if nb < 0:
+                    break
+                lo -= nb
+                hi -= nb
+                done = m >= ni  # no narrower (ties): select on what is left
+                ni = m
+                if done:
+                    break
+            return _median_inplace(buf, ni, lo, hi)
+    for i in range(n):
+        buf[i] = _value(a, i, center, absdev)
+    return _median_inplace(buf, n, lo, hi)
+
+
 @njit(cache=True, error_model="numpy")
 def order_pair(a, n, lo, hi, buf):
     """``0.5 * (s[lo] + s[hi])`` of ``s = sorted(a[:n])`` (``hi`` is ``lo`` or ``lo + 1``;
     no NaN); ``a`` is kept, ``buf`` (>= n values) is scratch.
 
     Floyd-Rivest style: two pivots from an evenly spaced sample bracket the ranks, one
-    branch-free pass counts the values below and collects those between, and the
-    selection runs on those only; it falls back to a full selection if the bracket
-    misses.
+    branch-free pass counts the values below and collects those in the bracket;
+    repeated (in place: a counting pass, then the copy) on the bracket while it holds
+    more than :data:`ORDER_DIRECT` values (each round ~n^(1/3) times fewer), then a
+    direct selection. A bracket that misses stops the narrowing (the values it had are
+    selected directly), so the result is exact whatever the sample.
     """
-    if n > 4096:
-        ns = max(min(int(n ** (2.0 / 3.0)), n // 8), 64)
-        for i in range(ns):
-            buf[i] = a[(i * n) // ns]
-        delta = int(2.0 * np.sqrt(ns)) + 2
-        r = (lo * ns) // n
-        r1 = max(r - delta, 0)
-        r2 = min(r + delta, ns - 1)
-        p1 = select_kth(buf, ns, r1)
-        p2 = select_kth(buf, ns, r2)
-        nb = 0
-        ni = 0
-        for i in range(n):
-            v = a[i]
-            nb += v < p1
-            buf[ni] = v
-            ni += (v >= p1) & (v <= p2)
-        if nb <= lo and nb + ni > hi:
-            return _median_inplace(buf, ni, lo - nb, hi - nb)
-    for i in range(n):
-        buf[i] = a[i]
-    return _median_inplace(buf, n, lo, hi)
+    return _order(a, n, lo, hi, buf, 0.0, False)
+
+
+@njit(cache=True, error_model="numpy")
+def order_pair_abs(a, n, center, lo, hi, buf):
+    """:func:`order_pair` of the values ``|a[:n] - center|`` (not stored: computed as
+    they are read); the MAD's second median."""
+    return _order(a, n, lo, hi, buf, center, True)
 
 
 @njit(cache=True, error_model="numpy")

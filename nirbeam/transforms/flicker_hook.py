@@ -1,0 +1,412 @@
+"""The default group-level 1/f hook in one numba pass per integration.
+
+:func:`~nirbeam.transforms.flicker_groups.make_group_hook` with a fixed scene mask and
+``method='median'`` (the default: per-column 3-sigma-clipped mean against the first group)
+calls :func:`hook_median_kernel` once per integration: the usable mask pixels of every
+group, the per-column statistics, the subtraction, the model's MAD and the per-column
+variance.
+
+What is fixed per exposure is derived once (:class:`MaskLayout`, from the scene mask):
+the mask rows of every column, packed per block of :data:`BLOCK` columns into as many
+"slots" as the block's fullest column has mask pixels, the sorting network of each slot
+count, and the mask pixels' flat indices. The column statistics then sort ~16 slots
+instead of all ``ny`` rows (non-mask rows are +inf to a sort, and add 0.0 to a sum along
+y: skipping them changes no bit, because such a sum is never -0.0), so the results are
+those of :func:`~nirbeam.transforms.flicker_kernels.groups_median_kernel` and
+:func:`~nirbeam.transforms.flicker_kernels.model_mad` bit for bit (tests/
+test_flicker_fast.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from nirbeam.transforms.flicker_kernels import model_mad
+from nirbeam.transforms.flicker_params import MAD_TO_SIGMA
+from nirbeam.transforms.flicker_sort import (
+    BLOCK,
+    fill_columns_inplace,
+    order_pair,
+    order_pair_abs,
+    sort_columns,
+    sorted_median,
+    sorting_network,
+)
+
+MAD_STORE_MAX = 1 << 23
+"""Up to this many (groups x mask pixels) values the model's MAD selects from a stored
+copy (64 MB); beyond it (full frames) :func:`model_mad` streams them."""
+
+
+@dataclass(frozen=True, eq=False)
+class MaskLayout:
+    """A scene mask's pixels per block of columns (derived once per exposure).
+
+    Attributes
+    ----------
+    shape : (ny, nx)
+    blocks : int64 (nblocks, 4)
+        First column, width (<= BLOCK), slots (the most mask pixels of its columns) and
+        the block's first row in ``slot_row``.
+    slot_row : int64 (nslots, BLOCK)
+        Row of the j-th mask pixel (ascending) of each column of a block; -1 where the
+        column has fewer.
+    comps : int64 (ncomp, 2), comp_off : int64 (ny + 2,)
+        Sorting networks of 0..ny values, the network of ``h`` values being
+        ``comps[comp_off[h]:comp_off[h + 1]]``.
+    pixels : int64 (nmask,)
+        Flat (row-major) indices of the mask pixels.
+    """
+
+    shape: tuple
+    blocks: np.ndarray
+    slot_row: np.ndarray
+    comps: np.ndarray
+    comp_off: np.ndarray
+    pixels: np.ndarray
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray) -> MaskLayout:
+        m = np.asarray(mask, bool)
+        ny, nx = m.shape
+        rows = [np.flatnonzero(m[:, c]) for c in range(nx)]
+        blocks, slots = [], []
+        s0 = 0
+        for c0 in range(0, nx, BLOCK):
+            w = min(BLOCK, nx - c0)
+            h = max((rows[c].size for c in range(c0, c0 + w)), default=0)
+            sl = np.full((h, BLOCK), -1, np.int64)
+            for cc in range(w):
+                r = rows[c0 + cc]
+                sl[: r.size, cc] = r
+            blocks.append((c0, w, h, s0))
+            slots.append(sl)
+            s0 += h
+        nets = [sorting_network(h) if h > 0 else np.zeros((0, 2), np.int64)
+                for h in range(ny + 1)]
+        off = np.zeros(ny + 2, np.int64)
+        off[1:] = np.cumsum([len(c) for c in nets])
+        return cls(
+            (ny, nx),
+            np.array(blocks, np.int64).reshape(-1, 4),
+            np.ascontiguousarray(np.concatenate(slots) if slots else np.zeros((0, BLOCK),
+                                                                               np.int64)),
+            np.ascontiguousarray(np.concatenate(nets).astype(np.int64).reshape(-1, 2)),
+            off,
+            np.flatnonzero(m.ravel()).astype(np.int64),
+        )
+
+
+@njit(cache=True, error_model="numpy")
+def _group_values(out, k, ka, upix, vals, work, buf, per_group):
+    """The background values of group ``k`` that :func:`model_mad` takes the medians of,
+    into ``vals[:nmu]`` (``nmu = upix.size``): ``out[k] - out[ka]`` at the pixels
+    ``upix``, less the group's NaN-ignoring median when ``per_group`` (right after the
+    group was written: its values are in cache). Returns (finite values before the
+    median is taken off, the median: 0.0 without ``per_group``, NaN when the group
+    has no value; its values then count for nothing)."""
+    ng, ny, nx = out.shape
+    of = out.reshape((ng, ny * nx))
+    nmu = upix.shape[0]
+    nfin = 0
+    nnan = 0
+    for i in range(nmu):
+        px = upix[i]
+        v = np.float64(of[k, px]) - np.float64(of[ka, px])
+        vals[i] = v
+        nfin += np.isfinite(v)
+        nnan += np.isnan(v)
+    if not per_group:
+        return nfin, 0.0
+    nn = nmu - nnan
+    if nn == 0:
+        return nfin, np.nan
+    src = vals
+    if nnan > 0:  # np.nanmedian: the values less the NaN
+        m = 0
+        for i in range(nmu):
+            v = vals[i]
+            work[m] = v
+            m += not np.isnan(v)
+        src = work
+    med = sorted_median(src, nn, buf)
+    for i in range(nmu):
+        vals[i] = vals[i] - med
+    return nfin, med
+
+
+@njit(cache=True, error_model="numpy")
+def _pooled_mad(vals, n, buf, work):
+    """MAD of the finite values of ``vals[:n]`` (already less their group's median):
+    ``median(|r - median(r)|)``, NaN when none is finite (:func:`model_mad`'s two
+    streamed medians)."""
+    nf = 0
+    for i in range(n):  # a counting pass (vectorises)
+        nf += np.isfinite(vals[i])
+    src = vals
+    if nf < n:
+        m = 0
+        for i in range(n):
+            v = vals[i]
+            work[m] = v
+            m += np.isfinite(v)
+        src = work
+    if nf == 0:
+        return np.nan
+    med = order_pair(src, nf, (nf - 1) // 2, nf // 2, buf)
+    return order_pair_abs(src, nf, med, (nf - 1) // 2, nf // 2, buf)
+
+
+@njit(cache=True, error_model="numpy")
+def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, use_mean,
+                       clip_sigma, min_pixels, from_first, blocks, slot_row, comps, comp_off,
+                       pixels, want_var, k_var, two, light, out, var):
+    """1/f cleaning of one integration (``method='median'``), as
+    :func:`~nirbeam.transforms.flicker_kernels.groups_median_kernel` on the mask of
+    ``pixels`` less the pixels with a ``bad_pixel`` bit in ``pdq``; the cleaned ramp into
+    ``out``. With ``want_var``: the model's variance as
+    :func:`~nirbeam.transforms.flicker_groups.correction_variance` gives it (``k_var``
+    its factor ``k``, ``two`` = 2.0) into ``var`` (float64 (ny, nx), zeros on entry: left
+    so when there is no model variance); returns :func:`model_mad` of ``out`` (``-1.0``:
+    no variance; ``-2.0`` without ``want_var``).
+
+    ``light`` (nx,) float64, DN per group, or (0,): the mean static light of each
+    column's mask pixels; ``light * (kb - ka)`` is taken off each column offset of the
+    difference ``ka -> kb`` (after the filling of columns without enough pixels), so the
+    offsets do not remove that light from the column. The column statistics themselves
+    are those without it: it changes each column's model by the same amount in every
+    integration, and nothing else.
+    ``bg_mode`` 0: no background, 1: the scalar ``bg_value``, 2: the median of each
+    difference's usable mask pixels. ``blocks``, ``slot_row``, ``comps``, ``comp_off``,
+    ``pixels``: a :class:`MaskLayout`.
+    """
+    ng, ny, nx = g.shape
+    bw = slot_row.shape[1]
+    hmax = 0
+    for b in range(blocks.shape[0]):
+        hmax = max(hmax, blocks[b, 2])
+    nm = pixels.shape[0]
+    off = np.empty((nx, 1))
+    good = np.empty(nx, np.bool_)
+    use = np.empty((max(hmax, 1), bw), np.bool_)
+    keep = np.empty((max(hmax, 1), bw), np.bool_)
+    d = np.empty((max(hmax, 1), bw))
+    s = np.empty((max(hmax, 1), bw))
+    n = np.zeros(bw, np.int64)
+    m = np.empty(bw, np.int64)
+    om = np.empty(bw)
+    oz = np.empty(bw)
+    scale = np.empty(bw)
+    lim = np.empty(bw)
+    tot = np.empty(bw)
+    allv = np.empty(max(nm, 1) if bg_mode == 2 else 1)
+    buf = np.empty(max(nm, 1) if bg_mode == 2 else 1)
+    acc = np.zeros((ny, nx)) if not from_first else np.zeros((1, 1))
+    gf = g.reshape((ng, ny * nx))
+    qf = gdq.reshape((ng, ny * nx))
+    pf = pdq.reshape(ny * nx)
+    # the model's MAD (correction_variance): the mask pixels without a bad_pixel bit
+    upix = np.empty(nm, np.int64)
+    nmu = 0
+    for i in range(nm):
+        px = pixels[i]
+        upix[nmu] = px
+        nmu += (np.int64(pf[px]) & bad_pixel) == 0
+    upix = upix[:nmu]
+    ncol = np.zeros(nx, np.int64)
+    use_light = light.shape[0] == nx
+    if want_var:
+        for b in range(blocks.shape[0]):  # per-column counts from the layout
+            c0 = blocks[b, 0]
+            for j in range(blocks[b, 3], blocks[b, 3] + blocks[b, 2]):
+                rr = slot_row[j]
+                for cc in range(blocks[b, 1]):
+                    y = rr[cc]
+                    if y >= 0:
+                        ncol[c0 + cc] += (np.int64(pdq[y, c0 + cc]) & bad_pixel) == 0
+    # values stored for the MAD's medians unless there are too many (then streamed)
+    store = want_var and ng >= 2 and 0 < (ng - 1) * nmu <= MAD_STORE_MAX
+    nv = (ng - 1) * nmu if store else 1
+    vals = np.empty(nv)
+    work = np.empty(nv if store else 1)
+    mbuf = np.empty(nv if store else 1)
+    nfin = 0
+    for y in range(ny):
+        for c in range(nx):
+            out[0, y, c] = g[0, y, c]
+    # with from_first (jump = 0): the first group's value and whether its pixel is usable
+    # (in the mask, no bad_pixel bit, no ``other`` bit in the first group)
+    nsl = slot_row.shape[0] if from_first else 0
+    base = np.zeros((nsl, bw))
+    ok0 = np.zeros((nsl, bw), np.bool_)
+    for b in range(blocks.shape[0] if from_first else 0):
+        c0 = blocks[b, 0]
+        for j in range(blocks[b, 3], blocks[b, 3] + blocks[b, 2]):
+            for cc in range(blocks[b, 1]):
+                y = slot_row[j, cc]
+                if y >= 0:
+                    c = c0 + cc
+                    base[j, cc] = np.float64(g[0, y, c])
+                    ok0[j, cc] = ((np.int64(pdq[y, c]) & bad_pixel) == 0) & (
+                        (np.int64(gdq[0, y, c]) & other) == 0)
+    for k in range(ng - 1):
+        ka = 0 if from_first else k
+        kb = k + 1
+        bg = bg_value
+        if bg_mode == 2:  # diff_median_background over the mask pixels (row-major)
+            nall = 0
+            for i in range(nm):
+                px = pixels[i]
+                v = np.float64(gf[kb, px]) - np.float64(gf[ka, px])
+                q0 = np.int64(qf[ka, px])
+                q1 = np.int64(qf[kb, px])
+                u = ((np.int64(pf[px]) & bad_pixel) == 0) & (
+                    (((q0 | q1) & other) | (q1 & jump)) == 0) & np.isfinite(v)
+                allv[nall] = v
+                nall += u
+            bg = sorted_median(allv, nall, buf) if nall > 0 else 0.0
+        for b in range(blocks.shape[0]):
+            c0 = blocks[b, 0]
+            w = blocks[b, 1]
+            h = blocks[b, 2]
+            s0 = blocks[b, 3]
+            for cc in range(w):
+                n[cc] = 0
+            for j in range(h):
+                rr = slot_row[s0 + j]
+                b0r = base[s0 + j]
+                ok0r = ok0[s0 + j]
+                for cc in range(w):
+                    y = rr[cc]
+                    u = False
+                    dv = 0.0
+                    if from_first:  # the first group's part is the same in every difference
+                        if ok0r[cc]:
+                            v = np.float64(g[kb, y, c0 + cc]) - b0r[cc]
+                            u = ((np.int64(gdq[kb, y, c0 + cc]) & other) == 0) & np.isfinite(v)
+                            dv = v - bg
+                    elif y >= 0:
+                        c = c0 + cc
+                        v = np.float64(g[kb, y, c]) - np.float64(g[ka, y, c])
+                        q0 = np.int64(gdq[ka, y, c])
+                        q1 = np.int64(gdq[kb, y, c])
+                        u = ((np.int64(pdq[y, c]) & bad_pixel) == 0) & (
+                            (((q0 | q1) & other) | (q1 & jump)) == 0) & np.isfinite(v)
+                        dv = v - bg
+                    use[j, cc] = u
+                    d[j, cc] = dv if u else 0.0
+                    s[j, cc] = dv if u else np.inf
+                    n[cc] += u
+            net = comps[comp_off[h]:comp_off[h + 1]]
+            sort_columns(s, net, w)
+            for cc in range(w):
+                nn = n[cc]
+                om[cc] = 0.5 * (s[(nn - 1) // 2, cc] + s[nn // 2, cc]) if nn > 0 else np.nan
+            if use_mean:
+                # robust start (median, MAD), then 3 rounds of mean/std clipping
+                for j in range(h):
+                    for cc in range(w):
+                        s[j, cc] = np.abs(d[j, cc] - om[cc]) if use[j, cc] else np.inf
+                sort_columns(s, net, w)
+                for cc in range(w):
+                    nn = n[cc]
+                    mad = 0.5 * (s[(nn - 1) // 2, cc] + s[nn // 2, cc]) if nn > 0 else np.nan
+                    scale[cc] = MAD_TO_SIGMA * mad
+                for _ in range(3):
+                    for cc in range(w):
+                        lim[cc] = clip_sigma * (scale[cc] if np.isfinite(scale[cc]) else 0.0)
+                        tot[cc] = 0.0
+                        m[cc] = 0
+                    for j in range(h):
+                        for cc in range(w):
+                            dv = d[j, cc]
+                            kp = use[j, cc] & (np.abs(dv - om[cc]) <= lim[cc])
+                            keep[j, cc] = kp
+                            tot[cc] += dv if kp else 0.0
+                            m[cc] += kp
+                    for cc in range(w):
+                        om[cc] = tot[cc] / max(m[cc], 1) if m[cc] > 0 else np.nan
+                        oz[cc] = om[cc] if m[cc] > 0 else 0.0
+                        tot[cc] = 0.0
+                    for j in range(h):
+                        for cc in range(w):
+                            r = d[j, cc] - oz[cc]
+                            tot[cc] += r * r if keep[j, cc] else 0.0
+                    for cc in range(w):
+                        scale[cc] = np.sqrt(tot[cc] / max(m[cc], 1))
+            for cc in range(w):
+                ok = (n[cc] >= min_pixels) & np.isfinite(om[cc])
+                good[c0 + cc] = ok
+                off[c0 + cc, 0] = om[cc] if ok else 0.0
+        fill_columns_inplace(off, good)
+        if use_light:  # the mask pixels' static light is no column offset
+            for c in range(nx):
+                off[c, 0] = off[c, 0] - light[c] * np.float64(kb - ka)
+        if from_first:
+            for y in range(ny):
+                for c in range(nx):
+                    out[kb, y, c] = np.float32(np.float64(g[kb, y, c]) - off[c, 0])
+        else:
+            for y in range(ny):
+                for c in range(nx):
+                    a = acc[y, c] + off[c, 0]
+                    acc[y, c] = a
+                    out[kb, y, c] = np.float32(np.float64(g[kb, y, c]) - a)
+        if store:
+            f, mk = _group_values(out, kb, 0 if from_first else k, upix,
+                                  vals[k * nmu:(k + 1) * nmu], work, mbuf, from_first)
+            nfin += f
+            if np.isnan(mk):  # a group without values: left out of the MAD
+                for i in range(k * nmu, (k + 1) * nmu):
+                    vals[i] = np.nan
+    if not want_var:
+        return -2.0
+    mad = -1.0
+    if ng >= 2 and nmu > 0:
+        if store:
+            if nfin >= 2:
+                mad = _pooled_mad(vals, (ng - 1) * nmu, mbuf, work)
+        else:
+            msk = np.zeros(ny * nx, np.bool_)
+            for i in range(nmu):
+                msk[upix[i]] = True
+            mad = model_mad(out, msk.reshape((ny, nx)), from_first)
+    if mad != -1.0:  # else no model variance (var stays as given: zeros)
+        # ``two`` is 2.0 given at run time: libm's pow, as numpy's scalar power in
+        # correction_variance (x * x differs from it in the last bit now and then)
+        s2 = (MAD_TO_SIGMA * mad) ** two
+        column_variance_kernel(ncol, s2, k_var, min_pixels, var)
+    return mad
+
+
+@njit(cache=True, error_model="numpy")
+def column_variance_kernel(ncol, s2, k, min_pixels, var):
+    """``var`` (ny, nx): :func:`~nirbeam.transforms.flicker_groups._column_variance`
+    (``k s2 / n`` per column with ``n = ncol >= min_pixels``, else twice the NaN-median of
+    those, ``k s2`` when no column has enough pixels)."""
+    ny, nx = var.shape
+    col = np.empty(nx)
+    vals = np.empty(nx)
+    nv = 0
+    anyg = False
+    for c in range(nx):
+        if ncol[c] >= min_pixels:
+            anyg = True
+            v = (k * s2) / max(np.float64(ncol[c]), 1.0)
+            col[c] = v
+            vals[nv] = v
+            nv += not np.isnan(v)
+        else:
+            col[c] = np.nan
+    fill = k * s2
+    if anyg:
+        fill = 2.0 * (sorted_median(vals, nv, np.empty(max(nv, 1))) if nv > 0 else np.nan)
+    for c in range(nx):
+        if ncol[c] < min_pixels:
+            col[c] = fill
+    for y in range(ny):
+        for c in range(nx):
+            var[y, c] = col[c]
