@@ -195,7 +195,8 @@ class StreamGraph(beam.PTransform):
         items = (pbegin
                  | "Ticks" >> Ticks(c.poll, c.stop_path, start=c.start)
                  | _keyed("KeyFolder", lambda t, d=c.watch_dir: (d, t))
-                 | "WatchFolder" >> beam.ParDo(WatchFolderDoFn(c.journal))
+                 | "WatchFolder" >> beam.ParDo(WatchFolderDoFn(c.journal, c.stop_path,
+                                                                 c.refused_grace_s))
                  | _keyed("KeyExposure", lambda a: (a.segment.meta.group_name, a))
                  | "PrepareExposure" >> beam.ParDo(PrepareExposureDoFn(c.root, c.refs_dir, s,
                                                                 c.allow_standins, c.prepare)))

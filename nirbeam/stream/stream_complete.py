@@ -52,6 +52,9 @@ class StreamConfig:
     start: float = 0.0  # wall time of the first tick
     allow_standins: bool = False
     prepare: object = None  # pipeline.prepare_exposure (the stream prepares as batch does)
+    #: --until-complete: stop once every file in the folder has been refused this long (s);
+    #: None: never (watch mode, or a replay, whose inputs are scanned before it starts)
+    refused_grace_s: float | None = None
 
     @property
     def root(self) -> str:
@@ -93,7 +96,8 @@ class ReadOrLoad:
 
 def exposure_complete(cfg: StreamConfig) -> bool:
     """Every exposure/detector the watcher accepted has all NINTS integrations with
-    rateints (store) or a dead letter of a rate step (``_deadletters``)."""
+    rateints (store) or a dead letter of a rate step (``_deadletters``); an exposure
+    without a store (refused before it was prepared) needs a dead letter for each."""
     groups: dict[str, int] = {}
     for row in journal_rows(cfg.journal, "accepted.jsonl"):
         groups[row["group"]] = int(row["nints"])
@@ -102,11 +106,14 @@ def exposure_complete(cfg: StreamConfig) -> bool:
     dead_dir = os.path.join(cfg.outdir, "_deadletters")
     names = set(os.listdir(dead_dir)) if os.path.isdir(dead_dir) else set()
     root_groups = zarr_store.open_root(cfg.root)
-    for g in groups:
+    for g, nints in groups.items():
         if g not in root_groups or RATEINTS not in root_groups[g]:
-            return False
-        done = zarr_store.completed(cfg.root, g, RATEINTS)
-        for i in np.flatnonzero(~done) + 1:
+            # never prepared (refused by the plan, or its preparation failed): complete once
+            # every integration has its dead letter
+            todo = range(1, nints + 1)
+        else:
+            todo = np.flatnonzero(~zarr_store.completed(cfg.root, g, RATEINTS)) + 1
+        for i in todo:
             if not any(f"{g}_{int(i):05d}.{step}.json" in names for step in RATE_STEPS):
                 return False
     return True

@@ -34,12 +34,13 @@ from nirbeam.transforms.common import StepFailed
 
 __all__ = ["Ticks", "WatchFolderDoFn", "PrepareExposureDoFn", "StreamItem", "StoredItem",
            "LoadStored", "read_checked", "write_times", "journal_rows", "counter", "DEAD",
-           "STREAM_DIR", "RATE_STEPS"]
+           "STREAM_DIR", "RATE_STEPS", "REFUSED"]
 
 log = logging.getLogger("nirbeam")
 
 DEAD = "deadletter"
 STREAM_DIR = "_stream"  # OUTDIR/_stream: stop marker, journal, live state
+REFUSED = "refused.json"  # in STREAM_DIR: every file refused when the stream gave up
 #: Steps whose dead letter means an integration has no rateints.
 RATE_STEPS = RECORD_STEPS
 
@@ -153,12 +154,38 @@ class WatchFolderDoFn(beam.DoFn):
     ``notes.jsonl``) for the driver's finalisation.
     """
 
-    def __init__(self, journal_dir: str):
+    def __init__(self, journal_dir: str, stop_path: str | None = None,
+                 refused_grace_s: float | None = None):
         self.journal_dir = journal_dir
+        self.stop_path = stop_path
+        self.refused_grace_s = refused_grace_s
 
     def setup(self):
         self.segments = counter("watch.segments")
         self.polls = counter("watch.polls")
+
+    def _stop_if_all_refused(self, st: WatchState, now: float) -> None:
+        """``--until-complete`` with every file in the folder refused (and none ever
+        accepted) for ``refused_grace_s``: journal the refusals (``refused.json``) and
+        write the stop marker, since no exposure can ever complete."""
+        if self.refused_grace_s is None or self.stop_path is None:
+            return
+        if not st.every_file_refused():
+            st.all_refused_since = None
+            return
+        if st.all_refused_since is None:
+            st.all_refused_since = now
+        if now - st.all_refused_since < self.refused_grace_s or os.path.exists(self.stop_path):
+            return
+        rows = [{"path": p, "reason": st.refused.get(p, "refused")} for p in sorted(st.last)]
+        path = os.path.join(self.journal_dir, REFUSED)
+        with open(path + ".tmp", "w") as fh:
+            json.dump(rows, fh, indent=1)
+        os.replace(path + ".tmp", path)
+        with open(self.stop_path, "w") as fh:
+            fh.write("every input refused\n")
+        log.error("every input file is refused; stopping (--until-complete): %s",
+                  "; ".join(f"{os.path.basename(r['path'])}: {r['reason']}" for r in rows))
 
     def process(self, element, state=_WATCH_P):
         folder, _ = element
@@ -175,6 +202,7 @@ class WatchFolderDoFn(beam.DoFn):
         if len(st.notes) > n_notes:
             _append_jsonl(os.path.join(self.journal_dir, "notes.jsonl"),
                           [{"note": n} for n in st.notes[n_notes:]])
+        self._stop_if_all_refused(st, time.time())
         state.write(st)
         for a in arrivals:
             self.segments.inc()
@@ -317,6 +345,9 @@ class PrepareExposureDoFn(beam.DoFn):
                 st.mode = exposure_work(meta, self.settings).mode
             except (ModeError, PlanError) as exc:
                 st.failed = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a mode that cannot plan it: refused
+                st.failed = f"no plan for this exposure: {type(exc).__name__}: {exc}"
+                log.error("%s: %s", group, st.failed)
         if st.failed:
             yield from self._dead(a, st.failed)
         elif st.prepared:

@@ -98,6 +98,7 @@ from nirbeam.stream.stream_complete import (
 )
 from nirbeam.stream.stream_source import (
     DEAD,
+    REFUSED,
     STREAM_DIR,
     PrepareExposureDoFn,
     StreamItem,
@@ -130,8 +131,36 @@ __all__ = [
 
 log = logging.getLogger("nirbeam")
 
+#: ``--until-complete``: seconds every file in the watched folder must stay refused (and
+#: unchanged) before the stream gives up on them.
+REFUSED_GRACE_S = 10.0
+#: Exit code when every input was refused (the CLI's "bad input").
+EXIT_REFUSED = 2
+
 # ---------------------------------------------------------------------------------------
 # The driver
+
+
+def _journal_json(journal: str, name: str) -> list:
+    try:
+        with open(os.path.join(journal, name)) as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return []
+
+
+def _dead_reason(dead_dir: str, group: str) -> str | None:
+    """The reason of a group's first dead letter (its integrations share it when the
+    exposure was refused whole)."""
+    names = sorted(n for n in os.listdir(dead_dir) if n.startswith(group + "_")
+                   and n.endswith(".json")) if os.path.isdir(dead_dir) else []
+    for n in names:
+        try:
+            with open(os.path.join(dead_dir, n)) as fh:
+                return json.load(fh).get("reason")
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def make_stream_runner(spec):
@@ -264,7 +293,7 @@ def run_stream(
     check_outdir(outdir)
     journal = os.path.join(outdir, STREAM_DIR)
     os.makedirs(journal, exist_ok=True)
-    for n in ("stop", "accepted.jsonl", "notes.jsonl", "live_state.pkl"):
+    for n in ("stop", "accepted.jsonl", "notes.jsonl", "live_state.pkl", REFUSED):
         try:
             os.remove(os.path.join(journal, n))
         except FileNotFoundError:
@@ -282,7 +311,9 @@ def run_stream(
         mode = "watch"
     cfg = StreamConfig(folder, outdir, settings, refs_dir, poll, until_complete,
                        live_model_nints, plot_every, max_lateness_ints, uuid.uuid4().hex,
-                       time.time(), allow_standins, prepare_exposure)
+                       time.time(), allow_standins, prepare_exposure,
+                       refused_grace_s=(REFUSED_GRACE_S if until_complete and dropper is None
+                                        else None))
     stopped = threading.Event()
 
     def request_stop(reason: str) -> None:
@@ -332,6 +363,16 @@ def run_stream(
     with bar.stage("finalise", unit="steps"):
         summary = finalize_stream(cfg, spec, counters, runner_desc=runner_desc, mode=mode,
                                   stopped=stopped.is_set(), t_start=t_start)
+    refused = summary["streaming"]["refused"]
+    if refused:
+        every = summary["streaming"]["every_input_refused"]
+        head = ("every input was refused, nothing to process" if every
+                else f"{len(refused)} input file(s) refused")
+        print(f"nirbeam stream: {head}:", file=sys.stderr)
+        for r in refused:
+            print(f"  refused {os.path.basename(r['path'])}: {r['reason']}", file=sys.stderr)
+        if every:
+            return RunResult(outdir, summary, EXIT_REFUSED)
     return RunResult(outdir, summary, 0)
 
 
@@ -366,11 +407,20 @@ def finalize_stream(cfg: StreamConfig, spec, counters: dict, *, runner_desc: str
                          "after the change were refused (dead letters, step read)")
         infos.append(info)
     plans = plan_exposures(infos) if infos else []
+    refused = list(_journal_json(cfg.journal, REFUSED))
     for plan in plans:
         g = plan.meta.group_name
         if RATEINTS in zarr_store.open_root(root).get(g, {}):
             for seg in plan.segments:
                 write_times(root, g, seg)
+    # exposures refused before they had a store (no plan for them, or their preparation
+    # failed): every integration has a dead letter; no stage 2, named in run.json
+    kept = [p for p in plans if RATEINTS in zarr_store.open_root(root).get(p.meta.group_name, {})]
+    for plan in plans:
+        if plan not in kept:
+            why = _dead_reason(dead_dir, plan.meta.group_name) or "not prepared"
+            refused += [{"path": s.path, "reason": why} for s in plan.segments]
+    plans = kept
     t0 = time.time()
     stage2 = spec if spec.name != "direct" else RunnerSpec()
     metrics = run_spectra_stage(root, plans, settings, stage2, dead_dir) if plans else {}
@@ -409,8 +459,8 @@ def finalize_stream(cfg: StreamConfig, spec, counters: dict, *, runner_desc: str
             **mode_info,
         }
     summary = account(cfg.outdir, root, plans, per_group, dead_dir) if plans else {"exposures": []}
-    complete = bool(plans) and all(not v["unprocessed_when_stopped"] and not v["missing"]
-                                   for v in per_group.values())
+    complete = bool(plans) and not refused and all(
+        not v["unprocessed_when_stopped"] and not v["missing"] for v in per_group.values())
     summary.update({
         "nirbeam_version": __version__,
         "command": "stream",
@@ -441,6 +491,8 @@ def finalize_stream(cfg: StreamConfig, spec, counters: dict, *, runner_desc: str
                                            for k, v in live.latency_steady.items()},
             "finalize_s": round(t_final, 3),
             "notes": notes,
+            "refused": refused,
+            "every_input_refused": bool(refused) and not plans,
         },
         "wall_s": round(time.time() - t_start, 3),
     })
