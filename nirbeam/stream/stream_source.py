@@ -33,7 +33,7 @@ from nirbeam.stream.watch import Arrival, WatchState, file_signature, poll_folde
 from nirbeam.transforms.common import StepFailed
 
 __all__ = ["Ticks", "WatchFolderDoFn", "PrepareExposureDoFn", "StreamItem", "StoredItem",
-           "LoadStored", "read_checked", "write_times", "journal_rows", "counter", "DEAD",
+           "LoadStored", "check_signature", "read_checked", "write_times", "journal_rows", "counter", "DEAD",
            "STREAM_DIR", "RATE_STEPS", "REFUSED"]
 
 log = logging.getLogger("nirbeam")
@@ -231,13 +231,18 @@ class StreamItem:
         return self.item.segment.path
 
 
-def read_checked(si: StreamItem) -> IntegrationRecord:
-    """:func:`pipeline.read_record`, refusing a file that changed since it was accepted."""
+def check_signature(si: StreamItem) -> None:
+    """Raise StepFailed when the item's file changed since it was accepted."""
     now = file_signature(si.source)
     if now != tuple(si.signature):
         raise StepFailed(
             f"{si.source} changed after it was found complete (size, mtime_ns "
             f"{tuple(si.signature)} -> {now}): integration refused; rerun on the final file")
+
+
+def read_checked(si: StreamItem) -> IntegrationRecord:
+    """:func:`pipeline.read_record`, refusing a file that changed since it was accepted."""
+    check_signature(si)
     return read_record(si.item)
 
 
