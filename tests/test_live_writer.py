@@ -158,8 +158,8 @@ def test_each_update_formats_only_the_changed_rows(tmp_path, monkeypatch):
 
 def test_a_new_state_drops_another_runs_parquet_blocks(tmp_path):
     """A rerun into the same OUTDIR with fewer integrations: the live Parquet folder holds
-    this run's blocks only (another run's later block is removed), and an older single-file
-    live Parquet is replaced by the folder."""
+    this run's blocks only (another run's later block is removed), an older single-file
+    live Parquet is replaced by the folder, and another exposure's live files are gone."""
     settings = Settings.from_dict({})
     rng = np.random.default_rng(4)
     w = LiveWriter(str(tmp_path), settings, plot_every=0.0)
@@ -174,9 +174,14 @@ def test_a_new_state_drops_another_runs_parquet_blocks(tmp_path):
         os.remove(old / n)
     old.rmdir()
     pd.DataFrame({"x": [1]}).to_parquet(old)
+    stale = [tmp_path / "live" / n for n in ("speclc_jw99999001001_01101_00001_nrs1.ecsv",
+                                              "fit_jw99999001001_01101_00001_nrs1.json")]
+    for f in stale:  # another exposure's live products from an earlier run
+        f.write_text("x")
     w2 = LiveWriter(str(tmp_path), settings, plot_every=0.0)
     st2 = _state(settings)
     _stream(rng, st2, w2, settings, 1, 7)
+    assert not any(f.exists() for f in stale)
     for g in (g1, g2):
         df = pd.read_parquet(tmp_path / "live" / f"speclc_{g}.parquet")
         assert sorted(set(df["integration_number"])) == list(range(1, 8))

@@ -192,7 +192,8 @@ class StreamGraph(beam.PTransform):
                                                                  c.refused_grace_s))
                  | _keyed("KeyExposure", lambda a: (a.segment.meta.group_name, a))
                  | "PrepareExposure" >> beam.ParDo(PrepareExposureDoFn(c.root, c.refs_dir, s,
-                                                                c.allow_standins, c.prepare)))
+                                                                c.allow_standins, c.prepare,
+                                                                c.stop_path)))
         # batch's record steps and functions (resumed integrations pass through)
         records = items | "Records" >> RecordChain(*record_functions(c))  # read in detector1
         o = s.outliers

@@ -247,15 +247,6 @@ class _EcsvRows:
         fs.write_text(path, header + "".join(self.lines[k] for k in keys))
 
 
-def _clear_dataset(folder: str) -> None:
-    """Remove a live Parquet folder's files (another run's blocks), or an older single file."""
-    if fs.isfile(folder):
-        fs.remove(folder)
-        return
-    for name in fs.listdir(folder):
-        fs.remove(fs.join(folder, name))
-
-
 @dataclass
 class LiveState:
     """Everything the live products are written from (picklable: Beam keyed state)."""
@@ -356,6 +347,10 @@ class LiveWriter:
         """
         from nirbeam.sinks.tables import write_table
 
+        if st.counts["table_writes"] == 0:
+            # this state's first write: another run's live products (other inputs, other
+            # groups, other settings) must not stay next to this run's
+            fs.rmtree(self.live_dir)
         fs.makedirs(self.live_dir)
         cache = self._cache(st)
         dirty = {k for k, _ in st.dirty}
@@ -458,8 +453,6 @@ class LiveWriter:
         if self.settings.products.parquet:
             folder = stem + ".parquet"
             blocks = st.parquet_blocks.setdefault(gname, set())
-            if not blocks:  # first write of this state: no block of another run is kept
-                _clear_dataset(folder)
             todo = {(k[1] - 1) // PARQUET_BLOCK for k in keys
                     if fresh or k in dirty or (k[1] - 1) // PARQUET_BLOCK not in blocks}
             for b in sorted(todo):

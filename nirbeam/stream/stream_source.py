@@ -34,13 +34,14 @@ from nirbeam.transforms.common import StepFailed
 
 __all__ = ["Ticks", "WatchFolderDoFn", "PrepareExposureDoFn", "StreamItem", "StoredItem",
            "LoadStored", "check_signature", "read_checked", "write_times", "journal_rows", "counter", "DEAD",
-           "STREAM_DIR", "RATE_STEPS", "REFUSED"]
+           "STREAM_DIR", "RATE_STEPS", "REFUSED", "RESUME_REFUSED"]
 
 log = logging.getLogger("nirbeam")
 
 DEAD = "deadletter"
 STREAM_DIR = "_stream"  # OUTDIR/_stream: stop marker, journal, live state
 REFUSED = "refused.json"  # in STREAM_DIR: every file refused when the stream gave up
+RESUME_REFUSED = "resume_refused.jsonl"  # in STREAM_DIR: exposures whose stored rates differ
 #: Steps whose dead letter means an integration has no rateints.
 RATE_STEPS = RECORD_STEPS
 
@@ -311,7 +312,7 @@ class PrepareExposureDoFn(beam.DoFn):
     """
 
     def __init__(self, root: str, refs_dir: str | None, settings, allow_standins: bool = False,
-                 prepare=None):
+                 prepare=None, stop_path: str | None = None):
         if prepare is None:
             raise TypeError("PrepareExposureDoFn needs prepare= (pipeline.prepare_exposure)")
         self.prepare = prepare  # batch's prepare_exposure, passed in by the stream's driver
@@ -319,6 +320,7 @@ class PrepareExposureDoFn(beam.DoFn):
         self.refs_dir = refs_dir
         self.settings = settings
         self.allow_standins = allow_standins
+        self.stop_path = stop_path
 
     def setup(self):
         from nirbeam.stream.refs import index_references
@@ -339,9 +341,10 @@ class PrepareExposureDoFn(beam.DoFn):
         if not st.announced:
             st.announced = True
             if RATEINTS in zarr_store.open_root(self.root).get(group, {}):
-                st.prepared = True
+                st.failed = self._resume_refused(a)
+                st.prepared = st.failed is None
                 done = zarr_store.completed(self.root, group, RATEINTS)
-                st.stored = {int(i) + 1 for i in np.flatnonzero(done)}
+                st.stored = {int(i) + 1 for i in np.flatnonzero(done)} if st.prepared else set()
         st.segments[a.segment.intstart] = a.segment
         if not st.failed and st.mode is None:
             from nirbeam.modes import ModeError
@@ -378,6 +381,37 @@ class PrepareExposureDoFn(beam.DoFn):
                     else:
                         yield from self._items(h, st)
         state.write(st)
+
+    def _resume_refused(self, a: Arrival) -> str | None:
+        """Why an earlier run's rateints in this OUTDIR cannot be resumed (batch's resume
+        check, :func:`nirbeam.stream.resume.resume_differences`: other input content,
+        references, rate settings or nirbeam version), or None when they can. Resuming
+        would mix rates made from something else into this run's products."""
+        from nirbeam.stream.pipeline import load_exposure_refs
+        from nirbeam.stream.resume import resume_differences, resume_key, stored_resume_key
+        from nirbeam.stream.uncal import plan_exposures
+
+        group = a.segment.meta.group_name
+        try:
+            plan = plan_exposures([a.segment])[0]
+            _, prov = load_exposure_refs(plan, self.refs_dir, self.ref_index, self.allow_standins)
+            diffs = resume_differences(stored_resume_key(self.root, group),
+                                       resume_key(plan, prov, self.settings))
+        except Exception as exc:  # noqa: BLE001 - cannot tell: do not mix
+            diffs = [f"the resume check failed: {type(exc).__name__}: {exc}"]
+        if not diffs:
+            return None
+        why = (f"this OUTDIR holds rates of {group} made from something else; resuming "
+               f"would mix them. Changed: {'; '.join(diffs)}. Stream into a new --out folder "
+               "(or remove this one's cubes.zarr)")
+        log.error("%s: %s", group, why)
+        if self.stop_path is not None:  # as batch refuses the run: the stream stops
+            journal = os.path.dirname(self.stop_path)
+            with open(os.path.join(journal, RESUME_REFUSED), "a") as fh:
+                fh.write(json.dumps({"group": group, "reason": why}) + "\n")
+            with open(self.stop_path, "w") as fh:
+                fh.write("resume refused\n")
+        return why
 
     def _items(self, a: Arrival, st: _PrepState):
         seg = a.segment

@@ -99,6 +99,7 @@ from nirbeam.stream.stream_complete import (
 from nirbeam.stream.stream_source import (
     DEAD,
     REFUSED,
+    RESUME_REFUSED,
     STREAM_DIR,
     PrepareExposureDoFn,
     StreamItem,
@@ -293,7 +294,7 @@ def run_stream(
     check_outdir(outdir)
     journal = os.path.join(outdir, STREAM_DIR)
     os.makedirs(journal, exist_ok=True)
-    for n in ("stop", "accepted.jsonl", "notes.jsonl", "live_state.pkl", REFUSED):
+    for n in ("stop", "accepted.jsonl", "notes.jsonl", "live_state.pkl", REFUSED, RESUME_REFUSED):
         try:
             os.remove(os.path.join(journal, n))
         except FileNotFoundError:
@@ -360,6 +361,12 @@ def run_stream(
             signal.signal(signal.SIGINT, old)
         if dropper is not None:
             dropper.stop.set()
+    mixed = journal_rows(cfg.journal, RESUME_REFUSED)
+    if mixed:  # batch's ResumeMismatch: nothing is finalised over rates of something else
+        from nirbeam.stream.resume import ResumeMismatch
+
+        raise ResumeMismatch(os.path.join(outdir, "cubes.zarr"),
+                             " / ".join(r["reason"] for r in mixed))
     with bar.stage("finalise", unit="steps"):
         summary = finalize_stream(cfg, spec, counters, runner_desc=runner_desc, mode=mode,
                                   stopped=stopped.is_set(), t_start=t_start)
