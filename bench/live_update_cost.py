@@ -12,10 +12,10 @@ rule: R = 50, ~110 bins).
 
 ``before``: the LiveWriter of ``--before`` (a git commit; its ``nirbeam/stream/live.py``
 loaded from git into this process, everything else from the working tree), ``after``:
-the working tree's. Both run in this one process, interleaved per size, on the same
-states, so their ratio is reliable on a loaded machine; the load average goes into the
-record. The two writers' files are compared after each size (tables read back with
-astropy and pandas: equal).
+the working tree's. Both run in this one process on the same states, one update of each
+(implementation, size) in turn, so their ratios are reliable on a loaded machine; the load
+average goes into the record. The two writers' files are compared at the end (tables read
+back with astropy and pandas: equal).
 
 Run: ``PYTHONPATH=. .venv/bin/python bench/live_update_cost.py [--sizes 50 465]
 [--updates 30] [--before 4154a05]``; writes ``bench/results/live_update_cost.json``
@@ -88,8 +88,9 @@ def state_at(mod, n, info, window, seed):
     return st, rng
 
 
-def run_updates(mod, stage, outdir, settings, n, info, updates, window, seed):
-    """Per-update wall times (ms): flush + state snapshot, after a first full write."""
+def updates(mod, stage, outdir, settings, n, info, window, seed):
+    """A generator: each ``next()`` runs one update and yields its wall times (ms) of
+    ``(flush, snapshot, state codec)``; the first write of the ``n`` rows comes before."""
     from apache_beam.coders import PickleCoder
 
     from nirbeam.stream.stream_steps import save_live_state
@@ -100,9 +101,9 @@ def run_updates(mod, stage, outdir, settings, n, info, updates, window, seed):
     os.makedirs(stage, exist_ok=True)
     w.flush(st)  # the first write of the n rows (not an update)
     nb = info["edges"].size - 1
-    ms, snap, codec = [], [], []
-    for u in range(updates):
-        i = n + 1 + u
+    i = n
+    while True:
+        i += 1
         st.add(*point(mod, i, "provisional", rng, nb))
         j = i - window // 2
         if j >= 1:
@@ -114,10 +115,7 @@ def run_updates(mod, stage, outdir, settings, n, info, updates, window, seed):
         t2 = time.perf_counter()
         st = coder.decode(coder.encode(st))  # the sink's Beam state: written, read back
         t3 = time.perf_counter()
-        ms.append((t1 - t0) * 1e3)
-        snap.append((t2 - t1) * 1e3)
-        codec.append((t3 - t2) * 1e3)
-    return ms, snap, codec
+        yield (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
 
 
 def summary(v):
@@ -173,24 +171,33 @@ def main(argv=None):
     codec = {impl: {} for impl in impls}
     equal = {}
     tmp = Path(tempfile.mkdtemp(prefix="live_update_cost_"))
-    for n in args.sizes:
-        for impl, mod in impls.items():
-            ms, sn, cd = run_updates(mod, tmp / impl / str(n) / "_stream", tmp / impl / str(n),
-                                 settings, n, info, args.updates, args.window, seed=n)
-            res[impl][str(n)] = summary(ms)
-            snap[impl][str(n)] = summary(sn)
-            codec[impl][str(n)] = summary(cd)
-            print(f"{impl:6s} n={n:4d}: flush {res[impl][str(n)]}  snapshot {snap[impl][str(n)]}"
-                  f"  state codec {codec[impl][str(n)]}", flush=True)
-        if len(impls) == 2:
+    # every (implementation, size) advances one update in turn: the machine's load
+    # changes affect all of them alike
+    gens = {(impl, n): updates(mod, tmp / impl / str(n) / "_stream", tmp / impl / str(n),
+                               settings, n, info, args.window, seed=n)
+            for n in args.sizes for impl, mod in impls.items()}
+    times = {k: [] for k in gens}
+    for _ in range(args.updates):
+        for k, g in gens.items():
+            times[k].append(next(g))
+    for (impl, n), v in times.items():
+        ms, sn, cd = zip(*v, strict=True)
+        res[impl][str(n)] = summary(ms)
+        snap[impl][str(n)] = summary(sn)
+        codec[impl][str(n)] = summary(cd)
+        print(f"{impl:6s} n={n:4d}: flush {res[impl][str(n)]}  snapshot {snap[impl][str(n)]}"
+              f"  state codec {codec[impl][str(n)]}", flush=True)
+    if len(impls) == 2:
+        for n in args.sizes:
             equal[str(n)] = same_products(tmp / "before" / str(n) / "live",
                                           tmp / "after" / str(n) / "live")
-            print("  same tables:", equal[str(n)], flush=True)
+            print(n, "same tables:", equal[str(n)], flush=True)
     lo, hi = str(min(args.sizes)), str(max(args.sizes))
     result = {
         "what": "live sink per update (one provisional + one flagged point, then "
                 "LiveWriter.flush without plot/fit), ms; snapshot = save_live_state; "
-                "state codec = PickleCoder encode + decode of the LiveState (Beam state)",
+                "state codec = PickleCoder encode + decode of the LiveState (Beam state); "
+                "the four (implementation, size) runs advance one update each in turn",
         "bins": int(info["edges"].size - 1), "window": args.window, "updates": args.updates,
         "per_update_ms": res, "snapshot_ms": snap, "state_codec_ms": codec,
         "growth_465_over_50" if (lo, hi) == ("50", "465") else f"growth_{hi}_over_{lo}": {
