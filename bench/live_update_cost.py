@@ -156,7 +156,7 @@ def main(argv=None):
     ap.add_argument("--only-before", action="store_true")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
-    start = provenance(sys.argv if argv is None else ["bench/live_update_cost.py", *argv])
+    start = provenance(argv)
     load0 = os.getloadavg()
 
     from nirbeam.stream import live as after

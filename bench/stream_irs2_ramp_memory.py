@@ -44,7 +44,7 @@ def main(argv=None):
     ap.add_argument("--ngroups", type=int, default=20)
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
-    start = provenance(sys.argv if argv is None else ["bench/stream_irs2_ramp_memory.py", *argv])
+    start = provenance(argv)
     from nirbeam.stream.stream_complete import record_functions
     from tests.test_stream_irs2_memory import run_chain
 

@@ -209,3 +209,43 @@ def test_live_state_pickles_its_bins_packed():
     assert set(packed) == {f"{EXP}_nrs1", f"{EXP}_nrs2"}
     assert packed[f"{EXP}_nrs1"][1].shape == (39, 30)
     assert back.uid == st.uid
+
+
+def test_no_live_points_when_the_live_model_cannot_be_built(tmp_path, monkeypatch):
+    """The live model of this run could not be built (e.g. no trace): no live point is
+    computed -- not with another run's live model left in the process (or the store)."""
+    from nirbeam.core.records import IntegrationKey, IntegrationRecord, IntTimes
+    from nirbeam.stream import stream_steps
+    from nirbeam.stream.stream_steps import LiveExtractDoFn
+
+    root = str(tmp_path / "cubes.zarr")
+    group = f"{EXP}_nrs1"
+    monkeypatch.setitem(live._LIVE_MODELS, (root, group), object())  # an earlier run's
+    monkeypatch.setattr(stream_steps, "build_live_model", lambda *a, **k: "no trace found")
+    computed = []
+    monkeypatch.setattr(stream_steps, "live_point_and_bins",
+                        lambda *a, **k: computed.append(a) or (None, None))
+
+    class _State:
+        v = None
+
+        def read(self):
+            return self.v
+
+        def write(self, v):
+            self.v = v
+
+    from dataclasses import replace
+
+    meta = replace(_info(Settings.from_dict({}), "NRS1")["meta"], nints=3)
+    fn = LiveExtractDoFn(root, Settings.from_dict({}), live_model_nints=2)
+    fn.setup()
+    state = _State()
+    out = []
+    for i in (1, 2, 3):
+        rec = IntegrationRecord(IntegrationKey(EXP, "NRS1", i), meta, IntTimes(*[6e4] * 6),
+                                "rateints", "", rate=np.ones((4, 6), np.float32),
+                                err=np.ones((4, 6), np.float32), dq=np.zeros((4, 6), np.uint32))
+        out += list(fn.process((group, rec), state=state))
+    assert state.v.model == "no trace found"
+    assert not computed and not [e for e in out if e[0] == "point"]
