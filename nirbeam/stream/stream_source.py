@@ -340,10 +340,13 @@ class PrepareExposureDoFn(beam.DoFn):
         group = meta.group_name
         if not st.announced:
             st.announced = True
-            if RATEINTS in zarr_store.open_root(self.root).get(group, {}):
+            done = (zarr_store.completed(self.root, group, RATEINTS)
+                    if RATEINTS in zarr_store.open_root(self.root).get(group, {}) else None)
+            # an earlier run's rates: resumed unless made from something else; a store
+            # without any is prepared again (batch's prepare resets it if its key differs)
+            if done is not None and done.any():
                 st.failed = self._resume_refused(a)
                 st.prepared = st.failed is None
-                done = zarr_store.completed(self.root, group, RATEINTS)
                 st.stored = {int(i) + 1 for i in np.flatnonzero(done)} if st.prepared else set()
         st.segments[a.segment.intstart] = a.segment
         if not st.failed and st.mode is None:

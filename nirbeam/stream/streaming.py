@@ -4,7 +4,8 @@ The graph (:class:`StreamGraph`), one box per Beam step, one chain (no Flatten: 
 
     Ticks (unbounded, every --poll s) -> WatchFolder (stateful: complete files, dedup)
       -> PrepareExposure (stateful per exposure/detector: mode, references, store template)
-      -> Read -> Detector1 -> WriteRateints          (batch's RecordSteps: the same code)
+      -> Read -> Detector1 -> WriteRateints          (batch's RecordSteps: the same code;
+         Read checks the file, Detector1 reads the integration and owns it, as batch)
       -> Completion (stateful per exposure/detector: every integration has rateints or a
          dead letter -> stop marker when --until-complete) -> EventTime
       -> RollingOutliers (stateful per exposure/detector, released by the data)
@@ -24,8 +25,10 @@ about dead letters (the outlier window, the completion check) read them back fro
 ``_deadletters``.
 
 ``Read``, ``Detector1`` and ``WriteRateints`` are :class:`~nirbeam.transforms.common.RecordStep`
-with batch's record functions (:func:`rate_steps.read_record` behind a file-signature
-check, :class:`rate_steps.Calibrate`, :class:`rate_steps.WriteRateints`), each exposure's
+with batch's record functions (:func:`stream_complete.record_functions`: a file-signature
+check, then :func:`rate_steps.read_record` and :meth:`rate_steps.Calibrate.owned` in one
+step so that an IRS2 raw ramp is freed before detector1, :class:`rate_steps.WriteRateints`;
+an earlier run's rateints are resumed only when batch's resume key matches), each exposure's
 work comes from the plan (:func:`plan.exposure_work`: its mode and regions) and it is
 prepared by batch's :func:`pipeline.prepare_exposure`; so the ``rateints`` in the store are batch's.
 When the source stops (exposure complete with ``--until-complete``, Ctrl-C, or a stop
