@@ -11,10 +11,12 @@ No Beam here: :mod:`nirbeam.stream.streaming` calls these from its stateful DoFn
   in ``<group>/live_extraction`` (:func:`save_live_model`), never in place of batch's.
 * :class:`LiveState` + :class:`LiveWriter`: the live tables (``whitelight.ecsv``/``.parquet``
   a row per integration with ``status`` ``provisional`` -- rateints DQ, no time-domain
-  outlier flags yet -- then ``flagged``), ``speclc_<group>`` (wide ECSV, long Parquet),
+  outlier flags yet -- then ``flagged``), ``speclc_<group>`` (wide ECSV; long Parquet as a
+  folder of blocks of :data:`PARQUET_BLOCK` integrations, read by ``pandas.read_parquet``),
   ``plots/whitelight_<group>.png`` and ``fit_<group>.json`` (quick-look fit, batch's
   configuration rule, once >= :data:`MIN_FIT_POINTS` good points), each rewritten
-  atomically. A failing live fit or plot logs a warning and keeps the previous file.
+  atomically; an update formats only the rows it changed (its cost does not grow with the
+  exposure). A failing live fit or plot logs a warning and keeps the previous file.
   The tables are built by batch's builders (:mod:`nirbeam.stream.product_tables`:
   :func:`~nirbeam.stream.product_tables.whitelight_table`,
   :func:`~nirbeam.stream.product_tables.speclc_tables`); the writer only writes.
