@@ -820,6 +820,30 @@ def test_stream_resumes_an_outdir_without_recalibrating(sim, streamed, batch, tm
         np.testing.assert_array_equal(np.asarray(b[c]), np.asarray(a[c]), err_msg=c)
 
 
+def test_stream_refuses_to_resume_rates_made_with_other_settings(sim, streamed, tmp_path):
+    """A second stream into an OUTDIR whose rateints were made with another detector1
+    setting is refused as batch refuses it (exit 2, naming the setting): resuming would mix
+    the earlier rates into this run's products. (It resumed them silently.)"""
+    out = tmp_path / "out"
+    shutil.copytree(streamed, out)
+    before = (out / "run.json").read_bytes()
+    (sim.outdir / "other.toml").write_text(
+        (sim.outdir / "fast.toml").read_text() + "[detector1.jump]\nrejection_threshold = 5.5\n")
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    for s in sim.uncal:
+        _drop(s, watch)
+    proc = _start(watch, out, sim, "--until-complete", config="other.toml")
+    try:
+        _, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, stderr
+    assert "resuming would mix" in stderr and "rejection_threshold" in stderr, stderr
+    assert (out / "run.json").read_bytes() == before  # nothing finalised over them
+
+
 class _CountTicks(beam.DoFn):
     def __init__(self, stop, n):
         self.stop, self.n = stop, n

@@ -16,7 +16,7 @@ from astropy.table import Table
 
 from nirbeam.sinks.fs import atomic_path  # local path or fsspec URL
 
-__all__ = ["write_table", "write_json", "atomic_path"]
+__all__ = ["write_table", "astropy_table", "write_json", "atomic_path"]
 
 
 def _clean_meta(meta: Mapping[str, Any]) -> dict:
@@ -28,6 +28,20 @@ def _clean_meta(meta: Mapping[str, Any]) -> dict:
             v = v.tolist()
         out[k] = v
     return out
+
+
+def astropy_table(columns: Mapping[str, np.ndarray], meta: Mapping[str, Any],
+                  units: Mapping[str, str] | None = None,
+                  descriptions: Mapping[str, str] | None = None) -> Table:
+    """The astropy Table :func:`write_table` writes (columns, cleaned meta, units, descriptions)."""
+    t = Table({k: np.asarray(v) for k, v in columns.items()}, meta=_clean_meta(meta))
+    for k, u in (units or {}).items():
+        if k in t.colnames and u:
+            t[k].unit = u
+    for k, d in (descriptions or {}).items():
+        if k in t.colnames:
+            t[k].description = d
+    return t
 
 
 def write_table(
@@ -48,13 +62,7 @@ def write_table(
     list of str
         Paths written.
     """
-    t = Table({k: np.asarray(v) for k, v in columns.items()}, meta=_clean_meta(meta))
-    for k, u in (units or {}).items():
-        if k in t.colnames and u:
-            t[k].unit = u
-    for k, d in (descriptions or {}).items():
-        if k in t.colnames:
-            t[k].description = d
+    t = astropy_table(columns, meta, units, descriptions)
     written = []
     if ecsv:
         with atomic_path(path_stem + ".ecsv") as tmp:

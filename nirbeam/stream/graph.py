@@ -37,16 +37,9 @@ from apache_beam.utils.timestamp import Timestamp
 
 from nirbeam.core.records import DeadLetter
 from nirbeam.stream.live import LiveWriter
-from nirbeam.stream.rate_steps import Calibrate, CalibrateBlock, WriteDeadLetter, WriteRateints
+from nirbeam.stream.rate_steps import CalibrateBlock, WriteDeadLetter
 from nirbeam.stream.spectra_stage import ProcessBlock
-from nirbeam.stream.stream_complete import (
-    CompletionDoFn,
-    ReadOrLoad,
-    StreamConfig,
-    WriteDeadAndCheck,
-    unless_rateints,
-    unless_rateints_write,
-)
+from nirbeam.stream.stream_complete import CompletionDoFn, StreamConfig, record_functions
 from nirbeam.stream.stream_source import DEAD, PrepareExposureDoFn, Ticks, WatchFolderDoFn, counter
 from nirbeam.stream.stream_steps import (
     LiveExtractDoFn,
@@ -195,14 +188,14 @@ class StreamGraph(beam.PTransform):
         items = (pbegin
                  | "Ticks" >> Ticks(c.poll, c.stop_path, start=c.start)
                  | _keyed("KeyFolder", lambda t, d=c.watch_dir: (d, t))
-                 | "WatchFolder" >> beam.ParDo(WatchFolderDoFn(c.journal))
+                 | "WatchFolder" >> beam.ParDo(WatchFolderDoFn(c.journal, c.stop_path,
+                                                                 c.refused_grace_s))
                  | _keyed("KeyExposure", lambda a: (a.segment.meta.group_name, a))
                  | "PrepareExposure" >> beam.ParDo(PrepareExposureDoFn(c.root, c.refs_dir, s,
-                                                                c.allow_standins, c.prepare)))
+                                                                c.allow_standins, c.prepare,
+                                                                c.stop_path)))
         # batch's record steps and functions (resumed integrations pass through)
-        records = items | "Records" >> RecordChain(
-            ReadOrLoad(c.root), unless_rateints(Calibrate(c.root, s, c.token)),
-            unless_rateints_write(WriteRateints(c.root, keep=True)), WriteDeadAndCheck(c))
+        records = items | "Records" >> RecordChain(*record_functions(c))  # read in detector1
         o = s.outliers
         flagged = (
             records

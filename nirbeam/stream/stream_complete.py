@@ -9,6 +9,7 @@ that uses them is :class:`nirbeam.stream.graph.StreamGraph`.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -20,19 +21,23 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from nirbeam.core.records import DeadLetter
 from nirbeam.core.schema import RATEINTS
 from nirbeam.sinks import zarr_store
-from nirbeam.stream.rate_steps import WriteDeadLetter
+from nirbeam.stream.rate_steps import Calibrate, WriteDeadLetter, WriteRateints
 from nirbeam.stream.stream_source import (
     RATE_STEPS,
     STREAM_DIR,
     LoadStored,
     StoredItem,
+    check_signature,
     journal_rows,
     read_checked,
 )
+from nirbeam.transforms.common import StepFailed
 
-__all__ = ["StreamConfig", "ReadOrLoad", "unless_rateints", "unless_rateints_write",
+__all__ = ["StreamConfig", "CheckOrLoad", "ReadAndCalibrate", "record_functions", "ReadOrLoad", "unless_rateints", "unless_rateints_write",
            "exposure_complete", "CheckComplete", "CompletionDoFn", "WriteDeadAndCheck",
            "StreamCounts"]
+
+log = logging.getLogger("nirbeam")
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,9 @@ class StreamConfig:
     start: float = 0.0  # wall time of the first tick
     allow_standins: bool = False
     prepare: object = None  # pipeline.prepare_exposure (the stream prepares as batch does)
+    #: --until-complete: stop once every file in the folder has been refused this long (s);
+    #: None: never (watch mode, or a replay, whose inputs are scanned before it starts)
+    refused_grace_s: float | None = None
 
     @property
     def root(self) -> str:
@@ -79,6 +87,63 @@ def unless_rateints(fn):
 
 
 @dataclass(frozen=True)
+class CheckOrLoad:
+    """The stream's read step: a :class:`StreamItem` has its file checked (unchanged since
+    it was accepted) and passes on -- its ramp is read by the next step,
+    :class:`ReadAndCalibrate`, so that detector1 owns the record as batch's
+    :class:`~nirbeam.stream.rate_steps.CalibrateBlock` does; a :class:`StoredItem` (an
+    earlier run's rateints) is loaded from the store."""
+
+    root: str
+
+    def __call__(self, item):
+        if isinstance(item, StoredItem):
+            return LoadStored(self.root)(item)
+        check_signature(item)
+        return item
+
+
+@dataclass(frozen=True)
+class ReadAndCalibrate:
+    """The stream's detector1 step: read a :class:`StreamItem`'s integration
+    (:func:`read_checked`) and calibrate it with the record handed over
+    (:meth:`~nirbeam.stream.rate_steps.Calibrate.owned`), so an IRS2 record's raw ramp is
+    freed once its reference step has run, as in batch. A read failure is that
+    integration's dead letter of step ``read``; records already at stage rateints (resumed)
+    pass on.
+
+    (Reading in the step before would leave the record, raw ramp included, held by the
+    runner -- the element being processed -- for the whole of detector1: +262 MB for a
+    20-group full-frame IRS2 ramp.)
+    """
+
+    calibrate: Calibrate
+
+    def __call__(self, item):
+        if getattr(item, "stage", None) == "rateints":
+            return item
+        try:
+            holder = [read_checked(item)]
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a dead letter
+            reason = f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, StepFailed):
+                log.warning("read failed on %s: %s", item.key, reason, exc_info=True)
+            return DeadLetter(item.key, "read", reason, item.source)
+        return self.calibrate.owned(holder)
+
+
+def record_functions(cfg: StreamConfig) -> tuple:
+    """``(read, calibrate, write, write_dead)`` of the stream's record chain
+    (:class:`~nirbeam.stream.graph.RecordChain`): :class:`CheckOrLoad`,
+    :class:`ReadAndCalibrate` (batch's :class:`~nirbeam.stream.rate_steps.Calibrate`),
+    batch's :class:`~nirbeam.stream.rate_steps.WriteRateints` (except for resumed records)
+    and :class:`WriteDeadAndCheck`."""
+    return (CheckOrLoad(cfg.root),
+            ReadAndCalibrate(Calibrate(cfg.root, cfg.settings, cfg.token)),
+            unless_rateints_write(WriteRateints(cfg.root, keep=True)), WriteDeadAndCheck(cfg))
+
+
+@dataclass(frozen=True)
 class ReadOrLoad:
     """The read step of the stream: :func:`read_checked` for a :class:`StreamItem`,
     :class:`LoadStored` for a :class:`StoredItem` (an earlier run's rateints)."""
@@ -93,7 +158,8 @@ class ReadOrLoad:
 
 def exposure_complete(cfg: StreamConfig) -> bool:
     """Every exposure/detector the watcher accepted has all NINTS integrations with
-    rateints (store) or a dead letter of a rate step (``_deadletters``)."""
+    rateints (store) or a dead letter of a rate step (``_deadletters``); an exposure
+    without a store (refused before it was prepared) needs a dead letter for each."""
     groups: dict[str, int] = {}
     for row in journal_rows(cfg.journal, "accepted.jsonl"):
         groups[row["group"]] = int(row["nints"])
@@ -102,11 +168,14 @@ def exposure_complete(cfg: StreamConfig) -> bool:
     dead_dir = os.path.join(cfg.outdir, "_deadletters")
     names = set(os.listdir(dead_dir)) if os.path.isdir(dead_dir) else set()
     root_groups = zarr_store.open_root(cfg.root)
-    for g in groups:
+    for g, nints in groups.items():
         if g not in root_groups or RATEINTS not in root_groups[g]:
-            return False
-        done = zarr_store.completed(cfg.root, g, RATEINTS)
-        for i in np.flatnonzero(~done) + 1:
+            # never prepared (refused by the plan, or its preparation failed): complete once
+            # every integration has its dead letter
+            todo = range(1, nints + 1)
+        else:
+            todo = np.flatnonzero(~zarr_store.completed(cfg.root, g, RATEINTS)) + 1
+        for i in todo:
             if not any(f"{g}_{int(i):05d}.{step}.json" in names for step in RATE_STEPS):
                 return False
     return True

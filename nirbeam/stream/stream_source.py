@@ -33,13 +33,15 @@ from nirbeam.stream.watch import Arrival, WatchState, file_signature, poll_folde
 from nirbeam.transforms.common import StepFailed
 
 __all__ = ["Ticks", "WatchFolderDoFn", "PrepareExposureDoFn", "StreamItem", "StoredItem",
-           "LoadStored", "read_checked", "write_times", "journal_rows", "counter", "DEAD",
-           "STREAM_DIR", "RATE_STEPS"]
+           "LoadStored", "check_signature", "read_checked", "write_times", "journal_rows", "counter", "DEAD",
+           "STREAM_DIR", "RATE_STEPS", "REFUSED", "RESUME_REFUSED"]
 
 log = logging.getLogger("nirbeam")
 
 DEAD = "deadletter"
 STREAM_DIR = "_stream"  # OUTDIR/_stream: stop marker, journal, live state
+REFUSED = "refused.json"  # in STREAM_DIR: every file refused when the stream gave up
+RESUME_REFUSED = "resume_refused.jsonl"  # in STREAM_DIR: exposures whose stored rates differ
 #: Steps whose dead letter means an integration has no rateints.
 RATE_STEPS = RECORD_STEPS
 
@@ -153,12 +155,38 @@ class WatchFolderDoFn(beam.DoFn):
     ``notes.jsonl``) for the driver's finalisation.
     """
 
-    def __init__(self, journal_dir: str):
+    def __init__(self, journal_dir: str, stop_path: str | None = None,
+                 refused_grace_s: float | None = None):
         self.journal_dir = journal_dir
+        self.stop_path = stop_path
+        self.refused_grace_s = refused_grace_s
 
     def setup(self):
         self.segments = counter("watch.segments")
         self.polls = counter("watch.polls")
+
+    def _stop_if_all_refused(self, st: WatchState, now: float) -> None:
+        """``--until-complete`` with every file in the folder refused (and none ever
+        accepted) for ``refused_grace_s``: journal the refusals (``refused.json``) and
+        write the stop marker, since no exposure can ever complete."""
+        if self.refused_grace_s is None or self.stop_path is None:
+            return
+        if not st.every_file_refused():
+            st.all_refused_since = None
+            return
+        if st.all_refused_since is None:
+            st.all_refused_since = now
+        if now - st.all_refused_since < self.refused_grace_s or os.path.exists(self.stop_path):
+            return
+        rows = [{"path": p, "reason": st.refused.get(p, "refused")} for p in sorted(st.last)]
+        path = os.path.join(self.journal_dir, REFUSED)
+        with open(path + ".tmp", "w") as fh:
+            json.dump(rows, fh, indent=1)
+        os.replace(path + ".tmp", path)
+        with open(self.stop_path, "w") as fh:
+            fh.write("every input refused\n")
+        log.error("every input file is refused; stopping (--until-complete): %s",
+                  "; ".join(f"{os.path.basename(r['path'])}: {r['reason']}" for r in rows))
 
     def process(self, element, state=_WATCH_P):
         folder, _ = element
@@ -175,6 +203,7 @@ class WatchFolderDoFn(beam.DoFn):
         if len(st.notes) > n_notes:
             _append_jsonl(os.path.join(self.journal_dir, "notes.jsonl"),
                           [{"note": n} for n in st.notes[n_notes:]])
+        self._stop_if_all_refused(st, time.time())
         state.write(st)
         for a in arrivals:
             self.segments.inc()
@@ -203,13 +232,18 @@ class StreamItem:
         return self.item.segment.path
 
 
-def read_checked(si: StreamItem) -> IntegrationRecord:
-    """:func:`pipeline.read_record`, refusing a file that changed since it was accepted."""
+def check_signature(si: StreamItem) -> None:
+    """Raise StepFailed when the item's file changed since it was accepted."""
     now = file_signature(si.source)
     if now != tuple(si.signature):
         raise StepFailed(
             f"{si.source} changed after it was found complete (size, mtime_ns "
             f"{tuple(si.signature)} -> {now}): integration refused; rerun on the final file")
+
+
+def read_checked(si: StreamItem) -> IntegrationRecord:
+    """:func:`pipeline.read_record`, refusing a file that changed since it was accepted."""
+    check_signature(si)
     return read_record(si.item)
 
 
@@ -278,7 +312,7 @@ class PrepareExposureDoFn(beam.DoFn):
     """
 
     def __init__(self, root: str, refs_dir: str | None, settings, allow_standins: bool = False,
-                 prepare=None):
+                 prepare=None, stop_path: str | None = None):
         if prepare is None:
             raise TypeError("PrepareExposureDoFn needs prepare= (pipeline.prepare_exposure)")
         self.prepare = prepare  # batch's prepare_exposure, passed in by the stream's driver
@@ -286,6 +320,7 @@ class PrepareExposureDoFn(beam.DoFn):
         self.refs_dir = refs_dir
         self.settings = settings
         self.allow_standins = allow_standins
+        self.stop_path = stop_path
 
     def setup(self):
         from nirbeam.stream.refs import index_references
@@ -305,10 +340,14 @@ class PrepareExposureDoFn(beam.DoFn):
         group = meta.group_name
         if not st.announced:
             st.announced = True
-            if RATEINTS in zarr_store.open_root(self.root).get(group, {}):
-                st.prepared = True
-                done = zarr_store.completed(self.root, group, RATEINTS)
-                st.stored = {int(i) + 1 for i in np.flatnonzero(done)}
+            done = (zarr_store.completed(self.root, group, RATEINTS)
+                    if RATEINTS in zarr_store.open_root(self.root).get(group, {}) else None)
+            # an earlier run's rates: resumed unless made from something else; a store
+            # without any is prepared again (batch's prepare resets it if its key differs)
+            if done is not None and done.any():
+                st.failed = self._resume_refused(a)
+                st.prepared = st.failed is None
+                st.stored = {int(i) + 1 for i in np.flatnonzero(done)} if st.prepared else set()
         st.segments[a.segment.intstart] = a.segment
         if not st.failed and st.mode is None:
             from nirbeam.modes import ModeError
@@ -317,6 +356,9 @@ class PrepareExposureDoFn(beam.DoFn):
                 st.mode = exposure_work(meta, self.settings).mode
             except (ModeError, PlanError) as exc:
                 st.failed = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a mode that cannot plan it: refused
+                st.failed = f"no plan for this exposure: {type(exc).__name__}: {exc}"
+                log.error("%s: %s", group, st.failed)
         if st.failed:
             yield from self._dead(a, st.failed)
         elif st.prepared:
@@ -342,6 +384,37 @@ class PrepareExposureDoFn(beam.DoFn):
                     else:
                         yield from self._items(h, st)
         state.write(st)
+
+    def _resume_refused(self, a: Arrival) -> str | None:
+        """Why an earlier run's rateints in this OUTDIR cannot be resumed (batch's resume
+        check, :func:`nirbeam.stream.resume.resume_differences`: other input content,
+        references, rate settings or nirbeam version), or None when they can. Resuming
+        would mix rates made from something else into this run's products."""
+        from nirbeam.stream.pipeline import load_exposure_refs
+        from nirbeam.stream.resume import resume_differences, resume_key, stored_resume_key
+        from nirbeam.stream.uncal import plan_exposures
+
+        group = a.segment.meta.group_name
+        try:
+            plan = plan_exposures([a.segment])[0]
+            _, prov = load_exposure_refs(plan, self.refs_dir, self.ref_index, self.allow_standins)
+            diffs = resume_differences(stored_resume_key(self.root, group),
+                                       resume_key(plan, prov, self.settings))
+        except Exception as exc:  # noqa: BLE001 - cannot tell: do not mix
+            diffs = [f"the resume check failed: {type(exc).__name__}: {exc}"]
+        if not diffs:
+            return None
+        why = (f"this OUTDIR holds rates of {group} made from something else; resuming "
+               f"would mix them. Changed: {'; '.join(diffs)}. Stream into a new --out folder "
+               "(or remove this one's cubes.zarr)")
+        log.error("%s: %s", group, why)
+        if self.stop_path is not None:  # as batch refuses the run: the stream stops
+            journal = os.path.dirname(self.stop_path)
+            with open(os.path.join(journal, RESUME_REFUSED), "a") as fh:
+                fh.write(json.dumps({"group": group, "reason": why}) + "\n")
+            with open(self.stop_path, "w") as fh:
+                fh.write("resume refused\n")
+        return why
 
     def _items(self, a: Arrival, st: _PrepState):
         seg = a.segment

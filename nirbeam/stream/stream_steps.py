@@ -317,8 +317,9 @@ class LiveExtractDoFn(beam.DoFn):
                 yield from self._build(st)
                 recs = sorted(st.first, key=lambda r: r.key.integration) + st.held
                 st.first, st.held = [], []
-                for r in recs:
-                    yield from self._point(r)
+                if st.model is True:  # no model (st.model says why): no points, as later
+                    for r in recs:
+                        yield from self._point(r)
         elif st.model is True:
             yield from self._point(rec)
         state.write(st)

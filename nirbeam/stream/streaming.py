@@ -4,7 +4,8 @@ The graph (:class:`StreamGraph`), one box per Beam step, one chain (no Flatten: 
 
     Ticks (unbounded, every --poll s) -> WatchFolder (stateful: complete files, dedup)
       -> PrepareExposure (stateful per exposure/detector: mode, references, store template)
-      -> Read -> Detector1 -> WriteRateints          (batch's RecordSteps: the same code)
+      -> Read -> Detector1 -> WriteRateints          (batch's RecordSteps: the same code;
+         Read checks the file, Detector1 reads the integration and owns it, as batch)
       -> Completion (stateful per exposure/detector: every integration has rateints or a
          dead letter -> stop marker when --until-complete) -> EventTime
       -> RollingOutliers (stateful per exposure/detector, released by the data)
@@ -24,8 +25,10 @@ about dead letters (the outlier window, the completion check) read them back fro
 ``_deadletters``.
 
 ``Read``, ``Detector1`` and ``WriteRateints`` are :class:`~nirbeam.transforms.common.RecordStep`
-with batch's record functions (:func:`rate_steps.read_record` behind a file-signature
-check, :class:`rate_steps.Calibrate`, :class:`rate_steps.WriteRateints`), each exposure's
+with batch's record functions (:func:`stream_complete.record_functions`: a file-signature
+check, then :func:`rate_steps.read_record` and :meth:`rate_steps.Calibrate.owned` in one
+step so that an IRS2 raw ramp is freed before detector1, :class:`rate_steps.WriteRateints`;
+an earlier run's rateints are resumed only when batch's resume key matches), each exposure's
 work comes from the plan (:func:`plan.exposure_work`: its mode and regions) and it is
 prepared by batch's :func:`pipeline.prepare_exposure`; so the ``rateints`` in the store are batch's.
 When the source stops (exposure complete with ``--until-complete``, Ctrl-C, or a stop
@@ -98,6 +101,8 @@ from nirbeam.stream.stream_complete import (
 )
 from nirbeam.stream.stream_source import (
     DEAD,
+    REFUSED,
+    RESUME_REFUSED,
     STREAM_DIR,
     PrepareExposureDoFn,
     StreamItem,
@@ -130,8 +135,36 @@ __all__ = [
 
 log = logging.getLogger("nirbeam")
 
+#: ``--until-complete``: seconds every file in the watched folder must stay refused (and
+#: unchanged) before the stream gives up on them.
+REFUSED_GRACE_S = 10.0
+#: Exit code when every input was refused (the CLI's "bad input").
+EXIT_REFUSED = 2
+
 # ---------------------------------------------------------------------------------------
 # The driver
+
+
+def _journal_json(journal: str, name: str) -> list:
+    try:
+        with open(os.path.join(journal, name)) as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return []
+
+
+def _dead_reason(dead_dir: str, group: str) -> str | None:
+    """The reason of a group's first dead letter (its integrations share it when the
+    exposure was refused whole)."""
+    names = sorted(n for n in os.listdir(dead_dir) if n.startswith(group + "_")
+                   and n.endswith(".json")) if os.path.isdir(dead_dir) else []
+    for n in names:
+        try:
+            with open(os.path.join(dead_dir, n)) as fh:
+                return json.load(fh).get("reason")
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def make_stream_runner(spec):
@@ -264,7 +297,7 @@ def run_stream(
     check_outdir(outdir)
     journal = os.path.join(outdir, STREAM_DIR)
     os.makedirs(journal, exist_ok=True)
-    for n in ("stop", "accepted.jsonl", "notes.jsonl", "live_state.pkl"):
+    for n in ("stop", "accepted.jsonl", "notes.jsonl", "live_state.pkl", REFUSED, RESUME_REFUSED):
         try:
             os.remove(os.path.join(journal, n))
         except FileNotFoundError:
@@ -282,7 +315,9 @@ def run_stream(
         mode = "watch"
     cfg = StreamConfig(folder, outdir, settings, refs_dir, poll, until_complete,
                        live_model_nints, plot_every, max_lateness_ints, uuid.uuid4().hex,
-                       time.time(), allow_standins, prepare_exposure)
+                       time.time(), allow_standins, prepare_exposure,
+                       refused_grace_s=(REFUSED_GRACE_S if until_complete and dropper is None
+                                        else None))
     stopped = threading.Event()
 
     def request_stop(reason: str) -> None:
@@ -329,9 +364,25 @@ def run_stream(
             signal.signal(signal.SIGINT, old)
         if dropper is not None:
             dropper.stop.set()
+    mixed = journal_rows(cfg.journal, RESUME_REFUSED)
+    if mixed:  # batch's ResumeMismatch: nothing is finalised over rates of something else
+        from nirbeam.stream.resume import ResumeMismatch
+
+        raise ResumeMismatch(os.path.join(outdir, "cubes.zarr"),
+                             " / ".join(r["reason"] for r in mixed))
     with bar.stage("finalise", unit="steps"):
         summary = finalize_stream(cfg, spec, counters, runner_desc=runner_desc, mode=mode,
                                   stopped=stopped.is_set(), t_start=t_start)
+    refused = summary["streaming"]["refused"]
+    if refused:
+        every = summary["streaming"]["every_input_refused"]
+        head = ("every input was refused, nothing to process" if every
+                else f"{len(refused)} input file(s) refused")
+        print(f"nirbeam stream: {head}:", file=sys.stderr)
+        for r in refused:
+            print(f"  refused {os.path.basename(r['path'])}: {r['reason']}", file=sys.stderr)
+        if every:
+            return RunResult(outdir, summary, EXIT_REFUSED)
     return RunResult(outdir, summary, 0)
 
 
@@ -366,11 +417,20 @@ def finalize_stream(cfg: StreamConfig, spec, counters: dict, *, runner_desc: str
                          "after the change were refused (dead letters, step read)")
         infos.append(info)
     plans = plan_exposures(infos) if infos else []
+    refused = list(_journal_json(cfg.journal, REFUSED))
     for plan in plans:
         g = plan.meta.group_name
         if RATEINTS in zarr_store.open_root(root).get(g, {}):
             for seg in plan.segments:
                 write_times(root, g, seg)
+    # exposures refused before they had a store (no plan for them, or their preparation
+    # failed): every integration has a dead letter; no stage 2, named in run.json
+    kept = [p for p in plans if RATEINTS in zarr_store.open_root(root).get(p.meta.group_name, {})]
+    for plan in plans:
+        if plan not in kept:
+            why = _dead_reason(dead_dir, plan.meta.group_name) or "not prepared"
+            refused += [{"path": s.path, "reason": why} for s in plan.segments]
+    plans = kept
     t0 = time.time()
     stage2 = spec if spec.name != "direct" else RunnerSpec()
     metrics = run_spectra_stage(root, plans, settings, stage2, dead_dir) if plans else {}
@@ -409,8 +469,8 @@ def finalize_stream(cfg: StreamConfig, spec, counters: dict, *, runner_desc: str
             **mode_info,
         }
     summary = account(cfg.outdir, root, plans, per_group, dead_dir) if plans else {"exposures": []}
-    complete = bool(plans) and all(not v["unprocessed_when_stopped"] and not v["missing"]
-                                   for v in per_group.values())
+    complete = bool(plans) and not refused and all(
+        not v["unprocessed_when_stopped"] and not v["missing"] for v in per_group.values())
     summary.update({
         "nirbeam_version": __version__,
         "command": "stream",
@@ -441,6 +501,8 @@ def finalize_stream(cfg: StreamConfig, spec, counters: dict, *, runner_desc: str
                                            for k, v in live.latency_steady.items()},
             "finalize_s": round(t_final, 3),
             "notes": notes,
+            "refused": refused,
+            "every_input_refused": bool(refused) and not plans,
         },
         "wall_s": round(time.time() - t_start, 3),
     })

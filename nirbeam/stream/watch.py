@@ -99,6 +99,14 @@ class WatchState:
     by_start: dict = field(default_factory=dict)  # (exposure, detector, intstart) -> SegmentInfo
     bad: dict = field(default_factory=dict)       # path -> signature refused (retry on change)
     notes: list = field(default_factory=list)
+    refused: dict = field(default_factory=dict)   # path -> why it was refused (while it is)
+    all_refused_since: float | None = None        # wall time every file seen became refused
+
+    def every_file_refused(self) -> bool:
+        """True when the last poll saw files, all refused in their current state, and no
+        segment was ever accepted."""
+        return bool(self.last) and not self.by_start and all(
+            self.bad.get(p) == sig for p, sig in self.last.items())
 
 
 def _candidates(folder: str) -> list[str]:
@@ -138,13 +146,15 @@ def poll_folder(state: WatchState, folder: str, now: float) -> list[Arrival]:
         except BadInputError as exc:
             # still being written in a way that kept its size, or broken: retry on change
             state.bad[path] = sig
-            state.notes.append(f"{os.path.basename(path)} not readable yet: {exc}")
+            state.refused[path] = str(exc)
+            state.notes.append(f"{os.path.basename(path)} refused (retried if it changes): {exc}")
             log.warning("watch: %s", exc)
             continue
         if _derived_times(info) and polls < SETTLE_POLLS:
             continue  # no INT_TIMES rows yet: give the writer time to add them
         prev_sig = state.used.get(path)
         state.used[path] = sig
+        state.refused.pop(path, None)
         k = (info.meta.exposure, info.meta.detector, info.intstart)
         prev = state.by_start.get(k)
         if prev is not None and prev.path == info.path:
@@ -177,6 +187,7 @@ def poll_folder(state: WatchState, folder: str, now: float) -> list[Arrival]:
         ready.append((info, sig))
     state.last = current
     state.stable = {p: n for p, n in state.stable.items() if p in current}
+    state.refused = {p: why for p, why in state.refused.items() if p in current}
     ready.sort(key=lambda r: (r[0].meta.exposure, r[0].meta.detector, r[0].intstart))
     return [Arrival(s, tuple(range(s.intstart, s.intend + 1)), now, sig) for s, sig in ready]
 
