@@ -259,3 +259,17 @@ def test_order_pair_any_ranks_equals_numpy():
             for hi in (lo, lo + 1):
                 assert flicker_sort.order_pair(a, n, lo, hi, buf) == 0.5 * (s[lo] + s[hi]), (
                     n, lo, hi)
+
+
+def test_light_model_integrations_follow_a_group_budget():
+    """The draft's light model takes LIGHT_GROUPS groups' worth of integrations: 16 of a
+    5-group PRISM ramp (the budget the truth-pull tests ran with), 4 of a 20-group ramp,
+    never fewer than the scene mask's 3 and never more than LIGHT_NINTS."""
+    from nirbeam.transforms.flicker_light import LIGHT_NINTS, light_nints
+
+    assert light_nints(5) == 16 == LIGHT_NINTS
+    assert light_nints(20) == 4
+    assert light_nints(70) == 3
+    assert light_nints(70, n_min=5) == 5
+    assert light_nints(1) == LIGHT_NINTS
+    assert light_nints(6) == 14  # ceil(80 / 6)

@@ -468,17 +468,17 @@ def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int
     (``trace_mask``: pixels a mode knows are scene, e.g. every slit; excluded too), and
     with ``settings.flicker.light_model`` the light model of its pixels
     (:func:`nirbeam.transforms.flicker_light.scene_light` of the first
-    ``LIGHT_NINTS`` integrations' uncleaned rates)."""
+    :func:`~nirbeam.transforms.flicker_light.light_nints` integrations' uncleaned rates)."""
     from nirbeam.transforms import irs2
     from nirbeam.transforms.detector1 import RampTiming, run_detector1
     from nirbeam.transforms.detector1_bands import run_detector1_bands
     from nirbeam.transforms.flicker import scene_mask
-    from nirbeam.transforms.flicker_light import LIGHT_NINTS, scene_light
+    from nirbeam.transforms.flicker_light import light_nints, scene_light
     from nirbeam.transforms.refpix import SubarrayGeometry
 
     meta = plan.meta
     fl = settings.flicker
-    nl = max(n, LIGHT_NINTS) if fl.light_model else n
+    nl = light_nints(meta.ngroups, n) if fl.light_model else n
     rates, dqs = [], []
     for i in plan.present[:nl]:
         ramp = read_ramp(plan.segment_of(i), i)

@@ -30,7 +30,20 @@ class SceneModel:
 
 
 LIGHT_NINTS = 16
-"""Integrations (the first ones) whose uncleaned median rate the light model is made of."""
+"""Integrations (the first ones) whose uncleaned median rate the light model is made of,
+at most: :func:`light_nints` takes fewer for longer ramps."""
+LIGHT_GROUPS = 80
+"""Groups (integrations x NGROUPS) the light model is made of: 16 integrations of a
+5-group PRISM ramp; a 20-group G395H exposure needs 4 (its rates are ~9x less noisy per
+integration), which keeps the draft's cost (it runs detector1 on each) near the 3
+integrations the scene mask needs."""
+
+
+def light_nints(ngroups: int, n_min: int = 3) -> int:
+    """How many of the first integrations the light model uses: ``ceil(LIGHT_GROUPS /
+    ngroups)``, between ``n_min`` (the draft scene mask's count) and ``LIGHT_NINTS``."""
+    need = -(-LIGHT_GROUPS // max(int(ngroups), 1))
+    return int(min(LIGHT_NINTS, max(n_min, need)))
 LIGHT_OFFSET_SE = 0.5
 """DN/s: the light model's common offset (:func:`common_offset`) is taken off only when
 its standard error is below this (else the flux does not change enough along x to tell
