@@ -273,3 +273,37 @@ def test_light_model_integrations_follow_a_group_budget():
     assert light_nints(70, n_min=5) == 5
     assert light_nints(1) == LIGHT_NINTS
     assert light_nints(6) == 14  # ceil(80 / 6)
+
+
+def test_light_model_only_for_one_trace_subarrays():
+    """The light model is a BOTS subarray's: full frames (FS/MOS/IFU, their slits'
+    light is not one trace's wings) and scene masks a mode gives get none, and the
+    common-offset fit refuses a frame whose dense design would be rows x 4 columns wide
+    (a 2048-row frame asked for 233 GiB)."""
+    from nirbeam.transforms.flicker_light import LIGHT_MAX_ROWS, common_offset, light_applies
+
+    assert light_applies((32, 512)) and light_applies((32, 2048))
+    assert not light_applies((2048, 2048))
+    assert not light_applies((32, 512), trace_mask=np.zeros((32, 512), bool))
+    big = np.zeros((LIGHT_MAX_ROWS + 1, 8), np.float32)
+    assert common_offset(big, np.ones(big.shape, bool)) == (0.0, np.inf)
+
+
+def test_draft_reads_no_more_than_the_first_segment_for_the_light():
+    """The draft's light integrations stay within the first segment (the stream prepares
+    from it, batch makes the same draft), never fewer than the scene mask's 3; without the
+    light model (or for a full frame) only those 3."""
+    from types import SimpleNamespace
+
+    from nirbeam.stream.rate_steps import draft_nints
+
+    meta = SimpleNamespace(subsize2=32, subsize1=512, ngroups=5)
+    on = SimpleNamespace(flicker=SimpleNamespace(light_model=True))
+    off = SimpleNamespace(flicker=SimpleNamespace(light_model=False))
+    assert draft_nints(meta, on) == 16
+    assert draft_nints(meta, on, first_segment_end=150) == 16
+    assert draft_nints(meta, on, first_segment_end=8) == 8
+    assert draft_nints(meta, on, first_segment_end=2) == 3
+    assert draft_nints(meta, off, first_segment_end=150) == 3
+    full = SimpleNamespace(subsize2=2048, subsize1=2048, ngroups=5)
+    assert draft_nints(full, on, first_segment_end=150) == 3

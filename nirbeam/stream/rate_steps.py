@@ -32,7 +32,7 @@ from nirbeam.transforms.reference import ReferenceArrays
 
 __all__ = ["RATEINTS", "RATE_ARRAYS", "RATE_ATTRS", "RATE_BLOCK", "BAD_TIME_STEP", "ReadItem",
            "read_record", "refs_from_store", "save_refs_to_store", "scene_mask_from_store",
-           "forget_group", "Calibrate", "calibrate_irs2_record", "draft_scene_mask",
+           "forget_group", "Calibrate", "calibrate_irs2_record", "draft_scene_mask", "draft_nints",
            "SceneModel", "scene_light_from_store", "group_hook_from_store",
            "picture_frame_from_store",
            "WriteRateints", "RateBlock", "CalibrateBlock", "WriteDeadLetter"]  # ReadItem, RateBlock: from nirbeam.stream.plan
@@ -462,6 +462,25 @@ def calibrate_irs2_record(rec, refs: ReferenceArrays, params,
     return out.with_step("detector1", prov)
 
 
+def draft_nints(meta, settings, trace_mask=None, n: int = 3,
+                first_segment_end: int | None = None) -> int:
+    """How many of the first integrations :func:`draft_scene_mask` reads: ``n`` for the
+    scene mask, more for the light model of its pixels where it applies
+    (:func:`~nirbeam.transforms.flicker_light.light_nints`), but not beyond the first
+    segment (``first_segment_end``: its last integration), so that the stream, which
+    prepares an exposure once these have arrived, needs no more than its first file (as
+    before the light model) and makes the draft batch makes."""
+    from nirbeam.transforms.flicker_light import light_applies, light_nints
+
+    if settings.flicker.light_model and light_applies((meta.subsize2, meta.subsize1),
+                                                      trace_mask):
+        k = light_nints(meta.ngroups, n)
+        if first_segment_end is not None:
+            k = max(n, min(k, int(first_segment_end)))
+        return k
+    return n
+
+
 def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int = 3,
                      trace_mask: np.ndarray | None = None) -> SceneModel:
     """1/f scene mask from the median draft rate of the first few integrations
@@ -473,12 +492,17 @@ def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int
     from nirbeam.transforms.detector1 import RampTiming, run_detector1
     from nirbeam.transforms.detector1_bands import run_detector1_bands
     from nirbeam.transforms.flicker import scene_mask
-    from nirbeam.transforms.flicker_light import light_nints, scene_light
+    from nirbeam.transforms.flicker_light import light_applies, scene_light
     from nirbeam.transforms.refpix import SubarrayGeometry
 
     meta = plan.meta
     fl = settings.flicker
-    nl = light_nints(meta.ngroups, n) if fl.light_model else n
+    with_light = fl.light_model and light_applies((meta.subsize2, meta.subsize1), trace_mask)
+    try:
+        first_end = plan.segment_of(1).intend
+    except KeyError:  # integration 1 absent: no first segment to stay within
+        first_end = None
+    nl = draft_nints(meta, settings, trace_mask, n, first_end)
     rates, dqs = [], []
     for i in plan.present[:nl]:
         ramp = read_ramp(plan.segment_of(i), i)
@@ -498,7 +522,7 @@ def draft_scene_mask(plan: ExposurePlan, refs: ReferenceArrays, settings, n: int
     dq = np.bitwise_and.reduce(np.stack(dqs[:n]), axis=0)
     mask = scene_mask(rate, dq=dq, trace_mask=trace_mask, **fl.mask_kwargs())
     light = None
-    if fl.light_model:
+    if with_light:
         light, c, se = scene_light(rates, dqs, mask)
         log.info("%s: scene light model from %d integrations, common offset %.3f +- %.3f "
                  "DN/s %s", meta.group_name, len(rates), c, se,

@@ -303,8 +303,9 @@ class PrepareExposureDoFn(beam.DoFn):
     references, 1/f scene mask, store template), then one work item per integration.
 
     Batch prepares from the first segment (its first ramp, a draft scene mask from the
-    first three integrations); so does this, as soon as the segments holding integrations
-    ``1..min(3, NINTS)`` have arrived (arrivals before that are held). A store from an
+    first three integrations and the light model of its pixels from the first
+    :func:`~nirbeam.stream.rate_steps.draft_nints`); so does this, as soon as the
+    segments holding those integrations have arrived (arrivals before that are held). A store from an
     earlier run of the same OUTDIR is resumed: its completed integrations are emitted as
     :class:`StoredItem` (read back, not recalibrated). Output (one PCollection):
     :class:`StreamItem`, :class:`StoredItem`, or a :class:`DeadLetter` for every
@@ -367,7 +368,14 @@ class PrepareExposureDoFn(beam.DoFn):
         else:
             st.held.append(a)
             have = {i for h in st.held for i in h.integrations}
-            if all(i in have for i in range(1, min(3, meta.nints) + 1)):
+            from nirbeam.stream.rate_steps import draft_nints
+
+            # batch's draft reads the first draft_nints integrations (3 for the scene
+            # mask, more for the light model of its pixels): wait for the same ones
+            first = st.segments.get(1)
+            need = draft_nints(meta, self.settings,
+                               first_segment_end=None if first is None else first.intend)
+            if all(i in have for i in range(1, min(need, meta.nints) + 1)):
                 plan = plan_exposures(list(st.segments.values()))[0]
                 try:
                     self.prepare(self.root, plan, self.refs_dir, self.ref_index, self.settings,

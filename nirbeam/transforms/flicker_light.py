@@ -38,12 +38,6 @@ LIGHT_GROUPS = 80
 integration), which keeps the draft's cost (it runs detector1 on each) near the 3
 integrations the scene mask needs."""
 
-
-def light_nints(ngroups: int, n_min: int = 3) -> int:
-    """How many of the first integrations the light model uses: ``ceil(LIGHT_GROUPS /
-    ngroups)``, between ``n_min`` (the draft scene mask's count) and ``LIGHT_NINTS``."""
-    need = -(-LIGHT_GROUPS // max(int(ngroups), 1))
-    return int(min(LIGHT_NINTS, max(n_min, need)))
 LIGHT_OFFSET_SE = 0.5
 """DN/s: the light model's common offset (:func:`common_offset`) is taken off only when
 its standard error is below this (else the flux does not change enough along x to tell
@@ -54,6 +48,24 @@ LIGHT_SMOOTH = 33
 
 LIGHT_DEGREE = 3
 """Degree in x of the per-row wing-to-flux ratio in :func:`common_offset`'s fit."""
+LIGHT_MAX_ROWS = 256
+"""Rows above which no light model is made (a full frame: its slits' light is not one
+trace's wings, and :func:`common_offset`'s dense fit, ``rows x (LIGHT_DEGREE + 1)``
+coefficients, would not fit in memory)."""
+
+
+def light_nints(ngroups: int, n_min: int = 3) -> int:
+    """How many of the first integrations the light model uses: ``ceil(LIGHT_GROUPS /
+    ngroups)``, between ``n_min`` (the draft scene mask's count) and ``LIGHT_NINTS``."""
+    need = -(-LIGHT_GROUPS // max(int(ngroups), 1))
+    return int(min(LIGHT_NINTS, max(n_min, need)))
+
+
+def light_applies(shape, trace_mask=None) -> bool:
+    """Whether the draft makes a light model for a frame of ``shape``: a subarray of at
+    most :data:`LIGHT_MAX_ROWS` rows whose scene mask comes from the data alone (no mode
+    ``trace_mask``: one trace, as BOTS)."""
+    return trace_mask is None and int(shape[-2]) <= LIGHT_MAX_ROWS
 
 
 def common_offset(rate: np.ndarray, mask: np.ndarray, degree: int = LIGHT_DEGREE):
@@ -66,6 +78,8 @@ def common_offset(rate: np.ndarray, mask: np.ndarray, degree: int = LIGHT_DEGREE
     r = np.asarray(rate, np.float64)
     m = np.asarray(mask, bool)
     ny, nx = r.shape
+    if ny > LIGHT_MAX_ROWS:  # the dense fit below has ny * (degree + 1) coefficients
+        return 0.0, np.inf
     ok = np.isfinite(r)
     flux = np.maximum(np.where(~m & ok, r, 0.0).sum(axis=0), 0.0)
     use = m & ok & (flux[None, :] > 0)
