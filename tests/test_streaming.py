@@ -253,12 +253,16 @@ def sim(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def batch(sim, tmp_path_factory):
-    from nirbeam.stream.cli import main
-
+    """``nirbeam run`` in a fresh process, as the stream runs: in this process, after
+    tests/test_runners.py and the refpix tests, its white-light flux differed from a
+    fresh run's by up to 6e-11 relative (session 6, not traced; see
+    docs/notes/issue-14.md), which is not what stream == batch is about."""
     out = tmp_path_factory.mktemp("batch")
-    rc = main(["run", *map(str, sim.uncal), "--refs", str(sim.refs_dir), "--out", str(out),
-               "--config", str(sim.outdir / "fast.toml"), "--no-progress"])
-    assert rc == 0
+    r = subprocess.run(
+        [sys.executable, "-m", "nirbeam.stream.cli", "run", *map(str, sim.uncal), "--refs",
+         str(sim.refs_dir), "--out", str(out), "--config", str(sim.outdir / "fast.toml"),
+         "--no-progress"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
     return out
 
 
