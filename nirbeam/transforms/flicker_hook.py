@@ -24,14 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from nirbeam.transforms.flicker_kernels import model_mad
+from nirbeam.transforms.flicker_kernels import block_column_offsets, model_mad
 from nirbeam.transforms.flicker_params import MAD_TO_SIGMA
 from nirbeam.transforms.flicker_sort import (
     BLOCK,
     fill_columns_inplace,
     order_pair,
     order_pair_abs,
-    sort_columns,
     sorted_median,
     sorting_network,
 )
@@ -301,46 +300,8 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
                     s[j, cc] = dv if u else np.inf
                     n[cc] += u
             net = comps[comp_off[h]:comp_off[h + 1]]
-            sort_columns(s, net, w)
-            for cc in range(w):
-                nn = n[cc]
-                om[cc] = 0.5 * (s[(nn - 1) // 2, cc] + s[nn // 2, cc]) if nn > 0 else np.nan
-            if use_mean:
-                # robust start (median, MAD), then 3 rounds of mean/std clipping
-                for j in range(h):
-                    for cc in range(w):
-                        s[j, cc] = np.abs(d[j, cc] - om[cc]) if use[j, cc] else np.inf
-                sort_columns(s, net, w)
-                for cc in range(w):
-                    nn = n[cc]
-                    mad = 0.5 * (s[(nn - 1) // 2, cc] + s[nn // 2, cc]) if nn > 0 else np.nan
-                    scale[cc] = MAD_TO_SIGMA * mad
-                for _ in range(3):
-                    for cc in range(w):
-                        lim[cc] = clip_sigma * (scale[cc] if np.isfinite(scale[cc]) else 0.0)
-                        tot[cc] = 0.0
-                        m[cc] = 0
-                    for j in range(h):
-                        for cc in range(w):
-                            dv = d[j, cc]
-                            kp = use[j, cc] & (np.abs(dv - om[cc]) <= lim[cc])
-                            keep[j, cc] = kp
-                            tot[cc] += dv if kp else 0.0
-                            m[cc] += kp
-                    for cc in range(w):
-                        om[cc] = tot[cc] / max(m[cc], 1) if m[cc] > 0 else np.nan
-                        oz[cc] = om[cc] if m[cc] > 0 else 0.0
-                        tot[cc] = 0.0
-                    for j in range(h):
-                        for cc in range(w):
-                            r = d[j, cc] - oz[cc]
-                            tot[cc] += r * r if keep[j, cc] else 0.0
-                    for cc in range(w):
-                        scale[cc] = np.sqrt(tot[cc] / max(m[cc], 1))
-            for cc in range(w):
-                ok = (n[cc] >= min_pixels) & np.isfinite(om[cc])
-                good[c0 + cc] = ok
-                off[c0 + cc, 0] = om[cc] if ok else 0.0
+            block_column_offsets(s, d, use, keep, n, m, om, oz, scale, lim, tot, h, w, net,
+                                 use_mean, clip_sigma, min_pixels, c0, good, off)
         fill_columns_inplace(off, good)
         if use_light:  # the mask pixels' static light is no column offset
             for c in range(nx):

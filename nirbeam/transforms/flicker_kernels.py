@@ -73,46 +73,9 @@ def groups_median_kernel(
         for c0 in range(0, nx, bw):
             w = min(bw, nx - c0)
             diff_block(g, gdq, msk, other, jump, ka, k + 1, bg, c0, w, use, d, s, n)
-            sort_columns(s, comps, w)
-            for cc in range(w):
-                nn = n[cc]
-                om[cc] = 0.5 * (s[(nn - 1) // 2, cc] + s[nn // 2, cc]) if nn > 0 else np.nan
-            if use_mean:
-                # robust start (median, MAD), then 3 rounds of mean/std clipping
-                for y in range(ny):
-                    for cc in range(w):
-                        s[y, cc] = np.abs(d[y, cc] - om[cc]) if use[y, cc] else np.inf
-                sort_columns(s, comps, w)
-                for cc in range(w):
-                    nn = n[cc]
-                    mad = 0.5 * (s[(nn - 1) // 2, cc] + s[nn // 2, cc]) if nn > 0 else np.nan
-                    scale[cc] = MAD_TO_SIGMA * mad
-                for _ in range(3):
-                    for cc in range(w):
-                        lim[cc] = clip_sigma * (scale[cc] if np.isfinite(scale[cc]) else 0.0)
-                        tot[cc] = 0.0
-                        m[cc] = 0
-                    for y in range(ny):
-                        for cc in range(w):
-                            dv = d[y, cc]
-                            kp = use[y, cc] & (np.abs(dv - om[cc]) <= lim[cc])
-                            keep[y, cc] = kp
-                            tot[cc] += dv if kp else 0.0
-                            m[cc] += kp
-                    for cc in range(w):
-                        om[cc] = tot[cc] / max(m[cc], 1) if m[cc] > 0 else np.nan
-                        oz[cc] = om[cc] if m[cc] > 0 else 0.0
-                        tot[cc] = 0.0
-                    for y in range(ny):
-                        for cc in range(w):
-                            r = d[y, cc] - oz[cc]
-                            tot[cc] += r * r if keep[y, cc] else 0.0
-                    for cc in range(w):
-                        scale[cc] = np.sqrt(tot[cc] / max(m[cc], 1))
-            for cc in range(w):
-                ok = (n[cc] >= min_pixels) & np.isfinite(om[cc])
-                good[c0 + cc] = ok
-                off[c0 + cc, 0] = om[cc] if ok else 0.0
+            block_column_offsets(s, d, use, keep, n, m, om, oz, scale, lim, tot, ny, w,
+                                 comps, use_mean, clip_sigma, min_pixels, c0, good,
+                                 off)
         fill_columns_inplace(off, good)
         for y in range(ny):
             for c in range(nx):
@@ -123,6 +86,63 @@ def groups_median_kernel(
             for y in range(ny):
                 for c in range(nx):
                     models[k, y, c] = off[c, 0]
+
+
+@njit(cache=True, error_model="numpy")
+def block_column_offsets(s, d, use, keep, n, m, om, oz, scale, lim, tot, h, w, net, use_mean,
+                         clip_sigma, min_pixels, c0, good, off):
+    """The column offsets of one block of ``w`` columns from its gathered values (the
+    column statistic of :func:`groups_median_kernel` and of the fused hook,
+    :func:`~nirbeam.transforms.flicker_hook.hook_median_kernel`).
+
+    ``d``, ``s`` (>= h, BLOCK) float64: the values of the first ``h`` rows (0.0 / +inf where
+    ``use`` is False), ``n`` (BLOCK,) the usable count per column; ``net`` the sorting
+    network of ``h`` values. The median of each column, with ``use_mean`` then its
+    3-sigma-clipped mean (robust start: median and MAD, 3 rounds of mean/std clipping at
+    ``clip_sigma``); ``good[c0 + cc]`` is whether the column has ``min_pixels`` and a
+    finite statistic, ``off[c0 + cc, 0]`` the statistic (0.0 if not good). ``s`` is
+    sorted in place; ``keep``, ``m``, ``om``, ``oz``, ``scale``, ``lim``, ``tot`` are
+    work arrays."""
+    sort_columns(s, net, w)
+    for cc in range(w):
+        nn = n[cc]
+        om[cc] = 0.5 * (s[(nn - 1) // 2, cc] + s[nn // 2, cc]) if nn > 0 else np.nan
+    if use_mean:
+        # robust start (median, MAD), then 3 rounds of mean/std clipping
+        for y in range(h):
+            for cc in range(w):
+                s[y, cc] = np.abs(d[y, cc] - om[cc]) if use[y, cc] else np.inf
+        sort_columns(s, net, w)
+        for cc in range(w):
+            nn = n[cc]
+            mad = 0.5 * (s[(nn - 1) // 2, cc] + s[nn // 2, cc]) if nn > 0 else np.nan
+            scale[cc] = MAD_TO_SIGMA * mad
+        for _ in range(3):
+            for cc in range(w):
+                lim[cc] = clip_sigma * (scale[cc] if np.isfinite(scale[cc]) else 0.0)
+                tot[cc] = 0.0
+                m[cc] = 0
+            for y in range(h):
+                for cc in range(w):
+                    dv = d[y, cc]
+                    kp = use[y, cc] & (np.abs(dv - om[cc]) <= lim[cc])
+                    keep[y, cc] = kp
+                    tot[cc] += dv if kp else 0.0
+                    m[cc] += kp
+            for cc in range(w):
+                om[cc] = tot[cc] / max(m[cc], 1) if m[cc] > 0 else np.nan
+                oz[cc] = om[cc] if m[cc] > 0 else 0.0
+                tot[cc] = 0.0
+            for y in range(h):
+                for cc in range(w):
+                    r = d[y, cc] - oz[cc]
+                    tot[cc] += r * r if keep[y, cc] else 0.0
+            for cc in range(w):
+                scale[cc] = np.sqrt(tot[cc] / max(m[cc], 1))
+    for cc in range(w):
+        ok = (n[cc] >= min_pixels) & np.isfinite(om[cc])
+        good[c0 + cc] = ok
+        off[c0 + cc, 0] = om[cc] if ok else 0.0
 
 
 @njit(cache=True, error_model="numpy")
