@@ -31,6 +31,7 @@ from nirbeam.transforms.flicker_params import (
     FlickerParams,
     check_2d,
 )
+from nirbeam.transforms.flicker_readout import noise_level, readout_wiener
 from nirbeam.transforms.flicker_sort import (
     BG_MEDIAN,
     BG_NONE,
@@ -417,8 +418,12 @@ def make_group_hook(
 
     cleaner = clean_groups_from_first if params.group_reference == "first" else clean_groups
 
+    from_first = params.group_reference == "first"
+
     def general(groups, groupdq, pixeldq):
         m = fixed if fixed is not None else draft_mask_from_groups(groups, pixeldq, **mask_kwargs)
+        if params.readout_filter == "wiener":
+            return _general_wiener(groups, groupdq, pixeldq, m)
         if lit is None:
             out = cleaner(groups, groupdq, pixeldq, m, params.method, **kwargs)
         else:
@@ -429,11 +434,45 @@ def make_group_hook(
             return out
         return out, correction_variance(out, pixeldq, m, params)
 
+    def _general_wiener(groups, groupdq, pixeldq, m):
+        # the fused hook's steps with numpy: offsets and model variance as without the
+        # filter, the offsets filtered along the readout order, the ramp rebuilt from
+        # them, its model variance times the filter's mean weight
+        out, models = cleaner(groups, groupdq, pixeldq, m, params.method, return_model=True,
+                              **kwargs)
+        offs = np.array(models[:, 0, :], np.float64)
+        if lit is not None:
+            out = _with_light((out, models), groups, lit, from_first)
+            for k in range(1, offs.shape[0] + 1):
+                offs[k - 1] = offs[k - 1] - (lit * np.float64(k) if from_first else lit * 1.0)
+        var, kind = correction_variance(out, pixeldq, m, params)
+        filt, gain, _ = readout_wiener(offs, noise_level(var[0]))
+        out2 = _rebuild(groups, filt, from_first)
+        if not params.error_term:
+            return out2
+        var2, kind = correction_variance(out2, pixeldq, m, params)
+        return out2, (var2 * gain, kind)
+
     hook = general
     if fixed is not None and params.method == "median":
         hook = _FusedMedianHook(params, fixed, general, lit)
     hook.before_jump = bool(params.before_jump)
     return hook
+
+
+def _rebuild(groups, offs, from_first):
+    """float32 ramp ``g[k] - offs[k - 1]`` per column (from the first group), or ``g[k]``
+    less the running sum of ``offs`` (group differences); group 0 as given (the fused
+    kernel's arithmetic, ``mode=2``)."""
+    g = np.asarray(groups)
+    out = np.empty(g.shape, np.float32)
+    out[0] = g[0]
+    acc = np.zeros(g.shape[1:])
+    for k in range(1, g.shape[0]):
+        mk = np.broadcast_to(offs[k - 1][None, :], g.shape[1:])
+        acc = mk if from_first else acc + mk
+        out[k] = (np.asarray(g[k], np.float64) - acc).astype(np.float32)
+    return out
 
 
 def _with_light(cleaned_models, groups, light, from_first):
@@ -470,6 +509,7 @@ class _FusedMedianHook:
         self.bg_mode = BG_MEDIAN if params.background == "median" else BG_NONE
         self.min_pixels = int(params.min_pixels)
         self.error_term = bool(params.error_term)
+        self.wiener = params.readout_filter == "wiener"
         self.kind = "group" if self.from_first else "difference"
         self.k = np.pi / 2 if params.statistic == "median" else 1.0  # as _variance_inputs
         bits = np.uint32(GROUP_BAD_BITS)
@@ -491,12 +531,21 @@ class _FusedMedianHook:
             return self.general(groups, groupdq, pixeldq)
         lay = self.layout
         out = np.empty(g.shape, np.float32)
-        var = np.zeros(self.shape) if self.error_term else np.zeros((1, 1))
-        hook_median_kernel(
-            g, q, p, int(dqflags.DO_NOT_USE), self.other, self.jump, self.bg_mode, 0.0,
-            self.use_mean, 3.0, self.min_pixels, self.from_first, lay.blocks, lay.slot_row,
-            lay.comps, lay.comp_off, lay.pixels, self.error_term, self.k, 2.0, self.light,
-            out, var)
+        want_var = self.error_term or self.wiener
+        var = np.zeros(self.shape) if want_var else np.zeros((1, 1))
+        offs = np.empty((g.shape[0] - 1, self.shape[1])) if self.wiener else np.empty((0, 0))
+        args = (int(dqflags.DO_NOT_USE), self.other, self.jump, self.bg_mode, 0.0,
+                self.use_mean, 3.0, self.min_pixels, self.from_first, lay.blocks,
+                lay.slot_row, lay.comps, lay.comp_off, lay.pixels)
+        hook_median_kernel(g, q, p, *args, want_var, self.k, 2.0, self.light, out, var, offs,
+                           1 if self.wiener else 0)
+        if self.wiener:  # the offsets filtered along the readout order, then applied
+            filt, gain, _ = readout_wiener(offs, noise_level(var[0]))
+            var = np.zeros(self.shape) if self.error_term else np.zeros((1, 1))
+            hook_median_kernel(g, q, p, *args, self.error_term, self.k, 2.0, self.light, out,
+                               var, np.ascontiguousarray(filt), 2)
+            if self.error_term:
+                var *= gain
         if not self.error_term:
             return out
         return out, (var, self.kind)

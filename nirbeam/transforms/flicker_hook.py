@@ -162,7 +162,7 @@ def _pooled_mad(vals, n, buf, work):
 @njit(cache=True, error_model="numpy")
 def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, use_mean,
                        clip_sigma, min_pixels, from_first, blocks, slot_row, comps, comp_off,
-                       pixels, want_var, k_var, two, light, out, var):
+                       pixels, want_var, k_var, two, light, out, var, offs, mode):
     """1/f cleaning of one integration (``method='median'``), as
     :func:`~nirbeam.transforms.flicker_kernels.groups_median_kernel` on the mask of
     ``pixels`` less the pixels with a ``bad_pixel`` bit in ``pdq``; the cleaned ramp into
@@ -178,6 +178,10 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
     offsets do not remove that light from the column. The column statistics themselves
     are those without it: it changes each column's model by the same amount in every
     integration, and nothing else.
+    ``offs`` float64 (ng - 1, nx), ``mode``: 0 fits the column offsets, 1 also stores
+    them (after the light) into ``offs``, 2 fits nothing and subtracts the given ``offs``
+    (a filtered model, :mod:`~nirbeam.transforms.flicker_readout`; ``light`` is then not
+    used: it is in ``offs``). With ``mode`` 0 ``offs`` may be (0, 0).
     ``bg_mode`` 0: no background, 1: the scalar ``bg_value``, 2: the median of each
     difference's usable mask pixels. ``blocks``, ``slot_row``, ``comps``, ``comp_off``,
     ``pixels``: a :class:`MaskLayout`.
@@ -254,8 +258,11 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
     for k in range(ng - 1):
         ka = 0 if from_first else k
         kb = k + 1
+        if mode == 2:  # the model is given
+            for c in range(nx):
+                off[c, 0] = offs[k, c]
         bg = bg_value
-        if bg_mode == 2:  # diff_median_background over the mask pixels (row-major)
+        if bg_mode == 2 and mode != 2:  # diff_median_background over the mask pixels
             nall = 0
             for i in range(nm):
                 px = pixels[i]
@@ -267,7 +274,7 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
                 allv[nall] = v
                 nall += u
             bg = sorted_median(allv, nall, buf) if nall > 0 else 0.0
-        for b in range(blocks.shape[0]):
+        for b in range(blocks.shape[0] if mode != 2 else 0):
             c0 = blocks[b, 0]
             w = blocks[b, 1]
             h = blocks[b, 2]
@@ -302,10 +309,14 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
             net = comps[comp_off[h]:comp_off[h + 1]]
             block_column_offsets(s, d, use, keep, n, m, om, oz, scale, lim, tot, h, w, net,
                                  use_mean, clip_sigma, min_pixels, c0, good, off)
-        fill_columns_inplace(off, good)
-        if use_light:  # the mask pixels' static light is no column offset
-            for c in range(nx):
-                off[c, 0] = off[c, 0] - light[c] * np.float64(kb - ka)
+        if mode != 2:
+            fill_columns_inplace(off, good)
+            if use_light:  # the mask pixels' static light is no column offset
+                for c in range(nx):
+                    off[c, 0] = off[c, 0] - light[c] * np.float64(kb - ka)
+            if mode == 1:
+                for c in range(nx):
+                    offs[k, c] = off[c, 0]
         if from_first:
             for y in range(ny):
                 for c in range(nx):

@@ -28,6 +28,7 @@ MAD_TO_SIGMA = 1.482602218505602
 METHODS = ("median", "fft", "nsclean")
 _LEVELS = ("group", "rate")
 STATISTICS = ("median", "mean")
+READOUT_FILTERS = ("none", "wiener")
 
 
 # --------------------------------------------------------------------------- params
@@ -94,6 +95,13 @@ class FlickerParams:
         off the column offsets the hook fits. Without it the offsets include that light
         and remove it from every pixel of the column (issue 13: -0.19 sigma on the PRISM
         rates).
+    readout_filter : {'none', 'wiener'}
+        Group level, ``method='median'``: ``'wiener'`` filters each group's column
+        offsets along the readout order (x, the slow read) with a Wiener weight per
+        DCT coefficient from a 1/f power fitted per integration against the offsets'
+        estimation noise (:func:`~nirbeam.transforms.flicker_readout.readout_wiener`),
+        and scales the model variance by the filter's mean weight; ``'none'``: the
+        offsets as fitted.
     error_term : bool
         Group level: add the variance of the fitted 1/f model (estimated from the
         number of background pixels per column, :func:`correction_variance`) to
@@ -118,6 +126,7 @@ class FlickerParams:
     group_reference: str = "first"
     mask_aperture: float = 6.0
     light_model: bool = True
+    readout_filter: str = "none"
     error_term: bool = True
     enabled: bool = True
 
@@ -135,6 +144,16 @@ class FlickerParams:
         if self.detector not in ("NRS1", "NRS2"):
             raise ValueError(
                 f"FlickerParams.detector: expected 'NRS1' or 'NRS2', got {self.detector!r}"
+            )
+        if self.readout_filter not in READOUT_FILTERS:
+            raise ValueError(
+                f"FlickerParams.readout_filter: expected one of {READOUT_FILTERS}, got "
+                f"{self.readout_filter!r}"
+            )
+        if self.readout_filter != "none" and self.method != "median":
+            raise ValueError(
+                f"FlickerParams.readout_filter {self.readout_filter!r}: needs method "
+                f"'median' (per-column offsets), got {self.method!r}"
             )
         if self.group_reference not in ("first", "previous"):
             raise ValueError(
