@@ -184,6 +184,20 @@ def photon_oracle(res, det: str) -> dict:
             "oracle_ratio": oracle / photon if photon > 0 else float("nan")}
 
 
+def floor_terms(rms_ppm: float, theory_ppm: float, draw_ppm: float, read_ppm: float,
+                criterion: float = 1.05) -> dict:
+    """What a reduction could reach on this curve: ``floor_ratio`` = the photon draw
+    (stcal-weighted) + its read noise, in units of the theory (no reduction that keeps
+    the photons can go below it); ``excess_ppm`` = the pipeline's RMS above that floor,
+    in quadrature; ``excess_allowed_ppm`` = the most excess that keeps the curve at
+    ``criterion`` x theory (NaN when the floor alone is above it: not reachable)."""
+    floor = float(np.hypot(draw_ppm, read_ppm))
+    allowed2 = (criterion * theory_ppm) ** 2 - floor**2
+    return {"floor_ratio": floor / theory_ppm,
+            "excess_ppm": float(np.sqrt(max(rms_ppm**2 - floor**2, 0.0))),
+            "excess_allowed_ppm": float(np.sqrt(allowed2)) if allowed2 >= 0 else float("nan")}
+
+
 def run_one(preset: str, seed: int, nints: int, ngroups: int | None, workdir: Path,
             overrides: dict, config: str | None, pipeline_path: str | None = None,
             fix_geometry: bool = True, oracle: bool = True) -> list[dict]:
@@ -255,6 +269,8 @@ def run_one(preset: str, seed: int, nints: int, ngroups: int | None, workdir: Pa
             # estimator's read noise: 1.0 when the pipeline adds nothing else
             row["ratio_vs_draw"] = float(fit["rms_ppm"]) / float(
                 np.hypot(o["oracle_opt_rms_ppm"], o["read_opt_ppm"]))
+            row.update(floor_terms(row["rms_ppm"], theory, o["oracle_opt_rms_ppm"],
+                                   o["read_opt_ppm"]))
         rows.append(row)
     return rows
 
@@ -282,6 +298,8 @@ def summarise(rows: list[dict]) -> dict:
                 "ratio_vs_draw_p90": float(np.percentile(vd, 90)),
                 "ratio_vs_draw_max": float(vd.max()),
                 "n_ratio_vs_draw_above_1.05": int((vd > 1.05).sum()),
+                # curves whose photon draw + read noise alone is above 1.05 x theory
+                "n_floor_above_1.05": int(sum(r.get("floor_ratio", 0.0) > 1.05 for r in sel)),
                 # pooled over seeds: sqrt(mean ratio^2), less scatter than any one curve
                 "ratio_pooled": float(np.sqrt(np.mean(ratio**2))),
                 "oracle_ratio_pooled": float(np.sqrt(np.mean(orc**2))),

@@ -112,7 +112,7 @@ def test_hook_wiener_against_simulator_truth(reference):
             sq.append(np.mean((model - truth) ** 2))
             rep.append(var.mean())
         res[filt] = (float(np.mean(sq)), float(np.mean(rep)))
-    (mse0, rep0), (mse1, rep1) = res["none"], res["wiener"]
+    (mse0, _), (mse1, rep1) = res["none"], res["wiener"]
     print(res)
     assert mse1 < 0.55 * mse0, res
     assert abs(rep1 / mse1 - 1) < 0.15, res

@@ -52,3 +52,24 @@ def test_oracle_ratio_is_about_one_and_scatters_as_a_sample_rms(tmp_path):
     o = sr.photon_oracle(res, "NRS1")
     assert abs(o["oracle_ratio"] - 1.0) < 4.0 / np.sqrt(2 * 40), o
     assert o["read_theory_ppm"] < o["photon_theory_ppm"]
+
+
+def test_floor_terms_say_what_a_reduction_can_reach():
+    """``floor_terms`` against its definition on simulated white-light residuals (seeded
+    numpy): a curve whose photon draw + read noise is above 1.05 x theory cannot reach
+    1.05 (excess_allowed NaN); below it, adding the allowed excess in quadrature gives
+    exactly 1.05 x theory; the excess of a curve is its RMS above the floor."""
+    rng = np.random.default_rng(3)
+    theory = 300.0
+    draw = float(np.std(rng.normal(0, 1.13 * 292.0, 400)))  # a high photon draw
+    t = sr.floor_terms(1.2 * theory, theory, draw, 70.0)
+    assert t["floor_ratio"] == pytest.approx(np.hypot(draw, 70.0) / theory, rel=1e-12)
+    assert t["floor_ratio"] > 1.05 and np.isnan(t["excess_allowed_ppm"])
+    t = sr.floor_terms(330.0, theory, 280.0, 70.0)
+    floor = np.hypot(280.0, 70.0)
+    assert np.hypot(floor, t["excess_allowed_ppm"]) == pytest.approx(1.05 * theory, rel=1e-12)
+    assert np.hypot(floor, t["excess_ppm"]) == pytest.approx(330.0, rel=1e-12)
+    rows = [{"preset": "p", "detector": "D", "ratio": 1.0, "pull": 0.0, "oracle_ratio": 1.0,
+             "ratio_vs_draw": 1.0, **sr.floor_terms(330.0, theory, d, 70.0)}
+            for d in (280.0, 320.0, 330.0)]
+    assert sr.summarise(rows)["p/D"]["n_floor_above_1.05"] == 2
