@@ -275,6 +275,61 @@ def run_one(preset: str, seed: int, nints: int, ngroups: int | None, workdir: Pa
     return rows
 
 
+def _aperture_residuals(work: Path, det: str, hw: float):
+    """Per integration and column: the sum over the box +-``hw`` px around the true trace
+    of ``rateints - TRUE_RATE`` (NaN where a box pixel is DO_NOT_USE or JUMP_DET) and of
+    ERR^2, from a kept work folder (``--keep``)."""
+    import zarr
+
+    tf = next((work / "sim").glob(f"*_{det.lower()}_truth.fits"))
+    truth = fits.getdata(tf, "TRUE_RATE").astype(np.float64)
+    yc = np.asarray(fits.getdata(tf, "TRACE")["y_center"], np.float64)
+    root = zarr.open_group(str(work / "out" / "cubes.zarr"), mode="r")
+    g = root[next(k for k in root.group_keys() if k.endswith(det.lower()))]["rateints"]
+    sci, err, dq = (g["sci"][:].astype(np.float64), g["err"][:].astype(np.float64),
+                    g["dq"][:])
+    ap = np.abs(np.arange(sci.shape[1])[:, None] - yc[None, :]) <= hw
+    r = np.where(ap, sci - truth, 0.0).sum(axis=1)
+    r[(((dq & 5) != 0) & ap[None]).any(axis=1)] = np.nan
+    return r, np.where(ap, err**2, 0.0).sum(axis=1)
+
+
+def column_noise(keep_a: Path, keep_b: Path, det: str = "NRS1", hw: float = 4.0,
+                 widths=(1, 8, 64)) -> list[dict]:
+    """Two runs' spectroscopic noise on the same simulated files (two ``--keep`` folders
+    of one preset and seeds, e.g. two settings): per work folder and bin width ``w``
+    (columns summed), the variance of the aperture residuals over integrations (static
+    part removed) of run b over run a (``var_ratio_sum`` over all bins, and the median
+    bin's) and each run's median chi^2 of the binned sums against their ERR (integrations
+    where every column of the bin is usable)."""
+    out = []
+    for wa in sorted(Path(keep_a).iterdir()):
+        wb = Path(keep_b) / wa.name
+        if not (wb / "out").exists():
+            continue
+        (ra, ea), (rb, eb) = _aperture_residuals(wa, det, hw), _aperture_residuals(wb, det, hw)
+        bad = ~(np.isfinite(ra) & np.isfinite(rb))
+        ra[bad] = rb[bad] = np.nan
+        row = {"work": wa.name, "detector": det}
+        for w in widths:
+            nb = ra.shape[1] // w
+            stats = []
+            for r, e in ((ra, ea), (rb, eb)):
+                rr = r[:, :nb * w].reshape(r.shape[0], nb, w).sum(axis=2)  # NaN if any
+                ee = e[:, :nb * w].reshape(e.shape[0], nb, w).sum(axis=2)
+                with np.errstate(invalid="ignore"):
+                    rr = rr - np.nanmean(rr, axis=0)
+                    stats.append((np.nanvar(rr, axis=0), np.nanmean(rr**2 / ee, axis=0)))
+            (va, ca), (vb, cb) = stats
+            m = np.isfinite(va) & np.isfinite(vb) & (va > 0)
+            row[f"w{w}"] = {"bins": int(m.sum()),
+                            "var_ratio_sum": float(vb[m].sum() / va[m].sum()),
+                            "var_ratio_median": float(np.median(vb[m] / va[m])),
+                            "chi2_a": float(np.median(ca[m])), "chi2_b": float(np.median(cb[m]))}
+        out.append(row)
+    return out
+
+
 def summarise(rows: list[dict]) -> dict:
     """Distribution per (preset, detector)."""
     out = {}
@@ -343,7 +398,18 @@ def main(argv=None) -> int:
                     help="skip the photon-draw oracle (photon_oracle)")
     ap.add_argument("--pipeline-path", default=None,
                     help="run `nirbeam run` from this folder (PYTHONPATH), e.g. an older commit")
+    ap.add_argument("--column-noise", nargs=2, metavar=("KEEP_A", "KEEP_B"),
+                    help="only compare two --keep folders' per-column noise (column_noise)")
+    ap.add_argument("--detectors", default="NRS1", help="with --column-noise")
     a = ap.parse_args(argv)
+    if a.column_noise:
+        prov = provenance()
+        rows = [r for d in a.detectors.split(",") for r in column_noise(*a.column_noise, d)]
+        for r in rows:
+            print(json.dumps(r), flush=True)
+        write_result(a.out, {"column_noise": rows, "keep": a.column_noise}, start=prov,
+                     indent=1)
+        return 0
     types = {f.name: f.type for f in dataclasses.fields(SimConfig)}
     overrides = {}
     for item in a.set:

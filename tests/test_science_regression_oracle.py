@@ -73,3 +73,46 @@ def test_floor_terms_say_what_a_reduction_can_reach():
              "ratio_vs_draw": 1.0, **sr.floor_terms(330.0, theory, d, 70.0)}
             for d in (280.0, 320.0, 330.0)]
     assert sr.summarise(rows)["p/D"]["n_floor_above_1.05"] == 2
+
+
+def _fake_work(path, truth, yc, sci, err, dq):
+    """A --keep work folder as column_noise reads it: sim/<exp>_nrs1_truth.fits (TRUE_RATE,
+    TRACE y_center) and out/cubes.zarr <exp>_nrs1/rateints (sci, err, dq)."""
+    import zarr
+    from astropy.table import Table
+
+    (path / "sim").mkdir(parents=True)
+    hdus = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(truth.astype(np.float32),
+                                                          name="TRUE_RATE"),
+                         fits.BinTableHDU(Table({"y_center": yc}), name="TRACE")])
+    hdus.writeto(path / "sim" / "jw0_nrs1_truth.fits")
+    g = zarr.open_group(str(path / "out" / "cubes.zarr"), mode="w").create_group(
+        "jw0_nrs1").create_group("rateints")
+    for name, a in (("sci", sci), ("err", err), ("dq", dq)):
+        g.create_array(name, shape=a.shape, dtype=a.dtype)[:] = a
+
+
+def test_column_noise_against_numpy(tmp_path):
+    """Two runs on the same truth (seeded numpy), white noise sigma 2 per pixel (ERR 2)
+    plus a column offset common to the 8 box rows (+-4 px around y = 9.5) of sigma 2
+    (run a) and 1 (run b): per-column box-sum variances 8*4 + 64*4 = 288 and 8*4 + 64 =
+    96, so var b/a = 1/3 and chi^2 against ERR 288/32 = 9 and 96/32 = 3, within 5% (400
+    integrations)."""
+    rng = np.random.default_rng(8)
+    ni, ny, nx = 400, 20, 48
+    truth = rng.uniform(0, 50, (ni, ny, nx))
+    yc = np.full(nx, 9.5)
+    nrow = int((np.abs(np.arange(ny) - 9.5) <= 4).sum())
+    assert nrow == 8
+    for tag, s_col in (("a", 2.0), ("b", 1.0)):
+        sci = truth + rng.normal(0, 2, truth.shape) + rng.normal(0, s_col, (ni, 1, nx))
+        err = np.full(truth.shape, 2.0, np.float32)
+        dq = np.zeros(truth.shape, np.uint32)
+        dq[3, 8, 5] = 4  # JUMP_DET in the box: that column-integration is left out
+        _fake_work(tmp_path / tag / "seed_1", truth, yc, sci.astype(np.float32), err, dq)
+    (row,) = sr.column_noise(tmp_path / "a", tmp_path / "b", "NRS1", 4.0, widths=(1,))
+    va, vb = nrow * 4.0 + nrow**2 * 4.0, nrow * 4.0 + nrow**2 * 1.0
+    assert row["w1"]["bins"] == nx
+    assert row["w1"]["var_ratio_sum"] == pytest.approx(vb / va, rel=0.05)
+    assert row["w1"]["chi2_a"] == pytest.approx(va / (4.0 * nrow), rel=0.05)
+    assert row["w1"]["chi2_b"] == pytest.approx(vb / (4.0 * nrow), rel=0.05)
