@@ -31,7 +31,7 @@ from nirbeam.transforms.flicker_params import (
     FlickerParams,
     check_2d,
 )
-from nirbeam.transforms.flicker_readout import noise_level, readout_wiener
+from nirbeam.transforms.flicker_readout import noise_level, readout_wiener, rebuild_ramp
 from nirbeam.transforms.flicker_sort import (
     BG_MEDIAN,
     BG_NONE,
@@ -447,7 +447,7 @@ def make_group_hook(
                 offs[k - 1] = offs[k - 1] - (lit * np.float64(k) if from_first else lit * 1.0)
         var, kind = correction_variance(out, pixeldq, m, params)
         filt, gain, _ = readout_wiener(offs, noise_level(var[0]))
-        out2 = _rebuild(groups, filt, from_first)
+        out2 = rebuild_ramp(groups, filt, from_first)
         if not params.error_term:
             return out2
         var2, kind = correction_variance(out2, pixeldq, m, params)
@@ -458,21 +458,6 @@ def make_group_hook(
         hook = _FusedMedianHook(params, fixed, general, lit)
     hook.before_jump = bool(params.before_jump)
     return hook
-
-
-def _rebuild(groups, offs, from_first):
-    """float32 ramp ``g[k] - offs[k - 1]`` per column (from the first group), or ``g[k]``
-    less the running sum of ``offs`` (group differences); group 0 as given (the fused
-    kernel's arithmetic, ``mode=2``)."""
-    g = np.asarray(groups)
-    out = np.empty(g.shape, np.float32)
-    out[0] = g[0]
-    acc = np.zeros(g.shape[1:])
-    for k in range(1, g.shape[0]):
-        mk = np.broadcast_to(offs[k - 1][None, :], g.shape[1:])
-        acc = mk if from_first else acc + mk
-        out[k] = (np.asarray(g[k], np.float64) - acc).astype(np.float32)
-    return out
 
 
 def _with_light(cleaned_models, groups, light, from_first):

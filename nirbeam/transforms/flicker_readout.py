@@ -89,3 +89,18 @@ def noise_level(var_row: np.ndarray) -> float:
     v = np.asarray(var_row, np.float64)
     v = v[np.isfinite(v)]
     return float(v.mean()) if v.size else float("nan")
+
+
+def rebuild_ramp(groups, offs, from_first):
+    """float32 ramp ``g[k] - offs[k - 1]`` per column (from the first group), or ``g[k]``
+    less the running sum of ``offs`` (group differences); group 0 as given (the fused
+    kernel's arithmetic, ``mode=2``)."""
+    g = np.asarray(groups)
+    out = np.empty(g.shape, np.float32)
+    out[0] = g[0]
+    acc = np.zeros(g.shape[1:])
+    for k in range(1, g.shape[0]):
+        mk = np.broadcast_to(offs[k - 1][None, :], g.shape[1:])
+        acc = mk if from_first else acc + mk
+        out[k] = (np.asarray(g[k], np.float64) - acc).astype(np.float32)
+    return out
