@@ -209,3 +209,16 @@ def test_wiener_rates_are_quieter_and_err_follows():
     assert v2 < v1
     assert abs(r1 / r0 - 1) < 0.02
     assert abs(r2 / r0 - 1) < 0.02
+
+
+def test_wiener_is_the_same_in_either_readout_direction():
+    """NRS2 reads the columns towards -x: the filter of the reversed offsets is the
+    reversed filter (the DCT power and weights do not depend on the direction), so one
+    filter serves both detectors without a DETECTOR setting."""
+    rng = np.random.default_rng(21)
+    low = _low_offsets(rng)
+    est = low[1:] - low[:1] + rng.normal(0, 3.6, (NG - 1, NX))
+    f, gain, amp = readout_wiener(est, 12.9)
+    fr, gainr, ampr = readout_wiener(est[:, ::-1], 12.9)
+    np.testing.assert_allclose(fr[:, ::-1], f, rtol=0, atol=1e-9)
+    assert gainr == pytest.approx(gain, rel=1e-12) and ampr == pytest.approx(amp, rel=1e-12)
