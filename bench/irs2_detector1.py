@@ -99,6 +99,30 @@ def _child(kind: str, path: str) -> dict:
     return res
 
 
+def write_irs2_uncal(path, ng: int, slope) -> float:
+    """Write a one-integration NRSIRS2 full-frame NRS1 uncal of ``ng`` groups whose
+    ramp is ``10000 + group * slope`` DN (``slope``: a number or a (2048, 2048) array)
+    through the simulator's IRS2 writer (``seed=1``); returns the seconds it took. Shared
+    with bench/irs2_memory.py."""
+    import numpy as np
+    from astropy.io import fits
+
+    from nirbeam.sim.fits_writer import UncalSegmentWriter
+
+    h = fits.Header()
+    for k, v in dict(TELESCOP="JWST", INSTRUME="NIRSPEC", DETECTOR="NRS1",
+                     EXP_TYPE="NRS_MSASPEC", NINTS=1, NGROUPS=ng, NFRAMES=5, GROUPGAP=0,
+                     TFRAME=14.58889, TGROUP=72.94445, EFFINTTM=72.94445 * (ng - 1),
+                     EXPSTART=60000.0).items():
+        h[k] = v
+    t = time.perf_counter()
+    w = UncalSegmentWriter(Path(path), h, (1, ng, 2048, 2048), readout="NRSIRS2", seed=1)
+    cube = 10000 + np.arange(ng)[:, None, None] * np.broadcast_to(slope, (2048, 2048))[None]
+    w.write(cube.astype(np.uint16))
+    w.close()
+    return time.perf_counter() - t
+
+
 def run_child(python: str, kind: str, path: str) -> dict:
     out = subprocess.run([python, str(Path(__file__)), "--child", kind, path],
                          capture_output=True, text=True, check=True,
@@ -117,26 +141,10 @@ def main() -> None:
         print(json.dumps(_child(*args.child)))
         return
     prov = provenance()
-    import numpy as np
-    from astropy.io import fits
-
-    from nirbeam.sim.fits_writer import UncalSegmentWriter
-
     ng = args.ngroups
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "jw99999001001_01101_00001_nrs1_uncal.fits")
-        h = fits.Header()
-        for k, v in dict(TELESCOP="JWST", INSTRUME="NIRSPEC", DETECTOR="NRS1",
-                         EXP_TYPE="NRS_MSASPEC", NINTS=1, NGROUPS=ng, NFRAMES=5, GROUPGAP=0,
-                         TFRAME=14.58889, TGROUP=72.94445, EFFINTTM=72.94445 * (ng - 1),
-                         EXPSTART=60000.0).items():
-            h[k] = v
-        t = time.perf_counter()
-        w = UncalSegmentWriter(Path(path), h, (1, ng, 2048, 2048), readout="NRSIRS2", seed=1)
-        cube = (10000 + np.arange(ng)[:, None, None] * 20.0 + np.zeros((1, 2048, 2048)))
-        w.write(cube.astype(np.uint16))
-        w.close()
-        sim_s = time.perf_counter() - t
+        sim_s = write_irs2_uncal(path, ng, 20.0)
         raw_mib = os.path.getsize(path) / 2**20
         rows = {"nirbeam": run_child(sys.executable, "nirbeam", path)}
         if args.jwst_python:

@@ -192,9 +192,8 @@ def realistic_refs(ng: int, seed: int = 7):
 
 def prepare(workdir: Path, ng: int) -> tuple[str, str, dict]:
     import numpy as np
-    from astropy.io import fits
+    from irs2_detector1 import write_irs2_uncal  # bench/ is sys.path[0]
 
-    from nirbeam.sim.fits_writer import UncalSegmentWriter
     from nirbeam.stream.rate_steps import save_refs_to_store
 
     workdir = workdir / f"ng{ng}"
@@ -203,20 +202,8 @@ def prepare(workdir: Path, ng: int) -> tuple[str, str, dict]:
     root = str(workdir / "store.zarr")
     info = {}
     if not path.exists():
-        h = fits.Header()
-        for k, v in dict(TELESCOP="JWST", INSTRUME="NIRSPEC", DETECTOR="NRS1",
-                         EXP_TYPE="NRS_MSASPEC", NINTS=1, NGROUPS=ng, NFRAMES=5, GROUPGAP=0,
-                         TFRAME=14.58889, TGROUP=72.94445, EFFINTTM=72.94445 * (ng - 1),
-                         EXPSTART=60000.0).items():
-            h[k] = v
-        t = time.perf_counter()
-        w = UncalSegmentWriter(path, h, (1, ng, 2048, 2048), readout="NRSIRS2", seed=1)
-        rng = np.random.default_rng(3)
-        slope = 20.0 + 5.0 * rng.random((2048, 2048))
-        cube = 10000 + np.arange(ng)[:, None, None] * slope[None]
-        w.write(cube.astype(np.uint16))
-        w.close()
-        info["simulate_s"] = round(time.perf_counter() - t, 1)
+        slope = 20.0 + 5.0 * np.random.default_rng(3).random((2048, 2048))
+        info["simulate_s"] = round(write_irs2_uncal(path, ng, slope), 1)
     if not Path(root).exists():
         refs = realistic_refs(ng)
         scene = np.zeros((2048, 2048), bool)

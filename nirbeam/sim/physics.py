@@ -656,6 +656,23 @@ def draw_cosmic_rays(rng: np.random.Generator, cfg, live: np.ndarray, t_int: flo
 # ----------------------------------------------------------------------------------------
 # One integration
 # ----------------------------------------------------------------------------------------
+def _electrons_and_hits(rng: np.random.Generator, cfg, props: DetectorProps,
+                        rate_src: np.ndarray, t_int: float):
+    """The first draws of one integration, shared by :func:`simulate_integration` and its
+    numpy reference: ``(G, ny, nx, gain float64, electrons per group interval (int64
+    Poisson draw, (G, ny, nx)), cosmic-ray hits)``. The Poisson draw is the stream's
+    first (bench/science_regression.py's photon oracle re-draws it)."""
+    G = cfg.ngroups
+    ny, nx = props.shape
+    tg = cfg.tframe * (cfg.nframes + cfg.groupgap)
+    gain = props.gain.astype(np.float64)
+    # electrons per group interval (source seen through QE, plus dark)
+    lam_e = ((rate_src * props.qe + props.dark_rate) * gain) * tg
+    inc = rng.poisson(np.broadcast_to(lam_e, (G, ny, nx)))
+    hits = draw_cosmic_rays(rng, cfg, props.qe > 0, t_int)
+    return G, ny, nx, gain, inc, hits
+
+
 def simulate_integration(
     rng: np.random.Generator,
     cfg,
@@ -684,15 +701,7 @@ def simulate_integration(
     ramp : uint16, (ngroups, ny, nx), DN
     hits : CosmicRayHits
     """
-    G = cfg.ngroups
-    ny, nx = props.shape
-    tg = cfg.tframe * (cfg.nframes + cfg.groupgap)
-    gain = props.gain.astype(np.float64)
-    # electrons per group interval (source seen through QE, plus dark); the stream's
-    # first draw (bench/science_regression.py's photon oracle re-draws it)
-    lam_e = ((rate_src * props.qe + props.dark_rate) * gain) * tg
-    inc = rng.poisson(np.broadcast_to(lam_e, (G, ny, nx)))
-    hits = draw_cosmic_rays(rng, cfg, props.qe > 0, t_int)
+    G, ny, nx, gain, inc, hits = _electrons_and_hits(rng, cfg, props, rate_src, t_int)
     if hits.y.size:  # the hit elements as numpy's add.at on the float64 draw sums them
         flat = (hits.group.astype(np.int64) * ny + hits.y) * nx + hits.x
         ovr_idx, inv = np.unique(flat, return_inverse=True)
@@ -730,14 +739,8 @@ def _simulate_integration_reference(
 ) -> tuple[np.ndarray, CosmicRayHits]:
     """:func:`simulate_integration` in numpy, as it was before the ramp kernel
     (nirbeam/sim/ramp_kernel.py): the reference of tests/test_sim_ramp_kernel.py."""
-    G = cfg.ngroups
-    ny, nx = props.shape
-    tg = cfg.tframe * (cfg.nframes + cfg.groupgap)
-    gain = props.gain.astype(np.float64)
-    # electrons per group interval (source seen through QE, plus dark)
-    lam_e = ((rate_src * props.qe + props.dark_rate) * gain) * tg
-    inc = rng.poisson(np.broadcast_to(lam_e, (G, ny, nx))).astype(np.float64)
-    hits = draw_cosmic_rays(rng, cfg, props.qe > 0, t_int)
+    G, ny, nx, gain, inc, hits = _electrons_and_hits(rng, cfg, props, rate_src, t_int)
+    inc = inc.astype(np.float64)
     if hits.y.size:
         np.add.at(inc, (hits.group, hits.y, hits.x), hits.amplitude_dn * gain[hits.y, hits.x])
     sig = np.cumsum(inc, axis=0) / gain  # linear DN

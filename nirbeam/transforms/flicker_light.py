@@ -89,28 +89,53 @@ def common_offset(rate: np.ndarray, mask: np.ndarray, degree: int = LIGHT_DEGREE
     basis = np.polynomial.legendre.legvander(xs, degree)  # (nx, degree + 1)
     yy, xx = np.nonzero(use)
     f = flux / max(float(np.median(flux[flux > 0])), 1e-30)  # O(1) columns
-    ncoef = ny * (degree + 1)
-    a = np.zeros((yy.size, 1 + ncoef))
-    a[:, 0] = 1.0
-    cols = 1 + yy[:, None] * (degree + 1) + np.arange(degree + 1)[None, :]
-    np.put_along_axis(a, cols, f[xx, None] * basis[xx], axis=1)
-    a = a[:, np.abs(a).sum(axis=0) > 0]  # rows without mask pixels have no coefficients
+    w = f[xx, None] * basis[xx]  # each pixel's row coefficients' factors
     b = r[yy, xx]
     keep = np.ones(b.size, bool)
-    for _ in range(3):
-        coef, *_ = np.linalg.lstsq(a[keep], b[keep], rcond=None)
-        res = b - a @ coef
-        sig = 1.4826 * np.median(np.abs(res[keep] - np.median(res[keep])))
-        keep = np.abs(res) <= 4.0 * max(sig, 1e-30)
-    ak = a[keep]
-    dof = max(int(keep.sum()) - ak.shape[1], 1)
-    s2 = float(np.sum((b[keep] - ak @ coef) ** 2)) / dof
     try:
-        cov = np.linalg.inv(ak.T @ ak) * s2
-        se = float(np.sqrt(max(cov[0, 0], 0.0)))
+        for _ in range(3):
+            c, theta, _s = _offset_fit(yy[keep], w[keep], b[keep], ny)
+            res = b - c - np.sum(w * theta[yy], axis=1)
+            sig = 1.4826 * np.median(np.abs(res[keep] - np.median(res[keep])))
+            keep = np.abs(res) <= 4.0 * max(sig, 1e-30)
+        dof = max(int(keep.sum()) - (1 + (degree + 1) * np.unique(yy).size), 1)
+        s2 = float(np.sum(res[keep] ** 2)) / dof
+        schur = _offset_fit(yy[keep], w[keep], b[keep], ny)[2]
     except np.linalg.LinAlgError:
         return 0.0, np.inf
-    return float(coef[0]), se
+    if not schur > 0:
+        return 0.0, np.inf
+    return float(c), float(np.sqrt(s2 / schur))
+
+
+def _offset_fit(yy, w, b, ny):
+    """``(c, theta (ny, k), the sum of c's column projected off every row's block)``:
+    the least squares of ``b = c + w . theta[yy]`` (``yy`` sorted), one row at a time:
+    with each row's ``theta`` eliminated (its projection, by a small ``np.linalg.lstsq``
+    of the row's pixels: minimum norm, as the dense fit), ``c`` is the ratio of the
+    projected sums and its variance ``s2 /`` the last value. No BLAS call here is large
+    enough to run threaded: OpenBLAS's rounding changes with its thread count, and the
+    dense ``np.linalg.lstsq`` of session 6 gave another ``c``, so another scene light and
+    other rateints, in a process started with OPENBLAS_NUM_THREADS=1 (issue 14)."""
+    k = w.shape[1]
+    t_b, t_1 = np.zeros((ny, k)), np.zeros((ny, k))
+    s_b = s_1 = 0.0
+    bounds = np.searchsorted(yy, np.arange(ny + 1))
+    for y in range(ny):
+        lo, hi = bounds[y], bounds[y + 1]
+        if lo == hi:
+            continue
+        wy = w[lo:hi]
+        rhs = np.stack([b[lo:hi], np.ones(hi - lo)], axis=1)
+        t = np.linalg.lstsq(wy, rhs, rcond=None)[0]  # (k, 2)
+        proj = rhs - np.sum(wy[:, :, None] * t[None, :, :], axis=1)
+        s_b += float(np.sum(proj[:, 0]))
+        s_1 += float(np.sum(proj[:, 1]))
+        t_b[y], t_1[y] = t[:, 0], t[:, 1]
+    if not s_1 > 0:
+        raise np.linalg.LinAlgError("common_offset: the offset is not constrained")
+    c = s_b / s_1
+    return c, t_b - c * t_1, s_1
 
 
 def light_model(rate: np.ndarray, mask: np.ndarray, smooth: int = LIGHT_SMOOTH) -> np.ndarray:
