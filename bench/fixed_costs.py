@@ -204,6 +204,26 @@ def compare(a: str, b: str) -> dict:
             "summary": out.stdout.strip().splitlines()[0] if out.stdout else ""}
 
 
+_kept: dict = {}
+
+
+def _save(path: str, key: str | None, res: dict, start: dict) -> None:
+    """``res`` as the record (``key`` None) or under ``key`` of the existing record, whose
+    other keys stay as they were; the provenance they were written with is kept beside
+    them as ``provenance_except_<key>`` (the top-level provenance is this run's)."""
+    if key is None:
+        write_result(path, res, sys.argv, start=start)
+        return
+    if not _kept:  # the file as it was before this run
+        old = json.load(open(path)) if os.path.isfile(path) else {}
+        old.pop(key, None)
+        prov = old.pop("provenance", None)
+        _kept.update(old)
+        if prov is not None:
+            _kept[f"provenance_except_{key}"] = prov
+    write_result(path, {**_kept, key: res}, sys.argv, start=start)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", default=None, help="git revision to compare (e.g. 4154a05)")
@@ -213,6 +233,9 @@ def main(argv=None) -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "nirbeam-fixed"))
     ap.add_argument("--out", default=os.path.join(HERE, "results", "fixed_costs.json"))
+    ap.add_argument("--key", default=None,
+                    help="write the record under this key of the --out file, keeping its "
+                         "other keys (their provenance moves to provenance_except_KEY)")
     args = ap.parse_args(argv)
     start = provenance(sys.argv)
     versions = {"current": REPO}
@@ -240,7 +263,7 @@ def main(argv=None) -> None:
             entry["products_vs_baseline"] = compare(os.path.join(args.data, f"out{n}_baseline"),
                                                     os.path.join(args.data, f"out{n}_current"))
         res["sizes"][str(n)] = entry
-        write_result(args.out, res, sys.argv, start=start)
+        _save(args.out, args.key, res, start)
     s = res["sizes"]
     big = max(s, key=int)
     res["write"] = {name: write_cost(src, os.path.join(args.data, f"out{big}_{name}", "cubes.zarr"))
@@ -251,7 +274,7 @@ def main(argv=None) -> None:
             name: round(1e3 * (s[hi][name]["best"]["cpu_s"] - s[lo][name]["best"]["cpu_s"])
                         / (int(hi) - int(lo)), 2) for name in versions}
     res["load_end"] = _load()
-    write_result(args.out, res, sys.argv, start=start)
+    _save(args.out, args.key, res, start)
     print(json.dumps({k: v for k, v in res.items() if k != "sizes"}, indent=1))
 
 
