@@ -40,6 +40,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -204,6 +205,94 @@ def compare(a: str, b: str) -> dict:
             "summary": out.stdout.strip().splitlines()[0] if out.stdout else ""}
 
 
+BATMAN = r"""
+import sys, time
+import numpy, scipy.ndimage  # loaded before the fit in a run
+from nirbeam.transforms import transit_model
+t = time.process_time()
+if sys.argv[1] == "plain":
+    import batman
+else:
+    transit_model.batman_module()
+print(time.process_time() - t, "distutils" in sys.modules, "pkg_resources" in sys.modules)
+"""
+
+
+def _content_box_before(rgba, pad):
+    """``plots._content_box`` as it was at 577ea37 (four channel compares + any)."""
+    import numpy as np
+
+    bg = rgba[0, 0]
+    ink = np.any(rgba != bg, axis=2)
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        return slice(None), slice(None)
+    ny, nx = ink.shape
+    if rows[0] == 0 or cols[0] == 0 or rows[-1] == ny - 1 or cols[-1] == nx - 1:
+        return None
+    return (slice(max(rows[0] - pad, 0), min(rows[-1] + 1 + pad, ny)),
+            slice(max(cols[0] - pad, 0), min(cols[-1] + 1 + pad, nx)))
+
+
+def parts(plots_dir: str, repeat: int = 7) -> dict:
+    """The two cuts of session 7 measured alone, interleaved, ``repeat`` times each:
+
+    - ``batman_import``: CPU s of importing batman in a fresh process (numpy, scipy.ndimage
+      and transit_model loaded first), plain ``import batman`` (what 577ea37 did) against
+      ``transit_model.batman_module()`` (the stand-in ``batman.openmp``);
+    - ``content_box``: CPU ms of ``plots._content_box`` over the canvases of a run's plots
+      (each PNG of ``plots_dir`` with the 1-inch blank margin the one draw adds), the
+      577ea37 version against the current one (same boxes checked).
+    """
+    import glob
+    import statistics
+
+    import numpy as np
+    from PIL import Image
+
+    from nirbeam.sinks import plots
+
+    out: dict = {"repeat": repeat, "load_before": _load()}
+    t = {"plain": [], "batman_module": []}
+    flags = {}
+    for _ in range(repeat):
+        for how in t:
+            p = subprocess.run([sys.executable, "-c", BATMAN, how], env=src_env(REPO), cwd=REPO,
+                               capture_output=True, text=True, check=True)
+            c, du, pk = p.stdout.split()
+            t[how].append(float(c))
+            flags[how] = {"distutils": du == "True", "pkg_resources": pk == "True"}
+    out["batman_import"] = {h: {"cpu_s_min": round(min(v), 4),
+                                "cpu_s_median": round(statistics.median(v), 4),
+                                "cpu_s_all": [round(x, 4) for x in v], **flags[h]}
+                            for h, v in t.items()}
+    m = int(round(plots.MARGIN_INCHES * plots.DPI))
+    pad = int(round(plots.PAD_INCHES * plots.DPI))
+    canv = []
+    for f in sorted(glob.glob(os.path.join(plots_dir, "*.png"))):
+        a = np.asarray(Image.open(f).convert("RGBA"))
+        c = np.empty((a.shape[0] + 2 * m, a.shape[1] + 2 * m, 4), np.uint8)
+        c[:] = a[0, 0]
+        c[m:-m, m:-m] = a
+        canv.append(c)
+        assert _content_box_before(c, pad) == plots._content_box(c, pad)
+    tb = {"before": [], "current": []}
+    for _ in range(repeat):
+        for name, fn in (("before", _content_box_before), ("current", plots._content_box)):
+            c0 = time.process_time()
+            for c in canv:
+                fn(c, pad)
+            tb[name].append(1e3 * (time.process_time() - c0))
+    out["content_box"] = {"figures": len(canv),
+                          "pixels": int(sum(c.shape[0] * c.shape[1] for c in canv)),
+                          **{k: {"cpu_ms_min": round(min(v), 2),
+                                 "cpu_ms_median": round(statistics.median(v), 2)}
+                             for k, v in tb.items()}}
+    out["load_after"] = _load()
+    return out
+
+
 _kept: dict = {}
 
 
@@ -236,8 +325,16 @@ def main(argv=None) -> None:
     ap.add_argument("--key", default=None,
                     help="write the record under this key of the --out file, keeping its "
                          "other keys (their provenance moves to provenance_except_KEY)")
+    ap.add_argument("--parts", default=None, metavar="PLOTS_DIR",
+                    help="only measure the session-7 cuts alone (see parts()) on the plots "
+                         "of a run")
     args = ap.parse_args(argv)
     start = provenance(sys.argv)
+    if args.parts:
+        r = parts(args.parts, max(args.repeat, 3))
+        _save(args.out, args.key, r, start)
+        print(json.dumps(r, indent=1))
+        return
     versions = {"current": REPO}
     if args.baseline:
         versions = {"baseline": args.baseline_src or extract_rev(args.baseline), **versions}
