@@ -103,6 +103,12 @@ import importlib, json, sys, time, warnings
 warnings.simplefilter("ignore")
 mods = json.load(open(sys.argv[1]))
 t = time.process_time()
+if "batman" in mods:  # batman as the run imports it (a bare import_module("batman.openmp")
+    try:               # would load the compiler probe the run never loads)
+        from nirbeam.transforms.transit_model import batman_module
+        batman_module()
+    except Exception:
+        pass
 for m in mods:
     if m in sys.modules:
         continue
