@@ -335,7 +335,7 @@ def main(argv=None) -> None:
                     help="only measure the session-7 cuts alone (see parts()) on the plots "
                          "of a run")
     args = ap.parse_args(argv)
-    start = provenance(sys.argv)
+    start = provenance(sys.argv[1:])  # (sys.argv[0] is the script, named apart)
     if args.parts:
         r = parts(args.parts, max(args.repeat, 3))
         _save(args.out, args.key, r, start)
