@@ -55,8 +55,12 @@ sys.path.insert(0, HERE)
 from _provenance import provenance, write_result  # noqa: E402  (bench/ on sys.path)
 
 
-def _load() -> list[float]:
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (2 decimals)."""
     return [round(x, 2) for x in os.getloadavg()]
+
+
+_load = load_average
 
 
 def _git(*args, cwd=REPO) -> str:
@@ -211,15 +215,22 @@ def _sim_shape(sim: str) -> dict:
             "detectors": dets}
 
 
+def src_env(src: str | None, extra: dict | None = None) -> dict:
+    """The environment of a fresh process running the source tree ``src`` (None: the
+    installed one): ``src`` first on PYTHONPATH, numba's cache inside it."""
+    env = {**os.environ, **(extra or {})}
+    if src:
+        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+        env["NUMBA_CACHE_DIR"] = os.path.join(src, ".numba-cache")
+    return env
+
+
 def nirbeam_run(sim: str, out: str, src: str | None = None, extra=(), env_extra=None,
                 sample_s: float = 0.0) -> dict:
     """The whole ``nirbeam run`` in a fresh process (``src``: a source tree to run instead;
     ``extra``: more CLI arguments; ``env_extra``: more environment variables)."""
     shutil.rmtree(out, ignore_errors=True)
-    env = {**os.environ, **(env_extra or {})}
-    if src:
-        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-        env["NUMBA_CACHE_DIR"] = os.path.join(src, ".numba-cache")
+    env = src_env(src, env_extra)
     cfg = os.path.join(sim, "nirbeam.toml")
     cmd = [sys.executable, "-m", "nirbeam.stream.cli", "run", sim, "--refs", os.path.join(sim, "refs"),
            "--out", out, "--no-progress", *(["--config", cfg] if os.path.isfile(cfg) else []), *extra]
@@ -362,24 +373,28 @@ def jwst_detector1(python: str, sim: str, out: str) -> dict:
             "jwst": ver, "load_before": load0, "load_after": _load()}
 
 
-def write_path(out_dir: str, n: int = 256) -> dict:
-    """Old vs new rateints writes on the rates of a finished run (same process, same data)."""
+def rate_writes(src: dict, repeat: int = 3, best_by: str = "wall_s",
+                labels=("per_integration", "block")) -> dict:
+    """The rateints writes alone, in this process, on the arrays ``src`` (``RATE_ARRAYS``
+    name -> (n, ny, nx)): ``per_integration``, one ``write_integration`` per integration
+    into chunks of one integration (the streaming ``WriteRateints`` path), and ``block``,
+    one ``write_block`` per block of ``RATE_BLOCK`` integrations into block-aligned chunks
+    (the batch path). Each read back and checked equal; the best of ``repeat`` by
+    ``best_by`` (``wall_s`` or ``cpu_s``; CPU is ``process_time``: zarr compresses and
+    writes on its own threads too). Used by ``bench/fixed_costs.py`` as well."""
     import numpy as np
-    import zarr
 
     from nirbeam.sinks import zarr_store as zs
     from nirbeam.stream.pipeline import RATE_ARRAYS, RATE_BLOCK
 
-    g0 = zarr.open_group(os.path.join(out_dir, "cubes.zarr"), mode="r")
-    grp = sorted(k for k, _ in g0.groups())[0]
-    src = {k: g0[grp]["rateints"][k][:n] for k in RATE_ARRAYS}
     n = src["sci"].shape[0]
     frame = src["sci"].shape[1:]
     res = {"integrations": n, "frame": list(frame), "block": RATE_BLOCK}
     with tempfile.TemporaryDirectory() as d:
-        for label, chunk in (("per_integration", 1), ("block", RATE_BLOCK)):
+        for label in labels:
+            chunk = 1 if label == "per_integration" else RATE_BLOCK
             best = None
-            for rep in range(3):
+            for rep in range(repeat):
                 root = os.path.join(d, f"{label}{rep}.zarr")
                 zs.prepare_stage(root, "g", "rateints", n, frame, RATE_ARRAYS, time_chunk=chunk)
                 t0, c0 = time.perf_counter(), time.process_time()
@@ -396,16 +411,38 @@ def write_path(out_dir: str, n: int = 256) -> dict:
                 assert all(np.array_equal(back[k], src[k], equal_nan=True) for k in src)
                 files = sum(len(fs) for _, _, fs in os.walk(root))
                 zs.forget_cache()
-                if best is None or w < best["wall_s"]:
-                    best = {"wall_s": round(w, 4), "cpu_s": round(c, 4), "files": files,
-                            "ms_per_integration": round(1e3 * w / n, 3)}
+                r = {"wall_s": round(w, 4), "cpu_s": round(c, 4), "files": files,
+                     "ms_per_integration": round(1e3 * w / n, 3),
+                     "wall_ms_per_integration": round(1e3 * w / n, 3),
+                     "cpu_ms_per_integration": round(1e3 * c / n, 3)}
+                if best is None or r[best_by] < best[best_by]:
+                    best = r
             res[label] = best
+    return res
+
+
+def rates_of(store: str, n: int | None = None) -> dict:
+    """The rateints arrays (``RATE_ARRAYS``) of the first group of a run's ``cubes.zarr``
+    (the first ``n`` integrations)."""
+    import numpy as np
+    import zarr
+
+    from nirbeam.stream.pipeline import RATE_ARRAYS
+
+    g0 = zarr.open_group(store, mode="r")
+    grp = sorted(k for k, _ in g0.groups())[0]
+    return {k: np.asarray(g0[grp]["rateints"][k][:n]) for k in RATE_ARRAYS}
+
+
+def write_path(out_dir: str, n: int = 256) -> dict:
+    """Old vs new rateints writes on the rates of a finished run (same process, same data)."""
+    res = rate_writes(rates_of(os.path.join(out_dir, "cubes.zarr"), n))
     res["ratio_wall_old_over_new"] = round(res["per_integration"]["wall_s"] / res["block"]["wall_s"], 2)
     res["load_after"] = _load()
     return res
 
 
-def _extract_rev(rev: str) -> str:
+def extract_rev(rev: str) -> str:
     """The tree of ``rev`` in a folder named by its commit, kept between invocations
     (with its numba cache: a second invocation does not compile the baseline again)."""
     commit = _git("rev-parse", rev) or rev
@@ -420,6 +457,9 @@ def _extract_rev(rev: str) -> str:
     with open(stamp, "w") as fh:
         fh.write(commit)
     return d
+
+
+_extract_rev = extract_rev  # (the name bench/stage2_cost.py imports)
 
 
 def _rate(shape: dict, ndet: int, seconds: float) -> float:
@@ -537,7 +577,7 @@ def main(argv=None) -> None:
         args.jwst_python = os.path.join(venv, "bin", "python")
     base_src = None
     if args.baseline:
-        base_src = _extract_rev(args.baseline)
+        base_src = extract_rev(args.baseline)
         results["baseline"] = {"rev": args.baseline, "commit": _git("rev-parse", args.baseline)}
 
     def save():

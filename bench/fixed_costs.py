@@ -46,6 +46,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from _provenance import provenance, write_result  # noqa: E402  (bench/ on sys.path)
+from end_to_end import child, extract_rev, src_env  # noqa: E402  (the same runner)
+from end_to_end import load_average as _load  # noqa: E402
 
 # The child: run the CLI with phase timers around a few functions, then report.
 CHILD = r"""
@@ -101,6 +103,12 @@ import importlib, json, sys, time, warnings
 warnings.simplefilter("ignore")
 mods = json.load(open(sys.argv[1]))
 t = time.process_time()
+if "batman" in mods:  # batman as the run imports it (a bare import_module("batman.openmp")
+    try:               # would load the compiler probe the run never loads)
+        from nirbeam.transforms.transit_model import batman_module
+        batman_module()
+    except Exception:
+        pass
 for m in mods:
     if m in sys.modules:
         continue
@@ -112,86 +120,28 @@ print(json.dumps({"imports_cpu_s": round(time.process_time() - t, 3),
                   "matplotlib.pyplot": "matplotlib.pyplot" in sys.modules,
                   "scipy.signal": "scipy.signal" in sys.modules,
                   "scipy.stats": "scipy.stats" in sys.modules,
+                  "distutils": "distutils" in sys.modules,
+                  "pkg_resources": "pkg_resources" in sys.modules,
                   "modules": len(mods)}))
 """
 
 
 WRITE = r"""
-import json, os, sys, tempfile, time
-import numpy as np
-from nirbeam.sinks import zarr_store as zs
-from nirbeam.stream.pipeline import RATE_ARRAYS, RATE_BLOCK
-store = sys.argv[1]
-g0 = zs.open_root(store, mode="r")
-grp = sorted(k for k, _ in g0.groups())[0]
-src = {k: np.asarray(g0[grp]["rateints"][k][:]) for k in RATE_ARRAYS}
-n = src["sci"].shape[0]
-frame = src["sci"].shape[1:]
-res = {"integrations": n, "frame": list(frame), "block": RATE_BLOCK,
-       "mib_per_integration": round(sum(v[0].nbytes for v in src.values()) / 2**20, 3)}
-with tempfile.TemporaryDirectory() as d:
-    for label, chunk in (("block", RATE_BLOCK), ("per_integration", 1)):
-        best = None
-        for rep in range(3):
-            root = os.path.join(d, f"{label}{rep}.zarr")
-            zs.prepare_stage(root, "g", "rateints", n, frame, RATE_ARRAYS, time_chunk=chunk)
-            t0, c0 = time.perf_counter(), time.process_time()
-            if chunk == 1:
-                for i in range(n):
-                    zs.write_integration(root, "g", "rateints", i + 1, {k: v[i] for k, v in src.items()})
-            else:
-                for s in range(0, n, chunk):
-                    zs.write_block(root, "g", "rateints", s + 1,
-                                   {k: v[s:s + chunk] for k, v in src.items()},
-                                   np.ones(min(chunk, n - s), bool))
-            w, c = time.perf_counter() - t0, time.process_time() - c0
-            back = zs.read_block(root, "g", "rateints", RATE_ARRAYS, slice(0, n))
-            assert all(np.array_equal(back[k], src[k], equal_nan=True) for k in src)
-            zs.forget_cache()
-            r = {"cpu_ms_per_integration": round(1e3 * c / n, 3),
-                 "wall_ms_per_integration": round(1e3 * w / n, 3),
-                 "files": sum(len(fs) for _, _, fs in os.walk(root))}
-            if best is None or r["cpu_ms_per_integration"] < best["cpu_ms_per_integration"]:
-                best = r
-        res[label] = best
+import json, sys
+sys.path.insert(0, sys.argv[1])  # bench/ of the current tree; nirbeam from PYTHONPATH
+from end_to_end import rate_writes, rates_of
+src = rates_of(sys.argv[2])
+res = rate_writes(src, best_by="cpu_s", labels=("block", "per_integration"))
+res["mib_per_integration"] = round(sum(v[0].nbytes for v in src.values()) / 2**20, 3)
 print(json.dumps(res))
 """
 
 
 def write_cost(src: str, store: str) -> dict:
     """The rateints writes alone (see the module doc), in a fresh process of ``src``."""
-    out = subprocess.run([sys.executable, "-c", WRITE, store], env=_env(src), cwd=src,
+    out = subprocess.run([sys.executable, "-c", WRITE, HERE, store], env=src_env(src), cwd=src,
                          capture_output=True, text=True, check=True)
     return {**json.loads(out.stdout.strip().splitlines()[-1]), "load_after": _load()}
-
-
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def _git(*args) -> str:
-    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
-def _extract(rev: str) -> str:
-    commit = _git("rev-parse", rev)
-    d = os.path.join(tempfile.gettempdir(), f"nirbeam-src-{commit[:12]}")
-    if not os.path.isfile(os.path.join(d, ".bench-extracted")):
-        os.makedirs(d, exist_ok=True)
-        tar = subprocess.run(["git", "archive", commit], cwd=REPO, capture_output=True,
-                             check=True).stdout
-        subprocess.run(["tar", "-x", "-C", d], input=tar, check=True)
-        with open(os.path.join(d, ".bench-extracted"), "w") as fh:
-            fh.write(commit)
-    return d
-
-
-def _env(src: str) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    env["NUMBA_CACHE_DIR"] = os.path.join(src, ".numba-cache")
-    return env
 
 
 def simulate(path: str, nints: int) -> None:
@@ -199,7 +149,7 @@ def simulate(path: str, nints: int) -> None:
         return
     subprocess.run([sys.executable, "-m", "nirbeam.stream.cli", "simulate", "--preset",
                     "prism-sub512", "--nints", str(nints), "--seed", "1", path],
-                   check=True, cwd=REPO, env=_env(REPO))
+                   check=True, cwd=REPO, env=src_env(REPO))
     with open(os.path.join(path, ".bench-complete"), "w") as fh:
         fh.write("ok")
 
@@ -210,32 +160,24 @@ def run_once(src: str, sim: str, out: str) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     with tempfile.TemporaryDirectory() as d:
         rep = os.path.join(d, "report.json")
-        child = os.path.join(d, "child.py")
-        with open(child, "w") as fh:
+        script = os.path.join(d, "child.py")
+        with open(script, "w") as fh:
             fh.write(CHILD)
-        cmd = [sys.executable, child, rep, "run", sim, "--refs", os.path.join(sim, "refs"),
+        cmd = [sys.executable, script, rep, "run", sim, "--refs", os.path.join(sim, "refs"),
                "--out", out, "--no-progress", "--config", os.path.join(sim, "nirbeam.toml")]
-        load0, t0 = _load(), time.perf_counter()
-        p = subprocess.Popen(cmd, env=_env(src), cwd=src, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT)
-        text = p.stdout.read().decode(errors="replace")
-        _, status, ru = os.wait4(p.pid, 0)
-        wall = time.perf_counter() - t0
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"{cmd} failed:\n{text[-3000:]}")
+        run = child(cmd, env=src_env(src), cwd=src)  # a fresh process: wall, CPU, peak RSS
         r = json.load(open(rep))
         mods = os.path.join(d, "mods.json")
         with open(mods, "w") as fh:
             json.dump(r.pop("modules"), fh)
-        imp = subprocess.run([sys.executable, "-c", IMPORTS, mods], env=_env(src), cwd=src,
+        imp = subprocess.run([sys.executable, "-c", IMPORTS, mods], env=src_env(src), cwd=src,
                              capture_output=True, text=True, check=True)
         imp = json.loads(imp.stdout.strip().splitlines()[-1])
     rj = json.load(open(os.path.join(out, "run.json")))
     nints = sum(e["processed"] for e in rj["exposures"])
+    run.pop("stdout_tail", None)
     return {
-        "cpu_s": round(ru.ru_utime + ru.ru_stime, 2), "wall_s": round(wall, 2),
-        "peak_rss_mib": round(ru.ru_maxrss / 1024, 1), "load_before": load0,
-        "load_after": _load(), "integrations": nints, **r,
+        **run, "integrations": nints, **r,
         "imports": imp, "run_json_timings_s": rj.get("timings_s"),
         "write_rateints_block_ms": rj.get("metrics", {}).get("write_rateints.block_ms"),
     }
@@ -258,7 +200,7 @@ def compare(a: str, b: str) -> dict:
         js = os.path.join(d, "cmp.json")
         out = subprocess.run([sys.executable, os.path.join(HERE, "compare_products.py"), a, b,
                               "--json", js], capture_output=True, text=True, cwd=REPO,
-                             env=_env(REPO))
+                             env=src_env(REPO))
         if not os.path.isfile(js):
             return {"rc": out.returncode, "stdout_tail": out.stdout[-2000:],
                     "stderr_tail": out.stderr[-2000:]}
@@ -267,6 +209,114 @@ def compare(a: str, b: str) -> dict:
     return {"arrays_compared": len(arrays), "all_identical": r["all_identical"],
             "different": {k: v for k, v in arrays.items() if not v["identical"]},
             "summary": out.stdout.strip().splitlines()[0] if out.stdout else ""}
+
+
+BATMAN = r"""
+import sys, time
+import numpy, scipy.ndimage  # loaded before the fit in a run
+from nirbeam.transforms import transit_model
+t = time.process_time()
+if sys.argv[1] == "plain":
+    import batman
+else:
+    transit_model.batman_module()
+print(time.process_time() - t, "distutils" in sys.modules, "pkg_resources" in sys.modules)
+"""
+
+
+def _content_box_before(rgba, pad):
+    """``plots._content_box`` as it was at 577ea37 (four channel compares + any)."""
+    import numpy as np
+
+    bg = rgba[0, 0]
+    ink = np.any(rgba != bg, axis=2)
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        return slice(None), slice(None)
+    ny, nx = ink.shape
+    if rows[0] == 0 or cols[0] == 0 or rows[-1] == ny - 1 or cols[-1] == nx - 1:
+        return None
+    return (slice(max(rows[0] - pad, 0), min(rows[-1] + 1 + pad, ny)),
+            slice(max(cols[0] - pad, 0), min(cols[-1] + 1 + pad, nx)))
+
+
+def parts(plots_dir: str, repeat: int = 7) -> dict:
+    """The two cuts of session 7 measured alone, interleaved, ``repeat`` times each:
+
+    - ``batman_import``: CPU s of importing batman in a fresh process (numpy, scipy.ndimage
+      and transit_model loaded first), plain ``import batman`` (what 577ea37 did) against
+      ``transit_model.batman_module()`` (the stand-in ``batman.openmp``);
+    - ``content_box``: CPU ms of ``plots._content_box`` over the canvases of a run's plots
+      (each PNG of ``plots_dir`` with the 1-inch blank margin the one draw adds), the
+      577ea37 version against the current one (same boxes checked).
+    """
+    import glob
+    import statistics
+
+    import numpy as np
+    from PIL import Image
+
+    from nirbeam.sinks import plots
+
+    out: dict = {"repeat": repeat, "load_before": _load()}
+    t = {"plain": [], "batman_module": []}
+    flags = {}
+    for _ in range(repeat):
+        for how in t:
+            p = subprocess.run([sys.executable, "-c", BATMAN, how], env=src_env(REPO), cwd=REPO,
+                               capture_output=True, text=True, check=True)
+            c, du, pk = p.stdout.split()
+            t[how].append(float(c))
+            flags[how] = {"distutils": du == "True", "pkg_resources": pk == "True"}
+    out["batman_import"] = {h: {"cpu_s_min": round(min(v), 4),
+                                "cpu_s_median": round(statistics.median(v), 4),
+                                "cpu_s_all": [round(x, 4) for x in v], **flags[h]}
+                            for h, v in t.items()}
+    m = int(round(plots.MARGIN_INCHES * plots.DPI))
+    pad = int(round(plots.PAD_INCHES * plots.DPI))
+    canv = []
+    for f in sorted(glob.glob(os.path.join(plots_dir, "*.png"))):
+        a = np.asarray(Image.open(f).convert("RGBA"))
+        c = np.empty((a.shape[0] + 2 * m, a.shape[1] + 2 * m, 4), np.uint8)
+        c[:] = a[0, 0]
+        c[m:-m, m:-m] = a
+        canv.append(c)
+        assert _content_box_before(c, pad) == plots._content_box(c, pad)
+    tb = {"before": [], "current": []}
+    for _ in range(repeat):
+        for name, fn in (("before", _content_box_before), ("current", plots._content_box)):
+            c0 = time.process_time()
+            for c in canv:
+                fn(c, pad)
+            tb[name].append(1e3 * (time.process_time() - c0))
+    out["content_box"] = {"figures": len(canv),
+                          "pixels": int(sum(c.shape[0] * c.shape[1] for c in canv)),
+                          **{k: {"cpu_ms_min": round(min(v), 2),
+                                 "cpu_ms_median": round(statistics.median(v), 2)}
+                             for k, v in tb.items()}}
+    out["load_after"] = _load()
+    return out
+
+
+_kept: dict = {}
+
+
+def _save(path: str, key: str | None, res: dict, start: dict) -> None:
+    """``res`` as the record (``key`` None) or under ``key`` of the existing record, whose
+    other keys stay as they were; the provenance they were written with is kept beside
+    them as ``provenance_except_<key>`` (the top-level provenance is this run's)."""
+    if key is None:
+        write_result(path, res, sys.argv, start=start)
+        return
+    if not _kept:  # the file as it was before this run
+        old = json.load(open(path)) if os.path.isfile(path) else {}
+        old.pop(key, None)
+        prov = old.pop("provenance", None)
+        _kept.update(old)
+        if prov is not None:
+            _kept[f"provenance_except_{key}"] = prov
+    write_result(path, {**_kept, key: res}, sys.argv, start=start)
 
 
 def main(argv=None) -> None:
@@ -278,11 +328,22 @@ def main(argv=None) -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "nirbeam-fixed"))
     ap.add_argument("--out", default=os.path.join(HERE, "results", "fixed_costs.json"))
+    ap.add_argument("--key", default=None,
+                    help="write the record under this key of the --out file, keeping its "
+                         "other keys (their provenance moves to provenance_except_KEY)")
+    ap.add_argument("--parts", default=None, metavar="PLOTS_DIR",
+                    help="only measure the session-7 cuts alone (see parts()) on the plots "
+                         "of a run")
     args = ap.parse_args(argv)
-    start = provenance(sys.argv)
+    start = provenance(sys.argv[1:])  # (sys.argv[0] is the script, named apart)
+    if args.parts:
+        r = parts(args.parts, max(args.repeat, 3))
+        _save(args.out, args.key, r, start)
+        print(json.dumps(r, indent=1))
+        return
     versions = {"current": REPO}
     if args.baseline:
-        versions = {"baseline": args.baseline_src or _extract(args.baseline), **versions}
+        versions = {"baseline": args.baseline_src or extract_rev(args.baseline), **versions}
     res = {"what": __doc__.splitlines()[0], "baseline": args.baseline,
            "load_start": _load(), "sizes": {}}
     for n in [int(x) for x in args.nints.split(",")]:
@@ -305,7 +366,7 @@ def main(argv=None) -> None:
             entry["products_vs_baseline"] = compare(os.path.join(args.data, f"out{n}_baseline"),
                                                     os.path.join(args.data, f"out{n}_current"))
         res["sizes"][str(n)] = entry
-        write_result(args.out, res, sys.argv, start=start)
+        _save(args.out, args.key, res, start)
     s = res["sizes"]
     big = max(s, key=int)
     res["write"] = {name: write_cost(src, os.path.join(args.data, f"out{big}_{name}", "cubes.zarr"))
@@ -316,7 +377,7 @@ def main(argv=None) -> None:
             name: round(1e3 * (s[hi][name]["best"]["cpu_s"] - s[lo][name]["best"]["cpu_s"])
                         / (int(hi) - int(lo)), 2) for name in versions}
     res["load_end"] = _load()
-    write_result(args.out, res, sys.argv, start=start)
+    _save(args.out, args.key, res, start)
     print(json.dumps({k: v for k, v in res.items() if k != "sizes"}, indent=1))
 
 

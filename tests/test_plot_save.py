@@ -79,6 +79,36 @@ def test_content_box():
     assert plots._content_box(a, 3) is None
 
 
+def _content_box_per_channel(rgba, pad):
+    """The reference: a pixel is ink when any of its four channels differs from the
+    corner pixel's (plain numpy, channel by channel)."""
+    ink = np.zeros(rgba.shape[:2], bool)
+    for ch in range(4):
+        ink |= rgba[..., ch] != rgba[0, 0, ch]
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        return slice(None), slice(None)
+    ny, nx = ink.shape
+    if rows[0] == 0 or cols[0] == 0 or rows[-1] == ny - 1 or cols[-1] == nx - 1:
+        return None
+    return (slice(max(rows[0] - pad, 0), min(rows[-1] + 1 + pad, ny)),
+            slice(max(cols[0] - pad, 0), min(cols[-1] + 1 + pad, nx)))
+
+
+def test_content_box_sees_a_change_in_any_one_channel():
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        bg = rng.integers(0, 256, 4).astype(np.uint8)
+        a = np.broadcast_to(bg, (int(rng.integers(3, 40)), int(rng.integers(3, 40)), 4)).copy()
+        if trial % 4:
+            y, x, ch = rng.integers(0, a.shape[0]), rng.integers(0, a.shape[1]), trial % 4
+            a[y:y + int(rng.integers(1, 6)), x:x + int(rng.integers(1, 6)), ch] ^= np.uint8(1 << int(rng.integers(0, 8)))
+        assert plots._content_box(a, 2) == _content_box_per_channel(a, 2), trial
+    view = np.full((30, 30, 4), 255, np.uint8)[:, ::-1]  # not contiguous: still right
+    view[5, 6, 3] = 254
+    assert plots._content_box(view, 1) == _content_box_per_channel(view, 1)
+
+
 def test_plots_do_not_import_pyplot(tmp_path):
     code = (
         "import sys, numpy as np\n"

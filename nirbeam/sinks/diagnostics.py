@@ -329,9 +329,9 @@ def _plot_group(outdir, root, pdir, g, plots, kinds) -> list[PlotEntry]:
         lc, _ = zarr_store.load_arrays(root, f"{g}/lightcurves")
     have_fit = fit is not None
     try:
-        from nirbeam._extras import require
+        from nirbeam.transforms.transit_model import batman_module
 
-        require("batman")
+        batman_module()  # (without batman's distutils compiler probe: see there)
     except ImportError as exc:
         have_fit, fit_note = False, str(exc)
     else:

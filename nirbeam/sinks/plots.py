@@ -143,8 +143,8 @@ def _content_box(rgba: np.ndarray, pad: int):
     """Rows and columns (slices) of the drawn content plus ``pad`` pixels, or None when
     the content touches the canvas edge (it may run past it: the caller then lets
     ``bbox_inches="tight"`` grow the canvas)."""
-    bg = rgba[0, 0]
-    ink = np.any(rgba != bg, axis=2)
+    px = np.ascontiguousarray(rgba).view(np.uint32)[..., 0]  # one word per RGBA pixel
+    ink = px != px[0, 0]  # (== any channel differs from the corner's; 4x less work)
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
     if rows.size == 0:

@@ -230,9 +230,67 @@ class FitResult:
 
 
 def batman_module():
+    """The ``batman`` package, imported without ``batman.openmp``'s compiler probe.
+
+    batman's ``transitmodel`` imports ``batman.openmp`` at import time, which imports
+    ``distutils.ccompiler`` (setuptools' shim, pkg_resources' machinery: ~0.2-1 s) for
+    ``openmp.detect()``, called only for ``TransitModel(..., nthreads > 1)``. Before the
+    first import a stand-in ``batman.openmp`` is put in ``sys.modules`` whose ``detect``
+    loads the real module from batman's own file and calls it, so batman behaves the same
+    (``nthreads > 1`` still probes the compiler) and a run with ``nthreads = 1`` (ours)
+    never imports distutils.
+    """
+    import sys
+
     from nirbeam._extras import require
 
-    return require("batman")
+    if "batman" not in sys.modules and "batman.openmp" not in sys.modules:
+        _lazy_batman_openmp()
+    bm = require("batman")
+    if not hasattr(bm, "openmp") and "batman.openmp" in sys.modules:
+        bm.openmp = sys.modules["batman.openmp"]  # as the real import would have set it
+    return bm
+
+
+def _lazy_batman_openmp() -> None:
+    """Put the stand-in ``batman.openmp`` (see :func:`batman_module`) in ``sys.modules``."""
+    import importlib.util
+    import os
+    import sys
+    import types
+
+    spec = importlib.util.find_spec("batman")  # a top-level find: batman is not imported
+    if spec is None or not spec.submodule_search_locations:
+        return  # not installed: require() names the extra
+    path = os.path.join(list(spec.submodule_search_locations)[0], "openmp.py")
+    if not os.path.isfile(path):
+        return  # a batman without openmp.py: import it as it is
+    stub = types.ModuleType("batman.openmp", "batman.openmp, loaded on first detect()")
+    stub.__file__ = path
+    stub.__all__ = ["detect"]
+
+    loaded = []
+
+    def real():
+        if not loaded:
+            s = importlib.util.spec_from_file_location("batman._openmp_probe", path)
+            mod = importlib.util.module_from_spec(s)
+            s.loader.exec_module(mod)
+            loaded.append(mod)
+        return loaded[0]
+
+    def detect():
+        """Does this compiler support OpenMP (batman.openmp.detect, loaded now)?"""
+        return real().detect()
+
+    def __getattr__(name):  # hasfunction and the rest, from the real module
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(real(), name)
+
+    stub.detect = detect
+    stub.__getattr__ = __getattr__
+    sys.modules["batman.openmp"] = stub
 
 
 def params_object(p: dict, law: str, nld: int):
