@@ -193,8 +193,10 @@ def fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, supp
             mrate = 0.0
     else:
         # median of the first differences (DN/s) of groups neither DO_NOT_USE nor
-        # SATURATED, skipping differences into a JUMP_DET group; ranked by
-        # float32(d[k+1] - d[k]) (the order of d[k+1]/tg - d[k]/tg up to rounding)
+        # SATURATED, skipping differences into a JUMP_DET group and NaN differences (a
+        # NaN group not flagged DO_NOT_USE: stcal's median_rate_integration sorts NaN
+        # last and takes the median of the rest); ranked by float32(d[k+1] - d[k]) (the
+        # order of d[k+1]/tg - d[k]/tg up to rounding)
         if have_k and not jump_det and not suppressed:
             lo = k_lo
             hi = k_hi
@@ -204,7 +206,10 @@ def fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, supp
             for k in range(ng - 1):
                 if (gdq[k] & (_SAT | _DNU)) or (gdq[k + 1] & (_SAT | _DNU | _JUMP)):
                     continue
-                keys[m] = np.float32(d[k + 1] - d[k])
+                key = np.float32(d[k + 1] - d[k])
+                if key != key:  # a NaN group not flagged: left out, as stcal (NaN-sorted)
+                    continue
+                keys[m] = key
                 seg_s[m] = k
                 m += 1
             lo = -1
