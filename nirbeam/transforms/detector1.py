@@ -659,8 +659,6 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                                 or (x > 0 and PANY[sf, x - 1] and NB[sf, x - 1, g])
                                 or (x < nx - 1 and PANY[sf, x + 1] and NB[sf, x + 1, g])):
                             q[g] |= _JUMP
-            for g in range(ng):
-                gl[g] = q[g]
             pq = PDQ[sf, x]
             clean = screen and SOKR[sf, x] and gain[f, x] > 0 and not (pq & (_U_DNU | _U_SAT))
             if clean:
@@ -675,6 +673,8 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                 var_p[f, x] = FP[x]
                 var_r[f, x] = FR[x]
                 continue
+            for g in range(ng):
+                gl[g] = q[g]
             rr, ee, qq, vp, vr = _rf.fit_pixel(D[sf, x], gl, ng, PDQ[sf, x], gain[f, x],
                                                readnoise[f, x], nframes, tgroup, tframe, dcur,
                                                suppress1g, wtab, stab, keys, ss, se,
