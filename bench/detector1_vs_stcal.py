@@ -330,7 +330,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nints-small", type=int, default=20, help="nints of the 20x20x32x2048 shape")
     ap.add_argument("--nints-large", type=int, default=465,
-                    help="nints of the 465x70x32x512 shape (reduce if stcal is too slow)")
+                    help="nints of the 465x70x32xNX shape (reduce if stcal is too slow)")
+    ap.add_argument("--nx-large", type=int, default=512,
+                    help="nx of the 70-group shape (2048: G395H SUB2048-like)")
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--nints-prism", type=int, default=1200,
                     help="nints of the PRISM 1200x5x32x512 shape (0 skips it)")
@@ -360,7 +362,8 @@ def main(argv=None):
         results["shapes"].append(bench_shape(args.nints_prism, 5, 32, 512, substrt1=1025,
                                              threads=args.threads))
     if not args.skip_large:
-        r = bench_shape(args.nints_large, 70, 32, 512, substrt1=1025, threads=args.threads)
+        r = bench_shape(args.nints_large, 70, 32, args.nx_large,
+                        substrt1=1 if args.nx_large == 2048 else 1025, threads=args.threads)
         r["nints_reduced_from"] = 465 if args.nints_large != 465 else None
         results["shapes"].append(r)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

@@ -390,7 +390,7 @@ def _count_all_dnu_groups_fused(ramp, satidx, psat, n_grow, thresh, bias, mean0,
 
 
 @njit(cache=True, error_model="numpy")
-def _calib_row(ramp, cr, s, D, Q, PDQ, LOK,
+def _calib_row(ramp, cr, s, D, Q, PDQ, LOK, VR, RR, LG,
                do_dqinit, mask,
                do_sat, satidx, psat, n_grow, thresh, sat_pdq, readpatt, mean0, last2, nreads1,
                bias, sb_dq,
@@ -398,7 +398,8 @@ def _calib_row(ramp, cr, s, D, Q, PDQ, LOK,
                do_lin, coeffs, lin_dq,
                do_dark, dark, dark_dq):
     """dq_init .. dark_current of row ``cr`` of the raw ramp into ring slot ``s``:
-    ``D[s]`` (nx, ng) float32 DN, ``Q[s]`` (nx, ng) group DQ, ``PDQ[s]`` (nx,) pixel DQ.
+    ``D[s]`` (nx, ng) float32 DN, ``Q[s]`` (nx, ng) group DQ, ``PDQ[s]`` (nx,) pixel DQ;
+    ``LOK``, ``LG`` bool (nx,), ``VR``, ``RR`` float32 (nx,): work buffers.
     Loops that touch the (ngroups, ny, nx) inputs run group-outer / column-inner
     (contiguous rows, no TLB thrashing); per-pixel work runs on pixel-major buffers."""
     ng = ramp.shape[0]
@@ -413,6 +414,14 @@ def _calib_row(ramp, cr, s, D, Q, PDQ, LOK,
                             bias[cr, x], mean0, last2, nreads1, readpatt, False)
             pdq |= sat_pdq[cr, x]
         PDQ[s, x] = pdq | sb_dq[cr, x]
+    if do_lin:
+        for x in range(nx):
+            ok, extra = _lin.linearity_pixel_status(coeffs, lin_dq, cr, x)
+            PDQ[s, x] |= lin_dq[cr, x] | extra
+            LOK[x] = ok
+    if do_dark:
+        for x in range(nx):
+            PDQ[s, x] |= dark_dq[cr, x]
     for g in range(ng):
         mrow = refmeans[g, (parity0 + cr) % 2]  # DMS-row parity = detector column
         for x in range(nx):
@@ -422,22 +431,36 @@ def _calib_row(ramp, cr, s, D, Q, PDQ, LOK,
             v = np.float32(np.float32(r) - bias[cr, x])
             if do_refpix:
                 v = np.float32(v - mrow)
-            D[s, x, g] = v
+            VR[x] = v
+            LG[x] = LOK[x] and not (Q[s, x, g] & _SAT)
+        _lin_dark_row(VR, RR, LG, g, cr, do_lin, coeffs, do_dark, dark)
+        for x in range(nx):
+            D[s, x, g] = VR[x]
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _lin_dark_row(V, R, LG, g, cr, do_lin, coeffs, do_dark, dark):
+    """Linearity (where ``LG[x]``: the pixel's correction applies and group ``g`` is not
+    SATURATED) then dark_current of group ``g`` of row ``cr``, in place in ``V`` (float32,
+    (nx,), contiguous); ``R`` float32 (nx,) work. The one helper of :func:`_calib_row` and
+    :func:`_calibrate_cube`. The polynomial is :func:`~nirbeam.transforms.linearity.
+    correct_value`'s Horner scheme, the same float32 operations in the same order, with
+    the pixel as the innermost loop (the correction computed for every pixel and
+    selected) so that the loops vectorise."""
+    nx = V.shape[0]
     if do_lin:
+        nc = coeffs.shape[0]
         for x in range(nx):
-            ok, extra = _lin.linearity_pixel_status(coeffs, lin_dq, cr, x)
-            PDQ[s, x] |= lin_dq[cr, x] | extra
-            LOK[x] = ok
-        for g in range(ng):
+            R[x] = np.float32(coeffs[nc - 1, cr, x] * V[x])
+        for j in range(nc - 2, 0, -1):
             for x in range(nx):
-                if LOK[x] and not (Q[s, x, g] & _SAT):
-                    D[s, x, g] = _lin.correct_value(D[s, x, g], coeffs, cr, x)
+                R[x] = np.float32(np.float32(R[x] + coeffs[j, cr, x]) * V[x])
+        for x in range(nx):
+            c = np.float32(R[x] + coeffs[0, cr, x])
+            V[x] = c if LG[x] else V[x]
     if do_dark:
-        for g in range(ng):
-            for x in range(nx):
-                D[s, x, g] = np.float32(D[s, x, g] - _dark.dark_value(dark[g, cr, x]))
         for x in range(nx):
-            PDQ[s, x] |= dark_dq[cr, x]
+            V[x] = np.float32(V[x] - _dark.dark_value(dark[g, cr, x]))
 
 
 @njit(cache=True, error_model="numpy")
@@ -451,50 +474,55 @@ def _calibrate_cube(ramp, do_dqinit, mask,
     """dq_init .. dark_current of the whole ramp (the fused kernel's arithmetic) into
     ``groups`` float32, ``groupdq`` uint8 (ngroups, ny, nx) and ``pixeldq`` uint32 (ny, nx):
     the input of a group hook."""
-    # :func:`_calib_row`'s arithmetic, written group-major straight into the cube
+    # :func:`_calib_row`'s arithmetic, written group-major straight into the cube, in
+    # loops over a row's pixels without branches (they vectorise): SATURATED from the
+    # pixel's first saturated group on and A/D floor as selects, then the sparse
+    # saturation flags (partial saturation of a neighbour, the group-2 read-pattern
+    # check) pixel by pixel. Only SATURATED gates linearity; DO_NOT_USE (the sparse
+    # flags) does not, so the order of the flags does not change any value.
     ng, ny, nx = ramp.shape
-    q = np.zeros(ng, np.uint8)
     LOK = np.zeros(nx, np.bool_)
+    LG = np.zeros(nx, np.bool_)
+    RR = np.empty(nx, np.float32)
+    S = np.full(nx, ng, np.int64)
+    sat8 = _SAT if do_sat else np.uint8(0)
+    adf8 = (_ADF | _DNU) if do_sat else np.uint8(0)
     for cr in range(ny):
         for x in range(nx):
-            for g in range(ng):
-                q[g] = 0
             pdq = mask[cr, x] if do_dqinit else np.uint32(0)
             if do_sat:
-                _sat.flag_pixel(ramp, cr, x, q, satidx[cr, x], psat, n_grow, thresh[cr, x],
-                                bias[cr, x], mean0, last2, nreads1, readpatt, False)
                 pdq |= sat_pdq[cr, x]
+                S[x] = satidx[cr, x]
             pixeldq[cr, x] = pdq | sb_dq[cr, x]
-            for g in range(ng):
-                groupdq[g, cr, x] = q[g]
-        for g in range(ng):
-            mrow = refmeans[g, (parity0 + cr) % 2]  # DMS-row parity = detector column
-            for x in range(nx):
-                r = ramp[g, cr, x]
-                if do_sat and r <= 0:
-                    groupdq[g, cr, x] |= _ADF | _DNU
-                v = np.float32(np.float32(r) - bias[cr, x])
-                if do_refpix:
-                    v = np.float32(v - mrow)
-                groups[g, cr, x] = v
         if do_lin:
             for x in range(nx):
                 ok, extra = _lin.linearity_pixel_status(coeffs, lin_dq, cr, x)
                 pixeldq[cr, x] |= lin_dq[cr, x] | extra
                 LOK[x] = ok
-            for g in range(ng):
-                for x in range(nx):  # a select, not a branch: the loop vectorises
-                    v = groups[g, cr, x]
-                    c = _lin.correct_value(v, coeffs, cr, x)
-                    groups[g, cr, x] = c if (LOK[x] and not (groupdq[g, cr, x] & _SAT)) else v
         if do_dark:
-            for g in range(ng):
-                for x in range(nx):
-                    dv = dark[g, cr, x]
-                    dv = np.float32(0.0) if np.isnan(dv) else dv  # _dark.dark_value
-                    groups[g, cr, x] = np.float32(groups[g, cr, x] - dv)
             for x in range(nx):
                 pixeldq[cr, x] |= dark_dq[cr, x]
+        for g in range(ng):
+            mrow = refmeans[g, (parity0 + cr) % 2]  # DMS-row parity = detector column
+            V = groups[g, cr]
+            for x in range(nx):
+                r = ramp[g, cr, x]
+                satg = g >= S[x]
+                q = sat8 if satg else np.uint8(0)
+                q = (q | adf8) if r <= 0 else q
+                groupdq[g, cr, x] = q
+                v = np.float32(np.float32(r) - bias[cr, x])
+                if do_refpix:
+                    v = np.float32(v - mrow)
+                V[x] = v
+                LG[x] = LOK[x] and not satg
+            _lin_dark_row(V, RR, LG, g, cr, do_lin, coeffs, do_dark, dark)
+        if do_sat and (psat.shape[0] > 0 or (readpatt and ng > 2)):
+            for x in range(nx):  # the sparse flags of _sat.flag_pixel (DO_NOT_USE only)
+                if psat.shape[0] > 0 or S[x] == 2:
+                    _sat.flag_pixel_sparse(ramp, cr, x, groupdq[:, cr, x], S[x], psat, n_grow,
+                                           thresh[cr, x], bias[cr, x], mean0, last2, nreads1,
+                                           readpatt)
 
 
 @njit(cache=True, error_model="numpy")
@@ -521,6 +549,9 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
     keys = np.empty(ng + 1, np.float32)
     kpos = np.empty(ng + 1, np.int64)
     LOK = np.zeros(nx, np.bool_)
+    LG = np.zeros(nx, np.bool_)
+    VR = np.empty(nx, np.float32)
+    RR = np.empty(nx, np.float32)
     KLO = np.full((3, nx), -1, np.int64)
     KHI = np.full((3, nx), -1, np.int64)
     ss = np.empty(ng + 1, np.int64)
@@ -563,7 +594,7 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                         D[s, x, g] = g_in[g, cr, x]
                         Q[s, x, g] = q_in[g, cr, x]
             else:
-                _calib_row(ramp, cr, s, D, Q, PDQ, LOK, do_dqinit, mask, do_sat, satidx, psat,
+                _calib_row(ramp, cr, s, D, Q, PDQ, LOK, VR, RR, LG, do_dqinit, mask, do_sat, satidx, psat,
                            n_grow, thresh, sat_pdq, readpatt, mean0, last2, nreads1, bias,
                            sb_dq, refmeans, parity0, do_refpix, do_lin, coeffs, lin_dq,
                            do_dark, dark, dark_dq)
@@ -628,8 +659,6 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                                 or (x > 0 and PANY[sf, x - 1] and NB[sf, x - 1, g])
                                 or (x < nx - 1 and PANY[sf, x + 1] and NB[sf, x + 1, g])):
                             q[g] |= _JUMP
-            for g in range(ng):
-                gl[g] = q[g]
             pq = PDQ[sf, x]
             clean = screen and SOKR[sf, x] and gain[f, x] > 0 and not (pq & (_U_DNU | _U_SAT))
             if clean:
@@ -644,6 +673,8 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                 var_p[f, x] = FP[x]
                 var_r[f, x] = FR[x]
                 continue
+            for g in range(ng):
+                gl[g] = q[g]
             rr, ee, qq, vp, vr = _rf.fit_pixel(D[sf, x], gl, ng, PDQ[sf, x], gain[f, x],
                                                readnoise[f, x], nframes, tgroup, tframe, dcur,
                                                suppress1g, wtab, stab, keys, ss, se,

@@ -385,69 +385,55 @@ def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi, singl
             ok[x] = ok[x] & np.isfinite(v)
             A[k, x] = v if single else np.abs(v)
             K[k, x] = np.float32(G[k + 1, x] - G[k, x])
+    # median positions of the keys (the fit's median rate; the single-pass median)
+    _median_positions_row(K, R, nd, klo, khi)
+    # the values wanted: single pass, all nd differences at the key median positions
+    # (IW[1], IW[2] = khi, klo; position k selected); iterative, the |diff|s without the
+    # largest and its ties (j of them remain) at ranks j // 2 and j // 2 - 1 (even j) or
+    # j // 2 (odd j) of their order by (value, position) (R[k] selected)
     if single:
-        _median_positions_row(K, R, nd, klo, khi)
         for x in range(nx):
-            W[1, x] = 0.0
-            W[2, x] = 0.0
+            IW[0, x] = np.int32(nd)
+            IW[1, x] = np.int32(khi[x])
+            IW[2, x] = np.int32(klo[x])
+    else:
+        # the largest |diff| and its ties
+        for x in range(nx):
+            W[0, x] = -np.inf
+            IW[0, x] = 0
         for k in range(nd):
             for x in range(nx):
-                W[1, x] = A[k, x] if khi[x] == k else W[1, x]
-                W[2, x] = A[k, x] if klo[x] == k else W[2, x]
-        for x in range(nx):
-            med = W[1, x] if nd % 2 == 1 else (W[2, x] + W[1, x]) / 2.0
-            W[3, x] = med
-            g32 = gain[x]
-            rn_e = np.float32(np.float32(rn[x]) * g32)
-            rn2 = np.float64(np.float32(rn_e * rn_e))
-            noise = rn2 / (0.5 * 2.0 * nframes)
-            sig = np.sqrt(np.abs(med) + noise)
-            W[4, x] = np.nan if sig == 0.0 else sig
-            W[0, x] = -1.0
-        for k in range(nd):
-            for x in range(nx):
-                a = np.abs(A[k, x] - W[3, x])
+                a = A[k, x]
                 W[0, x] = a if a > W[0, x] else W[0, x]
-        for x in range(nx):
-            ok[x] = ok[x] & (not (W[0, x] / W[4, x] > rej))
-        return
-    # the largest |diff| and its ties
-    for x in range(nx):
-        W[0, x] = -np.inf
-        IW[0, x] = 0
-    for k in range(nd):
-        for x in range(nx):
-            a = A[k, x]
-            W[0, x] = a if a > W[0, x] else W[0, x]
-    for k in range(nd):
-        for x in range(nx):
-            IW[0, x] += np.int32(A[k, x] == W[0, x])
-    # ranks of |diff| by (value, position)
-    for i in range(nd):
-        for x in range(nx):
-            R[i, x] = 0
-        for j in range(i):
+        for k in range(nd):
             for x in range(nx):
-                R[i, x] += np.int32(A[j, x] <= A[i, x])
-        for j in range(i + 1, nd):
+                IW[0, x] += np.int32(A[k, x] == W[0, x])
+        # ranks of |diff| by (value, position)
+        for i in range(nd):
             for x in range(nx):
-                R[i, x] += np.int32(A[j, x] < A[i, x])
-    # ranks wanted: j = nd - ties values remain; hi = rank j // 2, lo = rank j // 2 - 1
-    # (even j) or j // 2 (odd j)
+                R[i, x] = 0
+            for j in range(i):
+                for x in range(nx):
+                    R[i, x] += np.int32(A[j, x] <= A[i, x])
+            for j in range(i + 1, nd):
+                for x in range(nx):
+                    R[i, x] += np.int32(A[j, x] < A[i, x])
+        for x in range(nx):
+            j = np.int32(nd) - IW[0, x]
+            IW[0, x] = j
+            t_hi = j >> 1
+            IW[1, x] = t_hi
+            IW[2, x] = t_hi - 1 if (j & 1) == 0 else t_hi
     for x in range(nx):
-        j = np.int32(nd) - IW[0, x]
-        IW[0, x] = j
-        t_hi = j >> 1
-        IW[1, x] = t_hi
-        IW[2, x] = t_hi - 1 if (j & 1) == 0 else t_hi
         W[1, x] = 0.0
         W[2, x] = 0.0
     for k in range(nd):
         for x in range(nx):
-            r = R[k, x]
+            sel = np.int32(k) if single else R[k, x]
             a = A[k, x]
-            W[1, x] = a if r == IW[1, x] else W[1, x]
-            W[2, x] = a if r == IW[2, x] else W[2, x]
+            W[1, x] = a if sel == IW[1, x] else W[1, x]
+            W[2, x] = a if sel == IW[2, x] else W[2, x]
+    # the median (NaN when nothing remains), sigma, and the largest ratio's numerator
     for x in range(nx):
         j = IW[0, x]
         mi = W[1, x] if (j & 1) == 1 else (W[2, x] + W[1, x]) / 2.0
@@ -462,11 +448,13 @@ def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi, singl
         W[0, x] = -1.0
     for k in range(nd):
         for x in range(nx):
-            a = np.float64(np.abs(np.float32(A[k, x] - W[3, x])))
+            # single pass: |d - med| (float64, jump_pixel's single pass); iterative:
+            # |float32(|d| - median)| (jump_pixel's iterations)
+            a = np.abs(A[k, x] - W[3, x]) if single else np.float64(
+                np.abs(np.float32(A[k, x] - W[3, x])))
             W[0, x] = a if a > W[0, x] else W[0, x]
     for x in range(nx):
         ok[x] = ok[x] & (not (W[0, x] / W[4, x] > rej))
-    _median_positions_row(K, R, nd, klo, khi)
 
 
 @njit(cache=True, error_model="numpy")

@@ -193,8 +193,10 @@ def fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, supp
             mrate = 0.0
     else:
         # median of the first differences (DN/s) of groups neither DO_NOT_USE nor
-        # SATURATED, skipping differences into a JUMP_DET group; ranked by
-        # float32(d[k+1] - d[k]) (the order of d[k+1]/tg - d[k]/tg up to rounding)
+        # SATURATED, skipping differences into a JUMP_DET group and NaN differences (a
+        # NaN group not flagged DO_NOT_USE: stcal's median_rate_integration sorts NaN
+        # last and takes the median of the rest); ranked by float32(d[k+1] - d[k]) (the
+        # order of d[k+1]/tg - d[k]/tg up to rounding)
         if have_k and not jump_det and not suppressed:
             lo = k_lo
             hi = k_hi
@@ -204,7 +206,10 @@ def fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, supp
             for k in range(ng - 1):
                 if (gdq[k] & (_SAT | _DNU)) or (gdq[k + 1] & (_SAT | _DNU | _JUMP)):
                     continue
-                keys[m] = np.float32(d[k + 1] - d[k])
+                key = np.float32(d[k + 1] - d[k])
+                if key != key:  # a NaN group not flagged: left out, as stcal (NaN-sorted)
+                    continue
+                keys[m] = key
                 seg_s[m] = k
                 m += 1
             lo = -1
@@ -433,6 +438,19 @@ def fit_pixel_fast(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur,
     return slope, err, dq, var_p_out, var_r_out
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _select_power(p, c0, c1, c2, c3, c4, c5):
+    """``(c0, .., c5)[p]`` for a power index ``p`` in 0..5, as a chain of selects (no
+    branch, no memory access: vectorises inside a loop over pixels)."""
+    c = c0
+    c = c1 if p == 1 else c
+    c = c2 if p == 2 else c
+    c = c3 if p == 3 else c
+    c = c4 if p == 4 else c
+    c = c5 if p == 5 else c
+    return c
+
+
 @njit(cache=True, error_model="numpy")
 def fit_clean_row(G, gain, rn, nframes, tgroup, dcur, wtab, stab, klo, khi, F, P, slope_o,
                   err_o, vp_o, vr_o):
@@ -442,7 +460,8 @@ def fit_clean_row(G, gain, rn, nframes, tgroup, dcur, wtab, stab, klo, khi, F, P
     median positions ``klo, khi`` from the jump step): one segment of all ``ng >= 3``
     groups, the same operations in the same order as :func:`fit_pixel`, written as
     loops whose innermost index is the pixel (the weight-table look-up and the
-    median-rate groups as selects) so that the compiler vectorises them. The caller
+    median-rate groups as selects, :func:`_select_power`) so that the compiler
+    vectorises them. The caller
     uses the results only for the pixels that are clean (others: :func:`fit_pixel`);
     the DQ of a clean pixel is its pixel DQ.
 
@@ -494,20 +513,12 @@ def fit_clean_row(G, gain, rn, nframes, tgroup, dcur, wtab, stab, klo, khi, F, P
         F[2, x] = 0.0  # sum w v
         F[3, x] = 0.0  # sum w v i
     for i in range(n):
-        w0 = wtab[0, n, i]
-        w1 = wtab[1, n, i]
-        w2 = wtab[2, n, i]
-        w3 = wtab[3, n, i]
-        w4 = wtab[4, n, i]
-        w5 = wtab[5, n, i]
+        # the weights of group i for the 6 powers, hoisted (wtab may alias F for the
+        # compiler), picked per pixel by a select (a gather was measured 1.7x slower)
+        w0, w1, w2 = wtab[0, n, i], wtab[1, n, i], wtab[2, n, i]
+        w3, w4, w5 = wtab[3, n, i], wtab[4, n, i], wtab[5, n, i]
         for x in range(nx):
-            p = P[x]
-            w = w0
-            w = w1 if p == 1 else w
-            w = w2 if p == 2 else w
-            w = w3 if p == 3 else w
-            w = w4 if p == 4 else w
-            w = w5 if p == 5 else w
+            w = _select_power(P[x], w0, w1, w2, w3, w4, w5)
             v = np.float64(G[i, x])
             v = v if v == v else 0.0
             wv = w * v
@@ -526,24 +537,9 @@ def fit_clean_row(G, gain, rn, nframes, tgroup, dcur, wtab, stab, klo, khi, F, P
         rn_e = F[1, x]
         sy = F[2, x]
         sxy = F[3, x]
-        s0 = t00
-        s0 = t10 if p == 1 else s0
-        s0 = t20 if p == 2 else s0
-        s0 = t30 if p == 3 else s0
-        s0 = t40 if p == 4 else s0
-        s0 = t50 if p == 5 else s0
-        s1 = t01
-        s1 = t11 if p == 1 else s1
-        s1 = t21 if p == 2 else s1
-        s1 = t31 if p == 3 else s1
-        s1 = t41 if p == 4 else s1
-        s1 = t51 if p == 5 else s1
-        s2 = t02
-        s2 = t12 if p == 1 else s2
-        s2 = t22 if p == 2 else s2
-        s2 = t32 if p == 3 else s2
-        s2 = t42 if p == 4 else s2
-        s2 = t52 if p == 5 else s2
+        s0 = _select_power(p, t00, t10, t20, t30, t40, t50)
+        s1 = _select_power(p, t01, t11, t21, t31, t41, t51)
+        s2 = _select_power(p, t02, t12, t22, t32, t42, t52)
         sl = (s0 * sxy - s1 * sy) / s2 / tgroup
         sl = np.nan if (rn_e == 0.0 or not np.isfinite(rn_e)) else sl
         pden = tgroup * g * pden_n

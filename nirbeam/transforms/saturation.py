@@ -37,6 +37,7 @@ __all__ = [
     "grow_min",
     "partial_sat_groups",
     "flag_pixel",
+    "flag_pixel_sparse",
     "flag_saturation",
 ]
 
@@ -208,13 +209,25 @@ def flag_pixel(ramp, y, x, gdq, s, psat, n_grow, thresh, bias, mean0, last2, nre
     check_adf : bool
         Flag A/D floor groups here (the fused kernel does it while reading the ramp).
     """
-    ng, ny, nx = ramp.shape
+    ng = ramp.shape[0]
     for g in range(s, ng):
         gdq[g] |= _SAT
     if check_adf:
         for g in range(ng):
             if ramp[g, y, x] <= 0:
                 gdq[g] |= _ADF | _DNU
+    flag_pixel_sparse(ramp, y, x, gdq, s, psat, n_grow, thresh, bias, mean0, last2, nreads1,
+                      readpatt)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def flag_pixel_sparse(ramp, y, x, gdq, s, psat, n_grow, thresh, bias, mean0, last2, nreads1,
+                      readpatt):
+    """The DO_NOT_USE flags of :func:`flag_pixel` that few pixels get (the partial
+    saturation of a neighbour, the group-2 read-pattern check), ORed into ``gdq``
+    (uint8, (>= ngroups,), may be a strided view); arguments as :func:`flag_pixel`.
+    Nothing is set when ``psat`` is empty and ``s != 2``."""
+    ng, ny, nx = ramp.shape
     if psat.shape[0] > 0:
         for yy in range(max(0, y - n_grow), min(ny, y + n_grow + 1)):
             for xx in range(max(0, x - n_grow), min(nx, x + n_grow + 1)):
