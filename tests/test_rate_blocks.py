@@ -1,5 +1,7 @@
 """Batch rateints in blocks: planning, whole-chunk block writes, reads back, alignment."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -54,3 +56,55 @@ def test_block_size_keeps_every_worker_busy():
     assert rate_block_size(24) == 24  # one worker: one block (and chunk) of 24
     assert rate_block_size(16, RunnerSpec("dask", workers=2)) == 2  # 8 blocks for 2 workers
     assert rate_block_size(3, RunnerSpec("multiprocess")) == 1
+
+
+class _Recorder:
+    """Stands in for a Beam distribution: keeps every value."""
+
+    def __init__(self):
+        self.values = []
+
+    def update(self, v):
+        self.values.append(v)
+
+
+def test_block_ms_times_the_write_not_the_next_blocks_calibration(tmp_path, monkeypatch):
+    """``write_rateints.block_ms`` is the block write's own time on the writer thread. It
+    used to run from the hand-over until the next block had been calibrated (the drain),
+    so it grew with detector1's time: here each integration's calibration takes 0.4 s and
+    the write of a 2 x 4 x 8 block a few ms, so the old span read >= 800 ms."""
+    from types import SimpleNamespace
+
+    from nirbeam.stream import rate_steps
+    from nirbeam.stream.rate_steps import RATE_ARRAYS, RATEINTS, CalibrateBlock
+
+    root = str(tmp_path / "c.zarr")
+    zs.prepare_stage(root, "g", RATEINTS, 4, (4, 8), RATE_ARRAYS, time_chunk=2)
+    calib_s = 0.4
+
+    def calibrate(holder):
+        item = holder.pop()
+        time.sleep(calib_s)  # detector1's time, overlapped with the previous block's write
+        v = np.full((4, 8), float(item.key.integration), np.float32)
+        return SimpleNamespace(rate=v, err=v, dq=np.zeros((4, 8), np.uint32), var_poisson=v,
+                               var_rnoise=v)
+
+    monkeypatch.setattr(rate_steps, "read_record", lambda item: item)
+    cb = CalibrateBlock.__new__(CalibrateBlock)  # no Beam metrics outside a pipeline
+    cb.root = root
+    cb.calibrate = SimpleNamespace(owned=calibrate)
+    cb.m = {k: SimpleNamespace(inc=lambda n=1: None)
+            for k in ("read.records", "detector1.records", "write_rateints.records")}
+    cb.ms = {"read": _Recorder(), "detector1": _Recorder()}
+    cb.block_ms = _Recorder()
+    items = [SimpleNamespace(key=SimpleNamespace(integration=i)) for i in range(1, 5)]
+    cb.start_bundle()
+    for b in (RateBlock("g", 1, 2, tuple(items[:2])), RateBlock("g", 3, 4, tuple(items[2:]))):
+        assert list(cb.process(b)) == []
+    assert list(cb.finish_bundle()) == []
+    assert len(cb.block_ms.values) == 2
+    # the first block's write overlapped 2 x 0.4 s of calibration: its own time is far less
+    assert all(0 <= v < 2 * calib_s * 1000 / 2 for v in cb.block_ms.values), cb.block_ms.values
+    back = zs.read_block(root, "g", RATEINTS, ("sci",), slice(0, 4))["sci"]
+    np.testing.assert_array_equal(back[:, 0, 0], [1, 2, 3, 4])
+    assert zs.completed(root, "g", RATEINTS).all()

@@ -293,6 +293,12 @@ def _wait_for(pred, timeout, proc):
     return False
 
 
+#: How long a stream subprocess may take to its first live rows (start-up, Beam, the live
+#: model of 8 integrations): 60 s was too short at load 14 on 2 cores (session 7: the
+#: process was still running, nothing had failed).
+FIRST_ROWS_S = 180
+
+
 def _live_rows(out):
     try:
         return len(Table.read(out / "live" / "whitelight.ecsv"))
@@ -322,7 +328,7 @@ def streamed(sim, tmp_path_factory):
     try:
         s1, s2, s3 = sim.uncal
         _drop(s1, watch)
-        assert _wait_for(lambda: _live_rows(out) >= 8, 60, proc), proc.stderr.read() if proc.poll() else ""
+        assert _wait_for(lambda: _live_rows(out) >= 8, FIRST_ROWS_S, proc), proc.stderr.read() if proc.poll() else ""
         # live spectroscopic light curves while the stream runs (segment 2 not there yet)
         assert _wait_for(lambda: _live_speclc_rows(out) == 8, 30, proc)
         # a duplicate of segment 1 under another name, and segment 1 written again: used once
@@ -431,7 +437,7 @@ def test_sigint_exits_cleanly_with_readable_products(sim, tmp_path):
         _drop(s, watch)
     proc = _start(watch, out, sim)
     try:
-        assert _wait_for(lambda: _live_rows(out) >= 10, 60, proc), proc.stderr.read() if proc.poll() else ""
+        assert _wait_for(lambda: _live_rows(out) >= 10, FIRST_ROWS_S, proc), proc.stderr.read() if proc.poll() else ""
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     finally:

@@ -39,6 +39,7 @@ Size note: over 600 lines on purpose: the one zarr layer (templates, region writ
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -391,7 +392,8 @@ def write_block(
     ``wait=False`` checks the block now, then writes it on this process's writer thread
     and returns a :class:`concurrent.futures.Future` (its ``result()`` raises what the
     write raised): the caller computes the next block while this one is compressed and
-    written. The arrays must not be changed until the future is done.
+    written. The arrays must not be changed until the future is done. Its result is the
+    write's own duration (s, on the writer thread: not the wait in its queue).
 
     Raises
     ------
@@ -421,8 +423,10 @@ def write_block(
     done = _array(root, f"{group}/{stage}/done")
 
     def go():
+        t0 = time.perf_counter()
         _write_concurrently(writes, slice(i0, i0 + n))
         done[i0 : i0 + n] = ok.astype(np.uint8)  # only after every region is written
+        return time.perf_counter() - t0
 
     if wait:
         go()

@@ -86,6 +86,7 @@ from nirbeam.stream.live import (
     latency_stats,
     live_point,
     live_point_and_bins,
+    warm_up_live_products,
 )
 from nirbeam.stream.pipeline import RunResult, no_refs_error, prepare_exposure
 from nirbeam.stream.plan import PlanError, exposure_work
@@ -350,6 +351,10 @@ def run_stream(
     bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
     counts = StreamCounts(cfg)
     shown = bar.stage("stream", unit="integrations", poll=counts, detail=counts.detail)
+    # the live plot and fit modules load while the stream waits for its first files, not
+    # in the first flush after the live model (which held integrations 9-18 back)
+    threading.Thread(target=warm_up_live_products, args=(plot_every,), daemon=True,
+                     name="nirbeam-warm-up").start()
     try:
         p = beam.Pipeline(runner=beam_runner, options=options)
         _ = p | "Stream" >> StreamGraph(cfg)

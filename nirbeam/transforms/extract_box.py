@@ -25,6 +25,16 @@ from nirbeam.transforms.extract_common import (
 from nirbeam.transforms.trace import BAD_PIXEL_BITS, TraceModel
 
 
+@njit(cache=True)
+def box_outputs(nx):  # pragma: no cover - compiled
+    """The column arrays :func:`box_kernel` fills, for ``nx`` columns: ``(flux,
+    flux_error, flag, npixels, background, background_var)`` (float64, uint32 flag).
+    Used by :func:`box_extract` and by the block kernel of
+    :mod:`nirbeam.transforms.spectra_block` (one allocation per block there)."""
+    return (np.empty(nx), np.empty(nx), np.empty(nx, np.uint32), np.empty(nx),
+            np.empty(nx), np.empty(nx))
+
+
 @njit(cache=True, error_model="numpy")
 def box_kernel(
     r,
@@ -185,12 +195,7 @@ def box_extract(
     inner, outer = (
         (float(background_region[0]), float(background_region[1])) if has_bkg else (0.0, 0.0)
     )
-    flux = np.empty(nx)
-    ferr = np.empty(nx)
-    flag = np.empty(nx, np.uint32)
-    npix = np.empty(nx)
-    bkg = np.empty(nx)
-    bvar = np.empty(nx)
+    flux, ferr, flag, npix, bkg, bvar = box_outputs(nx)
     box_kernel(
         r,
         v,

@@ -90,6 +90,24 @@ def _window_median(stack, valid):  # pragma: no cover - compiled
     return out
 
 
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _slide_window(a, b, o, v, window):  # pragma: no cover - compiled
+    """One pixel's slide, from its sorted window ``a`` into ``b`` (both (window + 2,),
+    ``-inf`` first, ``+inf`` below the values): remove ``o`` (the first equal value; ``+inf``:
+    nothing leaves) and insert ``v`` (after the equal values; ``+inf``: nothing enters).
+    With ``a'`` the window without ``o``, ``a'[k] = a[k] if a[k] < o else a[k + 1]`` and
+    ``b[k] = a'[k] if a'[k] <= v else (a'[k - 1] if a'[k - 1] > v else v)``: selects over
+    ``k`` with no data-dependent branch, so the loop vectorises. The one slide of the batch
+    (:func:`_slide_row`) and streaming (:func:`_slide_frame`) flaggers."""
+    for k in range(1, window + 1):
+        am = a[k - 1]
+        ak = a[k]
+        ap = a[k + 1]
+        t0 = am if am < o else ak  # a'[k - 1]
+        t1 = ak if ak < o else ap  # a'[k]
+        b[k] = t1 if t1 <= v else (t0 if t0 > v else v)
+
+
 @numba.njit(cache=True, error_model="numpy")
 def _slide_row(A, B, cnt, cube, valid, ps, pe, y, window, nx):  # pragma: no cover - compiled
     """Every pixel of row ``y``: remove integration ``ps`` from its sorted window (``ps <
@@ -113,15 +131,7 @@ def _slide_row(A, B, cnt, cube, valid, ps, pe, y, window, nx):  # pragma: no cov
         if pe >= 0 and valid[pe, y, x]:
             v = np.float64(cube[pe, y, x])
             cnt[x] += 1
-        a = A[x]
-        b = B[x]
-        for k in range(1, window + 1):
-            am = a[k - 1]
-            ak = a[k]
-            ap = a[k + 1]
-            t0 = am if am < o else ak  # a'[k - 1]
-            t1 = ak if ak < o else ap  # a'[k]
-            b[k] = t1 if t1 <= v else (t0 if t0 > v else v)
+        _slide_window(A[x], B[x], o, v, window)
 
 
 @numba.njit(cache=True)
@@ -205,15 +215,7 @@ def _slide_frame(A, B, cnt, fo, vo, fi, vi, has_out, has_in):  # pragma: no cove
             if has_in and vi[y, x]:
                 v = np.float64(fi[y, x])
                 cnt[y, x] += 1
-            a = A[y, x]
-            b = B[y, x]
-            for k in range(1, window + 1):
-                am = a[k - 1]
-                ak = a[k]
-                ap = a[k + 1]
-                t0 = am if am < o else ak  # a'[k - 1]
-                t1 = ak if ak < o else ap  # a'[k]
-                b[k] = t1 if t1 <= v else (t0 if t0 > v else v)
+            _slide_window(A[y, x], B[y, x], o, v, window)
 
 
 @numba.njit(cache=True)

@@ -21,7 +21,7 @@ import math
 import numpy as np
 from numba import njit
 
-from nirbeam.transforms.extract_box import box_kernel
+from nirbeam.transforms.extract_box import box_kernel, box_outputs
 from nirbeam.transforms.extract_common import aperture_weights_fast, trace_center
 from nirbeam.transforms.extract_optimal import optimal_kernel
 
@@ -42,12 +42,7 @@ def _extract_block_kernel(sci, err, dq, vp_in, vr_in, use, W, prof, center, has_
     v = np.empty((ny, nx))
     vp = np.empty((ny, nx))
     vr = np.empty((ny, nx))
-    bflux = np.empty(nx)
-    bferr = np.empty(nx)
-    bflag = np.empty(nx, np.uint32)
-    bnpix = np.empty(nx)
-    bkg = np.empty(nx)
-    bvar = np.empty(nx)
+    bflux, bferr, bflag, bnpix, bkg, bvar = box_outputs(nx)
     oflux = np.empty(nx)
     oferr = np.empty(nx)
     oflag = np.empty(nx, np.uint32)
