@@ -58,12 +58,13 @@ class ProcessPeaks:
             for q in me.children(recursive=True):
                 try:
                     rss = q.memory_info().rss / 2**20
-                    if q.pid not in self.peaks:
+                    if q.pid not in self.peaks or self.peaks[q.pid][1].startswith("?"):
+                        # (a child seen between fork and exec shows this script's command)
                         cmd = " ".join(q.cmdline())
                         kind = ("beam sdk worker" if "sdk_worker" in cmd
                                 else "nirbeam run (driver)" if "nirbeam.stream.cli" in cmd
-                                else cmd[:80])
-                        self.peaks[q.pid] = [0.0, kind]
+                                else "?" + cmd[:80])
+                        self.peaks[q.pid] = [self.peaks.get(q.pid, [0.0])[0], kind]
                     self.peaks[q.pid][0] = max(self.peaks[q.pid][0], rss)
                 except psutil.Error:
                     pass
