@@ -344,3 +344,40 @@ def test_dask_run_failed_by_a_killed_worker_is_completed_by_a_rerun(sim, referen
     assert rj["exposures"][0]["skipped_complete"] == partial
     assert rj["metrics"]["detector1.records"] == NINTS - partial  # only the rest redone
     assert res.summary["exposures"][0]["processed"] == NINTS
+
+
+def test_two_workers_on_two_detectors_equal_serial(tmp_path, monkeypatch):
+    """The 2-core setting of the WASP-size run (``--runner multiprocess --workers 2``, one
+    numba thread each; docs/notes/issue-14.md session 7) on a G395H NRS1 + NRS2 exposure:
+    every array of every stage of both detectors, and the x1dints, whitelight, whtlt and
+    speclc files, byte for byte the serial run's."""
+    sim2 = simulate(tmp_path / "sim", preset="g395h-sub2048", nints=12, seed=8, ngroups=3,
+                    detectors=("NRS1", "NRS2"), ints_per_segment=6)
+    cfg = {"products": {"plots": False, "fit": False}}
+    serial, mp = tmp_path / "serial", tmp_path / "mp"
+    run([str(sim2.outdir)], str(serial), refs_dir=str(sim2.refs_dir), config=cfg,
+        progress=False)
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
+    run([str(sim2.outdir)], str(mp), refs_dir=str(sim2.refs_dir), config=cfg,
+        runner=RunnerSpec(name="multiprocess", workers=2), progress=False)
+    a = zarr.open_group(str(serial / "cubes.zarr"), mode="r")
+    b = zarr.open_group(str(mp / "cubes.zarr"), mode="r")
+    groups = sorted(a.group_keys())
+    assert groups == sorted(b.group_keys()) and len(groups) == 2
+    n = 0
+    for g in groups:
+        for stage in ("rateints", "cleaned", "spectra", "lightcurves", "trace"):
+            for name in a[g][stage].array_keys():
+                x, y = a[g][stage][name][:], b[g][stage][name][:]
+                assert x.dtype == y.dtype and x.shape == y.shape, (g, stage, name)
+                assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), (g, stage, name)
+                n += 1
+    assert n > 40
+    files = sorted(p.name for p in serial.iterdir()
+                   if p.suffix in (".fits", ".ecsv", ".parquet"))
+    assert sum(f.endswith("_x1dints.fits") for f in files) == 2
+    for f in files:
+        assert (serial / f).read_bytes() == (mp / f).read_bytes(), f
+    rj = json.loads((mp / "run.json").read_text())
+    assert rj["runner"]["name"] == "multiprocess"
+    assert all(e["processed"] == 12 and e["complete"] for e in rj["exposures"])

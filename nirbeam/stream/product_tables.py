@@ -149,9 +149,13 @@ def white_light_series(done: np.ndarray, spectra: dict, wl: np.ndarray, source: 
     from nirbeam.transforms.lightcurve import white_light
 
     pixel = is_pixel_axis(source)
-    flux = np.where(done[:, None], spectra["flux"], np.nan)
-    err = np.where(done[:, None], spectra["flux_error"], np.nan)
-    cdq = np.where(done[:, None], spectra["dq"], dqflags.DO_NOT_USE).astype(np.uint32)
+    if done.all():  # the same arrays np.where would copy (no float64 copies of the cube)
+        flux, err = spectra["flux"], spectra["flux_error"]
+        cdq = np.asarray(spectra["dq"]).astype(np.uint32, copy=False)
+    else:
+        flux = np.where(done[:, None], spectra["flux"], np.nan)
+        err = np.where(done[:, None], spectra["flux_error"], np.nan)
+        cdq = np.where(done[:, None], spectra["dq"], dqflags.DO_NOT_USE).astype(np.uint32)
     wmin = None if pixel else cfg.wmin
     wmax = None if pixel else cfg.wmax
     wf, we, _ = white_light(flux, err, cdq, wl, wmin, wmax, skip_bits=0)

@@ -61,7 +61,6 @@ from nirbeam.stream.spectra_stage import (
     region_of,
 )
 from nirbeam.stream.wavelengths import axis_units, is_pixel_axis
-from nirbeam.transforms.spectra import SPECTRUM_ARRAYS
 
 __all__ = [
     "run_spectra_stage", "finalize_products", "fit_command", "wl_source", "trace_diagnostics",
@@ -139,7 +138,7 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
         if SPECTRA not in zarr_store.open_root(root).get(g, {}):
             continue
         done = zarr_store.completed(root, g, SPECTRA)
-        S = {n: zarr_store.read_stack(root, g, SPECTRA, n) for n in SPECTRUM_ARRAYS}
+        S = {n: zarr_store.read_stack(root, g, SPECTRA, n) for n in _PRODUCT_SPECTRA}
         wl = zarr_store.read_stack(root, g, SPECTRA, "wavelength")
         bjd = zarr_store.read_stack(root, g, SPECTRA, "int_mid_BJD_TDB")
         mjd = zarr_store.read_stack(root, g, SPECTRA, "int_mid_MJD_UTC")
@@ -178,6 +177,7 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
             entry["x1dints"], entry["x1dints_flux_units"] = _write_x1dints(
                 outdir, plan, num, wl, w.flux, w.err, w.cdq, S, source, settings.extract.photom)
         fits_done[g] = (meta, bjd, w.wf, w.we, w.wdq, lc, sdq)
+        del S, w  # the group's spectra (NINTS x columns): not held through the next group
     if not wl_rows:
         return out
     _write_whitelight(outdir, wl_rows, settings)
@@ -191,6 +191,11 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
     elif settings.products.plots:
         plot_all(outdir, root, with_lc, {}, settings)
     return out
+
+
+#: The spectra arrays the products read (white light: flux, flux_error, dq; x1dints: the rest).
+_PRODUCT_SPECTRA = ("flux", "flux_error", "dq", "flux_var_poisson", "flux_var_rnoise",
+                    "background", "npixels")
 
 
 def _nanmedian(x) -> float | None:
@@ -278,23 +283,88 @@ def _segment_of(plan, num: np.ndarray) -> np.ndarray:
     return seg
 
 
+#: Rows (integrations) of the x1dints table formed at a time (:func:`_write_x1dints`).
+X1D_BLOCK = 64
+
+
 def _write_x1dints(outdir, plan, num, wl, flux, err, cdq, S, source,
                    photom: str = "") -> tuple[str, str]:
     """``<exposure>_<det>_x1dints.fits`` (TSOMultiSpecModel), one per exposure/detector,
-    from :func:`x1dints_table`. Returns (file name, flux unit)."""
-    from nirbeam.sinks.fits_products import write_x1dints
+    from :func:`x1dints_table`. Returns (file name, flux unit).
 
-    t, unit = x1dints_table(plan, num, wl, flux, err, cdq, S, source, photom)
+    Written in blocks of :data:`X1D_BLOCK` rows, so that memory does not grow with NINTS
+    (the whole table at once held ~265 MiB over its inputs for 465 x 2048 columns): each
+    block's HDUs are made by :func:`nirbeam.sinks.fits_products.x1dints_hdulist` and
+    written by astropy into memory; the file is the first block's primary HDU, its
+    EXTRACT1D header with ``NAXIS2`` = all rows, every block's row bytes, the padding, and
+    the INT_TIMES HDU (the exposure's, the same in every block). A FITS binary table is
+    its rows one after another, so the file is byte for byte the one
+    :func:`nirbeam.sinks.fits_products.write_x1dints` writes for the whole table
+    (tests/test_products_memory.py).
+    """
+    from nirbeam.sinks.fits_products import x1dints_hdulist
+    from nirbeam.sinks.tables import atomic_path
+
     name = f"{plan.meta.group_name}_x1dints.fits"
-    write_x1dints(fs.join(outdir, name), t)
+    n = len(num)
+    unit = "DN/s"
+    nbytes = 0
+    with atomic_path(fs.join(outdir, name)) as tmp, open(tmp, "wb") as f:
+        tail = b""
+        for start in range(0, max(n, 1), X1D_BLOCK):
+            sl = slice(start, min(n, start + X1D_BLOCK))
+            t, unit = x1dints_table(plan, num[sl], wl, flux[sl], err[sl], cdq[sl],
+                                    {k: S[k][sl] for k in _X1D_SPECTRA}, source, photom,
+                                    quiet=start > 0)
+            head, rows, tail_ = _hdu_parts(x1dints_hdulist(t), n)
+            if start == 0:
+                f.write(head)
+                tail = tail_
+            f.write(rows)
+            nbytes += len(rows)
+            del t, rows
+        f.write(b"\0" * (-nbytes % 2880))
+        f.write(tail)
     return name, unit
 
 
-def x1dints_table(plan, num, wl, flux, err, cdq, S, source, photom: str = ""):
+_X1D_SPECTRA = ("flux_var_poisson", "flux_var_rnoise", "background", "npixels")
+
+
+def _hdu_parts(hdul, nrows: int) -> tuple[bytes, bytes, bytes]:
+    """An x1dints HDU list as written by astropy, cut into (primary HDU + EXTRACT1D header
+    with ``NAXIS2 = nrows``, the EXTRACT1D row bytes without padding, the HDUs after it)."""
+    import io
+
+    from astropy.io import fits
+
+    bio = io.BytesIO()
+    hdul.writeto(bio)
+    raw = bio.getvalue()
+    with fits.open(io.BytesIO(raw)) as h:
+        info = [h.fileinfo(i) for i in range(len(h))]
+        hdr = h[1].header
+        old = fits.Card("NAXIS2", hdr["NAXIS2"], hdr.comments["NAXIS2"]).image.encode("ascii")
+        new = fits.Card("NAXIS2", nrows, hdr.comments["NAXIS2"]).image.encode("ascii")
+        rowbytes = hdr["NAXIS1"] * hdr["NAXIS2"]
+    header = raw[info[1]["hdrLoc"]:info[1]["datLoc"]]
+    at = header.index(old)
+    if at % 80:
+        raise RuntimeError("x1dints: NAXIS2 card not on a card boundary")
+    header = header[:at] + new + header[at + 80:]
+    d0 = info[1]["datLoc"]
+    return (raw[:info[1]["hdrLoc"]] + header, raw[d0:d0 + rowbytes],
+            raw[info[2]["hdrLoc"]:] if len(info) > 2 else b"")
+
+
+def x1dints_table(plan, num, wl, flux, err, cdq, S, source, photom: str = "", *,
+                  quiet: bool = False):
     """The x1dints table of one exposure/detector (``X1dTable``) and its flux unit.
 
     FLUX in Jy when a PHOTOM reference is configured and the run has wavelengths, else
-    DN/s (the PHOTOM reference is read here; nothing is written).
+    DN/s (the PHOTOM reference is read here; nothing is written). The rows are those of
+    ``num`` (any subset of the exposure's integrations; ``quiet``: no warning, for the
+    blocks after the first).
     """
     from nirbeam.sinks.fits_products import X1dTable
 
@@ -312,7 +382,7 @@ def x1dints_table(plan, num, wl, flux, err, cdq, S, source, photom: str = ""):
         vp, vr = vp * c**2, vr * c**2
         unit = "Jy"
         calibration = f"PHOTOM {row.source}: FLUX = DN/s x PHOTMJ x RELRESPONSE x 1e6"
-    elif photom:
+    elif photom and not quiet:
         log.warning("%s: [extract] photom given but no wavelength solution: x1dints FLUX "
                     "stays in DN/s", meta.group_name)
     times = plan.int_times()
