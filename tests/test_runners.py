@@ -56,14 +56,42 @@ def cluster():
     import logging
 
     pytest.importorskip("distributed", reason="Beam on Dask needs apache-beam[dask]")
+    import os
+
     from distributed import LocalCluster
 
+    kept = dict(os.environ)
     c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                      dashboard_address=None, silence_logs=logging.WARNING)
+    # the nannies set OMP/MKL/OPENBLAS_NUM_THREADS=1 here: later processes must not see it
+    os.environ.clear()
+    os.environ.update(kept)
     try:
         yield c
     finally:
         c.close()
+
+
+def test_local_dask_cluster_leaves_the_blas_thread_settings_alone(monkeypatch):
+    """``--runner dask:N`` starts a LocalCluster whose nannies set the BLAS thread counts
+    to 1 in this process's environment; processes started afterwards (Beam workers,
+    ``nirbeam stream``) would then run a one-thread BLAS. The runner puts them back."""
+    import os
+
+    pytest.importorskip("distributed", reason="Beam on Dask needs apache-beam[dask]")
+    from nirbeam.stream import runners
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    runners.close_local_dask_clusters()
+    try:
+        runners.local_dask_cluster(1)
+        assert os.environ.get("OMP_NUM_THREADS") == "2"
+        assert "OPENBLAS_NUM_THREADS" not in os.environ
+        assert "MKL_NUM_THREADS" not in os.environ
+    finally:
+        runners.close_local_dask_clusters()
 
 
 def assert_same_products(ref, out, group):

@@ -26,6 +26,7 @@ refuses a streaming pipeline on it.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -126,6 +127,7 @@ def make_runner(spec: RunnerSpec, streaming: bool = False):
 
 
 _LOCAL_CLUSTERS: dict = {}
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def local_dask_cluster(workers: int):
@@ -143,8 +145,19 @@ def local_dask_cluster(workers: int):
 
     LocalCluster = require("distributed").LocalCluster
 
-    c = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                     dashboard_address=None, silence_logs=logging.WARNING)
+    # dask's nannies run in this process and set OMP/MKL/OPENBLAS_NUM_THREADS=1 in its
+    # os.environ before spawning workers; left there, every process started later (Beam
+    # workers, `nirbeam stream`) would get a one-thread BLAS. Put the caller's back.
+    kept = {k: os.environ.get(k) for k in _THREAD_ENV}
+    try:
+        c = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                         dashboard_address=None, silence_logs=logging.WARNING)
+    finally:
+        for k, v in kept.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     if not _LOCAL_CLUSTERS:
         atexit.register(close_local_dask_clusters)
     _LOCAL_CLUSTERS[workers] = c
