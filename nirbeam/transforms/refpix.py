@@ -175,13 +175,23 @@ def sigma_clipped_mean(v, n, siglimit):
     """Mean of ``v[:n]`` after iterative clipping at ``siglimit`` standard deviations
     about the mean (scipy.stats.sigmaclip's algorithm, float64); NaN when n == 0.
     ``siglimit <= 0``: the plain mean. Reorders ``v[:n]``."""
+    s = 0.0
+    for i in range(n):
+        s += v[i]
+    return _clipped_mean_from_sum(v, n, s, siglimit)
+
+
+@njit(cache=True, error_model="numpy")
+def _clipped_mean_from_sum(v, n, s, siglimit):
+    """:func:`sigma_clipped_mean` given ``s``, the in-order float64 sum of ``v[:n]``.
+
+    Two passes per clipping iteration (squared deviations; the partition, which also sums
+    the kept values): the partition moves the kept values to the front in their original
+    order, so the sum taken there is the next iteration's in-order sum, bit for bit."""
     if n == 0:
         return np.nan
     m = n
     while True:
-        s = 0.0
-        for i in range(m):
-            s += v[i]
         mean = s / m
         if siglimit <= 0.0 or m < 2:
             return mean
@@ -193,11 +203,13 @@ def sigma_clipped_mean(v, n, siglimit):
         lo = mean - std * siglimit
         hi = mean + std * siglimit
         k = 0
+        s = 0.0
         for i in range(m):
-            if v[i] >= lo and v[i] <= hi:
-                t = v[k]
-                v[k] = v[i]
-                v[i] = t
+            x = v[i]
+            if x >= lo and x <= hi:
+                v[i] = v[k]
+                v[k] = x
+                s += x
                 k += 1
         if k == m or k == 0:
             return mean
@@ -236,7 +248,11 @@ def refpix_means_at(groups_or_raw, bias, pixeldq, ys, xs, parity0, odd_even, sig
                     detrend=False):
     """:func:`refpix_means` with the reference pixels given as a list, ``(ys[i], xs[i])``
     in row-major order (``np.nonzero(refmask)``): the same values in the same order, so
-    the same means, without scanning the whole frame per group."""
+    the same means, without scanning the whole frame per group.
+
+    The usable pixels (not DO_NOT_USE; with ``detrend``, a finite line) are listed once
+    with their bias and parity; each group's values are summed in order while they are
+    copied (the first clipping iteration's sum)."""
     ng = groups_or_raw.shape[0]
     npix = ys.shape[0]
     out = np.zeros((ng, 2), np.float32)
@@ -244,23 +260,27 @@ def refpix_means_at(groups_or_raw, bias, pixeldq, ys, xs, parity0, odd_even, sig
     for i in range(npix):
         if not (pixeldq[ys[i], xs[i]] & _DNU):
             nref += 1
-    buf = np.empty((2, max(nref, 1)), np.float64)
+    cy = np.empty(nref, np.int64)
+    cx = np.empty(nref, np.int64)
+    cpar = np.empty(nref, np.int64)
+    cbias = np.empty(nref, bias.dtype)
     # per-pixel straight line over the groups (detrend): a + b (g - gm)
-    lin_a = np.zeros(npix, np.float64)
-    lin_b = np.zeros(npix, np.float64)
+    lin_a = np.zeros(nref, np.float64)
+    lin_b = np.zeros(nref, np.float64)
     gm = 0.5 * (ng - 1)
-    if detrend:
-        sgg = 0.0
-        for g in range(ng):
-            sgg += (g - gm) * (g - gm)
-        for i in range(npix):
-            y = ys[i]
-            x = xs[i]
-            if pixeldq[y, x] & _DNU:
-                continue
-            b = bias[y, x]
-            if np.isnan(b):
-                b = np.float32(0.0)
+    sgg = 0.0
+    for g in range(ng):
+        sgg += (g - gm) * (g - gm)
+    nc = 0
+    for i in range(npix):
+        y = ys[i]
+        x = xs[i]
+        if pixeldq[y, x] & _DNU:
+            continue
+        b = bias[y, x]
+        if np.isnan(b):
+            b = np.float32(0.0)
+        if detrend:
             s0 = 0.0
             s1 = 0.0
             ok = True
@@ -271,37 +291,44 @@ def refpix_means_at(groups_or_raw, bias, pixeldq, ys, xs, parity0, odd_even, sig
                     break
                 s0 += v
                 s1 += (g - gm) * v
-            if ok:
-                lin_a[i] = s0 / ng
-                lin_b[i] = s1 / sgg if sgg > 0 else 0.0
-            else:
-                lin_a[i] = np.nan
+            if not ok:
+                continue  # the old per-group skip of a non-finite line
+            lin_a[nc] = s0 / ng
+            lin_b[nc] = s1 / sgg if sgg > 0 else 0.0
+        cy[nc] = y
+        cx[nc] = x
+        cpar[nc] = (y + parity0) % 2 if odd_even else 0
+        cbias[nc] = b
+        nc += 1
+    buf = np.empty((2, max(nc, 1)), np.float64)
+    b0 = buf[0]
+    b1 = buf[1]
     for g in range(ng):
-        n = np.zeros(2, np.int64)
-        for i in range(npix):
-            y = ys[i]
-            x = xs[i]
-            p = (y + parity0) % 2 if odd_even else 0
-            if pixeldq[y, x] & _DNU:
-                continue
-            b = bias[y, x]
-            if np.isnan(b):
-                b = np.float32(0.0)
-            v = np.float32(np.float32(groups_or_raw[g, y, x]) - b)
+        n0 = 0
+        n1 = 0
+        s0 = 0.0
+        s1 = 0.0
+        dg = g - gm
+        for j in range(nc):
+            v = np.float32(np.float32(groups_or_raw[g, cy[j], cx[j]]) - cbias[j])
             vv = np.float64(v)
             if detrend:
-                if not np.isfinite(lin_a[i]):
-                    continue
-                vv = vv - (lin_a[i] + lin_b[i] * (g - gm))
+                vv = vv - (lin_a[j] + lin_b[j] * dg)
             if np.isfinite(vv):
-                buf[p, n[p]] = vv
-                n[p] += 1
+                if cpar[j] == 0:
+                    b0[n0] = vv
+                    s0 += vv
+                    n0 += 1
+                else:
+                    b1[n1] = vv
+                    s1 += vv
+                    n1 += 1
+        if n0 > 0:
+            out[g, 0] = np.float32(_clipped_mean_from_sum(b0, n0, s0, siglimit))
         if odd_even:
-            for p in range(2):
-                if n[p] > 0:
-                    out[g, p] = np.float32(sigma_clipped_mean(buf[p], n[p], siglimit))
-        elif n[0] > 0:
-            out[g, 0] = np.float32(sigma_clipped_mean(buf[0], n[0], siglimit))
+            if n1 > 0:
+                out[g, 1] = np.float32(_clipped_mean_from_sum(b1, n1, s1, siglimit))
+        else:
             out[g, 1] = out[g, 0]
     return out
 
