@@ -217,6 +217,126 @@ def _clipped_mean_from_sum(v, n, s, siglimit):
 
 
 @njit(cache=True, error_model="numpy")
+def _ss2(v0, m0, mean0, v1, m1, mean1):
+    """In-order sums of squared deviations of two lanes, side by side (two independent
+    dependency chains); a lane with m = 0 is skipped."""
+    ss0 = 0.0
+    ss1 = 0.0
+    mm = min(m0, m1)
+    for i in range(mm):
+        d0 = v0[i] - mean0
+        d1 = v1[i] - mean1
+        ss0 += d0 * d0
+        ss1 += d1 * d1
+    for i in range(mm, m0):
+        d0 = v0[i] - mean0
+        ss0 += d0 * d0
+    for i in range(mm, m1):
+        d1 = v1[i] - mean1
+        ss1 += d1 * d1
+    return ss0, ss1
+
+
+@njit(cache=True, error_model="numpy")
+def _keep2(v0, m0, lo0, hi0, v1, m1, lo1, hi1):
+    """The clipping partition of :func:`_clipped_mean_from_sum` on two lanes side by
+    side: (kept count, in-order sum of the kept values) per lane."""
+    k0 = 0
+    k1 = 0
+    s0 = 0.0
+    s1 = 0.0
+    mm = min(m0, m1)
+    for i in range(mm):
+        x0 = v0[i]
+        x1 = v1[i]
+        if x0 >= lo0 and x0 <= hi0:
+            v0[i] = v0[k0]
+            v0[k0] = x0
+            s0 += x0
+            k0 += 1
+        if x1 >= lo1 and x1 <= hi1:
+            v1[i] = v1[k1]
+            v1[k1] = x1
+            s1 += x1
+            k1 += 1
+    for i in range(mm, m0):
+        x0 = v0[i]
+        if x0 >= lo0 and x0 <= hi0:
+            v0[i] = v0[k0]
+            v0[k0] = x0
+            s0 += x0
+            k0 += 1
+    for i in range(mm, m1):
+        x1 = v1[i]
+        if x1 >= lo1 and x1 <= hi1:
+            v1[i] = v1[k1]
+            v1[k1] = x1
+            s1 += x1
+            k1 += 1
+    return k0, s0, k1, s1
+
+
+@njit(cache=True, error_model="numpy")
+def _clipped_means2(v0, n0, s0, v1, n1, s1, siglimit):
+    """:func:`_clipped_mean_from_sum` of two lanes (n0, n1 > 0) at once: each lane runs
+    its own iterations with the same operations in the same order (the same bits); the
+    passes interleave the lanes while both are still clipping."""
+    m0 = n0
+    m1 = n1
+    a0 = True
+    a1 = True
+    r0 = np.nan
+    r1 = np.nan
+    mean0 = 0.0
+    mean1 = 0.0
+    lo0 = 0.0
+    hi0 = 0.0
+    lo1 = 0.0
+    hi1 = 0.0
+    while True:
+        if a0:
+            mean0 = s0 / m0
+            if siglimit <= 0.0 or m0 < 2:
+                r0 = mean0
+                a0 = False
+        if a1:
+            mean1 = s1 / m1
+            if siglimit <= 0.0 or m1 < 2:
+                r1 = mean1
+                a1 = False
+        if not (a0 or a1):
+            return r0, r1
+        w0 = m0 if a0 else 0
+        w1 = m1 if a1 else 0
+        ss0, ss1 = _ss2(v0, w0, mean0, v1, w1, mean1)
+        if a0:
+            std0 = np.sqrt(ss0 / m0)
+            lo0 = mean0 - std0 * siglimit
+            hi0 = mean0 + std0 * siglimit
+        if a1:
+            std1 = np.sqrt(ss1 / m1)
+            lo1 = mean1 - std1 * siglimit
+            hi1 = mean1 + std1 * siglimit
+        k0, t0, k1, t1 = _keep2(v0, w0, lo0, hi0, v1, w1, lo1, hi1)
+        if a0:
+            if k0 == m0 or k0 == 0:
+                r0 = mean0
+                a0 = False
+            else:
+                m0 = k0
+                s0 = t0
+        if a1:
+            if k1 == m1 or k1 == 0:
+                r1 = mean1
+                a1 = False
+            else:
+                m1 = k1
+                s1 = t1
+        if not (a0 or a1):
+            return r0, r1
+
+
+@njit(cache=True, error_model="numpy")
 def refpix_means(groups_or_raw, bias, pixeldq, refmask, parity0, odd_even, siglimit,
                  detrend=False):
     """Per-group sigma-clipped means of the reference pixels, per DMS-row parity.
@@ -323,13 +443,17 @@ def refpix_means_at(groups_or_raw, bias, pixeldq, ys, xs, parity0, odd_even, sig
                     b1[n1] = vv
                     s1 += vv
                     n1 += 1
-        if n0 > 0:
-            out[g, 0] = np.float32(_clipped_mean_from_sum(b0, n0, s0, siglimit))
-        if odd_even:
+        if n0 > 0 and n1 > 0:  # odd_even: both parities side by side
+            r0, r1 = _clipped_means2(b0, n0, s0, b1, n1, s1, siglimit)
+            out[g, 0] = np.float32(r0)
+            out[g, 1] = np.float32(r1)
+        else:
+            if n0 > 0:
+                out[g, 0] = np.float32(_clipped_mean_from_sum(b0, n0, s0, siglimit))
             if n1 > 0:
                 out[g, 1] = np.float32(_clipped_mean_from_sum(b1, n1, s1, siglimit))
-        else:
-            out[g, 1] = out[g, 0]
+            if not odd_even:
+                out[g, 1] = out[g, 0]
     return out
 
 
