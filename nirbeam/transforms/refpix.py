@@ -175,13 +175,23 @@ def sigma_clipped_mean(v, n, siglimit):
     """Mean of ``v[:n]`` after iterative clipping at ``siglimit`` standard deviations
     about the mean (scipy.stats.sigmaclip's algorithm, float64); NaN when n == 0.
     ``siglimit <= 0``: the plain mean. Reorders ``v[:n]``."""
+    s = 0.0
+    for i in range(n):
+        s += v[i]
+    return _clipped_mean_from_sum(v, n, s, siglimit)
+
+
+@njit(cache=True, error_model="numpy")
+def _clipped_mean_from_sum(v, n, s, siglimit):
+    """:func:`sigma_clipped_mean` given ``s``, the in-order float64 sum of ``v[:n]``.
+
+    Two passes per clipping iteration (squared deviations; the partition, which also sums
+    the kept values): the partition moves the kept values to the front in their original
+    order, so the sum taken there is the next iteration's in-order sum, bit for bit."""
     if n == 0:
         return np.nan
     m = n
     while True:
-        s = 0.0
-        for i in range(m):
-            s += v[i]
         mean = s / m
         if siglimit <= 0.0 or m < 2:
             return mean
@@ -193,15 +203,137 @@ def sigma_clipped_mean(v, n, siglimit):
         lo = mean - std * siglimit
         hi = mean + std * siglimit
         k = 0
+        s = 0.0
         for i in range(m):
-            if v[i] >= lo and v[i] <= hi:
-                t = v[k]
-                v[k] = v[i]
-                v[i] = t
+            x = v[i]
+            if x >= lo and x <= hi:
+                v[i] = v[k]
+                v[k] = x
+                s += x
                 k += 1
         if k == m or k == 0:
             return mean
         m = k
+
+
+@njit(cache=True, error_model="numpy")
+def _ss2(v0, m0, mean0, v1, m1, mean1):
+    """In-order sums of squared deviations of two lanes, side by side (two independent
+    dependency chains); a lane with m = 0 is skipped."""
+    ss0 = 0.0
+    ss1 = 0.0
+    mm = min(m0, m1)
+    for i in range(mm):
+        d0 = v0[i] - mean0
+        d1 = v1[i] - mean1
+        ss0 += d0 * d0
+        ss1 += d1 * d1
+    for i in range(mm, m0):
+        d0 = v0[i] - mean0
+        ss0 += d0 * d0
+    for i in range(mm, m1):
+        d1 = v1[i] - mean1
+        ss1 += d1 * d1
+    return ss0, ss1
+
+
+@njit(cache=True, error_model="numpy")
+def _keep2(v0, m0, lo0, hi0, v1, m1, lo1, hi1):
+    """The clipping partition of :func:`_clipped_mean_from_sum` on two lanes side by
+    side: (kept count, in-order sum of the kept values) per lane."""
+    k0 = 0
+    k1 = 0
+    s0 = 0.0
+    s1 = 0.0
+    mm = min(m0, m1)
+    for i in range(mm):
+        x0 = v0[i]
+        x1 = v1[i]
+        if x0 >= lo0 and x0 <= hi0:
+            v0[i] = v0[k0]
+            v0[k0] = x0
+            s0 += x0
+            k0 += 1
+        if x1 >= lo1 and x1 <= hi1:
+            v1[i] = v1[k1]
+            v1[k1] = x1
+            s1 += x1
+            k1 += 1
+    for i in range(mm, m0):
+        x0 = v0[i]
+        if x0 >= lo0 and x0 <= hi0:
+            v0[i] = v0[k0]
+            v0[k0] = x0
+            s0 += x0
+            k0 += 1
+    for i in range(mm, m1):
+        x1 = v1[i]
+        if x1 >= lo1 and x1 <= hi1:
+            v1[i] = v1[k1]
+            v1[k1] = x1
+            s1 += x1
+            k1 += 1
+    return k0, s0, k1, s1
+
+
+@njit(cache=True, error_model="numpy")
+def _clipped_means2(v0, n0, s0, v1, n1, s1, siglimit):
+    """:func:`_clipped_mean_from_sum` of two lanes (n0, n1 > 0) at once: each lane runs
+    its own iterations with the same operations in the same order (the same bits); the
+    passes interleave the lanes while both are still clipping."""
+    m0 = n0
+    m1 = n1
+    a0 = True
+    a1 = True
+    r0 = np.nan
+    r1 = np.nan
+    mean0 = 0.0
+    mean1 = 0.0
+    lo0 = 0.0
+    hi0 = 0.0
+    lo1 = 0.0
+    hi1 = 0.0
+    while True:
+        if a0:
+            mean0 = s0 / m0
+            if siglimit <= 0.0 or m0 < 2:
+                r0 = mean0
+                a0 = False
+        if a1:
+            mean1 = s1 / m1
+            if siglimit <= 0.0 or m1 < 2:
+                r1 = mean1
+                a1 = False
+        if not (a0 or a1):
+            return r0, r1
+        w0 = m0 if a0 else 0
+        w1 = m1 if a1 else 0
+        ss0, ss1 = _ss2(v0, w0, mean0, v1, w1, mean1)
+        if a0:
+            std0 = np.sqrt(ss0 / m0)
+            lo0 = mean0 - std0 * siglimit
+            hi0 = mean0 + std0 * siglimit
+        if a1:
+            std1 = np.sqrt(ss1 / m1)
+            lo1 = mean1 - std1 * siglimit
+            hi1 = mean1 + std1 * siglimit
+        k0, t0, k1, t1 = _keep2(v0, w0, lo0, hi0, v1, w1, lo1, hi1)
+        if a0:
+            if k0 == m0 or k0 == 0:
+                r0 = mean0
+                a0 = False
+            else:
+                m0 = k0
+                s0 = t0
+        if a1:
+            if k1 == m1 or k1 == 0:
+                r1 = mean1
+                a1 = False
+            else:
+                m1 = k1
+                s1 = t1
+        if not (a0 or a1):
+            return r0, r1
 
 
 @njit(cache=True, error_model="numpy")
@@ -236,7 +368,11 @@ def refpix_means_at(groups_or_raw, bias, pixeldq, ys, xs, parity0, odd_even, sig
                     detrend=False):
     """:func:`refpix_means` with the reference pixels given as a list, ``(ys[i], xs[i])``
     in row-major order (``np.nonzero(refmask)``): the same values in the same order, so
-    the same means, without scanning the whole frame per group."""
+    the same means, without scanning the whole frame per group.
+
+    The usable pixels (not DO_NOT_USE; with ``detrend``, a finite line) are listed once
+    with their bias and parity; each group's values are summed in order while they are
+    copied (the first clipping iteration's sum)."""
     ng = groups_or_raw.shape[0]
     npix = ys.shape[0]
     out = np.zeros((ng, 2), np.float32)
@@ -244,23 +380,27 @@ def refpix_means_at(groups_or_raw, bias, pixeldq, ys, xs, parity0, odd_even, sig
     for i in range(npix):
         if not (pixeldq[ys[i], xs[i]] & _DNU):
             nref += 1
-    buf = np.empty((2, max(nref, 1)), np.float64)
+    cy = np.empty(nref, np.int64)
+    cx = np.empty(nref, np.int64)
+    cpar = np.empty(nref, np.int64)
+    cbias = np.empty(nref, bias.dtype)
     # per-pixel straight line over the groups (detrend): a + b (g - gm)
-    lin_a = np.zeros(npix, np.float64)
-    lin_b = np.zeros(npix, np.float64)
+    lin_a = np.zeros(nref, np.float64)
+    lin_b = np.zeros(nref, np.float64)
     gm = 0.5 * (ng - 1)
-    if detrend:
-        sgg = 0.0
-        for g in range(ng):
-            sgg += (g - gm) * (g - gm)
-        for i in range(npix):
-            y = ys[i]
-            x = xs[i]
-            if pixeldq[y, x] & _DNU:
-                continue
-            b = bias[y, x]
-            if np.isnan(b):
-                b = np.float32(0.0)
+    sgg = 0.0
+    for g in range(ng):
+        sgg += (g - gm) * (g - gm)
+    nc = 0
+    for i in range(npix):
+        y = ys[i]
+        x = xs[i]
+        if pixeldq[y, x] & _DNU:
+            continue
+        b = bias[y, x]
+        if np.isnan(b):
+            b = np.float32(0.0)
+        if detrend:
             s0 = 0.0
             s1 = 0.0
             ok = True
@@ -271,38 +411,49 @@ def refpix_means_at(groups_or_raw, bias, pixeldq, ys, xs, parity0, odd_even, sig
                     break
                 s0 += v
                 s1 += (g - gm) * v
-            if ok:
-                lin_a[i] = s0 / ng
-                lin_b[i] = s1 / sgg if sgg > 0 else 0.0
-            else:
-                lin_a[i] = np.nan
+            if not ok:
+                continue  # the old per-group skip of a non-finite line
+            lin_a[nc] = s0 / ng
+            lin_b[nc] = s1 / sgg if sgg > 0 else 0.0
+        cy[nc] = y
+        cx[nc] = x
+        cpar[nc] = (y + parity0) % 2 if odd_even else 0
+        cbias[nc] = b
+        nc += 1
+    buf = np.empty((2, max(nc, 1)), np.float64)
+    b0 = buf[0]
+    b1 = buf[1]
     for g in range(ng):
-        n = np.zeros(2, np.int64)
-        for i in range(npix):
-            y = ys[i]
-            x = xs[i]
-            p = (y + parity0) % 2 if odd_even else 0
-            if pixeldq[y, x] & _DNU:
-                continue
-            b = bias[y, x]
-            if np.isnan(b):
-                b = np.float32(0.0)
-            v = np.float32(np.float32(groups_or_raw[g, y, x]) - b)
+        n0 = 0
+        n1 = 0
+        s0 = 0.0
+        s1 = 0.0
+        dg = g - gm
+        for j in range(nc):
+            v = np.float32(np.float32(groups_or_raw[g, cy[j], cx[j]]) - cbias[j])
             vv = np.float64(v)
             if detrend:
-                if not np.isfinite(lin_a[i]):
-                    continue
-                vv = vv - (lin_a[i] + lin_b[i] * (g - gm))
+                vv = vv - (lin_a[j] + lin_b[j] * dg)
             if np.isfinite(vv):
-                buf[p, n[p]] = vv
-                n[p] += 1
-        if odd_even:
-            for p in range(2):
-                if n[p] > 0:
-                    out[g, p] = np.float32(sigma_clipped_mean(buf[p], n[p], siglimit))
-        elif n[0] > 0:
-            out[g, 0] = np.float32(sigma_clipped_mean(buf[0], n[0], siglimit))
-            out[g, 1] = out[g, 0]
+                if cpar[j] == 0:
+                    b0[n0] = vv
+                    s0 += vv
+                    n0 += 1
+                else:
+                    b1[n1] = vv
+                    s1 += vv
+                    n1 += 1
+        if n0 > 0 and n1 > 0:  # odd_even: both parities side by side
+            r0, r1 = _clipped_means2(b0, n0, s0, b1, n1, s1, siglimit)
+            out[g, 0] = np.float32(r0)
+            out[g, 1] = np.float32(r1)
+        else:
+            if n0 > 0:
+                out[g, 0] = np.float32(_clipped_mean_from_sum(b0, n0, s0, siglimit))
+            if n1 > 0:
+                out[g, 1] = np.float32(_clipped_mean_from_sum(b1, n1, s1, siglimit))
+            if not odd_even:
+                out[g, 1] = out[g, 0]
     return out
 
 
