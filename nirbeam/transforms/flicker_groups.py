@@ -25,16 +25,13 @@ from nirbeam.transforms.flicker_mask import (
     draft_mask_from_groups,
 )
 from nirbeam.transforms.flicker_params import (
-    CLIP_FINITE_N,
-    CLIP_SIGMA,
     GROUP_BAD_BITS,
     MAD_TO_SIGMA,
-    RESID_B,
-    RESID_C,
     STATISTICS,
     FlickerParams,
     check_2d,
-    clipped_mean_efficiency,
+    column_factor,
+    variance_factors,
 )
 from nirbeam.transforms.flicker_readout import noise_level, readout_wiener, rebuild_ramp
 from nirbeam.transforms.flicker_sort import (
@@ -525,7 +522,7 @@ class _FusedMedianHook:
         var = np.zeros(self.shape) if want_var else np.zeros((1, 1))
         offs = np.empty((g.shape[0] - 1, self.shape[1])) if self.wiener else np.empty((0, 0))
         args = (int(dqflags.DO_NOT_USE), self.other, self.jump, self.bg_mode, 0.0,
-                self.use_mean, CLIP_SIGMA, self.min_pixels, self.from_first, lay.blocks,
+                self.use_mean, 3.0, self.min_pixels, self.from_first, lay.blocks,
                 lay.slot_row, lay.comps, lay.comp_off, lay.pixels)
         hook_median_kernel(g, q, p, *args, want_var, self.k, self.a, self.resid, 2.0,
                            self.light, out, var, offs,
@@ -583,34 +580,6 @@ def _variance_inputs(cleaned, pixeldq, mask, params):
         (np.asarray(pixeldq, np.uint32) & np.uint32(dqflags.DO_NOT_USE)) == 0)
     kind = "group" if params.group_reference == "first" else "difference"
     return msk, kind, variance_factors(params)
-
-
-def variance_factors(params: FlickerParams) -> tuple[float, float, bool]:
-    """``(k, a, resid)`` of :func:`_column_variance`: the model of a column with ``n``
-    pixels has the variance ``e sigma^2 / n``, ``e = k (1 + a / n)`` the estimator's
-    variance factor (clipped mean: :func:`clipped_mean_efficiency` at
-    :data:`CLIP_SIGMA`, analytic, and ``a`` = :data:`CLIP_FINITE_N`, its finite-sample
-    excess). ``sigma^2`` is estimated by the pooled MAD variance ``s2`` of the residuals
-    about the column models, smaller than it by ``1 - RESID_B / n - RESID_C / n^2``
-    (``resid``: divided out), i.e. ``var = e s2 / (n - RESID_B - RESID_C / n)``.
-    The median keeps ``pi/2 s2 / n`` (asymptotic, no residual term: an overestimate of
-    ~5-10% at 16 pixels, left so), ``fft`` ``k = 1 + n_freq`` (+1 with the alternating
-    term) and ``nsclean`` 2 (a rough bound), both ``k s2 / n``."""
-    if params.method == "median":
-        if params.statistic == "median":
-            return np.pi / 2, 0.0, False
-        return clipped_mean_efficiency(CLIP_SIGMA), CLIP_FINITE_N, True
-    if params.method == "fft":
-        return 1.0 + params.fft_n_freq + (1.0 if params.fft_alternating else 0.0), 0.0, False
-    return 2.0, 0.0, False
-
-
-def column_factor(n, k: float, a: float, resid: bool):
-    """Per-column variance factor: ``var = column_factor(n, ...) * s2``
-    (:func:`variance_factors`); ``n`` >= 1 (array or scalar), same operations as
-    :func:`~nirbeam.transforms.flicker_hook.column_variance_kernel`."""
-    e = k * (1.0 + a / n)
-    return e / (np.maximum(n - RESID_B - RESID_C / n, 1.0) if resid else n)
 
 
 def _column_variance(msk, s2, factors, params):

@@ -349,3 +349,31 @@ def robust_sigma(resid: np.ndarray, use: np.ndarray) -> float:
         return 0.0
     med = np.median(vals)
     return float(MAD_TO_SIGMA * np.median(np.abs(vals - med)))
+
+
+def variance_factors(params: FlickerParams) -> tuple[float, float, bool]:
+    """``(k, a, resid)`` of :func:`~nirbeam.transforms.flicker_groups._column_variance`: the model of a column with ``n``
+    pixels has the variance ``e sigma^2 / n``, ``e = k (1 + a / n)`` the estimator's
+    variance factor (clipped mean: :func:`clipped_mean_efficiency` at
+    :data:`CLIP_SIGMA`, analytic, and ``a`` = :data:`CLIP_FINITE_N`, its finite-sample
+    excess). ``sigma^2`` is estimated by the pooled MAD variance ``s2`` of the residuals
+    about the column models, smaller than it by ``1 - RESID_B / n - RESID_C / n^2``
+    (``resid``: divided out), i.e. ``var = e s2 / (n - RESID_B - RESID_C / n)``.
+    The median keeps ``pi/2 s2 / n`` (asymptotic, no residual term: an overestimate of
+    ~5-10% at 16 pixels, left so), ``fft`` ``k = 1 + n_freq`` (+1 with the alternating
+    term) and ``nsclean`` 2 (a rough bound), both ``k s2 / n``."""
+    if params.method == "median":
+        if params.statistic == "median":
+            return np.pi / 2, 0.0, False
+        return clipped_mean_efficiency(CLIP_SIGMA), CLIP_FINITE_N, True
+    if params.method == "fft":
+        return 1.0 + params.fft_n_freq + (1.0 if params.fft_alternating else 0.0), 0.0, False
+    return 2.0, 0.0, False
+
+
+def column_factor(n, k: float, a: float, resid: bool):
+    """Per-column variance factor: ``var = column_factor(n, ...) * s2``
+    (:func:`variance_factors`); ``n`` >= 1 (array or scalar), same operations as
+    :func:`~nirbeam.transforms.flicker_hook.column_variance_kernel`."""
+    e = k * (1.0 + a / n)
+    return e / (np.maximum(n - RESID_B - RESID_C / n, 1.0) if resid else n)
