@@ -30,6 +30,8 @@ from nirbeam.transforms.flicker_params import (
     STATISTICS,
     FlickerParams,
     check_2d,
+    column_factor,
+    variance_factors,
 )
 from nirbeam.transforms.flicker_readout import noise_level, readout_wiener, rebuild_ramp
 from nirbeam.transforms.flicker_sort import (
@@ -496,7 +498,7 @@ class _FusedMedianHook:
         self.error_term = bool(params.error_term)
         self.wiener = params.readout_filter == "wiener"
         self.kind = "group" if self.from_first else "difference"
-        self.k = np.pi / 2 if params.statistic == "median" else 1.0  # as _variance_inputs
+        self.k, self.a, self.resid = variance_factors(params)  # as _variance_inputs
         bits = np.uint32(GROUP_BAD_BITS)
         if self.from_first:  # every bad bit counts in both groups
             self.jump, self.other = 0, int(bits)
@@ -522,12 +524,14 @@ class _FusedMedianHook:
         args = (int(dqflags.DO_NOT_USE), self.other, self.jump, self.bg_mode, 0.0,
                 self.use_mean, 3.0, self.min_pixels, self.from_first, lay.blocks,
                 lay.slot_row, lay.comps, lay.comp_off, lay.pixels)
-        hook_median_kernel(g, q, p, *args, want_var, self.k, 2.0, self.light, out, var, offs,
+        hook_median_kernel(g, q, p, *args, want_var, self.k, self.a, self.resid, 2.0,
+                           self.light, out, var, offs,
                            1 if self.wiener else 0)
         if self.wiener:  # the offsets filtered along the readout order, then applied
             filt, gain, _ = readout_wiener(offs, noise_level(var[0]))
             var = np.zeros(self.shape) if self.error_term else np.zeros((1, 1))
-            hook_median_kernel(g, q, p, *args, self.error_term, self.k, 2.0, self.light, out,
+            hook_median_kernel(g, q, p, *args, self.error_term, self.k, self.a, self.resid,
+                               2.0, self.light, out,
                                var, np.ascontiguousarray(filt), 2)
             if self.error_term:
                 var *= gain
@@ -575,20 +579,15 @@ def _variance_inputs(cleaned, pixeldq, mask, params):
     msk = np.asarray(mask, bool) & (
         (np.asarray(pixeldq, np.uint32) & np.uint32(dqflags.DO_NOT_USE)) == 0)
     kind = "group" if params.group_reference == "first" else "difference"
-    if params.method == "median":
-        k = np.pi / 2 if params.statistic == "median" else 1.0
-    elif params.method == "fft":
-        k = 1.0 + params.fft_n_freq + (1.0 if params.fft_alternating else 0.0)
-    else:
-        k = 2.0
-    return msk, kind, k
+    return msk, kind, variance_factors(params)
 
 
-def _column_variance(msk, s2, k, params):
+def _column_variance(msk, s2, factors, params):
     ny, nx = msk.shape
+    k, a, resid = factors
     n = msk.sum(axis=0).astype(np.float64)
     good = n >= params.min_pixels
-    var = np.where(good, k * s2 / np.maximum(n, 1.0), np.nan)
+    var = np.where(good, column_factor(np.maximum(n, 1.0), k, a, resid) * s2, np.nan)
     fill = 2.0 * np.nanmedian(var) if good.any() else k * s2
     var = np.where(good, var, fill)
     return np.broadcast_to(var[None, :], (ny, nx)).copy()
@@ -613,15 +612,10 @@ def correction_variance_reference(cleaned: np.ndarray, pixeldq: np.ndarray,
         d = dd[np.isfinite(dd)]
     med = np.median(d)
     s2 = (MAD_TO_SIGMA * np.median(np.abs(d - med))) ** 2
-    if params.method == "median":
-        k = np.pi / 2 if params.statistic == "median" else 1.0
-    elif params.method == "fft":
-        k = 1.0 + params.fft_n_freq + (1.0 if params.fft_alternating else 0.0)
-    else:
-        k = 2.0
+    k, a, resid = variance_factors(params)
     n = msk.sum(axis=0).astype(np.float64)
     good = n >= params.min_pixels
-    var = np.where(good, k * s2 / np.maximum(n, 1.0), np.nan)
+    var = np.where(good, column_factor(np.maximum(n, 1.0), k, a, resid) * s2, np.nan)
     fill = 2.0 * np.nanmedian(var) if good.any() else k * s2
     var = np.where(good, var, fill)
     return np.broadcast_to(var[None, :], (ny, nx)).copy(), kind

@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit
 
 from nirbeam.transforms.flicker_kernels import block_column_offsets, model_mad
-from nirbeam.transforms.flicker_params import MAD_TO_SIGMA
+from nirbeam.transforms.flicker_params import MAD_TO_SIGMA, RESID_B, RESID_C
 from nirbeam.transforms.flicker_sort import (
     BLOCK,
     fill_columns_inplace,
@@ -162,13 +162,15 @@ def _pooled_mad(vals, n, buf, work):
 @njit(cache=True, error_model="numpy")
 def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, use_mean,
                        clip_sigma, min_pixels, from_first, blocks, slot_row, comps, comp_off,
-                       pixels, want_var, k_var, two, light, out, var, offs, mode):
+                       pixels, want_var, k_var, a_var, resid, two, light, out, var,
+                       offs, mode):
     """1/f cleaning of one integration (``method='median'``), as
     :func:`~nirbeam.transforms.flicker_kernels.groups_median_kernel` on the mask of
     ``pixels`` less the pixels with a ``bad_pixel`` bit in ``pdq``; the cleaned ramp into
     ``out``. With ``want_var``: the model's variance as
-    :func:`~nirbeam.transforms.flicker_groups.correction_variance` gives it (``k_var``
-    its factor ``k``, ``two`` = 2.0) into ``var`` (float64 (ny, nx), zeros on entry: left
+    :func:`~nirbeam.transforms.flicker_groups.correction_variance` gives it (``k_var``,
+    ``a_var``, ``resid``: :func:`~nirbeam.transforms.flicker_groups.variance_factors`,
+    ``two`` = 2.0) into ``var`` (float64 (ny, nx), zeros on entry: left
     so when there is no model variance); returns :func:`model_mad` of ``out`` (``-1.0``:
     no variance; ``-2.0`` without ``want_var``).
 
@@ -350,15 +352,16 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
         # ``two`` is 2.0 given at run time: libm's pow, as numpy's scalar power in
         # correction_variance (x * x differs from it in the last bit now and then)
         s2 = (MAD_TO_SIGMA * mad) ** two
-        column_variance_kernel(ncol, s2, k_var, min_pixels, var)
+        column_variance_kernel(ncol, s2, k_var, a_var, resid, min_pixels, var)
     return mad
 
 
 @njit(cache=True, error_model="numpy")
-def column_variance_kernel(ncol, s2, k, min_pixels, var):
+def column_variance_kernel(ncol, s2, k, a, resid, min_pixels, var):
     """``var`` (ny, nx): :func:`~nirbeam.transforms.flicker_groups._column_variance`
-    (``k s2 / n`` per column with ``n = ncol >= min_pixels``, else twice the NaN-median of
-    those, ``k s2`` when no column has enough pixels)."""
+    (``column_factor(n) s2`` per column with ``n = ncol >= min_pixels``, i.e.
+    ``e s2 / (n - RESID_B - RESID_C / n)`` with ``e = k (1 + a / n)`` (``e s2 / n`` without ``resid``),
+    else twice the NaN-median of those, ``k s2`` when no column has enough pixels)."""
     ny, nx = var.shape
     col = np.empty(nx)
     vals = np.empty(nx)
@@ -367,7 +370,9 @@ def column_variance_kernel(ncol, s2, k, min_pixels, var):
     for c in range(nx):
         if ncol[c] >= min_pixels:
             anyg = True
-            v = (k * s2) / max(np.float64(ncol[c]), 1.0)
+            nc = max(np.float64(ncol[c]), 1.0)
+            e = k * (1.0 + a / nc)
+            v = (e / (max(nc - RESID_B - RESID_C / nc, 1.0) if resid else nc)) * s2
             col[c] = v
             vals[nv] = v
             nv += not np.isnan(v)
