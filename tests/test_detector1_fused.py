@@ -276,7 +276,7 @@ def test_add_model_variance_equals_numpy_formula():
         add_model_variance(res, (var, kind), ng, 0.9)
         n = ng
         if kind == "group":
-            c = (12.0 / (n * (n * n - 1)) - 36.0 / (n * n * (n + 1) ** 2)) / 0.9 ** 2
+            c = 6.0 / (n * (n * n - 1)) / 0.9 ** 2
         else:
             c = 6.0 * (n * n + 1) / (5.0 * n * (n * n - 1)) / 0.9 ** 2
         v = np.where(np.isfinite(var), var, 0.0) * c
@@ -287,3 +287,28 @@ def test_add_model_variance_equals_numpy_formula():
         np.testing.assert_array_equal(res.var_rnoise, want_vr)
         np.testing.assert_array_equal(res.err, want_err)
         assert (res.var_rnoise[ok] > vr[ok]).mean() > 0.9
+
+
+@pytest.mark.parametrize("ngroups", [3, 5, 20, 70])
+def test_group_model_variance_is_the_slope_variance_of_first_referenced_offsets(ngroups):
+    """Monte Carlo, plain numpy: 1/f offsets fitted against the first group carry an error
+    ``eta_g - eta_0`` on groups 1..N-1 (``eta`` white, variance ``v``; group 0 is not
+    corrected), and each offset's variance, ``2 v``, is what the hook reports. The OLS
+    slope of that error's ramp has the variance add_model_variance adds, within 3%
+    (40,000 draws: 0.7% standard error). The white-per-group formula it replaced gave
+    1.2x (5 groups) to 1.9x (70)."""
+    from nirbeam.transforms.detector1 import RateResult, add_model_variance
+
+    rng = np.random.default_rng(1234 + ngroups)
+    v, tg, ndraw = 2.5, 1.3, 40_000
+    eta = rng.normal(0.0, np.sqrt(v), (ndraw, ngroups))
+    err_ramp = eta - eta[:, :1]  # the correction's error on each group; 0 on group 0
+    t = np.arange(ngroups) * tg
+    slopes = np.polyfit(t, err_ramp.T, 1)[0]
+    measured = slopes.var()
+    one = np.ones((1, 1), np.float32)
+    res = RateResult(np.zeros((1, 1), np.float32), one.copy(), np.zeros((1, 1), np.uint32),
+                     np.zeros((1, 1), np.float32), one.copy())
+    add_model_variance(res, (np.full((1, 1), 2.0 * v), "group"), ngroups, tg)
+    added = float(res.var_rnoise[0, 0]) - 1.0
+    assert added == pytest.approx(measured, rel=0.03)
