@@ -23,6 +23,15 @@ this tree's code and, with ``--before-path``, another checkout's (e.g. a ``git w
 of the commit before), alternated A B A B so that both see the same machine load, and
 compares the SHA-256 of every integration's output and variance between the two
 (``identical``).
+
+The hook against its session-7 kernels in one process (issue 14 session 8):
+``--hook-shapes [--rounds R --repeat N] --out FILE`` times ``make_group_hook(FlickerParams(),
+mask)`` and the old kernels kept verbatim as the oracle of ``tests/test_hook_identity.py``
+(``OldFusedMedianHook``) on the same seeded integrations (``make_case``: the default hook's
+shapes 5 x 32 x 512, 20 x 32 x 2048, 70 x 32 x 2048, NRS1 and NRS2, with and without a
+light model), old and new interleaved call by call (CPU ms, ``time.process_time``, best
+of ``repeat`` per round, the median over ``rounds``), and checks that every output and
+variance is the same bits (``identical``).
 """
 
 from __future__ import annotations
@@ -214,6 +223,55 @@ def hook_records(records: dict, before: str | None, repeat: int, rounds: int) ->
     return res
 
 
+def hook_shapes(rounds: int, repeat: int) -> dict:
+    """The default hook (this tree) against the session-7 kernels (the oracle copy in
+    tests/test_hook_identity.py) in this process, interleaved: CPU ms per integration."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from test_hook_identity import OldFusedMedianHook, make_case, old_column_light
+
+    from nirbeam.transforms.flicker import make_group_hook
+
+    res = {}
+    for ng, ny, nx, name in [(5, 32, 512, "prism_5x32x512"), (20, 32, 2048, "g395h_20x32x2048"),
+                             (70, 32, 2048, "g395h_70x32x2048")]:
+        for det in ("NRS1", "NRS2"):
+            for lit in (False, True):
+                groups, gdq, pdq, mask = make_case(ng * 7 + nx + (det == "NRS2"), ng, ny, nx,
+                                                   det)
+                params = FlickerParams(detector=det)
+                light = (np.abs(np.random.default_rng(ng).normal(0.5, 0.3, (ny, nx)))
+                         if lit else None)
+                new = make_group_hook(params, mask, light)
+                old = OldFusedMedianHook(params, mask, None if light is None
+                                         else old_column_light(mask, light))
+                a, b = new(groups, gdq, pdq), old(groups, gdq, pdq)  # warm-up, compile
+                same = (np.array_equal(a[0].view(np.uint32), b[0].view(np.uint32))
+                        and np.array_equal(a[1][0].view(np.uint64), b[1][0].view(np.uint64))
+                        and a[1][1] == b[1][1])
+                t = {"old": [], "new": []}
+                for _ in range(rounds):
+                    best = {"old": np.inf, "new": np.inf}
+                    for _ in range(repeat):
+                        for side, fn in (("old", old), ("new", new)):
+                            c0 = time.process_time()
+                            fn(groups, gdq, pdq)
+                            best[side] = min(best[side], time.process_time() - c0)
+                    for side in t:
+                        t[side].append(1e3 * best[side])
+                o, n = float(np.median(t["old"])), float(np.median(t["new"]))
+                key = f"{name}_{det}" + ("_light" if lit else "")
+                res[key] = {"shape": [ng, ny, nx], "detector": det, "light_model": lit,
+                            "mask_pixels": int(mask.sum()),
+                            "old_cpu_ms": o, "new_cpu_ms": n, "speedup_cpu": o / n,
+                            "new_ns_per_pixel_group": 1e6 * n / (ng * ny * nx),
+                            "rounds_cpu_ms": t, "identical": bool(same)}
+                print(key, f"old {o:.3f} new {n:.3f} ms  x{o / n:.2f}  identical {same}",
+                      flush=True)
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -225,6 +283,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--hook-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--hook-shapes", action="store_true",
+                    help="the default hook vs its session-7 kernels, in one process")
     args = ap.parse_args(argv)
     if args.capture:
         capture(*args.capture, args.capture_nints)
@@ -235,6 +295,19 @@ def main(argv=None):
         print(json.dumps(hook_worker(args.hook_worker, args.repeat)))
         return
     prov = provenance(argv)
+    if args.hook_shapes:
+        load = os.getloadavg()
+        res = hook_shapes(args.rounds, args.repeat)
+        result = {"benchmark": "cleaning_cost --hook-shapes (default group hook vs the "
+                               "session-7 kernels, interleaved in one process)",
+                  "units": "CPU milliseconds per integration (time.process_time), best of "
+                           "the repeats per round, median over the rounds",
+                  "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                              "loadavg_start": load, "loadavg_end": os.getloadavg()},
+                  "rounds": args.rounds, "repeat": args.repeat, "hook": res}
+        write_result(Path(args.out), result, argv, start=prov)
+        print(f"wrote {args.out}")
+        return
     if args.hook_records:
         records = dict(kv.split("=", 1) for kv in args.hook_records.split(","))
         load = os.getloadavg()

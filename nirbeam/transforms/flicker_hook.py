@@ -37,7 +37,32 @@ from nirbeam.transforms.flicker_sort import (
 
 MAD_STORE_MAX = 1 << 23
 """Up to this many (groups x mask pixels) values the model's MAD selects from a stored
-copy (64 MB); beyond it (full frames) :func:`model_mad` streams them."""
+copy (two work arrays of 64 MB); beyond it (full frames) :func:`model_mad` streams them."""
+
+
+class HookWork:
+    """The work arrays of :func:`hook_median_kernel` for one layout, number of groups and
+    settings, allocated once (numpy) and reused by every integration of that shape.
+
+    ``store``: whether the MAD's values are stored (``MAD_STORE_MAX`` as it is when the
+    work arrays are made)."""
+
+    def __init__(self, layout: MaskLayout, ngroups: int, want_var: bool, from_first: bool,
+                 bg_median: bool):
+        ny, nx = layout.shape
+        nm = layout.pixels.shape[0]
+        nv = (ngroups - 1) * nm
+        self.key = (ngroups, want_var, from_first, bg_median, MAD_STORE_MAX)
+        self.store = bool(want_var and ngroups >= 2 and 0 < nv <= MAD_STORE_MAX)
+        big = nv if self.store else 1
+        self.arrays = (
+            np.empty(big), np.empty(big),  # vals, mbuf
+            np.empty(max(nm, 1)), np.empty(max(nm, 1), np.int64),  # work, upix
+            np.zeros(ny * nx), np.zeros(ny * nx + 1),  # base, dd
+            np.zeros((1, 1) if from_first else (ny, nx)),  # acc
+            np.empty(max(nm, 1) if bg_median else 1),  # allv
+            np.empty(max(nm, 1) if bg_median else 1),  # buf
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,6 +78,9 @@ class MaskLayout:
     slot_row : int64 (nslots, BLOCK)
         Row of the j-th mask pixel (ascending) of each column of a block; -1 where the
         column has fewer.
+    slot_flat : int64 (nslots, BLOCK)
+        The flat index ``row * nx + column`` of those pixels in a group plane; ``ny * nx``
+        (one past the plane: the kernel keeps a NaN there) where ``slot_row`` is -1.
     comps : int64 (ncomp, 2), comp_off : int64 (ny + 2,)
         Sorting networks of 0..ny values, the network of ``h`` values being
         ``comps[comp_off[h]:comp_off[h + 1]]``.
@@ -63,6 +91,7 @@ class MaskLayout:
     shape: tuple
     blocks: np.ndarray
     slot_row: np.ndarray
+    slot_flat: np.ndarray
     comps: np.ndarray
     comp_off: np.ndarray
     pixels: np.ndarray
@@ -88,11 +117,18 @@ class MaskLayout:
                 for h in range(ny + 1)]
         off = np.zeros(ny + 2, np.int64)
         off[1:] = np.cumsum([len(c) for c in nets])
+        blk = np.array(blocks, np.int64).reshape(-1, 4)
+        slot_row = np.ascontiguousarray(np.concatenate(slots) if slots else
+                                        np.zeros((0, BLOCK), np.int64))
+        slot_col = np.zeros(slot_row.shape, np.int64)
+        for c0, _, h, first in blk:
+            slot_col[first:first + h] = c0 + np.arange(BLOCK)
+        slot_flat = np.where(slot_row >= 0, slot_row * nx + slot_col, ny * nx)
         return cls(
             (ny, nx),
-            np.array(blocks, np.int64).reshape(-1, 4),
-            np.ascontiguousarray(np.concatenate(slots) if slots else np.zeros((0, BLOCK),
-                                                                               np.int64)),
+            blk,
+            slot_row,
+            np.ascontiguousarray(slot_flat, np.int64),
             np.ascontiguousarray(np.concatenate(nets).astype(np.int64).reshape(-1, 2)),
             off,
             np.flatnonzero(m.ravel()).astype(np.int64),
@@ -138,32 +174,31 @@ def _group_values(out, k, ka, upix, vals, work, buf, per_group):
 
 
 @njit(cache=True, error_model="numpy")
-def _pooled_mad(vals, n, buf, work):
+def _pooled_mad(vals, n, buf):
     """MAD of the finite values of ``vals[:n]`` (already less their group's median):
     ``median(|r - median(r)|)``, NaN when none is finite (:func:`model_mad`'s two
-    streamed medians)."""
+    streamed medians). The finite values are compacted to the front of ``vals`` (in
+    place) when some are not."""
     nf = 0
     for i in range(n):  # a counting pass (vectorises)
         nf += np.isfinite(vals[i])
-    src = vals
     if nf < n:
         m = 0
-        for i in range(n):
+        for i in range(n):  # forward: vals[m] (m <= i) is read before it is written
             v = vals[i]
-            work[m] = v
+            vals[m] = v
             m += np.isfinite(v)
-        src = work
     if nf == 0:
         return np.nan
-    med = order_pair(src, nf, (nf - 1) // 2, nf // 2, buf)
-    return order_pair_abs(src, nf, med, (nf - 1) // 2, nf // 2, buf)
+    med = order_pair(vals, nf, (nf - 1) // 2, nf // 2, buf)
+    return order_pair_abs(vals, nf, med, (nf - 1) // 2, nf // 2, buf)
 
 
 @njit(cache=True, error_model="numpy")
 def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, use_mean,
-                       clip_sigma, min_pixels, from_first, blocks, slot_row, comps, comp_off,
-                       pixels, want_var, k_var, a_var, resid, two, light, out, var,
-                       offs, mode):
+                       clip_sigma, min_pixels, from_first, blocks, slot_row, slot_flat, comps,
+                       comp_off, pixels, want_var, k_var, a_var, resid, two, light, out, var,
+                       offs, mode, store, vals, mbuf, work, upix, base, dd, acc, allv, buf):
     """1/f cleaning of one integration (``method='median'``), as
     :func:`~nirbeam.transforms.flicker_kernels.groups_median_kernel` on the mask of
     ``pixels`` less the pixels with a ``bad_pixel`` bit in ``pdq``; the cleaned ramp into
@@ -185,8 +220,15 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
     (a filtered model, :mod:`~nirbeam.transforms.flicker_readout`; ``light`` is then not
     used: it is in ``offs``). With ``mode`` 0 ``offs`` may be (0, 0).
     ``bg_mode`` 0: no background, 1: the scalar ``bg_value``, 2: the median of each
-    difference's usable mask pixels. ``blocks``, ``slot_row``, ``comps``, ``comp_off``,
-    ``pixels``: a :class:`MaskLayout`.
+    difference's usable mask pixels. ``blocks``, ``slot_row``, ``slot_flat``, ``comps``,
+    ``comp_off``, ``pixels``: a :class:`MaskLayout`.
+
+    Work arrays (:class:`HookWork`, allocated by the caller once and reused: large
+    allocations inside a kernel cost page faults on every call): ``store`` whether the
+    MAD's values are stored (``vals``, ``mbuf`` >= (ng - 1) x mask pixels; else
+    streamed), ``work``, ``upix`` (>= mask pixels), ``base`` (ny * nx), ``dd``
+    (ny * nx + 1), ``acc`` (ny, nx) for group differences, ``allv``, ``buf`` (>= mask pixels) for
+    ``bg_mode`` 2.
     """
     ng, ny, nx = g.shape
     bw = slot_row.shape[1]
@@ -207,14 +249,14 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
     scale = np.empty(bw)
     lim = np.empty(bw)
     tot = np.empty(bw)
-    allv = np.empty(max(nm, 1) if bg_mode == 2 else 1)
-    buf = np.empty(max(nm, 1) if bg_mode == 2 else 1)
-    acc = np.zeros((ny, nx)) if not from_first else np.zeros((1, 1))
     gf = g.reshape((ng, ny * nx))
     qf = gdq.reshape((ng, ny * nx))
     pf = pdq.reshape(ny * nx)
+    if not from_first:
+        for y in range(ny):
+            for c in range(nx):
+                acc[y, c] = 0.0
     # the model's MAD (correction_variance): the mask pixels without a bad_pixel bit
-    upix = np.empty(nm, np.int64)
     nmu = 0
     for i in range(nm):
         px = pixels[i]
@@ -232,34 +274,31 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
                     y = rr[cc]
                     if y >= 0:
                         ncol[c0 + cc] += (np.int64(pdq[y, c0 + cc]) & bad_pixel) == 0
-    # values stored for the MAD's medians unless there are too many (then streamed)
-    store = want_var and ng >= 2 and 0 < (ng - 1) * nmu <= MAD_STORE_MAX
-    nv = (ng - 1) * nmu if store else 1
-    vals = np.empty(nv)
-    work = np.empty(nv if store else 1)
-    mbuf = np.empty(nv if store else 1)
+    store = store and want_var and ng >= 2 and nmu > 0
     nfin = 0
     for y in range(ny):
         for c in range(nx):
             out[0, y, c] = g[0, y, c]
-    # with from_first (jump = 0): the first group's value and whether its pixel is usable
-    # (in the mask, no bad_pixel bit, no ``other`` bit in the first group)
-    nsl = slot_row.shape[0] if from_first else 0
-    base = np.zeros((nsl, bw))
-    ok0 = np.zeros((nsl, bw), np.bool_)
-    for b in range(blocks.shape[0] if from_first else 0):
-        c0 = blocks[b, 0]
-        for j in range(blocks[b, 3], blocks[b, 3] + blocks[b, 2]):
-            for cc in range(blocks[b, 1]):
-                y = slot_row[j, cc]
-                if y >= 0:
-                    c = c0 + cc
-                    base[j, cc] = np.float64(g[0, y, c])
-                    ok0[j, cc] = ((np.int64(pdq[y, c]) & bad_pixel) == 0) & (
-                        (np.int64(gdq[0, y, c]) & other) == 0)
+    # Each difference is computed over the whole plane first, in memory order (a loop
+    # that vectorises): ``dd`` holds the value less the background where the pixel is
+    # usable, NaN where not (a usable value is finite); the blocks then gather their
+    # slots from it (``slot_flat``; slots without a pixel read the NaN at ``dd[ny * nx]``).
+    # ``base``: NaN where the pixel is not usable (a bad_pixel bit; with from_first
+    # (jump = 0) an ``other`` bit in the first group), else the first group as float64
+    # (from_first) or 0.0.
+    npx = ny * nx
+    dd[npx] = np.nan
+    for i in range(npx):
+        ok = ((np.int64(pf[i]) & bad_pixel) == 0) & (
+            (not from_first) | ((np.int64(qf[0, i]) & other) == 0))
+        base[i] = (np.float64(gf[0, i]) if from_first else 0.0) if ok else np.nan
     for k in range(ng - 1):
         ka = 0 if from_first else k
         kb = k + 1
+        gk = gf[kb]
+        qk = qf[kb]
+        gka = gf[ka]
+        qka = qf[ka]
         if mode == 2:  # the model is given
             for c in range(nx):
                 off[c, 0] = offs[k, c]
@@ -276,37 +315,38 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
                 allv[nall] = v
                 nall += u
             bg = sorted_median(allv, nall, buf) if nall > 0 else 0.0
+        if mode != 2:
+            if from_first:  # the first group's part is the same in every difference
+                for i in range(npx):
+                    v = np.float64(gk[i]) - base[i]  # NaN where not usable in group 0
+                    u = ((np.int64(qk[i]) & other) == 0) & np.isfinite(v)
+                    dd[i] = (v - bg) if u else np.nan
+            else:
+                for i in range(npx):
+                    v = np.float64(gk[i]) - np.float64(gka[i])
+                    q0 = np.int64(qka[i])
+                    q1 = np.int64(qk[i])
+                    u = (((((q0 | q1) & other) | (q1 & jump)) == 0) & np.isfinite(v)
+                         & np.isfinite(base[i]))
+                    dd[i] = (v - bg) if u else np.nan
         for b in range(blocks.shape[0] if mode != 2 else 0):
             c0 = blocks[b, 0]
             w = blocks[b, 1]
             h = blocks[b, 2]
             s0 = blocks[b, 3]
-            for cc in range(w):
+            for cc in range(bw):
                 n[cc] = 0
             for j in range(h):
-                rr = slot_row[s0 + j]
-                b0r = base[s0 + j]
-                ok0r = ok0[s0 + j]
-                for cc in range(w):
-                    y = rr[cc]
-                    u = False
-                    dv = 0.0
-                    if from_first:  # the first group's part is the same in every difference
-                        if ok0r[cc]:
-                            v = np.float64(g[kb, y, c0 + cc]) - b0r[cc]
-                            u = ((np.int64(gdq[kb, y, c0 + cc]) & other) == 0) & np.isfinite(v)
-                            dv = v - bg
-                    elif y >= 0:
-                        c = c0 + cc
-                        v = np.float64(g[kb, y, c]) - np.float64(g[ka, y, c])
-                        q0 = np.int64(gdq[ka, y, c])
-                        q1 = np.int64(gdq[kb, y, c])
-                        u = ((np.int64(pdq[y, c]) & bad_pixel) == 0) & (
-                            (((q0 | q1) & other) | (q1 & jump)) == 0) & np.isfinite(v)
-                        dv = v - bg
-                    use[j, cc] = u
-                    d[j, cc] = dv if u else 0.0
-                    s[j, cc] = dv if u else np.inf
+                fr = slot_flat[s0 + j]
+                ur = use[j]
+                dr = d[j]
+                sr = s[j]
+                for cc in range(bw):  # a gather (vectorises)
+                    dv = dd[fr[cc]]
+                    u = not np.isnan(dv)
+                    ur[cc] = u
+                    dr[cc] = dv if u else 0.0
+                    sr[cc] = dv if u else np.inf
                     n[cc] += u
             net = comps[comp_off[h]:comp_off[h + 1]]
             block_column_offsets(s, d, use, keep, n, m, om, oz, scale, lim, tot, h, w, net,
@@ -342,7 +382,7 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
     if ng >= 2 and nmu > 0:
         if store:
             if nfin >= 2:
-                mad = _pooled_mad(vals, (ng - 1) * nmu, mbuf, work)
+                mad = _pooled_mad(vals, (ng - 1) * nmu, mbuf)
         else:
             msk = np.zeros(ny * nx, np.bool_)
             for i in range(nmu):

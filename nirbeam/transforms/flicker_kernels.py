@@ -102,7 +102,8 @@ def block_column_offsets(s, d, use, keep, n, m, om, oz, scale, lim, tot, h, w, n
     ``clip_sigma``); ``good[c0 + cc]`` is whether the column has ``min_pixels`` and a
     finite statistic, ``off[c0 + cc, 0]`` the statistic (0.0 if not good). ``s`` is
     sorted in place; ``keep``, ``m``, ``om``, ``oz``, ``scale``, ``lim``, ``tot`` are
-    work arrays."""
+    work arrays (``scale`` is left at the std of the second round: the third round's
+    std would not be used)."""
     sort_columns(s, net, w)
     for cc in range(w):
         nn = n[cc]
@@ -117,7 +118,7 @@ def block_column_offsets(s, d, use, keep, n, m, om, oz, scale, lim, tot, h, w, n
             nn = n[cc]
             mad = 0.5 * (s[(nn - 1) // 2, cc] + s[nn // 2, cc]) if nn > 0 else np.nan
             scale[cc] = MAD_TO_SIGMA * mad
-        for _ in range(3):
+        for rnd in range(3):
             for cc in range(w):
                 lim[cc] = clip_sigma * (scale[cc] if np.isfinite(scale[cc]) else 0.0)
                 tot[cc] = 0.0
@@ -133,6 +134,8 @@ def block_column_offsets(s, d, use, keep, n, m, om, oz, scale, lim, tot, h, w, n
                 om[cc] = tot[cc] / max(m[cc], 1) if m[cc] > 0 else np.nan
                 oz[cc] = om[cc] if m[cc] > 0 else 0.0
                 tot[cc] = 0.0
+            if rnd == 2:  # the last round's std is not used
+                break
             for y in range(h):
                 for cc in range(w):
                     r = d[y, cc] - oz[cc]
