@@ -10,8 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 from nirbeam import dqflags
-from nirbeam.transforms import flicker_hook
-from nirbeam.transforms.flicker_hook import HookWork, MaskLayout, hook_median_kernel
+from nirbeam.transforms.flicker_hook import HookWorkPool, MaskLayout, hook_median_kernel
 from nirbeam.transforms.flicker_image import (
     cosine_basis,
     make_cleaner,
@@ -500,7 +499,7 @@ class _FusedMedianHook:
         self.wiener = params.readout_filter == "wiener"
         self.kind = "group" if self.from_first else "difference"
         self.k, self.a, self.resid = variance_factors(params)  # as _variance_inputs
-        self._work = []  # HookWork sets not in use (taken and put back per call: threads)
+        self._work = HookWorkPool(self.layout)  # work arrays reused per call
         bits = np.uint32(GROUP_BAD_BITS)
         if self.from_first:  # every bad bit counts in both groups
             self.jump, self.other = 0, int(bits)
@@ -523,20 +522,8 @@ class _FusedMedianHook:
         want_var = self.error_term or self.wiener
         var = np.zeros(self.shape) if want_var else np.zeros((1, 1))
         offs = np.empty((g.shape[0] - 1, self.shape[1])) if self.wiener else np.empty((0, 0))
-        key = (g.shape[0], want_var, self.from_first, self.bg_mode == BG_MEDIAN,
-               flicker_hook.MAD_STORE_MAX)
-        work = None
-        while self._work:  # list.pop / append are atomic: each call has its own set
-            try:
-                w = self._work.pop()
-            except IndexError:
-                break
-            if w.key == key:
-                work = w
-                break
-        if work is None:
-            work = HookWork(lay, g.shape[0], want_var, self.from_first,
-                            self.bg_mode == BG_MEDIAN)
+        work = self._work.take(g.shape[0], want_var, self.from_first,
+                               self.bg_mode == BG_MEDIAN)
         args = (int(dqflags.DO_NOT_USE), self.other, self.jump, self.bg_mode, 0.0,
                 self.use_mean, 3.0, self.min_pixels, self.from_first, lay.blocks,
                 lay.slot_row, lay.slot_flat, lay.comps, lay.comp_off, lay.pixels)
@@ -552,7 +539,7 @@ class _FusedMedianHook:
                                work.store and self.error_term, *work.arrays)
             if self.error_term:
                 var *= gain
-        self._work.append(work)
+        self._work.give(work)
         if not self.error_term:
             return out
         return out, (var, self.kind)

@@ -135,6 +135,30 @@ class MaskLayout:
         )
 
 
+class HookWorkPool:
+    """:class:`HookWork` sets of one layout not in use: :meth:`take` one (made when none
+    fits), :meth:`give` it back after the call. ``list.pop`` and ``append`` are atomic,
+    so calls from several threads each get their own set."""
+
+    def __init__(self, layout: MaskLayout):
+        self.layout = layout
+        self.free = []
+
+    def take(self, ngroups: int, want_var: bool, from_first: bool, bg_median: bool):
+        key = (ngroups, want_var, from_first, bg_median, MAD_STORE_MAX)
+        while self.free:
+            try:
+                w = self.free.pop()
+            except IndexError:
+                break
+            if w.key == key:
+                return w
+        return HookWork(self.layout, ngroups, want_var, from_first, bg_median)
+
+    def give(self, work: HookWork):
+        self.free.append(work)
+
+
 @njit(cache=True, error_model="numpy")
 def _group_values(out, k, ka, upix, vals, work, buf, per_group):
     """The background values of group ``k`` that :func:`model_mad` takes the medians of,
