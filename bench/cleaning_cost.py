@@ -128,9 +128,10 @@ def capture(simdir: str, npz: str, nints: int) -> None:
     orig = fl.make_group_hook
     caps = {"groups": [], "gdq": [], "pdq": [], "mask": None}
 
-    def make(params, mask=None):
-        inner = orig(params, mask)
+    def make(params, mask=None, light=None):
+        inner = orig(params, mask, light)
         caps["mask"] = mask
+        caps["light"] = light
 
         def hook(g, q, p):
             if len(caps["groups"]) < nints:
@@ -151,7 +152,9 @@ def capture(simdir: str, npz: str, nints: int) -> None:
     if rc != 0 or caps["mask"] is None:
         raise SystemExit(f"capture: nirbeam run gave {rc} (mask captured: "
                          f"{caps['mask'] is not None})")
-    np.savez(npz, **{k: np.stack(caps[k]) for k in ("groups", "gdq", "pdq")}, mask=caps["mask"])
+    extra = {} if caps.get("light") is None else {"light": caps["light"]}
+    np.savez(npz, **{k: np.stack(caps[k]) for k in ("groups", "gdq", "pdq")}, mask=caps["mask"],
+             **extra)
     print(f"captured {len(caps['groups'])} integrations into {npz}")
 
 
@@ -166,7 +169,8 @@ def hook_worker(npz: str, repeat: int) -> dict:
     groups, gdq, pdq, mask = d["groups"], d["gdq"], d["pdq"], d["mask"]
     n = groups.shape[0]
     t0 = time.perf_counter()
-    hook = make_group_hook(FlickerParams(), mask)
+    light = d["light"] if "light" in d.files else None  # the pipeline's light model
+    hook = make_group_hook(FlickerParams(), mask, light)
     t_make = time.perf_counter() - t0
     digest = hashlib.sha256()
     for i in range(n):  # also the warm-up (numba compile / cache load)
@@ -185,7 +189,7 @@ def hook_worker(npz: str, repeat: int) -> dict:
     return {"nints": n, "shape": list(groups.shape[1:]), "mask_pixels": int(mask.sum()),
             "hook_ms_per_int": 1e3 * float(best.mean()),
             "hook_cpu_ms_per_int": 1e3 * float(cpu.mean()),
-            "make_hook_ms": 1e3 * t_make, "hook_type": type(hook).__name__,
+            "make_hook_ms": 1e3 * t_make, "light_model": light is not None, "hook_type": type(hook).__name__,
             "sha256": digest.hexdigest()}
 
 

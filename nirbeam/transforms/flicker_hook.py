@@ -166,7 +166,7 @@ def _group_values(out, k, ka, upix, vals, work, buf, per_group):
     ``upix``, less the group's NaN-ignoring median when ``per_group`` (right after the
     group was written: its values are in cache). Returns (finite values before the
     median is taken off, the median: 0.0 without ``per_group``, NaN when the group
-    has no value; its values then count for nothing)."""
+    has no value; its values then count for nothing, finite values stored: 0 then)."""
     ng, ny, nx = out.shape
     of = out.reshape((ng, ny * nx))
     nmu = upix.shape[0]
@@ -179,10 +179,10 @@ def _group_values(out, k, ka, upix, vals, work, buf, per_group):
         nfin += np.isfinite(v)
         nnan += np.isnan(v)
     if not per_group:
-        return nfin, 0.0
+        return nfin, 0.0, nfin
     nn = nmu - nnan
     if nn == 0:
-        return nfin, np.nan
+        return nfin, np.nan, 0
     src = vals
     if nnan > 0:  # np.nanmedian: the values less the NaN
         m = 0
@@ -192,20 +192,20 @@ def _group_values(out, k, ka, upix, vals, work, buf, per_group):
             m += not np.isnan(v)
         src = work
     med = sorted_median(src, nn, buf)
+    nkeep = 0
     for i in range(nmu):
-        vals[i] = vals[i] - med
-    return nfin, med
+        r = vals[i] - med
+        vals[i] = r
+        nkeep += np.isfinite(r)
+    return nfin, med, nkeep
 
 
 @njit(cache=True, error_model="numpy")
-def _pooled_mad(vals, n, buf):
-    """MAD of the finite values of ``vals[:n]`` (already less their group's median):
-    ``median(|r - median(r)|)``, NaN when none is finite (:func:`model_mad`'s two
-    streamed medians). The finite values are compacted to the front of ``vals`` (in
-    place) when some are not."""
-    nf = 0
-    for i in range(n):  # a counting pass (vectorises)
-        nf += np.isfinite(vals[i])
+def _pooled_mad(vals, n, nf, buf):
+    """MAD of the ``nf`` finite values of ``vals[:n]`` (already less their group's
+    median; ``nf`` counted as they were stored): ``median(|r - median(r)|)``, NaN when
+    none is finite (:func:`model_mad`'s two streamed medians). The finite values are
+    compacted to the front of ``vals`` (in place) when some are not."""
     if nf < n:
         m = 0
         for i in range(n):  # forward: vals[m] (m <= i) is read before it is written
@@ -300,6 +300,7 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
                         ncol[c0 + cc] += (np.int64(pdq[y, c0 + cc]) & bad_pixel) == 0
     store = store and want_var and ng >= 2 and nmu > 0
     nfin = 0
+    nkept = 0  # finite values stored for the MAD
     for y in range(ny):
         for c in range(nx):
             out[0, y, c] = g[0, y, c]
@@ -394,9 +395,10 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
                     acc[y, c] = a
                     out[kb, y, c] = np.float32(np.float64(g[kb, y, c]) - a)
         if store:
-            f, mk = _group_values(out, kb, 0 if from_first else k, upix,
+            f, mk, nk = _group_values(out, kb, 0 if from_first else k, upix,
                                   vals[k * nmu:(k + 1) * nmu], work, mbuf, from_first)
             nfin += f
+            nkept += nk
             if np.isnan(mk):  # a group without values: left out of the MAD
                 for i in range(k * nmu, (k + 1) * nmu):
                     vals[i] = np.nan
@@ -406,7 +408,7 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
     if ng >= 2 and nmu > 0:
         if store:
             if nfin >= 2:
-                mad = _pooled_mad(vals, (ng - 1) * nmu, mbuf)
+                mad = _pooled_mad(vals, (ng - 1) * nmu, nkept, mbuf)
         else:
             msk = np.zeros(ny * nx, np.bool_)
             for i in range(nmu):
