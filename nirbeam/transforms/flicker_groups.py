@@ -32,6 +32,7 @@ from nirbeam.transforms.flicker_params import (
     check_2d,
     column_factor,
     variance_factors,
+    with_walk,
 )
 from nirbeam.transforms.flicker_readout import noise_level, readout_wiener, rebuild_ramp
 from nirbeam.transforms.flicker_sort import (
@@ -434,7 +435,7 @@ def make_group_hook(
                               params.group_reference == "first")
         if not params.error_term:
             return out
-        return out, correction_variance(out, pixeldq, m, params)
+        return out, with_walk(correction_variance(out, pixeldq, m, params), pixeldq, m, params)
 
     def _general_wiener(groups, groupdq, pixeldq, m):
         # the fused hook's steps with numpy: offsets and model variance as without the
@@ -453,7 +454,7 @@ def make_group_hook(
         if not params.error_term:
             return out2
         var2, kind = correction_variance(out2, pixeldq, m, params)
-        return out2, (var2 * gain, kind)
+        return out2, with_walk((var2 * gain, kind), pixeldq, m, params)
 
     hook = general
     if fixed is not None and params.method == "median":
@@ -488,6 +489,7 @@ class _FusedMedianHook:
     def __init__(self, params: FlickerParams, mask: np.ndarray, general: Callable,
                  light: np.ndarray | None = None):
         self.general = general
+        self.params, self.mask = params, mask
         self.light = np.zeros(0) if light is None else np.ascontiguousarray(light, np.float64)
         self.shape = mask.shape
         self.layout = MaskLayout.from_mask(mask)
@@ -542,7 +544,7 @@ class _FusedMedianHook:
         self._work.give(work)
         if not self.error_term:
             return out
-        return out, (var, self.kind)
+        return out, with_walk((var, self.kind), p, self.mask, self.params)
 
 
 def correction_variance(cleaned: np.ndarray, pixeldq: np.ndarray, mask: np.ndarray,
