@@ -563,6 +563,17 @@ def _calibrate_cube(ramp, do_dqinit, mask,
                                            readpatt)
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _load_px(D, Q, LD, s, x, g_in, q_in, row):
+    """Pixel ``x`` of the input cube's row ``row`` into ring slot ``s`` pixel-major
+    (``D[s, x]``, ``Q[s, x]``), once per ring fill (``LD[s, x]``)."""
+    if not LD[s, x]:
+        for g in range(D.shape[2]):
+            D[s, x, g] = g_in[g, row, x]
+            Q[s, x, g] = q_in[g, row, x]
+        LD[s, x] = True
+
+
 @njit(cache=True, error_model="numpy")
 def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                 do_dqinit, mask,
@@ -604,6 +615,8 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
     SW = np.empty((5, nx), np.float64)
     SI = np.empty((3, nx), np.int32)
     GR = np.empty((3, ng, nx), np.float32)  # the ring's rows, group-major (screen, fit)
+    QA = np.zeros((3, nx), np.uint8)  # OR of a pixel's input group DQ (pre and screen)
+    LD = np.zeros((3, nx), np.bool_)  # D, Q of the pixel loaded (pre and screen)
     QR = np.empty((ng, nx), np.uint8)
     FW = np.empty((8, nx), np.float64)
     FPW = np.empty(nx, np.int64)
@@ -624,7 +637,22 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
             # ---- calibrate (or load) + jump-test row cr into ring slot s
             s = cr % 3
             rany = False
-            if pre:  # calibrated (and group-hooked) groups given: load the row
+            if pre and screen:
+                # calibrated (and group-hooked) groups given, screened: the row is copied
+                # group-major only (contiguous, for screen_row and fit_clean_row); its
+                # pixel-major copy (D, Q) is made per pixel, only for the pixels that
+                # need it (jump_pixel, a neighbour's JUMP flags, fit_pixel): _load_px
+                for x in range(nx):
+                    PDQ[s, x] = p_in[cr, x]
+                    QA[s, x] = 0
+                    LD[s, x] = False
+                for g in range(ng):
+                    for x in range(nx):
+                        GR[s, g, x] = g_in[g, cr, x]
+                        qv = q_in[g, cr, x]
+                        QR[g, x] = qv
+                        QA[s, x] |= qv
+            elif pre:  # calibrated (and group-hooked) groups given: load the row
                 for x in range(nx):
                     PDQ[s, x] = p_in[cr, x]
                 for g in range(ng):
@@ -638,11 +666,7 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                            do_dark, dark, dark_dq)
             if screen:
                 for g in range(ng):
-                    if pre:
-                        for x in range(nx):
-                            GR[s, g, x] = g_in[g, cr, x]
-                            QR[g, x] = q_in[g, cr, x]
-                    else:
+                    if not pre:
                         for x in range(nx):
                             GR[s, g, x] = D[s, x, g]
                             QR[g, x] = Q[s, x, g]
@@ -661,6 +685,8 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                         KHI[s, x] = SHI[x]
                         PANY[s, x] = False
                         continue
+                    if pre and screen:
+                        _load_px(D, Q, LD, s, x, g_in, q_in, cr)
                     n, anynb, klo, khi = _jump.jump_pixel(
                         D[s, x], Q[s, x], ng, gn, readnoise[cr, x], nframes, single_pass, rej,
                         thr2, thr3, do_nb, nb_min, nb_max, fd, wk, NB[s, x], keys, kpos)
@@ -682,12 +708,15 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
         if screen:
             _rf.fit_clean_row(GR[sf], gain[f], readnoise[f], nframes, tgroup, dcur, wtab, stab,
                               KLO[sf], KHI[sf], FW, FPW, FS, FE, FP, FR)
+        lazy = pre and screen
         for x in range(nx):
             q = Q[sf, x]
             if near:
                 cand = ((up >= 0 and PANY[up, x]) or (dn >= 0 and PANY[dn, x])
                         or (x > 0 and PANY[sf, x - 1]) or (x < nx - 1 and PANY[sf, x + 1]))
                 if cand:
+                    if lazy:
+                        _load_px(D, Q, LD, sf, x, g_in, q_in, f)
                     for g in range(1, ng):
                         if q[g] & _BAD:
                             continue
@@ -700,10 +729,13 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
             pq = PDQ[sf, x]
             clean = screen and SOKR[sf, x] and gain[f, x] > 0 and not (pq & (_U_DNU | _U_SAT))
             if clean:
-                for g in range(ng):
-                    if q[g] != 0:
-                        clean = False
-                        break
+                if lazy and not LD[sf, x]:  # q is the input row's: QA is its OR
+                    clean = QA[sf, x] == 0
+                else:
+                    for g in range(ng):
+                        if q[g] != 0:
+                            clean = False
+                            break
             if clean:
                 rate[f, x] = FS[x]  # fit_pixel's result for a clean pixel (fit_clean_row)
                 err[f, x] = FE[x]
@@ -711,6 +743,8 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                 var_p[f, x] = FP[x]
                 var_r[f, x] = FR[x]
                 continue
+            if lazy:
+                _load_px(D, Q, LD, sf, x, g_in, q_in, f)
             for g in range(ng):
                 gl[g] = q[g]
             rr, ee, qq, vp, vr = _rf.fit_pixel(D[sf, x], gl, ng, PDQ[sf, x], gain[f, x],
