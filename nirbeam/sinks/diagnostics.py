@@ -456,8 +456,9 @@ def _plot_group(outdir, root, pdir, g, plots, kinds) -> list[PlotEntry]:
             sampled = _SampledRates(root, g, idx)
 
             def trace_plot(p):
-                c, w = sampled.trace(arrays["trace_center"], float(attrs["half_width"]),
-                                     tuple(bg) if bg else None)
+                c, w = sampled.both(arrays["trace_center"], float(attrs["half_width"]),
+                                    tuple(bg) if bg else None,
+                                    arrays.get("scene_mask") if want("flicker") else None)
                 plots.plot_trace_vs_time(tr_t, c, w, p, title=f"Trace position and width {g}"
                                          + (f" ({idx.size} sampled integrations)"
                                             if idx.size < done.sum() else ""))
@@ -495,12 +496,25 @@ class _SampledRates:
             yield (zarr_store.read_stack(self.root, self.g, "rateints", "sci", sel),
                    zarr_store.read_stack(self.root, self.g, "rateints", "dq", sel))
 
+    def both(self, trace_center, half_width, background_region, scene_mask):
+        """:meth:`trace` and :meth:`column_offsets` from one read of the blocks (the same
+        kernels on the same blocks: the same values); kept for the second plot."""
+        tr, cm = [], []
+        for sci, dq in self.blocks():
+            tr.append(measure_trace(sci, dq, trace_center, half_width, background_region))
+            if scene_mask is not None:
+                cm.append(_column_medians(sci, dq, scene_mask))
+        self._offsets = _column_offsets_of(cm) if scene_mask is not None else None
+        return (np.concatenate([p[0] for p in tr]), np.concatenate([p[1] for p in tr]))
+
     def trace(self, trace_center, half_width, background_region):
         parts = [measure_trace(sci, dq, trace_center, half_width, background_region)
                  for sci, dq in self.blocks()]
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
     def column_offsets(self, scene_mask):
+        if getattr(self, "_offsets", None) is not None:  # read with the trace (:meth:`both`)
+            return self._offsets
         return _column_offsets_of(_column_medians(sci, dq, scene_mask)
                                   for sci, dq in self.blocks())
 

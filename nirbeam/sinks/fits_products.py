@@ -18,7 +18,7 @@ from astropy.io import fits
 
 from nirbeam.sinks.tables import atomic_path
 
-__all__ = ["X1dTable", "primary_hdu", "write_x1dints", "x1dints_hdulist", "write_rateints_fits", "X1DINTS_COLUMNS"]
+__all__ = ["X1dTable", "primary_hdu", "write_x1dints", "x1dints_hdulist", "x1dints_row_bytes", "write_rateints_fits", "X1DINTS_COLUMNS"]
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,10 @@ def _column(name, code, vector, nw, array, unit=None):
     return fits.Column(name, fmt, unit=unit, array=np.asarray(array, dt))
 
 
-def x1dints_hdulist(t: X1dTable) -> fits.HDUList:
-    """The TSOMultiSpecModel HDUs of one exposure/detector (see :func:`write_x1dints`)."""
+def _x1d_values(t: X1dTable) -> tuple[dict, dict, bool]:
+    """The EXTRACT1D column values (name -> array), their units and whether the spectral
+    axis is pixels (no wavelengths), shared by :func:`x1dints_hdulist` and
+    :func:`x1dints_row_bytes`."""
     n, nw = t.flux.shape
     pixel = (t.wavelength_source or "none").startswith("none")
     wl = np.broadcast_to(np.full(nw, np.nan) if pixel else np.asarray(t.wavelength, float),
@@ -146,6 +148,37 @@ def x1dints_hdulist(t: X1dTable) -> fits.HDUList:
              "FLUX_VAR_POISSON": f"({fu})^2", "FLUX_VAR_RNOISE": f"({fu})^2",
              "FLUX_VAR_FLAT": f"({fu})^2", "BACKGROUND": fu, "MJD-BEG": "d", "MJD-AVG": "d",
              "MJD-END": "d", "TDB-BEG": "d", "TDB-MID": "d", "TDB-END": "d"}
+    return values, units, pixel
+
+
+def x1dints_row_bytes(t: X1dTable) -> bytes:
+    """The EXTRACT1D rows of ``t`` as a FITS binary table stores them (big-endian fields
+    in :data:`X1DINTS_COLUMNS` order, uint32 columns as int32 with TZERO = 2**31), without
+    astropy: the bytes :func:`x1dints_hdulist`'s table data are written as (checked
+    against astropy's by :func:`nirbeam.stream.products._write_x1dints` on every file's
+    first block, and by tests/test_products_x1d_rows.py)."""
+    values, _units, _pixel = _x1d_values(t)
+    n, nw = t.flux.shape
+    dt = np.dtype([(name, ">i4" if code in ("J", "UJ") else ">f8", (nw,) if vec else ())
+                   for name, code, vec in X1DINTS_COLUMNS])
+    rec = np.empty(n, dt)
+    for name, code, _vec in X1DINTS_COLUMNS:
+        v = values[name]
+        if code == "UJ":
+            v = (np.asarray(v, np.uint32) ^ np.uint32(0x80000000)).view(np.int32)
+        elif code == "J":
+            v = np.asarray(v, np.int32)
+        else:
+            v = np.asarray(v, np.float64)
+        rec[name] = v
+    return rec.tobytes()
+
+
+def x1dints_hdulist(t: X1dTable) -> fits.HDUList:
+    """The TSOMultiSpecModel HDUs of one exposure/detector (see :func:`write_x1dints`)."""
+    values, units, pixel = _x1d_values(t)
+    n, nw = t.flux.shape
+    fu = t.flux_unit
     cols = [_column(name, code, vec, nw, values[name], units.get(name))
             for name, code, vec in X1DINTS_COLUMNS]
     h = fits.BinTableHDU.from_columns(cols, name="EXTRACT1D")

@@ -295,17 +295,21 @@ def _write_x1dints(outdir, plan, num, wl, flux, err, cdq, S, source,
     Written in blocks of :data:`X1D_BLOCK` rows, so that memory does not grow with NINTS
     (the whole table at once held ~265 MiB over its inputs for 465 x 2048 columns): each
     block's HDUs are made by :func:`nirbeam.sinks.fits_products.x1dints_hdulist` and
-    written by astropy into memory; the file is the first block's primary HDU, its
+    written by astropy into memory (the first block; the later ones' rows by
+    :func:`nirbeam.sinks.fits_products.x1dints_row_bytes`, numpy alone, used only when it
+    gives the first block's rows byte for byte as astropy wrote them: astropy's header
+    and table building cost ~0.1 s a block); the file is the first block's primary HDU, its
     EXTRACT1D header with ``NAXIS2`` = all rows, every block's row bytes, the padding, and
     the INT_TIMES HDU (the exposure's, the same in every block). A FITS binary table is
     its rows one after another, so the file is byte for byte the one
     :func:`nirbeam.sinks.fits_products.write_x1dints` writes for the whole table
     (tests/test_products_memory.py).
     """
-    from nirbeam.sinks.fits_products import x1dints_hdulist
+    from nirbeam.sinks.fits_products import x1dints_hdulist, x1dints_row_bytes
     from nirbeam.sinks.tables import atomic_path
 
     name = f"{plan.meta.group_name}_x1dints.fits"
+    fast = False
     n = len(num)
     unit = "DN/s"
     nbytes = 0
@@ -316,10 +320,15 @@ def _write_x1dints(outdir, plan, num, wl, flux, err, cdq, S, source,
             t, unit = x1dints_table(plan, num[sl], wl, flux[sl], err[sl], cdq[sl],
                                     {k: S[k][sl] for k in _X1D_SPECTRA}, source, photom,
                                     quiet=start > 0)
-            head, rows, tail_ = _hdu_parts(x1dints_hdulist(t), n)
-            if start == 0:
-                f.write(head)
-                tail = tail_
+            if start == 0 or not fast:
+                head, rows, tail_ = _hdu_parts(x1dints_hdulist(t), n)
+                if start == 0:
+                    f.write(head)
+                    tail = tail_
+                    # the later blocks' rows without astropy, when they are the same bytes
+                    fast = x1dints_row_bytes(t) == rows
+            else:
+                rows = x1dints_row_bytes(t)
             f.write(rows)
             nbytes += len(rows)
             del t, rows
