@@ -468,8 +468,8 @@ def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi, singl
 #: positions of the keys; in the iterative mode, the ranked |diff| values) instead of
 #: pairwise rank counts, ``(nd - 1) nd`` compares per pixel (measured crossover:
 #: bench/jump_screen_cost.py).
-_NET_MIN_MEDIAN = 12
-_NET_MIN_RANKS = 12
+_NET_MIN_MEDIAN = 21
+_NET_MIN_RANKS = 20
 #: Pixels sorted together (the block's keys stay in L1 while the network runs).
 _NET_BLOCK = 128
 
@@ -600,6 +600,8 @@ def _median_positions_row(K, R, nd, klo, khi):
     tl = np.empty(B, np.int32)
     eh = np.empty(B, np.int32)
     el = np.empty(B, np.int32)
+    ph = np.empty(B, np.int32)
+    pl = np.empty(B, np.int32)
     nn = np.empty(B, np.int32)
     for x0 in range(0, nx, B):
         nb = min(B, nx - x0)
@@ -611,14 +613,14 @@ def _median_positions_row(K, R, nd, klo, khi):
                 S[k, b] = v
                 nn[b] += np.int32(v != v)
         for c in range(nc):
-            p = net[c, 0]
-            q = net[c, 1]
+            sp = S[net[c, 0]]
+            sq = S[net[c, 1]]
             for b in range(nb):
-                u = S[p, b]
-                w = S[q, b]
+                u = sp[b]
+                w = sq[b]
                 lt = w < u
-                S[p, b] = w if lt else u
-                S[q, b] = u if lt else w
+                sp[b] = w if lt else u
+                sq[b] = u if lt else w
         for b in range(nb):
             vh[b] = S[kk, b]
             vl[b] = S[wl, b]
@@ -626,34 +628,28 @@ def _median_positions_row(K, R, nd, klo, khi):
             tl[b] = wl
             eh[b] = 0
             el[b] = 0
-            khi[x0 + b] = -1
-            klo[x0 + b] = -1
-        if even:
-            for k in range(nd):
-                for b in range(nb):
-                    v = K[k, x0 + b]
-                    th[b] -= np.int32(v < vh[b])
-                    tl[b] -= np.int32(v < vl[b])
-            for k in range(nd):
-                for b in range(nb):
-                    v = K[k, x0 + b]
-                    qh = v == vh[b]
-                    ql = v == vl[b]
-                    khi[x0 + b] = k if (qh and eh[b] == th[b]) else khi[x0 + b]
-                    klo[x0 + b] = k if (ql and el[b] == tl[b]) else klo[x0 + b]
-                    eh[b] += np.int32(qh)
-                    el[b] += np.int32(ql)
-        else:
-            for k in range(nd):
-                for b in range(nb):
-                    th[b] -= np.int32(K[k, x0 + b] < vh[b])
-            for k in range(nd):
-                for b in range(nb):
-                    qh = K[k, x0 + b] == vh[b]
-                    khi[x0 + b] = k if (qh and eh[b] == th[b]) else khi[x0 + b]
-                    eh[b] += np.int32(qh)
+            ph[b] = -1
+            pl[b] = -1
+        # th, tl: the occurrence (in position order) of the median values that has the rank
+        for k in range(nd):
+            Kk = K[k, x0:x0 + nb]
             for b in range(nb):
-                klo[x0 + b] = khi[x0 + b]
+                v = Kk[b]
+                th[b] -= np.int32(v < vh[b])
+                tl[b] -= np.int32(v < vl[b])
+        for k in range(nd):
+            Kk = K[k, x0:x0 + nb]
+            for b in range(nb):
+                v = Kk[b]
+                qh = v == vh[b]
+                ql = v == vl[b]
+                ph[b] = np.int32(k) if (qh and eh[b] == th[b]) else ph[b]
+                pl[b] = np.int32(k) if (ql and el[b] == tl[b]) else pl[b]
+                eh[b] += np.int32(qh)
+                el[b] += np.int32(ql)
+        for b in range(nb):
+            khi[x0 + b] = ph[b]
+            klo[x0 + b] = pl[b]
         for b in range(nb):
             if nn[b] > 0:
                 _median_positions_col(K, nd, x0 + b, klo, khi)
@@ -677,14 +673,14 @@ def _select_sorted_row(A, nd, IW, W):
             for b in range(nb):
                 S[k, b] = A[k, x0 + b]
         for c in range(nc):
-            p = net[c, 0]
-            q = net[c, 1]
+            sp = S[net[c, 0]]
+            sq = S[net[c, 1]]
             for b in range(nb):
-                u = S[p, b]
-                w = S[q, b]
+                u = sp[b]
+                w = sq[b]
                 lt = w < u
-                S[p, b] = w if lt else u
-                S[q, b] = u if lt else w
+                sp[b] = w if lt else u
+                sq[b] = u if lt else w
         for b in range(nb):
             W[1, x0 + b] = 0.0
             W[2, x0 + b] = 0.0
