@@ -93,6 +93,7 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     start = provenance(argv)
+    load0 = os.getloadavg()[0]
     cases = {}
     for ng in [int(v) for v in a.ngroups.split(",")]:
         nd = ng - 1
@@ -144,7 +145,7 @@ def main(argv=None):
                   f"{c['median_new_ms']:.3f} (x{c['median_speedup']:.2f})  scalar walk "
                   f"{c['scalar_walk_ms']:.3f}  ok {c['ok_fraction']:.3f}", flush=True)
     result = {"what": "ms CPU per row call, median of repeats, old vs new interleaved",
-              "load_avg_start_end": [start.get("load"), os.getloadavg()[0]],
+              "load_avg_start_end": [load0, os.getloadavg()[0]],
               "net_min_median": _jump._NET_MIN_MEDIAN, "net_min_ranks": _jump._NET_MIN_RANKS,
               "net_block": _jump._NET_BLOCK, "cases": cases}
     if a.out:

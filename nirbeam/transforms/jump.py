@@ -20,6 +20,12 @@ across-integration sigma-clipping branch never applies):
 * JUMP_DET is removed from groups that are also DO_NOT_USE or SATURATED;
 * skipped (recorded by the caller) when fewer than ``minimum_groups`` (3) groups are
   usable; pixels with gain <= 0 or NaN get NO_GAIN_VALUE | DO_NOT_USE.
+
+Size note: over 650 lines because the row screen (``screen_row``) keeps two rankings of
+the same order side by side: pairwise rank counts (faster for few differences) and a
+sorting network with its generator (``_oddeven_network``, faster from ~21 differences),
+both bit-identical to the per-pixel walk they screen for; splitting them from it would
+separate the code from the arithmetic it must reproduce.
 """
 
 from __future__ import annotations
