@@ -20,6 +20,12 @@ across-integration sigma-clipping branch never applies):
 * JUMP_DET is removed from groups that are also DO_NOT_USE or SATURATED;
 * skipped (recorded by the caller) when fewer than ``minimum_groups`` (3) groups are
   usable; pixels with gain <= 0 or NaN get NO_GAIN_VALUE | DO_NOT_USE.
+
+Size note: over 650 lines because the row screen (``screen_row``) keeps two rankings of
+the same order side by side: pairwise rank counts (faster for few differences) and a
+sorting network with its generator (``_oddeven_network``, faster from ~21 differences),
+both bit-identical to the per-pixel walk they screen for; splitting them from it would
+separate the code from the arithmetic it must reproduce.
 """
 
 from __future__ import annotations
@@ -408,31 +414,38 @@ def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi, singl
         for k in range(nd):
             for x in range(nx):
                 IW[0, x] += np.int32(A[k, x] == W[0, x])
-        # ranks of |diff| by (value, position)
-        for i in range(nd):
-            for x in range(nx):
-                R[i, x] = 0
-            for j in range(i):
-                for x in range(nx):
-                    R[i, x] += np.int32(A[j, x] <= A[i, x])
-            for j in range(i + 1, nd):
-                for x in range(nx):
-                    R[i, x] += np.int32(A[j, x] < A[i, x])
         for x in range(nx):
             j = np.int32(nd) - IW[0, x]
             IW[0, x] = j
             t_hi = j >> 1
             IW[1, x] = t_hi
             IW[2, x] = t_hi - 1 if (j & 1) == 0 else t_hi
-    for x in range(nx):
-        W[1, x] = 0.0
-        W[2, x] = 0.0
-    for k in range(nd):
+        if nd >= _NET_MIN_RANKS:
+            # the values of ranks IW[1], IW[2] of |diff| by (value, position): the sorted
+            # |diff|s at those indices (equal values are interchangeable here; a pixel with
+            # a NaN |diff| is not ok whatever is selected)
+            _select_sorted_row(A, nd, IW, W)
+    if single or nd < _NET_MIN_RANKS:
+        if not single:
+            # ranks of |diff| by (value, position)
+            for i in range(nd):
+                for x in range(nx):
+                    R[i, x] = 0
+                for j in range(i):
+                    for x in range(nx):
+                        R[i, x] += np.int32(A[j, x] <= A[i, x])
+                for j in range(i + 1, nd):
+                    for x in range(nx):
+                        R[i, x] += np.int32(A[j, x] < A[i, x])
         for x in range(nx):
-            sel = np.int32(k) if single else R[k, x]
-            a = A[k, x]
-            W[1, x] = a if sel == IW[1, x] else W[1, x]
-            W[2, x] = a if sel == IW[2, x] else W[2, x]
+            W[1, x] = 0.0
+            W[2, x] = 0.0
+        for k in range(nd):
+            for x in range(nx):
+                sel = np.int32(k) if single else R[k, x]
+                a = A[k, x]
+                W[1, x] = a if sel == IW[1, x] else W[1, x]
+                W[2, x] = a if sel == IW[2, x] else W[2, x]
     # the median (NaN when nothing remains), sigma, and the largest ratio's numerator
     for x in range(nx):
         j = IW[0, x]
@@ -457,32 +470,231 @@ def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi, singl
         ok[x] = ok[x] & (not (W[0, x] / W[4, x] > rej))
 
 
+#: Fewest differences for which the row screen ranks with a sorting network (median
+#: positions of the keys; in the iterative mode, the ranked |diff| values) instead of
+#: pairwise rank counts, ``(nd - 1) nd`` compares per pixel (measured crossover:
+#: bench/jump_screen_cost.py).
+_NET_MIN_MEDIAN = 21
+_NET_MIN_RANKS = 20
+#: Pixels sorted together (the block's keys stay in L1 while the network runs).
+_NET_BLOCK = 128
+
+
+@njit(cache=True, error_model="numpy")
+def _oddeven_pairs(n, net, write):
+    """Count (and with ``write``, store in ``net``) the comparators of Batcher's odd-even
+    merge sort of ``n`` wires, those reaching a wire >= n left out."""
+    c = 0
+    p = 1
+    while p < n:
+        k = p
+        while k >= 1:
+            j = k % p
+            while j + k < n:
+                for i in range(k):
+                    if i + j + k < n and (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        if write:
+                            net[c, 0] = i + j
+                            net[c, 1] = i + j + k
+                        c += 1
+                j += 2 * k
+            k //= 2
+        p *= 2
+    return c
+
+
+@njit(cache=True, error_model="numpy")
+def _oddeven_network(n, w_lo, w_hi):
+    """Batcher's odd-even merge sort comparators for ``n`` wires, pruned to those the
+    outputs ``w_lo .. w_hi`` depend on.
+
+    The network is the one for the next power of two with the comparators that reach a
+    wire >= n dropped (wires padded with +inf: those comparators would be no-ops). Each
+    comparator (a, b), a < b, puts the smaller value on wire a. Returns int64 (c, 2).
+    """
+    cap = _oddeven_pairs(n, np.empty((0, 2), np.int64), False)
+    net = np.empty((cap, 2), np.int64)
+    _oddeven_pairs(n, net, True)
+    need = np.zeros(max(n, 1), np.bool_)
+    for w in range(w_lo, w_hi + 1):
+        need[w] = True
+    keep = np.zeros(cap, np.bool_)
+    nk = 0
+    for c in range(cap - 1, -1, -1):
+        a = net[c, 0]
+        b = net[c, 1]
+        if need[a] or need[b]:
+            keep[c] = True
+            need[a] = True
+            need[b] = True
+            nk += 1
+    out = np.empty((nk, 2), np.int64)
+    o = 0
+    for c in range(cap):
+        if keep[c]:
+            out[o, 0] = net[c, 0]
+            out[o, 1] = net[c, 1]
+            o += 1
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def _median_positions_col(K, nd, x, klo, khi):
+    """The rank-count median positions of ``K[:nd, x]`` for one pixel (any keys, NaN
+    included: a NaN ranks 0, finite keys rank among the finite ones)."""
+    kk = nd // 2
+    even = nd % 2 == 0
+    klo[x] = -1
+    khi[x] = -1
+    for i in range(nd):
+        r = 0
+        for j in range(i):
+            r += np.int32(K[j, x] <= K[i, x])
+        for j in range(i + 1, nd):
+            r += np.int32(K[j, x] < K[i, x])
+        khi[x] = i if r == kk else khi[x]
+        klo[x] = i if (even and r == kk - 1) else klo[x]
+    if not even:
+        klo[x] = khi[x]
+
+
 @njit(cache=True, error_model="numpy")
 def _median_positions_row(K, R, nd, klo, khi):
     """:func:`median_positions` of ``K[:nd, x]`` for every pixel x (distinct ranks: the
-    keys of a pixel the screen passes are finite)."""
+    keys of a pixel the screen passes are finite).
+
+    Below ``_NET_MIN_MEDIAN`` differences, pairwise rank counts. From there, per block of
+    pixels: the keys sorted by a sorting network (pruned to the two middle outputs), which
+    gives the median values ``v``; the element of rank r in the (value, position) order
+    is then the ``(r - #{keys < v})``-th key equal to ``v`` in position order (the rank of
+    a key is ``#{smaller keys} + #{equal keys before it}``), found in two passes. A pixel
+    with a NaN key takes the rank counts (:func:`_median_positions_col`), whose results
+    the order argument does not cover.
+    """
     nx = K.shape[1]
     kk = nd // 2
     even = nd % 2 == 0
-    for x in range(nx):
-        klo[x] = -1
-        khi[x] = -1
-    for i in range(nd):
+    if nd < _NET_MIN_MEDIAN:
         for x in range(nx):
-            R[i, x] = 0
-        for j in range(i):
+            klo[x] = -1
+            khi[x] = -1
+        for i in range(nd):
             for x in range(nx):
-                R[i, x] += np.int32(K[j, x] <= K[i, x])
-        for j in range(i + 1, nd):
+                R[i, x] = 0
+            for j in range(i):
+                for x in range(nx):
+                    R[i, x] += np.int32(K[j, x] <= K[i, x])
+            for j in range(i + 1, nd):
+                for x in range(nx):
+                    R[i, x] += np.int32(K[j, x] < K[i, x])
             for x in range(nx):
-                R[i, x] += np.int32(K[j, x] < K[i, x])
-        for x in range(nx):
-            r = R[i, x]
-            khi[x] = i if r == kk else khi[x]
-            klo[x] = i if (even and r == kk - 1) else klo[x]
-    if not even:
-        for x in range(nx):
-            klo[x] = khi[x]
+                r = R[i, x]
+                khi[x] = i if r == kk else khi[x]
+                klo[x] = i if (even and r == kk - 1) else klo[x]
+        if not even:
+            for x in range(nx):
+                klo[x] = khi[x]
+        return
+    wl = kk - 1 if even else kk
+    net = _oddeven_network(nd, wl, kk)
+    nc = net.shape[0]
+    B = _NET_BLOCK
+    S = np.empty((nd, B), np.float32)
+    vh = np.empty(B, np.float32)
+    vl = np.empty(B, np.float32)
+    th = np.empty(B, np.int32)
+    tl = np.empty(B, np.int32)
+    eh = np.empty(B, np.int32)
+    el = np.empty(B, np.int32)
+    ph = np.empty(B, np.int32)
+    pl = np.empty(B, np.int32)
+    nn = np.empty(B, np.int32)
+    for x0 in range(0, nx, B):
+        nb = min(B, nx - x0)
+        for b in range(nb):
+            nn[b] = 0
+        for k in range(nd):
+            for b in range(nb):
+                v = K[k, x0 + b]
+                S[k, b] = v
+                nn[b] += np.int32(v != v)
+        for c in range(nc):
+            sp = S[net[c, 0]]
+            sq = S[net[c, 1]]
+            for b in range(nb):
+                u = sp[b]
+                w = sq[b]
+                lt = w < u
+                sp[b] = w if lt else u
+                sq[b] = u if lt else w
+        for b in range(nb):
+            vh[b] = S[kk, b]
+            vl[b] = S[wl, b]
+            th[b] = kk
+            tl[b] = wl
+            eh[b] = 0
+            el[b] = 0
+            ph[b] = -1
+            pl[b] = -1
+        # th, tl: the occurrence (in position order) of the median values that has the rank
+        for k in range(nd):
+            Kk = K[k, x0:x0 + nb]
+            for b in range(nb):
+                v = Kk[b]
+                th[b] -= np.int32(v < vh[b])
+                tl[b] -= np.int32(v < vl[b])
+        for k in range(nd):
+            Kk = K[k, x0:x0 + nb]
+            for b in range(nb):
+                v = Kk[b]
+                qh = v == vh[b]
+                ql = v == vl[b]
+                ph[b] = np.int32(k) if (qh and eh[b] == th[b]) else ph[b]
+                pl[b] = np.int32(k) if (ql and el[b] == tl[b]) else pl[b]
+                eh[b] += np.int32(qh)
+                el[b] += np.int32(ql)
+        for b in range(nb):
+            khi[x0 + b] = ph[b]
+            klo[x0 + b] = pl[b]
+        for b in range(nb):
+            if nn[b] > 0:
+                _median_positions_col(K, nd, x0 + b, klo, khi)
+
+
+@njit(cache=True, error_model="numpy")
+def _select_sorted_row(A, nd, IW, W):
+    """``W[1, x]``, ``W[2, x]`` = the values of ranks ``IW[1, x]``, ``IW[2, x]`` of
+    ``A[:nd, x]`` (0.0 for a rank outside 0 .. nd // 2), by a sorting network per block of
+    pixels (pruned to the outputs 0 .. nd // 2). Equal to selecting by (value, position)
+    ranks for finite values that are not -0.0 (the screen's |diff|s)."""
+    nx = A.shape[1]
+    top = nd // 2
+    net = _oddeven_network(nd, 0, top)
+    nc = net.shape[0]
+    B = _NET_BLOCK
+    S = np.empty((nd, B), np.float64)
+    for x0 in range(0, nx, B):
+        nb = min(B, nx - x0)
+        for k in range(nd):
+            for b in range(nb):
+                S[k, b] = A[k, x0 + b]
+        for c in range(nc):
+            sp = S[net[c, 0]]
+            sq = S[net[c, 1]]
+            for b in range(nb):
+                u = sp[b]
+                w = sq[b]
+                lt = w < u
+                sp[b] = w if lt else u
+                sq[b] = u if lt else w
+        for b in range(nb):
+            W[1, x0 + b] = 0.0
+            W[2, x0 + b] = 0.0
+        for k in range(top + 1):
+            for b in range(nb):
+                a = S[k, b]
+                W[1, x0 + b] = a if k == IW[1, x0 + b] else W[1, x0 + b]
+                W[2, x0 + b] = a if k == IW[2, x0 + b] else W[2, x0 + b]
 
 
 @njit(cache=True, error_model="numpy")
