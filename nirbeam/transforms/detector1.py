@@ -86,9 +86,12 @@ _BAD = np.uint8(dqflags.SATURATED | dqflags.DO_NOT_USE)
 _U_BADGAIN = np.uint32(dqflags.NO_GAIN_VALUE | dqflags.DO_NOT_USE)
 _U_DNU = np.uint32(dqflags.DO_NOT_USE)
 #: Most group differences for which the fused walk screens rows (jump.screen_row) and
-#: fits clean pixels per row: measured faster at 4 (PRISM, 5 groups) and 19 (20 groups),
-#: slower at 69 (70 groups: 1.4-1.8x the scalar walk), bench/detector1_vs_stcal.py.
-_SCREEN_MAX_DIFFS = 24
+#: fits clean pixels per row. With the rank counts (O(nd^2) per pixel) the screen was
+#: slower than the scalar walk at 69 differences (1.4-1.8x); with jump.py's sorting
+#: network (from 20-21 differences) a 2048-pixel row at 70 groups screens in 0.63 ms
+#: against 1.90 ms for the scalar walk (bench/results/jump_screen_cost_s8.json).
+#: jump.py's identity tests cover up to 80 differences.
+_SCREEN_MAX_DIFFS = 80
 _U_SAT = np.uint32(dqflags.SATURATED)
 
 
