@@ -22,7 +22,7 @@ import importlib
 
 from nirbeam.stream import cli_support
 
-__all__ = ["run_mos", "run_ifu", "run_fs", "run_bots", "command_of", "runner_spec"]
+__all__ = ["run_mos", "run_ifu", "run_fs", "run_bots", "command_of", "runner_spec", "print_cpu"]
 
 
 def command_of(entry):
@@ -34,14 +34,19 @@ def command_of(entry):
 def runner_spec(args, beam_args):
     """``--runner`` and its options as a checked :class:`~nirbeam.stream.runners.RunnerSpec`."""
     from nirbeam.stream.config import ConfigError
-    from nirbeam.stream.runners import RunnerSpec
+    from nirbeam.stream.runners import RunnerSpec, available_cores, requested_workers
 
-    spec = RunnerSpec(
-        name=args.runner, workers=args.workers, dask_address=args.dask_address,
-        dask_scheduler_file=args.dask_scheduler_file, job_endpoint=args.job_endpoint,
-        beam_args=tuple(beam_args),
-    )
     try:
+        workers = requested_workers(args.workers)  # --workers, else $NIRBEAM_WORKERS
+        local = args.runner == "multiprocess" or (
+            args.runner == "dask" and not (args.dask_address or args.dask_scheduler_file))
+        if workers is None and local:  # local worker processes: one per core
+            workers = available_cores()
+        spec = RunnerSpec(
+            name=args.runner, workers=workers, dask_address=args.dask_address,
+            dask_scheduler_file=args.dask_scheduler_file, job_endpoint=args.job_endpoint,
+            beam_args=tuple(beam_args),
+        )
         spec.validate()
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -91,5 +96,17 @@ def run_bots(args, beam_args) -> int:
     finally:
         restore()
     cli_support.print_summary(res.summary)
+    print_cpu(res.summary)
     cli_support.finish_run(args.out)
     return res.exit_code
+
+
+def print_cpu(summary: dict) -> None:
+    """One line: workers, wall and CPU seconds, throughput whole machine and per core."""
+    c = summary.get("cpu")
+    if not c:
+        return
+    r = c.get("mpix_groups_per_s", {})
+    print(f"  {c['workers']} worker(s) on {c['cores_available']} core(s): {c['wall_s']} s wall, "
+          f"{c['cpu_s']} CPU-s; {r.get('whole_machine')} M pixel-groups/s whole machine, "
+          f"{r.get('per_core')} per core")
