@@ -85,7 +85,7 @@ def requested_workers(flag=None) -> int | None:
     return None
 
 
-def resolve_auto(spec: "RunnerSpec", pixel_groups: int | None, cores: int | None = None):
+def resolve_auto(spec: RunnerSpec, pixel_groups: int | None, cores: int | None = None):
     """``(spec, reason)``: an ``auto`` spec made concrete for ``pixel_groups`` of work.
 
     ``--workers 1`` -> ``direct`` (one process, today's serial path); ``--workers N`` ->
@@ -116,7 +116,7 @@ def pixel_groups(metas) -> int:
                    for m in metas))
 
 
-def cpu_summary(wall_s: float, cpu_s: float, spec: "RunnerSpec", work: int) -> dict:
+def cpu_summary(wall_s: float, cpu_s: float, spec: RunnerSpec, work: int) -> dict:
     """run.json's ``cpu``: workers, wall and CPU seconds (every process of the run), and the
     throughput for the whole machine (per wall second) beside the one per core (per CPU
     second: what one core does, comparable with a single-threaded tool)."""
