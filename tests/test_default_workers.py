@@ -94,6 +94,14 @@ def test_cli_runner_spec(monkeypatch):
     assert spec("--workers", "1").workers == 1
     assert spec("--runner", "multiprocess").workers == available_cores()
     assert spec("--runner", "direct").name == "direct"
+    from nirbeam.stream.run_commands import _sized_elsewhere
+
+    def fs_spec(*extra):  # FS / IFU / MOS: not sized by their drivers, one process unless asked
+        args = build_parser().parse_args(["run", "in", "--out", "o", *extra])
+        s = _sized_elsewhere(args, [])
+        return s.name, s.workers
+
+    assert fs_spec() == ("direct", 1) and fs_spec("--workers", "2") == ("multiprocess", 2)
     monkeypatch.setenv("NIRBEAM_WORKERS", "2")
     assert spec().workers == 2 and spec("--workers", "1").workers == 1
     monkeypatch.setenv("NIRBEAM_WORKERS", "-1")

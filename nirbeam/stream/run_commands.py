@@ -59,9 +59,22 @@ def _config(args) -> dict:
     return cli_support.effective_config(args, load_config_file(args.config))
 
 
+def _sized_elsewhere(args, beam_args):
+    """The runner of a mode whose driver does not size ``auto`` (FS, IFU, MOS): ``auto``
+    becomes ``direct`` (one process, as before), or ``multiprocess`` with ``--workers N``
+    / ``$NIRBEAM_WORKERS`` > 1, before any block size is derived from it."""
+    from nirbeam.stream.runners import resolve_auto
+
+    return resolve_auto(runner_spec(args, beam_args), None)[0]
+
+
 def run_mos(args, beam_args) -> int:
     """MOS inputs (NRS_MSASPEC uncal, or jwst level-2 slit files)."""
     from nirbeam.pipelines.mos import run_cli
+
+    if getattr(args, "runner", None) == "auto":  # run_cli builds its own spec from args
+        spec = _sized_elsewhere(args, beam_args)
+        args.runner, args.workers = spec.name, spec.workers
 
     return run_cli(args)
 
@@ -70,12 +83,12 @@ def run_ifu(args, beam_args) -> int:
     """NRS_IFU inputs (issue 18)."""
     from nirbeam.pipelines.ifu import run_command
 
-    return run_command(args, runner_spec(args, beam_args))
+    return run_command(args, _sized_elsewhere(args, beam_args))
 
 
 def run_fs(args, beam_args) -> int:
     """NRS_FIXEDSLIT inputs (issue 16)."""
-    spec = runner_spec(args, beam_args)
+    spec = _sized_elsewhere(args, beam_args)
     from nirbeam.pipelines.fs import main_fs
 
     return main_fs(args, _config(args), spec)
