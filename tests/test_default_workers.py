@@ -160,3 +160,35 @@ def test_cpu_summary():
     assert c["workers"] == 2 and c["cores_busy"] == 1.8
     assert c["mpix_groups_per_s"] == {"whole_machine": 20.0, "per_core": 11.111}
     assert cpu_summary(1.0, 1.0, RunnerSpec(), 0)["workers"] == 1
+
+
+def _env_to_file(folder):
+    keys = (*WORKER_ENV, "NIRBEAM_PROBE")
+
+    def write(x):  # pickled by value (the tests folder is not importable in a worker)
+        import json
+        import os
+
+        with open(os.path.join(folder, f"{x}-{os.getpid()}.json"), "w") as fh:
+            json.dump({k: os.environ.get(k) for k in keys}, fh)
+        return x
+
+    return write
+
+
+def test_beam_sdk_workers_see_one_thread(tmp_path, monkeypatch):
+    """A real 2-worker pipeline: each SDK worker process has the thread settings and the
+    caller's other variables; the caller's own environment is unchanged."""
+    import apache_beam as beam
+
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+    monkeypatch.setenv("NIRBEAM_PROBE", "kept")
+    before = dict(os.environ)
+    runner, opts, _ = make_runner(RunnerSpec(name="multiprocess", workers=2))
+    with beam.Pipeline(runner=runner, options=opts) as p:
+        _ = p | beam.Create(range(4)) | beam.Map(_env_to_file(str(tmp_path)))
+    seen = [json.loads(f.read_text()) for f in tmp_path.glob("*.json")]
+    assert len(seen) == 4 and all(int(f.name.split("-")[1][:-5]) != os.getpid()
+                                  for f in tmp_path.glob("*.json"))
+    assert all(s == {**WORKER_ENV, "NIRBEAM_PROBE": "kept"} for s in seen)
+    assert dict(os.environ) == before
