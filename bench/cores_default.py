@@ -32,7 +32,7 @@ def main(argv=None) -> None:
     ap.add_argument("--no-warm", action="store_true")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "end_to_end_cores_s8.json"))
     args = ap.parse_args(argv)
-    start = provenance(sys.argv if argv is None else ["bench/cores_default.py", *argv])
+    start = provenance(argv)
     variants = args.variants.split(",")
     if not args.no_warm:
         warm(args.sim, os.path.join(args.data, "warm"))
