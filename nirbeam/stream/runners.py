@@ -43,9 +43,11 @@ __all__ = [
 RUNNERS = ("auto", "direct", "multiprocess", "dask", "portable")
 #: Work (NINTS x NGROUPS x NY x NX summed over the exposures) per extra worker process
 #: under ``auto``: below 2x this the run stays in one process. Measured (docs/notes/issue-14.md,
-#: session 8: cores): a worker process costs ~2-3 CPU-s to start per Beam stage (imports,
-#: numba cache loads, two stages), and detector1 runs ~30-40 M pixel-groups per CPU-s, so a
-#: second worker pays for itself from a few hundred M pixel-groups.
+#: session 8: cores; bench/results/end_to_end_cores*_s8.json): 2 workers cost ~4 CPU-s per
+#: worker per Beam stage to start (imports, numba cache loads) and were slower than one
+#: process at 98 M and 220 M pixel-groups; detector1 + spectra run ~22-25 M pixel-groups
+#: per CPU-s, so a second worker pays for itself from ~550 M; at 4.3 G (WASP-39b size) it
+#: saved 42 % of the wall time.
 AUTO_PIXEL_GROUPS_PER_WORKER = 400_000_000
 #: Set in every worker process the runner starts (not in the caller): one numba / BLAS
 #: thread per process, the processes being the parallelism.
