@@ -335,7 +335,19 @@ def test_multiprocess_two_workers(sim, reference, tmp_path):
     out = tmp_path / "mp"
     _run(sim, out, RunnerSpec(name="multiprocess", workers=2))
     rj = assert_same_products(reference, out, _group(sim))
-    assert rj["runner"] == {"name": "multiprocess", "workers": 2, "beam_args": []}
+    assert {k: rj["runner"][k] for k in ("name", "workers", "beam_args", "chosen")} == {
+        "name": "multiprocess", "workers": 2, "beam_args": [], "chosen": "given"}
+    c = rj["cpu"]  # every process's CPU (the two SDK workers' too), whole machine / per core
+    assert c["workers"] == 2 and c["cpu_s"] > 0 and c["pixel_groups"] == NINTS * 5 * 32 * 512
+    assert set(c["mpix_groups_per_s"]) == {"whole_machine", "per_core"}
+
+
+def test_auto_on_a_small_exposure_is_the_serial_run(sim, reference, tmp_path):
+    out = tmp_path / "auto"
+    _run(sim, out, RunnerSpec(name="auto"))
+    rj = assert_same_products(reference, out, _group(sim))
+    assert (rj["runner"]["name"], rj["runner"]["workers"]) == ("direct", 1)
+    assert rj["runner"]["chosen"].startswith("auto") and rj["cpu"]["workers"] == 1
 
 
 def test_dask_run_failed_by_a_killed_worker_is_completed_by_a_rerun(sim, reference, cluster,
@@ -376,7 +388,7 @@ def test_dask_run_failed_by_a_killed_worker_is_completed_by_a_rerun(sim, referen
 
 def test_two_workers_on_two_detectors_equal_serial(tmp_path, monkeypatch):
     """The 2-core setting of the WASP-size run (``--runner multiprocess --workers 2``, one
-    numba thread each; docs/notes/issue-14.md session 7) on a G395H NRS1 + NRS2 exposure:
+    numba thread each, set by the runner in its workers; docs/notes/issue-14.md session 7) on a G395H NRS1 + NRS2 exposure:
     every array of every stage of both detectors, and the x1dints, whitelight, whtlt and
     speclc files, byte for byte the serial run's."""
     sim2 = simulate(tmp_path / "sim", preset="g395h-sub2048", nints=12, seed=8, ngroups=3,
@@ -385,7 +397,6 @@ def test_two_workers_on_two_detectors_equal_serial(tmp_path, monkeypatch):
     serial, mp = tmp_path / "serial", tmp_path / "mp"
     run([str(sim2.outdir)], str(serial), refs_dir=str(sim2.refs_dir), config=cfg,
         progress=False)
-    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
     run([str(sim2.outdir)], str(mp), refs_dir=str(sim2.refs_dir), config=cfg,
         runner=RunnerSpec(name="multiprocess", workers=2), progress=False)
     a = zarr.open_group(str(serial / "cubes.zarr"), mode="r")

@@ -38,10 +38,24 @@ EXIT_INCOMPLETE = 3
 EXIT_OS_ERROR = 4
 
 
+def _workers_arg(v: str):
+    """``--workers``: an integer, or ``auto`` (None)."""
+    if v.strip() == "auto":
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {v!r}") from None
+
+
 def _add_runner_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runner", default="direct",
-                   help="direct (in-process, default), multiprocess, dask or portable")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (multiprocess, local dask)")
+    p.add_argument("--runner", default="auto",
+                   help="auto (default: in-process for a small exposure, else multiprocess on "
+                        "the cores available), direct (in-process), multiprocess, dask or portable")
+    p.add_argument("--workers", type=_workers_arg, default=None,
+                   help="worker processes: N, or auto (default; $NIRBEAM_WORKERS overrides it): "
+                        "1 for a small exposure, else one per 400 M pixel-groups up to the cores "
+                        "available; --workers 1 runs in one process")
     p.add_argument("--dask-address", default=None, help="dask.distributed scheduler address")
     p.add_argument("--dask-scheduler-file", default=None, help="dask scheduler file (SLURM/jobqueue)")
     p.add_argument("--job-endpoint", default=None, help="Beam job service HOST:PORT (portable runner)")

@@ -66,7 +66,14 @@ from nirbeam.stream.resume import (
     resume_key,
     stored_resume_key,
 )
-from nirbeam.stream.runners import RunnerSpec
+from nirbeam.stream.runners import (
+    RunnerSpec,
+    available_cores,
+    cpu_seconds,
+    cpu_summary,
+    pixel_groups,
+    resolve_auto,
+)
 from nirbeam.stream.summary import (
     EXIT_INCOMPLETE,
     account,
@@ -239,7 +246,7 @@ def run(
     from nirbeam.stream.refs import index_references
     from nirbeam.stream.settings import Settings
 
-    t_start = time.time()
+    t_start, cpu_start = time.time(), cpu_seconds()
     runner = runner or RunnerSpec()
     settings = Settings.from_dict(config or {})
     bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
@@ -250,6 +257,7 @@ def run(
             infos.append(scan_segment(f))
             st.advance()
     plans = plan_exposures(infos)
+    runner, runner_why = resolve_auto(runner, pixel_groups(pl.meta for pl in plans))
     works = {}
     for plan in plans:  # each exposure's mode and regions (nirbeam.modes), refused by name
         try:
@@ -321,7 +329,8 @@ def run(
         "inputs": files,
         "outdir": fs.abspath(outdir),
         "refs_dir": os.path.abspath(refs_dir) if refs_dir else None,
-        "runner": {"name": runner.name, "workers": runner.workers, "beam_args": list(runner.beam_args)},
+        "runner": {"name": runner.name, "workers": runner.workers, "beam_args": list(runner.beam_args),
+                   "chosen": runner_why, "cores_available": available_cores()},
         "config": settings.as_json(),
         "config_input": config or {},
         "products": products,
@@ -330,6 +339,8 @@ def run(
         "metrics": metrics,
         "wall_s": round(time.time() - t_start, 3),
     })
+    summary["cpu"] = cpu_summary(time.time() - t_start, cpu_seconds() - cpu_start,
+                                 runner, pixel_groups(pl.meta for pl in plans))
     summary["exit_code"] = exit_status(summary)
     write_json_atomic(fs.join(outdir, "run.json"), summary)
     return RunResult(outdir, summary, summary["exit_code"])

@@ -22,7 +22,7 @@ import importlib
 
 from nirbeam.stream import cli_support
 
-__all__ = ["run_mos", "run_ifu", "run_fs", "run_bots", "command_of", "runner_spec"]
+__all__ = ["run_mos", "run_ifu", "run_fs", "run_bots", "command_of", "runner_spec", "print_cpu"]
 
 
 def command_of(entry):
@@ -34,14 +34,19 @@ def command_of(entry):
 def runner_spec(args, beam_args):
     """``--runner`` and its options as a checked :class:`~nirbeam.stream.runners.RunnerSpec`."""
     from nirbeam.stream.config import ConfigError
-    from nirbeam.stream.runners import RunnerSpec
+    from nirbeam.stream.runners import RunnerSpec, available_cores, requested_workers
 
-    spec = RunnerSpec(
-        name=args.runner, workers=args.workers, dask_address=args.dask_address,
-        dask_scheduler_file=args.dask_scheduler_file, job_endpoint=args.job_endpoint,
-        beam_args=tuple(beam_args),
-    )
     try:
+        workers = requested_workers(args.workers)  # --workers, else $NIRBEAM_WORKERS
+        local = args.runner == "multiprocess" or (
+            args.runner == "dask" and not (args.dask_address or args.dask_scheduler_file))
+        if workers is None and local:  # local worker processes: one per core
+            workers = available_cores()
+        spec = RunnerSpec(
+            name=args.runner, workers=workers, dask_address=args.dask_address,
+            dask_scheduler_file=args.dask_scheduler_file, job_endpoint=args.job_endpoint,
+            beam_args=tuple(beam_args),
+        )
         spec.validate()
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -54,9 +59,22 @@ def _config(args) -> dict:
     return cli_support.effective_config(args, load_config_file(args.config))
 
 
+def _sized_elsewhere(args, beam_args):
+    """The runner of a mode whose driver does not size ``auto`` (FS, IFU, MOS): ``auto``
+    becomes ``direct`` (one process, as before), or ``multiprocess`` with ``--workers N``
+    / ``$NIRBEAM_WORKERS`` > 1, before any block size is derived from it."""
+    from nirbeam.stream.runners import resolve_auto
+
+    return resolve_auto(runner_spec(args, beam_args), None)[0]
+
+
 def run_mos(args, beam_args) -> int:
     """MOS inputs (NRS_MSASPEC uncal, or jwst level-2 slit files)."""
     from nirbeam.pipelines.mos import run_cli
+
+    if getattr(args, "runner", None) == "auto":  # run_cli builds its own spec from args
+        spec = _sized_elsewhere(args, beam_args)
+        args.runner, args.workers = spec.name, spec.workers
 
     return run_cli(args)
 
@@ -65,12 +83,12 @@ def run_ifu(args, beam_args) -> int:
     """NRS_IFU inputs (issue 18)."""
     from nirbeam.pipelines.ifu import run_command
 
-    return run_command(args, runner_spec(args, beam_args))
+    return run_command(args, _sized_elsewhere(args, beam_args))
 
 
 def run_fs(args, beam_args) -> int:
     """NRS_FIXEDSLIT inputs (issue 16)."""
-    spec = runner_spec(args, beam_args)
+    spec = _sized_elsewhere(args, beam_args)
     from nirbeam.pipelines.fs import main_fs
 
     return main_fs(args, _config(args), spec)
@@ -91,5 +109,17 @@ def run_bots(args, beam_args) -> int:
     finally:
         restore()
     cli_support.print_summary(res.summary)
+    print_cpu(res.summary)
     cli_support.finish_run(args.out)
     return res.exit_code
+
+
+def print_cpu(summary: dict) -> None:
+    """One line: workers, wall and CPU seconds, throughput whole machine and per core."""
+    c = summary.get("cpu")
+    if not c:
+        return
+    r = c.get("mpix_groups_per_s", {})
+    print(f"  {c['workers']} worker(s) on {c['cores_available']} core(s): {c['wall_s']} s wall, "
+          f"{c['cpu_s']} CPU-s; {r.get('whole_machine')} M pixel-groups/s whole machine, "
+          f"{r.get('per_core')} per core")

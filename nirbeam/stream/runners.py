@@ -33,10 +33,134 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 __all__ = [
     "RunnerSpec", "RUNNERS", "make_runner", "STREAMING_CAPABLE", "DaskRunner",
-    "local_dask_cluster", "close_local_dask_clusters",
+    "local_dask_cluster", "close_local_dask_clusters", "available_cores", "requested_workers",
+    "resolve_auto", "AUTO_PIXEL_GROUPS_PER_WORKER", "WORKER_ENV", "cpu_seconds",
+    "cpu_summary", "pixel_groups", "worker_command",
 ]
 
-RUNNERS = ("direct", "multiprocess", "dask", "portable")
+#: ``auto`` (the CLI's default): ``direct`` for a small exposure, else ``multiprocess`` on
+#: the cores this process may use (:func:`resolve_auto`).
+RUNNERS = ("auto", "direct", "multiprocess", "dask", "portable")
+#: Work (NINTS x NGROUPS x NY x NX summed over the exposures) per extra worker process
+#: under ``auto``: below 2x this the run stays in one process. Measured (docs/notes/issue-14.md,
+#: session 8: cores; bench/results/end_to_end_cores*_s8.json): 2 workers cost ~4 CPU-s per
+#: worker per Beam stage to start (imports, numba cache loads) and were slower than one
+#: process at 98 M and 220 M pixel-groups; detector1 + spectra run ~22-25 M pixel-groups
+#: per CPU-s, so a second worker pays for itself from ~550 M; at 4.3 G (WASP-39b size) it
+#: saved 42 % of the wall time.
+AUTO_PIXEL_GROUPS_PER_WORKER = 400_000_000
+#: Set in every worker process the runner starts (not in the caller): one numba / BLAS
+#: thread per process, the processes being the parallelism.
+WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "OPENBLAS_NUM_THREADS": "1"}
+
+
+def available_cores() -> int:
+    """CPUs this process may run on: ``os.sched_getaffinity`` where present (a container's
+    or ``taskset``'s limit), else ``os.cpu_count()``; at least 1."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, int(n))
+
+
+def requested_workers(flag=None) -> int | None:
+    """The worker count asked for: ``--workers N`` (``flag``), else ``$NIRBEAM_WORKERS``,
+    else None (``auto``). ``"auto"`` in either means None.
+
+    Raises
+    ------
+    ValueError
+        For a value that is neither ``auto`` nor an integer >= 1.
+    """
+    for where, v in (("--workers", flag), ("NIRBEAM_WORKERS", os.environ.get("NIRBEAM_WORKERS"))):
+        if v is None or (isinstance(v, str) and v.strip() in ("", "auto")):
+            continue
+        try:
+            n = int(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where} {v!r}: expected an integer >= 1 or 'auto'") from None
+        if n < 1:
+            raise ValueError(f"{where} must be >= 1, got {n}")
+        return n
+    return None
+
+
+def resolve_auto(spec: RunnerSpec, pixel_groups: int | None, cores: int | None = None):
+    """``(spec, reason)``: an ``auto`` spec made concrete for ``pixel_groups`` of work.
+
+    ``--workers 1`` -> ``direct`` (one process, today's serial path); ``--workers N`` ->
+    ``multiprocess`` with N; no count: ``min(cores, pixel_groups //``
+    :data:`AUTO_PIXEL_GROUPS_PER_WORKER` ``)`` workers, ``direct`` when that is 1 or the
+    size is unknown (None). Other runners come back unchanged.
+    """
+    import dataclasses
+
+    if spec.name != "auto":
+        return spec, "given"
+    cores = available_cores() if cores is None else int(cores)
+    if spec.workers is not None:
+        n, why = int(spec.workers), "requested"
+    elif pixel_groups is None:
+        n, why = 1, "size unknown"
+    else:
+        n = max(1, min(cores, int(pixel_groups) // AUTO_PIXEL_GROUPS_PER_WORKER))
+        why = (f"auto: {int(pixel_groups) / 1e6:.0f} M pixel-groups, {cores} cores, one worker "
+               f"per {AUTO_PIXEL_GROUPS_PER_WORKER / 1e6:.0f} M")
+    name = "direct" if n == 1 else "multiprocess"
+    return dataclasses.replace(spec, name=name, workers=n), why
+
+
+def pixel_groups(metas) -> int:
+    """NINTS x NGROUPS x SUBSIZE2 x SUBSIZE1 summed over exposure metadata: the run's work."""
+    return int(sum(int(m.nints) * int(m.ngroups) * int(m.subsize1) * int(m.subsize2)
+                   for m in metas))
+
+
+def cpu_summary(wall_s: float, cpu_s: float, spec: RunnerSpec, work: int) -> dict:
+    """run.json's ``cpu``: workers, wall and CPU seconds (every process of the run), and the
+    throughput for the whole machine (per wall second) beside the one per core (per CPU
+    second: what one core does, comparable with a single-threaded tool)."""
+    wall_s, cpu_s = float(wall_s), float(cpu_s)
+    return {
+        "workers": int(spec.workers or (1 if spec.name == "direct" else 2)),
+        "cores_available": available_cores(),
+        "wall_s": round(wall_s, 3),
+        "cpu_s": round(cpu_s, 3),
+        "cores_busy": round(cpu_s / wall_s, 3) if wall_s > 0 else None,
+        "pixel_groups": int(work),
+        "mpix_groups_per_s": {
+            "whole_machine": round(work / wall_s / 1e6, 3) if wall_s > 0 else None,
+            "per_core": round(work / cpu_s / 1e6, 3) if cpu_s > 0 else None,
+        },
+    }
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and of its child processes: those that
+    ended (``RUSAGE_CHILDREN``: Beam's SDK workers, waited for) and, where psutil is
+    installed, those still running (a local Dask cluster kept for the next stage)."""
+    import resource
+
+    t = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        t += r.ru_utime + r.ru_stime
+    try:
+        import psutil
+    except ImportError:
+        return t
+    try:
+        for c in psutil.Process().children(recursive=True):
+            try:
+                ct = c.cpu_times()
+                t += ct.user + ct.system
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return t
 #: Runners that honour event-time windows and triggers in streaming mode.
 STREAMING_CAPABLE = ("direct", "portable")
 
@@ -82,6 +206,8 @@ def make_runner(spec: RunnerSpec, streaming: bool = False):
         invalid spec.
     """
     spec.validate()
+    if spec.name == "auto":  # no size known here (the batch driver resolves it first)
+        spec, _ = resolve_auto(spec, None)
     if streaming and spec.name not in STREAMING_CAPABLE:
         raise ValueError(
             f"runner {spec.name!r} cannot run a streaming pipeline with event-time windows "
@@ -98,11 +224,13 @@ def make_runner(spec: RunnerSpec, streaming: bool = False):
     elif spec.name == "multiprocess":
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-        runner = FnApiRunner()
-        args += [
-            f"--direct_num_workers={spec.workers or 2}",
-            "--direct_running_mode=multi_processing",
-        ]
+        n = spec.workers or 2
+        args += [f"--direct_num_workers={n}"]
+        if any(a.startswith("--direct_running_mode") for a in args):
+            runner = FnApiRunner()  # the user's own mode, as given
+        else:
+            runner = FnApiRunner(default_environment=_worker_environment())
+            _quiet_in_memory_warning()
     elif spec.name == "dask":
         runner = DaskRunner()
         if not any(a.startswith(("--dask_partition_size", "--dask_npartitions")) for a in args):
@@ -124,6 +252,39 @@ def make_runner(spec: RunnerSpec, streaming: bool = False):
     if streaming:
         args += ["--streaming"]
     return runner, PipelineOptions(args), cleanup
+
+
+def worker_command() -> str:
+    """The shell command of a Beam SDK worker process: Beam's own multi-processing command
+    (``python -m apache_beam.runners.worker.sdk_worker_main``, this interpreter) with
+    :data:`WORKER_ENV` set for it alone (Beam starts it with ``shell=True`` and a copy of
+    this process's environment, which is left as it is)."""
+    import shlex
+    import sys
+
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in WORKER_ENV.items())
+    return f"env {env} {shlex.quote(sys.executable)} -m apache_beam.runners.worker.sdk_worker_main"
+
+
+def _worker_environment():
+    from apache_beam.transforms.environments import SubprocessSDKEnvironment
+
+    return SubprocessSDKEnvironment.from_command_string(worker_command())
+
+
+class _DropInMemoryWarning(logging.Filter):
+    """FnApiRunner warns that ``in_memory`` mode runs one worker whenever
+    ``direct_num_workers`` > 1, also when a subprocess environment is given (as here,
+    which runs that many processes)."""
+
+    def filter(self, record):
+        return not str(record.msg).startswith("If direct_num_workers is not equal to 1")
+
+
+def _quiet_in_memory_warning():
+    lg = logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner")
+    if not any(isinstance(f, _DropInMemoryWarning) for f in lg.filters):
+        lg.addFilter(_DropInMemoryWarning())
 
 
 _LOCAL_CLUSTERS: dict = {}
@@ -151,7 +312,8 @@ def local_dask_cluster(workers: int):
     kept = {k: os.environ.get(k) for k in _THREAD_ENV}
     try:
         c = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                         dashboard_address=None, silence_logs=logging.WARNING)
+                         dashboard_address=None, silence_logs=logging.WARNING,
+                         env=dict(WORKER_ENV))
     finally:
         for k, v in kept.items():
             if v is None:
