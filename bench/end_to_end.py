@@ -533,6 +533,9 @@ def main(argv=None) -> None:
     ap.add_argument("--sections", default="prism,write,g395h,wasp")
     ap.add_argument("--baseline", default=None, help="git revision to compare against (e.g. main)")
     ap.add_argument("--nints", type=int, default=1200, help="PRISM SUB512 NINTS")
+    ap.add_argument("--prism-ngroups", type=int, default=8,
+                    help="PRISM SUB512 NGROUPS (issue 14's shape is 1200 x 8 x 32 x 512; "
+                         "records before session 9 used the preset's 5)")
     ap.add_argument("--g395h-nints", type=int, default=120)
     ap.add_argument("--g395h-ngroups", type=int, default=20)
     ap.add_argument("--wasp-nints", type=int, default=465, help="integrations of the 465 run")
@@ -597,8 +600,8 @@ def main(argv=None) -> None:
             warm(small, os.path.join(args.data, "warm"), base_src)
         if "prism" in sections or "write" in sections:
             print("== prism", flush=True)
-            sim = os.path.join(args.data, f"prism-{args.nints}")
-            shape = simulate(sim, "prism-sub512", args.nints)
+            sim = os.path.join(args.data, f"prism-{args.nints}x{args.prism_ngroups}")
+            shape = simulate(sim, "prism-sub512", args.nints, ngroups=args.prism_ngroups)
         if "prism" in sections:
             sec = bench_exposure("prism", sim, shape, args.data, base_src, args, results)
             if not args.no_stcal:
