@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from nirbeam.transforms._select import select_kth
 from nirbeam.transforms.flicker_kernels import block_column_offsets, model_mad
 from nirbeam.transforms.flicker_params import MAD_TO_SIGMA, RESID_B, RESID_C
 from nirbeam.transforms.flicker_sort import (
@@ -52,7 +53,8 @@ class HookWork:
         ny, nx = layout.shape
         nm = layout.pixels.shape[0]
         nv = (ngroups - 1) * nm
-        self.key = (ngroups, want_var, from_first, bg_median, MAD_STORE_MAX)
+        self.key = (ngroups, want_var, from_first, bg_median, MAD_STORE_MAX, COUNT_MIN)
+        self.count_min = COUNT_MIN
         self.store = bool(want_var and ngroups >= 2 and 0 < nv <= MAD_STORE_MAX)
         big = nv if self.store else 1
         self.arrays = (
@@ -145,7 +147,7 @@ class HookWorkPool:
         self.free = []
 
     def take(self, ngroups: int, want_var: bool, from_first: bool, bg_median: bool):
-        key = (ngroups, want_var, from_first, bg_median, MAD_STORE_MAX)
+        key = (ngroups, want_var, from_first, bg_median, MAD_STORE_MAX, COUNT_MIN)
         while self.free:
             try:
                 w = self.free.pop()
@@ -160,13 +162,25 @@ class HookWorkPool:
 
 
 @njit(cache=True, error_model="numpy")
-def _group_values(out, k, ka, upix, vals, work, buf, per_group):
+def _group_values(out, k, ka, upix, vals, work, buf, per_group, mid):
     """The background values of group ``k`` that :func:`model_mad` takes the medians of,
     into ``vals[:nmu]`` (``nmu = upix.size``): ``out[k] - out[ka]`` at the pixels
     ``upix``, less the group's NaN-ignoring median when ``per_group`` (right after the
-    group was written: its values are in cache). Returns (finite values before the
-    median is taken off, the median: 0.0 without ``per_group``, NaN when the group
-    has no value; its values then count for nothing, finite values stored: 0 then)."""
+    group was written: its values are in cache); a value that is not finite is stored as
+    +inf (:func:`_pooled_mad`: the ranks of the finite values stay as they are).
+    Returns (finite values before the median is taken off, the median: 0.0 without
+    ``per_group``, NaN when the group has no value; its values then count for nothing,
+    finite values stored: 0 then).
+
+    The median is ``0.5 * (a + b)`` of the middle values ``a``, ``b`` of the non-NaN
+    values (np.nanmedian), selected by :func:`_group_middle` (from
+    :data:`GROUP_COUNT_MIN` values on) or ``select_kth``. ``mid`` gets ``a - median``
+    and ``b - median`` (0.0 where not finite): no stored value below the first has a
+    rank above the group's lower middle rank, and the values up to the second include
+    its upper middle rank, so the pooled median of all groups lies between the least
+    ``mid[0]`` and the largest ``mid[1]`` (:func:`_pooled_mad`'s bracket; it is checked
+    by counting there, so a group with infinities, whose finite ranks shift, costs
+    time, never exactness)."""
     ng, ny, nx = out.shape
     of = out.reshape((ng, ny * nx))
     nmu = upix.shape[0]
@@ -179,50 +193,212 @@ def _group_values(out, k, ka, upix, vals, work, buf, per_group):
         nfin += np.isfinite(v)
         nnan += np.isnan(v)
     if not per_group:
+        if nfin < nmu:
+            for i in range(nmu):
+                v = vals[i]
+                vals[i] = v if np.isfinite(v) else np.inf
         return nfin, 0.0, nfin
     nn = nmu - nnan
     if nn == 0:
         return nfin, np.nan, 0
-    src = vals
-    if nnan > 0:  # np.nanmedian: the values less the NaN
-        m = 0
-        for i in range(nmu):
-            v = vals[i]
-            work[m] = v
-            m += not np.isnan(v)
-        src = work
-    med = sorted_median(src, nn, buf)
+    lo = (nn - 1) // 2
+    hi = nn // 2
+    if nmu >= GROUP_COUNT_MIN:
+        va, vb = _group_middle(vals, nmu, lo, hi, upix, of, k, ka, buf)
+    else:
+        src = vals
+        if nnan > 0:  # np.nanmedian: the values less the NaN
+            m = 0
+            for i in range(nmu):
+                v = vals[i]
+                work[m] = v
+                m += not np.isnan(v)
+            src = work
+        for i in range(nn):
+            buf[i] = src[i]
+        va, vb = _pair_inplace(buf, nn, lo, hi)
+    med = 0.5 * (va + vb)
     nkeep = 0
     for i in range(nmu):
         r = vals[i] - med
-        vals[i] = r
-        nkeep += np.isfinite(r)
+        f = np.isfinite(r)
+        vals[i] = r if f else np.inf
+        nkeep += f
+    la = va - med
+    hb = vb - med
+    mid[0] = la if np.isfinite(la) else 0.0
+    mid[1] = hb if np.isfinite(hb) else 0.0
     return nfin, med, nkeep
 
 
+COUNT_MIN = 1 << 16
+"""From this many stored values on, with a bracket, :func:`_pooled_mad` selects the
+first median by counting (:func:`_median_in_bracket`); below, by :func:`order_pair`
+on the compacted values."""
+
+
 @njit(cache=True, error_model="numpy")
-def _pooled_mad(vals, n, nf, buf):
+def _pair_inplace(a, m, lo, hi):
+    """``(s[lo], s[hi])`` of ``s = sorted(a[:m])`` (``hi`` is ``lo`` or ``lo + 1``):
+    ``select_kth``, then the least value above rank ``lo`` (reorders ``a[:m]``)."""
+    v = select_kth(a, m, lo)
+    w = v
+    if hi != lo:
+        w = a[hi]
+        for i in range(hi + 1, m):
+            if a[i] < w:
+                w = a[i]
+    return v, w
+
+
+GROUP_COUNT_MIN = 4096
+"""From this many mask pixels on, a group's median is selected by counting
+(:func:`_group_middle`); below, directly (``select_kth``)."""
+GROUP_SAMPLE = 1024
+"""Values of a group sampled for :func:`_group_middle`'s pivots."""
+
+
+@njit(cache=True, error_model="numpy")
+def _group_middle(vals, n, lo, hi, upix, of, k, ka, buf):
+    """The values of ranks ``lo``, ``hi`` of the non-NaN ``vals[:n]`` (a group's
+    values: ``of[k, upix] - of[ka, upix]``), exact for any pivots, which only decide
+    the cost: 8 pivots around the median of an evenly spaced sample of ``GROUP_SAMPLE``
+    values (within 4 of its standard deviations), one branch-free pass counting the
+    values below each pivot (vectorises), the values between the two pivots around
+    ``lo..hi`` (-inf / +inf inclusive past the ends) copied into ``buf`` in blocks of
+    16 (only blocks where a branch-free count finds one) and selected there."""
+    ns = min(GROUP_SAMPLE, n)
+    nsv = 0
+    for j in range(ns):
+        px = upix[(j * n) // ns]
+        v = np.float64(of[k, px]) - np.float64(of[ka, px])
+        buf[nsv] = v
+        nsv += not np.isnan(v)
+    piv = np.full(8, np.inf)
+    if nsv > 0:
+        r = (nsv - 1) // 2
+        sd = int(0.5 * np.sqrt(nsv)) + 1
+        a = max(r - 4 * sd, 0)
+        b = min(r + 4 * sd, nsv - 1)
+        select_kth(buf, nsv, a)
+        select_kth(buf[a:], nsv - a, b - a)
+        win = np.sort(buf[a:b + 1])
+        for j in range(8):
+            piv[j] = win[(j * (b - a)) // 7]
+    t0, t1, t2, t3 = piv[0], piv[1], piv[2], piv[3]
+    t4, t5, t6, t7 = piv[4], piv[5], piv[6], piv[7]
+    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = 0
+    for i in range(n):
+        v = vals[i]
+        c0 += v < t0
+        c1 += v < t1
+        c2 += v < t2
+        c3 += v < t3
+        c4 += v < t4
+        c5 += v < t5
+        c6 += v < t6
+        c7 += v < t7
+    cnt = (c0, c1, c2, c3, c4, c5, c6, c7)
+    tlo = -np.inf
+    base = 0
+    thi = np.inf
+    top = True  # no pivot above rank hi: up to +inf inclusive
+    for j in range(8):
+        if cnt[j] <= lo:
+            tlo = piv[j]
+            base = cnt[j]
+    for j in range(7, -1, -1):
+        if cnt[j] > hi:
+            thi = piv[j]
+            top = False
+    m = 0
+    nblk = n // 16
+    for bk in range(nblk + 1):
+        i0 = bk * 16
+        w = 16 if bk < nblk else n - i0
+        h = 0
+        for i in range(w):  # a fixed-length count: vectorises
+            v = vals[i0 + i]
+            h += (v >= tlo) & ((v < thi) | top)
+        if h > 0:
+            for i in range(w):
+                v = vals[i0 + i]
+                buf[m] = v
+                m += (v >= tlo) & ((v < thi) | top)
+    return _pair_inplace(buf, m, lo - base, hi - base)
+
+
+@njit(cache=True, error_model="numpy")
+def _median_in_bracket(src, n, lo, hi, p1, p2, buf):
+    """``0.5 * (s[lo] + s[hi])`` of ``s``, the sorted non-NaN values of ``src[:n]``
+    (their ranks; NaN entries are left out), exact for any ``p1 <= p2``, which only
+    decide the cost.
+
+    One branch-free pass (vectorises) counts the values below ``p1`` and in
+    ``[p1, p2]``; if those hold ranks ``lo..hi``, the values in the bracket are copied
+    into ``buf`` (a block of 64 only when a branch-free count finds one in it) and
+    selected there; else every non-NaN value is copied and selected."""
+    nb = 0
+    ni = 0
+    for i in range(n):
+        v = src[i]
+        nb += v < p1
+        ni += (v >= p1) & (v <= p2)
+    if not (nb <= lo and nb + ni > hi):  # the bracket misses: all values
+        nb = 0
+        p1 = -np.inf
+        p2 = np.inf
+    m = 0
+    nblk = n // 64
+    for b in range(nblk + 1):
+        i0 = b * 64
+        w = 64 if b < nblk else n - i0
+        h = 0
+        for i in range(w):  # a fixed-length count: vectorises
+            v = src[i0 + i]
+            h += (v >= p1) & (v <= p2)
+        if h > 0:
+            for i in range(w):
+                v = src[i0 + i]
+                buf[m] = v
+                m += (v >= p1) & (v <= p2)
+    return _pair_inplace(buf, m, lo - nb, hi - nb)
+
+
+@njit(cache=True, error_model="numpy")
+def _pooled_mad(vals, n, nf, buf, count_min, bracket, p1, p2):
     """MAD of the ``nf`` finite values of ``vals[:n]`` (already less their group's
-    median; ``nf`` counted as they were stored): ``median(|r - median(r)|)``, NaN when
-    none is finite (:func:`model_mad`'s two streamed medians). The finite values are
-    compacted to the front of ``vals`` (in place) when some are not."""
-    if nf < n:
-        m = 0
-        for i in range(n):  # forward: vals[m] (m <= i) is read before it is written
-            v = vals[i]
-            vals[m] = v
-            m += np.isfinite(v)
+    median; the others +inf; ``nf`` counted as they were stored):
+    ``median(|r - median(r)|)``, NaN when none is finite (:func:`model_mad`'s two
+    streamed medians), the same value bit for bit (the sign of a zero first median
+    aside: the absolute value removes it).
+
+    The values that are not finite are stored as +inf: above every finite value (also
+    as ``|r - center|``), they leave the ranks ``lo``, ``hi`` of the finite values
+    as they are, so nothing is compacted. From ``count_min`` values on, with a
+    ``bracket`` ``p1 <= p2`` (the groups' middle values, :func:`_group_values`), the
+    first median is selected by counting (:func:`_median_in_bracket`); else by
+    :func:`order_pair`; the second always by :func:`order_pair_abs`."""
     if nf == 0:
         return np.nan
-    med = order_pair(vals, nf, (nf - 1) // 2, nf // 2, buf)
-    return order_pair_abs(vals, nf, med, (nf - 1) // 2, nf // 2, buf)
+    lo = (nf - 1) // 2
+    hi = nf // 2
+    if bracket and n >= count_min and p1 <= p2:
+        va, vb = _median_in_bracket(vals, n, lo, hi, p1, p2, buf)
+        med = 0.5 * (va + vb)
+    else:
+        med = np.nan
+    if np.isnan(med):
+        med = order_pair(vals, n, lo, hi, buf)
+    return order_pair_abs(vals, n, med, lo, hi, buf)
 
 
 @njit(cache=True, error_model="numpy")
 def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, use_mean,
                        clip_sigma, min_pixels, from_first, blocks, slot_row, slot_flat, comps,
                        comp_off, pixels, want_var, k_var, a_var, resid, two, light, out, var,
-                       offs, mode, store, vals, mbuf, work, upix, base, dd, acc, allv, buf):
+                       offs, mode, store, count_min, vals, mbuf, work, upix, base, dd, acc,
+                       allv, buf):
     """1/f cleaning of one integration (``method='median'``), as
     :func:`~nirbeam.transforms.flicker_kernels.groups_median_kernel` on the mask of
     ``pixels`` less the pixels with a ``bad_pixel`` bit in ``pdq``; the cleaned ramp into
@@ -250,7 +426,7 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
     Work arrays (:class:`HookWork`, allocated by the caller once and reused: large
     allocations inside a kernel cost page faults on every call): ``store`` whether the
     MAD's values are stored (``vals``, ``mbuf`` >= (ng - 1) x mask pixels; else
-    streamed), ``work``, ``upix`` (>= mask pixels), ``base`` (ny * nx), ``dd``
+    streamed; ``count_min``: :func:`_pooled_mad`), ``work``, ``upix`` (>= mask pixels), ``base`` (ny * nx), ``dd``
     (ny * nx + 1), ``acc`` (ny, nx) for group differences, ``allv``, ``buf`` (>= mask pixels) for
     ``bg_mode`` 2.
     """
@@ -301,6 +477,9 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
     store = store and want_var and ng >= 2 and nmu > 0
     nfin = 0
     nkept = 0  # finite values stored for the MAD
+    mid = np.zeros(2)
+    p1 = np.inf  # the pooled median's bracket (_group_values)
+    p2 = -np.inf
     for y in range(ny):
         for c in range(nx):
             out[0, y, c] = g[0, y, c]
@@ -396,19 +575,24 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
                     out[kb, y, c] = np.float32(np.float64(g[kb, y, c]) - a)
         if store:
             f, mk, nk = _group_values(out, kb, 0 if from_first else k, upix,
-                                  vals[k * nmu:(k + 1) * nmu], work, mbuf, from_first)
+                                      vals[k * nmu:(k + 1) * nmu], work, mbuf, from_first,
+                                      mid)
             nfin += f
             nkept += nk
             if np.isnan(mk):  # a group without values: left out of the MAD
                 for i in range(k * nmu, (k + 1) * nmu):
-                    vals[i] = np.nan
+                    vals[i] = np.inf
+            elif from_first:
+                p1 = min(p1, mid[0])
+                p2 = max(p2, mid[1])
     if not want_var:
         return -2.0
     mad = -1.0
     if ng >= 2 and nmu > 0:
         if store:
             if nfin >= 2:
-                mad = _pooled_mad(vals, (ng - 1) * nmu, nkept, mbuf)
+                mad = _pooled_mad(vals, (ng - 1) * nmu, nkept, mbuf, count_min, from_first,
+                                  p1, p2)
         else:
             msk = np.zeros(ny * nx, np.bool_)
             for i in range(nmu):
