@@ -172,12 +172,11 @@ def _group_values(out, k, ka, upix, vals, work, buf, per_group, mid):
     ``per_group``, NaN when the group has no value; its values then count for nothing,
     finite values stored: 0 then).
 
-    The median is ``0.5 * (a + b)`` of the middle values ``a``, ``b`` of the non-NaN
-    values (np.nanmedian), selected by :func:`_group_middle` (from
-    :data:`GROUP_COUNT_MIN` values on) or ``select_kth``. ``mid`` gets ``a - median``
-    and ``b - median`` (0.0 where not finite): no stored value below the first has a
-    rank above the group's lower middle rank, and the values up to the second include
-    its upper middle rank, so the pooled median of all groups lies between the least
+    With ``per_group``, ``mid`` gets the largest negative and the smallest positive
+    stored value (0.0 where there is none, and both 0.0 for an odd count of non-NaN
+    values: the middle value less the median): no value below the first has a rank
+    above the group's lower middle rank, and the values up to the second include its
+    upper middle rank, so the pooled median of all groups lies between the least
     ``mid[0]`` and the largest ``mid[1]`` (:func:`_pooled_mad`'s bracket; it is checked
     by counting there, so a group with infinities, whose finite ranks shift, costs
     time, never exactness)."""
@@ -201,10 +200,10 @@ def _group_values(out, k, ka, upix, vals, work, buf, per_group, mid):
     nn = nmu - nnan
     if nn == 0:
         return nfin, np.nan, 0
-    lo = (nn - 1) // 2
-    hi = nn // 2
-    if nmu >= GROUP_COUNT_MIN:
-        va, vb = _group_middle(vals, nmu, lo, hi, upix, of, k, ka, buf)
+    if nmu >= GROUP_COUNT_MIN:  # np.nanmedian: ranks among the non-NaN values
+        a, b = _pair_counted(vals, nmu, (nn - 1) // 2, nn // 2, 0.0, False, GROUP_SAMPLE,
+                             buf)
+        med = 0.5 * (a + b)
     else:
         src = vals
         if nnan > 0:  # np.nanmedian: the values less the NaN
@@ -214,23 +213,41 @@ def _group_values(out, k, ka, upix, vals, work, buf, per_group, mid):
                 work[m] = v
                 m += not np.isnan(v)
             src = work
-        for i in range(nn):
-            buf[i] = src[i]
-        va, vb = _pair_inplace(buf, nn, lo, hi)
-    med = 0.5 * (va + vb)
+        med = sorted_median(src, nn, buf)
     nkeep = 0
     for i in range(nmu):
         r = vals[i] - med
         f = np.isfinite(r)
         vals[i] = r if f else np.inf
         nkeep += f
-    la = va - med
-    hb = vb - med
-    mid[0] = la if np.isfinite(la) else 0.0
-    mid[1] = hb if np.isfinite(hb) else 0.0
+    mid[0] = 0.0  # odd count: the middle value less the median is 0.0
+    mid[1] = 0.0
+    if nn % 2 == 0:
+        # the largest negative and the smallest positive value, as integer minima of
+        # the bit patterns (a float max / min reduction does not vectorise): below 0
+        # and above -0.0's pattern the least pattern is the largest value; above 0
+        # (below +inf) the least is the smallest
+        bits = vals[:nmu].view(np.int64)
+        none = np.int64(0x7FFFFFFFFFFFFFFF)
+        nzero = np.int64(-0x7FFFFFFFFFFFFFFF - 1)
+        pinf = np.int64(0x7FF0000000000000)
+        mneg = none
+        mpos = none
+        for i in range(nmu):
+            q = bits[i]
+            mneg = min(mneg, q if (q > nzero) & (q < 0) else none)
+            mpos = min(mpos, q if (q > 0) & (q < pinf) else none)
+        mi = mid.view(np.int64)
+        if mneg != none:
+            mi[0] = mneg
+        if mpos != none:
+            mi[1] = mpos
     return nfin, med, nkeep
 
 
+GROUP_COUNT_MIN = 4096
+"""From this many values on, a group's median is selected by counting
+(:func:`_pair_counted`); below, by :func:`sorted_median`."""
 COUNT_MIN = 1 << 16
 """From this many stored values on, with a bracket, :func:`_pooled_mad` selects the
 first median by counting (:func:`_median_in_bracket`); below, by :func:`order_pair`
@@ -251,118 +268,107 @@ def _pair_inplace(a, m, lo, hi):
     return v, w
 
 
-GROUP_COUNT_MIN = 4096
-"""From this many mask pixels on, a group's median is selected by counting
-(:func:`_group_middle`); below, directly (``select_kth``)."""
-GROUP_SAMPLE = 1024
-"""Values of a group sampled for :func:`_group_middle`'s pivots."""
+@njit(cache=True, error_model="numpy", inline="always")
+def _val(src, i, center, absdev):
+    """``src[i]``, or ``|src[i] - center|`` when ``absdev``."""
+    return np.abs(src[i] - center) if absdev else src[i]
 
 
 @njit(cache=True, error_model="numpy")
-def _group_middle(vals, n, lo, hi, upix, of, k, ka, buf):
-    """The values of ranks ``lo``, ``hi`` of the non-NaN ``vals[:n]`` (a group's
-    values: ``of[k, upix] - of[ka, upix]``), exact for any pivots, which only decide
-    the cost: 8 pivots around the median of an evenly spaced sample of ``GROUP_SAMPLE``
-    values (within 4 of its standard deviations), one branch-free pass counting the
-    values below each pivot (vectorises), the values between the two pivots around
-    ``lo..hi`` (-inf / +inf inclusive past the ends) copied into ``buf`` in blocks of
-    16 (only blocks where a branch-free count finds one) and selected there."""
-    ns = min(GROUP_SAMPLE, n)
-    nsv = 0
-    for j in range(ns):
-        px = upix[(j * n) // ns]
-        v = np.float64(of[k, px]) - np.float64(of[ka, px])
-        buf[nsv] = v
-        nsv += not np.isnan(v)
-    piv = np.full(8, np.inf)
-    if nsv > 0:
-        r = (nsv - 1) // 2
-        sd = int(0.5 * np.sqrt(nsv)) + 1
-        a = max(r - 4 * sd, 0)
-        b = min(r + 4 * sd, nsv - 1)
-        select_kth(buf, nsv, a)
-        select_kth(buf[a:], nsv - a, b - a)
-        win = np.sort(buf[a:b + 1])
-        for j in range(8):
-            piv[j] = win[(j * (b - a)) // 7]
-    t0, t1, t2, t3 = piv[0], piv[1], piv[2], piv[3]
-    t4, t5, t6, t7 = piv[4], piv[5], piv[6], piv[7]
-    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = 0
+def _count_in(src, n, p1, p2, center, absdev):
+    """(values of ``src[:n]`` below ``p1``, values in ``[p1, p2]``) (``|src - center|``
+    when ``absdev``; NaN counts in neither): one branch-free pass (vectorises)."""
+    nb = 0
+    ni = 0
     for i in range(n):
-        v = vals[i]
-        c0 += v < t0
-        c1 += v < t1
-        c2 += v < t2
-        c3 += v < t3
-        c4 += v < t4
-        c5 += v < t5
-        c6 += v < t6
-        c7 += v < t7
-    cnt = (c0, c1, c2, c3, c4, c5, c6, c7)
-    tlo = -np.inf
-    base = 0
-    thi = np.inf
-    top = True  # no pivot above rank hi: up to +inf inclusive
-    for j in range(8):
-        if cnt[j] <= lo:
-            tlo = piv[j]
-            base = cnt[j]
-    for j in range(7, -1, -1):
-        if cnt[j] > hi:
-            thi = piv[j]
-            top = False
+        v = _val(src, i, center, absdev)
+        nb += v < p1
+        ni += (v >= p1) & (v <= p2)
+    return nb, ni
+
+
+@njit(cache=True, error_model="numpy")
+def _select_in(src, n, lo, hi, p1, p2, nb, center, absdev, buf):
+    """``(s[lo], s[hi])`` of the sorted non-NaN values of ``src[:n]`` (``|src - center|``
+    when ``absdev``) given that ``nb`` of them are below ``p1`` and ranks ``lo..hi`` are
+    in ``[p1, p2]``: the values in ``[p1, p2]`` copied into ``buf`` (a block of 16
+    only when a branch-free count finds one in it) and selected there."""
     m = 0
     nblk = n // 16
-    for bk in range(nblk + 1):
-        i0 = bk * 16
-        w = 16 if bk < nblk else n - i0
+    for b in range(nblk + 1):
+        i0 = b * 16
+        w = 16 if b < nblk else n - i0
         h = 0
         for i in range(w):  # a fixed-length count: vectorises
-            v = vals[i0 + i]
-            h += (v >= tlo) & ((v < thi) | top)
+            v = _val(src, i0 + i, center, absdev)
+            h += (v >= p1) & (v <= p2)
         if h > 0:
             for i in range(w):
-                v = vals[i0 + i]
+                v = _val(src, i0 + i, center, absdev)
                 buf[m] = v
-                m += (v >= tlo) & ((v < thi) | top)
-    return _pair_inplace(buf, m, lo - base, hi - base)
+                m += (v >= p1) & (v <= p2)
+    return _pair_inplace(buf, m, lo - nb, hi - nb)
 
 
 @njit(cache=True, error_model="numpy")
 def _median_in_bracket(src, n, lo, hi, p1, p2, buf):
-    """``0.5 * (s[lo] + s[hi])`` of ``s``, the sorted non-NaN values of ``src[:n]``
-    (their ranks; NaN entries are left out), exact for any ``p1 <= p2``, which only
-    decide the cost.
-
-    One branch-free pass (vectorises) counts the values below ``p1`` and in
-    ``[p1, p2]``; if those hold ranks ``lo..hi``, the values in the bracket are copied
-    into ``buf`` (a block of 64 only when a branch-free count finds one in it) and
-    selected there; else every non-NaN value is copied and selected."""
-    nb = 0
-    ni = 0
-    for i in range(n):
-        v = src[i]
-        nb += v < p1
-        ni += (v >= p1) & (v <= p2)
+    """``(s[lo], s[hi])`` of ``s``, the sorted non-NaN values of ``src[:n]`` (their
+    ranks; NaN entries are left out), exact for any ``p1 <= p2``, which only decide
+    the cost: :func:`_count_in`; if ``[p1, p2]`` holds ranks ``lo..hi``, its values are
+    selected (:func:`_select_in`), else all values."""
+    nb, ni = _count_in(src, n, p1, p2, 0.0, False)
     if not (nb <= lo and nb + ni > hi):  # the bracket misses: all values
         nb = 0
         p1 = -np.inf
         p2 = np.inf
-    m = 0
-    nblk = n // 64
-    for b in range(nblk + 1):
-        i0 = b * 64
-        w = 64 if b < nblk else n - i0
-        h = 0
-        for i in range(w):  # a fixed-length count: vectorises
-            v = src[i0 + i]
-            h += (v >= p1) & (v <= p2)
-        if h > 0:
-            for i in range(w):
-                v = src[i0 + i]
-                buf[m] = v
-                m += (v >= p1) & (v <= p2)
-    return _pair_inplace(buf, m, lo - nb, hi - nb)
+    return _select_in(src, n, lo, hi, p1, p2, nb, 0.0, False, buf)
+
+
+MAD_SAMPLE = 8192
+"""Values sampled for the pooled MAD's first bracket (:func:`_pair_counted`)."""
+GROUP_SAMPLE = 256
+"""Values sampled for a group median's first bracket (:func:`_pair_counted`)."""
+COUNT_ROUNDS = 3
+"""At most this many narrowing rounds in :func:`_pair_counted`, ..."""
+COUNT_SELECT = 256
+"""... while the bracket holds more than this many values."""
+
+
+@njit(cache=True, error_model="numpy")
+def _pair_counted(src, n, lo, hi, center, absdev, ns, buf):
+    """``(s[lo], s[hi])`` of ``s``, the sorted non-NaN values of ``src[:n]``
+    (``|src - center|`` when ``absdev``; their ranks), exact whatever the sample: a
+    bracket of the ranks from ``ns`` evenly spaced values (as :func:`order_pair`'s
+    first round; NaN read as +inf), checked by counting (:func:`_count_in`; a miss:
+    every value), then narrowed by linear interpolation of the rank inside it (+-6 %
+    of its width, kept only if a count confirms it; :data:`COUNT_ROUNDS`,
+    :data:`COUNT_SELECT`), and its values selected (:func:`_select_in`)."""
+    ns = min(ns, n)
+    for i in range(ns):
+        v = _val(src, (i * n) // ns, center, absdev)
+        buf[i] = np.inf if np.isnan(v) else v
+    delta = int(2.0 * np.sqrt(ns)) + 2
+    r = (lo * ns) // n
+    r1 = max(r - delta, 0)
+    r2 = min(r + delta, ns - 1)
+    q1 = select_kth(buf, ns, r1)
+    q2 = select_kth(buf[r1:], ns - r1, r2 - r1)
+    nb, ni = _count_in(src, n, q1, q2, center, absdev)
+    if not (nb <= lo and nb + ni > hi):  # the sample misled: every value
+        return _select_in(src, n, lo, hi, -np.inf, np.inf, 0, center, absdev, buf)
+    for _ in range(COUNT_ROUNDS):
+        if ni <= COUNT_SELECT or not np.isfinite(q2 - q1):
+            break
+        t = (lo - nb + 0.5) / ni
+        u1 = max(q1 + (t - 0.06) * (q2 - q1), q1)
+        u2 = min(q1 + (t + 0.06) * (q2 - q1), q2)
+        if not u1 <= u2:
+            break
+        nb2, ni2 = _count_in(src, n, u1, u2, center, absdev)
+        if not (nb2 <= lo and nb2 + ni2 > hi):
+            break
+        q1, q2, nb, ni = u1, u2, nb2, ni2
+    return _select_in(src, n, lo, hi, q1, q2, nb, center, absdev, buf)
 
 
 @njit(cache=True, error_model="numpy")
@@ -390,6 +396,9 @@ def _pooled_mad(vals, n, nf, buf, count_min, bracket, p1, p2):
         med = np.nan
     if np.isnan(med):
         med = order_pair(vals, n, lo, hi, buf)
+    if n >= count_min:
+        a, b = _pair_counted(vals, n, lo, hi, med, True, MAD_SAMPLE, buf)
+        return 0.5 * (a + b)
     return order_pair_abs(vals, n, med, lo, hi, buf)
 
 
