@@ -810,3 +810,20 @@ def test_counted_path_in_the_hook(monkeypatch):
     groups, gdq, pdq, mask = make_case(16, 20, 32, 2048)
     new, old = _hooks(params, mask)
     assert_same(new(groups, gdq, pdq), old(groups, gdq, pdq))
+
+
+def test_many_nonfinite_values_direct_path():
+    """Many infinite mask values (stored as +inf for the MAD) with the MAD below
+    COUNT_MIN (order_pair on the uncompacted values) and above it == the old kernels."""
+    from nirbeam.transforms import flicker_hook
+
+    for ng, ny, nx in [(4, 32, 512), (6, 13, 67), (20, 32, 2048)]:
+        groups, gdq, pdq, mask = make_case(70 + ng, ng, ny, nx)
+        rng = np.random.default_rng(ng)
+        g = groups.copy()
+        g[rng.random(g.shape) < 0.2] = np.inf
+        g[rng.random(g.shape) < 0.05] = -np.inf
+        g[rng.random(g.shape) < 0.05] = np.nan
+        new, old = _hooks(FlickerParams(), mask)
+        assert flicker_hook.HookWork(new.layout, ng, True, True, False).store
+        assert_same(new(g, gdq, pdq), old(g, gdq, pdq))
