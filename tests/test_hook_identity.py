@@ -672,3 +672,158 @@ def test_layout_unchanged():
             sl = new.slot_flat[first:first + h, :w]
             ok = new.slot_row[first:first + h, :w] >= 0
             assert np.all((sl % nx == c0 + np.arange(w))[ok])
+
+
+# --------------------------------------------------------------------------- session 9
+# The model variance's medians by counting (flicker_hook._group_middle,
+# _median_in_bracket, _pooled_mad with a bracket; non-finite values stored as +inf):
+# exact order statistics for any pivots / brackets, == numpy and == the old kernels.
+def _order_stats(v):
+    """(s[lo], s[hi]) of the sorted non-NaN values, numpy."""
+    s = np.sort(v[~np.isnan(v)])
+    n = s.size
+    return s[(n - 1) // 2], s[n // 2]
+
+
+def _value_sets():
+    """Seeded value sets: normal, integer ties, two values, one value, +-inf and NaN
+    entries, signed zeros, even and odd counts, sizes around the block lengths."""
+    rng = np.random.default_rng(9)
+    sets = []
+    for n in (1, 2, 3, 15, 16, 17, 63, 64, 65, 1000, 1023, 4096, 4097, 20193, 20194):
+        sets.append(rng.normal(40.0, 12.0, n))
+        sets.append(np.round(rng.normal(0.0, 3.0, n)))  # ties
+        sets.append(rng.choice([-1.0, 2.0], n))  # two values
+        v = rng.normal(0.0, 5.0, n)
+        v[rng.random(n) < 0.05] = np.nan
+        v[rng.random(n) < 0.02] = np.inf
+        v[rng.random(n) < 0.01] = -np.inf
+        if np.isnan(v).all():
+            v[0] = 1.5
+        sets.append(v)
+        z = np.where(rng.random(n) < 0.5, -0.0, 0.0)  # signed zeros only
+        sets.append(z)
+    sets.append(np.full(5000, 7.0))  # all equal
+    s = rng.normal(0.0, 1.0, 5000)
+    s[:2500] = np.nan  # half NaN
+    sets.append(s)
+    sets.append(np.sort(rng.normal(0.0, 1.0, 5000)))  # sorted / reversed: the sample's
+    sets.append(np.sort(rng.normal(0.0, 1.0, 5000))[::-1].copy())  # ranks off
+    return sets
+
+
+@pytest.mark.parametrize("absdev", [False, True])
+def test_pair_counted_is_exact(absdev):
+    """_pair_counted (sampled bracket, counts, interpolated narrowing, blocks of 16) ==
+    numpy's order statistics of the non-NaN values (``|v - c|`` with absdev; +inf
+    entries as stored), whatever the sample: 1..8192 sampled values, sorted and
+    reversed inputs, ties, NaN."""
+    from nirbeam.transforms.flicker_hook import _pair_counted
+
+    for v in _value_sets():
+        src = np.where(np.isinf(v), np.inf, v) if absdev else v
+        c = 0.75 if absdev else 0.0
+        w = np.abs(src - c) if absdev else src
+        nn = int((~np.isnan(w)).sum())
+        if nn == 0:
+            continue
+        lo, hi = (nn - 1) // 2, nn // 2
+        want = _order_stats(w)
+        for ns in (1, 2, 7, 256, 1024, 8192):
+            got = _pair_counted(src.copy(), src.size, lo, hi, c, absdev, ns,
+                                np.empty(src.size + 1))
+            assert np.array_equal(np.array(got), np.array(want)), (src.size, ns, got, want)
+        if nn > 2:  # other ranks than the middle ones
+            for r in (0, 1, nn - 2):
+                s_ = np.sort(w[~np.isnan(w)])
+                got = _pair_counted(src.copy(), src.size, r, r + 1, c, absdev, 64,
+                                    np.empty(src.size + 1))
+                assert np.array_equal(np.array(got), np.array((s_[r], s_[r + 1])))
+
+
+def test_median_in_bracket_is_exact():
+    """_median_in_bracket == numpy's order statistics for brackets that hold the ranks,
+    miss them below or above, are empty or a single value; NaN and +inf entries."""
+    from nirbeam.transforms.flicker_hook import _median_in_bracket
+
+    for v in _value_sets():
+        vals = np.where(np.isnan(v) | np.isfinite(v), v, np.inf)  # as stored: +inf
+        nf = int(np.isfinite(vals).sum())
+        if nf == 0:
+            continue
+        fin = np.sort(vals[np.isfinite(vals)])
+        lo, hi = (nf - 1) // 2, nf // 2
+        want = (fin[lo], fin[hi])
+        m = 0.5 * (fin[lo] + fin[hi])
+        for p1, p2 in [(fin[lo], fin[hi]), (m, m), (0.0, 0.0), (fin[0], fin[-1]),
+                       (m + 1.0, m + 2.0), (m - 2.0, m - 1.0), (-np.inf, np.inf),
+                       (fin[hi], fin[hi]), (fin[lo], fin[lo])]:
+            got = _median_in_bracket(vals.copy(), vals.size, lo, hi, p1, p2,
+                                     np.empty(vals.size + 1))
+            assert np.array_equal(np.array(got), np.array(want)), (vals.size, p1, p2)
+
+
+@pytest.mark.parametrize("bracket", [False, True])
+def test_pooled_mad_counted_equals_old(bracket):
+    """_pooled_mad on +inf-marked values (counted from count_min = 1, with and without
+    the groups' bracket, or a wrong one) == the old compacting one on the same values,
+    and == numpy."""
+    from nirbeam.transforms.flicker_hook import _pooled_mad
+
+    for v in _value_sets():
+        vals = np.where(np.isfinite(v), v, np.inf)
+        nf = int(np.isfinite(vals).sum())
+        old_in = np.where(np.isfinite(v), v, np.nan)
+        want = old_pooled_mad(old_in.copy(), old_in.size, np.empty(v.size + 1),
+                              np.empty(v.size + 1))
+        if nf:
+            fin = vals[np.isfinite(vals)]
+            assert want == np.median(np.abs(fin - np.median(fin)))
+        for count_min, p1, p2 in [(1, 0.0, 0.0), (1, -0.5, 0.25), (1, 3.0, 4.0),
+                                  (1 << 30, 0.0, 0.0)]:
+            got = _pooled_mad(vals.copy(), vals.size, nf, np.empty(v.size + 1), count_min,
+                              bracket, p1, p2)
+            assert (np.isnan(got) and np.isnan(want)) or got == want, (v.size, got, want)
+            assert np.signbit(got) == np.signbit(want)
+
+
+def test_counted_path_in_the_hook(monkeypatch):
+    """The hook with every MAD counted (COUNT_MIN = 1: PRISM-size cases too), integer
+    ties, a group with no mask value, few finite values == the old kernels."""
+    from nirbeam.transforms import flicker_hook
+
+    monkeypatch.setattr(flicker_hook, "COUNT_MIN", 1)
+    for seed, (ng, ny, nx), integer in [(11, (5, 32, 512), False), (12, (5, 32, 512), True),
+                                        (13, (6, 13, 67), True), (14, (3, 32, 512), False),
+                                        (15, (70, 32, 2048), True)]:
+        groups, gdq, pdq, mask = make_case(seed, ng, ny, nx, integer=integer)
+        new, old = _hooks(FlickerParams(), mask)
+        assert_same(new(groups, gdq, pdq), old(groups, gdq, pdq))
+        g = groups.copy()
+        g[min(2, ng - 1)][mask] = np.nan  # a group without values
+        assert_same(new(g, gdq, pdq), old(g, gdq, pdq))
+        g[1:][:, mask] = np.inf  # no finite value left
+        g[1][np.argwhere(mask)[0][0], np.argwhere(mask)[0][1]] = 5.0
+        g[1][np.argwhere(mask)[1][0], np.argwhere(mask)[1][1]] = -3.0
+        assert_same(new(g, gdq, pdq), old(g, gdq, pdq))
+    params = FlickerParams(group_reference="previous")
+    groups, gdq, pdq, mask = make_case(16, 20, 32, 2048)
+    new, old = _hooks(params, mask)
+    assert_same(new(groups, gdq, pdq), old(groups, gdq, pdq))
+
+
+def test_many_nonfinite_values_direct_path():
+    """Many infinite mask values (stored as +inf for the MAD) with the MAD below
+    COUNT_MIN (order_pair on the uncompacted values) and above it == the old kernels."""
+    from nirbeam.transforms import flicker_hook
+
+    for ng, ny, nx in [(4, 32, 512), (6, 13, 67), (20, 32, 2048)]:
+        groups, gdq, pdq, mask = make_case(70 + ng, ng, ny, nx)
+        rng = np.random.default_rng(ng)
+        g = groups.copy()
+        g[rng.random(g.shape) < 0.2] = np.inf
+        g[rng.random(g.shape) < 0.05] = -np.inf
+        g[rng.random(g.shape) < 0.05] = np.nan
+        new, old = _hooks(FlickerParams(), mask)
+        assert flicker_hook.HookWork(new.layout, ng, True, True, False).store
+        assert_same(new(g, gdq, pdq), old(g, gdq, pdq))

@@ -531,14 +531,15 @@ class _FusedMedianHook:
                 lay.slot_row, lay.slot_flat, lay.comps, lay.comp_off, lay.pixels)
         hook_median_kernel(g, q, p, *args, want_var, self.k, self.a, self.resid, 2.0,
                            self.light, out, var, offs,
-                           1 if self.wiener else 0, work.store, *work.arrays)
+                           1 if self.wiener else 0, work.store, work.count_min, *work.arrays)
         if self.wiener:  # the offsets filtered along the readout order, then applied
             filt, gain, _ = readout_wiener(offs, noise_level(var[0]))
             var = np.zeros(self.shape) if self.error_term else np.zeros((1, 1))
             hook_median_kernel(g, q, p, *args, self.error_term, self.k, self.a, self.resid,
                                2.0, self.light, out,
                                var, np.ascontiguousarray(filt), 2,
-                               work.store and self.error_term, *work.arrays)
+                               work.store and self.error_term, work.count_min,
+                               *work.arrays)
             if self.error_term:
                 var *= gain
         self._work.give(work)

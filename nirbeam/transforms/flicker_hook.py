@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from nirbeam.transforms._select import select_kth
 from nirbeam.transforms.flicker_kernels import block_column_offsets, model_mad
 from nirbeam.transforms.flicker_params import MAD_TO_SIGMA, RESID_B, RESID_C
 from nirbeam.transforms.flicker_sort import (
@@ -52,7 +53,8 @@ class HookWork:
         ny, nx = layout.shape
         nm = layout.pixels.shape[0]
         nv = (ngroups - 1) * nm
-        self.key = (ngroups, want_var, from_first, bg_median, MAD_STORE_MAX)
+        self.key = (ngroups, want_var, from_first, bg_median, MAD_STORE_MAX, COUNT_MIN)
+        self.count_min = COUNT_MIN
         self.store = bool(want_var and ngroups >= 2 and 0 < nv <= MAD_STORE_MAX)
         big = nv if self.store else 1
         self.arrays = (
@@ -145,7 +147,7 @@ class HookWorkPool:
         self.free = []
 
     def take(self, ngroups: int, want_var: bool, from_first: bool, bg_median: bool):
-        key = (ngroups, want_var, from_first, bg_median, MAD_STORE_MAX)
+        key = (ngroups, want_var, from_first, bg_median, MAD_STORE_MAX, COUNT_MIN)
         while self.free:
             try:
                 w = self.free.pop()
@@ -160,13 +162,24 @@ class HookWorkPool:
 
 
 @njit(cache=True, error_model="numpy")
-def _group_values(out, k, ka, upix, vals, work, buf, per_group):
+def _group_values(out, k, ka, upix, vals, work, buf, per_group, mid):
     """The background values of group ``k`` that :func:`model_mad` takes the medians of,
     into ``vals[:nmu]`` (``nmu = upix.size``): ``out[k] - out[ka]`` at the pixels
     ``upix``, less the group's NaN-ignoring median when ``per_group`` (right after the
-    group was written: its values are in cache). Returns (finite values before the
-    median is taken off, the median: 0.0 without ``per_group``, NaN when the group
-    has no value; its values then count for nothing, finite values stored: 0 then)."""
+    group was written: its values are in cache); a value that is not finite is stored as
+    +inf (:func:`_pooled_mad`: the ranks of the finite values stay as they are).
+    Returns (finite values before the median is taken off, the median: 0.0 without
+    ``per_group``, NaN when the group has no value; its values then count for nothing,
+    finite values stored: 0 then).
+
+    With ``per_group``, ``mid`` gets the largest negative and the smallest positive
+    stored value (0.0 where there is none, and both 0.0 for an odd count of non-NaN
+    values: the middle value less the median): no value below the first has a rank
+    above the group's lower middle rank, and the values up to the second include its
+    upper middle rank, so the pooled median of all groups lies between the least
+    ``mid[0]`` and the largest ``mid[1]`` (:func:`_pooled_mad`'s bracket; it is checked
+    by counting there, so a group with infinities, whose finite ranks shift, costs
+    time, never exactness)."""
     ng, ny, nx = out.shape
     of = out.reshape((ng, ny * nx))
     nmu = upix.shape[0]
@@ -179,50 +192,222 @@ def _group_values(out, k, ka, upix, vals, work, buf, per_group):
         nfin += np.isfinite(v)
         nnan += np.isnan(v)
     if not per_group:
+        if nfin < nmu:
+            for i in range(nmu):
+                v = vals[i]
+                vals[i] = v if np.isfinite(v) else np.inf
         return nfin, 0.0, nfin
     nn = nmu - nnan
     if nn == 0:
         return nfin, np.nan, 0
-    src = vals
-    if nnan > 0:  # np.nanmedian: the values less the NaN
-        m = 0
-        for i in range(nmu):
-            v = vals[i]
-            work[m] = v
-            m += not np.isnan(v)
-        src = work
-    med = sorted_median(src, nn, buf)
+    if nmu >= GROUP_COUNT_MIN:  # np.nanmedian: ranks among the non-NaN values
+        a, b = _pair_counted(vals, nmu, (nn - 1) // 2, nn // 2, 0.0, False, GROUP_SAMPLE,
+                             buf)
+        med = 0.5 * (a + b)
+    else:
+        src = vals
+        if nnan > 0:  # np.nanmedian: the values less the NaN
+            m = 0
+            for i in range(nmu):
+                v = vals[i]
+                work[m] = v
+                m += not np.isnan(v)
+            src = work
+        med = sorted_median(src, nn, buf)
     nkeep = 0
     for i in range(nmu):
         r = vals[i] - med
-        vals[i] = r
-        nkeep += np.isfinite(r)
+        f = np.isfinite(r)
+        vals[i] = r if f else np.inf
+        nkeep += f
+    mid[0] = 0.0  # odd count: the middle value less the median is 0.0
+    mid[1] = 0.0
+    if nn % 2 == 0:
+        # the largest negative and the smallest positive value, as integer minima of
+        # the bit patterns (a float max / min reduction does not vectorise): below 0
+        # and above -0.0's pattern the least pattern is the largest value; above 0
+        # (below +inf) the least is the smallest
+        bits = vals[:nmu].view(np.int64)
+        none = np.int64(0x7FFFFFFFFFFFFFFF)
+        nzero = np.int64(-0x7FFFFFFFFFFFFFFF - 1)
+        pinf = np.int64(0x7FF0000000000000)
+        mneg = none
+        mpos = none
+        for i in range(nmu):
+            q = bits[i]
+            mneg = min(mneg, q if (q > nzero) & (q < 0) else none)
+            mpos = min(mpos, q if (q > 0) & (q < pinf) else none)
+        mi = mid.view(np.int64)
+        if mneg != none:
+            mi[0] = mneg
+        if mpos != none:
+            mi[1] = mpos
     return nfin, med, nkeep
 
 
+GROUP_COUNT_MIN = 4096
+"""From this many values on, a group's median is selected by counting
+(:func:`_pair_counted`); below, by :func:`sorted_median`."""
+COUNT_MIN = 1 << 16
+"""From this many stored values on, with a bracket, :func:`_pooled_mad` selects the
+first median by counting (:func:`_median_in_bracket`); below, by :func:`order_pair`
+on the compacted values."""
+
+
 @njit(cache=True, error_model="numpy")
-def _pooled_mad(vals, n, nf, buf):
+def _pair_inplace(a, m, lo, hi):
+    """``(s[lo], s[hi])`` of ``s = sorted(a[:m])`` (``hi`` is ``lo`` or ``lo + 1``):
+    ``select_kth``, then the least value above rank ``lo`` (reorders ``a[:m]``)."""
+    v = select_kth(a, m, lo)
+    w = v
+    if hi != lo:
+        w = a[hi]
+        for i in range(hi + 1, m):
+            if a[i] < w:
+                w = a[i]
+    return v, w
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _val(src, i, center, absdev):
+    """``src[i]``, or ``|src[i] - center|`` when ``absdev``."""
+    return np.abs(src[i] - center) if absdev else src[i]
+
+
+@njit(cache=True, error_model="numpy")
+def _count_in(src, n, p1, p2, center, absdev):
+    """(values of ``src[:n]`` below ``p1``, values in ``[p1, p2]``) (``|src - center|``
+    when ``absdev``; NaN counts in neither): one branch-free pass (vectorises)."""
+    nb = 0
+    ni = 0
+    for i in range(n):
+        v = _val(src, i, center, absdev)
+        nb += v < p1
+        ni += (v >= p1) & (v <= p2)
+    return nb, ni
+
+
+@njit(cache=True, error_model="numpy")
+def _select_in(src, n, lo, hi, p1, p2, nb, center, absdev, buf):
+    """``(s[lo], s[hi])`` of the sorted non-NaN values of ``src[:n]`` (``|src - center|``
+    when ``absdev``) given that ``nb`` of them are below ``p1`` and ranks ``lo..hi`` are
+    in ``[p1, p2]``: the values in ``[p1, p2]`` copied into ``buf`` (a block of 16
+    only when a branch-free count finds one in it) and selected there."""
+    m = 0
+    nblk = n // 16
+    for b in range(nblk + 1):
+        i0 = b * 16
+        w = 16 if b < nblk else n - i0
+        h = 0
+        for i in range(w):  # a fixed-length count: vectorises
+            v = _val(src, i0 + i, center, absdev)
+            h += (v >= p1) & (v <= p2)
+        if h > 0:
+            for i in range(w):
+                v = _val(src, i0 + i, center, absdev)
+                buf[m] = v
+                m += (v >= p1) & (v <= p2)
+    return _pair_inplace(buf, m, lo - nb, hi - nb)
+
+
+@njit(cache=True, error_model="numpy")
+def _median_in_bracket(src, n, lo, hi, p1, p2, buf):
+    """``(s[lo], s[hi])`` of ``s``, the sorted non-NaN values of ``src[:n]`` (their
+    ranks; NaN entries are left out), exact for any ``p1 <= p2``, which only decide
+    the cost: :func:`_count_in`; if ``[p1, p2]`` holds ranks ``lo..hi``, its values are
+    selected (:func:`_select_in`), else all values."""
+    nb, ni = _count_in(src, n, p1, p2, 0.0, False)
+    if not (nb <= lo and nb + ni > hi):  # the bracket misses: all values
+        nb = 0
+        p1 = -np.inf
+        p2 = np.inf
+    return _select_in(src, n, lo, hi, p1, p2, nb, 0.0, False, buf)
+
+
+MAD_SAMPLE = 8192
+"""Values sampled for the pooled MAD's first bracket (:func:`_pair_counted`)."""
+GROUP_SAMPLE = 256
+"""Values sampled for a group median's first bracket (:func:`_pair_counted`)."""
+COUNT_ROUNDS = 3
+"""At most this many narrowing rounds in :func:`_pair_counted`, ..."""
+COUNT_SELECT = 256
+"""... while the bracket holds more than this many values."""
+
+
+@njit(cache=True, error_model="numpy")
+def _pair_counted(src, n, lo, hi, center, absdev, ns, buf):
+    """``(s[lo], s[hi])`` of ``s``, the sorted non-NaN values of ``src[:n]``
+    (``|src - center|`` when ``absdev``; their ranks), exact whatever the sample: a
+    bracket of the ranks from ``ns`` evenly spaced values (as :func:`order_pair`'s
+    first round; NaN read as +inf), checked by counting (:func:`_count_in`; a miss:
+    every value), then narrowed by linear interpolation of the rank inside it (+-6 %
+    of its width, kept only if a count confirms it; :data:`COUNT_ROUNDS`,
+    :data:`COUNT_SELECT`), and its values selected (:func:`_select_in`)."""
+    ns = min(ns, n)
+    for i in range(ns):
+        v = _val(src, (i * n) // ns, center, absdev)
+        buf[i] = np.inf if np.isnan(v) else v
+    delta = int(2.0 * np.sqrt(ns)) + 2
+    r = (lo * ns) // n
+    r1 = max(r - delta, 0)
+    r2 = min(r + delta, ns - 1)
+    q1 = select_kth(buf, ns, r1)
+    q2 = select_kth(buf[r1:], ns - r1, r2 - r1)
+    nb, ni = _count_in(src, n, q1, q2, center, absdev)
+    if not (nb <= lo and nb + ni > hi):  # the sample misled: every value
+        return _select_in(src, n, lo, hi, -np.inf, np.inf, 0, center, absdev, buf)
+    for _ in range(COUNT_ROUNDS):
+        if ni <= COUNT_SELECT or not np.isfinite(q2 - q1):
+            break
+        t = (lo - nb + 0.5) / ni
+        u1 = max(q1 + (t - 0.06) * (q2 - q1), q1)
+        u2 = min(q1 + (t + 0.06) * (q2 - q1), q2)
+        if not u1 <= u2:
+            break
+        nb2, ni2 = _count_in(src, n, u1, u2, center, absdev)
+        if not (nb2 <= lo and nb2 + ni2 > hi):
+            break
+        q1, q2, nb, ni = u1, u2, nb2, ni2
+    return _select_in(src, n, lo, hi, q1, q2, nb, center, absdev, buf)
+
+
+@njit(cache=True, error_model="numpy")
+def _pooled_mad(vals, n, nf, buf, count_min, bracket, p1, p2):
     """MAD of the ``nf`` finite values of ``vals[:n]`` (already less their group's
-    median; ``nf`` counted as they were stored): ``median(|r - median(r)|)``, NaN when
-    none is finite (:func:`model_mad`'s two streamed medians). The finite values are
-    compacted to the front of ``vals`` (in place) when some are not."""
-    if nf < n:
-        m = 0
-        for i in range(n):  # forward: vals[m] (m <= i) is read before it is written
-            v = vals[i]
-            vals[m] = v
-            m += np.isfinite(v)
+    median; the others +inf; ``nf`` counted as they were stored):
+    ``median(|r - median(r)|)``, NaN when none is finite (:func:`model_mad`'s two
+    streamed medians), the same value bit for bit (the sign of a zero first median
+    aside: the absolute value removes it).
+
+    The values that are not finite are stored as +inf: above every finite value (also
+    as ``|r - center|``), they leave the ranks ``lo``, ``hi`` of the finite values
+    as they are, so nothing is compacted. From ``count_min`` values on, with a
+    ``bracket`` ``p1 <= p2`` (the groups' middle values, :func:`_group_values`), the
+    first median is selected by counting (:func:`_median_in_bracket`); else by
+    :func:`order_pair`; the second always by :func:`order_pair_abs`."""
     if nf == 0:
         return np.nan
-    med = order_pair(vals, nf, (nf - 1) // 2, nf // 2, buf)
-    return order_pair_abs(vals, nf, med, (nf - 1) // 2, nf // 2, buf)
+    lo = (nf - 1) // 2
+    hi = nf // 2
+    if bracket and n >= count_min and p1 <= p2:
+        va, vb = _median_in_bracket(vals, n, lo, hi, p1, p2, buf)
+        med = 0.5 * (va + vb)
+    else:
+        med = np.nan
+    if np.isnan(med):
+        med = order_pair(vals, n, lo, hi, buf)
+    if n >= count_min:
+        a, b = _pair_counted(vals, n, lo, hi, med, True, MAD_SAMPLE, buf)
+        return 0.5 * (a + b)
+    return order_pair_abs(vals, n, med, lo, hi, buf)
 
 
 @njit(cache=True, error_model="numpy")
 def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, use_mean,
                        clip_sigma, min_pixels, from_first, blocks, slot_row, slot_flat, comps,
                        comp_off, pixels, want_var, k_var, a_var, resid, two, light, out, var,
-                       offs, mode, store, vals, mbuf, work, upix, base, dd, acc, allv, buf):
+                       offs, mode, store, count_min, vals, mbuf, work, upix, base, dd, acc,
+                       allv, buf):
     """1/f cleaning of one integration (``method='median'``), as
     :func:`~nirbeam.transforms.flicker_kernels.groups_median_kernel` on the mask of
     ``pixels`` less the pixels with a ``bad_pixel`` bit in ``pdq``; the cleaned ramp into
@@ -250,7 +435,7 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
     Work arrays (:class:`HookWork`, allocated by the caller once and reused: large
     allocations inside a kernel cost page faults on every call): ``store`` whether the
     MAD's values are stored (``vals``, ``mbuf`` >= (ng - 1) x mask pixels; else
-    streamed), ``work``, ``upix`` (>= mask pixels), ``base`` (ny * nx), ``dd``
+    streamed; ``count_min``: :func:`_pooled_mad`), ``work``, ``upix`` (>= mask pixels), ``base`` (ny * nx), ``dd``
     (ny * nx + 1), ``acc`` (ny, nx) for group differences, ``allv``, ``buf`` (>= mask pixels) for
     ``bg_mode`` 2.
     """
@@ -301,6 +486,9 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
     store = store and want_var and ng >= 2 and nmu > 0
     nfin = 0
     nkept = 0  # finite values stored for the MAD
+    mid = np.zeros(2)
+    p1 = np.inf  # the pooled median's bracket (_group_values)
+    p2 = -np.inf
     for y in range(ny):
         for c in range(nx):
             out[0, y, c] = g[0, y, c]
@@ -396,19 +584,24 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
                     out[kb, y, c] = np.float32(np.float64(g[kb, y, c]) - a)
         if store:
             f, mk, nk = _group_values(out, kb, 0 if from_first else k, upix,
-                                  vals[k * nmu:(k + 1) * nmu], work, mbuf, from_first)
+                                      vals[k * nmu:(k + 1) * nmu], work, mbuf, from_first,
+                                      mid)
             nfin += f
             nkept += nk
             if np.isnan(mk):  # a group without values: left out of the MAD
                 for i in range(k * nmu, (k + 1) * nmu):
-                    vals[i] = np.nan
+                    vals[i] = np.inf
+            elif from_first:
+                p1 = min(p1, mid[0])
+                p2 = max(p2, mid[1])
     if not want_var:
         return -2.0
     mad = -1.0
     if ng >= 2 and nmu > 0:
         if store:
             if nfin >= 2:
-                mad = _pooled_mad(vals, (ng - 1) * nmu, nkept, mbuf)
+                mad = _pooled_mad(vals, (ng - 1) * nmu, nkept, mbuf, count_min, from_first,
+                                  p1, p2)
         else:
             msk = np.zeros(ny * nx, np.bool_)
             for i in range(nmu):
