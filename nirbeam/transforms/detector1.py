@@ -704,10 +704,10 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                             QR[g, x] = Q[s, x, g]
                 _jump.screen_row(GR[s], QR, gain[cr], readnoise[cr], nframes, rej, SA, SK, SR,
                                  SW, SI, SOK, SLO, SHI, single_pass)
-                nfail = 0
+                nfail = 0  # failed with the last group flagged: maybe a saturated tail
                 for x in range(nx):
                     TSR[s, x] = -1
-                    nfail += np.int64(not SOK[x])
+                    nfail += np.int64((not SOK[x]) and QR[ng - 1, x] != 0)
                 if nfail > 0:
                     # pixels failing the screen for a saturated tail: the tail screen
                     _tail.tail_pattern_row(QR, TSG, TT, TTS)
