@@ -84,7 +84,7 @@ def _reset_peak():
         return False
 
 
-def make_data(nints, ngroups, ny, nx, seed=0, cr_rate=0.002):
+def make_data(nints, ngroups, ny, nx, seed=0, cr_rate=0.002, saturation=60000.0):
     """uint16 ramps (nints, ngroups, ny, nx): bias + Poisson + read noise + cosmic rays."""
     rng = np.random.default_rng(seed)
     gain, rn = 1.0, 14.0
@@ -109,7 +109,7 @@ def make_data(nints, ngroups, ny, nx, seed=0, cr_rate=0.002):
     coeffs[3] = 2e-12
     z = np.zeros((ny, nx), np.uint32)
     refs = ReferenceArrays(
-        mask=z.copy(), saturation=np.full((ny, nx), 60000.0, np.float32), saturation_dq=z.copy(),
+        mask=z.copy(), saturation=np.full((ny, nx), saturation, np.float32), saturation_dq=z.copy(),
         superbias=bias, superbias_dq=z.copy(), linearity=coeffs, linearity_dq=z.copy(),
         dark=(np.arange(ngroups, dtype=np.float32)[:, None, None] * 0.01
               + np.zeros((ngroups, ny, nx), np.float32)),
@@ -202,11 +202,11 @@ def run_stcal(groups4, gdq4, pdq, refs, timing):
     return integ
 
 
-def bench_shape(nints, ngroups, ny, nx, substrt1, threads=1):
+def bench_shape(nints, ngroups, ny, nx, substrt1, threads=1, saturation=60000.0):
     label = f"{nints}x{ngroups}x{ny}x{nx}"
     print(f"\n== shape {label} (nints x ngroups x ny x nx) ==", flush=True)
     t0 = time.perf_counter()
-    ramps, refs = make_data(nints, ngroups, ny, nx)
+    ramps, refs = make_data(nints, ngroups, ny, nx, saturation=saturation)
     timing = RampTiming(ngroups, 1, 0, TGROUP, TGROUP)
     geom = SubarrayGeometry(substrt1, nx, 1, ny)
     params = Detector1Params()
@@ -384,6 +384,9 @@ def main(argv=None):
                     help="also time the default path on this many numba threads")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "detector1_vs_stcal.json"))
+    ap.add_argument("--saturation", type=float, default=60000.0,
+                    help="saturation threshold, raw DN (60000: the trace saturates from "
+                         "~group 25; 40000: from ~group 15)")
     ap.add_argument("--before-json", default=None,
                     help="a record of this script from an earlier commit (same options): "
                          "its default_1f figures are embedded as 'before' and compared "
@@ -402,15 +405,16 @@ def main(argv=None):
     results["machine"]["stcal"] = stcal.__version__
     results["machine"]["load_average_start"] = [round(x, 2) for x in os.getloadavg()]
     results["machine"]["cpu_count"] = os.cpu_count()
+    results["saturation_dn"] = args.saturation
     if not args.skip_small:
         results["shapes"].append(bench_shape(args.nints_small, 20, 32, 2048, substrt1=1,
-                                             threads=args.threads))
+                                             threads=args.threads, saturation=args.saturation))
     if args.nints_prism:
         results["shapes"].append(bench_shape(args.nints_prism, 5, 32, 512, substrt1=1025,
-                                             threads=args.threads))
+                                             threads=args.threads, saturation=args.saturation))
     if not args.skip_large:
         r = bench_shape(args.nints_large, 70, 32, args.nx_large,
-                        substrt1=1 if args.nx_large == 2048 else 1025, threads=args.threads)
+                        substrt1=1 if args.nx_large == 2048 else 1025, threads=args.threads, saturation=args.saturation)
         r["nints_reduced_from"] = 465 if args.nints_large != 465 else None
         results["shapes"].append(r)
     if args.before_json:
