@@ -23,7 +23,9 @@ The default path is also split per integration (CPU ms: setup, calibrate_cube, h
 jump_fit, model_variance, python_around; ``per_integration_cpu_ms``) and its figure given
 per core (``Mpix_groups_per_cpu_s_per_core``, and without the hook's own time).
 
-Usage: ``python bench/detector1_vs_stcal.py [--nints-large N] [--nints-small N]``.
+Usage: ``python bench/detector1_vs_stcal.py [--nints-large N] [--nints-small N]
+[--before-json RECORD]`` (``RECORD``: this script's output at an earlier commit, run with
+the same options: its default_1f figures are embedded and compared, ``before_after``).
 Note: with >= 100 integrations stcal's jump step switches to sigma clipping across
 integrations (jwst default ``only_use_ints``); nirbeam always works per integration.
 """
@@ -82,7 +84,7 @@ def _reset_peak():
         return False
 
 
-def make_data(nints, ngroups, ny, nx, seed=0, cr_rate=0.002):
+def make_data(nints, ngroups, ny, nx, seed=0, cr_rate=0.002, saturation=60000.0):
     """uint16 ramps (nints, ngroups, ny, nx): bias + Poisson + read noise + cosmic rays."""
     rng = np.random.default_rng(seed)
     gain, rn = 1.0, 14.0
@@ -107,7 +109,7 @@ def make_data(nints, ngroups, ny, nx, seed=0, cr_rate=0.002):
     coeffs[3] = 2e-12
     z = np.zeros((ny, nx), np.uint32)
     refs = ReferenceArrays(
-        mask=z.copy(), saturation=np.full((ny, nx), 60000.0, np.float32), saturation_dq=z.copy(),
+        mask=z.copy(), saturation=np.full((ny, nx), saturation, np.float32), saturation_dq=z.copy(),
         superbias=bias, superbias_dq=z.copy(), linearity=coeffs, linearity_dq=z.copy(),
         dark=(np.arange(ngroups, dtype=np.float32)[:, None, None] * 0.01
               + np.zeros((ngroups, ny, nx), np.float32)),
@@ -200,11 +202,11 @@ def run_stcal(groups4, gdq4, pdq, refs, timing):
     return integ
 
 
-def bench_shape(nints, ngroups, ny, nx, substrt1, threads=1):
+def bench_shape(nints, ngroups, ny, nx, substrt1, threads=1, saturation=60000.0):
     label = f"{nints}x{ngroups}x{ny}x{nx}"
     print(f"\n== shape {label} (nints x ngroups x ny x nx) ==", flush=True)
     t0 = time.perf_counter()
-    ramps, refs = make_data(nints, ngroups, ny, nx)
+    ramps, refs = make_data(nints, ngroups, ny, nx, saturation=saturation)
     timing = RampTiming(ngroups, 1, 0, TGROUP, TGROUP)
     geom = SubarrayGeometry(substrt1, nx, 1, ny)
     params = Detector1Params()
@@ -326,6 +328,47 @@ def bench_shape(nints, ngroups, ny, nx, substrt1, threads=1):
     }
 
 
+def _default_1f_figures(shape_rec):
+    c = shape_rec["nirbeam_configs"]["default_1f"]
+    return {
+        "Mpix_groups_per_cpu_s_per_core": c["Mpix_groups_per_cpu_s_per_core"],
+        "Mpix_groups_per_cpu_s_per_core_without_hook_time":
+            c.get("Mpix_groups_per_cpu_s_per_core_without_hook_time"),
+        "jump_fit_cpu_ms_per_integration": c["per_integration_cpu_ms"]["jump_fit"],
+        "total_cpu_ms_per_integration": c["per_integration_cpu_ms"]["total"],
+        "no_hook_Mpix_groups_per_cpu_s":
+            shape_rec["nirbeam_configs"]["no_hook"]["pixel_groups_per_cpu_s"] / 1e6,
+        "load_average_end": shape_rec.get("load_average_end"),
+    }
+
+
+def before_after(path, results):
+    """``before`` (the earlier record's default_1f figures, load and provenance) and
+    ``before_after`` (per shape: before / after figures and their ratios)."""
+    with open(path) as fh:
+        old = json.load(fh)
+    key = lambda r: tuple(r["shape"][k] for k in ("nints", "ngroups", "ny", "nx"))  # noqa: E731
+    olds = {key(r): r for r in old["shapes"]}
+    out = {"before": {"file": os.path.basename(path), "provenance": old.get("provenance"),
+                      "load_average_start": old["machine"].get("load_average_start")},
+           "before_after": []}
+    for r in results["shapes"]:
+        o = olds.get(key(r))
+        if o is None:
+            continue
+        fb, fa = _default_1f_figures(o), _default_1f_figures(r)
+        out["before_after"].append({
+            "shape": r["shape"], "before": fb, "after": fa,
+            "speedup_Mpix_per_core": fa["Mpix_groups_per_cpu_s_per_core"]
+            / fb["Mpix_groups_per_cpu_s_per_core"],
+            "speedup_jump_fit": fb["jump_fit_cpu_ms_per_integration"]
+            / fa["jump_fit_cpu_ms_per_integration"],
+            "speedup_no_hook": fa["no_hook_Mpix_groups_per_cpu_s"]
+            / fb["no_hook_Mpix_groups_per_cpu_s"],
+        })
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nints-small", type=int, default=20, help="nints of the 20x20x32x2048 shape")
@@ -341,6 +384,13 @@ def main(argv=None):
                     help="also time the default path on this many numba threads")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "detector1_vs_stcal.json"))
+    ap.add_argument("--saturation", type=float, default=60000.0,
+                    help="saturation threshold, raw DN (60000: the trace saturates from "
+                         "~group 25; 40000: from ~group 15)")
+    ap.add_argument("--before-json", default=None,
+                    help="a record of this script from an earlier commit (same options): "
+                         "its default_1f figures are embedded as 'before' and compared "
+                         "shape by shape in 'before_after'")
     args = ap.parse_args(argv)
     prov = provenance(argv)
     numba.set_num_threads(1)
@@ -355,17 +405,20 @@ def main(argv=None):
     results["machine"]["stcal"] = stcal.__version__
     results["machine"]["load_average_start"] = [round(x, 2) for x in os.getloadavg()]
     results["machine"]["cpu_count"] = os.cpu_count()
+    results["saturation_dn"] = args.saturation
     if not args.skip_small:
         results["shapes"].append(bench_shape(args.nints_small, 20, 32, 2048, substrt1=1,
-                                             threads=args.threads))
+                                             threads=args.threads, saturation=args.saturation))
     if args.nints_prism:
         results["shapes"].append(bench_shape(args.nints_prism, 5, 32, 512, substrt1=1025,
-                                             threads=args.threads))
+                                             threads=args.threads, saturation=args.saturation))
     if not args.skip_large:
         r = bench_shape(args.nints_large, 70, 32, args.nx_large,
-                        substrt1=1 if args.nx_large == 2048 else 1025, threads=args.threads)
+                        substrt1=1 if args.nx_large == 2048 else 1025, threads=args.threads, saturation=args.saturation)
         r["nints_reduced_from"] = 465 if args.nints_large != 465 else None
         results["shapes"].append(r)
+    if args.before_json:
+        results.update(before_after(args.before_json, results))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     write_result(args.out, results, argv, start=prov)
     print(f"\nwritten {args.out}")

@@ -53,6 +53,7 @@ from nirbeam.transforms import jump as _jump
 from nirbeam.transforms import linearity as _lin
 from nirbeam.transforms import ramp_fit as _rf
 from nirbeam.transforms import refpix as _refpix
+from nirbeam.transforms import sat_tail as _tail
 from nirbeam.transforms import saturation as _sat
 from nirbeam.transforms import superbias as _sb
 from nirbeam.transforms.dark import DarkParams
@@ -631,6 +632,34 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
     FE = np.empty(nx, np.float64)
     FP = np.empty(nx, np.float64)
     FR = np.empty(nx, np.float64)
+    # saturated-tail pixels (clean up to their first flagged group, SATURATED /
+    # DO_NOT_USE from there: sat_tail), screened and fitted per row, gathered together
+    TSR = np.full((3, nx), -1, np.int64)  # first flagged group of a screened tail pixel
+    TSATR = np.zeros((3, nx), np.bool_)  # a tail group has SATURATED
+    TSG = np.empty(nx, np.int64)
+    TT = np.zeros(nx, np.bool_)
+    TTS = np.zeros(nx, np.bool_)
+    TI = np.empty(nx, np.int64)
+    GT = np.empty((ng, nx), np.float32)
+    TG = np.empty(nx, np.float32)
+    TRN = np.empty(nx, np.float32)
+    TSS = np.empty(nx, np.int64)
+    TSC = np.zeros(nx, np.bool_)
+    TPQ = np.empty(nx, np.uint32)
+    TOK = np.zeros(nx, np.bool_)
+    TKL = np.empty(nx, np.int64)
+    TKH = np.empty(nx, np.int64)
+    TIW = np.empty((4, nx), np.int32)
+    FTS = np.empty(nx, np.float64)
+    FTE = np.empty(nx, np.float64)
+    FTQ = np.empty(nx, np.uint32)
+    FTP = np.empty(nx, np.float64)
+    FTR = np.empty(nx, np.float64)
+    XS = np.empty(nx, np.float64)  # the tail fit of the row finalized, per pixel
+    XE = np.empty(nx, np.float64)
+    XQ = np.empty(nx, np.uint32)
+    XP = np.empty(nx, np.float64)
+    XR = np.empty(nx, np.float64)
     dcur = 0.0
     total = 0
     c0 = max(r0 - 1, 0)
@@ -675,6 +704,37 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                             QR[g, x] = Q[s, x, g]
                 _jump.screen_row(GR[s], QR, gain[cr], readnoise[cr], nframes, rej, SA, SK, SR,
                                  SW, SI, SOK, SLO, SHI, single_pass)
+                nfail = 0  # failed with the last group flagged: maybe a saturated tail
+                for x in range(nx):
+                    TSR[s, x] = -1
+                    nfail += np.int64((not SOK[x]) and QR[ng - 1, x] != 0)
+                if nfail > 0:
+                    # pixels failing the screen for a saturated tail: the tail screen
+                    _tail.tail_pattern_row(QR, TSG, TT, TTS)
+                    nt = 0
+                    for x in range(nx):
+                        if TT[x] and not SOK[x]:
+                            TI[nt] = x
+                            nt += 1
+                    if nt > 0:
+                        for g in range(ng):
+                            for t in range(nt):
+                                GT[g, t] = GR[s, g, TI[t]]
+                        for t in range(nt):
+                            x = TI[t]
+                            TG[t] = gain[cr, x]
+                            TRN[t] = readnoise[cr, x]
+                            TSS[t] = TSG[x]
+                        _tail.screen_tail_row(GT, TSS, nt, TG, TRN, nframes, single_pass, rej,
+                                              thr2, thr3, SA, SK, SR, SW, TIW, TOK, TKL, TKH)
+                        for t in range(nt):
+                            if TOK[t]:  # no jump: what jump_pixel would return
+                                x = TI[t]
+                                SOK[x] = True
+                                SLO[x] = TKL[t]
+                                SHI[x] = TKH[t]
+                                TSR[s, x] = TSS[t]
+                                TSATR[s, x] = TTS[x]
                 for x in range(nx):
                     SOKR[s, x] = SOK[x]
             for x in range(nx):
@@ -711,6 +771,35 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
         if screen:
             _rf.fit_clean_row(GR[sf], gain[f], readnoise[f], nframes, tgroup, dcur, wtab, stab,
                               KLO[sf], KHI[sf], FW, FPW, FS, FE, FP, FR)
+            # the tail pixels of the row that may be clean (fit_pixel for the others)
+            nt = 0
+            for x in range(nx):
+                if (TSR[sf, x] >= 0 and gain[f, x] > 0
+                        and not (PDQ[sf, x] & (_U_DNU | _U_SAT))):
+                    TI[nt] = x
+                    nt += 1
+            if nt > 0:
+                for g in range(ng):
+                    for t in range(nt):
+                        GT[g, t] = GR[sf, g, TI[t]]
+                for t in range(nt):
+                    x = TI[t]
+                    TSS[t] = TSR[sf, x]
+                    TSC[t] = TSATR[sf, x]
+                    TPQ[t] = PDQ[sf, x]
+                    TG[t] = gain[f, x]
+                    TRN[t] = readnoise[f, x]
+                    TKL[t] = KLO[sf, x]
+                    TKH[t] = KHI[sf, x]
+                _tail.fit_tail_row(GT, TSS, TSC, nt, TPQ, TG, TRN, nframes, tgroup, tframe, dcur,
+                                   suppress1g, wtab, stab, TKL, TKH, FTS, FTE, FTQ, FTP, FTR)
+                for t in range(nt):
+                    x = TI[t]
+                    XS[x] = FTS[t]
+                    XE[x] = FTE[t]
+                    XQ[x] = FTQ[t]
+                    XP[x] = FTP[t]
+                    XR[x] = FTR[t]
         lazy = pre and screen
         for x in range(nx):
             q = Q[sf, x]
@@ -731,14 +820,28 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                             q[g] |= _JUMP
             pq = PDQ[sf, x]
             clean = screen and SOKR[sf, x] and gain[f, x] > 0 and not (pq & (_U_DNU | _U_SAT))
+            ts = TSR[sf, x] if screen else -1
             if clean:
-                if lazy and not LD[sf, x]:  # q is the input row's: QA is its OR
+                if ts >= 0:  # a saturated tail: its groups before ts must still be 0
+                    if not (lazy and not LD[sf, x]):  # (neighbour JUMP flags)
+                        for g in range(ts):
+                            if q[g] != 0:
+                                clean = False
+                                break
+                elif lazy and not LD[sf, x]:  # q is the input row's: QA is its OR
                     clean = QA[sf, x] == 0
                 else:
                     for g in range(ng):
                         if q[g] != 0:
                             clean = False
                             break
+            if clean and ts >= 0:
+                rate[f, x] = XS[x]  # fit_pixel's result for a clean tail (fit_tail_row)
+                err[f, x] = XE[x]
+                dq[f, x] = XQ[x]
+                var_p[f, x] = XP[x]
+                var_r[f, x] = XR[x]
+                continue
             if clean:
                 rate[f, x] = FS[x]  # fit_pixel's result for a clean pixel (fit_clean_row)
                 err[f, x] = FE[x]
