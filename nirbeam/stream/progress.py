@@ -214,7 +214,7 @@ class Stage:
                     self._bar = None
             if self._bar is None:
                 self._line(force=True)
-        if poll is not None:
+        if poll is not None and owner.enabled:  # disabled: only close()'s count is used
             self._thread = threading.Thread(target=self._run_poll, daemon=True,
                                             name=f"nirbeam-progress-{name}")
             self._thread.start()
