@@ -33,7 +33,8 @@ checks flags against a plain ``np.nanmedian`` reference and batch against stream
 numpy + numba; no Beam imports.
 
 Size note: over 600 lines on purpose: the batch and streaming outlier flaggers and the motion reference they share (batch == streaming flags is a test),
-the reference in numba passes and its numpy form beside it (numba == numpy flags is a test).
+the reference in numba passes and its numpy form beside it (numba == numpy flags is a test), and the block form of the
+motion pass that batch uses (block == per-integration flags is a test).
 """
 
 from __future__ import annotations
