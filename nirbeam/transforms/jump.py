@@ -347,6 +347,22 @@ def jump_pixel_fast(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3,
     return 0, False, p_lo, p_hi
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def pair_ranks(X, n, nx, R):
+    """``R[i, x]``: the rank of ``X[i, x]`` among ``X[0 .. n - 1, x]`` by (value, position),
+    for columns ``0 .. nx - 1``: pairwise counts, the pixel the innermost index (vectorises).
+    Equal values rank by position; NaN compares false (ranks 0 against the others)."""
+    for i in range(n):
+        for x in range(nx):
+            R[i, x] = 0
+        for j in range(i):
+            for x in range(nx):
+                R[i, x] += np.int32(X[j, x] <= X[i, x])
+        for j in range(i + 1, n):
+            for x in range(nx):
+                R[i, x] += np.int32(X[j, x] < X[i, x])
+
+
 @njit(cache=True, error_model="numpy")
 def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi, single=False):
     """The clean-pixel screen of :func:`jump_pixel_fast` for a whole row, across pixels.
@@ -428,15 +444,7 @@ def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi, singl
     if single or nd < _NET_MIN_RANKS:
         if not single:
             # ranks of |diff| by (value, position)
-            for i in range(nd):
-                for x in range(nx):
-                    R[i, x] = 0
-                for j in range(i):
-                    for x in range(nx):
-                        R[i, x] += np.int32(A[j, x] <= A[i, x])
-                for j in range(i + 1, nd):
-                    for x in range(nx):
-                        R[i, x] += np.int32(A[j, x] < A[i, x])
+            pair_ranks(A, nd, nx, R)
         for x in range(nx):
             W[1, x] = 0.0
             W[2, x] = 0.0

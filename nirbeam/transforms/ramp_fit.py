@@ -356,29 +356,10 @@ def fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, supp
     return slope, err, dq, var_p_out, var_r_out
 
 
-@njit(cache=True, error_model="numpy")
-def fit_pixel_fast(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, suppress1g,
-                   wtab, stab, keys, seg_s, seg_e, k_lo=-1, k_hi=-1, have_k=False):
-    """:func:`fit_pixel` with a short path for the clean pixel; identical results.
-
-    A pixel with every group DQ 0, at least 3 groups, positive gain, no DO_NOT_USE or
-    SATURATED in its pixel DQ and the median positions from the jump step (``have_k``)
-    is one segment of all groups: the same arithmetic as :func:`fit_pixel` in the same
-    order, without its group statistics and segment search. Every other pixel runs
-    :func:`fit_pixel`.
-    """
-    g = np.float64(np.float32(gain))
-    if not have_k or ng < 3 or not (g > 0.0) or (np.uint32(pixeldq) & (_U_DNU | _U_SAT)):
-        return fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur,
-                         suppress1g, wtab, stab, keys, seg_s, seg_e, k_lo, k_hi, have_k)
-    for k in range(ng):
-        if gdq[k] != 0:
-            return fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur,
-                             suppress1g, wtab, stab, keys, seg_s, seg_e, k_lo, k_hi, have_k)
-    rn_e = np.float64(np.float32(np.float64(rn) * (np.float64(np.float32(gain))
-                                                   / np.sqrt(2.0 * nframes))))
-    dq = np.uint32(pixeldq)
-    # median rate (fit_pixel with have_k, no JUMP_DET group, not suppressed)
+@njit(cache=True, inline="always", error_model="numpy")
+def median_rate(d, k_lo, k_hi, tgroup):
+    """:func:`fit_pixel`'s median rate from the jump step's median difference positions
+    ``k_lo, k_hi`` (``d[0] / tgroup`` when ``k_hi < 0``); NaN is left to the caller."""
     if k_hi >= 0:
         f_hi = np.float64(d[k_hi + 1]) / tgroup - np.float64(d[k_hi]) / tgroup
         if k_lo == k_hi:
@@ -388,10 +369,15 @@ def fit_pixel_fast(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur,
                      + f_hi) / 2.0
     else:
         mrate = np.float64(d[0]) / tgroup
-    if np.isnan(mrate):
-        mrate = 0.0
-    # one segment of n = ng groups
-    n = ng
+    return mrate
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def segment_fit(d, n, g, rn_e, mrate, tgroup, dcur, wtab, stab):
+    """:func:`fit_pixel`'s slope and variances of one segment of ``n >= 3`` groups
+    ``d[0 .. n - 1]`` (optimal weights by S/N, :func:`weight_tables`): ``(slope, var_poisson,
+    var_rnoise)``, for gain ``g`` (e-/DN, float64 of the float32), read noise ``rn_e`` and
+    median rate ``mrate`` (NaN already replaced by 0)."""
     rn2 = rn_e * rn_e
     dd = np.float64(d[n - 1]) - np.float64(d[0])
     den = rn2 + dd * g
@@ -418,6 +404,14 @@ def fit_pixel_fast(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur,
     vp = ((mrate + dcur) if mrate > 0.0 else dcur) / pden
     rnum = rn_e / tgroup
     vr = 12.0 * rnum * rnum / ((n * n * n - n) * g * g)
+    return sl, vp, vr
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def one_segment_result(sl, vp, vr):
+    """:func:`fit_pixel`'s combination of a ramp with one segment ``(sl, vp, vr)``:
+    ``(slope, err, var_poisson, var_rnoise)``, variances at or above
+    ``LARGE_VARIANCE_THRESHOLD`` reported as 0."""
     invvar_r = 0.0 + 1.0 / vr
     invvar_p = 0.0
     if vp > 0.0:
@@ -435,6 +429,38 @@ def fit_pixel_fast(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur,
     ve = 1.0 / invvar_e
     slope = num * var_r_out
     err = 0.0 if ve > LARGE_VARIANCE_THRESHOLD else np.sqrt(ve)
+    return slope, err, var_p_out, var_r_out
+
+
+@njit(cache=True, error_model="numpy")
+def fit_pixel_fast(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, suppress1g,
+                   wtab, stab, keys, seg_s, seg_e, k_lo=-1, k_hi=-1, have_k=False):
+    """:func:`fit_pixel` with a short path for the clean pixel; identical results.
+
+    A pixel with every group DQ 0, at least 3 groups, positive gain, no DO_NOT_USE or
+    SATURATED in its pixel DQ and the median positions from the jump step (``have_k``)
+    is one segment of all groups: the same arithmetic as :func:`fit_pixel` in the same
+    order, without its group statistics and segment search. Every other pixel runs
+    :func:`fit_pixel`.
+    """
+    g = np.float64(np.float32(gain))
+    if not have_k or ng < 3 or not (g > 0.0) or (np.uint32(pixeldq) & (_U_DNU | _U_SAT)):
+        return fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur,
+                         suppress1g, wtab, stab, keys, seg_s, seg_e, k_lo, k_hi, have_k)
+    for k in range(ng):
+        if gdq[k] != 0:
+            return fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur,
+                             suppress1g, wtab, stab, keys, seg_s, seg_e, k_lo, k_hi, have_k)
+    rn_e = np.float64(np.float32(np.float64(rn) * (np.float64(np.float32(gain))
+                                                   / np.sqrt(2.0 * nframes))))
+    dq = np.uint32(pixeldq)
+    # median rate (fit_pixel with have_k, no JUMP_DET group, not suppressed)
+    mrate = median_rate(d, k_lo, k_hi, tgroup)
+    if np.isnan(mrate):
+        mrate = 0.0
+    # one segment of n = ng groups
+    sl, vp, vr = segment_fit(d, ng, g, rn_e, mrate, tgroup, dcur, wtab, stab)
+    slope, err, var_p_out, var_r_out = one_segment_result(sl, vp, vr)
     return slope, err, dq, var_p_out, var_r_out
 
 

@@ -30,6 +30,8 @@ import numpy as np
 from numba import njit
 
 from nirbeam import dqflags
+from nirbeam.transforms.jump import pair_ranks
+from nirbeam.transforms.ramp_fit import median_rate, one_segment_result, segment_fit
 
 __all__ = ["tail_pattern_row", "screen_tail_row", "fit_tail_row"]
 
@@ -38,7 +40,6 @@ _NBAD = np.uint8(0xFF ^ (dqflags.SATURATED | dqflags.DO_NOT_USE))
 _SAT = np.uint8(dqflags.SATURATED)
 _U_DNU = np.uint32(dqflags.DO_NOT_USE)
 _U_SAT = np.uint32(dqflags.SATURATED)
-LARGE_VARIANCE_THRESHOLD = 1.0e6  # ramp_fit's
 
 
 @njit(cache=True, error_model="numpy")
@@ -103,15 +104,8 @@ def screen_tail_row(G, S, nt, gain, rn, nframes, single, rej, thr2, thr3, A, K, 
         m = S[t] - 1
         m = 0 if m < 0 else m
         IW[3, t] = np.int32(m)
+    pair_ranks(K, mmax, nt, R)
     for i in range(mmax):
-        for t in range(nt):
-            R[i, t] = 0
-        for j in range(i):
-            for t in range(nt):
-                R[i, t] += np.int32(K[j, t] <= K[i, t])
-        for j in range(i + 1, mmax):
-            for t in range(nt):
-                R[i, t] += np.int32(K[j, t] < K[i, t])
         for t in range(nt):
             m = IW[3, t]
             kk = m >> 1
@@ -159,15 +153,7 @@ def screen_tail_row(G, S, nt, gain, rn, nframes, single, rej, thr2, thr3, A, K, 
             IW[2, t] = t_hi - 1 if (j & 1) == 0 else t_hi
             W[0, t] = rej if m >= 4 else (thr3 if m == 3 else thr2)
         # ranks of |diff| by (value, position); padding +inf after the valid ones
-        for i in range(mmax):
-            for t in range(nt):
-                R[i, t] = 0
-            for j in range(i):
-                for t in range(nt):
-                    R[i, t] += np.int32(A[j, t] <= A[i, t])
-            for j in range(i + 1, mmax):
-                for t in range(nt):
-                    R[i, t] += np.int32(A[j, t] < A[i, t])
+        pair_ranks(A, mmax, nt, R)
         for t in range(nt):
             W[1, t] = 0.0
             W[2, t] = 0.0
@@ -230,15 +216,8 @@ def fit_tail_row(G, S, TS, nt, pixeldq, gain, rn, nframes, tgroup, tframe, dcur,
         # median rate
         if n == 1:  # the 0th-group rate (is_0th)
             mrate = np.float64(G[0, t]) / one_group_time
-        else:
-            hi = khi[t]
-            lo = klo[t]
-            f_hi = np.float64(G[hi + 1, t]) / tgroup - np.float64(G[hi, t]) / tgroup
-            if lo == hi:
-                mrate = f_hi
-            else:
-                mrate = (np.float64(G[lo + 1, t]) / tgroup - np.float64(G[lo, t]) / tgroup
-                         + f_hi) / 2.0
+        else:  # khi >= 0: n >= 2 groups give at least one difference
+            mrate = median_rate(G[:, t], klo[t], khi[t], tgroup)
         if np.isnan(mrate):
             mrate = 0.0
         if n == 1:
@@ -255,60 +234,10 @@ def fit_tail_row(G, S, TS, nt, pixeldq, gain, rn, nframes, tgroup, tframe, dcur,
             rnum = rn_e / tgroup
             vr = 12.0 * rnum * rnum / (6.0 * g * g)
         else:
-            rn2 = rn_e * rn_e
-            dd = np.float64(G[n - 1, t]) - np.float64(G[0, t])
-            den = rn2 + dd * g
-            if den <= 0.0 or g == 0.0:
-                snr = 0.0
-            else:
-                snr = dd * g / np.sqrt(den)
-                if snr < 0.0:
-                    snr = 0.0
-            if snr < 5.0:
-                p = 0
-            elif snr < 10.0:
-                p = 1
-            elif snr < 20.0:
-                p = 2
-            elif snr < 50.0:
-                p = 3
-            elif snr < 100.0:
-                p = 4
-            else:
-                p = 5
-            sy = 0.0
-            sxy = 0.0
-            for i in range(n):
-                v = np.float64(G[i, t])
-                v = v if v == v else 0.0
-                wv = wtab[p, n, i] * v
-                sy += wv
-                sxy += wv * i
-            if rn_e == 0.0 or not np.isfinite(rn_e):
-                sl = np.nan
-            else:
-                sl = (stab[p, n, 0] * sxy - stab[p, n, 1] * sy) / stab[p, n, 2] / tgroup
-            pden = tgroup * g * (n - 1.0)
-            vp = ((mrate + dcur) if mrate > 0.0 else dcur) / pden
-            rnum = rn_e / tgroup
-            vr = 12.0 * rnum * rnum / ((n * n * n - n) * g * g)
-        invvar_r = 0.0 + 1.0 / vr
-        invvar_p = 0.0
-        if vp > 0.0:
-            invvar_p += 1.0 / vp
-        invvar_e = 0.0 + 1.0 / (vp + vr)
-        num = 0.0 + sl / vr
-        var_p_out = 0.0
-        if invvar_p > 0.0:
-            var_p_out = 1.0 / invvar_p
-        if var_p_out >= LARGE_VARIANCE_THRESHOLD:
-            var_p_out = 0.0
-        var_r_out = 1.0 / invvar_r
-        if var_r_out >= LARGE_VARIANCE_THRESHOLD:
-            var_r_out = 0.0
-        ve = 1.0 / invvar_e
-        slope_o[t] = num * var_r_out
-        err_o[t] = 0.0 if ve > LARGE_VARIANCE_THRESHOLD else np.sqrt(ve)
+            sl, vp, vr = segment_fit(G[:, t], n, g, rn_e, mrate, tgroup, dcur, wtab, stab)
+        slope, err, var_p_out, var_r_out = one_segment_result(sl, vp, vr)
+        slope_o[t] = slope
+        err_o[t] = err
         dq_o[t] = dq | sat
         vp_o[t] = var_p_out
         vr_o[t] = var_r_out
