@@ -24,16 +24,19 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from nirbeam.transforms._select import select_kth
 from nirbeam.transforms.flicker_kernels import block_column_offsets, model_mad
 from nirbeam.transforms.flicker_params import MAD_TO_SIGMA, RESID_B, RESID_C
 from nirbeam.transforms.flicker_sort import (
     BLOCK,
+    count_in,
     fill_columns_inplace,
     order_pair,
     order_pair_abs,
+    pair_inplace,
+    sample_pivots,
     sorted_median,
     sorting_network,
+    value_at,
 )
 
 MAD_STORE_MAX = 1 << 23
@@ -255,39 +258,6 @@ on the compacted values."""
 
 
 @njit(cache=True, error_model="numpy")
-def _pair_inplace(a, m, lo, hi):
-    """``(s[lo], s[hi])`` of ``s = sorted(a[:m])`` (``hi`` is ``lo`` or ``lo + 1``):
-    ``select_kth``, then the least value above rank ``lo`` (reorders ``a[:m]``)."""
-    v = select_kth(a, m, lo)
-    w = v
-    if hi != lo:
-        w = a[hi]
-        for i in range(hi + 1, m):
-            if a[i] < w:
-                w = a[i]
-    return v, w
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def _val(src, i, center, absdev):
-    """``src[i]``, or ``|src[i] - center|`` when ``absdev``."""
-    return np.abs(src[i] - center) if absdev else src[i]
-
-
-@njit(cache=True, error_model="numpy")
-def _count_in(src, n, p1, p2, center, absdev):
-    """(values of ``src[:n]`` below ``p1``, values in ``[p1, p2]``) (``|src - center|``
-    when ``absdev``; NaN counts in neither): one branch-free pass (vectorises)."""
-    nb = 0
-    ni = 0
-    for i in range(n):
-        v = _val(src, i, center, absdev)
-        nb += v < p1
-        ni += (v >= p1) & (v <= p2)
-    return nb, ni
-
-
-@njit(cache=True, error_model="numpy")
 def _select_in(src, n, lo, hi, p1, p2, nb, center, absdev, buf):
     """``(s[lo], s[hi])`` of the sorted non-NaN values of ``src[:n]`` (``|src - center|``
     when ``absdev``) given that ``nb`` of them are below ``p1`` and ranks ``lo..hi`` are
@@ -300,23 +270,23 @@ def _select_in(src, n, lo, hi, p1, p2, nb, center, absdev, buf):
         w = 16 if b < nblk else n - i0
         h = 0
         for i in range(w):  # a fixed-length count: vectorises
-            v = _val(src, i0 + i, center, absdev)
+            v = value_at(src, i0 + i, center, absdev)
             h += (v >= p1) & (v <= p2)
         if h > 0:
             for i in range(w):
-                v = _val(src, i0 + i, center, absdev)
+                v = value_at(src, i0 + i, center, absdev)
                 buf[m] = v
                 m += (v >= p1) & (v <= p2)
-    return _pair_inplace(buf, m, lo - nb, hi - nb)
+    return pair_inplace(buf, m, lo - nb, hi - nb)
 
 
 @njit(cache=True, error_model="numpy")
 def _median_in_bracket(src, n, lo, hi, p1, p2, buf):
     """``(s[lo], s[hi])`` of ``s``, the sorted non-NaN values of ``src[:n]`` (their
     ranks; NaN entries are left out), exact for any ``p1 <= p2``, which only decide
-    the cost: :func:`_count_in`; if ``[p1, p2]`` holds ranks ``lo..hi``, its values are
+    the cost: :func:`~nirbeam.transforms.flicker_sort.count_in`; if ``[p1, p2]`` holds ranks ``lo..hi``, its values are
     selected (:func:`_select_in`), else all values."""
-    nb, ni = _count_in(src, n, p1, p2, 0.0, False)
+    nb, ni = count_in(src, n, p1, p2, 0.0, False)
     if not (nb <= lo and nb + ni > hi):  # the bracket misses: all values
         nb = 0
         p1 = -np.inf
@@ -339,21 +309,16 @@ def _pair_counted(src, n, lo, hi, center, absdev, ns, buf):
     """``(s[lo], s[hi])`` of ``s``, the sorted non-NaN values of ``src[:n]``
     (``|src - center|`` when ``absdev``; their ranks), exact whatever the sample: a
     bracket of the ranks from ``ns`` evenly spaced values (as :func:`order_pair`'s
-    first round; NaN read as +inf), checked by counting (:func:`_count_in`; a miss:
+    first round; NaN read as +inf), checked by counting (:func:`~nirbeam.transforms.flicker_sort.count_in`; a miss:
     every value), then narrowed by linear interpolation of the rank inside it (+-6 %
     of its width, kept only if a count confirms it; :data:`COUNT_ROUNDS`,
     :data:`COUNT_SELECT`), and its values selected (:func:`_select_in`)."""
     ns = min(ns, n)
     for i in range(ns):
-        v = _val(src, (i * n) // ns, center, absdev)
+        v = value_at(src, (i * n) // ns, center, absdev)
         buf[i] = np.inf if np.isnan(v) else v
-    delta = int(2.0 * np.sqrt(ns)) + 2
-    r = (lo * ns) // n
-    r1 = max(r - delta, 0)
-    r2 = min(r + delta, ns - 1)
-    q1 = select_kth(buf, ns, r1)
-    q2 = select_kth(buf[r1:], ns - r1, r2 - r1)
-    nb, ni = _count_in(src, n, q1, q2, center, absdev)
+    q1, q2 = sample_pivots(buf, ns, n, lo)
+    nb, ni = count_in(src, n, q1, q2, center, absdev)
     if not (nb <= lo and nb + ni > hi):  # the sample misled: every value
         return _select_in(src, n, lo, hi, -np.inf, np.inf, 0, center, absdev, buf)
     for _ in range(COUNT_ROUNDS):
@@ -364,7 +329,7 @@ def _pair_counted(src, n, lo, hi, center, absdev, ns, buf):
         u2 = min(q1 + (t + 0.06) * (q2 - q1), q2)
         if not u1 <= u2:
             break
-        nb2, ni2 = _count_in(src, n, u1, u2, center, absdev)
+        nb2, ni2 = count_in(src, n, u1, u2, center, absdev)
         if not (nb2 <= lo and nb2 + ni2 > hi):
             break
         q1, q2, nb, ni = u1, u2, nb2, ni2

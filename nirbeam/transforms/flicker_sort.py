@@ -67,9 +67,9 @@ def sort_columns(s, comps, w):
 
 
 @njit(cache=True, error_model="numpy")
-def _median_inplace(a, n, lo, hi):
-    """``0.5 * (s[lo] + s[hi])`` of ``s = sorted(a[:n])`` (``hi`` is ``lo`` or ``lo + 1``);
-    reorders ``a[:n]``."""
+def pair_inplace(a, n, lo, hi):
+    """``(s[lo], s[hi])`` of ``s = sorted(a[:n])`` (``hi`` is ``lo`` or ``lo + 1``):
+    ``select_kth``, then the least value above rank ``lo`` (reorders ``a[:n]``)."""
     v = select_kth(a, n, lo)
     w = v
     if hi != lo:
@@ -77,6 +77,14 @@ def _median_inplace(a, n, lo, hi):
         for i in range(hi + 1, n):
             if a[i] < w:
                 w = a[i]
+    return v, w
+
+
+@njit(cache=True, error_model="numpy")
+def _median_inplace(a, n, lo, hi):
+    """``0.5 * (s[lo] + s[hi])`` of ``s = sorted(a[:n])`` (:func:`pair_inplace`);
+    reorders ``a[:n]``."""
+    v, w = pair_inplace(a, n, lo, hi)
     return 0.5 * (v + w)
 
 
@@ -86,9 +94,37 @@ narrows the values to a bracket of the wanted ranks, as often as it pays."""
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _value(src, i, center, absdev):
+def value_at(src, i, center, absdev):
     """``src[i]``, or ``|src[i] - center|`` when ``absdev``."""
     return np.abs(src[i] - center) if absdev else src[i]
+
+
+@njit(cache=True, error_model="numpy")
+def count_in(src, n, p1, p2, center, absdev):
+    """(values of ``src[:n]`` below ``p1``, values in ``[p1, p2]``) (``|src - center|``
+    when ``absdev``; NaN counts in neither): one branch-free pass (vectorises)."""
+    nb = 0
+    ni = 0
+    for i in range(n):
+        v = value_at(src, i, center, absdev)
+        nb += v < p1
+        ni += (v >= p1) & (v <= p2)
+    return nb, ni
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def sample_pivots(buf, ns, n, lo):
+    """Two pivots bracketing rank ``lo`` of ``n`` values from ``buf[:ns]``, an evenly
+    spaced sample of them: the sample's ranks ``r -+ (2 sqrt(ns) + 2)`` around
+    ``r = lo ns / n`` (reorders ``buf[:ns]``)."""
+    delta = int(2.0 * np.sqrt(ns)) + 2
+    r = (lo * ns) // n
+    r1 = max(r - delta, 0)
+    r2 = min(r + delta, ns - 1)
+    p1 = select_kth(buf, ns, r1)
+    # buf[r1:ns] now holds the sample's values >= p1: rank r2 is rank r2 - r1 there
+    p2 = select_kth(buf[r1:], ns - r1, r2 - r1)
+    return p1, p2
 
 
 @njit(cache=True, error_model="numpy")
@@ -104,34 +140,25 @@ def _bracket(src, n, lo, hi, buf, dst, center, absdev, fused):
     ``(-1, -1)`` when the bracket misses the ranks (``src`` then unchanged)."""
     ns = max(min(int(n ** (2.0 / 3.0)), n // 8), 64)
     for i in range(ns):
-        buf[i] = _value(src, (i * n) // ns, center, absdev)
-    delta = int(2.0 * np.sqrt(ns)) + 2
-    r = (lo * ns) // n
-    r1 = max(r - delta, 0)
-    r2 = min(r + delta, ns - 1)
-    p1 = select_kth(buf, ns, r1)
-    # buf[r1:ns] now holds the sample's values >= p1: rank r2 is rank r2 - r1 there
-    p2 = select_kth(buf[r1:], ns - r1, r2 - r1)
-    nb = 0
-    ni = 0
+        buf[i] = value_at(src, (i * n) // ns, center, absdev)
+    p1, p2 = sample_pivots(buf, ns, n, lo)
     if fused:
+        nb = 0
+        ni = 0
         for i in range(n):  # branch-free
-            v = _value(src, i, center, absdev)
+            v = value_at(src, i, center, absdev)
             nb += v < p1
             dst[ni] = v
             ni += (v >= p1) & (v <= p2)
         if not (nb <= lo and nb + ni > hi):
             return -1, -1
         return nb, ni
-    for i in range(n):  # branch-free count (vectorises)
-        v = _value(src, i, center, absdev)
-        nb += v < p1
-        ni += (v >= p1) & (v <= p2)
+    nb, ni = count_in(src, n, p1, p2, center, absdev)
     if not (nb <= lo and nb + ni > hi):
         return -1, -1
     m = 0
     for i in range(n):
-        v = _value(src, i, center, absdev)
+        v = value_at(src, i, center, absdev)
         dst[m] = v
         m += (v >= p1) & (v <= p2)
     return nb, ni
@@ -158,7 +185,7 @@ def _order(a, n, lo, hi, buf, center, absdev):
                     break
             return _median_inplace(buf, ni, lo, hi)
     for i in range(n):
-        buf[i] = _value(a, i, center, absdev)
+        buf[i] = value_at(a, i, center, absdev)
     return _median_inplace(buf, n, lo, hi)
 
 
