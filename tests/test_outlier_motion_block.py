@@ -1,11 +1,10 @@
-"""The block motion pass of ``flag_outliers`` (session 9) against the per-integration one.
+"""``flag_outliers(reference="motion")`` over a span against ``_motion_flags`` per integration.
 
-``flag_outliers(reference="motion")`` fits and flags the integrations of its span with
-``outliers._motion_flags_block`` (one compiled pass per fit iteration over all of them,
-numpy's ``cond``/``solve`` on the stack of 3 x 3 systems). It must give, bit for bit, the
-flags of ``_motion_flags`` called once per integration (the form before session 9, still
-used by the streaming flagger): ties, NaN, DO_NOT_USE, one-row frames (no gradient: too
-few pixels), flat windows (singular systems), several rejection passes.
+Batch and the streaming flagger share one motion fit (``_motion_flags``). These cases pin
+that the span-wide flags equal it, bit for bit, called once per integration: ties, NaN,
+DO_NOT_USE, one-row frames (no gradient: too few pixels), flat windows (singular
+systems), several rejection passes. (Session 9 tried a second, block-wise copy of the fit
+for batch: no stage-level gain, so it was removed; a faster fit must stay one code.)
 """
 
 from __future__ import annotations

@@ -33,8 +33,7 @@ checks flags against a plain ``np.nanmedian`` reference and batch against stream
 numpy + numba; no Beam imports.
 
 Size note: over 600 lines on purpose: the batch and streaming outlier flaggers and the motion reference they share (batch == streaming flags is a test),
-the reference in numba passes and its numpy form beside it (numba == numpy flags is a test), and the block form of the
-motion pass that batch uses (block == per-integration flags is a test).
+the reference in numba passes and its numpy form beside it (numba == numpy flags is a test).
 """
 
 from __future__ import annotations
@@ -394,178 +393,6 @@ def _motion_flags(data, err, valid, median, dq, n_sigma: float) -> np.ndarray:
                         np.uint32(OUTLIER_BITS))
 
 
-@numba.njit(cache=True, inline="always")
-def _grad(M, y, x):  # pragma: no cover - compiled
-    """``_motion_setup``'s G[y, x] (``np.gradient(M, axis=0)``; NaN for one row)."""
-    ny = M.shape[0]
-    if ny < 2:
-        return np.nan
-    if y == 0:
-        return (M[1, x] - M[0, x]) / 1.0
-    if y == ny - 1:
-        return (M[ny - 1, x] - M[ny - 2, x]) / 1.0
-    return (M[y + 1, x] - M[y - 1, x]) / 2.0
-
-
-@numba.njit(cache=True)
-def _motion_block_normal(med, data, err, valid, start, rows, first, use, ata, atd, cnt):  # pragma: no cover - compiled
-    """For each ``k`` in ``rows`` (integration ``start + k`` of the stack, its window
-    median ``med[k]``): the normal equations of :func:`_motion_normal` into ``ata[k]``,
-    ``atd[k]``, ``cnt[k]``. With ``first``, ``use[k]`` is set as :func:`_motion_setup`
-    sets it; otherwise the ``use[k]`` the last rejection left is used. G, the tilt ``u``
-    and the weights are formed where used (the same expressions as ``_motion_setup``), the
-    sums in pixel order with the same operations as ``_motion_normal``: bit for bit."""
-    _, ny, nx = med.shape
-    den = np.float64(max(nx - 1, 1))
-    for r in range(rows.size):
-        k = rows[r]
-        j = start + k
-        M = med[k]
-        a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = 0.0
-        d0 = d1 = d2 = 0.0
-        n = 0
-        for y in range(ny):
-            for x in range(nx):
-                g = _grad(M, y, x)
-                ev = np.float64(err[j, y, x])
-                dv = np.float64(data[j, y, x])
-                if first:
-                    ok = (valid[j, y, x] and np.isfinite(M[y, x]) and np.isfinite(g)
-                          and np.isfinite(ev) and ev > 0 and np.isfinite(dv))
-                    use[k, y, x] = ok
-                if not use[k, y, x]:
-                    continue
-                n += 1
-                wv = 1.0 / ev ** 2
-                u = np.float64(x) / den - 0.5
-                m0 = M[y, x]
-                m1 = g
-                m2 = g * u
-                aw = m0 * wv
-                a00 += aw * m0
-                a01 += aw * m1
-                a02 += aw * m2
-                d0 += aw * dv
-                aw = m1 * wv
-                a10 += aw * m0
-                a11 += aw * m1
-                a12 += aw * m2
-                d1 += aw * dv
-                aw = m2 * wv
-                a20 += aw * m0
-                a21 += aw * m1
-                a22 += aw * m2
-                d2 += aw * dv
-        ata[k, 0, 0] = a00
-        ata[k, 0, 1] = a01
-        ata[k, 0, 2] = a02
-        ata[k, 1, 0] = a10
-        ata[k, 1, 1] = a11
-        ata[k, 1, 2] = a12
-        ata[k, 2, 0] = a20
-        ata[k, 2, 1] = a21
-        ata[k, 2, 2] = a22
-        atd[k, 0] = d0
-        atd[k, 1] = d1
-        atd[k, 2] = d2
-        cnt[k] = n
-
-
-@numba.njit(cache=True)
-def _motion_block_reject(med, data, err, start, rows, coef, n_sigma, use, changed):  # pragma: no cover - compiled
-    """:func:`_motion_apply` with ``update`` for each ``k`` in ``rows`` (coefficients
-    ``coef[k]``): drop from ``use[k]`` the pixels beyond ``n_sigma * e``; ``changed[k]``
-    says whether any was dropped (the same expressions)."""
-    _, ny, nx = med.shape
-    den = np.float64(max(nx - 1, 1))
-    for r in range(rows.size):
-        k = rows[r]
-        j = start + k
-        M = med[k]
-        c0 = coef[k, 0]
-        c1 = coef[k, 1]
-        c2 = coef[k, 2]
-        ch = False
-        for y in range(ny):
-            for x in range(nx):
-                if not use[k, y, x]:
-                    continue
-                g = _grad(M, y, x)
-                gz = g if np.isfinite(g) else 0.0
-                u = np.float64(x) / den - 0.5
-                rv = c0 * M[y, x] + (c1 + c2 * u) * gz
-                ev = np.float64(err[j, y, x])
-                lim = n_sigma * (ev if ev > 0 else np.inf)
-                if not (abs(np.float64(data[j, y, x]) - rv) <= lim):
-                    use[k, y, x] = False
-                    ch = True
-        changed[k] = ch
-
-
-@numba.njit(cache=True)
-def _motion_block_flag(med, data, err, valid, out, start, coef, n_sigma, bits):  # pragma: no cover - compiled
-    """:func:`_motion_flag` of integrations ``start + k`` (coefficients ``coef[k]``) into
-    ``out[start + k]`` (which holds their DQ)."""
-    m, ny, nx = med.shape
-    den = np.float64(max(nx - 1, 1))
-    for k in range(m):
-        j = start + k
-        M = med[k]
-        c0 = coef[k, 0]
-        c1 = coef[k, 1]
-        c2 = coef[k, 2]
-        for y in range(ny):
-            for x in range(nx):
-                g = _grad(M, y, x)
-                gz = g if np.isfinite(g) else 0.0
-                u = np.float64(x) / den - 0.5
-                rv = c0 * M[y, x] + (c1 + c2 * u) * gz
-                e = np.float64(err[j, y, x])
-                if (valid[j, y, x] and np.isfinite(rv) and np.isfinite(e)
-                        and abs(np.float64(data[j, y, x]) - rv) > n_sigma * e):
-                    out[j, y, x] |= bits
-
-
-def _motion_flags_block(cube, err, valid, med, out, start, n_sigma: float,
-                        iterations: int = 3) -> None:
-    """:func:`_motion_flags` of every integration ``start + k`` of ``cube`` (window median
-    ``med[k]``, DQ ``out[start + k]``, flagged in place), with a compiled pass over all of
-    them per fit iteration instead of a few calls per integration: the same fit (the
-    same sums in the same order; numpy's ``cond`` and ``solve`` on the stack of 3 x 3
-    systems, the same LAPACK call per system), the same flags (tested)."""
-    m = med.shape[0]
-    if m == 0:
-        return
-    ns = float(n_sigma)
-    use = np.empty(med.shape, np.bool_)
-    ata = np.zeros((m, 3, 3))
-    atd = np.zeros((m, 3))
-    cnt = np.zeros(m, np.int64)
-    changed = np.zeros(m, np.bool_)
-    coef = np.zeros((m, 3))
-    coef[:, 0] = 1.0
-    rows = np.arange(m)
-    for it in range(max(int(iterations), 1)):
-        _motion_block_normal(med, cube, err, valid, start, rows, it == 0, use, ata, atd, cnt)
-        rows = rows[cnt[rows] >= 3]  # n < 3: the coefficients stay as they are
-        if rows.size == 0:
-            break
-        fin = np.isfinite(ata[rows]).all(axis=(1, 2))
-        ok = fin.copy()
-        if fin.any():
-            ok[fin] = ~(np.linalg.cond(ata[rows[fin]]) > 1e12)
-        coef[rows[~ok]] = (1.0, 0.0, 0.0)  # singular: the plain median, fit over
-        rows = rows[ok]
-        if rows.size == 0:
-            break
-        coef[rows] = np.linalg.solve(ata[rows], atd[rows][:, :, None])[:, :, 0]
-        _motion_block_reject(med, cube, err, start, rows, coef, ns, use, changed)
-        rows = rows[changed[rows]]
-        if rows.size == 0:
-            break
-    _motion_block_flag(med, cube, err, valid, out, start, coef, ns, np.uint32(OUTLIER_BITS))
-
-
 def motion_reference(data, err, valid, median, n_sigma: float, iterations: int = 3):
     """Window median moved and scaled to one integration: the outlier reference.
 
@@ -830,8 +657,8 @@ def flag_outliers(
     )
     if not store:
         return out
-    _motion_flags_block(np.ascontiguousarray(cube), np.ascontiguousarray(err), valid, med, out,
-                        start, n_sigma)
+    for j in range(start, stop):
+        out[j] = _motion_flags(cube[j], err[j], valid[j], med[j - start], out[j], n_sigma)
     return out
 
 
