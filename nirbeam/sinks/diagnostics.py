@@ -41,7 +41,7 @@ import numpy as np
 from nirbeam.sinks import fs, zarr_store
 
 __all__ = ["PlotEntry", "plot_products", "measure_trace", "column_offsets", "baseline_model",
-           "MAX_SAMPLED"]
+           "MAX_SAMPLED", "nanmedian_along"]
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def measure_trace(
 
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no background
-            bkg = np.nanmedian(np.where(bmask[None], f, np.nan), axis=1, keepdims=True)
+            bkg = nanmedian_along(np.where(bmask[None], f, np.nan), axis=1, keepdims=True)
         f = f - np.where(np.isfinite(bkg), bkg, 0.0)
     ap = ad <= half_width + 2.0
     w = np.where(ap[None] & np.isfinite(f), np.clip(f, 0.0, None), 0.0)
@@ -151,6 +151,25 @@ def measure_trace(
     c[bad] = np.nan
     width[bad] = np.nan
     return c, width
+
+
+def nanmedian_along(a: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
+    """``np.nanmedian(a, axis=axis, keepdims=keepdims)`` of a float array of finite values
+    and NaN, by one sort along ``axis``: the same values bit for bit (a median is an order
+    statistic; for an even count numpy's masked median halves the sum of the two middle
+    values, as here), NaN where a slice has no value. numpy's own path along a short axis
+    (< 600) goes through masked arrays, ~4x slower on the plots' blocks. Arrays holding
+    an infinity go to numpy itself.
+    """
+    a = np.asarray(a)
+    if a.dtype != np.float64 or np.isinf(a).any():
+        return np.nanmedian(a, axis=axis, keepdims=keepdims)
+    s = np.sort(a, axis=axis)  # NaN last
+    n = np.count_nonzero(~np.isnan(a), axis=axis, keepdims=True)
+    lo = np.take_along_axis(s, np.maximum((n - 1) // 2, 0), axis)
+    hi = np.take_along_axis(s, np.maximum(n // 2, 0), axis)
+    m = (lo + hi) / 2.0
+    return m if keepdims else np.squeeze(m, axis)
 
 
 def column_offsets(sci: np.ndarray, dq: np.ndarray, scene_mask: np.ndarray) -> np.ndarray:
@@ -187,7 +206,7 @@ def _column_medians(sci, dq, scene_mask) -> np.ndarray:
         warnings.simplefilter("ignore", RuntimeWarning)
         s = np.asarray(sci, np.float64)
         use = ((np.asarray(dq) & 1) == 0) & smask & np.isfinite(s)
-        return np.nanmedian(np.where(use, s, np.nan), axis=1)
+        return nanmedian_along(np.where(use, s, np.nan), axis=1)
 
 
 def _column_offsets_of(blocks, nx: int | None = None) -> np.ndarray:
