@@ -73,6 +73,10 @@ DPI = 110
 #: blank canvas added on every side before the one draw (inches): room for labels that
 #: run past the figure's own edges, cropped away after
 MARGIN_INCHES = 1.0
+#: zlib level of the PNGs (PIL's ``compress_level``; PIL and matplotlib default to 6): 3
+#: encodes the products' quick-look PNGs in ~0.4x the CPU time for ~3 % more bytes, the
+#: same pixels (PNG is lossless)
+PNG_COMPRESS_LEVEL = 3
 #: margin kept about the drawn content when a PNG is cropped to it (inches), as
 #: ``savefig(bbox_inches="tight")``'s default ``pad_inches``
 PAD_INCHES = 0.1
@@ -231,7 +235,8 @@ def _write_png(fig, tmp) -> None:
     rgba = np.asarray(canvas.buffer_rgba())
     box = _content_box(rgba, int(round(PAD_INCHES * DPI)))
     if box is None or _outside(fig, canvas.get_renderer()):
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight",
+                    pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
         return
     from matplotlib import __version__ as mpl_version
     from PIL import Image  # matplotlib's own PNG writer
@@ -240,7 +245,7 @@ def _write_png(fig, tmp) -> None:
     info = PngInfo()
     info.add_text("Software", f"Matplotlib version{mpl_version}, https://matplotlib.org/")
     Image.fromarray(np.ascontiguousarray(rgba[box])).save(
-        tmp, format="png", pnginfo=info, dpi=(DPI, DPI))
+        tmp, format="png", pnginfo=info, dpi=(DPI, DPI), compress_level=PNG_COMPRESS_LEVEL)
 
 
 def bin_points(
