@@ -11,6 +11,8 @@ and the files are compared byte for byte (``cmp``), PNGs apart (drawn images).
 
     python bench/products_cost.py RUN_FOLDER --baseline 849d0cb [--repeat 3]
         [--work /tmp/products-cost] [--out bench/results/products_cost_s8.json]
+
+The PNGs are compared decoded (``png_pixels``: identical pixels or difference stats) and ``plots/index.json`` byte for byte.
 """
 
 from __future__ import annotations
@@ -91,6 +93,26 @@ def same_files(a: str, b: str) -> dict:
     return out
 
 
+def png_pixels(a: str, b: str) -> dict:
+    """Per PNG of ``plots/``: decoded pixels identical, or the image difference stats."""
+    import numpy as np
+    from PIL import Image
+
+    out = {}
+    for f in sorted(glob.glob(os.path.join(a, "plots", "*.png"))):
+        n = os.path.basename(f)
+        pa = np.asarray(Image.open(f).convert("RGBA"), np.int16)
+        pb = np.asarray(Image.open(os.path.join(b, "plots", n)).convert("RGBA"), np.int16)
+        r = {"bytes": [os.path.getsize(f), os.path.getsize(os.path.join(b, "plots", n))],
+             "same_shape": pa.shape == pb.shape}
+        if pa.shape == pb.shape:
+            d = np.abs(pa - pb)
+            r.update(pixels_identical=bool(not d.any()), max_abs_diff=int(d.max()),
+                     frac_pixels_differing=float((d.any(axis=2)).mean()))
+        out[n] = r
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run")
@@ -123,7 +145,11 @@ def main(argv=None) -> None:
                                     for p in v[0]["phases_cpu_s"]} for k, v in runs.items()},
            "compare_products_exit": cmp.returncode,
            "compare_products_tail": cmp.stdout[-1500:],
-           "files_byte_identical": same_files(folders["baseline"], folders["current"])}
+           "files_byte_identical": same_files(folders["baseline"], folders["current"]),
+           "png_pixels": png_pixels(folders["baseline"], folders["current"]),
+           "plots_index_identical": filecmp.cmp(
+               os.path.join(folders["baseline"], "plots", "index.json"),
+               os.path.join(folders["current"], "plots", "index.json"), shallow=False)}
     res["ratio_baseline_over_current"] = round(
         res["baseline_products_cpu_s_min"] / res["current_products_cpu_s_min"], 3)
     write_result(args.out, res, start=prov)
