@@ -251,18 +251,16 @@ STEP = BLOCK * MAX_SPAN_BLOCKS
 
 class WindowReader:
     """The outlier window of consecutive steps of one work item, each rateints chunk of
-    ``sci``, ``err``, ``dq`` and the two variances read (and decoded) once, all five in one
-    event-loop call per new stretch of chunks (the variances, which only the extraction of
-    the step needs, used to be a second read per step).
+    ``sci``, ``err`` and ``dq`` read (and decoded) once.
 
-    :meth:`get` returns integrations ``lo..hi`` (0-based, ``hi`` exclusive) of the five
+    :meth:`get` returns integrations ``lo..hi`` (0-based, ``hi`` exclusive) of the three
     arrays, with ``DO_NOT_USE`` added to the DQ of integrations without rates (never in
     a median); successive calls must not go back (``lo`` and ``hi`` only advance). It
     holds what the next step can still need: the integrations from ``lo`` to the end of
     the last chunk read.
     """
 
-    NAMES = ("sci", "err", "dq", "var_poisson", "var_rnoise")
+    NAMES = ("sci", "err", "dq")
 
     def __init__(self, root: str, group: str, done: np.ndarray):
         self.root, self.group, self.done = root, group, done
@@ -341,11 +339,12 @@ class ProcessBlock:
         w = s.outliers.window if s.outliers.enabled else 0
         lo = max(1, start - w)
         hi = min(block.nints, stop + w)
-        # the window (the step and its neighbours) of what the outlier flags need; of the
-        # variances, which only the extraction needs, the step alone (from the same read)
+        # the window (the step and its neighbours) of what the outlier flags need, the
+        # step alone of the variances, which only the extraction needs
         read = reader.get(lo - 1, hi)
         a, b = start - lo, stop - lo + 1
-        var = {n: read[n][a:b] for n in ("var_poisson", "var_rnoise")}
+        var = zarr_store.read_block(self.root, g, RATEINTS, ("var_poisson", "var_rnoise"),
+                                    slice(start - 1, stop))
         if s.outliers.enabled:
             new_dq = flag_block(read["sci"], read["err"], read["dq"], s.outliers.window,
                                 s.outliers.n_sigma, span=(a, b))  # the step alone
