@@ -443,17 +443,8 @@ def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi, singl
             _select_sorted_row(A, nd, IW, W)
     if single or nd < _NET_MIN_RANKS:
         if not single:
-            # ranks of |diff| by (value, position), counted on a float32 copy in K:
-            # every |diff| is a float32 value held in float64, so the copy is exact and
-            # each compare (NaN too) gives what it gives on A, at twice the SIMD lanes;
-            # then K holds the keys again (an output: the callers may read them)
-            for k in range(nd):
-                for x in range(nx):
-                    K[k, x] = np.float32(A[k, x])
-            pair_ranks(K, nd, nx, R)
-            for k in range(nd):
-                for x in range(nx):
-                    K[k, x] = np.float32(G[k + 1, x] - G[k, x])
+            # ranks of |diff| by (value, position)
+            pair_ranks(A, nd, nx, R)
         for x in range(nx):
             W[1, x] = 0.0
             W[2, x] = 0.0
