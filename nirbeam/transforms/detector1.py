@@ -134,16 +134,21 @@ class Detector1Params:
     picture_frame: PictureFrameParams = field(default_factory=PictureFrameParams)  # issue 15
 
     def describe(self) -> str:
-        """Compact text of the non-default settings, for provenance."""
-        default = Detector1Params()
-        parts = []
-        for f in dataclasses.fields(self):
-            a, b = getattr(self, f.name), getattr(default, f.name)
-            if a != b:
-                diff = {k: v for k, v in dataclasses.asdict(a).items()
-                        if v != dataclasses.asdict(b)[k]}
-                parts.append(f"{f.name}={diff}")
-        return "defaults" if not parts else "; ".join(parts)
+        """Compact text of the non-default settings, for provenance (computed once per
+        instance, which is frozen: every integration's record carries it)."""
+        text = self.__dict__.get("_described")
+        if text is None:
+            default = Detector1Params()
+            parts = []
+            for f in dataclasses.fields(self):
+                a, b = getattr(self, f.name), getattr(default, f.name)
+                if a != b:
+                    diff = {k: v for k, v in dataclasses.asdict(a).items()
+                            if v != dataclasses.asdict(b)[k]}
+                    parts.append(f"{f.name}={diff}")
+            text = "defaults" if not parts else "; ".join(parts)
+            object.__setattr__(self, "_described", text)  # not a field: eq, hash unchanged
+        return text
 
 
 @dataclass
@@ -329,24 +334,34 @@ def add_model_variance(res: RateResult, var_kind, ngroups: int, tgroup: float) -
         else:
             c = 6.0 * (n * n + 1) / (5.0 * n * (n * n - 1)) / float(tgroup) ** 2
     else:  # rho telescoped, delta per group or summed over differences (lag-1 correlated)
-        lag = 0.05  # lag: Monte Carlo, clipped mean and median, n = 4-128
-        t = np.arange(n) * float(tgroup)
-        w = (t - t.mean()) / ((t - t.mean()) ** 2).sum()  # OLS slope weights
-        c_rho = 0.5 * float((w * w).sum())  # = 6 / (N (N^2 - 1) tgroup^2)
-        if kind == "group":  # delta_g on groups 1..N-1, correlation +lag
-            c_walk = (1.0 - lag) * float((w[1:] ** 2).sum()) + lag * float(w[1:].sum()) ** 2
-        else:  # sum_k b_k delta_k, b_k = sum_{g>=k} w_g, k = 1..N-1, correlation -lag
-            b = np.cumsum(w[::-1])[::-1][1:]
-            c_walk = float((b * b).sum()) - 2.0 * lag * float((b[1:] * b[:-1]).sum())
-        f = np.broadcast_to(np.asarray(walk, np.float64), res.err.shape)
-        var = np.broadcast_to(np.asarray(var, np.float64), res.err.shape) * (
-            c_rho + (c_walk - c_rho) * f)
+        c_rho, c_walk = _walk_constants(n, float(tgroup), kind == "group")
+        # elementwise as over the broadcast (ny, nx) arrays, at walk's own shape
+        f = np.asarray(walk, np.float64)
+        var = np.asarray(var, np.float64) * (c_rho + (c_walk - c_rho) * f)
         c = 1.0
     var = np.ascontiguousarray(np.broadcast_to(np.asarray(var, np.float64), res.err.shape))
     res.var_rnoise = np.ascontiguousarray(res.var_rnoise, np.float32)
     res.err = np.ascontiguousarray(res.err, np.float32)
     _add_variance(var, float(c), np.ascontiguousarray(res.var_poisson, np.float32),
                   res.var_rnoise, res.err)
+
+
+@functools.lru_cache(maxsize=64)
+def _walk_constants(n: int, tgroup: float, group: bool) -> tuple[float, float]:
+    """(``c_rho``, ``c_walk``) of :func:`add_model_variance` with a walk fraction: the
+    slope variance per unit offset variance of its ``rho`` and ``delta`` parts, for
+    ``n`` groups ``tgroup`` apart, ``'group'`` (True) or ``'difference'``; computed once
+    per (n, tgroup, kind)."""
+    lag = 0.05  # lag: Monte Carlo, clipped mean and median, n = 4-128
+    t = np.arange(n) * float(tgroup)
+    w = (t - t.mean()) / ((t - t.mean()) ** 2).sum()  # OLS slope weights
+    c_rho = 0.5 * float((w * w).sum())  # = 6 / (N (N^2 - 1) tgroup^2)
+    if group:  # delta_g on groups 1..N-1, correlation +lag
+        c_walk = (1.0 - lag) * float((w[1:] ** 2).sum()) + lag * float(w[1:].sum()) ** 2
+    else:  # sum_k b_k delta_k, b_k = sum_{g>=k} w_g, k = 1..N-1, correlation -lag
+        b = np.cumsum(w[::-1])[::-1][1:]
+        c_walk = float((b * b).sum()) - 2.0 * lag * float((b[1:] * b[:-1]).sum())
+    return c_rho, c_walk
 
 
 @njit(cache=True, error_model="numpy")
@@ -935,12 +950,16 @@ def _calib_setup(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detect
     means) and the arguments of :func:`_calib_row`; also what the jump mode needs."""
     ng, ny, nx = ramp.shape
     p = params
-    z32 = np.zeros((ny, nx), np.uint32)
     mask, bias_sat, sat, refmask, parity0, do_refpix, detrend, refyx = _ref_derived(
         refs, (ny, nx), p, geometry)
-    # saturation prepass
     do_sat = p.saturation.enabled
     sb_on = p.superbias.enabled and refs.superbias is not None
+    do_lin = p.linearity.enabled and refs.linearity is not None
+    do_dark = p.dark.enabled and refs.dark is not None
+    # the DQ of a step that is off (none in the default chain: nothing allocated)
+    z32 = (None if p.dq_init.enabled and do_sat and sb_on and do_lin and do_dark
+           else np.zeros((ny, nx), np.uint32))
+    # saturation prepass
     mean0, last2, nreads1 = _sat.readpatt_constants(timing.nframes, timing.groupgap)
     if do_sat:
         thresh, nosat, sat_pdq = sat
@@ -964,10 +983,8 @@ def _calib_setup(ramp, refs: ReferenceArrays, timing: RampTiming, params: Detect
                                            float(p.refpix.sigma_clip), detrend)
     else:
         refmeans = np.zeros((ng, 2), np.float32)
-    do_lin = p.linearity.enabled and refs.linearity is not None
     coeffs = _f32(refs.linearity) if do_lin else np.zeros((2, 1, 1), np.float32)
     lin_dq = _u32(refs.linearity_dq) if do_lin else z32
-    do_dark = p.dark.enabled and refs.dark is not None
     dark = _f32(refs.dark) if do_dark else np.zeros((1, 1, 1), np.float32)
     dark_dq = _u32(refs.dark_dq) if do_dark else z32
     calib = (

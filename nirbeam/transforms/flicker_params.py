@@ -4,6 +4,7 @@ array helpers the cleaners share. Public names are re-exported by
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,7 @@ RESID_B = 1.2
 RESID_C = 1.7
 
 
+@functools.lru_cache(maxsize=16)
 def clipped_mean_efficiency(clip_sigma: float = CLIP_SIGMA) -> float:
     """Asymptotic variance factor (x sigma^2 / n) of the clipped mean of Gaussian values
     at ``clip_sigma`` times the *clipped* std (iterated to its fixed point).
@@ -53,7 +55,10 @@ def clipped_mean_efficiency(clip_sigma: float = CLIP_SIGMA) -> float:
     M-estimator of psi(x) = x 1{|x| < L}, whose asymptotic variance is
     ``E psi^2 / (d/dtheta E psi(x - theta))^2 = 1 / (P(|x| < L) - 2 L phi(L))`` (both
     terms equal ``P - 2 L phi``; symmetric: the scale estimate does not enter).
-    ``c = 3``: L = 2.949, factor 1.0346 (median: pi/2)."""
+    ``c = 3``: L = 2.949, factor 1.0346 (median: pi/2). A pure function of
+    ``clip_sigma``, computed once per value (``lru_cache``: the fixed point is 200
+    iterations of Python, ~85 us, which the group hook's :func:`with_walk` used to pay
+    every integration)."""
     from math import erf, exp, pi, sqrt
 
     def core(x):  # P(|z| < x) - 2 x phi(x)
@@ -410,29 +415,76 @@ def walk_fraction(n, params: FlickerParams):
     """Fraction ``x / (1 + x)`` of a column model's variance that is not the mean of its
     ``n`` values' noise (:data:`WALK_X_CLIPPED`, :data:`WALK_X_MEDIAN`; ``n`` < 4 as 4);
     0 for ``fft`` (a linear fit: all of it telescopes); None for ``nsclean`` (not
-    measured: the model variance stays a pure random walk / white per group)."""
+    measured: the model variance stays a pure random walk / white per group). A new
+    array every call (the interpolation table is built once per statistic)."""
     if params.method == "fft":
         return np.zeros(np.shape(n))
     if params.method != "median":
         return None
-    tab = WALK_X_MEDIAN if params.statistic == "median" else WALK_X_CLIPPED
-    lim = np.pi / 2 - 1.0 if params.statistic == "median" else (
-        clipped_mean_efficiency(CLIP_SIGMA) - 1.0)
+    xp, fp = _walk_table(params.statistic == "median")
     inv = 1.0 / np.maximum(np.asarray(n, np.float64), float(WALK_N[0]))
-    x = np.interp(inv, [0.0] + [1.0 / k for k in WALK_N[::-1]], [lim] + list(tab[::-1]))
+    x = np.interp(inv, xp, fp)
     return x / (1.0 + x)
+
+
+@functools.lru_cache(maxsize=2)
+def _walk_table(median: bool):
+    """(1/n knots ascending, x at them) of :func:`walk_fraction`, float64 (read-only)."""
+    tab = WALK_X_MEDIAN if median else WALK_X_CLIPPED
+    lim = np.pi / 2 - 1.0 if median else clipped_mean_efficiency(CLIP_SIGMA) - 1.0
+    xp = np.asarray([0.0] + [1.0 / k for k in WALK_N[::-1]], np.float64)
+    fp = np.asarray([lim] + list(tab[::-1]), np.float64)
+    xp.setflags(write=False)
+    fp.setflags(write=False)
+    return xp, fp
 
 
 def with_walk(var_kind, pixeldq, mask, params: FlickerParams) -> ModelVariance:
     """A group hook's ``(var, kind)`` as a :class:`ModelVariance` with the walk fraction of
     each column (:func:`walk_fraction` of its usable mask pixels: in ``mask``, without
     DO_NOT_USE; columns under ``min_pixels``, which take their neighbours' models, the
-    median of the others)."""
+    median of the others).
+
+    The walk fraction depends only on the per-column counts and ``params``: it is
+    computed once per distinct (counts, params) and shared (read-only) by the
+    integrations that have them (:func:`_column_walk`; the counts rarely change within an
+    exposure: DO_NOT_USE pixels are the mask's)."""
     msk = np.asarray(mask, bool) & (
         (np.asarray(pixeldq, np.uint32) & np.uint32(dqflags.DO_NOT_USE)) == 0)
     n = msk.sum(axis=0)
+    return ModelVariance(var_kind[0], var_kind[1], _column_walk(n, params))
+
+
+#: :func:`_column_walk`'s results, keyed by (params, counts' dtype, shape and bytes, and
+#: the :func:`walk_fraction` in use: bench/model_variance_err.py swaps it); cleared when
+#: it holds :data:`_WALK_CACHE_MAX` entries.
+_WALK_CACHE: dict = {}
+_WALK_CACHE_MAX = 64
+
+
+def _column_walk(n: np.ndarray, params: FlickerParams):
+    """:func:`with_walk`'s walk fraction of column counts ``n`` (read-only array, or None
+    for a method without one), cached per (``params``, ``n``)."""
+    key = (params, n.dtype.str, n.shape, n.tobytes(), walk_fraction)
+    hit = _WALK_CACHE.get(key, _MISS)
+    if hit is not _MISS:
+        return hit
+    f = _column_walk_uncached(n, params)
+    if f is not None:
+        f = np.asarray(f)
+        f.setflags(write=False)
+    if len(_WALK_CACHE) >= _WALK_CACHE_MAX:
+        _WALK_CACHE.clear()
+    _WALK_CACHE[key] = f
+    return f
+
+
+_MISS = object()
+
+
+def _column_walk_uncached(n: np.ndarray, params: FlickerParams):
     f = walk_fraction(n, params)
     good = n >= params.min_pixels
     if f is not None and good.any() and not good.all():
         f = np.where(good, f, np.median(f[good]))
-    return ModelVariance(var_kind[0], var_kind[1], f)
+    return f
