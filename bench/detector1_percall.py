@@ -141,7 +141,7 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results",
                                                   "detector1_percall_s11.json"))
     a = ap.parse_args(argv)
-    start = provenance(["python", "bench/detector1_percall.py"] + (argv or sys.argv[1:]))
+    start = provenance(sys.argv[1:] if argv is None else argv)
     os.makedirs(a.data, exist_ok=True)
     base_src = extract_rev(a.baseline)
     srcs = {"base": base_src, "current": None}

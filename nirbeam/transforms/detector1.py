@@ -328,22 +328,37 @@ def add_model_variance(res: RateResult, var_kind, ngroups: int, tgroup: float) -
     walk = getattr(var_kind, "walk", None)  # flicker_params.ModelVariance
     if walk is None and len(var_kind) > 2:
         walk = var_kind[2]
+    shape = res.err.shape
     if walk is None:  # walk 0 ('group') or 1 ('difference'), no lag: closed forms
         if kind == "group":
             c = 6.0 / (n * (n * n - 1)) / float(tgroup) ** 2
         else:
             c = 6.0 * (n * n + 1) / (5.0 * n * (n * n - 1)) / float(tgroup) ** 2
+        a, b, f = 1.0, 0.0, _ZERO_WALK  # var * (1 + 0 f) = var, then * c
     else:  # rho telescoped, delta per group or summed over differences (lag-1 correlated)
         c_rho, c_walk = _walk_constants(n, float(tgroup), kind == "group")
-        # elementwise as over the broadcast (ny, nx) arrays, at walk's own shape
+        a, b, c = c_rho, c_walk - c_rho, 1.0  # var * (c_rho + (c_walk - c_rho) f)
         f = np.asarray(walk, np.float64)
-        var = np.asarray(var, np.float64) * (c_rho + (c_walk - c_rho) * f)
-        c = 1.0
-    var = np.ascontiguousarray(np.broadcast_to(np.asarray(var, np.float64), res.err.shape))
+    rows = shape[0] if f.ndim == 2 and f.shape[0] != 1 else 1  # one row: per column
+    var = _readonly_c(np.asarray(var, np.float64), shape)
+    f = _readonly_c(f, (rows, shape[1]))
     res.var_rnoise = np.ascontiguousarray(res.var_rnoise, np.float32)
     res.err = np.ascontiguousarray(res.err, np.float32)
-    _add_variance(var, float(c), np.ascontiguousarray(res.var_poisson, np.float32),
+    _add_variance(var, f, a, b, float(c), np.ascontiguousarray(res.var_poisson, np.float32),
                   res.var_rnoise, res.err)
+
+
+_ZERO_WALK = np.zeros(1)  # the walk of the closed forms (multiplied by b = 0)
+_ZERO_WALK.setflags(write=False)
+
+
+def _readonly_c(a, shape):
+    """``a`` broadcast to ``shape``, C-contiguous (copied only when it must be) and seen
+    read-only (one numba signature of :func:`_add_variance`; the caller's array keeps
+    its flags)."""
+    out = np.ascontiguousarray(np.broadcast_to(a, shape)).view()
+    out.setflags(write=False)
+    return out
 
 
 @functools.lru_cache(maxsize=64)
@@ -365,16 +380,21 @@ def _walk_constants(n: int, tgroup: float, group: bool) -> tuple[float, float]:
 
 
 @njit(cache=True, error_model="numpy")
-def _add_variance(var, c, var_p, var_r, err):
-    """In place, where VAR_RNOISE is finite and ERR > 0: ``var_r += c * var`` (non-finite
-    ``var`` counts 0; sum in float64, stored float32) and ``err = sqrt(var_p + var_r)``."""
+def _add_variance(var, f, a, b, c, var_p, var_r, err):
+    """In place, where VAR_RNOISE is finite and ERR > 0: ``var_r += c * v`` with
+    ``v = var * (a + b * f)`` (float64; non-finite ``v`` counts 0; the sum in float64,
+    stored float32) and ``err = sqrt(var_p + var_r)``. ``var``: (ny, nx); ``f``: (ny, nx)
+    or (1, nx) (per column: no (ny, nx) temporary); the arithmetic, in this order, is
+    that of the numpy expressions it replaced (bit-identical)."""
     ny, nx = err.shape
+    per_pixel = f.shape[0] > 1
     for y in range(ny):
+        fy = y if per_pixel else 0
         for x in range(nx):
             vr = var_r[y, x]
             if not (np.isfinite(vr) and err[y, x] > 0):
                 continue
-            v = var[y, x]
+            v = var[y, x] * (a + b * f[fy, x])
             v = (v if np.isfinite(v) else 0.0) * c
             nv = np.float32(np.float64(vr) + v)
             var_r[y, x] = nv
