@@ -122,14 +122,17 @@ class StoreError(RuntimeError):
 
 
 def CUBE_CODEC(dtype) -> BloscCodec:  # noqa: N802 - a constant-like factory
-    """Blosc zstd level 1 with byte shuffle, chosen by ``bench/zarr_codecs.py``.
+    """Blosc LZ4 level 5 with byte shuffle.
 
-    On simulated PRISM SUB512 and G395H SUB2048 runs (rateints sci/err/dq/var_*, spectra),
-    byte shuffle makes Blosc-zstd ~7-8 % smaller than plain zstd (x1.60 vs x1.49 overall);
-    level 1 is within 0.3-3 % of level 5's size and encodes 2.5-6x faster; bitshuffle is
-    smaller for sci but larger for var_poisson (bench/results/zarr_codecs.json).
+    Chosen for CPU: float32 rate cubes are noise-dominated and compress only ~1.1-1.5x
+    with any codec (``bench/zarr_codecs.py``, bench/results/zarr_codecs.json), so the
+    encoder's speed decides. On the whole PRISM 1200 x 8 run
+    (bench/results/store_codec_cost_s12.json, ``bench/store_codec_cost.py``) LZ4 takes
+    ~6 % less CPU than the former Blosc zstd level 1 for a store ~6 % larger, with every
+    array identical (both lossless). Readers need nothing new: numcodecs' Blosc decodes
+    both, and arrays written earlier keep the codec they were created with.
     """
-    return BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=np.dtype(dtype).itemsize)
+    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", typesize=np.dtype(dtype).itemsize)
 
 
 #: "no such node" across zarr 3.1.x (NodeNotFoundError appeared after 3.1.0, the lower bound)
