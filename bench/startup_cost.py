@@ -11,7 +11,10 @@ simulated PRISM exposure(s):
   driver: imports, mode classification, the report page and the process exit.
 - ``imports.<tree>``: CPU and wall of a fresh process importing what a run imports before
   its first stage (``nirbeam.stream.cli``, ``nirbeam.modes``, ``nirbeam.stream.pipeline``),
-  measured inside the child; ``cli_only`` the same for ``nirbeam.stream.cli`` alone.
+  measured inside the child; ``cli_only`` the same for ``nirbeam.stream.cli`` alone;
+  ``products_*`` then the products' table and plot modules (``nirbeam.sinks.tables``,
+  ``nirbeam.sinks.plots``), after ``cli_support.skip_unused_table_io`` where the tree has
+  it, as a run command imports them.
 - ``summary.<nints>``: the minimum over runs of each figure per tree, and the
   difference base - current.
 - ``products.<nints>``: ``bench/compare_products.py`` on the last pair (every array,
@@ -24,7 +27,10 @@ each tree first compiles it (not timed). The machine may be shared: each run car
 load average before and after.
 
     python bench/startup_cost.py [--baseline fba3ed2] [--nints 20,1200] [--repeat 3]
-        [--data /tmp/nirbeam-startup] [--out bench/results/startup_cost_s9.json]
+        [--sim DIR] [--data /tmp/nirbeam-startup] [--out bench/results/startup_cost_s9.json]
+
+``--sim DIR`` runs an existing exposure (e.g. /work/prism/sim, refs in DIR/refs, DIR
+itself read only) instead of simulating; its records are keyed ``sim``.
 """
 
 from __future__ import annotations
@@ -52,8 +58,13 @@ t1, c1 = time.perf_counter(), time.process_time()
 if sys.argv[1] == "run":
     import nirbeam.modes, nirbeam.stream.pipeline, nirbeam.stream.run_commands
 t2, c2 = time.perf_counter(), time.process_time()
+import nirbeam.stream.cli_support as cs  # the products' imports, as a run command makes them
+getattr(cs, "skip_unused_table_io", lambda: None)()
+import nirbeam.sinks.tables, nirbeam.sinks.plots
+t3, c3 = time.perf_counter(), time.process_time()
 print(json.dumps({"cli_only_cpu_s": round(c1 - c0, 3), "cli_only_wall_s": round(t1 - t0, 3),
                   "cpu_s": round(c2 - c0, 3), "wall_s": round(t2 - t0, 3),
+                  "products_cpu_s": round(c3 - c2, 3), "products_wall_s": round(t3 - t2, 3),
                   "modules": len(sys.modules)}))
 """
 
@@ -81,9 +92,10 @@ def simulate(data: str, nints: int) -> str:
 
 def run_once(sim: str, out: str, src: str, env: dict) -> dict:
     shutil.rmtree(out, ignore_errors=True)
+    cfg = os.path.join(sim, "nirbeam.toml")
     cmd = [sys.executable, "-m", "nirbeam.stream.cli", "run", sim, "--refs",
-           os.path.join(sim, "refs"), "--out", out, "--no-progress", "--config",
-           os.path.join(sim, "nirbeam.toml")]
+           os.path.join(sim, "refs"), "--out", out, "--no-progress",
+           *(["--config", cfg] if os.path.isfile(cfg) else [])]
     r = child(cmd, env=env, cwd=src)
     r.pop("stdout_tail", None)
     with open(os.path.join(out, "run.json")) as fh:
@@ -141,6 +153,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", default="fba3ed2")
     ap.add_argument("--nints", default="20,1200")
+    ap.add_argument("--sim", default=None, help="an existing exposure folder (with refs/) "
+                    "to run instead of simulating --nints (its records go under 'sim')")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--imports-repeat", type=int, default=5)
     ap.add_argument("--data", default="/tmp/nirbeam-startup")
@@ -153,8 +167,9 @@ def main() -> int:
     res: dict = {"what": __doc__.splitlines()[0], "baseline": args.baseline,
                  "load_start": load_average(), "runs": {}, "summary": {}, "products": {},
                  "imports": {t: [] for t in trees}}
-    for n in [int(x) for x in args.nints.split(",") if x]:
-        sim = simulate(args.data, n)
+    sizes = ["sim"] if args.sim else [int(x) for x in args.nints.split(",") if x]
+    for n in sizes:
+        sim = args.sim if args.sim else simulate(args.data, n)
         for t, src in trees.items():  # compile each tree's numba cache: not timed
             run_once(sim, os.path.join(args.data, f"warm-{t}"), src, envs[t])
         runs: dict = {t: [] for t in trees}
@@ -171,7 +186,8 @@ def main() -> int:
         for t, src in trees.items():
             res["imports"][t].append(imports_once(src, envs[t]))
     res["imports_min"] = {t: {k: min(r[k] for r in rs) for k in
-                              ("cli_only_cpu_s", "cli_only_wall_s", "cpu_s", "wall_s")}
+                              ("cli_only_cpu_s", "cli_only_wall_s", "cpu_s", "wall_s",
+                               "products_cpu_s", "products_wall_s")}
                           for t, rs in res["imports"].items()}
     res["load_end"] = load_average()
     write_result(args.out, res, sys.argv[1:], start=start)

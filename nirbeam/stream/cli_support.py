@@ -24,7 +24,7 @@ from nirbeam.stream.progress import LEVELS, close_logging, console_level, setup_
 
 __all__ = ["add_global_args", "add_set_arg", "add_commands", "start", "stop",
            "effective_config", "dispatch", "plot_command", "finish_run", "exit_on_interrupt",
-           "print_summary"]
+           "print_summary", "skip_unused_table_io"]
 
 log = logging.getLogger("nirbeam.cli")
 
@@ -208,6 +208,27 @@ def finish_run(outdir: str) -> None:
         print(f"report: {path}")
     except Exception as exc:  # noqa: BLE001 - the products are written; the page is extra
         log.warning("report page failed: %s", exc)
+
+
+def skip_unused_table_io() -> None:
+    """Keep astropy from registering its ASDF table reader/writer in this process.
+
+    ``import astropy.table`` imports ``asdf_astropy.io.connect`` whenever asdf-astropy is
+    installed, and asdf's import scans every installed distribution's entry points
+    (~0.3 CPU-s of a run). nirbeam never reads or writes a Table as ASDF (its tables are
+    ECSV, FITS and Parquet), so a run command tells astropy that asdf-astropy is absent
+    (``astropy.utils.compat.optional_deps.HAS_ASDF_ASTROPY``, read only there) before the
+    products' first ``astropy.table`` import. Nothing is done once ``astropy.table`` is
+    imported (the registration has happened) or when astropy lacks the flag.
+    """
+    if "astropy.table" in sys.modules:
+        return
+    try:
+        from astropy.utils.compat import optional_deps
+    except ImportError:  # pragma: no cover - astropy is a dependency
+        return
+    if "HAS_ASDF_ASTROPY" in getattr(optional_deps, "__all__", ()):
+        optional_deps.HAS_ASDF_ASTROPY = False
 
 
 def exit_on_interrupt():

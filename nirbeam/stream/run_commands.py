@@ -70,6 +70,7 @@ def _sized_elsewhere(args, beam_args):
 
 def run_mos(args, beam_args) -> int:
     """MOS inputs (NRS_MSASPEC uncal, or jwst level-2 slit files)."""
+    cli_support.skip_unused_table_io()
     from nirbeam.pipelines.mos import run_cli
 
     if getattr(args, "runner", None) == "auto":  # run_cli builds its own spec from args
@@ -81,6 +82,7 @@ def run_mos(args, beam_args) -> int:
 
 def run_ifu(args, beam_args) -> int:
     """NRS_IFU inputs (issue 18)."""
+    cli_support.skip_unused_table_io()
     from nirbeam.pipelines.ifu import run_command
 
     return run_command(args, _sized_elsewhere(args, beam_args))
@@ -88,6 +90,7 @@ def run_ifu(args, beam_args) -> int:
 
 def run_fs(args, beam_args) -> int:
     """NRS_FIXEDSLIT inputs (issue 16)."""
+    cli_support.skip_unused_table_io()
     spec = _sized_elsewhere(args, beam_args)
     from nirbeam.pipelines.fs import main_fs
 
@@ -97,6 +100,7 @@ def run_fs(args, beam_args) -> int:
 def run_bots(args, beam_args) -> int:
     """Time-series inputs (NRS_BRIGHTOBJ or TSOVISIT=T), and inputs that cannot be read
     (the driver names what is wrong with them)."""
+    cli_support.skip_unused_table_io()
     from nirbeam.stream.pipeline import run
 
     spec = runner_spec(args, beam_args)
