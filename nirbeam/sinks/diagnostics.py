@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,7 +42,8 @@ import numpy as np
 from nirbeam.sinks import fs, zarr_store
 
 __all__ = ["PlotEntry", "plot_products", "measure_trace", "column_offsets", "baseline_model",
-           "MAX_SAMPLED", "nanmedian_along"]
+           "MAX_SAMPLED", "nanmedian_along", "sampled_indices", "SampledKernels",
+           "shared_samples"]
 
 log = logging.getLogger(__name__)
 
@@ -465,9 +467,7 @@ def _plot_group(outdir, root, pdir, g, plots, kinds) -> list[PlotEntry]:
     if "rateints" in stages and ext is not None:
         arrays, attrs = ext
         done = zarr_store.completed(root, g, "rateints").astype(bool)
-        idx = np.flatnonzero(done)
-        if idx.size > MAX_SAMPLED:
-            idx = idx[np.linspace(0, idx.size - 1, MAX_SAMPLED).round().astype(int)]
+        idx = sampled_indices(done)
         if idx.size:
             tr_t = zarr_store.read_stack(root, g, "rateints", "int_mid_BJD_TDB")[idx]
             nums = zarr_store.read_stack(root, g, "rateints", "integration_number")[idx]
@@ -497,6 +497,121 @@ def _plot_group(outdir, root, pdir, g, plots, kinds) -> list[PlotEntry]:
     return out
 
 
+def sampled_indices(done: np.ndarray) -> np.ndarray:
+    """The rateints integrations (0-based) the trace and 1/f plots read: every complete one,
+    or :data:`MAX_SAMPLED` of them evenly spaced."""
+    idx = np.flatnonzero(np.asarray(done, bool))
+    if idx.size > MAX_SAMPLED:
+        idx = idx[np.linspace(0, idx.size - 1, MAX_SAMPLED).round().astype(int)]
+    return idx
+
+
+class SampledKernels:
+    """The trace and 1/f plots' kernels on their sampled rateints, fed by a reader of the
+    rateints in consecutive blocks (the products' trace diagnostics read all of them), so
+    that the plots do not read the sampled integrations a second time.
+
+    :meth:`feed` takes each block read (any size, in increasing order); the sampled
+    integrations it holds are gathered into blocks of ``_BLOCK`` sampled integrations,
+    exactly the blocks :class:`_SampledRates` reads (``idx[i:i + _BLOCK]``), on which
+    :func:`measure_trace` and :func:`_column_medians` run as there: the same inputs, the
+    same values. :meth:`result` is None unless every sampled integration was fed in order.
+    The plots take it only for the same group, samples and extraction model
+    (:meth:`matches`); else they read the rateints themselves.
+    """
+
+    def __init__(self, idx, trace_center, half_width, background_region, scene_mask):
+        self.idx = np.asarray(idx)
+        self.params = (np.asarray(trace_center), float(half_width),
+                       tuple(background_region) if background_region else None)
+        self.scene_mask = None if scene_mask is None else np.asarray(scene_mask)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._npending = 0
+        self._fed = 0  # sampled integrations fed so far (idx[:_fed])
+        self._broken = False
+        self._trace: list = []
+        self._medians: list = []
+
+    @classmethod
+    def of_model(cls, done, arrays: dict, attrs: dict) -> SampledKernels | None:
+        """For a group's complete rateints ``done`` and its extraction model's arrays and
+        attributes (as the plots read them); None without a trace centre or samples."""
+        idx = sampled_indices(done)
+        if not idx.size or "trace_center" not in arrays or "half_width" not in attrs:
+            return None
+        return cls(idx, arrays["trace_center"], attrs["half_width"],
+                   attrs.get("background_region"), arrays.get("scene_mask"))
+
+    def wants(self, start: int, stop: int) -> bool:
+        """Whether integrations ``start:stop`` (0-based) hold a sampled one."""
+        i = np.searchsorted(self.idx, start)
+        return bool(i < self.idx.size and self.idx[i] < stop)
+
+    def feed(self, start: int, sci: np.ndarray, dq: np.ndarray) -> None:
+        """Integrations ``start:start + len(sci)`` (their ``sci`` and ``dq``)."""
+        lo, hi = np.searchsorted(self.idx, [start, start + len(sci)])
+        if lo == hi or self._broken:
+            return
+        if lo != self._fed:  # a sampled integration skipped, or fed twice
+            self._broken = True
+            return
+        rows = self.idx[lo:hi] - start
+        self._pending.append((sci[rows], dq[rows]))
+        self._npending += rows.size
+        self._fed = int(hi)
+        while self._npending >= _BLOCK:
+            self._run(_BLOCK)
+
+    def _run(self, n: int) -> None:
+        sci = np.concatenate([p[0] for p in self._pending])
+        dq = np.concatenate([p[1] for p in self._pending])
+        rest = (sci[n:], dq[n:])
+        sci, dq = sci[:n], dq[:n]
+        self._pending = [rest] if len(rest[0]) else []
+        self._npending = len(rest[0])
+        self._trace.append(measure_trace(sci, dq, *self.params))
+        if self.scene_mask is not None:
+            self._medians.append(_column_medians(sci, dq, self.scene_mask))
+
+    def result(self):
+        """(centroid, width, column offsets or None), or None when incomplete."""
+        if self._broken or self._fed != self.idx.size:
+            return None
+        if self._npending:
+            self._run(self._npending)
+        return (np.concatenate([p[0] for p in self._trace]),
+                np.concatenate([p[1] for p in self._trace]),
+                _column_offsets_of(self._medians) if self.scene_mask is not None else None)
+
+    def matches(self, idx, trace_center, half_width, background_region, scene_mask) -> bool:
+        """Whether these are the kernels of samples ``idx`` with this model."""
+        tc, hw, bg = self.params
+        return (np.array_equal(self.idx, idx)
+                and np.array_equal(tc, np.asarray(trace_center), equal_nan=True)
+                and hw == float(half_width)
+                and bg == (tuple(background_region) if background_region else None)
+                and (scene_mask is None or (self.scene_mask is not None and np.array_equal(
+                    self.scene_mask, np.asarray(scene_mask)))))
+
+
+#: (store, group) -> SampledKernels handed to the plots (:func:`shared_samples`)
+_SHARED: dict[tuple[str, str], SampledKernels] = {}
+
+
+@contextmanager
+def shared_samples(root: str, kernels: dict[str, SampledKernels]):
+    """Inside, :func:`plot_products` on ``root`` takes the trace and 1/f plots' kernels
+    from ``kernels`` (group -> :class:`SampledKernels`, fed by the products' read of the
+    rateints) where they match, instead of reading the sampled rateints again."""
+    keys = [(root, g) for g in kernels]
+    _SHARED.update({(root, g): k for g, k in kernels.items()})
+    try:
+        yield
+    finally:
+        for k in keys:
+            _SHARED.pop(k, None)
+
+
 class _SampledRates:
     """The sampled rateints of a group, read ``_BLOCK`` integrations at a time.
 
@@ -517,7 +632,15 @@ class _SampledRates:
 
     def both(self, trace_center, half_width, background_region, scene_mask):
         """:meth:`trace` and :meth:`column_offsets` from one read of the blocks (the same
-        kernels on the same blocks: the same values); kept for the second plot."""
+        kernels on the same blocks: the same values); kept for the second plot. Taken
+        from :func:`shared_samples` when they are there for these samples and model."""
+        shared = _SHARED.get((self.root, self.g))
+        if shared is not None and shared.matches(self.idx, trace_center, half_width,
+                                                 background_region, scene_mask):
+            r = shared.result()
+            if r is not None and (scene_mask is None or r[2] is not None):
+                self._offsets = r[2] if scene_mask is not None else None
+                return r[0], r[1]
         tr, cm = [], []
         for sci, dq in self.blocks():
             tr.append(measure_trace(sci, dq, trace_center, half_width, background_region))
