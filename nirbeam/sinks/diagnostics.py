@@ -42,7 +42,7 @@ import numpy as np
 from nirbeam.sinks import fs, zarr_store
 
 __all__ = ["PlotEntry", "plot_products", "measure_trace", "column_offsets", "baseline_model",
-           "MAX_SAMPLED", "nanmedian_along", "sampled_indices", "SampledKernels",
+           "MAX_SAMPLED", "nanmedian_along", "nanpercentile_along", "sampled_indices", "SampledKernels",
            "shared_samples"]
 
 log = logging.getLogger(__name__)
@@ -172,6 +172,49 @@ def nanmedian_along(a: np.ndarray, axis: int, keepdims: bool = False) -> np.ndar
     hi = np.take_along_axis(s, np.maximum(n // 2, 0), axis)
     m = (lo + hi) / 2.0
     return m if keepdims else np.squeeze(m, axis)
+
+
+def nanpercentile_along(a: np.ndarray, q, axis: int = 0) -> np.ndarray:
+    """``np.nanpercentile(a, q, axis=axis)`` (method "linear") of a float64 array of
+    finite values and NaN, by one sort along ``axis``: the same values bit for bit.
+
+    numpy applies its 1-D quantile to every slice in Python (``apply_along_axis``); here
+    the order statistics are taken from one sort (NaN last) and interpolated with
+    numpy's own arithmetic: virtual index ``(n - 1) * q / 100``, both neighbours the last
+    value (and the weight counted from index -1) at or past it, ``a + (b - a) * g``,
+    or ``b - (b - a) * (1 - g)`` for a weight ``g >= 0.5``; NaN where a slice has no
+    value. Other arrays (another dtype, an infinity) go to numpy itself. The result has
+    ``q``'s shape prepended, as numpy's.
+    """
+    a = np.asarray(a)
+    if a.dtype != np.float64 or a.ndim == 0 or a.size == 0 or np.isinf(a).any():
+        return np.nanpercentile(a, q, axis=axis)
+    qs = np.true_divide(np.asanyarray(q), 100)
+    if qs.dtype != np.float64 or ((qs < 0) | (qs > 1)).any() or np.isnan(qs).any():
+        return np.nanpercentile(a, q, axis=axis)
+    x = np.moveaxis(a, axis, 0)
+    s = np.sort(x, axis=0)  # NaN last
+    n = np.count_nonzero(~np.isnan(x), axis=0)  # values per slice, (rest,)
+    qb = qs.reshape(qs.shape + (1,) * n.ndim)
+    v = (n - 1) * qb  # numpy's virtual index: (count - 1) * quantile
+    prev = np.floor(v)
+    nxt = prev + 1
+    above = v >= n - 1
+    prev[above] = -1
+    nxt[above] = -1
+    g = v - prev  # numpy's gamma, from the index it kept (-1 at the top)
+    last = np.broadcast_to(np.maximum(n - 1, 0), v.shape)
+    pi = np.where(above, last, prev).astype(np.intp)
+    ni = np.where(above, last, nxt).astype(np.intp)
+    flat = s.reshape(s.shape[0], -1)
+    lo = np.take_along_axis(flat, pi.reshape(-1, flat.shape[1]) if pi.ndim > 1 else pi[None], 0)
+    hi = np.take_along_axis(flat, ni.reshape(-1, flat.shape[1]) if ni.ndim > 1 else ni[None], 0)
+    lo, hi = lo.reshape(v.shape), hi.reshape(v.shape)
+    d = hi - lo
+    r = lo + d * g
+    np.subtract(hi, d * (1 - g), out=r, where=g >= 0.5)
+    r[np.broadcast_to(n == 0, r.shape)] = np.nan
+    return r
 
 
 def column_offsets(sci: np.ndarray, dq: np.ndarray, scene_mask: np.ndarray) -> np.ndarray:
