@@ -166,12 +166,26 @@ def nanmedian_along(a: np.ndarray, axis: int, keepdims: bool = False) -> np.ndar
     a = np.asarray(a)
     if a.dtype != np.float64 or np.isinf(a).any():
         return np.nanmedian(a, axis=axis, keepdims=keepdims)
-    s = np.sort(a, axis=axis)  # NaN last
+    s = _sorted_along(a, axis)  # NaN last
     n = np.count_nonzero(~np.isnan(a), axis=axis, keepdims=True)
     lo = np.take_along_axis(s, np.maximum((n - 1) // 2, 0), axis)
     hi = np.take_along_axis(s, np.maximum(n // 2, 0), axis)
     m = (lo + hi) / 2.0
     return m if keepdims else np.squeeze(m, axis)
+
+
+def _sorted_along(a: np.ndarray, axis: int) -> np.ndarray:
+    """``np.sort(a, axis=axis)``, sorting a contiguous copy along its last axis (~3x less
+    CPU than numpy's strided sort along another axis). numpy sorts every 1-D slice with
+    the same kernel either way (a strided slice is copied to a buffer first), so each
+    slice is sorted from the same sequence: the same result, the order of equal values
+    (+0.0 and -0.0) included."""
+    axis = axis % a.ndim
+    if axis == a.ndim - 1:
+        return np.sort(a, axis=axis)
+    t = np.ascontiguousarray(np.moveaxis(a, axis, -1))
+    t.sort(axis=-1)
+    return np.moveaxis(t, -1, axis)
 
 
 def nanpercentile_along(a: np.ndarray, q, axis: int = 0) -> np.ndarray:
@@ -193,7 +207,7 @@ def nanpercentile_along(a: np.ndarray, q, axis: int = 0) -> np.ndarray:
     if qs.dtype != np.float64 or ((qs < 0) | (qs > 1)).any() or np.isnan(qs).any():
         return np.nanpercentile(a, q, axis=axis)
     x = np.moveaxis(a, axis, 0)
-    s = np.sort(x, axis=0)  # NaN last
+    s = _sorted_along(x, 0)  # NaN last
     n = np.count_nonzero(~np.isnan(x), axis=0)  # values per slice, (rest,)
     qb = qs.reshape(qs.shape + (1,) * n.ndim)
     v = (n - 1) * qb  # numpy's virtual index: (count - 1) * quantile
