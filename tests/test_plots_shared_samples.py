@@ -43,8 +43,10 @@ def _store(tmp_path, seed=3, rate_missing=(5, 200, 201, 599), spectra_missing=ra
     for s in range(0, N, 32):
         zs.write_block(root, G, P.RATEINTS, s + 1, {"sci": sci[s:s + 32], "dq": dq[s:s + 32]},
                        ok[s:s + 32])
-    zs.prepare_stage(root, G, P.SPECTRA, N, (NX,), {"flux": np.float64}, frame_dims=("x",),
-                     coords=coords, time_chunk=32)
+    zs.prepare_stage(root, G, P.SPECTRA, N, (NX,), dict.fromkeys(
+        ("flux", "flux_error", "background"), np.float64), frame_dims=("x",), coords=coords,
+        time_chunk=32)
+    zs.save_arrays(root, f"{G}/{P.SPECTRA}", {"wavelength": np.linspace(1, 5, NX)})
     sdone = np.ones(N, bool)
     sdone[list(spectra_missing)] = False  # rateints there, spectra not: still sampled
     return root, arrays, attrs, sdone
@@ -129,3 +131,21 @@ def test_samples_fed_out_of_order_or_partly_give_no_result():
     want = d.measure_trace(sci[idx], dq[idx], tc, 2.0, None)
     np.testing.assert_array_equal(c, want[0])
     np.testing.assert_array_equal(w, want[1])
+
+
+def test_shared_spectra_are_the_store_reads_and_used_only_with_the_same_markers(tmp_path):
+    root, arrays, attrs, sdone = _store(tmp_path)
+    rng = np.random.default_rng(8)
+    flux = rng.normal(size=(N, NX))
+    zs.write_block(root, G, P.SPECTRA, 1, {"flux": flux[:32]}, sdone[:32])
+    read = d._spectra_arrays(root, G)  # nothing shared: the store's
+    np.testing.assert_array_equal(read["flux"], zs.read_stack(root, G, P.SPECTRA, "flux"))
+    assert read["done"].sum() == 32
+    fake = {n: np.asarray(v) + 0 for n, v in read.items()}
+    fake["flux"] = fake["flux"] + 1.0  # told apart from the store's
+    with d.shared_samples(root, {}, {G: fake}):
+        np.testing.assert_array_equal(d._spectra_arrays(root, G)["flux"], fake["flux"])
+        other = {**fake, "done": ~fake["done"]}
+    with d.shared_samples(root, {}, {G: other}):  # other markers: read again
+        np.testing.assert_array_equal(d._spectra_arrays(root, G)["flux"], read["flux"])
+    assert not d._SHARED_SPECTRA

@@ -28,6 +28,10 @@ whose inputs are not in the products is skipped with a note saying what is missi
 
 The kernels (:func:`measure_trace`, :func:`column_offsets`, :func:`baseline_model`) are
 plain numpy functions.
+
+Size note: over 650 lines on purpose: the plots of a group, their numpy kernels and the
+hand-over of what the products step already read (:class:`SampledKernels`,
+:func:`shared_samples`) stay together, as the kernels must run on the same blocks.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from nirbeam.sinks import fs, zarr_store
 
 __all__ = ["PlotEntry", "plot_products", "measure_trace", "column_offsets", "baseline_model",
            "MAX_SAMPLED", "nanmedian_along", "nanpercentile_along", "sampled_indices", "SampledKernels",
-           "shared_samples"]
+           "shared_samples", "SPECTRA_PLOTTED"]
 
 log = logging.getLogger(__name__)
 
@@ -507,14 +511,16 @@ def _plot_group(outdir, root, pdir, g, plots, kinds) -> list[PlotEntry]:
         run("rate", None, missing="no extraction model (median image) in the store")
 
     if "spectra" in stages:
-        done = zarr_store.completed(root, g, "spectra").astype(bool)
-        ts_ = zarr_store.read_stack(root, g, "spectra", "int_mid_BJD_TDB")[done]
-        bkg = zarr_store.read_stack(root, g, "spectra", "background")[done]
+        sp = _spectra_arrays(root, g)
+        done = sp["done"]
+        ts_ = sp["int_mid_BJD_TDB"][done]
+        bkg = sp["background"][done]
         run("background", lambda p: plots.plot_background_vs_time(
             ts_, bkg, p, title=f"Background vs time {g}") if bkg.size else _raise("no spectra"))
-        wl = zarr_store.read_stack(root, g, "spectra", "wavelength")
-        fx = zarr_store.read_stack(root, g, "spectra", "flux")[done]
-        fe = zarr_store.read_stack(root, g, "spectra", "flux_error")[done]
+        wl = sp["wavelength"]
+        fx = sp["flux"][done]
+        fe = sp["flux_error"][done]
+        del sp
         run("spectrum", lambda p: plots.plot_median_spectrum(
             wl, fx, fe, p, title=f"Median 1-D spectrum {g}") if fx.size else _raise("no spectra"))
     else:
@@ -653,20 +659,45 @@ class SampledKernels:
 
 #: (store, group) -> SampledKernels handed to the plots (:func:`shared_samples`)
 _SHARED: dict[tuple[str, str], SampledKernels] = {}
+#: (store, group) -> spectra arrays handed to the plots (:func:`shared_samples`)
+_SHARED_SPECTRA: dict[tuple[str, str], dict] = {}
+#: the ``spectra`` arrays the background and spectrum plots read
+SPECTRA_PLOTTED = ("done", "int_mid_BJD_TDB", "background", "wavelength", "flux",
+                   "flux_error")
 
 
 @contextmanager
-def shared_samples(root: str, kernels: dict[str, SampledKernels]):
+def shared_samples(root: str, kernels: dict[str, SampledKernels],
+                   spectra: dict[str, dict] | None = None):
     """Inside, :func:`plot_products` on ``root`` takes the trace and 1/f plots' kernels
     from ``kernels`` (group -> :class:`SampledKernels`, fed by the products' read of the
-    rateints) where they match, instead of reading the sampled rateints again."""
+    rateints) where they match, instead of reading the sampled rateints again; and the
+    background and spectrum plots' arrays from ``spectra`` (group -> the
+    :data:`SPECTRA_PLOTTED` arrays as read from the store's ``spectra``, ``done`` the
+    completion markers) where the store's markers are the same."""
     keys = [(root, g) for g in kernels]
+    skeys = [(root, g) for g in spectra or {}]
     _SHARED.update({(root, g): k for g, k in kernels.items()})
+    _SHARED_SPECTRA.update({(root, g): v for g, v in (spectra or {}).items()})
     try:
         yield
     finally:
         for k in keys:
             _SHARED.pop(k, None)
+        for k in skeys:
+            _SHARED_SPECTRA.pop(k, None)
+
+
+def _spectra_arrays(root: str, g: str) -> dict:
+    """The background and spectrum plots' ``spectra`` arrays (:data:`SPECTRA_PLOTTED`):
+    handed over by :func:`shared_samples` when its markers are the store's, else read."""
+    done = zarr_store.completed(root, g, "spectra").astype(bool)
+    shared = _SHARED_SPECTRA.get((root, g))
+    if shared is not None and set(shared) >= set(SPECTRA_PLOTTED) \
+            and np.array_equal(np.asarray(shared["done"], bool), done):
+        return {**{n: shared[n] for n in SPECTRA_PLOTTED}, "done": done}
+    return {"done": done, **{n: zarr_store.read_stack(root, g, "spectra", n)
+                             for n in SPECTRA_PLOTTED[1:]}}
 
 
 class _SampledRates:

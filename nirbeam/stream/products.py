@@ -133,6 +133,7 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
     fits_done = {}
     sources = {}
     samples: dict | None = {} if settings.products.plots else None  # rateints read once
+    plotted: dict = {}  # spectra read once (the last group's)
     for plan in plans:
         meta = plan.meta
         g = meta.group_name
@@ -178,6 +179,10 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
             entry["x1dints"], entry["x1dints_flux_units"] = _write_x1dints(
                 outdir, plan, num, wl, w.flux, w.err, w.cdq, S, source, settings.extract.photom)
         fits_done[g] = (meta, bjd, w.wf, w.we, w.wdq, lc, sdq)
+        if samples is not None:  # the last group's spectra, for its plots (one group held)
+            plotted.clear()
+            plotted[g] = {"done": done, "int_mid_BJD_TDB": bjd, "wavelength": wl,
+                          **{n: S[n] for n in ("background", "flux", "flux_error")}}
         del S, w  # the group's spectra (NINTS x columns): not held through the next group
     if not wl_rows:
         return out
@@ -189,7 +194,7 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
     with_lc = {g: v for g, v in fits_done.items() if v[5] is not None}
     from nirbeam.sinks.diagnostics import shared_samples
 
-    with shared_samples(root, samples or {}):
+    with shared_samples(root, samples or {}, plotted):
         if settings.products.fit:
             out["fit"] = fit_and_plot(outdir, root, with_lc, settings, sources)
         elif settings.products.plots:
