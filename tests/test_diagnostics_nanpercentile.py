@@ -52,12 +52,12 @@ def test_one_value_per_slice_and_other_inputs_to_numpy():
                                         ((5, 6, 7), -1), ((4, 9), 1)])
 def test_sorted_along_is_np_sort_bit_for_bit(shape, axis):
     """The contiguous sort is numpy's strided sort, signed zeros' order included."""
-    from nirbeam.sinks.diagnostics import _sorted_along
+    from nirbeam.sinks import diagnostics
 
     rng = np.random.default_rng(5)
     a = np.round(rng.normal(size=shape) * 2)  # many ties, -0.0 among them
     a[rng.random(shape) < 0.2] = -0.0
     a[rng.random(shape) < 0.2] = np.nan
-    got, ref = _sorted_along(a, axis), np.sort(a, axis=axis)
+    got, ref = diagnostics._sorted_along(a, axis), np.sort(a, axis=axis)
     assert got.shape == ref.shape
     np.testing.assert_array_equal(got.view(np.int64), ref.view(np.int64))
