@@ -28,12 +28,17 @@ whose inputs are not in the products is skipped with a note saying what is missi
 
 The kernels (:func:`measure_trace`, :func:`column_offsets`, :func:`baseline_model`) are
 plain numpy functions.
+
+Size note: over 650 lines on purpose: the plots of a group, their numpy kernels and the
+hand-over of what the products step already read (:class:`SampledKernels`,
+:func:`shared_samples`) stay together, as the kernels must run on the same blocks.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,7 +46,8 @@ import numpy as np
 from nirbeam.sinks import fs, zarr_store
 
 __all__ = ["PlotEntry", "plot_products", "measure_trace", "column_offsets", "baseline_model",
-           "MAX_SAMPLED", "nanmedian_along"]
+           "MAX_SAMPLED", "nanmedian_along", "nanpercentile_along", "sampled_indices", "SampledKernels",
+           "shared_samples", "SPECTRA_PLOTTED"]
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +170,69 @@ def nanmedian_along(a: np.ndarray, axis: int, keepdims: bool = False) -> np.ndar
     a = np.asarray(a)
     if a.dtype != np.float64 or np.isinf(a).any():
         return np.nanmedian(a, axis=axis, keepdims=keepdims)
-    s = np.sort(a, axis=axis)  # NaN last
+    s = _sorted_along(a, axis)  # NaN last
     n = np.count_nonzero(~np.isnan(a), axis=axis, keepdims=True)
     lo = np.take_along_axis(s, np.maximum((n - 1) // 2, 0), axis)
     hi = np.take_along_axis(s, np.maximum(n // 2, 0), axis)
     m = (lo + hi) / 2.0
     return m if keepdims else np.squeeze(m, axis)
+
+
+def _sorted_along(a: np.ndarray, axis: int) -> np.ndarray:
+    """``np.sort(a, axis=axis)``, sorting a contiguous copy along its last axis (~3x less
+    CPU than numpy's strided sort along another axis). numpy sorts every 1-D slice with
+    the same kernel either way (a strided slice is copied to a buffer first), so each
+    slice is sorted from the same sequence: the same result, the order of equal values
+    (+0.0 and -0.0) included."""
+    axis = axis % a.ndim
+    if axis == a.ndim - 1:
+        return np.sort(a, axis=axis)
+    t = np.ascontiguousarray(np.moveaxis(a, axis, -1))
+    t.sort(axis=-1)
+    return np.moveaxis(t, -1, axis)
+
+
+def nanpercentile_along(a: np.ndarray, q, axis: int = 0) -> np.ndarray:
+    """``np.nanpercentile(a, q, axis=axis)`` (method "linear") of a float64 array of
+    finite values and NaN, by one sort along ``axis``: the same values bit for bit.
+
+    numpy applies its 1-D quantile to every slice in Python (``apply_along_axis``); here
+    the order statistics are taken from one sort (NaN last) and interpolated with
+    numpy's own arithmetic: virtual index ``(n - 1) * q / 100``, both neighbours the last
+    value (and the weight counted from index -1) at or past it, ``a + (b - a) * g``,
+    or ``b - (b - a) * (1 - g)`` for a weight ``g >= 0.5``; NaN where a slice has no
+    value. Other arrays (another dtype, an infinity) go to numpy itself. The result has
+    ``q``'s shape prepended, as numpy's.
+    """
+    a = np.asarray(a)
+    if a.dtype != np.float64 or a.ndim == 0 or a.size == 0 or np.isinf(a).any():
+        return np.nanpercentile(a, q, axis=axis)
+    qs = np.true_divide(np.asanyarray(q), 100)
+    if qs.dtype != np.float64 or ((qs < 0) | (qs > 1)).any() or np.isnan(qs).any():
+        return np.nanpercentile(a, q, axis=axis)
+    x = np.moveaxis(a, axis, 0)
+    s = _sorted_along(x, 0)  # NaN last
+    n = np.count_nonzero(~np.isnan(x), axis=0)  # values per slice, (rest,)
+    qb = qs.reshape(qs.shape + (1,) * n.ndim)
+    v = (n - 1) * qb  # numpy's virtual index: (count - 1) * quantile
+    prev = np.floor(v)
+    nxt = prev + 1
+    above = v >= n - 1
+    prev[above] = -1
+    nxt[above] = -1
+    g = v - prev  # numpy's gamma, from the index it kept (-1 at the top)
+    last = np.broadcast_to(np.maximum(n - 1, 0), v.shape)
+    pi = np.where(above, last, prev).astype(np.intp)
+    ni = np.where(above, last, nxt).astype(np.intp)
+    flat = s.reshape(s.shape[0], -1)
+    lo = np.take_along_axis(flat, pi.reshape(-1, flat.shape[1]) if pi.ndim > 1 else pi[None], 0)
+    hi = np.take_along_axis(flat, ni.reshape(-1, flat.shape[1]) if ni.ndim > 1 else ni[None], 0)
+    lo, hi = lo.reshape(v.shape), hi.reshape(v.shape)
+    d = hi - lo
+    r = lo + d * g
+    np.subtract(hi, d * (1 - g), out=r, where=g >= 0.5)
+    r[np.broadcast_to(n == 0, r.shape)] = np.nan
+    return r
 
 
 def column_offsets(sci: np.ndarray, dq: np.ndarray, scene_mask: np.ndarray) -> np.ndarray:
@@ -448,14 +511,16 @@ def _plot_group(outdir, root, pdir, g, plots, kinds) -> list[PlotEntry]:
         run("rate", None, missing="no extraction model (median image) in the store")
 
     if "spectra" in stages:
-        done = zarr_store.completed(root, g, "spectra").astype(bool)
-        ts_ = zarr_store.read_stack(root, g, "spectra", "int_mid_BJD_TDB")[done]
-        bkg = zarr_store.read_stack(root, g, "spectra", "background")[done]
+        sp = _spectra_arrays(root, g)
+        done = sp["done"]
+        ts_ = sp["int_mid_BJD_TDB"][done]
+        bkg = sp["background"][done]
         run("background", lambda p: plots.plot_background_vs_time(
             ts_, bkg, p, title=f"Background vs time {g}") if bkg.size else _raise("no spectra"))
-        wl = zarr_store.read_stack(root, g, "spectra", "wavelength")
-        fx = zarr_store.read_stack(root, g, "spectra", "flux")[done]
-        fe = zarr_store.read_stack(root, g, "spectra", "flux_error")[done]
+        wl = sp["wavelength"]
+        fx = sp["flux"][done]
+        fe = sp["flux_error"][done]
+        del sp
         run("spectrum", lambda p: plots.plot_median_spectrum(
             wl, fx, fe, p, title=f"Median 1-D spectrum {g}") if fx.size else _raise("no spectra"))
     else:
@@ -465,9 +530,7 @@ def _plot_group(outdir, root, pdir, g, plots, kinds) -> list[PlotEntry]:
     if "rateints" in stages and ext is not None:
         arrays, attrs = ext
         done = zarr_store.completed(root, g, "rateints").astype(bool)
-        idx = np.flatnonzero(done)
-        if idx.size > MAX_SAMPLED:
-            idx = idx[np.linspace(0, idx.size - 1, MAX_SAMPLED).round().astype(int)]
+        idx = sampled_indices(done)
         if idx.size:
             tr_t = zarr_store.read_stack(root, g, "rateints", "int_mid_BJD_TDB")[idx]
             nums = zarr_store.read_stack(root, g, "rateints", "integration_number")[idx]
@@ -497,6 +560,146 @@ def _plot_group(outdir, root, pdir, g, plots, kinds) -> list[PlotEntry]:
     return out
 
 
+def sampled_indices(done: np.ndarray) -> np.ndarray:
+    """The rateints integrations (0-based) the trace and 1/f plots read: every complete one,
+    or :data:`MAX_SAMPLED` of them evenly spaced."""
+    idx = np.flatnonzero(np.asarray(done, bool))
+    if idx.size > MAX_SAMPLED:
+        idx = idx[np.linspace(0, idx.size - 1, MAX_SAMPLED).round().astype(int)]
+    return idx
+
+
+class SampledKernels:
+    """The trace and 1/f plots' kernels on their sampled rateints, fed by a reader of the
+    rateints in consecutive blocks (the products' trace diagnostics read all of them), so
+    that the plots do not read the sampled integrations a second time.
+
+    :meth:`feed` takes each block read (any size, in increasing order); the sampled
+    integrations it holds are gathered into blocks of ``_BLOCK`` sampled integrations,
+    exactly the blocks :class:`_SampledRates` reads (``idx[i:i + _BLOCK]``), on which
+    :func:`measure_trace` and :func:`_column_medians` run as there: the same inputs, the
+    same values. :meth:`result` is None unless every sampled integration was fed in order.
+    The plots take it only for the same group, samples and extraction model
+    (:meth:`matches`); else they read the rateints themselves.
+    """
+
+    def __init__(self, idx, trace_center, half_width, background_region, scene_mask):
+        self.idx = np.asarray(idx)
+        self.params = (np.asarray(trace_center), float(half_width),
+                       tuple(background_region) if background_region else None)
+        self.scene_mask = None if scene_mask is None else np.asarray(scene_mask)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._npending = 0
+        self._fed = 0  # sampled integrations fed so far (idx[:_fed])
+        self._broken = False
+        self._trace: list = []
+        self._medians: list = []
+
+    @classmethod
+    def of_model(cls, done, arrays: dict, attrs: dict) -> SampledKernels | None:
+        """For a group's complete rateints ``done`` and its extraction model's arrays and
+        attributes (as the plots read them); None without a trace centre or samples."""
+        idx = sampled_indices(done)
+        if not idx.size or "trace_center" not in arrays or "half_width" not in attrs:
+            return None
+        return cls(idx, arrays["trace_center"], attrs["half_width"],
+                   attrs.get("background_region"), arrays.get("scene_mask"))
+
+    def wants(self, start: int, stop: int) -> bool:
+        """Whether integrations ``start:stop`` (0-based) hold a sampled one."""
+        i = np.searchsorted(self.idx, start)
+        return bool(i < self.idx.size and self.idx[i] < stop)
+
+    def feed(self, start: int, sci: np.ndarray, dq: np.ndarray) -> None:
+        """Integrations ``start:start + len(sci)`` (their ``sci`` and ``dq``)."""
+        lo, hi = np.searchsorted(self.idx, [start, start + len(sci)])
+        if lo == hi or self._broken:
+            return
+        if lo != self._fed:  # a sampled integration skipped, or fed twice
+            self._broken = True
+            return
+        rows = self.idx[lo:hi] - start
+        self._pending.append((sci[rows], dq[rows]))
+        self._npending += rows.size
+        self._fed = int(hi)
+        while self._npending >= _BLOCK:
+            self._run(_BLOCK)
+
+    def _run(self, n: int) -> None:
+        sci = np.concatenate([p[0] for p in self._pending])
+        dq = np.concatenate([p[1] for p in self._pending])
+        rest = (sci[n:], dq[n:])
+        sci, dq = sci[:n], dq[:n]
+        self._pending = [rest] if len(rest[0]) else []
+        self._npending = len(rest[0])
+        self._trace.append(measure_trace(sci, dq, *self.params))
+        if self.scene_mask is not None:
+            self._medians.append(_column_medians(sci, dq, self.scene_mask))
+
+    def result(self):
+        """(centroid, width, column offsets or None), or None when incomplete."""
+        if self._broken or self._fed != self.idx.size:
+            return None
+        if self._npending:
+            self._run(self._npending)
+        return (np.concatenate([p[0] for p in self._trace]),
+                np.concatenate([p[1] for p in self._trace]),
+                _column_offsets_of(self._medians) if self.scene_mask is not None else None)
+
+    def matches(self, idx, trace_center, half_width, background_region, scene_mask) -> bool:
+        """Whether these are the kernels of samples ``idx`` with this model."""
+        tc, hw, bg = self.params
+        return (np.array_equal(self.idx, idx)
+                and np.array_equal(tc, np.asarray(trace_center), equal_nan=True)
+                and hw == float(half_width)
+                and bg == (tuple(background_region) if background_region else None)
+                and (scene_mask is None or (self.scene_mask is not None and np.array_equal(
+                    self.scene_mask, np.asarray(scene_mask)))))
+
+
+#: (store, group) -> SampledKernels handed to the plots (:func:`shared_samples`)
+_SHARED: dict[tuple[str, str], SampledKernels] = {}
+#: (store, group) -> spectra arrays handed to the plots (:func:`shared_samples`)
+_SHARED_SPECTRA: dict[tuple[str, str], dict] = {}
+#: the ``spectra`` arrays the background and spectrum plots read
+SPECTRA_PLOTTED = ("done", "int_mid_BJD_TDB", "background", "wavelength", "flux",
+                   "flux_error")
+
+
+@contextmanager
+def shared_samples(root: str, kernels: dict[str, SampledKernels],
+                   spectra: dict[str, dict] | None = None):
+    """Inside, :func:`plot_products` on ``root`` takes the trace and 1/f plots' kernels
+    from ``kernels`` (group -> :class:`SampledKernels`, fed by the products' read of the
+    rateints) where they match, instead of reading the sampled rateints again; and the
+    background and spectrum plots' arrays from ``spectra`` (group -> the
+    :data:`SPECTRA_PLOTTED` arrays as read from the store's ``spectra``, ``done`` the
+    completion markers) where the store's markers are the same."""
+    keys = [(root, g) for g in kernels]
+    skeys = [(root, g) for g in spectra or {}]
+    _SHARED.update({(root, g): k for g, k in kernels.items()})
+    _SHARED_SPECTRA.update({(root, g): v for g, v in (spectra or {}).items()})
+    try:
+        yield
+    finally:
+        for k in keys:
+            _SHARED.pop(k, None)
+        for k in skeys:
+            _SHARED_SPECTRA.pop(k, None)
+
+
+def _spectra_arrays(root: str, g: str) -> dict:
+    """The background and spectrum plots' ``spectra`` arrays (:data:`SPECTRA_PLOTTED`):
+    handed over by :func:`shared_samples` when its markers are the store's, else read."""
+    done = zarr_store.completed(root, g, "spectra").astype(bool)
+    shared = _SHARED_SPECTRA.get((root, g))
+    if shared is not None and set(shared) >= set(SPECTRA_PLOTTED) \
+            and np.array_equal(np.asarray(shared["done"], bool), done):
+        return {**{n: shared[n] for n in SPECTRA_PLOTTED}, "done": done}
+    return {"done": done, **{n: zarr_store.read_stack(root, g, "spectra", n)
+                             for n in SPECTRA_PLOTTED[1:]}}
+
+
 class _SampledRates:
     """The sampled rateints of a group, read ``_BLOCK`` integrations at a time.
 
@@ -517,7 +720,15 @@ class _SampledRates:
 
     def both(self, trace_center, half_width, background_region, scene_mask):
         """:meth:`trace` and :meth:`column_offsets` from one read of the blocks (the same
-        kernels on the same blocks: the same values); kept for the second plot."""
+        kernels on the same blocks: the same values); kept for the second plot. Taken
+        from :func:`shared_samples` when they are there for these samples and model."""
+        shared = _SHARED.get((self.root, self.g))
+        if shared is not None and shared.matches(self.idx, trace_center, half_width,
+                                                 background_region, scene_mask):
+            r = shared.result()
+            if r is not None and (scene_mask is None or r[2] is not None):
+                self._offsets = r[2] if scene_mask is not None else None
+                return r[0], r[1]
         tr, cm = [], []
         for sci, dq in self.blocks():
             tr.append(measure_trace(sci, dq, trace_center, half_width, background_region))

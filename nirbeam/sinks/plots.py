@@ -841,14 +841,21 @@ def plot_median_spectrum(
     wavelength : float, (nx,), µm
     flux, flux_error : float, (nint, nx), ``units``
     """
+    import warnings
+
+    # np.nanmedian / np.nanpercentile's values by one sort per array (numpy goes slice
+    # by slice in Python along > 600 integrations)
+    from nirbeam.sinks.diagnostics import nanmedian_along, nanpercentile_along
+
     w = np.asarray(wavelength, np.float64)
     f = np.asarray(flux, np.float64)
     e = np.asarray(flux_error, np.float64)
-    with np.errstate(all="ignore"):
-        med = np.nanmedian(f, axis=0)
-        lo, hi = np.nanpercentile(f, [16, 84], axis=0)
-        snr_exp = med / np.nanmedian(e, axis=0)
-        mad = 1.4826 * np.nanmedian(np.abs(f - med), axis=0)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: NaN
+        med = nanmedian_along(f, axis=0)
+        lo, hi = nanpercentile_along(f, [16, 84], axis=0)
+        snr_exp = med / nanmedian_along(e, axis=0)
+        mad = 1.4826 * nanmedian_along(np.abs(f - med), axis=0)
         snr_meas = med / mad
     ok = np.isfinite(w)
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True)

@@ -132,6 +132,8 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
     wl_rows: dict[str, list] = {}
     fits_done = {}
     sources = {}
+    samples: dict | None = {} if settings.products.plots else None  # rateints read once
+    plotted: dict = {}  # spectra read once (the last group's)
     for plan in plans:
         meta = plan.meta
         g = meta.group_name
@@ -147,7 +149,7 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
         pixel = is_pixel_axis(source)
         cfg = settings.lightcurve
         w = white_light_series(done, S, wl, source, cfg)
-        diag = trace_diagnostics(root, g, done)
+        diag = trace_diagnostics(root, g, done, samples)
         wl_rows[g] = [meta, num, bjd, mjd, w.wf, w.we, w.wdq, w.wrange, diag, source]
         entry = out["exposures"][g] = {
             "wavelength_source": source,
@@ -177,6 +179,10 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
             entry["x1dints"], entry["x1dints_flux_units"] = _write_x1dints(
                 outdir, plan, num, wl, w.flux, w.err, w.cdq, S, source, settings.extract.photom)
         fits_done[g] = (meta, bjd, w.wf, w.we, w.wdq, lc, sdq)
+        if samples is not None:  # the last group's spectra, for its plots (one group held)
+            plotted.clear()
+            plotted[g] = {"done": done, "int_mid_BJD_TDB": bjd, "wavelength": wl,
+                          **{n: S[n] for n in ("background", "flux", "flux_error")}}
         del S, w  # the group's spectra (NINTS x columns): not held through the next group
     if not wl_rows:
         return out
@@ -186,10 +192,13 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
         for plan in plans:
             _write_rateints_fits(outdir, root, plan)
     with_lc = {g: v for g, v in fits_done.items() if v[5] is not None}
-    if settings.products.fit:
-        out["fit"] = fit_and_plot(outdir, root, with_lc, settings, sources)
-    elif settings.products.plots:
-        plot_all(outdir, root, with_lc, {}, settings)
+    from nirbeam.sinks.diagnostics import shared_samples
+
+    with shared_samples(root, samples or {}, plotted):
+        if settings.products.fit:
+            out["fit"] = fit_and_plot(outdir, root, with_lc, settings, sources)
+        elif settings.products.plots:
+            plot_all(outdir, root, with_lc, {}, settings)
     return out
 
 
@@ -206,8 +215,15 @@ def _nanmedian(x) -> float | None:
 TRACE = "trace"
 
 
-def trace_diagnostics(root: str, g: str, done: np.ndarray) -> dict[str, np.ndarray]:
-    """Trace centroid and width per integration from the rates; saved in ``<g>/trace``."""
+def trace_diagnostics(root: str, g: str, done: np.ndarray,
+                      samples: dict | None = None) -> dict[str, np.ndarray]:
+    """Trace centroid and width per integration from the rates; saved in ``<g>/trace``.
+
+    ``samples`` (a dict): ``samples[g]`` is set to the plots' trace and 1/f kernels
+    (:class:`nirbeam.sinks.diagnostics.SampledKernels`) fed from this read of the rateints,
+    for :func:`nirbeam.sinks.diagnostics.shared_samples`.
+    """
+    from nirbeam.sinks.diagnostics import SampledKernels
     from nirbeam.transforms.spectra import ExtractionModel
     from nirbeam.transforms.trace_diagnostics import trace_diagnostics_block
 
@@ -221,16 +237,27 @@ def trace_diagnostics(root: str, g: str, done: np.ndarray) -> dict[str, np.ndarr
     nx = model.profile.shape[1]
     center = model.trace.center(np.arange(nx))
     half = int(np.ceil(max(model.half_width, 3.0 * float(np.max(model.trace.width(np.arange(nx)))))))
-    rdone = zarr_store.completed(root, g, RATEINTS) & done
+    complete = zarr_store.completed(root, g, RATEINTS)
+    rdone = complete & done
+    sampled = None
+    if samples is not None:
+        sampled = SampledKernels.of_model(complete.astype(bool), arrays, attrs)
     for start in range(0, n, BLOCK):
-        sel = slice(start, min(n, start + BLOCK))
-        if not rdone[sel].any():
+        stop = min(n, start + BLOCK)
+        sel = slice(start, stop)
+        use = rdone[sel].any()
+        if not use and not (sampled is not None and sampled.wants(start, stop)):
             continue
-        sci = zarr_store.read_stack(root, g, RATEINTS, "sci", sel)
-        dq = zarr_store.read_stack(root, g, RATEINTS, "dq", sel)
-        d = trace_diagnostics_block(sci, dq, center, half)
-        for k in out:
-            out[k][sel] = np.where(rdone[sel], d[k], np.nan)
+        # both arrays in one event-loop call (~20 % less CPU than two read_stack calls)
+        sci, dq = zarr_store.read_block(root, g, RATEINTS, ("sci", "dq"), sel).values()
+        if sampled is not None:
+            sampled.feed(start, sci, dq)
+        if use:
+            d = trace_diagnostics_block(sci, dq, center, half)
+            for k in out:
+                out[k][sel] = np.where(rdone[sel], d[k], np.nan)
+    if sampled is not None:
+        samples[g] = sampled
     coords = {c: zarr_store.read_stack(root, g, SPECTRA, c)
               for c in ("integration_number", "int_mid_BJD_TDB", "int_mid_MJD_UTC")}
     it = ("integration",)
