@@ -24,8 +24,11 @@ across-integration sigma-clipping branch never applies):
 Size note: over 650 lines because the row screen (``screen_row``) keeps two rankings of
 the same order side by side: pairwise rank counts (faster for few differences) and a
 sorting network with its generator (``_oddeven_network``, faster from ~21 differences),
-both bit-identical to the per-pixel walk they screen for; splitting them from it would
-separate the code from the arithmetic it must reproduce.
+both bit-identical to the per-pixel walk they screen for, and its exact early-out
+(``_screen_bound_row``: most pixels provably pass from their smallest and largest
+difference alone; the others are screened per pixel, ``_screen_pixel``, or for the
+row); splitting them from it would separate the code from the arithmetic it must
+reproduce.
 """
 
 from __future__ import annotations
