@@ -86,6 +86,7 @@ _JUMP = np.uint8(dqflags.JUMP_DET)
 _BAD = np.uint8(dqflags.SATURATED | dqflags.DO_NOT_USE)
 _U_BADGAIN = np.uint32(dqflags.NO_GAIN_VALUE | dqflags.DO_NOT_USE)
 _U_DNU = np.uint32(dqflags.DO_NOT_USE)
+_U_NOLIN = np.uint32(dqflags.NO_LIN_CORR)
 #: Most group differences for which the fused walk screens rows (jump.screen_row) and
 #: fits clean pixels per row. With the rank counts (O(nd^2) per pixel) the screen was
 #: slower than the scalar walk at 69 differences (1.4-1.8x); with jump.py's sorting
@@ -492,10 +493,7 @@ def _calib_row(ramp, cr, s, D, Q, PDQ, LOK, VR, RR, LG,
             pdq |= sat_pdq[cr, x]
         PDQ[s, x] = pdq | sb_dq[cr, x]
     if do_lin:
-        for x in range(nx):
-            ok, extra = _lin.linearity_pixel_status(coeffs, lin_dq, cr, x)
-            PDQ[s, x] |= lin_dq[cr, x] | extra
-            LOK[x] = ok
+        _lin_status_row(coeffs, lin_dq, cr, PDQ[s], LOK)
     if do_dark:
         for x in range(nx):
             PDQ[s, x] |= dark_dq[cr, x]
@@ -516,6 +514,33 @@ def _calib_row(ramp, cr, s, D, Q, PDQ, LOK, VR, RR, LG,
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _lin_status_row(coeffs, lin_dq, cr, pdq, LOK):
+    """:func:`~nirbeam.transforms.linearity.linearity_pixel_status` for every pixel of
+    row ``cr``, in loops over the pixels without branches (they vectorise): ``LOK[x]``
+    whether the correction applies, ``pdq[x] |= lin_dq | extra`` (``extra``:
+    NO_LIN_CORR for NaN coefficients or a zero linear term, unless the reference DQ has
+    NO_LIN_CORR already)."""
+    nc = coeffs.shape[0]
+    nx = LOK.shape[0]
+    for x in range(nx):
+        LOK[x] = True  # no NaN coefficient yet
+    for k in range(nc):
+        ck = coeffs[k, cr]
+        for x in range(nx):
+            LOK[x] = LOK[x] & (not np.isnan(ck[x]))
+    if nc > 1:
+        c1 = coeffs[1, cr]
+        for x in range(nx):
+            LOK[x] = LOK[x] & (c1[x] != 0)
+    for x in range(nx):
+        ld = lin_dq[cr, x]
+        nolin = (ld & _U_NOLIN) != 0
+        bad = not LOK[x]
+        pdq[x] |= ld | (_U_NOLIN if (bad and not nolin) else np.uint32(0))
+        LOK[x] = not (nolin or bad)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _lin_dark_row(V, R, LG, g, cr, do_lin, coeffs, do_dark, dark):
     """Linearity (where ``LG[x]``: the pixel's correction applies and group ``g`` is not
     SATURATED) then dark_current of group ``g`` of row ``cr``, in place in ``V`` (float32,
@@ -523,9 +548,28 @@ def _lin_dark_row(V, R, LG, g, cr, do_lin, coeffs, do_dark, dark):
     :func:`_calibrate_cube`. The polynomial is :func:`~nirbeam.transforms.linearity.
     correct_value`'s Horner scheme, the same float32 operations in the same order, with
     the pixel as the innermost loop (the correction computed for every pixel and
-    selected) so that the loops vectorise."""
+    selected) so that the loops vectorise. Six coefficients (NIRSpec's references) run
+    the whole polynomial per pixel in registers, the coefficient rows hoisted (the
+    pass-per-coefficient form over ``R`` did not vectorise, aliasing: 0.30 of the cube's
+    0.73 ms per PRISM integration); other counts run a pass per coefficient."""
     nx = V.shape[0]
-    if do_lin:
+    if do_lin and coeffs.shape[0] == 6:  # NIRSpec's: per pixel, in registers
+        c0 = coeffs[0, cr]
+        c1 = coeffs[1, cr]
+        c2 = coeffs[2, cr]
+        c3 = coeffs[3, cr]
+        c4 = coeffs[4, cr]
+        c5 = coeffs[5, cr]
+        for x in range(nx):
+            v = V[x]
+            r = np.float32(c5[x] * v)
+            r = np.float32(np.float32(r + c4[x]) * v)
+            r = np.float32(np.float32(r + c3[x]) * v)
+            r = np.float32(np.float32(r + c2[x]) * v)
+            r = np.float32(np.float32(r + c1[x]) * v)
+            c = np.float32(r + c0[x])
+            V[x] = c if LG[x] else v
+    elif do_lin:
         nc = coeffs.shape[0]
         for x in range(nx):
             R[x] = np.float32(coeffs[nc - 1, cr, x] * V[x])
@@ -572,10 +616,7 @@ def _calibrate_cube(ramp, do_dqinit, mask,
                 S[x] = satidx[cr, x]
             pixeldq[cr, x] = pdq | sb_dq[cr, x]
         if do_lin:
-            for x in range(nx):
-                ok, extra = _lin.linearity_pixel_status(coeffs, lin_dq, cr, x)
-                pixeldq[cr, x] |= lin_dq[cr, x] | extra
-                LOK[x] = ok
+            _lin_status_row(coeffs, lin_dq, cr, pixeldq[cr], LOK)
         if do_dark:
             for x in range(nx):
                 pixeldq[cr, x] |= dark_dq[cr, x]
@@ -664,6 +705,7 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
     SHI = np.empty(nx, np.int64)
     SOKR = np.zeros((3, nx), np.bool_)  # SOK of the ring's rows
     FS = np.empty(nx, np.float64)  # ramp_fit.fit_clean_row outputs of the row finalized
+    FC = np.zeros(nx, np.bool_)  # the row's pixels finalized by the vectorised pass
     FE = np.empty(nx, np.float64)
     FP = np.empty(nx, np.float64)
     FR = np.empty(nx, np.float64)
@@ -772,17 +814,23 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                                 TSATR[s, x] = TTS[x]
                 for x in range(nx):
                     SOKR[s, x] = SOK[x]
+            if screen:
+                # the screened pixels first, in a loop without branches (vectorises): the
+                # bad-gain flag of every pixel, what jump_pixel would return where SOK
+                for x in range(nx):
+                    PDQ[s, x] |= np.uint32(0) if gain[cr, x] > 0 else _U_BADGAIN
+                    sk = SOK[x]
+                    KLO[s, x] = SLO[x] if sk else KLO[s, x]
+                    KHI[s, x] = SHI[x] if sk else KHI[s, x]
+                    PANY[s, x] = False if sk else PANY[s, x]
             for x in range(nx):
                 anynb = False
+                if screen and SOK[x]:  # done above
+                    continue
                 if do_jump:
                     gn = gain[cr, x]
-                    if not (gn > 0):
+                    if not screen and not (gn > 0):
                         PDQ[s, x] |= _U_BADGAIN
-                    if screen and SOK[x]:  # no jump: what jump_pixel would return
-                        KLO[s, x] = SLO[x]
-                        KHI[s, x] = SHI[x]
-                        PANY[s, x] = False
-                        continue
                     if pre and screen:
                         _load_px(D, Q, LD, s, x, g_in, q_in, cr)
                     n, anynb, klo, khi = _jump.jump_pixel(
@@ -836,7 +884,25 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                     XP[x] = FTP[t]
                     XR[x] = FTR[t]
         lazy = pre and screen
-        for x in range(nx):
+        nfast = 0
+        if lazy and not near:
+            # the clean pixels that need nothing more (screened, no saturated tail, never
+            # loaded, every input group DQ 0: ``clean`` below, from QA), their fit_clean_row
+            # results written in a loop without branches (vectorises); the others below
+            for x in range(nx):
+                pq = PDQ[sf, x]
+                c = (SOKR[sf, x] and gain[f, x] > 0 and not (pq & (_U_DNU | _U_SAT))
+                     and TSR[sf, x] < 0 and not LD[sf, x] and QA[sf, x] == 0)
+                FC[x] = c
+                nfast += np.int64(c)
+                rate[f, x] = FS[x] if c else rate[f, x]
+                err[f, x] = FE[x] if c else err[f, x]
+                dq[f, x] = pq if c else dq[f, x]
+                var_p[f, x] = FP[x] if c else var_p[f, x]
+                var_r[f, x] = FR[x] if c else var_r[f, x]
+        for x in range(nx if nfast < nx else 0):
+            if nfast > 0 and FC[x]:
+                continue
             q = Q[sf, x]
             if near:
                 cand = ((up >= 0 and PANY[up, x]) or (dn >= 0 and PANY[dn, x])

@@ -24,8 +24,11 @@ across-integration sigma-clipping branch never applies):
 Size note: over 650 lines because the row screen (``screen_row``) keeps two rankings of
 the same order side by side: pairwise rank counts (faster for few differences) and a
 sorting network with its generator (``_oddeven_network``, faster from ~21 differences),
-both bit-identical to the per-pixel walk they screen for; splitting them from it would
-separate the code from the arithmetic it must reproduce.
+both bit-identical to the per-pixel walk they screen for, and its exact early-out
+(``_screen_bound_row``: most pixels provably pass from their smallest and largest
+difference alone; the others are screened per pixel, ``_screen_pixel``, or for the
+row); splitting them from it would separate the code from the arithmetic it must
+reproduce.
 """
 
 from __future__ import annotations
@@ -363,6 +366,108 @@ def pair_ranks(X, n, nx, R):
                 R[i, x] += np.int32(X[j, x] < X[i, x])
 
 
+#: :func:`screen_row` screens the pixels that fail its early-out bound one by one
+#: (:func:`_screen_pixel`) while fewer than ``nx / _SCREEN_FULL_ROW_FRACTION`` do, else
+#: the whole row at once (:func:`_screen_full_row`); the same results either way.
+_SCREEN_FULL_ROW_FRACTION = 8
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _screen_noise(g32, rn, nframes):
+    """The read-noise term of sigma (:func:`jump_pixel`'s ``noise``)."""
+    rn_e = np.float32(np.float32(rn) * g32)
+    rn2 = np.float64(np.float32(rn_e * rn_e))
+    return rn2 / (0.5 * 2.0 * nframes)
+
+
+@njit(cache=True, error_model="numpy")
+def _screen_bound_row(A, nd, gain, rn, nframes, rej, single, ok, W, IW):
+    """The exact early-out of :func:`screen_row`: ``IW[0, x]`` = 1 where pixel ``x`` is
+    ``ok`` and must be screened in full, 0 where its screen result is already known (not
+    ``ok``, or provably no jump candidate); returns how many are 1. ``W[0:2]``: work.
+
+    The bound, from the smallest and largest differences ``lo``, ``hi`` of ``A[:nd, x]``
+    (finite where ``ok``): the median ``mi`` the full screen takes is one of them or the
+    float64 mean of two, so ``lo <= mi <= hi``; rounding (float64, float32) is monotonic
+    and symmetric, so every numerator ``|float32(A - mi)|`` (iterative; single pass
+    ``|A - mi|``) is at most ``U = float32(hi - lo)`` (single pass ``hi - lo``); and
+    ``|mi| >= L`` (iterative ``L = lo >= 0``; single pass ``lo``, ``-hi`` or 0, the
+    smallest ``|value|`` of ``[lo, hi]``), so ``sigma = sqrt(|mi| + noise) >= sqrt(L +
+    noise)`` (a NaN or zero sigma there is no jump either). Correctly rounded division is
+    monotonic in both operands: ``U / sqrt(L + noise) <= rej`` means every ratio is
+    ``<= rej``, no jump candidate, as the full screen finds. A NaN or zero bound fails
+    the test (screened in full)."""
+    nx = ok.shape[0]
+    for x in range(nx):
+        W[0, x] = A[0, x]
+        W[1, x] = A[0, x]
+    for k in range(1, nd):
+        for x in range(nx):
+            a = A[k, x]
+            W[0, x] = a if a < W[0, x] else W[0, x]
+            W[1, x] = a if a > W[1, x] else W[1, x]
+    nf = 0
+    for x in range(nx):
+        lo = W[0, x]
+        hi = W[1, x]
+        if single:
+            low = lo if lo > 0.0 else (-hi if hi < 0.0 else 0.0)
+            u = hi - lo
+        else:
+            low = lo
+            u = np.float64(np.float32(hi - lo))
+        lb = np.sqrt(low + _screen_noise(gain[x], rn[x], nframes))
+        f = ok[x] and not (u / lb <= rej)
+        IW[0, x] = np.int32(f)
+        nf += np.int64(f)
+    return nf
+
+
+@njit(cache=True, error_model="numpy")
+def _screen_pixel(A, nd, x, g32, rn, nframes, rej, single, klo, khi):
+    """:func:`_screen_full_row`'s result (``ok``) for one pixel ``x`` that is ``ok``
+    before it (finite differences), the same operations per pixel: the median ``mi``
+    (single pass: of the differences at the key median positions ``klo``, ``khi``;
+    iterative: of the ``|diff|``s without the largest and its ties, ranked by (value,
+    position)), sigma, and ``not (max |..| / sigma > rej)``."""
+    noise = _screen_noise(g32, rn, nframes)
+    w1 = 0.0
+    w2 = 0.0
+    if single:
+        j = nd
+        w1 = A[khi, x] if 0 <= khi < nd else 0.0
+        w2 = A[klo, x] if 0 <= klo < nd else 0.0
+    else:
+        vmax = -np.inf
+        for k in range(nd):
+            a = A[k, x]
+            vmax = a if a > vmax else vmax
+        cnt = 0
+        for k in range(nd):
+            cnt += A[k, x] == vmax
+        j = nd - cnt
+        t_hi = j >> 1
+        t_lo = t_hi - 1 if (j & 1) == 0 else t_hi
+        for i in range(nd):
+            ai = A[i, x]
+            r = 0
+            for m in range(i):
+                r += A[m, x] <= ai
+            for m in range(i + 1, nd):
+                r += A[m, x] < ai
+            w1 = ai if r == t_hi else w1
+            w2 = ai if r == t_lo else w2
+    mi = w1 if (j & 1) == 1 else (w2 + w1) / 2.0
+    mi = np.nan if j == 0 else mi
+    sig = np.sqrt(np.abs(mi) + noise)
+    sig = np.nan if sig == 0.0 else sig
+    amax = -1.0
+    for k in range(nd):
+        a = np.abs(A[k, x] - mi) if single else np.float64(np.abs(np.float32(A[k, x] - mi)))
+        amax = a if a > amax else amax
+    return not (amax / sig > rej)
+
+
 @njit(cache=True, error_model="numpy")
 def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi, single=False):
     """The clean-pixel screen of :func:`jump_pixel_fast` for a whole row, across pixels.
@@ -409,6 +514,26 @@ def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi, singl
             K[k, x] = np.float32(G[k + 1, x] - G[k, x])
     # median positions of the keys (the fit's median rate; the single-pass median)
     _median_positions_row(K, R, nd, klo, khi)
+    # the exact early-out (:func:`_screen_bound_row`): most pixels provably pass; the
+    # others (IW[0] set) are screened in full, per pixel or, when many, for the row
+    nf = _screen_bound_row(A, nd, gain, rn, nframes, rej, single, ok, W, IW)
+    if nf == 0:
+        return
+    if nf * _SCREEN_FULL_ROW_FRACTION < nx:
+        for x in range(nx):
+            if IW[0, x] != 0:
+                ok[x] = _screen_pixel(A, nd, x, gain[x], rn[x], nframes, rej, single,
+                                      klo[x], khi[x])
+        return
+    _screen_full_row(A, R, W, IW, ok, gain, rn, nframes, rej, nd, nx, klo, khi, single)
+
+
+@njit(cache=True, error_model="numpy")
+def _screen_full_row(A, R, W, IW, ok, gain, rn, nframes, rej, nd, nx, klo, khi, single):
+    """The full screen of :func:`screen_row` after the key median positions, for every
+    pixel of the row at once (the vectorised form of :func:`_screen_pixel`, the same
+    arithmetic; a pixel that passes the early-out bound passes here too): used when many
+    pixels fail the bound."""
     # the values wanted: single pass, all nd differences at the key median positions
     # (IW[1], IW[2] = khi, klo; position k selected); iterative, the |diff|s without the
     # largest and its ties (j of them remain) at ranks j // 2 and j // 2 - 1 (even j) or
@@ -476,6 +601,8 @@ def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi, singl
             W[0, x] = a if a > W[0, x] else W[0, x]
     for x in range(nx):
         ok[x] = ok[x] & (not (W[0, x] / W[4, x] > rej))
+
+
 
 
 #: Fewest differences for which the row screen ranks with a sorting network (median
