@@ -123,22 +123,30 @@ def opt_levels(args, start: dict, work: str) -> None:
                 shutil.rmtree(wout, ignore_errors=True)
             if rep:
                 shutil.rmtree(out, ignore_errors=True)
+            summarise(res, levels, work)
+            write_result(args.out, res, sys.argv[1:], start=start)  # partial results survive
+    print(json.dumps({lv: {k: v for k, v in row.items() if not isinstance(v, list)}
+                      for lv, row in res["levels"].items()}, indent=1))
+
+
+def summarise(res: dict, levels: list[str], work: str) -> None:
+    """Minimum per level, compile CPU-s, ratios to the first level, products identity."""
+    levels = [lv for lv in levels if res["levels"][lv]["warm_cpu_s"]]
     ref = os.path.join(work, f"cold-{levels[0]}-0")
     for lv in levels:
         row = res["levels"][lv]
         row["cold_cpu_min_s"] = min(row["cold_cpu_s"])
         row["warm_cpu_min_s"] = min(row["warm_cpu_s"])
         row["compile_cpu_s"] = round(row["cold_cpu_min_s"] - row["warm_cpu_min_s"], 2)
-        row["products_identical_to_" + levels[0]] = identical(ref, os.path.join(work, f"cold-{lv}-0"))
+        key = "products_identical_to_" + levels[0]
+        if lv != levels[0] and key not in row:
+            row[key] = identical(ref, os.path.join(work, f"cold-{lv}-0"))
     base = res["levels"][levels[0]]
     for lv in levels:
         row = res["levels"][lv]
         row["compile_over_" + levels[0]] = round(row["compile_cpu_s"] / base["compile_cpu_s"], 3)
         row["warm_over_" + levels[0]] = round(row["warm_cpu_min_s"] / base["warm_cpu_min_s"], 3)
     res["load_end"] = list(os.getloadavg())
-    write_result(args.out, res, sys.argv[1:], start=start)
-    print(json.dumps({lv: {k: v for k, v in row.items() if not isinstance(v, list)}
-                      for lv, row in res["levels"].items()}, indent=1))
 
 
 def main() -> None:
