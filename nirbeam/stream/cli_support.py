@@ -7,6 +7,8 @@
 - ``--set section.key=value`` (repeatable) for ``run`` and ``stream``;
 - the ``config`` (``--defaults``, or ``--config FILE --set ...`` to print the effective
   settings) and ``report OUTDIR`` sub-commands, and ``plot OUTDIR`` from the products;
+- ``warmup`` (:mod:`nirbeam.stream.warmup`: the default run's numba kernels compiled into
+  the cache, in parallel);
 - :func:`start`: console logging at the chosen level and ``OUTDIR/nirbeam.log``, always;
 - :func:`effective_config`: the config file with the ``--set`` overrides merged, checked,
   and written to the log as TOML.
@@ -54,7 +56,7 @@ def add_set_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub) -> None:
-    """The ``config`` and ``report`` sub-commands."""
+    """The ``config``, ``report`` and ``warmup`` sub-commands."""
     c = sub.add_parser("config", help="print settings as TOML: the defaults, or the effective "
                                       "settings of --config FILE and --set overrides")
     c.add_argument("--defaults", action="store_true",
@@ -68,6 +70,9 @@ def add_commands(sub) -> None:
     r.add_argument("--no-plots", action="store_true",
                    help="use the plots already in OUTDIR/plots (do not redraw)")
     add_global_args(r, sub=True)
+    from nirbeam.stream import warmup
+
+    add_global_args(warmup.add_parser(sub), sub=True)
 
 
 def _outdir(args) -> str | None:
@@ -115,7 +120,7 @@ def effective_config(args, config: dict) -> dict:
 
 
 def dispatch(args) -> int | None:
-    """Run ``config``, ``plot`` or ``report``; None for the other commands."""
+    """Run ``config``, ``plot``, ``report`` or ``warmup``; None for the other commands."""
     if args.command == "config":
         from nirbeam.stream.config import load_config_file
         from nirbeam.stream.config_cli import defaults_toml, settings_toml
@@ -136,6 +141,10 @@ def dispatch(args) -> int | None:
         return 0
     if args.command == "plot":
         return plot_command(args.outdir)
+    if args.command == "warmup":
+        from nirbeam.stream import warmup
+
+        return warmup.command(args)
     if args.command == "report":
         from nirbeam.sinks.report import write_report
 

@@ -46,7 +46,7 @@ def column_background_kernel(
                 if math.isfinite(v) and (dq[y, x] & bad_bits) == 0:
                     R[cnt[x], x] = v
                     cnt[x] += 1
-    n = 0
+    n = np.int64(0)  # not the literal 0: one sort_columns specialisation (int64)
     for x in range(nx):
         if cnt[x] > n:
             n = cnt[x]

@@ -62,8 +62,9 @@ def box_kernel(
     bvar[:] = 0.0
     if has_bkg:
         column_background_kernel(
-            r, dq, center, inner, outer, bad_bits, use_median, True, 3.0, bkg, bvar,
-            v, bvar_from_pixels,
+            r, dq, center, inner, outer, bad_bits, np.bool_(use_median), np.bool_(True), 3.0, bkg,
+            bvar, v, np.bool_(bvar_from_pixels),  # bools, not literals: the specialisation
+            # column_background calls from Python (one compile, not two)
         )
     else:
         bkg[:] = 0.0

@@ -141,7 +141,8 @@ def optimal_kernel(
         k = np.median(ratio[:nr])  # an order statistic: independent of the pixel order
     f = np.empty(nx)
     fvar = np.empty(nx)
-    _solve_cols(M, V, P, Dz, y0, f, fvar, 0, nx)
+    X0 = np.int64(0)  # all columns; not the literal 0 (one _solve_cols specialisation)
+    _solve_cols(M, V, P, Dz, y0, f, fvar, X0, nx)
     rejflag = np.zeros(nx, np.uint32)
     anyrej = np.zeros(nx, np.bool_)
     if do_clip or model_var:
@@ -160,7 +161,7 @@ def optimal_kernel(
                     for x in range(nx):
                         mod = np_maximum(pr[x] * f[x] + bkg[x], 0.0)
                         vrow[x] = np_maximum(vrr[x] + k * mod, 1e-30) if mr[x] else np.inf
-                _solve_cols(M, V, P, Dz, y0, f, fvar, 0, nx)
+                _solve_cols(M, V, P, Dz, y0, f, fvar, X0, nx)
                 if not do_clip:
                     same = True
                     for x in range(nx):

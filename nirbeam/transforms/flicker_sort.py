@@ -201,6 +201,7 @@ def order_pair(a, n, lo, hi, buf):
     direct selection. A bracket that misses stops the narrowing (the values it had are
     selected directly), so the result is exact whatever the sample.
     """
+    n = np.int64(n)  # a caller's Literal[int](0) while typing: no literal chain below
     return _order(a, n, lo, hi, buf, 0.0, False)
 
 
@@ -215,6 +216,7 @@ def order_pair_abs(a, n, center, lo, hi, buf):
 def sorted_median(a, n, buf):
     """Median of ``a[:n]`` (n >= 1, no NaN) as numpy's ``np.median``; ``a`` is kept,
     ``buf`` (>= n values) is scratch."""
+    n = np.int64(n)  # a caller's Literal[int](0) while typing: no literal chain below
     return order_pair(a, n, (n - 1) // 2, n // 2, buf)
 
 

@@ -560,7 +560,10 @@ def nanmedian_axis0(stack: np.ndarray) -> np.ndarray:
     if a.ndim != 3 or a.dtype not in (np.float32, np.float64):
         return np.nanmedian(a, axis=0)
     a = np.ascontiguousarray(a)
-    return _window_median(a, ~np.isnan(a)).astype(a.dtype, copy=False)
+    # the kernel reads each value as float64: a float64 copy gives the same medians and
+    # one specialisation (float32 stacks compiled a second one)
+    a64 = a if a.dtype == np.float64 else a.astype(np.float64)
+    return _window_median(a64, ~np.isnan(a)).astype(a.dtype, copy=False)
 
 
 def window_bounds(j: int, n: int, window: int) -> tuple[int, int]:

@@ -424,8 +424,8 @@ def refpix_means_at(groups_or_raw, bias, pixeldq, ys, xs, parity0, odd_even, sig
     b0 = buf[0]
     b1 = buf[1]
     for g in range(ng):
-        n0 = 0
-        n1 = 0
+        n0 = np.int64(0)  # not the literal 0: numba would also compile the callees
+        n1 = np.int64(0)  # for Literal[int](0) while typing (a specialisation never run)
         s0 = 0.0
         s1 = 0.0
         dg = g - gm
