@@ -788,7 +788,7 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                 if nfail > 0:
                     # pixels failing the screen for a saturated tail: the tail screen
                     _tail.tail_pattern_row(QR, TSG, TT, TTS)
-                    nt = 0
+                    nt = np.int64(0)
                     for x in range(nx):
                         if TT[x] and not SOK[x]:
                             TI[nt] = x
@@ -855,7 +855,7 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
             _rf.fit_clean_row(GR[sf], gain[f], readnoise[f], nframes, tgroup, dcur, wtab, stab,
                               KLO[sf], KHI[sf], FW, FPW, FS, FE, FP, FR)
             # the tail pixels of the row that may be clean (fit_pixel for the others)
-            nt = 0
+            nt = np.int64(0)
             for x in range(nx):
                 if (TSR[sf, x] >= 0 and gain[f, x] > 0
                         and not (PDQ[sf, x] & (_U_DNU | _U_SAT))):

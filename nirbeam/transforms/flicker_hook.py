@@ -320,7 +320,7 @@ def _pair_counted(src, n, lo, hi, center, absdev, ns, buf):
     q1, q2 = sample_pivots(buf, ns, n, lo)
     nb, ni = count_in(src, n, q1, q2, center, absdev)
     if not (nb <= lo and nb + ni > hi):  # the sample misled: every value
-        return _select_in(src, n, lo, hi, -np.inf, np.inf, 0, center, absdev, buf)
+        return _select_in(src, n, lo, hi, -np.inf, np.inf, np.int64(0), center, absdev, buf)
     for _ in range(COUNT_ROUNDS):
         if ni <= COUNT_SELECT or not np.isfinite(q2 - q1):
             break
@@ -431,7 +431,7 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
             for c in range(nx):
                 acc[y, c] = 0.0
     # the model's MAD (correction_variance): the mask pixels without a bad_pixel bit
-    nmu = 0
+    nmu = np.int64(0)
     for i in range(nm):
         px = pixels[i]
         upix[nmu] = px
@@ -450,7 +450,7 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
                         ncol[c0 + cc] += (np.int64(pdq[y, c0 + cc]) & bad_pixel) == 0
     store = store and want_var and ng >= 2 and nmu > 0
     nfin = 0
-    nkept = 0  # finite values stored for the MAD
+    nkept = np.int64(0)  # finite values stored for the MAD
     mid = np.zeros(2)
     p1 = np.inf  # the pooled median's bracket (_group_values)
     p2 = -np.inf
@@ -482,7 +482,7 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
                 off[c, 0] = offs[k, c]
         bg = bg_value
         if bg_mode == 2 and mode != 2:  # diff_median_background over the mask pixels
-            nall = 0
+            nall = np.int64(0)
             for i in range(nm):
                 px = pixels[i]
                 v = np.float64(gf[kb, px]) - np.float64(gf[ka, px])
@@ -589,7 +589,7 @@ def column_variance_kernel(ncol, s2, k, a, resid, min_pixels, var):
     ny, nx = var.shape
     col = np.empty(nx)
     vals = np.empty(nx)
-    nv = 0
+    nv = np.int64(0)
     anyg = False
     for c in range(nx):
         if ncol[c] >= min_pixels:

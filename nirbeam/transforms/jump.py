@@ -804,7 +804,7 @@ def _select_sorted_row(A, nd, IW, W):
     ranks for finite values that are not -0.0 (the screen's |diff|s)."""
     nx = A.shape[1]
     top = nd // 2
-    net = _oddeven_network(nd, 0, top)
+    net = _oddeven_network(nd, np.int64(0), top)
     nc = net.shape[0]
     B = _NET_BLOCK
     S = np.empty((nd, B), np.float64)
