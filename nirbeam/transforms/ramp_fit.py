@@ -505,23 +505,26 @@ def fit_clean_row(G, gain, rn, nframes, tgroup, dcur, wtab, stab, klo, khi, F, P
     c = np.sqrt(2.0 * nframes)
     pden_n = n - 1.0
     nnn = n * n * n - n
+    # F rows 4..7: the groups of the median differences (hi, hi + 1, lo, lo + 1), read
+    # once per pixel by index (0 for a position outside 0..n-2), in a loop of their own
+    # (in the arithmetic loop below they measured 1.2x slower for the whole function)
     for x in range(nx):
-        g = np.float64(gain[x])
-        rn_e = np.float64(np.float32(np.float64(rn[x]) * (g / c)))
         kh = khi[x]
         kl = klo[x]
-        # the groups of the median differences (hi, hi + 1, lo, lo + 1), read directly
-        # (0 for a position outside 0..n-2)
         okh = kh >= 0 and kh < n - 1
         okl = kl >= 0 and kl < n - 1
         jh = kh if okh else 0
         jl = kl if okl else 0
-        h0 = np.float64(G[jh, x]) if okh else 0.0
-        h1 = np.float64(G[jh + 1, x]) if okh else 0.0
-        l0 = np.float64(G[jl, x]) if okl else 0.0
-        l1 = np.float64(G[jl + 1, x]) if okl else 0.0
-        f_hi = h1 / tgroup - h0 / tgroup
-        mr = f_hi if kl == kh else (l1 / tgroup - l0 / tgroup + f_hi) / 2.0
+        F[4, x] = np.float64(G[jh, x]) if okh else 0.0
+        F[5, x] = np.float64(G[jh + 1, x]) if okh else 0.0
+        F[6, x] = np.float64(G[jl, x]) if okl else 0.0
+        F[7, x] = np.float64(G[jl + 1, x]) if okl else 0.0
+    for x in range(nx):
+        g = np.float64(gain[x])
+        rn_e = np.float64(np.float32(np.float64(rn[x]) * (g / c)))
+        kh = khi[x]
+        f_hi = F[5, x] / tgroup - F[4, x] / tgroup
+        mr = f_hi if klo[x] == kh else (F[7, x] / tgroup - F[6, x] / tgroup + f_hi) / 2.0
         mrate = mr if kh >= 0 else np.float64(G[0, x]) / tgroup
         F[0, x] = 0.0 if np.isnan(mrate) else mrate
         F[1, x] = rn_e
