@@ -252,9 +252,8 @@ GROUP_COUNT_MIN = 4096
 """From this many values on, a group's median is selected by counting
 (:func:`_pair_counted`); below, by :func:`sorted_median`."""
 COUNT_MIN = 1 << 16
-"""From this many stored values on, with a bracket, :func:`_pooled_mad` selects the
-first median by counting (:func:`_median_in_bracket`); below, by :func:`order_pair`
-on the compacted values."""
+"""From this many stored values on, :func:`_pooled_mad` selects the second median
+(the MAD) by counting (:func:`_pair_counted`); below, by :func:`order_pair_abs`."""
 
 
 @njit(cache=True, error_model="numpy")
@@ -346,15 +345,17 @@ def _pooled_mad(vals, n, nf, buf, count_min, bracket, p1, p2):
 
     The values that are not finite are stored as +inf: above every finite value (also
     as ``|r - center|``), they leave the ranks ``lo``, ``hi`` of the finite values
-    as they are, so nothing is compacted. From ``count_min`` values on, with a
-    ``bracket`` ``p1 <= p2`` (the groups' middle values, :func:`_group_values`), the
-    first median is selected by counting (:func:`_median_in_bracket`); else by
-    :func:`order_pair`; the second always by :func:`order_pair_abs`."""
+    as they are, so nothing is compacted. With a ``bracket`` ``p1 <= p2`` (the groups'
+    middle values, :func:`_group_values`), the first median is selected by counting
+    (:func:`_median_in_bracket`: on 40 real PRISM integrations of 7 x 7247 values ~3x
+    cheaper than :func:`order_pair`, so at every count); else by :func:`order_pair`.
+    The second: from ``count_min`` values on by counting (:func:`_pair_counted`), below
+    by :func:`order_pair_abs` (~1.35x cheaper there)."""
     if nf == 0:
         return np.nan
     lo = (nf - 1) // 2
     hi = nf // 2
-    if bracket and n >= count_min and p1 <= p2:
+    if bracket and p1 <= p2:
         va, vb = _median_in_bracket(vals, n, lo, hi, p1, p2, buf)
         med = 0.5 * (va + vb)
     else:
