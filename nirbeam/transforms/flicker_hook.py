@@ -298,8 +298,11 @@ MAD_SAMPLE = 8192
 MAD_SAMPLE_SMALL = 512
 """... and below :data:`COUNT_MIN` values (PRISM's 7 x 7247: 0.063 ms per integration,
 0.072 with 1024, 0.094 with 2048, 0.17 with 8192; ``order_pair_abs`` 0.10)."""
-GROUP_SAMPLE = 256
-"""Values sampled for a group median's first bracket (:func:`_pair_counted`)."""
+GROUP_SAMPLE = 96
+"""Values sampled for a group median's first bracket (:func:`_pair_counted`): its wide
+bracket is narrowed by counting anyway (PRISM's 7 groups x 7247 values: 0.089 ms per
+integration with 64 or 96, 0.15 with 256, 0.16 with 512, 0.18 with 32; 256 before
+session 12)."""
 COUNT_ROUNDS = 3
 """At most this many narrowing rounds in :func:`_pair_counted`, ..."""
 COUNT_SELECT = 256
