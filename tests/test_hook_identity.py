@@ -814,7 +814,8 @@ def test_counted_path_in_the_hook(monkeypatch):
 
 def test_many_nonfinite_values_direct_path():
     """Many infinite mask values (stored as +inf for the MAD) with the MAD below
-    COUNT_MIN (order_pair on the uncompacted values) and above it == the old kernels."""
+    COUNT_MIN (a sampled bracket, then counting; order_pair before session 12) and above
+    it == the old kernels."""
     from nirbeam.transforms import flicker_hook
 
     for ng, ny, nx in [(4, 32, 512), (6, 13, 67), (20, 32, 2048)]:
