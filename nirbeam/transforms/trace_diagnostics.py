@@ -19,6 +19,19 @@ import numpy as np
 __all__ = ["rectified_profile", "trace_moments", "trace_diagnostics_block"]
 
 
+def _sample_rows(center, half: int, ny: int, nx: int):
+    """Where :func:`rectified_profile` samples: the offsets ``-half..half``, the column
+    indices, and per (offset, column) the fraction ``f`` above row ``y0c`` (clipped to
+    0..ny-2) and whether both rows ``y0c, y0c + 1`` are inside the frame."""
+    off = np.arange(-half, half + 1, dtype=np.float64)
+    cols = np.arange(nx)
+    y = np.asarray(center, np.float64)[None, :] + off[:, None]  # (noff, nx)
+    y0 = np.floor(y).astype(np.int64)
+    f = y - y0
+    inside = (y0 >= 0) & (y0 + 1 <= ny - 1)
+    return off, cols, f, inside, np.clip(y0, 0, ny - 2)
+
+
 def rectified_profile(rate: np.ndarray, dq: np.ndarray, center: np.ndarray, half: int,
                       bad_bits: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Cross-dispersion profile summed over columns, sampled along the trace.
@@ -43,13 +56,7 @@ def rectified_profile(rate: np.ndarray, dq: np.ndarray, center: np.ndarray, half
     ny, nx = r.shape
     good = ((np.asarray(dq) & bad_bits) == 0) & np.isfinite(r)
     r = np.where(good, r, 0.0)
-    off = np.arange(-half, half + 1, dtype=np.float64)
-    cols = np.arange(nx)
-    y = np.asarray(center, np.float64)[None, :] + off[:, None]  # (noff, nx)
-    y0 = np.floor(y).astype(np.int64)
-    f = y - y0
-    inside = (y0 >= 0) & (y0 + 1 <= ny - 1)
-    y0c = np.clip(y0, 0, ny - 2)
+    off, cols, f, inside, y0c = _sample_rows(center, half, ny, nx)
     a, b = r[y0c, cols], r[y0c + 1, cols]
     ga, gb = good[y0c, cols], good[y0c + 1, cols]
     ok = inside & ga & gb
@@ -119,13 +126,7 @@ def trace_diagnostics_block(rates: np.ndarray, dqs: np.ndarray, center: np.ndarr
     """
     rates = np.asarray(rates)
     n, ny, nx = rates.shape
-    off = np.arange(-half, half + 1, dtype=np.float64)
-    cols = np.arange(nx)
-    y = np.asarray(center, np.float64)[None, :] + off[:, None]  # (noff, nx)
-    y0 = np.floor(y).astype(np.int64)
-    f = y - y0
-    inside = (y0 >= 0) & (y0 + 1 <= ny - 1)
-    y0c = np.clip(y0, 0, ny - 2)
+    off, cols, f, inside, y0c = _sample_rows(center, half, ny, nx)
     at = np.concatenate([(y0c * nx + cols).ravel(), ((y0c + 1) * nx + cols).ravel()])
     shape = (n, 2, *y0c.shape)
     v = np.asarray(rates.reshape(n, ny * nx).take(at, axis=1), np.float64).reshape(shape)
