@@ -38,10 +38,12 @@ Size note: over 600 lines on purpose: the one zarr layer (templates, region writ
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -144,6 +146,50 @@ _LOCK = threading.Lock()
 _ARRAYS: dict[tuple[str, str], Any] = {}
 
 
+class _InlineExecutor(ThreadPoolExecutor):
+    """Runs each submitted call at once in the submitting thread (zarr's event-loop
+    thread): a finished future, no worker thread (a ThreadPoolExecutor only so that
+    asyncio takes it as a loop's default executor; it never starts a thread)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        f: Future = Future()
+        try:
+            f.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            f.set_exception(exc)
+        return f
+
+
+#: Whether zarr's codec and local-file calls run inline on its event-loop thread
+#: (:func:`_inline_codecs`); ``NIRBEAM_ZARR_POOL=1`` keeps zarr's own thread pool.
+INLINE_CODECS = os.environ.get("NIRBEAM_ZARR_POOL", "") != "1"
+_INLINE_PID: list[int] = []
+
+
+def _inline_codecs() -> None:
+    """Make zarr's event loop run its ``asyncio.to_thread`` calls (Blosc encode/decode,
+    local file reads and writes) in the loop thread itself, once per process.
+
+    zarr hands every chunk's codec call and file access from its loop thread to a pool
+    of worker threads and back: a futex hand-off each way per chunk (with two busy cores
+    the sys time of a run). Inline, the same calls run one after another on the loop
+    thread, which still works beside the caller (the block writer, the driver); the
+    bytes written and read are the same.
+    """
+    if not INLINE_CODECS or _INLINE_PID == [os.getpid()]:
+        return
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def install():
+        asyncio.get_running_loop().set_default_executor(_InlineExecutor(max_workers=1))
+
+    if zarr.config.get("threading.max_workers", None) is None:  # else zarr sets its own
+        sync(install())
+    _INLINE_PID[:] = [os.getpid()]
+
+
 def open_root(root: str, mode: str = "a") -> zarr.Group:
     """Open (or create) the store's root group; ``root`` is a path or fsspec URL.
 
@@ -151,6 +197,7 @@ def open_root(root: str, mode: str = "a") -> zarr.Group:
     :func:`unconsolidate`), so nothing written afterwards can make it stale; the group
     returned never reads through consolidated metadata.
     """
+    _inline_codecs()
     if mode == "r":
         return zarr.open_group(root, mode="r", zarr_format=3)
     unconsolidate(root)
@@ -222,6 +269,7 @@ def _array(root: str, path: str):
     with _LOCK:
         a = _ARRAYS.get(k)
     if a is None:
+        _inline_codecs()
         a = zarr.open_array(root, path=path, mode="r+", zarr_format=3)
         with _LOCK:
             _ARRAYS[k] = a
@@ -490,6 +538,7 @@ def count_completed(root: str, group: str, stage: str) -> int:
 
 def completed(root: str, group: str, stage: str) -> np.ndarray:
     """Boolean (nints,) array: True where the integration's marker says complete."""
+    _inline_codecs()
     try:
         a = zarr.open_array(root, path=f"{group}/{stage}/done", mode="r", zarr_format=3)
     except _NOT_FOUND:
@@ -504,6 +553,7 @@ def read_integration(root: str, group: str, stage: str, integration: int, names)
 
 def read_stack(root: str, group: str, stage: str, name: str, sel=slice(None)) -> np.ndarray:
     """Read a slice (along integrations) of one array."""
+    _inline_codecs()
     return zarr.open_array(root, path=f"{group}/{stage}/{name}", mode="r", zarr_format=3)[sel]
 
 
@@ -636,6 +686,7 @@ def save_lightcurves(
 
 def load_arrays(root: str, path: str) -> tuple[dict[str, np.ndarray], dict]:
     """Read every array of a group written by :func:`save_arrays`, and its attributes."""
+    _inline_codecs()
     g = zarr.open_group(root, path=path, mode="r", zarr_format=3, use_consolidated=False)
     return {k: v[...] for k, v in g.arrays()}, dict(g.attrs)
 
