@@ -362,35 +362,118 @@ def _motion_flag(M, G, u, data, err, valid, dq, c0, c1, c2, n_sigma, bits):  # p
     return out
 
 
+@numba.njit(cache=True)
+def _motion_setup_stack(M, data, err, valid):  # pragma: no cover - compiled
+    """:func:`_motion_setup` of every integration of a (n >= 1, ny, nx) stack."""
+    n, ny, nx = M.shape
+    G = np.empty((n, ny, nx), np.float64)
+    W = np.empty((n, ny, nx), np.float64)
+    use = np.empty((n, ny, nx), np.bool_)
+    u = np.empty(nx, np.float64)
+    for k in range(n):
+        g, uk, w, us = _motion_setup(M[k], data[k], err[k], valid[k])
+        G[k] = g
+        W[k] = w
+        use[k] = us
+        u = uk
+    return G, u, W, use
+
+
+@numba.njit(cache=True)
+def _motion_normal_stack(M, G, u, data, W, use, active):  # pragma: no cover - compiled
+    """:func:`_motion_normal` of the integrations ``active`` of a stack."""
+    m = active.size
+    ata = np.empty((m, 3, 3), np.float64)
+    atd = np.empty((m, 3), np.float64)
+    cnt = np.empty(m, np.int64)
+    for i in range(m):
+        k = active[i]
+        a, b, c = _motion_normal(M[k], G[k], u, data[k], W[k], use[k])
+        ata[i] = a
+        atd[i] = b
+        cnt[i] = c
+    return ata, atd, cnt
+
+
+@numba.njit(cache=True)
+def _motion_reject_stack(M, G, u, data, err, use, active, coef, n_sigma):  # pragma: no cover - compiled
+    """:func:`_motion_apply` (with ``update``) of the integrations ``active`` (coefficients
+    ``coef[i]`` for ``active[i]``): whether each dropped a pixel from ``use``."""
+    m = active.size
+    changed = np.zeros(m, np.bool_)
+    for i in range(m):
+        k = active[i]
+        _, ch = _motion_apply(M[k], G[k], u, data[k], err[k], use[k], coef[i, 0], coef[i, 1],
+                              coef[i, 2], n_sigma, True)
+        changed[i] = ch
+    return changed
+
+
+@numba.njit(cache=True)
+def _motion_flag_stack(M, G, u, data, err, valid, dq, coef, n_sigma, bits):  # pragma: no cover - compiled
+    """:func:`_motion_flag` of every integration of a stack."""
+    n, ny, nx = M.shape
+    out = np.empty((n, ny, nx), np.uint32)
+    for k in range(n):
+        out[k] = _motion_flag(M[k], G[k], u, data[k], err[k], valid[k], dq[k], coef[k, 0],
+                              coef[k, 1], coef[k, 2], n_sigma, bits)
+    return out
+
+
 def _motion_fit(data, err, valid, median, n_sigma: float, iterations: int = 3):
-    """The fit of :func:`motion_reference`: ``(M, G, u, data, err, use, coef)``."""
+    """The fit of :func:`motion_reference` for a stack of ``n >= 1`` integrations (all
+    arrays (n, ny, nx); one frame is a stack of one): ``(M, G, u, data, err, use, coef)``,
+    ``coef`` (n, 3).
+
+    Every integration runs its own fit (the per-frame passes :func:`_motion_setup`,
+    :func:`_motion_normal`, :func:`_motion_apply`, in that order, on its own arrays);
+    they only advance together: each iteration, one compiled pass over the integrations
+    still fitting, then numpy's ``cond`` / ``solve`` on the stack of their 3 x 3 systems
+    (numpy calls the same LAPACK routine per system as for one), so each integration's
+    coefficients and flags are those of fitting it alone (tested against a
+    per-integration loop in tests/test_outlier_motion_stack.py).
+    """
     M = np.ascontiguousarray(median, dtype=np.float64)
     data = np.ascontiguousarray(data)
     err = np.ascontiguousarray(err)
-    G, u, w, use = _motion_setup(M, data, err, np.ascontiguousarray(valid, dtype=np.bool_))
-    coef = np.array([1.0, 0.0, 0.0])
+    G, u, W, use = _motion_setup_stack(M, data, err, np.ascontiguousarray(valid, dtype=np.bool_))
+    n = M.shape[0]
+    coef = np.zeros((n, 3), np.float64)
+    coef[:, 0] = 1.0
     ns = float(n_sigma)
+    active = np.arange(n, dtype=np.int64)
     for _ in range(max(int(iterations), 1)):
-        ata, atd, n = _motion_normal(M, G, u, data, w, use)
-        if n < 3:
+        if active.size == 0:
             break
-        if not np.all(np.isfinite(ata)) or np.linalg.cond(ata) > 1e12:
-            coef = np.array([1.0, 0.0, 0.0])
+        ata, atd, cnt = _motion_normal_stack(M, G, u, data, W, use, active)
+        go = cnt >= 3  # fewer pixels: that fit stops, its coefficients as they are
+        ata, atd, active = ata[go], atd[go], active[go]
+        ok = np.isfinite(ata).all(axis=(1, 2))
+        if ok.any():
+            ok[ok] = ~(np.linalg.cond(ata[ok]) > 1e12)
+        coef[active[~ok]] = (1.0, 0.0, 0.0)  # singular: the plain median, fit stops
+        ata, atd, active = ata[ok], atd[ok], active[ok]
+        if active.size == 0:
             break
-        coef = np.linalg.solve(ata, atd)
-        _, changed = _motion_apply(M, G, u, data, err, use, coef[0], coef[1], coef[2], ns, True)
-        if not changed:
-            break
+        coef[active] = np.linalg.solve(ata, atd[:, :, None])[:, :, 0]
+        changed = _motion_reject_stack(M, G, u, data, err, use, active,
+                                       np.ascontiguousarray(coef[active]), ns)
+        active = active[changed]
     return M, G, u, data, err, use, coef
 
 
 def _motion_flags(data, err, valid, median, dq, n_sigma: float) -> np.ndarray:
     """``_flag_against(data, err, valid, dq, motion_reference(...)[0], n_sigma)`` in one
-    pass after the fit (the reference is not stored)."""
+    pass after the fit (the reference is not stored), for one frame (ny, nx) or a stack
+    of them (n, ny, nx): the same flags per frame either way."""
+    one = np.ndim(data) == 2
+    if one:
+        data, err, valid, median, dq = (np.asarray(a)[None] for a in (data, err, valid, median, dq))
     M, G, u, data, err, _, coef = _motion_fit(data, err, valid, median, n_sigma)
-    return _motion_flag(M, G, u, data, err, np.ascontiguousarray(valid, dtype=np.bool_),
-                        np.ascontiguousarray(dq), coef[0], coef[1], coef[2], float(n_sigma),
-                        np.uint32(OUTLIER_BITS))
+    out = _motion_flag_stack(M, G, u, data, err, np.ascontiguousarray(valid, dtype=np.bool_),
+                             np.ascontiguousarray(dq), coef, float(n_sigma),
+                             np.uint32(OUTLIER_BITS))
+    return out[0] if one else out
 
 
 def motion_reference(data, err, valid, median, n_sigma: float, iterations: int = 3):
@@ -435,10 +518,13 @@ def motion_reference(data, err, valid, median, n_sigma: float, iterations: int =
     product has its own, so the coefficients agree to rounding (~1e-15 relative) and the
     flags are the same (tested).
     """
-    M, G, u, data, err, use, coef = _motion_fit(data, err, valid, median, n_sigma, iterations)
-    ref, _ = _motion_apply(M, G, u, data, err, use, coef[0], coef[1], coef[2], float(n_sigma),
-                           False)
-    return ref, coef
+    M, G, u, data, err, use, coef = _motion_fit(*(np.asarray(a)[None] for a in
+                                                  (data, err, valid, median)),
+                                                n_sigma, iterations)
+    c = coef[0]
+    ref, _ = _motion_apply(M[0], G[0], u, data[0], err[0], use[0], c[0], c[1], c[2],
+                           float(n_sigma), False)
+    return ref, c
 
 
 def motion_reference_numpy(data, err, valid, median, n_sigma: float, iterations: int = 3):
@@ -660,8 +746,9 @@ def flag_outliers(
     )
     if not store:
         return out
-    for j in range(start, stop):
-        out[j] = _motion_flags(cube[j], err[j], valid[j], med[j - start], out[j], n_sigma)
+    if stop > start:  # the span's integrations fitted together (each its own fit)
+        out[start:stop] = _motion_flags(cube[start:stop], err[start:stop], valid[start:stop],
+                                        med, out[start:stop], n_sigma)
     return out
 
 
