@@ -298,9 +298,10 @@ def _motion_normal(M, G, u, data, w, use):  # pragma: no cover - compiled
     ``w = 1 / e**2``): (A^T W A, A^T W d, count), each term formed as numpy's
     ``(A * w[:, None]).T @ A`` forms it; summed in pixel order."""
     ny, nx = M.shape
-    ata = np.zeros((3, 3), np.float64)
-    atd = np.zeros(3, np.float64)
-    a = np.empty(3, np.float64)
+    # the 12 sums in scalars (registers), each term and the order of the additions as
+    # before: ata[i, j] += (a[i] * w) * a[j], atd[i] += (a[i] * w) * d, pixel order
+    s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = 0.0
+    t0 = t1 = t2 = 0.0
     n = 0
     for y in range(ny):
         for x in range(nx):
@@ -309,14 +310,30 @@ def _motion_normal(M, G, u, data, w, use):  # pragma: no cover - compiled
             n += 1
             wv = w[y, x]
             dv = np.float64(data[y, x])
-            a[0] = M[y, x]
-            a[1] = G[y, x]
-            a[2] = G[y, x] * u[x]
-            for i in range(3):
-                aw = a[i] * wv
-                for j in range(3):
-                    ata[i, j] += aw * a[j]
-                atd[i] += aw * dv
+            a0 = M[y, x]
+            a1 = G[y, x]
+            a2 = G[y, x] * u[x]
+            aw = a0 * wv
+            s00 += aw * a0
+            s01 += aw * a1
+            s02 += aw * a2
+            t0 += aw * dv
+            aw = a1 * wv
+            s10 += aw * a0
+            s11 += aw * a1
+            s12 += aw * a2
+            t1 += aw * dv
+            aw = a2 * wv
+            s20 += aw * a0
+            s21 += aw * a1
+            s22 += aw * a2
+            t2 += aw * dv
+    ata = np.empty((3, 3), np.float64)
+    ata[0, 0], ata[0, 1], ata[0, 2] = s00, s01, s02
+    ata[1, 0], ata[1, 1], ata[1, 2] = s10, s11, s12
+    ata[2, 0], ata[2, 1], ata[2, 2] = s20, s21, s22
+    atd = np.empty(3, np.float64)
+    atd[0], atd[1], atd[2] = t0, t1, t2
     return ata, atd, n
 
 
@@ -362,118 +379,35 @@ def _motion_flag(M, G, u, data, err, valid, dq, c0, c1, c2, n_sigma, bits):  # p
     return out
 
 
-@numba.njit(cache=True)
-def _motion_setup_stack(M, data, err, valid):  # pragma: no cover - compiled
-    """:func:`_motion_setup` of every integration of a (n >= 1, ny, nx) stack."""
-    n, ny, nx = M.shape
-    G = np.empty((n, ny, nx), np.float64)
-    W = np.empty((n, ny, nx), np.float64)
-    use = np.empty((n, ny, nx), np.bool_)
-    u = np.empty(nx, np.float64)
-    for k in range(n):
-        g, uk, w, us = _motion_setup(M[k], data[k], err[k], valid[k])
-        G[k] = g
-        W[k] = w
-        use[k] = us
-        u = uk
-    return G, u, W, use
-
-
-@numba.njit(cache=True)
-def _motion_normal_stack(M, G, u, data, W, use, active):  # pragma: no cover - compiled
-    """:func:`_motion_normal` of the integrations ``active`` of a stack."""
-    m = active.size
-    ata = np.empty((m, 3, 3), np.float64)
-    atd = np.empty((m, 3), np.float64)
-    cnt = np.empty(m, np.int64)
-    for i in range(m):
-        k = active[i]
-        a, b, c = _motion_normal(M[k], G[k], u, data[k], W[k], use[k])
-        ata[i] = a
-        atd[i] = b
-        cnt[i] = c
-    return ata, atd, cnt
-
-
-@numba.njit(cache=True)
-def _motion_reject_stack(M, G, u, data, err, use, active, coef, n_sigma):  # pragma: no cover - compiled
-    """:func:`_motion_apply` (with ``update``) of the integrations ``active`` (coefficients
-    ``coef[i]`` for ``active[i]``): whether each dropped a pixel from ``use``."""
-    m = active.size
-    changed = np.zeros(m, np.bool_)
-    for i in range(m):
-        k = active[i]
-        _, ch = _motion_apply(M[k], G[k], u, data[k], err[k], use[k], coef[i, 0], coef[i, 1],
-                              coef[i, 2], n_sigma, True)
-        changed[i] = ch
-    return changed
-
-
-@numba.njit(cache=True)
-def _motion_flag_stack(M, G, u, data, err, valid, dq, coef, n_sigma, bits):  # pragma: no cover - compiled
-    """:func:`_motion_flag` of every integration of a stack."""
-    n, ny, nx = M.shape
-    out = np.empty((n, ny, nx), np.uint32)
-    for k in range(n):
-        out[k] = _motion_flag(M[k], G[k], u, data[k], err[k], valid[k], dq[k], coef[k, 0],
-                              coef[k, 1], coef[k, 2], n_sigma, bits)
-    return out
-
-
 def _motion_fit(data, err, valid, median, n_sigma: float, iterations: int = 3):
-    """The fit of :func:`motion_reference` for a stack of ``n >= 1`` integrations (all
-    arrays (n, ny, nx); one frame is a stack of one): ``(M, G, u, data, err, use, coef)``,
-    ``coef`` (n, 3).
-
-    Every integration runs its own fit (the per-frame passes :func:`_motion_setup`,
-    :func:`_motion_normal`, :func:`_motion_apply`, in that order, on its own arrays);
-    they only advance together: each iteration, one compiled pass over the integrations
-    still fitting, then numpy's ``cond`` / ``solve`` on the stack of their 3 x 3 systems
-    (numpy calls the same LAPACK routine per system as for one), so each integration's
-    coefficients and flags are those of fitting it alone (tested against a
-    per-integration loop in tests/test_outlier_motion_stack.py).
-    """
+    """The fit of :func:`motion_reference`: ``(M, G, u, data, err, use, coef)``."""
     M = np.ascontiguousarray(median, dtype=np.float64)
     data = np.ascontiguousarray(data)
     err = np.ascontiguousarray(err)
-    G, u, W, use = _motion_setup_stack(M, data, err, np.ascontiguousarray(valid, dtype=np.bool_))
-    n = M.shape[0]
-    coef = np.zeros((n, 3), np.float64)
-    coef[:, 0] = 1.0
+    G, u, w, use = _motion_setup(M, data, err, np.ascontiguousarray(valid, dtype=np.bool_))
+    coef = np.array([1.0, 0.0, 0.0])
     ns = float(n_sigma)
-    active = np.arange(n, dtype=np.int64)
     for _ in range(max(int(iterations), 1)):
-        if active.size == 0:
+        ata, atd, n = _motion_normal(M, G, u, data, w, use)
+        if n < 3:
             break
-        ata, atd, cnt = _motion_normal_stack(M, G, u, data, W, use, active)
-        go = cnt >= 3  # fewer pixels: that fit stops, its coefficients as they are
-        ata, atd, active = ata[go], atd[go], active[go]
-        ok = np.isfinite(ata).all(axis=(1, 2))
-        if ok.any():
-            ok[ok] = ~(np.linalg.cond(ata[ok]) > 1e12)
-        coef[active[~ok]] = (1.0, 0.0, 0.0)  # singular: the plain median, fit stops
-        ata, atd, active = ata[ok], atd[ok], active[ok]
-        if active.size == 0:
+        if not np.all(np.isfinite(ata)) or np.linalg.cond(ata) > 1e12:
+            coef = np.array([1.0, 0.0, 0.0])
             break
-        coef[active] = np.linalg.solve(ata, atd[:, :, None])[:, :, 0]
-        changed = _motion_reject_stack(M, G, u, data, err, use, active,
-                                       np.ascontiguousarray(coef[active]), ns)
-        active = active[changed]
+        coef = np.linalg.solve(ata, atd)
+        _, changed = _motion_apply(M, G, u, data, err, use, coef[0], coef[1], coef[2], ns, True)
+        if not changed:
+            break
     return M, G, u, data, err, use, coef
 
 
 def _motion_flags(data, err, valid, median, dq, n_sigma: float) -> np.ndarray:
     """``_flag_against(data, err, valid, dq, motion_reference(...)[0], n_sigma)`` in one
-    pass after the fit (the reference is not stored), for one frame (ny, nx) or a stack
-    of them (n, ny, nx): the same flags per frame either way."""
-    one = np.ndim(data) == 2
-    if one:
-        data, err, valid, median, dq = (np.asarray(a)[None] for a in (data, err, valid, median, dq))
+    pass after the fit (the reference is not stored)."""
     M, G, u, data, err, _, coef = _motion_fit(data, err, valid, median, n_sigma)
-    out = _motion_flag_stack(M, G, u, data, err, np.ascontiguousarray(valid, dtype=np.bool_),
-                             np.ascontiguousarray(dq), coef, float(n_sigma),
-                             np.uint32(OUTLIER_BITS))
-    return out[0] if one else out
+    return _motion_flag(M, G, u, data, err, np.ascontiguousarray(valid, dtype=np.bool_),
+                        np.ascontiguousarray(dq), coef[0], coef[1], coef[2], float(n_sigma),
+                        np.uint32(OUTLIER_BITS))
 
 
 def motion_reference(data, err, valid, median, n_sigma: float, iterations: int = 3):
@@ -518,13 +452,10 @@ def motion_reference(data, err, valid, median, n_sigma: float, iterations: int =
     product has its own, so the coefficients agree to rounding (~1e-15 relative) and the
     flags are the same (tested).
     """
-    M, G, u, data, err, use, coef = _motion_fit(*(np.asarray(a)[None] for a in
-                                                  (data, err, valid, median)),
-                                                n_sigma, iterations)
-    c = coef[0]
-    ref, _ = _motion_apply(M[0], G[0], u, data[0], err[0], use[0], c[0], c[1], c[2],
-                           float(n_sigma), False)
-    return ref, c
+    M, G, u, data, err, use, coef = _motion_fit(data, err, valid, median, n_sigma, iterations)
+    ref, _ = _motion_apply(M, G, u, data, err, use, coef[0], coef[1], coef[2], float(n_sigma),
+                           False)
+    return ref, coef
 
 
 def motion_reference_numpy(data, err, valid, median, n_sigma: float, iterations: int = 3):
@@ -746,9 +677,8 @@ def flag_outliers(
     )
     if not store:
         return out
-    if stop > start:  # the span's integrations fitted together (each its own fit)
-        out[start:stop] = _motion_flags(cube[start:stop], err[start:stop], valid[start:stop],
-                                        med, out[start:stop], n_sigma)
+    for j in range(start, stop):
+        out[j] = _motion_flags(cube[j], err[j], valid[j], med[j - start], out[j], n_sigma)
     return out
 
 
