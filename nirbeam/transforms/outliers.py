@@ -298,9 +298,10 @@ def _motion_normal(M, G, u, data, w, use):  # pragma: no cover - compiled
     ``w = 1 / e**2``): (A^T W A, A^T W d, count), each term formed as numpy's
     ``(A * w[:, None]).T @ A`` forms it; summed in pixel order."""
     ny, nx = M.shape
-    ata = np.zeros((3, 3), np.float64)
-    atd = np.zeros(3, np.float64)
-    a = np.empty(3, np.float64)
+    # the 12 sums in scalars (registers), each term and the order of the additions as
+    # before: ata[i, j] += (a[i] * w) * a[j], atd[i] += (a[i] * w) * d, pixel order
+    s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = 0.0
+    t0 = t1 = t2 = 0.0
     n = 0
     for y in range(ny):
         for x in range(nx):
@@ -309,14 +310,30 @@ def _motion_normal(M, G, u, data, w, use):  # pragma: no cover - compiled
             n += 1
             wv = w[y, x]
             dv = np.float64(data[y, x])
-            a[0] = M[y, x]
-            a[1] = G[y, x]
-            a[2] = G[y, x] * u[x]
-            for i in range(3):
-                aw = a[i] * wv
-                for j in range(3):
-                    ata[i, j] += aw * a[j]
-                atd[i] += aw * dv
+            a0 = M[y, x]
+            a1 = G[y, x]
+            a2 = G[y, x] * u[x]
+            aw = a0 * wv
+            s00 += aw * a0
+            s01 += aw * a1
+            s02 += aw * a2
+            t0 += aw * dv
+            aw = a1 * wv
+            s10 += aw * a0
+            s11 += aw * a1
+            s12 += aw * a2
+            t1 += aw * dv
+            aw = a2 * wv
+            s20 += aw * a0
+            s21 += aw * a1
+            s22 += aw * a2
+            t2 += aw * dv
+    ata = np.empty((3, 3), np.float64)
+    ata[0, 0], ata[0, 1], ata[0, 2] = s00, s01, s02
+    ata[1, 0], ata[1, 1], ata[1, 2] = s10, s11, s12
+    ata[2, 0], ata[2, 1], ata[2, 2] = s20, s21, s22
+    atd = np.empty(3, np.float64)
+    atd[0], atd[1], atd[2] = t0, t1, t2
     return ata, atd, n
 
 
