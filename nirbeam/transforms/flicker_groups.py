@@ -32,6 +32,7 @@ from nirbeam.transforms.flicker_params import (
     check_2d,
     column_factor,
     variance_factors,
+    MaskWalk,
     with_walk,
 )
 from nirbeam.transforms.flicker_readout import noise_level, readout_wiener, rebuild_ramp
@@ -502,6 +503,7 @@ class _FusedMedianHook:
         self.kind = "group" if self.from_first else "difference"
         self.k, self.a, self.resid = variance_factors(params)  # as _variance_inputs
         self._work = HookWorkPool(self.layout)  # work arrays reused per call
+        self._walk = MaskWalk(mask, params)  # with_walk for this mask, per call cheaper
         bits = np.uint32(GROUP_BAD_BITS)
         if self.from_first:  # every bad bit counts in both groups
             self.jump, self.other = 0, int(bits)
@@ -545,7 +547,7 @@ class _FusedMedianHook:
         self._work.give(work)
         if not self.error_term:
             return out
-        return out, with_walk((var, self.kind), p, self.mask, self.params)
+        return out, self._walk((var, self.kind), p)
 
 
 def correction_variance(cleaned: np.ndarray, pixeldq: np.ndarray, mask: np.ndarray,
