@@ -495,22 +495,22 @@ class MaskWalk:
     """:func:`with_walk` for one fixed ``mask`` and ``params`` (a fused hook's, called
     once per integration): the same :class:`ModelVariance` values, cheaper. The walk
     depends on ``pixeldq`` only through the mask's DO_NOT_USE pixels, and ``pixeldq``
-    rarely changes between the integrations of an exposure: the last ``pixeldq`` (a
-    copy) and its walk are kept, and a call with an equal ``pixeldq`` (same dtype,
+    rarely changes between the integrations of an exposure: the last ``pixeldq`` (its
+    dtype, shape and bytes) and its walk are kept, and a call with an equal ``pixeldq`` (same dtype,
     shape and values; :func:`walk_fraction` not swapped since) reuses that walk (one
     comparison instead of the mask arithmetic, column sums and cache key of
     :func:`with_walk`). Safe from several threads: the pair is replaced whole."""
 
     def __init__(self, mask: np.ndarray, params: FlickerParams):
         self.mask, self.params = mask, params
-        self._last = None  # (pixeldq copy, walk, walk_fraction)
+        self._last = None  # (dtype, shape, bytes of pixeldq, walk, walk_fraction)
 
     def __call__(self, var_kind, pixeldq) -> ModelVariance:
         p = np.asarray(pixeldq)
-        last = self._last
-        if (last is None or last[2] is not walk_fraction or p.dtype != last[0].dtype
-                or p.shape != last[0].shape or not np.array_equal(p, last[0])):
+        b, last = p.tobytes(), self._last  # C-order bytes: equal bytes, equal values
+        if (last is None or last[4] is not walk_fraction or p.dtype != last[0]
+                or p.shape != last[1] or b != last[2]):
             r = with_walk(var_kind, p, self.mask, self.params)
-            self._last = (p.copy(), r.walk, walk_fraction)
+            self._last = (p.dtype, p.shape, b, r.walk, walk_fraction)
             return r
-        return ModelVariance(var_kind[0], var_kind[1], last[1])
+        return ModelVariance(var_kind[0], var_kind[1], last[3])
