@@ -29,10 +29,10 @@ from nirbeam.transforms.flicker_params import (
     MAD_TO_SIGMA,
     STATISTICS,
     FlickerParams,
+    MaskWalk,
     check_2d,
     column_factor,
     variance_factors,
-    MaskWalk,
     with_walk,
 )
 from nirbeam.transforms.flicker_readout import noise_level, readout_wiener, rebuild_ramp
