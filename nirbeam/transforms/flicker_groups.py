@@ -29,6 +29,7 @@ from nirbeam.transforms.flicker_params import (
     MAD_TO_SIGMA,
     STATISTICS,
     FlickerParams,
+    MaskWalk,
     check_2d,
     column_factor,
     variance_factors,
@@ -502,6 +503,7 @@ class _FusedMedianHook:
         self.kind = "group" if self.from_first else "difference"
         self.k, self.a, self.resid = variance_factors(params)  # as _variance_inputs
         self._work = HookWorkPool(self.layout)  # work arrays reused per call
+        self._walk = MaskWalk(mask, params)  # with_walk for this mask, per call cheaper
         bits = np.uint32(GROUP_BAD_BITS)
         if self.from_first:  # every bad bit counts in both groups
             self.jump, self.other = 0, int(bits)
@@ -545,7 +547,7 @@ class _FusedMedianHook:
         self._work.give(work)
         if not self.error_term:
             return out
-        return out, with_walk((var, self.kind), p, self.mask, self.params)
+        return out, self._walk((var, self.kind), p)
 
 
 def correction_variance(cleaned: np.ndarray, pixeldq: np.ndarray, mask: np.ndarray,

@@ -488,3 +488,29 @@ def _column_walk_uncached(n: np.ndarray, params: FlickerParams):
     if f is not None and good.any() and not good.all():
         f = np.where(good, f, np.median(f[good]))
     return f
+
+
+
+class MaskWalk:
+    """:func:`with_walk` for one fixed ``mask`` and ``params`` (a fused hook's, called
+    once per integration): the same :class:`ModelVariance` values, cheaper. The walk
+    depends on ``pixeldq`` only through the mask's DO_NOT_USE pixels, and ``pixeldq``
+    rarely changes between the integrations of an exposure: the last ``pixeldq`` (its
+    dtype, shape and bytes) and its walk are kept, and a call with an equal ``pixeldq`` (same dtype,
+    shape and values; :func:`walk_fraction` not swapped since) reuses that walk (one
+    comparison instead of the mask arithmetic, column sums and cache key of
+    :func:`with_walk`). Safe from several threads: the pair is replaced whole."""
+
+    def __init__(self, mask: np.ndarray, params: FlickerParams):
+        self.mask, self.params = mask, params
+        self._last = None  # (dtype, shape, bytes of pixeldq, walk, walk_fraction)
+
+    def __call__(self, var_kind, pixeldq) -> ModelVariance:
+        p = np.asarray(pixeldq)
+        b, last = p.tobytes(), self._last  # C-order bytes: equal bytes, equal values
+        if (last is None or last[4] is not walk_fraction or p.dtype != last[0]
+                or p.shape != last[1] or b != last[2]):
+            r = with_walk(var_kind, p, self.mask, self.params)
+            self._last = (p.dtype, p.shape, b, r.walk, walk_fraction)
+            return r
+        return ModelVariance(var_kind[0], var_kind[1], last[3])
