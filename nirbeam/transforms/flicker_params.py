@@ -490,16 +490,15 @@ def _column_walk_uncached(n: np.ndarray, params: FlickerParams):
     return f
 
 
-
 class MaskWalk:
     """:func:`with_walk` for one fixed ``mask`` and ``params`` (a fused hook's, called
     once per integration): the same :class:`ModelVariance` values, cheaper. The walk
     depends on ``pixeldq`` only through the mask's DO_NOT_USE pixels, and ``pixeldq``
     rarely changes between the integrations of an exposure: the last ``pixeldq`` (its
-    dtype, shape and bytes) and its walk are kept, and a call with an equal ``pixeldq`` (same dtype,
-    shape and values; :func:`walk_fraction` not swapped since) reuses that walk (one
-    comparison instead of the mask arithmetic, column sums and cache key of
-    :func:`with_walk`). Safe from several threads: the pair is replaced whole."""
+    dtype, shape and bytes) and its walk are kept, and a call with an equal ``pixeldq``
+    (:func:`walk_fraction` not swapped since) reuses that walk (one comparison instead of
+    the mask arithmetic, column sums and cache key of :func:`with_walk`). Safe from
+    several threads: the kept tuple is replaced whole."""
 
     def __init__(self, mask: np.ndarray, params: FlickerParams):
         self.mask, self.params = mask, params
