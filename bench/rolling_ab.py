@@ -7,7 +7,7 @@ float32, ~1 % invalid pixels, window 25, ``store=True`` as the motion reference 
 CPU (``time.process_time``) min and median over repeats. Stored medians and DQ of both are
 hashed and must agree bit for bit.
 
-    PYTHONPATH=. python bench/rolling_ab.py [--baseline 554f279] [--nints 1200] [--repeat 5]
+    python bench/rolling_ab.py [--baseline 554f279] [--nints 1200] [--repeat 5]
         [--out bench/results/rolling_ab_s14.json]
 """
 
@@ -27,6 +27,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))  # this tree's nirbeam, not an installed one
 from _provenance import provenance, write_result  # noqa: E402  (bench/ on sys.path)
 
 
