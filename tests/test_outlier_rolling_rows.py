@@ -100,7 +100,9 @@ def _ref_flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_ou
 
 def _stack(seed, n, ny, nx, dtype):
     rng = np.random.default_rng(seed)
-    cube = np.round(rng.normal(0.0, 2.0, (n, ny, nx)) * 2) / 2  # many ties
+    cube = rng.normal(100.0, 2.0, (n, ny, nx))
+    ties = rng.random(cube.shape) < 0.5
+    cube[ties] = np.round(cube[ties] * 2) / 2  # many ties
     hot = rng.random(cube.shape) < 0.02
     cube[hot] += rng.choice([-40.0, 40.0], hot.sum())  # outliers both ways
     cube = cube.astype(dtype)
