@@ -3,11 +3,13 @@
 The old kernel is ``nirbeam/transforms/outliers.py`` at ``--baseline`` (``git show``, imported
 as a module of its own from a temporary folder); the new one is the working tree's. Both run
 in one process, alternating, on the same seeded PRISM-shaped stack (``--nints`` x 32 x 512
-float32, ~1 % invalid pixels, window 25, ``store=True`` as the motion reference calls it);
+float32, ~1 % invalid pixels, or with ``--store`` a finished run's rateints sci/err/dq; window
+25, ``store=True`` as the motion reference calls it);
 CPU (``time.process_time``) min and median over repeats. Stored medians and DQ of both are
 hashed and must agree bit for bit.
 
     python bench/rolling_ab.py [--baseline 554f279] [--nints 1200] [--repeat 5]
+        [--store RUN/cubes.zarr --group jw01366004001_04101_00001_nrs1]
         [--out bench/results/rolling_ab_s14.json]
 """
 
@@ -62,10 +64,20 @@ def main(argv=None):
     ap.add_argument("--nints", type=int, default=1200)
     ap.add_argument("--window", type=int, default=25)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--store", help="a run's cubes.zarr: its rateints instead of seeded data")
+    ap.add_argument("--group", default="jw01366004001_04101_00001_nrs1")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "rolling_ab_s14.json"))
     args = ap.parse_args(argv)
     start = provenance(argv)
-    cube, err, dq = stack(args.nints)
+    if args.store:
+        from nirbeam.sinks import zarr_store
+
+        cube, err, dq = (np.ascontiguousarray(zarr_store.read_stack(
+            args.store, args.group, "rateints", k, slice(0, args.nints)))
+            for k in ("sci", "err", "dq"))
+        dq = dq.astype(np.uint32)
+    else:
+        cube, err, dq = stack(args.nints)
     valid = new._valid(cube, dq, 1)
     with tempfile.TemporaryDirectory() as tmp:
         mods = {"old": _module_at(args.baseline, tmp), "new": new}
@@ -87,9 +99,10 @@ def main(argv=None):
             for name in ("old", "new"):
                 dt, digests[name] = once(name)
                 times[name].append(dt)
-    res = {"what": f"outliers._flag_rolling (store=True, window {args.window}) on a seeded "
-                   f"{args.nints} x 32 x 512 float32 stack, old (--baseline) vs new (working "
-                   "tree) alternating in one process, CPU s per call",
+    data = f"{args.store}'s rateints" if args.store else "a seeded stack"
+    res = {"what": f"outliers._flag_rolling (store=True, window {args.window}) on {data}, "
+                   f"{cube.shape}, old (--baseline) vs new (working tree) alternating in one "
+                   "process, CPU s per call",
            "baseline": args.baseline, "repeat": args.repeat,
            "cpu_s": {k: [round(t, 4) for t in v] for k, v in times.items()},
            "min_s": {k: round(min(v), 4) for k, v in times.items()},
