@@ -17,6 +17,7 @@ import dataclasses
 import os
 import re
 import sys
+import threading
 import warnings
 from dataclasses import dataclass, field
 
@@ -146,8 +147,71 @@ def _find_ext(hdul, name):
     return None
 
 
+#: Segments scanned in this process: absolute path -> (stat, sha256 of every byte outside
+#: the SCI cube, SegmentInfo, the primary keywords of the TSO check). ``nirbeam run`` scans
+#: every input twice (the mode's classification, then the driver); the second scan of an
+#: unchanged file is this memo. Bounded (:data:`_SCAN_MEMO_MAX`, oldest dropped first).
+_SCAN_MEMO: dict[str, tuple] = {}
+_SCAN_MEMO_MAX = 256
+_SCAN_MEMO_LOCK = threading.Lock()
+
+
+def _stat_key(st) -> tuple:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _outside_sci_digest(path: str, size: int, info: SegmentInfo) -> bytes:
+    """sha256 of every byte of the file outside the SCI cube's data: all that
+    :func:`scan_segment` parses (headers, INT_TIMES and any other extension); with the
+    same size, the same bytes there give the same scan."""
+    import hashlib
+
+    sci_end = info.data_offset + info.integration_bytes * info.nints
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        h.update(fh.read(info.data_offset))
+        fh.seek(sci_end)
+        h.update(fh.read(max(size - sci_end, 0)))
+    return h.digest()
+
+
+def _scan_memo_get(path: str, st) -> tuple | None:
+    with _SCAN_MEMO_LOCK:
+        hit = _SCAN_MEMO.get(os.path.abspath(path))
+    if hit is None or hit[0][2] != st.st_size:
+        return None
+    try:
+        same = _outside_sci_digest(path, st.st_size, hit[2]) == hit[1]
+    except OSError:
+        return None
+    return hit if same else None
+
+
+def _scan_memo_put(path: str, st, info: SegmentInfo, tso_keys: tuple) -> None:
+    """Remember a scan whose file did not change while it was scanned (same stat before the
+    parse and after the digest; otherwise nothing is remembered)."""
+    try:
+        digest = _outside_sci_digest(path, st.st_size, info)
+        after = os.stat(path)
+    except OSError:
+        return
+    if _stat_key(after) != _stat_key(st):
+        return
+    key = os.path.abspath(path)
+    with _SCAN_MEMO_LOCK:
+        _SCAN_MEMO.pop(key, None)
+        while len(_SCAN_MEMO) >= _SCAN_MEMO_MAX:
+            _SCAN_MEMO.pop(next(iter(_SCAN_MEMO)))
+        _SCAN_MEMO[key] = (_stat_key(st), digest, info, tso_keys)
+
+
 def scan_segment(path: str, *, require_tso: bool = True) -> SegmentInfo:
     """Read and validate one uncal file's headers and INT_TIMES.
+
+    A file scanned before in this process with the same size and the same bytes outside
+    the SCI cube (sha256 of them, read again each time: all that the scan parses) is not
+    parsed again: its earlier result is returned (a copy; the TSO check made as
+    ``require_tso`` asks).
 
     Parameters
     ----------
@@ -164,7 +228,13 @@ def scan_segment(path: str, *, require_tso: bool = True) -> SegmentInfo:
     path = str(path)
     if not os.path.isfile(path):
         raise BadInputError(path, "no such file")
-    size = os.path.getsize(path)
+    st = os.stat(path)
+    hit = _scan_memo_get(path, st)
+    if hit is not None:
+        if require_tso:
+            _check_tso(path, *hit[3])
+        return dataclasses.replace(hit[2], times=dict(hit[2].times))
+    size = st.st_size
     with open(path, "rb") as fh:
         head = fh.read(30)
     if not head.startswith(b"SIMPLE  =") or size < 2880:
@@ -176,7 +246,27 @@ def scan_segment(path: str, *, require_tso: bool = True) -> SegmentInfo:
     except Exception as exc:  # astropy raises several types for broken files
         raise BadInputError(path, f"cannot be opened as FITS ({exc})") from None
     with hdul:
-        return _scan_open(hdul, path, size, require_tso)
+        info, tso_keys = _scan_open(hdul, path, size, require_tso)
+    _scan_memo_put(path, st, info, tso_keys)
+    return dataclasses.replace(info, times=dict(info.times))
+
+
+def _check_tso(path, instrume, exp_type, tsovisit):
+    """The ``require_tso`` check: INSTRUME NIRSPEC and EXP_TYPE NRS_BRIGHTOBJ or TSOVISIT
+    (``tsovisit``: the primary header's value, None when absent)."""
+    if instrume != "NIRSPEC":
+        raise BadInputError(
+            path, f"INSTRUME={instrume!r}; the TSO pipeline expects 'NIRSPEC'", "PRIMARY", "INSTRUME"
+        )
+    tso = bool(tsovisit) or exp_type == "NRS_BRIGHTOBJ"
+    if not tso:
+        raise BadInputError(
+            path,
+            f"EXP_TYPE={exp_type!r} and TSOVISIT={tsovisit!r}: not a time-series "
+            "exposure (expected EXP_TYPE='NRS_BRIGHTOBJ' or TSOVISIT=T)",
+            "PRIMARY",
+            "EXP_TYPE",
+        )
 
 
 def _scan_open(hdul, path, size, require_tso):
@@ -201,20 +291,9 @@ def _scan_open(hdul, path, size, require_tso):
     exp_from_name, seg_from_name, det_from_name = parse_filename(path)
     instrume = str(_kw(ph, "INSTRUME", path, "PRIMARY")).strip().upper()
     exp_type = str(ph.get("EXP_TYPE", "")).strip().upper()
+    tso_keys = (instrume, exp_type, ph.get("TSOVISIT"))
     if require_tso:
-        if instrume != "NIRSPEC":
-            raise BadInputError(
-                path, f"INSTRUME={instrume!r}; the TSO pipeline expects 'NIRSPEC'", "PRIMARY", "INSTRUME"
-            )
-        tso = bool(ph.get("TSOVISIT", False)) or exp_type == "NRS_BRIGHTOBJ"
-        if not tso:
-            raise BadInputError(
-                path,
-                f"EXP_TYPE={exp_type!r} and TSOVISIT={ph.get('TSOVISIT')!r}: not a time-series "
-                "exposure (expected EXP_TYPE='NRS_BRIGHTOBJ' or TSOVISIT=T)",
-                "PRIMARY",
-                "EXP_TYPE",
-            )
+        _check_tso(path, *tso_keys)
     detector = str(_kw(ph, "DETECTOR", path, "PRIMARY")).strip().upper()
     if det_from_name and det_from_name != detector:
         raise BadInputError(
@@ -324,7 +403,7 @@ def _scan_open(hdul, path, size, require_tso):
         nrs_ref=nrs_ref,
     )
     times, notes, bad = _read_int_times(hdul, path, meta, intstart, intend, ph)
-    return SegmentInfo(
+    info = SegmentInfo(
         path=os.path.abspath(path),
         meta=meta,
         segnum=segnum,
@@ -336,6 +415,7 @@ def _scan_open(hdul, path, size, require_tso):
         notes=tuple(notes),
         bad_times=tuple(sorted(bad.items())),
     )
+    return info, tso_keys
 
 
 _TIME_FIELDS = tuple(f for f in dataclasses.fields(IntTimes) if f.name != "derived")

@@ -97,8 +97,9 @@ def _slide_window(a, b, o, v, window):  # pragma: no cover - compiled
     nothing leaves) and insert ``v`` (after the equal values; ``+inf``: nothing enters).
     With ``a'`` the window without ``o``, ``a'[k] = a[k] if a[k] < o else a[k + 1]`` and
     ``b[k] = a'[k] if a'[k] <= v else (a'[k - 1] if a'[k - 1] > v else v)``: selects over
-    ``k`` with no data-dependent branch, so the loop vectorises. The one slide of the batch
-    (:func:`_slide_row`) and streaming (:func:`_slide_frame`) flaggers."""
+    ``k`` with no data-dependent branch, so the loop vectorises. The streaming flagger's
+    slide (:func:`_slide_frame`); the batch flagger's :func:`_slide_rows` makes the same
+    selects with its loops turned round (pixels inside)."""
     for k in range(1, window + 1):
         am = a[k - 1]
         ak = a[k]
@@ -109,29 +110,36 @@ def _slide_window(a, b, o, v, window):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _slide_row(A, B, cnt, cube, valid, ps, pe, y, window, nx):  # pragma: no cover - compiled
-    """Every pixel of row ``y``: remove integration ``ps`` from its sorted window (``ps <
-    0``: none) and insert ``pe`` (``pe < 0``: none), from ``A`` into ``B``.
-
-    ``A[x]``, ``B[x]``: (window + 2,), ``-inf``, the window ascending, ``+inf`` below its
-    values. ``B`` is element for element the window that the one-at-a-time removal (of the
-    first value equal to the one leaving, ``o``) and insertion (after the values equal to
-    the one entering, ``v``) leave: with ``a`` the window and ``a'`` it without ``o``,
-    ``a'[k] = a[k] if a[k] < o else a[k + 1]``, and ``b[k] = a'[k] if a'[k] <= v else
-    (a'[k - 1] if a'[k - 1] > v else v)`` (``+inf`` for nothing to remove or insert).
-    Selects over ``k`` with no data-dependent branch: the loop vectorises, where a
-    walk along the window costs a branch miss or two per pixel.
-    """
+def _slide_rows(A, B, cnt, cube, valid, ps, pe, y, nx, o, v):  # pragma: no cover - compiled
+    """The batch slide of row ``y``: every pixel's window, from ``A`` into ``B`` (both
+    (window + 2, nx), the windows down the columns: ``-inf`` first, ascending, ``+inf``
+    below the values), removes integration ``ps`` (``ps < 0``: none) and inserts ``pe``
+    (``pe < 0``: none). The selects of :func:`_slide_window` (same operations on the same
+    values, so the same windows element for element), with ``k`` outside and the row's
+    pixels inside: the inner loop runs over ``nx`` contiguous values (``o``, ``v``: (nx,)
+    scratch for what leaves and enters each pixel's window)."""
     for x in range(nx):
-        o = np.inf
-        v = np.inf
+        ox = np.inf
+        vx = np.inf
         if ps >= 0 and valid[ps, y, x]:
-            o = np.float64(cube[ps, y, x])
+            ox = cube[ps, y, x]
             cnt[x] -= 1
         if pe >= 0 and valid[pe, y, x]:
-            v = np.float64(cube[pe, y, x])
+            vx = cube[pe, y, x]
             cnt[x] += 1
-        _slide_window(A[x], B[x], o, v, window)
+        o[x] = ox
+        v[x] = vx
+    for k in range(1, A.shape[0] - 1):
+        am = A[k - 1]
+        ak = A[k]
+        ap = A[k + 1]
+        bk = B[k]
+        for x in range(nx):
+            ox = o[x]
+            vx = v[x]
+            t0 = am[x] if am[x] < ox else ak[x]  # a'[k - 1]
+            t1 = ak[x] if ak[x] < ox else ap[x]  # a'[k]
+            bk[x] = t1 if t1 <= vx else (t0 if t0 > vx else vx)
 
 
 @numba.njit(cache=True)
@@ -142,8 +150,11 @@ def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, s
     their windows are those of the whole stack. With ``store``, the window median of
     every (integration, pixel) of the span goes to ``med_out`` ((stop - start, ny, nx),
     row ``j - start``; NaN where the window has no valid value) and nothing is flagged
-    here. The windows of a row slide together (:func:`_slide_row`: one integration
+    here. The windows of a row slide together (:func:`_slide_rows`: one integration
     leaves and one enters each step; the first window is filled by insertions alone).
+    The windows hold the cube's own values in its dtype (float32 for float32 cubes: half
+    the bytes, twice the values per vector; exact, and ordered as their float64 values);
+    a median is formed in float64 from them, as from float64 windows.
     """
     n, ny, nx = cube.shape
     if stop < 0 or stop > n:
@@ -151,13 +162,15 @@ def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, s
     start = max(start, 0)
     out = dq.astype(np.uint32)
     w = max(window, 1)
-    A = np.empty((nx, w + 2), np.float64)
-    B = np.empty((nx, w + 2), np.float64)
+    A = np.empty((w + 2, nx), cube.dtype)
+    B = np.empty((w + 2, nx), cube.dtype)
+    o = np.empty(nx, cube.dtype)
+    v = np.empty(nx, cube.dtype)
     cnt = np.zeros(nx, np.int64)
     s0 = 0 if n <= window else min(max(start - window // 2, 0), n - window)
     for y in range(ny):
         A[:] = np.inf
-        A[:, 0] = -np.inf
+        A[0] = -np.inf
         B[:] = A
         cnt[:] = 0
         ps = s0
@@ -170,8 +183,8 @@ def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, s
                 s = min(max(j - window // 2, 0), n - window)
                 e = s + window
             while ps < s or pe < e:  # one leaves and one enters (or one side only)
-                _slide_row(A, B, cnt, cube, valid, ps if ps < s else -1,
-                           pe if pe < e else -1, y, w, nx)
+                _slide_rows(A, B, cnt, cube, valid, ps if ps < s else -1,
+                            pe if pe < e else -1, y, nx, o, v)
                 A, B = B, A
                 if ps < s:
                     ps += 1
@@ -183,11 +196,11 @@ def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, s
                     med_out[j - start, y, x] = np.nan
                 if c == 0 or not (valid[j, y, x] or store):
                     continue
-                h = c // 2 + 1  # A[x, 0] is the -inf sentinel
+                h = c // 2 + 1  # A[0, x] is the -inf sentinel
                 if c % 2 == 1:
-                    med = A[x, h]
+                    med = np.float64(A[h, x])
                 else:
-                    med = 0.5 * (A[x, h - 1] + A[x, h])
+                    med = 0.5 * (np.float64(A[h - 1, x]) + np.float64(A[h, x]))
                 if store:
                     med_out[j - start, y, x] = med
                     continue
@@ -199,7 +212,7 @@ def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, s
 
 @numba.njit(cache=True, error_model="numpy")
 def _slide_frame(A, B, cnt, fo, vo, fi, vi, has_out, has_in):  # pragma: no cover - compiled
-    """The streaming form of :func:`_slide_row`: every pixel of a frame, remove ``fo``
+    """The streaming form of :func:`_slide_rows`: every pixel of a frame, remove ``fo``
     (where ``has_out`` and ``vo``) from its sorted window ``A[y, x]`` and insert ``fi``
     (where ``has_in`` and ``vi``), into ``B`` (both (ny, nx, window + 2), ``-inf``, the
     window ascending, ``+inf`` below its values)."""
@@ -662,8 +675,11 @@ def flag_outliers(
                          f"{cube.shape[0]}, got {span}")
     store = reference == "motion"
     med = np.empty((stop - start, *cube.shape[1:]) if store else (1, 1, 1), np.float64)
+    # the kernel's sorted windows are in the cube's dtype: float32 / float64 as given,
+    # anything else as float64 (the values the kernel compared before, as np.float64)
+    kdt = cube.dtype if cube.dtype in (np.float32, np.float64) else np.float64
     out = _flag_rolling(
-        np.ascontiguousarray(cube),
+        np.ascontiguousarray(cube, dtype=kdt),
         np.ascontiguousarray(err),
         valid,
         np.ascontiguousarray(dq, dtype=np.uint32),
