@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import sys
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -701,10 +700,10 @@ def read_ramp(info: SegmentInfo, integration: int) -> np.ndarray:
     if got != out.nbytes:
         raise BadInputError(info.path, f"integration {integration}: SCI data ends after {got} "
                             f"of its {out.nbytes} bytes (file cut short?)", "SCI")
-    # on disk: big-endian int16 with BZERO=32768, i.e. the uint16 value with its top bit flipped
-    if sys.byteorder == "little":
-        out.byteswap(inplace=True)
-    out ^= np.uint16(0x8000)
+    # on disk: big-endian int16 with BZERO=32768, i.e. the uint16 value with its top bit
+    # flipped: the bytes read as big-endian uint16, flipped into native order in one pass
+    # (in place: same elements, same strides; byteswap then ^= was two passes, 2x slower)
+    np.bitwise_xor(out.view(">u2"), np.uint16(0x8000), out=out)
     return out
 
 
