@@ -413,8 +413,8 @@ def _replay(msg, raise_: bool = True):
         for h in lg.handlers:
             if record.levelno >= h.level:
                 h.handle(record)
-    for m, c, f, n, ln in shown:
-        warnings.showwarning(m, c, f, n, None, ln)
+    for m, c, f, n, _ln in shown:  # (through this process's filters: the same as there)
+        warnings.warn_explicit(m, c, f, n)
     if status == "error":
         if raise_:
             exc, tb = value
