@@ -103,6 +103,21 @@ def test_writer_failure_raised_child_reaped(caplog):
     assert _children() == []
 
 
+def test_interrupt_kills_and_reaps_the_child():
+    import time
+
+    def fn():
+        time.sleep(60)
+
+    def other():
+        raise KeyboardInterrupt
+
+    t = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        P._beside(fn, other)
+    assert time.perf_counter() - t < 30 and _children() == []
+
+
 def test_switch(monkeypatch, tmp_path):
     monkeypatch.setenv(P.PLOTS_PROCESS_ENV, "0")
     assert not P.plots_in_child(str(tmp_path))

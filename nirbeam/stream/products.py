@@ -318,14 +318,29 @@ def _beside(fn, other):
             os.kill(pid, signal.SIGKILL)
         try:
             _replay(_collect(pid, r), raise_=False)
-        except Exception:  # noqa: BLE001, S110 - other's exception is the one to raise
-            pass
+        except BaseException:  # noqa: BLE001 - other's exception is the one to raise
+            _kill(pid)
         raise
-    msg = _collect(pid, r)
+    try:
+        msg = _collect(pid, r)
+    except BaseException:  # interrupted while waiting: no child left behind
+        _kill(pid)
+        raise
     if msg is None:
         log.warning("the plot process ended without a result: fit and plots drawn here")
         return fn()
     return _replay(msg)
+
+
+def _kill(pid: int) -> None:
+    """The child killed and reaped (nothing said if it is gone already)."""
+    import signal
+
+    for step in (lambda: os.kill(pid, signal.SIGKILL), lambda: os.waitpid(pid, 0)):
+        try:
+            step()
+        except (ProcessLookupError, ChildProcessError):
+            pass
 
 
 def _child_call(fn) -> tuple:
