@@ -36,6 +36,9 @@ json.dump({"rc": rc, "modules": sorted(sys.modules)}, open(sys.argv[1], "w"))
 def _env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    # the fit and plots in this process: a plot child process's imports (matplotlib,
+    # batman) would not be in this process's sys.modules (the same modules either way)
+    env["NIRBEAM_PLOTS_PROCESS"] = "0"
     return env
 
 

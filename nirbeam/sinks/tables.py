@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from astropy.table import Table
 
 from nirbeam.sinks.fs import atomic_path  # local path or fsspec URL
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 __all__ = ["write_table", "astropy_table", "write_json", "atomic_path"]
 
@@ -34,6 +36,10 @@ def astropy_table(columns: Mapping[str, np.ndarray], meta: Mapping[str, Any],
                   units: Mapping[str, str] | None = None,
                   descriptions: Mapping[str, str] | None = None) -> Table:
     """The astropy Table :func:`write_table` writes (columns, cleaned meta, units, descriptions)."""
+    # imported here: write_json and atomic_path users (the plot process's fit JSON, the
+    # x1dints writer) do not pay astropy.table's import (~0.3 CPU-s)
+    from astropy.table import Table
+
     t = Table({k: np.asarray(v) for k, v in columns.items()}, meta=_clean_meta(meta))
     for k, u in (units or {}).items():
         if k in t.colnames and u:
