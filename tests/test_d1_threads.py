@@ -126,3 +126,37 @@ def test_thread_count_setting(monkeypatch):
     assert detector1_pool(items((2048, 2048))) == (1, None)
     monkeypatch.setenv(D1_THREADS_ENV, "1")
     assert detector1_pool(items((32, 512))) == (1, None)
+
+
+D1_KERNEL_MODULES = ("detector1", "ramp_fit", "jump", "refpix", "saturation", "sat_tail",
+                     "linearity", "dark", "superbias", "flicker_hook", "flicker_kernels",
+                     "flicker_sort")
+
+
+def test_detector1_kernels_release_the_gil():
+    """Every numba kernel of detector1's path (its fused kernel, prepasses and the 1/f
+    hook) has ``nogil=True``: a kernel without it serialises the threads of
+    :func:`detector1_pool` (results stay the same: only the time shows it). The
+    numba-parallel kernel is the exception (one call at a time, see
+    :func:`detector1_threads`)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(rate_steps.__file__).resolve().parents[1] / "transforms"
+    found, bad = 0, []
+    for mod in D1_KERNEL_MODULES:
+        tree = ast.parse((root / f"{mod}.py").read_text())
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for dec in node.decorator_list:
+                f = dec.func if isinstance(dec, ast.Call) else dec
+                if getattr(f, "id", getattr(f, "attr", None)) not in ("njit", "jit"):
+                    continue
+                found += 1
+                kw = {k.arg: getattr(k.value, "value", None)
+                      for k in getattr(dec, "keywords", [])}
+                if kw.get("parallel") is not True and kw.get("nogil") is not True:
+                    bad.append(f"{mod}.{node.name}")
+    assert found > 80
+    assert not bad, bad
