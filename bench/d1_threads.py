@@ -4,7 +4,7 @@ CPU seconds of each pass (no writes: ``CalibrateBlock._results`` only), the load
 around it, and a bit-for-bit check of the five arrays between the passes.
 
     python bench/d1_threads.py RUN_FOLDER UNCAL_DIR [--nints 256] [--block 32]
-        [--threads 1,2] [--repeat 5]
+        [--threads 1,2,p] [--repeat 5]
 
 RUN_FOLDER: a finished ``nirbeam run`` on UNCAL_DIR (its store holds the references and
 the scene mask detector1 needs).
@@ -28,7 +28,7 @@ def main(argv=None) -> None:
     ap.add_argument("uncal")
     ap.add_argument("--nints", type=int, default=256)
     ap.add_argument("--block", type=int, default=32)
-    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--threads", default="1,2", help="thread counts; p: numba-parallel")
     ap.add_argument("--repeat", type=int, default=5)
     a = ap.parse_args(argv)
 
@@ -49,7 +49,9 @@ def main(argv=None) -> None:
     cb._read_calibrate(items[0])  # caches and kernels loaded before any timing
 
     def one_pass(threads):
-        os.environ[rate_steps.D1_THREADS_ENV] = str(threads)
+        # "p": one thread, detector1's numba-parallel kernel (NIRBEAM_DETECTOR1_PARALLEL=1)
+        os.environ["NIRBEAM_DETECTOR1_PARALLEL"] = "1" if threads == "p" else "0"
+        os.environ[rate_steps.D1_THREADS_ENV] = "1" if threads == "p" else threads
         cb._warm = False
         out = {}
         la0 = os.getloadavg()[0]
@@ -65,7 +67,7 @@ def main(argv=None) -> None:
     ref = None
     rows = []
     for _ in range(a.repeat):
-        for t in (int(x) for x in a.threads.split(",")):
+        for t in a.threads.split(","):
             out, row = one_pass(t)
             if ref is None:
                 ref = out
@@ -74,7 +76,7 @@ def main(argv=None) -> None:
             row["identical"] = same
             rows.append(row)
             print(json.dumps(row), flush=True)
-    for t in sorted({r["threads"] for r in rows}):
+    for t in a.threads.split(","):
         w = sorted(r["wall_s"] for r in rows if r["threads"] == t)
         c = sorted(r["cpu_s"] for r in rows if r["threads"] == t)
         print(f"threads={t}: wall min {w[0]:.3f} median {w[len(w) // 2]:.3f}; "
