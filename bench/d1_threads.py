@@ -4,7 +4,11 @@ CPU seconds of each pass (no writes: ``CalibrateBlock._results`` only), the load
 around it, and a bit-for-bit check of the five arrays between the passes.
 
     python bench/d1_threads.py RUN_FOLDER UNCAL_DIR [--nints 256] [--block 32]
-        [--threads 1,2,p] [--repeat 5]
+        [--threads 1,2,p] [--repeat 5] [--idle 0.8 --wait 1500]
+
+``--idle C``: each round starts only once C cores were idle over one second (/proc/stat;
+a shared machine: rounds at idle moments only, each row says how idle), giving up after
+``--wait`` seconds in all.
 
 RUN_FOLDER: a finished ``nirbeam run`` on UNCAL_DIR (its store holds the references and
 the scene mask detector1 needs).
@@ -22,6 +26,19 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree's nirbeam
 
 
+def idle_cores() -> float:
+    """Cores idle (idle + iowait) over one second, from /proc/stat."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v)
+
+    i0, t0 = snap()
+    time.sleep(1.0)
+    i1, t1 = snap()
+    return (os.cpu_count() or 1) * (i1 - i0) / max(1, t1 - t0)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run")
@@ -30,6 +47,8 @@ def main(argv=None) -> None:
     ap.add_argument("--block", type=int, default=32)
     ap.add_argument("--threads", default="1,2", help="thread counts; p: numba-parallel")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--idle", type=float, default=0.0)
+    ap.add_argument("--wait", type=float, default=1500.0)
     a = ap.parse_args(argv)
 
     from nirbeam.core.records import IntegrationKey
@@ -66,9 +85,16 @@ def main(argv=None) -> None:
 
     ref = None
     rows = []
+    give_up = time.time() + a.wait
     for _ in range(a.repeat):
+        idle = idle_cores()
+        while idle < a.idle and time.time() < give_up:
+            idle = idle_cores()
+        if idle < a.idle:
+            break
         for t in a.threads.split(","):
             out, row = one_pass(t)
+            row["idle_cores_before"] = round(idle, 2)
             if ref is None:
                 ref = out
             same = all(getattr(out[i], k).tobytes() == getattr(ref[i], k).tobytes()
@@ -79,6 +105,8 @@ def main(argv=None) -> None:
     for t in a.threads.split(","):
         w = sorted(r["wall_s"] for r in rows if r["threads"] == t)
         c = sorted(r["cpu_s"] for r in rows if r["threads"] == t)
+        if not w:
+            continue
         print(f"threads={t}: wall min {w[0]:.3f} median {w[len(w) // 2]:.3f}; "
               f"cpu min {c[0]:.3f} median {c[len(c) // 2]:.3f} ({len(items)} integrations)")
 
