@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +86,68 @@ def read_record(item: ReadItem) -> IntegrationRecord:
 
 BAD_TIME_STEP = "int_times"
 """Provenance step of an integration whose INT_TIMES row failed its checks."""
+
+
+D1_THREADS_ENV = "NIRBEAM_D1_THREADS"
+"""Environment variable: threads that read and calibrate a block's integrations
+(:class:`CalibrateBlock`); ``1`` keeps them on the DoFn thread, ``auto`` (or unset):
+:func:`detector1_threads`."""
+D1_MAX_THREADS = 4
+"""At most this many threads under ``auto`` (measured on 2 cores only; the DoFn thread's
+Python glue and the block writer share the process's GIL)."""
+
+
+def detector1_threads() -> int:
+    """Threads :class:`CalibrateBlock` reads and calibrates integrations on:
+    ``$NIRBEAM_D1_THREADS`` when it is a number (>= 1), else the cores this process may
+    use (:func:`nirbeam.stream.runners.available_cores`, at most :data:`D1_MAX_THREADS`),
+    but 1 in a runner's worker process (``NUMBA_NUM_THREADS=1`` there, from
+    :data:`~nirbeam.stream.runners.WORKER_ENV`: the processes are the parallelism) and
+    when detector1 runs its numba-parallel kernel (``NIRBEAM_DETECTOR1_PARALLEL=1``: numba's
+    workqueue layer takes no concurrent calls)."""
+    v = os.environ.get(D1_THREADS_ENV, "").strip().lower()
+    if v not in ("", "auto"):
+        try:
+            return max(1, int(v))
+        except ValueError:
+            raise ValueError(f"{D1_THREADS_ENV}={v!r}: expected an integer >= 1 or 'auto'") from None
+    if os.environ.get("NUMBA_NUM_THREADS", "").strip() == "1":
+        return 1
+    from nirbeam.transforms.detector1 import default_parallel
+
+    if default_parallel():
+        return 1
+    from nirbeam.stream.runners import available_cores
+
+    return min(available_cores(), D1_MAX_THREADS)
+
+
+_D1_POOL: list = []  # [(threads, ThreadPoolExecutor)]: this process's, made on first use
+_D1_POOL_LOCK = threading.Lock()
+
+
+def detector1_pool(items):
+    """``(threads, pool)``: the process's thread pool for reading and calibrating
+    ``items`` (one block's), or ``(1, None)`` to run them on the caller's thread: for one
+    thread (:func:`detector1_threads`), a single item, or full frames (2048 x 2048, IRS2
+    too: hundreds of MB per integration in flight, and detector1 works in column bands
+    there). One pool per process, shared by every :class:`CalibrateBlock` (a runner's
+    several DoFn threads share its threads)."""
+    n = detector1_threads()
+    if n <= 1 or len(items) < 2:
+        return 1, None
+    meta = getattr(getattr(items[0], "segment", None), "meta", None)
+    shape = tuple(getattr(meta, "image_shape", ()) or ())
+    if len(shape) == 2 and shape[0] * shape[1] >= 2048 * 2048:
+        return 1, None
+    with _D1_POOL_LOCK:
+        if not _D1_POOL or _D1_POOL[0][0] != n:  # (another count: a test or bench changed it)
+            from concurrent.futures import ThreadPoolExecutor
+
+            # an old pool is dropped, not shut down (a caller may still be submitting to
+            # it): its idle threads end when it is collected
+            _D1_POOL[:] = [(n, ThreadPoolExecutor(n, thread_name_prefix="nirbeam-d1"))]
+        return _D1_POOL[0]
 
 
 _REF_CACHE: dict[tuple[str, str, str], ReferenceArrays] = {}
@@ -580,10 +644,50 @@ class CalibrateBlock(beam.DoFn):
 
     def _dead(self, item: ReadItem, step: str, exc: Exception) -> DeadLetter:
         reason = f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, StepFailed):
-            log.warning("%s failed on %s: %s", step, item.key, reason, exc_info=True)
+        if not isinstance(exc, StepFailed):  # exc_info=exc: also after the except block
+            log.warning("%s failed on %s: %s", step, item.key, reason, exc_info=exc)
         self.m[f"{step}.deadletters"].inc()
         return DeadLetter(item.key, step, reason, item.segment.path)
+
+    def _read_calibrate(self, item: ReadItem):
+        """``(failed step or None, record or exception, read s, detector1 s)`` of one
+        integration; touches no metrics (it may run on a :func:`detector1_pool` thread)."""
+        t0 = time.perf_counter()
+        try:
+            rec = read_record(item)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a dead letter
+            return "read", exc, 0.0, 0.0
+        t_read = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        try:
+            holder, rec = [rec], None  # handed over: the raw ramp is freed once used
+            rec = self.calibrate.owned(holder)
+        except Exception as exc:  # noqa: BLE001
+            return "detector1", exc, t_read, 0.0
+        return None, rec, t_read, time.perf_counter() - t0
+
+    def _results(self, items):
+        """``(item, its :meth:`_read_calibrate`)`` in item order: on the DoFn thread, or
+        on the :func:`detector1_pool` threads (at most one more integration in flight than
+        threads, so a block never holds all its records at once)."""
+        threads, pool = detector1_pool(items)
+        if pool is None:
+            for item in items:
+                yield item, self._read_calibrate(item)
+            return
+        if not getattr(self, "_warm", False):  # this DoFn's first integration on its own:
+            self._warm = True  # the references, scene mask and hook cached once, not per thread
+            yield items[0], self._read_calibrate(items[0])
+            items = items[1:]
+        window: deque = deque()
+        for item in items:
+            window.append((item, pool.submit(self._read_calibrate, item)))
+            if len(window) > threads:
+                item0, fut = window.popleft()
+                yield item0, fut.result()
+        while window:
+            item0, fut = window.popleft()
+            yield item0, fut.result()
 
     def process(self, block: RateBlock):
         """Yield the block's dead letters (if any)."""
@@ -594,26 +698,21 @@ class CalibrateBlock(beam.DoFn):
         ok = np.zeros(n, bool)
         dead = []
         computed = []
-        for item in block.items:
-            t0 = time.perf_counter()
-            try:
-                rec = read_record(item)
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a dead letter
-                dead.append(self._dead(item, "read", exc))
+        # metrics, dead letters and the block's arrays on this (the DoFn's) thread, in order
+        for item, (failed, rec, t_read, t_d1) in self._results(block.items):
+            if failed == "read":
+                dead.append(self._dead(item, "read", rec))
                 continue
             self.m["read.records"].inc()
-            self.ms["read"].update(int((time.perf_counter() - t0) * 1000))
-            t0 = time.perf_counter()
-            try:
-                holder, rec = [rec], None  # handed over: the raw ramp is freed once used
-                rec = self.calibrate.owned(holder)
-            except Exception as exc:  # noqa: BLE001
-                dead.append(self._dead(item, "detector1", exc))
+            self.ms["read"].update(int(t_read * 1000))
+            if failed == "detector1":
+                dead.append(self._dead(item, "detector1", rec))
                 continue
             self.m["detector1.records"].inc()
-            self.ms["detector1"].update(int((time.perf_counter() - t0) * 1000))
+            self.ms["detector1"].update(int(t_d1 * 1000))
             values = {"sci": rec.rate, "err": rec.err, "dq": rec.dq,
                       "var_poisson": rec.var_poisson, "var_rnoise": rec.var_rnoise}
+            rec = None
             if buf is None:
                 buf = self._buffers(n, values)
             j = item.key.integration - block.start

@@ -22,7 +22,7 @@ class DarkParams:
     enabled: bool = True
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def dark_value(v):
     """Dark value to subtract: 0 for NaN (float32)."""
     if np.isnan(v):
@@ -30,7 +30,7 @@ def dark_value(v):
     return np.float32(v)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def subtract_dark(groups, pixeldq, dark, dark_dq):
     """Subtract the dark in place.
 

@@ -389,7 +389,7 @@ def _walk_constants(n: int, tgroup: float, group: bool) -> tuple[float, float]:
     return c_rho, c_walk
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _add_variance(var, f, a, b, c, var_p, var_r, err):
     """In place, where VAR_RNOISE is finite and ERR > 0: ``var_r += c * v`` with
     ``v = var * (a + b * f)`` (float64; non-finite ``v`` counts 0; the sum in float64,
@@ -453,7 +453,7 @@ def _empty_result(ny, nx) -> RateResult:
 # fused path
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _count_all_dnu_groups_fused(ramp, satidx, psat, n_grow, thresh, bias, mean0, last2, nreads1,
                                 readpatt):
     """Groups DO_NOT_USE in every pixel after saturation flagging (early exit)."""
@@ -476,7 +476,7 @@ def _count_all_dnu_groups_fused(ramp, satidx, psat, n_grow, thresh, bias, mean0,
     return ng - nseen
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _calib_row(ramp, cr, s, D, Q, PDQ, LOK, VR, RR, LG,
                do_dqinit, mask,
                do_sat, satidx, psat, n_grow, thresh, sat_pdq, readpatt, mean0, last2, nreads1,
@@ -522,7 +522,7 @@ def _calib_row(ramp, cr, s, D, Q, PDQ, LOK, VR, RR, LG,
             D[s, x, g] = VR[x]
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _lin_status_row(coeffs, lin_dq, cr, pdq, LOK):
     """:func:`~nirbeam.transforms.linearity.linearity_pixel_status` for every pixel of
     row ``cr``, in loops over the pixels without branches (they vectorise): ``LOK[x]``
@@ -549,7 +549,7 @@ def _lin_status_row(coeffs, lin_dq, cr, pdq, LOK):
         LOK[x] = not (nolin or bad)
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _lin_dark_row(V, R, LG, g, cr, do_lin, coeffs, do_dark, dark):
     """Linearity (where ``LG[x]``: the pixel's correction applies and group ``g`` is not
     SATURATED) then dark_current of group ``g`` of row ``cr``, in place in ``V`` (float32,
@@ -593,7 +593,7 @@ def _lin_dark_row(V, R, LG, g, cr, do_lin, coeffs, do_dark, dark):
             V[x] = np.float32(V[x] - _dark.dark_value(dark[g, cr, x]))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _calibrate_cube(ramp, do_dqinit, mask,
                     do_sat, satidx, psat, n_grow, thresh, sat_pdq, readpatt, mean0, last2, nreads1,
                     bias, sb_dq,
@@ -691,7 +691,7 @@ def _calibrate_cube(ramp, do_dqinit, mask,
                                            readpatt)
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _load_px(D, Q, LD, s, x, g_in, q_in, row):
     """Pixel ``x`` of the input cube's row ``row`` into ring slot ``s`` pixel-major
     (``D[s, x]``, ``Q[s, x]``), once per ring fill (``LD[s, x]``)."""
@@ -702,7 +702,7 @@ def _load_px(D, Q, LD, s, x, g_in, q_in, row):
         LD[s, x] = True
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                 do_dqinit, mask,
                 do_sat, satidx, psat, n_grow, thresh, sat_pdq, readpatt, mean0, last2, nreads1,

@@ -163,7 +163,7 @@ class HookWorkPool:
         self.free.append(work)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _group_values(out, k, ref, upix, vals, work, buf, per_group, mid):
     """The background values of group ``k`` that :func:`model_mad` takes the medians of,
     into ``vals[:nmu]`` (``nmu = upix.size``): ``out[k] - out[ka]`` at the pixels
@@ -256,7 +256,7 @@ COUNT_MIN = 1 << 16
 (the MAD) from :data:`MAD_SAMPLE` values; below, from :data:`MAD_SAMPLE_SMALL`."""
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _select_in(src, n, lo, hi, p1, p2, nb, center, absdev, buf):
     """``(s[lo], s[hi])`` of the sorted non-NaN values of ``src[:n]`` (``|src - center|``
     when ``absdev``) given that ``nb`` of them are below ``p1`` and ranks ``lo..hi`` are
@@ -279,7 +279,7 @@ def _select_in(src, n, lo, hi, p1, p2, nb, center, absdev, buf):
     return pair_inplace(buf, m, lo - nb, hi - nb)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _median_in_bracket(src, n, lo, hi, p1, p2, buf):
     """``(s[lo], s[hi])`` of ``s``, the sorted non-NaN values of ``src[:n]`` (their
     ranks; NaN entries are left out), exact for any ``p1 <= p2``, which only decide
@@ -309,7 +309,7 @@ COUNT_SELECT = 256
 """... while the bracket holds more than this many values."""
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _pair_counted(src, n, lo, hi, center, absdev, ns, buf):
     """``(s[lo], s[hi])`` of ``s``, the sorted non-NaN values of ``src[:n]``
     (``|src - center|`` when ``absdev``; their ranks), exact whatever the sample: a
@@ -341,7 +341,7 @@ def _pair_counted(src, n, lo, hi, center, absdev, ns, buf):
     return _select_in(src, n, lo, hi, q1, q2, nb, center, absdev, buf)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _pooled_mad(vals, n, nf, buf, count_min, bracket, p1, p2):
     """MAD of the ``nf`` finite values of ``vals[:n]`` (already less their group's
     median; the others +inf; ``nf`` counted as they were stored):
@@ -375,7 +375,7 @@ def _pooled_mad(vals, n, nf, buf, count_min, bracket, p1, p2):
     return 0.5 * (a + b)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, use_mean,
                        clip_sigma, min_pixels, from_first, blocks, slot_row, slot_flat, comps,
                        comp_off, pixels, want_var, k_var, a_var, resid, two, light, out, var,
@@ -593,7 +593,7 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
     return mad
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def column_variance_kernel(ncol, s2, k, a, resid, min_pixels, var):
     """``var`` (ny, nx): :func:`~nirbeam.transforms.flicker_groups._column_variance`
     (``column_factor(n) s2`` per column with ``n = ncol >= min_pixels``, i.e.

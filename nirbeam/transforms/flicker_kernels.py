@@ -21,7 +21,7 @@ from nirbeam.transforms.flicker_sort import (
 )
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def groups_median_kernel(
     g,
     gdq,
@@ -88,7 +88,7 @@ def groups_median_kernel(
                     models[k, y, c] = off[c, 0]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def block_column_offsets(s, d, use, keep, n, m, om, oz, scale, lim, tot, h, w, net, use_mean,
                          clip_sigma, min_pixels, c0, good, off):
     """The column offsets of one block of ``w`` columns from its gathered values (the
@@ -148,7 +148,7 @@ def block_column_offsets(s, d, use, keep, n, m, om, oz, scale, lim, tot, h, w, n
         off[c0 + cc, 0] = om[cc] if ok else 0.0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def groups_fft_normal_kernel(
     g,
     gdq,
@@ -303,7 +303,7 @@ def groups_fft_normal_kernel(
                     rhs[k, c, a, 0] = 0.0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def groups_fft_model_kernel(g, coef, good, basis, out, models, from_first=False):
     """Models ``basis @ coef`` (bad columns filled from their neighbours) of every
     difference, re-integrated into ``out`` (subtracted from each group if
@@ -338,7 +338,7 @@ def groups_fft_model_kernel(g, coef, good, basis, out, models, from_first=False)
                     models[k, y, c] = model[c]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _mad_value(g, msk, per_group, meds, center, k, y, x):
     """The background value of pixel (y, x) in group ``k`` that :func:`model_mad` takes the
     median of: ``(g[k] - g[ka]) - meds[k]`` (``ka`` the first group when ``per_group``,
@@ -353,7 +353,7 @@ def _mad_value(g, msk, per_group, meds, center, k, y, x):
     return np.abs(r - center) if np.isfinite(center) else r
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _streamed_median(g, msk, per_group, meds, center):
     """Median (numpy's) of the finite :func:`_mad_value` values, NaN if there are none,
     without storing them: a histogram over their range finds the bins of the two middle
@@ -412,7 +412,7 @@ def _streamed_median(g, msk, per_group, meds, center):
     return order_pair(keep, m, lo - below, hi - below, np.empty(max(m, 1)))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def model_mad(g, msk, per_group):
     """MAD of the cleaned background values a group-level 1/f model was fitted to, as
     :func:`~nirbeam.transforms.flicker_groups.correction_variance_reference` computes it

@@ -52,7 +52,7 @@ def sorting_network(n: int) -> np.ndarray:
     return np.array(comps, dtype=np.int64).reshape(-1, 2)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def sort_columns(s, comps, w):
     """Sort each of the first ``w`` columns of ``s`` (float64, (ny, B)) along axis 0
     with the comparators ``comps`` (:func:`sorting_network` of ny); no NaN allowed."""
@@ -66,7 +66,7 @@ def sort_columns(s, comps, w):
             s[j, cc] = b if a <= b else a
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def pair_inplace(a, n, lo, hi):
     """``(s[lo], s[hi])`` of ``s = sorted(a[:n])`` (``hi`` is ``lo`` or ``lo + 1``):
     ``select_kth``, then the least value above rank ``lo`` (reorders ``a[:n]``)."""
@@ -80,7 +80,7 @@ def pair_inplace(a, n, lo, hi):
     return v, w
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _median_inplace(a, n, lo, hi):
     """``0.5 * (s[lo] + s[hi])`` of ``s = sorted(a[:n])`` (:func:`pair_inplace`);
     reorders ``a[:n]``."""
@@ -93,13 +93,13 @@ ORDER_DIRECT = 768
 narrows the values to a bracket of the wanted ranks, as often as it pays."""
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def value_at(src, i, center, absdev):
     """``src[i]``, or ``|src[i] - center|`` when ``absdev``."""
     return np.abs(src[i] - center) if absdev else src[i]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def count_in(src, n, p1, p2, center, absdev):
     """(values of ``src[:n]`` below ``p1``, values in ``[p1, p2]``) (``|src - center|``
     when ``absdev``; NaN counts in neither): one branch-free pass (vectorises)."""
@@ -112,7 +112,7 @@ def count_in(src, n, p1, p2, center, absdev):
     return nb, ni
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def sample_pivots(buf, ns, n, lo):
     """Two pivots bracketing rank ``lo`` of ``n`` values from ``buf[:ns]``, an evenly
     spaced sample of them: the sample's ranks ``r -+ (2 sqrt(ns) + 2)`` around
@@ -127,7 +127,7 @@ def sample_pivots(buf, ns, n, lo):
     return p1, p2
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _bracket(src, n, lo, hi, buf, dst, center, absdev, fused):
     """Narrow the values ``src[:n]`` (``|src - center|`` when ``absdev``) to those between
     two pivots that bracket ranks ``lo..hi``, into ``dst[:ni]``.
@@ -164,7 +164,7 @@ def _bracket(src, n, lo, hi, buf, dst, center, absdev, fused):
     return nb, ni
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _order(a, n, lo, hi, buf, center, absdev):
     """:func:`order_pair` of ``a[:n]``, or of ``|a[:n] - center|`` when ``absdev``."""
     if n > ORDER_DIRECT:
@@ -189,7 +189,7 @@ def _order(a, n, lo, hi, buf, center, absdev):
     return _median_inplace(buf, n, lo, hi)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def order_pair(a, n, lo, hi, buf):
     """``0.5 * (s[lo] + s[hi])`` of ``s = sorted(a[:n])`` (``hi`` is ``lo`` or ``lo + 1``;
     no NaN); ``a`` is kept, ``buf`` (>= n values) is scratch.
@@ -205,14 +205,14 @@ def order_pair(a, n, lo, hi, buf):
     return _order(a, n, lo, hi, buf, 0.0, False)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def order_pair_abs(a, n, center, lo, hi, buf):
     """:func:`order_pair` of the values ``|a[:n] - center|`` (not stored: computed as
     they are read); the MAD's second median."""
     return _order(a, n, lo, hi, buf, center, True)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def sorted_median(a, n, buf):
     """Median of ``a[:n]`` (n >= 1, no NaN) as numpy's ``np.median``; ``a`` is kept,
     ``buf`` (>= n values) is scratch."""
@@ -220,7 +220,7 @@ def sorted_median(a, n, buf):
     return order_pair(a, n, (n - 1) // 2, n // 2, buf)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def fill_columns_inplace(values, good):
     """:func:`fill_columns` in place on float64 (nx, p): bad columns get the mean of
     the nearest good column on each side (zeros everywhere if none is good)."""
@@ -258,7 +258,7 @@ def fill_columns_inplace(values, good):
             values[c, a] = s / cnt
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def diff_median_background(g, gdq, msk, other, jump, ka, kb, allv, buf):
     """Median of the usable background pixels of difference ``ka -> kb`` (0.0 if
     none): ``background='median'``."""
@@ -275,7 +275,7 @@ def diff_median_background(g, gdq, msk, other, jump, ka, kb, allv, buf):
     return sorted_median(allv, nall, buf) if nall > 0 else 0.0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def diff_block(g, gdq, msk, other, jump, ka, kb, bg, c0, w, use, d, s, n):
     """Columns ``c0 : c0 + w`` of difference ``ka -> kb`` (``kb = ka + 1``, or ``ka = 0``
     for the cleaning against the first group): usable background pixels ``use`` (no

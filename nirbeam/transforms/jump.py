@@ -76,7 +76,7 @@ def jump_mode(ngroups: int, n_all_dnu_groups: int, params: JumpParams) -> tuple[
     return skip, single
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def count_all_dnu_groups(groupdq):
     """Number of groups where every pixel has DO_NOT_USE."""
     ng, ny, nx = groupdq.shape
@@ -95,7 +95,7 @@ def count_all_dnu_groups(groupdq):
     return n
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def nanmedian_inplace(a, m):
     """Median of ``a[:m]`` (finite values already compacted); reorders ``a``. NaN if m == 0."""
     if m == 0:
@@ -115,7 +115,7 @@ def nanmedian_inplace(a, m):
     return (lo + hi) / 2.0
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def median_positions(keys, m):
     """Positions (lo, hi) of the two middle elements of ``keys[:m]`` (lo == hi for odd m).
 
@@ -148,7 +148,7 @@ def median_positions(keys, m):
     return p_lo, p_hi
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def jump_pixel(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3, do_nb, nb_min,
                nb_max, fd, wk, nb, keys, kpos):
     """Two-point-difference jump detection of one pixel.
@@ -285,7 +285,7 @@ def jump_pixel(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3, do_n
     return n_primary, any_nb, k_lo, k_hi
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def jump_pixel_fast(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3, do_nb,
                     nb_min, nb_max, fd, wk, nb, keys, kpos):
     """:func:`jump_pixel` with a screen for the common clean pixel; identical results.
@@ -350,7 +350,7 @@ def jump_pixel_fast(d, gdq, ng, gain, rn, nframes, single_pass, rej, thr2, thr3,
     return 0, False, p_lo, p_hi
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def pair_ranks(X, n, nx, R):
     """``R[i, x]``: the rank of ``X[i, x]`` among ``X[0 .. n - 1, x]`` by (value, position),
     for columns ``0 .. nx - 1``: pairwise counts, the pixel the innermost index (vectorises).
@@ -372,7 +372,7 @@ def pair_ranks(X, n, nx, R):
 _SCREEN_FULL_ROW_FRACTION = 8
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _screen_noise(g32, rn, nframes):
     """The read-noise term of sigma (:func:`jump_pixel`'s ``noise``)."""
     rn_e = np.float32(np.float32(rn) * g32)
@@ -380,7 +380,7 @@ def _screen_noise(g32, rn, nframes):
     return rn2 / (0.5 * 2.0 * nframes)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _screen_bound_row(A, nd, gain, rn, nframes, rej, single, ok, W, IW):
     """The exact early-out of :func:`screen_row`: ``IW[0, x]`` = 1 where pixel ``x`` is
     ``ok`` and must be screened in full, 0 where its screen result is already known (not
@@ -423,7 +423,7 @@ def _screen_bound_row(A, nd, gain, rn, nframes, rej, single, ok, W, IW):
     return nf
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _screen_pixel(A, nd, x, g32, rn, nframes, rej, single, klo, khi):
     """:func:`_screen_full_row`'s result (``ok``) for one pixel ``x`` that is ``ok``
     before it (finite differences), the same operations per pixel: the median ``mi``
@@ -468,7 +468,7 @@ def _screen_pixel(A, nd, x, g32, rn, nframes, rej, single, klo, khi):
     return not (amax / sig > rej)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi, single=False):
     """The clean-pixel screen of :func:`jump_pixel_fast` for a whole row, across pixels.
 
@@ -528,7 +528,7 @@ def screen_row(G, Q, gain, rn, nframes, rej, A, K, R, W, IW, ok, klo, khi, singl
     _screen_full_row(A, R, W, IW, ok, gain, rn, nframes, rej, nd, nx, klo, khi, single)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _screen_full_row(A, R, W, IW, ok, gain, rn, nframes, rej, nd, nx, klo, khi, single):
     """The full screen of :func:`screen_row` after the key median positions, for every
     pixel of the row at once (the vectorised form of :func:`_screen_pixel`, the same
@@ -615,7 +615,7 @@ _NET_MIN_RANKS = 20
 _NET_BLOCK = 128
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _oddeven_pairs(n, net, write):
     """Count (and with ``write``, store in ``net``) the comparators of Batcher's odd-even
     merge sort of ``n`` wires, those reaching a wire >= n left out."""
@@ -638,7 +638,7 @@ def _oddeven_pairs(n, net, write):
     return c
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _oddeven_network(n, w_lo, w_hi):
     """Batcher's odd-even merge sort comparators for ``n`` wires, pruned to those the
     outputs ``w_lo .. w_hi`` depend on.
@@ -673,7 +673,7 @@ def _oddeven_network(n, w_lo, w_hi):
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _median_positions_col(K, nd, x, klo, khi):
     """The rank-count median positions of ``K[:nd, x]`` for one pixel (any keys, NaN
     included: a NaN ranks 0, finite keys rank among the finite ones)."""
@@ -693,7 +693,7 @@ def _median_positions_col(K, nd, x, klo, khi):
         klo[x] = khi[x]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _median_positions_row(K, R, nd, klo, khi):
     """:func:`median_positions` of ``K[:nd, x]`` for every pixel x (distinct ranks: the
     keys of a pixel the screen passes are finite).
@@ -796,7 +796,7 @@ def _median_positions_row(K, R, nd, klo, khi):
                 _median_positions_col(K, nd, x0 + b, klo, khi)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _select_sorted_row(A, nd, IW, W):
     """``W[1, x]``, ``W[2, x]`` = the values of ranks ``IW[1, x]``, ``IW[2, x]`` of
     ``A[:nd, x]`` (0.0 for a rank outside 0 .. nd // 2), by a sorting network per block of
@@ -832,7 +832,7 @@ def _select_sorted_row(A, nd, IW, W):
                 W[2, x0 + b] = a if k == IW[2, x0 + b] else W[2, x0 + b]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def flag_neighbours(groupdq, nbflags):
     """Flag the 4 neighbours of qualifying jumps (same group, not SAT/DNU) in place.
 
@@ -860,7 +860,7 @@ def flag_neighbours(groupdq, nbflags):
                     groupdq[g, y, x] |= _JUMP
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _detect_cube(groups, groupdq, pixeldq, readnoise, gain, nframes, single_pass, rej, thr2,
                  thr3, do_nb, nb_min, nb_max):
     ng, ny, nx = groups.shape

@@ -28,7 +28,7 @@ class LinearityParams:
     enabled: bool = True
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def linearity_pixel_status(coeffs, lin_dq, y, x):
     """Return (apply, extra_pixeldq) for one pixel.
 
@@ -46,7 +46,7 @@ def linearity_pixel_status(coeffs, lin_dq, y, x):
     return True, np.uint32(0)
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def correct_value(v, coeffs, y, x):
     """Horner evaluation of the correction polynomial at ``v`` (float32)."""
     nc = coeffs.shape[0]
@@ -58,7 +58,7 @@ def correct_value(v, coeffs, y, x):
     return r
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def correct_pixel(d, gdq, ng, coeffs, y, x):
     """Correct one pixel's groups ``d[:ng]`` in place, skipping SATURATED groups."""
     for g in range(ng):
@@ -67,7 +67,7 @@ def correct_pixel(d, gdq, ng, coeffs, y, x):
         d[g] = correct_value(d[g], coeffs, y, x)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def apply_linearity(groups, groupdq, pixeldq, coeffs, lin_dq):
     """Apply the linearity correction in place.
 

@@ -64,7 +64,7 @@ class RampFitParams:
             raise ValueError(f"ramp_fit: weighting={self.weighting!r}; only 'optimal' is supported")
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def weight_tables(ng):
     """Optimal-weight tables for segment lengths 3..ng and the 6 S/N powers.
 
@@ -96,7 +96,7 @@ def weight_tables(ng):
     return w, sums
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _power_index(snr):
     if snr < 5.0:
         return 0
@@ -111,7 +111,7 @@ def _power_index(snr):
     return 5
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, suppress1g,
               wtab, stab, keys, seg_s, seg_e, k_lo=-1, k_hi=-1, have_k=False):
     """Fit one pixel's ramp (one integration).
@@ -356,7 +356,7 @@ def fit_pixel(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, supp
     return slope, err, dq, var_p_out, var_r_out
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def median_rate(d, k_lo, k_hi, tgroup):
     """:func:`fit_pixel`'s median rate from the jump step's median difference positions
     ``k_lo, k_hi`` (``d[0] / tgroup`` when ``k_hi < 0``); NaN is left to the caller."""
@@ -372,7 +372,7 @@ def median_rate(d, k_lo, k_hi, tgroup):
     return mrate
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def segment_fit(d, n, g, rn_e, mrate, tgroup, dcur, wtab, stab):
     """:func:`fit_pixel`'s slope and variances of one segment of ``n >= 3`` groups
     ``d[0 .. n - 1]`` (optimal weights by S/N, :func:`weight_tables`): ``(slope, var_poisson,
@@ -407,7 +407,7 @@ def segment_fit(d, n, g, rn_e, mrate, tgroup, dcur, wtab, stab):
     return sl, vp, vr
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def one_segment_result(sl, vp, vr):
     """:func:`fit_pixel`'s combination of a ramp with one segment ``(sl, vp, vr)``:
     ``(slope, err, var_poisson, var_rnoise)``, variances at or above
@@ -432,7 +432,7 @@ def one_segment_result(sl, vp, vr):
     return slope, err, var_p_out, var_r_out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def fit_pixel_fast(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, suppress1g,
                    wtab, stab, keys, seg_s, seg_e, k_lo=-1, k_hi=-1, have_k=False):
     """:func:`fit_pixel` with a short path for the clean pixel; identical results.
@@ -464,7 +464,7 @@ def fit_pixel_fast(d, gdq, ng, pixeldq, gain, rn, nframes, tgroup, tframe, dcur,
     return slope, err, dq, var_p_out, var_r_out
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _select_power(p, c0, c1, c2, c3, c4, c5):
     """``(c0, .., c5)[p]`` for a power index ``p`` in 0..5, as a chain of selects (no
     branch, no memory access: vectorises inside a loop over pixels)."""
@@ -477,7 +477,7 @@ def _select_power(p, c0, c1, c2, c3, c4, c5):
     return c
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def fit_clean_row(G, gain, rn, nframes, tgroup, dcur, wtab, stab, klo, khi, F, P, slope_o,
                   err_o, vp_o, vr_o):
     """:func:`fit_pixel_fast`'s clean-pixel arithmetic for a whole row, across pixels.
@@ -588,7 +588,7 @@ def fit_clean_row(G, gain, rn, nframes, tgroup, dcur, wtab, stab, klo, khi, F, P
         vr_o[x] = var_r_out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def fit_ramps_cube(groups, groupdq, pixeldq, readnoise, gain, nframes, tgroup, tframe, dcur,
                    suppress1g, rate, err, dq, var_poisson, var_rnoise):
     """Fit every pixel of one integration; outputs written to the given arrays.

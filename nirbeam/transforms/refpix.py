@@ -170,7 +170,7 @@ def reference_mask(geometry: SubarrayGeometry, shape: tuple[int, int],
     return ref
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def sigma_clipped_mean(v, n, siglimit):
     """Mean of ``v[:n]`` after iterative clipping at ``siglimit`` standard deviations
     about the mean (scipy.stats.sigmaclip's algorithm, float64); NaN when n == 0.
@@ -181,7 +181,7 @@ def sigma_clipped_mean(v, n, siglimit):
     return _clipped_mean_from_sum(v, n, s, siglimit)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _clipped_mean_from_sum(v, n, s, siglimit):
     """:func:`sigma_clipped_mean` given ``s``, the in-order float64 sum of ``v[:n]``.
 
@@ -216,7 +216,7 @@ def _clipped_mean_from_sum(v, n, s, siglimit):
         m = k
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _ss2(v0, m0, mean0, v1, m1, mean1):
     """In-order sums of squared deviations of two lanes, side by side (two independent
     dependency chains); a lane with m = 0 is skipped."""
@@ -237,7 +237,7 @@ def _ss2(v0, m0, mean0, v1, m1, mean1):
     return ss0, ss1
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _keep2(v0, m0, lo0, hi0, v1, m1, lo1, hi1):
     """The clipping partition of :func:`_clipped_mean_from_sum` on two lanes side by
     side: (kept count, in-order sum of the kept values) per lane."""
@@ -276,7 +276,7 @@ def _keep2(v0, m0, lo0, hi0, v1, m1, lo1, hi1):
     return k0, s0, k1, s1
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _clipped_means2(v0, n0, s0, v1, n1, s1, siglimit):
     """:func:`_clipped_mean_from_sum` of two lanes (n0, n1 > 0) at once: each lane runs
     its own iterations with the same operations in the same order (the same bits); the
@@ -336,7 +336,7 @@ def _clipped_means2(v0, n0, s0, v1, n1, s1, siglimit):
             return r0, r1
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def refpix_means(groups_or_raw, bias, pixeldq, refmask, parity0, odd_even, siglimit,
                  detrend=False):
     """Per-group sigma-clipped means of the reference pixels, per DMS-row parity.
@@ -363,7 +363,7 @@ def refpix_means(groups_or_raw, bias, pixeldq, refmask, parity0, odd_even, sigli
                            detrend)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def refpix_means_at(groups_or_raw, bias, pixeldq, ys, xs, parity0, odd_even, siglimit,
                     detrend=False):
     """:func:`refpix_means` with the reference pixels given as a list, ``(ys[i], xs[i])``
@@ -457,7 +457,7 @@ def refpix_means_at(groups_or_raw, bias, pixeldq, ys, xs, parity0, odd_even, sig
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def apply_refpix(groups, means, parity0):
     """Subtract the per-group DMS-row-parity means in place.
 

@@ -42,7 +42,7 @@ _U_DNU = np.uint32(dqflags.DO_NOT_USE)
 _U_SAT = np.uint32(dqflags.SATURATED)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def tail_pattern_row(Q, S, T, TS):
     """Per pixel of a row's group DQ ``Q`` (uint8, (ng, nx)): ``S[x]`` the first group
     with a nonzero DQ (``ng`` if none), ``T[x]`` True when every group from there has
@@ -65,7 +65,7 @@ def tail_pattern_row(Q, S, T, TS):
         T[x] = T[x] & (S[x] < ng)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def screen_tail_row(G, S, nt, gain, rn, nframes, single, rej, thr2, thr3, A, K, R, W, IW,
                     ok, klo, khi):
     """The jump screen of saturated-tail pixels (columns ``0 .. nt - 1``).
@@ -187,7 +187,7 @@ def screen_tail_row(G, S, nt, gain, rn, nframes, single, rej, thr2, thr3, A, K, 
         ok[t] = ok[t] & (not (test and W[2, t] / W[4, t] > W[0, t]))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def fit_tail_row(G, S, TS, nt, pixeldq, gain, rn, nframes, tgroup, tframe, dcur, suppress1g,
                  wtab, stab, klo, khi, slope_o, err_o, dq_o, vp_o, vr_o):
     """:func:`~nirbeam.transforms.ramp_fit.fit_pixel` of saturated-tail pixels (columns

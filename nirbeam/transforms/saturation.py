@@ -58,7 +58,7 @@ class SaturationParams:
     use_readpatt: bool = True
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def effective_thresholds(sat, sat_dq):
     """Thresholds and pixel-DQ additions as stcal sets them up.
 
@@ -108,7 +108,7 @@ def _vs_threshold_impl(v):
     return lambda v: np.float64(v)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def first_saturated_group(ramp, thresh):
     """Index of the first group at or above the threshold (ngroups if none).
 
@@ -144,7 +144,7 @@ def first_saturated_group(ramp, thresh):
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def grow_min(idx, n):
     """Minimum over the ``(2n+1)^2`` box (clipped at the edges): saturation growth."""
     ny, nx = idx.shape
@@ -186,7 +186,7 @@ def read_pattern_dilution(ngroups: int, nframes: int, groupgap: int) -> np.ndarr
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def partial_sat_groups(ramp, satidx, thresh, nosat, dilution):
     """Group flagged DO_NOT_USE by the backward (group-averaging) pass, or -1.
 
@@ -227,7 +227,7 @@ def partial_sat_groups(ramp, satidx, thresh, nosat, dilution):
     return out
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def flag_pixel(ramp, y, x, gdq, s, psat, n_grow, thresh, bias, mean0, last2, nreads1, readpatt,
                check_adf=True):
     """Saturation / A/D floor flags of pixel (y, x), ORed into ``gdq[:ngroups]``.
@@ -256,7 +256,7 @@ def flag_pixel(ramp, y, x, gdq, s, psat, n_grow, thresh, bias, mean0, last2, nre
                       readpatt)
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def flag_pixel_sparse(ramp, y, x, gdq, s, psat, n_grow, thresh, bias, mean0, last2, nreads1,
                       readpatt):
     """The DO_NOT_USE flags of :func:`flag_pixel` that few pixels get (the partial
@@ -286,7 +286,7 @@ def readpatt_constants(nframes: int, groupgap: int) -> tuple[float, float, float
     return mean0, last2, float(nframes)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _flag_cube(ramp, groupdq, satidx, psat, n_grow, thresh, bias, mean0, last2, nreads1,
                readpatt):
     ng, ny, nx = ramp.shape

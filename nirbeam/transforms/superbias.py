@@ -21,7 +21,7 @@ class SuperbiasParams:
     enabled: bool = True
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def bias_value(b):
     """The bias to subtract for one pixel: 0 for NaN (float32)."""
     if np.isnan(b):
@@ -29,7 +29,7 @@ def bias_value(b):
     return np.float32(b)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def subtract_superbias(groups, pixeldq, superbias, superbias_dq):
     """Subtract the superbias in place.
 
