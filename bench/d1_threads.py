@@ -24,6 +24,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree's nirbeam
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _provenance import provenance, write_result  # noqa: E402  (bench/ on sys.path)
 
 
 def idle_cores() -> float:
@@ -47,9 +49,11 @@ def main(argv=None) -> None:
     ap.add_argument("--block", type=int, default=32)
     ap.add_argument("--threads", default="1,2", help="thread counts; p: numba-parallel")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--out", default=None, help="write the rows and the summary here (JSON, with provenance)")
     ap.add_argument("--idle", type=float, default=0.0)
     ap.add_argument("--wait", type=float, default=1500.0)
     a = ap.parse_args(argv)
+    prov = provenance(argv)
 
     from nirbeam.core.records import IntegrationKey
     from nirbeam.stream import rate_steps
@@ -102,13 +106,19 @@ def main(argv=None) -> None:
             row["identical"] = same
             rows.append(row)
             print(json.dumps(row), flush=True)
+    summary = {}
     for t in a.threads.split(","):
         w = sorted(r["wall_s"] for r in rows if r["threads"] == t)
         c = sorted(r["cpu_s"] for r in rows if r["threads"] == t)
         if not w:
             continue
+        summary[t] = {"wall_min_s": w[0], "wall_median_s": w[len(w) // 2],
+                      "cpu_min_s": c[0], "cpu_median_s": c[len(c) // 2]}
         print(f"threads={t}: wall min {w[0]:.3f} median {w[len(w) // 2]:.3f}; "
               f"cpu min {c[0]:.3f} median {c[len(c) // 2]:.3f} ({len(items)} integrations)")
+    if a.out:
+        write_result(a.out, {"benchmark": "d1_threads", "integrations": len(items),
+                             "rows": rows, "summary": summary}, start=prov)
 
 
 if __name__ == "__main__":
