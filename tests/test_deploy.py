@@ -226,3 +226,15 @@ def test_dask_local_script_runs(tmp_path):
     assert rj["runner"]["name"] == "dask"
     (e,) = rj["exposures"]
     assert e["processed"] == 4 and e["deadlettered"] == 0
+
+
+@pytest.mark.parametrize("rel", ["kubernetes/Dockerfile", "slurm/nirbeam_slurm.py",
+                                 "slurm/nirbeam_scheduler_file.sbatch"])
+def test_cluster_workers_calibrate_on_one_thread(rel):
+    """A cluster's worker processes are the parallelism (one per core): each must read and
+    calibrate on its own thread (``NIRBEAM_D1_THREADS=1``, beside ``OMP_NUM_THREADS=1``),
+    not on nirbeam's in-process pool of up to 4 threads."""
+    from nirbeam.stream.rate_steps import D1_THREADS_ENV
+
+    text = (DEPLOY / rel).read_text()
+    assert re.search(rf"\b{D1_THREADS_ENV}=1\b", text), f"deploy/{rel} does not set {D1_THREADS_ENV}=1"

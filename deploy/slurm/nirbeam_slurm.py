@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         local_directory=args.local_directory,
         job_script_prologue=[
             # numpy/BLAS must not start extra threads inside each worker process
-            "export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1",
+            "export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 NIRBEAM_D1_THREADS=1",
         ],
         job_name="nirbeam-dask",
         # dask-jobqueue's advice for walltime-limited jobs: retire before SLURM kills
