@@ -312,7 +312,9 @@ class ProcessBlock:
     (``outliers.window`` neighbours either side, from a :class:`WindowReader` that reads
     each rateints chunk once), extracts them in one compiled loop
     (:func:`~nirbeam.transforms.spectra_block.extract_block`; an integration whose
-    extraction raises becomes a dead letter), and writes the step's chunks whole.
+    extraction raises becomes a dead letter), and writes the step's chunks whole: on
+    :func:`_step_writer`'s thread while the next step is computed (one step in flight; a
+    failed write raises from the work item, later steps unwritten, as when written here).
     """
 
     root: str
