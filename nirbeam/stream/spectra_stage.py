@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -310,7 +312,9 @@ class ProcessBlock:
     (``outliers.window`` neighbours either side, from a :class:`WindowReader` that reads
     each rateints chunk once), extracts them in one compiled loop
     (:func:`~nirbeam.transforms.spectra_block.extract_block`; an integration whose
-    extraction raises becomes a dead letter), and writes the step's chunks whole.
+    extraction raises becomes a dead letter), and writes the step's chunks whole: on
+    :func:`_step_writer`'s thread while the next step is computed (one step in flight; a
+    failed write raises from the work item, later steps unwritten, as when written here).
     """
 
     root: str
@@ -328,12 +332,32 @@ class ProcessBlock:
             done = zarr_store.completed(self.root, g, RATEINTS)
         reader = WindowReader(self.root, g, done)
         dead: list[DeadLetter] = []
+        pool = _step_writer()
+        pending = None  # the previous step's writes, in flight while this step is computed
         for a0 in range(block.start, block.stop + 1, STEP):
-            dead += self._step(block, model, done, reader, a0, min(block.stop, a0 + STEP - 1))
+            try:
+                step_dead, write = self._step(block, model, done, reader, a0,
+                                              min(block.stop, a0 + STEP - 1))
+            except BaseException:
+                if pending is not None:  # the serial stage raised that write's failure first
+                    pending.result()
+                raise
+            if pending is not None:  # at most one step's writes in flight
+                pending, fut = None, pending
+                fut.result()  # raises what the write raised (this step is not written)
+            dead += step_dead
+            if pool is None:
+                write()
+            else:
+                pending = pool.submit(write)
+        if pending is not None:
+            pending.result()
         return dead
 
-    def _step(self, block, model, done, reader, start: int, stop: int) -> list[DeadLetter]:
-        """Integrations ``start..stop`` (1-based) of the work item."""
+    def _step(self, block, model, done, reader, start: int, stop: int):
+        """Integrations ``start..stop`` (1-based) of the work item: ``(dead letters, write)``,
+        ``write()`` writing the step's chunks (the caller calls it, here or on
+        :func:`_step_writer`'s thread)."""
         s = self.settings
         g = block.group
         w = s.outliers.window if s.outliers.enabled else 0
@@ -373,7 +397,34 @@ class ProcessBlock:
                     continue
                 for key, v in out.items():
                     spec[key][i] = v
-        # one writer owns the step's chunks: write them whole, then the markers
-        zarr_store.write_block(self.root, g, CLEANED, start, {"dq": new_dq[a:b]}, ok)
-        zarr_store.write_block(self.root, g, SPECTRA, start, spec, ok)
-        return dead
+        root, cleaned = self.root, new_dq[a:b]
+
+        def write():
+            # one writer owns the step's chunks: write them whole, then the markers
+            zarr_store.write_block(root, g, CLEANED, start, {"dq": cleaned}, ok)
+            zarr_store.write_block(root, g, SPECTRA, start, spec, ok)
+
+        return dead, write
+
+
+_STEP_WRITER: list = []  # [(pid, ThreadPoolExecutor)]
+_STEP_WRITER_LOCK = threading.Lock()
+
+
+def _step_writer():
+    """The thread :class:`ProcessBlock` writes a step's chunks on while it computes the
+    next step (compression and I/O on a second core; one step in flight), or None to
+    write on the caller's thread: when detector1 runs on one thread
+    (:func:`~nirbeam.stream.rate_steps.detector1_threads`: ``NIRBEAM_D1_THREADS=1``, a
+    runner's worker process)."""
+    from nirbeam.stream.rate_steps import detector1_threads
+
+    if detector1_threads() <= 1:
+        return None
+    with _STEP_WRITER_LOCK:
+        if not _STEP_WRITER or _STEP_WRITER[0][0] != os.getpid():  # none yet, or forked
+            from concurrent.futures import ThreadPoolExecutor
+
+            _STEP_WRITER[:] = [(os.getpid(),
+                                ThreadPoolExecutor(1, thread_name_prefix="nirbeam-spectra-write"))]
+        return _STEP_WRITER[0][1]

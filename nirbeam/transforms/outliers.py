@@ -142,7 +142,7 @@ def _slide_rows(A, B, cnt, cube, valid, ps, pe, y, nx, o, v):  # pragma: no cove
             bk[x] = t1 if t1 <= vx else (t0 if t0 > vx else vx)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, start, stop):  # pragma: no cover - compiled
     """Batch kernel: per row, keep every pixel's window sorted while sliding in time.
 
@@ -271,7 +271,7 @@ def _frame_median(buf, cnt):  # pragma: no cover - compiled
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _motion_setup(M, data, err, valid):  # pragma: no cover - compiled
     """dM/dy as ``np.gradient(M, axis=0)`` (NaN for one row), the column tilt ``u``, the
     pixels a fit may use and their weights ``1 / err**2`` (0 elsewhere; data and errors
@@ -305,7 +305,7 @@ def _motion_setup(M, data, err, valid):  # pragma: no cover - compiled
     return G, u, w, use
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _motion_normal(M, G, u, data, w, use):  # pragma: no cover - compiled
     """Weighted normal equations of ``d ~ a M + b G + c G u`` over ``use`` (weights
     ``w = 1 / e**2``): (A^T W A, A^T W d, count), each term formed as numpy's
@@ -350,7 +350,7 @@ def _motion_normal(M, G, u, data, w, use):  # pragma: no cover - compiled
     return ata, atd, n
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _motion_apply(M, G, u, data, err, use, c0, c1, c2, n_sigma, update):  # pragma: no cover - compiled
     """``ref = c0 M + (c1 + c2 u) Gz`` (Gz: G, 0 where not finite); with ``update``, drop
     from ``use`` the pixels beyond ``n_sigma * e`` and say whether any was dropped."""
@@ -372,7 +372,7 @@ def _motion_apply(M, G, u, data, err, use, c0, c1, c2, n_sigma, update):  # prag
     return ref, changed
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _motion_flag(M, G, u, data, err, valid, dq, c0, c1, c2, n_sigma, bits):  # pragma: no cover - compiled
     """``_flag_against(data, err, valid, dq, ref)`` with the reference of
     :func:`_motion_apply` formed pixel by pixel (the same expression), not stored."""

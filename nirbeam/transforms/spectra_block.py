@@ -31,7 +31,7 @@ __all__ = ["extract_block", "block_kernel_applies"]
 MAX_ITER = 20
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _extract_block_kernel(sci, err, dq, vp_in, vr_in, use, W, prof, center, has_bkg, inner,
                           outer, bad_bits, optimal, do_clip, thr, max_iter,
                           flux, ferr, fvp, fvr, fdq, npix, bkg_out, box_flux, box_ferr):  # pragma: no cover - compiled
