@@ -1,5 +1,5 @@
 """The products' fit and plots in a forked child process beside the writers
-(``nirbeam.stream.products._beside``, ``NIRBEAM_PLOTS_PROCESS``): the same files as the
+(``nirbeam.stream.plot_process.beside``, ``NIRBEAM_PLOTS_PROCESS``): the same files as the
 serial path, the child's log records, warnings and exceptions reaching the parent as the
 serial path gives them, no child left behind."""
 
@@ -14,12 +14,13 @@ import warnings
 import numpy as np
 import pytest
 
+from nirbeam.stream import plot_process as PP
 from nirbeam.stream import products as P
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 
-def _children() -> list[int]:
+def _all_children() -> list[int]:
     """Live (or zombie) child processes of this process."""
     out = []
     for t in os.listdir("/proc/self/task"):
@@ -29,6 +30,23 @@ def _children() -> list[int]:
         except OSError:
             pass
     return out
+
+
+_EARLIER: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _earlier_children():
+    """Children an earlier test of the session left running (a local cluster, a server):
+    not this test's to reap."""
+    _EARLIER.clear()
+    _EARLIER.update(_all_children())
+    yield
+
+
+def _children() -> list[int]:
+    """Child processes of this process started during this test and still there."""
+    return [p for p in _all_children() if p not in _EARLIER]
 
 
 class Unpicklable(Exception):
@@ -47,7 +65,7 @@ def test_value_logs_and_warnings_reach_the_parent(caplog):
         return {"pid": os.getpid(), "a": np.arange(3)}
 
     with caplog.at_level(logging.INFO), pytest.warns(UserWarning, match="a plot warning"):
-        res = P._beside(fn, lambda: order.append("other"))
+        res = PP.beside(fn, lambda: order.append("other"))
     assert order == ["other"]
     assert res["pid"] != parent and res["a"].tolist() == [0, 1, 2]
     rec = [r for r in caplog.records if "failed" in r.getMessage()]
@@ -61,7 +79,7 @@ def test_exception_in_the_child_raised_in_the_parent():
         raise ValueError("no fit")
 
     with pytest.raises(ValueError, match="no fit") as ei:
-        P._beside(fn, lambda: None)
+        PP.beside(fn, lambda: None)
     assert "in the plot process" in str(ei.value.__cause__)
     assert "raise ValueError" in str(ei.value.__cause__)
     assert _children() == []
@@ -72,7 +90,7 @@ def test_unpicklable_exception_named():
         raise Unpicklable(1, 2)
 
     with pytest.raises(RuntimeError, match="Unpicklable: 1-2"):
-        P._beside(fn, lambda: None)
+        PP.beside(fn, lambda: None)
 
 
 def test_child_ending_without_a_result_runs_fn_here(caplog):
@@ -84,7 +102,7 @@ def test_child_ending_without_a_result_runs_fn_here(caplog):
         return "here"
 
     with caplog.at_level(logging.WARNING):
-        assert P._beside(fn, lambda: None) == "here"
+        assert PP.beside(fn, lambda: None) == "here"
     assert any("plot process ended without a result" in r.getMessage() for r in caplog.records)
     assert _children() == []
 
@@ -98,7 +116,7 @@ def test_writer_failure_raised_child_reaped(caplog):
         raise OSError("disk full")
 
     with caplog.at_level(logging.WARNING), pytest.raises(OSError, match="disk full"):
-        P._beside(fn, other)
+        PP.beside(fn, other)
     assert any("child said this" in r.getMessage() for r in caplog.records)
     assert _children() == []
 
@@ -114,23 +132,23 @@ def test_interrupt_kills_and_reaps_the_child():
 
     t = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
-        P._beside(fn, other)
+        PP.beside(fn, other)
     assert time.perf_counter() - t < 30 and _children() == []
 
 
 def test_switch(monkeypatch, tmp_path):
-    monkeypatch.setenv(P.PLOTS_PROCESS_ENV, "0")
-    assert not P.plots_in_child(str(tmp_path))
-    monkeypatch.setenv(P.PLOTS_PROCESS_ENV, "1")
-    assert P.plots_in_child(str(tmp_path))
-    assert not P.plots_in_child("s3://bucket/out")
-    monkeypatch.setenv(P.PLOTS_PROCESS_ENV, "auto")
+    monkeypatch.setenv(PP.PLOTS_PROCESS_ENV, "0")
+    assert not PP.plots_in_child(str(tmp_path))
+    monkeypatch.setenv(PP.PLOTS_PROCESS_ENV, "1")
+    assert PP.plots_in_child(str(tmp_path))
+    assert not PP.plots_in_child("s3://bucket/out")
+    monkeypatch.setenv(PP.PLOTS_PROCESS_ENV, "auto")
     import nirbeam.stream.runners as R
 
     monkeypatch.setattr(R, "available_cores", lambda: 1)
-    assert not P.plots_in_child(str(tmp_path))
+    assert not PP.plots_in_child(str(tmp_path))
     monkeypatch.setattr(R, "available_cores", lambda: 2)
-    assert P.plots_in_child(str(tmp_path))
+    assert PP.plots_in_child(str(tmp_path))
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,7 +186,7 @@ def _finalize(src, dst, mode, monkeypatch):
     summary = json.loads((dst / "run.json").read_text())
     settings = Settings.from_dict(summary["config_input"])
     plans = plan_exposures([scan_segment(p) for p in summary["inputs"]])
-    monkeypatch.setenv(P.PLOTS_PROCESS_ENV, mode)
+    monkeypatch.setenv(PP.PLOTS_PROCESS_ENV, mode)
     forks = []
     real = os.fork
 
