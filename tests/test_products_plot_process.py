@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import warnings
 
 import numpy as np
@@ -50,8 +51,14 @@ def _children() -> list[int]:
 
 
 class Unpicklable(Exception):
-    def __init__(self, a, b):  # pickles, does not unpickle (one argument kept)
+    """Pickles by no reducer: it holds a lock (plain pickle copies ``__dict__``, and so does
+    tblib's reducer, which ``tblib.pickling_support.install()`` registers for every
+    exception class defined before it (dask.multiprocessing calls it). A class
+    that only failed to *unpickle* became picklable in the full suite, after a Dask test)."""
+
+    def __init__(self, a, b):
         super().__init__(f"{a}-{b}")
+        self.lock = threading.Lock()
 
 
 def test_value_logs_and_warnings_reach_the_parent(caplog):
