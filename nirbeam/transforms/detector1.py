@@ -549,6 +549,19 @@ def _lin_status_row(coeffs, lin_dq, cr, pdq, LOK):
         LOK[x] = not (nolin or bad)
 
 
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _poly6(c0, c1, c2, c3, c4, c5, x, v):
+    """The six-coefficient linearity polynomial at pixel ``x`` of value ``v``, Horner's
+    form in float32, each step rounded as the references' float32 (shared by the
+    linearity row pass and the fused calibration cube)."""
+    r = np.float32(c5[x] * v)
+    r = np.float32(np.float32(r + c4[x]) * v)
+    r = np.float32(np.float32(r + c3[x]) * v)
+    r = np.float32(np.float32(r + c2[x]) * v)
+    r = np.float32(np.float32(r + c1[x]) * v)
+    return np.float32(r + c0[x])
+
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _lin_dark_row(V, R, LG, g, cr, do_lin, coeffs, do_dark, dark):
     """Linearity (where ``LG[x]``: the pixel's correction applies and group ``g`` is not
@@ -571,12 +584,7 @@ def _lin_dark_row(V, R, LG, g, cr, do_lin, coeffs, do_dark, dark):
         c5 = coeffs[5, cr]
         for x in range(nx):
             v = V[x]
-            r = np.float32(c5[x] * v)
-            r = np.float32(np.float32(r + c4[x]) * v)
-            r = np.float32(np.float32(r + c3[x]) * v)
-            r = np.float32(np.float32(r + c2[x]) * v)
-            r = np.float32(np.float32(r + c1[x]) * v)
-            c = np.float32(r + c0[x])
+            c = _poly6(c0, c1, c2, c3, c4, c5, x, v)
             V[x] = c if LG[x] else v
     elif do_lin:
         nc = coeffs.shape[0]
@@ -657,12 +665,7 @@ def _calibrate_cube(ramp, do_dqinit, mask,
                     v = np.float32(np.float32(r) - b[x])
                     if do_refpix:
                         v = np.float32(v - mrow)
-                    t = np.float32(c5[x] * v)
-                    t = np.float32(np.float32(t + c4[x]) * v)
-                    t = np.float32(np.float32(t + c3[x]) * v)
-                    t = np.float32(np.float32(t + c2[x]) * v)
-                    t = np.float32(np.float32(t + c1[x]) * v)
-                    c = np.float32(t + c0[x])
+                    c = _poly6(c0, c1, c2, c3, c4, c5, x, v)
                     v = c if (LOK[x] & (not satg)) else v
                     if do_dark:
                         v = np.float32(v - _dark.dark_value(dk[x]))
