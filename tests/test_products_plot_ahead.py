@@ -240,3 +240,39 @@ def _poll_rate(pdir, timeout=60.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+@pytest.mark.parametrize("mode", ["0", "1"])
+def test_then_runs_once_the_products_are_written(run, tmp_path, monkeypatch, mode):
+    """``finalize_products(then=...)``: called once, in this process, after the tables and
+    x1dints (serial: after the plots too); the run's consolidation goes there."""
+    from nirbeam.sinks import zarr_store
+    from nirbeam.stream.settings import Settings
+    from nirbeam.stream.uncal import plan_exposures, scan_segment
+
+    dst = tmp_path / "o"
+    shutil.copytree(run, dst)
+    shutil.rmtree(dst / "plots")
+    for f in glob.glob(str(dst / "*.fits")) + glob.glob(str(dst / "*.ecsv")):
+        os.remove(f)
+    summary = json.loads((dst / "run.json").read_text())
+    monkeypatch.setenv(PP.PLOTS_PROCESS_ENV, mode)
+    seen = []
+    root = str(dst / "cubes.zarr")
+
+    def then():
+        seen.append((os.getpid(), sorted(n for n in os.listdir(dst)
+                                         if n.endswith((".fits", ".ecsv"))),
+                     (dst / "plots" / "index.json").exists()))
+        zarr_store.consolidate(root, {"nirbeam_version": "test"})
+
+    P.finalize_products(str(dst), root,
+                        plan_exposures([scan_segment(p) for p in summary["inputs"]]),
+                        Settings.from_dict(summary["config_input"]), then=then)
+    assert len(seen) == 1 and seen[0][0] == os.getpid()
+    assert any(n.endswith("_x1dints.fits") for n in seen[0][1])
+    assert any(n.startswith("speclc_") for n in seen[0][1])
+    if mode == "0":
+        assert seen[0][2]
+    assert (dst / "plots" / "index.json").exists()
+    assert zarr_store.is_consolidated(root)

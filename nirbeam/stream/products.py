@@ -120,8 +120,12 @@ def run_spectra_stage(root: str, plans, settings, runner_spec, dead_dir) -> dict
 # Products (driver: small arrays)
 
 
-def finalize_products(outdir: str, root: str, plans, settings) -> dict:
+def finalize_products(outdir: str, root: str, plans, settings, *, then=None) -> dict:
     """Write white-light and spectroscopic light curves, x1dints, fit and plots.
+
+    ``then``: called (no arguments) once the products are written: after the plots, or,
+    with a plot process, while it may still draw (it reads the store and writes only the
+    plots, fit and transmission files): e.g. the store's consolidation.
 
     Per exposure/detector: ``speclc_<group>`` tables, ``<group>_x1dints.fits`` and the
     trace diagnostics (``<group>/trace`` in the store); per exposure, calwebb_tso3's
@@ -130,7 +134,7 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
     """
     if not (plots_in_child(outdir, settings)
             and (settings.products.fit or settings.products.plots)):
-        return _finalize(outdir, root, plans, settings)
+        return _finalize(outdir, root, plans, settings, then=then)
     # The fit and plots in a forked child process, started now: it draws the plots of what
     # the store holds already (EARLY_PLOTS: extraction model, spectra; matplotlib's import)
     # while this process computes the light curves and trace diagnostics, then the rest
@@ -141,7 +145,7 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
     box: dict = {}
 
     def parent(send):
-        box["out"] = _finalize(outdir, root, plans, settings, send)
+        box["out"] = _finalize(outdir, root, plans, settings, send, then=then)
 
     fit = ahead(functools.partial(_early_plots, outdir, root, plans, settings),
                 functools.partial(_late_plots, outdir, root, settings), parent,
@@ -152,7 +156,7 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
     return out
 
 
-def _finalize(outdir: str, root: str, plans, settings, send=None) -> dict:
+def _finalize(outdir: str, root: str, plans, settings, send=None, *, then=None) -> dict:
     """:func:`finalize_products`' work; ``send``: a plot process's (:func:`_late_plots`
     gets what it sends: the fit's light curves, the wavelength sources and the sampled
     rateints' kernels), else the fit and plots are done here after the writers."""
@@ -228,6 +232,8 @@ def _finalize(outdir: str, root: str, plans, settings, send=None) -> dict:
         _run_all(later)
         if child:
             send(None)
+        if then is not None:
+            then()
         return out
 
     def writers():  # what the fit and the plots do not read
@@ -242,11 +248,15 @@ def _finalize(outdir: str, root: str, plans, settings, send=None) -> dict:
     if child:
         send((with_lc, sources, samples or {}))
         writers()
+        if then is not None:
+            then()
         return out
     writers()
     fit = _late_plots(outdir, root, settings, None, (with_lc, sources, samples or {}), plotted)
     if settings.products.fit:
         out["fit"] = fit
+    if then is not None:
+        then()
     return out
 
 
