@@ -276,3 +276,15 @@ def test_then_runs_once_the_products_are_written(run, tmp_path, monkeypatch, mod
         assert seen[0][2]
     assert (dst / "plots" / "index.json").exists()
     assert zarr_store.is_consolidated(root)
+
+
+def test_no_fork_runs_the_parent_then_serial_here(monkeypatch, new_children):
+    def refuse():
+        raise OSError("no processes left")
+
+    monkeypatch.setattr(os, "fork", refuse)
+    order = []
+    got = PP.ahead(lambda: order.append("early"), lambda e, p: pytest.fail("child"),
+                   lambda send: (order.append("parent"), send(5)),
+                   lambda p: order.append(("serial", p)) or p * 2)
+    assert got == 10 and order == ["parent", ("serial", 5)] and new_children() == []
