@@ -83,6 +83,16 @@ CAPTIONS = {
 }
 
 
+#: every plot of a group, in the order :func:`plot_products` draws and lists them
+PLOT_KINDS = ("whitelight", "speclc", "transmission", "bins", "allan", "waterfall", "rate",
+              "background", "spectrum", "trace", "flicker")
+#: the plots drawn from what a run's store holds before its products step (the extraction
+#: model and the spectra): a plot process draws them while the products write the light
+#: curves and trace diagnostics (:func:`plot_products`'s ``drawn``)
+EARLY_PLOTS = ("rate", "background", "spectrum")
+_LC_PLOTS = PLOT_KINDS[:6]
+
+
 @dataclass
 class PlotEntry:
     """One plot of a group: its file (relative to OUTDIR) or why it is absent."""
@@ -351,7 +361,8 @@ def _order(fit: dict) -> int:
 # The plots
 
 
-def plot_products(outdir: str, root: str | None = None, kinds=None) -> list[PlotEntry]:
+def plot_products(outdir: str, root: str | None = None, kinds=None, *, drawn=None,
+                  index: bool = True) -> list[PlotEntry]:
     """Draw every plot of a run from its products into ``OUTDIR/plots``.
 
     Parameters
@@ -362,6 +373,12 @@ def plot_products(outdir: str, root: str | None = None, kinds=None) -> list[Plot
         The zarr store (default ``OUTDIR/cubes.zarr``).
     kinds : iterable of str, optional
         Only these plots (default all, see the module docstring).
+    drawn : list of PlotEntry, optional
+        Entries an earlier call drew on the same run (e.g. :data:`EARLY_PLOTS`, drawn before
+        the products wrote the light curves): kept and listed with this call's in the order
+        of one call drawing them all (:data:`PLOT_KINDS`, groups sorted).
+    index : bool
+        Write ``plots/index.json`` (an earlier call's of ``drawn`` writes none).
 
     Returns
     -------
@@ -373,12 +390,18 @@ def plot_products(outdir: str, root: str | None = None, kinds=None) -> list[Plot
     pdir = fs.join(outdir, "plots")
     fs.makedirs(pdir)
     entries: list[PlotEntry] = []
-    for g in _groups(root):
+    groups = _groups(root)
+    for g in groups:
         with plots.spectral_axis(_spectral_units(root, g)):
             entries.extend(_plot_group(outdir, root, pdir, g, plots,
                                        set(kinds) if kinds else None))
-    index = [e.__dict__ for e in entries]
-    fs.write_text(fs.join(pdir, "index.json"), json.dumps(index, indent=1, default=str))
+    if drawn:
+        order = {g: i for i, g in enumerate(groups)}
+        entries = sorted([*drawn, *entries], key=lambda e: (
+            order.get(e.group, len(order)), e.group, PLOT_KINDS.index(e.kind)))
+    if index:
+        index_ = [e.__dict__ for e in entries]
+        fs.write_text(fs.join(pdir, "index.json"), json.dumps(index_, indent=1, default=str))
     return entries
 
 
@@ -393,7 +416,7 @@ def _spectral_units(root: str, g: str) -> str:
 
 def _plot_group(outdir, root, pdir, g, plots, kinds) -> list[PlotEntry]:
     out: list[PlotEntry] = []
-    stages = dict(zarr_store.open_root(root, mode="r")[g].groups())
+    stages = _Stages(root, g)
 
     def want(kind):
         return kinds is None or kind in kinds
@@ -416,6 +439,42 @@ def _plot_group(outdir, root, pdir, g, plots, kinds) -> list[PlotEntry]:
                 e.note = f"failed: {type(exc).__name__}: {exc}"
         out.append(e)
 
+    if any(want(k) for k in _LC_PLOTS):
+        _plot_lightcurves(outdir, root, g, plots, stages, run)
+    _plot_rates(root, g, plots, stages, run, want)
+    return out
+
+
+class _Stages:
+    """Which stages (sub-groups) a group of the store has, each looked up by its own path
+    when first asked: no listing of the group, so a plot process may read it while the
+    products step writes new sub-groups (``lightcurves``, ``trace``) into it."""
+
+    def __init__(self, root: str, g: str):
+        self.root, self.g, self._known = root, g, {}
+
+    def __contains__(self, name: str) -> bool:
+        if name not in self._known:
+            self._known[name] = _has_group(self.root, f"{self.g}/{name}")
+        return self._known[name]
+
+
+def _has_group(root: str, path: str) -> bool:
+    """Whether the store has a group at ``path`` (reads that group's metadata alone)."""
+    import zarr
+
+    missing = (FileNotFoundError, KeyError) + tuple(
+        getattr(zarr.errors, n) for n in ("NodeNotFoundError", "GroupNotFoundError",
+                                          "ContainsArrayError") if hasattr(zarr.errors, n))
+    try:
+        zarr.open_group(root, path=path, mode="r", zarr_format=3)
+    except missing:
+        return False
+    return True
+
+
+def _plot_lightcurves(outdir, root, g, plots, stages, run) -> None:
+    """The light-curve plots of a group (:data:`_LC_PLOTS`)."""
     fit = _read_json(fs.join(outdir, f"fit_{g}.json"))
     ts = _read_json(fs.join(outdir, f"transmission_{g}.json"))
     if fit is not None and "params" not in fit:
@@ -496,8 +555,12 @@ def _plot_group(outdir, root, pdir, g, plots, kinds) -> list[PlotEntry]:
             run("waterfall", None, missing=fit_note if not have_fit
                 else "no per-bin depths (transmission_<group>.json) to model the bins")
 
+
+def _plot_rates(root, g, plots, stages, run, want) -> None:
+    """The plots of a group from its extraction model, spectra and rateints (each read
+    only when one of its plots is wanted)."""
     ext = None
-    if "extraction" in stages:
+    if any(want(k) for k in ("rate", "trace", "flicker")) and "extraction" in stages:
         ext = zarr_store.load_arrays(root, f"{g}/extraction")
     if ext is not None and "median_image" in ext[0]:
         from nirbeam.transforms.spectra import ExtractionModel
@@ -510,7 +573,9 @@ def _plot_group(outdir, root, pdir, g, plots, kinds) -> list[PlotEntry]:
     else:
         run("rate", None, missing="no extraction model (median image) in the store")
 
-    if "spectra" in stages:
+    if not (want("background") or want("spectrum")):
+        pass
+    elif "spectra" in stages:
         sp = _spectra_arrays(root, g)
         done = sp["done"]
         ts_ = sp["int_mid_BJD_TDB"][done]
@@ -527,7 +592,9 @@ def _plot_group(outdir, root, pdir, g, plots, kinds) -> list[PlotEntry]:
         for kind in ("background", "spectrum"):
             run(kind, None, missing="no spectra stage in the store")
 
-    if "rateints" in stages and ext is not None:
+    if not (want("trace") or want("flicker")):
+        pass
+    elif "rateints" in stages and ext is not None:
         arrays, attrs = ext
         done = zarr_store.completed(root, g, "rateints").astype(bool)
         idx = sampled_indices(done)
@@ -557,7 +624,6 @@ def _plot_group(outdir, root, pdir, g, plots, kinds) -> list[PlotEntry]:
         for kind in ("trace", "flicker"):
             run(kind, None, missing="per-integration trace data need the rateints and the "
                                     "extraction model in the store; not there")
-    return out
 
 
 def sampled_indices(done: np.ndarray) -> np.ndarray:

@@ -47,9 +47,10 @@ def quicklook_fit_config(cfg, time_d: np.ndarray, flux: np.ndarray):
     return replace(cfg, t0=t0)
 
 
-def fit_and_plot(outdir, root, fits_done, settings, wl_sources: dict) -> dict:
+def fit_and_plot(outdir, root, fits_done, settings, wl_sources: dict, *, drawn=None) -> dict:
     """Quick-look white-light and spectroscopic fits of each group; fit and transmission
-    JSON files; then the plots. ``wl_sources``: group -> wavelength source."""
+    JSON files; then the plots. ``wl_sources``: group -> wavelength source; ``drawn``: the
+    plots drawn already (:func:`plot_all`)."""
     from nirbeam.sinks.fit_json import write_fit_json
     from nirbeam.sinks.tables import write_json
     from nirbeam.transforms.transit import fit_spectroscopic, fit_transit
@@ -105,16 +106,24 @@ def fit_and_plot(outdir, root, fits_done, settings, wl_sources: dict) -> dict:
         results[g] = entry
         fitted[g] = (res, ts, use)
     if settings.products.plots:
-        plot_all(outdir, root, fits_done, fitted, settings)
+        plot_all(outdir, root, fits_done, fitted, settings, drawn=drawn)
     return results
 
 
-def plot_all(outdir, root, fits_done, fitted, settings) -> None:
-    """Every plot, from the products just written (:mod:`nirbeam.sinks.diagnostics`)."""
-    from nirbeam.sinks.diagnostics import plot_products
+def plot_all(outdir, root, fits_done, fitted, settings, *, drawn=None) -> None:
+    """Every plot, from the products just written (:mod:`nirbeam.sinks.diagnostics`);
+    ``drawn``: the entries of plots drawn already (a plot process draws
+    :data:`~nirbeam.sinks.diagnostics.EARLY_PLOTS` before the light curves are written):
+    the others drawn, all listed in ``plots/index.json``."""
+    from nirbeam.sinks.diagnostics import PLOT_KINDS, plot_products
 
     try:
-        plot_products(outdir, root)
+        if drawn is None:
+            plot_products(outdir, root)
+        else:
+            done = {e.kind for e in drawn}
+            plot_products(outdir, root, kinds=[k for k in PLOT_KINDS if k not in done],
+                          drawn=drawn)
     except Exception as exc:  # noqa: BLE001 - plots must not kill a run
         log.warning("plots failed: %s", exc)
 

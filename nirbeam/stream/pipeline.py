@@ -316,8 +316,9 @@ def run(
     peak["spectra"] = peak_rss_mib()
     t0 = time.time()
     with bar.stage("products", total=len(plans), unit="exposures") as st:
-        products = finalize_products(outdir, root, plans, settings)
-        zarr_store.consolidate(root, {"nirbeam_version": __version__})
+        # the store consolidated once the products are written (a plot process may draw on)
+        products = finalize_products(outdir, root, plans, settings, then=lambda: zarr_store.consolidate(
+            root, {"nirbeam_version": __version__}))
         st.set(len(products.get("exposures", {})))
     timings["products"] = time.time() - t0
     peak["products"] = peak_rss_mib()

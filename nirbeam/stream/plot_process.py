@@ -19,7 +19,7 @@ from nirbeam.sinks import fs
 
 log = logging.getLogger("nirbeam")
 
-__all__ = ["PLOTS_PROCESS_ENV", "beside", "plots_in_child"]
+__all__ = ["PLOTS_PROCESS_ENV", "ahead", "beside", "plots_in_child"]
 
 
 #: ``NIRBEAM_PLOTS_PROCESS``: ``0`` (or ``off``/``no``/``false``): the quick-look fit and
@@ -57,6 +57,31 @@ def beside(fn, other):
     the child is waited for (KeyboardInterrupt and the like: killed) and reaped, its records
     replayed, and ``other``'s exception raised.
     """
+    def here(send):
+        send(None)  # at once: the child runs fn() whatever other() does
+        other()
+
+    return ahead(lambda: None, lambda _early, _payload: fn(), here, lambda _payload: fn())
+
+
+class _NoPayload(Exception):
+    """The parent ended (or failed) without sending the plot process its payload."""
+
+
+def ahead(early, late, parent, serial):
+    """``late(early(), payload)`` in a forked child process, started now, while this
+    process runs ``parent(send)``; returns what ``late`` returned.
+
+    The child runs ``early()`` at once, then waits for the ``payload`` that ``parent``
+    hands it with ``send(payload)`` (pickled, written to a pipe by a thread, so ``parent``
+    goes on at once), and runs ``late``. So the child can do the part of its work that
+    needs nothing ``parent`` computes (e.g. import matplotlib, draw the plots of inputs
+    already on disk) while ``parent`` computes the rest. ``serial(payload)``: the child's
+    whole work done here, for when there is no child (fork refused) or the child ended
+    without a result (said by a warning), or the payload does not pickle. Log records,
+    warnings and exceptions of the child as :func:`beside` says; ``parent`` raising
+    before ``send``: the child is told so (it ends without running ``late``).
+    """
     import signal
 
     for f in (sys.stdout, sys.stderr):  # no buffered text written twice (the child's copy)
@@ -64,7 +89,8 @@ def beside(fn, other):
             f.flush()
         except Exception:  # noqa: BLE001, S110 - a closed stream: nothing to flush
             pass
-    r, w = os.pipe()
+    r, w = os.pipe()  # child -> parent: the result
+    pr, pw = os.pipe()  # parent -> child: the payload
     # the child's collector leaves the objects there before it alone (no pages copied for
     # their gc headers: ~50k -> 35k page faults in the child on PRISM)
     gc.freeze()
@@ -72,18 +98,30 @@ def beside(fn, other):
         pid = os.fork()
     except OSError as exc:  # no process to be had: serial
         gc.unfreeze()
-        os.close(r)
-        os.close(w)
+        for fd in (r, w, pr, pw):
+            os.close(fd)
         log.debug("no plot process (%s): fit and plots after the writers", exc)
-        other()
-        return fn()
+        box: list = []
+        parent(box.append)
+        return serial(box[0] if box else None)
     if pid:
         gc.unfreeze()
     else:  # the child: never returns
         code = 70
         try:
             os.close(r)
-            msg = _child_call(fn)
+            os.close(pw)
+
+            def recv():
+                with open(pr, "rb") as f:
+                    data = f.read()
+                if not data:
+                    raise _NoPayload("the products step sent the plot process nothing")
+                import pickle
+
+                return pickle.loads(data)
+
+            msg = _child_call(lambda: late(early(), recv()))
             data = _dumps(msg)
             with open(w, "wb") as f:
                 f.write(data)
@@ -96,25 +134,75 @@ def beside(fn, other):
                     pass
             os._exit(code)
     os.close(w)
+    os.close(pr)
+    sender = _Sender(pw)
     try:
-        other()
+        parent(sender.send)
     except BaseException as exc:
         if not isinstance(exc, Exception):
             os.kill(pid, signal.SIGKILL)
+        sender.close()
         try:
             _replay(_collect(pid, r), raise_=False)
-        except BaseException:  # noqa: BLE001 - other's exception is the one to raise
+        except BaseException:  # noqa: BLE001 - parent's exception is the one to raise
             _kill(pid)
         raise
     try:
+        sender.close()
         msg = _collect(pid, r)
     except BaseException:  # interrupted while waiting: no child left behind
         _kill(pid)
         raise
+    if not sender.sent:  # nothing (or nothing picklable) sent: the child's part here
+        return serial(sender.payload)
     if msg is None:
         log.warning("the plot process ended without a result: fit and plots drawn here")
-        return fn()
+        return serial(sender.payload)
     return _replay(msg)
+
+
+class _Sender:
+    """``send(payload)`` of :func:`ahead`: the payload pickled and written to the child's
+    pipe by a thread (the pipe holds 64 KiB; the child reads it when its early part is
+    done); :meth:`close` closes the pipe (nothing sent: the child reads end-of-file) and
+    waits for the thread."""
+
+    def __init__(self, fd: int):
+        self.fd, self.sent, self.payload, self._thread = fd, False, None, None
+
+    def send(self, payload) -> None:
+        import pickle
+        import threading
+
+        if self.fd is None:
+            raise RuntimeError("the plot process's payload is sent once")
+        self.payload = payload
+        try:
+            data = pickle.dumps(payload)
+        except Exception as exc:  # noqa: BLE001 - the child's part then runs here
+            log.debug("plot process payload does not pickle (%s): drawn here", exc)
+            self.close()
+            return
+        fd, self.fd, self.sent = self.fd, None, True
+        self._thread = threading.Thread(target=_write_all, args=(fd, data),
+                                        name="nirbeam-plot-payload", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        with open(fd, "wb") as f:
+            f.write(data)
+    except OSError:  # the child is gone (killed, crashed): said when it is reaped
+        pass
 
 
 def _kill(pid: int) -> None:

@@ -34,7 +34,7 @@ from nirbeam.stream.plan import (
     exposure_work,
     spectra_blocks,
 )
-from nirbeam.stream.plot_process import beside, plots_in_child
+from nirbeam.stream.plot_process import ahead, plots_in_child
 from nirbeam.stream.product_tables import (
     batch_whitelight_table,
     lightcurve_edges,
@@ -120,14 +120,46 @@ def run_spectra_stage(root: str, plans, settings, runner_spec, dead_dir) -> dict
 # Products (driver: small arrays)
 
 
-def finalize_products(outdir: str, root: str, plans, settings) -> dict:
+def finalize_products(outdir: str, root: str, plans, settings, *, then=None) -> dict:
     """Write white-light and spectroscopic light curves, x1dints, fit and plots.
+
+    ``then``: called (no arguments) once the products are written: after the plots, or,
+    with a plot process, while it may still draw (it reads the store and writes only the
+    plots, fit and transmission files): e.g. the store's consolidation.
 
     Per exposure/detector: ``speclc_<group>`` tables, ``<group>_x1dints.fits`` and the
     trace diagnostics (``<group>/trace`` in the store); per exposure, calwebb_tso3's
     ``<exposure>_whtlt.ecsv``; over all, nirbeam's ``whitelight`` table. The tables are
     built by :mod:`nirbeam.stream.product_tables` (shared with the live writers).
     """
+    if not (plots_in_child(outdir, settings)
+            and (settings.products.fit or settings.products.plots)):
+        return _finalize(outdir, root, plans, settings, then=then)
+    # The fit and plots in a forked child process, started now: it draws the plots of what
+    # the store holds already (EARLY_PLOTS: extraction model, spectra; matplotlib's import)
+    # while this process computes the light curves and trace diagnostics, then the rest
+    # from what this process sends it (_late_plots), while this process writes the tables
+    # and x1dints. The store's consolidated metadata (a resumed run's) is stripped first,
+    # so that nothing the child reads is rewritten under it.
+    zarr_store.open_root(root)
+    box: dict = {}
+
+    def parent(send):
+        box["out"] = _finalize(outdir, root, plans, settings, send, then=then)
+
+    fit = ahead(functools.partial(_early_plots, outdir, root, plans, settings),
+                functools.partial(_late_plots, outdir, root, settings), parent,
+                functools.partial(_late_plots, outdir, root, settings, None))
+    out = box["out"]
+    if settings.products.fit and "whtlt" in out:
+        out["fit"] = fit
+    return out
+
+
+def _finalize(outdir: str, root: str, plans, settings, send=None, *, then=None) -> dict:
+    """:func:`finalize_products`' work; ``send``: a plot process's (:func:`_late_plots`
+    gets what it sends: the fit's light curves, the wavelength sources and the sampled
+    rateints' kernels), else the fit and plots are done here after the writers."""
     from nirbeam.transforms.lightcurve import bin_spectra
 
     out: dict = {"exposures": {}}
@@ -136,7 +168,7 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
     sources = {}
     samples: dict | None = {} if settings.products.plots else None  # rateints read once
     plotted: dict = {}  # spectra read once (the last group's)
-    child = plots_in_child(outdir, settings)
+    child = send is not None
     later: list = []  # a group's writers the fit and plots do not read (tables, x1dints)
     for plan in plans:
         _run_all(later)  # the previous group's, before this group's spectra are read
@@ -191,13 +223,17 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
         if not child:
             _run_all(later)
         fits_done[g] = (meta, bjd, w.wf, w.we, w.wdq, lc, sdq)
-        if samples is not None:  # the last group's spectra, for its plots (one group held)
+        if samples is not None and not child:  # the last group's spectra, for its plots
             plotted.clear()
             plotted[g] = {"done": done, "int_mid_BJD_TDB": bjd, "wavelength": wl,
                           **{n: S[n] for n in ("background", "flux", "flux_error")}}
         del S, w  # the group's spectra (NINTS x columns): not held through the next group
     if not wl_rows:
         _run_all(later)
+        if child:
+            send(None)
+        if then is not None:
+            then()
         return out
 
     def writers():  # what the fit and the plots do not read
@@ -209,25 +245,54 @@ def finalize_products(outdir: str, root: str, plans, settings) -> dict:
                 _write_rateints_fits(outdir, root, plan)
 
     with_lc = {g: v for g, v in fits_done.items() if v[5] is not None}
-
-    def fit_plots():
-        from nirbeam.sinks.diagnostics import shared_samples
-
-        with shared_samples(root, samples or {}, plotted):
-            if settings.products.fit:
-                return fit_and_plot(outdir, root, with_lc, settings, sources)
-            if settings.products.plots:
-                plot_all(outdir, root, with_lc, {}, settings)
-        return None
-
-    if child and (settings.products.fit or settings.products.plots):
-        fit = beside(fit_plots, writers)
-    else:
+    if child:
+        send((with_lc, sources, samples or {}))
         writers()
-        fit = fit_plots()
+        if then is not None:
+            then()
+        return out
+    writers()
+    fit = _late_plots(outdir, root, settings, None, (with_lc, sources, samples or {}), plotted)
     if settings.products.fit:
         out["fit"] = fit
+    if then is not None:
+        then()
     return out
+
+
+def _early_plots(outdir, root, plans, settings):
+    """In the plot process, at once: the plots of what the store holds before the
+    products (:data:`nirbeam.sinks.diagnostics.EARLY_PLOTS`), when the products will draw
+    plots at all (a group with spectra); their entries, or None (then all are drawn
+    later, as serial would)."""
+    from nirbeam.sinks.diagnostics import EARLY_PLOTS, plot_products
+
+    if not settings.products.plots:
+        return None
+    try:
+        top = zarr_store.open_root(root, mode="r")
+        if not any(SPECTRA in top.get(p.meta.group_name, {}) for p in plans):
+            return None
+        return plot_products(outdir, root, kinds=EARLY_PLOTS, index=False)
+    except Exception:  # noqa: BLE001 - drawn (and said) again with the others
+        return None
+
+
+def _late_plots(outdir, root, settings, drawn, payload, plotted=None):
+    """The fit and the plots (those not in ``drawn``, the entries :func:`_early_plots`
+    drew) from ``payload``: (group -> the fit's light curves, group -> wavelength source,
+    group -> sampled rateints' kernels), or None: nothing to draw."""
+    from nirbeam.sinks.diagnostics import shared_samples
+
+    if payload is None:
+        return None
+    with_lc, sources, samples = payload
+    with shared_samples(root, samples, plotted or {}):
+        if settings.products.fit:
+            return fit_and_plot(outdir, root, with_lc, settings, sources, drawn=drawn)
+        if settings.products.plots:
+            plot_all(outdir, root, with_lc, {}, settings, drawn=drawn)
+    return None
 
 
 def _run_all(jobs: list) -> None:
