@@ -7,11 +7,16 @@
   data must be present;
 - Hypothesis profiles: ``ci`` (derandomised: the same examples on every run, so whether a
   bug is caught does not depend on the draw) is loaded when ``CI`` is true, ``dev``
-  (random, a fresh draw each run) otherwise; ``HYPOTHESIS_PROFILE`` overrides both.
+  (random, a fresh draw each run) otherwise; ``HYPOTHESIS_PROFILE`` overrides both;
+- whole runs of a small simulated PRISM exposure: the session-scoped :func:`prism_sim`
+  factory (one simulation per parameter set), :func:`run_sim` (``nirbeam run`` in this
+  process), :func:`read_deadletters` and :func:`assert_same_arrays` (two runs' store
+  arrays bit for bit).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -117,3 +122,50 @@ def uncal_writer():
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def prism_sim(tmp_path_factory):
+    """Factory ``prism_sim(nints, seed, ints_per_segment)``: a simulated PRISM SUB512
+    exposure (``simulate(..., preset="prism-sub512")``), made once per parameter set for
+    the session; read it only (runs write into their own ``--out`` folders)."""
+    from nirbeam.sim.simulator import simulate
+
+    made = {}
+
+    def make(nints: int, seed: int, ints_per_segment: int):
+        key = (nints, seed, ints_per_segment)
+        if key not in made:
+            d = tmp_path_factory.mktemp(f"prism{nints}s{seed}i{ints_per_segment}")
+            made[key] = simulate(d, preset="prism-sub512", nints=nints, seed=seed,
+                                 ints_per_segment=ints_per_segment)
+        return made[key]
+
+    return make
+
+
+def run_sim(sim, out, *args: str, runner: str = "direct") -> int:
+    """``nirbeam run`` of a simulation into ``out`` in this process, no progress bar;
+    returns the exit code (3: finished with dead letters)."""
+    from nirbeam.stream.cli import main
+
+    return main(["run", str(sim.outdir), "--refs", str(sim.refs_dir), "--out", str(out),
+                 "--no-progress", "--runner", runner, *args])
+
+
+def read_deadletters(out) -> list[dict]:
+    """The dead letters of a run's ``out`` folder, in file order."""
+    return [json.loads(x) for x in (Path(out) / "deadletter.jsonl").read_text().splitlines()]
+
+
+def assert_same_arrays(out_a, out_b, group: str, stage: str, names, nints: int) -> None:
+    """The arrays ``names`` of ``group/stage`` in two runs' ``cubes.zarr``: same dtype and
+    shape (``nints`` first), bytes equal (NaN fill values included)."""
+    import zarr
+
+    za = zarr.open_group(str(Path(out_a) / "cubes.zarr"), mode="r")[group][stage]
+    zb = zarr.open_group(str(Path(out_b) / "cubes.zarr"), mode="r")[group][stage]
+    for name in names:
+        a, b = za[name][:], zb[name][:]
+        assert a.dtype == b.dtype and a.shape == b.shape and a.shape[0] == nints, (stage, name)
+        assert a.tobytes() == b.tobytes(), (stage, name)
