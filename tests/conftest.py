@@ -7,12 +7,25 @@
   data must be present;
 - Hypothesis profiles: ``ci`` (derandomised: the same examples on every run, so whether a
   bug is caught does not depend on the draw) is loaded when ``CI`` is true, ``dev``
-  (random, a fresh draw each run) otherwise; ``HYPOTHESIS_PROFILE`` overrides both.
+  (random, a fresh draw each run) otherwise; ``HYPOTHESIS_PROFILE`` overrides both;
+- whole runs of a small simulated PRISM exposure: the session-scoped :func:`prism_sim`
+  factory (one simulation per parameter set), :func:`run_sim` (``nirbeam run`` in this
+  process), :func:`read_deadletters` and :func:`assert_same_arrays` (two runs' store
+  arrays bit for bit);
+- child processes: :func:`child_pids`, :func:`no_children_left` (fails if a block leaves
+  a child of this process running: the ``no_leaked_children`` fixture, per test, or a
+  module's guard) and :func:`own_resource_tracker` (stops multiprocessing's resource
+  tracker where the block started it: a LocalCluster's spawned nannies start it, and it
+  stays a child of this process until the process exits).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +130,112 @@ def uncal_writer():
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def prism_sim(tmp_path_factory):
+    """Factory ``prism_sim(nints, seed, ints_per_segment)``: a simulated PRISM SUB512
+    exposure (``simulate(..., preset="prism-sub512")``), made once per parameter set for
+    the session; read it only (runs write into their own ``--out`` folders)."""
+    from nirbeam.sim.simulator import simulate
+
+    made = {}
+
+    def make(nints: int, seed: int, ints_per_segment: int):
+        key = (nints, seed, ints_per_segment)
+        if key not in made:
+            d = tmp_path_factory.mktemp(f"prism{nints}s{seed}i{ints_per_segment}")
+            made[key] = simulate(d, preset="prism-sub512", nints=nints, seed=seed,
+                                 ints_per_segment=ints_per_segment)
+        return made[key]
+
+    return make
+
+
+def run_sim(sim, out, *args: str, runner: str = "direct") -> int:
+    """``nirbeam run`` of a simulation into ``out`` in this process, no progress bar;
+    returns the exit code (3: finished with dead letters)."""
+    from nirbeam.stream.cli import main
+
+    return main(["run", str(sim.outdir), "--refs", str(sim.refs_dir), "--out", str(out),
+                 "--no-progress", "--runner", runner, *args])
+
+
+def read_deadletters(out) -> list[dict]:
+    """The dead letters of a run's ``out`` folder, in file order."""
+    return [json.loads(x) for x in (Path(out) / "deadletter.jsonl").read_text().splitlines()]
+
+
+def assert_same_arrays(out_a, out_b, group: str, stage: str, names, nints: int) -> None:
+    """The arrays ``names`` of ``group/stage`` in two runs' ``cubes.zarr``: same dtype and
+    shape (``nints`` first), bytes equal (NaN fill values included)."""
+    import zarr
+
+    za = zarr.open_group(str(Path(out_a) / "cubes.zarr"), mode="r")[group][stage]
+    zb = zarr.open_group(str(Path(out_b) / "cubes.zarr"), mode="r")[group][stage]
+    for name in names:
+        a, b = za[name][:], zb[name][:]
+        assert a.dtype == b.dtype and a.shape == b.shape and a.shape[0] == nints, (stage, name)
+        assert a.tobytes() == b.tobytes(), (stage, name)
+
+
+def child_pids() -> set[int]:
+    """Live (or zombie) child processes of this process, of any of its threads (Linux)."""
+    out: set[int] = set()
+    for t in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{t}/children") as f:
+                out.update(int(p) for p in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def _describe(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        return f"{pid}: {cmd[:200]}"
+    except OSError:
+        return f"{pid}: (gone)"
+
+
+@contextlib.contextmanager
+def no_children_left(what: str = "the block", grace: float = 5.0):
+    """Fail if a child process started inside the block is still there (running or a
+    zombie) ``grace`` seconds after it."""
+    if not os.path.isdir("/proc/self/task"):
+        yield
+        return
+    before = child_pids()
+    yield
+    deadline = time.monotonic() + grace
+    while (left := child_pids() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"{what} left child processes running: " + "; ".join(
+        _describe(p) for p in sorted(left))
+
+
+@pytest.fixture
+def no_leaked_children(request):
+    """The test fails if it leaves a child process of this process behind."""
+    with no_children_left(request.node.nodeid):
+        yield
+
+
+@contextlib.contextmanager
+def own_resource_tracker():
+    """Stop multiprocessing's resource tracker after the block where the block started
+    it (a spawn-context start does: a LocalCluster's nannies): it is a child of this
+    process that otherwise lives until the process exits. Started again by the next
+    spawn that needs it."""
+    from multiprocessing import resource_tracker
+
+    tracker = resource_tracker._resource_tracker
+    running = getattr(tracker, "_pid", None) is not None
+    try:
+        yield
+    finally:
+        if not running and getattr(tracker, "_pid", None) is not None:
+            gc.collect()  # closed queues' and locks' semaphores unregistered first
+            tracker._stop()

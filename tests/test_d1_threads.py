@@ -9,21 +9,14 @@ import threading
 
 import numpy as np
 import pytest
-import zarr
+from conftest import assert_same_arrays, read_deadletters, run_sim
 
-from nirbeam.sim.simulator import simulate
 from nirbeam.stream import rate_steps
-from nirbeam.stream.cli import main
 from nirbeam.stream.rate_steps import D1_THREADS_ENV, RATE_ARRAYS, detector1_pool, detector1_threads
 
 NINTS = 20
+SIM = dict(nints=NINTS, seed=5, ints_per_segment=7)
 READ_FAILS, D1_FAILS = 17, 9  # past the draft's integrations (prepare reads the first few)
-
-
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory):
-    d = tmp_path_factory.mktemp("d1thr")
-    return simulate(d, preset="prism-sub512", nints=NINTS, seed=5, ints_per_segment=7)
 
 
 def _run(sim, out, threads, monkeypatch):
@@ -49,35 +42,29 @@ def _run(sim, out, threads, monkeypatch):
     monkeypatch.setattr(d1, "calibrate_record", flaky_cal)
     monkeypatch.setattr(rate_steps, "read_ramp", flaky_read)
     try:
-        assert main(["run", str(sim.outdir), "--refs", str(sim.refs_dir), "--out", str(out),
-                     "--no-progress", "--runner", "direct"]) == 3  # two dead letters
+        assert run_sim(sim, out) == 3  # two dead letters
     finally:
         monkeypatch.setattr(d1, "calibrate_record", real_cal)
         monkeypatch.setattr(rate_steps, "read_ramp", real_read)
     return ran_on
 
 
-def test_threaded_block_equals_one_thread_bit_for_bit(sim, tmp_path, monkeypatch):
+def test_threaded_block_equals_one_thread_bit_for_bit(prism_sim, tmp_path, monkeypatch):
     from nirbeam.sinks import zarr_store
 
+    sim = prism_sim(**SIM)
     one, three = tmp_path / "one", tmp_path / "three"
     on1 = _run(sim, one, 1, monkeypatch)
     on3 = _run(sim, three, 3, monkeypatch)
     assert not any(n.startswith("nirbeam-d1") for n in on1)
     assert any(n.startswith("nirbeam-d1") for n in on3), on3  # the pool did the work
     group = f"{sim.exposure}_nrs1"
-    za = zarr.open_group(str(one / "cubes.zarr"), mode="r")[group]["rateints"]
-    zb = zarr.open_group(str(three / "cubes.zarr"), mode="r")[group]["rateints"]
-    for name in RATE_ARRAYS:
-        a, b = za[name][:], zb[name][:]
-        assert a.dtype == b.dtype and a.shape == b.shape == (NINTS, *a.shape[1:])
-        assert a.tobytes() == b.tobytes(), name  # bit for bit, NaNs (fill values) included
+    assert_same_arrays(one, three, group, "rateints", RATE_ARRAYS, NINTS)  # NaN fills too
     done1 = zarr_store.completed(str(one / "cubes.zarr"), group, "rateints")
     done3 = zarr_store.completed(str(three / "cubes.zarr"), group, "rateints")
     assert done1.tolist() == done3.tolist()
     assert np.flatnonzero(~done1).tolist() == [D1_FAILS - 1, READ_FAILS - 1]
-    d1 = [json.loads(x) for x in (one / "deadletter.jsonl").read_text().splitlines()]
-    d3 = [json.loads(x) for x in (three / "deadletter.jsonl").read_text().splitlines()]
+    d1, d3 = read_deadletters(one), read_deadletters(three)
     assert d1 == d3
     assert [(x["integration"], x["step"]) for x in d1] == [(D1_FAILS, "detector1"),
                                                            (READ_FAILS, "read")]

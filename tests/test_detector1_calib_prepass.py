@@ -17,8 +17,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-from test_detector1_fused import _assert_same
-from test_detector1_linearity_rows import _lin_refs
+from _detector1_helpers import (
+    assert_cube_equals_step,
+    assert_fused_equal_step,
+    crafted_saturation,
+    lin_refs,
+)
 from test_detector1_sim import simulate
 
 from nirbeam import dqflags
@@ -29,7 +33,6 @@ from nirbeam.transforms.detector1 import (
     _calib_setup,
     _calibrate_cube,
     calibrate_groups,
-    run_detector1,
 )
 from nirbeam.transforms.jump import JumpParams
 from nirbeam.transforms.refpix import RefPixParams, SubarrayGeometry, reference_mask
@@ -101,16 +104,8 @@ def test_first_saturated_group_float64_not_rounded_to_float32():
 def _crafted(ng, seed):
     sim = simulate(seed=seed, ng=ng, ny=14, nx=37, rate_range=(0.5, 6000.0), ncr=8,
                    cr_amp=(100, 20000))
-    refs = _lin_refs(sim, 6, seed=seed)
+    ramp, refs = crafted_saturation(sim.ramp, lin_refs(sim, 6, seed=seed))
     rng = np.random.default_rng(seed)
-    ramp = sim.ramp.copy()
-    s = refs.saturation.copy()
-    s[1:13, 1:16] = 60000.0
-    ramp[0, 4:6, 4:6], ramp[1, 4:6, 4:6], ramp[2, 4:6, 4:6] = 20000, 40000, 59000
-    ramp[3:, 4:6, 4:6] = 65535  # partial saturation (NFRAMES > 1)
-    ramp[0, 9, 10:13], ramp[1, 9, 10:13] = 10500, 40000
-    ramp[2:, 9, 10:13] = 65535  # the group-2 check
-    ramp[:, 12, 3:6] = 0  # A/D floor
     ramp[rng.integers(0, ng, 5), rng.integers(0, 14, 5), rng.integers(0, 37, 5)] = 0
     dk = refs.dark.copy()
     dk[rng.integers(0, ng, 6), rng.integers(0, 14, 6), rng.integers(0, 37, 6)] = np.nan
@@ -120,8 +115,8 @@ def _crafted(ng, seed):
     sdq[2, 30] = dqflags.NO_SAT_CHECK
     bdq = np.zeros_like(mask)
     bdq[11, 33] = dqflags.UNRELIABLE_BIAS
-    return ramp, dataclasses.replace(refs, saturation=s, dark=dk, mask=mask,
-                                     saturation_dq=sdq, superbias_dq=bdq)
+    return ramp, dataclasses.replace(refs, dark=dk, mask=mask, saturation_dq=sdq,
+                                     superbias_dq=bdq)
 
 
 _OFF = ("dq_init", "saturation", "superbias", "refpix", "linearity", "dark")
@@ -139,25 +134,15 @@ def test_six_coefficient_cube_equals_step_and_fused_paths(off, refpix_geom, nfra
     if off is not None:
         params = dataclasses.replace(
             params, **{off: dataclasses.replace(getattr(params, off), enabled=False)})
-    no_jump = dataclasses.replace(params, jump=JumpParams(enabled=False))
-    g, q, p, _ = calibrate_groups(ramp, refs, timing, no_jump, geom)
-    calib, _ = _calib_setup(ramp, refs, timing, no_jump, geom)
+    (_, q, _), calib = assert_cube_equals_step(ramp, refs, timing, params, geom)
     assert calib[17] == (off != "linearity") and calib[18].shape[0] == (6 if calib[17] else 2)
     assert calib[16] == (refpix_geom and off != "refpix")  # refpix applied or not
-    cg, cq, cp = np.empty_like(g), np.empty_like(q), np.empty_like(p)
-    _calibrate_cube(ramp, *calib, cg, cq, cp)
-    np.testing.assert_array_equal(cg.view(np.uint32), g.view(np.uint32))
-    np.testing.assert_array_equal(cq, q)
-    np.testing.assert_array_equal(cp, p)
     if off != "saturation":
         assert (q & dqflags.SATURATED).any() and (q & dqflags.AD_FLOOR).any()
         if nframes > 1:
             dnu_only = ((q & dqflags.DO_NOT_USE) != 0) & ((q & dqflags.AD_FLOOR) == 0)
             assert dnu_only[1, 9, 10:13].all() and dnu_only[2, 3:7, 3:7].all()
-    step = run_detector1(ramp, refs, timing, params, geom, fused=False)
-    _assert_same(run_detector1(ramp, refs, timing, params, geom), step)  # _calib_row
-    _assert_same(run_detector1(ramp, refs, timing, params, geom,
-                               group_hook=lambda a, b, c: a), step)  # the cube
+    assert_fused_equal_step(ramp, refs, timing, params, geom)  # _calib_row and the cube
 
 
 def test_refpix_pdq_cache_follows_the_step_switches():

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import own_resource_tracker
 
 REPO = Path(__file__).resolve().parents[1]
 _BLAS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -126,7 +127,7 @@ def sim(tmp_path_factory):
     return res
 
 
-def test_run_after_a_dask_cluster_equals_a_fresh_process_run(sim, tmp_path):
+def test_run_after_a_dask_cluster_equals_a_fresh_process_run(sim, tmp_path, no_leaked_children):
     """After a dask LocalCluster (what tests/test_runners.py and ``--runner dask:N``
     start) this process's environment says one BLAS thread: ``nirbeam run`` in this
     process (its BLAS keeps its threads) and in a fresh process started from it (one
@@ -134,9 +135,9 @@ def test_run_after_a_dask_cluster_equals_a_fresh_process_run(sim, tmp_path):
     distributed = pytest.importorskip("distributed")
     saved = {k: os.environ.get(k) for k in _BLAS_ENV}
     try:
-        with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                      dashboard_address=None):
-            pass
+        with own_resource_tracker(), distributed.LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None):
+            pass  # the tracker its nanny's spawn started stopped too: no child left
         leaked = {k: os.environ.get(k) for k in _BLAS_ENV}
         args = ["run", *map(str, sim.uncal), "--refs", str(sim.refs_dir), "--config",
                 str(sim.outdir / "fast.toml"), "--no-progress"]

@@ -14,23 +14,12 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import child_pids
 
 from nirbeam.stream import plot_process as PP
 from nirbeam.stream import products as P
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-
-
-def _all_children() -> list[int]:
-    """Live (or zombie) child processes of this process."""
-    out = []
-    for t in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{t}/children") as f:
-                out += [int(p) for p in f.read().split()]
-        except OSError:
-            pass
-    return out
 
 
 _EARLIER: set[int] = set()
@@ -41,13 +30,13 @@ def _earlier_children():
     """Children an earlier test of the session left running (a local cluster, a server):
     not this test's to reap."""
     _EARLIER.clear()
-    _EARLIER.update(_all_children())
+    _EARLIER.update(child_pids())
     yield
 
 
 def _children() -> list[int]:
     """Child processes of this process started during this test and still there."""
-    return [p for p in _all_children() if p not in _EARLIER]
+    return [p for p in child_pids() if p not in _EARLIER]
 
 
 class Unpicklable(Exception):

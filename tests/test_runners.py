@@ -20,6 +20,7 @@ import apache_beam as beam
 import numpy as np
 import pytest
 import zarr
+from conftest import no_children_left, own_resource_tracker
 
 from nirbeam.sim.simulator import simulate
 from nirbeam.stream.pipeline import run
@@ -31,6 +32,14 @@ CONFIG = {"products": {"plots": False, "fit": False}}
 PRODUCT_ARRAYS = [
     ("rateints", n) for n in ("sci", "err", "dq", "var_poisson", "var_rnoise", "done")
 ] + [("spectra", n) for n in ("flux", "flux_error", "dq", "done")] + [("cleaned", "dq")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_child_left_by_the_module():
+    """After the module (its cluster closed) no child process of this one is left: no
+    worker, job service or worker pool, nor the resource tracker their spawns started."""
+    with no_children_left(__name__):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -61,18 +70,20 @@ def cluster():
     from distributed import LocalCluster
 
     kept = dict(os.environ)
-    c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                     dashboard_address=None, silence_logs=logging.WARNING)
-    # the nannies set OMP/MKL/OPENBLAS_NUM_THREADS=1 here: later processes must not see it
-    os.environ.clear()
-    os.environ.update(kept)
-    try:
-        yield c
-    finally:
-        c.close()
+    with own_resource_tracker():  # the tracker the nannies' spawns start: stopped after
+        c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                         dashboard_address=None, silence_logs=logging.WARNING)
+        # the nannies set OMP/MKL/OPENBLAS_NUM_THREADS=1 here: later processes must not see it
+        os.environ.clear()
+        os.environ.update(kept)
+        try:
+            yield c
+        finally:
+            c.close()
 
 
-def test_local_dask_cluster_leaves_the_blas_thread_settings_alone(monkeypatch):
+def test_local_dask_cluster_leaves_the_blas_thread_settings_alone(monkeypatch,
+                                                                  no_leaked_children):
     """``--runner dask:N`` starts a LocalCluster whose nannies set the BLAS thread counts
     to 1 in this process's environment; processes started afterwards (Beam workers,
     ``nirbeam stream``) would then run a one-thread BLAS. The runner puts them back."""
@@ -85,13 +96,14 @@ def test_local_dask_cluster_leaves_the_blas_thread_settings_alone(monkeypatch):
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     runners.close_local_dask_clusters()
-    try:
-        runners.local_dask_cluster(1)
-        assert os.environ.get("OMP_NUM_THREADS") == "2"
-        assert "OPENBLAS_NUM_THREADS" not in os.environ
-        assert "MKL_NUM_THREADS" not in os.environ
-    finally:
-        runners.close_local_dask_clusters()
+    with own_resource_tracker():  # no child left: the cluster's tracker stopped after it
+        try:
+            runners.local_dask_cluster(1)
+            assert os.environ.get("OMP_NUM_THREADS") == "2"
+            assert "OPENBLAS_NUM_THREADS" not in os.environ
+            assert "MKL_NUM_THREADS" not in os.environ
+        finally:
+            runners.close_local_dask_clusters()
 
 
 def assert_same_products(ref, out, group):

@@ -6,29 +6,33 @@ write stops the work item as before (raised, later steps not written)."""
 
 from __future__ import annotations
 
-import json
+import shutil
 import threading
 
 import numpy as np
 import pytest
-import zarr
+from conftest import assert_same_arrays, read_deadletters, run_sim
 
-from nirbeam.sim.simulator import simulate
 from nirbeam.sinks import zarr_store
 from nirbeam.stream import spectra_stage
-from nirbeam.stream.cli import main
 from nirbeam.stream.plan import BLOCK
 from nirbeam.stream.rate_steps import D1_THREADS_ENV
 from nirbeam.stream.settings import Settings
 from nirbeam.transforms.spectra import SPECTRUM_ARRAYS
 
 NINTS = 100  # four steps of one chunk (STEP patched to BLOCK): 32, 32, 32, 4
+SIM = dict(nints=NINTS, seed=7, ints_per_segment=40)
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory):
-    d = tmp_path_factory.mktemp("spthr")
-    return simulate(d, preset="prism-sub512", nints=NINTS, seed=7, ints_per_segment=40)
+def serial_store(prism_sim, tmp_path_factory):
+    """The store of a whole run of the simulation, writes on the DoFn thread
+    (``NIRBEAM_D1_THREADS=1``), no failure: the failed-write tests reprocess copies."""
+    out = tmp_path_factory.mktemp("spthr_serial") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(D1_THREADS_ENV, "1")
+        assert run_sim(prism_sim(**SIM), out) == 0
+    return out / "cubes.zarr"
 
 
 def _run(sim, out, threads, monkeypatch):
@@ -64,14 +68,14 @@ def _run(sim, out, threads, monkeypatch):
     monkeypatch.setattr(spectra_stage, "extract_integration", flaky_one)
     monkeypatch.setattr(zarr_store, "write_block", spy_write)
     try:
-        assert main(["run", str(sim.outdir), "--refs", str(sim.refs_dir), "--out", str(out),
-                     "--no-progress", "--runner", "direct"]) == 3  # one dead letter
+        assert run_sim(sim, out) == 3  # one dead letter
     finally:
         monkeypatch.undo()
     return wrote_on
 
 
-def test_overlapped_writes_equal_serial_bit_for_bit(sim, tmp_path, monkeypatch):
+def test_overlapped_writes_equal_serial_bit_for_bit(prism_sim, tmp_path, monkeypatch):
+    sim = prism_sim(**SIM)
     one, two = tmp_path / "one", tmp_path / "two"
     on1 = _run(sim, one, 1, monkeypatch)
     on2 = _run(sim, two, 2, monkeypatch)
@@ -79,30 +83,23 @@ def test_overlapped_writes_equal_serial_bit_for_bit(sim, tmp_path, monkeypatch):
     assert on2 and all(n.startswith("nirbeam-spectra-write") for n in on2), on2
     group = f"{sim.exposure}_nrs1"
     for stage, names in ((spectra_stage.SPECTRA, SPECTRUM_ARRAYS), (spectra_stage.CLEANED, ("dq",))):
-        za = zarr.open_group(str(one / "cubes.zarr"), mode="r")[group][stage]
-        zb = zarr.open_group(str(two / "cubes.zarr"), mode="r")[group][stage]
-        for name in (*names, "done"):
-            a, b = za[name][:], zb[name][:]
-            assert a.dtype == b.dtype and a.shape == b.shape and a.shape[0] == NINTS
-            assert a.tobytes() == b.tobytes(), (stage, name)  # NaN fills included
+        assert_same_arrays(one, two, group, stage, (*names, "done"), NINTS)  # NaN fills too
     done = zarr_store.completed(str(two / "cubes.zarr"), group, spectra_stage.SPECTRA)
     assert np.flatnonzero(~done).tolist() == [BLOCK + 2]  # the second step's third
-    d1 = [json.loads(x) for x in (one / "deadletter.jsonl").read_text().splitlines()]
-    d2 = [json.loads(x) for x in (two / "deadletter.jsonl").read_text().splitlines()]
+    d1, d2 = read_deadletters(one), read_deadletters(two)
     assert d1 == d2
     assert [(x["integration"], x["step"]) for x in d1] == [(BLOCK + 3, "extract")]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_failed_write_stops_the_item_as_before(sim, tmp_path, monkeypatch, threads):
+def test_failed_write_stops_the_item_as_before(prism_sim, serial_store, tmp_path, monkeypatch,
+                                               threads):
     """The second step's spectra write fails: the work item raises that error, the first
     step is written, the second's cleaned chunk (written before its spectra) too, no later
     step is written — with the writes on the DoFn thread or overlapped."""
-    out = tmp_path / "run"
-    monkeypatch.setenv(D1_THREADS_ENV, "1")
-    assert main(["run", str(sim.outdir), "--refs", str(sim.refs_dir), "--out", str(out),
-                 "--no-progress", "--runner", "direct"]) == 0
-    root, group = str(out / "cubes.zarr"), f"{sim.exposure}_nrs1"
+    sim, root = prism_sim(**SIM), str(tmp_path / "cubes.zarr")
+    shutil.copytree(serial_store, root)
+    group = f"{sim.exposure}_nrs1"
     for stage in (spectra_stage.SPECTRA, spectra_stage.CLEANED):
         spectra_stage._reset_completed(root, group, stage)
     block = spectra_stage.SpectraBlock(exposure=sim.exposure, detector="NRS1", nints=NINTS,
