@@ -868,12 +868,13 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
             if screen:
                 # the screened pixels first, in a loop without branches (vectorises): the
                 # bad-gain flag of every pixel, what jump_pixel would return where SOK
+                # (stored for every pixel: the loop below rewrites the others' KLO, KHI,
+                # PANY; a select keeping the old value compiles to slow masked stores)
                 for x in range(nx):
                     PDQ[s, x] |= np.uint32(0) if gain[cr, x] > 0 else _U_BADGAIN
-                    sk = SOK[x]
-                    KLO[s, x] = SLO[x] if sk else KLO[s, x]
-                    KHI[s, x] = SHI[x] if sk else KHI[s, x]
-                    PANY[s, x] = False if sk else PANY[s, x]
+                    KLO[s, x] = SLO[x]
+                    KHI[s, x] = SHI[x]
+                    PANY[s, x] = False
             for x in range(nx):
                 anynb = False
                 if screen and SOK[x]:  # done above
@@ -946,11 +947,12 @@ def _fused_band(ramp, r0, r1, pre, g_in, q_in, p_in,
                      and TSR[sf, x] < 0 and not LD[sf, x] and QA[sf, x] == 0)
                 FC[x] = c
                 nfast += np.int64(c)
-                rate[f, x] = FS[x] if c else rate[f, x]
-                err[f, x] = FE[x] if c else err[f, x]
-                dq[f, x] = pq if c else dq[f, x]
-                var_p[f, x] = FP[x] if c else var_p[f, x]
-                var_r[f, x] = FR[x] if c else var_r[f, x]
+                # every pixel: the loop below rewrites all five outputs of the others
+                rate[f, x] = FS[x]
+                err[f, x] = FE[x]
+                dq[f, x] = pq
+                var_p[f, x] = FP[x]
+                var_r[f, x] = FR[x]
         for x in range(nx if nfast < nx else 0):
             if nfast > 0 and FC[x]:
                 continue

@@ -521,15 +521,19 @@ def hook_median_kernel(g, gdq, pdq, bad_pixel, other, jump, bg_mode, bg_value, u
             w = blocks[b, 1]
             h = blocks[b, 2]
             s0 = blocks[b, 3]
+            for j in range(h):  # the gather alone first, then a pass that vectorises
+                fr = slot_flat[s0 + j]
+                sr = s[j]
+                for cc in range(bw):
+                    sr[cc] = dd[fr[cc]]
             for cc in range(bw):
                 n[cc] = 0
             for j in range(h):
-                fr = slot_flat[s0 + j]
                 ur = use[j]
                 dr = d[j]
                 sr = s[j]
-                for cc in range(bw):  # a gather (vectorises)
-                    dv = dd[fr[cc]]
+                for cc in range(bw):
+                    dv = sr[cc]
                     u = not np.isnan(dv)
                     ur[cc] = u
                     dr[cc] = dv if u else 0.0
