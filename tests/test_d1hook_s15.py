@@ -13,8 +13,8 @@
 from __future__ import annotations
 
 import numpy as np
+from _detector1_helpers import lin_refs as _lin_refs
 from test_detector1_fused import _assert_same
-from test_detector1_linearity_rows import _lin_refs
 from test_detector1_sim import simulate
 from test_flicker import _flagged_ramp
 
