@@ -23,13 +23,12 @@ from nirbeam.sinks import zarr_store
 from nirbeam.stream.plan import BLOCK, MAX_SPAN_BLOCKS, SpectraBlock
 from nirbeam.stream.records import DeadLetter, IntegrationKey
 from nirbeam.stream.wavelengths import axis_units, is_pixel_axis
-from nirbeam.transforms.outliers import nanmedian_axis0
+from nirbeam.transforms.outliers import flag_outliers, nanmedian_axis0
 from nirbeam.transforms.spectra import (
     SPECTRUM_ARRAYS,
     ExtractionModel,
     build_extraction_model,
     extract_integration,
-    flag_block,
 )
 from nirbeam.transforms.spectra_block import extract_block
 
@@ -369,9 +368,10 @@ class ProcessBlock:
         a, b = start - lo, stop - lo + 1
         var = zarr_store.read_block(self.root, g, RATEINTS, ("var_poisson", "var_rnoise"),
                                     slice(start - 1, stop))
-        if s.outliers.enabled:
-            new_dq = flag_block(read["sci"], read["err"], read["dq"], s.outliers.window,
-                                s.outliers.n_sigma, span=(a, b))  # the step alone
+        pool, parts = _compute_pool()
+        if s.outliers.enabled:  # the step alone (span), its window's rows / integrations in parts
+            new_dq = flag_outliers(read["sci"], read["err"], read["dq"], s.outliers.window,
+                                   s.outliers.n_sigma, span=(a, b), pool=pool, parts=parts)
         else:
             new_dq = read["dq"]
         n = stop - start + 1
@@ -381,7 +381,7 @@ class ProcessBlock:
         dead = []
         try:
             extract_block(read["sci"][a:b], read["err"][a:b], new_dq[a:b], var["var_poisson"],
-                          var["var_rnoise"], model, s.flicker, ok, spec)
+                          var["var_rnoise"], model, s.flicker, ok, spec, pool=pool, parts=parts)
         except Exception:  # noqa: BLE001 - one at a time: which integration fails
             spec = _spectra_fill(n, nx)
             for i in np.flatnonzero(ok):
@@ -428,3 +428,23 @@ def _step_writer():
             _STEP_WRITER[:] = [(os.getpid(),
                                 ThreadPoolExecutor(1, thread_name_prefix="nirbeam-spectra-write"))]
         return _STEP_WRITER[0][1]
+
+
+#: Parts per thread a step's flags and extraction are split in on :func:`_compute_pool`'s
+#: threads (more parts than threads: a thread held up by the writer or zarr's I/O thread
+#: leaves its later parts to the others).
+PARTS_PER_THREAD = 2
+
+
+def _compute_pool():
+    """``(pool, parts)``: the process's detector1 thread pool
+    (:func:`~nirbeam.stream.rate_steps.detector1_pool`, idle during stage 2) and the
+    number of parts a step's rolling flags, motion fits and extraction are split in on it;
+    ``(None, 1)`` (all on the caller's thread, as before) with one thread
+    (``NIRBEAM_D1_THREADS=1``, a runner's worker process)."""
+    from nirbeam.stream.rate_steps import detector1_pool
+
+    n, pool = detector1_pool((None, None))
+    if pool is None or n <= 1:
+        return None, 1
+    return pool, n * PARTS_PER_THREAD
