@@ -175,3 +175,38 @@ def test_stage_on_threads_equals_one_thread_bit_for_bit(run, tmp_path, monkeypat
     dq = zarr.open_group(one, mode="r")[group][spectra_stage.CLEANED]["dq"][:]
     assert (dq & dqflags.OUTLIER).any()  # the flags were exercised
     assert zarr_store.completed(one, group, spectra_stage.SPECTRA).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_reads_ahead_and_a_failed_read(run, tmp_path, monkeypatch, threads):
+    """With threads, step k + 1 is read on the step writer's thread while step k is
+    computed (with one thread: on the caller's); a read failing in the third step raises
+    from the work item with the first two steps written and nothing later, as serially."""
+    sim, src = run
+    root = str(tmp_path / "store.zarr")
+    shutil.copytree(src, root)
+    group = f"{sim.exposure}_nrs1"
+    for stage in (spectra_stage.SPECTRA, spectra_stage.CLEANED):
+        spectra_stage._reset_completed(root, group, stage)
+    real_read = zarr_store.read_block
+    read_on = set()
+
+    def failing(root_, group_, stage, names, sel):
+        read_on.add(threading.current_thread().name.split("_")[0])
+        if tuple(names) == ("var_poisson", "var_rnoise") and sel.start == 2 * BLOCK:
+            raise OSError("injected read failure")
+        return real_read(root_, group_, stage, names, sel)
+
+    monkeypatch.setenv(D1_THREADS_ENV, str(threads))
+    monkeypatch.setattr(spectra_stage, "STEP", BLOCK)
+    monkeypatch.setattr(zarr_store, "read_block", failing)
+    block = spectra_stage.SpectraBlock(exposure=sim.exposure, detector="NRS1", nints=NINTS,
+                                       start=1, stop=NINTS, model_token="failed-read")
+    with pytest.raises(OSError, match="injected read failure"):
+        spectra_stage.ProcessBlock(root, Settings())(block)
+    monkeypatch.undo()
+    want = {threading.current_thread().name} if threads == 1 else {"nirbeam-spectra-write"}
+    assert read_on == want
+    for stage in (spectra_stage.SPECTRA, spectra_stage.CLEANED):
+        assert np.flatnonzero(zarr_store.completed(root, group, stage)).tolist() == list(
+            range(2 * BLOCK)), stage

@@ -314,6 +314,10 @@ class ProcessBlock:
     extraction raises becomes a dead letter), and writes the step's chunks whole: on
     :func:`_step_writer`'s thread while the next step is computed (one step in flight; a
     failed write raises from the work item, later steps unwritten, as when written here).
+    That thread also reads step k + 1 while step k is computed (queued after step k - 1's
+    writes), and the flags and extraction of a step run in parts on
+    :func:`_compute_pool`'s threads; with one thread (``NIRBEAM_D1_THREADS=1``) every read,
+    kernel and write runs on the caller's thread in turn.
     """
 
     root: str
@@ -332,18 +336,36 @@ class ProcessBlock:
         reader = WindowReader(self.root, g, done)
         dead: list[DeadLetter] = []
         pool = _step_writer()
+        steps = [(a0, min(block.stop, a0 + STEP - 1))
+                 for a0 in range(block.start, block.stop + 1, STEP)]
+
+        def read(k):
+            return self._read(block, reader, *steps[k])
+
         pending = None  # the previous step's writes, in flight while this step is computed
-        for a0 in range(block.start, block.stop + 1, STEP):
+        ahead = None if pool is None or not steps else pool.submit(read, 0)  # the next reads
+        for k, (a0, a1) in enumerate(steps):
             try:
-                step_dead, write = self._step(block, model, done, reader, a0,
-                                              min(block.stop, a0 + STEP - 1))
+                if pool is None:
+                    got = read(k)
+                else:  # step k + 1's reads, queued after step k - 1's writes, run meanwhile
+                    ahead, fut = None, ahead
+                    got = fut.result()
+                    if k + 1 < len(steps):
+                        ahead = pool.submit(read, k + 1)
+                step_dead, write = self._step(block, model, done, got, a0, a1)
             except BaseException:
+                _settle(ahead)  # the reads ahead end (unused) before the item raises
                 if pending is not None:  # the serial stage raised that write's failure first
                     pending.result()
                 raise
             if pending is not None:  # at most one step's writes in flight
                 pending, fut = None, pending
-                fut.result()  # raises what the write raised (this step is not written)
+                try:
+                    fut.result()  # raises what the write raised (this step is not written)
+                except BaseException:
+                    _settle(ahead)
+                    raise
             dead += step_dead
             if pool is None:
                 write()
@@ -353,21 +375,29 @@ class ProcessBlock:
             pending.result()
         return dead
 
-    def _step(self, block, model, done, reader, start: int, stop: int):
-        """Integrations ``start..stop`` (1-based) of the work item: ``(dead letters, write)``,
-        ``write()`` writing the step's chunks (the caller calls it, here or on
-        :func:`_step_writer`'s thread)."""
+    def _read(self, block, reader, start: int, stop: int):
+        """What step ``start..stop`` (1-based) reads: ``(lo, window, variances)``: the
+        window from integration ``lo`` (the step and its neighbours) of what the outlier
+        flags need, the step alone of the variances, which only the extraction needs.
+        Steps are read in order (``reader`` only advances), here or on
+        :func:`_step_writer`'s thread."""
         s = self.settings
-        g = block.group
         w = s.outliers.window if s.outliers.enabled else 0
         lo = max(1, start - w)
         hi = min(block.nints, stop + w)
-        # the window (the step and its neighbours) of what the outlier flags need, the
-        # step alone of the variances, which only the extraction needs
-        read = reader.get(lo - 1, hi)
+        window = reader.get(lo - 1, hi)
+        var = zarr_store.read_block(self.root, block.group, RATEINTS,
+                                    ("var_poisson", "var_rnoise"), slice(start - 1, stop))
+        return lo, window, var
+
+    def _step(self, block, model, done, got, start: int, stop: int):
+        """Integrations ``start..stop`` (1-based) of the work item from their reads ``got``
+        (:meth:`_read`): ``(dead letters, write)``, ``write()`` writing the step's chunks
+        (the caller calls it, here or on :func:`_step_writer`'s thread)."""
+        s = self.settings
+        g = block.group
+        lo, read, var = got
         a, b = start - lo, stop - lo + 1
-        var = zarr_store.read_block(self.root, g, RATEINTS, ("var_poisson", "var_rnoise"),
-                                    slice(start - 1, stop))
         pool, parts = _compute_pool()
         if s.outliers.enabled:  # the step alone (span), its window's rows / integrations in parts
             new_dq = flag_outliers(read["sci"], read["err"], read["dq"], s.outliers.window,
@@ -407,14 +437,21 @@ class ProcessBlock:
         return dead, write
 
 
+def _settle(fut) -> None:
+    """Wait for ``fut`` (None: nothing) to end, whatever it raised."""
+    if fut is not None:
+        fut.exception()
+
+
 _STEP_WRITER: list = []  # [(pid, ThreadPoolExecutor)]
 _STEP_WRITER_LOCK = threading.Lock()
 
 
 def _step_writer():
     """The thread :class:`ProcessBlock` writes a step's chunks on while it computes the
-    next step (compression and I/O on a second core; one step in flight), or None to
-    write on the caller's thread: when detector1 runs on one thread
+    next step (compression and I/O on a second core; one step in flight) and reads the
+    step after it, or None to read and write on the caller's thread: when detector1 runs
+    on one thread
     (:func:`~nirbeam.stream.rate_steps.detector1_threads`: ``NIRBEAM_D1_THREADS=1``, a
     runner's worker process)."""
     from nirbeam.stream.rate_steps import detector1_threads
