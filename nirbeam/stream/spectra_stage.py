@@ -23,13 +23,12 @@ from nirbeam.sinks import zarr_store
 from nirbeam.stream.plan import BLOCK, MAX_SPAN_BLOCKS, SpectraBlock
 from nirbeam.stream.records import DeadLetter, IntegrationKey
 from nirbeam.stream.wavelengths import axis_units, is_pixel_axis
-from nirbeam.transforms.outliers import nanmedian_axis0
+from nirbeam.transforms.outliers import flag_outliers, nanmedian_axis0
 from nirbeam.transforms.spectra import (
     SPECTRUM_ARRAYS,
     ExtractionModel,
     build_extraction_model,
     extract_integration,
-    flag_block,
 )
 from nirbeam.transforms.spectra_block import extract_block
 
@@ -315,6 +314,10 @@ class ProcessBlock:
     extraction raises becomes a dead letter), and writes the step's chunks whole: on
     :func:`_step_writer`'s thread while the next step is computed (one step in flight; a
     failed write raises from the work item, later steps unwritten, as when written here).
+    That thread also reads step k + 1 while step k is computed (queued after step k - 1's
+    writes), and the flags and extraction of a step run in parts on
+    :func:`_compute_pool`'s threads; with one thread (``NIRBEAM_D1_THREADS=1``) every read,
+    kernel and write runs on the caller's thread in turn.
     """
 
     root: str
@@ -333,18 +336,36 @@ class ProcessBlock:
         reader = WindowReader(self.root, g, done)
         dead: list[DeadLetter] = []
         pool = _step_writer()
+        steps = [(a0, min(block.stop, a0 + STEP - 1))
+                 for a0 in range(block.start, block.stop + 1, STEP)]
+
+        def read(k):
+            return self._read(block, reader, *steps[k])
+
         pending = None  # the previous step's writes, in flight while this step is computed
-        for a0 in range(block.start, block.stop + 1, STEP):
+        ahead = None if pool is None or not steps else pool.submit(read, 0)  # the next reads
+        for k, (a0, a1) in enumerate(steps):
             try:
-                step_dead, write = self._step(block, model, done, reader, a0,
-                                              min(block.stop, a0 + STEP - 1))
+                if pool is None:
+                    got = read(k)
+                else:  # step k + 1's reads, queued after step k - 1's writes, run meanwhile
+                    ahead, fut = None, ahead
+                    got = fut.result()
+                    if k + 1 < len(steps):
+                        ahead = pool.submit(read, k + 1)
+                step_dead, write = self._step(block, model, done, got, a0, a1)
             except BaseException:
+                _settle(ahead)  # the reads ahead end (unused) before the item raises
                 if pending is not None:  # the serial stage raised that write's failure first
                     pending.result()
                 raise
             if pending is not None:  # at most one step's writes in flight
                 pending, fut = None, pending
-                fut.result()  # raises what the write raised (this step is not written)
+                try:
+                    fut.result()  # raises what the write raised (this step is not written)
+                except BaseException:
+                    _settle(ahead)
+                    raise
             dead += step_dead
             if pool is None:
                 write()
@@ -354,24 +375,33 @@ class ProcessBlock:
             pending.result()
         return dead
 
-    def _step(self, block, model, done, reader, start: int, stop: int):
-        """Integrations ``start..stop`` (1-based) of the work item: ``(dead letters, write)``,
-        ``write()`` writing the step's chunks (the caller calls it, here or on
-        :func:`_step_writer`'s thread)."""
+    def _read(self, block, reader, start: int, stop: int):
+        """What step ``start..stop`` (1-based) reads: ``(lo, window, variances)``: the
+        window from integration ``lo`` (the step and its neighbours) of what the outlier
+        flags need, the step alone of the variances, which only the extraction needs.
+        Steps are read in order (``reader`` only advances), here or on
+        :func:`_step_writer`'s thread."""
         s = self.settings
-        g = block.group
         w = s.outliers.window if s.outliers.enabled else 0
         lo = max(1, start - w)
         hi = min(block.nints, stop + w)
-        # the window (the step and its neighbours) of what the outlier flags need, the
-        # step alone of the variances, which only the extraction needs
-        read = reader.get(lo - 1, hi)
+        window = reader.get(lo - 1, hi)
+        var = zarr_store.read_block(self.root, block.group, RATEINTS,
+                                    ("var_poisson", "var_rnoise"), slice(start - 1, stop))
+        return lo, window, var
+
+    def _step(self, block, model, done, got, start: int, stop: int):
+        """Integrations ``start..stop`` (1-based) of the work item from their reads ``got``
+        (:meth:`_read`): ``(dead letters, write)``, ``write()`` writing the step's chunks
+        (the caller calls it, here or on :func:`_step_writer`'s thread)."""
+        s = self.settings
+        g = block.group
+        lo, read, var = got
         a, b = start - lo, stop - lo + 1
-        var = zarr_store.read_block(self.root, g, RATEINTS, ("var_poisson", "var_rnoise"),
-                                    slice(start - 1, stop))
-        if s.outliers.enabled:
-            new_dq = flag_block(read["sci"], read["err"], read["dq"], s.outliers.window,
-                                s.outliers.n_sigma, span=(a, b))  # the step alone
+        pool, parts = _compute_pool()
+        if s.outliers.enabled:  # the step alone (span), its window's rows / integrations in parts
+            new_dq = flag_outliers(read["sci"], read["err"], read["dq"], s.outliers.window,
+                                   s.outliers.n_sigma, span=(a, b), pool=pool, parts=parts)
         else:
             new_dq = read["dq"]
         n = stop - start + 1
@@ -381,7 +411,7 @@ class ProcessBlock:
         dead = []
         try:
             extract_block(read["sci"][a:b], read["err"][a:b], new_dq[a:b], var["var_poisson"],
-                          var["var_rnoise"], model, s.flicker, ok, spec)
+                          var["var_rnoise"], model, s.flicker, ok, spec, pool=pool, parts=parts)
         except Exception:  # noqa: BLE001 - one at a time: which integration fails
             spec = _spectra_fill(n, nx)
             for i in np.flatnonzero(ok):
@@ -407,14 +437,21 @@ class ProcessBlock:
         return dead, write
 
 
+def _settle(fut) -> None:
+    """Wait for ``fut`` (None: nothing) to end, whatever it raised."""
+    if fut is not None:
+        fut.exception()
+
+
 _STEP_WRITER: list = []  # [(pid, ThreadPoolExecutor)]
 _STEP_WRITER_LOCK = threading.Lock()
 
 
 def _step_writer():
     """The thread :class:`ProcessBlock` writes a step's chunks on while it computes the
-    next step (compression and I/O on a second core; one step in flight), or None to
-    write on the caller's thread: when detector1 runs on one thread
+    next step (compression and I/O on a second core; one step in flight) and reads the
+    step after it, or None to read and write on the caller's thread: when detector1 runs
+    on one thread
     (:func:`~nirbeam.stream.rate_steps.detector1_threads`: ``NIRBEAM_D1_THREADS=1``, a
     runner's worker process)."""
     from nirbeam.stream.rate_steps import detector1_threads
@@ -428,3 +465,23 @@ def _step_writer():
             _STEP_WRITER[:] = [(os.getpid(),
                                 ThreadPoolExecutor(1, thread_name_prefix="nirbeam-spectra-write"))]
         return _STEP_WRITER[0][1]
+
+
+#: Parts per thread a step's flags and extraction are split in on :func:`_compute_pool`'s
+#: threads (more parts than threads: a thread held up by the writer or zarr's I/O thread
+#: leaves its later parts to the others).
+PARTS_PER_THREAD = 2
+
+
+def _compute_pool():
+    """``(pool, parts)``: the process's detector1 thread pool
+    (:func:`~nirbeam.stream.rate_steps.detector1_pool`, idle during stage 2) and the
+    number of parts a step's rolling flags, motion fits and extraction are split in on it;
+    ``(None, 1)`` (all on the caller's thread, as before) with one thread
+    (``NIRBEAM_D1_THREADS=1``, a runner's worker process)."""
+    from nirbeam.stream.rate_steps import detector1_pool
+
+    n, pool = detector1_pool((None, None))
+    if pool is None or n <= 1:
+        return None, 1
+    return pool, n * PARTS_PER_THREAD

@@ -51,6 +51,7 @@ __all__ = [
     "motion_reference_numpy",
     "RollingOutlierFlagger",
     "flag_outliers",
+    "in_parts",
     "nanmedian_axis0",
     "window_bounds",
     "window_median",
@@ -144,7 +145,21 @@ def _slide_rows(A, B, cnt, cube, valid, ps, pe, y, nx, o, v):  # pragma: no cove
 
 @numba.njit(cache=True, nogil=True)
 def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, start, stop):  # pragma: no cover - compiled
-    """Batch kernel: per row, keep every pixel's window sorted while sliding in time.
+    """Batch kernel: ``dq`` (as uint32) with the flags of :func:`_flag_rolling_rows` over
+    every row."""
+    out = dq.astype(np.uint32)
+    _flag_rolling_rows(cube, err, valid, out, window, n_sigma, bits, store, med_out, start,
+                       stop, 0, cube.shape[1])
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _flag_rolling_rows(cube, err, valid, out, window, n_sigma, bits, store, med_out, start,
+                       stop, y0, y1):  # pragma: no cover - compiled
+    """Batch kernel: per row ``y0 <= y < y1``, keep every pixel's window sorted while
+    sliding in time; flags are OR-ed into ``out`` (uint32, the cube's shape). Each row is
+    independent of the others (its own windows, reset per row): rows may be split among
+    threads with the same result.
 
     Only integrations ``start <= j < stop`` are flagged (``stop = -1``: to the end);
     their windows are those of the whole stack. With ``store``, the window median of
@@ -160,7 +175,6 @@ def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, s
     if stop < 0 or stop > n:
         stop = n
     start = max(start, 0)
-    out = dq.astype(np.uint32)
     w = max(window, 1)
     A = np.empty((w + 2, nx), cube.dtype)
     B = np.empty((w + 2, nx), cube.dtype)
@@ -168,7 +182,7 @@ def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, s
     v = np.empty(nx, cube.dtype)
     cnt = np.zeros(nx, np.int64)
     s0 = 0 if n <= window else min(max(start - window // 2, 0), n - window)
-    for y in range(ny):
+    for y in range(max(y0, 0), min(y1, ny)):
         A[:] = np.inf
         A[0] = -np.inf
         B[:] = A
@@ -207,7 +221,6 @@ def _flag_rolling(cube, err, valid, dq, window, n_sigma, bits, store, med_out, s
                 ev = np.float64(err[j, y, x])
                 if np.isfinite(ev) and abs(np.float64(cube[j, y, x]) - med) > n_sigma * ev:
                     out[j, y, x] |= bits
-    return out
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -625,6 +638,8 @@ def flag_outliers(
     bad_bits: int = dqflags.DO_NOT_USE,
     reference: str = "motion",
     span: tuple[int, int] | None = None,
+    pool=None,
+    parts: int = 1,
 ) -> np.ndarray:
     """Flag outliers along time in a stack of integrations (batch form).
 
@@ -651,6 +666,11 @@ def flag_outliers(
         the window it has in the whole stack (the others are returned unflagged): a
         worker that read a margin of ``window`` integrations around its block flags the
         block alone, with the same result for it as the whole stack.
+    pool, parts : executor (``submit``) and int, optional
+        Run the rolling windows in ``parts`` bands of rows and the motion fits in
+        ``parts`` runs of integrations on ``pool``'s threads (the kernels release the
+        GIL). Every row's windows and every integration's fit are computed as serially:
+        the result is the same bit for bit whatever ``parts``.
 
     Returns
     -------
@@ -678,24 +698,40 @@ def flag_outliers(
     # the kernel's sorted windows are in the cube's dtype: float32 / float64 as given,
     # anything else as float64 (the values the kernel compared before, as np.float64)
     kdt = cube.dtype if cube.dtype in (np.float32, np.float64) else np.float64
-    out = _flag_rolling(
-        np.ascontiguousarray(cube, dtype=kdt),
-        np.ascontiguousarray(err),
-        valid,
-        np.ascontiguousarray(dq, dtype=np.uint32),
-        int(window),
-        float(n_sigma),
-        np.uint32(OUTLIER_BITS),
-        store,
-        med,
-        start,
-        stop,
-    )
+    kcube, kerr = np.ascontiguousarray(cube, dtype=kdt), np.ascontiguousarray(err)
+    out = np.array(dq, dtype=np.uint32, order="C")  # the kernel's ``dq.astype(np.uint32)``
+    parts = max(1, int(parts)) if pool is not None else 1
+
+    def rows(y0, y1):
+        _flag_rolling_rows(kcube, kerr, valid, out, int(window), float(n_sigma),
+                           np.uint32(OUTLIER_BITS), store, med, start, stop, y0, y1)
+
+    in_parts(rows, cube.shape[1], pool, parts)
     if not store:
         return out
-    for j in range(start, stop):
-        out[j] = _motion_flags(cube[j], err[j], valid[j], med[j - start], out[j], n_sigma)
+
+    def motion(j0, j1):
+        for j in range(start + j0, start + j1):
+            out[j] = _motion_flags(cube[j], err[j], valid[j], med[j - start], out[j], n_sigma)
+
+    in_parts(motion, stop - start, pool, parts)
     return out
+
+
+def in_parts(fn, n: int, pool, parts: int) -> None:
+    """``fn(a, b)`` over ``parts`` consecutive runs ``a..b`` of ``0..n`` (sizes differing
+    by at most one) on ``pool``'s threads, or ``fn(0, n)`` here for one part. Every part
+    is waited for before the first failure (in part order) is raised."""
+    parts = min(parts, n)
+    if pool is None or parts <= 1:
+        fn(0, n)
+        return
+    edges = [n * k // parts for k in range(parts + 1)]
+    futs = [pool.submit(fn, a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    errors = [f.exception() for f in futs]  # waits for each
+    for e in errors:
+        if e is not None:
+            raise e
 
 
 class RollingOutlierFlagger:

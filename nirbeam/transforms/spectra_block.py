@@ -24,6 +24,7 @@ from numba import njit
 from nirbeam.transforms.extract_box import box_kernel, box_outputs
 from nirbeam.transforms.extract_common import aperture_weights_fast, trace_center
 from nirbeam.transforms.extract_optimal import optimal_kernel
+from nirbeam.transforms.outliers import in_parts
 
 __all__ = ["extract_block", "block_kernel_applies"]
 
@@ -109,7 +110,8 @@ def block_kernel_applies(model, flicker=None) -> bool:
     return not (flicker is not None and flicker.enabled and flicker.level == "rate")
 
 
-def extract_block(sci, err, dq, var_poisson, var_rnoise, model, flicker, use, out) -> None:
+def extract_block(sci, err, dq, var_poisson, var_rnoise, model, flicker, use, out, *,
+                  pool=None, parts: int = 1) -> None:
     """``extract_integration`` of every integration ``i`` with ``use[i]``, into row ``i`` of
     ``out`` (a dict of (n, nx) arrays named as ``SPECTRUM_ARRAYS``; other rows untouched).
 
@@ -121,6 +123,10 @@ def extract_block(sci, err, dq, var_poisson, var_rnoise, model, flicker, use, ou
     flicker : FlickerParams or None
     use : bool, (n,)
     out : dict of float64 / uint32 (n, nx) arrays, C-contiguous
+    pool, parts : executor (``submit``) and int, optional
+        Run the compiled loop on ``parts`` runs of consecutive integrations on ``pool``'s
+        threads (it releases the GIL); each integration is extracted as serially, into
+        its own rows: the same result bit for bit whatever ``parts``.
     """
     from nirbeam.transforms.spectra import BAD_BITS, extract_integration
 
@@ -139,12 +145,18 @@ def extract_block(sci, err, dq, var_poisson, var_rnoise, model, flicker, use, ou
     bg = model.background_region
     inner, outer = (float(bg[0]), float(bg[1])) if bg is not None else (0.0, 0.0)
     sig = model.sigma_clip
-    _extract_block_kernel(
-        sci, np.ascontiguousarray(err), np.ascontiguousarray(dq, np.uint32),
-        np.ascontiguousarray(var_poisson), np.ascontiguousarray(var_rnoise), use,
-        W, prof, trace_center(model.trace, nx), bg is not None, inner, outer,
-        np.uint32(BAD_BITS), model.method == "optimal", sig is not None,
-        0.0 if sig is None else float(sig) ** 2, MAX_ITER,
-        out["flux"], out["flux_error"], out["flux_var_poisson"], out["flux_var_rnoise"],
-        out["dq"], out["npixels"], out["background"], out["box_flux"], out["box_flux_error"],
-    )
+    err = np.ascontiguousarray(err)
+    dq = np.ascontiguousarray(dq, np.uint32)
+    vp, vr = np.ascontiguousarray(var_poisson), np.ascontiguousarray(var_rnoise)
+    center = trace_center(model.trace, nx)
+    outs = [out[k] for k in ("flux", "flux_error", "flux_var_poisson", "flux_var_rnoise",
+                             "dq", "npixels", "background", "box_flux", "box_flux_error")]
+
+    def run(a, b):  # integrations a..b-1: row slices (views) of every input and output
+        _extract_block_kernel(
+            sci[a:b], err[a:b], dq[a:b], vp[a:b], vr[a:b], use[a:b],
+            W, prof, center, bg is not None, inner, outer,
+            np.uint32(BAD_BITS), model.method == "optimal", sig is not None,
+            0.0 if sig is None else float(sig) ** 2, MAX_ITER, *(o[a:b] for o in outs))
+
+    in_parts(run, n, pool, max(1, int(parts)) if pool is not None else 1)
