@@ -97,14 +97,3 @@ def test_driver_starts_the_hashes_before_the_drafts(tmp_path, monkeypatch):
 
 class _Stop(Exception):
     pass
-
-
-def test_a_file_grown_since_its_stat_is_hashed_to_its_end(tmp_path):
-    """As the 1-MiB loop did before the one-read hash: every byte up to EOF counts."""
-    f = tmp_path / "seg.fits"
-    data = _write(f, 1_500_000, 3)
-    st = os.stat(f)
-    with open(f, "ab") as fh:
-        fh.write(b"more" * 1000)
-    got = resume._fingerprint(_seg(f), st)
-    assert got["sha256"] == hashlib.sha256(data + b"more" * 1000).hexdigest()

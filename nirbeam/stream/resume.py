@@ -91,15 +91,7 @@ def _fingerprint(seg: SegmentInfo, st: os.stat_result) -> dict:
     h = hashlib.sha256()
     with open(seg.path, "rb") as fh:
         if st.st_size <= _FULL_HASH_BYTES:
-            # one read and one update of the whole file: both release the GIL, and a
-            # background hash (prefetch_fingerprints) then waits for the GIL twice per
-            # file instead of twice per MiB behind a GIL-bound main thread
-            buf = memoryview(bytearray(st.st_size))
-            n = 0
-            while n < len(buf) and (k := fh.readinto(buf[n:])):
-                n += k
-            h.update(buf[:n])
-            for block in iter(lambda: fh.read(1 << 20), b""):  # grown since the stat
+            for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
             method = "full"
         else:
