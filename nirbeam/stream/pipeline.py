@@ -60,7 +60,6 @@ from nirbeam.stream.resume import (
     ResumeMismatch,
     check_resume,
     input_fingerprint,
-    prefetch_fingerprints,
     rate_settings,
     reset_group,
     resume_differences,
@@ -164,7 +163,7 @@ def no_refs_error() -> BadInputError:
 def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, settings, *,
                      allow_standins: bool = False, overwrite: bool = False,
                      loaded=None, dead_dir: str | None = None, time_chunk: int = 1,
-                     trace_mask: np.ndarray | None = None, draft=None) -> dict:
+                     trace_mask: np.ndarray | None = None) -> dict:
     """Choose references, check the resume key, create the store template for one
     exposure/detector.
 
@@ -176,7 +175,6 @@ def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, setting
     before anything was written (the batch driver); without it they are made here.
     ``trace_mask`` (bool, the science array's shape): scene pixels a mode knows (every
     slit of FS/MOS/IFU), kept out of the 1/f fit as well as what the draft shows.
-    ``draft``: ``(mask,)`` from :func:`exposure_draft` made before (else it is made here).
     """
     meta = plan.meta
     group = meta.group_name
@@ -189,7 +187,9 @@ def prepare_exposure(root: str, plan: ExposurePlan, refs_dir, ref_index, setting
         refs, prov, key = loaded
     old = stored_resume_key(root, group) or {}
     key = {**key, "inputs": {**(old.get("inputs") or {}), **key["inputs"]}}
-    mask = (draft if draft is not None else exposure_draft(plan, refs, settings, trace_mask))[0]
+    fl = settings.flicker
+    mask = (draft_scene_mask(plan, refs, settings, trace_mask=trace_mask)
+            if fl.enabled and fl.level == "group" else None)
     save_refs_to_store(root, group, refs, prov, mask)
     times: dict[int, IntTimes] = {}
     for s in plan.segments:
@@ -361,17 +361,6 @@ class PreparedExposure:
     trace_mask: np.ndarray | None
 
 
-def exposure_draft(plan: ExposurePlan, refs, settings, trace_mask=None) -> tuple:
-    """``(mask,)``: the group-level 1/f cleaning's scene mask from a draft rate of the
-    exposure's first integrations (``(None,)`` when that cleaning is off). Reads the
-    inputs only, so the batch driver makes it before the resume key is checked, while the
-    inputs' hashes (:func:`prefetch_fingerprints`) are still being computed."""
-    fl = settings.flicker
-    if not (fl.enabled and fl.level == "group"):
-        return (None,)
-    return (draft_scene_mask(plan, refs, settings, trace_mask=trace_mask),)
-
-
 def prepare_rate_blocks(plans, root: str, refs_dir, ref_index, settings, runner: RunnerSpec, *,
                         allow_standins: bool, overwrite: bool, dead_dir: str,
                         trace_mask_for=None, advance=None) -> tuple[list, list[PreparedExposure]]:
@@ -383,24 +372,22 @@ def prepare_rate_blocks(plans, root: str, refs_dir, ref_index, settings, runner:
     its rate blocks planned: whole numbers of the store's chunks (a resumed store keeps
     its own). ``advance`` is called once per prepared exposure (a progress stage).
     """
-    prefetch_fingerprints(s for plan in plans for s in plan.segments)
-    loaded, reset, masks, drafts = [], [], [], []
+    loaded, reset = [], []
     for plan in plans:
         refs, prov = load_exposure_refs(plan, refs_dir, ref_index, allow_standins)
-        masks.append(trace_mask_for(plan) if trace_mask_for else None)
-        drafts.append(exposure_draft(plan, refs, settings, masks[-1]))  # beside the hashes
         key = resume_key(plan, prov, settings)
         reset.append(check_resume(root, plan.meta.group_name, key, overwrite))
         loaded.append((refs, prov, key))
     blocks: list[RateBlock] = []
     prepared: list[PreparedExposure] = []
-    for plan, ld, rs, mask, draft in zip(plans, loaded, reset, masks, drafts, strict=True):
+    for plan, ld, rs in zip(plans, loaded, reset, strict=True):
         group = plan.meta.group_name
         if rs:
             reset_group(root, group, dead_dir)
+        mask = trace_mask_for(plan) if trace_mask_for else None
         info = prepare_exposure(root, plan, refs_dir, ref_index, settings, loaded=ld,
                                 time_chunk=rate_block_size(plan.meta.nints, runner),
-                                trace_mask=mask, draft=draft)
+                                trace_mask=mask)
         if advance is not None:
             advance()
         done = zarr_store.completed(root, group, RATEINTS)

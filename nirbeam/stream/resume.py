@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 
 from nirbeam import __version__
 from nirbeam.sinks import fs, zarr_store
@@ -18,7 +17,7 @@ from nirbeam.stream.rate_steps import RATEINTS, forget_group
 from nirbeam.stream.uncal import BadInputError, ExposurePlan, SegmentInfo
 
 __all__ = ["ResumeMismatch", "RESUME_KEY_VERSION", "rate_settings", "input_fingerprint",
-           "prefetch_fingerprints", "resume_key", "resume_differences", "stored_resume_key", "check_resume",
+           "resume_key", "resume_differences", "stored_resume_key", "check_resume",
            "reset_group"]
 
 log = logging.getLogger("nirbeam")
@@ -42,52 +41,10 @@ _SAMPLE_BLOCKS, _SAMPLE_BYTES = 64, 64 << 10
 def input_fingerprint(seg: SegmentInfo) -> dict:
     """Size, mtime and a sha256 of one segment: whole file up to 64 MiB, else every byte
     outside the SCI cube (headers, INT_TIMES...) plus 64 blocks of 64 KiB spread evenly
-    over the SCI data (4 MiB read whatever the size).
-
-    A hash started by :func:`prefetch_fingerprints` is taken when the file's size and
-    mtime (ns) are still those it was started with; otherwise the file is hashed now."""
-    st = os.stat(seg.path)
-    with _AHEAD_LOCK:
-        fut = _AHEAD.pop(_stat_key(seg.path, st), None)
-    if fut is not None:
-        return fut.result()
-    return _fingerprint(seg, st)
-
-
-def prefetch_fingerprints(segments) -> None:
-    """Start hashing ``segments`` on one background thread, so that the 0.2-0.3 s of
-    sha256 over a PRISM exposure's inputs overlaps the driver's next steps (hashlib and
-    file reads release the GIL); :func:`input_fingerprint` takes each result. Errors are
-    raised where the fingerprint is taken, as without the prefetch."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    jobs = []
-    for seg in segments:
-        try:
-            st = os.stat(seg.path)
-        except OSError:
-            continue  # input_fingerprint names the file when it is asked for
-        jobs.append((_stat_key(seg.path, st), seg, st))
-    if not jobs:
-        return
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nirbeam-hash")
-    with _AHEAD_LOCK:
-        for key, seg, st in jobs:
-            _AHEAD[key] = pool.submit(_fingerprint, seg, st)
-    pool.shutdown(wait=False)  # the thread ends after its last job
-
-
-_AHEAD: dict = {}
-_AHEAD_LOCK = threading.Lock()
-
-
-def _stat_key(path: str, st: os.stat_result) -> tuple:
-    return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-
-
-def _fingerprint(seg: SegmentInfo, st: os.stat_result) -> dict:
+    over the SCI data (4 MiB read whatever the size)."""
     import hashlib
 
+    st = os.stat(seg.path)
     h = hashlib.sha256()
     with open(seg.path, "rb") as fh:
         if st.st_size <= _FULL_HASH_BYTES:
